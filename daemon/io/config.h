@@ -1,0 +1,40 @@
+// tallyd's command line and config file. The file uses the long flag names in
+// INI form ("udp = 127.0.0.1:7070"); flags given on the command line override
+// the file. Every value is range-checked here so that a typo fails at start
+// with a clear message instead of surfacing as odd behaviour later.
+//
+// Thread safety: pure functions.
+#ifndef TALLY_DAEMON_IO_CONFIG_H_
+#define TALLY_DAEMON_IO_CONFIG_H_
+
+#include <spdlog/common.h>
+
+#include <string>
+
+#include "daemon/io/daemon.h"
+
+namespace tally::io {
+
+inline constexpr const char* kTallydVersion = "0.1.0";
+
+struct TallydConfig {
+  DaemonOptions daemon;
+  spdlog::level::level_enum log_level = spdlog::level::info;
+  std::string config_file;    // "" if none
+  bool check_config = false;  // validate and exit
+};
+
+enum class FlagsOutcome {
+  kRun,       // *config is filled in
+  kExitOk,    // --help / --version: print *output and exit 0
+  kBadUsage,  // *error says why; exit 2
+};
+
+// Parses argv (and the --config file it names, if any) into `*config`, which
+// starts from tallyd's defaults. `argv` is borrowed for the call only.
+FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
+                              std::string* output, std::string* error);
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_CONFIG_H_

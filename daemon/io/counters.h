@@ -1,0 +1,25 @@
+// Transport counters shared by every I/O handler of one Daemon.
+// Thread safety: all members are atomics, updated with relaxed ordering (they
+// are statistics, not synchronization).
+#ifndef TALLY_DAEMON_IO_COUNTERS_H_
+#define TALLY_DAEMON_IO_COUNTERS_H_
+
+#include <atomic>
+#include <cstdint>
+
+namespace tally::io {
+
+struct Counters {
+  std::atomic<uint64_t> datagrams_in{0};   // messages received on any transport
+  std::atomic<uint64_t> datagrams_out{0};  // replies handed to the kernel
+  std::atomic<uint64_t> malformed{0};      // undecodable, oversized or `responses` messages
+  std::atomic<uint64_t> send_errors{0};    // replies that could not be sent (or had no address)
+
+  static void Add(std::atomic<uint64_t>& c, uint64_t n) {
+    if (n != 0) c.fetch_add(n, std::memory_order_relaxed);
+  }
+};
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_COUNTERS_H_

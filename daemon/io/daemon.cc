@@ -1,0 +1,261 @@
+#include "daemon/io/daemon.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <exception>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "daemon/io/counters.h"
+#include "daemon/io/datagram_server.h"
+#include "daemon/io/message_processor.h"
+#include "daemon/io/seqpacket_server.h"
+#include "daemon/io/sockets.h"
+
+namespace tally::io {
+namespace {
+
+constexpr int kMaxThreads = 1024;
+
+bool Fail(std::string* error, std::string message) {
+  if (error != nullptr) *error = std::move(message);
+  return false;
+}
+
+std::string FormatStats(const DaemonStats& s) {
+  return fmt::format(
+      "datagrams_in={} datagrams_out={} malformed={} send_errors={} checks={} allowed={} "
+      "denied={} invalid={} over_capacity={} dedup_hits={} keys_reclaimed={} live_keys={}",
+      s.datagrams_in, s.datagrams_out, s.malformed, s.send_errors, s.limiter.checks,
+      s.limiter.allowed, s.limiter.denied, s.limiter.invalid, s.limiter.over_capacity,
+      s.limiter.dedup_hits, s.limiter.keys_reclaimed, s.limiter.live_keys);
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  explicit Impl(DaemonOptions o) : options(std::move(o)), sweep_timer(io), stats_timer(io) {}
+
+  bool Start(std::string* error);
+  void RunLoop();
+  void Stop();
+  void Shutdown();
+  void ArmSweep();
+  void ArmStats();
+  DaemonStats Stats() const;
+
+  DaemonOptions options;
+  // Declared first so it is destroyed last: every socket and timer below
+  // refers to it.
+  boost::asio::io_context io;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
+  Counters counters;
+  std::unique_ptr<Limiter> limiter;  // null in echo mode
+  int threads = 1;
+
+  UnixSocketFile unix_file;
+  UnixSocketFile seq_file;
+  std::string udp_address;
+  std::string unix_path;
+  std::string seq_path;
+  std::vector<std::unique_ptr<DatagramServer>> udp_servers;
+  std::unique_ptr<DatagramServer> unix_server;
+  std::unique_ptr<SeqpacketServer> seq_server;
+  boost::asio::steady_timer sweep_timer;
+  boost::asio::steady_timer stats_timer;
+  std::unique_ptr<boost::asio::signal_set> signals;
+
+  std::atomic<bool> stop_requested{false};
+  bool started = false;
+  bool ran = false;
+  bool shut_down = false;
+};
+
+bool Daemon::Impl::Start(std::string* error) {
+  if (started) return Fail(error, "already started");
+  const DaemonOptions& o = options;
+  if (o.threads < 0 || o.threads > kMaxThreads) {
+    return Fail(error, "threads must be 0.." + std::to_string(kMaxThreads));
+  }
+  if (o.limiter.buckets_per_window < 1 || o.limiter.buckets_per_window > 1000) {
+    return Fail(error, "buckets_per_window must be 1..1000");
+  }
+  if (o.limiter.shards < 1) return Fail(error, "shards must be >= 1");
+  if (o.limiter.max_keys < 1) return Fail(error, "max_keys must be >= 1");
+  if (o.sweep_interval.count() <= 0) return Fail(error, "sweep_interval must be > 0");
+  if (o.stats_interval.count() < 0) return Fail(error, "stats_interval must be >= 0");
+  if (o.udp.empty() && o.unix_path.empty() && o.unix_seq_path.empty()) {
+    return Fail(error, "no transport enabled (udp, unix and unix_seq are all disabled)");
+  }
+  std::optional<HostPort> udp;
+  if (!o.udp.empty()) {
+    std::string why;
+    udp = ParseHostPort(o.udp, &why);
+    if (!udp) return Fail(error, "udp: " + why);
+  }
+
+  threads = o.threads > 0 ? o.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  if (!o.echo) limiter = std::make_unique<Limiter>(o.limiter);
+  Limiter* lim = limiter.get();
+
+  std::string why;
+  if (udp) {
+    std::vector<UniqueFd> fds;
+    if (!BindUdpGroup(*udp, threads, &fds, &udp_address, &why)) {
+      Shutdown();
+      return Fail(error, why);
+    }
+    for (UniqueFd& fd : fds) {
+      udp_servers.push_back(
+          std::make_unique<DatagramServer>(io, fd.Release(), lim, o.echo, &counters));
+    }
+  }
+  if (!o.unix_path.empty()) {
+    if (!unix_file.Bind(o.unix_path, SOCK_DGRAM, &why)) {
+      Shutdown();
+      return Fail(error, why);
+    }
+    unix_path = unix_file.path();
+    unix_server =
+        std::make_unique<DatagramServer>(io, unix_file.ReleaseFd(), lim, o.echo, &counters);
+  }
+  if (!o.unix_seq_path.empty()) {
+    if (!seq_file.Bind(o.unix_seq_path, SOCK_SEQPACKET, &why)) {
+      Shutdown();
+      return Fail(error, why);
+    }
+    seq_path = seq_file.path();
+    seq_server =
+        std::make_unique<SeqpacketServer>(io, seq_file.ReleaseFd(), lim, o.echo, &counters);
+  }
+
+  work.emplace(io.get_executor());
+  for (auto& s : udp_servers) s->Start();
+  if (unix_server) unix_server->Start();
+  if (seq_server) seq_server->Start();
+  if (limiter) ArmSweep();
+  if (o.stats_interval.count() > 0) ArmStats();
+  if (o.handle_signals) {
+    signals = std::make_unique<boost::asio::signal_set>(io, SIGINT, SIGTERM);
+    signals->async_wait([this](const boost::system::error_code& ec, int signo) {
+      if (ec) return;
+      spdlog::info("received {}, shutting down", signo == SIGINT ? "SIGINT" : "SIGTERM");
+      Stop();
+    });
+  }
+  spdlog::debug("daemon started: threads={} udp={} unix={} seq={} echo={}", threads,
+                udp_address.empty() ? "-" : udp_address, unix_path.empty() ? "-" : unix_path,
+                seq_path.empty() ? "-" : seq_path, o.echo);
+  started = true;
+  return true;
+}
+
+void Daemon::Impl::ArmSweep() {
+  sweep_timer.expires_after(options.sweep_interval);
+  sweep_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stop_requested.load(std::memory_order_relaxed)) return;
+    limiter->SweepOneShard(ReadClock());
+    ArmSweep();
+  });
+}
+
+void Daemon::Impl::ArmStats() {
+  stats_timer.expires_after(options.stats_interval);
+  stats_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stop_requested.load(std::memory_order_relaxed)) return;
+    spdlog::info("stats: {}", FormatStats(Stats()));
+    ArmStats();
+  });
+}
+
+void Daemon::Impl::RunLoop() {
+  try {
+    io.run();
+  } catch (const std::exception& e) {
+    // A handler that threw did not re-arm its socket: limping on would leave
+    // a transport silently dead, so stop instead.
+    spdlog::critical("I/O handler failed: {}; stopping", e.what());
+    Stop();
+  }
+}
+
+void Daemon::Impl::Stop() {
+  stop_requested.store(true, std::memory_order_relaxed);
+  io.stop();
+}
+
+void Daemon::Impl::Shutdown() {
+  if (shut_down) return;
+  shut_down = true;
+  for (auto& s : udp_servers) s->Close();
+  if (unix_server) unix_server->Close();
+  if (seq_server) seq_server->Close();
+  sweep_timer.cancel();
+  stats_timer.cancel();
+  if (signals) {
+    boost::system::error_code ignored;
+    signals->cancel(ignored);
+  }
+  work.reset();
+  unix_file.Unlink();
+  seq_file.Unlink();
+  // Let the cancelled handlers run (they just return) so connections and
+  // their buffers are released now rather than in ~io_context.
+  io.restart();
+  io.poll();
+}
+
+DaemonStats Daemon::Impl::Stats() const {
+  DaemonStats s{};
+  s.datagrams_in = counters.datagrams_in.load(std::memory_order_relaxed);
+  s.datagrams_out = counters.datagrams_out.load(std::memory_order_relaxed);
+  s.malformed = counters.malformed.load(std::memory_order_relaxed);
+  s.send_errors = counters.send_errors.load(std::memory_order_relaxed);
+  if (limiter) s.limiter = limiter->GetStats();
+  return s;
+}
+
+Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Daemon::~Daemon() {
+  impl_->Stop();
+  impl_->Shutdown();
+}
+
+bool Daemon::Start(std::string* error) { return impl_->Start(error); }
+
+std::string Daemon::udp_address() const { return impl_->udp_address; }
+std::string Daemon::unix_path() const { return impl_->unix_path; }
+std::string Daemon::unix_seq_path() const { return impl_->seq_path; }
+
+void Daemon::Run() {
+  Impl& d = *impl_;
+  if (!d.started || d.ran) return;
+  d.ran = true;
+  if (!d.stop_requested.load()) {
+    std::vector<std::thread> pool;
+    pool.reserve(static_cast<size_t>(d.threads - 1));
+    for (int i = 1; i < d.threads; ++i) pool.emplace_back([&d] { d.RunLoop(); });
+    d.RunLoop();
+    for (auto& t : pool) t.join();
+  }
+  d.Shutdown();
+  spdlog::info("stopped; final stats: {}", FormatStats(d.Stats()));
+}
+
+void Daemon::Stop() { impl_->Stop(); }
+
+DaemonStats Daemon::stats() const { return impl_->Stats(); }
+
+}  // namespace tally::io

@@ -1,0 +1,86 @@
+// tally::io::Daemon: the thin Asio driver around tally::Limiter. It owns the
+// sockets, threads, timers and signal handling; every decision is the
+// Limiter's. tallyd (daemon/main.cc) is this class plus flag parsing; the load
+// generator embeds it as an echo server.
+//
+// Transports: N UDP sockets sharing one address via SO_REUSEPORT (one per
+// thread, so the kernel spreads clients over threads), one Unix datagram
+// socket and one Unix seqpacket listener. One io_context is run by N threads.
+#ifndef TALLY_DAEMON_IO_DAEMON_H_
+#define TALLY_DAEMON_IO_DAEMON_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tally/limiter.h"
+
+namespace tally::io {
+
+struct DaemonOptions {
+  // HOST:PORT ([v6]:PORT ok); "" disables; port 0 picks a free port.
+  std::string udp = "127.0.0.1:7070";
+  std::string unix_path;      // Unix datagram socket; "" disables
+  std::string unix_seq_path;  // Unix seqpacket socket; "" disables
+  int threads = 0;            // 0 = std::thread::hardware_concurrency()
+  // Raw echo server: reply with the received bytes, no decode (transport floor).
+  bool echo = false;
+  LimiterOptions limiter;
+  std::chrono::milliseconds sweep_interval{50};
+  std::chrono::seconds stats_interval{60};  // periodic stats log line; 0 disables
+  bool handle_signals = true;               // SIGINT/SIGTERM stop Run()
+};
+
+// Counters since Start. malformed: undecodable, oversized or `responses`
+// messages. send_errors: replies the kernel refused, or that had no address.
+struct DaemonStats {
+  uint64_t datagrams_in, datagrams_out, malformed, send_errors;
+  LimiterStats limiter;
+};
+
+// Lifecycle: construct -> Start() -> Run() (blocks) ... Stop() -> Run returns.
+// Thread safety: Stop() and stats() may be called from any thread at any
+// time; everything else from one thread.
+class Daemon {
+ public:
+  explicit Daemon(DaemonOptions options);
+  // Stops, closes sockets and unlinks the socket files it created.
+  // REQUIRES: Run() is not executing (it has returned or was never called).
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Validates the options, creates the Limiter and binds every enabled
+  // socket. Returns false and sets `*error` (if not null) on failure; files
+  // created so far are removed again. Call once.
+  bool Start(std::string* error);
+
+  // The resolved UDP address ("127.0.0.1:PORT", "[::1]:PORT") after Start,
+  // "" if disabled or not started.
+  std::string udp_address() const;
+  // The bound socket paths after Start, "" if disabled or not started.
+  std::string unix_path() const;
+  std::string unix_seq_path() const;
+
+  // Runs the I/O threads (the caller's thread is one of them) until Stop() or
+  // SIGINT/SIGTERM, then closes the sockets, unlinks their files and logs the
+  // final stats. Returns at once if Start() did not succeed or Stop() was
+  // already called. Call at most once.
+  void Run();
+
+  // Makes Run() return soon. Idempotent; callable from any thread, before or
+  // during Run().
+  void Stop();
+
+  // A snapshot of the counters. Any thread.
+  DaemonStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_DAEMON_H_

@@ -1,0 +1,74 @@
+// Serves one datagram socket (UDP or Unix SOCK_DGRAM): wait for readability,
+// drain with recvmmsg in batches of kBatch, answer each batch with one
+// sendmmsg, re-arm. Only one wait is ever outstanding, so the handler (and its
+// buffers) runs on one thread at a time without locks even though the
+// io_context is run by many threads.
+//
+// Replies go to each datagram's source address. A Unix sender without an
+// address (an unbound socket) cannot be answered: its datagram is dropped
+// unprocessed and counted in send_errors. A reply the kernel refuses (e.g.
+// EAGAIN because a Unix peer's queue is full) is dropped and counted in
+// send_errors; clients resend with the same request id, which the Limiter
+// deduplicates.
+#ifndef TALLY_DAEMON_IO_DATAGRAM_SERVER_H_
+#define TALLY_DAEMON_IO_DATAGRAM_SERVER_H_
+
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "daemon/io/counters.h"
+#include "daemon/io/message_processor.h"
+#include "tally/limiter.h"
+
+namespace tally::io {
+
+class DatagramServer {
+ public:
+  static constexpr size_t kBatch = 64;               // datagrams per recvmmsg
+  static constexpr size_t kBufferBytes = 64 * 1024;  // per datagram, reused
+  static constexpr int kMaxBatchesPerWakeup = 16;    // then yield to other sockets
+
+  // Takes ownership of the non-blocking datagram socket `fd`. `limiter` (null
+  // only in echo mode) and `counters` are borrowed and must outlive this.
+  DatagramServer(boost::asio::io_context& io, int fd, Limiter* limiter, bool echo,
+                 Counters* counters);
+  ~DatagramServer();
+  DatagramServer(const DatagramServer&) = delete;
+  DatagramServer& operator=(const DatagramServer&) = delete;
+
+  // Arms the first readiness wait. Call once, before the io_context runs.
+  void Start();
+  // Closes the socket, cancelling the wait. Must not run concurrently with this
+  // server's handler: call it when no thread runs the io_context.
+  void Close();
+
+ private:
+  void Arm();
+  void OnReadable();
+  // Sends replies_ with sendmmsg; counts what went out and what failed.
+  void SendReplies();
+
+  boost::asio::posix::stream_descriptor socket_;
+  Counters* counters_;
+  MessageProcessor processor_;
+
+  std::unique_ptr<uint64_t[]> rx_storage_;  // kBatch * kBufferBytes, 8-byte aligned for capnp
+  std::array<mmsghdr, kBatch> rx_msgs_{};
+  std::array<iovec, kBatch> rx_iov_{};
+  std::array<sockaddr_storage, kBatch> rx_addr_{};
+
+  std::vector<Reply> replies_;
+  std::vector<mmsghdr> tx_msgs_;
+  std::vector<iovec> tx_iov_;
+};
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_DATAGRAM_SERVER_H_

@@ -1,0 +1,79 @@
+// Turns one received message into reply bytes: decode, ask the Limiter, encode.
+// This is glue only; every decision is the Limiter's (sans-IO core).
+//
+//   * checks message  -> one Limiter::Check per check, results encoded in
+//     request order; split over several reply datagrams if they would not
+//     fit one (clients match results by request id).
+//   * undecodable / truncated message -> counted as malformed and answered
+//     with ONE result {request_id 0, kMalformed or kUnsupportedVersion, reason}.
+//   * `responses` message -> counted as malformed and dropped, never answered:
+//     answering it would let two daemons (or a spoofed source) ping-pong
+//     error replies forever, since our reply is itself a `responses` message.
+//   * echo mode -> the received bytes, untouched.
+//
+// Thread safety: not thread-safe; each handler owns one (it holds scratch
+// buffers). The Limiter and Counters it points to are shared and thread-safe.
+#ifndef TALLY_DAEMON_IO_MESSAGE_PROCESSOR_H_
+#define TALLY_DAEMON_IO_MESSAGE_PROCESSOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "daemon/io/counters.h"
+#include "tally/limiter.h"
+#include "tally/types.h"
+#include "wire/codec.h"
+
+namespace tally::io {
+
+// One reply datagram. `bytes` points into the processor's buffers (or, in
+// echo mode, into the received message) and is valid until the next Reset().
+// `tag` is the caller's, e.g. the index of the message it answers.
+struct Reply {
+  std::span<const std::byte> bytes;
+  uint32_t tag = 0;
+};
+
+class MessageProcessor {
+ public:
+  // `limiter` may be null only when `echo` is true. Both pointers are
+  // borrowed and must outlive the processor.
+  MessageProcessor(Limiter* limiter, bool echo, Counters* counters);
+  MessageProcessor(const MessageProcessor&) = delete;
+  MessageProcessor& operator=(const MessageProcessor&) = delete;
+
+  // Handles one message received at `now`. `truncated` means the kernel cut
+  // it (it was larger than our buffer). Appends its replies (zero or more) to
+  // `*replies`. `message` must stay valid until those replies are sent.
+  void Handle(std::span<const std::byte> message, bool truncated, Instant now, uint32_t tag,
+              std::vector<Reply>* replies);
+
+  // Recycles the reply buffers; invalidates every Reply handed out so far.
+  void Reset() { buffers_used_ = 0; }
+
+ private:
+  std::vector<std::byte>* NextBuffer();
+  void ReplyError(Status status, std::string reason, uint32_t tag, std::vector<Reply>* replies);
+  void EncodeResults(uint32_t tag, std::vector<Reply>* replies);
+
+  Limiter* limiter_;
+  bool echo_;
+  Counters* counters_;
+  wire::ClientMessageReader reader_;
+  std::vector<CheckResult> results_;
+  std::string why_;
+  // A deque keeps element addresses stable as it grows.
+  std::deque<std::vector<std::byte>> buffers_;
+  size_t buffers_used_ = 0;
+};
+
+// Reads both clocks: wall ms since the epoch and monotonic ns.
+Instant ReadClock();
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_MESSAGE_PROCESSOR_H_

@@ -1,0 +1,68 @@
+// tallyd: the tally rate-limiter daemon. Flags and config: daemon/io/config.h;
+// everything else: tally::io::Daemon.
+//
+// Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 1 start failure, 2 bad flags.
+// stdout carries exactly one line, "tallyd listening udp=ADDR unix=PATH
+// seq=PATH" ("-" for a disabled transport), for scripts and tests; logs go
+// to stderr.
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include <cstdio>
+#include <string>
+
+#include "daemon/io/config.h"
+#include "daemon/io/daemon.h"
+
+namespace {
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tally::io::TallydConfig config;
+  std::string output, error;
+  switch (tally::io::ParseTallydFlags(argc, argv, &config, &output, &error)) {
+    case tally::io::FlagsOutcome::kExitOk:
+      std::fputs(output.c_str(), stdout);
+      return 0;
+    case tally::io::FlagsOutcome::kBadUsage:
+      std::fprintf(stderr, "tallyd: %s\nTry 'tallyd --help'.\n", error.c_str());
+      return 2;
+    case tally::io::FlagsOutcome::kRun:
+      break;
+  }
+  if (config.check_config) {
+    std::printf("tallyd: configuration OK%s%s\n", config.config_file.empty() ? "" : ": ",
+                config.config_file.c_str());
+    return 0;
+  }
+
+  auto logger = spdlog::stderr_color_mt("tallyd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(config.log_level);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ [%t] %v");
+
+  // Replies use MSG_NOSIGNAL; this also covers a closed stdout pipe.
+  signal(SIGPIPE, SIG_IGN);
+
+  tally::io::Daemon daemon(config.daemon);
+  if (!daemon.Start(&error)) {
+    spdlog::error("cannot start: {}", error);
+    return 1;
+  }
+  std::string line = "tallyd listening udp=" + OrDash(daemon.udp_address()) +
+                     " unix=" + OrDash(daemon.unix_path()) +
+                     " seq=" + OrDash(daemon.unix_seq_path());
+  std::fputs((line + "\n").c_str(), stdout);
+  std::fflush(stdout);
+  spdlog::info("{}", line);
+  sd_notifyf(0, "READY=1\nSTATUS=%s", line.c_str());
+
+  daemon.Run();
+  sd_notify(0, "STOPPING=1");
+  return 0;
+}

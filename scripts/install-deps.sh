@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tally needs to build, test and benchmark.
+# Idempotent: does nothing (no apt-get update) when everything is present.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libboost1.81-dev libboost-program-options1.81-dev libboost-serialization1.81-dev
+  libcapnp-dev capnproto libspdlog-dev libfmt-dev libxxhash-dev libsystemd-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  iproute2 nftables procps
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then exit 0; fi
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,129 @@
+// tally-load smoke runs: it works end to end (not how fast).
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/support/daemon_process.h"
+
+namespace tally {
+namespace {
+
+using testing::DaemonProcess;
+using testing::ProcessResult;
+using testing::TempDir;
+
+const std::string kLoad = std::string(TALLY_BIN_DIR) + "/tally-load";
+
+boost::json::object ParseObject(const std::string& text) {
+  boost::system::error_code ec;
+  boost::json::value value = boost::json::parse(text, ec);
+  EXPECT_FALSE(ec) << "not JSON: " << text;
+  EXPECT_TRUE(value.is_object()) << text;
+  return value.is_object() ? value.as_object() : boost::json::object();
+}
+
+double Throughput(boost::json::object& object, const char* run) {
+  if (!object[run].is_object()) return 0;
+  return object[run].as_object()["throughput_rps"].to_number<double>();
+}
+
+class LoadSmokeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string error;
+    ASSERT_TRUE(daemon_.Start(
+        {"--udp", "127.0.0.1:0", "--unix", dir_.File("d.sock"), "--unix-seq", dir_.File("d.seq")},
+        &error))
+        << error;
+    udp_ = "127.0.0.1:" + std::to_string(daemon_.udp_port());
+  }
+
+  TempDir dir_;
+  DaemonProcess daemon_;
+  std::string udp_;
+};
+
+TEST_F(LoadSmokeTest, UdpPlainOutput) {
+  ProcessResult result = testing::RunProcess(
+      kLoad, {"--udp", udp_, "--duration-s", "0.3", "--in-flight", "8", "--keys", "1000"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  size_t at = result.out.find("throughput_rps=");
+  ASSERT_NE(at, std::string::npos) << result.out;
+  EXPECT_GT(std::stod(result.out.substr(at + 15)), 0) << result.out;
+}
+
+TEST_F(LoadSmokeTest, UdpCompareEchoJson) {
+  ProcessResult result = testing::RunProcess(
+      kLoad, {"--udp", udp_, "--duration-s", "0.3", "--compare-echo", "--json", "--dist", "zipf",
+              "--keys", "10000", "--threads", "2", "--batch", "4", "--limit", "5"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  boost::json::object object = ParseObject(result.out);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
+  EXPECT_GT(Throughput(object, "echo"), 0) << result.out;
+  EXPECT_GT(object["throughput_ratio"].to_number<double>(), 0);
+  EXPECT_GT(object["p99_ratio"].to_number<double>(), 0);
+  EXPECT_TRUE(object["note"].is_string());
+  // A hot zipf key with limit 5 gets denied.
+  EXPECT_GT(object["tallyd"].as_object()["denied"].to_number<int64_t>(), 0) << result.out;
+}
+
+TEST_F(LoadSmokeTest, UnixSeqpacketCompareEcho) {
+  ProcessResult result =
+      testing::RunProcess(kLoad, {"--unix", daemon_.seq_path(), "--duration-s", "0.3",
+                                  "--compare-echo", "--json", "--in-flight", "16"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  boost::json::object object = ParseObject(result.out);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
+  EXPECT_GT(Throughput(object, "echo"), 0) << result.out;
+  EXPECT_EQ(object["config"].as_object()["transport"], "unix-seqpacket");
+}
+
+TEST_F(LoadSmokeTest, UnixDatagram) {
+  ProcessResult result = testing::RunProcess(
+      kLoad, {"--unix", daemon_.unix_path(), "--duration-s", "0.3", "--json", "--in-flight", "4"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  boost::json::object object = ParseObject(result.out);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
+  EXPECT_EQ(object["config"].as_object()["transport"], "unix-dgram");
+}
+
+TEST(LoadEchoServerTest, ServesLoadAndStopsOnSigterm) {
+  TempDir dir;
+  DaemonProcess echo;
+  std::string error;
+  ASSERT_TRUE(echo.Start({"--echo-server", "--udp", "127.0.0.1:0", "--unix-seq", dir.File("e.seq")},
+                         &error, std::chrono::seconds(15), kLoad))
+      << error;
+  ASSERT_NE(echo.udp_port(), 0);
+  ProcessResult result = testing::RunProcess(
+      kLoad,
+      {"--udp", "127.0.0.1:" + std::to_string(echo.udp_port()), "--duration-s", "0.2", "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  boost::json::object object = ParseObject(result.out);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
+  EXPECT_EQ(echo.Stop(), 0);
+}
+
+TEST(LoadUsageTest, BadFlagsExitTwo) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--dist", "pareto"},
+                                             {"--in-flight", "0"},
+                                             {"--duration-s", "-1"},
+                                             {"--udp", "127.0.0.1:0"},
+                                             {"--batch", "0"},
+                                             {"--nope"},
+                                             {"--help"}}) {
+    SCOPED_TRACE(args[0]);
+    EXPECT_EQ(testing::RunProcess(kLoad, args).exit_code, 2);
+  }
+  // A dead target fails fast with a message, not a silent run of timeouts.
+  ProcessResult dead =
+      testing::RunProcess(kLoad, {"--unix", "/nonexistent/t.sock", "--duration-s", "0.1"});
+  EXPECT_EQ(dead.exit_code, 2);
+  EXPECT_NE(dead.err.find("/nonexistent/t.sock"), std::string::npos) << dead.err;
+}
+
+}  // namespace
+}  // namespace tally

@@ -1,0 +1,112 @@
+#include "crdt/key_store.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "crdt/key_id.h"
+
+namespace tally::crdt {
+namespace {
+
+TEST(KeyIdTest, FramingSeparatesFieldsAndWindowIsPartOfTheIdentity) {
+  EXPECT_NE(HashKey("ab", "c", 1000), HashKey("a", "bc", 1000));
+  EXPECT_NE(HashKey("a", "b", 1000), HashKey("a", "b", 1001));
+  EXPECT_EQ(HashKey("a", "b", 1000), HashKey("a", "b", 1000));
+  // Long ids take the streaming path; the framing must agree with itself.
+  std::string long_user(3000, 'u');
+  EXPECT_EQ(HashKey(long_user, "e", 5), HashKey(long_user, "e", 5));
+  EXPECT_NE(HashKey(long_user, "e", 5), HashKey(long_user + "x", "e", 5));
+}
+
+TEST(KeyIdTest, NoCollisionsAmongManyKeys) {
+  std::set<std::pair<uint64_t, uint64_t>> seen;
+  for (int i = 0; i < 200000; ++i) {
+    KeyId id = HashKey("user" + std::to_string(i), "/api", 1000);
+    EXPECT_TRUE(seen.insert({id.high, id.low}).second);
+  }
+}
+
+TEST(KeyStoreTest, CreatesFindsAndReclaimsIdleKeys) {
+  KeyStore store({.max_keys = 100, .buckets_per_window = 10});
+  KeyStore::Lookup how;
+  KeyId a = HashKey("a", "e", 1000), b = HashKey("b", "e", 60000);
+  auto* ea = store.FindOrCreate(a, 1000, 10'000, &how);
+  ASSERT_NE(ea, nullptr);
+  EXPECT_EQ(how, KeyStore::Lookup::kCreated);
+  ea->counter.Add(0, BucketOf(10'000, ea->counter.geometry()), 1);
+  auto* eb = store.FindOrCreate(b, 60000, 10'000, &how);
+  eb->counter.Add(0, BucketOf(10'000, eb->counter.geometry()), 1);
+  EXPECT_EQ(store.FindOrCreate(a, 1000, 10'000, &how), ea);
+  EXPECT_EQ(how, KeyStore::Lookup::kFound);
+  EXPECT_EQ(store.Sweep(10'999), 0u);  // a's hit still counts (bucket 100 until 110)
+  EXPECT_EQ(store.Sweep(11'100), 1u);  // a's window has passed; b's has not
+  EXPECT_EQ(store.Find(a), nullptr);
+  EXPECT_NE(store.Find(b), nullptr);
+  EXPECT_EQ(store.reclaimed(), 1u);
+}
+
+TEST(KeyStoreTest, FullStoreReclaimsExpiredKeysBeforeRefusing) {
+  KeyStore store({.max_keys = 3, .buckets_per_window = 10, .full_sweep_interval_ms = 0});
+  KeyStore::Lookup how;
+  for (int i = 0; i < 3; ++i) {
+    auto* e = store.FindOrCreate(HashKey(std::to_string(i), "e", 1000), 1000, 0, &how);
+    ASSERT_NE(e, nullptr);
+    e->counter.Add(0, 0, 1);
+  }
+  EXPECT_EQ(store.FindOrCreate(HashKey("x", "e", 1000), 1000, 500, &how), nullptr);
+  EXPECT_EQ(how, KeyStore::Lookup::kFull);
+  // Once the old keys' windows pass, a new key gets in.
+  EXPECT_NE(store.FindOrCreate(HashKey("x", "e", 1000), 1000, 1200, &how), nullptr);
+  EXPECT_EQ(how, KeyStore::Lookup::kCreated);
+  EXPECT_EQ(store.size(), 1u);
+}
+
+TEST(KeyStoreTest, VersionsTrackChangesForDeltas) {
+  KeyStore store({.max_keys = 10, .buckets_per_window = 10});
+  KeyStore::Lookup how;
+  KeyId a = HashKey("a", "e", 1000), b = HashKey("b", "e", 1000);
+  auto* ea = store.FindOrCreate(a, 1000, 0, &how);
+  ea->counter.Add(0, 0, 1);
+  store.MarkChanged(ea);
+  uint64_t after_a = store.version();
+  auto* eb = store.FindOrCreate(b, 1000, 0, &how);
+  eb->counter.Add(0, 0, 1);
+  store.MarkChanged(eb);
+  std::vector<KeyId> changed;
+  store.ForEachChangedSince(after_a, [&](const KeyId& id, const KeyStore::Entry&) {
+    changed.push_back(id);
+  });
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_EQ(changed[0], b);
+}
+
+TEST(KeyStoreTest, MergeJoinsRemoteStateAndRejectsGeometryMismatch) {
+  KeyStore store({.max_keys = 10, .buckets_per_window = 10});
+  KeyId a = HashKey("a", "e", 1000);
+  WindowCounter remote(store.GeometryOf(1000));
+  remote.Add(5, 0, 7);
+  ASSERT_TRUE(store.Merge(a, remote, 50));
+  ASSERT_NE(store.Find(a), nullptr);
+  EXPECT_EQ(store.Find(a)->counter.Sum(0), 7u);
+  uint64_t v = store.version();
+  ASSERT_TRUE(store.Merge(a, remote, 50));  // idempotent: no new version
+  EXPECT_EQ(store.version(), v);
+  WindowCounter other_geometry(GeometryFor(1000, 20));
+  other_geometry.Add(5, 0, 1);
+  EXPECT_FALSE(store.Merge(a, other_geometry, 50));
+  EXPECT_EQ(store.Find(a)->counter.Sum(0), 7u);
+}
+
+TEST(SlotTableTest, InternsEachSlotOnceAndIncarnationsDiffer) {
+  SlotTable t;
+  SlotIndex a1 = t.Intern({"a", 1});
+  SlotIndex a2 = t.Intern({"a", 2});
+  EXPECT_NE(a1, a2);
+  EXPECT_EQ(t.Intern({"a", 1}), a1);
+  EXPECT_EQ(t.Get(a2).incarnation, 2u);
+}
+
+}  // namespace
+}  // namespace tally::crdt

@@ -1,0 +1,204 @@
+#include "daemon/core/limiter_core.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "tally/limiter.h"
+
+namespace tally::core {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+Instant At(int64_t wall_ms, int64_t mono_ms = -1) {
+  return Instant{milliseconds(wall_ms), nanoseconds(milliseconds(mono_ms < 0 ? wall_ms : mono_ms))};
+}
+
+CheckRequest Req(uint64_t limit, uint64_t window_ms, uint64_t hits = 1, uint64_t id = 0,
+                 std::string user = "alice") {
+  return CheckRequest{id, std::move(user), "/api", limit, window_ms, hits};
+}
+
+TEST(LimiterCoreTest, AdmitsUpToTheLimitThenDeniesWithRetryAndReset) {
+  LimiterCore core({});
+  for (int i = 0; i < 3; ++i) {
+    CheckResult r = core.Check(Req(3, 1000), At(10'000));
+    EXPECT_TRUE(r.allowed);
+    EXPECT_EQ(r.remaining, 2u - i);
+    EXPECT_EQ(r.limit, 3u);
+    EXPECT_EQ(r.reset_after_ms, 1100u);  // bucket [10000,10100) counts until 11100
+  }
+  CheckResult denied = core.Check(Req(3, 1000), At(10'050));
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_EQ(denied.remaining, 0u);
+  EXPECT_EQ(denied.retry_after_ms, 1050u);
+  EXPECT_TRUE(core.Check(Req(3, 1000), At(10'050 + 1050)).allowed);
+}
+
+TEST(LimiterCoreTest, DeniedRequestsConsumeNothingAndZeroHitsOnlyAsk) {
+  LimiterCore core({});
+  EXPECT_TRUE(core.Check(Req(5, 1000, 4), At(0)).allowed);
+  EXPECT_FALSE(core.Check(Req(5, 1000, 2), At(1)).allowed);  // would make 6
+  CheckResult ask = core.Check(Req(5, 1000, 0), At(2));
+  EXPECT_TRUE(ask.allowed);
+  EXPECT_EQ(ask.remaining, 1u);
+  EXPECT_TRUE(core.Check(Req(5, 1000, 1), At(3)).allowed);  // the denied 2 took nothing
+}
+
+TEST(LimiterCoreTest, LimitIsAppliedAtDecisionTime) {
+  LimiterCore core({});
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(core.Check(Req(10, 1000), At(0)).allowed);
+  // Same key (user, endpoint, window): a lowered limit denies at once.
+  CheckResult r = core.Check(Req(5, 1000), At(1));
+  EXPECT_FALSE(r.allowed);
+  EXPECT_EQ(r.limit, 5u);
+  // Raised again: room again.
+  EXPECT_TRUE(core.Check(Req(6, 1000), At(2)).allowed);
+}
+
+TEST(LimiterCoreTest, WindowIsPartOfTheCounterIdentity) {
+  LimiterCore core({});
+  EXPECT_TRUE(core.Check(Req(1, 1000), At(0)).allowed);
+  EXPECT_FALSE(core.Check(Req(1, 1000), At(0)).allowed);
+  EXPECT_TRUE(core.Check(Req(1, 60'000), At(0)).allowed);
+}
+
+TEST(LimiterCoreTest, HitsAboveTheLimitCanNeverFit) {
+  LimiterCore core({});
+  CheckResult r = core.Check(Req(3, 1000, 4), At(0));
+  EXPECT_EQ(r.status, Status::kOk);
+  EXPECT_FALSE(r.allowed);
+  EXPECT_EQ(r.retry_after_ms, kNeverFits);
+}
+
+TEST(LimiterCoreTest, LimitZeroDeniesEverything) {
+  LimiterCore core({});
+  CheckResult r = core.Check(Req(0, 1000, 1), At(0));
+  EXPECT_FALSE(r.allowed);
+  EXPECT_EQ(r.retry_after_ms, kNeverFits);
+  EXPECT_TRUE(core.Check(Req(0, 1000, 0), At(0)).allowed);  // asking is always fine
+}
+
+TEST(LimiterCoreTest, InvalidInputGetsAClearErrorAndCountsNothing) {
+  LimiterCore core({});
+  struct Case {
+    CheckRequest req;
+    const char* why;
+  };
+  std::vector<Case> cases = {
+      {CheckRequest{1, "", "/e", 1, 1000, 1}, "user_id is empty"},
+      {CheckRequest{1, "u", "", 1, 1000, 1}, "endpoint is empty"},
+      {CheckRequest{1, std::string(4000, 'u'), std::string(97, 'e'), 1, 1000, 1},
+       "user_id + endpoint exceed 4096 bytes"},
+      {CheckRequest{1, "u", "/e", 1, 0, 1}, "window must be at least 1 ms"},
+      {CheckRequest{1, "u", "/e", 1, kMaxWindowMs + 1, 1}, "window exceeds 31 days"},
+      {CheckRequest{1, "u", "/e", kMaxLimit + 1, 1000, 1}, "limit exceeds 4294967295"},
+      {CheckRequest{1, "u", "/e", 10, 1000, kMaxLimit + 1}, "hits exceed 4294967295"},
+  };
+  for (const auto& c : cases) {
+    CheckResult r = core.Check(c.req, At(0));
+    EXPECT_EQ(r.status, Status::kInvalidArgument);
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.error, c.why);
+  }
+  EXPECT_EQ(core.store().size(), 0u);
+  EXPECT_EQ(core.stats().invalid, cases.size());
+  // Exactly at the limits is fine.
+  EXPECT_EQ(core.Check(CheckRequest{1, std::string(4000, 'u'), std::string(96, 'e'), kMaxLimit,
+                                    kMaxWindowMs, kMaxLimit},
+                       At(0))
+                .status,
+            Status::kOk);
+}
+
+TEST(LimiterCoreTest, RetriedRequestIdIsNotCountedTwice) {
+  LimiterCore core({});
+  CheckResult first = core.Check(Req(2, 1000, 1, /*id=*/77), At(0));
+  CheckResult retry = core.Check(Req(2, 1000, 1, /*id=*/77), At(5));
+  EXPECT_TRUE(first.allowed);
+  EXPECT_TRUE(retry.allowed);
+  EXPECT_EQ(retry.remaining, 1u);  // still only one hit counted
+  EXPECT_EQ(core.stats().dedup_hits, 1u);
+  EXPECT_TRUE(core.Check(Req(2, 1000, 1, 78), At(6)).allowed);
+  EXPECT_FALSE(core.Check(Req(2, 1000, 1, 79), At(7)).allowed);
+  // A retry of the denied one stays denied even after room appears? It
+  // returns the first decision: the client already got "denied".
+  EXPECT_FALSE(core.Check(Req(2, 1000, 1, 79), At(8)).allowed);
+  // The same id on another key is another request.
+  EXPECT_TRUE(core.Check(Req(2, 1000, 1, 77, "bob"), At(9)).allowed);
+}
+
+TEST(LimiterCoreTest, DedupEntriesExpireAfterTheirTtl) {
+  LimiterCore core({.dedup_ttl = milliseconds(100)});
+  EXPECT_TRUE(core.Check(Req(5, 100'000, 1, 9), At(0)).allowed);
+  EXPECT_TRUE(core.Check(Req(5, 100'000, 1, 9), At(50)).allowed);
+  CheckResult later = core.Check(Req(5, 100'000, 1, 9), At(200));
+  EXPECT_EQ(later.remaining, 3u);  // past the TTL it is a new request
+}
+
+TEST(LimiterCoreTest, WallClockGoingBackNeverReopensTheWindow) {
+  LimiterCore core({});
+  EXPECT_TRUE(core.Check(Req(1, 1000), At(50'000, 1)).allowed);
+  // The wall clock jumps back 10 s: time is clamped, the hit still counts.
+  EXPECT_FALSE(core.Check(Req(1, 1000), At(40'000, 2)).allowed);
+  EXPECT_FALSE(core.Check(Req(1, 1000), At(50'500, 3)).allowed);
+  EXPECT_TRUE(core.Check(Req(1, 1000), At(51'100, 4)).allowed);
+}
+
+TEST(LimiterCoreTest, IdleKeysAreReclaimedAndFullTableSaysOverCapacity) {
+  LimiterCore core({.max_keys = 2});
+  EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "a"), At(0)).allowed);
+  EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "b"), At(0)).allowed);
+  CheckResult full = core.Check(Req(5, 1000, 1, 0, "c"), At(10));
+  EXPECT_EQ(full.status, Status::kOverCapacity);
+  EXPECT_FALSE(full.allowed);
+  EXPECT_EQ(core.Sweep(At(5000)), 2u);
+  EXPECT_EQ(core.store().size(), 0u);
+  EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "c"), At(5000)).allowed);
+}
+
+TEST(LimiterFacadeTest, ConcurrentCallersOnOneKeyAdmitExactlyTheLimit) {
+  Limiter limiter(LimiterOptions{});
+  constexpr int kThreads = 4, kPerThread = 5000;
+  constexpr uint64_t kLimit = 7777;
+  std::atomic<uint64_t> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        CheckRequest req{static_cast<uint64_t>(t * kPerThread + i + 1), "hot", "/k", kLimit,
+                         60'000, 1};
+        // Each thread's clock is a little behind or ahead of the others'.
+        CheckResult r = limiter.Check(req, At(1'000'000 + i / 10 + t));
+        if (r.allowed) admitted.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(admitted.load(), kLimit);
+  LimiterStats stats = limiter.GetStats();
+  EXPECT_EQ(stats.checks, static_cast<uint64_t>(kThreads * kPerThread));
+  EXPECT_EQ(stats.allowed, kLimit);
+  EXPECT_EQ(stats.live_keys, 1u);
+}
+
+TEST(LimiterFacadeTest, InvalidRequestsAreCountedAndSweepsVisitEveryShard) {
+  Limiter limiter(LimiterOptions{.shards = 4});
+  EXPECT_EQ(limiter.Check(CheckRequest{1, "", "/e", 1, 1000, 1}, At(0)).status,
+            Status::kInvalidArgument);
+  for (int i = 0; i < 100; ++i) {
+    limiter.Check(CheckRequest{0, "u" + std::to_string(i), "/e", 1, 1000, 1}, At(0));
+  }
+  EXPECT_EQ(limiter.GetStats().live_keys, 100u);
+  for (size_t s = 0; s < limiter.shard_count(); ++s) limiter.SweepOneShard(At(10'000));
+  LimiterStats stats = limiter.GetStats();
+  EXPECT_EQ(stats.live_keys, 0u);
+  EXPECT_EQ(stats.keys_reclaimed, 100u);
+  EXPECT_EQ(stats.invalid, 1u);
+}
+
+}  // namespace
+}  // namespace tally::core

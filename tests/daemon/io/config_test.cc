@@ -1,0 +1,221 @@
+// tallyd's flags and --config file, end to end, plus --check-config on the
+// shipped example.
+#include "daemon/io/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/daemon/io/raw_client.h"
+#include "tests/support/daemon_process.h"
+
+namespace tally::testing {
+namespace {
+
+std::string WriteFile(const TempDir& dir, const std::string& name, const std::string& text) {
+  std::string path = dir.File(name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+CheckRequest Req(uint64_t id, std::string user) {
+  CheckRequest r;
+  r.request_id = id;
+  r.user_id = std::move(user);
+  r.endpoint = "/e";
+  r.limit = 10;
+  r.window_ms = 60'000;
+  return r;
+}
+
+TEST(ConfigTest, FileValuesTakeEffect) {
+  TempDir dir;
+  // One shard holding one key, and no dedup: both are observable.
+  std::string conf = WriteFile(dir, "tallyd.conf",
+                               "# comment\n"
+                               "udp = 127.0.0.1:0\n"
+                               "unix = " +
+                                   dir.File("file.sock") +
+                                   "\n"
+                                   "unix-seq = none\n"
+                                   "shards = 1\n"
+                                   "max-keys = 1\n"
+                                   "dedup-ttl-ms = 0\n"
+                                   "stats-interval-s = 0\n"
+                                   "log-level = warn\n");
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start({"--config", conf}, &error)) << error;
+  EXPECT_EQ(d.unix_path(), dir.File("file.sock"));
+  EXPECT_EQ(d.seq_path(), "");
+  auto client = ConnectTo(d, Transport::kUdp);
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->Check(Req(1, "a")).status, Status::kOk);
+  EXPECT_EQ(client->Check(Req(2, "b")).status, Status::kOverCapacity);
+  // dedup-ttl-ms = 0: the same id counts again.
+  EXPECT_EQ(client->Check(Req(1, "a")).remaining, 8u);
+  EXPECT_EQ(d.Stop(), 0);
+}
+
+TEST(ConfigTest, FlagsOverrideTheFile) {
+  TempDir dir;
+  std::string conf = WriteFile(dir, "tallyd.conf",
+                               "udp = 127.0.0.1:1\n"  // overridden below
+                               "unix = " +
+                                   dir.File("file.sock") +
+                                   "\n"
+                                   "unix-seq = " +
+                                   dir.File("file.seq") +
+                                   "\n"
+                                   "shards = 1\n"
+                                   "max-keys = 1\n"
+                                   "stats-interval-s = 0\n");
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start({"--config", conf, "--udp", "127.0.0.1:0", "--unix-seq", dir.File("flag.seq"),
+                       "--max-keys", "100"},
+                      &error))
+      << error;
+  EXPECT_NE(d.udp_port(), 1);
+  EXPECT_EQ(d.unix_path(), dir.File("file.sock"));
+  EXPECT_EQ(d.seq_path(), dir.File("flag.seq"));
+  auto client = ConnectTo(d, Transport::kSeqpacket);
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->Check(Req(1, "a")).status, Status::kOk);
+  EXPECT_EQ(client->Check(Req(2, "b")).status, Status::kOk);  // max-keys 100 wins
+  EXPECT_EQ(d.Stop(), 0);
+}
+
+TEST(ConfigTest, BadValuesExitTwoWithAMessage) {
+  TempDir dir;
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--threads", "abc"}, "--threads"},
+      {{"--threads", "-1"}, "--threads"},
+      {{"--buckets-per-window", "0"}, "--buckets-per-window"},
+      {{"--buckets-per-window", "1001"}, "--buckets-per-window"},
+      {{"--shards", "0"}, "--shards"},
+      {{"--max-keys", "0"}, "--max-keys"},
+      {{"--sweep-interval-ms", "0"}, "--sweep-interval-ms"},
+      {{"--stats-interval-s", "1e3"}, "--stats-interval-s"},
+      {{"--dedup-ttl-ms", "99999999999"}, "--dedup-ttl-ms"},
+      {{"--udp", "localhost:7070"}, "--udp"},
+      {{"--udp", "127.0.0.1:70000"}, "--udp"},
+      {{"--udp", "127.0.0.1"}, "--udp"},
+      {{"--unix", std::string(200, 'p')}, "--unix"},
+      {{"--log-level", "loud"}, "--log-level"},
+      {{"--echo=maybe"}, "--echo"},
+      {{"--frobnicate"}, "frobnicate"},
+      {{"--config", dir.File("missing.conf")}, "cannot open"},
+      {{"--udp", "none", "--unix", "none", "--unix-seq", "none"}, "disabled"},
+  };
+  for (const Case& c : cases) {
+    ProcessResult r = RunTallyd(c.args);
+    std::string joined;
+    for (const auto& a : c.args) joined += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << joined << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << joined << "\n" << r.err;
+    EXPECT_EQ(r.out, "") << joined;
+  }
+}
+
+TEST(ConfigTest, BadValueInFileExitsTwo) {
+  TempDir dir;
+  for (const std::string text : {"threads = many\n", "no-such-option = 1\n", "udp\n"}) {
+    std::string conf = WriteFile(dir, "bad.conf", text);
+    ProcessResult r = RunTallyd({"--config", conf});
+    EXPECT_EQ(r.exit_code, 2) << text << r.err;
+    EXPECT_FALSE(r.err.empty()) << text;
+  }
+}
+
+TEST(ConfigTest, CheckConfigAcceptsTheShippedExample) {
+  std::string example = std::string(TALLY_SOURCE_DIR) + "/packaging/tallyd.conf.example";
+  ProcessResult r = RunTallyd({"--config", example, "--check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.out;
+}
+
+TEST(ConfigTest, ExampleDocumentsEveryOptionWithAValidDefault) {
+  // Uncomment every "# name = value" line of the example: the result must
+  // still validate, and name every setting tallyd knows.
+  std::ifstream in(std::string(TALLY_SOURCE_DIR) + "/packaging/tallyd.conf.example");
+  ASSERT_TRUE(in);
+  std::regex setting(R"(^#\s*([a-z-]+)\s*=\s*(.*)$)");
+  std::ostringstream uncommented;
+  std::set<std::string> names;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_match(line, m, setting)) {
+      uncommented << m[1] << " = " << m[2] << "\n";
+      names.insert(m[1]);
+    }
+  }
+  for (const char* name : {"udp", "unix", "unix-seq", "threads", "buckets-per-window", "max-keys",
+                           "dedup-ttl-ms", "max-dedup-entries", "shards", "sweep-interval-ms",
+                           "stats-interval-s", "log-level", "echo"}) {
+    EXPECT_TRUE(names.count(name)) << "example lacks " << name;
+  }
+  TempDir dir;
+  std::string conf = WriteFile(dir, "all.conf", uncommented.str());
+  ProcessResult r = RunTallyd({"--config", conf, "--check-config"});
+  EXPECT_EQ(r.exit_code, 0) << uncommented.str() << r.err;
+
+  // And the defaults it documents are the ones the parser applies.
+  io::TallydConfig from_file, builtin;
+  std::string output, error;
+  const char* file_argv[] = {"tallyd", "--config", conf.c_str()};
+  ASSERT_EQ(io::ParseTallydFlags(3, file_argv, &from_file, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  const char* bare_argv[] = {"tallyd"};
+  ASSERT_EQ(io::ParseTallydFlags(1, bare_argv, &builtin, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(from_file.daemon.udp, builtin.daemon.udp);
+  EXPECT_EQ(from_file.daemon.threads, builtin.daemon.threads);
+  EXPECT_EQ(from_file.daemon.limiter.buckets_per_window, builtin.daemon.limiter.buckets_per_window);
+  EXPECT_EQ(from_file.daemon.limiter.max_keys, builtin.daemon.limiter.max_keys);
+  EXPECT_EQ(from_file.daemon.limiter.dedup_ttl, builtin.daemon.limiter.dedup_ttl);
+  EXPECT_EQ(from_file.daemon.limiter.max_dedup_entries, builtin.daemon.limiter.max_dedup_entries);
+  EXPECT_EQ(from_file.daemon.limiter.shards, builtin.daemon.limiter.shards);
+  EXPECT_EQ(from_file.daemon.sweep_interval, builtin.daemon.sweep_interval);
+  EXPECT_EQ(from_file.daemon.stats_interval, builtin.daemon.stats_interval);
+  EXPECT_EQ(from_file.daemon.echo, builtin.daemon.echo);
+  EXPECT_EQ(from_file.log_level, builtin.log_level);
+}
+
+TEST(ConfigTest, CheckConfigRejectsBadFile) {
+  TempDir dir;
+  std::string conf = WriteFile(dir, "bad.conf", "shards = 0\n");
+  ProcessResult r = RunTallyd({"--config", conf, "--check-config"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--shards"), std::string::npos) << r.err;
+}
+
+TEST(ConfigTest, ParsesFlagsInProcess) {
+  io::TallydConfig config;
+  std::string output, error;
+  const char* argv[] = {"tallyd", "--udp",  "[::1]:0",
+                        "--unix", "none",   "--threads",
+                        "3",      "--echo", "--sweep-interval-ms",
+                        "7"};
+  ASSERT_EQ(io::ParseTallydFlags(10, argv, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.udp, "[::1]:0");
+  EXPECT_EQ(config.daemon.unix_path, "");
+  EXPECT_EQ(config.daemon.unix_seq_path, DefaultUnixSeqpacketPath());
+  EXPECT_EQ(config.daemon.threads, 3);
+  EXPECT_TRUE(config.daemon.echo);
+  EXPECT_EQ(config.daemon.sweep_interval, std::chrono::milliseconds(7));
+}
+
+}  // namespace
+}  // namespace tally::testing

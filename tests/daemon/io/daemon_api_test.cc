@@ -1,0 +1,292 @@
+// tally::io::Daemon used as a library (as the load generator does), and echo
+// mode through the real binary.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <boost/asio/io_context.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/io/counters.h"
+#include "daemon/io/daemon.h"
+#include "daemon/io/seqpacket_server.h"
+#include "daemon/io/sockets.h"
+#include "tests/daemon/io/raw_client.h"
+#include "tests/support/daemon_process.h"
+
+namespace tally::testing {
+namespace {
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+// Counters are bumped just after the kernel takes a reply, so a client can see
+// the reply first: re-read until `done` or a generous deadline.
+template <typename Pred>
+io::DaemonStats StatsWhen(const io::Daemon& daemon, Pred done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  io::DaemonStats s = daemon.stats();
+  while (!done(s) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+    s = daemon.stats();
+  }
+  return s;
+}
+
+io::DaemonOptions Options(const TempDir& dir) {
+  io::DaemonOptions o;
+  o.udp = "127.0.0.1:0";
+  o.unix_path = dir.File("d.sock");
+  o.unix_seq_path = dir.File("s.sock");
+  o.threads = 2;
+  o.stats_interval = std::chrono::seconds(0);
+  o.handle_signals = false;
+  return o;
+}
+
+TEST(DaemonApiTest, StartServeStopInProcess) {
+  TempDir dir;
+  io::Daemon daemon(Options(dir));
+  std::string error;
+  ASSERT_TRUE(daemon.Start(&error)) << error;
+  std::string address = daemon.udp_address();
+  ASSERT_EQ(address.rfind("127.0.0.1:", 0), 0u) << address;
+  uint16_t port = static_cast<uint16_t>(std::stoi(address.substr(10)));
+  EXPECT_NE(port, 0);
+  EXPECT_EQ(daemon.unix_path(), dir.File("d.sock"));
+  EXPECT_EQ(daemon.unix_seq_path(), dir.File("s.sock"));
+  std::thread runner([&] { daemon.Run(); });
+
+  auto udp = RawClient::Udp("127.0.0.1", port);
+  auto dgram = RawClient::UnixDgram(daemon.unix_path());
+  auto seq = RawClient::Seqpacket(daemon.unix_seq_path());
+  ASSERT_TRUE(udp && dgram && seq);
+  CheckRequest r;
+  r.user_id = "u";
+  r.endpoint = "/e";
+  r.limit = 5;
+  r.window_ms = 1000;
+  for (RawClient* c : {udp.get(), dgram.get(), seq.get()}) {
+    r.request_id++;
+    EXPECT_TRUE(c->Check(r).allowed);
+  }
+  ASSERT_TRUE(udp->Send(std::vector<std::byte>(16)));
+  EXPECT_FALSE(udp->ReceiveResults(std::chrono::seconds(5)).empty());
+
+  io::DaemonStats stats =
+      StatsWhen(daemon, [](const io::DaemonStats& s) { return s.datagrams_out >= 4; });
+  EXPECT_EQ(stats.datagrams_in, 4u);
+  EXPECT_EQ(stats.datagrams_out, 4u);
+  EXPECT_EQ(stats.malformed, 1u);
+  EXPECT_EQ(stats.send_errors, 0u);
+  EXPECT_EQ(stats.limiter.checks, 3u);
+  EXPECT_EQ(stats.limiter.allowed, 3u);
+
+  daemon.Stop();
+  runner.join();
+  EXPECT_FALSE(Exists(dir.File("d.sock")));
+  EXPECT_FALSE(Exists(dir.File("s.sock")));
+}
+
+TEST(DaemonApiTest, UnboundUnixSenderIsDroppedAndCounted) {
+  TempDir dir;
+  io::Daemon daemon(Options(dir));
+  std::string error;
+  ASSERT_TRUE(daemon.Start(&error)) << error;
+  std::thread runner([&] { daemon.Run(); });
+  auto anonymous = RawClient::UnixDgram(daemon.unix_path(), /*bind_address=*/false);
+  ASSERT_NE(anonymous, nullptr);
+  CheckRequest r;
+  r.request_id = 1;
+  r.user_id = "u";
+  r.endpoint = "/e";
+  r.limit = 5;
+  r.window_ms = 1000;
+  ASSERT_TRUE(anonymous->Send(EncodeRequests({r})));
+  // A bound client's check afterwards proves the first one was processed
+  // (one socket, one queue, in order) without being counted.
+  auto bound = RawClient::UnixDgram(daemon.unix_path());
+  r.request_id = 2;
+  r.hits = 0;
+  CheckResult result = bound->Check(r);
+  EXPECT_EQ(result.remaining, 5u);
+  io::DaemonStats stats = daemon.stats();
+  EXPECT_EQ(stats.send_errors, 1u);
+  EXPECT_EQ(stats.datagrams_in, 2u);
+  daemon.Stop();
+  runner.join();
+}
+
+TEST(DaemonApiTest, StopBeforeRunReturnsAtOnce) {
+  TempDir dir;
+  io::Daemon daemon(Options(dir));
+  std::string error;
+  ASSERT_TRUE(daemon.Start(&error)) << error;
+  daemon.Stop();
+  daemon.Run();
+  EXPECT_FALSE(Exists(dir.File("d.sock")));
+}
+
+TEST(DaemonApiTest, DestructorCleansUpWithoutRun) {
+  TempDir dir;
+  {
+    io::Daemon daemon(Options(dir));
+    std::string error;
+    ASSERT_TRUE(daemon.Start(&error)) << error;
+    EXPECT_TRUE(Exists(dir.File("d.sock")));
+  }
+  EXPECT_FALSE(Exists(dir.File("d.sock")));
+  EXPECT_FALSE(Exists(dir.File("s.sock")));
+}
+
+TEST(DaemonApiTest, StartFailsOnBadOptions) {
+  TempDir dir;
+  io::DaemonOptions o = Options(dir);
+  o.udp = "127.0.0.1:x";
+  io::Daemon bad_udp(o);
+  std::string error;
+  EXPECT_FALSE(bad_udp.Start(&error));
+  EXPECT_NE(error.find("udp"), std::string::npos) << error;
+  EXPECT_FALSE(Exists(dir.File("d.sock")));
+
+  o = Options(dir);
+  o.limiter.buckets_per_window = 0;
+  io::Daemon bad_buckets(o);
+  EXPECT_FALSE(bad_buckets.Start(&error));
+}
+
+TEST(DaemonApiTest, ParseHostPort) {
+  std::string why;
+  auto v4 = io::ParseHostPort("10.1.2.3:80", &why);
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->host, "10.1.2.3");
+  EXPECT_EQ(v4->port, 80);
+  EXPECT_FALSE(v4->v6);
+  auto v6 = io::ParseHostPort("[::1]:0", &why);
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_TRUE(v6->v6);
+  for (const char* bad : {"", ":80", "1.2.3.4", "1.2.3.4:", "1.2.3.4:65536", "::1:80", "[::1]80",
+                          "[::1", "host:80", "1.2.3.4:-1", "1.2.3.4:8x"}) {
+    EXPECT_FALSE(io::ParseHostPort(bad, &why)) << bad;
+  }
+}
+
+TEST(DaemonApiTest, RepliesTooBigForOneDatagramAreSplit) {
+  TempDir dir;
+  io::Daemon daemon(Options(dir));
+  std::string error;
+  ASSERT_TRUE(daemon.Start(&error)) << error;
+  std::thread runner([&] { daemon.Run(); });
+  // 1000 invalid checks fit one request datagram, but each result carries an
+  // error text, so the answers need more than one datagram.
+  std::vector<CheckRequest> batch(1000);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].request_id = i + 1;
+    batch[i].endpoint = "e";
+    batch[i].limit = 1;
+    batch[i].window_ms = 1000;
+  }
+  ASSERT_LE(EncodeRequests(batch).size(), wire::kMaxDatagramBytes);
+  auto udp = RawClient::Udp("127.0.0.1",
+                            static_cast<uint16_t>(std::stoi(daemon.udp_address().substr(10))));
+  std::vector<CheckResult> results = udp->CheckBatch(batch);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ASSERT_EQ(results[i].request_id, i + 1);
+    EXPECT_EQ(results[i].status, Status::kInvalidArgument);
+  }
+  io::DaemonStats stats =
+      StatsWhen(daemon, [](const io::DaemonStats& s) { return s.datagrams_out >= 2; });
+  EXPECT_EQ(stats.datagrams_in, 1u);
+  EXPECT_GE(stats.datagrams_out, 2u);
+  daemon.Stop();
+  runner.join();
+}
+
+TEST(SeqpacketServerTest, RefusesConnectionsBeyondTheCap) {
+  TempDir dir;
+  io::UnixSocketFile file;
+  std::string error;
+  ASSERT_TRUE(file.Bind(dir.File("s.sock"), SOCK_SEQPACKET, &error)) << error;
+  boost::asio::io_context io;
+  io::Counters counters;
+  io::SeqpacketServer server(io, file.ReleaseFd(), nullptr, /*echo=*/true, &counters,
+                             /*max_connections=*/2);
+  server.Start();
+  std::thread runner([&] {
+    auto guard = boost::asio::make_work_guard(io);
+    io.run();
+  });
+  auto a = RawClient::Seqpacket(dir.File("s.sock"));
+  auto b = RawClient::Seqpacket(dir.File("s.sock"));
+  std::vector<std::byte> ping(8, std::byte{1});
+  // Round trips prove both were accepted before the third arrives.
+  ASSERT_TRUE(a->Send(ping));
+  ASSERT_TRUE(a->Receive(std::chrono::seconds(5)).has_value());
+  ASSERT_TRUE(b->Send(ping));
+  ASSERT_TRUE(b->Receive(std::chrono::seconds(5)).has_value());
+  EXPECT_EQ(server.connection_count(), 2u);
+  auto c = RawClient::Seqpacket(dir.File("s.sock"));
+  ASSERT_NE(c, nullptr);  // the kernel completes the handshake ...
+  EXPECT_FALSE(c->Receive(std::chrono::seconds(5)).has_value());
+  EXPECT_TRUE(c->eof());  // ... and the server closes it at once
+  // Closing one frees a slot.
+  a.reset();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (server.connection_count() != 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(server.connection_count(), 1u);
+  auto d = RawClient::Seqpacket(dir.File("s.sock"));
+  ASSERT_TRUE(d->Send(ping));
+  EXPECT_TRUE(d->Receive(std::chrono::seconds(5)).has_value());
+  io.stop();
+  runner.join();
+  server.Close();
+}
+
+class EchoTest : public ::testing::TestWithParam<Transport> {};
+
+TEST_P(EchoTest, ReturnsBytesUnchanged) {
+  TempDir dir;
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start(IsolatedArgs(dir, {"--echo"}), &error)) << error;
+  auto client = ConnectTo(d, GetParam());
+  ASSERT_NE(client, nullptr);
+  std::mt19937 rng(7);
+  for (size_t size : {1u, 7u, 8u, 100u, 1500u, 60000u}) {
+    std::vector<std::byte> msg(size);
+    for (auto& b : msg) b = static_cast<std::byte>(rng());
+    ASSERT_TRUE(client->Send(msg));
+    auto reply = client->Receive(std::chrono::seconds(5));
+    ASSERT_TRUE(reply.has_value()) << size;
+    EXPECT_EQ(*reply, msg) << size;
+  }
+  // Even a well-formed check is just echoed, not decided.
+  CheckRequest r;
+  r.request_id = 1;
+  r.user_id = "u";
+  r.endpoint = "/e";
+  r.limit = 1;
+  r.window_ms = 1000;
+  std::vector<std::byte> check = EncodeRequests({r});
+  ASSERT_TRUE(client->Send(check));
+  auto reply = client->Receive(std::chrono::seconds(5));
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(*reply, check);
+  EXPECT_EQ(d.Stop(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTransports, EchoTest,
+                         ::testing::Values(Transport::kUdp, Transport::kUnixDgram,
+                                           Transport::kSeqpacket),
+                         [](const auto& info) { return TransportName(info.param); });
+
+}  // namespace
+}  // namespace tally::testing
