@@ -1,0 +1,856 @@
+#include "daemon/core/node.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+namespace tally::core {
+namespace {
+
+using Kind = wire::NodeMessageValue::Kind;
+
+int64_t Ms(int64_t ms) { return ms * 1'000'000; }
+
+CheckResult ErrorResult(uint64_t request_id, tally::Status status, std::string why) {
+  CheckResult r;
+  r.request_id = request_id;
+  r.status = status;
+  r.error = std::move(why);
+  return r;
+}
+
+}  // namespace
+
+std::string_view PartitionPolicyName(PartitionPolicy policy) {
+  switch (policy) {
+    case PartitionPolicy::kAvailability: return "availability";
+    case PartitionPolicy::kProportional: return "proportional";
+    case PartitionPolicy::kClosed: return "closed";
+  }
+  return "unknown";
+}
+
+std::optional<PartitionPolicy> ParsePartitionPolicy(std::string_view name) {
+  if (name == "availability") return PartitionPolicy::kAvailability;
+  if (name == "proportional") return PartitionPolicy::kProportional;
+  if (name == "closed") return PartitionPolicy::kClosed;
+  return std::nullopt;
+}
+
+Node::Node(const NodeConfig& config)
+    : config_(config),
+      core_(config.limiter, crdt::ReplicaSlot{config.node_id, config.generation}),
+      swim_(config.swim, membership::Swim::Self{config.node_id, config.gossip_address, config.generation},
+            config.seeds, config.rng_seed),
+      rng_(config.rng_seed ^ 0x5bd1e995u) {
+  assert(!config_.node_id.empty());
+  assert(config_.replicas >= 1);
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+void Node::Start(Instant now, Outbox* out) {
+  started_ns_ = now.monotonic.count();
+  std::vector<membership::Outbound> swim_out;
+  swim_.Start(now, &swim_out);
+  SendSwim(swim_out, now, out);
+  // A node that joins an existing cluster (it has seeds) must not decide for
+  // its keys before it has their counts: it relays until handoff completes.
+  warming_ = !config_.seeds.empty();
+  warming_until_ns_ = started_ns_ + Ms(config_.handoff_timeout_ms);
+  next_handoff_retry_ns_ = started_ns_ + Ms(config_.swim.probe_interval_ms / 2);
+  next_replication_ns_ = started_ns_ + Ms(config_.replication_interval_ms);
+  next_anti_entropy_ns_ = started_ns_ + Ms(config_.anti_entropy_interval_ms);
+  RefreshView(now, out);
+}
+
+void Node::Leave(Instant now, Outbox* out) {
+  // Hand our keys to the members that stay, then say goodbye.
+  std::vector<PeerView> others;
+  for (const PeerView& p : view_) {
+    if (p.id != config_.node_id) others.push_back(p);
+  }
+  if (!others.empty()) {
+    membership::Ring after = RingOf(others);
+    boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> by_address;
+    core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+      for (size_t i : TargetsIn(after, key)) {
+        by_address[others[i].address].push_back(key);
+      }
+    });
+    for (auto& [address, keys] : by_address) SendState(address, std::move(keys), false, now, out);
+  }
+  std::vector<membership::Outbound> swim_out;
+  swim_.Leave(now, &swim_out);
+  SendSwim(swim_out, now, out);
+}
+
+// ---------------------------------------------------------------- membership
+
+void Node::RefreshView(Instant now, Outbox* out) {
+  if (swim_.alive_set_version() == view_version_) return;
+  view_version_ = swim_.alive_set_version();
+  std::vector<PeerView> old_view = std::move(view_);
+  view_.clear();
+  for (const auto& [id, m] : swim_.members()) {
+    if (m.up() || m.id == config_.node_id) {
+      view_.push_back(PeerView{m.id, m.address, m.generation});
+    }
+  }
+  if (std::none_of(view_.begin(), view_.end(),
+                   [&](const PeerView& p) { return p.id == config_.node_id; })) {
+    view_.push_back(PeerView{config_.node_id, config_.gossip_address, config_.generation});
+  }
+  std::sort(view_.begin(), view_.end(),
+            [](const PeerView& a, const PeerView& b) { return a.id < b.id; });
+  view_by_address_.clear();
+  for (size_t i = 0; i < view_.size(); ++i) {
+    view_by_address_[view_[i].address] = i;
+    if (view_[i].id == config_.node_id) self_index_ = i;
+  }
+  ring_ = RingOf(view_);
+
+  // A warming node asks every member it has not asked yet for its keys.
+  if (warming_) {
+    for (const PeerView& p : view_) {
+      if (p.id == config_.node_id) continue;
+      bool known = std::any_of(old_view.begin(), old_view.end(),
+                               [&](const PeerView& o) { return o.address == p.address; });
+      if (!known || !handoff_waiting_.contains(p.address)) {
+        if (handoff_waiting_.insert(p.address).second) {
+          wire::NodeMessageValue request;
+          request.kind = Kind::kHandoffRequest;
+          SendNode(p.address, request, false, now, out);
+        }
+      }
+    }
+  }
+  if (!old_view.empty()) PushKeysForChangedTargets(old_view, now, out);
+}
+
+membership::Ring Node::RingOf(const std::vector<PeerView>& view) {
+  std::vector<membership::RingMember> members;
+  members.reserve(view.size());
+  for (const PeerView& p : view) members.push_back(membership::RingMember{p.id, p.address, 1.0});
+  // The ring sorts by id, as view_ is sorted: its indexes are view_'s.
+  return membership::Ring(std::move(members));
+}
+
+std::vector<size_t> Node::Targets(const crdt::KeyId& key) const {
+  return TargetsIn(ring_, key);
+}
+
+std::vector<size_t> Node::TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const {
+  std::vector<uint32_t> indexes;
+  ring.PreferenceList(key, config_.replicas, &indexes);
+  return std::vector<size_t>(indexes.begin(), indexes.end());
+}
+
+std::vector<std::string> Node::PreferenceList(const crdt::KeyId& key) const {
+  std::vector<std::string> ids;
+  for (size_t i : Targets(key)) ids.push_back(view_[i].id);
+  return ids;
+}
+
+bool Node::MayOwn() const { return !warming_ && clock_ok_; }
+
+size_t Node::LastKnownMembers(Instant now) const {
+  size_t count = 0;
+  bool self_seen = false;
+  for (const auto& [id, m] : swim_.members()) {
+    if (m.id == config_.node_id) self_seen = true;
+    switch (m.state) {
+      case membership::MemberState::kAlive:
+      case membership::MemberState::kSuspect: ++count; break;
+      case membership::MemberState::kDead:
+        if (now.monotonic.count() - m.since.monotonic.count() < Ms(config_.partition_memory_ms)) ++count;
+        break;
+      case membership::MemberState::kLeft: break;
+    }
+  }
+  if (!self_seen) ++count;
+  return std::max<size_t>(count, 1);
+}
+
+void Node::UpdateClockHealth(Instant now) {
+  std::vector<double> offsets;
+  for (const PeerView& p : view_) {
+    if (p.id == config_.node_id) continue;
+    if (auto offset = swim_.ClockOffsetMs(p.id)) offsets.push_back(*offset);
+  }
+  if (offsets.empty()) {
+    clock_ok_ = true;
+    median_offset_ms_ = 0;
+    return;
+  }
+  std::sort(offsets.begin(), offsets.end());
+  median_offset_ms_ = offsets[offsets.size() / 2];
+  size_t far = static_cast<size_t>(std::count_if(offsets.begin(), offsets.end(), [&](double o) {
+    return std::abs(o) > static_cast<double>(config_.max_clock_offset_ms);
+  }));
+  // We stop owning when we disagree with most peers: then it is our clock.
+  clock_ok_ = !(far * 2 > offsets.size());
+}
+
+// ---------------------------------------------------------------- checks
+
+void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> bytes, Instant now,
+                            Outbox* out) {
+  std::string why;
+  tally::Status status = client_reader_.Decode(bytes, &why);
+  if (status == tally::Status::kOk && client_reader_.kind() != wire::MessageKind::kChecks) {
+    status = tally::Status::kMalformed;
+    why = "expected a checks message";
+  }
+  if (status != tally::Status::kOk) {
+    ++counters_.malformed_client;
+    CheckResult r = ErrorResult(0, status, why);
+    Outbox::ClientReply reply{reply_token, {}};
+    wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    return;
+  }
+  RefreshView(now, out);
+  const uint64_t batch_id = next_batch_id_++;
+  PendingBatch& batch = batches_[batch_id];
+  batch.reply_token = reply_token;
+  const auto& checks = client_reader_.checks();
+  batch.results.resize(checks.size());
+  batch.outstanding = checks.size();
+  // Copy the checks: client_reader_'s views die with the next datagram.
+  std::vector<CheckRequest> owned;
+  owned.reserve(checks.size());
+  for (const CheckRequestRef& c : checks) {
+    owned.push_back(CheckRequest{c.request_id, std::string(c.user_id), std::string(c.endpoint),
+                                 c.limit, c.window_ms, c.hits});
+  }
+  for (size_t i = 0; i < owned.size(); ++i) {
+    const CheckRequest& check = owned[i];
+    std::string invalid;
+    if (ValidateRequest(check, &invalid) != tally::Status::kOk) {
+      CheckResult r = ErrorResult(check.request_id, tally::Status::kInvalidArgument, invalid);
+      r.limit = check.limit;
+      CompleteItem(batch_id, i, std::move(r), out);
+      continue;
+    }
+    crdt::KeyId key = crdt::HashKey(check.user_id, check.endpoint, check.window_ms);
+    Route(batch_id, i, check, key, 0, 1, now, out);
+  }
+}
+
+void Node::Route(uint64_t batch_id, size_t index, const CheckRequest& check,
+                 const crdt::KeyId& key, size_t first_position, uint8_t hops, Instant now,
+                 Outbox* out) {
+  std::vector<size_t> targets = Targets(key);
+  for (size_t pos = first_position; pos < targets.size(); ++pos) {
+    const PeerView& target = view_[targets[pos]];
+    if (targets[pos] == self_index_) {
+      if (MayOwn() || hops >= kMaxHops) break;  // we decide
+      continue;                                  // warming / bad clock: skip ourselves
+    }
+    InFlightForward f;
+    f.batch_id = batch_id;
+    f.index = index;
+    f.check = check;
+    f.key = key;
+    f.pref_position = pos;
+    f.peer_address = target.address;
+    f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
+    f.hops = hops;
+    const uint64_t forward_id = next_forward_id_++;
+    Enqueue(target.address, wire::ForwardValue{forward_id, hops, check});
+    next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
+    in_flight_.emplace(forward_id, std::move(f));
+    ++counters_.forwarded;
+    return;
+  }
+  // We are the first reachable member of the list (or nobody else is left).
+  CompleteItem(batch_id, index, DecideLocally(check, key, now, out), out);
+}
+
+CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key,
+                                Instant now, Outbox* out) {
+  CheckRequestRef effective = check;
+  const size_t alive = view_.size();
+  const size_t known = LastKnownMembers(now);
+  if (alive < known) {
+    switch (config_.partition_policy) {
+      case PartitionPolicy::kAvailability: break;
+      case PartitionPolicy::kProportional:
+        effective.limit = check.limit * alive / known;
+        break;
+      case PartitionPolicy::kClosed:
+        if (alive * 2 <= known) {
+          // A minority side admits nothing; asking (hits = 0) still answers.
+          effective.limit = 0;
+        }
+        break;
+    }
+  }
+  const uint64_t dedup_before = core_.stats().dedup_hits;
+  CheckResult r = core_.CheckKey(effective, key, now);
+  const bool retry = core_.stats().dedup_hits != dedup_before;
+  if (r.allowed && check.hits > 0 && !retry) MarkDirty(key);
+  if (config_.record_decisions && r.status == tally::Status::kOk && !retry) {
+    out->decisions.push_back(Outbox::Decision{key, check.request_id, check.limit, check.window_ms,
+                                              r.allowed ? check.hits : 0, now.wall.count(),
+                                              r.allowed});
+  }
+  return r;
+}
+
+void Node::CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Outbox* out) {
+  auto it = batches_.find(batch_id);
+  assert(it != batches_.end());
+  PendingBatch& batch = it->second;
+  assert(index < batch.results.size() && batch.outstanding > 0);
+  batch.results[index] = std::move(result);
+  if (--batch.outstanding > 0) return;
+  // All answered: one reply datagram per batch (split if it would not fit).
+  std::span<const CheckResult> all(batch.results);
+  size_t start = 0;
+  while (start < all.size()) {
+    size_t bytes = wire::kMessageOverheadBytes, end = start;
+    while (end < all.size()) {
+      size_t next = wire::EncodedResponseBound(all[end].error.size());
+      if (end > start && bytes + next > wire::kMaxDatagramBytes) break;
+      bytes += next;
+      ++end;
+    }
+    Outbox::ClientReply reply{batch.reply_token, {}};
+    wire::EncodeResponses(all.subspan(start, end - start), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    start = end;
+  }
+  if (all.empty()) {
+    Outbox::ClientReply reply{batch.reply_token, {}};
+    wire::EncodeResponses(all, &reply.bytes);
+    out->client.push_back(std::move(reply));
+  }
+  batches_.erase(it);
+}
+
+void Node::Enqueue(const std::string& address, wire::ForwardValue value) {
+  peers_[address].forward_queue.push_back(std::move(value));
+}
+
+void Node::ExpireForwards(Instant now, Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  if (now_ns < next_forward_expiry_ns_) return;
+  std::vector<InFlightForward> expired;
+  next_forward_expiry_ns_ = INT64_MAX;
+  boost::unordered::erase_if(in_flight_, [&](auto& kv) {
+    if (kv.second.deadline_ns <= now_ns) {
+      expired.push_back(std::move(kv.second));
+      return true;
+    }
+    next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, kv.second.deadline_ns);
+    return false;
+  });
+  // Deterministic order (the map's order depends on ids, not on time).
+  std::sort(expired.begin(), expired.end(), [](const InFlightForward& a, const InFlightForward& b) {
+    return a.deadline_ns != b.deadline_ns ? a.deadline_ns < b.deadline_ns : a.index < b.index;
+  });
+  for (InFlightForward& f : expired) {
+    ++counters_.forward_timeouts;
+    if (f.batch_id != 0) {
+      Route(f.batch_id, f.index, f.check, f.key, f.pref_position + 1, f.hops, now, out);
+    } else {
+      // A relay that timed out: decide ourselves rather than fail the origin.
+      CheckResult r = DecideLocally(f.check, f.key, now, out);
+      peers_[f.relay_origin].reply_queue.push_back({f.relay_forward_id, std::move(r)});
+    }
+  }
+}
+
+void Node::HandleForward(const std::string& from, const std::vector<wire::ForwardValue>& items,
+                         Instant now, Outbox* out) {
+  for (const wire::ForwardValue& item : items) {
+    std::string invalid;
+    if (ValidateRequest(item.check, &invalid) != tally::Status::kOk) {
+      CheckResult r = ErrorResult(item.check.request_id, tally::Status::kInvalidArgument, invalid);
+      peers_[from].reply_queue.push_back({item.forward_id, std::move(r)});
+      continue;
+    }
+    crdt::KeyId key = crdt::HashKey(item.check.user_id, item.check.endpoint, item.check.window_ms);
+    std::vector<size_t> targets = Targets(key);
+    auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
+    const bool can_relay = !MayOwn() && item.hops < kMaxHops && self_pos != targets.end() &&
+                           self_pos + 1 != targets.end();
+    if (!can_relay) {
+      ++counters_.decided_for_peers;
+      peers_[from].reply_queue.push_back({item.forward_id, DecideLocally(item.check, key, now, out)});
+      continue;
+    }
+    // Relay once to the next member after us.
+    ++counters_.relayed;
+    size_t pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
+    const PeerView& target = view_[targets[pos]];
+    InFlightForward f;
+    f.batch_id = 0;
+    f.check = item.check;
+    f.key = key;
+    f.pref_position = pos;
+    f.peer_address = target.address;
+    f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
+    f.hops = static_cast<uint8_t>(item.hops + 1);
+    f.relay_origin = from;
+    f.relay_forward_id = item.forward_id;
+    const uint64_t forward_id = next_forward_id_++;
+    Enqueue(target.address, wire::ForwardValue{forward_id, f.hops, item.check});
+    next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
+    in_flight_.emplace(forward_id, std::move(f));
+  }
+}
+
+void Node::HandleForwardReply(const std::vector<wire::ForwardResultValue>& items, Outbox* out) {
+  for (const wire::ForwardResultValue& item : items) {
+    auto it = in_flight_.find(item.forward_id);
+    if (it == in_flight_.end()) continue;  // late (we already moved on) or bogus
+    InFlightForward f = std::move(it->second);
+    in_flight_.erase(it);
+    CheckResult result = item.result;
+    result.request_id = f.check.request_id;
+    if (f.batch_id != 0) {
+      CompleteItem(f.batch_id, f.index, std::move(result), out);
+    } else {
+      peers_[f.relay_origin].reply_queue.push_back({f.relay_forward_id, std::move(result)});
+    }
+  }
+}
+
+// ---------------------------------------------------------------- peer input
+
+void Node::OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
+                         Instant now, Outbox* out) {
+  wire::PeerMessageReader reader;
+  std::string why;
+  if (reader.Decode(bytes, &why) != tally::Status::kOk) {
+    ++counters_.malformed_peer;
+    return;
+  }
+  if (reader.is_swim()) {
+    std::vector<membership::Outbound> swim_out;
+    swim_.OnMessage(from_address, reader.swim(), now, &swim_out);
+    SendSwim(swim_out, now, out);
+    RefreshView(now, out);
+    return;
+  }
+  wire::NodeMessageValue msg;
+  if (!reader.ReadNode(&msg, &why)) {
+    ++counters_.malformed_peer;
+    return;
+  }
+  RefreshView(now, out);
+  HandleNodeMessage(reader.sender_address().empty() ? from_address : reader.sender_address(), msg,
+                    now, out);
+}
+
+void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageValue& msg,
+                             Instant now, Outbox* out) {
+  switch (msg.kind) {
+    case Kind::kForward: HandleForward(from, msg.forwards, now, out); break;
+    case Kind::kForwardReply: HandleForwardReply(msg.results, out); break;
+    case Kind::kReplicate: {
+      ++counters_.replicate_received;
+      ApplyState(msg.replicate, now);
+      wire::NodeMessageValue ack;
+      ack.kind = Kind::kReplicateAck;
+      ack.ack_seq = msg.replicate.seq;
+      SendNode(from, ack, false, now, out);
+      break;
+    }
+    case Kind::kStatePush: ApplyState(msg.replicate, now); break;
+    case Kind::kReplicateAck: {
+      auto it = peers_.find(from);
+      if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
+      break;
+    }
+    case Kind::kDigest: HandleDigest(from, msg, now, out); break;
+    case Kind::kHandoffRequest: HandleHandoffRequest(from, now, out); break;
+    case Kind::kHandoffDone:
+      handoff_waiting_.erase(from);
+      if (warming_ && handoff_waiting_.empty()) warming_ = false;
+      break;
+  }
+}
+
+void Node::ApplyState(const wire::ReplicateValue& state, Instant now) {
+  crdt::KeyStore& store = core_.store();
+  std::vector<crdt::SlotIndex> slots;
+  slots.reserve(state.slots.size());
+  for (const wire::SlotValue& s : state.slots) {
+    slots.push_back(store.slots().Intern(crdt::ReplicaSlot{s.node_id, s.generation}));
+  }
+  for (const wire::CounterValue& c : state.counters) {
+    crdt::Geometry g{static_cast<int64_t>(c.bucket_ms), c.span};
+    crdt::WindowCounter counter(g);
+    for (const auto& row : c.rows) {
+      for (size_t k = 0; k < row.counts.size(); ++k) {
+        counter.MergeBucket(slots[row.slot],
+                            c.newest_bucket - static_cast<int64_t>(c.span) + static_cast<int64_t>(k),
+                            row.counts[k]);
+      }
+    }
+    store.Merge(crdt::KeyId{c.key_high, c.key_low}, counter, now.wall.count());
+  }
+}
+
+// ---------------------------------------------------------------- replication
+
+void Node::MarkDirty(const crdt::KeyId& key) {
+  for (size_t i : Targets(key)) {
+    if (i != self_index_) peers_[view_[i].address].dirty.insert(key);
+  }
+}
+
+void Node::Replicate(Instant now, Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  for (auto& [address, peer] : peers_) {
+    // Resend what was not acknowledged in time (current state: join is idempotent).
+    boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
+      if (now_ns - kv.second.sent_ns < Ms(config_.replication_retry_ms)) return false;
+      for (const auto& key : kv.second.keys) peer.dirty.insert(key);
+      return true;
+    });
+  }
+  for (auto& [address, peer] : peers_) {
+    if (peer.dirty.empty()) continue;
+    if (!view_by_address_.contains(address)) {
+      peer.dirty.clear();  // not a member any more; anti-entropy covers its successor
+      peer.unacked.clear();
+      continue;
+    }
+    std::vector<crdt::KeyId> keys(peer.dirty.begin(), peer.dirty.end());
+    peer.dirty.clear();
+    SendState(address, std::move(keys), true, now, out);
+  }
+}
+
+wire::CounterValue Node::ToWire(
+    const crdt::KeyId& key, const crdt::WindowCounter& counter, std::vector<wire::SlotValue>* slots,
+    boost::unordered_flat_map<crdt::SlotIndex, uint16_t>* slot_map) const {
+  wire::CounterValue value;
+  value.key_high = key.high;
+  value.key_low = key.low;
+  crdt::Geometry g = counter.geometry();
+  value.bucket_ms = static_cast<uint32_t>(g.bucket_ms);
+  value.span = static_cast<uint16_t>(g.span);
+  value.newest_bucket = counter.newest_bucket();
+  for (size_t r = 0; r < counter.row_count(); ++r) {
+    crdt::SlotIndex slot = counter.row_slot(r);
+    auto [it, inserted] = slot_map->try_emplace(slot, static_cast<uint16_t>(slots->size()));
+    if (inserted) {
+      const crdt::ReplicaSlot& rs = core_.store().slots().Get(slot);
+      slots->push_back(wire::SlotValue{rs.node_id, rs.incarnation});
+    }
+    wire::CounterValue::Row row;
+    row.slot = it->second;
+    bool any = false;
+    for (int64_t k = value.newest_bucket - g.span; k <= value.newest_bucket; ++k) {
+      uint32_t n = counter.count(r, k);
+      any = any || n != 0;
+      row.counts.push_back(n);
+    }
+    if (any) value.rows.push_back(std::move(row));
+  }
+  return value;
+}
+
+void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
+                     Instant now, Outbox* out) {
+  const size_t budget = acked ? config_.max_packet_bytes : 256 * 1024;
+  size_t i = 0;
+  while (i < keys.size()) {
+    wire::NodeMessageValue msg;
+    msg.kind = acked ? Kind::kReplicate : Kind::kStatePush;
+    msg.replicate.seq = next_replicate_seq_++;
+    boost::unordered_flat_map<crdt::SlotIndex, uint16_t> slot_map;
+    std::vector<crdt::KeyId> sent;
+    size_t bytes = 128;
+    for (; i < keys.size(); ++i) {
+      const crdt::KeyStore::Entry* entry = core_.store().Find(keys[i]);
+      if (entry == nullptr) continue;  // reclaimed meanwhile: nothing live to send
+      size_t slots_before = msg.replicate.slots.size();
+      wire::CounterValue value =
+          ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
+      size_t cost = wire::EncodedCounterBound(value);
+      for (size_t s = slots_before; s < msg.replicate.slots.size(); ++s) {
+        cost += 24 + msg.replicate.slots[s].node_id.size();
+      }
+      if (!sent.empty() && bytes + cost > budget) {
+        // Undo the slot additions of the counter that did not fit.
+        for (size_t s = msg.replicate.slots.size(); s > slots_before; --s) {
+          slot_map.erase(std::find_if(slot_map.begin(), slot_map.end(), [&](const auto& kv) {
+                           return kv.second == s - 1;
+                         })->first);
+        }
+        msg.replicate.slots.resize(slots_before);
+        break;
+      }
+      bytes += cost;
+      msg.replicate.counters.push_back(std::move(value));
+      sent.push_back(keys[i]);
+    }
+    if (sent.empty()) continue;
+    if (acked) {
+      peers_[address].unacked[msg.replicate.seq] =
+          UnackedReplicate{std::move(sent), now.monotonic.count()};
+      ++counters_.replicate_sent;
+    } else {
+      ++counters_.state_pushes;
+    }
+    SendNode(address, msg, !acked, now, out);
+  }
+}
+
+uint64_t Node::StateHash(const crdt::KeyId& key, Instant now) const {
+  const crdt::KeyStore::Entry* entry = core_.store().Find(key);
+  if (entry == nullptr) return 0;
+  const crdt::WindowCounter& c = entry->counter;
+  const crdt::Geometry g = c.geometry();
+  const int64_t now_bucket = crdt::BucketOf(now.wall.count(), g);
+  const int64_t from = std::max(now_bucket - static_cast<int64_t>(g.span),
+                                c.newest_bucket() - static_cast<int64_t>(g.span));
+  uint64_t h = 0;
+  for (size_t r = 0; r < c.row_count(); ++r) {
+    const crdt::ReplicaSlot& slot = core_.store().slots().Get(c.row_slot(r));
+    const uint64_t slot_hash = crdt::HashSlot(slot.node_id, slot.incarnation);
+    for (int64_t k = from; k <= c.newest_bucket(); ++k) {
+      uint32_t n = c.count(r, k);
+      if (n == 0) continue;
+      // XOR of per-cell hashes: independent of row order and local indexes.
+      h ^= crdt::Mix64(slot_hash ^ crdt::Mix64(static_cast<uint64_t>(k) * 31 + n) ^ key.low);
+    }
+  }
+  return h;
+}
+
+std::vector<uint64_t> Node::Digest(const std::string& peer_id, Instant now) const {
+  std::vector<uint64_t> ranges(64, 0);
+  core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+    std::vector<size_t> targets = Targets(key);
+    bool mine = std::find(targets.begin(), targets.end(), self_index_) != targets.end();
+    bool theirs = std::any_of(targets.begin(), targets.end(),
+                              [&](size_t i) { return view_[i].id == peer_id; });
+    if (mine && theirs) ranges[RangeOf(key)] ^= StateHash(key, now);
+  });
+  return ranges;
+}
+
+void Node::StartAntiEntropy(Instant now, Outbox* out) {
+  if (view_.size() < 2) return;
+  size_t pick = static_cast<size_t>(rng_() % (view_.size() - 1));
+  if (pick >= self_index_) ++pick;
+  wire::NodeMessageValue msg;
+  msg.kind = Kind::kDigest;
+  msg.digest = Digest(view_[pick].id, now);
+  msg.digest_is_reply = false;
+  ++counters_.digests;
+  SendNode(view_[pick].address, msg, false, now, out);
+}
+
+void Node::HandleDigest(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
+                        Outbox* out) {
+  auto it = view_by_address_.find(from);
+  if (it == view_by_address_.end() || msg.digest.size() != 64) return;
+  const std::string& peer_id = view_[it->second].id;
+  std::vector<uint64_t> mine = Digest(peer_id, now);
+  std::vector<bool> differs(64, false);
+  bool any = false;
+  for (size_t i = 0; i < 64; ++i) {
+    differs[i] = mine[i] != msg.digest[i];
+    any = any || differs[i];
+  }
+  if (any) {
+    std::vector<crdt::KeyId> keys;
+    core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+      if (!differs[RangeOf(key)]) return;
+      std::vector<size_t> targets = Targets(key);
+      bool theirs = std::any_of(targets.begin(), targets.end(),
+                                [&](size_t i) { return view_[i].id == peer_id; });
+      if (theirs) keys.push_back(key);
+    });
+    SendState(from, std::move(keys), false, now, out);
+  }
+  if (!msg.digest_is_reply && any) {
+    wire::NodeMessageValue reply;
+    reply.kind = Kind::kDigest;
+    reply.digest = std::move(mine);
+    reply.digest_is_reply = true;
+    SendNode(from, reply, false, now, out);
+  }
+}
+
+void Node::HandleHandoffRequest(const std::string& from, Instant now, Outbox* out) {
+  auto it = view_by_address_.find(from);
+  if (it == view_by_address_.end()) return;  // not alive in our view yet: it will ask again
+  const size_t requester = it->second;
+  std::vector<crdt::KeyId> keys;
+  core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+    std::vector<size_t> targets = Targets(key);
+    if (std::find(targets.begin(), targets.end(), requester) != targets.end()) keys.push_back(key);
+  });
+  SendState(from, std::move(keys), false, now, out);
+  wire::NodeMessageValue done;
+  done.kind = Kind::kHandoffDone;
+  SendNode(from, done, true, now, out);  // on the stream, after the state it follows
+}
+
+void Node::PushKeysForChangedTargets(const std::vector<PeerView>& old_view, Instant now,
+                                     Outbox* out) {
+  membership::Ring old_ring = RingOf(old_view);
+  boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> pushes;
+  core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+    std::vector<size_t> before = TargetsIn(old_ring, key);
+    for (size_t i : Targets(key)) {
+      if (i == self_index_) continue;
+      const std::string& id = view_[i].id;
+      bool was = std::any_of(before.begin(), before.end(),
+                             [&](size_t j) { return old_view[j].id == id; });
+      if (!was) pushes[view_[i].address].push_back(key);
+    }
+  });
+  for (auto& [address, keys] : pushes) SendState(address, std::move(keys), false, now, out);
+}
+
+// ---------------------------------------------------------------- timers
+
+void Node::Tick(Instant now, Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  std::vector<membership::Outbound> swim_out;
+  swim_.Tick(now, &swim_out);
+  SendSwim(swim_out, now, out);
+  RefreshView(now, out);
+  UpdateClockHealth(now);
+  if (warming_ && now_ns >= warming_until_ns_) warming_ = false;
+  if (warming_ && now_ns >= next_handoff_retry_ns_) {
+    // A member that did not see us alive yet ignored our request: ask again.
+    for (const std::string& address : handoff_waiting_) {
+      wire::NodeMessageValue request;
+      request.kind = Kind::kHandoffRequest;
+      SendNode(address, request, false, now, out);
+    }
+    next_handoff_retry_ns_ = now_ns + Ms(config_.swim.probe_interval_ms / 2);
+  }
+  ExpireForwards(now, out);
+  if (now_ns >= next_replication_ns_) {
+    Replicate(now, out);
+    next_replication_ns_ = now_ns + Ms(config_.replication_interval_ms);
+  }
+  if (now_ns >= next_anti_entropy_ns_) {
+    StartAntiEntropy(now, out);
+    core_.Sweep(now);
+    next_anti_entropy_ns_ = now_ns + Ms(config_.anti_entropy_interval_ms);
+  }
+  Flush(now, out);
+}
+
+void Node::Flush(Instant now, Outbox* out) {
+  for (auto& [address, peer] : peers_) {
+    size_t i = 0;
+    while (i < peer.forward_queue.size()) {
+      wire::NodeMessageValue msg;
+      msg.kind = Kind::kForward;
+      size_t bytes = 160;
+      while (i < peer.forward_queue.size()) {
+        size_t cost = wire::EncodedForwardBound(peer.forward_queue[i].check);
+        if (!msg.forwards.empty() && bytes + cost > config_.max_packet_bytes) break;
+        bytes += cost;
+        msg.forwards.push_back(std::move(peer.forward_queue[i++]));
+      }
+      SendNode(address, msg, false, now, out);
+    }
+    peer.forward_queue.clear();
+    i = 0;
+    while (i < peer.reply_queue.size()) {
+      wire::NodeMessageValue msg;
+      msg.kind = Kind::kForwardReply;
+      size_t bytes = 160;
+      while (i < peer.reply_queue.size()) {
+        size_t cost = wire::kEncodedForwardResultBound + peer.reply_queue[i].result.error.size();
+        if (!msg.results.empty() && bytes + cost > config_.max_packet_bytes) break;
+        bytes += cost;
+        msg.results.push_back(std::move(peer.reply_queue[i++]));
+      }
+      SendNode(address, msg, false, now, out);
+    }
+    peer.reply_queue.clear();
+  }
+}
+
+std::chrono::nanoseconds Node::NextDeadline() const {
+  int64_t next = swim_.NextDeadline().count();
+  next = std::min(next, next_replication_ns_);
+  next = std::min(next, next_anti_entropy_ns_);
+  next = std::min(next, next_forward_expiry_ns_);
+  if (warming_) next = std::min({next, warming_until_ns_, next_handoff_retry_ns_});
+  return std::chrono::nanoseconds(next);
+}
+
+// ---------------------------------------------------------------- encoding
+
+void Node::SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
+                    Instant now, Outbox* out) {
+  Outbox::PeerPacket packet{address, {}, stream};
+  wire::EncodeNodeMessage(
+      wire::PeerHeader{config_.node_id, config_.gossip_address, config_.generation,
+                       now.wall.count()},
+      msg, &packet.bytes);
+  counters_.peer_bytes_sent += packet.bytes.size();
+  ++counters_.peer_messages_sent;
+  out->peer.push_back(std::move(packet));
+}
+
+void Node::SendSwim(std::vector<membership::Outbound>& swim_out, Instant now, Outbox* out) {
+  for (membership::Outbound& o : swim_out) {
+    Outbox::PeerPacket packet{o.to_address, {}, o.stream};
+    wire::EncodeSwim(o.msg, &packet.bytes);
+    counters_.peer_bytes_sent += packet.bytes.size();
+    ++counters_.peer_messages_sent;
+    out->peer.push_back(std::move(packet));
+  }
+  swim_out.clear();
+}
+
+// ---------------------------------------------------------------- status
+
+NodeStatus Node::Status(Instant now) const {
+  NodeStatus s;
+  s.node_id = config_.node_id;
+  s.generation = config_.generation;
+  s.owning = MayOwn();
+  if (warming_) s.not_owning_reason = "warming up: waiting for handoff";
+  if (!clock_ok_) {
+    s.not_owning_reason = "clock offset " + std::to_string(median_offset_ms_) +
+                          " ms from most peers exceeds the maximum";
+  }
+  s.live_keys = core_.store().size();
+  s.partition_policy = std::string(PartitionPolicyName(config_.partition_policy));
+  s.last_known_members = LastKnownMembers(now);
+  s.limiter = core_.stats();
+  s.limiter.live_keys = core_.store().size();
+  s.counters = counters_;
+  // Our share of the key space: the owner of 4096 fixed pseudo-random keys.
+  size_t owned = 0;
+  constexpr size_t kSamples = 4096;
+  for (size_t i = 0; i < kSamples; ++i) {
+    crdt::KeyId sample{crdt::Mix64(i * 2 + 1), crdt::Mix64(i * 2 + 2)};
+    if (!ring_.empty() && ring_.OwnerIndex(sample) == self_index_) ++owned;
+  }
+  s.key_share = static_cast<double>(owned) / kSamples;
+  for (const auto& [id, m] : swim_.members()) {
+    MemberStatus ms;
+    ms.id = m.id;
+    ms.state = std::string(membership::StateName(m.state));
+    ms.incarnation = m.incarnation;
+    ms.generation = m.generation;
+    ms.address = m.address;
+    ms.clock_offset_ms = swim_.ClockOffsetMs(m.id);
+    if (const membership::ClockEstimate* e = swim_.ClockEstimateOf(m.id)) ms.rtt_ms = e->rtt_ms;
+    s.members.push_back(std::move(ms));
+  }
+  return s;
+}
+
+}  // namespace tally::core

@@ -1,0 +1,296 @@
+// Node: one tally cluster member as a sans-IO state machine.
+//
+// It composes the counter store (LimiterCore), SWIM membership (Swim), the
+// consistent-hash ring (Ring), routing with forwarding, replication of
+// counter deltas, anti-entropy and handoff. Inputs are bytes plus an Instant;
+// outputs are bytes in an Outbox and the next deadline. The Asio daemon and
+// the simulator drive this same class; it never touches a socket, clock or
+// thread (tests/meta/purity_test.cc).
+//
+// Invariants:
+//   * Every client datagram handed to OnClientDatagram gets exactly one reply
+//     in some Outbox (immediately, or after forwards answer or time out).
+//   * A forwarded check is decided by its receiver unless that receiver may
+//     not own keys right now (warming up after a join, or its clock is off);
+//     then it relays once more. A check travels at most kMaxHops hops.
+//   * Only the node that decided a hit replicates it; replicas merge by join.
+//
+// Thread safety: none. The daemon calls it under one mutex.
+#ifndef TALLY_DAEMON_CORE_NODE_H_
+#define TALLY_DAEMON_CORE_NODE_H_
+
+#include <boost/unordered/unordered_flat_map.hpp>
+#include <boost/unordered/unordered_flat_set.hpp>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "crdt/key_id.h"
+#include "daemon/core/limiter_core.h"
+#include "membership/ring.h"
+#include "membership/swim.h"
+#include "tally/types.h"
+#include "wire/codec.h"
+#include "wire/node_codec.h"
+#include "wire/peer_codec.h"
+
+namespace tally::core {
+
+enum class PartitionPolicy {
+  kAvailability,  // every side enforces the full limit: total <= limit x sides
+  kProportional,  // a side enforces limit x (alive / last known members)
+  kClosed,        // a side without a majority of the last known members denies
+};
+std::string_view PartitionPolicyName(PartitionPolicy policy);
+std::optional<PartitionPolicy> ParsePartitionPolicy(std::string_view name);
+
+struct NodeConfig {
+  std::string node_id;
+  std::string gossip_address;  // "ip:port" peers reach us at
+  uint64_t generation = 1;     // one per process start (the driver's start time)
+  std::vector<std::string> seeds;
+  uint64_t rng_seed = 1;
+
+  uint32_t replicas = 3;  // R: preference list length (owner + R-1 replicas)
+  LimiterCoreOptions limiter;
+  membership::SwimConfig swim;
+
+  int64_t forward_timeout_ms = 30;       // then the next in the preference list decides
+  int64_t replication_interval_ms = 10;  // deltas to replicas this often
+  int64_t replication_retry_ms = 100;    // unacknowledged deltas are resent
+  int64_t anti_entropy_interval_ms = 1000;
+  int64_t handoff_timeout_ms = 3000;     // a joining node owns keys after this at the latest
+  PartitionPolicy partition_policy = PartitionPolicy::kAvailability;
+  // A dead member still counts towards "last known membership" this long.
+  int64_t partition_memory_ms = 600'000;
+  int64_t max_clock_offset_ms = 500;   // beyond it (vs most peers) we stop owning keys
+  int64_t warn_clock_offset_ms = 250;  // beyond it we say so in status and logs
+  size_t max_packet_bytes = 1400;
+  bool record_decisions = false;  // fill Outbox::decisions
+};
+
+// Bytes to send. The driver owns delivery; the node never blocks on it.
+struct Outbox {
+  struct PeerPacket {
+    std::string to_address;
+    std::vector<std::byte> bytes;
+    bool stream = false;  // bulk state: the daemon may send it over TCP
+  };
+  struct ClientReply {
+    uint64_t reply_token = 0;
+    std::vector<std::byte> bytes;
+  };
+  // One record per local decision, when NodeConfig::record_decisions is set
+  // (the simulator's oracles read them; the daemon leaves it off).
+  struct Decision {
+    crdt::KeyId key;
+    uint64_t request_id = 0;
+    uint64_t limit = 0;  // as requested, before any partition policy
+    uint64_t window_ms = 0;
+    uint64_t hits = 0;    // hits counted by this decision (0 when denied)
+    int64_t wall_ms = 0;  // the deciding node's wall time
+    bool allowed = false;
+  };
+  std::vector<PeerPacket> peer;
+  std::vector<ClientReply> client;
+  std::vector<Decision> decisions;
+  void clear() {
+    peer.clear();
+    client.clear();
+    decisions.clear();
+  }
+};
+
+struct MemberStatus {
+  std::string id;
+  std::string state;  // alive, suspect, dead, left
+  uint64_t incarnation = 0;
+  uint64_t generation = 0;
+  std::string address;
+  std::optional<double> clock_offset_ms;
+  std::optional<double> rtt_ms;
+};
+
+struct NodeStatus {
+  std::string node_id;
+  uint64_t generation = 0;
+  bool owning = true;  // false while warming up or when our clock is off
+  std::string not_owning_reason;
+  double key_share = 0;  // fraction of the key space this node owns
+  size_t live_keys = 0;
+  std::string partition_policy;
+  size_t last_known_members = 0;
+  std::vector<MemberStatus> members;
+  LimiterStats limiter;
+  struct Counters {
+    uint64_t forwarded = 0, forward_timeouts = 0, relayed = 0, decided_for_peers = 0;
+    uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
+    uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
+    uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
+  } counters;
+};
+
+class Node {
+ public:
+  static constexpr uint8_t kMaxHops = 2;
+
+  explicit Node(const NodeConfig& config);
+
+  // Joins the cluster (contacts the seeds) or starts a cluster of one.
+  void Start(Instant now, Outbox* out);
+
+  // One client datagram (a checks batch). Its reply, addressed by
+  // `reply_token`, appears in `out` now or in a later call's Outbox.
+  void OnClientDatagram(uint64_t reply_token, std::span<const std::byte> bytes, Instant now,
+                        Outbox* out);
+
+  // One peer datagram or stream message from `from_address`.
+  void OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
+                     Instant now, Outbox* out);
+
+  // Fires whatever is due: probes, suspicion, forward timeouts, replication,
+  // anti-entropy. Call at NextDeadline() (calling early is harmless).
+  void Tick(Instant now, Outbox* out);
+
+  // Sends batched forwards and replies. Call after each batch of inputs.
+  void Flush(Instant now, Outbox* out);
+
+  // Monotonic time at which Tick should next run.
+  std::chrono::nanoseconds NextDeadline() const;
+
+  // Graceful leave: tells the cluster, pushes our keys to their replicas.
+  void Leave(Instant now, Outbox* out);
+
+  NodeStatus Status(Instant now) const;
+  const membership::Swim& swim() const { return swim_; }
+  const crdt::KeyStore& store() const { return core_.store(); }
+  // The preference list (member ids) for a key in this node's current view.
+  std::vector<std::string> PreferenceList(const crdt::KeyId& key) const;
+  // Canonical hash of a key's live state (slot identities, not local indexes).
+  uint64_t StateHash(const crdt::KeyId& key, Instant now) const;
+
+ private:
+  struct PeerView {
+    std::string id;
+    std::string address;
+    uint64_t generation = 0;
+  };
+  struct PendingBatch {
+    uint64_t reply_token = 0;
+    std::vector<CheckResult> results;
+    size_t outstanding = 0;
+  };
+  struct InFlightForward {
+    uint64_t batch_id = 0;  // 0: a relay, answer goes to relay_origin
+    size_t index = 0;
+    CheckRequest check;
+    crdt::KeyId key;
+    size_t pref_position = 0;  // which member of the preference list has it
+    std::string peer_address;
+    int64_t deadline_ns = 0;
+    uint8_t hops = 1;
+    // For relays: who asked us, and their forward id.
+    std::string relay_origin;
+    uint64_t relay_forward_id = 0;
+  };
+  struct UnackedReplicate {
+    std::vector<crdt::KeyId> keys;
+    int64_t sent_ns = 0;
+  };
+  struct PeerState {
+    std::vector<wire::ForwardValue> forward_queue;
+    std::vector<wire::ForwardResultValue> reply_queue;
+    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;  // keys to replicate
+    boost::unordered_flat_map<uint64_t, UnackedReplicate> unacked;
+  };
+
+  // Membership view.
+  void RefreshView(Instant now, Outbox* out);
+  static membership::Ring RingOf(const std::vector<PeerView>& view);
+  std::vector<size_t> Targets(const crdt::KeyId& key) const;  // indexes into view_
+  std::vector<size_t> TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const;
+  bool MayOwn() const;
+  size_t LastKnownMembers(Instant now) const;
+  void UpdateClockHealth(Instant now);
+
+  // Checks.
+  CheckResult DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
+                            Outbox* out);
+  void Route(uint64_t batch_id, size_t index, const CheckRequest& check, const crdt::KeyId& key,
+             size_t first_position, uint8_t hops, Instant now, Outbox* out);
+  void CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Outbox* out);
+  void Enqueue(const std::string& address, wire::ForwardValue value);
+  void ExpireForwards(Instant now, Outbox* out);
+
+  // Peer messages.
+  void HandleNodeMessage(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
+                         Outbox* out);
+  void HandleForward(const std::string& from, const std::vector<wire::ForwardValue>& items,
+                     Instant now, Outbox* out);
+  void HandleForwardReply(const std::vector<wire::ForwardResultValue>& items, Outbox* out);
+  void ApplyState(const wire::ReplicateValue& state, Instant now);
+
+  // Replication, anti-entropy, handoff.
+  void MarkDirty(const crdt::KeyId& key);
+  void Replicate(Instant now, Outbox* out);
+  void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
+                 Instant now, Outbox* out);
+  std::vector<uint64_t> Digest(const std::string& peer_id, Instant now) const;
+  size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
+  void StartAntiEntropy(Instant now, Outbox* out);
+  void HandleDigest(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
+                    Outbox* out);
+  void HandleHandoffRequest(const std::string& from, Instant now, Outbox* out);
+  void PushKeysForChangedTargets(const std::vector<PeerView>& old_view, Instant now, Outbox* out);
+
+  // Encoding.
+  void SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
+                Instant now, Outbox* out);
+  void SendSwim(std::vector<membership::Outbound>& swim_out, Instant now, Outbox* out);
+  wire::CounterValue ToWire(const crdt::KeyId& key, const crdt::WindowCounter& counter,
+                            std::vector<wire::SlotValue>* slots,
+                            boost::unordered_flat_map<crdt::SlotIndex, uint16_t>* slot_map) const;
+
+  NodeConfig config_;
+  LimiterCore core_;
+  membership::Swim swim_;
+  membership::Ring ring_;
+  std::mt19937_64 rng_;
+
+  std::vector<PeerView> view_;  // alive members incl. self, the ring's order
+  size_t self_index_ = 0;
+  uint64_t view_version_ = UINT64_MAX;
+  boost::unordered_flat_map<std::string, size_t> view_by_address_;
+
+  uint64_t next_batch_id_ = 1;
+  uint64_t next_forward_id_ = 1;
+  uint64_t next_replicate_seq_ = 1;
+  boost::unordered_flat_map<uint64_t, PendingBatch> batches_;
+  boost::unordered_flat_map<uint64_t, InFlightForward> in_flight_;
+  boost::unordered_flat_map<std::string, PeerState> peers_;  // by address
+
+  // Ownership gates.
+  bool warming_ = false;
+  int64_t warming_until_ns_ = 0;
+  int64_t next_handoff_retry_ns_ = 0;
+  boost::unordered_flat_set<std::string> handoff_waiting_;  // addresses
+  bool clock_ok_ = true;
+  double median_offset_ms_ = 0;
+
+  int64_t next_replication_ns_ = 0;
+  int64_t next_anti_entropy_ns_ = 0;
+  int64_t next_forward_expiry_ns_ = INT64_MAX;
+  int64_t started_ns_ = 0;
+
+  wire::ClientMessageReader client_reader_;
+  std::vector<std::byte> scratch_;
+  mutable NodeStatus::Counters counters_;
+};
+
+}  // namespace tally::core
+
+#endif  // TALLY_DAEMON_CORE_NODE_H_

@@ -1,0 +1,75 @@
+# tally node-to-node messages other than membership: forwarded checks,
+# counter replication, anti-entropy and handoff. They travel inside
+# PeerMessage (include/tally/peer.capnp) as its `node` member, over the gossip
+# UDP socket (each datagram <= 1400 bytes) or, for bulk state, over TCP.
+#
+# Contract: only ever extended (append fields, union members, enumerants with
+# the next ordinal); nothing renamed, reordered or reused.
+@0xa42cf48ac3b9bace;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("tally::wire");
+
+using Check = import "check.capnp";
+
+struct KeyRef {
+  high @0 :UInt64;
+  low @1 :UInt64;
+}
+
+# A replica slot: the node and the process start (generation) that counted.
+struct Slot {
+  nodeId @0 :Text;
+  generation @1 :UInt64;
+}
+
+# One key's windowed G-Counter. counts of each row hold buckets
+# newestBucket - span .. newestBucket, oldest first (span + 1 entries).
+struct CounterState {
+  key @0 :KeyRef;
+  bucketMs @1 :UInt32;
+  span @2 :UInt16;
+  newestBucket @3 :Int64;
+  rows @4 :List(Row);
+  struct Row {
+    slot @0 :UInt16;          # index into the message's slot table
+    counts @1 :List(UInt32);
+  }
+}
+
+struct ForwardedCheck {
+  forwardId @0 :UInt64;       # the forwarder's id for this item
+  hops @1 :UInt8;             # 1 for a first forward; relays add one
+  check @2 :Check.CheckRequest;
+}
+
+struct ForwardedResult {
+  forwardId @0 :UInt64;
+  response @1 :Check.CheckResponse;
+}
+
+struct NodeMessage {
+  union {
+    forward @0 :List(ForwardedCheck);
+    forwardReply @1 :List(ForwardedResult);
+    replicate @2 :Replicate;     # deltas from a deciding node, acknowledged
+    replicateAck @3 :UInt64;     # the seq acknowledged
+    digest @4 :Digest;           # anti-entropy summary
+    statePush @5 :Replicate;     # repair/handoff state, not acknowledged
+    handoffRequest @6 :Void;     # a (re)joining node asks for its keys
+    handoffDone @7 :Void;        # everything for the requester was pushed
+  }
+}
+
+struct Replicate {
+  seq @0 :UInt64;
+  slots @1 :List(Slot);
+  counters @2 :List(CounterState);
+}
+
+# xor of per-key state hashes, per range of the key space, over the keys
+# both sender and receiver should hold.
+struct Digest {
+  ranges @0 :List(UInt64);
+  isReply @1 :Bool;
+}

@@ -1,0 +1,45 @@
+// Suspicion: one Lifeguard suspicion timer. It starts at the maximum timeout
+// and shrinks towards the minimum as distinct members independently confirm
+// the same suspicion (timing::SuspicionTimeout), so a member that many see
+// failing is declared dead sooner while a lone (possibly unhealthy) accuser
+// has to wait the longest. Mirrors memberlist's suspicion.go, on injected time.
+#ifndef TALLY_MEMBERSHIP_SUSPICION_H_
+#define TALLY_MEMBERSHIP_SUSPICION_H_
+
+#include <chrono>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace tally::membership {
+
+class Suspicion {
+ public:
+  // `accuser` raised the suspicion at monotonic time `start`; it does not
+  // count as a confirmation. k is timing::ExpectedConfirmations.
+  Suspicion(std::string accuser, int k, std::chrono::milliseconds min,
+            std::chrono::milliseconds max, std::chrono::nanoseconds start);
+
+  // Records an independent confirmation by `from`. Returns true iff it was
+  // new and counted (not the accuser, not a repeat, fewer than k so far);
+  // then the deadline may move earlier.
+  bool Confirm(std::string_view from);
+
+  // Monotonic time at which the member is to be declared dead.
+  std::chrono::nanoseconds deadline() const { return start_ + timeout_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  int confirmations() const { return confirmations_; }
+  int k() const { return k_; }
+
+ private:
+  int k_;
+  std::chrono::milliseconds min_, max_;
+  std::chrono::nanoseconds start_;
+  std::chrono::milliseconds timeout_;
+  int confirmations_ = 0;
+  std::set<std::string, std::less<>> seen_;
+};
+
+}  // namespace tally::membership
+
+#endif  // TALLY_MEMBERSHIP_SUSPICION_H_

@@ -1,0 +1,466 @@
+// Swim: lifecycle, message dispatch, rumor handling and suspicion timers.
+// Probing lives in swim_probe.cc, gossip and push-pull in swim_gossip.cc.
+#include "membership/swim.h"
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+#include <utility>
+
+#include "membership/timing.h"
+
+namespace tally::membership {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+namespace {
+
+bool ValidName(const std::string& s, size_t max_bytes) {
+  return !s.empty() && s.size() <= max_bytes && s.find('\0') == std::string::npos;
+}
+
+}  // namespace
+
+bool SwimConfig::Valid(std::string* why) const {
+  auto fail = [why](const char* reason) {
+    if (why != nullptr) *why = reason;
+    return false;
+  };
+  if (probe_interval_ms <= 0) return fail("probe_interval_ms must be positive");
+  if (probe_timeout_ms <= 0 || probe_timeout_ms > probe_interval_ms) {
+    return fail("probe_timeout_ms must be in (0, probe_interval_ms]");
+  }
+  if (indirect_probes < 0) return fail("indirect_probes must be >= 0");
+  if (suspicion_mult < 1) return fail("suspicion_mult must be >= 1");
+  if (suspicion_max_timeout_mult < 1) return fail("suspicion_max_timeout_mult must be >= 1");
+  if (retransmit_mult < 1) return fail("retransmit_mult must be >= 1");
+  if (gossip_interval_ms <= 0) return fail("gossip_interval_ms must be positive");
+  if (gossip_nodes < 1) return fail("gossip_nodes must be >= 1");
+  if (gossip_to_the_dead_ms < 0) return fail("gossip_to_the_dead_ms must be >= 0");
+  if (push_pull_interval_ms <= 0) return fail("push_pull_interval_ms must be positive");
+  if (awareness_max_multiplier < 1) return fail("awareness_max_multiplier must be >= 1");
+  if (reconnect_interval_ms <= 0) return fail("reconnect_interval_ms must be positive");
+  if (dead_reap_ms <= 0) return fail("dead_reap_ms must be positive");
+  // A ping-req between members with the longest ids and addresses, or a ping
+  // carrying one suspicion of such a member, must fit.
+  if (max_packet_bytes < 1200) return fail("max_packet_bytes must be >= 1200");
+  if (max_members < 2) return fail("max_members must be >= 2");
+  return true;
+}
+
+Swim::Swim(SwimConfig config, Self self, std::vector<std::string> seed_addresses, uint64_t rng_seed)
+    : config_(config), self_(std::move(self)), rng_(rng_seed) {
+  [[maybe_unused]] std::string why;
+  assert(config_.Valid(&why));
+  assert(ValidName(self_.id, kMaxIdBytes));
+  assert(ValidName(self_.address, kMaxAddressBytes));
+  for (auto& seed : seed_addresses) {
+    if (seed.empty() || seed == self_.address) continue;
+    if (std::find(seeds_.begin(), seeds_.end(), seed) != seeds_.end()) continue;
+    seeds_.push_back(std::move(seed));
+  }
+  // Start sequence numbers somewhere random so a restarted process does not
+  // match acks meant for its previous life.
+  seq_ = rng_() >> 16;
+}
+
+void Swim::Advance(Instant now) {
+  // Monotonic time never goes back here, whatever the driver passes.
+  if (now.monotonic < now_.monotonic) now.monotonic = now_.monotonic;
+  now_ = now;
+}
+
+nanoseconds Swim::Jitter(int64_t up_to_ms) {
+  if (up_to_ms <= 0) return nanoseconds(0);
+  return milliseconds(static_cast<int64_t>(UniformBelow(rng_, static_cast<uint64_t>(up_to_ms))));
+}
+
+void Swim::Start(Instant now, std::vector<Outbound>* out) {
+  assert(!started_);
+  started_ = true;
+  Advance(now);
+  Member me{self_.id, self_.address, self_.generation, incarnation_, MemberState::kAlive, now_};
+  table_.Upsert(me);
+  ++alive_set_version_;
+  queue_.Push(me.ToUpdate());
+  for (const auto& seed : seeds_) SendPushPull(seed, /*reply=*/false, /*join=*/true, out);
+  // Stagger the periodic work so nodes started together do not tick together.
+  const nanoseconds t = now_.monotonic;
+  next_probe_at_ = t + Jitter(config_.probe_interval_ms);
+  next_gossip_at_ = t + Jitter(config_.gossip_interval_ms);
+  next_push_pull_at_ = t + Jitter(config_.push_pull_interval_ms) + milliseconds(1);
+  // Until we know someone, retry the seeds every probe interval.
+  next_reconnect_at_ =
+      t + milliseconds(config_.probe_interval_ms) + Jitter(config_.probe_interval_ms);
+  next_housekeeping_at_ = t + milliseconds(config_.probe_interval_ms);
+}
+
+void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, Instant now,
+                     std::vector<Outbound>* out) {
+  if (!started_) return;
+  Advance(now);
+  if (!ValidHeader(from_address, msg)) {
+    ++stats_.invalid;
+    return;
+  }
+  if (msg.sender_id == self_.id) {
+    // Our own echo, or another process using our name.
+    if (msg.sender_generation != self_.generation) ++stats_.foreign_self;
+    return;
+  }
+  const SwimKind kind = msg.kind();
+  if (kind == SwimKind::kPing && std::get<Ping>(msg.body).target_id != self_.id) {
+    // Meant for whoever had this address before us: answering would tell the
+    // sender a dead member is alive.
+    ++stats_.wrong_target;
+    return;
+  }
+  ++stats_.received[static_cast<size_t>(kind)];
+  ApplySenderEvidence(msg);
+  // Rumors first, so a refutation they provoke rides on our reply.
+  for (const auto& update : msg.piggyback) ApplyRumor(update);
+  switch (kind) {
+    case SwimKind::kPing:
+      HandlePing(from_address, msg, std::get<Ping>(msg.body), out);
+      break;
+    case SwimKind::kAck:
+      HandleAck(msg, std::get<Ack>(msg.body), out);
+      break;
+    case SwimKind::kPingReq:
+      HandlePingReq(from_address, std::get<PingReq>(msg.body), out);
+      break;
+    case SwimKind::kNack:
+      HandleNack(msg, std::get<Nack>(msg.body));
+      break;
+    case SwimKind::kGossip:
+      break;
+    case SwimKind::kPushPull:
+      HandlePushPull(msg, std::get<PushPull>(msg.body), out);
+      break;
+  }
+}
+
+void Swim::Tick(Instant now, std::vector<Outbound>* out) {
+  if (!started_) return;
+  Advance(now);
+  TickRelays(out);
+  TickProbe(out);
+  TickSuspicions();
+  TickGossip(out);
+  if (!left_) {
+    TickPushPull(out);
+    TickReconnect(out);
+  }
+  TickHousekeeping();
+}
+
+nanoseconds Swim::NextDeadline() const {
+  nanoseconds next = nanoseconds::max();
+  if (!started_) return next;
+  auto consider = [&next](nanoseconds t) { next = std::min(next, t); };
+  consider(next_gossip_at_);
+  consider(next_housekeeping_at_);
+  if (!left_) {
+    consider(next_probe_at_);
+    consider(next_push_pull_at_);
+    consider(next_reconnect_at_);
+  }
+  if (probe_.active) {
+    if (!probe_.acked && !probe_.indirect_sent) consider(probe_.indirect_at);
+    consider(probe_.end);
+  }
+  for (const auto& [seq, relay] : relays_) {
+    if (relay.want_nack && !relay.nack_sent) consider(relay.nack_at);
+    consider(relay.expires);
+  }
+  for (const auto& [id, suspicion] : suspicions_) consider(suspicion.deadline());
+  return next;
+}
+
+void Swim::Leave(Instant now, std::vector<Outbound>* out) {
+  if (!started_ || left_) return;
+  Advance(now);
+  left_ = true;
+  ++incarnation_;
+  Member* me = table_.FindMutable(self_.id);
+  assert(me != nullptr);
+  me->incarnation = incarnation_;
+  me->state = MemberState::kLeft;
+  me->since = now_;
+  ++alive_set_version_;
+  queue_.Push(me->ToUpdate());
+  probe_.active = false;
+  suspicions_.clear();
+  relays_.clear();
+  std::vector<const Member*> up;
+  for (const auto& [id, m] : table_) {
+    if (id != self_.id && m.up()) up.push_back(&m);
+  }
+  for (const Member* m : Sample(rng_, up, static_cast<size_t>(config_.gossip_nodes))) {
+    Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out);
+  }
+}
+
+bool Swim::LeaveFlushed() const { return left_ && queue_.TransmitsOf(self_.id) < 0; }
+
+milliseconds Swim::probe_interval() const {
+  return timing::ScaleByHealth(milliseconds(config_.probe_interval_ms), health_);
+}
+
+milliseconds Swim::probe_timeout() const {
+  return timing::ScaleByHealth(milliseconds(config_.probe_timeout_ms), health_);
+}
+
+std::optional<double> Swim::ClockOffsetMs(std::string_view id) const {
+  auto it = clocks_.find(id);
+  if (it == clocks_.end() || !it->second.has_estimate()) return std::nullopt;
+  return it->second.estimate().offset_ms;
+}
+
+const ClockEstimate* Swim::ClockEstimateOf(std::string_view id) const {
+  auto it = clocks_.find(id);
+  return it == clocks_.end() ? nullptr : &it->second.estimate();
+}
+
+const Suspicion* Swim::SuspicionOf(std::string_view id) const {
+  auto it = suspicions_.find(id);
+  return it == suspicions_.end() ? nullptr : &it->second;
+}
+
+void Swim::AddHealth(int delta) {
+  health_ = timing::ClampHealth(health_ + delta, config_.awareness_max_multiplier);
+}
+
+int Swim::TransmitLimit() const {
+  return std::max(1, timing::RetransmitLimit(config_.retransmit_mult, CountUp()));
+}
+
+bool Swim::ValidHeader(const std::string& from_address, const SwimMessage& msg) const {
+  return msg.version >= 1 && !from_address.empty() && ValidName(msg.sender_id, kMaxIdBytes) &&
+         ValidName(msg.sender_address, kMaxAddressBytes);
+}
+
+bool Swim::ValidUpdate(const MemberUpdate& u) const {
+  return ValidName(u.id, kMaxIdBytes) && ValidName(u.address, kMaxAddressBytes) &&
+         u.origin.size() <= kMaxIdBytes && u.incarnation <= kMaxIncarnation &&
+         static_cast<int>(u.state) < kMemberStateCount;
+}
+
+bool Swim::Send(const std::string& to_address, SwimBody body, bool stream, bool only_if_rumors,
+                std::vector<Outbound>* out, const MemberUpdate* must_carry) {
+  if (to_address == self_.address) return false;
+  SwimMessage msg;
+  msg.sender_id = self_.id;
+  msg.sender_address = self_.address;
+  msg.sender_generation = self_.generation;
+  msg.sender_incarnation = incarnation_;
+  msg.sender_wall_ms = static_cast<int64_t>(now_.wall.count());
+  msg.body = std::move(body);
+  size_t bytes = EstimatedEncodedBytes(msg);
+  if (!stream) {
+    // Lifeguard's buddy system, applied to every datagram (not only pings):
+    // a member we suspect hears it from us first-hand and can refute, even if
+    // every gossiped copy of the suspicion was lost.
+    MemberUpdate buddy;
+    if (must_carry == nullptr) {
+      for (const auto& [id, suspicion] : suspicions_) {
+        const Member* m = table_.Find(id);
+        if (m != nullptr && m->state == MemberState::kSuspect && m->address == to_address) {
+          buddy = m->ToUpdate(self_.id);
+          must_carry = &buddy;
+          break;
+        }
+      }
+    }
+    size_t fixed = bytes + kPiggybackListOverheadBytes;
+    if (must_carry != nullptr &&
+        fixed + EstimatedUpdateBytes(*must_carry) <= config_.max_packet_bytes) {
+      msg.piggyback.push_back(*must_carry);
+      fixed += EstimatedUpdateBytes(*must_carry);
+    }
+    size_t used = 0;
+    if (fixed < config_.max_packet_bytes) {
+      used = queue_.Take(config_.max_packet_bytes - fixed, TransmitLimit(), &msg.piggyback);
+    }
+    if (!msg.piggyback.empty()) bytes = fixed + used;
+    if (only_if_rumors && msg.piggyback.empty()) return false;
+    stats_.rumors_sent += msg.piggyback.size();
+  }
+  const auto kind = static_cast<size_t>(msg.kind());
+  ++stats_.sent[kind];
+  stats_.sent_bytes[kind] += bytes;
+  out->push_back(Outbound{to_address, std::move(msg), stream});
+  return true;
+}
+
+void Swim::ApplyRumor(MemberUpdate u) {
+  if (!ValidUpdate(u)) {
+    ++stats_.invalid;
+    return;
+  }
+  if (u.state == MemberState::kAlive || u.state == MemberState::kLeft) u.origin.clear();
+  if (u.id == self_.id) {
+    ApplySelfRumor(u);
+    return;
+  }
+  Member* m = table_.FindMutable(u.id);
+  if (m == nullptr) {
+    // Only an alive rumor introduces a member: accusations about someone we
+    // never saw (or already forgot) cannot be checked.
+    if (u.state != MemberState::kAlive || table_.size() >= config_.max_members) {
+      ++stats_.stale_rumors;
+      return;
+    }
+    Member& added =
+        table_.Upsert(Member{u.id, u.address, u.generation, u.incarnation, u.state, now_});
+    AddToProbeList(added.id);
+    ++alive_set_version_;
+    queue_.Push(std::move(u));
+    return;
+  }
+  if (!Supersedes(u, *m)) {
+    if (u.state == MemberState::kSuspect && SameRumor(u, *m) && !u.origin.empty()) {
+      auto it = suspicions_.find(u.id);
+      if (it != suspicions_.end() && it->second.Confirm(u.origin)) {
+        ++stats_.confirmations;
+        // Pass it on so the others can count this confirmation too.
+        queue_.Push(std::move(u));
+        return;
+      }
+    }
+    ++stats_.stale_rumors;
+    return;
+  }
+  const Member before = *m;
+  const bool new_process = u.generation != before.generation;
+  m->address = u.address;
+  m->generation = u.generation;
+  m->incarnation = u.incarnation;
+  m->state = u.state;
+  if (new_process || before.state != u.state) m->since = now_;
+  if (u.state == MemberState::kAlive && !new_process) {
+    if (before.state == MemberState::kSuspect) ++stats_.suspects_refuted;
+    if (before.state == MemberState::kDead) ++stats_.dead_revived;
+  }
+  if (u.state == MemberState::kSuspect) {
+    StartSuspicion(*m, u.origin.empty() ? u.id : u.origin);
+  } else {
+    suspicions_.erase(u.id);
+  }
+  if (new_process) clocks_.erase(u.id);
+  if (before.up() != m->up() ||
+      (m->up() && (before.address != m->address || before.generation != m->generation))) {
+    ++alive_set_version_;
+  }
+  queue_.Push(std::move(u));
+}
+
+void Swim::ApplySenderEvidence(const SwimMessage& msg) {
+  // Only for members we know: introducing members stays the job of rumors
+  // (and a member that left has raised its incarnation with the leave, so
+  // its later messages cannot undo `left`).
+  const Member* m = table_.Find(msg.sender_id);
+  if (m == nullptr || msg.sender_incarnation > kMaxIncarnation) return;
+  MemberUpdate alive{msg.sender_id,          msg.sender_address,  msg.sender_generation,
+                     msg.sender_incarnation, MemberState::kAlive, {}};
+  if (!Supersedes(alive, *m)) return;
+  ++stats_.first_hand_updates;
+  ApplyRumor(std::move(alive));
+}
+
+void Swim::ApplySelfRumor(const MemberUpdate& u) {
+  if (u.generation != self_.generation) {
+    // A lower generation is our previous process: our alive rumor already
+    // beats it. A higher one is another process claiming our name.
+    if (u.generation > self_.generation) {
+      ++stats_.foreign_self;
+    } else {
+      ++stats_.stale_rumors;
+    }
+    return;
+  }
+  if (left_) return;  // leaving: never argue
+  if (u.incarnation < incarnation_) {
+    ++stats_.stale_rumors;
+    // Someone still accuses an incarnation we already refuted: it missed our
+    // refutation (all its copies may have been lost). Spread it again, once
+    // the previous copies are all sent, so the accusation cannot outlive it.
+    if (u.state != MemberState::kAlive && queue_.TransmitsOf(self_.id) < 0) {
+      queue_.Push(table_.Find(self_.id)->ToUpdate());
+      ++stats_.reasserts;
+    }
+    return;
+  }
+  if (u.state == MemberState::kAlive && u.incarnation == incarnation_ &&
+      u.address == self_.address) {
+    return;  // our own news coming back
+  }
+  if (u.incarnation >= kMaxIncarnation) {
+    ++stats_.invalid;  // cannot out-bid it; refuse to try
+    return;
+  }
+  // Suspect, dead or left about us, or a forged alive: out-bid it.
+  Refute(u.incarnation, u.state == MemberState::kSuspect || u.state == MemberState::kDead);
+}
+
+void Swim::Refute(uint64_t accused_incarnation, bool accused) {
+  incarnation_ = std::max(incarnation_, accused_incarnation) + 1;
+  Member* me = table_.FindMutable(self_.id);
+  assert(me != nullptr);
+  me->incarnation = incarnation_;
+  me->state = MemberState::kAlive;
+  queue_.Push(me->ToUpdate());
+  ++stats_.refutations;
+  // Lifeguard: being suspected hints that we, not the others, are slow.
+  if (accused) AddHealth(1);
+}
+
+void Swim::StartSuspicion(const Member& member, const std::string& accuser) {
+  const size_t n = CountUp();
+  const int k = timing::ExpectedConfirmations(config_.suspicion_mult, n);
+  const milliseconds min = timing::SuspicionMinTimeout(config_.suspicion_mult, n,
+                                                       milliseconds(config_.probe_interval_ms));
+  const milliseconds max = timing::SuspicionMaxTimeout(config_.suspicion_max_timeout_mult, min);
+  suspicions_.insert_or_assign(member.id, Suspicion(accuser, k, min, max, now_.monotonic));
+  ++stats_.suspicions_started;
+}
+
+void Swim::TickSuspicions() {
+  if (left_) {
+    suspicions_.clear();  // gone: our verdicts no longer matter
+    return;
+  }
+  std::vector<std::string> expired;
+  for (const auto& [id, s] : suspicions_) {
+    if (s.deadline() <= now_.monotonic) expired.push_back(id);
+  }
+  for (const auto& id : expired) {
+    suspicions_.erase(id);
+    const Member* m = table_.Find(id);
+    if (m == nullptr || m->state != MemberState::kSuspect) continue;
+    ++stats_.deaths_declared;
+    MemberUpdate dead = m->ToUpdate(self_.id);
+    dead.state = MemberState::kDead;
+    ApplyRumor(std::move(dead));
+  }
+}
+
+void Swim::TickHousekeeping() {
+  if (now_.monotonic < next_housekeeping_at_) return;
+  next_housekeeping_at_ = now_.monotonic + milliseconds(config_.probe_interval_ms);
+  const nanoseconds reap = milliseconds(config_.dead_reap_ms);
+  std::vector<std::string> gone;
+  for (const auto& [id, m] : table_) {
+    if (id == self_.id || m.up()) continue;
+    if (now_.monotonic - m.since.monotonic >= reap) gone.push_back(id);
+  }
+  for (const auto& id : gone) {
+    table_.Erase(id);
+    suspicions_.erase(id);
+    clocks_.erase(id);
+    queue_.Drop(id);
+  }
+}
+
+}  // namespace tally::membership

@@ -1,0 +1,127 @@
+// Swim: dissemination and anti-entropy.
+//   * gossip: every gossip_interval, queued rumors go to gossip_nodes random
+//     members (up, or dead for less than gossip_to_the_dead_ms so a member
+//     declared dead by mistake hears it and refutes).
+//   * push-pull: the whole table, over a stream. On join to the seeds, every
+//     (scaled) push_pull_interval with one random alive member, and every
+//     reconnect_interval with a random dead member and with each seed that is
+//     not an alive member: after a partition longer than the suspicion timeout
+//     both sides hold each other dead and no rumor crosses any more; these
+//     exchanges are what brings them back together (memberlist issue 222).
+#include <algorithm>
+
+#include "membership/swim.h"
+#include "membership/timing.h"
+
+namespace tally::membership {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+namespace {
+// A stream message is still bounded: more entries than this is hostile.
+constexpr size_t kMaxPushPullEntriesSlack = 16;
+}  // namespace
+
+void Swim::TickGossip(std::vector<Outbound>* out) {
+  if (now_.monotonic < next_gossip_at_) return;
+  const nanoseconds interval = milliseconds(config_.gossip_interval_ms);
+  next_gossip_at_ += interval;
+  if (next_gossip_at_ <= now_.monotonic) next_gossip_at_ = now_.monotonic + interval;
+  if (queue_.empty()) return;
+  const nanoseconds to_the_dead = milliseconds(config_.gossip_to_the_dead_ms);
+  std::vector<const Member*> candidates;
+  for (const auto& [id, m] : table_) {
+    if (id == self_.id) continue;
+    if (m.up() ||
+        (m.state == MemberState::kDead && now_.monotonic - m.since.monotonic < to_the_dead)) {
+      candidates.push_back(&m);
+    }
+  }
+  for (const Member* m : Sample(rng_, candidates, static_cast<size_t>(config_.gossip_nodes))) {
+    if (!Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out)) break;
+  }
+}
+
+void Swim::TickPushPull(std::vector<Outbound>* out) {
+  if (now_.monotonic < next_push_pull_at_) return;
+  next_push_pull_at_ = now_.monotonic + timing::PushPullInterval(
+                                            milliseconds(config_.push_pull_interval_ms), CountUp());
+  std::vector<const Member*> alive;
+  for (const auto& [id, m] : table_) {
+    if (id != self_.id && m.state == MemberState::kAlive) alive.push_back(&m);
+  }
+  if (alive.empty()) return;
+  const Member* peer = alive[UniformBelow(rng_, alive.size())];
+  SendPushPull(peer->address, /*reply=*/false, /*join=*/false, out);
+}
+
+void Swim::TickReconnect(std::vector<Outbound>* out) {
+  if (now_.monotonic < next_reconnect_at_) return;
+  std::vector<const Member*> dead;
+  bool alone = true;
+  for (const auto& [id, m] : table_) {
+    if (id == self_.id) continue;
+    if (m.state == MemberState::kDead) dead.push_back(&m);
+    if (m.up()) alone = false;
+  }
+  // While we know nobody (the join failed, or everyone else is gone), retry
+  // every probe interval; otherwise every reconnect interval, each one drawn
+  // from [interval / 2, interval] so that nodes which started together do not
+  // all reconnect in the same instant (after a partition heals, the first of
+  // them to try is what matters).
+  const int64_t interval_ms = alone ? config_.probe_interval_ms : config_.reconnect_interval_ms;
+  next_reconnect_at_ =
+      now_.monotonic + milliseconds(interval_ms - interval_ms / 2) + Jitter(interval_ms / 2 + 1);
+  std::vector<std::string> targets;
+  if (!dead.empty()) targets.push_back(dead[UniformBelow(rng_, dead.size())]->address);
+  for (const auto& seed : seeds_) {
+    bool seed_alive = false;
+    for (const auto& [id, m] : table_) {
+      if (id != self_.id && m.state == MemberState::kAlive && m.address == seed) {
+        seed_alive = true;
+        break;
+      }
+    }
+    if (!seed_alive && std::find(targets.begin(), targets.end(), seed) == targets.end()) {
+      targets.push_back(seed);
+    }
+  }
+  for (const auto& address : targets) SendPushPull(address, /*reply=*/false, /*join=*/alone, out);
+}
+
+std::vector<MemberUpdate> Swim::FullState() const {
+  std::vector<MemberUpdate> state;
+  state.reserve(table_.size());
+  for (const auto& [id, m] : table_) state.push_back(m.ToUpdate());
+  return state;
+}
+
+void Swim::SendPushPull(const std::string& to_address, bool reply, bool join,
+                        std::vector<Outbound>* out) {
+  Send(to_address, PushPull{reply, join, FullState()}, /*stream=*/true, false, out);
+}
+
+void Swim::HandlePushPull(const SwimMessage& msg, const PushPull& push_pull,
+                          std::vector<Outbound>* out) {
+  if (push_pull.members.size() > config_.max_members + kMaxPushPullEntriesSlack) {
+    ++stats_.invalid;
+    return;
+  }
+  for (MemberUpdate u : push_pull.members) {
+    if (u.state == MemberState::kDead) {
+      // One member's belief that another is dead only makes us suspect it
+      // (memberlist does the same): the accused gets its chance to refute,
+      // which is what heals the two sides of a partition without a second
+      // round of deaths.
+      u.state = MemberState::kSuspect;
+      u.origin = msg.sender_id;
+    } else if (u.state == MemberState::kSuspect && u.origin.empty()) {
+      u.origin = msg.sender_id;
+    }
+    ApplyRumor(std::move(u));
+  }
+  if (!push_pull.reply) SendPushPull(msg.sender_address, /*reply=*/true, /*join=*/false, out);
+}
+
+}  // namespace tally::membership

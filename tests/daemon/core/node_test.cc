@@ -1,0 +1,412 @@
+// Deterministic tests of the cluster node on fake time: several Nodes joined
+// by an in-test network that delivers their Outbox bytes (so the peer codec is
+// exercised too) after a fixed latency, with optional cuts.
+#include "daemon/core/node.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+
+#include "wire/codec.h"
+
+namespace tally::core {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+constexpr int64_t kStartWallMs = 1'700'000'000'000;
+
+class TestCluster {
+ public:
+  explicit TestCluster(uint64_t seed = 1) : seed_(seed) {}
+
+  NodeConfig ConfigFor(const std::string& id) {
+    NodeConfig c;
+    c.node_id = id;
+    c.gossip_address = AddressOf(id);
+    c.generation = ++generations_;
+    c.rng_seed = seed_ * 1000 + generations_;
+    c.swim.probe_interval_ms = 200;
+    c.swim.probe_timeout_ms = 100;
+    c.swim.gossip_interval_ms = 50;
+    c.swim.push_pull_interval_ms = 5000;
+    c.swim.reconnect_interval_ms = 2000;
+    c.handoff_timeout_ms = 2000;
+    c.record_decisions = true;
+    return c;
+  }
+
+  static std::string AddressOf(const std::string& id) { return "10.0.0." + id.substr(1) + ":7946"; }
+
+  Node& Add(const std::string& id, bool join = true) {
+    NodeConfig c = ConfigFor(id);
+    if (join && !nodes_.empty()) c.seeds = {AddressOf(nodes_.begin()->first)};
+    return AddWith(c);
+  }
+
+  Node& AddWith(const NodeConfig& c) {
+    auto& entry = nodes_[c.node_id];
+    entry.node = std::make_unique<Node>(c);
+    entry.address = c.gossip_address;
+    entry.up = true;
+    Outbox out;
+    entry.node->Start(Now(), &out);
+    Dispatch(c.node_id, out);
+    return *entry.node;
+  }
+
+  void Crash(const std::string& id) { nodes_.at(id).up = false; }
+  void Cut(const std::string& a, const std::string& b) {
+    cuts_.insert({a, b});
+    cuts_.insert({b, a});
+  }
+  void HealAll() { cuts_.clear(); }
+
+  Instant Now() const {
+    return Instant{milliseconds(kStartWallMs + now_ns_ / 1'000'000), nanoseconds(now_ns_)};
+  }
+
+  // Runs the network and every node's timers for `ms` of fake time.
+  void RunFor(int64_t ms) {
+    const int64_t end = now_ns_ + ms * 1'000'000;
+    while (true) {
+      int64_t next = end;
+      if (!in_flight_.empty()) next = std::min(next, in_flight_.top().at_ns);
+      for (auto& [id, e] : nodes_) {
+        if (e.up) next = std::min(next, std::max(now_ns_, e.node->NextDeadline().count()));
+      }
+      if (next >= end && (in_flight_.empty() || in_flight_.top().at_ns > end)) {
+        now_ns_ = end;
+        return;
+      }
+      now_ns_ = std::max(now_ns_, next);
+      while (!in_flight_.empty() && in_flight_.top().at_ns <= now_ns_) {
+        Packet p = in_flight_.top();
+        in_flight_.pop();
+        Deliver(p);
+      }
+      for (auto& [id, e] : nodes_) {
+        if (!e.up || e.node->NextDeadline().count() > now_ns_) continue;
+        Outbox out;
+        e.node->Tick(Now(), &out);
+        Dispatch(id, out);
+      }
+    }
+  }
+
+  // Sends one check through `via` and runs until its reply arrives.
+  std::optional<CheckResult> Check(const std::string& via, const CheckRequest& req,
+                                   int64_t max_wait_ms = 2000) {
+    std::vector<std::byte> bytes;
+    CheckRequestRef ref(req);
+    wire::EncodeChecks(std::span<const CheckRequestRef>(&ref, 1), &bytes);
+    const uint64_t token = ++next_token_;
+    Outbox out;
+    nodes_.at(via).node->OnClientDatagram(token, bytes, Now(), &out);
+    nodes_.at(via).node->Flush(Now(), &out);
+    Dispatch(via, out);
+    for (int64_t waited = 0; waited <= max_wait_ms && !replies_.contains(token); waited += 1) {
+      RunFor(1);
+    }
+    auto it = replies_.find(token);
+    if (it == replies_.end()) return std::nullopt;
+    wire::ClientMessageReader reader;
+    std::string why;
+    if (reader.Decode(it->second, &why) != Status::kOk || reader.responses().size() != 1) {
+      ADD_FAILURE() << "bad reply: " << why;
+      return std::nullopt;
+    }
+    return reader.responses()[0];
+  }
+
+  Node& node(const std::string& id) { return *nodes_.at(id).node; }
+  bool AllSeeAlive(const std::vector<std::string>& ids) {
+    for (const auto& a : ids) {
+      NodeStatus s = node(a).Status(Now());
+      for (const auto& b : ids) {
+        bool ok = false;
+        for (const auto& m : s.members) ok = ok || (m.id == b && m.state == "alive");
+        if (!ok) return false;
+      }
+    }
+    return true;
+  }
+  std::vector<Outbox::Decision>& decisions(const std::string& id) { return decisions_[id]; }
+
+ private:
+  struct Entry {
+    std::unique_ptr<Node> node;
+    std::string address;
+    bool up = true;
+  };
+  struct Packet {
+    int64_t at_ns;
+    uint64_t seq;
+    std::string from, to_address;
+    std::vector<std::byte> bytes;
+    bool operator>(const Packet& o) const { return at_ns != o.at_ns ? at_ns > o.at_ns : seq > o.seq; }
+  };
+
+  void Dispatch(const std::string& from, Outbox& out) {
+    for (auto& p : out.peer) {
+      in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
+    }
+    for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
+    for (auto& d : out.decisions) decisions_[from].push_back(d);
+    out.clear();
+  }
+
+  void Deliver(const Packet& p) {
+    for (auto& [id, e] : nodes_) {
+      if (e.address != p.to_address) continue;
+      if (!e.up || cuts_.contains({p.from, id})) return;
+      Outbox out;
+      e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, Now(), &out);
+      e.node->Flush(Now(), &out);
+      Dispatch(id, out);
+      return;
+    }
+  }
+
+  uint64_t seed_;
+  uint64_t generations_ = 0;
+  int64_t now_ns_ = 0;
+  uint64_t seq_ = 0, next_token_ = 0;
+  std::map<std::string, Entry> nodes_;
+  std::priority_queue<Packet, std::vector<Packet>, std::greater<>> in_flight_;
+  std::set<std::pair<std::string, std::string>> cuts_;
+  std::map<uint64_t, std::vector<std::byte>> replies_;
+  std::map<std::string, std::vector<Outbox::Decision>> decisions_;
+};
+
+CheckRequest Req(uint64_t id, uint64_t limit = 50, uint64_t window_ms = 60'000,
+                 std::string user = "alice") {
+  return CheckRequest{id, std::move(user), "/api", limit, window_ms, 1};
+}
+
+TEST(NodeTest, SingleNodeIsAClusterOfOne) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.RunFor(100);
+  for (uint64_t i = 1; i <= 3; ++i) {
+    auto r = c.Check("n1", Req(i, 3));
+    ASSERT_TRUE(r.has_value());
+    EXPECT_TRUE(r->allowed);
+  }
+  auto r = c.Check("n1", Req(4, 3));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->allowed);
+}
+
+TEST(NodeTest, ThreeNodesJoinAndAgreeOnPreferenceLists) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(3000);
+  ASSERT_TRUE(c.AllSeeAlive({"n1", "n2", "n3"}));
+  for (int k = 0; k < 200; ++k) {
+    crdt::KeyId key = crdt::HashKey("user" + std::to_string(k), "/e", 1000);
+    auto p1 = c.node("n1").PreferenceList(key);
+    EXPECT_EQ(p1.size(), 3u);
+    EXPECT_EQ(p1, c.node("n2").PreferenceList(key));
+    EXPECT_EQ(p1, c.node("n3").PreferenceList(key));
+  }
+}
+
+TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(3000);
+  const char* via[] = {"n1", "n2", "n3"};
+  int admitted = 0;
+  for (uint64_t i = 1; i <= 90; ++i) {
+    auto r = c.Check(via[i % 3], Req(i, 50));
+    ASSERT_TRUE(r.has_value()) << i;
+    ASSERT_EQ(r->status, Status::kOk);
+    EXPECT_EQ(r->request_id, i);
+    admitted += r->allowed ? 1 : 0;
+  }
+  EXPECT_EQ(admitted, 50);
+  // Exactly one node decided all of them: the owner.
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  std::string owner = c.node("n1").PreferenceList(key)[0];
+  EXPECT_EQ(c.decisions(owner).size(), 90u);
+  for (const char* id : via) {
+    if (id != owner) EXPECT_TRUE(c.decisions(id).empty()) << id;
+  }
+}
+
+TEST(NodeTest, ReplicasConvergeToTheOwnersState) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(3000);
+  for (uint64_t i = 1; i <= 20; ++i) ASSERT_TRUE(c.Check("n1", Req(i, 50)).has_value());
+  c.RunFor(200);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  uint64_t h = c.node("n1").StateHash(key, c.Now());
+  EXPECT_NE(h, 0u);
+  EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node("n3").StateHash(key, c.Now()), h);
+}
+
+TEST(NodeTest, OwnerCrashFailsOverToAReplicaThatKeepsTheCounts) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(3000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  std::vector<std::string> prefs = c.node("n1").PreferenceList(key);
+  const std::string owner = prefs[0];
+  std::string entry;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    if (id != owner) entry = id;
+  }
+  // Exhaust the key, let replication carry it, then kill the owner.
+  for (uint64_t i = 1; i <= 10; ++i) ASSERT_TRUE(c.Check(entry, Req(i, 10))->allowed);
+  c.RunFor(100);
+  c.Crash(owner);
+  // Still decided (after a forward timeout), and still denied: counts survived.
+  auto r = c.Check(entry, Req(100, 10));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_FALSE(r->allowed);
+  // Another key is admitted normally meanwhile.
+  auto other = c.Check(entry, Req(101, 10, 60'000, "bob"));
+  ASSERT_TRUE(other.has_value());
+  EXPECT_TRUE(other->allowed);
+  // The dead owner is marked dead; the key stays denied afterwards.
+  c.RunFor(15'000);
+  NodeStatus s = c.node(entry).Status(c.Now());
+  for (const auto& m : s.members) {
+    if (m.id == owner) EXPECT_EQ(m.state, "dead");
+  }
+  auto later = c.Check(entry, Req(102, 10));
+  ASSERT_TRUE(later.has_value());
+  EXPECT_FALSE(later->allowed);
+}
+
+TEST(NodeTest, RestartedNodeTakesAFreshSlotAndGetsHandoff) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(3000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::string owner = c.node("n1").PreferenceList(key)[0];
+  std::string entry = owner == "n1" ? "n2" : "n1";
+  for (uint64_t i = 1; i <= 6; ++i) ASSERT_TRUE(c.Check(entry, Req(i, 10))->allowed);
+  c.RunFor(100);
+  c.Crash(owner);
+  c.RunFor(15'000);
+  // The owner restarts empty under the same name (new generation).
+  NodeConfig restarted = c.ConfigFor(owner);
+  restarted.seeds = {TestCluster::AddressOf(entry)};
+  c.AddWith(restarted);
+  c.RunFor(5000);
+  EXPECT_TRUE(c.AllSeeAlive({"n1", "n2", "n3"}));
+  // It received the old counts: 4 more fit, not 10.
+  int admitted = 0;
+  for (uint64_t i = 50; i < 60; ++i) {
+    auto r = c.Check(entry, Req(i, 10));
+    ASSERT_TRUE(r.has_value());
+    admitted += r->allowed ? 1 : 0;
+  }
+  EXPECT_EQ(admitted, 4);
+  c.RunFor(500);
+  uint64_t h = c.node(owner).StateHash(key, c.Now());
+  EXPECT_EQ(c.node("n1").StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node("n3").StateHash(key, c.Now()), h);
+}
+
+TEST(NodeTest, PartitionUnderAvailabilityPolicyAdmitsOnBothSidesThenConverges) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(3000);
+  // n3 alone on one side.
+  c.Cut("n3", "n1");
+  c.Cut("n3", "n2");
+  c.RunFor(20'000);
+  int side_a = 0, side_b = 0;
+  for (uint64_t i = 1; i <= 15; ++i) {
+    auto a = c.Check("n1", Req(i, 10));
+    auto b = c.Check("n3", Req(1000 + i, 10));
+    ASSERT_TRUE(a.has_value() && b.has_value());
+    side_a += a->allowed;
+    side_b += b->allowed;
+  }
+  EXPECT_EQ(side_a, 10);
+  EXPECT_EQ(side_b, 10);  // total <= limit x sides
+  c.HealAll();
+  c.RunFor(30'000);
+  ASSERT_TRUE(c.AllSeeAlive({"n1", "n2", "n3"}));
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  uint64_t h = c.node("n1").StateHash(key, c.Now());
+  EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node("n3").StateHash(key, c.Now()), h);
+  // After healing, both sides' admissions count: the key is full.
+  auto r = c.Check("n2", Req(5000, 10));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->allowed);
+  EXPECT_EQ(r->remaining, 0u);
+}
+
+TEST(NodeTest, ClosedPolicyMinorityDeniesAndProportionalSharesTheLimit) {
+  for (PartitionPolicy policy : {PartitionPolicy::kClosed, PartitionPolicy::kProportional}) {
+    TestCluster c;
+    for (const char* id : {"n1", "n2", "n3"}) {
+      NodeConfig cfg = c.ConfigFor(id);
+      cfg.partition_policy = policy;
+      if (std::string(id) != "n1") cfg.seeds = {TestCluster::AddressOf("n1")};
+      c.AddWith(cfg);
+    }
+    c.RunFor(3000);
+    c.Cut("n3", "n1");
+    c.Cut("n3", "n2");
+    c.RunFor(20'000);
+    int majority = 0, minority = 0;
+    for (uint64_t i = 1; i <= 40; ++i) {
+      majority += c.Check("n1", Req(i, 30))->allowed;
+      minority += c.Check("n3", Req(1000 + i, 30))->allowed;
+    }
+    if (policy == PartitionPolicy::kClosed) {
+      EXPECT_EQ(majority, 30);
+      EXPECT_EQ(minority, 0);
+    } else {
+      EXPECT_EQ(majority, 20);  // 30 x 2/3
+      EXPECT_EQ(minority, 10);  // 30 x 1/3
+    }
+  }
+}
+
+TEST(NodeTest, MalformedPeerAndClientBytesAreCountedNotFatal) {
+  TestCluster c;
+  Node& n = c.Add("n1", false);
+  Outbox out;
+  std::vector<std::byte> garbage(24, std::byte{0x5a});
+  n.OnPeerMessage("10.9.9.9:1", garbage, c.Now(), &out);
+  n.OnClientDatagram(7, garbage, c.Now(), &out);
+  ASSERT_EQ(out.client.size(), 1u);
+  wire::ClientMessageReader reader;
+  ASSERT_EQ(reader.Decode(out.client[0].bytes, nullptr), Status::kOk);
+  EXPECT_EQ(reader.responses()[0].status, Status::kMalformed);
+  NodeStatus s = n.Status(c.Now());
+  EXPECT_EQ(s.counters.malformed_peer, 1u);
+  EXPECT_EQ(s.counters.malformed_client, 1u);
+}
+
+}  // namespace
+}  // namespace tally::core

@@ -1,0 +1,98 @@
+// The rumor precedence rule as a table: every (current state, rumor state) at
+// a lower, equal and higher incarnation and generation.
+#include "membership/member_table.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tally::membership {
+namespace {
+
+constexpr MemberState kStates[] = {MemberState::kAlive, MemberState::kSuspect, MemberState::kDead,
+                                   MemberState::kLeft};
+
+Member Current(MemberState state) {
+  return Member{"x", "10.0.0.1:1", /*generation=*/10, /*incarnation=*/5, state, {}};
+}
+
+MemberUpdate Rumor(MemberState state, int generation_delta, int incarnation_delta) {
+  return MemberUpdate{"x",
+                      "10.0.0.1:1",
+                      static_cast<uint64_t>(10 + generation_delta),
+                      static_cast<uint64_t>(5 + incarnation_delta),
+                      state,
+                      "o"};
+}
+
+TEST(PrecedenceTest, SameGenerationTable) {
+  // want[current][rumor]: does the rumor win? Columns A S D L.
+  struct Case {
+    int incarnation_delta;
+    const char* want[4];  // rows: current A, S, D, L
+  };
+  const Case cases[] = {
+      // A lower incarnation never wins: it is old news.
+      {-1, {"----", "----", "----", "----"}},
+      // Equal: only a "worse" state wins (suspect over alive, dead over
+      // both, left over all); equal states are duplicates or confirmations.
+      {0, {"-SDL", "--DL", "---L", "----"}},
+      // Higher: always wins; alive over suspect/dead is a refutation.
+      {+1, {"ASDL", "ASDL", "ASDL", "ASDL"}},
+  };
+  const char letters[] = "ASDL";
+  for (const Case& c : cases) {
+    for (int cur = 0; cur < 4; ++cur) {
+      for (int up = 0; up < 4; ++up) {
+        const bool want = c.want[cur][up] == letters[up];
+        EXPECT_EQ(Supersedes(Rumor(kStates[up], 0, c.incarnation_delta), Current(kStates[cur])),
+                  want)
+            << "current " << StateName(kStates[cur]) << ", rumor " << StateName(kStates[up])
+            << " at incarnation delta " << c.incarnation_delta;
+      }
+    }
+  }
+}
+
+TEST(PrecedenceTest, GenerationDominates) {
+  for (MemberState cur : kStates) {
+    for (MemberState up : kStates) {
+      for (int inc : {-5, 0, 5}) {
+        // A new process beats anything said about the old one...
+        EXPECT_TRUE(Supersedes(Rumor(up, +1, inc), Current(cur)));
+        // ...and nothing about an old process touches the new one.
+        EXPECT_FALSE(Supersedes(Rumor(up, -1, inc), Current(cur)));
+      }
+    }
+  }
+}
+
+TEST(PrecedenceTest, SameRumorIsEqualKey) {
+  EXPECT_TRUE(SameRumor(Rumor(MemberState::kSuspect, 0, 0), Current(MemberState::kSuspect)));
+  EXPECT_FALSE(SameRumor(Rumor(MemberState::kSuspect, 0, 1), Current(MemberState::kSuspect)));
+  EXPECT_FALSE(SameRumor(Rumor(MemberState::kDead, 0, 0), Current(MemberState::kSuspect)));
+}
+
+TEST(MemberTableTest, UpsertFindEraseAndCounts) {
+  MemberTable t;
+  t.Upsert(Member{"b", "b:1", 1, 0, MemberState::kAlive, {}});
+  t.Upsert(Member{"a", "a:1", 1, 0, MemberState::kSuspect, {}});
+  t.Upsert(Member{"c", "c:1", 1, 0, MemberState::kDead, {}});
+  t.Upsert(Member{"d", "d:1", 1, 0, MemberState::kLeft, {}});
+  EXPECT_EQ(t.size(), 4u);
+  EXPECT_EQ(t.CountUp(), 2u);
+  EXPECT_EQ(t.CountIn(MemberState::kDead), 1u);
+  auto up = t.UpMembers();
+  ASSERT_EQ(up.size(), 2u);
+  EXPECT_EQ(up[0]->id, "a");  // sorted by id
+  EXPECT_EQ(up[1]->id, "b");
+  t.Upsert(Member{"b", "b:2", 2, 0, MemberState::kAlive, {}});
+  EXPECT_EQ(t.Find("b")->address, "b:2");
+  t.Erase("b");
+  t.Erase("nobody");
+  EXPECT_EQ(t.Find("b"), nullptr);
+  EXPECT_EQ(t.size(), 3u);
+}
+
+}  // namespace
+}  // namespace tally::membership

@@ -1,0 +1,573 @@
+// Swim on its own, fed hand-made messages on fake time: the protocol rules one
+// at a time, and hostile input.
+#include "membership/swim.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "membership/random.h"
+#include "membership/timing.h"
+
+namespace tally::membership {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+constexpr int64_t kEpochMs = 1'700'000'000'000;
+
+std::string Addr(const std::string& id) { return id + ":7946"; }
+Instant At(int64_t ms) { return Instant{milliseconds(kEpochMs + ms), milliseconds(ms)}; }
+
+SwimMessage From(const std::string& id, SwimBody body, std::vector<MemberUpdate> piggyback = {},
+                 uint64_t generation = 1, int64_t wall_ms = kEpochMs) {
+  SwimMessage m;
+  m.sender_id = id;
+  m.sender_address = Addr(id);
+  m.sender_generation = generation;
+  m.sender_wall_ms = wall_ms;
+  m.body = std::move(body);
+  m.piggyback = std::move(piggyback);
+  return m;
+}
+
+MemberUpdate Rumor(const std::string& id, MemberState state, uint64_t generation,
+                   uint64_t incarnation, const std::string& origin = {}) {
+  return MemberUpdate{id, Addr(id), generation, incarnation, state, origin};
+}
+
+template <typename T>
+std::vector<const Outbound*> OfKind(const std::vector<Outbound>& out) {
+  std::vector<const Outbound*> found;
+  for (const auto& o : out) {
+    if (std::holds_alternative<T>(o.msg.body)) found.push_back(&o);
+  }
+  return found;
+}
+
+// One Swim "me" that knows `peers` (alive, generation 1).
+struct Harness {
+  explicit Harness(std::vector<std::string> peers, SwimConfig config = {})
+      : swim(config, {"me", Addr("me"), 1}, {}, 1234) {
+    swim.Start(At(0), &out);
+    if (!peers.empty()) Know(peers, 0);
+  }
+  void Know(const std::vector<std::string>& peers, int64_t at_ms) {
+    PushPull pp{/*reply=*/true, false, {}};
+    for (const auto& p : peers) pp.members.push_back(Rumor(p, MemberState::kAlive, 1, 0));
+    Deliver(peers[0], pp, {}, at_ms);
+  }
+  void Deliver(const std::string& from, SwimBody body, std::vector<MemberUpdate> piggyback,
+               int64_t at_ms, int64_t wall_ms = -1) {
+    out.clear();
+    swim.OnMessage(Addr(from),
+                   From(from, std::move(body), std::move(piggyback), 1,
+                        wall_ms < 0 ? kEpochMs + at_ms : wall_ms),
+                   At(at_ms), &out);
+  }
+  void Gossip(const std::string& from, std::vector<MemberUpdate> rumors, int64_t at_ms) {
+    Deliver(from, membership::Gossip{}, std::move(rumors), at_ms);
+  }
+  // Ticks every due deadline up to `until_ms`, collecting everything sent.
+  std::vector<Outbound> RunUntil(int64_t until_ms) {
+    std::vector<Outbound> all;
+    for (;;) {
+      const nanoseconds next = swim.NextDeadline();
+      if (next > milliseconds(until_ms)) break;
+      const auto ms = std::chrono::duration_cast<milliseconds>(next).count();
+      std::vector<Outbound> o;
+      swim.Tick(Instant{milliseconds(kEpochMs + ms), next}, &o);
+      EXPECT_GT(swim.NextDeadline(), next) << "no progress at " << ms;
+      for (auto& x : o) all.push_back(std::move(x));
+    }
+    return all;
+  }
+  MemberState StateOf(const std::string& id) const { return swim.members().Find(id)->state; }
+
+  Swim swim;
+  std::vector<Outbound> out;
+};
+
+TEST(SwimTest, StartAnnouncesToSeedsByPushPull) {
+  Swim s({}, {"me", Addr("me"), 7}, {Addr("a"), Addr("me"), Addr("a"), Addr("b")}, 1);
+  std::vector<Outbound> out;
+  s.Start(At(0), &out);
+  ASSERT_EQ(out.size(), 2u);  // own address and the duplicate skipped
+  for (const auto& o : out) {
+    EXPECT_TRUE(o.stream);
+    const auto& pp = std::get<PushPull>(o.msg.body);
+    EXPECT_TRUE(pp.join);
+    EXPECT_FALSE(pp.reply);
+    ASSERT_EQ(pp.members.size(), 1u);
+    EXPECT_EQ(pp.members[0].id, "me");
+    EXPECT_EQ(pp.members[0].generation, 7u);
+  }
+  EXPECT_EQ(s.members().Find("me")->state, MemberState::kAlive);
+  EXPECT_GT(s.alive_set_version(), 0u);
+}
+
+TEST(SwimTest, PushPullMergesAndReplies) {
+  Harness h({});
+  PushPull pp{
+      false, true, {Rumor("a", MemberState::kAlive, 1, 0), Rumor("b", MemberState::kAlive, 1, 3)}};
+  const uint64_t v = h.swim.alive_set_version();
+  h.Deliver("a", pp, {}, 10);
+  auto replies = OfKind<PushPull>(h.out);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0]->to_address, Addr("a"));
+  EXPECT_TRUE(replies[0]->stream);
+  EXPECT_TRUE(std::get<PushPull>(replies[0]->msg.body).reply);
+  EXPECT_EQ(std::get<PushPull>(replies[0]->msg.body).members.size(), 3u);
+  EXPECT_EQ(h.swim.members().size(), 3u);
+  EXPECT_EQ(h.swim.members().Find("b")->incarnation, 3u);
+  EXPECT_GT(h.swim.alive_set_version(), v);
+}
+
+TEST(SwimTest, AnswersOnlyPingsMeantForItself) {
+  Harness h({"a"});
+  h.Deliver("a", Ping{77, "me"}, {}, 5);
+  auto acks = OfKind<Ack>(h.out);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(std::get<Ack>(acks[0]->msg.body).seq, 77u);
+  EXPECT_EQ(acks[0]->to_address, Addr("a"));
+  EXPECT_FALSE(acks[0]->stream);
+  // Someone who believes this address still belongs to "old-owner".
+  h.Deliver("a", Ping{78, "old-owner"}, {}, 6);
+  EXPECT_TRUE(h.out.empty());
+  EXPECT_EQ(h.swim.stats().wrong_target, 1u);
+}
+
+TEST(SwimTest, PrecedenceAsSeenThroughTheProtocol) {
+  // For X held in each state at (generation 10, incarnation 5), feed one rumor
+  // and compare the table with the precedence rule.
+  const MemberState states[] = {MemberState::kAlive, MemberState::kSuspect, MemberState::kDead,
+                                MemberState::kLeft};
+  for (MemberState cur : states) {
+    for (MemberState up : states) {
+      for (int dg : {-1, 0, 1}) {
+        for (int di : {-1, 0, 1}) {
+          Harness h({"a", "b", "c"});
+          h.Gossip("a", {Rumor("x", MemberState::kAlive, 10, 5)}, 1);
+          if (cur != MemberState::kAlive) h.Gossip("a", {Rumor("x", cur, 10, 5, "a")}, 2);
+          ASSERT_EQ(h.StateOf("x"), cur);
+          MemberUpdate r = Rumor("x", up, 10 + dg, 5 + di, "b");
+          h.Gossip("b", {r}, 3);
+          const Member* x = h.swim.members().Find("x");
+          const bool wins =
+              PrecedenceKey(r.generation, r.incarnation, r.state) > PrecedenceKey(10, 5, cur);
+          const auto want = wins ? std::make_tuple(r.generation, r.incarnation, r.state)
+                                 : std::make_tuple(uint64_t{10}, uint64_t{5}, cur);
+          EXPECT_EQ(std::make_tuple(x->generation, x->incarnation, x->state), want)
+              << StateName(cur) << " <- " << StateName(up) << " dg " << dg << " di " << di;
+          // A suspect state always has a timer; nothing else does.
+          EXPECT_EQ(h.swim.SuspicionOf("x") != nullptr, x->state == MemberState::kSuspect);
+        }
+      }
+    }
+  }
+}
+
+TEST(SwimTest, OnlyAnAliveRumorIntroducesAMember) {
+  Harness h({"a"});
+  for (MemberState s : {MemberState::kSuspect, MemberState::kDead, MemberState::kLeft}) {
+    h.Gossip("a", {Rumor("ghost", s, 1, 0, "a")}, 1);
+    EXPECT_EQ(h.swim.members().Find("ghost"), nullptr);
+  }
+  h.Gossip("a", {Rumor("new", MemberState::kAlive, 1, 0)}, 2);
+  ASSERT_NE(h.swim.members().Find("new"), nullptr);
+}
+
+TEST(SwimTest, RefutesRumorsAboutItselfTable) {
+  struct Row {
+    MemberState state;
+    int generation_delta;
+    uint64_t accused;  // own incarnation is 3 before the rumor
+    uint64_t want_incarnation;
+    bool health_up;
+  };
+  const Row rows[] = {
+      {MemberState::kSuspect, 0, 2, 3, false},  // stale
+      {MemberState::kSuspect, 0, 3, 4, true},   // current: refute to 3 + 1
+      {MemberState::kSuspect, 0, 9, 10, true},  // higher: max(own, accused) + 1
+      {MemberState::kDead, 0, 3, 4, true},
+      {MemberState::kDead, 0, 20, 21, true},
+      {MemberState::kLeft, 0, 3, 4, false},                      // we did not leave: out-bid it
+      {MemberState::kAlive, 0, 3, 3, false},                     // our own news
+      {MemberState::kAlive, 0, 8, 9, false},                     // forged: out-bid it
+      {MemberState::kSuspect, -1, 50, 3, false},                 // our previous process
+      {MemberState::kSuspect, 1, 50, 3, false},                  // a newer process under our name
+      {MemberState::kDead, 0, Swim::kMaxIncarnation, 3, false},  // absurd
+      {MemberState::kDead, 0, Swim::kMaxIncarnation + 1, 3, false},  // absurd
+  };
+  for (const Row& r : rows) {
+    Harness h({"a", "b"});
+    // Get to incarnation 3 by three refutations.
+    for (uint64_t i = 0; i < 3; ++i)
+      h.Gossip("a", {Rumor("me", MemberState::kSuspect, 1, i, "a")}, 1);
+    ASSERT_EQ(h.swim.incarnation(), 3u);
+    const int health = h.swim.local_health();
+    h.Gossip("b", {Rumor("me", r.state, 1 + r.generation_delta, r.accused, "b")}, 2);
+    EXPECT_EQ(h.swim.incarnation(), r.want_incarnation)
+        << StateName(r.state) << " " << r.generation_delta << " " << r.accused;
+    EXPECT_EQ(h.swim.members().Find("me")->state, MemberState::kAlive);
+    EXPECT_EQ(h.swim.members().Find("me")->incarnation, h.swim.incarnation());
+    EXPECT_EQ(h.swim.local_health() > health, r.health_up) << StateName(r.state) << r.accused;
+    if (r.want_incarnation > 3) {
+      // The refutation rides on the very next packet.
+      h.Deliver("a", Ping{1, "me"}, {}, 3);
+      auto acks = OfKind<Ack>(h.out);
+      ASSERT_EQ(acks.size(), 1u);
+      bool carried = false;
+      for (const auto& u : acks[0]->msg.piggyback) {
+        carried |=
+            u.id == "me" && u.state == MemberState::kAlive && u.incarnation == r.want_incarnation;
+      }
+      EXPECT_TRUE(carried);
+    }
+  }
+}
+
+TEST(SwimTest, SuspicionShrinksWithIndependentConfirmations) {
+  // n = 6 up: k = 2, min = 4 s, max = 24 s.
+  Harness h({"a", "b", "c", "d", "x"});
+  h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 1000);
+  const Suspicion* s = h.swim.SuspicionOf("x");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->k(), 2);
+  EXPECT_EQ(s->timeout(), milliseconds(24000));
+  // The accuser repeating itself is not a confirmation; nor is a duplicate.
+  h.Gossip("b", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 1100);
+  EXPECT_EQ(s->timeout(), milliseconds(24000));
+  h.Gossip("b", {Rumor("x", MemberState::kSuspect, 1, 0, "b")}, 1200);
+  EXPECT_EQ(s->confirmations(), 1);
+  EXPECT_EQ(s->timeout(), milliseconds(11381));
+  h.Gossip("c", {Rumor("x", MemberState::kSuspect, 1, 0, "b")}, 1300);
+  EXPECT_EQ(s->confirmations(), 1);
+  // The confirmation is passed on so others can count it too.
+  h.Gossip("c", {Rumor("x", MemberState::kSuspect, 1, 0, "c")}, 1400);
+  EXPECT_EQ(s->timeout(), milliseconds(4000));
+  EXPECT_EQ(s->deadline(), milliseconds(1000 + 4000));
+  h.RunUntil(4999);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kSuspect);
+  auto sent = h.RunUntil(5000);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kDead);
+  EXPECT_EQ(h.swim.stats().deaths_declared, 1u);
+  EXPECT_EQ(h.swim.SuspicionOf("x"), nullptr);
+}
+
+TEST(SwimTest, RefutationCancelsTheSuspicion) {
+  Harness h({"a", "b", "c", "x"});
+  h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 1000);
+  ASSERT_NE(h.swim.SuspicionOf("x"), nullptr);
+  h.Gossip("x", {Rumor("x", MemberState::kAlive, 1, 1)}, 2000);
+  EXPECT_EQ(h.swim.SuspicionOf("x"), nullptr);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kAlive);
+  EXPECT_EQ(h.swim.stats().suspects_refuted, 1u);
+}
+
+TEST(SwimTest, FewMembersSuspicionRunsForTheMinimum) {
+  Harness h({"x"});  // n = 2: k = 0
+  h.Gossip("x", {Rumor("x", MemberState::kSuspect, 1, 0, "zz")}, 0);
+  ASSERT_NE(h.swim.SuspicionOf("x"), nullptr);
+  EXPECT_EQ(h.swim.SuspicionOf("x")->timeout(), milliseconds(4000));
+}
+
+// Ticks until the harness pings `target` and returns that ping; pings to
+// anyone else are acked at once so health stays at zero.
+Outbound NextPingTo(Harness& h, const std::string& target, int64_t* now_ms) {
+  for (int i = 0; i < 1000; ++i) {
+    const auto next = std::chrono::duration_cast<milliseconds>(h.swim.NextDeadline()).count();
+    *now_ms = next;
+    std::vector<Outbound> o;
+    h.swim.Tick(At(next), &o);
+    for (auto& x : o) {
+      auto* p = std::get_if<Ping>(&x.msg.body);
+      if (p == nullptr) continue;
+      if (p->target_id == target) return x;
+      h.Deliver(p->target_id, Ack{p->seq}, {}, next);
+    }
+  }
+  ADD_FAILURE() << "never pinged " << target;
+  return {};
+}
+
+std::string IdOf(const std::string& address) { return address.substr(0, address.find(':')); }
+
+TEST(SwimTest, ClockOffsetFromPingAck) {
+  Harness h({"b"});
+  int64_t t = 0;
+  Outbound ping = NextPingTo(h, "b", &t);
+  EXPECT_EQ(ping.msg.sender_wall_ms, kEpochMs + t);
+  // b's clock is 250 ms ahead; rtt 20 ms, b stamps at the midpoint.
+  const uint64_t seq = std::get<Ping>(ping.msg.body).seq;
+  h.Deliver("b", Ack{seq}, {}, t + 20, kEpochMs + t + 10 + 250);
+  ASSERT_TRUE(h.swim.ClockOffsetMs("b").has_value());
+  EXPECT_NEAR(*h.swim.ClockOffsetMs("b"), 250.0, 1e-9);
+  EXPECT_NEAR(h.swim.ClockEstimateOf("b")->rtt_ms, 20.0, 1e-9);
+  EXPECT_NEAR(h.swim.ClockEstimateOf("b")->uncertainty_ms, 11.0, 1e-9);
+  // A slow round trip (100 ms > 2 x 20 ms) is dropped, whatever it says.
+  ping = NextPingTo(h, "b", &t);
+  h.Deliver("b", Ack{std::get<Ping>(ping.msg.body).seq}, {}, t + 100, kEpochMs + t + 50 + 900);
+  EXPECT_NEAR(*h.swim.ClockOffsetMs("b"), 250.0, 1e-9);
+  EXPECT_EQ(h.swim.ClockEstimateOf("b")->rejected, 1u);
+  EXPECT_FALSE(h.swim.ClockOffsetMs("nobody").has_value());
+}
+
+TEST(SwimTest, AckFromAStrangerDoesNotCount) {
+  Harness h({"b", "c"});
+  int64_t t = 0;
+  Outbound ping = NextPingTo(h, "b", &t);
+  h.Deliver("c", Ack{std::get<Ping>(ping.msg.body).seq}, {}, t + 1);
+  EXPECT_EQ(h.swim.stats().probe_acks, 0u);
+  EXPECT_EQ(h.swim.stats().unmatched, 1u);
+}
+
+TEST(SwimTest, HealthRisesOnMissedNacksStretchesProbingAndFallsOnAcks) {
+  Harness h({"a", "b", "c", "d"});
+  int64_t t0 = 0;
+  NextPingTo(h, "a", &t0);
+  ASSERT_EQ(h.swim.local_health(), 0);
+  // "a" stays silent: ping-reqs go out at the probe timeout...
+  auto sent = h.RunUntil(t0 + 500);
+  auto reqs = OfKind<PingReq>(sent);
+  ASSERT_EQ(reqs.size(), 3u);
+  for (const auto* r : reqs) EXPECT_EQ(std::get<PingReq>(r->msg.body).target_id, "a");
+  // ...one relay nacks, two stay silent: +2 when the round ends.
+  h.Deliver(IdOf(reqs[0]->to_address), Nack{std::get<PingReq>(reqs[0]->msg.body).seq}, {},
+            t0 + 700);
+  h.RunUntil(t0 + 999);
+  EXPECT_EQ(h.swim.local_health(), 0);
+  sent = h.RunUntil(t0 + 1000);
+  EXPECT_EQ(h.swim.local_health(), 2);
+  EXPECT_EQ(h.StateOf("a"), MemberState::kSuspect);
+  EXPECT_EQ(h.swim.stats().nacks_received, 1u);
+  EXPECT_EQ(h.swim.probe_interval(), milliseconds(3000));
+  EXPECT_EQ(h.swim.probe_timeout(), milliseconds(1500));
+  // The next round started at t0 + 1000; an ack lowers the score...
+  auto pings = OfKind<Ping>(sent);
+  ASSERT_EQ(pings.size(), 1u);
+  const auto& p = std::get<Ping>(pings[0]->msg.body);
+  h.Deliver(p.target_id, Ack{p.seq}, {}, t0 + 1010);
+  EXPECT_EQ(h.swim.local_health(), 1);
+  // ...but that round was scheduled at the stretched interval.
+  EXPECT_TRUE(OfKind<Ping>(h.RunUntil(t0 + 3999)).empty());
+  EXPECT_EQ(OfKind<Ping>(h.RunUntil(t0 + 4000)).size(), 1u);
+}
+
+TEST(SwimTest, FailedProbeWithAllNacksLeavesHealthAlone) {
+  Harness h({"a", "b", "c", "d"});
+  int64_t t0 = 0;
+  NextPingTo(h, "a", &t0);
+  auto sent = h.RunUntil(t0 + 500);
+  auto reqs = OfKind<PingReq>(sent);
+  ASSERT_EQ(reqs.size(), 3u);
+  for (const auto* r : reqs) {
+    h.Deliver(IdOf(r->to_address), Nack{std::get<PingReq>(r->msg.body).seq}, {}, t0 + 900);
+  }
+  h.RunUntil(t0 + 1000);
+  EXPECT_EQ(h.StateOf("a"), MemberState::kSuspect);
+  EXPECT_EQ(h.swim.local_health(), 0);  // the relays vouch that we are fine
+}
+
+TEST(SwimTest, RelayedAckCountsAsSuccess) {
+  Harness h({"a", "b", "c", "d"});
+  int64_t t0 = 0;
+  NextPingTo(h, "a", &t0);
+  auto sent = h.RunUntil(t0 + 500);
+  auto reqs = OfKind<PingReq>(sent);
+  ASSERT_EQ(reqs.size(), 3u);
+  h.Deliver(IdOf(reqs[1]->to_address), Ack{std::get<PingReq>(reqs[1]->msg.body).seq}, {}, t0 + 600);
+  h.RunUntil(t0 + 1000);
+  EXPECT_EQ(h.StateOf("a"), MemberState::kAlive);
+  EXPECT_EQ(h.swim.stats().probe_failures, 0u);
+  EXPECT_EQ(h.swim.ClockEstimateOf("a"), nullptr);  // relayed: no clock sample
+}
+
+TEST(SwimTest, BuddySystemTellsTheSuspectFirstHand) {
+  Harness h({"a", "x"});
+  h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 10);
+  // Anything we send to x (here an ack) carries the suspicion, with us as origin.
+  h.Deliver("x", Ping{5, "me"}, {}, 20);
+  auto acks = OfKind<Ack>(h.out);
+  ASSERT_EQ(acks.size(), 1u);
+  bool carried = false;
+  for (const auto& u : acks[0]->msg.piggyback) {
+    carried |= u.id == "x" && u.state == MemberState::kSuspect && u.origin == "me";
+  }
+  EXPECT_TRUE(carried);
+}
+
+TEST(SwimTest, AMessageFromAMemberIsFirstHandNewsOfIt) {
+  Harness h({"a", "x"});
+  h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 10);
+  SwimMessage m = From("x", Gossip{});
+  m.sender_incarnation = 1;  // x refuted; we missed the rumor itself
+  h.out.clear();
+  h.swim.OnMessage(Addr("x"), m, At(20), &h.out);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kAlive);
+  EXPECT_EQ(h.swim.members().Find("x")->incarnation, 1u);
+  EXPECT_EQ(h.swim.SuspicionOf("x"), nullptr);
+  EXPECT_EQ(h.swim.stats().first_hand_updates, 1u);
+  // A header never introduces a stranger, nor undoes a leave.
+  h.out.clear();
+  h.swim.OnMessage(Addr("s"), From("stranger", Gossip{}), At(30), &h.out);
+  EXPECT_EQ(h.swim.members().Find("stranger"), nullptr);
+  h.Gossip("a", {Rumor("a", MemberState::kLeft, 1, 3)}, 40);
+  SwimMessage late = From("a", Gossip{});
+  late.sender_incarnation = 3;
+  h.swim.OnMessage(Addr("a"), late, At(50), &h.out);
+  EXPECT_EQ(h.StateOf("a"), MemberState::kLeft);
+}
+
+TEST(SwimTest, ServesPingReqRelayingTheAckOrANack) {
+  Harness h({"a", "b"});
+  h.Deliver("a", PingReq{500, "b", Addr("b"), true}, {}, 100);
+  auto pings = OfKind<Ping>(h.out);
+  ASSERT_EQ(pings.size(), 1u);
+  EXPECT_EQ(pings[0]->to_address, Addr("b"));
+  const uint64_t relay_seq = std::get<Ping>(pings[0]->msg.body).seq;
+  h.Deliver("b", Ack{relay_seq}, {}, 150);
+  auto acks = OfKind<Ack>(h.out);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0]->to_address, Addr("a"));
+  EXPECT_EQ(std::get<Ack>(acks[0]->msg.body).seq, 500u);
+
+  // Silent target: a nack at 80% of the probe timeout.
+  h.Deliver("a", PingReq{501, "b", Addr("b"), true}, {}, 1000);
+  auto sent = h.RunUntil(1399);
+  EXPECT_TRUE(OfKind<Nack>(sent).empty());
+  sent = h.RunUntil(1400);
+  auto nacks = OfKind<Nack>(sent);
+  ASSERT_EQ(nacks.size(), 1u);
+  EXPECT_EQ(std::get<Nack>(nacks[0]->msg.body).seq, 501u);
+  EXPECT_EQ(nacks[0]->to_address, Addr("a"));
+}
+
+TEST(SwimTest, LeaveAnnouncesLeftAndStopsProbing) {
+  Harness h({"a", "b", "c"});
+  h.RunUntil(3000);
+  std::vector<Outbound> out;
+  h.swim.Leave(At(3001), &out);
+  EXPECT_TRUE(h.swim.left());
+  EXPECT_EQ(h.swim.members().Find("me")->state, MemberState::kLeft);
+  EXPECT_EQ(h.swim.incarnation(), 1u);
+  ASSERT_FALSE(out.empty());
+  for (const auto& o : out) {
+    bool carries = false;
+    for (const auto& u : o.msg.piggyback) carries |= u.id == "me" && u.state == MemberState::kLeft;
+    EXPECT_TRUE(carries);
+  }
+  auto sent = h.RunUntil(20000);
+  EXPECT_TRUE(OfKind<Ping>(sent).empty());
+  EXPECT_TRUE(OfKind<PushPull>(sent).empty());
+  EXPECT_TRUE(h.swim.LeaveFlushed());
+  // Having left, it no longer argues about itself.
+  h.Gossip("a", {Rumor("me", MemberState::kDead, 1, 1, "a")}, 20001);
+  EXPECT_EQ(h.swim.incarnation(), 1u);
+}
+
+TEST(SwimTest, DeadAndLeftMembersAreReaped) {
+  SwimConfig config;
+  config.dead_reap_ms = 60000;
+  Harness h({"a", "b"}, config);
+  h.Gossip("a", {Rumor("b", MemberState::kDead, 1, 0, "a")}, 10);
+  ASSERT_EQ(h.StateOf("b"), MemberState::kDead);
+  h.RunUntil(59000);
+  EXPECT_NE(h.swim.members().Find("b"), nullptr);
+  h.RunUntil(62000);
+  EXPECT_EQ(h.swim.members().Find("b"), nullptr);
+  // Once forgotten, a stale dead rumor does not bring it back.
+  h.Gossip("a", {Rumor("b", MemberState::kDead, 1, 0, "a")}, 62001);
+  EXPECT_EQ(h.swim.members().Find("b"), nullptr);
+}
+
+TEST(SwimTest, HostileInputNeverCrashesOrCorruptsTheTable) {
+  Harness h({"a", "b", "c"});
+  Rng rng(99);
+  auto pick = [&rng](std::initializer_list<std::string> v) {
+    return *(v.begin() + UniformBelow(rng, v.size()));
+  };
+  const std::initializer_list<std::string> ids = {"a",
+                                                  "b",
+                                                  "me",
+                                                  "",
+                                                  std::string("n\0ul", 4),
+                                                  std::string(300, 'x'),
+                                                  "z",
+                                                  "y",
+                                                  std::string(255, 'L')};
+  const std::initializer_list<std::string> addrs = {
+      Addr("a"), "", Addr("me"), "1.2.3.4:5", std::string(400, 'q'), std::string(255, 'A')};
+  const uint64_t incs[] = {0,
+                           1,
+                           2,
+                           Swim::kMaxIncarnation - 1,
+                           Swim::kMaxIncarnation,
+                           Swim::kMaxIncarnation + 1,
+                           std::numeric_limits<uint64_t>::max()};
+  int64_t t = 0;
+  for (int i = 0; i < 20000; ++i) {
+    t += static_cast<int64_t>(UniformBelow(rng, 50));
+    std::vector<MemberUpdate> rumors;
+    const size_t n = UniformBelow(rng, 4);
+    for (size_t j = 0; j < n; ++j) {
+      rumors.push_back(MemberUpdate{pick(ids), pick(addrs), UniformBelow(rng, 3),
+                                    incs[UniformBelow(rng, std::size(incs))],
+                                    static_cast<MemberState>(UniformBelow(rng, 6)), pick(ids)});
+    }
+    SwimBody body;
+    switch (UniformBelow(rng, 6)) {
+      case 0:
+        body = Ping{rng(), pick(ids)};
+        break;
+      case 1:
+        body = Ack{UniformBelow(rng, 2) ? rng() : h.swim.stats().probes};
+        break;
+      case 2:
+        body = PingReq{rng(), pick(ids), pick(addrs), UniformBelow(rng, 2) == 0};
+        break;
+      case 3:
+        body = Nack{rng()};
+        break;
+      case 4:
+        body = Gossip{};
+        break;
+      default:
+        body = PushPull{UniformBelow(rng, 2) == 0, false, rumors};
+        break;
+    }
+    SwimMessage m;
+    m.version = static_cast<uint16_t>(UniformBelow(rng, 3));
+    m.sender_id = pick(ids);
+    m.sender_address = pick(addrs);
+    m.sender_generation = UniformBelow(rng, 3);
+    m.sender_wall_ms = static_cast<int64_t>(rng());
+    m.body = body;
+    m.piggyback = rumors;
+    std::vector<Outbound> out;
+    h.swim.OnMessage(pick(addrs), m, At(t), &out);
+    if (UniformBelow(rng, 4) == 0) h.swim.Tick(At(t), &out);
+    for (const auto& o : out) {
+      EXPECT_LE(EstimatedEncodedBytes(o.msg), o.stream ? SIZE_MAX : size_t{1400});
+      EXPECT_NE(o.to_address, Addr("me"));
+    }
+  }
+  for (const auto& [id, m] : h.swim.members()) {
+    EXPECT_FALSE(id.empty());
+    EXPECT_LE(id.size(), Swim::kMaxIdBytes);
+    EXPECT_EQ(id.find('\0'), std::string::npos);
+    EXPECT_LE(m.incarnation, Swim::kMaxIncarnation);
+  }
+  const Member* me = h.swim.members().Find("me");
+  ASSERT_NE(me, nullptr);
+  EXPECT_EQ(me->state, MemberState::kAlive);
+  EXPECT_EQ(me->generation, 1u);
+  EXPECT_LE(h.swim.incarnation(), Swim::kMaxIncarnation);
+  EXPECT_GT(h.swim.stats().invalid, 0u);
+}
+
+}  // namespace
+}  // namespace tally::membership

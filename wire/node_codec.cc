@@ -1,0 +1,215 @@
+#include "wire/node_codec.h"
+
+#include "tally/check.capnp.h"
+
+namespace tally::wire {
+namespace {
+
+kj::ArrayPtr<const kj::byte> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+std::string FromData(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+
+void FillCheck(const tally::CheckRequest& c, wire::CheckRequest::Builder w) {
+  w.setRequestId(c.request_id);
+  w.setUserId(AsBytes(c.user_id));
+  w.setEndpoint(AsBytes(c.endpoint));
+  w.setLimit(c.limit);
+  w.setWindowMs(c.window_ms);
+  w.setHits(c.hits);
+}
+
+void FillResponse(const tally::CheckResult& r, wire::CheckResponse::Builder w) {
+  w.setRequestId(r.request_id);
+  w.setStatus(static_cast<wire::Status>(static_cast<uint16_t>(r.status)));
+  w.setAllowed(r.allowed);
+  w.setRemaining(r.remaining);
+  w.setRetryAfterMs(r.retry_after_ms);
+  w.setResetAfterMs(r.reset_after_ms);
+  w.setLimit(r.limit);
+  if (!r.error.empty()) w.setError(r.error);
+}
+
+tally::Status StatusFromWire(wire::Status s) {
+  auto v = static_cast<uint16_t>(s);
+  if (v > static_cast<uint16_t>(tally::Status::kInternal)) return tally::Status::kInternal;
+  return static_cast<tally::Status>(v);
+}
+
+void FillReplicate(const ReplicateValue& v, wire::Replicate::Builder w) {
+  w.setSeq(v.seq);
+  auto slots = w.initSlots(static_cast<unsigned>(v.slots.size()));
+  for (unsigned i = 0; i < v.slots.size(); ++i) {
+    slots[i].setNodeId(v.slots[i].node_id);
+    slots[i].setGeneration(v.slots[i].generation);
+  }
+  auto counters = w.initCounters(static_cast<unsigned>(v.counters.size()));
+  for (unsigned i = 0; i < v.counters.size(); ++i) {
+    const CounterValue& c = v.counters[i];
+    auto cw = counters[i];
+    cw.initKey().setHigh(c.key_high);
+    cw.getKey().setLow(c.key_low);
+    cw.setBucketMs(c.bucket_ms);
+    cw.setSpan(c.span);
+    cw.setNewestBucket(c.newest_bucket);
+    auto rows = cw.initRows(static_cast<unsigned>(c.rows.size()));
+    for (unsigned r = 0; r < c.rows.size(); ++r) {
+      rows[r].setSlot(c.rows[r].slot);
+      auto counts = rows[r].initCounts(static_cast<unsigned>(c.rows[r].counts.size()));
+      for (unsigned k = 0; k < c.rows[r].counts.size(); ++k) counts.set(k, c.rows[r].counts[k]);
+    }
+  }
+}
+
+bool ReadReplicate(wire::Replicate::Reader r, ReplicateValue* v, std::string* why) {
+  v->seq = r.getSeq();
+  v->slots.clear();
+  v->counters.clear();
+  for (auto s : r.getSlots()) v->slots.push_back({s.getNodeId().cStr(), s.getGeneration()});
+  for (auto c : r.getCounters()) {
+    CounterValue cv;
+    cv.key_high = c.getKey().getHigh();
+    cv.key_low = c.getKey().getLow();
+    cv.bucket_ms = c.getBucketMs();
+    cv.span = c.getSpan();
+    cv.newest_bucket = c.getNewestBucket();
+    if (cv.bucket_ms == 0 || cv.span == 0 || cv.span > 1000) {
+      *why = "counter with a nonsense geometry";
+      return false;
+    }
+    for (auto row : c.getRows()) {
+      CounterValue::Row rv;
+      rv.slot = row.getSlot();
+      if (rv.slot >= v->slots.size()) {
+        *why = "counter row names an unknown slot";
+        return false;
+      }
+      auto counts = row.getCounts();
+      if (counts.size() != static_cast<unsigned>(cv.span) + 1) {
+        *why = "counter row has the wrong number of buckets";
+        return false;
+      }
+      rv.counts.reserve(counts.size());
+      for (uint32_t n : counts) rv.counts.push_back(n);
+      cv.rows.push_back(std::move(rv));
+    }
+    v->counters.push_back(std::move(cv));
+  }
+  return true;
+}
+
+}  // namespace
+
+void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builder) {
+  using Kind = NodeMessageValue::Kind;
+  switch (value.kind) {
+    case Kind::kForward: {
+      auto list = builder.initForward(static_cast<unsigned>(value.forwards.size()));
+      for (unsigned i = 0; i < value.forwards.size(); ++i) {
+        list[i].setForwardId(value.forwards[i].forward_id);
+        list[i].setHops(value.forwards[i].hops);
+        FillCheck(value.forwards[i].check, list[i].initCheck());
+      }
+      break;
+    }
+    case Kind::kForwardReply: {
+      auto list = builder.initForwardReply(static_cast<unsigned>(value.results.size()));
+      for (unsigned i = 0; i < value.results.size(); ++i) {
+        list[i].setForwardId(value.results[i].forward_id);
+        FillResponse(value.results[i].result, list[i].initResponse());
+      }
+      break;
+    }
+    case Kind::kReplicate: FillReplicate(value.replicate, builder.initReplicate()); break;
+    case Kind::kStatePush: FillReplicate(value.replicate, builder.initStatePush()); break;
+    case Kind::kReplicateAck: builder.setReplicateAck(value.ack_seq); break;
+    case Kind::kDigest: {
+      auto d = builder.initDigest();
+      d.setIsReply(value.digest_is_reply);
+      auto ranges = d.initRanges(static_cast<unsigned>(value.digest.size()));
+      for (unsigned i = 0; i < value.digest.size(); ++i) ranges.set(i, value.digest[i]);
+      break;
+    }
+    case Kind::kHandoffRequest: builder.setHandoffRequest(); break;
+    case Kind::kHandoffDone: builder.setHandoffDone(); break;
+  }
+}
+
+bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::string* why) {
+  using Kind = NodeMessageValue::Kind;
+  *value = NodeMessageValue{};
+  switch (reader.which()) {
+    case NodeMessage::FORWARD:
+      value->kind = Kind::kForward;
+      for (auto f : reader.getForward()) {
+        ForwardValue fv;
+        fv.forward_id = f.getForwardId();
+        fv.hops = f.getHops();
+        auto c = f.getCheck();
+        fv.check.request_id = c.getRequestId();
+        fv.check.user_id = FromData(c.getUserId());
+        fv.check.endpoint = FromData(c.getEndpoint());
+        fv.check.limit = c.getLimit();
+        fv.check.window_ms = c.getWindowMs();
+        fv.check.hits = c.getHits();
+        value->forwards.push_back(std::move(fv));
+      }
+      return true;
+    case NodeMessage::FORWARD_REPLY:
+      value->kind = Kind::kForwardReply;
+      for (auto f : reader.getForwardReply()) {
+        ForwardResultValue rv;
+        rv.forward_id = f.getForwardId();
+        auto r = f.getResponse();
+        rv.result.request_id = r.getRequestId();
+        rv.result.status = StatusFromWire(r.getStatus());
+        rv.result.allowed = r.getAllowed();
+        rv.result.remaining = r.getRemaining();
+        rv.result.retry_after_ms = r.getRetryAfterMs();
+        rv.result.reset_after_ms = r.getResetAfterMs();
+        rv.result.limit = r.getLimit();
+        if (r.hasError()) rv.result.error = r.getError().cStr();
+        value->results.push_back(std::move(rv));
+      }
+      return true;
+    case NodeMessage::REPLICATE:
+      value->kind = Kind::kReplicate;
+      return ReadReplicate(reader.getReplicate(), &value->replicate, why);
+    case NodeMessage::STATE_PUSH:
+      value->kind = Kind::kStatePush;
+      return ReadReplicate(reader.getStatePush(), &value->replicate, why);
+    case NodeMessage::REPLICATE_ACK:
+      value->kind = Kind::kReplicateAck;
+      value->ack_seq = reader.getReplicateAck();
+      return true;
+    case NodeMessage::DIGEST: {
+      value->kind = Kind::kDigest;
+      auto d = reader.getDigest();
+      value->digest_is_reply = d.getIsReply();
+      auto ranges = d.getRanges();
+      value->digest.reserve(ranges.size());
+      for (uint64_t h : ranges) value->digest.push_back(h);
+      return true;
+    }
+    case NodeMessage::HANDOFF_REQUEST: value->kind = Kind::kHandoffRequest; return true;
+    case NodeMessage::HANDOFF_DONE: value->kind = Kind::kHandoffDone; return true;
+  }
+  *why = "unknown node message (newer protocol?)";
+  return false;
+}
+
+size_t EncodedCounterBound(const CounterValue& counter) {
+  size_t bytes = 8 * 8;  // struct, key, list pointers
+  for (const auto& row : counter.rows) bytes += 24 + 4 * row.counts.size();
+  return bytes;
+}
+
+size_t EncodedForwardBound(const tally::CheckRequest& check) {
+  auto round_up = [](size_t n) { return (n + 7) / 8 * 8; };
+  return 10 * 8 + round_up(check.user_id.size()) + round_up(check.endpoint.size());
+}
+
+}  // namespace tally::wire

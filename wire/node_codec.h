@@ -1,0 +1,84 @@
+// Plain C++ forms of the node messages in include/tally/node.capnp and their
+// conversion to and from Cap'n Proto. Reading never throws: the caller wraps
+// reads in the peer codec, which turns kj::Exception into Status::kMalformed.
+#ifndef TALLY_WIRE_NODE_CODEC_H_
+#define TALLY_WIRE_NODE_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tally/node.capnp.h"
+#include "tally/types.h"
+
+namespace tally::wire {
+
+struct SlotValue {
+  std::string node_id;
+  uint64_t generation = 0;
+  friend bool operator==(const SlotValue&, const SlotValue&) = default;
+};
+
+struct CounterValue {
+  uint64_t key_high = 0;
+  uint64_t key_low = 0;
+  uint32_t bucket_ms = 0;
+  uint16_t span = 0;
+  int64_t newest_bucket = 0;
+  struct Row {
+    uint16_t slot = 0;             // index into ReplicateValue::slots
+    std::vector<uint32_t> counts;  // newest - span .. newest
+  };
+  std::vector<Row> rows;
+};
+
+struct ReplicateValue {
+  uint64_t seq = 0;
+  std::vector<SlotValue> slots;
+  std::vector<CounterValue> counters;
+};
+
+struct ForwardValue {
+  uint64_t forward_id = 0;
+  uint8_t hops = 1;
+  tally::CheckRequest check;
+};
+
+struct ForwardResultValue {
+  uint64_t forward_id = 0;
+  tally::CheckResult result;
+};
+
+struct NodeMessageValue {
+  enum class Kind {
+    kForward,
+    kForwardReply,
+    kReplicate,
+    kReplicateAck,
+    kDigest,
+    kStatePush,
+    kHandoffRequest,
+    kHandoffDone
+  };
+  Kind kind = Kind::kForward;
+  std::vector<ForwardValue> forwards;
+  std::vector<ForwardResultValue> results;
+  ReplicateValue replicate;  // kReplicate and kStatePush
+  uint64_t ack_seq = 0;
+  std::vector<uint64_t> digest;
+  bool digest_is_reply = false;
+};
+
+void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builder);
+// Returns false (with *why) for content that decodes but makes no sense.
+// May throw kj::Exception on malformed bytes: call inside the peer codec's try.
+bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::string* why);
+
+// Rough encoded sizes, for keeping datagrams under the packet budget.
+size_t EncodedCounterBound(const CounterValue& counter);
+size_t EncodedForwardBound(const tally::CheckRequest& check);
+inline constexpr size_t kEncodedForwardResultBound = 96;
+
+}  // namespace tally::wire
+
+#endif  // TALLY_WIRE_NODE_CODEC_H_

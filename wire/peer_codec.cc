@@ -1,0 +1,294 @@
+#include "wire/peer_codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+#include <kj/io.h>
+
+#include <cstring>
+#include <optional>
+#include <variant>
+
+#include "tally/peer.capnp.h"
+
+namespace tally::wire {
+namespace {
+
+namespace m = tally::membership;
+constexpr size_t kWordBytes = sizeof(capnp::word);
+
+static_assert(static_cast<uint16_t>(peer::MemberState::LEFT) ==
+              static_cast<uint16_t>(m::MemberState::kLeft));
+static_assert(m::kMemberStateCount == 4, "map new states in the codec");
+
+std::string ToString(capnp::Text::Reader text) { return std::string(text.begin(), text.size()); }
+
+// Byte-exact, embedded NULs included (Swim rejects those, the codec does not
+// judge). Empty strings are left unset: a null pointer reads back as "" and
+// costs nothing, which membership::EstimatedEncodedBytes counts on.
+capnp::Text::Reader TextOf(const std::string& s) {
+  return capnp::Text::Reader(s.c_str(), s.size());
+}
+
+template <typename Builder>
+void WriteUpdate(const m::MemberUpdate& u, Builder b) {
+  if (!u.id.empty()) b.setId(TextOf(u.id));
+  if (!u.address.empty()) b.setAddress(TextOf(u.address));
+  b.setGeneration(u.generation);
+  b.setIncarnation(u.incarnation);
+  b.setState(static_cast<peer::MemberState>(static_cast<uint16_t>(u.state)));
+  if (!u.origin.empty()) b.setOrigin(TextOf(u.origin));
+}
+
+void WriteUpdates(const std::vector<m::MemberUpdate>& updates,
+                  capnp::List<peer::MemberUpdate>::Builder list) {
+  for (size_t i = 0; i < updates.size(); ++i)
+    WriteUpdate(updates[i], list[static_cast<unsigned>(i)]);
+}
+
+// Returns false (and sets *why) when the list is too long to be honest.
+bool ReadUpdates(capnp::List<peer::MemberUpdate>::Reader list, std::vector<m::MemberUpdate>* out,
+                 size_t* dropped, std::string* why) {
+  if (list.size() > kMaxPeerListEntries) {
+    *why = "too many member updates";
+    return false;
+  }
+  out->reserve(list.size());
+  for (auto u : list) {
+    const auto state = static_cast<uint16_t>(u.getState());
+    if (state >= m::kMemberStateCount) {
+      ++*dropped;  // a state from a newer protocol: skip just this rumor
+      continue;
+    }
+    m::MemberUpdate v;
+    v.id = ToString(u.getId());
+    v.address = ToString(u.getAddress());
+    v.generation = u.getGeneration();
+    v.incarnation = u.getIncarnation();
+    v.state = static_cast<m::MemberState>(state);
+    v.origin = ToString(u.getOrigin());
+    out->push_back(std::move(v));
+  }
+  return true;
+}
+
+void Flatten(capnp::MessageBuilder& builder, std::vector<std::byte>* out) {
+  size_t words = capnp::computeSerializedSizeInWords(builder);
+  out->resize(words * kWordBytes);
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out->data()), out->size()));
+  capnp::writeMessage(stream, builder);
+}
+
+// A scratch first segment so datagram-sized messages build without malloc.
+// Larger messages (push-pull) simply continue in heap segments.
+thread_local capnp::word scratch_segment[16384 / kWordBytes];
+
+size_t TextWords(const std::string& s) { return s.empty() ? 0 : (s.size() + 1 + 7) / 8; }
+
+// Words the message needs (an upper bound), so one segment holds it all: a
+// multi-segment message is larger (segment table, far pointers, the unused
+// tail of each segment) and would break EstimatedEncodedBytes.
+size_t WordsNeeded(const m::SwimMessage& msg) {
+  size_t words = 32 + TextWords(msg.sender_id) + TextWords(msg.sender_address);
+  auto add = [&words](const std::vector<m::MemberUpdate>& updates) {
+    words += 1;
+    for (const auto& u : updates) {
+      words += 6 + TextWords(u.id) + TextWords(u.address) + TextWords(u.origin);
+    }
+  };
+  add(msg.piggyback);
+  if (const auto* p = std::get_if<m::PushPull>(&msg.body)) add(p->members);
+  if (const auto* p = std::get_if<m::Ping>(&msg.body)) words += TextWords(p->target_id);
+  if (const auto* p = std::get_if<m::PingReq>(&msg.body)) {
+    words += TextWords(p->target_id) + TextWords(p->target_address);
+  }
+  return words;
+}
+
+}  // namespace
+
+void EncodeSwim(const m::SwimMessage& msg, std::vector<std::byte>* out) {
+  const size_t words = WordsNeeded(msg);
+  std::optional<capnp::MallocMessageBuilder> message;
+  if (words <= std::size(scratch_segment)) {
+    message.emplace(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
+  } else {
+    message.emplace(static_cast<unsigned>(words));
+  }
+  capnp::MessageBuilder& builder = *message;
+  auto root = builder.initRoot<peer::PeerMessage>();
+  root.setVersion(msg.version);
+  if (!msg.sender_id.empty()) root.setSenderId(TextOf(msg.sender_id));
+  if (!msg.sender_address.empty()) root.setSenderAddress(TextOf(msg.sender_address));
+  root.setSenderGeneration(msg.sender_generation);
+  root.setSenderIncarnation(msg.sender_incarnation);
+  root.setSenderWallMs(msg.sender_wall_ms);
+  struct Visitor {
+    peer::PeerMessage::Builder root;
+    void operator()(const m::Ping& p) {
+      auto b = root.initPing();
+      b.setSeq(p.seq);
+      if (!p.target_id.empty()) b.setTargetId(TextOf(p.target_id));
+    }
+    void operator()(const m::Ack& a) { root.initAck().setSeq(a.seq); }
+    void operator()(const m::PingReq& p) {
+      auto b = root.initPingReq();
+      b.setSeq(p.seq);
+      if (!p.target_id.empty()) b.setTargetId(TextOf(p.target_id));
+      if (!p.target_address.empty()) b.setTargetAddress(TextOf(p.target_address));
+      b.setWantNack(p.want_nack);
+    }
+    void operator()(const m::Nack& n) { root.initNack().setSeq(n.seq); }
+    void operator()(const m::Gossip&) { root.initGossip(); }
+    void operator()(const m::PushPull& p) {
+      auto b = root.initPushPull();
+      b.setReply(p.reply);
+      b.setJoin(p.join);
+      WriteUpdates(p.members, b.initMembers(static_cast<unsigned>(p.members.size())));
+    }
+  };
+  std::visit(Visitor{root}, msg.body);
+  if (!msg.piggyback.empty()) {
+    WriteUpdates(msg.piggyback, root.initPiggyback(static_cast<unsigned>(msg.piggyback.size())));
+  }
+  Flatten(builder, out);
+}
+
+tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::string* why) {
+  swim_ = m::SwimMessage{};
+  is_swim_ = false;
+  is_node_ = false;
+  words_ = nullptr;
+  bytes_ = bytes;
+  dropped_updates_ = 0;
+  std::string reason;
+  auto fail = [why](tally::Status status, std::string text) {
+    if (why != nullptr) *why = std::move(text);
+    return status;
+  };
+  if (bytes.empty()) return fail(tally::Status::kMalformed, "empty message");
+  if (bytes.size() % kWordBytes != 0) {
+    return fail(tally::Status::kMalformed, "message size is not a multiple of 8 bytes");
+  }
+  if (bytes.size() > kMaxPeerMessageBytes) {
+    return fail(tally::Status::kMalformed, "message too large");
+  }
+  const auto* words = reinterpret_cast<const capnp::word*>(bytes.data());
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
+    aligned_.resize(bytes.size() / kWordBytes);
+    std::memcpy(aligned_.data(), bytes.data(), bytes.size());
+    words = reinterpret_cast<const capnp::word*>(aligned_.data());
+  }
+  words_ = words;
+  word_count_ = bytes.size() / kWordBytes;
+  capnp::ReaderOptions options;
+  // Generous for honest messages, tight against pointer-aliasing amplification.
+  options.traversalLimitInWords = 4 * (bytes.size() / kWordBytes) + 64;
+  options.nestingLimit = 8;
+  m::SwimMessage& msg = swim_;
+  try {
+    capnp::FlatArrayMessageReader reader(kj::arrayPtr(words, bytes.size() / kWordBytes), options);
+    auto root = reader.getRoot<peer::PeerMessage>();
+    msg.version = root.getVersion();
+    if (msg.version == 0) return fail(tally::Status::kMalformed, "missing protocol version");
+    msg.sender_id = ToString(root.getSenderId());
+    msg.sender_address = ToString(root.getSenderAddress());
+    msg.sender_generation = root.getSenderGeneration();
+    msg.sender_incarnation = root.getSenderIncarnation();
+    msg.sender_wall_ms = root.getSenderWallMs();
+    switch (root.which()) {
+      case peer::PeerMessage::PING: {
+        auto p = root.getPing();
+        msg.body = m::Ping{p.getSeq(), ToString(p.getTargetId())};
+        break;
+      }
+      case peer::PeerMessage::ACK:
+        msg.body = m::Ack{root.getAck().getSeq()};
+        break;
+      case peer::PeerMessage::PING_REQ: {
+        auto p = root.getPingReq();
+        msg.body = m::PingReq{p.getSeq(), ToString(p.getTargetId()), ToString(p.getTargetAddress()),
+                              p.getWantNack()};
+        break;
+      }
+      case peer::PeerMessage::NACK:
+        msg.body = m::Nack{root.getNack().getSeq()};
+        break;
+      case peer::PeerMessage::GOSSIP:
+        msg.body = m::Gossip{};
+        break;
+      case peer::PeerMessage::PUSH_PULL: {
+        auto p = root.getPushPull();
+        m::PushPull body{p.getReply(), p.getJoin(), {}};
+        if (!ReadUpdates(p.getMembers(), &body.members, &dropped_updates_, &reason)) {
+          return fail(tally::Status::kMalformed, reason);
+        }
+        msg.body = std::move(body);
+        break;
+      }
+      case peer::PeerMessage::NODE:
+        is_node_ = true;  // ReadNode decodes the body
+        return tally::Status::kOk;
+      default:
+        // Not membership: a newer protocol, or a body kind another reader
+        // handles (bytes_ keeps the view for it).
+        return tally::Status::kOk;
+    }
+    if (!ReadUpdates(root.getPiggyback(), &msg.piggyback, &dropped_updates_, &reason)) {
+      return fail(tally::Status::kMalformed, reason);
+    }
+    is_swim_ = true;
+    return tally::Status::kOk;
+  } catch (const kj::Exception& e) {
+    return fail(tally::Status::kMalformed,
+                std::string("undecodable: ") + e.getDescription().cStr());
+  }
+}
+
+tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, m::SwimMessage* msg,
+                                        std::string* why) {
+  const tally::Status status = Decode(bytes, why);
+  if (status != tally::Status::kOk) return status;
+  if (!is_swim_) {
+    if (why != nullptr) *why = "not a membership message (newer protocol or another kind)";
+    return tally::Status::kUnsupportedVersion;
+  }
+  *msg = std::move(swim_);
+  swim_ = m::SwimMessage{};
+  is_swim_ = false;
+  return tally::Status::kOk;
+}
+
+bool PeerMessageReader::ReadNode(NodeMessageValue* msg, std::string* why) {
+  if (!is_node_ || words_ == nullptr) {
+    *why = "not a node message";
+    return false;
+  }
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = 4 * word_count_ + 64;
+  options.nestingLimit = 8;
+  try {
+    capnp::FlatArrayMessageReader reader(
+        kj::arrayPtr(static_cast<const capnp::word*>(words_), word_count_), options);
+    auto root = reader.getRoot<peer::PeerMessage>();
+    return ReadNodeMessage(root.getNode(), msg, why);
+  } catch (const kj::Exception& e) {
+    *why = std::string("undecodable: ") + e.getDescription().cStr();
+    return false;
+  }
+}
+
+void EncodeNodeMessage(const PeerHeader& header, const NodeMessageValue& msg,
+                       std::vector<std::byte>* out) {
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<peer::PeerMessage>();
+  root.setVersion(peer::PROTOCOL_VERSION);
+  if (!header.sender_id.empty()) root.setSenderId(TextOf(header.sender_id));
+  if (!header.sender_address.empty()) root.setSenderAddress(TextOf(header.sender_address));
+  root.setSenderGeneration(header.sender_generation);
+  root.setSenderWallMs(header.sender_wall_ms);
+  BuildNodeMessage(msg, root.initNode());
+  Flatten(builder, out);
+}
+
+}  // namespace tally::wire
