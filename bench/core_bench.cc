@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,33 @@ void BM_CheckDistinctKeys(benchmark::State& state) {
   state.counters["keys"] = static_cast<double>(f.core.store().size());
 }
 
+// As BM_CheckDistinctKeys through LimiterCore::CheckBatch, kBatch
+// consecutive checks of the stream at a time (a recvmmsg batch of one-check
+// datagrams, or one datagram of kBatch checks): the batch overlaps the
+// cache misses of its checks. Items are checks.
+constexpr size_t kBatch = 64;
+
+void BM_CheckBatchDistinctKeys(benchmark::State& state) {
+  DistinctKeysFixture& f = DistinctKeys(static_cast<size_t>(state.range(0)));
+  static_assert(kBatch <= kChecksPerMs);
+  const uint64_t denied_before = f.core.stats().denied;
+  std::vector<CheckResult> results;
+  f.next = (f.next + kBatch - 1) / kBatch * kBatch;  // other benchmarks advance it by 1
+  for (auto _ : state) {
+    const uint64_t n = f.next;
+    f.next += kBatch;
+    if (n / kChecksPerMs != f.next / kChecksPerMs) ++f.wall_ms;
+    // f.next is a multiple of kBatch and the stream length a power of two
+    // >= kBatch, so a batch never wraps.
+    const size_t at = n & (f.stream.size() - 1);
+    f.core.CheckBatch(std::span(f.stream).subspan(at, kBatch), At(f.wall_ms), &results);
+    benchmark::DoNotOptimize(results.data());
+  }
+  if (f.core.stats().denied != denied_before) state.SkipWithError("a check was denied");
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
+  state.counters["keys"] = static_cast<double>(f.core.store().size());
+}
+
 // As BM_CheckDistinctKeys with precomputed KeyIds: the difference is the
 // cost of ValidateRequest + HashKey.
 void BM_CheckKeyPrehashed(benchmark::State& state) {
@@ -284,6 +312,32 @@ void BM_LimiterFacade(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// As BM_LimiterFacade through Limiter::CheckBatch, kBatch checks at a time
+// (items are checks). The batch is split by shard, so with 64 shards each
+// shard's part is about one check.
+void BM_LimiterFacadeBatch(benchmark::State& state) {
+  static std::unique_ptr<Limiter> limiter;
+  static const DistinctKeysFixture* f = nullptr;
+  const auto n = static_cast<size_t>(state.range(0));
+  if (state.thread_index() == 0 && (f == nullptr || f->requests.size() != n)) {
+    LimiterOptions options;
+    options.max_keys = 2 * n + 64 * 16;
+    limiter = std::make_unique<Limiter>(options);
+    f = &DistinctKeys(n);
+  }
+  uint64_t wall_ms = 1'700'000'000'000;
+  const size_t mask = f->stream.size() - 1;
+  uint64_t i = static_cast<uint64_t>(state.thread_index()) * (f->stream.size() / 2);
+  std::vector<CheckResult> results;
+  for (auto _ : state) {
+    if (i / kChecksPerMs != (i + kBatch) / kChecksPerMs) ++wall_ms;
+    limiter->CheckBatch(std::span(f->stream).subspan(i & mask, kBatch), At(wall_ms), &results);
+    i += kBatch;
+    benchmark::DoNotOptimize(results.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
+}
+
 std::vector<CheckRequest> CodecRequests(size_t n) {
   std::vector<CheckRequest> requests = MakeRequests(n, kWindowMs);
   for (size_t i = 0; i < n; ++i) requests[i].request_id = 0x1234'5678'0000 + i;
@@ -332,12 +386,18 @@ void RegisterAll() {
   auto* distinct = benchmark::RegisterBenchmark("BM_CheckDistinctKeys", BM_CheckDistinctKeys);
   if (keys > 100'000) distinct->Arg(100'000);  // fits the L3 cache: shows what misses cost
   distinct->Arg(keys);
+  benchmark::RegisterBenchmark("BM_CheckBatchDistinctKeys", BM_CheckBatchDistinctKeys)->Arg(keys);
   benchmark::RegisterBenchmark("BM_CheckKeyPrehashed", BM_CheckKeyPrehashed)->Arg(keys);
   benchmark::RegisterBenchmark("BM_CheckDistinctKeysDedup", BM_CheckDistinctKeysDedup)->Arg(keys);
   benchmark::RegisterBenchmark("BM_HashKey", BM_HashKey)->Arg(0)->Arg(200)->Arg(4000);
   benchmark::RegisterBenchmark("BM_WindowCounterJoin", BM_WindowCounterJoin)->Arg(1)->Arg(3);
   benchmark::RegisterBenchmark("BM_StoreMerge", BM_StoreMerge)->Arg(keys);
   benchmark::RegisterBenchmark("BM_LimiterFacade", BM_LimiterFacade)
+      ->Arg(keys)
+      ->UseRealTime()
+      ->Threads(1)
+      ->Threads(2);
+  benchmark::RegisterBenchmark("BM_LimiterFacadeBatch", BM_LimiterFacadeBatch)
       ->Arg(keys)
       ->UseRealTime()
       ->Threads(1)

@@ -2,13 +2,18 @@
 //
 //   tally check [--udp HOST:PORT | --unix PATH] [--hits N] [--json]
 //               [--timeout-ms N] [--attempts N] USER ENDPOINT LIMIT WINDOW_SECONDS
+//   tally status [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] [--attempts N]
+//   tally owner [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] [--attempts N]
+//               USER ENDPOINT WINDOW_SECONDS
 //
-// Exit status: 0 allowed, 1 denied, 2 anything else (usage, unreachable daemon,
-// a non-ok status). --help also exits 2 so that `tally ... && act` never acts
+// Exit status: check: 0 allowed, 1 denied, 2 anything else (usage,
+// unreachable daemon, a non-ok status). status and owner: 0 answered, 2
+// anything else. --help also exits 2 so that `tally ... && act` never acts
 // on a help text.
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -17,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client/admin.h"
 #include "tally/client.h"
 #include "tally/types.h"
 
@@ -289,9 +295,261 @@ int RunCheck(int argc, char** argv) {
   return ReportResult(json, client->Check(request));
 }
 
+// ---- status and owner ----
+
+// A double for JSON: NaN and infinities (unknown values) become null.
+std::string JsonNumber(double value) {
+  if (!std::isfinite(value)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.6g", value);
+  return buf;
+}
+
+std::string JsonBool(bool value) { return value ? "true" : "false"; }
+
+// Shared flag handling of the query subcommands: the daemon address and
+// timing. Returns nullopt (after reporting) on a usage error.
+struct QueryArgs {
+  Endpoint endpoint;
+  ClientOptions options;
+  bool json = false;
+  std::vector<std::string> args;
+};
+
+std::optional<QueryArgs> ParseQueryArgs(int argc, char** argv, std::string_view usage_text,
+                                        const char* name, int* exit_code) {
+  QueryArgs q;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--json") q.json = true;
+  }
+  const std::string see = std::string(" (see tally ") + name + " --help)";
+  auto usage = [&](const std::string& why) {
+    *exit_code = ReportError(q.json, Status::kInvalidArgument, why + see);
+    return std::nullopt;
+  };
+  po::options_description flags("options");
+  flags.add_options()("help,h", "show this help")(
+      "udp", po::value<std::string>(), "tallyd UDP address HOST:PORT (default 127.0.0.1:7070)")(
+      "unix", po::value<std::string>(), "tallyd Unix socket path (datagram or seqpacket)")(
+      "json", po::bool_switch(), "print one JSON object")(
+      "timeout-ms", po::value<std::string>()->default_value("500"), "wait per attempt, ms")(
+      "attempts", po::value<std::string>()->default_value("3"), "sends before giving up");
+  po::options_description hidden;
+  hidden.add_options()("args", po::value<std::vector<std::string>>());
+  po::options_description all;
+  all.add(flags).add(hidden);
+  po::positional_options_description positional;
+  positional.add("args", -1);
+  po::variables_map vm;
+  try {
+    po::store(
+        po::command_line_parser(argc, argv)
+            .options(all)
+            .positional(positional)
+            .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
+            .run(),
+        vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return usage(e.what());
+  }
+  if (vm.count("help") != 0) {
+    std::cout << usage_text << "\n" << flags;
+    *exit_code = kExitError;
+    return std::nullopt;
+  }
+  if (vm.count("args") != 0) q.args = vm["args"].as<std::vector<std::string>>();
+  q.endpoint.port = kDefaultUdpPort;
+  if (vm.count("udp") != 0 && vm.count("unix") != 0)
+    return usage("--udp and --unix exclude each other");
+  if (vm.count("udp") != 0) {
+    std::string text = vm["udp"].as<std::string>();
+    std::optional<Endpoint> parsed = Endpoint::ParseUdp(text);
+    if (!parsed) return usage("bad --udp address '" + text + "' (want HOST:PORT or [V6]:PORT)");
+    q.endpoint = *parsed;
+  } else if (vm.count("unix") != 0) {
+    q.endpoint = Endpoint::Unix(vm["unix"].as<std::string>());
+  }
+  std::optional<uint64_t> timeout_ms = ParseUint(vm["timeout-ms"].as<std::string>());
+  if (!timeout_ms || *timeout_ms < 1 || *timeout_ms > 600'000) {
+    return usage("--timeout-ms must be 1..600000");
+  }
+  q.options.timeout = std::chrono::milliseconds(*timeout_ms);
+  std::optional<uint64_t> attempts = ParseUint(vm["attempts"].as<std::string>());
+  if (!attempts || *attempts < 1 || *attempts > 100) return usage("--attempts must be 1..100");
+  q.options.attempts = static_cast<int>(*attempts);
+  return q;
+}
+
+constexpr std::string_view kStatusUsage =
+    "usage: tally status [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] "
+    "[--attempts N]\n"
+    "\n"
+    "Shows what tallyd knows: its node id, whether it owns keys, its share of the\n"
+    "key space, and every cluster member with its state, incarnation, generation,\n"
+    "gossip address, clock offset and round trip as this node sees them.\n"
+    "Exit status: 0 answered, 2 error.\n";
+
+std::string StatusJson(const wire::StatusReport& s) {
+  std::string out = "{\"node_id\":" + JsonEscape(s.node_id) +
+                    ",\"generation\":" + std::to_string(s.generation) +
+                    ",\"cluster\":" + JsonBool(s.cluster) + ",\"owning\":" + JsonBool(s.owning) +
+                    ",\"not_owning_reason\":" + JsonEscape(s.not_owning_reason) +
+                    ",\"key_share\":" + JsonNumber(s.key_share) +
+                    ",\"live_keys\":" + std::to_string(s.live_keys) +
+                    ",\"partition_policy\":" + JsonEscape(s.partition_policy) +
+                    ",\"last_known_members\":" + std::to_string(s.last_known_members) +
+                    ",\"gossip_address\":" + JsonEscape(s.gossip_address) +
+                    ",\"uptime_ms\":" + std::to_string(s.uptime_ms) + ",\"members\":[";
+  for (size_t i = 0; i < s.members.size(); ++i) {
+    const wire::MemberReport& m = s.members[i];
+    if (i > 0) out += ",";
+    out += "{\"id\":" + JsonEscape(m.id) + ",\"state\":" + JsonEscape(m.state) +
+           ",\"incarnation\":" + std::to_string(m.incarnation) +
+           ",\"generation\":" + std::to_string(m.generation) +
+           ",\"address\":" + JsonEscape(m.address) +
+           ",\"clock_offset_ms\":" + JsonNumber(m.clock_offset_ms) +
+           ",\"rtt_ms\":" + JsonNumber(m.rtt_ms) + "}";
+  }
+  out += "],\"members_truncated\":" + JsonBool(s.members_truncated) + ",\"counters\":{";
+  for (size_t i = 0; i < s.counters.size(); ++i) {
+    if (i > 0) out += ",";
+    out += JsonEscape(s.counters[i].first) + ":" + std::to_string(s.counters[i].second);
+  }
+  out += "}}\n";
+  return out;
+}
+
+std::string FormatMs(double value) {
+  if (!std::isfinite(value)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", value);
+  return buf;
+}
+
+std::string StatusTable(const wire::StatusReport& s) {
+  std::string out =
+      "node " + s.node_id + " (generation " + std::to_string(s.generation) + ", " +
+      (s.cluster ? "cluster, gossip " + s.gossip_address : std::string("single node")) + ")\n";
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "owning: %s%s%s  key share: %.1f%%  live keys: %llu  partition policy: %s  "
+                "last known members: %llu  uptime: %.1f s\n",
+                s.owning ? "yes" : "no", s.owning ? "" : " - ", s.not_owning_reason.c_str(),
+                s.key_share * 100, static_cast<unsigned long long>(s.live_keys),
+                s.partition_policy.empty() ? "-" : s.partition_policy.c_str(),
+                static_cast<unsigned long long>(s.last_known_members), s.uptime_ms / 1000.0);
+  out += line;
+  size_t id_width = 2, address_width = 7;
+  for (const wire::MemberReport& m : s.members) {
+    id_width = std::max(id_width, m.id.size());
+    address_width = std::max(address_width, m.address.size());
+  }
+  auto row = [&](const std::string& id, const std::string& state, const std::string& inc,
+                 const std::string& gen, const std::string& address, const std::string& offset,
+                 const std::string& rtt) {
+    std::snprintf(line, sizeof(line), "%-*s  %-7s  %11s  %13s  %-*s  %15s  %7s\n",
+                  static_cast<int>(id_width), id.c_str(), state.c_str(), inc.c_str(), gen.c_str(),
+                  static_cast<int>(address_width), address.c_str(), offset.c_str(), rtt.c_str());
+    out += line;
+  };
+  out += "\n";
+  row("ID", "STATE", "INCARNATION", "GENERATION", "ADDRESS", "CLOCK_OFFSET_MS", "RTT_MS");
+  for (const wire::MemberReport& m : s.members) {
+    row(m.id, m.state, std::to_string(m.incarnation), std::to_string(m.generation),
+        m.address.empty() ? "-" : m.address, FormatMs(m.clock_offset_ms), FormatMs(m.rtt_ms));
+  }
+  if (s.members_truncated) out += "(more members than fit one reply)\n";
+  return out;
+}
+
+int RunStatus(int argc, char** argv) {
+  int exit_code = kExitError;
+  std::optional<QueryArgs> q = ParseQueryArgs(argc, argv, kStatusUsage, "status", &exit_code);
+  if (!q) return exit_code;
+  if (!q->args.empty()) {
+    return ReportError(q->json, Status::kInvalidArgument,
+                       "unexpected argument '" + q->args[0] + "' (see tally status --help)");
+  }
+  wire::StatusReport report;
+  std::string error;
+  if (!QueryStatus(q->endpoint, q->options, &report, &error)) {
+    return ReportError(q->json, Status::kUnavailable, error);
+  }
+  std::string text = q->json ? StatusJson(report) : StatusTable(report);
+  std::fputs(text.c_str(), stdout);
+  return kExitAllowed;
+}
+
+constexpr std::string_view kOwnerUsage =
+    "usage: tally owner [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N]\n"
+    "                   [--attempts N] USER ENDPOINT WINDOW_SECONDS\n"
+    "\n"
+    "Shows which members decide USER's ENDPOINT counter of WINDOW_SECONDS in the\n"
+    "asked node's view: the preference list, owner first, then its replicas; and\n"
+    "a hash of the asked node's copy of the counter (equal on replicas that agree).\n"
+    "Exit status: 0 answered, 2 error.\n";
+
+int RunOwner(int argc, char** argv) {
+  int exit_code = kExitError;
+  std::optional<QueryArgs> q = ParseQueryArgs(argc, argv, kOwnerUsage, "owner", &exit_code);
+  if (!q) return exit_code;
+  auto usage = [&](const std::string& why) {
+    return ReportError(q->json, Status::kInvalidArgument, why + " (see tally owner --help)");
+  };
+  if (q->args.size() != 3) {
+    return usage("expected USER ENDPOINT WINDOW_SECONDS, got " + std::to_string(q->args.size()) +
+                 " argument(s)");
+  }
+  wire::OwnerQuery query;
+  query.user_id = q->args[0];
+  query.endpoint = q->args[1];
+  std::optional<uint64_t> window_ms = ParseSecondsToMs(q->args[2]);
+  if (!window_ms)
+    return usage("WINDOW_SECONDS must be a number of seconds, got '" + q->args[2] + "'");
+  query.window_ms = *window_ms;
+  wire::OwnerReport report;
+  std::string error;
+  if (!QueryOwner(q->endpoint, q->options, query, &report, &error)) {
+    return ReportError(q->json, Status::kUnavailable, error);
+  }
+  if (report.status != Status::kOk) {
+    return ReportError(
+        q->json, report.status,
+        report.error.empty() ? std::string(StatusName(report.status)) : report.error);
+  }
+  std::string out;
+  if (q->json) {
+    out = "{\"node_id\":" + JsonEscape(report.node_id) + ",\"owner\":" +
+          (report.preference_list.empty() ? std::string("null")
+                                          : JsonEscape(report.preference_list[0])) +
+          ",\"preference_list\":[";
+    for (size_t i = 0; i < report.preference_list.size(); ++i) {
+      if (i > 0) out += ",";
+      out += JsonEscape(report.preference_list[i]);
+    }
+    out += "],\"holds_key\":" + JsonBool(report.holds_key) +
+           ",\"state_hash\":" + std::to_string(report.state_hash) + "}\n";
+  } else {
+    out = "owner: " + (report.preference_list.empty() ? "-" : report.preference_list[0]) +
+          "\npreference list:";
+    for (const std::string& id : report.preference_list) out += " " + id;
+    char hash[32];
+    std::snprintf(hash, sizeof(hash), "%016llx",
+                  static_cast<unsigned long long>(report.state_hash));
+    out += "\nasked node: " + report.node_id + " (" +
+           (report.holds_key ? "holds the counter, state hash " + std::string(hash)
+                             : std::string("holds no counter")) +
+           ")\n";
+  }
+  std::fputs(out.c_str(), stdout);
+  return kExitAllowed;
+}
+
 constexpr Subcommand kSubcommands[] = {
     {"check", "ask whether a request may go ahead", RunCheck},
-    // A future "status" (daemon health and stats) slots in here.
+    {"status", "show the daemon's node and cluster members", RunStatus},
+    {"owner", "show which members decide a key", RunOwner},
 };
 
 void PrintUsage(std::FILE* out) {
@@ -301,8 +559,8 @@ void PrintUsage(std::FILE* out) {
                  static_cast<int>(sub.summary.size()), sub.summary.data());
   }
   std::fputs(
-      "\nRun 'tally SUBCOMMAND --help' for details. Exit status: 0 allowed, 1 denied, "
-      "2 error.\n",
+      "\nRun 'tally SUBCOMMAND --help' for details. Exit status: 0 allowed (check) or "
+      "answered, 1 denied, 2 error.\n",
       out);
 }
 

@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client/admin.h"
 #include "wire/codec.h"
 
 namespace tally {
@@ -534,6 +535,104 @@ std::unique_ptr<Client> Client::Connect(const Endpoint& endpoint, const ClientOp
   int rcvbuf = kSocketRcvBufBytes;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
   return std::make_unique<SocketClient>(fd, endpoint, options);
+}
+
+}  // namespace tally
+
+// ---- operator queries (client/admin.h) ----
+
+namespace tally {
+namespace {
+
+// Sends `request` and waits for a reply of `want` kind, resending on timeout.
+bool Query(const Endpoint& endpoint, const ClientOptions& options,
+           const std::vector<std::byte>& request, wire::MessageKind want,
+           wire::ClientMessageReader* reader, std::vector<uint64_t>* storage, std::string* error) {
+  std::unique_ptr<Client> client = Client::Connect(endpoint, options, error);
+  if (!client) return false;
+  const int fd = client->native_handle();
+  storage->assign(kRecvBufferBytes / sizeof(uint64_t) + 1, 0);
+  auto* buf = reinterpret_cast<std::byte*>(storage->data());
+  const int attempts = std::max(1, options.attempts);
+  std::string rejection;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    ssize_t sent;
+    do {
+      sent = ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0 && IsFatalSocketError(errno)) {
+      *error = "send to " + endpoint.ToString() + ": " + Errno(errno);
+      return false;
+    }
+    auto deadline = SteadyClock::now() + std::max(options.timeout, std::chrono::milliseconds(1));
+    for (;;) {
+      int wait_ms = RemainingMs(deadline);
+      pollfd pfd{fd, POLLIN, 0};
+      int ready = ::poll(&pfd, 1, wait_ms);
+      if (ready == 0) break;
+      if (ready < 0) {
+        if (errno == EINTR) continue;
+        *error = "poll: " + Errno(errno);
+        return false;
+      }
+      ssize_t n = ::recv(fd, buf, kRecvBufferBytes, MSG_DONTWAIT | MSG_TRUNC);
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+        *error =
+            (errno == ECONNREFUSED ? endpoint.ToString() + " refused (is tallyd running there?)"
+                                   : "recv from " + endpoint.ToString() + ": " + Errno(errno));
+        return false;
+      }
+      if (n == 0 || static_cast<size_t>(n) > kRecvBufferBytes) continue;
+      if (reader->Decode(std::span<const std::byte>(buf, static_cast<size_t>(n)), nullptr) !=
+          Status::kOk) {
+        continue;
+      }
+      if (reader->kind() == want) return true;
+      if (reader->kind() == wire::MessageKind::kResponses && !reader->responses().empty() &&
+          reader->responses()[0].status != Status::kOk) {
+        // The daemon could not read our request (e.g. an older protocol).
+        const CheckResult& r = reader->responses()[0];
+        *error = endpoint.ToString() +
+                 " rejected the request: " + std::string(StatusName(r.status)) +
+                 (r.error.empty() ? "" : ": " + r.error);
+        return false;
+      }
+    }
+  }
+  *error =
+      "no reply from " + endpoint.ToString() + " after " + std::to_string(attempts) + " attempts";
+  return false;
+}
+
+}  // namespace
+
+bool QueryStatus(const Endpoint& endpoint, const ClientOptions& options, wire::StatusReport* out,
+                 std::string* error) {
+  std::vector<std::byte> request;
+  wire::EncodeStatusRequest(&request);
+  wire::ClientMessageReader reader;
+  std::vector<uint64_t> storage;
+  if (!Query(endpoint, options, request, wire::MessageKind::kStatusResponse, &reader, &storage,
+             error)) {
+    return false;
+  }
+  *out = reader.status_report();
+  return true;
+}
+
+bool QueryOwner(const Endpoint& endpoint, const ClientOptions& options,
+                const wire::OwnerQuery& query, wire::OwnerReport* out, std::string* error) {
+  std::vector<std::byte> request;
+  wire::EncodeOwnerRequest(query, &request);
+  wire::ClientMessageReader reader;
+  std::vector<uint64_t> storage;
+  if (!Query(endpoint, options, request, wire::MessageKind::kOwnerResponse, &reader, &storage,
+             error)) {
+    return false;
+  }
+  *out = reader.owner_report();
+  return true;
 }
 
 }  // namespace tally

@@ -1,6 +1,13 @@
 #include "crdt/key_store.h"
 
 #include <cassert>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace tally::crdt {
 
@@ -17,38 +24,145 @@ KeyStore::KeyStore(const KeyStoreOptions& options) : options_(options) {
   assert(options_.buckets_per_window >= 1 && options_.buckets_per_window <= 1000);
 }
 
+// ---- the table ----
+
+namespace {
+constexpr size_t kHugePageBytes = size_t{2} << 20;
+size_t TableAlignment(size_t bytes) { return bytes >= kHugePageBytes ? kHugePageBytes : 64; }
+}  // namespace
+
+KeyStore::Table KeyStore::AllocateTable(size_t capacity) {
+  const size_t bytes = capacity * sizeof(Slot);
+  // bytes is a power of two >= 512, so a multiple of the alignment.
+  void* memory = std::aligned_alloc(TableAlignment(bytes), bytes);
+  if (memory == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // Before the first touch, so the faults map huge pages. Only a hint: when
+  // THP is off this fails harmlessly and the table uses 4 KiB pages. `bytes`
+  // is a power of two >= 2 MiB here, so no huge page is partly unused.
+  if (bytes >= kHugePageBytes) ::madvise(memory, bytes, MADV_HUGEPAGE);
+#endif
+  Slot* table = static_cast<Slot*>(memory);
+  std::uninitialized_value_construct_n(table, capacity);
+  return Table(table, FreeTable{capacity});
+}
+
+void KeyStore::FreeTable::operator()(Slot* table) const {
+  std::destroy_n(table, capacity);
+  std::free(table);
+}
+
+KeyStore::Slot* KeyStore::FindSlot(const KeyId& id) const {
+  if (size_ == 0) return nullptr;
+  // Terminates: the table is never full (size <= 7/8 capacity).
+  for (size_t i = Home(id);; i = Next(i)) {
+    Slot& s = table_[i];
+    if (s.empty()) return nullptr;
+    if (s.id == id) return &s;
+  }
+}
+
+KeyStore::Entry* KeyStore::Insert(const KeyId& id, Entry entry) {
+  assert(!entry.counter.is_null());
+  assert(FindSlot(id) == nullptr);
+  if (capacity_ == 0 || Overloaded(size_ + 1, capacity_)) {
+    Rehash(capacity_ == 0 ? kMinCapacity : 2 * capacity_);
+  }
+  size_t i = Home(id);
+  while (!table_[i].empty()) i = Next(i);
+  table_[i].id = id;
+  table_[i].entry = std::move(entry);
+  ++size_;
+  assert(!Overloaded(size_, capacity_));
+  return &table_[i].entry;
+}
+
+void KeyStore::Rehash(size_t capacity) {
+  assert(capacity >= kMinCapacity && (capacity & (capacity - 1)) == 0);
+  assert(!Overloaded(size_, capacity));
+  Table old = std::move(table_);
+  const size_t old_capacity = capacity_;
+  table_ = AllocateTable(capacity);
+  capacity_ = capacity;
+  mask_ = capacity - 1;
+  for (size_t j = 0; j < old_capacity; ++j) {
+    Slot& from = old[j];
+    if (from.empty()) continue;
+    size_t i = Home(from.id);
+    while (!table_[i].empty()) i = Next(i);
+    table_[i].id = from.id;
+    table_[i].entry = std::move(from.entry);
+  }
+  ++layout_epoch_;
+}
+
+void KeyStore::EraseAt(size_t i) {
+  assert(i < capacity_ && !table_[i].empty());
+  table_[i].entry = Entry{};
+  --size_;
+  // Backward shift: walk the rest of the run; a key may fill the hole iff its
+  // home is not cyclically inside (hole, j], i.e. it probed past the hole.
+  size_t hole = i;
+  for (size_t j = Next(i); !table_[j].empty(); j = Next(j)) {
+    const size_t home = Home(table_[j].id);
+    if (((j - home) & mask_) >= ((j - hole) & mask_)) {
+      table_[hole].id = table_[j].id;
+      table_[hole].entry = std::move(table_[j].entry);  // leaves j's counter null: empty
+      hole = j;
+    }
+  }
+}
+
+bool KeyStore::CheckInvariants() const {
+  if (capacity_ == 0) return size_ == 0 && table_ == nullptr;
+  if (capacity_ < kMinCapacity || (capacity_ & (capacity_ - 1)) != 0) return false;
+  if (mask_ != capacity_ - 1 || Overloaded(size_, capacity_)) return false;
+  size_t occupied = 0;
+  for (size_t j = 0; j < capacity_; ++j) {
+    if (table_[j].empty()) continue;
+    ++occupied;
+    // No empty slot between the key's home and the key.
+    for (size_t i = Home(table_[j].id); i != j; i = Next(i)) {
+      if (table_[i].empty()) return false;
+    }
+    // Unique: the first match probing from home is this very slot.
+    if (FindSlot(table_[j].id) != &table_[j]) return false;
+  }
+  return occupied == size_;
+}
+
+// ---- the store ----
+
 KeyStore::Entry* KeyStore::Find(const KeyId& id) {
-  auto it = map_.find(id);
-  return it == map_.end() ? nullptr : &it->second;
+  Slot* s = FindSlot(id);
+  return s == nullptr ? nullptr : &s->entry;
 }
 
 const KeyStore::Entry* KeyStore::Find(const KeyId& id) const {
-  auto it = map_.find(id);
-  return it == map_.end() ? nullptr : &it->second;
+  const Slot* s = FindSlot(id);
+  return s == nullptr ? nullptr : &s->entry;
 }
 
 KeyStore::Entry* KeyStore::FindOrCreate(const KeyId& id, uint64_t window_ms, int64_t now_wall_ms,
                                         Lookup* how) {
-  if (auto it = map_.find(id); it != map_.end()) {
+  if (Slot* s = FindSlot(id); s != nullptr) {
     *how = Lookup::kFound;
-    return &it->second;
+    return &s->entry;
   }
-  if (map_.size() >= options_.max_keys) {
+  if (size_ >= options_.max_keys) {
     if (!swept_when_full_ || now_wall_ms < last_full_sweep_ms_ ||
         now_wall_ms - last_full_sweep_ms_ >= options_.full_sweep_interval_ms) {
       swept_when_full_ = true;
       last_full_sweep_ms_ = now_wall_ms;
       Sweep(now_wall_ms);
     }
-    if (map_.size() >= options_.max_keys) {
+    if (size_ >= options_.max_keys) {
       *how = Lookup::kFull;
       return nullptr;
     }
   }
-  auto [it, inserted] = map_.try_emplace(id, Entry{WindowCounter(GeometryOf(window_ms)), 0});
-  assert(inserted);
   *how = Lookup::kCreated;
-  return &it->second;
+  return Insert(id, Entry{WindowCounter(GeometryOf(window_ms)), 0});
 }
 
 bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_wall_ms) {
@@ -56,11 +170,11 @@ bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_w
   Entry* entry = Find(id);
   if (entry == nullptr) {
     if (remote.Expired(BucketOf(now_wall_ms, remote.geometry()))) return true;  // nothing live
-    if (map_.size() >= options_.max_keys) {
+    if (size_ >= options_.max_keys) {
       Sweep(now_wall_ms);
-      if (map_.size() >= options_.max_keys) return false;
+      if (size_ >= options_.max_keys) return false;
     }
-    entry = &map_.try_emplace(id, Entry{WindowCounter(remote.geometry()), 0}).first->second;
+    entry = Insert(id, Entry{WindowCounter(remote.geometry()), 0});
   }
   if (!(entry->counter.geometry() == remote.geometry())) return false;
   if (entry->counter.Join(remote)) MarkChanged(entry);
@@ -68,17 +182,28 @@ bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_w
 }
 
 size_t KeyStore::Sweep(int64_t now_wall_ms) {
-  size_t removed = boost::unordered::erase_if(map_, [now_wall_ms](const auto& kv) {
-    const WindowCounter& c = kv.second.counter;
-    return c.Expired(BucketOf(now_wall_ms, c.geometry()));
-  });
+  // Erasing shifts later keys of the run back into slot i, so i is examined
+  // again before moving on. A shift never moves a key not yet examined to
+  // below i (holes only move forward through the run); keys of a run that
+  // wrapped past the end may be examined twice, which is harmless.
+  size_t removed = 0;
+  for (size_t i = 0; i < capacity_;) {
+    const Slot& s = table_[i];
+    if (!s.empty() && s.entry.counter.Expired(BucketOf(now_wall_ms, s.entry.counter.geometry()))) {
+      EraseAt(i);
+      ++removed;
+    } else {
+      ++i;
+    }
+  }
+  if (removed > 0) ++layout_epoch_;
   reclaimed_ += removed;
   return removed;
 }
 
 size_t KeyStore::MemoryBytes() const {
-  size_t bytes = map_.bucket_count() * sizeof(std::pair<const KeyId, Entry>);
-  for (const auto& [id, entry] : map_) bytes += entry.counter.HeapBytes();
+  size_t bytes = capacity_ * sizeof(Slot);
+  for (size_t i = 0; i < capacity_; ++i) bytes += table_[i].entry.counter.HeapBytes();
   return bytes;
 }
 

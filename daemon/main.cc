@@ -3,8 +3,8 @@
 //
 // Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 1 start failure, 2 bad flags.
 // stdout carries exactly one line, "tallyd listening udp=ADDR unix=PATH
-// seq=PATH" ("-" for a disabled transport), for scripts and tests; logs go
-// to stderr.
+// seq=PATH" ("-" for a disabled transport), in cluster mode followed by
+// " gossip=ADDR node=NAME", for scripts and tests; logs go to stderr.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
   std::string line = "tallyd listening udp=" + OrDash(daemon.udp_address()) +
                      " unix=" + OrDash(daemon.unix_path()) +
                      " seq=" + OrDash(daemon.unix_seq_path());
+  if (!daemon.gossip_address().empty()) {
+    line += " gossip=" + daemon.gossip_address() + " node=" + daemon.node_id();
+  }
   std::fputs((line + "\n").c_str(), stdout);
   std::fflush(stdout);
   spdlog::info("{}", line);

@@ -5,6 +5,7 @@
 #include <kj/exception.h>
 #include <kj/io.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "tally/check.capnp.h"
@@ -45,11 +46,48 @@ void Flatten(capnp::MessageBuilder& builder, std::vector<std::byte>* out) {
 // A scratch first segment so typical messages build without malloc.
 thread_local capnp::word scratch_segment[kMaxDatagramBytes / kWordBytes + 16];
 
+std::string AsText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
+  out->node_id = AsText(r.getNodeId());
+  out->generation = r.getGeneration();
+  out->cluster = r.getCluster();
+  out->owning = r.getOwning();
+  out->not_owning_reason = AsText(r.getNotOwningReason());
+  out->key_share = r.getKeyShare();
+  out->live_keys = r.getLiveKeys();
+  out->partition_policy = AsText(r.getPartitionPolicy());
+  out->last_known_members = r.getLastKnownMembers();
+  for (auto m : r.getMembers()) {
+    MemberReport& member = out->members.emplace_back();
+    member.id = AsText(m.getId());
+    member.state = AsText(m.getState());
+    member.incarnation = m.getIncarnation();
+    member.generation = m.getGeneration();
+    member.address = AsText(m.getAddress());
+    member.clock_offset_ms = m.getClockOffsetMs();
+    member.rtt_ms = m.getRttMs();
+  }
+  out->members_truncated = r.getMembersTruncated();
+  for (auto c : r.getCounters()) out->counters.emplace_back(AsText(c.getName()), c.getValue());
+  out->gossip_address = AsText(r.getGossipAddress());
+  out->uptime_ms = r.getUptimeMs();
+}
+
+// Rough encoded size of one member entry (struct + four texts, padded).
+size_t MemberBound(const MemberReport& m) {
+  auto text = [](size_t n) { return (n + 1 + kWordBytes - 1) / kWordBytes * kWordBytes; };
+  return 8 * kWordBytes + text(m.id.size()) + text(m.state.size()) + text(m.address.size());
+}
+
 }  // namespace
 
 tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std::string* why) {
   checks_.clear();
   responses_.clear();
+  status_ = StatusReport{};
+  owner_query_ = OwnerQuery{};
+  owner_report_ = OwnerReport{};
   version_ = 0;
   auto fail = [why](tally::Status status, std::string reason) {
     if (why != nullptr) *why = std::move(reason);
@@ -113,11 +151,41 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         }
         return tally::Status::kOk;
       }
+      case wire::ClientMessage::STATUS_REQUEST:
+        kind_ = MessageKind::kStatusRequest;
+        return tally::Status::kOk;
+      case wire::ClientMessage::STATUS_RESPONSE: {
+        kind_ = MessageKind::kStatusResponse;
+        ReadStatus(root.getStatusResponse(), &status_);
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::OWNER_REQUEST: {
+        kind_ = MessageKind::kOwnerRequest;
+        auto q = root.getOwnerRequest();
+        owner_query_.user_id = std::string(AsView(q.getUserId()));
+        owner_query_.endpoint = std::string(AsView(q.getEndpoint()));
+        owner_query_.window_ms = q.getWindowMs();
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::OWNER_RESPONSE: {
+        kind_ = MessageKind::kOwnerResponse;
+        auto r = root.getOwnerResponse();
+        owner_report_.status = FromWire(r.getStatus());
+        owner_report_.error = AsText(r.getError());
+        owner_report_.node_id = AsText(r.getNodeId());
+        for (auto id : r.getPreferenceList()) owner_report_.preference_list.push_back(id.cStr());
+        owner_report_.state_hash = r.getStateHash();
+        owner_report_.holds_key = r.getHoldsKey();
+        return tally::Status::kOk;
+      }
     }
     return fail(tally::Status::kUnsupportedVersion, "unknown message kind (newer protocol?)");
   } catch (const kj::Exception& e) {
     checks_.clear();
     responses_.clear();
+    status_ = StatusReport{};
+    owner_query_ = OwnerQuery{};
+    owner_report_ = OwnerReport{};
     return fail(tally::Status::kMalformed, std::string("undecodable: ") + e.getDescription().cStr());
   }
 }
@@ -169,6 +237,93 @@ size_t EncodedCheckBound(size_t user_id_bytes, size_t endpoint_bytes) {
 size_t EncodedResponseBound(size_t error_bytes) {
   // Struct: 6 data words + 1 pointer; Text adds a NUL before padding.
   return 7 * kWordBytes + (error_bytes + 1 + kWordBytes - 1) / kWordBytes * kWordBytes;
+}
+
+}  // namespace tally::wire
+
+namespace tally::wire {
+
+void EncodeStatusRequest(std::vector<std::byte>* out) {
+  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
+  auto root = builder.initRoot<wire::ClientMessage>();
+  root.setVersion(wire::PROTOCOL_VERSION);
+  root.setStatusRequest();
+  Flatten(builder, out);
+}
+
+void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out) {
+  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
+  auto root = builder.initRoot<wire::ClientMessage>();
+  root.setVersion(wire::PROTOCOL_VERSION);
+  auto q = root.initOwnerRequest();
+  q.setUserId(AsBytes(query.user_id));
+  q.setEndpoint(AsBytes(query.endpoint));
+  q.setWindowMs(query.window_ms);
+  Flatten(builder, out);
+}
+
+void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* out) {
+  // Everything but the member list is small; members are cut to what fits.
+  size_t budget = kMaxDatagramBytes - 4096;
+  for (const auto& [name, value] : report.counters) budget -= std::min(budget, 32 + name.size());
+  budget -= std::min(budget, report.node_id.size() + report.not_owning_reason.size() +
+                                 report.partition_policy.size() + report.gossip_address.size());
+  size_t members = 0;
+  for (size_t used = 0; members < report.members.size(); ++members) {
+    used += MemberBound(report.members[members]);
+    if (used > budget) break;
+  }
+  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
+  auto root = builder.initRoot<wire::ClientMessage>();
+  root.setVersion(wire::PROTOCOL_VERSION);
+  auto r = root.initStatusResponse();
+  r.setNodeId(report.node_id);
+  r.setGeneration(report.generation);
+  r.setCluster(report.cluster);
+  r.setOwning(report.owning);
+  r.setNotOwningReason(report.not_owning_reason);
+  r.setKeyShare(report.key_share);
+  r.setLiveKeys(report.live_keys);
+  r.setPartitionPolicy(report.partition_policy);
+  r.setLastKnownMembers(report.last_known_members);
+  auto list = r.initMembers(static_cast<unsigned>(members));
+  for (size_t i = 0; i < members; ++i) {
+    const MemberReport& m = report.members[i];
+    auto w = list[static_cast<unsigned>(i)];
+    w.setId(m.id);
+    w.setState(m.state);
+    w.setIncarnation(m.incarnation);
+    w.setGeneration(m.generation);
+    w.setAddress(m.address);
+    w.setClockOffsetMs(m.clock_offset_ms);
+    w.setRttMs(m.rtt_ms);
+  }
+  r.setMembersTruncated(report.members_truncated || members < report.members.size());
+  auto counters = r.initCounters(static_cast<unsigned>(report.counters.size()));
+  for (size_t i = 0; i < report.counters.size(); ++i) {
+    counters[static_cast<unsigned>(i)].setName(report.counters[i].first);
+    counters[static_cast<unsigned>(i)].setValue(report.counters[i].second);
+  }
+  r.setGossipAddress(report.gossip_address);
+  r.setUptimeMs(report.uptime_ms);
+  Flatten(builder, out);
+}
+
+void EncodeOwnerResponse(const OwnerReport& report, std::vector<std::byte>* out) {
+  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
+  auto root = builder.initRoot<wire::ClientMessage>();
+  root.setVersion(wire::PROTOCOL_VERSION);
+  auto r = root.initOwnerResponse();
+  r.setStatus(static_cast<wire::Status>(static_cast<uint16_t>(report.status)));
+  if (!report.error.empty()) r.setError(report.error);
+  r.setNodeId(report.node_id);
+  auto list = r.initPreferenceList(static_cast<unsigned>(report.preference_list.size()));
+  for (size_t i = 0; i < report.preference_list.size(); ++i) {
+    list.set(static_cast<unsigned>(i), report.preference_list[i]);
+  }
+  r.setStateHash(report.state_hash);
+  r.setHoldsKey(report.holds_key);
+  Flatten(builder, out);
 }
 
 }  // namespace tally::wire

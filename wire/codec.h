@@ -9,8 +9,11 @@
 #define TALLY_WIRE_CODEC_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tally/types.h"
@@ -23,7 +26,60 @@ inline constexpr size_t kMaxDatagramBytes = 65507;
 // Fixed bytes of a message besides its list entries (segment table, root).
 inline constexpr size_t kMessageOverheadBytes = 64;
 
-enum class MessageKind { kChecks, kResponses };
+enum class MessageKind {
+  kChecks,
+  kResponses,
+  kStatusRequest,   // protocol 2
+  kStatusResponse,  // protocol 2
+  kOwnerRequest,    // protocol 2
+  kOwnerResponse,   // protocol 2
+};
+
+// One member in a status report (check.capnp MemberInfo).
+struct MemberReport {
+  std::string id;
+  std::string state;  // alive, suspect, dead, left
+  uint64_t incarnation = 0;
+  uint64_t generation = 0;
+  std::string address;
+  double clock_offset_ms = std::numeric_limits<double>::quiet_NaN();  // NaN: unknown
+  double rtt_ms = std::numeric_limits<double>::quiet_NaN();           // NaN: unknown
+};
+
+// What `tally status` shows (check.capnp StatusResponse).
+struct StatusReport {
+  std::string node_id;
+  uint64_t generation = 0;
+  bool cluster = false;
+  bool owning = true;
+  std::string not_owning_reason;
+  double key_share = 0;
+  uint64_t live_keys = 0;
+  std::string partition_policy;
+  uint64_t last_known_members = 0;
+  std::vector<MemberReport> members;
+  bool members_truncated = false;
+  std::vector<std::pair<std::string, uint64_t>> counters;  // name -> value, in order
+  std::string gossip_address;
+  uint64_t uptime_ms = 0;
+};
+
+// "Who decides this key?" (check.capnp OwnerRequest). Owns its strings.
+struct OwnerQuery {
+  std::string user_id;
+  std::string endpoint;
+  uint64_t window_ms = 0;
+};
+
+// The answer (check.capnp OwnerResponse).
+struct OwnerReport {
+  tally::Status status = tally::Status::kOk;
+  std::string error;
+  std::string node_id;
+  std::vector<std::string> preference_list;  // owner first
+  uint64_t state_hash = 0;
+  bool holds_key = false;
+};
 
 // Decodes one ClientMessage. Holds views into the bytes it was given: the
 // bytes must stay alive and unchanged until the next Decode or destruction.
@@ -38,12 +94,19 @@ class ClientMessageReader {
   uint16_t version() const { return version_; }
   const std::vector<CheckRequestRef>& checks() const { return checks_; }
   const std::vector<CheckResult>& responses() const { return responses_; }
+  // Valid after a kOk Decode of that kind.
+  const StatusReport& status_report() const { return status_; }
+  const OwnerQuery& owner_query() const { return owner_query_; }
+  const OwnerReport& owner_report() const { return owner_report_; }
 
  private:
   MessageKind kind_ = MessageKind::kChecks;
   uint16_t version_ = 0;
   std::vector<CheckRequestRef> checks_;
   std::vector<CheckResult> responses_;
+  StatusReport status_;
+  OwnerQuery owner_query_;
+  OwnerReport owner_report_;
   std::vector<uint64_t> aligned_;  // scratch when the input is misaligned
 };
 
@@ -54,6 +117,15 @@ void EncodeChecks(std::span<const CheckRequestRef> checks, std::vector<std::byte
 
 // Encodes a batch of responses into `*out` (replacing its contents).
 void EncodeResponses(std::span<const CheckResult> responses, std::vector<std::byte>* out);
+
+// Encodes a status request / an owner request into `*out`.
+void EncodeStatusRequest(std::vector<std::byte>* out);
+void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out);
+
+// Encodes a status report into `*out`. Members that would push the message
+// past kMaxDatagramBytes are left out, and members_truncated is then set.
+void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* out);
+void EncodeOwnerResponse(const OwnerReport& report, std::vector<std::byte>* out);
 
 // Upper bound of the encoded size of one check with ids of these lengths,
 // for splitting batches into datagrams.

@@ -17,6 +17,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "crdt/key_id.h"
 #include "crdt/key_store.h"
@@ -46,6 +49,28 @@ class LimiterCore {
   // and key == HashKey(user_id, endpoint, window_ms).
   CheckResult CheckKey(const CheckRequestRef& request, const crdt::KeyId& key, Instant now);
 
+  // Decides a batch: *results is replaced by one result per request, in
+  // request order, and the results, stats and state are exactly those of
+  // calling Check(requests[i], now) for i = 0, 1, ... in turn (duplicate keys,
+  // dedup ids, invalid requests and a full table included). It is faster for
+  // many distinct keys because lookups are split in passes over up to
+  // kBatchChunk requests: hash all and prefetch their table slots, then probe
+  // all and prefetch their counter blocks, then decide in order, so the cache
+  // misses of the whole chunk overlap instead of costing one after another.
+  void CheckBatch(std::span<const CheckRequestRef> requests, Instant now,
+                  std::vector<CheckResult>* results);
+
+  // CheckBatch for requests already validated and hashed (the sharded facade).
+  // REQUIRES: keys.size() == requests.size(), each as for CheckKey, and
+  // `results` points at requests.size() results (overwritten).
+  void CheckKeyBatch(std::span<const CheckRequestRef> requests, std::span<const crdt::KeyId> keys,
+                     Instant now, CheckResult* results);
+
+  // Requests per prefetch round: enough to overlap the misses (a core tracks
+  // ~16 outstanding lines), few enough that the lines are still in L1 when
+  // the decision reads them.
+  static constexpr size_t kBatchChunk = 64;
+
   // Reclaims expired keys and dedup entries. Returns keys reclaimed.
   size_t Sweep(Instant now);
 
@@ -56,15 +81,36 @@ class LimiterCore {
 
  private:
   Instant Clamp(Instant now);
-  // Fills remaining / retry_after_ms / reset_after_ms from the counter state.
-  void Describe(const crdt::WindowCounter& counter, const CheckRequestRef& request,
-                int64_t now_wall_ms, bool allowed, CheckResult* result) const;
+  // The result of an invalid request (counted in stats).
+  void Invalid(const CheckRequestRef& request, std::string why, CheckResult* result);
+  // CheckKey's decision at an already clamped `now`. `entry`, when not null,
+  // is the store entry of `key` found earlier with no layout change since
+  // (it saves the probe); null means look it up (or create it) now.
+  void Decide(const CheckRequestRef& request, const crdt::KeyId& key, Instant now,
+              crdt::KeyStore::Entry* entry, CheckResult* result);
+  // Fills remaining / retry_after_ms / reset_after_ms from the counter state
+  // after the decision: `bucket` is the bucket of now, `used` the hits
+  // counted there (Sum(bucket)), `added` whether this request added hits.
+  void Describe(const crdt::WindowCounter& counter, const crdt::Geometry& geometry, int64_t bucket,
+                uint64_t used, const CheckRequestRef& request, int64_t now_wall_ms, bool allowed,
+                bool added, CheckResult* result) const;
+  // store_.GeometryOf(window_ms), memoized for the last window seen (two
+  // 64-bit divisions per check otherwise).
+  const crdt::Geometry& GeometryOf(uint64_t window_ms) {
+    if (window_ms != memo_window_ms_) {
+      memo_geometry_ = store_.GeometryOf(window_ms);
+      memo_window_ms_ = window_ms;
+    }
+    return memo_geometry_;
+  }
 
   crdt::KeyStore store_;
   DedupCache dedup_;
   crdt::SlotIndex local_slot_;
   Instant high_water_;
   LimiterStats stats_;
+  uint64_t memo_window_ms_ = 0;  // 0: no valid window, nothing memoized
+  crdt::Geometry memo_geometry_;
 };
 
 }  // namespace tally::core

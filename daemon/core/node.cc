@@ -470,7 +470,13 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
     case Kind::kHandoffRequest: HandleHandoffRequest(from, now, out); break;
     case Kind::kHandoffDone:
       handoff_waiting_.erase(from);
-      if (warming_ && handoff_waiting_.empty()) warming_ = false;
+      if (warming_ && handoff_waiting_.empty()) {
+        // Keep relaying a little longer: the members that decided for our
+        // keys while we warmed replicate those hits within one interval.
+        const int64_t grace_ns =
+            Ms(2 * config_.replication_interval_ms + config_.forward_timeout_ms);
+        warming_until_ns_ = std::min(warming_until_ns_, now.monotonic.count() + grace_ns);
+      }
       break;
   }
 }
@@ -781,7 +787,11 @@ void Node::Flush(Instant now, Outbox* out) {
 
 std::chrono::nanoseconds Node::NextDeadline() const {
   int64_t next = swim_.NextDeadline().count();
-  next = std::min(next, next_replication_ns_);
+  // Replication wakes us only when there is something to send or resend.
+  const bool replication_pending = std::any_of(peers_.begin(), peers_.end(), [](const auto& kv) {
+    return !kv.second.dirty.empty() || !kv.second.unacked.empty();
+  });
+  if (replication_pending) next = std::min(next, next_replication_ns_);
   next = std::min(next, next_anti_entropy_ns_);
   next = std::min(next, next_forward_expiry_ns_);
   if (warming_) next = std::min({next, warming_until_ns_, next_handoff_retry_ns_});

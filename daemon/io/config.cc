@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdint>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "daemon/io/sockets.h"
@@ -84,6 +85,131 @@ bool CheckUnixPath(const char* flag, const std::string& path, std::string* error
   return true;
 }
 
+// Member ids appear in logs, status tables and the listening line: keep them
+// to printable ASCII without spaces.
+bool ValidNodeId(const std::string& id) {
+  if (id.empty() || id.size() > 255) return false;
+  for (char c : id) {
+    if (c <= ' ' || c > '~') return false;
+  }
+  return true;
+}
+
+bool ParseInt(const po::variables_map& vm, const char* name, int64_t lo, int64_t hi, int64_t* out,
+              std::string* error) {
+  uint64_t value = static_cast<uint64_t>(*out);
+  if (!ParseUint(vm, name, static_cast<uint64_t>(lo), static_cast<uint64_t>(hi), &value, error)) {
+    return false;
+  }
+  *out = static_cast<int64_t>(value);
+  return true;
+}
+
+bool ParseIntAs(const po::variables_map& vm, const char* name, int64_t lo, int64_t hi, int* out,
+                std::string* error) {
+  int64_t value = *out;
+  if (!ParseInt(vm, name, lo, hi, &value, error)) return false;
+  *out = static_cast<int>(value);
+  return true;
+}
+
+bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
+  constexpr int64_t kHour = 3'600'000;
+  constexpr int64_t kDay = 24 * kHour;
+  std::string why;
+  if (vm.count("gossip")) {
+    c->gossip = vm["gossip"].as<std::string>();
+    if (!ParseHostPort(c->gossip, &why)) {
+      *error = "--gossip: " + why;
+      return false;
+    }
+  }
+  if (vm.count("advertise")) c->advertise = vm["advertise"].as<std::string>();
+  if (vm.count("join")) {
+    std::string list = vm["join"].as<std::string>();
+    size_t start = 0;
+    while (start <= list.size()) {
+      size_t comma = list.find(',', start);
+      std::string item =
+          list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!item.empty()) {
+        std::optional<HostPort> hp = ParseHostPort(item, &why);
+        if (!hp || hp->port == 0) {
+          *error = "--join: " + (hp ? "port 0 in '" + item + "'" : why);
+          return false;
+        }
+        c->seeds.push_back(item);
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  if (c->gossip.empty() && (!c->seeds.empty() || !c->advertise.empty())) {
+    *error = std::string("--") + (c->seeds.empty() ? "advertise" : "join") +
+             " needs --gossip (cluster mode)";
+    return false;
+  }
+  if (!c->advertise.empty()) {
+    std::optional<HostPort> hp = ParseHostPort(c->advertise, &why);
+    if (!hp || hp->port == 0) {
+      *error = "--advertise: " + (hp ? std::string("port 0 cannot be reached") : why);
+      return false;
+    }
+  }
+  core::NodeConfig& n = c->node;
+  membership::SwimConfig& w = n.swim;
+  int64_t replicas = n.replicas;
+  int64_t max_packet = static_cast<int64_t>(n.max_packet_bytes);
+  int64_t leave_ms = c->leave_grace.count();
+  int64_t queue = static_cast<int64_t>(c->max_stream_queue_bytes);
+  if (!ParseInt(vm, "replicas", 1, 16, &replicas, error) ||
+      !ParseInt(vm, "max-clock-offset-ms", 1, kHour, &n.max_clock_offset_ms, error) ||
+      !ParseInt(vm, "warn-clock-offset-ms", 1, kHour, &n.warn_clock_offset_ms, error) ||
+      !ParseInt(vm, "forward-timeout-ms", 1, 60'000, &n.forward_timeout_ms, error) ||
+      !ParseInt(vm, "replication-interval-ms", 1, 60'000, &n.replication_interval_ms, error) ||
+      !ParseInt(vm, "replication-retry-ms", 1, 600'000, &n.replication_retry_ms, error) ||
+      !ParseInt(vm, "anti-entropy-interval-ms", 10, kHour, &n.anti_entropy_interval_ms, error) ||
+      !ParseInt(vm, "handoff-timeout-ms", 0, kHour, &n.handoff_timeout_ms, error) ||
+      !ParseInt(vm, "partition-memory-ms", 0, 31 * kDay, &n.partition_memory_ms, error) ||
+      !ParseInt(vm, "probe-interval-ms", 10, kHour, &w.probe_interval_ms, error) ||
+      !ParseInt(vm, "probe-timeout-ms", 1, kHour, &w.probe_timeout_ms, error) ||
+      !ParseIntAs(vm, "indirect-probes", 0, 64, &w.indirect_probes, error) ||
+      !ParseIntAs(vm, "suspicion-mult", 1, 100, &w.suspicion_mult, error) ||
+      !ParseIntAs(vm, "suspicion-max-timeout-mult", 1, 100, &w.suspicion_max_timeout_mult, error) ||
+      !ParseIntAs(vm, "retransmit-mult", 1, 100, &w.retransmit_mult, error) ||
+      !ParseInt(vm, "gossip-interval-ms", 1, kHour, &w.gossip_interval_ms, error) ||
+      !ParseIntAs(vm, "gossip-nodes", 1, 64, &w.gossip_nodes, error) ||
+      !ParseInt(vm, "push-pull-interval-ms", 10, kDay, &w.push_pull_interval_ms, error) ||
+      !ParseInt(vm, "reconnect-interval-ms", 10, kDay, &w.reconnect_interval_ms, error) ||
+      !ParseInt(vm, "gossip-to-the-dead-ms", 0, kDay, &w.gossip_to_the_dead_ms, error) ||
+      !ParseInt(vm, "dead-reap-ms", 1000, 31 * kDay, &w.dead_reap_ms, error) ||
+      !ParseInt(vm, "max-packet-bytes", 512, 65000, &max_packet, error) ||
+      !ParseInt(vm, "leave-grace-ms", 0, 60'000, &leave_ms, error) ||
+      !ParseInt(vm, "stream-queue-bytes", 65536, int64_t{1} << 32, &queue, error)) {
+    return false;
+  }
+  n.replicas = static_cast<uint32_t>(replicas);
+  n.max_packet_bytes = static_cast<size_t>(max_packet);
+  w.max_packet_bytes = static_cast<size_t>(max_packet);
+  c->leave_grace = std::chrono::milliseconds(leave_ms);
+  c->max_stream_queue_bytes = static_cast<size_t>(queue);
+  if (vm.count("partition-policy")) {
+    std::optional<core::PartitionPolicy> p =
+        core::ParsePartitionPolicy(vm["partition-policy"].as<std::string>());
+    if (!p) {
+      *error = "--partition-policy: expected availability|proportional|closed, got '" +
+               vm["partition-policy"].as<std::string>() + "'";
+      return false;
+    }
+    n.partition_policy = *p;
+  }
+  if (!w.Valid(&why)) {
+    *error = "membership settings: " + why;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
@@ -124,7 +250,93 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* c
       "log-level", po::value<std::string>()->value_name("LEVEL"),
       "trace|debug|info|warn|error; default info")(
       "echo", po::value<std::string>()->value_name("BOOL")->implicit_value("true"),
-      "raw echo server (measures the transport floor); default false");
+      "raw echo server (measures the transport floor); default false")(
+      "node-id", po::value<std::string>()->value_name("NAME"),
+      "this node's name (cluster member id, status); default: the hostname");
+
+  const core::NodeConfig node_defaults;
+  const membership::SwimConfig swim_defaults;
+  auto ms_default = [](int64_t v) { return "; default " + std::to_string(v); };
+  po::options_description cluster("Cluster (command line or config file; need --gossip)");
+  cluster.add_options()(
+      "gossip", po::value<std::string>()->value_name("HOST:PORT"),
+      "enables cluster mode: the UDP gossip socket and TCP listener (same port; 0 picks one)")(
+      "advertise", po::value<std::string>()->value_name("HOST:PORT"),
+      "the gossip address peers reach us at; default: the bound --gossip address")(
+      "join", po::value<std::string>()->value_name("HOST:PORT[,...]"),
+      "seed members to join through; without it, a cluster of one until others join")(
+      "replicas", po::value<std::string>()->value_name("N"),
+      ("preference list length: owner + N-1 replicas, 1..16" + ms_default(node_defaults.replicas))
+          .c_str())("partition-policy", po::value<std::string>()->value_name("POLICY"),
+                    "availability|proportional|closed: what a side of a partition enforces; "
+                    "default availability")(
+      "max-clock-offset-ms", po::value<std::string>()->value_name("N"),
+      ("stop owning keys when our clock is off by more than N ms from most peers" +
+       ms_default(node_defaults.max_clock_offset_ms))
+          .c_str())(
+      "warn-clock-offset-ms", po::value<std::string>()->value_name("N"),
+      ("log a member's clock offset beyond N ms" + ms_default(node_defaults.warn_clock_offset_ms))
+          .c_str())("forward-timeout-ms", po::value<std::string>()->value_name("N"),
+                    ("then the next member of the preference list decides" +
+                     ms_default(node_defaults.forward_timeout_ms))
+                        .c_str())(
+      "replication-interval-ms", po::value<std::string>()->value_name("N"),
+      ("counter deltas to replicas every N ms" + ms_default(node_defaults.replication_interval_ms))
+          .c_str())(
+      "replication-retry-ms", po::value<std::string>()->value_name("N"),
+      ("resend unacknowledged deltas after N ms" + ms_default(node_defaults.replication_retry_ms))
+          .c_str())("anti-entropy-interval-ms", po::value<std::string>()->value_name("N"),
+                    ("digest exchange with a random member every N ms" +
+                     ms_default(node_defaults.anti_entropy_interval_ms))
+                        .c_str())("handoff-timeout-ms", po::value<std::string>()->value_name("N"),
+                                  ("a joining node owns keys after N ms at the latest" +
+                                   ms_default(node_defaults.handoff_timeout_ms))
+                                      .c_str())(
+      "partition-memory-ms", po::value<std::string>()->value_name("N"),
+      ("a dead member counts towards the last known membership for N ms" +
+       ms_default(node_defaults.partition_memory_ms))
+          .c_str())("probe-interval-ms", po::value<std::string>()->value_name("N"),
+                    ("SWIM probe interval" + ms_default(swim_defaults.probe_interval_ms)).c_str())(
+      "probe-timeout-ms", po::value<std::string>()->value_name("N"),
+      ("SWIM direct probe timeout" + ms_default(swim_defaults.probe_timeout_ms)).c_str())(
+      "indirect-probes", po::value<std::string>()->value_name("N"),
+      ("members asked to probe indirectly" + ms_default(swim_defaults.indirect_probes)).c_str())(
+      "suspicion-mult", po::value<std::string>()->value_name("N"),
+      ("suspicion timeout = N * max(1, log10(n)) * probe interval (minimum)" +
+       ms_default(swim_defaults.suspicion_mult))
+          .c_str())("suspicion-max-timeout-mult", po::value<std::string>()->value_name("N"),
+                    ("an unconfirmed suspicion lasts N times the minimum" +
+                     ms_default(swim_defaults.suspicion_max_timeout_mult))
+                        .c_str())(
+      "retransmit-mult", po::value<std::string>()->value_name("N"),
+      ("rumors are sent N * ceil(log10(n + 1)) times" + ms_default(swim_defaults.retransmit_mult))
+          .c_str())(
+      "gossip-interval-ms", po::value<std::string>()->value_name("N"),
+      ("gossip to --gossip-nodes members every N ms" + ms_default(swim_defaults.gossip_interval_ms))
+          .c_str())("gossip-nodes", po::value<std::string>()->value_name("N"),
+                    ("members per gossip round" + ms_default(swim_defaults.gossip_nodes)).c_str())(
+      "push-pull-interval-ms", po::value<std::string>()->value_name("N"),
+      ("full-state exchange with a random member every N ms" +
+       ms_default(swim_defaults.push_pull_interval_ms))
+          .c_str())("reconnect-interval-ms", po::value<std::string>()->value_name("N"),
+                    ("push-pull with a dead member and absent seeds every N ms (heals "
+                     "partitions)" +
+                     ms_default(swim_defaults.reconnect_interval_ms))
+                        .c_str())(
+      "gossip-to-the-dead-ms", po::value<std::string>()->value_name("N"),
+      ("dead members still get gossip this long" + ms_default(swim_defaults.gossip_to_the_dead_ms))
+          .c_str())(
+      "dead-reap-ms", po::value<std::string>()->value_name("N"),
+      ("dead and left members are forgotten after N ms" + ms_default(swim_defaults.dead_reap_ms))
+          .c_str())("max-packet-bytes", po::value<std::string>()->value_name("N"),
+                    ("largest peer datagram, 512..65000" +
+                     ms_default(static_cast<int64_t>(node_defaults.max_packet_bytes)))
+                        .c_str())(
+      "leave-grace-ms", po::value<std::string>()->value_name("N"),
+      "on SIGTERM, keep gossiping the leave at most N ms; default 1000")(
+      "stream-queue-bytes", po::value<std::string>()->value_name("N"),
+      "per-peer TCP send queue; frames beyond it are dropped; default 16777216");
+  settings.add(cluster);
 
   po::options_description all("Usage: tallyd [options]");
   all.add(command_only).add(settings);
@@ -223,6 +435,15 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* c
     *error = "--echo: expected true|false, got '" + vm["echo"].as<std::string>() + "'";
     return FlagsOutcome::kBadUsage;
   }
+  if (vm.count("node-id")) {
+    d.node_id = vm["node-id"].as<std::string>();
+    if (!ValidNodeId(d.node_id)) {
+      *error = "--node-id: expected 1..255 printable non-space ASCII characters, got '" +
+               d.node_id + "'";
+      return FlagsOutcome::kBadUsage;
+    }
+  }
+  if (!ParseCluster(vm, &d.cluster, error)) return FlagsOutcome::kBadUsage;
   d.handle_signals = true;
   return FlagsOutcome::kRun;
 }

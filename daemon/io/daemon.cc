@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +27,12 @@ namespace tally::io {
 namespace {
 
 constexpr int kMaxThreads = 1024;
+
+std::string Hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "tallyd";
+  return name;
+}
 
 bool Fail(std::string* error, std::string message) {
   if (error != nullptr) *error = std::move(message);
@@ -52,6 +59,7 @@ struct Daemon::Impl {
   void Shutdown();
   void ArmSweep();
   void ArmStats();
+  void WaitForSignal();
   DaemonStats Stats() const;
 
   DaemonOptions options;
@@ -60,7 +68,9 @@ struct Daemon::Impl {
   boost::asio::io_context io;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
   Counters counters;
-  std::unique_ptr<Limiter> limiter;  // null in echo mode
+  std::unique_ptr<Limiter> limiter;        // null in echo and cluster mode
+  std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
+  DaemonIdentity identity;
   int threads = 1;
 
   UnixSocketFile unix_file;
@@ -76,6 +86,7 @@ struct Daemon::Impl {
   std::unique_ptr<boost::asio::signal_set> signals;
 
   std::atomic<bool> stop_requested{false};
+  bool leave_requested = false;  // only touched by the signal handler
   bool started = false;
   bool ran = false;
   bool shut_down = false;
@@ -106,19 +117,39 @@ bool Daemon::Impl::Start(std::string* error) {
 
   threads = o.threads > 0 ? o.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  if (!o.echo) limiter = std::make_unique<Limiter>(o.limiter);
-  Limiter* lim = limiter.get();
-
+  identity.node_id = o.node_id.empty() ? Hostname() : o.node_id;
+  const Instant start = ReadClock();
+  identity.generation = static_cast<uint64_t>(start.wall.count());
+  identity.started = start.monotonic;
+  const bool cluster_mode = o.cluster.enabled() && !o.echo;
   std::string why;
+  if (cluster_mode) {
+    ClusterOptions c = o.cluster;
+    c.node.node_id = identity.node_id;
+    c.node.limiter.buckets_per_window = o.limiter.buckets_per_window;
+    c.node.limiter.max_keys = o.limiter.max_keys;
+    c.node.limiter.dedup_ttl = o.limiter.dedup_ttl;
+    c.node.limiter.max_dedup_entries = o.limiter.max_dedup_entries;
+    cluster = std::make_unique<ClusterDriver>(io, std::move(c), &counters);
+    if (!cluster->Start(&why)) {
+      Shutdown();
+      return Fail(error, why);
+    }
+    identity.generation = cluster->generation();
+  } else if (!o.echo) {
+    limiter = std::make_unique<Limiter>(o.limiter);
+  }
+  ProcessorContext context{limiter.get(), cluster.get(), &identity, o.echo, &counters};
+
   if (udp) {
     std::vector<UniqueFd> fds;
     if (!BindUdpGroup(*udp, threads, &fds, &udp_address, &why)) {
       Shutdown();
       return Fail(error, why);
     }
+    identity.udp_address = udp_address;
     for (UniqueFd& fd : fds) {
-      udp_servers.push_back(
-          std::make_unique<DatagramServer>(io, fd.Release(), lim, o.echo, &counters));
+      udp_servers.push_back(std::make_unique<DatagramServer>(io, fd.Release(), context));
     }
   }
   if (!o.unix_path.empty()) {
@@ -127,8 +158,7 @@ bool Daemon::Impl::Start(std::string* error) {
       return Fail(error, why);
     }
     unix_path = unix_file.path();
-    unix_server =
-        std::make_unique<DatagramServer>(io, unix_file.ReleaseFd(), lim, o.echo, &counters);
+    unix_server = std::make_unique<DatagramServer>(io, unix_file.ReleaseFd(), context);
   }
   if (!o.unix_seq_path.empty()) {
     if (!seq_file.Bind(o.unix_seq_path, SOCK_SEQPACKET, &why)) {
@@ -136,8 +166,7 @@ bool Daemon::Impl::Start(std::string* error) {
       return Fail(error, why);
     }
     seq_path = seq_file.path();
-    seq_server =
-        std::make_unique<SeqpacketServer>(io, seq_file.ReleaseFd(), lim, o.echo, &counters);
+    seq_server = std::make_unique<SeqpacketServer>(io, seq_file.ReleaseFd(), context);
   }
 
   work.emplace(io.get_executor());
@@ -148,17 +177,30 @@ bool Daemon::Impl::Start(std::string* error) {
   if (o.stats_interval.count() > 0) ArmStats();
   if (o.handle_signals) {
     signals = std::make_unique<boost::asio::signal_set>(io, SIGINT, SIGTERM);
-    signals->async_wait([this](const boost::system::error_code& ec, int signo) {
-      if (ec) return;
-      spdlog::info("received {}, shutting down", signo == SIGINT ? "SIGINT" : "SIGTERM");
-      Stop();
-    });
+    WaitForSignal();
   }
   spdlog::debug("daemon started: threads={} udp={} unix={} seq={} echo={}", threads,
                 udp_address.empty() ? "-" : udp_address, unix_path.empty() ? "-" : unix_path,
                 seq_path.empty() ? "-" : seq_path, o.echo);
   started = true;
   return true;
+}
+
+void Daemon::Impl::WaitForSignal() {
+  signals->async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+    if (cluster && !leave_requested) {
+      // Leave gracefully first; a second signal stops at once.
+      leave_requested = true;
+      spdlog::info("received {}, leaving the cluster", name);
+      cluster->Leave([this] { Stop(); });
+      WaitForSignal();
+      return;
+    }
+    spdlog::info("received {}, shutting down", name);
+    Stop();
+  });
 }
 
 void Daemon::Impl::ArmSweep() {
@@ -201,6 +243,7 @@ void Daemon::Impl::Shutdown() {
   for (auto& s : udp_servers) s->Close();
   if (unix_server) unix_server->Close();
   if (seq_server) seq_server->Close();
+  if (cluster) cluster->Close();
   sweep_timer.cancel();
   stats_timer.cancel();
   if (signals) {
@@ -223,6 +266,7 @@ DaemonStats Daemon::Impl::Stats() const {
   s.malformed = counters.malformed.load(std::memory_order_relaxed);
   s.send_errors = counters.send_errors.load(std::memory_order_relaxed);
   if (limiter) s.limiter = limiter->GetStats();
+  if (cluster && started) s.limiter = cluster->limiter_stats();
   return s;
 }
 
@@ -238,6 +282,10 @@ bool Daemon::Start(std::string* error) { return impl_->Start(error); }
 std::string Daemon::udp_address() const { return impl_->udp_address; }
 std::string Daemon::unix_path() const { return impl_->unix_path; }
 std::string Daemon::unix_seq_path() const { return impl_->seq_path; }
+std::string Daemon::gossip_address() const {
+  return impl_->cluster && impl_->started ? impl_->cluster->gossip_address() : "";
+}
+std::string Daemon::node_id() const { return impl_->identity.node_id; }
 
 void Daemon::Run() {
   Impl& d = *impl_;

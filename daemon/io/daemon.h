@@ -6,6 +6,12 @@
 // Transports: N UDP sockets sharing one address via SO_REUSEPORT (one per
 // thread, so the kernel spreads clients over threads), one Unix datagram
 // socket and one Unix seqpacket listener. One io_context is run by N threads.
+//
+// Modes: without `cluster.gossip` a single node deciding with the sharded
+// Limiter. With it, a cluster member: checks go to a tally::core::Node behind
+// a ClusterDriver (daemon/io/cluster_driver.h), which also serves the gossip
+// UDP socket and TCP listener; SIGINT/SIGTERM then first leave the cluster
+// gracefully (a second signal stops at once).
 #ifndef TALLY_DAEMON_IO_DAEMON_H_
 #define TALLY_DAEMON_IO_DAEMON_H_
 
@@ -14,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "daemon/io/cluster_driver.h"
 #include "tally/limiter.h"
 
 namespace tally::io {
@@ -30,6 +37,9 @@ struct DaemonOptions {
   std::chrono::milliseconds sweep_interval{50};
   std::chrono::seconds stats_interval{60};  // periodic stats log line; 0 disables
   bool handle_signals = true;               // SIGINT/SIGTERM stop Run()
+  // Name in status answers and, in cluster mode, the member id; "" = hostname.
+  std::string node_id;
+  ClusterOptions cluster;  // cluster.gossip != "": cluster mode
 };
 
 // Counters since Start. malformed: undecodable, oversized or `responses`
@@ -62,6 +72,10 @@ class Daemon {
   // The bound socket paths after Start, "" if disabled or not started.
   std::string unix_path() const;
   std::string unix_seq_path() const;
+  // Cluster mode, after Start: the advertised gossip address; "" otherwise.
+  std::string gossip_address() const;
+  // The node id in effect after Start (the hostname unless configured).
+  std::string node_id() const;
 
   // Runs the I/O threads (the caller's thread is one of them) until Stop() or
   // SIGINT/SIGTERM, then closes the sockets, unlinks their files and logs the

@@ -28,6 +28,21 @@ DatagramServer::DatagramServer(boost::asio::io_context& io, int fd, Limiter* lim
   replies_.reserve(kBatch);
 }
 
+DatagramServer::DatagramServer(boost::asio::io_context& io, int fd, const ProcessorContext& context)
+    : socket_(io, fd),
+      counters_(context.counters),
+      cluster_(context.cluster),
+      processor_(context),
+      rx_storage_(new uint64_t[kBatch * kBufferBytes / sizeof(uint64_t)]) {
+  auto* base = reinterpret_cast<std::byte*>(rx_storage_.get());
+  for (size_t i = 0; i < kBatch; ++i) {
+    rx_iov_[i] = iovec{base + i * kBufferBytes, kBufferBytes};
+  }
+  replies_.reserve(kBatch);
+  cluster_targets_.reserve(kBatch);  // never reallocates: the batch points into it
+  cluster_batch_.reserve(kBatch);
+}
+
 DatagramServer::~DatagramServer() { Close(); }
 
 void DatagramServer::Start() { Arm(); }
@@ -72,6 +87,8 @@ void DatagramServer::OnReadable() {
     Counters::Add(counters_->datagrams_in, static_cast<uint64_t>(n));
     processor_.Reset();
     replies_.clear();
+    cluster_targets_.clear();
+    cluster_batch_.clear();
     uint64_t unanswerable = 0;
     for (int i = 0; i < n; ++i) {
       const msghdr& h = rx_msgs_[i].msg_hdr;
@@ -82,11 +99,19 @@ void DatagramServer::OnReadable() {
       }
       std::span<const std::byte> bytes(static_cast<const std::byte*>(rx_iov_[i].iov_base),
                                        std::min<size_t>(rx_msgs_[i].msg_len, kBufferBytes));
-      processor_.Handle(bytes, (h.msg_flags & MSG_TRUNC) != 0, now, static_cast<uint32_t>(i),
-                        &replies_);
+      Handled handled = processor_.Handle(bytes, (h.msg_flags & MSG_TRUNC) != 0, now,
+                                          static_cast<uint32_t>(i), &replies_);
+      if (handled == Handled::kForCluster) {
+        ReplyTarget& target = cluster_targets_.emplace_back();
+        target.fd = fd;
+        target.addr = rx_addr_[i];
+        target.addr_len = h.msg_namelen;
+        cluster_batch_.push_back(ClientDatagram{bytes, &target});
+      }
     }
     Counters::Add(counters_->send_errors, unanswerable);
     SendReplies();
+    if (cluster_ != nullptr) cluster_->HandleClientDatagrams(cluster_batch_, now);
     if (static_cast<size_t>(n) < kBatch) break;  // the queue is (almost surely) empty
   }
   Arm();

@@ -10,6 +10,10 @@
 // EAGAIN because a Unix peer's queue is full) is dropped and counted in
 // send_errors; clients resend with the same request id, which the Limiter
 // deduplicates.
+//
+// Cluster mode: checks datagrams of a batch go to the ClusterDriver together
+// (one lock per batch), each with its sender as the reply target; the driver
+// sends their replies, now or when the owner answers.
 #ifndef TALLY_DAEMON_IO_DATAGRAM_SERVER_H_
 #define TALLY_DAEMON_IO_DATAGRAM_SERVER_H_
 
@@ -23,6 +27,7 @@
 #include <memory>
 #include <vector>
 
+#include "daemon/io/cluster_driver.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/message_processor.h"
 #include "tally/limiter.h"
@@ -39,6 +44,8 @@ class DatagramServer {
   // only in echo mode) and `counters` are borrowed and must outlive this.
   DatagramServer(boost::asio::io_context& io, int fd, Limiter* limiter, bool echo,
                  Counters* counters);
+  // The same with everything a processor may need (cluster mode, identity).
+  DatagramServer(boost::asio::io_context& io, int fd, const ProcessorContext& context);
   ~DatagramServer();
   DatagramServer(const DatagramServer&) = delete;
   DatagramServer& operator=(const DatagramServer&) = delete;
@@ -57,6 +64,7 @@ class DatagramServer {
 
   boost::asio::posix::stream_descriptor socket_;
   Counters* counters_;
+  ClusterDriver* cluster_ = nullptr;
   MessageProcessor processor_;
 
   std::unique_ptr<uint64_t[]> rx_storage_;  // kBatch * kBufferBytes, 8-byte aligned for capnp
@@ -65,6 +73,8 @@ class DatagramServer {
   std::array<sockaddr_storage, kBatch> rx_addr_{};
 
   std::vector<Reply> replies_;
+  std::vector<ReplyTarget> cluster_targets_;  // cluster mode, per batch
+  std::vector<ClientDatagram> cluster_batch_;
   std::vector<mmsghdr> tx_msgs_;
   std::vector<iovec> tx_iov_;
 };

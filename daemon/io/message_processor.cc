@@ -1,8 +1,11 @@
 #include "daemon/io/message_processor.h"
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <utility>
+
+#include "daemon/io/cluster_driver.h"
 
 namespace tally::io {
 namespace {
@@ -28,6 +31,82 @@ Instant ReadClock() {
 MessageProcessor::MessageProcessor(Limiter* limiter, bool echo, Counters* counters)
     : limiter_(limiter), echo_(echo), counters_(counters) {
   assert(echo_ || limiter_ != nullptr);
+}
+
+MessageProcessor::MessageProcessor(const ProcessorContext& context)
+    : limiter_(context.limiter),
+      cluster_(context.cluster),
+      identity_(context.identity),
+      echo_(context.echo),
+      counters_(context.counters) {
+  assert(counters_ != nullptr);
+  assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
+}
+
+void AppendTransportCounters(const Counters& c,
+                             std::vector<std::pair<std::string, uint64_t>>* out) {
+  out->emplace_back("datagrams_in", c.datagrams_in.load(std::memory_order_relaxed));
+  out->emplace_back("datagrams_out", c.datagrams_out.load(std::memory_order_relaxed));
+  out->emplace_back("malformed", c.malformed.load(std::memory_order_relaxed));
+  out->emplace_back("send_errors", c.send_errors.load(std::memory_order_relaxed));
+}
+
+void AppendLimiterCounters(const LimiterStats& s,
+                           std::vector<std::pair<std::string, uint64_t>>* out) {
+  out->emplace_back("checks", s.checks);
+  out->emplace_back("allowed", s.allowed);
+  out->emplace_back("denied", s.denied);
+  out->emplace_back("invalid", s.invalid);
+  out->emplace_back("over_capacity", s.over_capacity);
+  out->emplace_back("dedup_hits", s.dedup_hits);
+  out->emplace_back("keys_reclaimed", s.keys_reclaimed);
+}
+
+Status ValidateOwnerQuery(const wire::OwnerQuery& query, std::string* why) {
+  CheckRequestRef ref;
+  ref.user_id = query.user_id;
+  ref.endpoint = query.endpoint;
+  ref.window_ms = query.window_ms;
+  ref.limit = 1;
+  ref.hits = 0;
+  return ValidateRequest(ref, why);
+}
+
+wire::StatusReport MessageProcessor::SingleNodeStatus(Instant now) const {
+  wire::StatusReport s;
+  s.node_id = identity_ != nullptr ? identity_->node_id : "tallyd";
+  s.generation = identity_ != nullptr ? identity_->generation : 0;
+  s.cluster = false;
+  s.owning = true;
+  s.key_share = 1.0;
+  s.last_known_members = 1;
+  LimiterStats stats;
+  if (limiter_ != nullptr) stats = limiter_->GetStats();
+  s.live_keys = stats.live_keys;
+  wire::MemberReport& self = s.members.emplace_back();
+  self.id = s.node_id;
+  self.state = "alive";
+  self.generation = s.generation;
+  if (identity_ != nullptr) {
+    self.address = identity_->udp_address;
+    s.uptime_ms = static_cast<uint64_t>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(now.monotonic - identity_->started)
+               .count()));
+  }
+  AppendLimiterCounters(stats, &s.counters);
+  AppendTransportCounters(*counters_, &s.counters);
+  return s;
+}
+
+wire::OwnerReport MessageProcessor::SingleNodeOwner(const wire::OwnerQuery& query) const {
+  wire::OwnerReport r;
+  r.node_id = identity_ != nullptr ? identity_->node_id : "tallyd";
+  if (ValidateOwnerQuery(query, &r.error) != Status::kOk) {
+    r.status = Status::kInvalidArgument;
+    return r;
+  }
+  r.preference_list.push_back(r.node_id);
+  return r;
 }
 
 std::vector<std::byte>* MessageProcessor::NextBuffer() {
@@ -71,34 +150,58 @@ void MessageProcessor::EncodeResults(uint32_t tag, std::vector<Reply>* replies) 
   emit(all.size());
 }
 
-void MessageProcessor::Handle(std::span<const std::byte> message, bool truncated, Instant now,
-                              uint32_t tag, std::vector<Reply>* replies) {
+Handled MessageProcessor::Handle(std::span<const std::byte> message, bool truncated, Instant now,
+                                 uint32_t tag, std::vector<Reply>* replies) {
   if (echo_) {
     replies->push_back(Reply{message, tag});
-    return;
+    return Handled::kAnswered;
   }
   if (truncated) {
     ReplyError(Status::kMalformed,
                "message larger than " + std::to_string(wire::kMaxDatagramBytes) + " bytes", tag,
                replies);
-    return;
+    return Handled::kAnswered;
   }
   why_.clear();
   Status status = reader_.Decode(message, &why_);
   if (status != Status::kOk) {
     ReplyError(status, why_.empty() ? std::string(StatusName(status)) : why_, tag, replies);
-    return;
+    return Handled::kAnswered;
   }
-  if (reader_.kind() != wire::MessageKind::kChecks) {
-    counters_->malformed.fetch_add(1, std::memory_order_relaxed);
-    return;
+  switch (reader_.kind()) {
+    case wire::MessageKind::kChecks:
+      break;
+    case wire::MessageKind::kStatusRequest: {
+      std::vector<std::byte>* out = NextBuffer();
+      wire::EncodeStatusResponse(
+          cluster_ != nullptr ? cluster_->Status(now) : SingleNodeStatus(now), out);
+      replies->push_back(Reply{std::span<const std::byte>(*out), tag});
+      return Handled::kAnswered;
+    }
+    case wire::MessageKind::kOwnerRequest: {
+      std::vector<std::byte>* out = NextBuffer();
+      const wire::OwnerQuery& query = reader_.owner_query();
+      wire::EncodeOwnerResponse(
+          cluster_ != nullptr ? cluster_->Owner(query, now) : SingleNodeOwner(query), out);
+      replies->push_back(Reply{std::span<const std::byte>(*out), tag});
+      return Handled::kAnswered;
+    }
+    case wire::MessageKind::kResponses:
+    case wire::MessageKind::kStatusResponse:
+    case wire::MessageKind::kOwnerResponse:
+      counters_->malformed.fetch_add(1, std::memory_order_relaxed);
+      return Handled::kAnswered;
   }
-  results_.clear();
-  for (const CheckRequestRef& check : reader_.checks()) {
-    results_.push_back(limiter_->Check(check, now));
-    if (results_.back().error.size() > kMaxErrorBytes) results_.back().error.resize(kMaxErrorBytes);
+  // The Node decodes the checks itself (a second, cheap decode): bytes, not
+  // structs, cross into the core, as in the simulator.
+  if (cluster_ != nullptr) return Handled::kForCluster;
+  // One batch per datagram: results in request order, each shard locked once.
+  limiter_->CheckBatch(reader_.checks(), now, &results_);
+  for (CheckResult& result : results_) {
+    if (result.error.size() > kMaxErrorBytes) result.error.resize(kMaxErrorBytes);
   }
   EncodeResults(tag, replies);
+  return Handled::kAnswered;
 }
 
 }  // namespace tally::io

@@ -6,16 +6,25 @@
 //     fit one (clients match results by request id).
 //   * undecodable / truncated message -> counted as malformed and answered
 //     with ONE result {request_id 0, kMalformed or kUnsupportedVersion, reason}.
-//   * `responses` message -> counted as malformed and dropped, never answered:
-//     answering it would let two daemons (or a spoofed source) ping-pong
-//     error replies forever, since our reply is itself a `responses` message.
+//   * `responses` message (or any other daemon -> client kind) -> counted as
+//     malformed and dropped, never answered: answering it would let two
+//     daemons (or a spoofed source) ping-pong error replies forever, since
+//     our reply is itself a daemon -> client message.
+//   * statusRequest / ownerRequest -> one statusResponse / ownerResponse,
+//     from the ClusterDriver in cluster mode, else from the Limiter's stats
+//     and the DaemonIdentity (a cluster of one: itself, alive, key share 1).
 //   * echo mode -> the received bytes, untouched.
+//   * cluster mode: a checks message is not decided here; Handle returns
+//     kForCluster and the caller hands the bytes to the ClusterDriver, in a
+//     batch with the other checks datagrams it received.
 //
 // Thread safety: not thread-safe; each handler owns one (it holds scratch
-// buffers). The Limiter and Counters it points to are shared and thread-safe.
+// buffers). The Limiter, ClusterDriver and Counters it points to are shared
+// and thread-safe.
 #ifndef TALLY_DAEMON_IO_MESSAGE_PROCESSOR_H_
 #define TALLY_DAEMON_IO_MESSAGE_PROCESSOR_H_
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -30,6 +39,25 @@
 
 namespace tally::io {
 
+class ClusterDriver;
+
+// Who this daemon is, for status answers.
+struct DaemonIdentity {
+  std::string node_id;
+  uint64_t generation = 0;              // wall ms at start
+  std::chrono::nanoseconds started{0};  // monotonic time at start
+  std::string udp_address;
+};
+
+// What a processor answers with. Pointers are borrowed and must outlive it.
+struct ProcessorContext {
+  Limiter* limiter = nullptr;                // single-node decisions; null in echo and cluster mode
+  ClusterDriver* cluster = nullptr;          // cluster mode
+  const DaemonIdentity* identity = nullptr;  // null: status answers name "tallyd"
+  bool echo = false;
+  Counters* counters = nullptr;
+};
+
 // One reply datagram. `bytes` points into the processor's buffers (or, in
 // echo mode, into the received message) and is valid until the next Reset().
 // `tag` is the caller's, e.g. the index of the message it answers.
@@ -38,19 +66,26 @@ struct Reply {
   uint32_t tag = 0;
 };
 
+enum class Handled {
+  kAnswered,    // replies (if any) were appended
+  kForCluster,  // a checks message in cluster mode: hand it to the ClusterDriver
+};
+
 class MessageProcessor {
  public:
   // `limiter` may be null only when `echo` is true. Both pointers are
   // borrowed and must outlive the processor.
   MessageProcessor(Limiter* limiter, bool echo, Counters* counters);
+  // REQUIRES: context.counters, and context.limiter or context.cluster unless echo.
+  explicit MessageProcessor(const ProcessorContext& context);
   MessageProcessor(const MessageProcessor&) = delete;
   MessageProcessor& operator=(const MessageProcessor&) = delete;
 
   // Handles one message received at `now`. `truncated` means the kernel cut
   // it (it was larger than our buffer). Appends its replies (zero or more) to
   // `*replies`. `message` must stay valid until those replies are sent.
-  void Handle(std::span<const std::byte> message, bool truncated, Instant now, uint32_t tag,
-              std::vector<Reply>* replies);
+  Handled Handle(std::span<const std::byte> message, bool truncated, Instant now, uint32_t tag,
+                 std::vector<Reply>* replies);
 
   // Recycles the reply buffers; invalidates every Reply handed out so far.
   void Reset() { buffers_used_ = 0; }
@@ -59,8 +94,12 @@ class MessageProcessor {
   std::vector<std::byte>* NextBuffer();
   void ReplyError(Status status, std::string reason, uint32_t tag, std::vector<Reply>* replies);
   void EncodeResults(uint32_t tag, std::vector<Reply>* replies);
+  wire::StatusReport SingleNodeStatus(Instant now) const;
+  wire::OwnerReport SingleNodeOwner(const wire::OwnerQuery& query) const;
 
   Limiter* limiter_;
+  ClusterDriver* cluster_ = nullptr;
+  const DaemonIdentity* identity_ = nullptr;
   bool echo_;
   Counters* counters_;
   wire::ClientMessageReader reader_;
@@ -73,6 +112,15 @@ class MessageProcessor {
 
 // Reads both clocks: wall ms since the epoch and monotonic ns.
 Instant ReadClock();
+
+// The transport counters by name, for status answers.
+void AppendTransportCounters(const Counters& counters,
+                             std::vector<std::pair<std::string, uint64_t>>* out);
+void AppendLimiterCounters(const LimiterStats& stats,
+                           std::vector<std::pair<std::string, uint64_t>>* out);
+
+// Validates an owner query like a check (ids, window). kOk or kInvalidArgument.
+Status ValidateOwnerQuery(const wire::OwnerQuery& query, std::string* why);
 
 }  // namespace tally::io
 

@@ -8,8 +8,10 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <vector>
 
+#include "daemon/io/cluster_driver.h"
 #include "daemon/io/message_processor.h"
 #include "wire/codec.h"
 
@@ -29,12 +31,31 @@ std::byte* ThreadBuffer() {
 
 }  // namespace
 
-class SeqpacketServer::Connection : public std::enable_shared_from_this<Connection> {
+class SeqpacketServer::Connection : public std::enable_shared_from_this<Connection>,
+                                    public ReplySink {
  public:
   Connection(SeqpacketServer* server, int fd)
-      : server_(server),
-        socket_(server->io_, fd),
-        processor_(server->limiter_, server->echo_, server->counters_) {}
+      : server_(server), socket_(server->io_, fd), processor_(server->context_) {}
+
+  // A reply the ClusterDriver sends, possibly from another thread.
+  void SendReply(std::span<const std::byte> bytes) override {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    if (closed_) {
+      server_->counters_->send_errors.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    for (;;) {
+      ssize_t n =
+          send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) {
+        server_->counters_->datagrams_out.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      if (errno == EINTR) continue;
+      server_->counters_->send_errors.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  }
 
   void ArmRead() {
     socket_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
@@ -45,6 +66,8 @@ class SeqpacketServer::Connection : public std::enable_shared_from_this<Connecti
 
   // Closes the socket; pending waits complete with operation_aborted.
   void Close() {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    closed_ = true;
     boost::system::error_code ignored;
     socket_.close(ignored);
   }
@@ -86,8 +109,15 @@ class SeqpacketServer::Connection : public std::enable_shared_from_this<Connecti
       server_->counters_->datagrams_in.fetch_add(1, std::memory_order_relaxed);
       processor_.Reset();
       replies_.clear();
-      processor_.Handle(std::span<const std::byte>(buffer, static_cast<size_t>(n)),
-                        (h.msg_flags & MSG_TRUNC) != 0, ReadClock(), 0, &replies_);
+      const Instant now = ReadClock();
+      std::span<const std::byte> message(buffer, static_cast<size_t>(n));
+      if (processor_.Handle(message, (h.msg_flags & MSG_TRUNC) != 0, now, 0, &replies_) ==
+          Handled::kForCluster) {
+        ReplyTarget target;
+        target.sink = shared_from_this();
+        ClientDatagram datagram{message, &target};
+        server_->context_.cluster->HandleClientDatagrams(std::span(&datagram, 1), now);
+      }
       if (!SendOrQueue()) {
         Shutdown();
         return;
@@ -163,16 +193,22 @@ class SeqpacketServer::Connection : public std::enable_shared_from_this<Connecti
   MessageProcessor processor_;
   std::vector<Reply> replies_;
   std::deque<std::vector<std::byte>> pending_;
+  std::mutex send_mu_;  // guards closed_ and the socket against SendReply
+  bool closed_ = false;
 };
 
 SeqpacketServer::SeqpacketServer(boost::asio::io_context& io, int listen_fd, Limiter* limiter,
                                  bool echo, Counters* counters, size_t max_connections)
+    : SeqpacketServer(io, listen_fd, ProcessorContext{limiter, nullptr, nullptr, echo, counters},
+                      max_connections) {}
+
+SeqpacketServer::SeqpacketServer(boost::asio::io_context& io, int listen_fd,
+                                 const ProcessorContext& context, size_t max_connections)
     : io_(io),
       listener_(io, listen_fd),
       retry_timer_(io),
-      limiter_(limiter),
-      echo_(echo),
-      counters_(counters),
+      context_(context),
+      counters_(context.counters),
       max_connections_(max_connections) {}
 
 SeqpacketServer::~SeqpacketServer() { Close(); }

@@ -11,6 +11,12 @@
 //
 // Each connection has one outstanding wait (read or write) at a time, so its
 // state needs no lock; only the connection registry is mutex-protected.
+//
+// Cluster mode: checks messages go to the ClusterDriver with the connection as
+// the reply target (a ReplySink); replies the driver sends later, from any
+// thread, go out with a non-blocking send under the connection's send lock,
+// and are dropped (counted in send_errors) when the socket is full or closed:
+// the client resends with the same request id.
 #ifndef TALLY_DAEMON_IO_SEQPACKET_SERVER_H_
 #define TALLY_DAEMON_IO_SEQPACKET_SERVER_H_
 
@@ -24,6 +30,7 @@
 #include <unordered_map>
 
 #include "daemon/io/counters.h"
+#include "daemon/io/message_processor.h"
 #include "tally/limiter.h"
 
 namespace tally::io {
@@ -37,6 +44,8 @@ class SeqpacketServer {
   // outlive this.
   SeqpacketServer(boost::asio::io_context& io, int listen_fd, Limiter* limiter, bool echo,
                   Counters* counters, size_t max_connections = kDefaultMaxConnections);
+  SeqpacketServer(boost::asio::io_context& io, int listen_fd, const ProcessorContext& context,
+                  size_t max_connections = kDefaultMaxConnections);
   ~SeqpacketServer();
   SeqpacketServer(const SeqpacketServer&) = delete;
   SeqpacketServer& operator=(const SeqpacketServer&) = delete;
@@ -61,8 +70,7 @@ class SeqpacketServer {
   boost::asio::io_context& io_;
   boost::asio::posix::stream_descriptor listener_;
   boost::asio::steady_timer retry_timer_;  // backs off after EMFILE and friends
-  Limiter* limiter_;
-  bool echo_;
+  ProcessorContext context_;
   Counters* counters_;
   size_t max_connections_;
   std::atomic<uint64_t> refused_{0};

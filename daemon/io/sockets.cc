@@ -153,6 +153,18 @@ std::string FormatSockaddr(const sockaddr* addr, socklen_t len) {
   return "?";
 }
 
+socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* addr) {
+  return MakeSockaddr(address, addr);
+}
+
+bool ParseSockaddr(std::string_view text, sockaddr_storage* addr, socklen_t* len) {
+  std::string why;
+  std::optional<HostPort> hp = ParseHostPort(text, &why);
+  if (!hp) return false;
+  *len = MakeSockaddr(*hp, addr);
+  return true;
+}
+
 UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
   if (this != &other) Reset(other.Release());
   return *this;

@@ -32,6 +32,12 @@ std::optional<HostPort> ParseHostPort(std::string_view text, std::string* why);
 // Formats a bound address as "127.0.0.1:PORT" or "[::1]:PORT".
 std::string FormatSockaddr(const sockaddr* addr, socklen_t len);
 
+// Fills `*addr` for `address` (as parsed by ParseHostPort); returns its length.
+socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* addr);
+
+// "HOST:PORT" -> a sockaddr in one step; false for anything ParseHostPort rejects.
+bool ParseSockaddr(std::string_view text, sockaddr_storage* addr, socklen_t* len);
+
 // Owns a file descriptor; closes it on destruction.
 class UniqueFd {
  public:

@@ -13,7 +13,9 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tally::wire");
 
-const protocolVersion :UInt16 = 1;
+# 1: checks/responses. 2: adds statusRequest/statusResponse and
+# ownerRequest/ownerResponse (operators' questions; see below).
+const protocolVersion :UInt16 = 2;
 
 enum Status {
   ok @0;
@@ -50,5 +52,65 @@ struct ClientMessage {
   union {
     checks @1 :List(CheckRequest);       # client -> daemon, a batch
     responses @2 :List(CheckResponse);   # daemon -> client, same order
+    statusRequest @3 :Void;              # client -> daemon: "who are you, whom do you see?"
+    statusResponse @4 :StatusResponse;   # daemon -> client
+    ownerRequest @5 :OwnerRequest;       # client -> daemon: "who decides this key?"
+    ownerResponse @6 :OwnerResponse;     # daemon -> client
   }
+}
+
+# ---- protocol version 2: operator queries (`tally status`, `tally owner`) ----
+# Both are answered by any tallyd, single-node or cluster, from its own view.
+# A reply is one datagram: a status listing more members than fit in one is
+# cut short and says so (`membersTruncated`).
+
+# One member as the answering node sees it.
+struct MemberInfo {
+  id @0 :Text;
+  state @1 :Text;            # alive, suspect, dead, left
+  incarnation @2 :UInt64;
+  generation @3 :UInt64;     # one per process start (its start wall time, ms)
+  address @4 :Text;          # gossip "ip:port"; empty for a single-node daemon
+  clockOffsetMs @5 :Float64; # its wall clock minus ours; NaN when unknown (and for self)
+  rttMs @6 :Float64;         # smoothed probe round trip; NaN when unknown
+}
+
+# A named statistic. Names are stable snake_case (e.g. "checks",
+# "peer_bytes_sent"); receivers ignore names they do not know.
+struct StatusCounter {
+  name @0 :Text;
+  value @1 :UInt64;
+}
+
+struct StatusResponse {
+  nodeId @0 :Text;
+  generation @1 :UInt64;
+  cluster @2 :Bool;            # false: a single-node daemon (no --gossip)
+  owning @3 :Bool;             # false while warming up after a join, or when our clock is off
+  notOwningReason @4 :Text;
+  keyShare @5 :Float64;        # fraction of the key space this node owns, 0..1
+  liveKeys @6 :UInt64;
+  partitionPolicy @7 :Text;    # availability, proportional, closed
+  lastKnownMembers @8 :UInt64; # the membership the partition policy compares against
+  members @9 :List(MemberInfo);  # self included, sorted by id
+  membersTruncated @10 :Bool;
+  counters @11 :List(StatusCounter);
+  gossipAddress @12 :Text;     # empty for a single-node daemon
+  uptimeMs @13 :UInt64;
+}
+
+struct OwnerRequest {
+  userId @0 :Data;
+  endpoint @1 :Data;
+  windowMs @2 :UInt64;
+}
+
+struct OwnerResponse {
+  status @0 :Status;               # ok, or invalidArgument for a bad key
+  error @1 :Text;
+  nodeId @2 :Text;                 # who answered
+  preferenceList @3 :List(Text);   # member ids, the owner first, in the answerer's view
+  stateHash @4 :UInt64;            # the answerer's replica of the key (0: holds nothing);
+                                   # replicas that agree have equal hashes
+  holdsKey @5 :Bool;
 }

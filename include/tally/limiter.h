@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "tally/types.h"
 
@@ -63,6 +65,22 @@ class Limiter {
   // Decides one request at `now`. Never throws on bad input: invalid
   // requests get Status::kInvalidArgument and consume nothing.
   CheckResult Check(const CheckRequestRef& request, Instant now);
+
+  // Decides a batch at `now` (e.g. one datagram's checks): *results is
+  // replaced by one result per request, in request order. Requests are
+  // grouped by shard; each shard's lock is taken once per call (never two at
+  // a time) and its requests are decided in request order by
+  // LimiterCore::CheckKeyBatch, which overlaps their cache misses. (With 64
+  // shards a batch of 64 is ~1 request per shard: it then saves the lock and
+  // call overhead of repeated keys, but overlaps few misses.)
+  // Thread safety: may run concurrently with every other method. Each
+  // request is decided atomically under its key's shard lock, exactly as by
+  // Check, so per-key exactness holds against any concurrent callers; the
+  // batch as a whole is not atomic (other callers may be decided between
+  // two of its shards). With no concurrent caller the results, stats and
+  // state equal those of calling Check on each request in order.
+  void CheckBatch(std::span<const CheckRequestRef> requests, Instant now,
+                  std::vector<CheckResult>* results);
 
   // Reclaims expired keys and dedup entries of one shard (round-robin over
   // calls). The daemon calls it from a timer; cheap enough to call often.

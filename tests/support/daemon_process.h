@@ -7,6 +7,11 @@
 //   ... talk to d.udp_port(), d.unix_path(), d.seq_path() ...
 //   EXPECT_EQ(d.Stop(), 0);
 //
+// Cluster mode ("--gossip 127.0.0.1:0 --node-id n1 ..."): the listening line
+// also carries gossip=ADDR node=NAME (gossip_address(), node_id()); Kill9()
+// crashes the node and Restart() starts it again with the same arguments
+// (pass the resolved gossip address to keep its port).
+//
 // Tests must always pass "--udp 127.0.0.1:0" and socket paths inside their own
 // TempDir so that tests can run in parallel. Header-only; needs TALLY_BIN_DIR
 // (defined for every test target) unless a binary path is given explicitly.
@@ -268,6 +273,8 @@ class DaemonProcess {
     }
     pid_ = pid;
     out_fd_ = out_pipe[0];
+    last_args_ = args;
+    last_binary_ = binary;
 
     auto deadline = std::chrono::steady_clock::now() + timeout;
     std::string buffer;
@@ -335,6 +342,31 @@ class DaemonProcess {
     return code;
   }
 
+  // Kills the process with SIGKILL (a crash: no leave, no cleanup) and reaps
+  // it. Returns 128 + 9, or -1 if it was not running.
+  int Kill9() {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    if (out_fd_ >= 0) {
+      close(out_fd_);
+      out_fd_ = -1;
+    }
+    return internal::ExitCodeOf(status);
+  }
+
+  // Starts the process again with the arguments (and binary) of the last
+  // Start, or with `args` when given. REQUIRES: not running.
+  bool Restart(std::string* error, const std::vector<std::string>* args = nullptr,
+               std::chrono::milliseconds timeout = std::chrono::seconds(15)) {
+    std::vector<std::string> a = args != nullptr ? *args : last_args_;
+    std::string binary = last_binary_.empty() ? TallydPath() : last_binary_;
+    return Start(a, error, timeout, binary);
+  }
+
   // Sends `sig` without waiting (e.g. to test signal handling with WaitExit()).
   bool Signal(int sig) { return pid_ > 0 && kill(pid_, sig) == 0; }
 
@@ -360,11 +392,25 @@ class DaemonProcess {
   const std::string& unix_path() const { return unix_path_; }
   const std::string& seq_path() const { return seq_path_; }
   const std::string& listening_line() const { return listening_line_; }
+  // Cluster mode only (else empty): the advertised gossip "ip:port" and node id.
+  const std::string& gossip_address() const { return gossip_address_; }
+  const std::string& node_id() const { return node_id_; }
+  const std::vector<std::string>& last_args() const { return last_args_; }
 
  private:
-  // "tallyd listening udp=ADDR unix=PATH seq=PATH"; ADDR is HOST:PORT or
-  // [V6]:PORT. Paths may contain spaces, so split on the " key=" markers.
-  bool ParseListening(const std::string& line) {
+  // "tallyd listening udp=ADDR unix=PATH seq=PATH[ gossip=ADDR node=NAME]";
+  // ADDR is HOST:PORT or [V6]:PORT. Paths may contain spaces, so split on
+  // the " key=" markers (node names have no spaces).
+  bool ParseListening(std::string line) {
+    gossip_address_.clear();
+    node_id_.clear();
+    size_t n = line.rfind(" node=");
+    size_t g = line.rfind(" gossip=");
+    if (n != std::string::npos && g != std::string::npos && g < n) {
+      gossip_address_ = line.substr(g + 8, n - (g + 8));
+      node_id_ = line.substr(n + 6);
+      line.resize(g);
+    }
     size_t u = line.find(" udp=");
     size_t x = line.find(" unix=");
     size_t s = line.find(" seq=");
@@ -404,6 +450,10 @@ class DaemonProcess {
   std::string unix_path_;
   std::string seq_path_;
   std::string listening_line_;
+  std::string gossip_address_;
+  std::string node_id_;
+  std::vector<std::string> last_args_;
+  std::string last_binary_;
 };
 
 }  // namespace tally::testing

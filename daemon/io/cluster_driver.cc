@@ -1,0 +1,1066 @@
+#include "daemon/io/cluster_driver.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include "daemon/io/message_processor.h"
+#include "daemon/io/sockets.h"
+#include "wire/peer_codec.h"
+
+namespace tally::io {
+namespace {
+
+using boost::asio::ip::tcp;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+constexpr size_t kGossipBatch = 32;               // datagrams per recvmmsg
+constexpr size_t kGossipBufferBytes = 64 * 1024;  // per datagram
+constexpr int kMaxGossipBatchesPerWakeup = 8;
+constexpr size_t kReadChunkBytes = 64 * 1024;  // inbound stream reads
+constexpr size_t kFrameHeaderBytes = 4;
+constexpr size_t kMaxSendBatch = 1024;  // sendmmsg's UIO_MAXIOV
+constexpr int kBindAttempts = 50;
+constexpr std::chrono::milliseconds kHousekeepingInterval{1000};
+constexpr std::chrono::milliseconds kLeavePoll{10};
+constexpr std::chrono::milliseconds kAcceptRetry{100};
+
+bool Fail(std::string* error, std::string message) {
+  if (error != nullptr) *error = std::move(message);
+  return false;
+}
+
+int64_t ToNs(std::chrono::milliseconds ms) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(ms).count();
+}
+
+bool IsWildcard(const HostPort& hp) {
+  return hp.host == "0.0.0.0" || hp.host == "::" || hp.host == "0:0:0:0:0:0:0:0";
+}
+
+// "ip:port" in the one spelling every node uses (FormatSockaddr's).
+std::optional<std::string> Canonical(const std::string& text, std::string* why) {
+  std::optional<HostPort> hp = ParseHostPort(text, why);
+  if (!hp) return std::nullopt;
+  if (hp->port == 0) {
+    *why = "port 0 is not a reachable address: '" + text + "'";
+    return std::nullopt;
+  }
+  sockaddr_storage addr;
+  socklen_t len = ToSockaddr(*hp, &addr);
+  return FormatSockaddr(reinterpret_cast<sockaddr*>(&addr), len);
+}
+
+void PutBigEndian32(uint32_t v, std::byte* out) {
+  out[0] = static_cast<std::byte>(v >> 24);
+  out[1] = static_cast<std::byte>(v >> 16);
+  out[2] = static_cast<std::byte>(v >> 8);
+  out[3] = static_cast<std::byte>(v);
+}
+
+uint32_t GetBigEndian32(const std::byte* in) {
+  return static_cast<uint32_t>(in[0]) << 24 | static_cast<uint32_t>(in[1]) << 16 |
+         static_cast<uint32_t>(in[2]) << 8 | static_cast<uint32_t>(in[3]);
+}
+
+// Sends `msgs` on `fd`, dropping (and counting) a message the kernel refuses
+// rather than waiting: returns {sent, failed}.
+std::pair<size_t, size_t> SendAll(int fd, std::vector<mmsghdr>& msgs) {
+  size_t sent = 0, failed = 0, next = 0;
+  while (next < msgs.size()) {
+    unsigned batch = static_cast<unsigned>(std::min(msgs.size() - next, kMaxSendBatch));
+    int n = sendmmsg(fd, &msgs[next], batch, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      next += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    spdlog::debug("sendmmsg: {}", strerror(errno));
+    ++failed;
+    ++next;
+  }
+  return {sent, failed};
+}
+
+}  // namespace
+
+struct ClusterDriver::Impl {
+  Impl(boost::asio::io_context& io_context, ClusterOptions& o, Counters* c)
+      : io(io_context),
+        options(o),
+        counters(c),
+        timer(io_context),
+        housekeeping_timer(io_context),
+        accept_retry_timer(io_context),
+        gossip_udp(io_context),
+        acceptor(io_context),
+        strand(boost::asio::make_strand(io_context)),
+        rx_storage(new uint64_t[kGossipBatch * kGossipBufferBytes / sizeof(uint64_t)]) {
+    auto* base = reinterpret_cast<std::byte*>(rx_storage.get());
+    for (size_t i = 0; i < kGossipBatch; ++i) {
+      rx_iov[i] = iovec{base + i * kGossipBufferBytes, kGossipBufferBytes};
+    }
+  }
+
+  // What one locked section produced, sent after the lock is released.
+  struct ReadyReply {
+    ReplyTarget target;
+    std::vector<std::byte> bytes;
+  };
+  struct Batch {
+    core::Outbox out;
+    std::vector<ReadyReply> replies;
+    std::function<void()> leave_done;  // set when the leave just finished
+  };
+  struct PendingReply {
+    ReplyTarget target;
+    int64_t created_ns = 0;
+  };
+  struct MemberSnapshot {
+    std::string state;
+    uint64_t incarnation = 0;
+    uint64_t generation = 0;
+    std::string address;
+    friend bool operator==(const MemberSnapshot&, const MemberSnapshot&) = default;
+  };
+
+  class InboundStream;
+  struct OutboundStream {
+    OutboundStream(const boost::asio::strand<boost::asio::io_context::executor_type>& s,
+                   std::string to)
+        : address(std::move(to)), socket(s), timer(s) {}
+    enum class State { kIdle, kConnecting, kConnected };
+    std::string address;
+    tcp::socket socket;
+    boost::asio::steady_timer timer;           // connect timeout
+    std::deque<std::vector<std::byte>> queue;  // framed
+    size_t queued_bytes = 0;
+    State state = State::kIdle;
+    bool writing = false;
+    uint64_t epoch = 0;                 // bumps on every reset; stale handlers compare it
+    std::array<std::byte, 512> sink{};  // reads only to notice the peer closing
+  };
+
+  // ---- binding ----
+  bool Bind(std::string* error);
+
+  // ---- the locked sections ----
+  void ResolveLocked(Batch* b);
+  void ArmTimerLocked(int64_t now_ns);
+  void LogMembershipLocked();
+  void CheckLeaveLocked(const Instant& now, Batch* b);
+  void Send(Batch& b);
+  void SendPeers(std::vector<core::Outbox::PeerPacket>& packets);
+  void SendClients(std::vector<ReadyReply>& replies);
+
+  void OnTimer();
+  void ArmHousekeeping();
+  void OnHousekeeping();
+
+  // ---- gossip UDP ----
+  void ArmGossip();
+  void OnGossipReadable();
+
+  // ---- TCP in ----
+  void ArmAccept();
+  void HandlePeerFrames(const std::string& from, std::span<const std::span<const std::byte>> f);
+  void ForgetInbound(InboundStream* stream);
+
+  // ---- TCP out (strand only) ----
+  void EnqueueStream(const std::string& address, std::vector<std::byte> bytes);
+  void OnEnqueue(const std::string& address, std::vector<std::byte> frame);
+  void Connect(const std::string& address, OutboundStream& s);
+  void WriteNext(const std::string& address, OutboundStream& s);
+  void ReadSink(OutboundStream& s);
+  void Reset(const std::string& address, OutboundStream& s, const char* why,
+             const boost::system::error_code& ec);
+
+  wire::StatusReport StatusLocked(Instant now);
+
+  boost::asio::io_context& io;
+  ClusterOptions& options;
+  Counters* counters;
+
+  std::mutex mu;  // guards node, tokens, timer state, membership snapshot, leave state
+  std::unique_ptr<core::Node> node;
+  boost::unordered_flat_map<uint64_t, PendingReply> tokens;
+  uint64_t next_token = 1;
+  boost::asio::steady_timer timer;
+  bool timer_armed = false;
+  int64_t armed_deadline_ns = 0;
+  std::map<std::string, MemberSnapshot> members_seen;
+  std::map<std::string, bool> clock_warned;
+  std::optional<bool> owning_seen;
+  bool leaving = false;
+  bool leave_finished = false;
+  int64_t leave_deadline_ns = 0;
+  std::function<void()> leave_done;
+  int64_t started_ns = 0;
+
+  boost::asio::steady_timer housekeeping_timer;
+  boost::asio::steady_timer accept_retry_timer;
+  boost::asio::posix::stream_descriptor gossip_udp;
+  tcp::acceptor acceptor;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand;
+  std::map<std::string, std::unique_ptr<OutboundStream>> outbound;  // strand only
+  std::mutex inbound_mu;
+  std::unordered_map<InboundStream*, std::shared_ptr<InboundStream>> inbound;  // inbound_mu
+
+  std::atomic<bool> closed{false};
+  std::atomic<size_t> stream_queued_bytes{0};
+  // Driver counters (statistics; relaxed).
+  std::atomic<uint64_t> gossip_datagrams_in{0}, gossip_datagrams_out{0}, gossip_bytes_in{0},
+      gossip_bytes_out{0}, gossip_send_errors{0}, stream_frames_in{0}, stream_bytes_in{0},
+      stream_frames_out{0}, stream_bytes_out{0}, stream_frames_dropped{0}, stream_connects{0},
+      stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
+
+  // Gossip receive buffers: one wait outstanding, so one handler at a time.
+  std::unique_ptr<uint64_t[]> rx_storage;
+  std::array<mmsghdr, kGossipBatch> rx_msgs{};
+  std::array<iovec, kGossipBatch> rx_iov{};
+  std::array<sockaddr_storage, kGossipBatch> rx_addr{};
+};
+
+// ---------------------------------------------------------------- inbound TCP
+
+class ClusterDriver::Impl::InboundStream : public std::enable_shared_from_this<InboundStream> {
+ public:
+  InboundStream(Impl* impl, tcp::socket socket, std::string remote)
+      : impl_(impl), socket_(std::move(socket)), remote_(std::move(remote)) {}
+
+  void Start() { Read(); }
+  void Close() {
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+  }
+
+ private:
+  void Read() {
+    if (buffer_.size() < used_ + kReadChunkBytes) buffer_.resize(used_ + kReadChunkBytes);
+    socket_.async_read_some(boost::asio::buffer(buffer_.data() + used_, buffer_.size() - used_),
+                            [self = shared_from_this()](const boost::system::error_code& ec,
+                                                        size_t n) { self->OnRead(ec, n); });
+  }
+
+  void OnRead(const boost::system::error_code& ec, size_t n) {
+    if (ec) {
+      if (ec != boost::asio::error::eof && ec != boost::asio::error::operation_aborted) {
+        spdlog::debug("stream from {}: {}", remote_, ec.message());
+      }
+      impl_->ForgetInbound(this);
+      return;
+    }
+    used_ += n;
+    frames_.clear();
+    size_t pos = 0;
+    while (used_ - pos >= kFrameHeaderBytes) {
+      uint32_t len = GetBigEndian32(buffer_.data() + pos);
+      if (len == 0 || len > wire::kMaxPeerMessageBytes) {
+        spdlog::warn("stream from {}: bad frame length {}; closing", remote_, len);
+        impl_->stream_errors.fetch_add(1, std::memory_order_relaxed);
+        Close();
+        impl_->ForgetInbound(this);
+        return;
+      }
+      if (used_ - pos - kFrameHeaderBytes < len) break;
+      frames_.emplace_back(buffer_.data() + pos + kFrameHeaderBytes, len);
+      pos += kFrameHeaderBytes + len;
+    }
+    if (!frames_.empty()) impl_->HandlePeerFrames(remote_, frames_);
+    if (pos > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + pos, used_ - pos);
+      used_ -= pos;
+    }
+    // Room for the whole frame that has started, so it arrives in few reads.
+    if (used_ >= kFrameHeaderBytes) {
+      size_t need = kFrameHeaderBytes + GetBigEndian32(buffer_.data());
+      if (buffer_.size() < need) buffer_.resize(need);
+    }
+    if (buffer_.size() > 4 * kReadChunkBytes && used_ < kReadChunkBytes) {
+      buffer_.resize(used_ + kReadChunkBytes);  // give a huge frame's memory back
+      buffer_.shrink_to_fit();
+    }
+    Read();
+  }
+
+  Impl* impl_;
+  tcp::socket socket_;
+  std::string remote_;
+  std::vector<std::byte> buffer_;
+  size_t used_ = 0;
+  std::vector<std::span<const std::byte>> frames_;
+};
+
+// ---------------------------------------------------------------- binding
+
+bool ClusterDriver::Impl::Bind(std::string* error) {
+  std::string why;
+  std::optional<HostPort> hp = ParseHostPort(options.gossip, &why);
+  if (!hp) return Fail(error, "gossip: " + why);
+  const int family = hp->v6 ? AF_INET6 : AF_INET;
+  const int one = 1;
+  for (int attempt = 0; attempt < kBindAttempts; ++attempt) {
+    std::vector<UniqueFd> udp;
+    std::string bound;
+    if (!BindUdpGroup(*hp, 1, &udp, &bound, &why)) return Fail(error, "gossip " + why);
+    std::optional<HostPort> bound_hp = ParseHostPort(bound, &why);
+    if (!bound_hp) return Fail(error, "gossip: " + why);
+    UniqueFd listener(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!listener.valid()) return Fail(error, std::string("socket: ") + strerror(errno));
+    setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (hp->v6) setsockopt(listener.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    sockaddr_storage addr;
+    socklen_t len = ToSockaddr(*bound_hp, &addr);
+    if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+      int err = errno;
+      if (err == EADDRINUSE && hp->port == 0) continue;  // UDP port free, TCP not: again
+      return Fail(error, "bind tcp " + bound + ": " + strerror(err));
+    }
+    if (listen(listener.get(), SOMAXCONN) != 0) {
+      return Fail(error, std::string("listen: ") + strerror(errno));
+    }
+    boost::system::error_code ec;
+    acceptor.assign(hp->v6 ? tcp::v6() : tcp::v4(), listener.Release(), ec);
+    if (ec) return Fail(error, "acceptor: " + ec.message());
+    gossip_udp.assign(udp[0].Release());
+    if (!options.advertise.empty()) {
+      std::optional<std::string> a = Canonical(options.advertise, &why);
+      if (!a) return Fail(error, "advertise: " + why);
+      options.node.gossip_address = *a;
+    } else {
+      if (IsWildcard(*bound_hp)) {
+        return Fail(error, "gossip address " + bound +
+                               " is a wildcard: peers cannot reach it; pass --advertise");
+      }
+      options.node.gossip_address = bound;
+    }
+    return true;
+  }
+  return Fail(error, "gossip: no port free for both UDP and TCP after " +
+                         std::to_string(kBindAttempts) + " attempts");
+}
+
+// ---------------------------------------------------------------- locked helpers
+
+void ClusterDriver::Impl::ResolveLocked(Batch* b) {
+  if (b->out.client.empty()) return;
+  std::vector<uint64_t> answered;
+  for (core::Outbox::ClientReply& reply : b->out.client) {
+    auto it = tokens.find(reply.reply_token);
+    if (it == tokens.end()) {
+      // Expired (the Node answered after reply_expiry) or never ours.
+      counters->send_errors.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    b->replies.push_back(ReadyReply{it->second.target, std::move(reply.bytes)});
+    answered.push_back(reply.reply_token);  // a batch may span several datagrams
+  }
+  for (uint64_t token : answered) tokens.erase(token);
+  b->out.client.clear();
+}
+
+void ClusterDriver::Impl::ArmTimerLocked(int64_t now_ns) {
+  if (closed.load(std::memory_order_relaxed)) return;
+  int64_t deadline = node->NextDeadline().count();
+  if (leaving && !leave_finished) deadline = std::min(deadline, now_ns + ToNs(kLeavePoll));
+  if (timer_armed && deadline >= armed_deadline_ns) return;
+  timer_armed = true;
+  armed_deadline_ns = deadline;
+  timer.expires_at(SteadyTime(std::chrono::nanoseconds(deadline)));
+  timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;  // re-armed earlier, or closing
+    OnTimer();
+  });
+}
+
+void ClusterDriver::Impl::LogMembershipLocked() {
+  const membership::MemberTable& table = node->swim().members();
+  for (const auto& [id, m] : table) {
+    MemberSnapshot now{std::string(membership::StateName(m.state)), m.incarnation, m.generation,
+                       m.address};
+    auto it = members_seen.find(id);
+    if (it == members_seen.end()) {
+      if (id != options.node.node_id) {
+        spdlog::info("member {} ({}, generation {}) is {}", id, m.address, m.generation, now.state);
+      }
+      members_seen.emplace(id, std::move(now));
+    } else if (!(it->second == now)) {
+      if (it->second.generation != now.generation) {
+        spdlog::info("member {} restarted: generation {} -> {} at {}, {}", id,
+                     it->second.generation, now.generation, now.address, now.state);
+      } else if (it->second.state != now.state) {
+        spdlog::info("member {} ({}): {} -> {} (incarnation {})", id, now.address, it->second.state,
+                     now.state, now.incarnation);
+      }
+      it->second = std::move(now);
+    }
+  }
+  for (auto it = members_seen.begin(); it != members_seen.end();) {
+    if (table.Find(it->first) == nullptr) {
+      spdlog::info("member {} forgotten", it->first);
+      it = members_seen.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ClusterDriver::Impl::CheckLeaveLocked(const Instant& now, Batch* b) {
+  if (!leaving || leave_finished) return;
+  // Alone, there is nobody to tell.
+  bool alone = true;
+  for (const auto& [id, m] : node->swim().members()) {
+    if (id != options.node.node_id && m.up()) alone = false;
+  }
+  const bool flushed = (alone || node->swim().LeaveFlushed()) &&
+                       stream_queued_bytes.load(std::memory_order_relaxed) == 0;
+  if (flushed || now.monotonic.count() >= leave_deadline_ns) {
+    leave_finished = true;
+    spdlog::info("leave {}", flushed ? "flushed" : "grace period over; stopping anyway");
+    b->leave_done = std::move(leave_done);
+  }
+}
+
+// ---------------------------------------------------------------- sending
+
+void ClusterDriver::Impl::Send(Batch& b) {
+  SendPeers(b.out.peer);
+  SendClients(b.replies);
+  if (b.leave_done) b.leave_done();
+}
+
+void ClusterDriver::Impl::SendPeers(std::vector<core::Outbox::PeerPacket>& packets) {
+  if (packets.empty()) return;
+  std::vector<sockaddr_storage> addrs;
+  std::vector<socklen_t> lens;
+  std::vector<iovec> iov;
+  std::vector<size_t> datagram_index;
+  addrs.reserve(packets.size());
+  for (size_t i = 0; i < packets.size(); ++i) {
+    core::Outbox::PeerPacket& p = packets[i];
+    if (p.stream) {
+      EnqueueStream(p.to_address, std::move(p.bytes));
+      continue;
+    }
+    sockaddr_storage addr;
+    socklen_t len = 0;
+    if (!ParseSockaddr(p.to_address, &addr, &len)) {
+      peer_bad_address.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    addrs.push_back(addr);
+    lens.push_back(len);
+    datagram_index.push_back(i);
+  }
+  if (datagram_index.empty()) return;
+  std::vector<mmsghdr> msgs(datagram_index.size());
+  iov.resize(datagram_index.size());
+  uint64_t bytes = 0;
+  for (size_t k = 0; k < datagram_index.size(); ++k) {
+    core::Outbox::PeerPacket& p = packets[datagram_index[k]];
+    iov[k] = iovec{p.bytes.data(), p.bytes.size()};
+    bytes += p.bytes.size();
+    msghdr& h = msgs[k].msg_hdr;
+    h = msghdr{};
+    h.msg_name = &addrs[k];
+    h.msg_namelen = lens[k];
+    h.msg_iov = &iov[k];
+    h.msg_iovlen = 1;
+  }
+  auto [sent, failed] = SendAll(gossip_udp.native_handle(), msgs);
+  gossip_datagrams_out.fetch_add(sent, std::memory_order_relaxed);
+  gossip_bytes_out.fetch_add(bytes, std::memory_order_relaxed);  // attempted
+  if (failed > 0) gossip_send_errors.fetch_add(failed, std::memory_order_relaxed);
+}
+
+void ClusterDriver::Impl::SendClients(std::vector<ReadyReply>& replies) {
+  if (replies.empty()) return;
+  std::vector<mmsghdr> msgs;
+  std::vector<iovec> iov(replies.size());
+  size_t i = 0;
+  while (i < replies.size()) {
+    ReadyReply& r = replies[i];
+    if (r.target.sink) {
+      r.target.sink->SendReply(r.bytes);
+      ++i;
+      continue;
+    }
+    // A run of replies from the same socket goes out in one sendmmsg.
+    const int fd = r.target.fd;
+    msgs.clear();
+    size_t j = i;
+    for (; j < replies.size() && !replies[j].target.sink && replies[j].target.fd == fd; ++j) {
+      iov[j] = iovec{replies[j].bytes.data(), replies[j].bytes.size()};
+      mmsghdr m{};
+      m.msg_hdr.msg_name = &replies[j].target.addr;
+      m.msg_hdr.msg_namelen = replies[j].target.addr_len;
+      m.msg_hdr.msg_iov = &iov[j];
+      m.msg_hdr.msg_iovlen = 1;
+      msgs.push_back(m);
+    }
+    auto [sent, failed] = SendAll(fd, msgs);
+    Counters::Add(counters->datagrams_out, sent);
+    Counters::Add(counters->send_errors, failed);
+    i = j;
+  }
+}
+
+// ---------------------------------------------------------------- timers
+
+void ClusterDriver::Impl::OnTimer() {
+  if (closed.load(std::memory_order_relaxed)) return;
+  Batch b;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const Instant now = ReadClock();
+    timer_armed = false;
+    node->Tick(now, &b.out);
+    ResolveLocked(&b);
+    LogMembershipLocked();
+    CheckLeaveLocked(now, &b);
+    ArmTimerLocked(now.monotonic.count());
+  }
+  Send(b);
+}
+
+void ClusterDriver::Impl::ArmHousekeeping() {
+  housekeeping_timer.expires_after(kHousekeepingInterval);
+  housekeeping_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || closed.load(std::memory_order_relaxed)) return;
+    OnHousekeeping();
+    ArmHousekeeping();
+  });
+}
+
+void ClusterDriver::Impl::OnHousekeeping() {
+  std::lock_guard<std::mutex> lock(mu);
+  const Instant now = ReadClock();
+  const int64_t expiry_ns = ToNs(options.reply_expiry);
+  const uint64_t expired = boost::unordered::erase_if(tokens, [&](const auto& entry) {
+    return now.monotonic.count() - entry.second.created_ns > expiry_ns;
+  });
+  if (expired > 0) {
+    replies_expired.fetch_add(expired, std::memory_order_relaxed);
+    spdlog::warn("{} client requests got no answer from the node within {} ms; dropped", expired,
+                 options.reply_expiry.count());
+  }
+  // Clock offsets: say so once when a member drifts past the warning level.
+  const double warn_ms = static_cast<double>(options.node.warn_clock_offset_ms);
+  for (const auto& [id, m] : node->swim().members()) {
+    if (id == options.node.node_id) continue;
+    std::optional<double> offset = node->swim().ClockOffsetMs(id);
+    if (!offset) continue;
+    bool far = std::abs(*offset) > warn_ms;
+    bool& warned = clock_warned[id];
+    if (far && !warned) {
+      spdlog::warn(
+          "clock offset of member {} is {:.1f} ms (warning above {} ms, owning stops "
+          "beyond {} ms against most peers)",
+          id, *offset, options.node.warn_clock_offset_ms, options.node.max_clock_offset_ms);
+    } else if (!far && warned) {
+      spdlog::info("clock offset of member {} back to {:.1f} ms", id, *offset);
+    }
+    warned = far;
+  }
+  core::NodeStatus status = node->Status(now);
+  if (!owning_seen || *owning_seen != status.owning) {
+    if (status.owning) {
+      if (owning_seen) spdlog::info("owning keys again");
+    } else {
+      spdlog::warn("not owning keys: {}", status.not_owning_reason);
+    }
+    owning_seen = status.owning;
+  }
+}
+
+// ---------------------------------------------------------------- gossip UDP
+
+void ClusterDriver::Impl::ArmGossip() {
+  gossip_udp.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                        [this](const boost::system::error_code& ec) {
+                          if (ec) return;
+                          OnGossipReadable();
+                        });
+}
+
+void ClusterDriver::Impl::OnGossipReadable() {
+  const int fd = gossip_udp.native_handle();
+  for (int round = 0; round < kMaxGossipBatchesPerWakeup; ++round) {
+    for (size_t i = 0; i < kGossipBatch; ++i) {
+      msghdr& h = rx_msgs[i].msg_hdr;
+      h = msghdr{};
+      h.msg_name = &rx_addr[i];
+      h.msg_namelen = sizeof(rx_addr[i]);
+      h.msg_iov = &rx_iov[i];
+      h.msg_iovlen = 1;
+      rx_msgs[i].msg_len = 0;
+    }
+    int n = recvmmsg(fd, rx_msgs.data(), kGossipBatch, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EBADF) return;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        spdlog::debug("gossip recvmmsg: {}", strerror(errno));
+      break;
+    }
+    if (n == 0) break;
+    uint64_t bytes = 0;
+    Batch b;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const Instant now = ReadClock();
+      for (int i = 0; i < n; ++i) {
+        if (rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // larger than any peer datagram
+        const std::string from = FormatSockaddr(reinterpret_cast<sockaddr*>(&rx_addr[i]),
+                                                rx_msgs[i].msg_hdr.msg_namelen);
+        std::span<const std::byte> data(static_cast<const std::byte*>(rx_iov[i].iov_base),
+                                        rx_msgs[i].msg_len);
+        bytes += data.size();
+        node->OnPeerMessage(from, data, now, &b.out);
+      }
+      node->Flush(now, &b.out);
+      ResolveLocked(&b);
+      LogMembershipLocked();
+      ArmTimerLocked(now.monotonic.count());
+    }
+    gossip_datagrams_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    gossip_bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+    Send(b);
+    if (static_cast<size_t>(n) < kGossipBatch) break;
+  }
+  ArmGossip();
+}
+
+// ---------------------------------------------------------------- TCP in
+
+void ClusterDriver::Impl::ArmAccept() {
+  acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
+    if (ec == boost::asio::error::operation_aborted || closed.load()) return;
+    if (ec) {
+      spdlog::warn("gossip accept: {}; retrying in {} ms", ec.message(), kAcceptRetry.count());
+      accept_retry_timer.expires_after(kAcceptRetry);
+      accept_retry_timer.async_wait([this](const boost::system::error_code& e) {
+        if (!e) ArmAccept();
+      });
+      return;
+    }
+    boost::system::error_code ignored;
+    tcp::endpoint remote = socket.remote_endpoint(ignored);
+    std::string from = FormatSockaddr(remote.data(), static_cast<socklen_t>(remote.size()));
+    std::shared_ptr<InboundStream> stream;
+    {
+      std::lock_guard<std::mutex> lock(inbound_mu);
+      if (inbound.size() < options.max_inbound_streams) {
+        stream = std::make_shared<InboundStream>(this, std::move(socket), std::move(from));
+        inbound.emplace(stream.get(), stream);
+      }
+    }
+    if (stream) {
+      stream->Start();
+    } else {
+      inbound_refused.fetch_add(1, std::memory_order_relaxed);
+      socket.close(ignored);
+    }
+    ArmAccept();
+  });
+}
+
+void ClusterDriver::Impl::HandlePeerFrames(const std::string& from,
+                                           std::span<const std::span<const std::byte>> frames) {
+  uint64_t bytes = 0;
+  Batch b;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const Instant now = ReadClock();
+    for (std::span<const std::byte> frame : frames) {
+      bytes += frame.size();
+      node->OnPeerMessage(from, frame, now, &b.out);
+    }
+    node->Flush(now, &b.out);
+    ResolveLocked(&b);
+    LogMembershipLocked();
+    ArmTimerLocked(now.monotonic.count());
+  }
+  stream_frames_in.fetch_add(frames.size(), std::memory_order_relaxed);
+  stream_bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  Send(b);
+}
+
+void ClusterDriver::Impl::ForgetInbound(InboundStream* stream) {
+  std::shared_ptr<InboundStream> keep;  // destroyed outside the lock
+  std::lock_guard<std::mutex> lock(inbound_mu);
+  auto it = inbound.find(stream);
+  if (it != inbound.end()) {
+    keep = std::move(it->second);
+    inbound.erase(it);
+  }
+}
+
+// ---------------------------------------------------------------- TCP out
+
+void ClusterDriver::Impl::EnqueueStream(const std::string& address, std::vector<std::byte> bytes) {
+  std::vector<std::byte> frame(kFrameHeaderBytes + bytes.size());
+  PutBigEndian32(static_cast<uint32_t>(bytes.size()), frame.data());
+  std::memcpy(frame.data() + kFrameHeaderBytes, bytes.data(), bytes.size());
+  stream_queued_bytes.fetch_add(frame.size(), std::memory_order_relaxed);
+  boost::asio::post(strand, [this, address, frame = std::move(frame)]() mutable {
+    OnEnqueue(address, std::move(frame));
+  });
+}
+
+void ClusterDriver::Impl::OnEnqueue(const std::string& address, std::vector<std::byte> frame) {
+  const size_t size = frame.size();
+  if (closed.load(std::memory_order_relaxed)) {
+    stream_queued_bytes.fetch_sub(size, std::memory_order_relaxed);
+    return;
+  }
+  std::unique_ptr<OutboundStream>& slot = outbound[address];
+  if (!slot) slot = std::make_unique<OutboundStream>(strand, address);
+  OutboundStream& s = *slot;
+  if (s.queued_bytes + size > options.max_stream_queue_bytes) {
+    stream_frames_dropped.fetch_add(1, std::memory_order_relaxed);
+    stream_queued_bytes.fetch_sub(size, std::memory_order_relaxed);
+    spdlog::debug("stream to {}: queue full ({} bytes); frame dropped", address, s.queued_bytes);
+    return;
+  }
+  s.queue.push_back(std::move(frame));
+  s.queued_bytes += size;
+  if (s.state == OutboundStream::State::kIdle) {
+    Connect(address, s);
+  } else if (s.state == OutboundStream::State::kConnected && !s.writing) {
+    WriteNext(address, s);
+  }
+}
+
+void ClusterDriver::Impl::Connect(const std::string& address, OutboundStream& s) {
+  std::string why;
+  std::optional<HostPort> hp = ParseHostPort(address, &why);
+  boost::system::error_code ec;
+  auto ip = hp ? boost::asio::ip::make_address(hp->host, ec) : boost::asio::ip::address();
+  if (!hp || ec) {
+    peer_bad_address.fetch_add(1, std::memory_order_relaxed);
+    Reset(address, s, "bad address", ec);
+    return;
+  }
+  s.state = OutboundStream::State::kConnecting;
+  stream_connects.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t epoch = s.epoch;
+  s.timer.expires_after(options.connect_timeout);
+  s.timer.async_wait([this, &s, epoch](const boost::system::error_code& e) {
+    if (e || s.epoch != epoch || s.state != OutboundStream::State::kConnecting) return;
+    boost::system::error_code ignored;
+    s.socket.close(ignored);  // the connect handler resets
+  });
+  s.socket.async_connect(tcp::endpoint(ip, hp->port),
+                         [this, address, &s, epoch](const boost::system::error_code& e) {
+                           if (s.epoch != epoch) return;
+                           s.timer.cancel();
+                           if (e) {
+                             Reset(address, s, "connect", e);
+                             return;
+                           }
+                           s.state = OutboundStream::State::kConnected;
+                           boost::system::error_code ignored;
+                           s.socket.set_option(tcp::no_delay(true), ignored);
+                           ReadSink(s);
+                           WriteNext(address, s);
+                         });
+}
+
+void ClusterDriver::Impl::ReadSink(OutboundStream& s) {
+  const uint64_t epoch = s.epoch;
+  // Peers never write on our connection: a read completing means it closed
+  // (or sent garbage). Either way the next frame gets a fresh connection.
+  s.socket.async_read_some(boost::asio::buffer(s.sink),
+                           [this, &s, epoch](const boost::system::error_code& e, size_t) {
+                             if (s.epoch != epoch || e == boost::asio::error::operation_aborted) {
+                               return;
+                             }
+                             boost::system::error_code ignored;
+                             s.socket.close(ignored);  // a pending write fails and resets
+                             // Nothing in flight: reset now so the next frame reconnects.
+                             if (!s.writing) Reset(s.address, s, "peer closed", e);
+                           });
+}
+
+void ClusterDriver::Impl::WriteNext(const std::string& address, OutboundStream& s) {
+  if (s.queue.empty()) {
+    s.writing = false;
+    return;
+  }
+  s.writing = true;
+  const uint64_t epoch = s.epoch;
+  boost::asio::async_write(s.socket, boost::asio::buffer(s.queue.front()),
+                           [this, address, &s, epoch](const boost::system::error_code& e, size_t) {
+                             if (s.epoch != epoch) return;
+                             if (e) {
+                               Reset(address, s, "write", e);
+                               return;
+                             }
+                             const size_t size = s.queue.front().size();
+                             s.queue.pop_front();
+                             s.queued_bytes -= size;
+                             stream_queued_bytes.fetch_sub(size, std::memory_order_relaxed);
+                             stream_frames_out.fetch_add(1, std::memory_order_relaxed);
+                             stream_bytes_out.fetch_add(size, std::memory_order_relaxed);
+                             WriteNext(address, s);
+                           });
+}
+
+void ClusterDriver::Impl::Reset(const std::string& address, OutboundStream& s, const char* why,
+                                const boost::system::error_code& ec) {
+  ++s.epoch;
+  if (!s.queue.empty()) {
+    stream_frames_dropped.fetch_add(s.queue.size(), std::memory_order_relaxed);
+    stream_queued_bytes.fetch_sub(s.queued_bytes, std::memory_order_relaxed);
+  }
+  stream_errors.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("stream to {}: {}: {}; {} frames dropped", address, why, ec.message(),
+                s.queue.size());
+  s.queue.clear();
+  s.queued_bytes = 0;
+  s.writing = false;
+  s.state = OutboundStream::State::kIdle;
+  boost::system::error_code ignored;
+  s.timer.cancel();
+  s.socket.close(ignored);
+}
+
+// ---------------------------------------------------------------- status
+
+wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
+  core::NodeStatus s = node->Status(now);
+  wire::StatusReport r;
+  r.node_id = s.node_id;
+  r.generation = s.generation;
+  r.cluster = true;
+  r.owning = s.owning;
+  r.not_owning_reason = s.not_owning_reason;
+  r.key_share = s.key_share;
+  r.live_keys = s.live_keys;
+  r.partition_policy = s.partition_policy;
+  r.last_known_members = s.last_known_members;
+  r.gossip_address = options.node.gossip_address;
+  r.uptime_ms =
+      static_cast<uint64_t>(std::max<int64_t>(0, now.monotonic.count() - started_ns) / 1'000'000);
+  for (const core::MemberStatus& m : s.members) {
+    wire::MemberReport& w = r.members.emplace_back();
+    w.id = m.id;
+    w.state = m.state;
+    w.incarnation = m.incarnation;
+    w.generation = m.generation;
+    w.address = m.address;
+    if (m.clock_offset_ms) w.clock_offset_ms = *m.clock_offset_ms;
+    if (m.rtt_ms) w.rtt_ms = *m.rtt_ms;
+  }
+  std::sort(r.members.begin(), r.members.end(),
+            [](const wire::MemberReport& a, const wire::MemberReport& b) { return a.id < b.id; });
+  AppendLimiterCounters(s.limiter, &r.counters);
+  const core::NodeStatus::Counters& c = s.counters;
+  auto add = [&r](const char* name, uint64_t value) { r.counters.emplace_back(name, value); };
+  add("forwarded", c.forwarded);
+  add("forward_timeouts", c.forward_timeouts);
+  add("relayed", c.relayed);
+  add("decided_for_peers", c.decided_for_peers);
+  add("replicate_sent", c.replicate_sent);
+  add("replicate_received", c.replicate_received);
+  add("state_pushes", c.state_pushes);
+  add("digests", c.digests);
+  add("malformed_peer", c.malformed_peer);
+  add("malformed_client", c.malformed_client);
+  add("peer_bytes_sent", c.peer_bytes_sent);
+  add("peer_messages_sent", c.peer_messages_sent);
+  auto load = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  add("gossip_datagrams_in", load(gossip_datagrams_in));
+  add("gossip_datagrams_out", load(gossip_datagrams_out));
+  add("gossip_bytes_in", load(gossip_bytes_in));
+  add("gossip_bytes_out", load(gossip_bytes_out));
+  add("gossip_send_errors", load(gossip_send_errors));
+  add("stream_frames_in", load(stream_frames_in));
+  add("stream_bytes_in", load(stream_bytes_in));
+  add("stream_frames_out", load(stream_frames_out));
+  add("stream_bytes_out", load(stream_bytes_out));
+  add("stream_frames_dropped", load(stream_frames_dropped));
+  add("stream_connects", load(stream_connects));
+  add("stream_errors", load(stream_errors));
+  add("stream_inbound_refused", load(inbound_refused));
+  add("peer_bad_address", load(peer_bad_address));
+  add("replies_pending", tokens.size());
+  add("replies_expired", load(replies_expired));
+  AppendTransportCounters(*counters, &r.counters);
+  return r;
+}
+
+// ---------------------------------------------------------------- public
+
+ClusterDriver::ClusterDriver(boost::asio::io_context& io, ClusterOptions options,
+                             Counters* counters)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>(io, options_, counters)) {}
+
+ClusterDriver::~ClusterDriver() { Close(); }
+
+bool ClusterDriver::Start(std::string* error) {
+  core::NodeConfig& n = options_.node;
+  std::string why;
+  if (n.node_id.empty() || n.node_id.size() > membership::Swim::kMaxIdBytes) {
+    return Fail(error,
+                "node id must be 1.." + std::to_string(membership::Swim::kMaxIdBytes) + " bytes");
+  }
+  if (n.replicas < 1) return Fail(error, "replicas must be >= 1");
+  if (!n.swim.Valid(&why)) return Fail(error, "membership: " + why);
+  n.seeds.clear();
+  for (const std::string& seed : options_.seeds) {
+    std::optional<std::string> canonical = Canonical(seed, &why);
+    if (!canonical) return Fail(error, "join: " + why);
+    n.seeds.push_back(*canonical);
+  }
+  if (!impl_->Bind(error)) return false;
+  gossip_address_ = n.gossip_address;
+  // A seed that is ourselves is no seed (a node listed in its own --join).
+  std::erase(n.seeds, gossip_address_);
+  // One generation per process start: the wall clock in ms.
+  n.generation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+  std::random_device rd;
+  n.rng_seed = (static_cast<uint64_t>(rd()) << 32 ^ rd()) ^ n.generation ^
+               (static_cast<uint64_t>(getpid()) << 20);
+
+  Impl& d = *impl_;
+  d.node = std::make_unique<core::Node>(n);
+  Impl::Batch b;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    const Instant now = ReadClock();
+    d.started_ns = now.monotonic.count();
+    d.node->Start(now, &b.out);
+    d.ResolveLocked(&b);
+    d.LogMembershipLocked();
+    d.ArmTimerLocked(now.monotonic.count());
+  }
+  d.Send(b);
+  d.ArmGossip();
+  d.ArmAccept();
+  d.ArmHousekeeping();
+  spdlog::info("cluster node {} generation {} gossip {} ({} seeds, replicas {}, policy {})",
+               n.node_id, n.generation, gossip_address_, n.seeds.size(), n.replicas,
+               core::PartitionPolicyName(n.partition_policy));
+  return true;
+}
+
+void ClusterDriver::Close() {
+  Impl& d = *impl_;
+  if (d.closed.exchange(true)) return;
+  boost::system::error_code ignored;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    d.timer.cancel();
+  }
+  d.housekeeping_timer.cancel();
+  d.accept_retry_timer.cancel();
+  d.gossip_udp.close(ignored);
+  d.acceptor.close(ignored);
+  std::unordered_map<Impl::InboundStream*, std::shared_ptr<Impl::InboundStream>> inbound;
+  {
+    std::lock_guard<std::mutex> lock(d.inbound_mu);
+    inbound.swap(d.inbound);
+  }
+  for (auto& [raw, stream] : inbound) stream->Close();
+  // No thread runs the io_context now, so the strand's state is ours.
+  for (auto& [address, s] : d.outbound) {
+    ++s->epoch;
+    s->timer.cancel();
+    s->socket.close(ignored);
+  }
+}
+
+void ClusterDriver::HandleClientDatagrams(std::span<const ClientDatagram> datagrams, Instant now) {
+  if (datagrams.empty()) return;
+  Impl& d = *impl_;
+  Impl::Batch b;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    for (const ClientDatagram& dg : datagrams) {
+      const uint64_t token = d.next_token++;
+      d.tokens.emplace(token, Impl::PendingReply{*dg.target, now.monotonic.count()});
+      d.node->OnClientDatagram(token, dg.bytes, now, &b.out);
+    }
+    d.node->Flush(now, &b.out);
+    d.ResolveLocked(&b);
+    d.ArmTimerLocked(now.monotonic.count());
+  }
+  d.Send(b);
+}
+
+wire::StatusReport ClusterDriver::Status(Instant now) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->StatusLocked(now);
+}
+
+wire::OwnerReport ClusterDriver::Owner(const wire::OwnerQuery& query, Instant now) {
+  wire::OwnerReport r;
+  r.node_id = options_.node.node_id;
+  if (ValidateOwnerQuery(query, &r.error) != tally::Status::kOk) {
+    r.status = tally::Status::kInvalidArgument;
+    return r;
+  }
+  crdt::KeyId key = crdt::HashKey(query.user_id, query.endpoint, query.window_ms);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  r.preference_list = impl_->node->PreferenceList(key);
+  r.holds_key = impl_->node->store().Find(key) != nullptr;
+  r.state_hash = impl_->node->StateHash(key, now);
+  return r;
+}
+
+LimiterStats ClusterDriver::limiter_stats() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->node) return {};
+  core::NodeStatus s = impl_->node->Status(ReadClock());
+  LimiterStats stats = s.limiter;
+  stats.live_keys = s.live_keys;
+  return stats;
+}
+
+void ClusterDriver::Leave(std::function<void()> done) {
+  Impl& d = *impl_;
+  Impl::Batch b;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    if (d.leaving) return;
+    d.leaving = true;
+    d.leave_done = std::move(done);
+    const Instant now = ReadClock();
+    d.leave_deadline_ns = now.monotonic.count() + ToNs(options_.leave_grace);
+    spdlog::info("leaving the cluster (grace {} ms)", options_.leave_grace.count());
+    d.node->Leave(now, &b.out);
+    d.ResolveLocked(&b);
+    d.CheckLeaveLocked(now, &b);
+    d.ArmTimerLocked(now.monotonic.count());
+  }
+  d.Send(b);
+}
+
+}  // namespace tally::io

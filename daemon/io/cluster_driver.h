@@ -1,0 +1,149 @@
+// ClusterDriver: the Asio driver of one tally::core::Node (daemon/core/node.h)
+// in tallyd's cluster mode. The Node decides; this class only moves bytes and
+// time in and out of it:
+//
+//   client check datagrams (from DatagramServer / SeqpacketServer, a batch per
+//     recvmmsg) -> Node::OnClientDatagram, one reply token each, then Flush;
+//   the gossip UDP socket (recvmmsg batches) and inbound TCP streams (framed
+//     messages) -> Node::OnPeerMessage, then Flush;
+//   one steady_timer at Node::NextDeadline -> Node::Tick;
+//   Outbox.client -> the reply token's client (socket + address, or the
+//     seqpacket connection); Outbox.peer -> a UDP datagram from the gossip
+//     socket (stream = false) or a frame on a TCP connection to the same
+//     ip:port (stream = true).
+//
+// Gossip endpoint: one UDP socket and one TCP listener on the same HOST:PORT
+// (port 0: a free port for both; UDP is bound first, then TCP on its port,
+// retried on a conflict). TCP frames are a 4-byte big-endian length and one
+// PeerMessage (at most wire::kMaxPeerMessageBytes). Outgoing streams: one
+// connection per destination, frames in order, a bounded queue per peer
+// (frames beyond it are dropped and counted: the core tolerates loss); on any
+// error the connection is closed, its queue dropped and counted, and the next
+// frame reconnects. Incoming streams are fed to the Node with the
+// connection's remote address (the Node reads the sender from the header).
+//
+// Reply tokens: every client datagram handed to the Node gets a token that
+// maps to where its reply goes until the reply appears in an Outbox. Tokens
+// still unanswered after `reply_expiry` are dropped and counted (the Node
+// promises a reply; this is a safety net against a leak).
+//
+// Threads and locks: the Node is not thread-safe, so every Node call happens
+// under `mu_`, taken once per received batch (or frame burst, or timer
+// firing), never per datagram. Sending happens after the lock is released.
+// Outgoing TCP state lives on one strand.
+//
+// Logs: membership changes (info), a member's clock offset beyond
+// warn_clock_offset_ms (warn) and changes of the node's `owning` flag.
+#ifndef TALLY_DAEMON_IO_CLUSTER_DRIVER_H_
+#define TALLY_DAEMON_IO_CLUSTER_DRIVER_H_
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "daemon/core/node.h"
+#include "daemon/io/counters.h"
+#include "tally/limiter.h"
+#include "tally/types.h"
+#include "wire/codec.h"
+
+namespace tally::io {
+
+struct ClusterOptions {
+  // HOST:PORT the gossip UDP socket and TCP listener bind; "" = single-node mode.
+  std::string gossip;
+  // HOST:PORT peers reach us at; "" = the bound gossip address (which then
+  // must not be a wildcard address).
+  std::string advertise;
+  std::vector<std::string> seeds;  // HOST:PORT of members to join through
+  // node_id, replicas, partition policy, timings, SwimConfig. The driver
+  // fills in gossip_address, generation, seeds and rng_seed.
+  core::NodeConfig node;
+  size_t max_stream_queue_bytes = 16u << 20;  // per destination
+  size_t max_inbound_streams = 256;
+  std::chrono::milliseconds connect_timeout{1000};
+  std::chrono::milliseconds reply_expiry{5000};
+  // After Leave(): keep ticking until SWIM's leave is flushed, at most this long.
+  std::chrono::milliseconds leave_grace{1000};
+
+  bool enabled() const { return !gossip.empty(); }
+};
+
+// Something that can answer a client later from any thread (a seqpacket
+// connection). Thread-safe.
+class ReplySink {
+ public:
+  virtual ~ReplySink() = default;
+  // Sends one reply without blocking; drops (and counts) it when it cannot.
+  virtual void SendReply(std::span<const std::byte> bytes) = 0;
+};
+
+// Where a client datagram's reply goes: a datagram socket and the sender's
+// address, or a sink.
+struct ReplyTarget {
+  int fd = -1;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  std::shared_ptr<ReplySink> sink;
+};
+
+struct ClientDatagram {
+  std::span<const std::byte> bytes;  // a checks message; valid during the call only
+  const ReplyTarget* target = nullptr;
+};
+
+class ClusterDriver {
+ public:
+  // `counters` is borrowed (the daemon's transport counters) and must outlive this.
+  ClusterDriver(boost::asio::io_context& io, ClusterOptions options, Counters* counters);
+  // REQUIRES: no thread runs the io_context (or Close() was called then).
+  ~ClusterDriver();
+  ClusterDriver(const ClusterDriver&) = delete;
+  ClusterDriver& operator=(const ClusterDriver&) = delete;
+
+  // Validates the options, binds the gossip socket and listener, creates the
+  // Node and starts it (contacts the seeds). Call once, before the
+  // io_context runs. False with `*error` on failure.
+  bool Start(std::string* error);
+  // Closes every socket and timer. Call when no thread runs the io_context.
+  void Close();
+
+  // The advertised gossip address ("127.0.0.1:PORT") and node id, after Start.
+  const std::string& gossip_address() const { return gossip_address_; }
+  const std::string& node_id() const { return options_.node.node_id; }
+  uint64_t generation() const { return options_.node.generation; }
+
+  // Hands client check datagrams received at `now` to the Node under one
+  // lock, then sends what it answered. Any thread.
+  void HandleClientDatagrams(std::span<const ClientDatagram> datagrams, Instant now);
+
+  // For status and owner queries. Any thread.
+  wire::StatusReport Status(Instant now);
+  wire::OwnerReport Owner(const wire::OwnerQuery& query, Instant now);
+  LimiterStats limiter_stats();
+
+  // Graceful leave: Node::Leave, then keeps ticking until SWIM's leave is
+  // flushed (or leave_grace passes), then calls `done` once, from an I/O
+  // thread. Any thread; later calls only run `done` if it has not run yet.
+  void Leave(std::function<void()> done);
+
+ private:
+  struct Impl;
+  ClusterOptions options_;  // before impl_, which refers to it
+  std::string gossip_address_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_CLUSTER_DRIVER_H_
