@@ -1,0 +1,447 @@
+#include "sim/oracles.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "crdt/window_counter.h"
+#include "daemon/core/limiter_core.h"
+#include "membership/timing.h"
+
+namespace tally::sim {
+namespace {
+
+std::string Fmt(const char* format, double a) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, a);
+  return buf;
+}
+
+std::string Seconds(TrueNs ns) { return Fmt("%.2f s", static_cast<double>(ns) / 1e9); }
+
+std::vector<std::vector<uint32_t>> DecisionsByRequest(const RunRecord& run) {
+  std::vector<std::vector<uint32_t>> by(run.requests.size());
+  for (uint32_t i = 0; i < run.decisions.size(); ++i) {
+    const uint64_t id = run.decisions[i].request_id;
+    if (id >= 1 && id <= by.size()) by[id - 1].push_back(i);
+  }
+  return by;
+}
+
+uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void ExpectedFirstSuspicion(size_t n, double* mean_periods, double* sd_periods) {
+  *mean_periods = 1 + membership::timing::ExpectedFirstProbeRoundRobin(n);
+  *sd_periods = 0;
+  if (n < 2) return;
+  // S(t) = G^(t)^m, G^ linear between G(j) and G(j+1); E[D^2] = 2 int t S(t) dt.
+  const size_t m = n - 1;
+  const double md = static_cast<double>(m);
+  constexpr int kSteps = 64;
+  double first = 0, second = 0;
+  double g0 = membership::timing::RoundRobinNoProbeProbability(n, 0);
+  for (size_t j = 0; j + 1 < 2 * m; ++j) {
+    const double g1 = membership::timing::RoundRobinNoProbeProbability(n, j + 1);
+    for (int s = 0; s < kSteps; ++s) {
+      const double u = (s + 0.5) / kSteps;
+      const double t = static_cast<double>(j) + u;
+      const double surv = std::pow(g0 + (g1 - g0) * u, md);
+      first += surv / kSteps;
+      second += 2 * t * surv / kSteps;
+    }
+    g0 = g1;
+    if (std::pow(g0, md) < 1e-15) break;
+  }
+  *sd_periods = std::sqrt(std::max(0.0, second - first * first));
+}
+
+double LastDeadBoundS(const SimConfig& config, size_t n) {
+  const auto& sw = config.node.swim;
+  const auto min_timeout = membership::timing::SuspicionMinTimeout(
+      sw.suspicion_mult, n, std::chrono::milliseconds(sw.probe_interval_ms));
+  const auto max_timeout =
+      membership::timing::SuspicionMaxTimeout(sw.suspicion_max_timeout_mult, min_timeout);
+  const double probe_s = static_cast<double>(sw.probe_interval_ms) / 1000.0;
+  return probe_s * (membership::timing::WorstCaseFirstProbeRoundRobinPeriods(n) + 1) +
+         static_cast<double>(max_timeout.count()) / 1000.0 +
+         membership::timing::RetransmitLimit(sw.retransmit_mult, n) *
+             static_cast<double>(sw.gossip_interval_ms) / 1000.0;
+}
+
+uint64_t MaxInWindow(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns) {
+  uint64_t best = 0, sum = 0;
+  size_t i = 0;
+  for (size_t j = 0; j < events.size(); ++j) {
+    sum += events[j].second;
+    while (events[i].first <= events[j].first - length_ns) sum -= events[i++].second;
+    best = std::max(best, sum);
+  }
+  return best;
+}
+
+std::vector<std::vector<std::pair<TrueNs, uint64_t>>> AdmittedByKey(const RunRecord& run) {
+  const auto by_request = DecisionsByRequest(run);
+  std::vector<std::vector<std::pair<TrueNs, uint64_t>>> events(run.keys.size());
+  for (size_t i = 0; i < run.requests.size(); ++i) {
+    const RequestRecord& r = run.requests[i];
+    if (r.hits == 0 || r.key >= run.keys.size()) continue;
+    TrueNs at = -1;
+    bool any_allowed = false;
+    for (uint32_t di : by_request[i]) {
+      const DecisionRecord& d = run.decisions[di];
+      if (!d.allowed) continue;
+      any_allowed = true;
+      if (at < 0 || d.at_ns < at) at = d.at_ns;
+    }
+    // What the client was told counts; without a reply, what a node counted.
+    const bool admitted = r.replies > 0 ? (r.allowed && r.status == Status::kOk) : any_allowed;
+    if (!admitted) continue;
+    if (at < 0) at = r.replied_ns >= 0 ? r.replied_ns : r.sent_ns;
+    events[r.key].emplace_back(at, r.hits);
+  }
+  for (auto& e : events) std::sort(e.begin(), e.end());
+  return events;
+}
+
+std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figures* fig) {
+  std::vector<OracleResult> results;
+  const SimConfig& cfg = run.config;
+  const auto by_request = DecisionsByRequest(run);
+  fig->requests = run.requests.size();
+  fig->decisions = run.decisions.size();
+
+  // ---- 1. exact: the cluster decides as one central limiter would.
+  if (b.exact) {
+    OracleResult r{"exact"};
+    core::LimiterCore central(cfg.node.limiter, crdt::ReplicaSlot{"central", 1});
+    uint64_t compared = 0, mismatches = 0, duplicates = 0, missing = 0;
+    for (size_t i = 0; i < run.requests.size(); ++i) {
+      const RequestRecord& q = run.requests[i];
+      if (by_request[i].size() > 1) ++duplicates;
+      if (by_request[i].empty() && q.sent_ns < run.end_ns - kNsPerS) {
+        ++missing;
+        if (r.detail.empty())
+          r.detail = "request " + std::to_string(q.request_id) + " never decided";
+      }
+    }
+    for (const DecisionRecord& d : run.decisions) {
+      if (d.key >= run.keys.size() || d.request_id == 0 || d.request_id > run.requests.size()) {
+        continue;
+      }
+      const RequestRecord& q = run.requests[d.request_id - 1];
+      const KeySpec& k = run.keys[q.key];
+      CheckRequestRef ref;
+      ref.request_id = q.request_id;
+      ref.user_id = k.user_id;
+      ref.endpoint = k.endpoint;
+      ref.limit = k.limit;
+      ref.window_ms = k.window_ms;
+      ref.hits = q.hits;
+      Instant at;
+      at.wall = std::chrono::milliseconds(d.wall_ms);
+      at.monotonic = std::chrono::nanoseconds(d.at_ns);
+      const CheckResult c = central.Check(ref, at);
+      ++compared;
+      const bool reply_differs = q.replies > 0 && q.allowed != d.allowed;
+      if (c.allowed != d.allowed || reply_differs) {
+        ++mismatches;
+        if (r.detail.empty()) {
+          r.detail = "request " + std::to_string(q.request_id) + " (" + k.user_id +
+                     ") at t=" + std::to_string(d.at_ns / kNsPerMs) + "ms: cluster " +
+                     (d.allowed ? "allowed" : "denied") + ", central " +
+                     (c.allowed ? "allowed" : "denied") + (reply_differs ? ", reply differs" : "");
+        }
+      }
+    }
+    fig->exact_agreement =
+        compared == 0 ? 1.0 : static_cast<double>(compared - mismatches) / compared;
+    r.value = Fmt("%.4f%%", 100 * fig->exact_agreement) + " of " + std::to_string(compared);
+    if (duplicates + missing > 0) {
+      r.value += ", " + std::to_string(duplicates) + " decided twice, " + std::to_string(missing) +
+                 " never";
+    }
+    r.bound = "100%, each once";
+    r.value_num = fig->exact_agreement;
+    r.bound_num = 1;
+    r.pass = mismatches == 0 && duplicates == 0 && missing == 0;
+    results.push_back(r);
+  }
+
+  // ---- 2. excess over the limit in true-time sliding windows.
+  {
+    OracleResult r{"excess"};
+    const auto admitted = AdmittedByKey(run);
+    std::vector<std::vector<std::pair<TrueNs, uint64_t>>> requested(run.keys.size());
+    for (const RequestRecord& q : run.requests) {
+      if (q.key < run.keys.size() && q.hits > 0) requested[q.key].emplace_back(q.sent_ns, q.hits);
+    }
+    // Decider changes and clock spread per key, for the clock terms.
+    std::vector<uint64_t> changes(run.keys.size(), 0);
+    std::vector<double> lo(run.keys.size(), 1e18), hi(run.keys.size(), -1e18);
+    std::vector<std::pair<uint32_t, uint64_t>> last(run.keys.size(), {UINT32_MAX, 0});
+    for (const DecisionRecord& d : run.decisions) {
+      if (d.key >= run.keys.size()) continue;
+      const std::pair<uint32_t, uint64_t> who{d.host, d.generation};
+      if (last[d.key].first != UINT32_MAX && last[d.key] != who) ++changes[d.key];
+      last[d.key] = who;
+      lo[d.key] = std::min(lo[d.key], d.clock_error_ms);
+      hi[d.key] = std::max(hi[d.key], d.clock_error_ms);
+    }
+    double tightest = -1;
+    uint64_t violations = 0, total_admitted = 0;
+    for (size_t k = 0; k < run.keys.size(); ++k) {
+      const KeySpec& key = run.keys[k];
+      for (const auto& e : admitted[k]) total_admitted += e.second;
+      const TrueNs window_ns = static_cast<TrueNs>(key.window_ms) * kNsPerMs;
+      const uint64_t most = MaxInWindow(admitted[k], window_ns);
+      auto bound = static_cast<uint64_t>(std::floor(static_cast<double>(key.limit) * b.sides));
+      // Each change of decider can lose the previous decider's unreplicated
+      // tail; a key whose decider never changed gets no allowance.
+      const uint64_t failovers = std::min<uint64_t>(static_cast<uint64_t>(b.failovers), changes[k]);
+      if (failovers > 0 && b.tail_ns > 0) {
+        bound += failovers * std::min<uint64_t>(key.limit, MaxInWindow(requested[k], b.tail_ns));
+      }
+      if (b.clock_terms) {
+        const int64_t bucket_ms =
+            crdt::GeometryFor(key.window_ms, cfg.node.limiter.buckets_per_window).bucket_ms;
+        auto term = [&](double delta_ms) {
+          const auto num = static_cast<uint64_t>(std::ceil(std::max(0.0, delta_ms))) +
+                           static_cast<uint64_t>(bucket_ms);
+          return std::min<uint64_t>(key.limit, CeilDiv(key.limit * num, key.window_ms));
+        };
+        for (int64_t step : b.clock_steps_ms) bound += term(static_cast<double>(std::llabs(step)));
+        if (changes[k] > 0) bound += changes[k] * term(hi[k] - lo[k]);
+      }
+      fig->key_peak.push_back(most);
+      fig->key_bound.push_back(bound);
+      const double ratio = static_cast<double>(most) / static_cast<double>(key.limit);
+      if (ratio > fig->max_excess_ratio) {
+        fig->max_excess_ratio = ratio;
+        fig->worst_key = key.user_id;
+      }
+      if (most > key.limit) fig->excess_hits += most - key.limit;
+      const double fill = static_cast<double>(most) / static_cast<double>(bound);
+      if (most > bound) {
+        ++violations;
+        if (r.detail.empty() || fill > tightest) {
+          r.detail = key.user_id + " (window " + std::to_string(key.window_ms) +
+                     " ms): " + std::to_string(most) + " admitted in one window, limit " +
+                     std::to_string(key.limit) + ", bound " + std::to_string(bound);
+        }
+      }
+      if (fill > tightest) {
+        tightest = fill;
+        r.bound_num = static_cast<double>(bound) / static_cast<double>(key.limit);
+      }
+    }
+    fig->admitted = total_admitted;
+    r.value = Fmt("%.2fx limit", fig->max_excess_ratio) + " (" + fig->worst_key + ")";
+    r.value_num = fig->max_excess_ratio;
+    r.bound = Fmt("limit x %.0f", b.sides);
+    if (b.failovers > 0) r.bound += " + " + std::to_string(b.failovers) + " tails";
+    if (b.clock_terms) r.bound += " + clock terms";
+    if (violations > 0) r.detail = std::to_string(violations) + " keys over; worst " + r.detail;
+    r.pass = violations == 0;
+    results.push_back(r);
+  }
+
+  // ---- replies: exactly one per datagram to a node that stayed up.
+  {
+    OracleResult r{"replies"};
+    uint64_t duplicates = 0, unanswered = 0, errors = 0, answered = 0;
+    for (const RequestRecord& q : run.requests) {
+      if (q.replies > 1) ++duplicates;
+      if (q.replies > 0) ++answered;
+      if (q.replies > 0 && q.status != Status::kOk) ++errors;
+      const bool stayed = q.entry_host < run.final_generation.size() &&
+                          run.final_generation[q.entry_host] == q.entry_generation;
+      if (q.replies == 0 && stayed && q.sent_ns < run.end_ns - 2 * kNsPerS) {
+        ++unanswered;
+        if (r.detail.empty()) {
+          r.detail = "request " + std::to_string(q.request_id) + " at " +
+                     run.host_ids[q.entry_host] + ", t=" + std::to_string(q.sent_ns / kNsPerMs) +
+                     "ms, never answered";
+        }
+      }
+    }
+    r.value = std::to_string(answered) + " answered, " + std::to_string(unanswered) + " lost, " +
+              std::to_string(duplicates) + " twice, " + std::to_string(errors) + " errors";
+    r.bound = "0 lost, 0 twice, 0 errors";
+    r.pass = duplicates == 0 && unanswered == 0 && errors == 0;
+    r.value_num = static_cast<double>(unanswered + duplicates + errors);
+    results.push_back(r);
+  }
+
+  // ---- 3. convergence after quiesce.
+  if (cfg.quiesce_ns > 0 && cfg.quiesce_ns < run.end_ns) {
+    OracleResult r{"convergence"};
+    r.bound = "<= " + Seconds(b.convergence_ns);
+    r.bound_num = static_cast<double>(b.convergence_ns) / 1e9;
+    if (run.converged_ns < 0) {
+      r.value = "never (" + Seconds(run.end_ns - cfg.quiesce_ns) + " watched)";
+      r.detail = run.convergence_note;
+      r.pass = false;
+      r.value_num = -1;
+    } else {
+      const TrueNs took = run.converged_ns - cfg.quiesce_ns;
+      fig->convergence_s = static_cast<double>(took) / 1e9;
+      r.value = Seconds(took) + " (" + std::to_string(run.convergence_keys) + " live keys)";
+      r.value_num = fig->convergence_s;
+      r.pass = took <= b.convergence_ns;
+    }
+    results.push_back(r);
+  }
+
+  // ---- 4. failure detection.
+  const double probe_s = static_cast<double>(cfg.node.swim.probe_interval_ms) / 1000.0;
+  if (b.detection && !run.detections.empty()) {
+    OracleResult first{"first suspicion"};
+    OracleResult dead{"all mark dead"};
+    double n_sum = 0;
+    size_t never = 0, last_checked = 0, unmarked = 0;
+    double worst_last = -1, worst_bound = 0;
+    size_t overlapping = 0;
+    for (const DetectionRecord& d : run.detections) {
+      const bool superseded = d.restarted_ns >= 0;
+      // The expectation assumes every other member is alive: a sample taken
+      // while an earlier crash is still in the probe lists is not comparable.
+      bool clean = true;
+      for (const DetectionRecord& e : run.detections) {
+        if (e.crash_ns >= d.crash_ns) continue;
+        const bool settled = (e.last_dead_ns >= 0 && e.last_dead_ns <= d.crash_ns) ||
+                             (e.restarted_ns >= 0 && e.restarted_ns + 2 * kNsPerS <= d.crash_ns);
+        clean = clean && settled;
+      }
+      if (!clean && d.first_suspect_ns >= 0) {
+        ++overlapping;
+      } else if (d.first_suspect_ns >= 0 &&
+                 (!superseded || d.first_suspect_ns < d.restarted_ns)) {
+        fig->first_suspicion_s.push_back(static_cast<double>(d.first_suspect_ns - d.crash_ns) /
+                                         1e9);
+        n_sum += static_cast<double>(d.members_at_crash);
+      } else if (!superseded) {
+        ++never;
+      }
+      if (superseded) continue;
+      const double bound_s = LastDeadBoundS(cfg, d.members_at_crash);
+      // Only crashes the run watched long enough for the bound count.
+      if (static_cast<double>(run.end_ns - d.crash_ns) / 1e9 < bound_s) continue;
+      ++last_checked;
+      if (d.observers_marked < d.observers) ++unmarked;
+      const double last_s =
+          d.last_dead_ns >= 0 ? static_cast<double>(d.last_dead_ns - d.crash_ns) / 1e9 : 1e9;
+      if (last_s > worst_last) {
+        worst_last = last_s;
+        worst_bound = bound_s;
+      }
+    }
+    const size_t k = fig->first_suspicion_s.size();
+    double mean = 0;
+    for (double s : fig->first_suspicion_s) mean += s;
+    if (k > 0) mean /= static_cast<double>(k);
+    if (k > 0) {
+      double mp = 0, sdp = 0;
+      ExpectedFirstSuspicion(static_cast<size_t>(std::lround(n_sum / static_cast<double>(k))), &mp,
+                             &sdp);
+      fig->expected_first_suspicion_s = mp * probe_s;
+      fig->expected_first_suspicion_sd_s = sdp * probe_s;
+    }
+    const double expected = fig->expected_first_suspicion_s;
+    // One run has few crashes: allow 10%, or three standard errors of the
+    // mean when that is wider (the seed sweep applies the strict 10%).
+    const double tol = std::max(
+        b.detection_tolerance * expected,
+        k > 0 ? 3 * fig->expected_first_suspicion_sd_s / std::sqrt(static_cast<double>(k)) : 0);
+    first.value = Fmt("mean %.2f s", mean) + " over " + std::to_string(k);
+    if (overlapping > 0) first.value += " (+" + std::to_string(overlapping) + " overlapping)";
+    first.value_num = mean;
+    first.bound_num = expected;
+    if (b.detection_mean) {
+      first.bound = Fmt("%.2f s", expected) + Fmt(" +- %.2f", tol);
+      first.pass = k > 0 && never == 0 && std::fabs(mean - expected) <= tol;
+    } else {
+      first.bound = Fmt("(expect %.2f s; lossy)", expected);
+      first.pass = never == 0;
+    }
+    if (never > 0) first.detail = std::to_string(never) + " crashes never suspected";
+    results.push_back(first);
+    if (last_checked > 0) {
+      fig->last_dead_s = worst_last;
+      dead.value = Fmt("%.2f s", worst_last) + " (" + std::to_string(last_checked) + " crashes)";
+      dead.bound = Fmt("<= %.2f s", worst_bound);
+      dead.value_num = worst_last;
+      dead.bound_num = worst_bound;
+      dead.pass = unmarked == 0 && worst_last <= worst_bound;
+      if (unmarked > 0) dead.detail = std::to_string(unmarked) + " crashes not marked dead by all";
+      results.push_back(dead);
+    }
+  }
+  {
+    const MembershipRecord& m = run.membership;
+    OracleResult r{"false positives"};
+    r.value = std::to_string(m.false_suspicions) + " suspicions, " +
+              std::to_string(m.false_deaths) + " deaths";
+    if (m.slow_node_accusations > 0) {
+      r.value += " (" + std::to_string(m.slow_node_accusations) + " by the slow node)";
+    }
+    r.bound = std::string(b.no_false_suspicions ? "0 suspicions" : "") +
+              (b.no_false_suspicions && b.no_false_deaths ? ", " : "") +
+              (b.no_false_deaths ? "0 deaths" : "");
+    if (r.bound.empty()) r.bound = "(reported)";
+    r.pass = (!b.no_false_suspicions || m.false_suspicions == 0) &&
+             (!b.no_false_deaths || m.false_deaths == 0);
+    r.value_num = static_cast<double>(m.false_deaths);
+    if (!m.examples.empty()) r.detail = m.examples.front();
+    results.push_back(r);
+  }
+
+  // ---- 5. ownership agreement once membership is stable.
+  if (!run.ownership.empty()) {
+    OracleResult r{"ownership"};
+    const OwnershipEpoch& e = run.ownership.back();
+    size_t disagreements = 0;
+    for (const OwnershipEpoch& x : run.ownership) disagreements += x.disagreements;
+    r.bound = "agree <= " + Seconds(b.membership_ns) + " after the last change";
+    r.bound_num = static_cast<double>(b.membership_ns) / 1e9;
+    if (e.agreed_ns < 0) {
+      r.value = e.stable_ns < 0 ? "membership never stable" : "stable, lists differ";
+      r.pass = false;
+      r.value_num = -1;
+      r.detail = "last membership change at t=" + std::to_string(e.changed_ns / kNsPerMs) + "ms";
+    } else {
+      const TrueNs took = e.agreed_ns - e.changed_ns;
+      fig->membership_s = static_cast<double>(took) / 1e9;
+      r.value = Seconds(took);
+      r.value_num = fig->membership_s;
+      r.pass = took <= b.membership_ns;
+    }
+    if (disagreements > 0) {
+      r.value += ", " + std::to_string(disagreements) + " disagreements while stable";
+      r.pass = false;
+    }
+    results.push_back(r);
+  }
+
+  if (!b.must_not_own.empty()) {
+    OracleResult r{"clock gate"};
+    size_t gated = 0;
+    for (const std::string& id : b.must_not_own) {
+      if (std::find(run.not_owning_at_end.begin(), run.not_owning_at_end.end(), id) !=
+          run.not_owning_at_end.end()) {
+        ++gated;
+      } else if (r.detail.empty()) {
+        r.detail = id + " still owns keys with its clock beyond max_clock_offset_ms";
+      }
+    }
+    r.value = std::to_string(gated) + " of " + std::to_string(b.must_not_own.size()) +
+              " off-clock nodes stopped owning";
+    r.bound = "all";
+    r.pass = gated == b.must_not_own.size();
+    results.push_back(r);
+  }
+  return results;
+}
+
+}  // namespace tally::sim

@@ -1,0 +1,105 @@
+// Oracles: judge one RunRecord against the bounds docs/DESIGN.md states
+// ("Failure and recovery: the bounds", "Partitions", "Clock skew").
+//
+//   exact        fault-free: every decision equals a central LimiterCore's fed
+//                the same requests in the order and at the wall times their
+//                owners saw them (100%).
+//   excess       per key, every sliding interval of length window in true time:
+//                admitted hits <= limit x sides + per failover
+//                min(limit, hits requested in the unreplicated interval)
+//                + per clock step or decider change between clocks delta apart
+//                min(limit, limit x (delta + bucket_ms) / window).
+//   replies      every client datagram to a node that stayed up got exactly one reply.
+//   convergence  after quiesce, all preference-list members of every key hold
+//                identical state (Node::StateHash) within the bound.
+//   detection    crash -> first suspicion (mean vs. the analytical expectation of
+//                membership/timing.h), crash -> last live member marking it dead;
+//                false suspicions and false deaths of healthy members.
+//   ownership    once membership is stable, every member's preference list of
+//                every sampled key equals the ring of the true membership.
+// The cost oracle compares several runs (sim/scenarios.cc, scenario scale).
+#ifndef TALLY_SIM_ORACLES_H_
+#define TALLY_SIM_ORACLES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sim/simulator.h"
+
+namespace tally::sim {
+
+struct Bounds {
+  bool exact = false;
+  double sides = 1;  // availability policy: k sides may each admit the limit
+  // Ownership changes that can lose an unreplicated tail (per key at most
+  // the number of times its decider changed).
+  int failovers = 0;
+  TrueNs tail_ns = 0;  // the unreplicated interval of one failover
+  bool clock_terms = false;
+  std::vector<int64_t> clock_steps_ms;  // wall clock jumps (magnitudes)
+  TrueNs convergence_ns = 0;
+  TrueNs membership_ns = 0;  // stable + agreed after the last membership change
+  bool detection = false;
+  bool detection_mean = false;  // compare the mean with the expectation (no loss)
+  double detection_tolerance = 0.10;
+  bool no_false_suspicions = false;
+  bool no_false_deaths = true;
+  std::vector<std::string> must_not_own;  // hosts whose clocks are beyond the maximum
+};
+
+struct OracleResult {
+  OracleResult() = default;
+  explicit OracleResult(std::string n) : name(std::move(n)) {}
+  std::string name;
+  std::string value;
+  std::string bound;
+  bool pass = true;
+  std::string detail;  // when failed: what, where
+  double value_num = 0;
+  double bound_num = 0;
+};
+
+// Figures other tools (the summary, JSON, SVG, seed sweeps) reuse.
+struct Figures {
+  double max_excess_ratio = 0;  // admitted / limit, worst key and window
+  std::string worst_key;
+  uint64_t excess_hits = 0;     // sum over keys of (max window - limit)+
+  double exact_agreement = -1;  // fraction, -1 when not applicable
+  double convergence_s = -1;
+  std::vector<double> first_suspicion_s;  // samples
+  double expected_first_suspicion_s = 0;
+  double expected_first_suspicion_sd_s = 0;
+  double last_dead_s = -1;
+  double membership_s = -1;
+  uint64_t requests = 0, admitted = 0, decisions = 0;
+  std::vector<uint64_t> key_peak;   // per key: most admitted in one window
+  std::vector<uint64_t> key_bound;  // per key: the excess oracle's bound
+};
+
+std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& bounds, Figures* figures);
+
+// The analytical time from a crash to the first suspicion: a live member first
+// probes it after D (timing::ExpectedFirstProbeRoundRobin, continuous time,
+// n members including the crashed one), and suspects it one probe interval
+// later when the round ends without an ack. Returns mean and standard
+// deviation in units of the probe interval.
+void ExpectedFirstSuspicion(size_t n, double* mean_periods, double* sd_periods);
+
+// The latest a crashed member of an n-member cluster is marked dead by every
+// live member, seconds: the worst-case first probe of round-robin probing
+// (timing::WorstCaseFirstProbeRoundRobinPeriods) and its round, the longest
+// (unconfirmed) suspicion timeout, then the dead rumor's retransmissions on
+// the gossip timer.
+double LastDeadBoundS(const SimConfig& config, size_t n);
+
+// Admitted hit events per key, (true time, hits), sorted by time: what clients
+// were told was allowed (or, without a reply, what a node counted).
+std::vector<std::vector<std::pair<TrueNs, uint64_t>>> AdmittedByKey(const RunRecord& run);
+
+// The largest sum of hits in any interval (t - length, t] of sorted events.
+uint64_t MaxInWindow(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns);
+
+}  // namespace tally::sim
+
+#endif  // TALLY_SIM_ORACLES_H_
