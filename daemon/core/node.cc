@@ -379,7 +379,10 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
                            self_pos + 1 != targets.end();
     if (!can_relay) {
       ++counters_.decided_for_peers;
-      peers_[from].reply_queue.push_back({item.forward_id, DecideLocally(item.check, key, now, out)});
+      // Decide before touching peers_: DecideLocally may insert peers (MarkDirty)
+      // and a rehash would invalidate a reference taken first.
+      CheckResult decided = DecideLocally(item.check, key, now, out);
+      peers_[from].reply_queue.push_back({item.forward_id, std::move(decided)});
       continue;
     }
     // Relay once to the next member after us.
