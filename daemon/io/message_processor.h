@@ -1,7 +1,7 @@
 // Turns one received message into reply bytes: decode, ask the Limiter, encode.
 // This is glue only; every decision is the Limiter's (sans-IO core).
 //
-//   * checks message  -> one Limiter::Check per check, results encoded in
+//   * checks message  -> one Limiter::CheckBatch over its checks, results encoded in
 //     request order; split over several reply datagrams if they would not
 //     fit one (clients match results by request id).
 //   * undecodable / truncated message -> counted as malformed and answered
