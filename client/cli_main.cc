@@ -175,6 +175,126 @@ int ReportResult(bool json, const CheckResult& result) {
   return result.allowed ? kExitAllowed : kExitDenied;
 }
 
+// ---- flags every subcommand shares: the daemon's address and timing ----
+
+// Whether --json is among the arguments. Known before parsing, so that even a
+// parse error is reported as JSON.
+bool WantsJson(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--json") return true;
+  }
+  return false;
+}
+
+// Reports a usage error of subcommand `name`. Returns kExitError.
+int UsageError(bool json, std::string_view name, const std::string& why) {
+  return ReportError(json, Status::kInvalidArgument,
+                     why + " (see tally " + std::string(name) + " --help)");
+}
+
+// Adds a subcommand's own flags.
+using AddFlags = void (*)(po::options_description_easy_init& add);
+
+// The flags of a subcommand in help order: the shared ones, with the
+// subcommand's own (`add_own`, if any) after --unix.
+po::options_description SubcommandFlags(const char* default_timeout_ms,
+                                        AddFlags add_own = nullptr) {
+  po::options_description flags("options");
+  po::options_description_easy_init add = flags.add_options();
+  add("help,h", "show this help");
+  add("udp", po::value<std::string>(), "tallyd UDP address HOST:PORT (default 127.0.0.1:7070)");
+  add("unix", po::value<std::string>(), "tallyd Unix socket path (datagram or seqpacket)");
+  if (add_own != nullptr) add_own(add);
+  add("json", po::bool_switch(), "print one JSON object");
+  add("timeout-ms", po::value<std::string>()->default_value(default_timeout_ms),
+      "wait per attempt, ms");
+  add("attempts", po::value<std::string>()->default_value("3"), "sends before giving up");
+  return flags;
+}
+
+struct CommandLine {
+  po::variables_map flags;
+  std::vector<std::string> args;  // the positional arguments
+};
+
+// Parses the command line of subcommand `name` against `flags` (abbreviated
+// flags are not accepted). On a parse error or --help: nullopt, with the
+// error or the help text (`usage_text` and the flags) printed and
+// `*exit_code` set.
+std::optional<CommandLine> ParseCommandLine(int argc, char** argv,
+                                            const po::options_description& flags,
+                                            std::string_view usage_text, std::string_view name,
+                                            bool json, int* exit_code) {
+  po::options_description hidden;
+  hidden.add_options()("args", po::value<std::vector<std::string>>());
+  po::options_description all;
+  all.add(flags).add(hidden);
+  po::positional_options_description positional;
+  positional.add("args", -1);
+  CommandLine line;
+  try {
+    po::store(
+        po::command_line_parser(argc, argv)
+            .options(all)
+            .positional(positional)
+            .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
+            .run(),
+        line.flags);
+    po::notify(line.flags);
+  } catch (const po::error& e) {
+    *exit_code = UsageError(json, name, e.what());
+    return std::nullopt;
+  }
+  if (line.flags.count("help") != 0) {
+    std::cout << usage_text << "\n" << flags;
+    *exit_code = kExitError;
+    return std::nullopt;
+  }
+  if (line.flags.count("args") != 0) line.args = line.flags["args"].as<std::vector<std::string>>();
+  return line;
+}
+
+// The daemon's address from --udp or --unix (default: UDP on
+// 127.0.0.1:kDefaultUdpPort). False, with `*why`, on a usage error.
+bool ParseEndpointFlags(const po::variables_map& flags, Endpoint* endpoint, std::string* why) {
+  *endpoint = Endpoint();
+  endpoint->port = kDefaultUdpPort;
+  if (flags.count("udp") != 0 && flags.count("unix") != 0) {
+    *why = "--udp and --unix exclude each other";
+    return false;
+  }
+  if (flags.count("udp") != 0) {
+    std::string text = flags["udp"].as<std::string>();
+    std::optional<Endpoint> parsed = Endpoint::ParseUdp(text);
+    if (!parsed) {
+      *why = "bad --udp address '" + text + "' (want HOST:PORT or [V6]:PORT)";
+      return false;
+    }
+    *endpoint = *parsed;
+  } else if (flags.count("unix") != 0) {
+    *endpoint = Endpoint::Unix(flags["unix"].as<std::string>());
+  }
+  return true;
+}
+
+// --timeout-ms and --attempts into `*options`. False, with `*why`, on a
+// usage error.
+bool ParseTimingFlags(const po::variables_map& flags, ClientOptions* options, std::string* why) {
+  std::optional<uint64_t> timeout_ms = ParseUint(flags["timeout-ms"].as<std::string>());
+  if (!timeout_ms || *timeout_ms < 1 || *timeout_ms > 600'000) {
+    *why = "--timeout-ms must be 1..600000";
+    return false;
+  }
+  options->timeout = std::chrono::milliseconds(*timeout_ms);
+  std::optional<uint64_t> attempts = ParseUint(flags["attempts"].as<std::string>());
+  if (!attempts || *attempts < 1 || *attempts > 100) {
+    *why = "--attempts must be 1..100";
+    return false;
+  }
+  options->attempts = static_cast<int>(*attempts);
+  return true;
+}
+
 // ---- subcommands ----
 
 struct Subcommand {
@@ -192,77 +312,33 @@ constexpr std::string_view kCheckUsage =
     "Exit status: 0 allowed, 1 denied, 2 error.\n";
 
 int RunCheck(int argc, char** argv) {
-  bool json = false;
-  for (int i = 1; i < argc; ++i) {
-    // Known before parsing, so even a parse error is reported as JSON.
-    if (std::string_view(argv[i]) == "--json") json = true;
-  }
+  const bool json = WantsJson(argc, argv);
+  auto usage = [json](const std::string& why) { return UsageError(json, "check", why); };
   for (int i = 1; i < argc; ++i) {
     // program_options would call "-1" an unknown option; say what is wrong.
     std::string_view arg = argv[i];
     if (arg.size() >= 2 && arg[0] == '-' &&
         (std::isdigit(static_cast<unsigned char>(arg[1])) || arg[1] == '.')) {
-      return ReportError(
-          json, Status::kInvalidArgument,
-          "negative numbers are not allowed: '" + std::string(arg) + "' (see tally check --help)");
+      return usage("negative numbers are not allowed: '" + std::string(arg) + "'");
     }
   }
-  po::options_description flags("options");
-  flags.add_options()("help,h", "show this help")(
-      "udp", po::value<std::string>(), "tallyd UDP address HOST:PORT (default 127.0.0.1:7070)")(
-      "unix", po::value<std::string>(), "tallyd Unix socket path (datagram or seqpacket)")(
-      "hits", po::value<std::string>()->default_value("1"), "hits to consume (0 only asks)")(
-      "json", po::bool_switch(), "print one JSON object")(
-      "timeout-ms", po::value<std::string>()->default_value("250"), "wait per attempt, ms")(
-      "attempts", po::value<std::string>()->default_value("3"), "sends before giving up");
-  po::options_description hidden;
-  hidden.add_options()("args", po::value<std::vector<std::string>>());
-  po::options_description all;
-  all.add(flags).add(hidden);
-  po::positional_options_description positional;
-  positional.add("args", -1);
+  const po::options_description flags =
+      SubcommandFlags("250", [](po::options_description_easy_init& add) {
+        add("hits", po::value<std::string>()->default_value("1"), "hits to consume (0 only asks)");
+      });
+  int exit_code = kExitError;
+  std::optional<CommandLine> line =
+      ParseCommandLine(argc, argv, flags, kCheckUsage, "check", json, &exit_code);
+  if (!line) return exit_code;
 
-  po::variables_map vm;
-  try {
-    po::store(
-        po::command_line_parser(argc, argv)
-            .options(all)
-            .positional(positional)
-            .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
-            .run(),
-        vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return ReportError(json, Status::kInvalidArgument,
-                       std::string(e.what()) + " (see tally check --help)");
-  }
-  if (vm.count("help") != 0) {
-    std::cout << kCheckUsage << "\n" << flags;
-    return kExitError;
-  }
-
-  auto usage = [json](const std::string& why) {
-    return ReportError(json, Status::kInvalidArgument, why + " (see tally check --help)");
-  };
-  std::vector<std::string> args;
-  if (vm.count("args") != 0) args = vm["args"].as<std::vector<std::string>>();
+  const std::vector<std::string>& args = line->args;
   if (args.size() != 4) {
     return usage("expected USER ENDPOINT LIMIT WINDOW_SECONDS, got " + std::to_string(args.size()) +
                  " argument(s)");
   }
-
+  std::string why;
   Endpoint endpoint;
-  endpoint.port = kDefaultUdpPort;
-  if (vm.count("udp") != 0 && vm.count("unix") != 0)
-    return usage("--udp and --unix exclude each other");
-  if (vm.count("udp") != 0) {
-    std::string text = vm["udp"].as<std::string>();
-    std::optional<Endpoint> parsed = Endpoint::ParseUdp(text);
-    if (!parsed) return usage("bad --udp address '" + text + "' (want HOST:PORT or [V6]:PORT)");
-    endpoint = *parsed;
-  } else if (vm.count("unix") != 0) {
-    endpoint = Endpoint::Unix(vm["unix"].as<std::string>());
-  }
+  if (!ParseEndpointFlags(line->flags, &endpoint, &why)) return usage(why);
 
   CheckRequest request;
   request.user_id = args[0];
@@ -273,21 +349,13 @@ int RunCheck(int argc, char** argv) {
   std::optional<uint64_t> window_ms = ParseSecondsToMs(args[3]);
   if (!window_ms) return usage("WINDOW_SECONDS must be a number of seconds, got '" + args[3] + "'");
   request.window_ms = *window_ms;
-  std::optional<uint64_t> hits = ParseUint(vm["hits"].as<std::string>());
+  std::optional<uint64_t> hits = ParseUint(line->flags["hits"].as<std::string>());
   if (!hits) return usage("--hits must be a non-negative integer");
   request.hits = *hits;
-  std::string why;
   if (ValidateRequest(request, &why) != Status::kOk) return usage(why);
 
   ClientOptions options;
-  std::optional<uint64_t> timeout_ms = ParseUint(vm["timeout-ms"].as<std::string>());
-  if (!timeout_ms || *timeout_ms < 1 || *timeout_ms > 600'000) {
-    return usage("--timeout-ms must be 1..600000");
-  }
-  options.timeout = std::chrono::milliseconds(*timeout_ms);
-  std::optional<uint64_t> attempts = ParseUint(vm["attempts"].as<std::string>());
-  if (!attempts || *attempts < 1 || *attempts > 100) return usage("--attempts must be 1..100");
-  options.attempts = static_cast<int>(*attempts);
+  if (!ParseTimingFlags(line->flags, &options, &why)) return usage(why);
 
   std::string error;
   std::unique_ptr<Client> client = Client::Connect(endpoint, options, &error);
@@ -307,8 +375,8 @@ std::string JsonNumber(double value) {
 
 std::string JsonBool(bool value) { return value ? "true" : "false"; }
 
-// Shared flag handling of the query subcommands: the daemon address and
-// timing. Returns nullopt (after reporting) on a usage error.
+// What the query subcommands (status, owner) take: the shared flags and
+// their positional arguments.
 struct QueryArgs {
   Endpoint endpoint;
   ClientOptions options;
@@ -316,68 +384,22 @@ struct QueryArgs {
   std::vector<std::string> args;
 };
 
+// Returns nullopt (after reporting, with `*exit_code` set) on a usage error
+// or --help.
 std::optional<QueryArgs> ParseQueryArgs(int argc, char** argv, std::string_view usage_text,
                                         const char* name, int* exit_code) {
   QueryArgs q;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--json") q.json = true;
-  }
-  const std::string see = std::string(" (see tally ") + name + " --help)";
-  auto usage = [&](const std::string& why) {
-    *exit_code = ReportError(q.json, Status::kInvalidArgument, why + see);
-    return std::nullopt;
-  };
-  po::options_description flags("options");
-  flags.add_options()("help,h", "show this help")(
-      "udp", po::value<std::string>(), "tallyd UDP address HOST:PORT (default 127.0.0.1:7070)")(
-      "unix", po::value<std::string>(), "tallyd Unix socket path (datagram or seqpacket)")(
-      "json", po::bool_switch(), "print one JSON object")(
-      "timeout-ms", po::value<std::string>()->default_value("500"), "wait per attempt, ms")(
-      "attempts", po::value<std::string>()->default_value("3"), "sends before giving up");
-  po::options_description hidden;
-  hidden.add_options()("args", po::value<std::vector<std::string>>());
-  po::options_description all;
-  all.add(flags).add(hidden);
-  po::positional_options_description positional;
-  positional.add("args", -1);
-  po::variables_map vm;
-  try {
-    po::store(
-        po::command_line_parser(argc, argv)
-            .options(all)
-            .positional(positional)
-            .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
-            .run(),
-        vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return usage(e.what());
-  }
-  if (vm.count("help") != 0) {
-    std::cout << usage_text << "\n" << flags;
-    *exit_code = kExitError;
+  q.json = WantsJson(argc, argv);
+  std::optional<CommandLine> line =
+      ParseCommandLine(argc, argv, SubcommandFlags("500"), usage_text, name, q.json, exit_code);
+  if (!line) return std::nullopt;
+  q.args = std::move(line->args);
+  std::string why;
+  if (!ParseEndpointFlags(line->flags, &q.endpoint, &why) ||
+      !ParseTimingFlags(line->flags, &q.options, &why)) {
+    *exit_code = UsageError(q.json, name, why);
     return std::nullopt;
   }
-  if (vm.count("args") != 0) q.args = vm["args"].as<std::vector<std::string>>();
-  q.endpoint.port = kDefaultUdpPort;
-  if (vm.count("udp") != 0 && vm.count("unix") != 0)
-    return usage("--udp and --unix exclude each other");
-  if (vm.count("udp") != 0) {
-    std::string text = vm["udp"].as<std::string>();
-    std::optional<Endpoint> parsed = Endpoint::ParseUdp(text);
-    if (!parsed) return usage("bad --udp address '" + text + "' (want HOST:PORT or [V6]:PORT)");
-    q.endpoint = *parsed;
-  } else if (vm.count("unix") != 0) {
-    q.endpoint = Endpoint::Unix(vm["unix"].as<std::string>());
-  }
-  std::optional<uint64_t> timeout_ms = ParseUint(vm["timeout-ms"].as<std::string>());
-  if (!timeout_ms || *timeout_ms < 1 || *timeout_ms > 600'000) {
-    return usage("--timeout-ms must be 1..600000");
-  }
-  q.options.timeout = std::chrono::milliseconds(*timeout_ms);
-  std::optional<uint64_t> attempts = ParseUint(vm["attempts"].as<std::string>());
-  if (!attempts || *attempts < 1 || *attempts > 100) return usage("--attempts must be 1..100");
-  q.options.attempts = static_cast<int>(*attempts);
   return q;
 }
 
@@ -468,8 +490,7 @@ int RunStatus(int argc, char** argv) {
   std::optional<QueryArgs> q = ParseQueryArgs(argc, argv, kStatusUsage, "status", &exit_code);
   if (!q) return exit_code;
   if (!q->args.empty()) {
-    return ReportError(q->json, Status::kInvalidArgument,
-                       "unexpected argument '" + q->args[0] + "' (see tally status --help)");
+    return UsageError(q->json, "status", "unexpected argument '" + q->args[0] + "'");
   }
   wire::StatusReport report;
   std::string error;
@@ -494,9 +515,7 @@ int RunOwner(int argc, char** argv) {
   int exit_code = kExitError;
   std::optional<QueryArgs> q = ParseQueryArgs(argc, argv, kOwnerUsage, "owner", &exit_code);
   if (!q) return exit_code;
-  auto usage = [&](const std::string& why) {
-    return ReportError(q->json, Status::kInvalidArgument, why + " (see tally owner --help)");
-  };
+  auto usage = [&](const std::string& why) { return UsageError(q->json, "owner", why); };
   if (q->args.size() != 3) {
     return usage("expected USER ENDPOINT WINDOW_SECONDS, got " + std::to_string(q->args.size()) +
                  " argument(s)");

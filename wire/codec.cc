@@ -46,6 +46,20 @@ void Flatten(capnp::MessageBuilder& builder, std::vector<std::byte>* out) {
 // A scratch first segment so typical messages build without malloc.
 thread_local capnp::word scratch_segment[kMaxDatagramBytes / kWordBytes + 16];
 
+// Builds one ClientMessage of our protocol version in the scratch segment,
+// lets `fill` set its body, and serializes it into `out`: the part every
+// encoder shares.
+template <typename Fill>
+void Encode(std::vector<std::byte>* out, Fill&& fill) {
+  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
+  auto root = builder.initRoot<wire::ClientMessage>();
+  root.setVersion(wire::PROTOCOL_VERSION);
+  fill(root);
+  Flatten(builder, out);
+}
+
+wire::Status ToWire(tally::Status s) { return static_cast<wire::Status>(static_cast<uint16_t>(s)); }
+
 std::string AsText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
 void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
@@ -191,41 +205,37 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
 }
 
 void EncodeChecks(std::span<const CheckRequestRef> checks, std::vector<std::byte>* out) {
-  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
-  auto root = builder.initRoot<wire::ClientMessage>();
-  root.setVersion(wire::PROTOCOL_VERSION);
-  auto list = root.initChecks(static_cast<unsigned>(checks.size()));
-  for (size_t i = 0; i < checks.size(); ++i) {
-    const auto& c = checks[i];
-    auto w = list[static_cast<unsigned>(i)];
-    w.setRequestId(c.request_id);
-    w.setUserId(AsBytes(c.user_id));
-    w.setEndpoint(AsBytes(c.endpoint));
-    w.setLimit(c.limit);
-    w.setWindowMs(c.window_ms);
-    w.setHits(c.hits);
-  }
-  Flatten(builder, out);
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto list = root.initChecks(static_cast<unsigned>(checks.size()));
+    for (size_t i = 0; i < checks.size(); ++i) {
+      const auto& c = checks[i];
+      auto w = list[static_cast<unsigned>(i)];
+      w.setRequestId(c.request_id);
+      w.setUserId(AsBytes(c.user_id));
+      w.setEndpoint(AsBytes(c.endpoint));
+      w.setLimit(c.limit);
+      w.setWindowMs(c.window_ms);
+      w.setHits(c.hits);
+    }
+  });
 }
 
 void EncodeResponses(std::span<const CheckResult> responses, std::vector<std::byte>* out) {
-  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
-  auto root = builder.initRoot<wire::ClientMessage>();
-  root.setVersion(wire::PROTOCOL_VERSION);
-  auto list = root.initResponses(static_cast<unsigned>(responses.size()));
-  for (size_t i = 0; i < responses.size(); ++i) {
-    const auto& r = responses[i];
-    auto w = list[static_cast<unsigned>(i)];
-    w.setRequestId(r.request_id);
-    w.setStatus(static_cast<wire::Status>(static_cast<uint16_t>(r.status)));
-    w.setAllowed(r.allowed);
-    w.setRemaining(r.remaining);
-    w.setRetryAfterMs(r.retry_after_ms);
-    w.setResetAfterMs(r.reset_after_ms);
-    w.setLimit(r.limit);
-    if (!r.error.empty()) w.setError(r.error);
-  }
-  Flatten(builder, out);
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto list = root.initResponses(static_cast<unsigned>(responses.size()));
+    for (size_t i = 0; i < responses.size(); ++i) {
+      const auto& r = responses[i];
+      auto w = list[static_cast<unsigned>(i)];
+      w.setRequestId(r.request_id);
+      w.setStatus(ToWire(r.status));
+      w.setAllowed(r.allowed);
+      w.setRemaining(r.remaining);
+      w.setRetryAfterMs(r.retry_after_ms);
+      w.setResetAfterMs(r.reset_after_ms);
+      w.setLimit(r.limit);
+      if (!r.error.empty()) w.setError(r.error);
+    }
+  });
 }
 
 size_t EncodedCheckBound(size_t user_id_bytes, size_t endpoint_bytes) {
@@ -244,22 +254,16 @@ size_t EncodedResponseBound(size_t error_bytes) {
 namespace tally::wire {
 
 void EncodeStatusRequest(std::vector<std::byte>* out) {
-  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
-  auto root = builder.initRoot<wire::ClientMessage>();
-  root.setVersion(wire::PROTOCOL_VERSION);
-  root.setStatusRequest();
-  Flatten(builder, out);
+  Encode(out, [](wire::ClientMessage::Builder root) { root.setStatusRequest(); });
 }
 
 void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out) {
-  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
-  auto root = builder.initRoot<wire::ClientMessage>();
-  root.setVersion(wire::PROTOCOL_VERSION);
-  auto q = root.initOwnerRequest();
-  q.setUserId(AsBytes(query.user_id));
-  q.setEndpoint(AsBytes(query.endpoint));
-  q.setWindowMs(query.window_ms);
-  Flatten(builder, out);
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto q = root.initOwnerRequest();
+    q.setUserId(AsBytes(query.user_id));
+    q.setEndpoint(AsBytes(query.endpoint));
+    q.setWindowMs(query.window_ms);
+  });
 }
 
 void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* out) {
@@ -273,57 +277,53 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
     used += MemberBound(report.members[members]);
     if (used > budget) break;
   }
-  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
-  auto root = builder.initRoot<wire::ClientMessage>();
-  root.setVersion(wire::PROTOCOL_VERSION);
-  auto r = root.initStatusResponse();
-  r.setNodeId(report.node_id);
-  r.setGeneration(report.generation);
-  r.setCluster(report.cluster);
-  r.setOwning(report.owning);
-  r.setNotOwningReason(report.not_owning_reason);
-  r.setKeyShare(report.key_share);
-  r.setLiveKeys(report.live_keys);
-  r.setPartitionPolicy(report.partition_policy);
-  r.setLastKnownMembers(report.last_known_members);
-  auto list = r.initMembers(static_cast<unsigned>(members));
-  for (size_t i = 0; i < members; ++i) {
-    const MemberReport& m = report.members[i];
-    auto w = list[static_cast<unsigned>(i)];
-    w.setId(m.id);
-    w.setState(m.state);
-    w.setIncarnation(m.incarnation);
-    w.setGeneration(m.generation);
-    w.setAddress(m.address);
-    w.setClockOffsetMs(m.clock_offset_ms);
-    w.setRttMs(m.rtt_ms);
-  }
-  r.setMembersTruncated(report.members_truncated || members < report.members.size());
-  auto counters = r.initCounters(static_cast<unsigned>(report.counters.size()));
-  for (size_t i = 0; i < report.counters.size(); ++i) {
-    counters[static_cast<unsigned>(i)].setName(report.counters[i].first);
-    counters[static_cast<unsigned>(i)].setValue(report.counters[i].second);
-  }
-  r.setGossipAddress(report.gossip_address);
-  r.setUptimeMs(report.uptime_ms);
-  Flatten(builder, out);
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto r = root.initStatusResponse();
+    r.setNodeId(report.node_id);
+    r.setGeneration(report.generation);
+    r.setCluster(report.cluster);
+    r.setOwning(report.owning);
+    r.setNotOwningReason(report.not_owning_reason);
+    r.setKeyShare(report.key_share);
+    r.setLiveKeys(report.live_keys);
+    r.setPartitionPolicy(report.partition_policy);
+    r.setLastKnownMembers(report.last_known_members);
+    auto list = r.initMembers(static_cast<unsigned>(members));
+    for (size_t i = 0; i < members; ++i) {
+      const MemberReport& m = report.members[i];
+      auto w = list[static_cast<unsigned>(i)];
+      w.setId(m.id);
+      w.setState(m.state);
+      w.setIncarnation(m.incarnation);
+      w.setGeneration(m.generation);
+      w.setAddress(m.address);
+      w.setClockOffsetMs(m.clock_offset_ms);
+      w.setRttMs(m.rtt_ms);
+    }
+    r.setMembersTruncated(report.members_truncated || members < report.members.size());
+    auto counters = r.initCounters(static_cast<unsigned>(report.counters.size()));
+    for (size_t i = 0; i < report.counters.size(); ++i) {
+      counters[static_cast<unsigned>(i)].setName(report.counters[i].first);
+      counters[static_cast<unsigned>(i)].setValue(report.counters[i].second);
+    }
+    r.setGossipAddress(report.gossip_address);
+    r.setUptimeMs(report.uptime_ms);
+  });
 }
 
 void EncodeOwnerResponse(const OwnerReport& report, std::vector<std::byte>* out) {
-  capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch_segment, std::size(scratch_segment)));
-  auto root = builder.initRoot<wire::ClientMessage>();
-  root.setVersion(wire::PROTOCOL_VERSION);
-  auto r = root.initOwnerResponse();
-  r.setStatus(static_cast<wire::Status>(static_cast<uint16_t>(report.status)));
-  if (!report.error.empty()) r.setError(report.error);
-  r.setNodeId(report.node_id);
-  auto list = r.initPreferenceList(static_cast<unsigned>(report.preference_list.size()));
-  for (size_t i = 0; i < report.preference_list.size(); ++i) {
-    list.set(static_cast<unsigned>(i), report.preference_list[i]);
-  }
-  r.setStateHash(report.state_hash);
-  r.setHoldsKey(report.holds_key);
-  Flatten(builder, out);
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto r = root.initOwnerResponse();
+    r.setStatus(ToWire(report.status));
+    if (!report.error.empty()) r.setError(report.error);
+    r.setNodeId(report.node_id);
+    auto list = r.initPreferenceList(static_cast<unsigned>(report.preference_list.size()));
+    for (size_t i = 0; i < report.preference_list.size(); ++i) {
+      list.set(static_cast<unsigned>(i), report.preference_list[i]);
+    }
+    r.setStateHash(report.state_hash);
+    r.setHoldsKey(report.holds_key);
+  });
 }
 
 }  // namespace tally::wire

@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "daemon/io/datagram_batch.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/sockets.h"
 #include "wire/peer_codec.h"
@@ -41,7 +42,6 @@ constexpr size_t kGossipBufferBytes = 64 * 1024;  // per datagram
 constexpr int kMaxGossipBatchesPerWakeup = 8;
 constexpr size_t kReadChunkBytes = 64 * 1024;  // inbound stream reads
 constexpr size_t kFrameHeaderBytes = 4;
-constexpr size_t kMaxSendBatch = 1024;  // sendmmsg's UIO_MAXIOV
 constexpr int kBindAttempts = 50;
 constexpr std::chrono::milliseconds kHousekeepingInterval{1000};
 constexpr std::chrono::milliseconds kLeavePoll{10};
@@ -85,26 +85,6 @@ uint32_t GetBigEndian32(const std::byte* in) {
          static_cast<uint32_t>(in[2]) << 8 | static_cast<uint32_t>(in[3]);
 }
 
-// Sends `msgs` on `fd`, dropping (and counting) a message the kernel refuses
-// rather than waiting: returns {sent, failed}.
-std::pair<size_t, size_t> SendAll(int fd, std::vector<mmsghdr>& msgs) {
-  size_t sent = 0, failed = 0, next = 0;
-  while (next < msgs.size()) {
-    unsigned batch = static_cast<unsigned>(std::min(msgs.size() - next, kMaxSendBatch));
-    int n = sendmmsg(fd, &msgs[next], batch, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-      next += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    spdlog::debug("sendmmsg: {}", strerror(errno));
-    ++failed;
-    ++next;
-  }
-  return {sent, failed};
-}
-
 }  // namespace
 
 struct ClusterDriver::Impl {
@@ -117,13 +97,7 @@ struct ClusterDriver::Impl {
         accept_retry_timer(io_context),
         gossip_udp(io_context),
         acceptor(io_context),
-        strand(boost::asio::make_strand(io_context)),
-        rx_storage(new uint64_t[kGossipBatch * kGossipBufferBytes / sizeof(uint64_t)]) {
-    auto* base = reinterpret_cast<std::byte*>(rx_storage.get());
-    for (size_t i = 0; i < kGossipBatch; ++i) {
-      rx_iov[i] = iovec{base + i * kGossipBufferBytes, kGossipBufferBytes};
-    }
-  }
+        strand(boost::asio::make_strand(io_context)) {}
 
   // What one locked section produced, sent after the lock is released.
   struct ReadyReply {
@@ -169,6 +143,9 @@ struct ClusterDriver::Impl {
 
   // ---- the locked sections ----
   void ResolveLocked(Batch* b);
+  // After the Node took peer messages: flush its output, resolve client
+  // replies, log membership changes and re-arm the timer.
+  void FlushPeerInputLocked(const Instant& now, Batch* b);
   void ArmTimerLocked(int64_t now_ns);
   void LogMembershipLocked();
   void CheckLeaveLocked(const Instant& now, Batch* b);
@@ -183,6 +160,7 @@ struct ClusterDriver::Impl {
   // ---- gossip UDP ----
   void ArmGossip();
   void OnGossipReadable();
+  void HandleGossipBatch(size_t n);
 
   // ---- TCP in ----
   void ArmAccept();
@@ -238,10 +216,7 @@ struct ClusterDriver::Impl {
       stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
 
   // Gossip receive buffers: one wait outstanding, so one handler at a time.
-  std::unique_ptr<uint64_t[]> rx_storage;
-  std::array<mmsghdr, kGossipBatch> rx_msgs{};
-  std::array<iovec, kGossipBatch> rx_iov{};
-  std::array<sockaddr_storage, kGossipBatch> rx_addr{};
+  DatagramBatch gossip_rx{kGossipBatch, kGossipBufferBytes};
 };
 
 // ---------------------------------------------------------------- inbound TCP
@@ -382,6 +357,13 @@ void ClusterDriver::Impl::ResolveLocked(Batch* b) {
   b->out.client.clear();
 }
 
+void ClusterDriver::Impl::FlushPeerInputLocked(const Instant& now, Batch* b) {
+  node->Flush(now, &b->out);
+  ResolveLocked(b);
+  LogMembershipLocked();
+  ArmTimerLocked(now.monotonic.count());
+}
+
 void ClusterDriver::Impl::ArmTimerLocked(int64_t now_ns) {
   if (closed.load(std::memory_order_relaxed)) return;
   int64_t deadline = node->NextDeadline().count();
@@ -490,7 +472,7 @@ void ClusterDriver::Impl::SendPeers(std::vector<core::Outbox::PeerPacket>& packe
     h.msg_iov = &iov[k];
     h.msg_iovlen = 1;
   }
-  auto [sent, failed] = SendAll(gossip_udp.native_handle(), msgs);
+  auto [sent, failed] = SendDatagrams(gossip_udp.native_handle(), msgs);
   gossip_datagrams_out.fetch_add(sent, std::memory_order_relaxed);
   gossip_bytes_out.fetch_add(bytes, std::memory_order_relaxed);  // attempted
   if (failed > 0) gossip_send_errors.fetch_add(failed, std::memory_order_relaxed);
@@ -521,7 +503,7 @@ void ClusterDriver::Impl::SendClients(std::vector<ReadyReply>& replies) {
       m.msg_hdr.msg_iovlen = 1;
       msgs.push_back(m);
     }
-    auto [sent, failed] = SendAll(fd, msgs);
+    auto [sent, failed] = SendDatagrams(fd, msgs);
     Counters::Add(counters->datagrams_out, sent);
     Counters::Add(counters->send_errors, failed);
     i = j;
@@ -607,51 +589,31 @@ void ClusterDriver::Impl::ArmGossip() {
 }
 
 void ClusterDriver::Impl::OnGossipReadable() {
-  const int fd = gossip_udp.native_handle();
-  for (int round = 0; round < kMaxGossipBatchesPerWakeup; ++round) {
-    for (size_t i = 0; i < kGossipBatch; ++i) {
-      msghdr& h = rx_msgs[i].msg_hdr;
-      h = msghdr{};
-      h.msg_name = &rx_addr[i];
-      h.msg_namelen = sizeof(rx_addr[i]);
-      h.msg_iov = &rx_iov[i];
-      h.msg_iovlen = 1;
-      rx_msgs[i].msg_len = 0;
-    }
-    int n = recvmmsg(fd, rx_msgs.data(), kGossipBatch, MSG_DONTWAIT, nullptr);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EBADF) return;
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        spdlog::debug("gossip recvmmsg: {}", strerror(errno));
-      break;
-    }
-    if (n == 0) break;
-    uint64_t bytes = 0;
-    Batch b;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      const Instant now = ReadClock();
-      for (int i = 0; i < n; ++i) {
-        if (rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // larger than any peer datagram
-        const std::string from = FormatSockaddr(reinterpret_cast<sockaddr*>(&rx_addr[i]),
-                                                rx_msgs[i].msg_hdr.msg_namelen);
-        std::span<const std::byte> data(static_cast<const std::byte*>(rx_iov[i].iov_base),
-                                        rx_msgs[i].msg_len);
-        bytes += data.size();
-        node->OnPeerMessage(from, data, now, &b.out);
-      }
-      node->Flush(now, &b.out);
-      ResolveLocked(&b);
-      LogMembershipLocked();
-      ArmTimerLocked(now.monotonic.count());
-    }
-    gossip_datagrams_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-    gossip_bytes_in.fetch_add(bytes, std::memory_order_relaxed);
-    Send(b);
-    if (static_cast<size_t>(n) < kGossipBatch) break;
+  if (gossip_rx.Drain(gossip_udp.native_handle(), kMaxGossipBatchesPerWakeup, "gossip recvmmsg",
+                      [this](size_t n) { HandleGossipBatch(n); })) {
+    ArmGossip();
   }
-  ArmGossip();
+}
+
+void ClusterDriver::Impl::HandleGossipBatch(size_t n) {
+  uint64_t bytes = 0;
+  Batch b;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const Instant now = ReadClock();
+    for (size_t i = 0; i < n; ++i) {
+      if (gossip_rx.truncated(i)) continue;  // larger than any peer datagram
+      const std::string from = FormatSockaddr(reinterpret_cast<sockaddr*>(&gossip_rx.address(i)),
+                                              gossip_rx.address_length(i));
+      std::span<const std::byte> data = gossip_rx.data(i);
+      bytes += data.size();
+      node->OnPeerMessage(from, data, now, &b.out);
+    }
+    FlushPeerInputLocked(now, &b);
+  }
+  gossip_datagrams_in.fetch_add(n, std::memory_order_relaxed);
+  gossip_bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  Send(b);
 }
 
 // ---------------------------------------------------------------- TCP in
@@ -699,10 +661,7 @@ void ClusterDriver::Impl::HandlePeerFrames(const std::string& from,
       bytes += frame.size();
       node->OnPeerMessage(from, frame, now, &b.out);
     }
-    node->Flush(now, &b.out);
-    ResolveLocked(&b);
-    LogMembershipLocked();
-    ArmTimerLocked(now.monotonic.count());
+    FlushPeerInputLocked(now, &b);
   }
   stream_frames_in.fetch_add(frames.size(), std::memory_order_relaxed);
   stream_bytes_in.fetch_add(bytes, std::memory_order_relaxed);

@@ -1,6 +1,6 @@
 // Serves one datagram socket (UDP or Unix SOCK_DGRAM): wait for readability,
-// drain with recvmmsg in batches of kBatch, answer each batch with one
-// sendmmsg, re-arm. Only one wait is ever outstanding, so the handler (and its
+// drain with recvmmsg in batches of kBatch (DatagramBatch), answer each batch
+// with one sendmmsg, re-arm. Only one wait is ever outstanding, so the handler (and its
 // buffers) runs on one thread at a time without locks even though the
 // io_context is run by many threads.
 //
@@ -19,16 +19,15 @@
 
 #include <sys/socket.h>
 
-#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "daemon/io/cluster_driver.h"
 #include "daemon/io/counters.h"
+#include "daemon/io/datagram_batch.h"
 #include "daemon/io/message_processor.h"
 #include "tally/limiter.h"
 
@@ -59,6 +58,8 @@ class DatagramServer {
  private:
   void Arm();
   void OnReadable();
+  // Answers the `n` datagrams one recvmmsg just put in rx_.
+  void HandleBatch(size_t n);
   // Sends replies_ with sendmmsg; counts what went out and what failed.
   void SendReplies();
 
@@ -67,10 +68,7 @@ class DatagramServer {
   ClusterDriver* cluster_ = nullptr;
   MessageProcessor processor_;
 
-  std::unique_ptr<uint64_t[]> rx_storage_;  // kBatch * kBufferBytes, 8-byte aligned for capnp
-  std::array<mmsghdr, kBatch> rx_msgs_{};
-  std::array<iovec, kBatch> rx_iov_{};
-  std::array<sockaddr_storage, kBatch> rx_addr_{};
+  DatagramBatch rx_{kBatch, kBufferBytes};
 
   std::vector<Reply> replies_;
   std::vector<ReplyTarget> cluster_targets_;  // cluster mode, per batch

@@ -1,9 +1,10 @@
 // Turns one received message into reply bytes: decode, ask the Limiter, encode.
 // This is glue only; every decision is the Limiter's (sans-IO core).
 //
-//   * checks message  -> one Limiter::CheckBatch over its checks, results encoded in
-//     request order; split over several reply datagrams if they would not
-//     fit one (clients match results by request id).
+//   * checks message  -> one Limiter::CheckBatch over all its checks (each
+//     shard they touch is locked once per message, not once per check),
+//     results encoded in request order; split over several reply datagrams
+//     if they would not fit one (clients match results by request id).
 //   * undecodable / truncated message -> counted as malformed and answered
 //     with ONE result {request_id 0, kMalformed or kUnsupportedVersion, reason}.
 //   * `responses` message (or any other daemon -> client kind) -> counted as

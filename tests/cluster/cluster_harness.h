@@ -61,28 +61,25 @@ struct ClusterTimings {
   int64_t handoff_timeout_ms = 2000;
 
   std::vector<std::string> Args() const {
-    return {"--probe-interval-ms",
-            std::to_string(probe_interval_ms),
-            "--probe-timeout-ms",
-            std::to_string(probe_timeout_ms),
-            "--suspicion-mult",
-            std::to_string(suspicion_mult),
-            "--suspicion-max-timeout-mult",
-            std::to_string(suspicion_max_timeout_mult),
-            "--gossip-interval-ms",
-            std::to_string(gossip_interval_ms),
-            "--reconnect-interval-ms",
-            std::to_string(reconnect_interval_ms),
-            "--push-pull-interval-ms",
-            std::to_string(push_pull_interval_ms),
-            "--anti-entropy-interval-ms",
-            std::to_string(anti_entropy_interval_ms),
-            "--replication-interval-ms",
-            std::to_string(replication_interval_ms),
-            "--forward-timeout-ms",
-            std::to_string(forward_timeout_ms),
-            "--handoff-timeout-ms",
-            std::to_string(handoff_timeout_ms)};
+    const std::pair<const char*, int64_t> flags[] = {
+        {"--probe-interval-ms", probe_interval_ms},
+        {"--probe-timeout-ms", probe_timeout_ms},
+        {"--suspicion-mult", suspicion_mult},
+        {"--suspicion-max-timeout-mult", suspicion_max_timeout_mult},
+        {"--gossip-interval-ms", gossip_interval_ms},
+        {"--reconnect-interval-ms", reconnect_interval_ms},
+        {"--push-pull-interval-ms", push_pull_interval_ms},
+        {"--anti-entropy-interval-ms", anti_entropy_interval_ms},
+        {"--replication-interval-ms", replication_interval_ms},
+        {"--forward-timeout-ms", forward_timeout_ms},
+        {"--handoff-timeout-ms", handoff_timeout_ms},
+    };
+    std::vector<std::string> args;
+    for (const auto& [flag, value] : flags) {
+      args.push_back(flag);
+      args.push_back(std::to_string(value));
+    }
+    return args;
   }
 
   // The documented detection bound (docs/DESIGN.md, membership/timing.h) for
@@ -121,6 +118,18 @@ inline double MsSince(SteadyClock::time_point start) {
   return std::chrono::duration<double, std::milli>(SteadyClock::now() - start).count();
 }
 
+// Enters `netns` for the rest of the calling thread's life ("" = no-op).
+inline void EnterNetns(const std::string& netns) {
+  if (netns.empty()) return;
+  std::string path = "/run/netns/" + netns;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "setns %s: %s\n", path.c_str(), strerror(errno));
+    std::abort();  // a test talking to the wrong network would lie
+  }
+  close(fd);
+}
+
 // Runs `fn` in network namespace `netns` ("" = ours) on a fresh thread, so
 // the caller's namespace is untouched; returns what `fn` returns.
 template <typename Fn>
@@ -129,14 +138,7 @@ auto InNetns(const std::string& netns, Fn&& fn) -> decltype(fn()) {
   using Result = decltype(fn());
   std::optional<std::conditional_t<std::is_void_v<Result>, int, Result>> result;
   std::thread t([&] {
-    std::string path = "/run/netns/" + netns;
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-      std::fprintf(stderr, "setns %s: %s\n", path.c_str(), strerror(errno));
-      if (fd >= 0) close(fd);
-      std::abort();  // a test talking to the wrong network would lie
-    }
-    close(fd);
+    EnterNetns(netns);
     if constexpr (std::is_void_v<Result>) {
       fn();
       result = 0;
@@ -146,18 +148,6 @@ auto InNetns(const std::string& netns, Fn&& fn) -> decltype(fn()) {
   });
   t.join();
   if constexpr (!std::is_void_v<Result>) return std::move(*result);
-}
-
-// Enters `netns` for the rest of the calling thread's life ("" = no-op).
-inline void EnterNetns(const std::string& netns) {
-  if (netns.empty()) return;
-  std::string path = "/run/netns/" + netns;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-    std::fprintf(stderr, "setns %s: %s\n", path.c_str(), strerror(errno));
-    std::abort();
-  }
-  close(fd);
 }
 
 inline std::string IpBinary() {
@@ -236,6 +226,14 @@ inline uint64_t CounterIn(const wire::StatusReport& status, const std::string& n
   return 0;
 }
 
+// What a check reports when no client could be made (`error` says why).
+inline CheckResult Unreachable(const std::string& error) {
+  CheckResult r;
+  r.status = Status::kUnavailable;
+  r.error = error;
+  return r;
+}
+
 // One check through `e` with a fresh client (any thread in e's namespace).
 inline CheckResult CheckHere(const Endpoint& e, const CheckRequest& request,
                              milliseconds timeout = milliseconds(500)) {
@@ -244,12 +242,7 @@ inline CheckResult CheckHere(const Endpoint& e, const CheckRequest& request,
   o.attempts = 3;
   std::string error;
   std::unique_ptr<Client> client = Client::Connect(e, o, &error);
-  if (!client) {
-    CheckResult r;
-    r.status = Status::kUnavailable;
-    r.error = error;
-    return r;
-  }
+  if (!client) return Unreachable(error);
   return client->Check(request);
 }
 
@@ -299,13 +292,7 @@ inline Tally Hammer(const TestNode& node, CheckRequest base, int count, uint64_t
     for (int i = 0; i < count; ++i) {
       base.request_id = first_id + static_cast<uint64_t>(i);
       auto start = SteadyClock::now();
-      CheckResult r;
-      if (client) {
-        r = client->Check(base);
-      } else {
-        r.status = Status::kUnavailable;
-        r.error = error;
-      }
+      CheckResult r = client ? client->Check(base) : Unreachable(error);
       t.Add(r, MsSince(start));
     }
     return t;
