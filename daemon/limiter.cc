@@ -168,6 +168,7 @@ LimiterStats Limiter::GetStats() const {
     total.over_capacity += s.over_capacity;
     total.dedup_hits += s.dedup_hits;
     total.keys_reclaimed += s.keys_reclaimed;
+    total.clock_steps_back += s.clock_steps_back;
     total.live_keys += shard->core.store().size();
   }
   uint64_t invalid = impl_->invalid.load(std::memory_order_relaxed);

@@ -8,10 +8,16 @@ namespace tally::core {
 LimiterCore::LimiterCore(const LimiterCoreOptions& options, const crdt::ReplicaSlot& local_slot)
     : store_(crdt::KeyStoreOptions{options.max_keys, options.buckets_per_window}),
       dedup_(options.dedup_ttl, options.max_dedup_entries),
-      local_slot_(store_.slots().Intern(local_slot)) {}
+      local_slot_(store_.slots().Intern(local_slot)),
+      max_clock_regression_ms_(options.max_clock_regression_ms) {}
 
 Instant LimiterCore::Clamp(Instant now) {
-  high_water_.wall = std::max(high_water_.wall, now.wall);
+  if (now.wall.count() < high_water_.wall.count() - max_clock_regression_ms_) {
+    high_water_.wall = now.wall;  // a clock step, not a race between threads
+    ++stats_.clock_steps_back;
+  } else {
+    high_water_.wall = std::max(high_water_.wall, now.wall);
+  }
   high_water_.monotonic = std::max(high_water_.monotonic, now.monotonic);
   return high_water_;
 }

@@ -9,9 +9,16 @@
 // ends at t, no such interval ever holds more than L admitted hits
 // (tests/daemon/core/decision_oracle_test.cc checks it against a brute-force log).
 //
-// Clocks: wall time that goes backwards is clamped to the highest value seen,
-// monotonic time likewise, so callers on several threads that read clocks
-// before taking the shard lock cannot make the state go back.
+// Clocks: wall time that goes backwards by up to max_clock_regression_ms is
+// clamped to the highest value seen, monotonic time always, so callers on
+// several threads that read clocks before taking the shard lock cannot make
+// the state go back. A larger wall step back is a real clock step (an
+// operator or NTP fixing a clock that was ahead): the core follows it, since
+// freezing time until the clock catches up would stop every window from
+// sliding for as long as the step, and a cluster member whose time is frozen
+// ahead would reclaim keys its peers still hold. Hits counted while the clock
+// was ahead sit in buckets "in the future" and keep counting until the clock
+// passes them: the step can only deny more.
 #ifndef TALLY_DAEMON_CORE_LIMITER_CORE_H_
 #define TALLY_DAEMON_CORE_LIMITER_CORE_H_
 
@@ -34,6 +41,8 @@ struct LimiterCoreOptions {
   size_t max_keys = 1'000'000;
   std::chrono::milliseconds dedup_ttl{10'000};
   size_t max_dedup_entries = 100'000;
+  // A wall clock step back larger than this is followed, not clamped.
+  int64_t max_clock_regression_ms = 1000;
 };
 
 class LimiterCore {
@@ -107,6 +116,7 @@ class LimiterCore {
   crdt::KeyStore store_;
   DedupCache dedup_;
   crdt::SlotIndex local_slot_;
+  int64_t max_clock_regression_ms_;
   Instant high_water_;
   LimiterStats stats_;
   uint64_t memo_window_ms_ = 0;  // 0: no valid window, nothing memoized

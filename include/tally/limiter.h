@@ -50,6 +50,8 @@ struct LimiterStats {
   uint64_t dedup_hits = 0;
   uint64_t keys_reclaimed = 0;
   uint64_t live_keys = 0;
+  // Wall clock steps back larger than the regression the core clamps.
+  uint64_t clock_steps_back = 0;
 };
 
 // Thread safety: all methods may be called concurrently from any thread.

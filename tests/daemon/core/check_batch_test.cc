@@ -113,7 +113,13 @@ class OldCore {
 
  private:
   Instant Clamp(Instant now) {
-    high_water_.wall = std::max(high_water_.wall, now.wall);
+    // A step back of more than the core's default 1 s is followed.
+    if (now.wall.count() < high_water_.wall.count() - 1000) {
+      high_water_.wall = now.wall;
+      ++stats_.clock_steps_back;
+    } else {
+      high_water_.wall = std::max(high_water_.wall, now.wall);
+    }
     high_water_.monotonic = std::max(high_water_.monotonic, now.monotonic);
     return high_water_;
   }
@@ -166,6 +172,7 @@ void ExpectSameStats(const LimiterStats& a, const LimiterStats& b) {
   EXPECT_EQ(a.over_capacity, b.over_capacity);
   EXPECT_EQ(a.dedup_hits, b.dedup_hits);
   EXPECT_EQ(a.keys_reclaimed, b.keys_reclaimed);
+  EXPECT_EQ(a.clock_steps_back, b.clock_steps_back);
 }
 
 using Contents =

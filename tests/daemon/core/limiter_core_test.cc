@@ -142,10 +142,30 @@ TEST(LimiterCoreTest, DedupEntriesExpireAfterTheirTtl) {
 TEST(LimiterCoreTest, WallClockGoingBackNeverReopensTheWindow) {
   LimiterCore core({});
   EXPECT_TRUE(core.Check(Req(1, 1000), At(50'000, 1)).allowed);
-  // The wall clock jumps back 10 s: time is clamped, the hit still counts.
+  // The wall clock jumps back 10 s: the hit, now in the future, still counts.
   EXPECT_FALSE(core.Check(Req(1, 1000), At(40'000, 2)).allowed);
   EXPECT_FALSE(core.Check(Req(1, 1000), At(50'500, 3)).allowed);
   EXPECT_TRUE(core.Check(Req(1, 1000), At(51'100, 4)).allowed);
+}
+
+TEST(LimiterCoreTest, SmallRegressionsAreClampedLargeStepsAreFollowed) {
+  LimiterCore core({});  // max_clock_regression_ms = 1000
+  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "bob"), At(50'000, 1)).allowed);
+  // 900 ms back (threads racing for the lock, a small NTP step): clamped, so
+  // the request lands in the 50'000 bucket and is denied there.
+  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(49'100, 2)).allowed);
+  EXPECT_EQ(core.stats().clock_steps_back, 0u);
+  // 10 s back: followed. Time slides from there instead of freezing at
+  // 50'000 for 10 s, so a new key's window opens again after one window.
+  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "carol"), At(40'000, 3)).allowed);
+  EXPECT_EQ(core.stats().clock_steps_back, 1u);
+  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "carol"), At(40'500, 4)).allowed);
+  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "carol"), At(41'100, 5)).allowed);
+  // Bob's hit is in the future now and still counts until the clock passes it.
+  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(41'200, 6)).allowed);
+  // A sweep at the stepped-back time keeps keys with hits ahead of it.
+  core.Sweep(At(41'300, 7));
+  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(41'400, 8)).allowed);
 }
 
 TEST(LimiterCoreTest, IdleKeysAreReclaimedAndFullTableSaysOverCapacity) {
