@@ -109,6 +109,7 @@ void Node::RefreshView(Instant now, Outbox* out) {
     if (view_[i].id == config_.node_id) self_index_ = i;
   }
   ring_ = RingOf(view_);
+  known_members_ = LastKnownMembers(now);
 
   // A warming node asks every member it has not asked yet for its keys.
   if (warming_) {
@@ -234,28 +235,63 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
       continue;
     }
     crdt::KeyId key = crdt::HashKey(check.user_id, check.endpoint, check.window_ms);
-    Route(batch_id, i, check, key, 0, 1, now, out);
+    Route(batch_id, i, check, key, RouteCursor{}, 1, now, out);
   }
 }
 
 void Node::Route(uint64_t batch_id, size_t index, const CheckRequest& check,
-                 const crdt::KeyId& key, size_t first_position, uint8_t hops, Instant now,
+                 const crdt::KeyId& key, RouteCursor cursor, uint8_t hops, Instant now,
                  Outbox* out) {
-  std::vector<size_t> targets = Targets(key);
-  for (size_t pos = first_position; pos < targets.size(); ++pos) {
-    const PeerView& target = view_[targets[pos]];
-    if (targets[pos] == self_index_) {
-      if (MayOwn() || hops >= kMaxHops) break;  // we decide
+  const int64_t now_ns = now.monotonic.count();
+  if (cursor.view_version != view_version_) {
+    // The ranking changed since the last attempt (a member died or joined):
+    // start over on the new one. Members that just timed out are passed over
+    // in the first cycle, and the attempts made so far still count.
+    cursor.position = 0;
+    cursor.cycle = 0;
+    cursor.view_version = view_version_;
+  }
+  const size_t pref = std::min<size_t>(config_.replicas, view_.size());
+  const size_t depth = std::min(view_.size(), std::max<size_t>(pref, config_.route_depth));
+  // The common case ranks R members; the rest of the ranking only on demand.
+  std::vector<uint32_t> ranking;
+  ring_.PreferenceList(key, cursor.position < pref ? pref : depth, &ranking);
+  for (;; ++cursor.position) {
+    if (cursor.position == pref) {
+      // A cycle over the preference list ended without an answer. Go round
+      // again while forwards are left and a member there is alive per SWIM
+      // (a loss, not a partition); otherwise walk on down the ranking.
+      const bool any_alive = std::any_of(ranking.begin(), ranking.begin() + pref, [&](uint32_t i) {
+        return i != self_index_ && SwimAlive(view_[i].id);
+      });
+      if (cursor.attempts < config_.route_attempts && any_alive) {
+        cursor.position = 0;
+        ++cursor.cycle;
+      } else if (ranking.size() < depth) {
+        ring_.PreferenceList(key, depth, &ranking);
+      }
+    }
+    if (cursor.position >= ranking.size()) break;
+    const size_t i = ranking[cursor.position];
+    if (i == self_index_) {
+      if (MayOwn() || hops >= MaxHops()) break;  // we decide
       continue;                                  // warming / bad clock: skip ourselves
     }
+    const PeerView& target = view_[i];
+    // The first cycle passes over peers that timed out lately; later cycles
+    // retry those SWIM holds alive.
+    const bool pass = cursor.position < pref && cursor.cycle > 0 ? !SwimAlive(target.id)
+                                                                  : Skipped(target.address, now_ns);
+    if (pass) continue;
+    ++cursor.attempts;
     InFlightForward f;
     f.batch_id = batch_id;
     f.index = index;
     f.check = check;
     f.key = key;
-    f.pref_position = pos;
+    f.cursor = cursor;
     f.peer_address = target.address;
-    f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
+    f.deadline_ns = now_ns + Ms(config_.forward_timeout_ms);
     f.hops = hops;
     const uint64_t forward_id = next_forward_id_++;
     Enqueue(target.address, wire::ForwardValue{forward_id, hops, check});
@@ -264,15 +300,39 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequest& check,
     ++counters_.forwarded;
     return;
   }
-  // We are the first reachable member of the list (or nobody else is left).
+  // We are the first reachable member of the ranking (or nobody else is left).
   CompleteItem(batch_id, index, DecideLocally(check, key, now, out), out);
+}
+
+bool Node::SwimAlive(const std::string& id) const {
+  const membership::Member* m = swim_.members().Find(id);
+  return m != nullptr && m->state == membership::MemberState::kAlive;
+}
+
+bool Node::Skipped(const std::string& address, int64_t now_ns) const {
+  auto it = peers_.find(address);
+  return it != peers_.end() && it->second.skip_until_ns > now_ns;
+}
+
+Node::PeerState& Node::FlushPeer(const std::string& address) {
+  PeerState& peer = peers_[address];
+  if (!peer.flush_listed) {
+    peer.flush_listed = true;
+    flush_list_.push_back(address);
+  }
+  return peer;
+}
+
+Node::PeerState& Node::ReplicationPeer(const std::string& address) {
+  replication_peers_.insert(address);
+  return peers_[address];
 }
 
 CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key,
                                 Instant now, Outbox* out) {
   CheckRequestRef effective = check;
   const size_t alive = view_.size();
-  const size_t known = LastKnownMembers(now);
+  const size_t known = known_members_;
   if (alive < known) {
     switch (config_.partition_policy) {
       case PartitionPolicy::kAvailability: break;
@@ -290,7 +350,7 @@ CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId&
   const uint64_t dedup_before = core_.stats().dedup_hits;
   CheckResult r = core_.CheckKey(effective, key, now);
   const bool retry = core_.stats().dedup_hits != dedup_before;
-  if (r.allowed && check.hits > 0 && !retry) MarkDirty(key);
+  if (r.allowed && check.hits > 0 && !retry) MarkDirty(key, now.monotonic.count());
   if (config_.record_decisions && r.status == tally::Status::kOk && !retry) {
     out->decisions.push_back(Outbox::Decision{key, check.request_id, check.limit, check.window_ms,
                                               r.allowed ? check.hits : 0, now.wall.count(),
@@ -331,7 +391,11 @@ void Node::CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Out
 }
 
 void Node::Enqueue(const std::string& address, wire::ForwardValue value) {
-  peers_[address].forward_queue.push_back(std::move(value));
+  FlushPeer(address).forward_queue.push_back(std::move(value));
+}
+
+void Node::QueueReply(const std::string& address, wire::ForwardResultValue value) {
+  FlushPeer(address).reply_queue.push_back(std::move(value));
 }
 
 void Node::ExpireForwards(Instant now, Outbox* out) {
@@ -353,12 +417,16 @@ void Node::ExpireForwards(Instant now, Outbox* out) {
   });
   for (InFlightForward& f : expired) {
     ++counters_.forward_timeouts;
+    // Later checks pass over this peer until it is heard from again.
+    peers_[f.peer_address].skip_until_ns = now_ns + Ms(config_.forward_skip_ms);
     if (f.batch_id != 0) {
-      Route(f.batch_id, f.index, f.check, f.key, f.pref_position + 1, f.hops, now, out);
+      RouteCursor next = f.cursor;
+      ++next.position;
+      Route(f.batch_id, f.index, f.check, f.key, next, f.hops, now, out);
     } else {
       // A relay that timed out: decide ourselves rather than fail the origin.
       CheckResult r = DecideLocally(f.check, f.key, now, out);
-      peers_[f.relay_origin].reply_queue.push_back({f.relay_forward_id, std::move(r)});
+      QueueReply(f.relay_origin, {f.relay_forward_id, std::move(r)});
     }
   }
 }
@@ -369,23 +437,23 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     std::string invalid;
     if (ValidateRequest(item.check, &invalid) != tally::Status::kOk) {
       CheckResult r = ErrorResult(item.check.request_id, tally::Status::kInvalidArgument, invalid);
-      peers_[from].reply_queue.push_back({item.forward_id, std::move(r)});
+      QueueReply(from, {item.forward_id, std::move(r)});
       continue;
     }
     crdt::KeyId key = crdt::HashKey(item.check.user_id, item.check.endpoint, item.check.window_ms);
     std::vector<size_t> targets = Targets(key);
     auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
-    const bool can_relay = !MayOwn() && item.hops < kMaxHops && self_pos != targets.end() &&
+    const bool can_relay = !MayOwn() && item.hops < MaxHops() && self_pos != targets.end() &&
                            self_pos + 1 != targets.end();
     if (!can_relay) {
       ++counters_.decided_for_peers;
       // Decide before touching peers_: DecideLocally may insert peers (MarkDirty)
       // and a rehash would invalidate a reference taken first.
       CheckResult decided = DecideLocally(item.check, key, now, out);
-      peers_[from].reply_queue.push_back({item.forward_id, std::move(decided)});
+      QueueReply(from, {item.forward_id, std::move(decided)});
       continue;
     }
-    // Relay once to the next member after us.
+    // Relay to the next member after us; it decides or relays in turn.
     ++counters_.relayed;
     size_t pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
     const PeerView& target = view_[targets[pos]];
@@ -393,7 +461,7 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     f.batch_id = 0;
     f.check = item.check;
     f.key = key;
-    f.pref_position = pos;
+    f.cursor.position = pos;
     f.peer_address = target.address;
     f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
     f.hops = static_cast<uint8_t>(item.hops + 1);
@@ -417,7 +485,7 @@ void Node::HandleForwardReply(const std::vector<wire::ForwardResultValue>& items
     if (f.batch_id != 0) {
       CompleteItem(f.batch_id, f.index, std::move(result), out);
     } else {
-      peers_[f.relay_origin].reply_queue.push_back({f.relay_forward_id, std::move(result)});
+      QueueReply(f.relay_origin, {f.relay_forward_id, std::move(result)});
     }
   }
 }
@@ -431,6 +499,13 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
   if (reader.Decode(bytes, &why) != tally::Status::kOk) {
     ++counters_.malformed_peer;
     return;
+  }
+  {
+    // Heard from: routing may use this peer again.
+    const std::string& sender =
+        reader.sender_address().empty() ? from_address : reader.sender_address();
+    auto it = peers_.find(sender);
+    if (it != peers_.end()) it->second.skip_until_ns = 0;
   }
   if (reader.is_swim()) {
     std::vector<membership::Outbound> swim_out;
@@ -456,14 +531,14 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
     case Kind::kForwardReply: HandleForwardReply(msg.results, out); break;
     case Kind::kReplicate: {
       ++counters_.replicate_received;
-      ApplyState(msg.replicate, now);
+      ApplyState(from, msg.replicate, true, now);
       wire::NodeMessageValue ack;
       ack.kind = Kind::kReplicateAck;
       ack.ack_seq = msg.replicate.seq;
       SendNode(from, ack, false, now, out);
       break;
     }
-    case Kind::kStatePush: ApplyState(msg.replicate, now); break;
+    case Kind::kStatePush: ApplyState(from, msg.replicate, false, now); break;
     case Kind::kReplicateAck: {
       auto it = peers_.find(from);
       if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
@@ -484,8 +559,11 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
   }
 }
 
-void Node::ApplyState(const wire::ReplicateValue& state, Instant now) {
+void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state,
+                      bool from_decider, Instant now) {
   crdt::KeyStore& store = core_.store();
+  const int64_t now_ns = now.monotonic.count();
+  std::vector<uint32_t> targets;
   std::vector<crdt::SlotIndex> slots;
   slots.reserve(state.slots.size());
   for (const wire::SlotValue& s : state.slots) {
@@ -501,38 +579,68 @@ void Node::ApplyState(const wire::ReplicateValue& state, Instant now) {
                             row.counts[k]);
       }
     }
-    store.Merge(crdt::KeyId{c.key_high, c.key_low}, counter, now.wall.count());
+    const crdt::KeyId key{c.key_high, c.key_low};
+    store.Merge(key, counter, now.wall.count());
+    if (!from_decider || from == config_.gossip_address) continue;
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    const bool listed = std::any_of(targets.begin(), targets.end(),
+                                    [&](uint32_t i) { return view_[i].address == from; });
+    if (listed) continue;
+    // The sender decides this key but is not on its list in our view: send
+    // it our deltas for the key too, so neither decides on half the counts.
+    std::vector<CoDecider>& co = co_deciders_[key];
+    auto it = std::find_if(co.begin(), co.end(), [&](const CoDecider& d) { return d.address == from; });
+    if (it == co.end()) it = co.insert(co.end(), CoDecider{from, 0});
+    it->expires_ns = now_ns + Ms(config_.co_decider_ttl_ms);
   }
 }
 
 // ---------------------------------------------------------------- replication
 
-void Node::MarkDirty(const crdt::KeyId& key) {
+void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
   for (size_t i : Targets(key)) {
-    if (i != self_index_) peers_[view_[i].address].dirty.insert(key);
+    if (i != self_index_) ReplicationPeer(view_[i].address).dirty.insert(key);
+  }
+  if (co_deciders_.empty()) return;
+  auto it = co_deciders_.find(key);
+  if (it == co_deciders_.end()) return;
+  for (const CoDecider& d : it->second) {
+    // A co-decider on our list already got the key above; dirty is a set.
+    if (d.expires_ns > now_ns) ReplicationPeer(d.address).dirty.insert(key);
   }
 }
 
 void Node::Replicate(Instant now, Outbox* out) {
   const int64_t now_ns = now.monotonic.count();
-  for (auto& [address, peer] : peers_) {
+  // Sorted: the set's order is not part of the contract, the trace's is.
+  std::vector<std::string> addresses(replication_peers_.begin(), replication_peers_.end());
+  std::sort(addresses.begin(), addresses.end());
+  // Co-deciders may be members our view does not hold yet.
+  boost::unordered_flat_set<std::string> co_decider_addresses;
+  for (const auto& [key, co] : co_deciders_) {
+    for (const CoDecider& d : co) co_decider_addresses.insert(d.address);
+  }
+  for (const std::string& address : addresses) {
+    PeerState& peer = peers_[address];
     // Resend what was not acknowledged in time (current state: join is idempotent).
     boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
       if (now_ns - kv.second.sent_ns < Ms(config_.replication_retry_ms)) return false;
       for (const auto& key : kv.second.keys) peer.dirty.insert(key);
       return true;
     });
-  }
-  for (auto& [address, peer] : peers_) {
-    if (peer.dirty.empty()) continue;
-    if (!view_by_address_.contains(address)) {
-      peer.dirty.clear();  // not a member any more; anti-entropy covers its successor
-      peer.unacked.clear();
-      continue;
+    if (!peer.dirty.empty()) {
+      if (!view_by_address_.contains(address) && !co_decider_addresses.contains(address)) {
+        peer.dirty.clear();  // not a member any more; anti-entropy covers its successor
+        peer.unacked.clear();
+      } else {
+        std::vector<crdt::KeyId> keys(peer.dirty.begin(), peer.dirty.end());
+        peer.dirty.clear();
+        SendState(address, std::move(keys), true, now, out);
+      }
     }
-    std::vector<crdt::KeyId> keys(peer.dirty.begin(), peer.dirty.end());
-    peer.dirty.clear();
-    SendState(address, std::move(keys), true, now, out);
+    // SendState may have rehashed peers_: look the peer up again.
+    const PeerState& after = peers_[address];
+    if (after.dirty.empty() && after.unacked.empty()) replication_peers_.erase(address);
   }
 }
 
@@ -603,7 +711,7 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
     }
     if (sent.empty()) continue;
     if (acked) {
-      peers_[address].unacked[msg.replicate.seq] =
+      ReplicationPeer(address).unacked[msg.replicate.seq] =
           UnackedReplicate{std::move(sent), now.monotonic.count()};
       ++counters_.replicate_sent;
     } else {
@@ -637,7 +745,8 @@ uint64_t Node::StateHash(const crdt::KeyId& key, Instant now) const {
 
 std::vector<uint64_t> Node::Digest(const std::string& peer_id, Instant now) const {
   std::vector<uint64_t> ranges(64, 0);
-  core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+  core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry& entry) {
+    if (!Settled(entry)) return;
     std::vector<size_t> targets = Targets(key);
     bool mine = std::find(targets.begin(), targets.end(), self_index_) != targets.end();
     bool theirs = std::any_of(targets.begin(), targets.end(),
@@ -673,8 +782,8 @@ void Node::HandleDigest(const std::string& from, const wire::NodeMessageValue& m
   }
   if (any) {
     std::vector<crdt::KeyId> keys;
-    core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
-      if (!differs[RangeOf(key)]) return;
+    core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry& entry) {
+      if (!differs[RangeOf(key)] || !Settled(entry)) return;
       std::vector<size_t> targets = Targets(key);
       bool theirs = std::any_of(targets.begin(), targets.end(),
                                 [&](size_t i) { return view_[i].id == peer_id; });
@@ -731,7 +840,10 @@ void Node::Tick(Instant now, Outbox* out) {
   swim_.Tick(now, &swim_out);
   SendSwim(swim_out, now, out);
   RefreshView(now, out);
-  UpdateClockHealth(now);
+  if (now_ns >= next_clock_check_ns_) {
+    UpdateClockHealth(now);
+    next_clock_check_ns_ = now_ns + Ms(config_.clock_check_interval_ms);
+  }
   if (warming_ && now_ns >= warming_until_ns_) warming_ = false;
   if (warming_ && now_ns >= next_handoff_retry_ns_) {
     // A member that did not see us alive yet ignored our request: ask again.
@@ -748,53 +860,65 @@ void Node::Tick(Instant now, Outbox* out) {
     next_replication_ns_ = now_ns + Ms(config_.replication_interval_ms);
   }
   if (now_ns >= next_anti_entropy_ns_) {
+    settled_version_ = version_at_last_round_;
+    version_at_last_round_ = core_.store().version();
     StartAntiEntropy(now, out);
     core_.Sweep(now);
+    known_members_ = LastKnownMembers(now);  // dead members age out of it
+    boost::unordered::erase_if(co_deciders_, [&](auto& kv) {
+      std::erase_if(kv.second, [&](const CoDecider& d) { return d.expires_ns <= now_ns; });
+      return kv.second.empty();
+    });
     next_anti_entropy_ns_ = now_ns + Ms(config_.anti_entropy_interval_ms);
   }
   Flush(now, out);
 }
 
 void Node::Flush(Instant now, Outbox* out) {
-  for (auto& [address, peer] : peers_) {
+  std::vector<std::string> addresses;
+  addresses.swap(flush_list_);
+  for (const std::string& address : addresses) {
+    // Taken out of peers_ while sending: SendNode does not touch peers_, but
+    // moving the queues keeps that an implementation detail.
+    PeerState& peer = peers_[address];
+    peer.flush_listed = false;
+    std::vector<wire::ForwardValue> forwards = std::move(peer.forward_queue);
+    std::vector<wire::ForwardResultValue> replies = std::move(peer.reply_queue);
+    peer.forward_queue.clear();
+    peer.reply_queue.clear();
     size_t i = 0;
-    while (i < peer.forward_queue.size()) {
+    while (i < forwards.size()) {
       wire::NodeMessageValue msg;
       msg.kind = Kind::kForward;
       size_t bytes = 160;
-      while (i < peer.forward_queue.size()) {
-        size_t cost = wire::EncodedForwardBound(peer.forward_queue[i].check);
+      while (i < forwards.size()) {
+        size_t cost = wire::EncodedForwardBound(forwards[i].check);
         if (!msg.forwards.empty() && bytes + cost > config_.max_packet_bytes) break;
         bytes += cost;
-        msg.forwards.push_back(std::move(peer.forward_queue[i++]));
+        msg.forwards.push_back(std::move(forwards[i++]));
       }
       SendNode(address, msg, false, now, out);
     }
-    peer.forward_queue.clear();
     i = 0;
-    while (i < peer.reply_queue.size()) {
+    while (i < replies.size()) {
       wire::NodeMessageValue msg;
       msg.kind = Kind::kForwardReply;
       size_t bytes = 160;
-      while (i < peer.reply_queue.size()) {
-        size_t cost = wire::kEncodedForwardResultBound + peer.reply_queue[i].result.error.size();
+      while (i < replies.size()) {
+        size_t cost = wire::kEncodedForwardResultBound + replies[i].result.error.size();
         if (!msg.results.empty() && bytes + cost > config_.max_packet_bytes) break;
         bytes += cost;
-        msg.results.push_back(std::move(peer.reply_queue[i++]));
+        msg.results.push_back(std::move(replies[i++]));
       }
       SendNode(address, msg, false, now, out);
     }
-    peer.reply_queue.clear();
   }
 }
 
 std::chrono::nanoseconds Node::NextDeadline() const {
   int64_t next = swim_.NextDeadline().count();
   // Replication wakes us only when there is something to send or resend.
-  const bool replication_pending = std::any_of(peers_.begin(), peers_.end(), [](const auto& kv) {
-    return !kv.second.dirty.empty() || !kv.second.unacked.empty();
-  });
-  if (replication_pending) next = std::min(next, next_replication_ns_);
+  if (!replication_peers_.empty()) next = std::min(next, next_replication_ns_);
   next = std::min(next, next_anti_entropy_ns_);
   next = std::min(next, next_forward_expiry_ns_);
   if (warming_) next = std::min({next, warming_until_ns_, next_handoff_retry_ns_});

@@ -12,8 +12,17 @@
 //     in some Outbox (immediately, or after forwards answer or time out).
 //   * A forwarded check is decided by its receiver unless that receiver may
 //     not own keys right now (warming up after a join, or its clock is off);
-//     then it relays once more. A check travels at most kMaxHops hops.
+//     then it relays to the member after it on the key's preference list,
+//     which decides or relays in turn, and the list's last member always
+//     decides. So while several members warm up at once, every check for a
+//     key still ends at one node: the first on its list that may own (a
+//     check travels at most MaxHops() = R + 1 hops).
 //   * Only the node that decided a hit replicates it; replicas merge by join.
+//   * A node that receives a decider's deltas for a key whose preference
+//     list (in its view) does not hold that decider replicates its own
+//     decisions for the key back to it for co_decider_ttl_ms: two nodes that
+//     both decide a key (views disagree during a membership change, or a
+//     fallback past the preference list) always exchange deltas both ways.
 //
 // Thread safety: none. The daemon calls it under one mutex.
 #ifndef TALLY_DAEMON_CORE_NODE_H_
@@ -21,6 +30,7 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -60,6 +70,21 @@ struct NodeConfig {
   membership::SwimConfig swim;
 
   int64_t forward_timeout_ms = 30;       // then the next in the preference list decides
+  // Routing tries the preference list in order, and again (its members that
+  // SWIM still holds alive) until this many forwards have failed; only then
+  // does it walk on down the key's ranking, to route_depth members, before
+  // the entry node decides itself. A lost datagram is retried against nodes
+  // that hold the key's counts; a side of a partition that holds none of a
+  // key's replicas still ends up with one decider, the same for all its nodes.
+  uint32_t route_attempts = 8;
+  uint32_t route_depth = 6;
+  // After a forward to a peer times out, routing passes over that peer until
+  // we hear from it again or this much time has passed.
+  int64_t forward_skip_ms = 250;
+  // How long a co-decider (see the invariants) keeps getting our deltas after
+  // its last delta for the key reached us.
+  int64_t co_decider_ttl_ms = 2000;
+  int64_t clock_check_interval_ms = 100;  // clock health is re-evaluated this often
   int64_t replication_interval_ms = 10;  // deltas to replicas this often
   int64_t replication_retry_ms = 100;    // unacknowledged deltas are resent
   int64_t anti_entropy_interval_ms = 1000;
@@ -136,7 +161,8 @@ struct NodeStatus {
 
 class Node {
  public:
-  static constexpr uint8_t kMaxHops = 2;
+  // Hops a check may travel: entry -> each member of the list in turn.
+  uint8_t MaxHops() const { return static_cast<uint8_t>(std::min<uint32_t>(config_.replicas + 1, 255)); }
 
   explicit Node(const NodeConfig& config);
 
@@ -184,12 +210,21 @@ class Node {
     std::vector<CheckResult> results;
     size_t outstanding = 0;
   };
+  // Where routing stands for one check: `position` in the key's ranking
+  // (below R: the preference list, scanned once per cycle), how many cycles
+  // over the preference list began, and how many forwards were sent.
+  struct RouteCursor {
+    size_t position = 0;
+    uint32_t cycle = 0;
+    uint32_t attempts = 0;
+    uint64_t view_version = UINT64_MAX;  // positions index this view's ranking
+  };
   struct InFlightForward {
     uint64_t batch_id = 0;  // 0: a relay, answer goes to relay_origin
     size_t index = 0;
     CheckRequest check;
     crdt::KeyId key;
-    size_t pref_position = 0;  // which member of the preference list has it
+    RouteCursor cursor;  // at the member that has it
     std::string peer_address;
     int64_t deadline_ns = 0;
     uint8_t hops = 1;
@@ -206,6 +241,12 @@ class Node {
     std::vector<wire::ForwardResultValue> reply_queue;
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;  // keys to replicate
     boost::unordered_flat_map<uint64_t, UnackedReplicate> unacked;
+    int64_t skip_until_ns = 0;  // a forward timed out: routing passes over us
+    bool flush_listed = false;  // in flush_list_
+  };
+  struct CoDecider {
+    std::string address;
+    int64_t expires_ns = 0;
   };
 
   // Membership view.
@@ -216,14 +257,21 @@ class Node {
   bool MayOwn() const;
   size_t LastKnownMembers(Instant now) const;
   void UpdateClockHealth(Instant now);
+  // The peer's state, registered for the next Flush.
+  PeerState& FlushPeer(const std::string& address);
+  // The peer's state, registered for the next Replicate.
+  PeerState& ReplicationPeer(const std::string& address);
+  bool Skipped(const std::string& address, int64_t now_ns) const;
 
   // Checks.
   CheckResult DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
                             Outbox* out);
   void Route(uint64_t batch_id, size_t index, const CheckRequest& check, const crdt::KeyId& key,
-             size_t first_position, uint8_t hops, Instant now, Outbox* out);
+             RouteCursor cursor, uint8_t hops, Instant now, Outbox* out);
+  bool SwimAlive(const std::string& id) const;
   void CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Outbox* out);
   void Enqueue(const std::string& address, wire::ForwardValue value);
+  void QueueReply(const std::string& address, wire::ForwardResultValue value);
   void ExpireForwards(Instant now, Outbox* out);
 
   // Peer messages.
@@ -232,14 +280,18 @@ class Node {
   void HandleForward(const std::string& from, const std::vector<wire::ForwardValue>& items,
                      Instant now, Outbox* out);
   void HandleForwardReply(const std::vector<wire::ForwardResultValue>& items, Outbox* out);
-  void ApplyState(const wire::ReplicateValue& state, Instant now);
+  // `from_decider`: the sender decided these hits (a replicate), as opposed
+  // to handing over or repairing state it holds.
+  void ApplyState(const std::string& from, const wire::ReplicateValue& state, bool from_decider,
+                  Instant now);
 
   // Replication, anti-entropy, handoff.
-  void MarkDirty(const crdt::KeyId& key);
+  void MarkDirty(const crdt::KeyId& key, int64_t now_ns);
   void Replicate(Instant now, Outbox* out);
   void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
                  Instant now, Outbox* out);
   std::vector<uint64_t> Digest(const std::string& peer_id, Instant now) const;
+  bool Settled(const crdt::KeyStore::Entry& entry) const { return entry.version <= settled_version_; }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
   void StartAntiEntropy(Instant now, Outbox* out);
   void HandleDigest(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
@@ -272,6 +324,13 @@ class Node {
   boost::unordered_flat_map<uint64_t, PendingBatch> batches_;
   boost::unordered_flat_map<uint64_t, InFlightForward> in_flight_;
   boost::unordered_flat_map<std::string, PeerState> peers_;  // by address
+  // Peers with queued forwards or replies, in the order they were queued, and
+  // peers with keys to replicate or unacknowledged replicates: Flush and
+  // Replicate visit only these, not every peer of a large cluster.
+  std::vector<std::string> flush_list_;
+  boost::unordered_flat_set<std::string> replication_peers_;
+  boost::unordered_flat_map<crdt::KeyId, std::vector<CoDecider>, crdt::KeyIdHash> co_deciders_;
+  size_t known_members_ = 1;  // LastKnownMembers, refreshed on view changes and each second
 
   // Ownership gates.
   bool warming_ = false;
@@ -284,6 +343,14 @@ class Node {
   int64_t next_replication_ns_ = 0;
   int64_t next_anti_entropy_ns_ = 0;
   int64_t next_forward_expiry_ns_ = INT64_MAX;
+  int64_t next_clock_check_ns_ = 0;
+  // Anti-entropy compares only keys that have settled: unchanged here since
+  // the round before last (at least one interval). Keys still being written
+  // are carried by replication, which sends their whole state each time, so
+  // digests of busy keys (never equal while replicas lag by a few ms) do not
+  // push every live key over TCP every second.
+  uint64_t settled_version_ = 0;
+  uint64_t version_at_last_round_ = 0;
   int64_t started_ns_ = 0;
 
   wire::ClientMessageReader client_reader_;

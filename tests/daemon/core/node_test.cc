@@ -11,7 +11,9 @@
 #include <queue>
 #include <set>
 
+#include "membership/ring.h"
 #include "wire/codec.h"
+#include "wire/peer_codec.h"
 
 namespace tally::core {
 namespace {
@@ -66,6 +68,24 @@ class TestCluster {
     cuts_.insert({b, a});
   }
   void HealAll() { cuts_.clear(); }
+  // Loses the next `count` forward datagrams from `from` to `to` (other
+  // traffic between them still flows).
+  void DropForwards(const std::string& from, const std::string& to, int count) {
+    drop_forwards_[{from, to}] += count;
+  }
+  // Delivers raw peer bytes to `to` as if sent from `from_address`.
+  void Inject(const std::string& to, const std::string& from_address,
+              const std::vector<std::byte>& bytes) {
+    Outbox out;
+    node(to).OnPeerMessage(from_address, bytes, Now(), &out);
+    node(to).Flush(Now(), &out);
+    Dispatch(to, out);
+  }
+  // Node messages of `kind` sent so far to an address.
+  int SentTo(const std::string& address, wire::NodeMessageValue::Kind kind) const {
+    auto it = sent_.find({address, kind});
+    return it == sent_.end() ? 0 : it->second;
+  }
 
   Instant Now() const {
     return Instant{milliseconds(kStartWallMs + now_ns_ / 1'000'000), nanoseconds(now_ns_)};
@@ -152,8 +172,18 @@ class TestCluster {
     bool operator>(const Packet& o) const { return at_ns != o.at_ns ? at_ns > o.at_ns : seq > o.seq; }
   };
 
+  static std::optional<wire::NodeMessageValue::Kind> NodeKind(const std::vector<std::byte>& bytes) {
+    wire::PeerMessageReader reader;
+    std::string why;
+    if (reader.Decode(bytes, &why) != Status::kOk || reader.is_swim()) return std::nullopt;
+    wire::NodeMessageValue msg;
+    if (!reader.ReadNode(&msg, &why)) return std::nullopt;
+    return msg.kind;
+  }
+
   void Dispatch(const std::string& from, Outbox& out) {
     for (auto& p : out.peer) {
+      if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
       in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
     }
     for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
@@ -165,6 +195,12 @@ class TestCluster {
     for (auto& [id, e] : nodes_) {
       if (e.address != p.to_address) continue;
       if (!e.up || cuts_.contains({p.from, id})) return;
+      auto drop = drop_forwards_.find({p.from, id});
+      if (drop != drop_forwards_.end() && drop->second > 0 &&
+          NodeKind(p.bytes) == wire::NodeMessageValue::Kind::kForward) {
+        --drop->second;
+        return;
+      }
       Outbox out;
       e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, Now(), &out);
       e.node->Flush(Now(), &out);
@@ -180,6 +216,8 @@ class TestCluster {
   std::map<std::string, Entry> nodes_;
   std::priority_queue<Packet, std::vector<Packet>, std::greater<>> in_flight_;
   std::set<std::pair<std::string, std::string>> cuts_;
+  std::map<std::pair<std::string, std::string>, int> drop_forwards_;
+  std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
   std::map<uint64_t, std::vector<std::byte>> replies_;
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
 };
@@ -406,6 +444,165 @@ TEST(NodeTest, MalformedPeerAndClientBytesAreCountedNotFatal) {
   NodeStatus s = n.Status(c.Now());
   EXPECT_EQ(s.counters.malformed_peer, 1u);
   EXPECT_EQ(s.counters.malformed_client, 1u);
+}
+
+// The key's full ranking over members n1..n<n>, best first.
+std::vector<std::string> Ranking(const crdt::KeyId& key, int n) {
+  std::vector<membership::RingMember> members;
+  for (int i = 1; i <= n; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    members.push_back({id, TestCluster::AddressOf(id), 1.0});
+  }
+  return membership::Ring(std::move(members)).PreferenceIds(key, static_cast<size_t>(n));
+}
+
+TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
+  TestCluster c;
+  c.Add("n1", false);
+  for (int i = 2; i <= 6; ++i) c.Add("n" + std::to_string(i));
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  ASSERT_EQ(c.node("n1").PreferenceList(key),
+            std::vector<std::string>(ranking.begin(), ranking.begin() + 3));
+  // The key's three replicas on one side, everyone else on the other.
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 3; b < 6; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  // Checks through every node of the replica-less side, before and after
+  // SWIM notices: one node (the side's best-ranked) decides them all, so
+  // the side admits the limit once, not once per entry node.
+  int admitted = 0;
+  for (uint64_t i = 1; i <= 12; ++i) {
+    if (i == 7) c.RunFor(10'000);
+    auto r = c.Check(ranking[3 + i % 3], Req(i, 5));
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->status, Status::kOk);
+    admitted += r->allowed;
+  }
+  EXPECT_EQ(admitted, 5);
+  EXPECT_EQ(c.decisions(ranking[3]).size(), 12u);
+  EXPECT_TRUE(c.decisions(ranking[4]).empty());
+  EXPECT_TRUE(c.decisions(ranking[5]).empty());
+}
+
+TEST(NodeTest, LostForwardsAreRetriedAgainstThePreferenceList) {
+  TestCluster c;
+  c.Add("n1", false);
+  for (int i = 2; i <= 5; ++i) c.Add("n" + std::to_string(i));
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 5);
+  const std::string entry = ranking[4];
+  for (int i = 0; i < 3; ++i) c.DropForwards(entry, ranking[i], 1);
+  // Every member of the preference list lost one forward: the second cycle
+  // asks the owner again rather than letting a member without the key's
+  // counts decide.
+  auto r = c.Check(entry, Req(1, 5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->allowed);
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 1u);
+  EXPECT_TRUE(c.decisions(ranking[3]).empty());
+  EXPECT_TRUE(c.decisions(entry).empty());
+}
+
+TEST(NodeTest, AfterAForwardTimeoutLaterChecksPassOverThatPeer) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.Add("n4");
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 4);
+  const std::string entry = ranking[3];
+  c.Cut(entry, ranking[0]);  // the owner is unreachable from the entry only
+  const int64_t t0 = c.Now().monotonic.count();
+  ASSERT_TRUE(c.Check(entry, Req(1, 5)).has_value());
+  const int64_t first_ms = (c.Now().monotonic.count() - t0) / 1'000'000;
+  EXPECT_GE(first_ms, 30);  // waited out the forward timeout
+  const int64_t t1 = c.Now().monotonic.count();
+  auto r = c.Check(entry, Req(2, 5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_LT((c.Now().monotonic.count() - t1) / 1'000'000, 30);  // straight to the replica
+  EXPECT_EQ(c.decisions(ranking[1]).size(), 2u);
+}
+
+TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::string owner = c.node("n1").PreferenceList(key)[0];
+  // n9, a node this view does not hold (a joiner the others have not heard
+  // of yet), decided two hits for the key and replicates them to the owner.
+  const std::string n9 = "10.0.0.9:7946";
+  const crdt::Geometry g = crdt::GeometryFor(60'000, 10);
+  wire::NodeMessageValue msg;
+  msg.kind = wire::NodeMessageValue::Kind::kReplicate;
+  msg.replicate.seq = 1;
+  msg.replicate.slots.push_back({"n9", 7});
+  wire::CounterValue counter;
+  counter.key_high = key.high;
+  counter.key_low = key.low;
+  counter.bucket_ms = static_cast<uint32_t>(g.bucket_ms);
+  counter.span = static_cast<uint16_t>(g.span);
+  counter.newest_bucket = crdt::BucketOf(c.Now().wall.count(), g);
+  counter.rows.push_back({0, std::vector<uint32_t>(g.span + 1, 0)});
+  counter.rows.back().counts.back() = 2;
+  msg.replicate.counters.push_back(counter);
+  std::vector<std::byte> bytes;
+  wire::EncodeNodeMessage(wire::PeerHeader{"n9", n9, 7, c.Now().wall.count()}, msg, &bytes);
+  c.Inject(owner, n9, bytes);
+  EXPECT_EQ(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicateAck), 1);
+  // The owner counts n9's hits, and replicates its own decision to n9 too.
+  auto r = c.Check(owner, Req(1, 3));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->allowed);
+  EXPECT_EQ(r->remaining, 0u);
+  c.RunFor(50);
+  EXPECT_GE(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicate), 1);
+  // Not for other keys, and not once the co-decider has been quiet long enough.
+  c.RunFor(5000);
+  const int before = c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicate);
+  ASSERT_TRUE(c.Check(owner, Req(2, 3)).has_value());
+  ASSERT_TRUE(c.Check(owner, Req(3, 3, 60'000, "bob")).has_value());
+  c.RunFor(200);
+  EXPECT_EQ(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicate), before);
+}
+
+TEST(NodeTest, AntiEntropyLeavesKeysBeingWrittenToReplication) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::string owner = c.node("n1").PreferenceList(key)[0];
+  auto pushes = [&] {
+    int n = 0;
+    for (const char* id : {"n1", "n2", "n3"}) {
+      n += c.SentTo(TestCluster::AddressOf(id), wire::NodeMessageValue::Kind::kStatePush);
+    }
+    return n;
+  };
+  const int before = pushes();
+  // A key written every 5 ms for 5 s (five anti-entropy rounds per node):
+  // its replicas always lag by up to one replication interval, so digests
+  // that included it would differ every round and push it over the stream.
+  for (uint64_t i = 1; i <= 1000; ++i) {
+    ASSERT_TRUE(c.Check(owner, Req(i, 1'000'000)).has_value());
+    c.RunFor(5);
+  }
+  EXPECT_EQ(pushes(), before);
+  // Once it settles, replicas hold the owner's state.
+  c.RunFor(3000);
+  const uint64_t h = c.node(owner).StateHash(key, c.Now());
+  for (const std::string& id : c.node(owner).PreferenceList(key)) {
+    EXPECT_EQ(c.node(id).StateHash(key, c.Now()), h) << id;
+  }
 }
 
 }  // namespace
