@@ -4,7 +4,8 @@
 //   tally-load [--udp HOST:PORT | --unix PATH] [--in-flight N] [--duration-s S]
 //              [--keys K] [--dist uniform|zipf] [--zipf-s S] [--seed N]
 //              [--limit L] [--window-ms W] [--batch B] [--threads T]
-//              [--timeout-ms N] [--json] [--compare-echo [--echo-threads E]]
+//              [--timeout-ms N] [--owner-filter all|local|remote|node=ID]
+//              [--json] [--compare-echo [--echo-threads E]]
 //   tally-load --echo-server [--udp HOST:PORT] [--unix PATH] [--unix-seq PATH]
 //
 // Closed loop: each client thread keeps its share of --in-flight checks
@@ -12,6 +13,14 @@
 // soon as a whole one's worth has been answered or timed out. A check with no
 // reply within --timeout-ms counts as a timeout and is replaced, so loss
 // never stalls the loop.
+//
+// Keys are "u<i>" for i in [0, --keys) with endpoint "/load". With
+// --owner-filter, tally-load first asks the target who owns each candidate
+// key (the admin owner query `tally owner` uses) and keeps the first --keys
+// that pass: `local` keeps keys the target decides itself, `remote` keys it
+// forwards to another member, `node=ID` keys member ID owns
+// (bench/owner_filter.h). Each lookup is one round trip, so keep --keys in
+// the tens of thousands with a filter.
 //
 // Exit status: 0 ran and got replies, 1 no replies at all, 2 usage or setup error.
 #include <signal.h>
@@ -26,7 +35,6 @@
 #include <barrier>
 #include <bit>
 #include <boost/program_options.hpp>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -41,6 +49,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench/owner_filter.h"
+#include "client/admin.h"
 #include "daemon/io/daemon.h"
 #include "tally/client.h"
 #include "tally/types.h"
@@ -149,7 +159,12 @@ struct LoadConfig {
   int batch = 1;  // checks per datagram
   int threads = 1;
   std::chrono::milliseconds timeout{1000};
+  // Key i of the run is LoadUserId(key_ids[i]) when not empty (an owner
+  // filter chose them; keys == key_ids.size()), else LoadUserId(i).
+  std::vector<uint64_t> key_ids;
 };
+
+constexpr std::string_view kLoadEndpoint = "/load";
 
 struct LoadResult {
   std::string name;
@@ -201,16 +216,13 @@ void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int s
     while (static_cast<int>(pending.size()) + batch <= share) {
       for (int i = 0; i < batch; ++i) {
         uint64_t key = zipf != nullptr ? zipf->Pick(unit(rng)) : uniform_key(rng);
+        if (!config.key_ids.empty()) key = config.key_ids[key];
         std::string& user = users[static_cast<size_t>(i)];
-        user.clear();  // not assign("u"): GCC 12 -Wrestrict false positive
-        user.push_back('u');
-        char digits[24];
-        auto [p, ec] = std::to_chars(digits, digits + sizeof(digits), key);
-        user.append(digits, p);
+        FormatLoadUserId(key, &user);
         CheckRequestRef& ref = refs[static_cast<size_t>(i)];
         ref.request_id = client->NextRequestId();
         ref.user_id = user;
-        ref.endpoint = "/load";
+        ref.endpoint = kLoadEndpoint;
         ref.limit = config.limit;
         ref.window_ms = config.window_ms;
         ref.hits = 1;
@@ -294,6 +306,57 @@ bool Probe(Client* client, std::chrono::milliseconds timeout, std::string* error
   }
   *error = "no reply to a probe within 3 x " + std::to_string(timeout.count()) + " ms";
   return false;
+}
+
+// Looks up the owners of `indices` at `target`, on up to `threads` threads
+// (each lookup is one blocking round trip).
+std::vector<OwnerLookup> LookupOwners(const Endpoint& target, const LoadConfig& config, int threads,
+                                      std::span<const uint64_t> indices) {
+  std::vector<OwnerLookup> out(indices.size());
+  ClientOptions options;
+  options.timeout = std::min(config.timeout, std::chrono::milliseconds(500));
+  options.attempts = 3;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    wire::OwnerQuery query;
+    query.endpoint = kLoadEndpoint;
+    query.window_ms = config.window_ms;
+    wire::OwnerReport report;
+    for (size_t i = next.fetch_add(1); i < indices.size(); i = next.fetch_add(1)) {
+      OwnerLookup& a = out[i];
+      FormatLoadUserId(indices[i], &query.user_id);
+      report = {};
+      if (!QueryOwner(target, options, query, &report, &a.error)) continue;
+      if (report.status != Status::kOk) {
+        a.error = report.error.empty() ? std::string(StatusName(report.status)) : report.error;
+        continue;
+      }
+      a.ok = true;
+      a.answerer = report.node_id;
+      if (!report.preference_list.empty()) a.owner = report.preference_list[0];
+    }
+  };
+  const int n = std::max(1, std::min<int>(threads, static_cast<int>(indices.size())));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < n; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  return out;
+}
+
+// Chooses config->keys keys that pass `filter` at the target and stores
+// them in config->key_ids. Returns the selection (error set on failure).
+KeySelection ChooseKeys(const OwnerFilter& filter, LoadConfig* config) {
+  constexpr uint64_t kChunk = 256;
+  constexpr int kLookupThreads = 8;
+  // Enough for one owner in 64 members; a filter naming a non-member stops here.
+  const uint64_t max_examined = std::min<uint64_t>(config->keys * 64, 1'000'000'000);
+  KeySelection s =
+      SelectKeys(filter, config->keys, max_examined, kChunk, [&](std::span<const uint64_t> ids) {
+        return LookupOwners(config->target, *config, kLookupThreads, ids);
+      });
+  if (s.error.empty() && filter.selects()) config->key_ids = s.indices;
+  return s;
 }
 
 LoadResult RunLoad(const std::string& name, const LoadConfig& config, const ZipfTable* zipf) {
@@ -396,14 +459,28 @@ std::string ResultLine(const LoadResult& r) {
   return buf;
 }
 
-std::string ConfigJson(const LoadConfig& c, const std::string& transport) {
+std::string SelectionJson(const OwnerFilter& filter, const KeySelection& s) {
+  std::string out = ",\"owner_filter\":" + JsonString(filter.ToString());
+  if (!filter.selects()) return out;
+  out += ",\"keys_examined\":" + std::to_string(s.examined) +
+         ",\"owner_answerer\":" + JsonString(s.answerer) + ",\"owners_examined\":{";
+  bool first = true;
+  for (const auto& [owner, count] : s.owners) {
+    out += (first ? "" : ",") + JsonString(owner) + ":" + std::to_string(count);
+    first = false;
+  }
+  return out + "}";
+}
+
+std::string ConfigJson(const LoadConfig& c, const std::string& transport,
+                       const std::string& selection_json) {
   return "{\"transport\":" + JsonString(transport) + ",\"threads\":" + std::to_string(c.threads) +
          ",\"in_flight\":" + std::to_string(c.in_flight) + ",\"batch\":" + std::to_string(c.batch) +
          ",\"duration_s\":" + Fixed(c.duration_s, 3) + ",\"keys\":" + std::to_string(c.keys) +
          ",\"dist\":" + JsonString(c.zipf ? "zipf" : "uniform") +
          ",\"zipf_s\":" + Fixed(c.zipf_s, 3) + ",\"seed\":" + std::to_string(c.seed) +
          ",\"limit\":" + std::to_string(c.limit) + ",\"window_ms\":" + std::to_string(c.window_ms) +
-         ",\"timeout_ms\":" + std::to_string(c.timeout.count()) + "}";
+         ",\"timeout_ms\":" + std::to_string(c.timeout.count()) + selection_json + "}";
 }
 
 // ---- modes ----
@@ -514,8 +591,11 @@ int Main(int argc, char** argv) {
       "batch", po::value<int>()->default_value(1), "checks per datagram")(
       "threads", po::value<int>()->default_value(1), "client threads (own client each)")(
       "timeout-ms", po::value<int>()->default_value(1000),
-      "a check unanswered this long is a timeout")("json", po::bool_switch(),
-                                                   "print one JSON object")(
+      "a check unanswered this long is a timeout")(
+      "owner-filter", po::value<std::string>()->default_value("all"),
+      "use only keys the target owns (local), keys it forwards (remote), or keys member ID "
+      "owns (node=ID); asks the target for each candidate key's owner first")(
+      "json", po::bool_switch(), "print one JSON object")(
       "echo-server", po::bool_switch(), "run a raw echo server until SIGINT/SIGTERM")(
       "compare-echo", po::bool_switch(),
       "also run the same load against an in-process echo server")(
@@ -565,6 +645,10 @@ int Main(int argc, char** argv) {
   std::string dist = vm["dist"].as<std::string>();
   if (dist != "uniform" && dist != "zipf") return Fail("--dist must be uniform or zipf");
   config.zipf = dist == "zipf";
+  std::string filter_error;
+  std::optional<OwnerFilter> filter =
+      OwnerFilter::Parse(vm["owner-filter"].as<std::string>(), &filter_error);
+  if (!filter) return Fail("--owner-filter: " + filter_error);
   if (config.in_flight < 1 || config.in_flight > 1'000'000)
     return Fail("--in-flight must be 1..1000000");
   if (!(config.duration_s > 0 && config.duration_s <= 86400))
@@ -584,6 +668,17 @@ int Main(int argc, char** argv) {
   config.batch = std::min(config.batch, config.in_flight / config.threads);
   const bool json = vm["json"].as<bool>();
   const bool compare = vm["compare-echo"].as<bool>();
+
+  KeySelection selection;
+  if (filter->selects()) {
+    auto selecting = SteadyClock::now();
+    selection = ChooseKeys(*filter, &config);
+    if (!selection.error.empty()) return Fail(config.target.ToString() + ": " + selection.error);
+    std::fprintf(stderr, "tally-load: %llu keys examined in %.1f s to choose %llu\n",
+                 static_cast<unsigned long long>(selection.examined),
+                 std::chrono::duration<double>(SteadyClock::now() - selecting).count(),
+                 static_cast<unsigned long long>(config.keys));
+  }
 
   std::unique_ptr<ZipfTable> zipf;
   if (config.zipf) zipf = std::make_unique<ZipfTable>(config.keys, config.zipf_s);
@@ -626,7 +721,8 @@ int Main(int argc, char** argv) {
   }
   if (json) {
     std::string out =
-        "{\"config\":" + ConfigJson(config, transport) + ",\"tallyd\":" + ResultJson(target);
+        "{\"config\":" + ConfigJson(config, transport, SelectionJson(*filter, selection)) +
+        ",\"tallyd\":" + ResultJson(target);
     if (echo) {
       out += ",\"echo\":" + ResultJson(*echo) +
              ",\"throughput_ratio\":" + Fixed(throughput_ratio, 3) +
@@ -641,6 +737,16 @@ int Main(int argc, char** argv) {
         config.zipf ? ("zipf(s=" + Fixed(config.zipf_s, 2) + ")").c_str() : "uniform",
         static_cast<unsigned long long>(config.keys), static_cast<unsigned long long>(config.limit),
         static_cast<unsigned long long>(config.window_ms), config.duration_s);
+    if (filter->selects()) {
+      std::string owners;
+      for (const auto& [owner, count] : selection.owners) {
+        owners += " " + owner + "=" + std::to_string(count);
+      }
+      std::printf("keys:  owner_filter=%s kept=%llu examined=%llu answerer=%s owners:%s\n",
+                  filter->ToString().c_str(), static_cast<unsigned long long>(config.keys),
+                  static_cast<unsigned long long>(selection.examined), selection.answerer.c_str(),
+                  owners.c_str());
+    }
     if (echo) std::printf("%s\n", ResultLine(*echo).c_str());
     std::printf("%s\n", ResultLine(target).c_str());
     if (echo) {

@@ -89,6 +89,37 @@ TEST_F(LoadSmokeTest, UnixDatagram) {
   EXPECT_EQ(object["config"].as_object()["transport"], "unix-dgram");
 }
 
+// A single node owns every key: `local` keeps the first K candidates, `remote`
+// finds none and fails before any load (the cluster case:
+// tests/cluster/load_owner_filter_test.cc).
+TEST_F(LoadSmokeTest, OwnerFilterOnASingleNode) {
+  ProcessResult local = testing::RunProcess(kLoad, {"--udp", udp_, "--duration-s", "0.2", "--json",
+                                                    "--keys", "50", "--owner-filter", "local"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  boost::json::object object = ParseObject(local.out);
+  boost::json::object& config = object["config"].as_object();
+  EXPECT_EQ(config["owner_filter"], "local");
+  EXPECT_EQ(config["keys"].to_number<int64_t>(), 50);
+  EXPECT_EQ(config["keys_examined"].to_number<int64_t>(), 50);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << local.out;
+
+  ProcessResult plain = testing::RunProcess(
+      kLoad, {"--udp", udp_, "--duration-s", "0.1", "--keys", "5", "--owner-filter", "local"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("owner_filter=local kept=5 examined=5"), std::string::npos) << plain.out;
+
+  ProcessResult remote = testing::RunProcess(
+      kLoad, {"--udp", udp_, "--duration-s", "0.1", "--keys", "3", "--owner-filter", "remote"});
+  EXPECT_EQ(remote.exit_code, 2) << remote.out;
+  EXPECT_NE(remote.err.find("only 0 of the 192 keys examined pass the owner filter 'remote'"),
+            std::string::npos)
+      << remote.err;
+
+  ProcessResult bad = testing::RunProcess(kLoad, {"--udp", udp_, "--owner-filter", "mine"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--owner-filter"), std::string::npos) << bad.err;
+}
+
 TEST(LoadEchoServerTest, ServesLoadAndStopsOnSigterm) {
   TempDir dir;
   DaemonProcess echo;
