@@ -5,5 +5,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/build.sh"
 cd "$root/build"
-# sim_open_bug: simulator scenarios that expose open Node defects (see CMakeLists.txt).
-ctest --output-on-failure --timeout 600 -j"${TALLY_TEST_JOBS:-2}" -LE sim_open_bug "$@"
+ctest --output-on-failure --timeout 600 -j"${TALLY_TEST_JOBS:-2}" "$@"
