@@ -218,15 +218,10 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
   const auto& checks = client_reader_.checks();
   batch.results.resize(checks.size());
   batch.outstanding = checks.size();
-  // Copy the checks: client_reader_'s views die with the next datagram.
-  std::vector<CheckRequest> owned;
-  owned.reserve(checks.size());
-  for (const CheckRequestRef& c : checks) {
-    owned.push_back(CheckRequest{c.request_id, std::string(c.user_id), std::string(c.endpoint),
-                                 c.limit, c.window_ms, c.hits});
-  }
-  for (size_t i = 0; i < owned.size(); ++i) {
-    const CheckRequest& check = owned[i];
+  // client_reader_'s views live until the next client datagram: checks decided
+  // now use them in place, and Route copies only those it forwards.
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const CheckRequestRef& check = checks[i];
     std::string invalid;
     if (ValidateRequest(check, &invalid) != tally::Status::kOk) {
       CheckResult r = ErrorResult(check.request_id, tally::Status::kInvalidArgument, invalid);
@@ -239,7 +234,7 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
   }
 }
 
-void Node::Route(uint64_t batch_id, size_t index, const CheckRequest& check,
+void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
                  const crdt::KeyId& key, RouteCursor cursor, uint8_t hops, Instant now,
                  Outbox* out) {
   const int64_t now_ns = now.monotonic.count();
@@ -287,14 +282,15 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequest& check,
     InFlightForward f;
     f.batch_id = batch_id;
     f.index = index;
-    f.check = check;
+    f.check = CheckRequest{check.request_id, std::string(check.user_id),
+                           std::string(check.endpoint), check.limit, check.window_ms, check.hits};
     f.key = key;
     f.cursor = cursor;
     f.peer_address = target.address;
     f.deadline_ns = now_ns + Ms(config_.forward_timeout_ms);
     f.hops = hops;
     const uint64_t forward_id = next_forward_id_++;
-    Enqueue(target.address, wire::ForwardValue{forward_id, hops, check});
+    Enqueue(target.address, wire::ForwardValue{forward_id, hops, f.check});
     next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
     in_flight_.emplace(forward_id, std::move(f));
     ++counters_.forwarded;

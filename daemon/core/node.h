@@ -266,7 +266,7 @@ class Node {
   // Checks.
   CheckResult DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
                             Outbox* out);
-  void Route(uint64_t batch_id, size_t index, const CheckRequest& check, const crdt::KeyId& key,
+  void Route(uint64_t batch_id, size_t index, const CheckRequestRef& check, const crdt::KeyId& key,
              RouteCursor cursor, uint8_t hops, Instant now, Outbox* out);
   bool SwimAlive(const std::string& id) const;
   void CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Outbox* out);
