@@ -279,6 +279,7 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
                                                                   : Skipped(target.address, now_ns);
     if (pass) continue;
     ++cursor.attempts;
+    if (cursor.position >= pref) ++counters_.routed_past_list;
     InFlightForward f;
     f.batch_id = batch_id;
     f.index = index;
@@ -297,6 +298,7 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
     return;
   }
   // We are the first reachable member of the ranking (or nobody else is left).
+  if (cursor.position >= pref) ++counters_.routed_past_list;
   CompleteItem(batch_id, index, DecideLocally(check, key, now, out), out);
 }
 
@@ -964,6 +966,7 @@ NodeStatus Node::Status(Instant now) const {
   s.limiter = core_.stats();
   s.limiter.live_keys = core_.store().size();
   s.counters = counters_;
+  s.counters.co_deciders = co_deciders_.size();
   // Our share of the key space: the owner of 4096 fixed pseudo-random keys.
   size_t owned = 0;
   constexpr size_t kSamples = 4096;

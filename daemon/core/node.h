@@ -153,6 +153,9 @@ struct NodeStatus {
   LimiterStats limiter;
   struct Counters {
     uint64_t forwarded = 0, forward_timeouts = 0, relayed = 0, decided_for_peers = 0;
+    // Checks routed past their preference list (no member of it answered).
+    uint64_t routed_past_list = 0;
+    uint64_t co_deciders = 0;  // keys with a co-decider now (a gauge)
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;

@@ -844,6 +844,8 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("forward_timeouts", c.forward_timeouts);
   add("relayed", c.relayed);
   add("decided_for_peers", c.decided_for_peers);
+  add("routed_past_list", c.routed_past_list);
+  add("co_deciders", c.co_deciders);
   add("replicate_sent", c.replicate_sent);
   add("replicate_received", c.replicate_received);
   add("state_pushes", c.state_pushes);

@@ -60,6 +60,7 @@ void AppendLimiterCounters(const LimiterStats& s,
   out->emplace_back("over_capacity", s.over_capacity);
   out->emplace_back("dedup_hits", s.dedup_hits);
   out->emplace_back("keys_reclaimed", s.keys_reclaimed);
+  out->emplace_back("clock_steps_back", s.clock_steps_back);
 }
 
 Status ValidateOwnerQuery(const wire::OwnerQuery& query, std::string* why) {

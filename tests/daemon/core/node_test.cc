@@ -482,6 +482,7 @@ TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
   }
   EXPECT_EQ(admitted, 5);
   EXPECT_EQ(c.decisions(ranking[3]).size(), 12u);
+  EXPECT_GT(c.node(ranking[4]).Status(c.Now()).counters.routed_past_list, 0u);
   EXPECT_TRUE(c.decisions(ranking[4]).empty());
   EXPECT_TRUE(c.decisions(ranking[5]).empty());
 }
@@ -557,6 +558,7 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   wire::EncodeNodeMessage(wire::PeerHeader{"n9", n9, 7, c.Now().wall.count()}, msg, &bytes);
   c.Inject(owner, n9, bytes);
   EXPECT_EQ(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicateAck), 1);
+  EXPECT_EQ(c.node(owner).Status(c.Now()).counters.co_deciders, 1u);
   // The owner counts n9's hits, and replicates its own decision to n9 too.
   auto r = c.Check(owner, Req(1, 3));
   ASSERT_TRUE(r.has_value());
