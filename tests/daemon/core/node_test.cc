@@ -51,6 +51,14 @@ class TestCluster {
     return AddWith(c);
   }
 
+  // n1 .. n<n>, every later one joining through n1, then `settle_ms` of
+  // fake time for membership to converge and warm-ups to end.
+  void Form(int n, int64_t settle_ms = 5000) {
+    Add("n1", false);
+    for (int i = 2; i <= n; ++i) Add("n" + std::to_string(i));
+    RunFor(settle_ms);
+  }
+
   Node& AddWith(const NodeConfig& c) {
     auto& entry = nodes_[c.node_id];
     entry.node = std::make_unique<Node>(c);
@@ -458,9 +466,7 @@ std::vector<std::string> Ranking(const crdt::KeyId& key, int n) {
 
 TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
   TestCluster c;
-  c.Add("n1", false);
-  for (int i = 2; i <= 6; ++i) c.Add("n" + std::to_string(i));
-  c.RunFor(5000);
+  c.Form(6);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::vector<std::string> ranking = Ranking(key, 6);
   ASSERT_EQ(c.node("n1").PreferenceList(key),
@@ -489,9 +495,7 @@ TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
 
 TEST(NodeTest, LostForwardsAreRetriedAgainstThePreferenceList) {
   TestCluster c;
-  c.Add("n1", false);
-  for (int i = 2; i <= 5; ++i) c.Add("n" + std::to_string(i));
-  c.RunFor(5000);
+  c.Form(5);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::vector<std::string> ranking = Ranking(key, 5);
   const std::string entry = ranking[4];
@@ -509,11 +513,7 @@ TEST(NodeTest, LostForwardsAreRetriedAgainstThePreferenceList) {
 
 TEST(NodeTest, AfterAForwardTimeoutLaterChecksPassOverThatPeer) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.Add("n4");
-  c.RunFor(5000);
+  c.Form(4);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::vector<std::string> ranking = Ranking(key, 4);
   const std::string entry = ranking[3];
@@ -531,10 +531,7 @@ TEST(NodeTest, AfterAForwardTimeoutLaterChecksPassOverThatPeer) {
 
 TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(5000);
+  c.Form(3);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::string owner = c.node("n1").PreferenceList(key)[0];
   // n9, a node this view does not hold (a joiner the others have not heard
@@ -577,10 +574,7 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
 
 TEST(NodeTest, AntiEntropyLeavesKeysBeingWrittenToReplication) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(5000);
+  c.Form(3);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::string owner = c.node("n1").PreferenceList(key)[0];
   auto pushes = [&] {
