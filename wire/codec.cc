@@ -9,30 +9,20 @@
 #include <cstring>
 
 #include "tally/check.capnp.h"
+#include "wire/check_fields.h"
 
 namespace tally::wire {
 namespace {
 
 constexpr size_t kWordBytes = sizeof(capnp::word);
 
-// Cap'n Proto's generated enum mirrors tally::Status ordinal for ordinal.
-static_assert(static_cast<uint16_t>(tally::Status::kOk) == static_cast<uint16_t>(wire::Status::OK));
-static_assert(static_cast<uint16_t>(tally::Status::kInternal) ==
-              static_cast<uint16_t>(wire::Status::INTERNAL));
-
-tally::Status FromWire(wire::Status s) {
-  auto v = static_cast<uint16_t>(s);
-  if (v > static_cast<uint16_t>(tally::Status::kInternal)) return tally::Status::kInternal;
-  return static_cast<tally::Status>(v);
-}
+tally::Status FromWire(wire::Status s) { return StatusFromWire(s); }
 
 std::string_view AsView(capnp::Data::Reader data) {
   return {reinterpret_cast<const char*>(data.begin()), data.size()};
 }
 
-kj::ArrayPtr<const kj::byte> AsBytes(std::string_view s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
+kj::ArrayPtr<const kj::byte> AsBytes(std::string_view s) { return AsWireBytes(s); }
 
 // Serializes a single- or multi-segment builder into `out`.
 void Flatten(capnp::MessageBuilder& builder, std::vector<std::byte>* out) {
@@ -58,7 +48,7 @@ void Encode(std::vector<std::byte>* out, Fill&& fill) {
   Flatten(builder, out);
 }
 
-wire::Status ToWire(tally::Status s) { return static_cast<wire::Status>(static_cast<uint16_t>(s)); }
+wire::Status ToWire(tally::Status s) { return StatusToWire(s); }
 
 std::string AsText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
@@ -207,16 +197,7 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
 void EncodeChecks(std::span<const CheckRequestRef> checks, std::vector<std::byte>* out) {
   Encode(out, [&](wire::ClientMessage::Builder root) {
     auto list = root.initChecks(static_cast<unsigned>(checks.size()));
-    for (size_t i = 0; i < checks.size(); ++i) {
-      const auto& c = checks[i];
-      auto w = list[static_cast<unsigned>(i)];
-      w.setRequestId(c.request_id);
-      w.setUserId(AsBytes(c.user_id));
-      w.setEndpoint(AsBytes(c.endpoint));
-      w.setLimit(c.limit);
-      w.setWindowMs(c.window_ms);
-      w.setHits(c.hits);
-    }
+    for (size_t i = 0; i < checks.size(); ++i) FillCheck(checks[i], list[static_cast<unsigned>(i)]);
   });
 }
 
@@ -224,16 +205,7 @@ void EncodeResponses(std::span<const CheckResult> responses, std::vector<std::by
   Encode(out, [&](wire::ClientMessage::Builder root) {
     auto list = root.initResponses(static_cast<unsigned>(responses.size()));
     for (size_t i = 0; i < responses.size(); ++i) {
-      const auto& r = responses[i];
-      auto w = list[static_cast<unsigned>(i)];
-      w.setRequestId(r.request_id);
-      w.setStatus(ToWire(r.status));
-      w.setAllowed(r.allowed);
-      w.setRemaining(r.remaining);
-      w.setRetryAfterMs(r.retry_after_ms);
-      w.setResetAfterMs(r.reset_after_ms);
-      w.setLimit(r.limit);
-      if (!r.error.empty()) w.setError(r.error);
+      FillResponse(responses[i], list[static_cast<unsigned>(i)]);
     }
   });
 }

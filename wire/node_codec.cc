@@ -1,42 +1,13 @@
 #include "wire/node_codec.h"
 
 #include "tally/check.capnp.h"
+#include "wire/check_fields.h"
 
 namespace tally::wire {
 namespace {
 
-kj::ArrayPtr<const kj::byte> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
-
 std::string FromData(capnp::Data::Reader d) {
   return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-}
-
-void FillCheck(const tally::CheckRequest& c, wire::CheckRequest::Builder w) {
-  w.setRequestId(c.request_id);
-  w.setUserId(AsBytes(c.user_id));
-  w.setEndpoint(AsBytes(c.endpoint));
-  w.setLimit(c.limit);
-  w.setWindowMs(c.window_ms);
-  w.setHits(c.hits);
-}
-
-void FillResponse(const tally::CheckResult& r, wire::CheckResponse::Builder w) {
-  w.setRequestId(r.request_id);
-  w.setStatus(static_cast<wire::Status>(static_cast<uint16_t>(r.status)));
-  w.setAllowed(r.allowed);
-  w.setRemaining(r.remaining);
-  w.setRetryAfterMs(r.retry_after_ms);
-  w.setResetAfterMs(r.reset_after_ms);
-  w.setLimit(r.limit);
-  if (!r.error.empty()) w.setError(r.error);
-}
-
-tally::Status StatusFromWire(wire::Status s) {
-  auto v = static_cast<uint16_t>(s);
-  if (v > static_cast<uint16_t>(tally::Status::kInternal)) return tally::Status::kInternal;
-  return static_cast<tally::Status>(v);
 }
 
 void FillReplicate(const ReplicateValue& v, wire::Replicate::Builder w) {
