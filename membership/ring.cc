@@ -16,15 +16,9 @@ uint64_t KeyHash(const crdt::KeyId& key) {
 
 }  // namespace
 
-uint64_t Ring::Mix64(uint64_t x) {
-  // SplitMix64's finalizer: a bijection with full avalanche.
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
+// SplitMix64's finalizer (a bijection with full avalanche), the one the key
+// ids use; spelled out in crdt/key_id.h, part of the cluster contract.
+uint64_t Ring::Mix64(uint64_t x) { return crdt::Mix64(x); }
 
 uint64_t Ring::HashMemberId(std::string_view id) {
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64

@@ -132,13 +132,7 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       }
       const RequestRecord& q = run.requests[d.request_id - 1];
       const KeySpec& k = run.keys[q.key];
-      CheckRequestRef ref;
-      ref.request_id = q.request_id;
-      ref.user_id = k.user_id;
-      ref.endpoint = k.endpoint;
-      ref.limit = k.limit;
-      ref.window_ms = k.window_ms;
-      ref.hits = q.hits;
+      const CheckRequestRef ref = k.Check(q.request_id, q.hits);
       Instant at;
       at.wall = std::chrono::milliseconds(d.wall_ms);
       at.monotonic = std::chrono::nanoseconds(d.at_ns);

@@ -250,6 +250,30 @@ void PartitionTimeline(ScenarioCase* sc, double d) {
   b.membership_ns = Reconnect(c, c.nodes) + Dissemination(c, c.nodes);
 }
 
+// The hosts in an order drawn from the scenario seed's stream `stream`.
+std::vector<uint32_t> ShuffledHosts(const ScenarioParams& p, uint64_t stream, size_t n) {
+  Random rng(DeriveSeed(p.seed, stream));
+  std::vector<uint32_t> order = AllHosts(n);
+  rng.Shuffle(&order);
+  return order;
+}
+
+// Group 1: the first half of `order`; group 0: the rest.
+std::vector<int> Halves(const std::vector<uint32_t>& order) {
+  std::vector<int> groups(order.size(), 0);
+  for (size_t i = 0; i < order.size() / 2; ++i) groups[order[i]] = 1;
+  return groups;
+}
+
+// The partition timeline's cut: from 4 s after traffic starts until quiesce.
+void CutThenHeal(ScenarioCase* sc, std::vector<int> groups, Network::Matrix allowed,
+                 std::string label) {
+  SimConfig& c = sc->config;
+  c.faults.push_back(PartitionFault(c.workload.start_ns + S(4), std::move(groups), allowed,
+                                    std::move(label)));
+  c.faults.push_back(Fault(Kind::kHeal, c.quiesce_ns, -1, "heal"));
+}
+
 // partition_halves
 // Goal: two halves that cannot reach each other each enforce the full limit
 // (availability policy: total <= limit x 2), and after the heal they find
@@ -261,15 +285,7 @@ void PartitionTimeline(ScenarioCase* sc, double d) {
 ScenarioCase PartitionHalves(const ScenarioParams& p, size_t n, double d) {
   ScenarioCase sc = Base(p, n, d);
   PartitionTimeline(&sc, d);
-  SimConfig& c = sc.config;
-  Random rng(DeriveSeed(p.seed, 78));
-  std::vector<uint32_t> order = AllHosts(n);
-  rng.Shuffle(&order);
-  std::vector<int> groups(n, 0);
-  for (size_t i = 0; i < n / 2; ++i) groups[order[i]] = 1;
-  c.faults.push_back(
-      PartitionFault(c.workload.start_ns + S(4), groups, Isolated(2), "partition: halves"));
-  c.faults.push_back(Fault(Kind::kHeal, c.quiesce_ns, -1, "heal"));
+  CutThenHeal(&sc, Halves(ShuffledHosts(p, 78, n)), Isolated(2), "partition: halves");
   return sc;
 }
 
@@ -282,18 +298,13 @@ ScenarioCase PartitionHalves(const ScenarioParams& p, size_t n, double d) {
 ScenarioCase PartitionBridge(const ScenarioParams& p, size_t n, double d) {
   ScenarioCase sc = Base(p, n, d);
   PartitionTimeline(&sc, d);
-  SimConfig& c = sc.config;
-  Random rng(DeriveSeed(p.seed, 79));
-  std::vector<uint32_t> order = AllHosts(n);
-  rng.Shuffle(&order);
+  const std::vector<uint32_t> order = ShuffledHosts(p, 79, n);
   std::vector<int> groups(n, 0);
   for (size_t i = 0; i + 1 < n; ++i) groups[order[i]] = i < (n - 1) / 2 ? 0 : 1;
   groups[order[n - 1]] = 2;
   Network::Matrix m = Isolated(3);
   m[0][2] = m[2][0] = m[1][2] = m[2][1] = true;
-  c.faults.push_back(PartitionFault(c.workload.start_ns + S(4), groups, m,
-                                    "partition: bridge " + Id(order[n - 1])));
-  c.faults.push_back(Fault(Kind::kHeal, c.quiesce_ns, -1, "heal"));
+  CutThenHeal(&sc, std::move(groups), m, "partition: bridge " + Id(order[n - 1]));
   return sc;
 }
 
@@ -306,17 +317,9 @@ ScenarioCase PartitionBridge(const ScenarioParams& p, size_t n, double d) {
 ScenarioCase PartitionAsymmetric(const ScenarioParams& p, size_t n, double d) {
   ScenarioCase sc = Base(p, n, d);
   PartitionTimeline(&sc, d);
-  SimConfig& c = sc.config;
-  Random rng(DeriveSeed(p.seed, 80));
-  std::vector<uint32_t> order = AllHosts(n);
-  rng.Shuffle(&order);
-  std::vector<int> groups(n, 0);
-  for (size_t i = 0; i < n / 2; ++i) groups[order[i]] = 1;
   Network::Matrix m = Isolated(2);
   m[1][0] = true;  // B -> A still works
-  c.faults.push_back(
-      PartitionFault(c.workload.start_ns + S(4), groups, m, "partition: A -> B cut"));
-  c.faults.push_back(Fault(Kind::kHeal, c.quiesce_ns, -1, "heal"));
+  CutThenHeal(&sc, Halves(ShuffledHosts(p, 80, n)), m, "partition: A -> B cut");
   return sc;
 }
 
@@ -329,14 +332,11 @@ ScenarioCase PartitionAsymmetric(const ScenarioParams& p, size_t n, double d) {
 ScenarioCase IsolatedNode(const ScenarioParams& p, size_t n, double d) {
   ScenarioCase sc = Base(p, n, d);
   PartitionTimeline(&sc, d);
-  SimConfig& c = sc.config;
-  const auto all = KeysOf(c);
+  const auto all = KeysOf(sc.config);
   const uint32_t victim = OwnerOf(all[Busiest(all)[0]], AllHosts(n));
   std::vector<int> groups(n, 0);
   groups[victim] = 1;
-  c.faults.push_back(
-      PartitionFault(c.workload.start_ns + S(4), groups, Isolated(2), "isolate " + Id(victim)));
-  c.faults.push_back(Fault(Kind::kHeal, c.quiesce_ns, -1, "heal"));
+  CutThenHeal(&sc, std::move(groups), Isolated(2), "isolate " + Id(victim));
   return sc;
 }
 

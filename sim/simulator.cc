@@ -511,14 +511,7 @@ void Simulator::ClientArrival(TrueNs t) {
     r.sent_ns = t;
     record_.requests.push_back(r);
     ids.push_back(r.request_id);
-    CheckRequestRef ref;
-    ref.request_id = r.request_id;
-    ref.user_id = k.user_id;
-    ref.endpoint = k.endpoint;
-    ref.limit = k.limit;
-    ref.window_ms = k.window_ms;
-    ref.hits = c.hits;
-    refs_.push_back(ref);
+    refs_.push_back(k.Check(r.request_id, c.hits));
   }
   datagram_requests_.push_back(std::move(ids));
   const uint64_t pi = AllocPacket();

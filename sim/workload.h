@@ -16,6 +16,7 @@
 #include "crdt/key_id.h"
 #include "sim/clock.h"
 #include "sim/random.h"
+#include "tally/types.h"
 
 namespace tally::sim {
 
@@ -26,6 +27,18 @@ struct KeySpec {
   uint64_t limit = 0;
   crdt::KeyId id;
   double share = 0;  // fraction of requests
+
+  // The check a client sends for this key (views into this KeySpec).
+  CheckRequestRef Check(uint64_t request_id, uint64_t hits) const {
+    CheckRequestRef ref;
+    ref.request_id = request_id;
+    ref.user_id = user_id;
+    ref.endpoint = endpoint;
+    ref.limit = limit;
+    ref.window_ms = window_ms;
+    ref.hits = hits;
+    return ref;
+  }
 };
 
 struct WorkloadConfig {

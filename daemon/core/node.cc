@@ -249,7 +249,8 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
   const size_t pref = std::min<size_t>(config_.replicas, view_.size());
   const size_t depth = std::min(view_.size(), std::max<size_t>(pref, config_.route_depth));
   // The common case ranks R members; the rest of the ranking only on demand.
-  std::vector<uint32_t> ranking;
+  // Route never re-enters itself, so one scratch vector serves every check.
+  std::vector<uint32_t>& ranking = route_ranking_;
   ring_.PreferenceList(key, cursor.position < pref ? pref : depth, &ranking);
   for (;; ++cursor.position) {
     if (cursor.position == pref) {
@@ -439,7 +440,8 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
       continue;
     }
     crdt::KeyId key = crdt::HashKey(item.check.user_id, item.check.endpoint, item.check.window_ms);
-    std::vector<size_t> targets = Targets(key);
+    std::vector<uint32_t>& targets = route_ranking_;  // HandleForward never calls Route
+    ring_.PreferenceList(key, config_.replicas, &targets);
     auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
     const bool can_relay = !MayOwn() && item.hops < MaxHops() && self_pos != targets.end() &&
                            self_pos + 1 != targets.end();
@@ -596,7 +598,8 @@ void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state
 // ---------------------------------------------------------------- replication
 
 void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
-  for (size_t i : Targets(key)) {
+  ring_.PreferenceList(key, config_.replicas, &dirty_targets_);
+  for (uint32_t i : dirty_targets_) {
     if (i != self_index_) ReplicationPeer(view_[i].address).dirty.insert(key);
   }
   if (co_deciders_.empty()) return;
@@ -741,15 +744,15 @@ uint64_t Node::StateHash(const crdt::KeyId& key, Instant now) const {
   return h;
 }
 
-std::vector<uint64_t> Node::Digest(const std::string& peer_id, Instant now) const {
+std::vector<uint64_t> Node::Digest(size_t peer, Instant now) const {
   std::vector<uint64_t> ranges(64, 0);
+  std::vector<uint32_t> targets;  // one scratch list for the whole scan
   core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry& entry) {
     if (!Settled(entry)) return;
-    std::vector<size_t> targets = Targets(key);
-    bool mine = std::find(targets.begin(), targets.end(), self_index_) != targets.end();
-    bool theirs = std::any_of(targets.begin(), targets.end(),
-                              [&](size_t i) { return view_[i].id == peer_id; });
-    if (mine && theirs) ranges[RangeOf(key)] ^= StateHash(key, now);
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    if (Holds(targets, self_index_) && Holds(targets, peer)) {
+      ranges[RangeOf(key)] ^= StateHash(key, now);
+    }
   });
   return ranges;
 }
@@ -760,7 +763,7 @@ void Node::StartAntiEntropy(Instant now, Outbox* out) {
   if (pick >= self_index_) ++pick;
   wire::NodeMessageValue msg;
   msg.kind = Kind::kDigest;
-  msg.digest = Digest(view_[pick].id, now);
+  msg.digest = Digest(pick, now);
   msg.digest_is_reply = false;
   ++counters_.digests;
   SendNode(view_[pick].address, msg, false, now, out);
@@ -770,8 +773,8 @@ void Node::HandleDigest(const std::string& from, const wire::NodeMessageValue& m
                         Outbox* out) {
   auto it = view_by_address_.find(from);
   if (it == view_by_address_.end() || msg.digest.size() != 64) return;
-  const std::string& peer_id = view_[it->second].id;
-  std::vector<uint64_t> mine = Digest(peer_id, now);
+  const size_t peer = it->second;
+  std::vector<uint64_t> mine = Digest(peer, now);
   std::vector<bool> differs(64, false);
   bool any = false;
   for (size_t i = 0; i < 64; ++i) {
@@ -780,12 +783,11 @@ void Node::HandleDigest(const std::string& from, const wire::NodeMessageValue& m
   }
   if (any) {
     std::vector<crdt::KeyId> keys;
+    std::vector<uint32_t> targets;
     core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry& entry) {
       if (!differs[RangeOf(key)] || !Settled(entry)) return;
-      std::vector<size_t> targets = Targets(key);
-      bool theirs = std::any_of(targets.begin(), targets.end(),
-                                [&](size_t i) { return view_[i].id == peer_id; });
-      if (theirs) keys.push_back(key);
+      ring_.PreferenceList(key, config_.replicas, &targets);
+      if (Holds(targets, peer)) keys.push_back(key);
     });
     SendState(from, std::move(keys), false, now, out);
   }
@@ -803,9 +805,10 @@ void Node::HandleHandoffRequest(const std::string& from, Instant now, Outbox* ou
   if (it == view_by_address_.end()) return;  // not alive in our view yet: it will ask again
   const size_t requester = it->second;
   std::vector<crdt::KeyId> keys;
+  std::vector<uint32_t> targets;
   core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
-    std::vector<size_t> targets = Targets(key);
-    if (std::find(targets.begin(), targets.end(), requester) != targets.end()) keys.push_back(key);
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    if (Holds(targets, requester)) keys.push_back(key);
   });
   SendState(from, std::move(keys), false, now, out);
   wire::NodeMessageValue done;
@@ -817,9 +820,11 @@ void Node::PushKeysForChangedTargets(const std::vector<PeerView>& old_view, Inst
                                      Outbox* out) {
   membership::Ring old_ring = RingOf(old_view);
   boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> pushes;
+  std::vector<uint32_t> before, after;
   core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
-    std::vector<size_t> before = TargetsIn(old_ring, key);
-    for (size_t i : Targets(key)) {
+    old_ring.PreferenceList(key, config_.replicas, &before);
+    ring_.PreferenceList(key, config_.replicas, &after);
+    for (size_t i : after) {
       if (i == self_index_) continue;
       const std::string& id = view_[i].id;
       bool was = std::any_of(before.begin(), before.end(),

@@ -293,7 +293,11 @@ class Node {
   void Replicate(Instant now, Outbox* out);
   void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
                  Instant now, Outbox* out);
-  std::vector<uint64_t> Digest(const std::string& peer_id, Instant now) const;
+  // Range digests over the settled keys both we and view member `peer` hold.
+  std::vector<uint64_t> Digest(size_t peer, Instant now) const;
+  static bool Holds(const std::vector<uint32_t>& list, size_t member) {
+    return std::find(list.begin(), list.end(), member) != list.end();
+  }
   bool Settled(const crdt::KeyStore::Entry& entry) const { return entry.version <= settled_version_; }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
   void StartAntiEntropy(Instant now, Outbox* out);
@@ -334,6 +338,9 @@ class Node {
   boost::unordered_flat_set<std::string> replication_peers_;
   boost::unordered_flat_map<crdt::KeyId, std::vector<CoDecider>, crdt::KeyIdHash> co_deciders_;
   size_t known_members_ = 1;  // LastKnownMembers, refreshed on view changes and each second
+  // Scratch for Route's ranking and MarkDirty's targets: no allocation per check.
+  std::vector<uint32_t> route_ranking_;
+  std::vector<uint32_t> dirty_targets_;
 
   // Ownership gates.
   bool warming_ = false;

@@ -251,10 +251,7 @@ TEST(NodeTest, SingleNodeIsAClusterOfOne) {
 
 TEST(NodeTest, ThreeNodesJoinAndAgreeOnPreferenceLists) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(3000);
+  c.Form(3, 3000);
   ASSERT_TRUE(c.AllSeeAlive({"n1", "n2", "n3"}));
   for (int k = 0; k < 200; ++k) {
     crdt::KeyId key = crdt::HashKey("user" + std::to_string(k), "/e", 1000);
@@ -267,10 +264,7 @@ TEST(NodeTest, ThreeNodesJoinAndAgreeOnPreferenceLists) {
 
 TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(3000);
+  c.Form(3, 3000);
   const char* via[] = {"n1", "n2", "n3"};
   int admitted = 0;
   for (uint64_t i = 1; i <= 90; ++i) {
@@ -286,16 +280,15 @@ TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {
   std::string owner = c.node("n1").PreferenceList(key)[0];
   EXPECT_EQ(c.decisions(owner).size(), 90u);
   for (const char* id : via) {
-    if (id != owner) EXPECT_TRUE(c.decisions(id).empty()) << id;
+    if (id != owner) {
+      EXPECT_TRUE(c.decisions(id).empty()) << id;
+    }
   }
 }
 
 TEST(NodeTest, ReplicasConvergeToTheOwnersState) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(3000);
+  c.Form(3, 3000);
   for (uint64_t i = 1; i <= 20; ++i) ASSERT_TRUE(c.Check("n1", Req(i, 50)).has_value());
   c.RunFor(200);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
@@ -307,10 +300,7 @@ TEST(NodeTest, ReplicasConvergeToTheOwnersState) {
 
 TEST(NodeTest, OwnerCrashFailsOverToAReplicaThatKeepsTheCounts) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(3000);
+  c.Form(3, 3000);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   std::vector<std::string> prefs = c.node("n1").PreferenceList(key);
   const std::string owner = prefs[0];
@@ -335,7 +325,9 @@ TEST(NodeTest, OwnerCrashFailsOverToAReplicaThatKeepsTheCounts) {
   c.RunFor(15'000);
   NodeStatus s = c.node(entry).Status(c.Now());
   for (const auto& m : s.members) {
-    if (m.id == owner) EXPECT_EQ(m.state, "dead");
+    if (m.id == owner) {
+      EXPECT_EQ(m.state, "dead");
+    }
   }
   auto later = c.Check(entry, Req(102, 10));
   ASSERT_TRUE(later.has_value());
@@ -344,10 +336,7 @@ TEST(NodeTest, OwnerCrashFailsOverToAReplicaThatKeepsTheCounts) {
 
 TEST(NodeTest, RestartedNodeTakesAFreshSlotAndGetsHandoff) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(3000);
+  c.Form(3, 3000);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::string owner = c.node("n1").PreferenceList(key)[0];
   std::string entry = owner == "n1" ? "n2" : "n1";
@@ -378,10 +367,7 @@ TEST(NodeTest, RestartedNodeTakesAFreshSlotAndGetsHandoff) {
 
 TEST(NodeTest, PartitionUnderAvailabilityPolicyAdmitsOnBothSidesThenConverges) {
   TestCluster c;
-  c.Add("n1", false);
-  c.Add("n2");
-  c.Add("n3");
-  c.RunFor(3000);
+  c.Form(3, 3000);
   // n3 alone on one side.
   c.Cut("n3", "n1");
   c.Cut("n3", "n2");
