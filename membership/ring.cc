@@ -88,6 +88,19 @@ void Ring::PreferenceList(const crdt::KeyId& key, size_t r, std::vector<uint32_t
     }
     return;
   }
+  if (!weighted_ && r > kMaxFastReplicas) {
+    // A long ranking (routing past the preference list): score all, sort.
+    std::vector<std::pair<uint64_t, uint32_t>> scored(n);
+    for (size_t i = 0; i < n; ++i) scored[i] = {Score64(kh, hashes_[i]), static_cast<uint32_t>(i)};
+    auto better = [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    };
+    std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(r), scored.end(),
+                      better);
+    out->resize(r);
+    for (size_t i = 0; i < r; ++i) (*out)[i] = scored[i].second;
+    return;
+  }
   if (!weighted_) {
     // Large: keep the best r seen so far in a small sorted array.
     std::vector<std::pair<uint64_t, uint32_t>> best;

@@ -51,6 +51,7 @@ Node::Node(const NodeConfig& config)
 
 void Node::Start(Instant now, Outbox* out) {
   started_ns_ = now.monotonic.count();
+  last_tick_wall_ms_ = now.wall.count();
   std::vector<membership::Outbound> swim_out;
   swim_.Start(now, &swim_out);
   SendSwim(swim_out, now, out);
@@ -83,6 +84,19 @@ void Node::Leave(Instant now, Outbox* out) {
   std::vector<membership::Outbound> swim_out;
   swim_.Leave(now, &swim_out);
   SendSwim(swim_out, now, out);
+}
+
+void Node::StartHandoff(Instant now, Outbox* out) {
+  warming_ = true;
+  warming_until_ns_ = now.monotonic.count() + Ms(config_.handoff_timeout_ms);
+  next_handoff_retry_ns_ = now.monotonic.count() + Ms(config_.swim.probe_interval_ms / 2);
+  handoff_waiting_.clear();
+  for (const PeerView& p : view_) {
+    if (p.id == config_.node_id || !handoff_waiting_.insert(p.address).second) continue;
+    wire::NodeMessageValue request;
+    request.kind = Kind::kHandoffRequest;
+    SendNode(p.address, request, false, now, out);
+  }
 }
 
 // ---------------------------------------------------------------- membership
@@ -247,11 +261,11 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
     cursor.view_version = view_version_;
   }
   const size_t pref = std::min<size_t>(config_.replicas, view_.size());
-  const size_t depth = std::min(view_.size(), std::max<size_t>(pref, config_.route_depth));
-  // The common case ranks R members; the rest of the ranking only on demand.
-  // Route never re-enters itself, so one scratch vector serves every check.
+  // The common case ranks R members; the whole ranking only on demand (the
+  // list did not answer). Route never re-enters itself, so one scratch
+  // vector serves every check.
   std::vector<uint32_t>& ranking = route_ranking_;
-  ring_.PreferenceList(key, cursor.position < pref ? pref : depth, &ranking);
+  ring_.PreferenceList(key, cursor.position < pref ? pref : view_.size(), &ranking);
   for (;; ++cursor.position) {
     if (cursor.position == pref) {
       // A cycle over the preference list ended without an answer. Go round
@@ -263,29 +277,37 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
       if (cursor.attempts < config_.route_attempts && any_alive) {
         cursor.position = 0;
         ++cursor.cycle;
-      } else if (ranking.size() < depth) {
-        ring_.PreferenceList(key, depth, &ranking);
+      } else if (ranking.size() < view_.size()) {
+        ring_.PreferenceList(key, view_.size(), &ranking);
       }
     }
     if (cursor.position >= ranking.size()) break;
     const size_t i = ranking[cursor.position];
     if (i == self_index_) {
-      if (MayOwn() || hops >= MaxHops()) break;  // we decide
-      continue;                                  // warming / bad clock: skip ourselves
+      // On the list, a node that may not own (warming up, clock off) passes
+      // the check on, as a receiver would relay it. Past the list the first
+      // member reached decides whatever its state: every node of a side
+      // reaches the same one, which is what keeps one decider per side.
+      if (MayOwn() || hops >= MaxHops() || cursor.position >= pref) break;
+      continue;
     }
     const PeerView& target = view_[i];
     // The first cycle passes over peers that timed out lately; later cycles
     // retry those SWIM holds alive.
     const bool pass = cursor.position < pref && cursor.cycle > 0 ? !SwimAlive(target.id)
-                                                                  : Skipped(target.address, now_ns);
+                                                                 : Skipped(target.address, now_ns);
     if (pass) continue;
     ++cursor.attempts;
     if (cursor.position >= pref) ++counters_.routed_past_list;
     InFlightForward f;
     f.batch_id = batch_id;
     f.index = index;
-    f.check = CheckRequest{check.request_id, std::string(check.user_id),
-                           std::string(check.endpoint), check.limit, check.window_ms, check.hits};
+    f.check = CheckRequest{check.request_id,
+                           std::string(check.user_id),
+                           std::string(check.endpoint),
+                           check.limit,
+                           check.window_ms,
+                           check.hits};
     f.key = key;
     f.cursor = cursor;
     f.peer_address = target.address;
@@ -306,6 +328,10 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
 bool Node::SwimAlive(const std::string& id) const {
   const membership::Member* m = swim_.members().Find(id);
   return m != nullptr && m->state == membership::MemberState::kAlive;
+}
+
+bool Node::Reachable(const PeerView& peer, int64_t now_ns) const {
+  return SwimAlive(peer.id) && !Skipped(peer.address, now_ns);
 }
 
 bool Node::Skipped(const std::string& address, int64_t now_ns) const {
@@ -416,8 +442,14 @@ void Node::ExpireForwards(Instant now, Outbox* out) {
   });
   for (InFlightForward& f : expired) {
     ++counters_.forward_timeouts;
-    // Later checks pass over this peer until it is heard from again.
-    peers_[f.peer_address].skip_until_ns = now_ns + Ms(config_.forward_skip_ms);
+    // Later checks pass over this peer until it is heard from again, for
+    // longer each time a retry after a pass also times out.
+    PeerState& peer = peers_[f.peer_address];
+    if (now_ns >= peer.skip_until_ns) {
+      peer.skip_ms = peer.skip_ms == 0 ? config_.forward_skip_ms
+                                       : std::min(2 * peer.skip_ms, config_.forward_skip_max_ms);
+      peer.skip_until_ns = now_ns + Ms(peer.skip_ms);
+    }
     if (f.batch_id != 0) {
       RouteCursor next = f.cursor;
       ++next.position;
@@ -505,7 +537,10 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
     const std::string& sender =
         reader.sender_address().empty() ? from_address : reader.sender_address();
     auto it = peers_.find(sender);
-    if (it != peers_.end()) it->second.skip_until_ns = 0;
+    if (it != peers_.end()) {
+      it->second.skip_until_ns = 0;
+      it->second.skip_ms = 0;
+    }
   }
   if (reader.is_swim()) {
     std::vector<membership::Outbound> swim_out;
@@ -598,9 +633,31 @@ void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state
 // ---------------------------------------------------------------- replication
 
 void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
+  // The key's list gets our deltas, reachable or not (what an unreachable
+  // member misses is resent until it acknowledges or leaves the view).
   ring_.PreferenceList(key, config_.replicas, &dirty_targets_);
+  const size_t wanted = std::min<size_t>(config_.replicas, view_.size()) - 1;
+  size_t reachable = 0;
   for (uint32_t i : dirty_targets_) {
-    if (i != self_index_) ReplicationPeer(view_[i].address).dirty.insert(key);
+    if (i == self_index_) continue;
+    const PeerView& p = view_[i];
+    ReplicationPeer(p.address).dirty.insert(key);
+    if (Reachable(p, now_ns)) ++reachable;
+  }
+  if (reachable < wanted && dirty_targets_.size() < view_.size()) {
+    // Some of the list cannot be reached (a partition, a member just cut
+    // off): the next reachable members of the ranking stand in for them, as
+    // a sloppy quorum does. They are the members that decide if we fail, or
+    // beside us while entry nodes' views disagree (membership rumors crossing
+    // a bridge), so a change of decider costs one replication lag, not every
+    // hit this decider admitted.
+    ring_.PreferenceList(key, view_.size(), &dirty_targets_);
+    for (size_t pos = config_.replicas; pos < dirty_targets_.size() && reachable < wanted; ++pos) {
+      const uint32_t i = dirty_targets_[pos];
+      if (i == self_index_ || !Reachable(view_[i], now_ns)) continue;
+      ReplicationPeer(view_[i].address).dirty.insert(key);
+      ++reachable;
+    }
   }
   if (co_deciders_.empty()) return;
   auto it = co_deciders_.find(key);
@@ -847,6 +904,14 @@ void Node::Tick(Instant now, Outbox* out) {
     UpdateClockHealth(now);
     next_clock_check_ns_ = now_ns + Ms(config_.clock_check_interval_ms);
   }
+  if (now.wall.count() < last_tick_wall_ms_ - config_.limiter.max_clock_regression_ms) {
+    // Our wall clock stepped back: while it ran ahead we expired (and swept)
+    // counts that are still live for our replicas. Fetch them again, as a
+    // joining node does, and relay checks for our keys until we have them.
+    ++counters_.clock_resyncs;
+    StartHandoff(now, out);
+  }
+  last_tick_wall_ms_ = now.wall.count();
   if (warming_ && now_ns >= warming_until_ns_) warming_ = false;
   if (warming_ && now_ns >= next_handoff_retry_ns_) {
     // A member that did not see us alive yet ignored our request: ask again.

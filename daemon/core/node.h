@@ -72,15 +72,19 @@ struct NodeConfig {
   int64_t forward_timeout_ms = 30;       // then the next in the preference list decides
   // Routing tries the preference list in order, and again (its members that
   // SWIM still holds alive) until this many forwards have failed; only then
-  // does it walk on down the key's ranking, to route_depth members, before
-  // the entry node decides itself. A lost datagram is retried against nodes
-  // that hold the key's counts; a side of a partition that holds none of a
-  // key's replicas still ends up with one decider, the same for all its nodes.
+  // does it walk on down the key's whole ranking, and the first member that
+  // answers decides. A lost datagram is retried against nodes that hold the
+  // key's counts; a side of a partition that holds none of a key's replicas,
+  // whatever its size, still ends up with one decider: the first member of
+  // the side in the key's ranking, the same for all its nodes.
   uint32_t route_attempts = 8;
-  uint32_t route_depth = 6;
   // After a forward to a peer times out, routing passes over that peer until
-  // we hear from it again or this much time has passed.
+  // we hear from it again or this much time has passed; the time doubles with
+  // each further timeout that follows an expired pass, up to the maximum, so
+  // a node cut off from most of the cluster stops paying a forward timeout per
+  // unreachable member and check.
   int64_t forward_skip_ms = 250;
+  int64_t forward_skip_max_ms = 8000;
   // How long a co-decider (see the invariants) keeps getting our deltas after
   // its last delta for the key reached us.
   int64_t co_decider_ttl_ms = 2000;
@@ -156,6 +160,7 @@ struct NodeStatus {
     // Checks routed past their preference list (no member of it answered).
     uint64_t routed_past_list = 0;
     uint64_t co_deciders = 0;  // keys with a co-decider now (a gauge)
+    uint64_t clock_resyncs = 0;  // handoffs started because our wall clock stepped back
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
@@ -245,12 +250,18 @@ class Node {
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;  // keys to replicate
     boost::unordered_flat_map<uint64_t, UnackedReplicate> unacked;
     int64_t skip_until_ns = 0;  // a forward timed out: routing passes over us
+    int64_t skip_ms = 0;        // the current pass-over time (backs off; 0 once heard from)
     bool flush_listed = false;  // in flush_list_
   };
   struct CoDecider {
     std::string address;
     int64_t expires_ns = 0;
   };
+
+  // Relays checks for our keys and asks every member in view for their
+  // state until all answered (or handoff_timeout_ms): after a join, or after
+  // our wall clock stepped back.
+  void StartHandoff(Instant now, Outbox* out);
 
   // Membership view.
   void RefreshView(Instant now, Outbox* out);
@@ -265,6 +276,8 @@ class Node {
   // The peer's state, registered for the next Replicate.
   PeerState& ReplicationPeer(const std::string& address);
   bool Skipped(const std::string& address, int64_t now_ns) const;
+  // SWIM holds the peer alive and no forward to it timed out lately.
+  bool Reachable(const PeerView& peer, int64_t now_ns) const;
 
   // Checks.
   CheckResult DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
@@ -362,6 +375,7 @@ class Node {
   uint64_t settled_version_ = 0;
   uint64_t version_at_last_round_ = 0;
   int64_t started_ns_ = 0;
+  int64_t last_tick_wall_ms_ = 0;  // a step back beyond max_clock_regression_ms re-syncs
 
   wire::ClientMessageReader client_reader_;
   std::vector<std::byte> scratch_;

@@ -98,6 +98,14 @@ class TestCluster {
   Instant Now() const {
     return Instant{milliseconds(kStartWallMs + now_ns_ / 1'000'000), nanoseconds(now_ns_)};
   }
+  // `id`'s reading of the clocks: its wall clock may be set off.
+  Instant NowAt(const std::string& id) const {
+    Instant t = Now();
+    auto it = wall_offsets_ms_.find(id);
+    if (it != wall_offsets_ms_.end()) t.wall += milliseconds(it->second);
+    return t;
+  }
+  void SetWallOffset(const std::string& id, int64_t offset_ms) { wall_offsets_ms_[id] = offset_ms; }
 
   // Runs the network and every node's timers for `ms` of fake time.
   void RunFor(int64_t ms) {
@@ -121,7 +129,7 @@ class TestCluster {
       for (auto& [id, e] : nodes_) {
         if (!e.up || e.node->NextDeadline().count() > now_ns_) continue;
         Outbox out;
-        e.node->Tick(Now(), &out);
+        e.node->Tick(NowAt(id), &out);
         Dispatch(id, out);
       }
     }
@@ -135,8 +143,8 @@ class TestCluster {
     wire::EncodeChecks(std::span<const CheckRequestRef>(&ref, 1), &bytes);
     const uint64_t token = ++next_token_;
     Outbox out;
-    nodes_.at(via).node->OnClientDatagram(token, bytes, Now(), &out);
-    nodes_.at(via).node->Flush(Now(), &out);
+    nodes_.at(via).node->OnClientDatagram(token, bytes, NowAt(via), &out);
+    nodes_.at(via).node->Flush(NowAt(via), &out);
     Dispatch(via, out);
     for (int64_t waited = 0; waited <= max_wait_ms && !replies_.contains(token); waited += 1) {
       RunFor(1);
@@ -210,8 +218,8 @@ class TestCluster {
         return;
       }
       Outbox out;
-      e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, Now(), &out);
-      e.node->Flush(Now(), &out);
+      e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, NowAt(id), &out);
+      e.node->Flush(NowAt(id), &out);
       Dispatch(id, out);
       return;
     }
@@ -228,6 +236,7 @@ class TestCluster {
   std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
   std::map<uint64_t, std::vector<std::byte>> replies_;
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
+  std::map<std::string, int64_t> wall_offsets_ms_;
 };
 
 CheckRequest Req(uint64_t id, uint64_t limit = 50, uint64_t window_ms = 60'000,
@@ -479,6 +488,76 @@ TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
   EXPECT_TRUE(c.decisions(ranking[5]).empty());
 }
 
+TEST(NodeTest, ASideHoldingNoneOfTheTopOfTheRankingStillHasOneDecider) {
+  // Routing used to walk six members down a key's ranking and then let the
+  // entry node decide, so a side holding none of the top six admitted the
+  // limit once per entry node (issue 8: 4-6x at 25 and 50 nodes).
+  TestCluster c;
+  c.Form(12);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 12);
+  for (int a = 0; a < 8; ++a) {
+    for (int b = 8; b < 12; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  int admitted = 0;
+  for (uint64_t i = 1; i <= 16; ++i) {
+    if (i == 9) c.RunFor(10'000);  // before and after SWIM notices the cut
+    auto r = c.Check(ranking[8 + i % 4], Req(i, 5));
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->status, Status::kOk);
+    admitted += r->allowed;
+  }
+  EXPECT_EQ(admitted, 5);
+  EXPECT_EQ(c.decisions(ranking[8]).size(), 16u);
+  for (int b = 9; b < 12; ++b) EXPECT_TRUE(c.decisions(ranking[b]).empty()) << ranking[b];
+}
+
+TEST(NodeTest, ASideDeciderReplicatesWithinItsSideSoItsCrashCostsATailOnly) {
+  TestCluster c;
+  c.Form(6);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 3; b < 6; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  // The side's decider (ranking[3]) admits the limit...
+  for (uint64_t i = 1; i <= 5; ++i) ASSERT_TRUE(c.Check(ranking[5], Req(i, 5))->allowed);
+  c.RunFor(100);
+  // ...and its side holds the counts: the key's list is out of reach, so the
+  // next reachable members of the ranking stand in as replicas.
+  EXPECT_EQ(c.node(ranking[4]).StateHash(key, c.Now()), c.node(ranking[3]).StateHash(key, c.Now()));
+  c.Crash(ranking[3]);
+  auto r = c.Check(ranking[5], Req(6, 5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_FALSE(r->allowed);  // ranking[4] took over from the replicated counts
+  EXPECT_FALSE(c.decisions(ranking[4]).empty());
+}
+
+TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
+  TestCluster c;
+  c.Form(3);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 1000);
+  const std::vector<std::string> ranking = Ranking(key, 3);
+  const std::string owner = ranking[0];
+  // The owner's clock runs 90 s ahead: its hits land in buckets far in its
+  // peers' future, where they keep counting (a step back only denies more).
+  c.SetWallOffset(owner, 90'000);
+  for (uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(c.Check(owner, Req(i, 3, 1000))->allowed);
+  c.RunFor(2'000);  // past the window in the owner's time: it sweeps the key
+  EXPECT_EQ(c.node(owner).StateHash(key, c.NowAt(owner)), 0u);
+  EXPECT_NE(c.node(ranking[1]).StateHash(key, c.Now()), 0u);
+  // The clock is corrected: the owner asks its peers for its keys again and
+  // holds what they hold (anti-entropy alone takes ~n/2 s at n members).
+  c.SetWallOffset(owner, 0);
+  c.RunFor(500);
+  EXPECT_EQ(c.node(owner).Status(c.Now()).counters.clock_resyncs, 1u);
+  EXPECT_EQ(c.node(owner).StateHash(key, c.Now()), c.node(ranking[1]).StateHash(key, c.Now()));
+  auto r = c.Check(ranking[2], Req(4, 3, 1000));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->allowed);
+}
+
 TEST(NodeTest, LostForwardsAreRetriedAgainstThePreferenceList) {
   TestCluster c;
   c.Form(5);
@@ -513,6 +592,27 @@ TEST(NodeTest, AfterAForwardTimeoutLaterChecksPassOverThatPeer) {
   ASSERT_TRUE(r.has_value());
   EXPECT_LT((c.Now().monotonic.count() - t1) / 1'000'000, 30);  // straight to the replica
   EXPECT_EQ(c.decisions(ranking[1]).size(), 2u);
+}
+
+TEST(NodeTest, APeerThatStaysSilentIsPassedOverForLongerEachTime) {
+  TestCluster c;
+  c.Form(4);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 4);
+  const std::string entry = ranking[3];
+  c.Cut(entry, ranking[0]);
+  auto took_ms = [&](uint64_t id) {
+    const int64_t t0 = c.Now().monotonic.count();
+    EXPECT_TRUE(c.Check(entry, Req(id, 50)).has_value());
+    return (c.Now().monotonic.count() - t0) / 1'000'000;
+  };
+  EXPECT_GE(took_ms(1), 30);  // timed out: passed over for 250 ms
+  c.RunFor(300);
+  EXPECT_GE(took_ms(2), 30);  // retried after the pass, timed out again: 500 ms
+  c.RunFor(300);
+  EXPECT_LT(took_ms(3), 30);  // still passed over
+  c.RunFor(300);
+  EXPECT_GE(took_ms(4), 30);  // retried once the 500 ms are over
 }
 
 TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
