@@ -124,6 +124,7 @@ void Node::RefreshView(Instant now, Outbox* out) {
   }
   ring_ = RingOf(view_);
   known_members_ = LastKnownMembers(now);
+  reachable_members_ = ReachableMembers(now);
 
   // A warming node asks every member it has not asked yet for its keys.
   if (warming_) {
@@ -185,6 +186,16 @@ size_t Node::LastKnownMembers(Instant now) const {
   }
   if (!self_seen) ++count;
   return std::max<size_t>(count, 1);
+}
+
+size_t Node::ReachableMembers(Instant now) const {
+  // Only the conservative policies read it: availability skips the walk.
+  if (config_.partition_policy == PartitionPolicy::kAvailability) return view_.size();
+  size_t count = 1;  // ourselves
+  for (const PeerView& p : view_) {
+    if (p.id != config_.node_id && Reachable(p, now.monotonic.count())) ++count;
+  }
+  return count;
 }
 
 void Node::UpdateClockHealth(Instant now) {
@@ -356,7 +367,7 @@ Node::PeerState& Node::ReplicationPeer(const std::string& address) {
 CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key,
                                 Instant now, Outbox* out) {
   CheckRequestRef effective = check;
-  const size_t alive = view_.size();
+  const size_t alive = reachable_members_;
   const size_t known = known_members_;
   if (alive < known) {
     switch (config_.partition_policy) {
@@ -902,6 +913,7 @@ void Node::Tick(Instant now, Outbox* out) {
   RefreshView(now, out);
   if (now_ns >= next_clock_check_ns_) {
     UpdateClockHealth(now);
+    reachable_members_ = ReachableMembers(now);
     next_clock_check_ns_ = now_ns + Ms(config_.clock_check_interval_ms);
   }
   if (now.wall.count() < last_tick_wall_ms_ - config_.limiter.max_clock_regression_ms) {

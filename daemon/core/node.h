@@ -270,6 +270,10 @@ class Node {
   std::vector<size_t> TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const;
   bool MayOwn() const;
   size_t LastKnownMembers(Instant now) const;
+  // Ourselves and the members SWIM holds alive that did not time out lately:
+  // a side counts what it can reach, so a partition lowers a side's share as
+  // soon as the other side is suspected, not only once it is declared dead.
+  size_t ReachableMembers(Instant now) const;
   void UpdateClockHealth(Instant now);
   // The peer's state, registered for the next Flush.
   PeerState& FlushPeer(const std::string& address);
@@ -351,6 +355,10 @@ class Node {
   boost::unordered_flat_set<std::string> replication_peers_;
   boost::unordered_flat_map<crdt::KeyId, std::vector<CoDecider>, crdt::KeyIdHash> co_deciders_;
   size_t known_members_ = 1;  // LastKnownMembers, refreshed on view changes and each second
+  // Members we can reach (ReachableMembers), refreshed on view changes and
+  // every clock_check_interval_ms: what a side counts under the proportional
+  // and closed policies.
+  size_t reachable_members_ = 1;
   // Scratch for Route's ranking and MarkDirty's targets: no allocation per check.
   std::vector<uint32_t> route_ranking_;
   std::vector<uint32_t> dirty_targets_;
