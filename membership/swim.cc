@@ -119,7 +119,15 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
   ++stats_.received[static_cast<size_t>(kind)];
   ApplySenderEvidence(msg);
   // Rumors first, so a refutation they provoke rides on our reply.
+  const uint64_t refutations_before = stats_.refutations;
   for (const auto& update : msg.piggyback) ApplyRumor(update);
+  if (stats_.refutations != refutations_before && kind != SwimKind::kPing &&
+      kind != SwimKind::kPingReq && kind != SwimKind::kPushPull) {
+    // No reply of ours would carry the refutation back to the accuser (it
+    // told us directly, or the rumor just reached us): send it at once.
+    const MemberUpdate me = table_.Find(self_.id)->ToUpdate();
+    Send(from_address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out, &me);
+  }
   switch (kind) {
     case SwimKind::kPing:
       HandlePing(from_address, msg, std::get<Ping>(msg.body), out);

@@ -272,6 +272,7 @@ class Swim {
 
   // swim_gossip.cc.
   void TickGossip(std::vector<Outbound>* out);
+  void TellNextSuspect(std::vector<Outbound>* out);
   void TickPushPull(std::vector<Outbound>* out);
   void TickReconnect(std::vector<Outbound>* out);
   void SendPushPull(const std::string& to_address, bool reply, bool join,
@@ -298,6 +299,7 @@ class Swim {
   MemberTable table_;
   BroadcastQueue queue_;
   std::map<std::string, Suspicion, std::less<>> suspicions_;
+  std::string last_told_suspect_;  // TellNextSuspect's place in suspicions_
   std::map<std::string, ClockOffsetEstimator, std::less<>> clocks_;
 
   std::vector<std::string> probe_order_;

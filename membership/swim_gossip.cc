@@ -28,6 +28,7 @@ void Swim::TickGossip(std::vector<Outbound>* out) {
   const nanoseconds interval = milliseconds(config_.gossip_interval_ms);
   next_gossip_at_ += interval;
   if (next_gossip_at_ <= now_.monotonic) next_gossip_at_ = now_.monotonic + interval;
+  TellNextSuspect(out);
   if (queue_.empty()) return;
   const nanoseconds to_the_dead = milliseconds(config_.gossip_to_the_dead_ms);
   std::vector<const Member*> candidates;
@@ -41,6 +42,21 @@ void Swim::TickGossip(std::vector<Outbound>* out) {
   for (const Member* m : Sample(rng_, candidates, static_cast<size_t>(config_.gossip_nodes))) {
     if (!Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out)) break;
   }
+}
+
+void Swim::TellNextSuspect(std::vector<Outbound>* out) {
+  // Each round, one member we suspect (in turn) hears it from us directly
+  // (Send carries the suspicion, the buddy system). Gossip alone stops once
+  // a rumor's retransmissions are spent: a suspicion raised during a
+  // partition never reached the other side, and when the cut healed nobody
+  // told the suspect before our timer declared it dead.
+  if (suspicions_.empty()) return;
+  auto it = suspicions_.upper_bound(last_told_suspect_);
+  if (it == suspicions_.end()) it = suspicions_.begin();
+  last_told_suspect_ = it->first;
+  const Member* m = table_.Find(it->first);
+  if (m == nullptr || m->state != MemberState::kSuspect) return;
+  Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out);
 }
 
 void Swim::TickPushPull(std::vector<Outbound>* out) {

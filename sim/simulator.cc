@@ -664,9 +664,12 @@ void Simulator::ObserveSuspicions(uint32_t index, TrueNs t) {
     }
     const bool reachable = network_.CanSend(index, si) && network_.CanSend(si, index);
     // A probe round that straddled a cut or heal, or a just-started node,
-    // may conclude either way.
-    const bool transition =
-        t - last_network_change_ < 3 * probe_ns || t - s.up_since < 3 * probe_ns;
+    // may conclude either way. Lifeguard stretches a round by the accuser's
+    // local health, which drops by at most one per round: the round that
+    // ended now began at most (health + 2) base intervals ago.
+    const int64_t round_ns = (h.node->swim().local_health() + 2) * probe_ns;
+    const bool transition = t - last_network_change_ < std::max(3 * probe_ns, round_ns) ||
+                            t - s.up_since < 3 * probe_ns;
     const bool subject_slow =
         Slow(s) || (last_slow_change_ >= 0 && t - last_slow_change_ < 3 * probe_ns);
     MembershipRecord& mr = record_.membership;
