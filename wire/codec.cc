@@ -52,6 +52,10 @@ wire::Status ToWire(tally::Status s) { return StatusToWire(s); }
 
 std::string AsText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
+// Byte-exact, as AsText reads it back: capnp's implicit conversion from
+// std::string goes through c_str() and would cut the text at an embedded NUL.
+capnp::Text::Reader TextOf(const std::string& s) { return capnp::Text::Reader(s.c_str(), s.size()); }
+
 void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
   out->node_id = AsText(r.getNodeId());
   out->generation = r.getGeneration();
@@ -251,34 +255,34 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
   }
   Encode(out, [&](wire::ClientMessage::Builder root) {
     auto r = root.initStatusResponse();
-    r.setNodeId(report.node_id);
+    r.setNodeId(TextOf(report.node_id));
     r.setGeneration(report.generation);
     r.setCluster(report.cluster);
     r.setOwning(report.owning);
-    r.setNotOwningReason(report.not_owning_reason);
+    r.setNotOwningReason(TextOf(report.not_owning_reason));
     r.setKeyShare(report.key_share);
     r.setLiveKeys(report.live_keys);
-    r.setPartitionPolicy(report.partition_policy);
+    r.setPartitionPolicy(TextOf(report.partition_policy));
     r.setLastKnownMembers(report.last_known_members);
     auto list = r.initMembers(static_cast<unsigned>(members));
     for (size_t i = 0; i < members; ++i) {
       const MemberReport& m = report.members[i];
       auto w = list[static_cast<unsigned>(i)];
-      w.setId(m.id);
-      w.setState(m.state);
+      w.setId(TextOf(m.id));
+      w.setState(TextOf(m.state));
       w.setIncarnation(m.incarnation);
       w.setGeneration(m.generation);
-      w.setAddress(m.address);
+      w.setAddress(TextOf(m.address));
       w.setClockOffsetMs(m.clock_offset_ms);
       w.setRttMs(m.rtt_ms);
     }
     r.setMembersTruncated(report.members_truncated || members < report.members.size());
     auto counters = r.initCounters(static_cast<unsigned>(report.counters.size()));
     for (size_t i = 0; i < report.counters.size(); ++i) {
-      counters[static_cast<unsigned>(i)].setName(report.counters[i].first);
+      counters[static_cast<unsigned>(i)].setName(TextOf(report.counters[i].first));
       counters[static_cast<unsigned>(i)].setValue(report.counters[i].second);
     }
-    r.setGossipAddress(report.gossip_address);
+    r.setGossipAddress(TextOf(report.gossip_address));
     r.setUptimeMs(report.uptime_ms);
   });
 }
@@ -287,11 +291,11 @@ void EncodeOwnerResponse(const OwnerReport& report, std::vector<std::byte>* out)
   Encode(out, [&](wire::ClientMessage::Builder root) {
     auto r = root.initOwnerResponse();
     r.setStatus(ToWire(report.status));
-    if (!report.error.empty()) r.setError(report.error);
-    r.setNodeId(report.node_id);
+    if (!report.error.empty()) r.setError(TextOf(report.error));
+    r.setNodeId(TextOf(report.node_id));
     auto list = r.initPreferenceList(static_cast<unsigned>(report.preference_list.size()));
     for (size_t i = 0; i < report.preference_list.size(); ++i) {
-      list.set(static_cast<unsigned>(i), report.preference_list[i]);
+      list.set(static_cast<unsigned>(i), TextOf(report.preference_list[i]));
     }
     r.setStateHash(report.state_hash);
     r.setHoldsKey(report.holds_key);

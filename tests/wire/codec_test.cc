@@ -189,6 +189,41 @@ TEST(CodecTest, ChecksRoundTrip) {
   EXPECT_TRUE(reader.responses().empty());
 }
 
+// Found by fuzz/client_codec_fuzz: text fields are read byte-exact, so they
+// must be written byte-exact too (capnp's conversion from std::string stops at
+// the first NUL).
+TEST(CodecTest, StatusAndOwnerTextsRoundTripByteExact) {
+  const std::string nul("a\0b", 3);
+  wire::StatusReport report;
+  report.node_id = nul;
+  report.not_owning_reason = nul;
+  report.partition_policy = nul;
+  report.gossip_address = nul;
+  report.members.push_back({nul, nul, 1, 2, nul});
+  report.counters = {{nul, 3}};
+  Bytes bytes;
+  wire::EncodeStatusResponse(report, &bytes);
+  ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  const wire::StatusReport& got = reader.status_report();
+  EXPECT_EQ(got.node_id, nul);
+  EXPECT_EQ(got.not_owning_reason, nul);
+  EXPECT_EQ(got.partition_policy, nul);
+  EXPECT_EQ(got.gossip_address, nul);
+  ASSERT_EQ(got.members.size(), 1u);
+  EXPECT_EQ(got.members[0].id, nul);
+  EXPECT_EQ(got.members[0].state, nul);
+  EXPECT_EQ(got.members[0].address, nul);
+  ASSERT_EQ(got.counters.size(), 1u);
+  EXPECT_EQ(got.counters[0].first, nul);
+
+  wire::EncodeOwnerResponse(wire::OwnerReport{Status::kOk, nul, nul, {}, 0, false}, &bytes);
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  EXPECT_EQ(reader.owner_report().error, nul);
+  EXPECT_EQ(reader.owner_report().node_id, nul);
+}
+
 TEST(CodecTest, ResponsesRoundTrip) {
   std::vector<CheckResult> responses = SampleResponses();
   Bytes bytes;
