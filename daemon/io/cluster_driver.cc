@@ -29,6 +29,7 @@
 #include "daemon/io/datagram_batch.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/sockets.h"
+#include "daemon/io/stream_frames.h"
 #include "wire/peer_codec.h"
 
 namespace tally::io {
@@ -41,7 +42,6 @@ constexpr size_t kGossipBatch = 32;               // datagrams per recvmmsg
 constexpr size_t kGossipBufferBytes = 64 * 1024;  // per datagram
 constexpr int kMaxGossipBatchesPerWakeup = 8;
 constexpr size_t kReadChunkBytes = 64 * 1024;  // inbound stream reads
-constexpr size_t kFrameHeaderBytes = 4;
 constexpr int kBindAttempts = 50;
 constexpr std::chrono::milliseconds kHousekeepingInterval{1000};
 constexpr std::chrono::milliseconds kLeavePoll{10};
@@ -71,18 +71,6 @@ std::optional<std::string> Canonical(const std::string& text, std::string* why) 
   sockaddr_storage addr;
   socklen_t len = ToSockaddr(*hp, &addr);
   return FormatSockaddr(reinterpret_cast<sockaddr*>(&addr), len);
-}
-
-void PutBigEndian32(uint32_t v, std::byte* out) {
-  out[0] = static_cast<std::byte>(v >> 24);
-  out[1] = static_cast<std::byte>(v >> 16);
-  out[2] = static_cast<std::byte>(v >> 8);
-  out[3] = static_cast<std::byte>(v);
-}
-
-uint32_t GetBigEndian32(const std::byte* in) {
-  return static_cast<uint32_t>(in[0]) << 24 | static_cast<uint32_t>(in[1]) << 16 |
-         static_cast<uint32_t>(in[2]) << 8 | static_cast<uint32_t>(in[3]);
 }
 
 }  // namespace
@@ -234,8 +222,8 @@ class ClusterDriver::Impl::InboundStream : public std::enable_shared_from_this<I
 
  private:
   void Read() {
-    if (buffer_.size() < used_ + kReadChunkBytes) buffer_.resize(used_ + kReadChunkBytes);
-    socket_.async_read_some(boost::asio::buffer(buffer_.data() + used_, buffer_.size() - used_),
+    std::span<std::byte> space = decoder_.ReadSpace();
+    socket_.async_read_some(boost::asio::buffer(space.data(), space.size()),
                             [self = shared_from_this()](const boost::system::error_code& ec,
                                                         size_t n) { self->OnRead(ec, n); });
   }
@@ -248,45 +236,21 @@ class ClusterDriver::Impl::InboundStream : public std::enable_shared_from_this<I
       impl_->ForgetInbound(this);
       return;
     }
-    used_ += n;
-    frames_.clear();
-    size_t pos = 0;
-    while (used_ - pos >= kFrameHeaderBytes) {
-      uint32_t len = GetBigEndian32(buffer_.data() + pos);
-      if (len == 0 || len > wire::kMaxPeerMessageBytes) {
-        spdlog::warn("stream from {}: bad frame length {}; closing", remote_, len);
-        impl_->stream_errors.fetch_add(1, std::memory_order_relaxed);
-        Close();
-        impl_->ForgetInbound(this);
-        return;
-      }
-      if (used_ - pos - kFrameHeaderBytes < len) break;
-      frames_.emplace_back(buffer_.data() + pos + kFrameHeaderBytes, len);
-      pos += kFrameHeaderBytes + len;
+    if (!decoder_.Received(n)) {
+      spdlog::warn("stream from {}: bad frame length {}; closing", remote_, decoder_.bad_length());
+      impl_->stream_errors.fetch_add(1, std::memory_order_relaxed);
+      Close();
+      impl_->ForgetInbound(this);
+      return;
     }
-    if (!frames_.empty()) impl_->HandlePeerFrames(remote_, frames_);
-    if (pos > 0) {
-      std::memmove(buffer_.data(), buffer_.data() + pos, used_ - pos);
-      used_ -= pos;
-    }
-    // Room for the whole frame that has started, so it arrives in few reads.
-    if (used_ >= kFrameHeaderBytes) {
-      size_t need = kFrameHeaderBytes + GetBigEndian32(buffer_.data());
-      if (buffer_.size() < need) buffer_.resize(need);
-    }
-    if (buffer_.size() > 4 * kReadChunkBytes && used_ < kReadChunkBytes) {
-      buffer_.resize(used_ + kReadChunkBytes);  // give a huge frame's memory back
-      buffer_.shrink_to_fit();
-    }
+    if (!decoder_.frames().empty()) impl_->HandlePeerFrames(remote_, decoder_.frames());
     Read();
   }
 
   Impl* impl_;
   tcp::socket socket_;
   std::string remote_;
-  std::vector<std::byte> buffer_;
-  size_t used_ = 0;
-  std::vector<std::span<const std::byte>> frames_;
+  StreamFrameDecoder decoder_{wire::kMaxPeerMessageBytes, kReadChunkBytes};
 };
 
 // ---------------------------------------------------------------- binding
@@ -681,9 +645,9 @@ void ClusterDriver::Impl::ForgetInbound(InboundStream* stream) {
 // ---------------------------------------------------------------- TCP out
 
 void ClusterDriver::Impl::EnqueueStream(const std::string& address, std::vector<std::byte> bytes) {
-  std::vector<std::byte> frame(kFrameHeaderBytes + bytes.size());
-  PutBigEndian32(static_cast<uint32_t>(bytes.size()), frame.data());
-  std::memcpy(frame.data() + kFrameHeaderBytes, bytes.data(), bytes.size());
+  std::vector<std::byte> frame;
+  frame.reserve(kStreamFrameHeaderBytes + bytes.size());
+  AppendStreamFrame(bytes, &frame);
   stream_queued_bytes.fetch_add(frame.size(), std::memory_order_relaxed);
   boost::asio::post(strand, [this, address, frame = std::move(frame)]() mutable {
     OnEnqueue(address, std::move(frame));
