@@ -214,6 +214,11 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
 
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
                               std::string* output, std::string* error) {
+  return ParseTallydFlags(argc, argv, nullptr, config, output, error);
+}
+
+FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* config_text,
+                              TallydConfig* config, std::string* output, std::string* error) {
   const DaemonOptions defaults;
   const LimiterOptions limiter_defaults;
 
@@ -356,13 +361,18 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* c
     }
     if (vm.count("config")) {
       config->config_file = vm["config"].as<std::string>();
-      std::ifstream file(config->config_file);
-      if (!file) {
-        *error = "--config: cannot open '" + config->config_file + "'";
-        return FlagsOutcome::kBadUsage;
+      std::ifstream file;
+      if (config_text == nullptr) {
+        file.open(config->config_file);
+        if (!file) {
+          *error = "--config: cannot open '" + config->config_file + "'";
+          return FlagsOutcome::kBadUsage;
+        }
       }
       // Stored after the command line, so flags win (store keeps first values).
-      po::store(po::parse_config_file(file, settings, /*allow_unregistered=*/false), vm);
+      po::store(po::parse_config_file(config_text != nullptr ? *config_text : file, settings,
+                                      /*allow_unregistered=*/false),
+                vm);
     }
     po::notify(vm);
   } catch (const po::error& e) {

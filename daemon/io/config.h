@@ -9,6 +9,7 @@
 
 #include <spdlog/common.h>
 
+#include <istream>
 #include <string>
 
 #include "daemon/io/daemon.h"
@@ -34,6 +35,12 @@ enum class FlagsOutcome {
 // starts from tallyd's defaults. `argv` is borrowed for the call only.
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
                               std::string* output, std::string* error);
+
+// The same, with the text of the --config file read from `*config_text`
+// instead of the file named (for tests and fuzz/config_fuzz.cc). A null
+// `config_text` reads the named file.
+FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* config_text,
+                              TallydConfig* config, std::string* output, std::string* error);
 
 }  // namespace tally::io
 
