@@ -8,6 +8,8 @@ packages=(
   libcapnp-dev capnproto libspdlog-dev libfmt-dev libxxhash-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 nftables procps
+  # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
+  clang-14 libclang-rt-14-dev llvm-14
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,131 @@
+// Client datagrams (include/tally/check.capnp) as tallyd and the client
+// library decode them. Properties: Decode never crashes, leaks or throws on
+// any bytes; whatever decodes survives encode -> decode unchanged.
+#include <string>
+#include <vector>
+
+#include "fuzz/fuzz_check.h"
+#include "wire/codec.h"
+
+namespace {
+
+using tally::wire::ClientMessageReader;
+using tally::wire::MessageKind;
+
+bool SameCheck(const tally::CheckRequestRef& a, const tally::CheckRequestRef& b) {
+  return a.request_id == b.request_id && a.user_id == b.user_id && a.endpoint == b.endpoint &&
+         a.limit == b.limit && a.window_ms == b.window_ms && a.hits == b.hits;
+}
+
+bool SameResult(const tally::CheckResult& a, const tally::CheckResult& b) {
+  return a.request_id == b.request_id && a.status == b.status && a.allowed == b.allowed &&
+         a.remaining == b.remaining && a.retry_after_ms == b.retry_after_ms &&
+         a.reset_after_ms == b.reset_after_ms && a.limit == b.limit && a.error == b.error;
+}
+
+// NaN-aware: a NaN offset ("unknown") must stay NaN.
+bool SameDouble(double a, double b) { return a == b || (a != a && b != b); }
+
+// Checks field by field, so that a finding names the field.
+void CheckSameStatus(const tally::wire::StatusReport& a, const tally::wire::StatusReport& b) {
+  FUZZ_CHECK(a.node_id == b.node_id);
+  FUZZ_CHECK(a.generation == b.generation);
+  FUZZ_CHECK(a.cluster == b.cluster);
+  FUZZ_CHECK(a.owning == b.owning);
+  FUZZ_CHECK(a.not_owning_reason == b.not_owning_reason);
+  FUZZ_CHECK(SameDouble(a.key_share, b.key_share));
+  FUZZ_CHECK(a.live_keys == b.live_keys);
+  FUZZ_CHECK(a.partition_policy == b.partition_policy);
+  FUZZ_CHECK(a.last_known_members == b.last_known_members);
+  FUZZ_CHECK(a.counters == b.counters);
+  FUZZ_CHECK(a.gossip_address == b.gossip_address);
+  FUZZ_CHECK(a.uptime_ms == b.uptime_ms);
+  FUZZ_CHECK(a.members.size() == b.members.size());
+  for (size_t i = 0; i < a.members.size(); ++i) {
+    const auto& x = a.members[i];
+    const auto& y = b.members[i];
+    FUZZ_CHECK(x.id == y.id);
+    FUZZ_CHECK(x.state == y.state);
+    FUZZ_CHECK(x.incarnation == y.incarnation);
+    FUZZ_CHECK(x.generation == y.generation);
+    FUZZ_CHECK(x.address == y.address);
+    FUZZ_CHECK(SameDouble(x.clock_offset_ms, y.clock_offset_ms));
+    FUZZ_CHECK(SameDouble(x.rtt_ms, y.rtt_ms));
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static ClientMessageReader reader;  // reused, as tallyd's threads do
+  static ClientMessageReader again;
+  std::string why;
+  if (reader.Decode(tally::fuzz::AsBytes(data, size), &why) != tally::Status::kOk) {
+    FUZZ_CHECK(!why.empty());
+    return 0;
+  }
+  std::vector<std::byte> encoded;
+  switch (reader.kind()) {
+    case MessageKind::kChecks:
+      tally::wire::EncodeChecks(reader.checks(), &encoded);
+      break;
+    case MessageKind::kResponses:
+      tally::wire::EncodeResponses(reader.responses(), &encoded);
+      break;
+    case MessageKind::kStatusRequest:
+      tally::wire::EncodeStatusRequest(&encoded);
+      break;
+    case MessageKind::kStatusResponse:
+      tally::wire::EncodeStatusResponse(reader.status_report(), &encoded);
+      break;
+    case MessageKind::kOwnerRequest:
+      tally::wire::EncodeOwnerRequest(reader.owner_query(), &encoded);
+      break;
+    case MessageKind::kOwnerResponse:
+      tally::wire::EncodeOwnerResponse(reader.owner_report(), &encoded);
+      break;
+  }
+  // Decoded content may be larger than its bytes (capnp defaults, shared
+  // pointers); a re-encoding that no longer fits one datagram is not compared.
+  if (encoded.size() > tally::wire::kMaxDatagramBytes) return 0;
+  FUZZ_CHECK(again.Decode(encoded, &why) == tally::Status::kOk);
+  FUZZ_CHECK(again.kind() == reader.kind());
+  switch (reader.kind()) {
+    case MessageKind::kChecks:
+      FUZZ_CHECK(again.checks().size() == reader.checks().size());
+      for (size_t i = 0; i < reader.checks().size(); ++i) {
+        FUZZ_CHECK(SameCheck(again.checks()[i], reader.checks()[i]));
+      }
+      break;
+    case MessageKind::kResponses:
+      FUZZ_CHECK(again.responses().size() == reader.responses().size());
+      for (size_t i = 0; i < reader.responses().size(); ++i) {
+        FUZZ_CHECK(SameResult(again.responses()[i], reader.responses()[i]));
+      }
+      break;
+    case MessageKind::kStatusRequest:
+      break;
+    case MessageKind::kStatusResponse:
+      if (again.status_report().members.size() == reader.status_report().members.size()) {
+        CheckSameStatus(again.status_report(), reader.status_report());
+      } else {  // cut to fit a datagram, and said so
+        FUZZ_CHECK(again.status_report().members_truncated);
+        FUZZ_CHECK(again.status_report().members.size() < reader.status_report().members.size());
+      }
+      break;
+    case MessageKind::kOwnerRequest:
+      FUZZ_CHECK(again.owner_query().user_id == reader.owner_query().user_id);
+      FUZZ_CHECK(again.owner_query().endpoint == reader.owner_query().endpoint);
+      FUZZ_CHECK(again.owner_query().window_ms == reader.owner_query().window_ms);
+      break;
+    case MessageKind::kOwnerResponse: {
+      const auto& a = again.owner_report();
+      const auto& b = reader.owner_report();
+      FUZZ_CHECK(a.status == b.status && a.error == b.error && a.node_id == b.node_id &&
+                 a.preference_list == b.preference_list && a.state_hash == b.state_hash &&
+                 a.holds_key == b.holds_key);
+      break;
+    }
+  }
+  return 0;
+}

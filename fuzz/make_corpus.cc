@@ -1,0 +1,392 @@
+// Writes the seed corpus of every fuzz target (fuzz/corpus/<target>/) from
+// the real encoders, plus a few edge cases, so that the fuzzers start from
+// messages tallyd and its peers actually send. Run by `scripts/fuzz.sh
+// --make-corpus`; the output is committed (small: docs/RELIABILITY.md).
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "crdt/key_id.h"
+#include "daemon/io/stream_frames.h"
+#include "fuzz/node_input.h"
+#include "membership/message.h"
+#include "wire/codec.h"
+#include "wire/node_codec.h"
+#include "wire/peer_codec.h"
+
+namespace {
+
+using namespace tally;
+namespace m = tally::membership;
+using Bytes = std::vector<std::byte>;
+
+std::filesystem::path g_root;
+
+void Write(const std::string& target, const std::string& name, const Bytes& bytes) {
+  std::filesystem::create_directories(g_root / target);
+  std::ofstream out(g_root / target / name, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+}
+
+Bytes FromString(const std::string& s) {
+  return Bytes(reinterpret_cast<const std::byte*>(s.data()),
+               reinterpret_cast<const std::byte*>(s.data()) + s.size());
+}
+
+constexpr int64_t kWallMs = 1'700'000'001'000;  // node_fuzz's clock at start
+constexpr const char* kN2 = "10.0.0.2:7946";
+constexpr const char* kN3 = "10.0.0.3:7946";
+
+// ---------------------------------------------------------------- client
+
+Bytes Checks(const std::vector<CheckRequest>& checks) {
+  std::vector<CheckRequestRef> refs(checks.begin(), checks.end());
+  Bytes out;
+  wire::EncodeChecks(refs, &out);
+  return out;
+}
+
+void ClientCorpus() {
+  const std::string t = "client_codec_fuzz";
+  Write(t, "check_one", Checks({{1, "alice", "/api/orders", 100, 60'000, 1}}));
+  Write(t, "check_batch",
+        Checks({{1, "alice", "/a", 5, 1000, 1},
+                {2, "bob", "/b", 10, 60'000, 0},
+                {0, "carol", "/c", 1, 86'400'000, 3}}));
+  Write(t, "check_empty_list", Checks({}));
+  Write(t, "check_long_ids", Checks({{9, std::string(200, 'u'), std::string(300, 'e'), 7, 10, 1}}));
+  CheckResult ok{1, Status::kOk, true, 99, 0, 60'000, 100, ""};
+  CheckResult denied{2, Status::kOk, false, 0, 1200, 60'000, 5, ""};
+  CheckResult err{3, Status::kInvalidArgument, false, 0, 0, 0, 0, "window_ms must be > 0"};
+  Bytes out;
+  wire::EncodeResponses(std::vector<CheckResult>{ok, denied, err}, &out);
+  Write(t, "responses", out);
+  wire::EncodeStatusRequest(&out);
+  Write(t, "status_request", out);
+  wire::StatusReport report;
+  report.node_id = "n1";
+  report.generation = 17;
+  report.cluster = true;
+  report.key_share = 0.33;
+  report.live_keys = 12;
+  report.partition_policy = "availability";
+  report.last_known_members = 3;
+  report.members.push_back({"n1", "alive", 1, 17, "127.0.0.1:7946", 0.0, 0.2});
+  report.members.push_back({"n2", "suspect", 3, 18, "127.0.0.1:7947"});
+  report.counters = {{"checks", 42}, {"forwarded", 7}};
+  report.gossip_address = "127.0.0.1:7946";
+  report.uptime_ms = 123'456;
+  wire::EncodeStatusResponse(report, &out);
+  Write(t, "status_response", out);
+  wire::EncodeOwnerRequest(wire::OwnerQuery{"alice", "/api", 60'000}, &out);
+  Write(t, "owner_request", out);
+  wire::EncodeOwnerResponse(
+      wire::OwnerReport{Status::kOk, "", "n2", {"n2", "n3", "n1"}, 0xfeedface, true}, &out);
+  Write(t, "owner_response", out);
+  Write(t, "edge_empty", {});
+  Write(t, "edge_zero_word", Bytes(8));
+  Bytes truncated = Checks({{1, "alice", "/api/orders", 100, 60'000, 1}});
+  truncated.resize(truncated.size() - 8);
+  Write(t, "edge_truncated", truncated);
+}
+
+// ---------------------------------------------------------------- peer
+
+m::SwimMessage Swim(const std::string& id, const std::string& address, m::SwimBody body) {
+  m::SwimMessage msg;
+  msg.sender_id = id;
+  msg.sender_address = address;
+  msg.sender_generation = 5;
+  msg.sender_incarnation = 1;
+  msg.sender_wall_ms = kWallMs;
+  msg.body = std::move(body);
+  return msg;
+}
+
+m::MemberUpdate Member(const std::string& id, const std::string& address, m::MemberState state,
+                       const std::string& origin = "") {
+  return m::MemberUpdate{id, address, 5, 1, state, origin};
+}
+
+Bytes EncodeSwimBytes(const m::SwimMessage& msg) {
+  Bytes out;
+  wire::EncodeSwim(msg, &out);
+  return out;
+}
+
+Bytes Node(const wire::NodeMessageValue& value, const std::string& id = "n2",
+           const std::string& address = kN2) {
+  Bytes out;
+  wire::EncodeNodeMessage(wire::PeerHeader{id, address, 5, kWallMs}, value, &out);
+  return out;
+}
+
+wire::ReplicateValue StateOf(const std::string& user, uint32_t count, int64_t wall_ms) {
+  const uint64_t window_ms = 60'000;
+  const int64_t bucket_ms = 6'000;  // window / buckets_per_window (10)
+  const crdt::KeyId key = crdt::HashKey(user, "/api", window_ms);
+  wire::CounterValue c;
+  c.key_high = key.high;
+  c.key_low = key.low;
+  c.bucket_ms = bucket_ms;
+  c.span = 10;
+  c.newest_bucket = wall_ms / bucket_ms;
+  wire::CounterValue::Row row;
+  row.slot = 0;
+  row.counts.assign(11, 0);
+  row.counts.back() = count;
+  c.rows.push_back(row);
+  wire::ReplicateValue v;
+  v.seq = 1;
+  v.slots.push_back({"n2", 5});
+  v.counters.push_back(c);
+  return v;
+}
+
+std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
+  using Kind = wire::NodeMessageValue::Kind;
+  std::vector<std::pair<std::string, wire::NodeMessageValue>> all;
+  wire::NodeMessageValue v;
+  v.kind = Kind::kForward;
+  v.forwards.push_back({11, 1, {5, "alice", "/api", 10, 60'000, 1}});
+  v.forwards.push_back({12, 2, {0, "bob", "/api", 3, 1'000, 0}});
+  all.emplace_back("forward", v);
+  v = {};
+  v.kind = Kind::kForwardReply;
+  v.results.push_back({11, {5, Status::kOk, true, 9, 0, 60'000, 10, ""}});
+  v.results.push_back({12, {0, Status::kUnavailable, false, 0, 0, 0, 3, "no owner"}});
+  all.emplace_back("forward_reply", v);
+  v = {};
+  v.kind = Kind::kReplicate;
+  v.replicate = StateOf("alice", 4, kWallMs);
+  all.emplace_back("replicate", v);
+  v.kind = Kind::kStatePush;
+  v.replicate = StateOf("bob", 2, kWallMs);
+  v.replicate.slots.push_back({"n3", 6});
+  v.replicate.counters[0].rows.push_back({1, std::vector<uint32_t>(11, 1)});
+  all.emplace_back("state_push", v);
+  v = {};
+  v.kind = Kind::kReplicateAck;
+  v.ack_seq = 1;
+  all.emplace_back("replicate_ack", v);
+  v = {};
+  v.kind = Kind::kDigest;
+  v.digest.assign(64, 0);
+  v.digest[3] = 0x1234;
+  all.emplace_back("digest", v);
+  v.digest_is_reply = true;
+  all.emplace_back("digest_reply", v);
+  v = {};
+  v.kind = Kind::kHandoffRequest;
+  all.emplace_back("handoff_request", v);
+  v.kind = Kind::kHandoffDone;
+  all.emplace_back("handoff_done", v);
+  return all;
+}
+
+std::vector<std::pair<std::string, m::SwimMessage>> SwimMessages() {
+  std::vector<std::pair<std::string, m::SwimMessage>> all;
+  all.emplace_back("ping", Swim("n2", kN2, m::Ping{7, "n1"}));
+  all.emplace_back("ack", Swim("n2", kN2, m::Ack{7}));
+  all.emplace_back("ping_req", Swim("n2", kN2, m::PingReq{8, "n3", kN3, true}));
+  all.emplace_back("nack", Swim("n2", kN2, m::Nack{8}));
+  m::SwimMessage gossip = Swim("n2", kN2, m::Gossip{});
+  gossip.piggyback = {Member("n3", kN3, m::MemberState::kAlive),
+                      Member("n4", "10.0.0.4:7946", m::MemberState::kSuspect, "n2")};
+  all.emplace_back("gossip", gossip);
+  all.emplace_back("push_pull_join",
+                   Swim("n2", kN2,
+                        m::PushPull{false,
+                                    true,
+                                    {Member("n2", kN2, m::MemberState::kAlive),
+                                     Member("n3", kN3, m::MemberState::kAlive)}}));
+  all.emplace_back("push_pull_reply",
+                   Swim("n2", kN2,
+                        m::PushPull{true,
+                                    false,
+                                    {Member("n2", kN2, m::MemberState::kAlive),
+                                     Member("n3", kN3, m::MemberState::kDead, "n2"),
+                                     Member("n4", "10.0.0.4:7946", m::MemberState::kLeft)}}));
+  return all;
+}
+
+void PeerCorpus() {
+  for (const auto& [name, msg] : SwimMessages()) {
+    Write("peer_codec_fuzz", "swim_" + name, EncodeSwimBytes(msg));
+  }
+  for (const auto& [name, value] : NodeMessages()) {
+    Write("peer_codec_fuzz", "node_" + name, Node(value));
+    capnp::MallocMessageBuilder builder;
+    wire::BuildNodeMessage(value, builder.initRoot<wire::NodeMessage>());
+    kj::Array<capnp::word> flat = capnp::messageToFlatArray(builder);
+    auto bytes = flat.asBytes();
+    Write("node_codec_fuzz", name,
+          Bytes(reinterpret_cast<const std::byte*>(bytes.begin()),
+                reinterpret_cast<const std::byte*>(bytes.end())));
+  }
+  Write("peer_codec_fuzz", "edge_zero_word", Bytes(8));
+  Write("node_codec_fuzz", "edge_zero_word", Bytes(8));
+}
+
+// ---------------------------------------------------------------- stream frames
+
+void StreamCorpus() {
+  // Header bytes: read chunk 8 + b0 % 64, largest frame 1 + (b1 << 4 | b2 >> 4), read seed.
+  auto with_header = [](uint8_t chunk, uint16_t max_frame, const Bytes& stream) {
+    Bytes out = {std::byte{chunk}, static_cast<std::byte>(max_frame >> 4),
+                 static_cast<std::byte>((max_frame & 0xf) << 4), std::byte{0x5a}};
+    out.insert(out.end(), stream.begin(), stream.end());
+    return out;
+  };
+  Bytes stream;
+  for (const auto& [name, msg] : SwimMessages())
+    io::AppendStreamFrame(EncodeSwimBytes(msg), &stream);
+  Write("stream_frames_fuzz", "swim_frames", with_header(16, 4000, stream));
+  stream.clear();
+  for (int i = 1; i <= 40; ++i)
+    io::AppendStreamFrame(Bytes(static_cast<size_t>(i * 7), std::byte{0x42}), &stream);
+  Write("stream_frames_fuzz", "growing_frames", with_header(0, 300, stream));
+  stream.clear();
+  io::AppendStreamFrame(Bytes(3000, std::byte{1}), &stream);  // large, then small: shrink
+  io::AppendStreamFrame(Bytes(5, std::byte{2}), &stream);
+  Write("stream_frames_fuzz", "large_then_small", with_header(1, 4000, stream));
+  stream = {std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0}};
+  Write("stream_frames_fuzz", "edge_zero_length", with_header(4, 100, stream));
+  stream.clear();
+  io::AppendStreamFrame(Bytes(10, std::byte{3}), &stream);
+  Bytes too_big = {std::byte{0}, std::byte{0}, std::byte{0x10}, std::byte{0}};
+  stream.insert(stream.end(), too_big.begin(), too_big.end());
+  Write("stream_frames_fuzz", "edge_too_large", with_header(4, 100, stream));
+  stream.resize(stream.size() - 2);
+  Write("stream_frames_fuzz", "edge_partial_header", with_header(4, 100, stream));
+}
+
+// ---------------------------------------------------------------- config
+
+void ConfigCorpus(const std::filesystem::path& source) {
+  const std::string t = "config_fuzz";
+  Write(t, "minimal", FromString("udp = 127.0.0.1:7070\n"));
+  Write(t, "standalone",
+        FromString("udp = 127.0.0.1:7070\nunix = none\nunix-seq = none\nthreads = 2\n"
+                   "buckets-per-window = 10\nmax-keys = 100000\ndedup-ttl-ms = 10000\n"
+                   "max-dedup-entries = 1000\nshards = 8\nsweep-interval-ms = 1000\n"
+                   "stats-interval-s = 60\nlog-level = warn\necho = false\nnode-id = n1\n"));
+  Write(t, "cluster",
+        FromString("udp = 127.0.0.1:7070\ngossip = 127.0.0.1:7946\njoin = 127.0.0.1:7947\n"
+                   "replicas = 3\npartition-policy = proportional\nprobe-interval-ms = 500\n"
+                   "suspicion-mult = 4\nmax-packet-bytes = 1400\nleave-grace-ms = 500\n"));
+  Write(t, "bad_values", FromString("shards = 0\nthreads = -1\nlog-level = loud\necho = maybe\n"));
+  Write(t, "sections_and_comments", FromString("# comment\n[section]\nudp=127.0.0.1:1\n\n;x\n"));
+  Write(t, "argv_and_file",
+        FromString(std::string("--udp\n[::1]:0\n--unix\nnone\n--threads\n3") + '\0' +
+                   "echo = true\n"));
+  std::ifstream example(source / "packaging/tallyd.conf.example", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(example)), std::istreambuf_iterator<char>());
+  if (!text.empty()) Write(t, "packaging_example", FromString(text));
+}
+
+// ---------------------------------------------------------------- node
+
+void Record(fuzz::NodeOp op, uint8_t peer, const Bytes& payload, Bytes* out) {
+  fuzz::AppendRecord(static_cast<uint8_t>(static_cast<uint8_t>(op) | peer << 2), payload, out);
+}
+
+void Advance(uint16_t ms, Bytes* out) {
+  Record(fuzz::NodeOp::kAdvance, 0,
+         {static_cast<std::byte>(ms & 0xff), static_cast<std::byte>(ms >> 8)}, out);
+}
+
+void NodeCorpus() {
+  const std::string t = "node_fuzz";
+  // A peer joins, then sends each kind of node message.
+  Bytes joined;
+  Record(fuzz::NodeOp::kStream, 0,
+         EncodeSwimBytes(Swim(
+             "n2", kN2, m::PushPull{false, true, {Member("n2", kN2, m::MemberState::kAlive)}})),
+         &joined);
+  Advance(50, &joined);
+  Record(fuzz::NodeOp::kPeer, 0, EncodeSwimBytes(Swim("n2", kN2, m::Ping{1, "n1"})), &joined);
+  for (const auto& [name, value] : NodeMessages()) {
+    Bytes input = joined;
+    Record(fuzz::NodeOp::kPeer, 0, Node(value), &input);
+    Advance(100, &input);
+    Record(fuzz::NodeOp::kClient, 0, Checks({{1, "alice", "/api", 10, 60'000, 1}}), &input);
+    Write(t, "join_then_" + name, input);
+  }
+  // A key we decided gets a replica's state: the merge path of an existing key.
+  for (auto kind :
+       {wire::NodeMessageValue::Kind::kReplicate, wire::NodeMessageValue::Kind::kStatePush}) {
+    Bytes input = joined;
+    Record(fuzz::NodeOp::kClient, 0, Checks({{1, "alice", "/api", 10, 60'000, 1}}), &input);
+    Advance(20, &input);
+    wire::NodeMessageValue merge;
+    merge.kind = kind;
+    merge.replicate = StateOf("alice", 2, kWallMs + 20);
+    Record(fuzz::NodeOp::kPeer, 0, Node(merge), &input);
+    Record(fuzz::NodeOp::kClient, 0, Checks({{2, "alice", "/api", 10, 60'000, 1}}), &input);
+    Write(t,
+          kind == wire::NodeMessageValue::Kind::kReplicate ? "decided_then_replicate"
+                                                           : "decided_then_state_push",
+          input);
+  }
+  // Every SWIM message kind from a stranger, then time passes (probes, suspicion).
+  for (const auto& [name, msg] : SwimMessages()) {
+    Bytes input;
+    Record(fuzz::NodeOp::kPeer, 1, EncodeSwimBytes(msg), &input);
+    Advance(3000, &input);
+    Write(t, "swim_" + name, input);
+  }
+  // Only clients: a batch, a retry (same request id), an invalid check, garbage.
+  Bytes clients;
+  Record(fuzz::NodeOp::kClient, 0,
+         Checks({{1, "alice", "/a", 2, 1000, 1}, {2, "bob", "/b", 1, 1000, 1}}), &clients);
+  Record(fuzz::NodeOp::kClient, 0, Checks({{1, "alice", "/a", 2, 1000, 1}}), &clients);
+  Record(fuzz::NodeOp::kClient, 0, Checks({{3, "", "/a", 0, 0, 1}}), &clients);
+  Record(fuzz::NodeOp::kClient, 0, Bytes(16, std::byte{0xff}), &clients);
+  Advance(1500, &clients);
+  Record(fuzz::NodeOp::kClient, 0, Checks({{4, "alice", "/a", 2, 1000, 1}}), &clients);
+  Write(t, "clients_only", clients);
+  // Two members join, one claims a key's state, then dies.
+  Bytes cluster;
+  Record(fuzz::NodeOp::kStream, 0,
+         EncodeSwimBytes(Swim("n2", kN2,
+                              m::PushPull{false,
+                                          true,
+                                          {Member("n2", kN2, m::MemberState::kAlive),
+                                           Member("n3", kN3, m::MemberState::kAlive)}})),
+         &cluster);
+  wire::NodeMessageValue state;
+  state.kind = wire::NodeMessageValue::Kind::kStatePush;
+  state.replicate = StateOf("alice", 3, kWallMs);
+  Record(fuzz::NodeOp::kStream, 0, Node(state), &cluster);
+  Record(fuzz::NodeOp::kClient, 0, Checks({{1, "alice", "/api", 5, 60'000, 1}}), &cluster);
+  Advance(40, &cluster);
+  m::SwimMessage dead = Swim("n2", kN2, m::Gossip{});
+  dead.piggyback = {Member("n3", kN3, m::MemberState::kDead, "n2")};
+  Record(fuzz::NodeOp::kPeer, 0, EncodeSwimBytes(dead), &cluster);
+  Advance(5000, &cluster);
+  Write(t, "cluster_of_three", cluster);
+  Write(t, "edge_empty", {});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s OUTPUT_DIR SOURCE_DIR\n", argv[0]);
+    return 2;
+  }
+  g_root = argv[1];
+  ClientCorpus();
+  PeerCorpus();
+  StreamCorpus();
+  ConfigCorpus(argv[2]);
+  NodeCorpus();
+  return 0;
+}
