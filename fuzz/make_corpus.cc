@@ -5,6 +5,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -375,9 +376,33 @@ void NodeCorpus() {
   Write(t, "edge_empty", {});
 }
 
+// Reproducers of findings that must not be in the corpus while they are open
+// (a seed that hangs would stop every run): written on request only.
+void FindingInputs(const std::filesystem::path& dir) {
+  // issue 9: a replicate with newestBucket = 2^63-1 for a key the node holds.
+  Bytes input;
+  Record(fuzz::NodeOp::kStream, 0,
+         EncodeSwimBytes(Swim(
+             "n2", kN2, m::PushPull{false, true, {Member("n2", kN2, m::MemberState::kAlive)}})),
+         &input);
+  Record(fuzz::NodeOp::kClient, 0, Checks({{1, "alice", "/api", 10, 60'000, 1}}), &input);
+  wire::NodeMessageValue merge;
+  merge.kind = wire::NodeMessageValue::Kind::kReplicate;
+  merge.replicate = StateOf("alice", 2, kWallMs);
+  merge.replicate.counters[0].newest_bucket = INT64_MAX;
+  Record(fuzz::NodeOp::kPeer, 0, Node(merge), &input);
+  std::filesystem::create_directories(dir);
+  std::ofstream out(dir / "node_fuzz-replicate-newest-bucket-int64-max", std::ios::binary);
+  out.write(reinterpret_cast<const char*>(input.data()), static_cast<std::streamsize>(input.size()));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--findings") {
+    FindingInputs(argv[2]);
+    return 0;
+  }
   if (argc != 3) {
     std::fprintf(stderr, "usage: %s OUTPUT_DIR SOURCE_DIR\n", argv[0]);
     return 2;
