@@ -106,7 +106,7 @@ struct ClusterTimings {
 // Returns whether it held (it is evaluated once more at the deadline).
 template <typename Condition>
 bool PollUntil(milliseconds timeout, Condition&& condition, milliseconds every = milliseconds(25)) {
-  const auto deadline = SteadyClock::now() + timeout;
+  const auto deadline = SteadyClock::now() + tally::testing::ScaledWait(timeout);
   for (;;) {
     if (condition()) return true;
     if (SteadyClock::now() >= deadline) return condition();
@@ -444,7 +444,7 @@ class ClusterHarness {
 
   // All alive everywhere, and every member owning (done warming up).
   bool WaitFormed(milliseconds timeout, std::string* error) {
-    auto deadline = SteadyClock::now() + timeout;
+    auto deadline = SteadyClock::now() + tally::testing::ScaledWait(timeout);
     if (!WaitAllAlive(timeout, error)) return false;
     std::string why;
     std::vector<TestNode*> running = Running();

@@ -74,6 +74,18 @@ class TempDir {
   std::string path_;
 };
 
+// Under a sanitizer every process runs several times slower, so scripts/test.sh
+// sets TALLY_TEST_WAIT_SCALE (e.g. 3): waits for processes and conditions
+// last that many times longer. What a test asserts does not change.
+inline std::chrono::milliseconds ScaledWait(std::chrono::milliseconds timeout) {
+  static const double scale = [] {
+    const char* text = getenv("TALLY_TEST_WAIT_SCALE");
+    const double value = text != nullptr ? atof(text) : 1.0;
+    return value > 1.0 ? value : 1.0;
+  }();
+  return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(timeout.count()) * scale));
+}
+
 namespace internal {
 
 inline int64_t MsUntil(std::chrono::steady_clock::time_point deadline) {
@@ -93,7 +105,7 @@ inline int ExitCodeOf(int wait_status) {
 // Waits for `pid` to exit within `timeout` without sleeping: a pidfd becomes
 // readable when the process exits. Returns false on timeout (not reaped).
 inline bool WaitExit(pid_t pid, std::chrono::milliseconds timeout, int* wait_status) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + ScaledWait(timeout);
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   for (;;) {
     pid_t r = waitpid(pid, wait_status, WNOHANG);
@@ -177,7 +189,7 @@ inline ProcessResult RunProcess(const std::string& binary, const std::vector<std
     close(err_pipe[0]);
     return result;
   }
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + ScaledWait(timeout);
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   std::string* sinks[2] = {&result.out, &result.err};
   int open_fds = 2;
@@ -276,7 +288,7 @@ class DaemonProcess {
     last_args_ = args;
     last_binary_ = binary;
 
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto deadline = std::chrono::steady_clock::now() + ScaledWait(timeout);
     std::string buffer;
     for (;;) {
       size_t nl = buffer.find('\n');
