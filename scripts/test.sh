@@ -1,8 +1,93 @@
 #!/usr/bin/env bash
-# Builds tally and runs the whole test suite (unit, property, socket and
-# multi-process tests, plus tiny runs of the benchmarks so they never rot).
+# Builds tally and runs its tests. With TALLY_SANITIZE unset this is the whole
+# gate, as CI (.ci/run) runs it, stage after stage:
+#   1. none               build/       every test (unit, property, socket,
+#                                      multi-process, simulator, benchmark smoke)
+#   2. address,undefined  build-asan/  every test under ASan + UBSan (+ LSan)
+#   3. thread             build-tsan/  the daemon, client and cluster tests under TSan
+#   4. fuzz               build-fuzz/  every libFuzzer target from its seeds, briefly
+# TALLY_SANITIZE=none|address,undefined|thread|fuzz runs that one stage; extra
+# arguments then go to ctest (e.g. -R name), or to the fuzz smoke (seconds).
+# Each stage's cost on the 2-core machine: docs/RELIABILITY.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/scripts/build.sh"
-cd "$root/build"
-ctest --output-on-failure --timeout 600 -j"${TALLY_TEST_JOBS:-2}" "$@"
+# Sanitizer reports name file:line only if llvm-symbolizer is found (llvm-14).
+export PATH="/usr/lib/llvm-14/bin:$PATH"
+jobs="${TALLY_TEST_JOBS:-2}"
+
+# Tests that wait for other processes (cluster formation, failover) may wait
+# this many times longer under a sanitizer; what they assert stays the same.
+wait_scale() { export TALLY_TEST_WAIT_SCALE="$1"; }
+
+# Sanitizer reports of every process (tests and the tallyd children they
+# start) go to one folder; any report fails the stage even if the process that
+# wrote it was killed by its test afterwards.
+report_dir() {
+  local dir="$1/sanitizer-reports"
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo "$dir"
+}
+check_reports() {
+  local dir="$1" found
+  found=$(find "$dir" -type f -size +0 | head -20)
+  if [[ -n "$found" ]]; then
+    echo "test.sh: sanitizer reports:" >&2
+    for f in $found; do echo "== $f" >&2; head -60 "$f" >&2; done
+    return 1
+  fi
+}
+
+stage_none() {
+  TALLY_SANITIZE=none "$root/scripts/build.sh"
+  (cd "$root/build" && ctest --output-on-failure --timeout 600 -j"$jobs" "$@")
+}
+
+stage_asan() {
+  TALLY_SANITIZE=address,undefined "$root/scripts/build.sh"
+  local reports
+  reports=$(report_dir "$root/build-asan")
+  wait_scale 3
+  (cd "$root/build-asan" &&
+    ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:log_path=$reports/asan" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+      ctest --output-on-failure --timeout 900 -j"$jobs" "$@")
+  check_reports "$reports"
+}
+
+stage_tsan() {
+  TALLY_SANITIZE=thread "$root/scripts/build.sh" tally_daemon_tests tally_client_tests \
+    tally_cluster_tests tallyd tally tally-load
+  local reports
+  reports=$(report_dir "$root/build-tsan")
+  wait_scale 5
+  (cd "$root/build-tsan" &&
+    TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan" \
+      ctest --output-on-failure --timeout 1200 -j"$jobs" -L '^(daemon_io|client|cluster)$' "$@")
+  check_reports "$reports"
+}
+
+stage_fuzz() {
+  "$root/scripts/fuzz.sh" --smoke "${1:-${TALLY_FUZZ_SMOKE_SECONDS:-20}}"
+}
+
+run_stage() {
+  local name="$1"
+  shift
+  local start=$SECONDS
+  echo "=== test.sh: stage $name" >&2
+  case "$name" in
+    none) stage_none "$@" ;;
+    address,undefined | undefined,address) stage_asan "$@" ;;
+    thread) stage_tsan "$@" ;;
+    fuzz) stage_fuzz "$@" ;;
+    *) echo "test.sh: TALLY_SANITIZE must be none, address,undefined, thread or fuzz" >&2; exit 2 ;;
+  esac
+  echo "=== test.sh: stage $name passed in $((SECONDS - start)) s" >&2
+}
+
+if [[ -n "${TALLY_SANITIZE:-}" ]]; then
+  run_stage "$TALLY_SANITIZE" "$@"
+else
+  for stage in none address,undefined thread; do run_stage "$stage" "$@"; done
+  run_stage fuzz
+fi
