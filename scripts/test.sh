@@ -44,26 +44,29 @@ stage_none() {
 
 stage_asan() {
   TALLY_SANITIZE=address,undefined "$root/scripts/build.sh"
-  local reports
+  local reports status=0
   reports=$(report_dir "$root/build-asan")
   wait_scale 3
   (cd "$root/build-asan" &&
     ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:log_path=$reports/asan" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
-      ctest --output-on-failure --timeout 900 -j"$jobs" "$@")
-  check_reports "$reports"
+      ctest --output-on-failure --timeout 900 -j"$jobs" "$@") || status=$?
+  check_reports "$reports" || status=1
+  return "${status:-0}"
 }
 
 stage_tsan() {
   TALLY_SANITIZE=thread "$root/scripts/build.sh" tally_daemon_tests tally_client_tests \
     tally_cluster_tests tallyd tally tally-load
-  local reports
+  local reports status=0
   reports=$(report_dir "$root/build-tsan")
   wait_scale 5
   (cd "$root/build-tsan" &&
     TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan" \
-      ctest --output-on-failure --timeout 1200 -j"$jobs" -L '^(daemon_io|client|cluster)$' "$@")
-  check_reports "$reports"
+      ctest --output-on-failure --timeout 1200 -j"$jobs" -L '^(daemon_io|client|cluster)$' "$@") ||
+    status=$?
+  check_reports "$reports" || status=1
+  return "${status:-0}"
 }
 
 stage_fuzz() {
