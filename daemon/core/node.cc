@@ -237,10 +237,18 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
     return;
   }
   RefreshView(now, out);
+  const auto& checks = client_reader_.checks();
+  if (checks.empty()) {
+    // Nothing to decide, but every datagram is answered (and no batch may
+    // wait for items that will never complete).
+    Outbox::ClientReply reply{reply_token, {}};
+    wire::EncodeResponses(std::span<const CheckResult>(), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    return;
+  }
   const uint64_t batch_id = next_batch_id_++;
   PendingBatch& batch = batches_[batch_id];
   batch.reply_token = reply_token;
-  const auto& checks = client_reader_.checks();
   batch.results.resize(checks.size());
   batch.outstanding = checks.size();
   // client_reader_'s views live until the next client datagram: checks decided
@@ -417,11 +425,6 @@ void Node::CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Out
     wire::EncodeResponses(all.subspan(start, end - start), &reply.bytes);
     out->client.push_back(std::move(reply));
     start = end;
-  }
-  if (all.empty()) {
-    Outbox::ClientReply reply{batch.reply_token, {}};
-    wire::EncodeResponses(all, &reply.bytes);
-    out->client.push_back(std::move(reply));
   }
   batches_.erase(it);
 }
