@@ -1,5 +1,8 @@
 #include "membership/member_table.h"
 
+#include <algorithm>
+#include <cassert>
+
 namespace tally::membership {
 
 MemberUpdate Member::ToUpdate(std::string origin) const {
@@ -16,49 +19,91 @@ bool SameRumor(const MemberUpdate& update, const Member& current) {
          PrecedenceKey(current.generation, current.incarnation, current.state);
 }
 
+MemberTable::MemberTable(const MemberTable& other) : members_(other.members_) { Reindex(); }
+
+MemberTable& MemberTable::operator=(const MemberTable& other) {
+  if (this != &other) {
+    members_ = other.members_;
+    Reindex();
+  }
+  return *this;
+}
+
+void MemberTable::Reindex() {
+  counts_ = {};
+  by_id_.clear();
+  up_.clear();
+  down_.clear();
+  for (auto& [id, m] : members_) {
+    ++counts_[static_cast<size_t>(m.state)];
+    by_id_.emplace(std::string_view(id), &m);
+    IndexOf(m).push_back(&m);  // the map iterates in id order
+  }
+}
+
+void MemberTable::IndexInsert(std::vector<const Member*>* index, const Member* m) {
+  auto it = std::lower_bound(index->begin(), index->end(), m->id,
+                             [](const Member* a, const std::string& id) { return a->id < id; });
+  index->insert(it, m);
+}
+
+void MemberTable::IndexErase(std::vector<const Member*>* index, const Member* m) {
+  auto it = std::lower_bound(index->begin(), index->end(), m->id,
+                             [](const Member* a, const std::string& id) { return a->id < id; });
+  assert(it != index->end() && *it == m);
+  index->erase(it);
+}
+
 const Member* MemberTable::Find(std::string_view id) const {
-  auto it = members_.find(id);
-  return it == members_.end() ? nullptr : &it->second;
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 Member* MemberTable::FindMutable(std::string_view id) {
-  auto it = members_.find(id);
-  return it == members_.end() ? nullptr : &it->second;
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 Member& MemberTable::Upsert(Member member) {
+  ++counts_[static_cast<size_t>(member.state)];
   auto it = members_.find(member.id);
   if (it == members_.end()) {
     std::string key = member.id;
-    return members_.emplace(std::move(key), std::move(member)).first->second;
+    auto inserted = members_.emplace(std::move(key), std::move(member)).first;
+    Member& m = inserted->second;
+    by_id_.emplace(std::string_view(inserted->first), &m);
+    IndexInsert(&IndexOf(m), &m);
+    return m;
   }
-  it->second = std::move(member);
-  return it->second;
+  Member& m = it->second;
+  --counts_[static_cast<size_t>(m.state)];
+  const bool was_up = m.up();
+  m = std::move(member);
+  if (was_up != m.up()) {
+    IndexErase(was_up ? &up_ : &down_, &m);
+    IndexInsert(&IndexOf(m), &m);
+  }
+  return m;
 }
 
 void MemberTable::Erase(std::string_view id) {
   auto it = members_.find(id);
-  if (it != members_.end()) members_.erase(it);
+  if (it == members_.end()) return;
+  --counts_[static_cast<size_t>(it->second.state)];
+  IndexErase(&IndexOf(it->second), &it->second);
+  by_id_.erase(std::string_view(it->first));
+  members_.erase(it);
 }
 
-size_t MemberTable::CountUp() const {
-  size_t n = 0;
-  for (const auto& [id, m] : members_) n += m.up() ? 1 : 0;
-  return n;
-}
-
-size_t MemberTable::CountIn(MemberState state) const {
-  size_t n = 0;
-  for (const auto& [id, m] : members_) n += m.state == state ? 1 : 0;
-  return n;
-}
-
-std::vector<const Member*> MemberTable::UpMembers() const {
-  std::vector<const Member*> up;
-  for (const auto& [id, m] : members_) {
-    if (m.up()) up.push_back(&m);
+void MemberTable::SetState(Member* member, MemberState state) {
+  --counts_[static_cast<size_t>(member->state)];
+  ++counts_[static_cast<size_t>(state)];
+  const bool was_up = member->up();
+  member->state = state;
+  if (was_up != member->up()) {
+    IndexErase(was_up ? &up_ : &down_, member);
+    IndexInsert(&IndexOf(*member), member);
   }
-  return up;
 }
 
 }  // namespace tally::membership

@@ -28,6 +28,8 @@
 #ifndef TALLY_MEMBERSHIP_MEMBER_TABLE_H_
 #define TALLY_MEMBERSHIP_MEMBER_TABLE_H_
 
+#include <array>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -71,29 +73,55 @@ class MemberTable {
  public:
   using Map = std::map<std::string, Member, std::less<>>;
 
-  // nullptr when unknown.
+  MemberTable() = default;
+  // Copies rebuild the indexes (they point into the table's own entries).
+  MemberTable(const MemberTable& other);
+  MemberTable& operator=(const MemberTable& other);
+  MemberTable(MemberTable&&) noexcept = default;
+  MemberTable& operator=(MemberTable&&) noexcept = default;
+
+  // nullptr when unknown. A caller of FindMutable may change any field but
+  // `id` and `state`; states change through SetState, which keeps the counts
+  // and the up/down indexes. O(1) (hashed): Swim looks up every rumor.
   const Member* Find(std::string_view id) const;
   Member* FindMutable(std::string_view id);
 
   // Inserts or replaces the entry of `member.id`.
   Member& Upsert(Member member);
   void Erase(std::string_view id);
+  // REQUIRES: `member` is an entry of this table.
+  void SetState(Member* member, MemberState state);
 
   size_t size() const { return members_.size(); }
-  // Members that are up (alive or suspect), self included when up.
-  size_t CountUp() const;
-  size_t CountIn(MemberState state) const;
+  // Members that are up (alive or suspect), self included when up. O(1):
+  // kept per state, as Swim asks on every datagram it sends.
+  size_t CountUp() const { return CountIn(MemberState::kAlive) + CountIn(MemberState::kSuspect); }
+  size_t CountIn(MemberState state) const { return counts_[static_cast<size_t>(state)]; }
 
   // Sorted by id, so iteration is the same on every platform.
   const Map& all() const { return members_; }
   Map::const_iterator begin() const { return members_.begin(); }
   Map::const_iterator end() const { return members_.end(); }
 
-  // The up members sorted by id (what the ring is built from).
-  std::vector<const Member*> UpMembers() const;
+  // The up members, and the others (dead or left), each sorted by id and
+  // kept as the table changes: a caller picks among the up members, or
+  // visits only the down ones, without walking every member.
+  const std::vector<const Member*>& up() const { return up_; }
+  const std::vector<const Member*>& down() const { return down_; }
+  // The up members sorted by id (what the ring is built from); a copy of up().
+  std::vector<const Member*> UpMembers() const { return up_; }
 
  private:
+  std::vector<const Member*>& IndexOf(const Member& m) { return m.up() ? up_ : down_; }
+  static void IndexInsert(std::vector<const Member*>* index, const Member* m);
+  static void IndexErase(std::vector<const Member*>* index, const Member* m);
+  void Reindex();
+
   Map members_;
+  std::array<size_t, kMemberStateCount> counts_{};
+  // Views of members_' keys (stable: map nodes never move).
+  boost::unordered_flat_map<std::string_view, Member*> by_id_;
+  std::vector<const Member*> up_, down_;
 };
 
 }  // namespace tally::membership

@@ -57,6 +57,38 @@ std::vector<T> Sample(Rng& rng, std::vector<T> v, size_t k) {
   return v;
 }
 
+// The positions Sample(rng, v, k) would pick from any `v` of `size`
+// elements, drawing the same random numbers: Sample over [0, size) without
+// building it (the swaps are kept sparsely), O(k^2) instead of O(size).
+inline std::vector<size_t> SampleIndexes(Rng& rng, size_t size, size_t k) {
+  if (k > size) k = size;
+  std::vector<std::pair<size_t, size_t>> moved;  // position -> value, where not identity
+  auto at = [&moved](size_t pos) {
+    for (const auto& [p, v] : moved) {
+      if (p == pos) return v;
+    }
+    return pos;
+  };
+  auto set = [&moved](size_t pos, size_t value) {
+    for (auto& [p, v] : moved) {
+      if (p == pos) {
+        v = value;
+        return;
+      }
+    }
+    moved.emplace_back(pos, value);
+  };
+  for (size_t i = 0; i < k; ++i) {
+    const size_t j = i + static_cast<size_t>(UniformBelow(rng, size - i));
+    const size_t vi = at(i), vj = at(j);
+    set(i, vj);
+    set(j, vi);
+  }
+  std::vector<size_t> picked(k);
+  for (size_t i = 0; i < k; ++i) picked[i] = at(i);
+  return picked;
+}
+
 }  // namespace tally::membership
 
 #endif  // TALLY_MEMBERSHIP_RANDOM_H_

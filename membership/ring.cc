@@ -1,6 +1,7 @@
 #include "membership/ring.h"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cmath>
 #include <map>
@@ -30,6 +31,22 @@ uint64_t Ring::HashMemberId(std::string_view id) {
 }
 
 Ring::Ring(std::vector<RingMember> members) {
+  // Callers usually pass members already sorted by id (a member table's
+  // order): then no map is needed.
+  const bool sorted_unique =
+      std::adjacent_find(members.begin(), members.end(), [](const auto& a, const auto& b) {
+        return !(a.id < b.id);
+      }) == members.end();
+  if (sorted_unique) {
+    hashes_.reserve(members.size());
+    for (const auto& m : members) {
+      assert(m.weight > 0 && std::isfinite(m.weight));
+      if (m.weight != 1.0) weighted_ = true;
+      hashes_.push_back(HashMemberId(m.id));
+    }
+    members_ = std::move(members);
+    return;
+  }
   std::map<std::string, RingMember> by_id;
   for (auto& m : members) {
     assert(m.weight > 0 && std::isfinite(m.weight));
@@ -41,6 +58,44 @@ Ring::Ring(std::vector<RingMember> members) {
     hashes_.push_back(HashMemberId(m.id));
     members_.push_back(std::move(m));
   }
+}
+
+size_t Ring::LowerBound(std::string_view id) const {
+  return static_cast<size_t>(
+      std::lower_bound(members_.begin(), members_.end(), id,
+                       [](const RingMember& m, std::string_view v) { return m.id < v; }) -
+      members_.begin());
+}
+
+void Ring::RecomputeWeighted() {
+  weighted_ = std::any_of(members_.begin(), members_.end(),
+                          [](const RingMember& m) { return m.weight != 1.0; });
+}
+
+std::pair<size_t, bool> Ring::Upsert(RingMember member) {
+  assert(member.weight > 0 && std::isfinite(member.weight));
+  const size_t i = LowerBound(member.id);
+  const bool was_weighted = member.weight != 1.0;
+  if (i < members_.size() && members_[i].id == member.id) {
+    const bool recompute = members_[i].weight != member.weight;
+    members_[i] = std::move(member);
+    if (recompute) RecomputeWeighted();
+    return {i, false};
+  }
+  hashes_.insert(hashes_.begin() + static_cast<std::ptrdiff_t>(i), HashMemberId(member.id));
+  members_.insert(members_.begin() + static_cast<std::ptrdiff_t>(i), std::move(member));
+  if (was_weighted) weighted_ = true;
+  return {i, true};
+}
+
+std::optional<size_t> Ring::Erase(std::string_view id) {
+  const size_t i = LowerBound(id);
+  if (i >= members_.size() || members_[i].id != id) return std::nullopt;
+  const bool recompute = members_[i].weight != 1.0;
+  hashes_.erase(hashes_.begin() + static_cast<std::ptrdiff_t>(i));
+  members_.erase(members_.begin() + static_cast<std::ptrdiff_t>(i));
+  if (recompute) RecomputeWeighted();
+  return i;
 }
 
 Ring Ring::FromTable(const MemberTable& table) {
@@ -101,19 +156,24 @@ void Ring::PreferenceList(const crdt::KeyId& key, size_t r, std::vector<uint32_t
     for (size_t i = 0; i < r; ++i) (*out)[i] = scored[i].second;
     return;
   }
-  if (!weighted_) {
-    // Large: keep the best r seen so far in a small sorted array.
-    std::vector<std::pair<uint64_t, uint32_t>> best;
-    best.reserve(r + 1);
+  if (!weighted_ && r <= kMaxFastReplicas) {
+    // Large: keep the best r seen so far in a small sorted array, best
+    // first; a score equal to one kept goes after it (ties keep the lower
+    // index). Most members score below the r-th best and cost one compare.
+    std::array<std::pair<uint64_t, uint32_t>, kMaxFastReplicas> best;
+    size_t kept = 0;
     for (size_t i = 0; i < n; ++i) {
       const uint64_t s = Score64(kh, hashes_[i]);
-      if (best.size() == r && s <= best.back().first) continue;
-      auto pos = std::upper_bound(best.begin(), best.end(), s,
-                                  [](uint64_t v, const auto& e) { return v > e.first; });
-      best.insert(pos, {s, static_cast<uint32_t>(i)});
-      if (best.size() > r) best.pop_back();
+      if (kept == r && s <= best[r - 1].first) continue;
+      size_t pos = kept == r ? r - 1 : kept++;
+      while (pos > 0 && best[pos - 1].first < s) {
+        best[pos] = best[pos - 1];
+        --pos;
+      }
+      best[pos] = {s, static_cast<uint32_t>(i)};
     }
-    for (const auto& [s, i] : best) out->push_back(i);
+    out->resize(kept);
+    for (size_t j = 0; j < kept; ++j) (*out)[j] = best[j].second;
     return;
   }
   // Weighted: score everyone and take the top r.

@@ -30,8 +30,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "crdt/key_id.h"
@@ -59,6 +61,16 @@ class Ring {
   // The up (alive or suspect) members of `table`, weight 1.
   static Ring FromTable(const MemberTable& table);
 
+  // Incremental changes, for a view that follows membership one member at a
+  // time (O(n) moves, no rebuild). Upsert inserts `member` in id order, or
+  // replaces the entry with its id; returns its index and whether it was
+  // inserted (then the indexes from it on moved up by one). Erase removes
+  // the member with `id` and returns the index it had (the later ones moved
+  // down by one), or nullopt when there is none.
+  // REQUIRES: member.weight > 0 and finite.
+  std::pair<size_t, bool> Upsert(RingMember member);
+  std::optional<size_t> Erase(std::string_view id);
+
   size_t size() const { return members_.size(); }
   bool empty() const { return members_.empty(); }
   // Sorted by id.
@@ -79,6 +91,9 @@ class Ring {
 
  private:
   double Score(uint64_t key_hash, size_t i) const;
+  // The index of `id` if present, else where it would be inserted.
+  size_t LowerBound(std::string_view id) const;
+  void RecomputeWeighted();
 
   std::vector<RingMember> members_;
   std::vector<uint64_t> hashes_;

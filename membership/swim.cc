@@ -82,7 +82,7 @@ void Swim::Start(Instant now, std::vector<Outbound>* out) {
   Advance(now);
   Member me{self_.id, self_.address, self_.generation, incarnation_, MemberState::kAlive, now_};
   table_.Upsert(me);
-  ++alive_set_version_;
+  UpSetChanged(self_.id);
   queue_.Push(me.ToUpdate());
   for (const auto& seed : seeds_) SendPushPull(seed, /*reply=*/false, /*join=*/true, out);
   // Stagger the periodic work so nodes started together do not tick together.
@@ -194,20 +194,38 @@ void Swim::Leave(Instant now, std::vector<Outbound>* out) {
   Member* me = table_.FindMutable(self_.id);
   assert(me != nullptr);
   me->incarnation = incarnation_;
-  me->state = MemberState::kLeft;
+  table_.SetState(me, MemberState::kLeft);
   me->since = now_;
-  ++alive_set_version_;
+  UpSetChanged(self_.id);
   queue_.Push(me->ToUpdate());
   probe_.active = false;
   suspicions_.clear();
   relays_.clear();
   std::vector<const Member*> up;
-  for (const auto& [id, m] : table_) {
-    if (id != self_.id && m.up()) up.push_back(&m);
+  for (const Member* m : table_.up()) {
+    if (m->id != self_.id) up.push_back(m);
   }
   for (const Member* m : Sample(rng_, up, static_cast<size_t>(config_.gossip_nodes))) {
     Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out);
   }
+}
+
+void Swim::UpSetChanged(const std::string& id) {
+  ++alive_set_version_;
+  if (up_set_overflowed_) return;
+  // Past a few dozen changes (a push-pull full of news, or nobody draining
+  // the list) a reader rebuilds from members() anyway: stop keeping them.
+  if (up_set_changes_.size() >= kMaxUpSetChanges) {
+    up_set_overflowed_ = true;
+    up_set_changes_.clear();
+    return;
+  }
+  up_set_changes_.push_back(id);
+}
+
+void Swim::ClearUpSetChanges() {
+  up_set_changes_.clear();
+  up_set_overflowed_ = false;
 }
 
 bool Swim::LeaveFlushed() const { return left_ && queue_.TransmitsOf(self_.id) < 0; }
@@ -323,7 +341,7 @@ void Swim::ApplyRumor(MemberUpdate u) {
     Member& added =
         table_.Upsert(Member{u.id, u.address, u.generation, u.incarnation, u.state, now_});
     AddToProbeList(added.id);
-    ++alive_set_version_;
+    UpSetChanged(added.id);
     queue_.Push(std::move(u));
     return;
   }
@@ -345,7 +363,7 @@ void Swim::ApplyRumor(MemberUpdate u) {
   m->address = u.address;
   m->generation = u.generation;
   m->incarnation = u.incarnation;
-  m->state = u.state;
+  table_.SetState(m, u.state);
   if (new_process || before.state != u.state) m->since = now_;
   if (u.state == MemberState::kAlive && !new_process) {
     if (before.state == MemberState::kSuspect) ++stats_.suspects_refuted;
@@ -356,10 +374,10 @@ void Swim::ApplyRumor(MemberUpdate u) {
   } else {
     suspicions_.erase(u.id);
   }
-  if (new_process) clocks_.erase(u.id);
+  if (new_process && clocks_.erase(u.id) > 0) ++clock_version_;
   if (before.up() != m->up() ||
       (m->up() && (before.address != m->address || before.generation != m->generation))) {
-    ++alive_set_version_;
+    UpSetChanged(m->id);
   }
   queue_.Push(std::move(u));
 }
@@ -417,7 +435,7 @@ void Swim::Refute(uint64_t accused_incarnation, bool accused) {
   Member* me = table_.FindMutable(self_.id);
   assert(me != nullptr);
   me->incarnation = incarnation_;
-  me->state = MemberState::kAlive;
+  table_.SetState(me, MemberState::kAlive);
   queue_.Push(me->ToUpdate());
   ++stats_.refutations;
   // Lifeguard: being suspected hints that we, not the others, are slow.
@@ -459,14 +477,14 @@ void Swim::TickHousekeeping() {
   next_housekeeping_at_ = now_.monotonic + milliseconds(config_.probe_interval_ms);
   const nanoseconds reap = milliseconds(config_.dead_reap_ms);
   std::vector<std::string> gone;
-  for (const auto& [id, m] : table_) {
-    if (id == self_.id || m.up()) continue;
-    if (now_.monotonic - m.since.monotonic >= reap) gone.push_back(id);
+  for (const Member* m : table_.down()) {
+    if (m->id == self_.id) continue;
+    if (now_.monotonic - m->since.monotonic >= reap) gone.push_back(m->id);
   }
   for (const auto& id : gone) {
     table_.Erase(id);
     suspicions_.erase(id);
-    clocks_.erase(id);
+    if (clocks_.erase(id) > 0) ++clock_version_;
     queue_.Drop(id);
   }
 }

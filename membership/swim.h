@@ -184,6 +184,14 @@ class Swim {
   // Bumps whenever the set of up (alive or suspect) members changes, or an up
   // member's address or generation does: the node's cue to rebuild its ring.
   uint64_t alive_set_version() const { return alive_set_version_; }
+  // The ids behind those bumps since the last ClearUpSetChanges(), oldest
+  // first (an id may repeat; read each one's current entry in members()), so
+  // a reader updates its view by the members that changed instead of
+  // rebuilding it from all of them. Past 64 changes the list is dropped and
+  // up_set_changes_overflowed() is true: then rebuild from members().
+  const std::vector<std::string>& up_set_changes() const { return up_set_changes_; }
+  bool up_set_changes_overflowed() const { return up_set_overflowed_; }
+  void ClearUpSetChanges();
   // Lifeguard local health score, in [0, awareness_max_multiplier - 1].
   int local_health() const { return health_; }
   // The probe interval and timeout in effect now (scaled by local health).
@@ -199,6 +207,13 @@ class Swim {
   // uncertainty; nullptr when no sample was taken.
   std::optional<double> ClockOffsetMs(std::string_view id) const;
   const ClockEstimate* ClockEstimateOf(std::string_view id) const;
+  // Every member's estimator, by id (samples are taken of probed members
+  // only, so this is usually far shorter than members()).
+  const std::map<std::string, ClockOffsetEstimator, std::less<>>& clock_estimators() const {
+    return clocks_;
+  }
+  // Bumps whenever an estimator is added, takes a sample or is dropped.
+  uint64_t clock_version() const { return clock_version_; }
 
   // The running suspicion timer of `id`, or nullptr.
   const Suspicion* SuspicionOf(std::string_view id) const;
@@ -234,6 +249,8 @@ class Swim {
 
   // swim.cc: lifecycle, rumors, suspicion.
   void Advance(Instant now);
+  // Bumps alive_set_version_ and notes `id` in up_set_changes_.
+  void UpSetChanged(const std::string& id);
   // Merges one rumor from anywhere (the network or our own conclusions).
   void ApplyRumor(MemberUpdate update);
   // A message's header is the sender speaking for itself: alive at its
@@ -295,12 +312,16 @@ class Swim {
   int health_ = 0;
   uint64_t seq_ = 0;
   uint64_t alive_set_version_ = 0;
+  static constexpr size_t kMaxUpSetChanges = 64;
+  std::vector<std::string> up_set_changes_;
+  bool up_set_overflowed_ = false;
 
   MemberTable table_;
   BroadcastQueue queue_;
   std::map<std::string, Suspicion, std::less<>> suspicions_;
   std::string last_told_suspect_;  // TellNextSuspect's place in suspicions_
   std::map<std::string, ClockOffsetEstimator, std::less<>> clocks_;
+  uint64_t clock_version_ = 0;
 
   std::vector<std::string> probe_order_;
   size_t probe_index_ = 0;

@@ -30,16 +30,44 @@ void Swim::TickGossip(std::vector<Outbound>* out) {
   if (next_gossip_at_ <= now_.monotonic) next_gossip_at_ = now_.monotonic + interval;
   TellNextSuspect(out);
   if (queue_.empty()) return;
+  // The candidates are, in id order, the up members but us merged with the
+  // members dead for less than gossip_to_the_dead_ms. Picked by position from
+  // the table's indexes (the same picks as sampling the merged list), not
+  // gathered by a walk over every member each round.
   const nanoseconds to_the_dead = milliseconds(config_.gossip_to_the_dead_ms);
-  std::vector<const Member*> candidates;
-  for (const auto& [id, m] : table_) {
-    if (id == self_.id) continue;
-    if (m.up() ||
-        (m.state == MemberState::kDead && now_.monotonic - m.since.monotonic < to_the_dead)) {
-      candidates.push_back(&m);
+  const std::vector<const Member*>& up = table_.up();
+  auto rank_in_up = [&up](const std::string& id) {
+    return static_cast<size_t>(
+        std::lower_bound(up.begin(), up.end(), id,
+                         [](const Member* m, const std::string& v) { return m->id < v; }) -
+        up.begin());
+  };
+  const size_t self_rank = rank_in_up(self_.id);
+  const bool self_up = self_rank < up.size() && up[self_rank]->id == self_.id;
+  // Recently dead members and their positions in the merged order.
+  std::vector<std::pair<size_t, const Member*>> dead;
+  for (const Member* m : table_.down()) {
+    if (m->id == self_.id || m->state != MemberState::kDead ||
+        now_.monotonic - m->since.monotonic >= to_the_dead) {
+      continue;
     }
+    size_t before = rank_in_up(m->id);
+    if (self_up && self_rank < before) --before;
+    dead.emplace_back(before + dead.size(), m);
   }
-  for (const Member* m : Sample(rng_, candidates, static_cast<size_t>(config_.gossip_nodes))) {
+  const size_t up_others = up.size() - (self_up ? 1 : 0);
+  auto candidate = [&](size_t pos) -> const Member* {
+    size_t dead_before = 0;
+    for (const auto& [at, m] : dead) {
+      if (at == pos) return m;
+      if (at < pos) ++dead_before;
+    }
+    const size_t i = pos - dead_before;  // among the up members but us
+    return up[self_up && i >= self_rank ? i + 1 : i];
+  };
+  for (size_t pos :
+       SampleIndexes(rng_, up_others + dead.size(), static_cast<size_t>(config_.gossip_nodes))) {
+    const Member* m = candidate(pos);
     if (!Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out)) break;
   }
 }

@@ -154,6 +154,7 @@ void Swim::HandleAck(const SwimMessage& msg, const Ack& ack, std::vector<Outboun
   AddHealth(-1);
   if (direct) {
     ++stats_.clock_samples;
+    ++clock_version_;
     if (!clocks_[probe_.target_id].AddSample(now_.monotonic - probe_.sent_at, msg.sender_wall_ms,
                                              static_cast<int64_t>(now_.wall.count()))) {
       ++stats_.clock_samples_rejected;

@@ -232,7 +232,7 @@ RunRecord Simulator::Run() {
     record_.final_generation.push_back(h.state == HostState::kUp ? h.generation : 0);
   }
   for (Host& h : hosts_) {
-    if (h.state == HostState::kUp && !h.node->Status(h.clock.At(config_.duration_ns)).owning) {
+    if (h.state == HostState::kUp && !h.node->owning()) {
       record_.not_owning_at_end.push_back(h.id);
     }
   }

@@ -311,8 +311,9 @@ class Simulator {
   Network network_;
   Workload workload_;
   std::vector<Host> hosts_;
-  std::map<std::string, uint32_t> host_by_address_;
-  std::map<std::string, uint32_t> host_by_id_;
+  // Looked up per packet; never iterated (so their order cannot matter).
+  boost::unordered_flat_map<std::string, uint32_t> host_by_address_;
+  boost::unordered_flat_map<std::string, uint32_t> host_by_id_;
   std::vector<uint32_t> entry_hosts_;  // kUp hosts, sorted: where clients connect
   boost::unordered_flat_map<crdt::KeyId, uint32_t, crdt::KeyIdHash> key_index_;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> queue_;

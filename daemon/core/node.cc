@@ -104,25 +104,21 @@ void Node::StartHandoff(Instant now, Outbox* out) {
 void Node::RefreshView(Instant now, Outbox* out) {
   if (swim_.alive_set_version() == view_version_) return;
   view_version_ = swim_.alive_set_version();
-  std::vector<PeerView> old_view = std::move(view_);
-  view_.clear();
-  for (const auto& [id, m] : swim_.members()) {
-    if (m.up() || m.id == config_.node_id) {
-      view_.push_back(PeerView{m.id, m.address, m.generation});
-    }
+  // Keys change targets only if we hold some: only then is the old ring kept.
+  std::optional<membership::Ring> old_ring;
+  if (!view_.empty() && core_.store().size() > 0) old_ring = ring_;
+  // Most refreshes follow a rumor or two about single members: update the
+  // view by those (a join storm brings n changes to each of n nodes, and a
+  // rebuild each time made it O(n^2) per node). A push-pull that brought
+  // many at once rebuilds from the member table instead.
+  const std::vector<std::string>& changes = swim_.up_set_changes();
+  if (view_.empty() || swim_.up_set_changes_overflowed() ||
+      changes.size() > kMaxIncrementalViewChanges) {
+    RebuildView();
+  } else {
+    for (const std::string& id : changes) ApplyViewChange(id);
   }
-  if (std::none_of(view_.begin(), view_.end(),
-                   [&](const PeerView& p) { return p.id == config_.node_id; })) {
-    view_.push_back(PeerView{config_.node_id, config_.gossip_address, config_.generation});
-  }
-  std::sort(view_.begin(), view_.end(),
-            [](const PeerView& a, const PeerView& b) { return a.id < b.id; });
-  view_by_address_.clear();
-  for (size_t i = 0; i < view_.size(); ++i) {
-    view_by_address_[view_[i].address] = i;
-    if (view_[i].id == config_.node_id) self_index_ = i;
-  }
-  ring_ = RingOf(view_);
+  swim_.ClearUpSetChanges();
   known_members_ = LastKnownMembers(now);
   reachable_members_ = ReachableMembers(now);
 
@@ -130,18 +126,103 @@ void Node::RefreshView(Instant now, Outbox* out) {
   if (warming_) {
     for (const PeerView& p : view_) {
       if (p.id == config_.node_id) continue;
-      bool known = std::any_of(old_view.begin(), old_view.end(),
-                               [&](const PeerView& o) { return o.address == p.address; });
-      if (!known || !handoff_waiting_.contains(p.address)) {
-        if (handoff_waiting_.insert(p.address).second) {
-          wire::NodeMessageValue request;
-          request.kind = Kind::kHandoffRequest;
-          SendNode(p.address, request, false, now, out);
-        }
+      if (handoff_waiting_.insert(p.address).second) {
+        wire::NodeMessageValue request;
+        request.kind = Kind::kHandoffRequest;
+        SendNode(p.address, request, false, now, out);
       }
     }
   }
-  if (!old_view.empty()) PushKeysForChangedTargets(old_view, now, out);
+  if (old_ring) PushKeysForChangedTargets(*old_ring, now, out);
+}
+
+void Node::RebuildView() {
+  view_.clear();
+  // The member table iterates in id order, the view's and the ring's.
+  for (const auto& [id, m] : swim_.members()) {
+    if (m.up() || m.id == config_.node_id) {
+      view_.push_back(PeerView{m.id, m.address, m.generation});
+    }
+  }
+  auto self = std::lower_bound(view_.begin(), view_.end(), config_.node_id,
+                               [](const PeerView& p, const std::string& id) { return p.id < id; });
+  if (self == view_.end() || self->id != config_.node_id) {
+    view_.insert(self, PeerView{config_.node_id, config_.gossip_address, config_.generation});
+  }
+  ring_ = RingOf(view_);
+  IndexAddresses();
+}
+
+void Node::IndexAddresses() {
+  view_by_address_.clear();
+  for (size_t i = 0; i < view_.size(); ++i) {
+    view_by_address_[view_[i].address] = i;  // a repeated address maps to its last member
+    if (view_[i].id == config_.node_id) self_index_ = i;
+  }
+}
+
+void Node::ApplyViewChange(const std::string& id) {
+  const membership::Member* m = swim_.members().Find(id);
+  const bool self = id == config_.node_id;
+  std::optional<PeerView> want;
+  if (m != nullptr && (m->up() || self)) {
+    want = PeerView{m->id, m->address, m->generation};
+  } else if (self) {
+    want = PeerView{config_.node_id, config_.gossip_address, config_.generation};
+  }
+  const size_t pos = static_cast<size_t>(
+      std::lower_bound(view_.begin(), view_.end(), id,
+                       [](const PeerView& p, const std::string& v) { return p.id < v; }) -
+      view_.begin());
+  const bool present = pos < view_.size() && view_[pos].id == id;
+  // The address index shifts in place while addresses are unique (always, but
+  // for a stale member whose address another one took); otherwise reindex.
+  const bool unique = view_by_address_.size() == view_.size();
+  auto shift_from = [&](size_t from, bool up) {
+    for (auto& [address, index] : view_by_address_) {
+      if (index >= from) index = up ? index + 1 : index - 1;
+    }
+  };
+  if (want && present) {
+    PeerView& p = view_[pos];
+    if (p.address == want->address && p.generation == want->generation) return;
+    const std::string old_address = p.address;
+    p = *want;
+    ring_.Upsert(membership::RingMember{p.id, p.address, 1.0});
+    if (old_address == p.address) return;
+    if (unique && !view_by_address_.contains(p.address)) {
+      view_by_address_.erase(old_address);
+      view_by_address_[p.address] = pos;
+    } else {
+      IndexAddresses();
+    }
+  } else if (want) {
+    const bool fast = unique && !view_by_address_.contains(want->address);
+    view_.insert(view_.begin() + static_cast<std::ptrdiff_t>(pos), *want);
+    [[maybe_unused]] const auto [ring_pos, inserted] =
+        ring_.Upsert(membership::RingMember{want->id, want->address, 1.0});
+    assert(ring_pos == pos && inserted);
+    if (fast) {
+      shift_from(pos, true);
+      view_by_address_[view_[pos].address] = pos;
+      if (self_index_ >= pos && !self) ++self_index_;
+      if (self) self_index_ = pos;
+    } else {
+      IndexAddresses();
+    }
+  } else if (present) {
+    const std::string address = view_[pos].address;
+    view_.erase(view_.begin() + static_cast<std::ptrdiff_t>(pos));
+    [[maybe_unused]] const auto ring_pos = ring_.Erase(id);
+    assert(ring_pos && *ring_pos == pos);
+    if (unique) {
+      view_by_address_.erase(address);
+      shift_from(pos + 1, false);
+      if (self_index_ > pos) --self_index_;
+    } else {
+      IndexAddresses();
+    }
+  }
 }
 
 membership::Ring Node::RingOf(const std::vector<PeerView>& view) {
@@ -171,6 +252,13 @@ std::vector<std::string> Node::PreferenceList(const crdt::KeyId& key) const {
 bool Node::MayOwn() const { return !warming_ && clock_ok_; }
 
 size_t Node::LastKnownMembers(Instant now) const {
+  const membership::MemberTable& table = swim_.members();
+  if (table.CountIn(membership::MemberState::kDead) == 0) {
+    // No dead member to age out (the usual case): the up members, from the
+    // table's counts, without a walk per view change.
+    const size_t up = table.CountUp() + (table.Find(config_.node_id) == nullptr ? 1 : 0);
+    return std::max<size_t>(up, 1);
+  }
   size_t count = 0;
   bool self_seen = false;
   for (const auto& [id, m] : swim_.members()) {
@@ -199,10 +287,18 @@ size_t Node::ReachableMembers(Instant now) const {
 }
 
 void Node::UpdateClockHealth(Instant now) {
+  // A function of the estimates and the view only: skip it while neither moved.
+  if (clock_health_inputs_ == std::pair(swim_.clock_version(), view_version_)) return;
+  clock_health_inputs_ = {swim_.clock_version(), view_version_};
+  // The offsets of the view's members (but us) that have an estimate: walk
+  // the estimators, the members probed so far, not the whole view.
   std::vector<double> offsets;
-  for (const PeerView& p : view_) {
-    if (p.id == config_.node_id) continue;
-    if (auto offset = swim_.ClockOffsetMs(p.id)) offsets.push_back(*offset);
+  for (const auto& [id, estimator] : swim_.clock_estimators()) {
+    if (id == config_.node_id || !estimator.has_estimate()) continue;
+    auto it = std::lower_bound(view_.begin(), view_.end(), id,
+                               [](const PeerView& p, const std::string& v) { return p.id < v; });
+    const bool in_view = it != view_.end() && it->id == id;
+    if (in_view) offsets.push_back(estimator.estimate().offset_ms);
   }
   if (offsets.empty()) {
     clock_ok_ = true;
@@ -887,9 +983,7 @@ void Node::HandleHandoffRequest(const std::string& from, Instant now, Outbox* ou
   SendNode(from, done, true, now, out);  // on the stream, after the state it follows
 }
 
-void Node::PushKeysForChangedTargets(const std::vector<PeerView>& old_view, Instant now,
-                                     Outbox* out) {
-  membership::Ring old_ring = RingOf(old_view);
+void Node::PushKeysForChangedTargets(const membership::Ring& old_ring, Instant now, Outbox* out) {
   boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> pushes;
   std::vector<uint32_t> before, after;
   core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
@@ -899,7 +993,7 @@ void Node::PushKeysForChangedTargets(const std::vector<PeerView>& old_view, Inst
       if (i == self_index_) continue;
       const std::string& id = view_[i].id;
       bool was = std::any_of(before.begin(), before.end(),
-                             [&](size_t j) { return old_view[j].id == id; });
+                             [&](size_t j) { return old_ring.members()[j].id == id; });
       if (!was) pushes[view_[i].address].push_back(key);
     }
   });

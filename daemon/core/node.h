@@ -200,6 +200,9 @@ class Node {
   void Leave(Instant now, Outbox* out);
 
   NodeStatus Status(Instant now) const;
+  // Status().owning without the rest (Status samples the ring, O(members)
+  // per sample: too much for a simulator asking each of 1000 nodes).
+  bool owning() const { return MayOwn(); }
   const membership::Swim& swim() const { return swim_; }
   const crdt::KeyStore& store() const { return core_.store(); }
   // The preference list (member ids) for a key in this node's current view.
@@ -265,6 +268,11 @@ class Node {
 
   // Membership view.
   void RefreshView(Instant now, Outbox* out);
+  void RebuildView();                           // from the member table
+  void ApplyViewChange(const std::string& id);  // one member's entry, as Swim has it now
+  void IndexAddresses();                        // view_by_address_ and self_index_ from view_
+  // More up-set changes than this in one refresh rebuild the view instead.
+  static constexpr size_t kMaxIncrementalViewChanges = 4;
   static membership::Ring RingOf(const std::vector<PeerView>& view);
   std::vector<size_t> Targets(const crdt::KeyId& key) const;  // indexes into view_
   std::vector<size_t> TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const;
@@ -321,7 +329,7 @@ class Node {
   void HandleDigest(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
                     Outbox* out);
   void HandleHandoffRequest(const std::string& from, Instant now, Outbox* out);
-  void PushKeysForChangedTargets(const std::vector<PeerView>& old_view, Instant now, Outbox* out);
+  void PushKeysForChangedTargets(const membership::Ring& old_ring, Instant now, Outbox* out);
 
   // Encoding.
   void SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
@@ -370,6 +378,8 @@ class Node {
   boost::unordered_flat_set<std::string> handoff_waiting_;  // addresses
   bool clock_ok_ = true;
   double median_offset_ms_ = 0;
+  // (Swim clock_version, view_version_) that clock_ok_ was computed from.
+  std::pair<uint64_t, uint64_t> clock_health_inputs_{UINT64_MAX, UINT64_MAX};
 
   int64_t next_replication_ns_ = 0;
   int64_t next_anti_entropy_ns_ = 0;

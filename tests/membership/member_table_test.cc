@@ -94,5 +94,31 @@ TEST(MemberTableTest, UpsertFindEraseAndCounts) {
   EXPECT_EQ(t.size(), 3u);
 }
 
+TEST(MemberTableTest, CountsFollowUpsertSetStateAndErase) {
+  MemberTable t;
+  t.Upsert(Member{"a", "a:1", 1, 0, MemberState::kAlive, {}});
+  t.Upsert(Member{"b", "b:1", 1, 0, MemberState::kAlive, {}});
+  t.Upsert(Member{"c", "c:1", 1, 0, MemberState::kSuspect, {}});
+  EXPECT_EQ(t.CountUp(), 3u);
+  t.SetState(t.FindMutable("b"), MemberState::kDead);
+  EXPECT_EQ(t.CountUp(), 2u);
+  EXPECT_EQ(t.CountIn(MemberState::kDead), 1u);
+  t.Upsert(Member{"b", "b:2", 2, 0, MemberState::kAlive, {}});  // replaces the dead entry
+  EXPECT_EQ(t.CountIn(MemberState::kDead), 0u);
+  EXPECT_EQ(t.CountIn(MemberState::kAlive), 2u);
+  t.SetState(t.FindMutable("a"), MemberState::kLeft);
+  t.Erase("c");
+  t.Erase("c");
+  EXPECT_EQ(t.CountUp(), 1u);
+  EXPECT_EQ(t.CountIn(MemberState::kLeft), 1u);
+  EXPECT_EQ(t.CountIn(MemberState::kSuspect), 0u);
+  // The counts always equal a walk.
+  for (int s = 0; s < kMemberStateCount; ++s) {
+    size_t walked = 0;
+    for (const auto& [id, m] : t) walked += static_cast<int>(m.state) == s ? 1 : 0;
+    EXPECT_EQ(t.CountIn(static_cast<MemberState>(s)), walked);
+  }
+}
+
 }  // namespace
 }  // namespace tally::membership

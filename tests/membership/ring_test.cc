@@ -174,7 +174,7 @@ TEST(RingTest, PreferenceListsHaveDistinctMembers) {
 TEST(RingTest, AllLookupPathsAgree) {
   // Fast path (r <= 8, n <= 256), long lists and large rings must rank alike.
   const auto keys = RandomKeys(3000, 9);
-  for (size_t n : {2, 10, 256, 300}) {
+  for (size_t n : {2, 10, 256, 300, 1000}) {
     Ring ring(Members(n));
     std::vector<uint32_t> three, nine;
     for (const auto& k : keys) {
@@ -202,6 +202,79 @@ TEST(RingTest, DeterministicRegardlessOfInsertionOrder) {
   EXPECT_EQ(Ring::HashMemberId(""), Ring::Mix64(0xcbf29ce484222325ull));
   EXPECT_EQ(Ring::Mix64(1), 0x5692161d100b05e5ull);
   EXPECT_EQ(Ring::HashMemberId("node-0"), 0x39d57125ce554e2bull);
+}
+
+TEST(RingTest, IncrementalChangesMatchARebuild) {
+  // Upsert/Erase one member at a time (the node's view during a join storm)
+  // must give exactly the ring built from the resulting member set.
+  const auto keys = RandomKeys(2000, 11);
+  auto members = Members(300);  // crosses the 256-member fast-path limit
+  Rng rng(12);
+  Shuffle(rng, &members);
+  Ring incremental;
+  std::map<std::string, RingMember> truth;
+  auto check = [&] {
+    std::vector<RingMember> all;
+    for (const auto& [id, m] : truth) all.push_back(m);
+    Ring rebuilt(all);
+    ASSERT_EQ(incremental.size(), rebuilt.size());
+    for (size_t i = 0; i < rebuilt.size(); ++i) {
+      EXPECT_EQ(incremental.members()[i].id, rebuilt.members()[i].id);
+      EXPECT_EQ(incremental.members()[i].address, rebuilt.members()[i].address);
+    }
+    std::vector<uint32_t> a, b;
+    for (size_t k = 0; k < 200; ++k) {
+      incremental.PreferenceList(keys[k], 3, &a);
+      rebuilt.PreferenceList(keys[k], 3, &b);
+      EXPECT_EQ(a, b);
+    }
+  };
+  for (size_t i = 0; i < members.size(); ++i) {
+    const auto [index, inserted] = incremental.Upsert(members[i]);
+    EXPECT_TRUE(inserted);
+    EXPECT_EQ(incremental.members()[index].id, members[i].id);
+    truth[members[i].id] = members[i];
+    if (i % 37 == 0) check();
+  }
+  check();
+  // Re-upserting changes the address in place; erasing reports the index.
+  RingMember moved = members[5];
+  moved.address = "10.9.9.9:1";
+  const auto [index, inserted] = incremental.Upsert(moved);
+  EXPECT_FALSE(inserted);
+  EXPECT_EQ(incremental.members()[index].address, "10.9.9.9:1");
+  truth[moved.id] = moved;
+  for (size_t i = 0; i < members.size(); i += 3) {
+    const auto was = incremental.Erase(members[i].id);
+    ASSERT_TRUE(was.has_value());
+    truth.erase(members[i].id);
+    if (i % 51 == 0) check();
+  }
+  EXPECT_FALSE(incremental.Erase("nobody").has_value());
+  check();
+  // A weighted member turns the weighted path on, and erasing it off again.
+  RingMember heavy{"zz-heavy", "h:1", 3.0};
+  incremental.Upsert(heavy);
+  truth[heavy.id] = heavy;
+  check();
+  incremental.Erase(heavy.id);
+  truth.erase(heavy.id);
+  check();
+}
+
+TEST(RingTest, SortedAndUnsortedInputBuildTheSameRing) {
+  auto members = Members(50);
+  std::sort(members.begin(), members.end(),
+            [](const RingMember& a, const RingMember& b) { return a.id < b.id; });
+  Ring sorted(members);
+  std::reverse(members.begin(), members.end());
+  Ring reversed(members);
+  ASSERT_EQ(sorted.size(), reversed.size());
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    EXPECT_EQ(sorted.members()[i].id, reversed.members()[i].id);
+  }
+  for (const auto& k : RandomKeys(500, 13))
+    EXPECT_EQ(sorted.PreferenceIds(k), reversed.PreferenceIds(k));
 }
 
 TEST(RingTest, FromTableUsesUpMembers) {

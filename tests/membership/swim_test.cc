@@ -126,6 +126,49 @@ TEST(SwimTest, PushPullMergesAndReplies) {
   EXPECT_GT(h.swim.alive_set_version(), v);
 }
 
+TEST(SwimTest, UpSetChangesNameTheMembersBehindEachVersionBump) {
+  Harness h({});
+  h.swim.ClearUpSetChanges();
+  const uint64_t v = h.swim.alive_set_version();
+  PushPull pp{
+      false, true, {Rumor("a", MemberState::kAlive, 1, 0), Rumor("b", MemberState::kAlive, 1, 3)}};
+  h.Deliver("a", pp, {}, 10);
+  EXPECT_EQ(h.swim.alive_set_version(), v + 2);
+  EXPECT_EQ(h.swim.up_set_changes(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(h.swim.up_set_changes_overflowed());
+  h.swim.ClearUpSetChanges();
+  EXPECT_TRUE(h.swim.up_set_changes().empty());
+  // More changes than the journal keeps: it says so and drops them.
+  std::vector<MemberUpdate> many;
+  for (int i = 0; i < 200; ++i) {
+    std::string id = std::to_string(i);
+    id.insert(id.begin(), 'm');
+    many.push_back(Rumor(id, MemberState::kAlive, 1, 0));
+  }
+  h.Deliver("a", PushPull{false, false, many}, {}, 20);
+  EXPECT_TRUE(h.swim.up_set_changes_overflowed());
+  EXPECT_TRUE(h.swim.up_set_changes().empty());
+  EXPECT_EQ(h.swim.alive_set_version(), v + 202);
+  h.swim.ClearUpSetChanges();
+  EXPECT_FALSE(h.swim.up_set_changes_overflowed());
+}
+
+TEST(RandomTest, SampleIndexesPicksWhatSampleWould) {
+  // Gossip picks targets by position; it must draw and pick exactly as
+  // Sample over the candidate list did.
+  for (size_t size : {0, 1, 2, 3, 5, 40, 1000}) {
+    for (size_t k : {0, 1, 3, 7}) {
+      Rng a(size * 31 + k), b(size * 31 + k);
+      std::vector<size_t> all(size);
+      for (size_t i = 0; i < size; ++i) all[i] = i;
+      for (int round = 0; round < 20; ++round) {
+        EXPECT_EQ(SampleIndexes(a, size, k), Sample(b, all, k)) << size << " " << k;
+      }
+      EXPECT_EQ(a(), b());  // the same draws were consumed
+    }
+  }
+}
+
 TEST(SwimTest, AnswersOnlyPingsMeantForItself) {
   Harness h({"a"});
   h.Deliver("a", Ping{77, "me"}, {}, 5);
