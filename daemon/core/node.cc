@@ -91,8 +91,10 @@ void Node::StartHandoff(Instant now, Outbox* out) {
   warming_until_ns_ = now.monotonic.count() + Ms(config_.handoff_timeout_ms);
   next_handoff_retry_ns_ = now.monotonic.count() + Ms(config_.swim.probe_interval_ms / 2);
   handoff_waiting_.clear();
+  handoff_asked_.clear();  // a new warm-up: everyone is asked once again
   for (const PeerView& p : view_) {
     if (p.id == config_.node_id || !handoff_waiting_.insert(p.address).second) continue;
+    handoff_asked_.insert(p.address);
     wire::NodeMessageValue request;
     request.kind = Kind::kHandoffRequest;
     SendNode(p.address, request, false, now, out);
@@ -112,24 +114,43 @@ void Node::RefreshView(Instant now, Outbox* out) {
   // rebuild each time made it O(n^2) per node). A push-pull that brought
   // many at once rebuilds from the member table instead.
   const std::vector<std::string>& changes = swim_.up_set_changes();
-  if (view_.empty() || swim_.up_set_changes_overflowed() ||
-      changes.size() > kMaxIncrementalViewChanges) {
+  // One change costs O(n) moves of small entries, a rebuild O(n) lookups
+  // and copies about ten times dearer.
+  const bool rebuild = view_.empty() || swim_.up_set_changes_overflowed() ||
+                       changes.size() > std::max<size_t>(4, view_.size() / 8);
+  std::vector<std::string> changed_ids;  // for the handoff requests below
+  if (rebuild) {
     RebuildView();
   } else {
     for (const std::string& id : changes) ApplyViewChange(id);
+    if (warming_) changed_ids = changes;
   }
   swim_.ClearUpSetChanges();
   known_members_ = LastKnownMembers(now);
   reachable_members_ = ReachableMembers(now);
 
-  // A warming node asks every member it has not asked yet for its keys.
+  // A warming node asks every member it has not asked yet for its keys,
+  // once: a member that answered (HandoffDone) sent all it had for us, and
+  // later moves of keys to us are its PushKeysForChangedTargets. (Asking
+  // again whoever had answered, at every view change, kept a joining node
+  // warming until handoff_timeout_ms through a join storm and had every
+  // member scan its store again for each of them.)
   if (warming_) {
-    for (const PeerView& p : view_) {
-      if (p.id == config_.node_id) continue;
-      if (handoff_waiting_.insert(p.address).second) {
-        wire::NodeMessageValue request;
-        request.kind = Kind::kHandoffRequest;
-        SendNode(p.address, request, false, now, out);
+    auto ask = [&](const PeerView& p) {
+      if (p.id == config_.node_id || !handoff_asked_.insert(p.address).second) return;
+      handoff_waiting_.insert(p.address);
+      wire::NodeMessageValue request;
+      request.kind = Kind::kHandoffRequest;
+      SendNode(p.address, request, false, now, out);
+    };
+    if (rebuild) {
+      for (const PeerView& p : view_) ask(p);
+    } else {
+      for (const std::string& id : changed_ids) {
+        auto it =
+            std::lower_bound(view_.begin(), view_.end(), id,
+                             [](const PeerView& p, const std::string& v) { return p.id < v; });
+        if (it != view_.end() && it->id == id) ask(*it);
       }
     }
   }
@@ -1021,7 +1042,10 @@ void Node::Tick(Instant now, Outbox* out) {
     StartHandoff(now, out);
   }
   last_tick_wall_ms_ = now.wall.count();
-  if (warming_ && now_ns >= warming_until_ns_) warming_ = false;
+  if (warming_ && now_ns >= warming_until_ns_) {
+    warming_ = false;
+    handoff_asked_.clear();
+  }
   if (warming_ && now_ns >= next_handoff_retry_ns_) {
     // A member that did not see us alive yet ignored our request: ask again.
     for (const std::string& address : handoff_waiting_) {

@@ -271,8 +271,6 @@ class Node {
   void RebuildView();                           // from the member table
   void ApplyViewChange(const std::string& id);  // one member's entry, as Swim has it now
   void IndexAddresses();                        // view_by_address_ and self_index_ from view_
-  // More up-set changes than this in one refresh rebuild the view instead.
-  static constexpr size_t kMaxIncrementalViewChanges = 4;
   static membership::Ring RingOf(const std::vector<PeerView>& view);
   std::vector<size_t> Targets(const crdt::KeyId& key) const;  // indexes into view_
   std::vector<size_t> TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const;
@@ -376,6 +374,7 @@ class Node {
   int64_t warming_until_ns_ = 0;
   int64_t next_handoff_retry_ns_ = 0;
   boost::unordered_flat_set<std::string> handoff_waiting_;  // addresses
+  boost::unordered_flat_set<std::string> handoff_asked_;    // while warming
   bool clock_ok_ = true;
   double median_offset_ms_ = 0;
   // (Swim clock_version, view_version_) that clock_ok_ was computed from.
