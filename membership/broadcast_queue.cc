@@ -14,13 +14,13 @@ void BroadcastQueue::Push(MemberUpdate update) {
     std::string key = update.id;
     it = by_id_.emplace(std::move(key), Entry{}).first;
   } else {
-    order_.erase(&it->second);
+    order_.erase(KeyOf(&it->second));
   }
   Entry& e = it->second;
   e.transmits = 0;
   e.seq = next_seq_++;
   e.update = std::move(update);
-  order_.insert(&e);
+  order_.insert(KeyOf(&e));
 }
 
 size_t BroadcastQueue::Take(size_t budget_bytes, int transmit_limit,
@@ -28,7 +28,8 @@ size_t BroadcastQueue::Take(size_t budget_bytes, int transmit_limit,
   assert(transmit_limit >= 1);
   std::vector<Entry*> taken;
   size_t used = 0;
-  for (Entry* e : order_) {
+  for (const Key& key : order_) {
+    Entry* e = key.entry;
     if (budget_bytes - used < kSmallestUpdateBytes) break;
     const size_t bytes = EstimatedUpdateBytes(e->update);
     if (used + bytes > budget_bytes) continue;
@@ -37,11 +38,11 @@ size_t BroadcastQueue::Take(size_t budget_bytes, int transmit_limit,
     out->push_back(e->update);
   }
   for (Entry* e : taken) {
-    order_.erase(e);
+    order_.erase(KeyOf(e));
     if (++e->transmits >= transmit_limit) {
       by_id_.erase(by_id_.find(e->update.id));
     } else {
-      order_.insert(e);
+      order_.insert(KeyOf(e));
     }
   }
   return used;
@@ -50,7 +51,7 @@ size_t BroadcastQueue::Take(size_t budget_bytes, int transmit_limit,
 void BroadcastQueue::Drop(std::string_view id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;
-  order_.erase(&it->second);
+  order_.erase(KeyOf(&it->second));
   by_id_.erase(it);
 }
 

@@ -14,10 +14,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "membership/message.h"
@@ -52,15 +52,29 @@ class BroadcastQueue {
     uint64_t seq = 0;  // push order; higher is newer
     MemberUpdate update;
   };
-  struct Order {
-    bool operator()(const Entry* a, const Entry* b) const {
-      if (a->transmits != b->transmits) return a->transmits < b->transmits;
-      return a->seq > b->seq;
+  // The priority order's key, kept in the set's own nodes so that ordering
+  // never reads an entry: (transmits, then newest first).
+  struct Key {
+    int transmits = 0;
+    uint64_t age = 0;  // ~seq: smaller is newer
+    Entry* entry = nullptr;
+    bool operator<(const Key& o) const {
+      return transmits != o.transmits ? transmits < o.transmits : age < o.age;
     }
   };
+  static Key KeyOf(Entry* e) { return Key{e->transmits, ~e->seq, e}; }
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view id) const { return std::hash<std::string_view>()(id); }
+  };
+  struct IdEq {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+  };
 
-  std::map<std::string, Entry, std::less<>> by_id_;
-  std::set<Entry*, Order> order_;
+  // Node-based: entries never move, so order_ may point at them.
+  std::unordered_map<std::string, Entry, IdHash, IdEq> by_id_;
+  std::set<Key> order_;
   uint64_t next_seq_ = 0;
 };
 

@@ -36,7 +36,7 @@ void MemberTable::Reindex() {
   down_.clear();
   for (auto& [id, m] : members_) {
     ++counts_[static_cast<size_t>(m.state)];
-    by_id_.emplace(std::string_view(id), &m);
+    by_id_.emplace(id, &m);
     IndexOf(m).push_back(&m);  // the map iterates in id order
   }
 }
@@ -71,7 +71,7 @@ Member& MemberTable::Upsert(Member member) {
     std::string key = member.id;
     auto inserted = members_.emplace(std::move(key), std::move(member)).first;
     Member& m = inserted->second;
-    by_id_.emplace(std::string_view(inserted->first), &m);
+    by_id_.emplace(inserted->first, &m);
     IndexInsert(&IndexOf(m), &m);
     return m;
   }
@@ -91,7 +91,7 @@ void MemberTable::Erase(std::string_view id) {
   if (it == members_.end()) return;
   --counts_[static_cast<size_t>(it->second.state)];
   IndexErase(&IndexOf(it->second), &it->second);
-  by_id_.erase(std::string_view(it->first));
+  by_id_.erase(it->first);
   members_.erase(it);
 }
 

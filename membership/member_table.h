@@ -77,6 +77,7 @@ class MemberTable {
   // Copies rebuild the indexes (they point into the table's own entries).
   MemberTable(const MemberTable& other);
   MemberTable& operator=(const MemberTable& other);
+  // Moves keep them: map nodes stay where they are.
   MemberTable(MemberTable&&) noexcept = default;
   MemberTable& operator=(MemberTable&&) noexcept = default;
 
@@ -119,8 +120,17 @@ class MemberTable {
 
   Map members_;
   std::array<size_t, kMemberStateCount> counts_{};
-  // Views of members_' keys (stable: map nodes never move).
-  boost::unordered_flat_map<std::string_view, Member*> by_id_;
+  // Ids are short: kept in the hash table's own slots (small-string), so a
+  // lookup compares without touching the member's node.
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view id) const { return boost::hash<std::string_view>()(id); }
+  };
+  struct IdEq {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+  };
+  boost::unordered_flat_map<std::string, Member*, IdHash, IdEq> by_id_;
   std::vector<const Member*> up_, down_;
 };
 

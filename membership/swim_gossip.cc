@@ -102,13 +102,12 @@ void Swim::TickPushPull(std::vector<Outbound>* out) {
 
 void Swim::TickReconnect(std::vector<Outbound>* out) {
   if (now_.monotonic < next_reconnect_at_) return;
-  std::vector<const Member*> dead;
-  bool alone = true;
-  for (const auto& [id, m] : table_) {
-    if (id == self_.id) continue;
-    if (m.state == MemberState::kDead) dead.push_back(&m);
-    if (m.up()) alone = false;
+  std::vector<const Member*> dead;  // in id order, from the table's down index
+  for (const Member* m : table_.down()) {
+    if (m->id != self_.id && m->state == MemberState::kDead) dead.push_back(m);
   }
+  const Member* me = table_.Find(self_.id);
+  const bool alone = table_.up().size() == (me != nullptr && me->up() ? 1 : 0);
   // While we know nobody (the join failed, or everyone else is gone), retry
   // every probe interval; otherwise every reconnect interval, each one drawn
   // from [interval / 2, interval] so that nodes which started together do not
@@ -121,8 +120,8 @@ void Swim::TickReconnect(std::vector<Outbound>* out) {
   if (!dead.empty()) targets.push_back(dead[UniformBelow(rng_, dead.size())]->address);
   for (const auto& seed : seeds_) {
     bool seed_alive = false;
-    for (const auto& [id, m] : table_) {
-      if (id != self_.id && m.state == MemberState::kAlive && m.address == seed) {
+    for (const Member* m : table_.up()) {
+      if (m->id != self_.id && m->state == MemberState::kAlive && m->address == seed) {
         seed_alive = true;
         break;
       }

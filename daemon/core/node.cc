@@ -159,18 +159,31 @@ void Node::RefreshView(Instant now, Outbox* out) {
 
 void Node::RebuildView() {
   view_.clear();
-  // The member table iterates in id order, the view's and the ring's.
-  for (const auto& [id, m] : swim_.members()) {
-    if (m.up() || m.id == config_.node_id) {
-      view_.push_back(PeerView{m.id, m.address, m.generation});
+  std::vector<membership::RingMember> ring_members;
+  const membership::MemberTable& table = swim_.members();
+  view_.reserve(table.up().size() + 1);
+  ring_members.reserve(table.up().size() + 1);
+  // The up members in id order (the view's and the ring's), and us in our
+  // place whatever our state (from the table if we are in it).
+  const membership::Member* self = table.Find(config_.node_id);
+  PeerView self_view = self != nullptr
+                           ? PeerView{self->id, self->address, self->generation}
+                           : PeerView{config_.node_id, config_.gossip_address, config_.generation};
+  bool self_placed = false;
+  auto add = [&](const PeerView& p) {
+    view_.push_back(p);
+    ring_members.push_back(membership::RingMember{p.id, p.address, 1.0});
+  };
+  for (const membership::Member* m : table.up()) {
+    if (!self_placed && !(m->id < config_.node_id)) {
+      add(self_view);
+      self_placed = true;
+      if (m->id == config_.node_id) continue;
     }
+    add(PeerView{m->id, m->address, m->generation});
   }
-  auto self = std::lower_bound(view_.begin(), view_.end(), config_.node_id,
-                               [](const PeerView& p, const std::string& id) { return p.id < id; });
-  if (self == view_.end() || self->id != config_.node_id) {
-    view_.insert(self, PeerView{config_.node_id, config_.gossip_address, config_.generation});
-  }
-  ring_ = RingOf(view_);
+  if (!self_placed) add(self_view);
+  ring_ = membership::Ring(std::move(ring_members));  // sorted: no map
   IndexAddresses();
 }
 
