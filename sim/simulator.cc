@@ -789,7 +789,9 @@ void Simulator::CheckConvergence(TrueNs t) {
       crdt::Geometry g{};
       for (uint32_t j : pref) {
         const Host& h = hosts_[host_by_id_.at(ring.members()[j].id)];
-        if (const crdt::KeyStore::Entry* e = h.node->store().Find(key)) {
+        const crdt::KeyStore::Entry* e = h.node->store().Find(key);
+        // A counter that never held a hit keeps a far-past sentinel as newest.
+        if (e != nullptr && e->counter.newest_bucket() > INT64_MIN / 4) {
           newest = std::max(newest, e->counter.newest_bucket());
           g = e->counter.geometry();
         }
