@@ -717,7 +717,15 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
       SendNode(from, ack, false, now, out);
       break;
     }
-    case Kind::kStatePush: ApplyState(from, msg.replicate, false, now); break;
+    case Kind::kStatePush: {
+      ApplyState(from, msg.replicate, false, now);
+      // Acknowledged like a replicate, so a push lost to a cut is resent.
+      wire::NodeMessageValue ack;
+      ack.kind = Kind::kReplicateAck;
+      ack.ack_seq = msg.replicate.seq;
+      SendNode(from, ack, false, now, out);
+      break;
+    }
     case Kind::kReplicateAck: {
       auto it = peers_.find(from);
       if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
@@ -826,7 +834,7 @@ void Node::Replicate(Instant now, Outbox* out) {
     PeerState& peer = peers_[address];
     // Resend what was not acknowledged in time (current state: join is idempotent).
     boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
-      if (now_ns - kv.second.sent_ns < Ms(config_.replication_retry_ms)) return false;
+      if (now_ns < kv.second.resend_at_ns) return false;
       for (const auto& key : kv.second.keys) peer.dirty.insert(key);
       return true;
     });
@@ -912,9 +920,12 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
       sent.push_back(keys[i]);
     }
     if (sent.empty()) continue;
+    // Both kinds are acknowledged: a replicate is resent soon (a lost
+    // datagram), a push later (a stream of bulk state takes longer).
+    const int64_t retry_ms = acked ? config_.replication_retry_ms : config_.push_retry_ms;
+    ReplicationPeer(address).unacked[msg.replicate.seq] =
+        UnackedReplicate{std::move(sent), now.monotonic.count() + Ms(retry_ms)};
     if (acked) {
-      ReplicationPeer(address).unacked[msg.replicate.seq] =
-          UnackedReplicate{std::move(sent), now.monotonic.count()};
       ++counters_.replicate_sent;
     } else {
       ++counters_.state_pushes;

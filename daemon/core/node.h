@@ -91,6 +91,10 @@ struct NodeConfig {
   int64_t clock_check_interval_ms = 100;  // clock health is re-evaluated this often
   int64_t replication_interval_ms = 10;  // deltas to replicas this often
   int64_t replication_retry_ms = 100;    // unacknowledged deltas are resent
+  // Unacknowledged state pushes (stream: handoff, anti-entropy, new list
+  // members) are resent this long after they went out: a push made while the
+  // peer was cut off is otherwise lost for good.
+  int64_t push_retry_ms = 2000;
   int64_t anti_entropy_interval_ms = 1000;
   int64_t handoff_timeout_ms = 3000;     // a joining node owns keys after this at the latest
   PartitionPolicy partition_policy = PartitionPolicy::kAvailability;
@@ -245,7 +249,7 @@ class Node {
   };
   struct UnackedReplicate {
     std::vector<crdt::KeyId> keys;
-    int64_t sent_ns = 0;
+    int64_t resend_at_ns = 0;  // then the keys are sent again (current state)
   };
   struct PeerState {
     std::vector<wire::ForwardValue> forward_queue;
