@@ -337,16 +337,25 @@ class ClusterHarness {
   }
 
   // Starts one member named `id` that joins through `seeds` (gossip
-  // addresses; empty: a cluster of one). Inside `netns` when not empty.
+  // addresses; empty: a cluster of one). Inside `netns` when not empty;
+  // with the variables `env` ("NAME=value") added to its environment when
+  // not empty (through /usr/bin/env, which execs tallyd in place, so the
+  // pid is tallyd's: SIGSTOP, SIGKILL and Stop reach the daemon itself).
   TestNode* StartNode(const std::string& id, const std::vector<std::string>& seeds,
                       const std::vector<std::string>& extra, std::string* error,
-                      const std::string& host = "127.0.0.1", const std::string& netns = "") {
+                      const std::string& host = "127.0.0.1", const std::string& netns = "",
+                      const std::vector<std::string>& env = {}) {
     auto node = std::make_unique<TestNode>();
     node->id = id;
     node->host = host;
     node->netns = netns;
     std::vector<std::string> args = ArgsFor(*node, "0", seeds, extra);
     std::string binary = TallydPath();
+    if (!env.empty()) {
+      args.insert(args.begin(), binary);
+      args.insert(args.begin(), env.begin(), env.end());
+      binary = "/usr/bin/env";
+    }
     if (!netns.empty()) {
       args.insert(args.begin(), {"netns", "exec", netns, binary});
       binary = IpBinary();

@@ -338,6 +338,7 @@ class DaemonProcess {
     int status = 0;
     int code = -1;
     kill(pid_, SIGTERM);
+    kill(pid_, SIGCONT);  // a stopped process (SIGSTOP tests) must run to see it
     if (internal::WaitExit(pid_, grace, &status)) {
       code = internal::ExitCodeOf(status);
     } else {
