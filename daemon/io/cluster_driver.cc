@@ -810,6 +810,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("decided_for_peers", c.decided_for_peers);
   add("routed_past_list", c.routed_past_list);
   add("co_deciders", c.co_deciders);
+  add("clock_resyncs", c.clock_resyncs);
   add("replicate_sent", c.replicate_sent);
   add("replicate_received", c.replicate_received);
   add("state_pushes", c.state_pushes);
