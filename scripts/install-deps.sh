@@ -10,6 +10,8 @@ packages=(
   iproute2 nftables procps
   # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
   clang-14 libclang-rt-14-dev llvm-14
+  # per-process wall-clock offsets and steps (tests/cluster/clock_fault_test.cc)
+  faketime libfaketime
 )
 missing=()
 for p in "${packages[@]}"; do
