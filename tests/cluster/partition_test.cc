@@ -391,7 +391,7 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
   const bool none_dead_before =
       AllSeenAs(side_a, side_b, {"suspect"}, &why) && AllSeenAs(side_b, side_a, {"suspect"}, &why);
   ClientOptions options;  // the first checks of an entry wait for forward timeouts
-  options.timeout = seconds(1);
+  options.timeout = ScaledWait(seconds(1));
   options.attempts = 3;
   auto hammer_both = [&](const CheckRequest& key, uint64_t id_base, Tally* a, Tally* b) {
     std::vector<Tally> tallies(all.size());

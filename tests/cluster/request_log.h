@@ -15,17 +15,19 @@
 //
 // * L is the key's limit: one decider at a time never admits more than L in
 //   any interval of W of its own wall clock (the single-node guarantee).
-// * tail_f is one failover tail: when the decider changes, the new decider
-//   misses at most the hits the old one admitted in its last
-//   tau = replication_interval + latency + replication_retry before the
-//   change (hits not yet replicated; DESIGN's `rate x (replication_interval
-//   + latency + replication_retry)`), the latency being bounded by the
-//   forward timeout, past which the daemon itself treats a peer message as
-//   lost. It is computed from the record, not assumed: the most admitted
-//   hits whose [send, receive] meets any interval of length tau that ends
-//   inside the fault's span (or within tau after it), capped at L. Every
-//   admission happened between its request's send and receive, so this
-//   count bounds the admissions of any decider in that interval.
+// * tail_f is one failover tail, DESIGN's `min(limit, rate x
+//   (replication_interval + latency + replication_retry))`: when the decider
+//   changes, the new decider misses at most what was decided in the last
+//   tau = replication_interval + latency + replication_retry before it holds
+//   the state (hits not yet replicated; for a member that comes back, the
+//   time until the state pushed to it arrives), the latency being bounded by
+//   the forward timeout, past which the daemon itself treats a peer message
+//   as lost. The rate is the key's, taken from the record: the most requests
+//   of the key (whatever their answer) whose [send, receive] meets any
+//   interval of length tau that ends inside the fault's span (the change
+//   happens within it), capped at L. No decider admits more hits in an
+//   interval than clients requested in it, so this bounds what was missed,
+//   whoever decided it.
 //   Why one tail per interval and not per lost message: take the last
 //   admission in the interval, at t by decider D. D counted every hit it
 //   admitted itself in the interval, and every hit another decider admitted
@@ -135,20 +137,20 @@ struct WindowReport {
 
 namespace internal {
 
-// The most admitted hits whose [send, recv] meets some interval [u - len, u]
-// with u in [u_from, u_to]. `admitted` is sorted by send_us.
-inline uint64_t MostAdmittedIn(const std::vector<const RequestRecord*>& admitted, int64_t len,
-                               int64_t u_from, int64_t u_to) {
+// The most hits of `records` (sorted by send_us) whose [send, recv] meets
+// some interval [u - len, u] with u in [u_from, u_to].
+inline uint64_t MostHitsIn(const std::vector<const RequestRecord*>& records, int64_t len,
+                           int64_t u_from, int64_t u_to) {
   uint64_t best = 0;
   // Candidate right ends: u_from, u_to, and every send time in range (the
   // count only rises when u passes a send); left ends are u - len.
   std::vector<int64_t> candidates = {u_from, u_to};
-  for (const RequestRecord* r : admitted) {
+  for (const RequestRecord* r : records) {
     if (r->send_us >= u_from && r->send_us <= u_to) candidates.push_back(r->send_us);
   }
   for (int64_t u : candidates) {
     uint64_t n = 0;
-    for (const RequestRecord* r : admitted) {
+    for (const RequestRecord* r : records) {
       if (r->send_us > u) break;
       if (r->recv_us >= u - len) n += r->hits;
     }
@@ -164,25 +166,30 @@ inline WindowReport CheckSlidingWindow(const std::vector<RequestRecord>& records
                                        const WindowParams& p,
                                        const std::vector<FaultSpan>& faults) {
   WindowReport report;
-  std::vector<const RequestRecord*> admitted;
+  std::vector<const RequestRecord*> requested, admitted;
   for (const RequestRecord& r : records) {
-    if (r.key == key && r.outcome == Outcome::kAllowed) admitted.push_back(&r);
+    if (r.key != key) continue;
+    requested.push_back(&r);
+    if (r.outcome == Outcome::kAllowed) admitted.push_back(&r);
   }
-  std::sort(admitted.begin(), admitted.end(),
-            [](const RequestRecord* a, const RequestRecord* b) { return a->send_us < b->send_us; });
+  auto by_send = [](const RequestRecord* a, const RequestRecord* b) {
+    return a->send_us < b->send_us;
+  };
+  std::sort(requested.begin(), requested.end(), by_send);
+  std::sort(admitted.begin(), admitted.end(), by_send);
   for (const RequestRecord* r : admitted) report.admitted_total += r->hits;
 
   // Each fault's allowance, measured from the record.
   for (const FaultSpan& f : faults) {
-    uint64_t tail = internal::MostAdmittedIn(admitted, p.tau_us, f.from_us, f.to_us + p.tau_us);
+    uint64_t tail = internal::MostHitsIn(requested, p.tau_us, f.from_us, f.to_us);
     uint64_t clock = 0;
     if (f.clock_delta_us > 0) {
       // Early expiry re-admits the oldest delta + bucket_ms of the window of
       // a decision made during the fault (or while its effect lasts, up to
       // W after it): hits admitted from W before the span to W after it.
       const int64_t len = f.clock_delta_us + p.bucket_us;
-      clock = internal::MostAdmittedIn(admitted, len, f.from_us - p.window_us + len,
-                                       f.to_us + p.window_us);
+      clock =
+          internal::MostHitsIn(admitted, len, f.from_us - p.window_us + len, f.to_us + p.window_us);
     }
     report.tails.push_back(std::min(tail, p.limit));
     report.clocks.push_back(std::min(clock, p.limit));
@@ -252,12 +259,14 @@ inline double LatencyPercentileMs(const std::vector<RequestRecord>& records, dou
 // One client thread per entry node sending checks of `keys` in turn, one
 // request every `pace` per thread (the next send waits for the answer to
 // the previous one: a closed loop, so a slow cluster slows the load rather
-// than piling up requests).
+// than piling up requests). The client's per-attempt timeout is scaled by
+// TALLY_TEST_WAIT_SCALE (sanitizer builds), like every wait of the tests.
 class RecordedLoad {
  public:
   RecordedLoad(std::vector<const TestNode*> entries, std::vector<CheckRequest> keys,
                milliseconds pace, ClientOptions options = {})
       : entries_(std::move(entries)), keys_(std::move(keys)), pace_(pace), options_(options) {
+    options_.timeout = ScaledWait(options_.timeout);
     per_key_admitted_ = std::make_unique<std::atomic<uint64_t>[]>(keys_.size());
     for (size_t k = 0; k < keys_.size(); ++k) per_key_admitted_[k] = 0;
   }

@@ -80,16 +80,25 @@ TEST(SlidingWindowCheckerTest, AFaultAllowsOneMeasuredTailAndNoMore) {
   std::vector<FaultSpan> faults = {{"crash", 1000'000, 1100'000, 0}};
   WindowReport without = CheckSlidingWindow(log, 0, p, {});
   EXPECT_FALSE(without.ok);
-  // The tail is measured: the most admitted that meet any 210 ms ending in
-  // [1000, 1310] ms: B's first 5 (1100-1300 ms), more than A's real 4.
+  // The tail is measured: the most requests that meet any 210 ms ending in
+  // the fault's span [1000, 1100] ms: A's last 4 (denied requests count:
+  // the key's request rate is what bounds a tail).
   WindowReport with = CheckSlidingWindow(log, 0, p, faults);
   ASSERT_EQ(with.tails.size(), 1u);
-  EXPECT_EQ(with.tails[0], 5u);
-  EXPECT_FALSE(with.ok) << "20 admitted in one window, bound 10 + 5: " << with.Describe();
-  // With a slower B (5 admitted after the crash) the interval holds 15 <= 15.
-  log.resize(log.size() - 5);
-  WindowReport slower = CheckSlidingWindow(log, 0, p, faults);
-  EXPECT_TRUE(slower.ok) << slower.Describe();
+  EXPECT_EQ(with.tails[0], 4u);
+  EXPECT_FALSE(with.ok) << "20 admitted in one window, bound 10 + 4: " << with.Describe();
+  // B admitting 4 after the crash instead (as if it missed exactly A's
+  // tail): the interval holds 14 <= 14.
+  log.resize(log.size() - 6);
+  WindowReport exact = CheckSlidingWindow(log, 0, p, faults);
+  EXPECT_TRUE(exact.ok) << exact.Describe();
+  // Denied requests in the tail raise it: two more requests at 960 and
+  // 990 ms make the rate there 6 per 210 ms.
+  log.push_back(Denied(960));
+  log.push_back(Denied(990));
+  WindowReport denser = CheckSlidingWindow(log, 0, p, faults);
+  EXPECT_EQ(denser.tails[0], 6u);
+  log.resize(log.size() - 2);
   // A fault far from the excess allows nothing there.
   WindowReport elsewhere = CheckSlidingWindow(log, 0, p, {{"later", 9000'000, 9100'000, 0}});
   EXPECT_FALSE(elsewhere.ok);
