@@ -462,6 +462,12 @@ std::string StatusTable(const wire::StatusReport& s) {
                 s.partition_policy.empty() ? "-" : s.partition_policy.c_str(),
                 static_cast<unsigned long long>(s.last_known_members), s.uptime_ms / 1000.0);
   out += line;
+  for (const auto& [name, value] : s.counters) {
+    if (name == "seeds_unanswered" && value > 0) {
+      out += "warning: none of the " + std::to_string(value) +
+             " --join seeds has answered; serving alone and still trying\n";
+    }
+  }
   size_t id_width = 2, address_width = 7;
   for (const wire::MemberReport& m : s.members) {
     id_width = std::max(id_width, m.id.size());

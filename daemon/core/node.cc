@@ -1187,6 +1187,17 @@ NodeStatus Node::Status(Instant now) const {
     s.not_owning_reason = "clock offset " + std::to_string(median_offset_ms_) +
                           " ms from most peers exceeds the maximum";
   }
+  if (!config_.seeds.empty() && swim_.members().size() <= 1 &&
+      now.monotonic.count() - started_ns_ >= Ms(config_.join_warning_ms)) {
+    s.seeds_unanswered = config_.seeds.size();
+    s.join_warning = "no seed answered in " +
+                     std::to_string((now.monotonic.count() - started_ns_) / 1'000'000) +
+                     " ms (";
+    for (size_t i = 0; i < config_.seeds.size(); ++i) {
+      s.join_warning += (i == 0 ? "" : ", ") + config_.seeds[i];
+    }
+    s.join_warning += "); serving alone and still trying";
+  }
   s.live_keys = core_.store().size();
   s.partition_policy = std::string(PartitionPolicyName(config_.partition_policy));
   s.last_known_members = LastKnownMembers(now);

@@ -97,6 +97,9 @@ struct NodeConfig {
   int64_t push_retry_ms = 2000;
   int64_t anti_entropy_interval_ms = 1000;
   int64_t handoff_timeout_ms = 3000;     // a joining node owns keys after this at the latest
+  // A node started with seeds that has heard from no other member this long
+  // after Start reports it (status, logs) while it keeps trying the seeds.
+  int64_t join_warning_ms = 3000;
   PartitionPolicy partition_policy = PartitionPolicy::kAvailability;
   // A dead member still counts towards "last known membership" this long.
   int64_t partition_memory_ms = 600'000;
@@ -153,6 +156,10 @@ struct NodeStatus {
   uint64_t generation = 0;
   bool owning = true;  // false while warming up or when our clock is off
   std::string not_owning_reason;
+  // Non-empty when seeds were given but none has answered for
+  // join_warning_ms: the node serves as a cluster of one and keeps trying.
+  std::string join_warning;
+  size_t seeds_unanswered = 0;  // the seeds, while join_warning is set
   double key_share = 0;  // fraction of the key space this node owns
   size_t live_keys = 0;
   std::string partition_policy;

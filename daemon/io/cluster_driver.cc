@@ -180,6 +180,7 @@ struct ClusterDriver::Impl {
   std::map<std::string, MemberSnapshot> members_seen;
   std::map<std::string, bool> clock_warned;
   std::optional<bool> owning_seen;
+  bool join_warned = false;  // the "no seed answered" warning was logged
   bool leaving = false;
   bool leave_finished = false;
   int64_t leave_deadline_ns = 0;
@@ -532,6 +533,15 @@ void ClusterDriver::Impl::OnHousekeeping() {
     warned = far;
   }
   core::NodeStatus status = node->Status(now);
+  // Say once that --join found nobody (a typo or a firewall looks exactly
+  // like a cluster of one otherwise), and once when a seed answered after all.
+  if (!status.join_warning.empty() && !join_warned) {
+    spdlog::warn("join: {}", status.join_warning);
+    join_warned = true;
+  } else if (status.join_warning.empty() && join_warned) {
+    spdlog::info("join: a seed answered; joined the cluster");
+    join_warned = false;
+  }
   if (!owning_seen || *owning_seen != status.owning) {
     if (status.owning) {
       if (owning_seen) spdlog::info("owning keys again");
@@ -804,6 +814,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   AppendLimiterCounters(s.limiter, &r.counters);
   const core::NodeStatus::Counters& c = s.counters;
   auto add = [&r](const char* name, uint64_t value) { r.counters.emplace_back(name, value); };
+  add("seeds_unanswered", s.seeds_unanswered);
   add("forwarded", c.forwarded);
   add("forward_timeouts", c.forward_timeouts);
   add("relayed", c.relayed);

@@ -95,6 +95,12 @@ class TestCluster {
     return it == sent_.end() ? 0 : it->second;
   }
 
+  // Peer packets (gossip or node messages) sent so far to an address.
+  int SentToAny(const std::string& address) const {
+    auto it = sent_any_.find(address);
+    return it == sent_any_.end() ? 0 : it->second;
+  }
+
   Instant Now() const {
     return Instant{milliseconds(kStartWallMs + now_ns_ / 1'000'000), nanoseconds(now_ns_)};
   }
@@ -199,6 +205,7 @@ class TestCluster {
 
   void Dispatch(const std::string& from, Outbox& out) {
     for (auto& p : out.peer) {
+      ++sent_any_[p.to_address];
       if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
       in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
     }
@@ -234,6 +241,7 @@ class TestCluster {
   std::set<std::pair<std::string, std::string>> cuts_;
   std::map<std::pair<std::string, std::string>, int> drop_forwards_;
   std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
+  std::map<std::string, int> sent_any_;  // peer packets of any kind, by address
   std::map<uint64_t, std::vector<std::byte>> replies_;
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
   std::map<std::string, int64_t> wall_offsets_ms_;
@@ -275,6 +283,31 @@ TEST(NodeTest, AnEmptyChecksDatagramIsAnsweredAndLeavesNothingPending) {
   std::string why;
   ASSERT_EQ(reader.Decode(out.client[0].bytes, &why), Status::kOk) << why;
   EXPECT_TRUE(reader.responses().empty());
+}
+
+TEST(NodeTest, JoinToSeedsThatNeverAnswerIsReportedAndKeepsTrying) {
+  TestCluster c;
+  NodeConfig cfg = c.ConfigFor("n2");
+  cfg.seeds = {TestCluster::AddressOf("n9")};  // nobody listens there
+  c.AddWith(cfg);
+  c.RunFor(cfg.join_warning_ms - 100);
+  EXPECT_TRUE(c.node("n2").Status(c.Now()).join_warning.empty()) << "too early to warn";
+  c.RunFor(200);
+  NodeStatus alone = c.node("n2").Status(c.Now());
+  EXPECT_NE(alone.join_warning.find(TestCluster::AddressOf("n9")), std::string::npos)
+      << alone.join_warning;
+  EXPECT_EQ(alone.seeds_unanswered, 1u);
+  const int tried = c.SentToAny(TestCluster::AddressOf("n9"));
+  c.RunFor(5000);
+  EXPECT_GT(c.SentToAny(TestCluster::AddressOf("n9")), tried) << "the seed is tried again";
+  // The seed comes up: the warning clears once it answered.
+  NodeConfig seed = c.ConfigFor("n9");
+  c.AddWith(seed);
+  c.RunFor(5000);
+  ASSERT_TRUE(c.AllSeeAlive({"n2", "n9"}));
+  NodeStatus joined = c.node("n2").Status(c.Now());
+  EXPECT_TRUE(joined.join_warning.empty()) << joined.join_warning;
+  EXPECT_EQ(joined.seeds_unanswered, 0u);
 }
 
 TEST(NodeTest, ThreeNodesJoinAndAgreeOnPreferenceLists) {
