@@ -47,4 +47,13 @@ std::string DefaultUnixDir() {
 std::string DefaultUnixPath() { return DefaultUnixDir() + "/tally.sock"; }
 std::string DefaultUnixSeqpacketPath() { return DefaultUnixDir() + "/tally.seq.sock"; }
 
+std::string UnixSeqpacketPathFor(const std::string& unix_path) {
+  const std::string suffix = ".sock";
+  if (unix_path.size() > suffix.size() &&
+      unix_path.compare(unix_path.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    return unix_path.substr(0, unix_path.size() - suffix.size()) + ".seq.sock";
+  }
+  return unix_path + ".seq";
+}
+
 }  // namespace tally

@@ -389,7 +389,13 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
 
   if (vm.count("udp")) d.udp = Disabled(vm["udp"].as<std::string>());
   if (vm.count("unix")) d.unix_path = Disabled(vm["unix"].as<std::string>());
-  if (vm.count("unix-seq")) d.unix_seq_path = Disabled(vm["unix-seq"].as<std::string>());
+  if (vm.count("unix-seq")) {
+    d.unix_seq_path = Disabled(vm["unix-seq"].as<std::string>());
+  } else if (!d.unix_path.empty() && d.unix_path != DefaultUnixPath()) {
+    // The seqpacket socket follows --unix: two daemons with their own paths
+    // must not both claim the default one.
+    d.unix_seq_path = UnixSeqpacketPathFor(d.unix_path);
+  }
   if (!d.udp.empty()) {
     std::string why;
     if (!ParseHostPort(d.udp, &why)) {

@@ -46,6 +46,11 @@ inline constexpr uint16_t kDefaultUdpPort = 7070;
 std::string DefaultUnixDir();
 std::string DefaultUnixPath();           // DefaultUnixDir() + "/tally.sock"
 std::string DefaultUnixSeqpacketPath();  // DefaultUnixDir() + "/tally.seq.sock"
+// The seqpacket socket that goes with the Unix datagram socket `unix_path`:
+// "x.sock" -> "x.seq.sock", any other name gets ".seq" appended. tallyd puts
+// its seqpacket socket there when --unix is given without --unix-seq, so two
+// daemons with their own --unix paths never collide.
+std::string UnixSeqpacketPathFor(const std::string& unix_path);
 
 // The two clocks a node needs, read by the driver and handed in. `wall` is
 // milliseconds since the Unix epoch and names sub-buckets shared across nodes;

@@ -217,5 +217,40 @@ TEST(ConfigTest, ParsesFlagsInProcess) {
   EXPECT_EQ(config.daemon.sweep_interval, std::chrono::milliseconds(7));
 }
 
+TEST(ConfigTest, SeqpacketSocketFollowsUnixPath) {
+  io::TallydConfig config;
+  std::string output, error;
+  const char* argv[] = {"tallyd", "--unix", "/tmp/a/one.sock"};
+  ASSERT_EQ(io::ParseTallydFlags(3, argv, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.unix_seq_path, "/tmp/a/one.seq.sock");
+  const char* other[] = {"tallyd", "--unix", "/tmp/a/two"};
+  ASSERT_EQ(io::ParseTallydFlags(3, other, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.unix_seq_path, "/tmp/a/two.seq");
+  // An explicit --unix-seq still wins.
+  const char* both[] = {"tallyd", "--unix", "/tmp/a/one.sock", "--unix-seq", "/tmp/b/s"};
+  ASSERT_EQ(io::ParseTallydFlags(5, both, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.unix_seq_path, "/tmp/b/s");
+}
+
+TEST(ConfigTest, TwoDaemonsWithTheirOwnUnixPathsBothStart) {
+  TempDir dir;
+  DaemonProcess a, b;
+  std::string error;
+  ASSERT_TRUE(a.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("a.sock")}, &error)) << error;
+  ASSERT_TRUE(b.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("b.sock")}, &error)) << error;
+  EXPECT_EQ(a.seq_path(), dir.File("a.seq.sock"));
+  EXPECT_EQ(b.seq_path(), dir.File("b.seq.sock"));
+  for (DaemonProcess* d : {&a, &b}) {
+    auto client = ConnectTo(*d, Transport::kSeqpacket);
+    ASSERT_NE(client, nullptr);
+    EXPECT_EQ(client->Check(Req(1, "a")).status, Status::kOk);
+  }
+  EXPECT_EQ(a.Stop(), 0);
+  EXPECT_EQ(b.Stop(), 0);
+}
+
 }  // namespace
 }  // namespace tally::testing
