@@ -12,11 +12,18 @@
 namespace tally::crdt {
 
 SlotIndex SlotTable::Intern(const ReplicaSlot& slot) {
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    if (slots_[i] == slot) return static_cast<SlotIndex>(i);
-  }
+  if (auto it = index_.find(slot); it != index_.end()) return it->second;
+  if (full()) return kNoSlot;
+  const auto index = static_cast<SlotIndex>(slots_.size());
   slots_.push_back(slot);
-  return static_cast<SlotIndex>(slots_.size() - 1);
+  index_.emplace(slot, index);
+  return index;
+}
+
+std::optional<SlotIndex> SlotTable::Find(const ReplicaSlot& slot) const {
+  auto it = index_.find(slot);
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
 }
 
 KeyStore::KeyStore(const KeyStoreOptions& options) : options_(options) {
@@ -165,19 +172,36 @@ KeyStore::Entry* KeyStore::FindOrCreate(const KeyId& id, uint64_t window_ms, int
   return Insert(id, Entry{WindowCounter(GeometryOf(window_ms)), 0});
 }
 
-bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_wall_ms) {
-  if (remote.is_null()) return false;
+bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_wall_ms,
+                     MergeOutcome* outcome) {
+  MergeOutcome ignored;
+  if (outcome == nullptr) outcome = &ignored;
+  if (remote.is_null()) {
+    *outcome = MergeOutcome::kFull;
+    return false;
+  }
   Entry* entry = Find(id);
   if (entry == nullptr) {
-    if (remote.Expired(BucketOf(now_wall_ms, remote.geometry()))) return true;  // nothing live
+    if (remote.Expired(BucketOf(now_wall_ms, remote.geometry()))) {
+      *outcome = MergeOutcome::kExpired;  // nothing live
+      return true;
+    }
     if (size_ >= options_.max_keys) {
       Sweep(now_wall_ms);
-      if (size_ >= options_.max_keys) return false;
+      if (size_ >= options_.max_keys) {
+        *outcome = MergeOutcome::kFull;
+        return false;
+      }
     }
     entry = Insert(id, Entry{WindowCounter(remote.geometry()), 0});
   }
-  if (!(entry->counter.geometry() == remote.geometry())) return false;
-  if (entry->counter.Join(remote)) MarkChanged(entry);
+  if (!(entry->counter.geometry() == remote.geometry())) {
+    *outcome = MergeOutcome::kGeometryMismatch;
+    return false;
+  }
+  size_t refused = 0;
+  if (entry->counter.Join(remote, &refused)) MarkChanged(entry);
+  *outcome = refused == 0 ? MergeOutcome::kMerged : MergeOutcome::kRowsRefused;
   return true;
 }
 

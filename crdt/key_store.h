@@ -27,9 +27,11 @@
 #ifndef TALLY_CRDT_KEY_STORE_H_
 #define TALLY_CRDT_KEY_STORE_H_
 
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,15 +49,32 @@ struct ReplicaSlot {
   friend bool operator==(const ReplicaSlot&, const ReplicaSlot&) = default;
 };
 
-// Interns ReplicaSlots as small indexes used inside counters.
+struct ReplicaSlotHash {
+  size_t operator()(const ReplicaSlot& s) const noexcept {
+    return static_cast<size_t>(HashSlot(s.node_id, s.incarnation));
+  }
+};
+
+// Interns ReplicaSlots as small indexes used inside counters. Slots are never
+// freed (counters hold their indexes), so the table is bounded: peers can
+// name slots, and a faulty one must not grow it without end.
 class SlotTable {
  public:
+  static constexpr size_t kMaxSlots = size_t{1} << 16;
+  static constexpr SlotIndex kNoSlot = UINT32_MAX;
+
+  // The index of `slot`, interning it if new; kNoSlot when it is new and the
+  // table holds kMaxSlots already. O(1).
   SlotIndex Intern(const ReplicaSlot& slot);
+  // The index of `slot` if interned.
+  std::optional<SlotIndex> Find(const ReplicaSlot& slot) const;
   const ReplicaSlot& Get(SlotIndex index) const { return slots_.at(index); }
   size_t size() const { return slots_.size(); }
+  bool full() const { return slots_.size() >= kMaxSlots; }
 
  private:
   std::vector<ReplicaSlot> slots_;
+  boost::unordered_flat_map<ReplicaSlot, SlotIndex, ReplicaSlotHash> index_;
 };
 
 struct KeyStoreOptions {
@@ -87,9 +106,19 @@ class KeyStore {
   // Records that `entry` changed: gives it the next version.
   void MarkChanged(Entry* entry) { entry->version = ++version_; }
 
+  enum class MergeOutcome {
+    kMerged,            // joined (possibly without change)
+    kExpired,           // nothing in `remote` is live at now: nothing to do
+    kFull,              // a new key, and the store is full: nothing changed
+    kGeometryMismatch,  // the key exists with another geometry: nothing changed
+    kRowsRefused,       // joined, but some rows were left out (kMaxMergedRows)
+  };
+
   // Joins a remote counter into `id` (creating it). Returns false when the
-  // store is full or the geometry does not match (nothing changes then).
-  bool Merge(const KeyId& id, const WindowCounter& remote, int64_t now_wall_ms);
+  // store is full or the geometry does not match (nothing changes then);
+  // *outcome (if not null) says which, or what happened otherwise.
+  bool Merge(const KeyId& id, const WindowCounter& remote, int64_t now_wall_ms,
+             MergeOutcome* outcome = nullptr);
 
   // Removes every key whose counts have all expired at `now_wall_ms`.
   // Returns how many were removed.

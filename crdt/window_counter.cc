@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <vector>
 
 namespace tally::crdt {
 
@@ -14,6 +15,23 @@ Geometry GeometryFor(uint64_t window_ms, uint32_t buckets_per_window) {
   g.span = static_cast<uint32_t>((window_ms + g.bucket_ms - 1) / g.bucket_ms);
   assert(g.span >= 1 && g.span <= buckets_per_window);
   return g;
+}
+
+bool GeometryValid(const Geometry& g, uint32_t buckets_per_window, uint64_t max_window_ms) {
+  if (buckets_per_window < 1 || max_window_ms < 1) return false;
+  if (g.bucket_ms < 1 || g.span < 1 || g.span > buckets_per_window) return false;
+  if (static_cast<uint64_t>(g.bucket_ms) > max_window_ms) return false;
+  // GeometryFor(w, B) = (b, s) iff ceil(w / B) = b and ceil(w / b) = s, i.e.
+  // w in [(b - 1) B + 1, b B] and w in [(s - 1) b + 1, s b]. With b <=
+  // max_window_ms <= 2^64 / 2^11 and B, s <= 1000 nothing below overflows
+  // for any window of at most 2^53 ms; larger maxima are capped first.
+  const uint64_t b = static_cast<uint64_t>(g.bucket_ms);
+  const uint64_t s = g.span;
+  const uint64_t big_b = buckets_per_window;
+  if (buckets_per_window > 1000 || b > (uint64_t{1} << 53)) return false;
+  const uint64_t lo = std::max((b - 1) * big_b + 1, (s - 1) * b + 1);
+  const uint64_t hi = std::min({b * big_b, s * b, max_window_ms});
+  return lo <= hi;
 }
 
 WindowCounter::WindowCounter(const Geometry& geometry) {
@@ -107,19 +125,52 @@ size_t WindowCounter::InsertRow(SlotIndex slot) {
 }
 
 void WindowCounter::AdvanceTo(int64_t bucket) {
-  int64_t newest = newest_bucket();
+  const int64_t newest = newest_bucket();
   if (bucket <= newest) return;
-  uint32_t ring = geometry().ring();
-  size_t rows = row_count();
-  if (bucket - newest >= static_cast<int64_t>(ring)) {
+  const uint32_t ring = geometry().ring();
+  const size_t rows = row_count();
+  // The distance in unsigned arithmetic: bucket - newest may not fit in an
+  // int64 (a counter that never held anything sits at INT64_MIN / 2).
+  const uint64_t distance = static_cast<uint64_t>(bucket) - static_cast<uint64_t>(newest);
+  if (distance >= ring) {
     for (size_t r = 0; r < rows; ++r) std::memset(row_ptr(r) + 1, 0, ring * sizeof(uint32_t));
   } else {
-    for (int64_t k = newest + 1; k <= bucket; ++k) {
-      size_t pos = Pos(k);
+    // distance < ring: at most one ring of positions, and no overflow.
+    size_t pos = Pos(newest);
+    for (uint64_t step = 0; step < distance; ++step) {
+      pos = pos + 1 == ring ? 0 : pos + 1;
       for (size_t r = 0; r < rows; ++r) row_ptr(r)[1 + pos] = 0;
     }
   }
   set_newest(bucket);
+}
+
+size_t WindowCounter::DropEmptyRows() {
+  const size_t rows = row_count();
+  const size_t words_per_row = row_words();
+  size_t kept = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const uint32_t* cells = row_ptr(r) + 1;
+    bool live = false;
+    for (size_t p = 0; p + 1 < words_per_row && !live; ++p) live = cells[p] != 0;
+    if (!live) continue;
+    if (kept != r) std::memmove(row_ptr(kept), row_ptr(r), words_per_row * sizeof(uint32_t));
+    ++kept;
+  }
+  if (kept == rows) return 0;
+  // Shrink the block: HeapBytes stays what the rows need.
+  const size_t words = kHeaderWords + kept * words_per_row;
+  auto shrunk = std::make_unique<uint32_t[]>(words);
+  std::memcpy(shrunk.get(), block_.get(), words * sizeof(uint32_t));
+  block_ = std::move(shrunk);
+  set_rows(kept);
+  return rows - kept;
+}
+
+bool WindowCounter::RoomForMergedRow() {
+  if (row_count() < kMaxMergedRows) return true;
+  DropEmptyRows();
+  return row_count() < kMaxMergedRows;
 }
 
 uint64_t WindowCounter::ColumnSum(int64_t bucket) const {
@@ -154,6 +205,8 @@ uint64_t WindowCounter::Sum(int64_t now_bucket) const {
 
 void WindowCounter::Add(SlotIndex slot, int64_t bucket, uint32_t hits) {
   if (hits == 0) return;
+  const int64_t max_bucket = MaxBucket(geometry());
+  bucket = std::clamp(bucket, -max_bucket, max_bucket);
   AdvanceTo(bucket);
   int64_t oldest = newest_bucket() - static_cast<int64_t>(geometry().span);
   bucket = std::max(bucket, oldest);
@@ -164,17 +217,21 @@ void WindowCounter::Add(SlotIndex slot, int64_t bucket, uint32_t hits) {
   cell += hits;
 }
 
-void WindowCounter::MergeBucket(SlotIndex slot, int64_t bucket, uint32_t value) {
-  if (value == 0) return;
-  AdvanceTo(bucket);
-  if (bucket < newest_bucket() - static_cast<int64_t>(geometry().span)) return;
+bool WindowCounter::MergeBucket(SlotIndex slot, int64_t bucket, uint32_t value) {
+  if (value == 0 || !InDomain(bucket, geometry())) return true;
+  if (bucket < newest_bucket() - static_cast<int64_t>(geometry().span)) return true;
   size_t row = FindRow(slot);
-  if (row == row_count()) row = InsertRow(slot);
+  if (row == row_count()) {
+    if (!RoomForMergedRow()) return false;
+    row = InsertRow(slot);
+  }
+  AdvanceTo(bucket);
   uint32_t& cell = row_ptr(row)[1 + Pos(bucket)];
   cell = std::max(cell, value);
+  return true;
 }
 
-bool WindowCounter::Join(const WindowCounter& other) {
+bool WindowCounter::Join(const WindowCounter& other, size_t* rows_refused) {
   assert(geometry() == other.geometry());
   bool changed = false;
   int64_t before = newest_bucket();
@@ -194,23 +251,112 @@ bool WindowCounter::Join(const WindowCounter& other) {
   // of dividing per cell.
   const size_t ring = geometry().ring();
   const size_t start = Pos(from);
+  const size_t live = static_cast<size_t>(other_newest - from) + 1;  // <= ring
+  auto has_live = [&](const uint32_t* cells) {
+    for (size_t i = 0, pos = start; i < live; ++i, pos = pos + 1 == ring ? 0 : pos + 1) {
+      if (cells[pos] != 0) return true;
+    }
+    return false;
+  };
+  // Rows to add (other's rows are sorted, so these are too), inserted in one
+  // allocation: one per row would copy the block once per row.
+  std::vector<SlotIndex> added;
   for (size_t orow = 0; orow < other.row_count(); ++orow) {
-    SlotIndex slot = other.row_slot(orow);
+    const SlotIndex slot = other.row_slot(orow);
+    if (FindRow(slot) == row_count() && has_live(other.row_ptr(orow) + 1)) added.push_back(slot);
+  }
+  if (!added.empty()) {
+    if (row_count() + added.size() > kMaxMergedRows) DropEmptyRows();
+    const size_t room = kMaxMergedRows > row_count() ? kMaxMergedRows - row_count() : 0;
+    if (added.size() > room) {
+      if (rows_refused != nullptr) *rows_refused += added.size() - room;
+      added.resize(room);
+    }
+    InsertRows(added);
+  }
+  // Both row lists are sorted by slot: walk them together.
+  size_t row = 0;
+  for (size_t orow = 0; orow < other.row_count(); ++orow) {
+    const SlotIndex slot = other.row_slot(orow);
+    while (row < row_count() && row_slot(row) < slot) ++row;
+    if (row == row_count() || row_slot(row) != slot) continue;  // refused, or nothing live
     const uint32_t* theirs_row = other.row_ptr(orow) + 1;
-    size_t row = FindRow(slot);
-    size_t pos = start;
-    for (int64_t k = from; k <= other_newest; ++k, pos = pos + 1 == ring ? 0 : pos + 1) {
-      uint32_t theirs = theirs_row[pos];
-      if (theirs == 0) continue;
-      if (row == row_count()) row = InsertRow(slot);
-      uint32_t& mine = row_ptr(row)[1 + pos];
-      if (theirs > mine) {
-        mine = theirs;
+    uint32_t* mine_row = row_ptr(row) + 1;
+    for (size_t i = 0, pos = start; i < live; ++i, pos = pos + 1 == ring ? 0 : pos + 1) {
+      if (theirs_row[pos] > mine_row[pos]) {
+        mine_row[pos] = theirs_row[pos];
         changed = true;
       }
     }
   }
   return changed;
+}
+
+void WindowCounter::InsertRows(const std::vector<SlotIndex>& slots) {
+  if (slots.empty()) return;
+  const size_t rows = row_count();
+  const size_t words_per_row = row_words();
+  auto grown = std::make_unique<uint32_t[]>(kHeaderWords + (rows + slots.size()) * words_per_row);
+  std::memcpy(grown.get(), block_.get(), kHeaderWords * sizeof(uint32_t));
+  // Merge the two sorted lists of rows.
+  size_t mine = 0, next = 0, out = 0;
+  while (mine < rows || next < slots.size()) {
+    uint32_t* to = grown.get() + kHeaderWords + out * words_per_row;
+    if (next == slots.size() || (mine < rows && row_ptr(mine)[0] < slots[next])) {
+      std::memcpy(to, row_ptr(mine), words_per_row * sizeof(uint32_t));
+      ++mine;
+    } else {
+      assert(mine == rows || row_ptr(mine)[0] != slots[next]);
+      std::memset(to, 0, words_per_row * sizeof(uint32_t));
+      to[0] = slots[next];
+      ++next;
+    }
+    ++out;
+  }
+  block_ = std::move(grown);
+  set_rows(rows + slots.size());
+}
+
+WindowCounter WindowCounter::FromState(const Geometry& g, int64_t newest,
+                                       std::span<const StateRow> rows) {
+  WindowCounter c(g);
+  if (rows.empty() || !InDomain(newest, g) || !InDomain(newest - g.span, g)) return c;
+  std::vector<SlotIndex> slots;
+  slots.reserve(rows.size());
+  for (const StateRow& r : rows) slots.push_back(r.slot);
+  std::sort(slots.begin(), slots.end());
+  slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+  if (slots.size() > kMaxMergedRows) slots.resize(kMaxMergedRows);
+  c.InsertRows(slots);
+  c.set_newest(newest);
+  const size_t ring = g.ring();
+  const size_t first = c.Pos(newest - g.span);
+  for (const StateRow& r : rows) {
+    auto it = std::lower_bound(slots.begin(), slots.end(), r.slot);
+    if (it == slots.end() || *it != r.slot) continue;
+    uint32_t* cells = c.row_ptr(static_cast<size_t>(it - slots.begin())) + 1;
+    for (size_t k = 0, pos = first; k < ring; ++k, pos = pos + 1 == ring ? 0 : pos + 1) {
+      cells[pos] = std::max(cells[pos], r.counts[k]);
+    }
+  }
+  // Newest is the newest bucket holding a count, as merging cell by cell
+  // would leave it: a state's empty newest buckets drop nothing of ours.
+  size_t last = 0;
+  bool any = false;
+  for (size_t r = 0; r < c.row_count(); ++r) {
+    const uint32_t* cells = c.row_ptr(r) + 1;
+    for (size_t k = ring; k-- > 0;) {
+      if (cells[(first + k) % ring] != 0) {
+        if (!any || k > last) last = k;
+        any = true;
+        break;
+      }
+    }
+  }
+  if (!any) return WindowCounter(g);
+  c.set_newest(newest - static_cast<int64_t>(g.span) + static_cast<int64_t>(last));
+  c.DropEmptyRows();
+  return c;
 }
 
 std::optional<int64_t> WindowCounter::FirstFittingBucket(int64_t now_bucket, uint64_t limit,

@@ -19,6 +19,14 @@
 // Invariants (asserted):
 //   * newest_bucket - span .. newest_bucket is the live ring, span + 1 slots.
 //   * rows are sorted by slot and slots are unique.
+//
+// Untrusted numbers: bucket indexes and counts may come from a peer's
+// message. Every operation's work is bounded by the ring and the row count,
+// never by the value of an index: a bucket outside the domain
+// [-MaxBucket, MaxBucket] is ignored by merges (so bucket x bucket_ms never
+// overflows, and bucket +- span neither), and moving the ring forward by any
+// distance clears at most one ring. Merges never take a counter past
+// kMaxMergedRows rows (docs/DESIGN.md, "Validating peer state").
 #ifndef TALLY_CRDT_WINDOW_COUNTER_H_
 #define TALLY_CRDT_WINDOW_COUNTER_H_
 
@@ -26,6 +34,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
+#include <vector>
 
 namespace tally::crdt {
 
@@ -42,11 +52,31 @@ struct Geometry {
 // REQUIRES: window_ms >= 1, 1 <= buckets_per_window <= 1000.
 Geometry GeometryFor(uint64_t window_ms, uint32_t buckets_per_window);
 
+// True when `g` is what GeometryFor(w, buckets_per_window) gives for some
+// window 1 <= w <= max_window_ms. Constant time; any input is safe.
+bool GeometryValid(const Geometry& g, uint32_t buckets_per_window, uint64_t max_window_ms);
+
+// REQUIRES: g.bucket_ms >= 1 and wall_ms > INT64_MIN + g.bucket_ms.
 inline int64_t BucketOf(int64_t wall_ms, const Geometry& g) {
   return wall_ms >= 0 ? wall_ms / g.bucket_ms : -((-wall_ms + g.bucket_ms - 1) / g.bucket_ms);
 }
 
+// The bucket domain: |bucket| <= MaxBucket(g) keeps |bucket x bucket_ms| <=
+// 2^61 ms (73 million years), so a bucket's start time, and any bucket within
+// a few rings of it, never overflows.
+inline int64_t MaxBucket(const Geometry& g) { return (int64_t{1} << 61) / g.bucket_ms; }
+inline bool InDomain(int64_t bucket, const Geometry& g) {
+  return bucket >= -MaxBucket(g) && bucket <= MaxBucket(g);
+}
+
 using SlotIndex = uint32_t;
+
+// Merges (MergeBucket, Join) never add a row to a counter that already has
+// this many (after dropping rows with nothing live): a key is decided by a
+// few processes per window, and this bounds what a faulty peer can make one
+// key cost (memory, and the Sum of every check). One more row is always left
+// for the local slot's Add.
+inline constexpr size_t kMaxMergedRows = 255;
 
 // Move-only; one heap block per counter keeps a live key near 80 bytes.
 // Thread safety: none (a value type).
@@ -57,6 +87,20 @@ class WindowCounter {
   WindowCounter(WindowCounter&&) noexcept = default;
   WindowCounter& operator=(WindowCounter&&) noexcept = default;
   WindowCounter Clone() const;
+
+  // One row of a remote state: `counts` holds buckets newest - span ..
+  // newest, oldest first (span + 1 of them).
+  struct StateRow {
+    SlotIndex slot = 0;
+    const uint32_t* counts = nullptr;
+  };
+  // The counter of a remote state, built in one allocation: rows of the same
+  // slot are joined, rows with no count dropped, rows past kMaxMergedRows
+  // (in slot order) left out, and its newest bucket is the newest holding a
+  // count (as merging cell by cell would leave it). A `newest` outside the
+  // domain gives an empty counter. REQUIRES: each row's counts hold g.ring()
+  // values.
+  static WindowCounter FromState(const Geometry& g, int64_t newest, std::span<const StateRow> rows);
 
   bool is_null() const { return block_ == nullptr; }
   Geometry geometry() const;
@@ -74,16 +118,21 @@ class WindowCounter {
 
   // Adds `hits` to (slot, bucket). A bucket older than the ring (time went
   // back by more than a window) is recorded in the oldest live bucket, which
-  // counts it for longer, never shorter.
+  // counts it for longer, never shorter. A bucket outside the domain (a
+  // broken clock) is clamped into it.
   void Add(SlotIndex slot, int64_t bucket, uint32_t hits);
 
   // Raises (slot, bucket) to at least `count` (a remote delta). Ignored when
-  // the bucket is older than the ring.
-  void MergeBucket(SlotIndex slot, int64_t bucket, uint32_t count);
+  // the bucket is older than the ring or outside the domain. Returns false
+  // when it was refused because the slot has no row and the counter has
+  // kMaxMergedRows rows with something live.
+  bool MergeBucket(SlotIndex slot, int64_t bucket, uint32_t count);
 
   // this = join(this, other). REQUIRES: same geometry, slots in the same
-  // index space. Returns true when this changed.
-  bool Join(const WindowCounter& other);
+  // index space. Returns true when this changed. Rows of `other` that would
+  // take this past kMaxMergedRows are left out; *rows_refused (if not null)
+  // is increased by their number.
+  bool Join(const WindowCounter& other, size_t* rows_refused = nullptr);
 
   // True when nothing is counted any more at `now_bucket`.
   bool Expired(int64_t now_bucket) const {
@@ -125,7 +174,13 @@ class WindowCounter {
   void set_rows(size_t rows);
   size_t FindRow(SlotIndex slot) const;  // row_count() when absent
   size_t InsertRow(SlotIndex slot);      // keeps rows sorted
-  void AdvanceTo(int64_t bucket);        // moves newest forward, clearing stale ring slots
+  // Inserts empty rows for `slots` (sorted, none present) in one allocation.
+  void InsertRows(const std::vector<SlotIndex>& slots);
+  // Drops rows with no non-zero count (nothing live). Returns rows dropped.
+  size_t DropEmptyRows();
+  // True when a merge may add a row (after dropping empty rows if needed).
+  bool RoomForMergedRow();
+  void AdvanceTo(int64_t bucket);  // moves newest forward, clearing stale ring slots
   uint64_t ColumnSum(int64_t bucket) const;
   size_t Pos(int64_t bucket) const;
 

@@ -39,19 +39,44 @@ bool ReadReplicate(wire::Replicate::Reader r, ReplicateValue* v, std::string* wh
   v->seq = r.getSeq();
   v->slots.clear();
   v->counters.clear();
-  for (auto s : r.getSlots()) v->slots.push_back({s.getNodeId().cStr(), s.getGeneration()});
-  for (auto c : r.getCounters()) {
+  auto slots = r.getSlots();
+  auto counters = r.getCounters();
+  if (slots.size() > kMaxSlotsPerMessage) {
+    *why = "too many slots";
+    return false;
+  }
+  if (counters.size() > kMaxCountersPerMessage) {
+    *why = "too many counters";
+    return false;
+  }
+  v->slots.reserve(slots.size());
+  for (auto s : slots) {
+    auto id = s.getNodeId();
+    if (id.size() == 0 || id.size() > kMaxSlotIdBytes) {
+      *why = "slot with an empty or oversized node id";
+      return false;
+    }
+    v->slots.push_back({std::string(id.begin(), id.size()), s.getGeneration()});
+  }
+  v->counters.reserve(counters.size());
+  for (auto c : counters) {
     CounterValue cv;
     cv.key_high = c.getKey().getHigh();
     cv.key_low = c.getKey().getLow();
     cv.bucket_ms = c.getBucketMs();
     cv.span = c.getSpan();
     cv.newest_bucket = c.getNewestBucket();
-    if (cv.bucket_ms == 0 || cv.span == 0 || cv.span > 1000) {
+    if (cv.bucket_ms == 0 || cv.span == 0 || cv.span > kMaxSpan) {
       *why = "counter with a nonsense geometry";
       return false;
     }
-    for (auto row : c.getRows()) {
+    auto rows = c.getRows();
+    if (rows.size() > kMaxRowsPerCounter) {
+      *why = "counter with too many rows";
+      return false;
+    }
+    cv.rows.reserve(rows.size());
+    for (auto row : rows) {
       CounterValue::Row rv;
       rv.slot = row.getSlot();
       if (rv.slot >= v->slots.size()) {
@@ -69,6 +94,24 @@ bool ReadReplicate(wire::Replicate::Reader r, ReplicateValue* v, std::string* wh
     }
     v->counters.push_back(std::move(cv));
   }
+  return true;
+}
+
+// A result that no correct decider produces (tally/types.h's invariants).
+bool SaneResult(const tally::CheckResult& r, std::string* why) {
+  auto fail = [why](const char* reason) {
+    *why = reason;
+    return false;
+  };
+  if (r.status != tally::Status::kOk && r.allowed) return fail("result allowed with an error");
+  if (r.status != tally::Status::kOk) return true;  // carries the request's fields as they were
+  if (r.limit > tally::kMaxLimit) return fail("result limit out of range");
+  if (r.remaining > r.limit) return fail("result remaining exceeds its limit");
+  if (r.allowed && r.retry_after_ms != 0) return fail("allowed result with a retry delay");
+  if (r.retry_after_ms > kMaxResultDelayMs && r.retry_after_ms != tally::kNeverFits) {
+    return fail("result retry delay out of range");
+  }
+  if (r.reset_after_ms > kMaxResultDelayMs) return fail("result reset delay out of range");
   return true;
 }
 
@@ -94,9 +137,15 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
       }
       break;
     }
-    case Kind::kReplicate: FillReplicate(value.replicate, builder.initReplicate()); break;
-    case Kind::kStatePush: FillReplicate(value.replicate, builder.initStatePush()); break;
-    case Kind::kReplicateAck: builder.setReplicateAck(value.ack_seq); break;
+    case Kind::kReplicate:
+      FillReplicate(value.replicate, builder.initReplicate());
+      break;
+    case Kind::kStatePush:
+      FillReplicate(value.replicate, builder.initStatePush());
+      break;
+    case Kind::kReplicateAck:
+      builder.setReplicateAck(value.ack_seq);
+      break;
     case Kind::kDigest: {
       auto d = builder.initDigest();
       d.setIsReply(value.digest_is_reply);
@@ -104,8 +153,12 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
       for (unsigned i = 0; i < value.digest.size(); ++i) ranges.set(i, value.digest[i]);
       break;
     }
-    case Kind::kHandoffRequest: builder.setHandoffRequest(); break;
-    case Kind::kHandoffDone: builder.setHandoffDone(); break;
+    case Kind::kHandoffRequest:
+      builder.setHandoffRequest();
+      break;
+    case Kind::kHandoffDone:
+      builder.setHandoffDone();
+      break;
   }
 }
 
@@ -113,12 +166,22 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
   using Kind = NodeMessageValue::Kind;
   *value = NodeMessageValue{};
   switch (reader.which()) {
-    case NodeMessage::FORWARD:
+    case NodeMessage::FORWARD: {
       value->kind = Kind::kForward;
-      for (auto f : reader.getForward()) {
+      auto forwards = reader.getForward();
+      if (forwards.size() > kMaxForwardsPerMessage) {
+        *why = "too many forwarded checks";
+        return false;
+      }
+      value->forwards.reserve(forwards.size());
+      for (auto f : forwards) {
         ForwardValue fv;
         fv.forward_id = f.getForwardId();
         fv.hops = f.getHops();
+        if (fv.hops == 0) {
+          *why = "forwarded check with 0 hops";
+          return false;
+        }
         auto c = f.getCheck();
         fv.check.request_id = c.getRequestId();
         fv.check.user_id = FromData(c.getUserId());
@@ -129,9 +192,16 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
         value->forwards.push_back(std::move(fv));
       }
       return true;
-    case NodeMessage::FORWARD_REPLY:
+    }
+    case NodeMessage::FORWARD_REPLY: {
       value->kind = Kind::kForwardReply;
-      for (auto f : reader.getForwardReply()) {
+      auto results = reader.getForwardReply();
+      if (results.size() > kMaxResultsPerMessage) {
+        *why = "too many forwarded results";
+        return false;
+      }
+      value->results.reserve(results.size());
+      for (auto f : results) {
         ForwardResultValue rv;
         rv.forward_id = f.getForwardId();
         auto r = f.getResponse();
@@ -142,10 +212,19 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
         rv.result.retry_after_ms = r.getRetryAfterMs();
         rv.result.reset_after_ms = r.getResetAfterMs();
         rv.result.limit = r.getLimit();
-        if (r.hasError()) rv.result.error = r.getError().cStr();
+        if (r.hasError()) {
+          auto error = r.getError();
+          if (error.size() > kMaxResultErrorBytes) {
+            *why = "forwarded result with an oversized error";
+            return false;
+          }
+          rv.result.error = std::string(error.begin(), error.size());
+        }
+        if (!SaneResult(rv.result, why)) return false;
         value->results.push_back(std::move(rv));
       }
       return true;
+    }
     case NodeMessage::REPLICATE:
       value->kind = Kind::kReplicate;
       return ReadReplicate(reader.getReplicate(), &value->replicate, why);
@@ -161,12 +240,20 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
       auto d = reader.getDigest();
       value->digest_is_reply = d.getIsReply();
       auto ranges = d.getRanges();
+      if (ranges.size() > kMaxDigestRanges) {
+        *why = "too many digest ranges";
+        return false;
+      }
       value->digest.reserve(ranges.size());
       for (uint64_t h : ranges) value->digest.push_back(h);
       return true;
     }
-    case NodeMessage::HANDOFF_REQUEST: value->kind = Kind::kHandoffRequest; return true;
-    case NodeMessage::HANDOFF_DONE: value->kind = Kind::kHandoffDone; return true;
+    case NodeMessage::HANDOFF_REQUEST:
+      value->kind = Kind::kHandoffRequest;
+      return true;
+    case NodeMessage::HANDOFF_DONE:
+      value->kind = Kind::kHandoffDone;
+      return true;
   }
   *why = "unknown node message (newer protocol?)";
   return false;

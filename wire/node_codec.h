@@ -69,6 +69,23 @@ struct NodeMessageValue {
   bool digest_is_reply = false;
 };
 
+// Decoder bounds: a message beyond any of them is malformed (dropped and
+// counted by the receiver), whoever sent it. Each is far above what an
+// honest sender produces (docs/DESIGN.md, "Validating peer state").
+inline constexpr size_t kMaxForwardsPerMessage = 1024;  // a datagram holds ~20
+inline constexpr size_t kMaxResultsPerMessage = 1024;
+inline constexpr size_t kMaxSlotsPerMessage = 4096;      // distinct replica slots
+inline constexpr size_t kMaxCountersPerMessage = 16384;  // a 256 KiB push holds ~4000
+inline constexpr size_t kMaxRowsPerCounter = 255;        // crdt::kMaxMergedRows
+inline constexpr size_t kMaxSpan = 1000;                 // buckets_per_window <= 1000
+inline constexpr size_t kMaxDigestRanges = 1024;         // 64 today
+inline constexpr size_t kMaxSlotIdBytes = 255;           // member ids
+inline constexpr size_t kMaxResultErrorBytes = 1024;
+// A result's retry_after_ms / reset_after_ms beyond this (and not
+// kNeverFits) is nonsense: an honest one is at most about a window plus the
+// clock-offset allowance for buckets ahead of now.
+inline constexpr uint64_t kMaxResultDelayMs = 3 * tally::kMaxWindowMs;
+
 void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builder);
 // Returns false (with *why) for content that decodes but makes no sense.
 // May throw kj::Exception on malformed bytes: call inside the peer codec's try.

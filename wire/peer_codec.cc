@@ -10,6 +10,7 @@
 #include <variant>
 
 #include "tally/peer.capnp.h"
+#include "wire/codec.h"
 
 namespace tally::wire {
 namespace {
@@ -46,10 +47,10 @@ void WriteUpdates(const std::vector<m::MemberUpdate>& updates,
     WriteUpdate(updates[i], list[static_cast<unsigned>(i)]);
 }
 
-// Returns false (and sets *why) when the list is too long to be honest.
+// Returns false (and sets *why) when the list is longer than `max_entries`.
 bool ReadUpdates(capnp::List<peer::MemberUpdate>::Reader list, std::vector<m::MemberUpdate>* out,
-                 size_t* dropped, std::string* why) {
-  if (list.size() > kMaxPeerListEntries) {
+                 size_t* dropped, std::string* why, size_t max_entries = kMaxPeerListEntries) {
+  if (list.size() > max_entries) {
     *why = "too many member updates";
     return false;
   }
@@ -196,6 +197,12 @@ tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::s
     msg.sender_generation = root.getSenderGeneration();
     msg.sender_incarnation = root.getSenderIncarnation();
     msg.sender_wall_ms = root.getSenderWallMs();
+    // Only push-pull (the member table, over a stream) and node messages
+    // (ReadNode bounds those) may be larger than a datagram.
+    if (root.which() != peer::PeerMessage::PUSH_PULL && root.which() != peer::PeerMessage::NODE &&
+        bytes.size() > kMaxDatagramBytes) {
+      return fail(tally::Status::kMalformed, "membership message larger than a datagram");
+    }
     switch (root.which()) {
       case peer::PeerMessage::PING: {
         auto p = root.getPing();
@@ -234,7 +241,8 @@ tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::s
         // handles (bytes_ keeps the view for it).
         return tally::Status::kOk;
     }
-    if (!ReadUpdates(root.getPiggyback(), &msg.piggyback, &dropped_updates_, &reason)) {
+    if (!ReadUpdates(root.getPiggyback(), &msg.piggyback, &dropped_updates_, &reason,
+                     kMaxPiggybackUpdates)) {
       return fail(tally::Status::kMalformed, reason);
     }
     is_swim_ = true;
@@ -271,7 +279,17 @@ bool PeerMessageReader::ReadNode(NodeMessageValue* msg, std::string* why) {
     capnp::FlatArrayMessageReader reader(
         kj::arrayPtr(static_cast<const capnp::word*>(words_), word_count_), options);
     auto root = reader.getRoot<peer::PeerMessage>();
-    return ReadNodeMessage(root.getNode(), msg, why);
+    auto node = root.getNode();
+    // Only bulk state (and the handoffDone that follows it on the same
+    // stream) may be larger than a datagram: every other kind is sent as
+    // one, so a larger one is forged and its work per message unbounded.
+    const NodeMessage::Which which = node.which();
+    if (which != NodeMessage::STATE_PUSH && which != NodeMessage::HANDOFF_DONE &&
+        word_count_ * sizeof(capnp::word) > kMaxDatagramBytes) {
+      *why = "node message larger than a datagram";
+      return false;
+    }
+    return ReadNodeMessage(node, msg, why);
   } catch (const kj::Exception& e) {
     *why = std::string("undecodable: ") + e.getDescription().cStr();
     return false;

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "membership/message.h"
-#include "wire/node_codec.h"
 #include "tally/types.h"
+#include "wire/node_codec.h"
 
 namespace tally::wire {
 
@@ -25,6 +25,8 @@ namespace tally::wire {
 inline constexpr size_t kMaxPeerMessageBytes = 32u << 20;
 // More list entries than this in one message is hostile.
 inline constexpr size_t kMaxPeerListEntries = 1u << 17;
+// Rumors piggybacked on one datagram: a 1400-byte packet carries ~30.
+inline constexpr size_t kMaxPiggybackUpdates = 1024;
 
 // Encodes `msg` into `*out` (replacing its contents). The size never exceeds
 // membership::EstimatedEncodedBytes(msg) (tests/wire/peer_codec_test.cc).

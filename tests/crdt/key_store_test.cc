@@ -75,9 +75,8 @@ TEST(KeyStoreTest, VersionsTrackChangesForDeltas) {
   eb->counter.Add(0, 0, 1);
   store.MarkChanged(eb);
   std::vector<KeyId> changed;
-  store.ForEachChangedSince(after_a, [&](const KeyId& id, const KeyStore::Entry&) {
-    changed.push_back(id);
-  });
+  store.ForEachChangedSince(
+      after_a, [&](const KeyId& id, const KeyStore::Entry&) { changed.push_back(id); });
   ASSERT_EQ(changed.size(), 1u);
   EXPECT_EQ(changed[0], b);
 }
@@ -97,6 +96,45 @@ TEST(KeyStoreTest, MergeJoinsRemoteStateAndRejectsGeometryMismatch) {
   other_geometry.Add(5, 0, 1);
   EXPECT_FALSE(store.Merge(a, other_geometry, 50));
   EXPECT_EQ(store.Find(a)->counter.Sum(0), 7u);
+}
+
+TEST(KeyStoreTest, MergeSaysWhatHappened) {
+  KeyStore store({.max_keys = 1, .buckets_per_window = 10});
+  const Geometry g = store.GeometryOf(1000);
+  WindowCounter remote(g);
+  remote.MergeBucket(5, 0, 7);
+  KeyStore::MergeOutcome outcome;
+  EXPECT_TRUE(store.Merge(HashKey("a", "e", 1000), remote, 10'000, &outcome));
+  EXPECT_EQ(outcome, KeyStore::MergeOutcome::kExpired);  // bucket 0 is long gone at 10 s
+  EXPECT_EQ(store.size(), 0u);
+  EXPECT_TRUE(store.Merge(HashKey("a", "e", 1000), remote, 50, &outcome));
+  EXPECT_EQ(outcome, KeyStore::MergeOutcome::kMerged);
+  EXPECT_FALSE(store.Merge(HashKey("b", "e", 1000), remote, 50, &outcome));
+  EXPECT_EQ(outcome, KeyStore::MergeOutcome::kFull);
+  WindowCounter other(GeometryFor(1000, 20));
+  other.MergeBucket(5, 0, 1);
+  EXPECT_FALSE(store.Merge(HashKey("a", "e", 1000), other, 50, &outcome));
+  EXPECT_EQ(outcome, KeyStore::MergeOutcome::kGeometryMismatch);
+  // A remote state of more rows than a merge may add: the rest is refused.
+  WindowCounter wide(g);
+  for (SlotIndex s = 100; s < 100 + kMaxMergedRows; ++s) wide.MergeBucket(s, 0, 1);
+  EXPECT_TRUE(store.Merge(HashKey("a", "e", 1000), wide, 50, &outcome));
+  EXPECT_EQ(outcome, KeyStore::MergeOutcome::kRowsRefused);
+  EXPECT_EQ(store.Find(HashKey("a", "e", 1000))->counter.row_count(), kMaxMergedRows);
+}
+
+TEST(SlotTableTest, IsBoundedAndFindsInConstantTime) {
+  SlotTable t;
+  for (size_t i = 0; i < SlotTable::kMaxSlots; ++i) {
+    ASSERT_EQ(t.Intern({"n" + std::to_string(i % 7), i}), i);
+  }
+  EXPECT_TRUE(t.full());
+  EXPECT_EQ(t.Intern({"new", 1}), SlotTable::kNoSlot);
+  EXPECT_EQ(t.size(), SlotTable::kMaxSlots);
+  // Known slots are still found and interned.
+  EXPECT_EQ(t.Intern({"n3", 10}), 10u);
+  EXPECT_EQ(t.Find({"n3", 10}), std::optional<SlotIndex>(10));
+  EXPECT_EQ(t.Find({"n3", 11}), std::nullopt);
 }
 
 TEST(SlotTableTest, InternsEachSlotOnceAndIncarnationsDiffer) {

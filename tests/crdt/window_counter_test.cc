@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
 #include <vector>
 
 namespace tally::crdt {
@@ -52,13 +53,15 @@ WindowCounter Joined(const WindowCounter& a, const WindowCounter& b) {
 }
 
 TEST(GeometryTest, SpanCoversTheWindowAndNeverExceedsBucketsPerWindow) {
-  for (uint64_t window : {1ull, 2ull, 7ull, 19ull, 999ull, 1000ull, 1001ull, 60000ull, 86400000ull}) {
+  for (uint64_t window :
+       {1ull, 2ull, 7ull, 19ull, 999ull, 1000ull, 1001ull, 60000ull, 86400000ull}) {
     for (uint32_t buckets : {1u, 2u, 3u, 10u, 20u, 64u, 1000u}) {
       Geometry g = GeometryFor(window, buckets);
       EXPECT_GE(g.bucket_ms, 1);
       EXPECT_LE(g.span, buckets);
       EXPECT_GE(static_cast<uint64_t>(g.span) * g.bucket_ms, window) << window << "/" << buckets;
-      EXPECT_LT(static_cast<uint64_t>(g.span - 1) * g.bucket_ms, window) << window << "/" << buckets;
+      EXPECT_LT(static_cast<uint64_t>(g.span - 1) * g.bucket_ms, window)
+          << window << "/" << buckets;
     }
   }
 }
@@ -134,6 +137,146 @@ TEST(WindowCounterTest, RowsStaySortedAndCloneIsDeep) {
   d.Add(2, 5, 10);
   EXPECT_EQ(c.CountOfSlot(2, 5), 1u);
   EXPECT_EQ(d.CountOfSlot(2, 5), 11u);
+}
+
+// A remote bucket index is a number in a peer's message: no value of it may
+// make an operation loop, overflow or wipe live counts (issue 9: one
+// replicate with newestBucket = 2^63 - 1 looped in AdvanceTo forever).
+TEST(WindowCounterTest, BucketsOutsideTheDomainAreIgnoredInBoundedWork) {
+  const Geometry g{60'000, 10};
+  const int64_t now = 28'333'333;  // ~ 2023 in minutes
+  for (int64_t far : {INT64_MAX, INT64_MAX - 1, INT64_MIN, INT64_MIN + 1, INT64_MIN / 2,
+                      INT64_MAX / 2, MaxBucket(g) + 1, -MaxBucket(g) - 1}) {
+    WindowCounter c(g);
+    c.Add(0, now, 3);
+    c.MergeBucket(1, far, 7);
+    EXPECT_EQ(c.newest_bucket(), now) << far;
+    EXPECT_EQ(c.Sum(now), 3u) << far;
+    EXPECT_EQ(c.row_count(), 1u) << far;
+    WindowCounter empty(g);
+    empty.MergeBucket(1, far, 7);
+    EXPECT_EQ(empty.row_count(), 0u) << far;
+    EXPECT_TRUE(empty.Expired(now)) << far;
+  }
+}
+
+TEST(WindowCounterTest, ArithmeticAtTheEdgesOfTheDomainDoesNotOverflow) {
+  for (const Geometry g :
+       {Geometry{1, 1}, Geometry{1, 1000}, Geometry{4'294'967, 1000}, Geometry{4'294'967'295, 1}}) {
+    for (int64_t edge : {MaxBucket(g), -MaxBucket(g)}) {
+      WindowCounter c(g);
+      c.MergeBucket(0, edge, 5);
+      EXPECT_EQ(c.newest_bucket(), edge);
+      EXPECT_EQ(c.Sum(edge), 5u);
+      EXPECT_FALSE(c.Expired(edge));
+      EXPECT_TRUE(c.Expired(edge + static_cast<int64_t>(g.span) + 1));
+      auto fits = c.FirstFittingBucket(edge, 5, 1);
+      ASSERT_TRUE(fits.has_value());
+      EXPECT_EQ(*fits, edge + static_cast<int64_t>(g.span) + 1);
+      // Its start in ms fits in an int64 (LimiterCore multiplies it out).
+      EXPECT_LE(*fits, INT64_MAX / g.bucket_ms);
+      EXPECT_EQ(c.LastNonEmptyBucket(edge), std::optional<int64_t>(edge));
+      // Joining a state from the far other end moves the ring in bounded work.
+      WindowCounter other(g);
+      other.MergeBucket(1, -edge, 2);
+      WindowCounter joined = c.Clone();
+      joined.Join(other);
+      EXPECT_EQ(joined.newest_bucket(), std::max(edge, -edge));
+    }
+  }
+}
+
+TEST(WindowCounterTest, AddClampsItsBucketIntoTheDomain) {
+  const Geometry g{1000, 10};
+  WindowCounter c(g);
+  c.Add(0, INT64_MAX, 1);
+  EXPECT_EQ(c.newest_bucket(), MaxBucket(g));
+  EXPECT_EQ(c.Sum(MaxBucket(g)), 1u);
+}
+
+TEST(WindowCounterTest, MergesNeverTakeACounterPastTheRowCap) {
+  const Geometry g{100, 10};
+  WindowCounter c(g);
+  for (SlotIndex s = 0; s < kMaxMergedRows + 20; ++s) c.MergeBucket(s, 50, 1);
+  EXPECT_EQ(c.row_count(), kMaxMergedRows);
+  EXPECT_EQ(c.Sum(50), kMaxMergedRows);
+  // A join past the cap keeps the rows it already has and refuses the rest.
+  WindowCounter remote(g);
+  for (SlotIndex s = 1000; s < 1010; ++s) remote.MergeBucket(s, 51, 2);
+  size_t refused = 0;
+  c.Join(remote, &refused);
+  EXPECT_EQ(refused, 10u);
+  EXPECT_EQ(c.row_count(), kMaxMergedRows);
+  // Rows whose counts all expired make room again.
+  WindowCounter later(g);
+  for (SlotIndex s = 2000; s < 2005; ++s) later.MergeBucket(s, 50 + 11 + 5, 4);
+  refused = 0;
+  c.Join(later, &refused);
+  EXPECT_EQ(refused, 0u);
+  EXPECT_EQ(c.row_count(), 5u);
+  EXPECT_EQ(c.Sum(66), 20u);
+  // A local Add always finds room (its slot is one, the cap is on merges).
+  WindowCounter full(g);
+  for (SlotIndex s = 0; s < kMaxMergedRows; ++s) full.MergeBucket(s, 50, 1);
+  full.Add(99'999, 50, 1);
+  EXPECT_EQ(full.row_count(), kMaxMergedRows + 1);
+  EXPECT_EQ(full.Sum(50), kMaxMergedRows + 1u);
+}
+
+// GeometryValid accepts exactly the geometries GeometryFor produces for some
+// window (brute force over small windows).
+TEST(GeometryTest, ValidGeometriesAreExactlyThoseOfSomeWindow) {
+  for (uint32_t buckets : {1u, 2u, 3u, 7u, 10u}) {
+    std::set<std::pair<int64_t, uint32_t>> produced;
+    const uint64_t max_window = 150;
+    for (uint64_t w = 1; w <= max_window; ++w) {
+      Geometry g = GeometryFor(w, buckets);
+      produced.insert({g.bucket_ms, g.span});
+    }
+    for (int64_t b = 0; b <= 160; ++b) {
+      for (uint32_t s = 0; s <= buckets + 2; ++s) {
+        const bool expected = produced.contains({b, s});
+        EXPECT_EQ(GeometryValid(Geometry{b, s}, buckets, max_window), expected)
+            << "bucket_ms " << b << " span " << s << " B " << buckets;
+      }
+    }
+  }
+  EXPECT_TRUE(
+      GeometryValid(GeometryFor(31ull * 24 * 3600 * 1000, 1000), 1000, 31ull * 24 * 3600 * 1000));
+  EXPECT_FALSE(GeometryValid(Geometry{-5, 3}, 10, 1000));
+  EXPECT_FALSE(GeometryValid(Geometry{INT64_MAX, 3}, 10, UINT64_MAX));
+}
+
+TEST(WindowCounterPropertyTest, FromStateEqualsMergingEveryCell) {
+  RandomCounters gen(6);
+  for (int t = 0; t < 1000; ++t) {
+    Geometry g = gen.RandomGeometry();
+    const int64_t newest = std::uniform_int_distribution<int64_t>(-100, 100'000)(gen.rng());
+    const int rows = std::uniform_int_distribution<int>(0, 6)(gen.rng());
+    std::vector<std::vector<uint32_t>> counts;
+    std::vector<WindowCounter::StateRow> state;
+    WindowCounter expected(g);
+    for (int r = 0; r < rows; ++r) {
+      counts.emplace_back(g.ring());
+      for (uint32_t& n : counts.back()) n = gen.rng()() % 3 == 0 ? gen.rng()() % 100 : 0;
+    }
+    for (int r = 0; r < rows; ++r) {
+      const SlotIndex slot = static_cast<SlotIndex>(gen.rng()() % 4);  // duplicates too
+      state.push_back({slot, counts[r].data()});
+      for (uint32_t k = 0; k < g.ring(); ++k) {
+        expected.MergeBucket(slot, newest - g.span + k, counts[r][k]);
+      }
+    }
+    WindowCounter built = WindowCounter::FromState(g, newest, state);
+    EXPECT_TRUE(built.SameState(expected)) << "trial " << t;
+    if (expected.row_count() > 0) {
+      EXPECT_EQ(built.newest_bucket(), expected.newest_bucket()) << "trial " << t;
+      EXPECT_EQ(built.Sum(newest), expected.Sum(newest)) << "trial " << t;
+    }
+    // Joining it into a random counter equals joining the cell-by-cell one.
+    WindowCounter base = gen.Make(g, newest);
+    EXPECT_TRUE(Joined(base, built).SameState(Joined(base, expected))) << "trial " << t;
+  }
 }
 
 constexpr int kPropertyTrials = 3000;

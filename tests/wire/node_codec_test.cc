@@ -1,0 +1,250 @@
+// The node-message decoder's bounds (issue 9): every list a peer sends has a
+// length limit, every kind but bulk state fits a datagram, and results that
+// no correct decider produces are refused. Messages are built with Cap'n
+// Proto directly, so they hold what our own encoder never writes.
+#include "wire/node_codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tally/peer.capnp.h"
+#include "wire/codec.h"
+#include "wire/peer_codec.h"
+
+namespace tally::wire {
+namespace {
+
+std::vector<std::byte> Serialize(capnp::MessageBuilder& builder) {
+  auto words = capnp::messageToFlatArray(builder);
+  auto bytes = words.asBytes();
+  std::vector<std::byte> out(bytes.size());
+  std::memcpy(out.data(), bytes.begin(), bytes.size());
+  return out;
+}
+
+peer::PeerMessage::Builder Root(capnp::MallocMessageBuilder& builder) {
+  auto root = builder.initRoot<peer::PeerMessage>();
+  root.setVersion(1);
+  root.setSenderId("n2");
+  root.setSenderAddress("10.0.0.2:7946");
+  root.setSenderGeneration(2);
+  return root;
+}
+
+// Decodes `bytes` as a node message: true when accepted; *why otherwise.
+bool Read(const std::vector<std::byte>& bytes, NodeMessageValue* msg, std::string* why) {
+  PeerMessageReader reader;
+  if (reader.Decode(bytes, why) != tally::Status::kOk) return false;
+  if (!reader.is_node()) {
+    *why = "not a node message";
+    return false;
+  }
+  return reader.ReadNode(msg, why);
+}
+
+void ExpectRefused(capnp::MallocMessageBuilder& builder, const std::string& reason) {
+  NodeMessageValue msg;
+  std::string why;
+  EXPECT_FALSE(Read(Serialize(builder), &msg, &why)) << reason;
+  EXPECT_NE(why.find(reason), std::string::npos) << "why: " << why;
+}
+
+void FillCheck(wire::CheckRequest::Builder c) {
+  c.setUserId(kj::StringPtr("alice").asBytes());
+  c.setEndpoint(kj::StringPtr("/api").asBytes());
+  c.setLimit(5);
+  c.setWindowMs(1000);
+  c.setHits(1);
+}
+
+TEST(NodeCodecBoundsTest, ForwardsPerMessageAndHopsAreBounded) {
+  {
+    capnp::MallocMessageBuilder b;
+    // As many as a datagram holds (a full datagram, 64 KiB, holds < 1024).
+    auto list = Root(b).initNode().initForward(500);
+    for (auto f : list) {
+      f.setHops(1);
+      FillCheck(f.initCheck());
+    }
+    NodeMessageValue msg;
+    std::string why;
+    EXPECT_TRUE(Read(Serialize(b), &msg, &why)) << why;
+    EXPECT_EQ(msg.forwards.size(), 500u);
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto list = Root(b).initNode().initForward(kMaxForwardsPerMessage + 1);
+    for (auto f : list) f.setHops(1);
+    ExpectRefused(b, "too many forwarded checks");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto f = Root(b).initNode().initForward(1)[0];
+    f.setHops(0);
+    FillCheck(f.initCheck());
+    ExpectRefused(b, "0 hops");
+  }
+}
+
+TEST(NodeCodecBoundsTest, OnlyBulkStateMayBeLargerThanADatagram) {
+  // A forward of one check whose ids fill more than a datagram.
+  std::string huge(kMaxDatagramBytes, 'x');
+  {
+    capnp::MallocMessageBuilder b;
+    auto f = Root(b).initNode().initForward(1)[0];
+    f.setHops(1);
+    FillCheck(f.initCheck());
+    f.getCheck().setUserId(kj::StringPtr(huge.c_str()).asBytes());
+    ExpectRefused(b, "larger than a datagram");
+  }
+  // The same bytes as a statePush's slot ids (bounded per id, so many slots).
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    auto slots = push.initSlots(400);
+    const std::string id(200, 's');
+    for (auto s : slots) s.setNodeId(id);
+    NodeMessageValue msg;
+    std::string why;
+    const auto bytes = Serialize(b);
+    ASSERT_GT(bytes.size(), kMaxDatagramBytes);
+    EXPECT_TRUE(Read(bytes, &msg, &why)) << why;
+    EXPECT_EQ(msg.replicate.slots.size(), 400u);
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto rep = Root(b).initNode().initReplicate();
+    auto slots = rep.initSlots(400);
+    const std::string id(200, 's');
+    for (auto s : slots) s.setNodeId(id);
+    ExpectRefused(b, "larger than a datagram");
+  }
+}
+
+TEST(NodeCodecBoundsTest, ReplicatedStateListsAreBounded) {
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    auto slots = push.initSlots(kMaxSlotsPerMessage + 1);
+    for (auto s : slots) s.setNodeId("n");
+    ExpectRefused(b, "too many slots");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    push.initSlots(1)[0].setNodeId("");
+    ExpectRefused(b, "empty or oversized node id");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    push.initSlots(1)[0].setNodeId(std::string(kMaxSlotIdBytes + 1, 'n'));
+    ExpectRefused(b, "empty or oversized node id");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    auto counters = push.initCounters(kMaxCountersPerMessage + 1);
+    for (auto c : counters) {
+      c.setBucketMs(100);
+      c.setSpan(10);
+    }
+    ExpectRefused(b, "too many counters");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    push.initSlots(1)[0].setNodeId("n1");
+    auto c = push.initCounters(1)[0];
+    c.setBucketMs(100);
+    c.setSpan(10);
+    auto rows = c.initRows(kMaxRowsPerCounter + 1);
+    for (auto r : rows) r.initCounts(11);
+    ExpectRefused(b, "too many rows");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto push = Root(b).initNode().initStatePush();
+    auto c = push.initCounters(1)[0];
+    c.setBucketMs(100);
+    c.setSpan(kMaxSpan + 1);
+    ExpectRefused(b, "nonsense geometry");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto digest = Root(b).initNode().initDigest();
+    digest.initRanges(kMaxDigestRanges + 1);
+    ExpectRefused(b, "too many digest ranges");
+  }
+}
+
+TEST(NodeCodecBoundsTest, ResultsNoDeciderProducesAreRefused) {
+  auto with_result = [](auto fill) {
+    auto b = std::make_unique<capnp::MallocMessageBuilder>();
+    auto r = Root(*b).initNode().initForwardReply(1)[0];
+    r.setForwardId(7);
+    auto resp = r.initResponse();
+    resp.setStatus(wire::Status::OK);
+    resp.setLimit(5);
+    fill(resp);
+    return b;
+  };
+  {
+    auto b = with_result([](wire::CheckResponse::Builder r) {
+      r.setAllowed(true);
+      r.setRemaining(4);
+    });
+    NodeMessageValue msg;
+    std::string why;
+    EXPECT_TRUE(Read(Serialize(*b), &msg, &why)) << why;
+  }
+  {
+    auto b = with_result([](wire::CheckResponse::Builder r) {
+      r.setStatus(wire::Status::INTERNAL);
+      r.setAllowed(true);
+    });
+    ExpectRefused(*b, "allowed with an error");
+  }
+  {
+    auto b = with_result([](wire::CheckResponse::Builder r) { r.setRemaining(6); });
+    ExpectRefused(*b, "remaining exceeds");
+  }
+  {
+    // retry_after_ms of 6.9 days on a 1 s window was seen; beyond 3 x 31 days
+    // no honest decider answers, and never-fits is allowed.
+    auto b = with_result(
+        [](wire::CheckResponse::Builder r) { r.setRetryAfterMs(kMaxResultDelayMs + 1); });
+    ExpectRefused(*b, "retry delay out of range");
+    auto never =
+        with_result([](wire::CheckResponse::Builder r) { r.setRetryAfterMs(tally::kNeverFits); });
+    NodeMessageValue msg;
+    std::string why;
+    EXPECT_TRUE(Read(Serialize(*never), &msg, &why)) << why;
+  }
+  {
+    auto b = with_result(
+        [](wire::CheckResponse::Builder r) { r.setResetAfterMs(kMaxResultDelayMs + 1); });
+    ExpectRefused(*b, "reset delay out of range");
+  }
+  {
+    auto b = with_result([](wire::CheckResponse::Builder r) {
+      r.setStatus(wire::Status::INVALID_ARGUMENT);
+      r.setError(std::string(kMaxResultErrorBytes + 1, 'e'));
+    });
+    ExpectRefused(*b, "oversized error");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    Root(b).initNode().initForwardReply(kMaxResultsPerMessage + 1);
+    ExpectRefused(b, "too many forwarded results");
+  }
+}
+
+}  // namespace
+}  // namespace tally::wire
