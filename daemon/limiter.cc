@@ -169,6 +169,7 @@ LimiterStats Limiter::GetStats() const {
     total.dedup_hits += s.dedup_hits;
     total.keys_reclaimed += s.keys_reclaimed;
     total.clock_steps_back += s.clock_steps_back;
+    total.geometry_repairs += s.geometry_repairs;
     total.live_keys += shard->core.store().size();
   }
   uint64_t invalid = impl_->invalid.load(std::memory_order_relaxed);

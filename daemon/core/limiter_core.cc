@@ -162,12 +162,25 @@ void LimiterCore::Decide(const CheckRequestRef& request, const crdt::KeyId& key,
     return;
   }
   crdt::WindowCounter& counter = entry->counter;
-  const crdt::Geometry geometry = counter.geometry();
-  if (!(geometry == GeometryOf(request.window_ms))) {
-    // Only a 128-bit hash collision between two windows can get here.
-    fail(Status::kInternal, "key id collision");
-    return;
+  if (!(counter.geometry() == GeometryOf(request.window_ms))) {
+    // The key id hashes the window, so the window's geometry is the key's.
+    // A counter shaped otherwise came from a faulty peer's state, unless
+    // this node counted in it itself, which only a 128-bit hash collision
+    // between two windows allows.
+    bool counted_here = false;
+    for (size_t r = 0; r < counter.row_count() && !counted_here; ++r) {
+      counted_here = counter.row_slot(r) == local_slot_;
+    }
+    if (counted_here) {
+      fail(Status::kInternal, "key id collision");
+      return;
+    }
+    // Its counts were never this key's: start the key afresh.
+    counter = crdt::WindowCounter(GeometryOf(request.window_ms));
+    store_.MarkChanged(entry);
+    ++stats_.geometry_repairs;
   }
+  const crdt::Geometry geometry = counter.geometry();
   const int64_t bucket = crdt::BucketOf(now_ms, geometry);
 
   // `used` is Sum(bucket) after the decision (not asserted here: assertions

@@ -11,6 +11,10 @@ using Kind = wire::NodeMessageValue::Kind;
 
 int64_t Ms(int64_t ms) { return ms * 1'000'000; }
 
+// The median peer clock offset is an estimate from pings; beyond an hour it is
+// no longer a clock offset but a broken clock, and is not trusted further.
+constexpr int64_t kMaxPlausibleOffsetMs = 3'600'000;
+
 CheckResult ErrorResult(uint64_t request_id, tally::Status status, std::string why) {
   CheckResult r;
   r.request_id = request_id;
@@ -650,10 +654,17 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
   }
 }
 
-void Node::HandleForwardReply(const std::vector<wire::ForwardResultValue>& items, Outbox* out) {
+void Node::HandleForwardReply(const std::string& from,
+                              const std::vector<wire::ForwardResultValue>& items, Outbox* out) {
   for (const wire::ForwardResultValue& item : items) {
     auto it = in_flight_.find(item.forward_id);
     if (it == in_flight_.end()) continue;  // late (we already moved on) or bogus
+    if (it->second.peer_address != from) {
+      // Only the peer we forwarded to answers (a relay answers its own
+      // forwarder): anyone else is guessing forward ids.
+      ++counters_.forward_results_refused;
+      continue;
+    }
     InFlightForward f = std::move(it->second);
     in_flight_.erase(it);
     CheckResult result = item.result;
@@ -699,18 +710,30 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
     return;
   }
   RefreshView(now, out);
-  HandleNodeMessage(reader.sender_address().empty() ? from_address : reader.sender_address(), msg,
-                    now, out);
+  const PeerSender sender{reader.sender_address().empty() ? from_address : reader.sender_address(),
+                          from_address, reader.sender_id(), reader.sender_generation()};
+  HandleNodeMessage(sender, msg, now, out);
 }
 
-void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageValue& msg,
+std::optional<size_t> Node::MemberIndex(const PeerSender& sender) const {
+  auto it = view_by_address_.find(sender.address);
+  if (it == view_by_address_.end() || it->second == self_index_) return std::nullopt;
+  const PeerView& member = view_[it->second];
+  if (member.id != sender.id || member.generation != sender.generation) return std::nullopt;
+  return it->second;
+}
+
+void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageValue& msg,
                              Instant now, Outbox* out) {
+  const std::string& from = sender.address;
   switch (msg.kind) {
     case Kind::kForward: HandleForward(from, msg.forwards, now, out); break;
-    case Kind::kForwardReply: HandleForwardReply(msg.results, out); break;
+    case Kind::kForwardReply: HandleForwardReply(from, msg.results, out); break;
     case Kind::kReplicate: {
       ++counters_.replicate_received;
-      ApplyState(from, msg.replicate, true, now);
+      // Not acknowledged when dropped whole (a sender we do not count as a
+      // member yet resends, and is heard once our view holds it).
+      if (!ApplyState(sender, msg.replicate, true, now)) break;
       wire::NodeMessageValue ack;
       ack.kind = Kind::kReplicateAck;
       ack.ack_seq = msg.replicate.seq;
@@ -718,8 +741,9 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
       break;
     }
     case Kind::kStatePush: {
-      ApplyState(from, msg.replicate, false, now);
-      // Acknowledged like a replicate, so a push lost to a cut is resent.
+      // Acknowledged like a replicate, so a push lost to a cut is resent;
+      // not when dropped whole (a sender not yet in our view resends).
+      if (!ApplyState(sender, msg.replicate, false, now)) break;
       wire::NodeMessageValue ack;
       ack.kind = Kind::kReplicateAck;
       ack.ack_seq = msg.replicate.seq;
@@ -731,8 +755,8 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
       if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
       break;
     }
-    case Kind::kDigest: HandleDigest(from, msg, now, out); break;
-    case Kind::kHandoffRequest: HandleHandoffRequest(from, now, out); break;
+    case Kind::kDigest: HandleDigest(sender, msg, now, out); break;
+    case Kind::kHandoffRequest: HandleHandoffRequest(sender, now, out); break;
     case Kind::kHandoffDone:
       handoff_waiting_.erase(from);
       if (warming_ && handoff_waiting_.empty()) {
@@ -746,29 +770,125 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
   }
 }
 
-void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state,
+bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& state,
                       bool from_decider, Instant now) {
+  NodeStatus::Counters::RejectedPeerState& rejected = counters_.rejected_peer_state;
+  if (!MemberIndex(sender).has_value()) {
+    ++rejected.non_member;
+    return false;
+  }
+  const std::string& from = sender.address;
   crdt::KeyStore& store = core_.store();
   const int64_t now_ns = now.monotonic.count();
-  std::vector<uint32_t> targets;
-  std::vector<crdt::SlotIndex> slots;
-  slots.reserve(state.slots.size());
-  for (const wire::SlotValue& s : state.slots) {
-    slots.push_back(store.slots().Intern(crdt::ReplicaSlot{s.node_id, s.generation}));
+  const int64_t now_ms = now.wall.count();
+
+  // Slots: each must be a known member's (any state), of a generation not
+  // newer than the member's, or one this node holds already. Our own slot is
+  // ours alone: nobody can tell us more about it than we know.
+  constexpr crdt::SlotIndex kOwn = crdt::SlotTable::kNoSlot - 1;
+  constexpr crdt::SlotIndex kRejected = crdt::SlotTable::kNoSlot;
+  std::vector<crdt::SlotIndex> slots(state.slots.size(), kRejected);
+  std::vector<bool> slot_full(state.slots.size(), false);
+  for (size_t i = 0; i < state.slots.size(); ++i) {
+    const wire::SlotValue& s = state.slots[i];
+    if (s.node_id == config_.node_id && s.generation == config_.generation) {
+      slots[i] = kOwn;
+      continue;
+    }
+    const crdt::ReplicaSlot slot{s.node_id, s.generation};
+    if (auto known = store.slots().Find(slot)) {
+      slots[i] = *known;
+      continue;
+    }
+    const membership::Member* m = swim_.members().Find(s.node_id);
+    const uint64_t known_generation =
+        s.node_id == config_.node_id ? config_.generation : (m == nullptr ? 0 : m->generation);
+    if ((m == nullptr && s.node_id != config_.node_id) || s.generation > known_generation) continue;
+    slots[i] = store.slots().Intern(slot);
+    slot_full[i] = slots[i] == crdt::SlotTable::kNoSlot;
   }
+
+  // Time: a state's newest bucket may be ahead of our clock by what a
+  // correct decider's clock can be ahead of the cluster's (the offset at
+  // which it stops owning, plus the regression its core clamps), measured
+  // from the cluster's time as we estimate it; further ahead it would drop
+  // live counts of ours (it moves the ring). A state with nothing live at
+  // our time changes nothing and is dropped.
+  const double median = std::isfinite(median_offset_ms_) ? median_offset_ms_ : 0.0;
+  const int64_t ahead_ms =
+      std::max<int64_t>(0, config_.max_clock_offset_ms) +
+      std::max<int64_t>(0, config_.limiter.max_clock_regression_ms) +
+      std::clamp<int64_t>(std::llround(median), -kMaxPlausibleOffsetMs, kMaxPlausibleOffsetMs);
+  const uint32_t buckets_per_window = config_.limiter.buckets_per_window;
+
+  std::vector<uint32_t> targets;
+  std::vector<crdt::WindowCounter::StateRow> rows;
   for (const wire::CounterValue& c : state.counters) {
-    crdt::Geometry g{static_cast<int64_t>(c.bucket_ms), c.span};
-    crdt::WindowCounter counter(g);
-    for (const auto& row : c.rows) {
-      for (size_t k = 0; k < row.counts.size(); ++k) {
-        counter.MergeBucket(slots[row.slot],
-                            c.newest_bucket - static_cast<int64_t>(c.span) + static_cast<int64_t>(k),
-                            row.counts[k]);
-      }
+    const crdt::Geometry g{static_cast<int64_t>(c.bucket_ms), c.span};
+    if (!crdt::GeometryValid(g, buckets_per_window, tally::kMaxWindowMs)) {
+      ++rejected.geometry;
+      continue;
     }
     const crdt::KeyId key{c.key_high, c.key_low};
-    store.Merge(key, counter, now.wall.count());
-    if (!from_decider || from == config_.gossip_address) continue;
+    const crdt::KeyStore::Entry* existing = store.Find(key);
+    if (existing != nullptr && !(existing->counter.geometry() == g)) {
+      ++rejected.geometry_mismatch;
+      continue;
+    }
+    // g is valid, so bucket_ms >= 1 and both sides of each comparison are in
+    // range: now_ms and ahead_ms are real times, newest is compared, never
+    // offset.
+    const int64_t latest = crdt::BucketOf(now_ms + ahead_ms, g);
+    if (c.newest_bucket > latest) {
+      ++rejected.future;
+      continue;
+    }
+    const int64_t span = g.span;
+    if (c.newest_bucket < crdt::BucketOf(now_ms, g) - span) {
+      ++rejected.expired;
+      continue;
+    }
+    // Rows: of accepted slots, and no row may hold more hits over its live
+    // buckets than one decider can admit in a window (limit <= 2^32 - 1; the
+    // limit itself travels with checks, not state: docs/DESIGN.md).
+    rows.clear();
+    for (const auto& row : c.rows) {
+      const crdt::SlotIndex slot = slots[row.slot];  // the decoder checked row.slot
+      if (slot == kOwn) continue;
+      if (slot == kRejected) {
+        ++(slot_full[row.slot] ? rejected.slot_table_full : rejected.unknown_slot);
+        continue;
+      }
+      uint64_t sum = 0;
+      for (uint32_t n : row.counts) sum += n;
+      if (sum > tally::kMaxLimit) {
+        ++rejected.count;
+        continue;
+      }
+      if (sum == 0) continue;
+      rows.push_back({slot, row.counts.data()});  // the decoder checked counts.size()
+    }
+    if (rows.empty()) continue;
+    crdt::WindowCounter counter = crdt::WindowCounter::FromState(g, c.newest_bucket, rows);
+    crdt::KeyStore::MergeOutcome outcome;
+    store.Merge(key, counter, now_ms, &outcome);
+    switch (outcome) {
+      case crdt::KeyStore::MergeOutcome::kMerged:
+        break;
+      case crdt::KeyStore::MergeOutcome::kExpired:
+        ++rejected.expired;
+        continue;
+      case crdt::KeyStore::MergeOutcome::kFull:
+        ++rejected.store_full;
+        continue;
+      case crdt::KeyStore::MergeOutcome::kGeometryMismatch:
+        ++rejected.geometry_mismatch;
+        continue;
+      case crdt::KeyStore::MergeOutcome::kRowsRefused:
+        ++rejected.rows;
+        break;
+    }
+    if (!from_decider) continue;
     ring_.PreferenceList(key, config_.replicas, &targets);
     const bool listed = std::any_of(targets.begin(), targets.end(),
                                     [&](uint32_t i) { return view_[i].address == from; });
@@ -780,6 +900,7 @@ void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state
     if (it == co.end()) it = co.insert(co.end(), CoDecider{from, 0});
     it->expires_ns = now_ns + Ms(config_.co_decider_ttl_ms);
   }
+  return true;
 }
 
 // ---------------------------------------------------------------- replication
@@ -905,7 +1026,10 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
       for (size_t s = slots_before; s < msg.replicate.slots.size(); ++s) {
         cost += 24 + msg.replicate.slots[s].node_id.size();
       }
-      if (!sent.empty() && bytes + cost > budget) {
+      // Receivers refuse more slots or counters than the decoder's bounds.
+      if (!sent.empty() &&
+          (bytes + cost > budget || msg.replicate.slots.size() > wire::kMaxSlotsPerMessage ||
+           msg.replicate.counters.size() >= wire::kMaxCountersPerMessage)) {
         // Undo the slot additions of the counter that did not fit.
         for (size_t s = msg.replicate.slots.size(); s > slots_before; --s) {
           slot_map.erase(std::find_if(slot_map.begin(), slot_map.end(), [&](const auto& kv) {
@@ -981,11 +1105,40 @@ void Node::StartAntiEntropy(Instant now, Outbox* out) {
   SendNode(view_[pick].address, msg, false, now, out);
 }
 
-void Node::HandleDigest(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
+namespace {
+
+// The host of an "ip:port" (or "[v6]:port") address: what a datagram's
+// source keeps when a port is translated.
+std::string_view HostOf(std::string_view address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string_view::npos ? address : address.substr(0, colon);
+}
+
+}  // namespace
+
+void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& msg, Instant now,
                         Outbox* out) {
-  auto it = view_by_address_.find(from);
-  if (it == view_by_address_.end() || msg.digest.size() != 64) return;
-  const size_t peer = it->second;
+  const std::optional<size_t> member = MemberIndex(sender);
+  if (!member.has_value() || msg.digest.size() != 64) {
+    ++counters_.digests_refused;
+    return;
+  }
+  // A digest costs a scan of every key: at most one of each kind per half
+  // interval from one member (it sends one per interval, and replies to ours).
+  const std::string& from = sender.address;
+  const int64_t now_ns = now.monotonic.count();
+  if (digests_seen_.size() > 2 * view_.size() + 16) {
+    boost::unordered::erase_if(
+        digests_seen_, [&](const auto& kv) { return !view_by_address_.contains(kv.first); });
+  }
+  DigestSeen& seen = digests_seen_[from];
+  int64_t& last_ns = msg.digest_is_reply ? seen.reply_ns : seen.request_ns;
+  if (last_ns != INT64_MIN && now_ns - last_ns < Ms(config_.anti_entropy_interval_ms) / 2) {
+    ++counters_.digests_refused;
+    return;
+  }
+  last_ns = now_ns;
+  const size_t peer = *member;
   std::vector<uint64_t> mine = Digest(peer, now);
   std::vector<bool> differs(64, false);
   bool any = false;
@@ -1012,10 +1165,32 @@ void Node::HandleDigest(const std::string& from, const wire::NodeMessageValue& m
   }
 }
 
-void Node::HandleHandoffRequest(const std::string& from, Instant now, Outbox* out) {
-  auto it = view_by_address_.find(from);
-  if (it == view_by_address_.end()) return;  // not alive in our view yet: it will ask again
-  const size_t requester = it->second;
+void Node::HandleHandoffRequest(const PeerSender& sender, Instant now, Outbox* out) {
+  // Our keys go only to an up member whose datagram came from its own host
+  // (a forged request cannot aim a push at a member), once per generation of
+  // it per handoff timeout (a request repeated while it waits, or forged,
+  // costs nothing). Not up in our view yet: it asks again.
+  const std::optional<size_t> member = MemberIndex(sender);
+  if (!member.has_value() || HostOf(sender.transport_address) != HostOf(sender.address)) {
+    ++counters_.handoffs_refused;
+    return;
+  }
+  const int64_t now_ns = now.monotonic.count();
+  if (handoffs_served_.size() > 2 * view_.size() + 16) {
+    boost::unordered::erase_if(handoffs_served_, [&](const auto& kv) {
+      return now_ns - kv.second.at_ns >= Ms(config_.handoff_timeout_ms);
+    });
+  }
+  auto [served, first] = handoffs_served_.try_emplace(sender.id);
+  if (!first && served->second.generation == sender.generation &&
+      now_ns - served->second.at_ns < Ms(config_.handoff_timeout_ms)) {
+    ++counters_.handoffs_refused;
+    return;
+  }
+  served->second = HandoffServed{sender.generation, now_ns};
+  ++counters_.handoffs_served;
+  const std::string& from = sender.address;
+  const size_t requester = *member;
   std::vector<crdt::KeyId> keys;
   std::vector<uint32_t> targets;
   core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {

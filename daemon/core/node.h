@@ -175,6 +175,32 @@ struct NodeStatus {
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
+    // Peer state dropped before it was merged, by reason (docs/DESIGN.md,
+    // "Validating peer state"). Units: messages, counters or rows, as noted.
+    struct RejectedPeerState {
+      uint64_t non_member = 0;         // messages: the sender is not an up member here
+      uint64_t unknown_slot = 0;       // rows: no known member has that slot (or generation)
+      uint64_t slot_table_full = 0;    // rows: a new slot, and the slot table is full
+      uint64_t geometry = 0;           // counters: no window gives that bucket width and span
+      uint64_t geometry_mismatch = 0;  // counters: the key is held here with another geometry
+      uint64_t future = 0;             // counters: newest bucket past the clock allowance
+      uint64_t expired = 0;            // counters: nothing in them is live at our time
+      uint64_t count = 0;              // rows: more hits in a window than a decider admits
+      uint64_t rows = 0;               // rows: the key holds kMaxMergedRows rows already
+      uint64_t store_full = 0;         // counters: a new key, and the key table is full
+      uint64_t total() const {
+        return non_member + unknown_slot + slot_table_full + geometry + geometry_mismatch + future +
+               expired + count + rows + store_full;
+      }
+    } rejected_peer_state;
+    // Handoff requests answered with our keys, and refused (not an up member
+    // whose address matches the datagram's, or served to it lately).
+    uint64_t handoffs_served = 0, handoffs_refused = 0;
+    // Digests ignored: not from an up member, or more than one per half
+    // anti-entropy interval from it.
+    uint64_t digests_refused = 0;
+    // Forward replies from a peer the forward was not sent to.
+    uint64_t forward_results_refused = 0;
   } counters;
 };
 
@@ -312,14 +338,31 @@ class Node {
   void ExpireForwards(Instant now, Outbox* out);
 
   // Peer messages.
-  void HandleNodeMessage(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
+  // Who a node message says it comes from (its PeerMessage header), and
+  // where its bytes came from. Views of the decoder's strings: valid for the
+  // call only.
+  struct PeerSender {
+    const std::string& address;            // claimed gossip address (else the transport's)
+    const std::string& transport_address;  // the datagram's or stream's source
+    const std::string& id;
+    uint64_t generation = 0;
+  };
+  // The view index of the up member (not us) the sender claims to be: same
+  // id, gossip address and generation. nullopt for anyone else.
+  std::optional<size_t> MemberIndex(const PeerSender& sender) const;
+  void HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageValue& msg, Instant now,
                          Outbox* out);
   void HandleForward(const std::string& from, const std::vector<wire::ForwardValue>& items,
                      Instant now, Outbox* out);
-  void HandleForwardReply(const std::vector<wire::ForwardResultValue>& items, Outbox* out);
-  // `from_decider`: the sender decided these hits (a replicate), as opposed
-  // to handing over or repairing state it holds.
-  void ApplyState(const std::string& from, const wire::ReplicateValue& state, bool from_decider,
+  void HandleForwardReply(const std::string& from,
+                          const std::vector<wire::ForwardResultValue>& items, Outbox* out);
+  // Validates and merges a peer's counter state (docs/DESIGN.md, "Validating
+  // peer state"); what fails validation is dropped and counted in
+  // counters_.rejected_peer_state. `from_decider`: the sender decided these
+  // hits (a replicate), as opposed to handing over or repairing state it
+  // holds. Returns false when the whole message was dropped (the sender is
+  // not a member): it is then not acknowledged.
+  bool ApplyState(const PeerSender& sender, const wire::ReplicateValue& state, bool from_decider,
                   Instant now);
 
   // Replication, anti-entropy, handoff.
@@ -335,9 +378,9 @@ class Node {
   bool Settled(const crdt::KeyStore::Entry& entry) const { return entry.version <= settled_version_; }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
   void StartAntiEntropy(Instant now, Outbox* out);
-  void HandleDigest(const std::string& from, const wire::NodeMessageValue& msg, Instant now,
+  void HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& msg, Instant now,
                     Outbox* out);
-  void HandleHandoffRequest(const std::string& from, Instant now, Outbox* out);
+  void HandleHandoffRequest(const PeerSender& sender, Instant now, Outbox* out);
   void PushKeysForChangedTargets(const membership::Ring& old_ring, Instant now, Outbox* out);
 
   // Encoding.
@@ -390,6 +433,20 @@ class Node {
   double median_offset_ms_ = 0;
   // (Swim clock_version, view_version_) that clock_ok_ was computed from.
   std::pair<uint64_t, uint64_t> clock_health_inputs_{UINT64_MAX, UINT64_MAX};
+
+  // Peer-driven work, paced per member: the last handoff served to each
+  // member id (its generation, when), and the last digest and digest reply
+  // handled from each address. Pruned to members in the view.
+  struct HandoffServed {
+    uint64_t generation = 0;
+    int64_t at_ns = 0;
+  };
+  boost::unordered_flat_map<std::string, HandoffServed> handoffs_served_;
+  struct DigestSeen {
+    int64_t request_ns = INT64_MIN;
+    int64_t reply_ns = INT64_MIN;
+  };
+  boost::unordered_flat_map<std::string, DigestSeen> digests_seen_;
 
   int64_t next_replication_ns_ = 0;
   int64_t next_anti_entropy_ns_ = 0;

@@ -61,6 +61,7 @@ void AppendLimiterCounters(const LimiterStats& s,
   out->emplace_back("dedup_hits", s.dedup_hits);
   out->emplace_back("keys_reclaimed", s.keys_reclaimed);
   out->emplace_back("clock_steps_back", s.clock_steps_back);
+  out->emplace_back("geometry_repairs", s.geometry_repairs);
 }
 
 Status ValidateOwnerQuery(const wire::OwnerQuery& query, std::string* why) {

@@ -52,6 +52,9 @@ struct LimiterStats {
   uint64_t live_keys = 0;
   // Wall clock steps back larger than the regression the core clamps.
   uint64_t clock_steps_back = 0;
+  // Keys whose counter a peer had shaped for another window: started afresh
+  // by a check instead of failing it (docs/DESIGN.md, "Validating peer state").
+  uint64_t geometry_repairs = 0;
 };
 
 // Thread safety: all methods may be called concurrently from any thread.

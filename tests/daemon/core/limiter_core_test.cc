@@ -168,6 +168,30 @@ TEST(LimiterCoreTest, SmallRegressionsAreClampedLargeStepsAreFollowed) {
   EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(41'400, 8)).allowed);
 }
 
+// A counter shaped for another window (a faulty peer's state) is started
+// afresh by the first check; one this core counted in is a real collision.
+TEST(LimiterCoreTest, AForeignGeometryIsRepairedAndOnlyAOwnOneIsACollision) {
+  LimiterCore core({}, crdt::ReplicaSlot{"me", 1});
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 1000);
+  const crdt::SlotIndex peer = core.store().slots().Intern({"peer", 1});
+  const crdt::Geometry wrong = core.store().GeometryOf(60'000);
+  crdt::WindowCounter remote(wrong);
+  remote.Add(peer, crdt::BucketOf(10'000, wrong), 3);
+  ASSERT_TRUE(core.store().Merge(key, remote, 10'000));
+  for (int i = 0; i < 3; ++i) {
+    CheckResult r = core.Check(Req(3, 1000), At(10'000));
+    EXPECT_EQ(r.status, Status::kOk) << r.error;
+    EXPECT_TRUE(r.allowed);
+  }
+  EXPECT_EQ(core.stats().geometry_repairs, 1u);
+  // The same id under another window, now that this core counted in it.
+  CheckResult collision = core.CheckKey(Req(3, 60'000), key, At(10'001));
+  EXPECT_EQ(collision.status, Status::kInternal);
+  EXPECT_EQ(collision.error, "key id collision");
+  EXPECT_EQ(core.stats().geometry_repairs, 1u);
+  EXPECT_FALSE(core.Check(Req(3, 1000), At(10'002)).allowed);
+}
+
 TEST(LimiterCoreTest, IdleKeysAreReclaimedAndFullTableSaysOverCapacity) {
   LimiterCore core({.max_keys = 2});
   EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "a"), At(0)).allowed);

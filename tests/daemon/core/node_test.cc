@@ -669,17 +669,23 @@ TEST(NodeTest, APeerThatStaysSilentIsPassedOverForLongerEachTime) {
 
 TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   TestCluster c;
-  c.Form(3);
+  c.Form(4);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
-  const std::string owner = c.node("n1").PreferenceList(key)[0];
-  // n9, a node this view does not hold (a joiner the others have not heard
-  // of yet), decided two hits for the key and replicates them to the owner.
-  const std::string n9 = "10.0.0.9:7946";
+  const std::vector<std::string> ranking = Ranking(key, 4);
+  const std::string owner = ranking[0];
+  ASSERT_EQ(c.node(owner).PreferenceList(key)[0], owner);
+  // `off`, a member off the key's list in our view (its own view put it on
+  // the list: views disagree while a membership change spreads), decided two
+  // hits for the key and replicates them to the owner. (State from a sender
+  // that is not a member in our view at all is dropped: node_validation_test.)
+  const std::string off = ranking[3];
+  const std::string off_address = TestCluster::AddressOf(off);
+  const uint64_t off_generation = c.node(off).Status(c.Now()).generation;
   const crdt::Geometry g = crdt::GeometryFor(60'000, 10);
   wire::NodeMessageValue msg;
   msg.kind = wire::NodeMessageValue::Kind::kReplicate;
   msg.replicate.seq = 1;
-  msg.replicate.slots.push_back({"n9", 7});
+  msg.replicate.slots.push_back({off, off_generation});
   wire::CounterValue counter;
   counter.key_high = key.high;
   counter.key_low = key.low;
@@ -690,24 +696,33 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   counter.rows.back().counts.back() = 2;
   msg.replicate.counters.push_back(counter);
   std::vector<std::byte> bytes;
-  wire::EncodeNodeMessage(wire::PeerHeader{"n9", n9, 7, c.Now().wall.count()}, msg, &bytes);
-  c.Inject(owner, n9, bytes);
-  EXPECT_EQ(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicateAck), 1);
+  wire::EncodeNodeMessage(wire::PeerHeader{off, off_address, off_generation, c.Now().wall.count()},
+                          msg, &bytes);
+  c.Inject(owner, off_address, bytes);
+  EXPECT_EQ(c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicateAck), 1);
   EXPECT_EQ(c.node(owner).Status(c.Now()).counters.co_deciders, 1u);
-  // The owner counts n9's hits, and replicates its own decision to n9 too.
+  // The owner counts off's hits, and replicates its own decision to off too.
+  const int replicates_before = c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate);
   auto r = c.Check(owner, Req(1, 3));
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->allowed);
   EXPECT_EQ(r->remaining, 0u);
   c.RunFor(50);
-  EXPECT_GE(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicate), 1);
-  // Not for other keys, and not once the co-decider has been quiet long enough.
+  EXPECT_GE(c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate), replicates_before + 1);
+  // Not for other keys (one whose list leaves off out), and not once the
+  // co-decider has been quiet long enough.
+  std::string other_user;
+  for (int u = 0; other_user.empty(); ++u) {
+    const std::string user = "bob" + std::to_string(u);
+    const auto list = Ranking(crdt::HashKey(user, "/api", 60'000), 4);
+    if (list[3] == off) other_user = user;
+  }
   c.RunFor(5000);
-  const int before = c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicate);
+  const int before = c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate);
   ASSERT_TRUE(c.Check(owner, Req(2, 3)).has_value());
-  ASSERT_TRUE(c.Check(owner, Req(3, 3, 60'000, "bob")).has_value());
+  ASSERT_TRUE(c.Check(owner, Req(3, 3, 60'000, other_user)).has_value());
   c.RunFor(200);
-  EXPECT_EQ(c.SentTo(n9, wire::NodeMessageValue::Kind::kReplicate), before);
+  EXPECT_EQ(c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate), before);
 }
 
 TEST(NodeTest, AntiEntropyLeavesKeysBeingWrittenToReplication) {

@@ -1,0 +1,252 @@
+// A deterministic in-test cluster of Nodes on fake time, for the node tests
+// that drive peers directly (node_validation_test.cc): an in-test network
+// delivers Outbox bytes (so the peer codec is exercised too) after 0.2 ms,
+// with optional cuts. A copy of node_test.cc's harness plus StartCheck /
+// AwaitReply; node_test.cc keeps its own while others edit it.
+#ifndef TALLY_TESTS_DAEMON_CORE_TEST_CLUSTER_H_
+#define TALLY_TESTS_DAEMON_CORE_TEST_CLUSTER_H_
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/core/node.h"
+#include "wire/codec.h"
+#include "wire/peer_codec.h"
+
+namespace tally::core::testing {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+constexpr int64_t kStartWallMs = 1'700'000'000'000;
+
+class TestCluster {
+ public:
+  explicit TestCluster(uint64_t seed = 1) : seed_(seed) {}
+
+  NodeConfig ConfigFor(const std::string& id) {
+    NodeConfig c;
+    c.node_id = id;
+    c.gossip_address = AddressOf(id);
+    c.generation = ++generations_;
+    c.rng_seed = seed_ * 1000 + generations_;
+    c.swim.probe_interval_ms = 200;
+    c.swim.probe_timeout_ms = 100;
+    c.swim.gossip_interval_ms = 50;
+    c.swim.push_pull_interval_ms = 5000;
+    c.swim.reconnect_interval_ms = 2000;
+    c.handoff_timeout_ms = 2000;
+    c.record_decisions = true;
+    return c;
+  }
+
+  static std::string AddressOf(const std::string& id) { return "10.0.0." + id.substr(1) + ":7946"; }
+
+  Node& Add(const std::string& id, bool join = true) {
+    NodeConfig c = ConfigFor(id);
+    if (join && !nodes_.empty()) c.seeds = {AddressOf(nodes_.begin()->first)};
+    return AddWith(c);
+  }
+
+  // n1 .. n<n>, every later one joining through n1, then `settle_ms` of
+  // fake time for membership to converge and warm-ups to end.
+  void Form(int n, int64_t settle_ms = 5000) {
+    Add("n1", false);
+    for (int i = 2; i <= n; ++i) Add("n" + std::to_string(i));
+    RunFor(settle_ms);
+  }
+
+  Node& AddWith(const NodeConfig& c) {
+    auto& entry = nodes_[c.node_id];
+    entry.node = std::make_unique<Node>(c);
+    entry.address = c.gossip_address;
+    entry.up = true;
+    Outbox out;
+    entry.node->Start(Now(), &out);
+    Dispatch(c.node_id, out);
+    return *entry.node;
+  }
+
+  void Crash(const std::string& id) { nodes_.at(id).up = false; }
+  void Cut(const std::string& a, const std::string& b) {
+    cuts_.insert({a, b});
+    cuts_.insert({b, a});
+  }
+  void HealAll() { cuts_.clear(); }
+  // Loses the next `count` forward datagrams from `from` to `to` (other
+  // traffic between them still flows).
+  void DropForwards(const std::string& from, const std::string& to, int count) {
+    drop_forwards_[{from, to}] += count;
+  }
+  // Delivers raw peer bytes to `to` as if sent from `from_address`.
+  void Inject(const std::string& to, const std::string& from_address,
+              const std::vector<std::byte>& bytes) {
+    Outbox out;
+    node(to).OnPeerMessage(from_address, bytes, Now(), &out);
+    node(to).Flush(Now(), &out);
+    Dispatch(to, out);
+  }
+  // Node messages of `kind` sent so far to an address.
+  int SentTo(const std::string& address, wire::NodeMessageValue::Kind kind) const {
+    auto it = sent_.find({address, kind});
+    return it == sent_.end() ? 0 : it->second;
+  }
+
+  Instant Now() const {
+    return Instant{milliseconds(kStartWallMs + now_ns_ / 1'000'000), nanoseconds(now_ns_)};
+  }
+
+  // Runs the network and every node's timers for `ms` of fake time.
+  void RunFor(int64_t ms) {
+    const int64_t end = now_ns_ + ms * 1'000'000;
+    while (true) {
+      int64_t next = end;
+      if (!in_flight_.empty()) next = std::min(next, in_flight_.top().at_ns);
+      for (auto& [id, e] : nodes_) {
+        if (e.up) next = std::min(next, std::max(now_ns_, e.node->NextDeadline().count()));
+      }
+      if (next >= end && (in_flight_.empty() || in_flight_.top().at_ns > end)) {
+        now_ns_ = end;
+        return;
+      }
+      now_ns_ = std::max(now_ns_, next);
+      while (!in_flight_.empty() && in_flight_.top().at_ns <= now_ns_) {
+        Packet p = in_flight_.top();
+        in_flight_.pop();
+        Deliver(p);
+      }
+      for (auto& [id, e] : nodes_) {
+        if (!e.up || e.node->NextDeadline().count() > now_ns_) continue;
+        Outbox out;
+        e.node->Tick(Now(), &out);
+        Dispatch(id, out);
+      }
+    }
+  }
+
+  // Hands one check to `via` without running the network; returns the
+  // token AwaitReply waits for.
+  uint64_t StartCheck(const std::string& via, const CheckRequest& req) {
+    std::vector<std::byte> bytes;
+    CheckRequestRef ref(req);
+    wire::EncodeChecks(std::span<const CheckRequestRef>(&ref, 1), &bytes);
+    const uint64_t token = ++next_token_;
+    Outbox out;
+    nodes_.at(via).node->OnClientDatagram(token, bytes, Now(), &out);
+    nodes_.at(via).node->Flush(Now(), &out);
+    Dispatch(via, out);
+    return token;
+  }
+
+  // Sends one check through `via` and runs until its reply arrives.
+  std::optional<CheckResult> Check(const std::string& via, const CheckRequest& req,
+                                   int64_t max_wait_ms = 2000) {
+    return AwaitReply(StartCheck(via, req), max_wait_ms);
+  }
+
+  // Runs until the reply of `token` arrives (at most max_wait_ms).
+  std::optional<CheckResult> AwaitReply(uint64_t token, int64_t max_wait_ms = 2000) {
+    for (int64_t waited = 0; waited <= max_wait_ms && !replies_.contains(token); waited += 1) {
+      RunFor(1);
+    }
+    auto it = replies_.find(token);
+    if (it == replies_.end()) return std::nullopt;
+    wire::ClientMessageReader reader;
+    std::string why;
+    if (reader.Decode(it->second, &why) != Status::kOk || reader.responses().size() != 1) {
+      ADD_FAILURE() << "bad reply: " << why;
+      return std::nullopt;
+    }
+    return reader.responses()[0];
+  }
+
+  Node& node(const std::string& id) { return *nodes_.at(id).node; }
+  bool AllSeeAlive(const std::vector<std::string>& ids) {
+    for (const auto& a : ids) {
+      NodeStatus s = node(a).Status(Now());
+      for (const auto& b : ids) {
+        bool ok = false;
+        for (const auto& m : s.members) ok = ok || (m.id == b && m.state == "alive");
+        if (!ok) return false;
+      }
+    }
+    return true;
+  }
+  std::vector<Outbox::Decision>& decisions(const std::string& id) { return decisions_[id]; }
+
+ private:
+  struct Entry {
+    std::unique_ptr<Node> node;
+    std::string address;
+    bool up = true;
+  };
+  struct Packet {
+    int64_t at_ns;
+    uint64_t seq;
+    std::string from, to_address;
+    std::vector<std::byte> bytes;
+    bool operator>(const Packet& o) const {
+      return at_ns != o.at_ns ? at_ns > o.at_ns : seq > o.seq;
+    }
+  };
+
+  static std::optional<wire::NodeMessageValue::Kind> NodeKind(const std::vector<std::byte>& bytes) {
+    wire::PeerMessageReader reader;
+    std::string why;
+    if (reader.Decode(bytes, &why) != Status::kOk || reader.is_swim()) return std::nullopt;
+    wire::NodeMessageValue msg;
+    if (!reader.ReadNode(&msg, &why)) return std::nullopt;
+    return msg.kind;
+  }
+
+  void Dispatch(const std::string& from, Outbox& out) {
+    for (auto& p : out.peer) {
+      if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
+      in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
+    }
+    for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
+    for (auto& d : out.decisions) decisions_[from].push_back(d);
+    out.clear();
+  }
+
+  void Deliver(const Packet& p) {
+    for (auto& [id, e] : nodes_) {
+      if (e.address != p.to_address) continue;
+      if (!e.up || cuts_.contains({p.from, id})) return;
+      auto drop = drop_forwards_.find({p.from, id});
+      if (drop != drop_forwards_.end() && drop->second > 0 &&
+          NodeKind(p.bytes) == wire::NodeMessageValue::Kind::kForward) {
+        --drop->second;
+        return;
+      }
+      Outbox out;
+      e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, Now(), &out);
+      e.node->Flush(Now(), &out);
+      Dispatch(id, out);
+      return;
+    }
+  }
+
+  uint64_t seed_;
+  uint64_t generations_ = 0;
+  int64_t now_ns_ = 0;
+  uint64_t seq_ = 0, next_token_ = 0;
+  std::map<std::string, Entry> nodes_;
+  std::priority_queue<Packet, std::vector<Packet>, std::greater<>> in_flight_;
+  std::set<std::pair<std::string, std::string>> cuts_;
+  std::map<std::pair<std::string, std::string>, int> drop_forwards_;
+  std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
+  std::map<uint64_t, std::vector<std::byte>> replies_;
+  std::map<std::string, std::vector<Outbox::Decision>> decisions_;
+};
+
+}  // namespace tally::core::testing
+
+#endif  // TALLY_TESTS_DAEMON_CORE_TEST_CLUSTER_H_
