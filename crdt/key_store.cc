@@ -205,6 +205,20 @@ bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_w
   return true;
 }
 
+size_t KeyStore::PullBack(int64_t now_wall_ms) {
+  size_t changed = 0;
+  for (size_t i = 0; i < capacity_; ++i) {
+    Slot& s = table_[i];
+    if (s.empty()) continue;
+    WindowCounter& c = s.entry.counter;
+    if (c.PullBack(BucketOf(now_wall_ms, c.geometry()))) {
+      MarkChanged(&s.entry);
+      ++changed;
+    }
+  }
+  return changed;
+}
+
 size_t KeyStore::Sweep(int64_t now_wall_ms) {
   // Erasing shifts later keys of the run back into slot i, so i is examined
   // again before moving on. A shift never moves a key not yet examined to

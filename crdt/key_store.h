@@ -120,6 +120,11 @@ class KeyStore {
   bool Merge(const KeyId& id, const WindowCounter& remote, int64_t now_wall_ms,
              MergeOutcome* outcome = nullptr);
 
+  // After the wall clock stepped back to `now_wall_ms`: pulls every key's
+  // counts in buckets after now's back into now's (WindowCounter::PullBack).
+  // O(keys); returns how many keys changed (each gets a new version).
+  size_t PullBack(int64_t now_wall_ms);
+
   // Removes every key whose counts have all expired at `now_wall_ms`.
   // Returns how many were removed.
   size_t Sweep(int64_t now_wall_ms);

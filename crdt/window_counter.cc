@@ -36,7 +36,7 @@ bool GeometryValid(const Geometry& g, uint32_t buckets_per_window, uint64_t max_
 
 WindowCounter::WindowCounter(const Geometry& geometry) {
   assert(geometry.bucket_ms >= 1 && geometry.bucket_ms <= UINT32_MAX);
-  assert(geometry.span >= 1 && geometry.span < 0xFFFF);
+  assert(geometry.span >= 1 && geometry.span <= kSpanMask);
   block_ = std::make_unique<uint32_t[]>(kHeaderWords);
   block_[2] = static_cast<uint32_t>(geometry.bucket_ms);
   block_[3] = geometry.span;
@@ -54,7 +54,7 @@ WindowCounter WindowCounter::Clone() const {
 
 Geometry WindowCounter::geometry() const {
   assert(block_ != nullptr);
-  return Geometry{static_cast<int64_t>(block_[2]), block_[3] & 0xFFFF};
+  return Geometry{static_cast<int64_t>(block_[2]), block_[3] & kSpanMask};
 }
 
 int64_t WindowCounter::newest_bucket() const {
@@ -357,6 +357,33 @@ WindowCounter WindowCounter::FromState(const Geometry& g, int64_t newest,
   c.set_newest(newest - static_cast<int64_t>(g.span) + static_cast<int64_t>(last));
   c.DropEmptyRows();
   return c;
+}
+
+bool WindowCounter::PullBack(int64_t latest) {
+  const int64_t newest = newest_bucket();
+  latest = std::max(latest, -MaxBucket(geometry()));
+  if (latest >= newest) return false;
+  const size_t ring = geometry().ring();
+  const size_t rows = row_count();
+  // newest <= MaxBucket and latest >= -MaxBucket: the distance fits.
+  const uint64_t distance = static_cast<uint64_t>(newest) - static_cast<uint64_t>(latest);
+  const size_t moved = static_cast<size_t>(std::min<uint64_t>(distance, ring));
+  const size_t latest_pos = Pos(latest);
+  for (size_t r = 0; r < rows; ++r) {
+    uint32_t* cells = row_ptr(r) + 1;
+    // Buckets newest - moved + 1 .. newest; their positions become those of
+    // the buckets the new ring gains at its old end, which hold nothing.
+    uint64_t sum = 0;
+    size_t pos = Pos(newest);
+    for (size_t i = 0; i < moved; ++i, pos = pos == 0 ? ring - 1 : pos - 1) {
+      sum += cells[pos];
+      cells[pos] = 0;
+    }
+    sum += cells[latest_pos];  // 0 unless latest was in the old ring
+    cells[latest_pos] = static_cast<uint32_t>(std::min<uint64_t>(sum, UINT32_MAX));
+  }
+  set_newest(latest);
+  return rows > 0;
 }
 
 std::optional<int64_t> WindowCounter::FirstFittingBucket(int64_t now_bucket, uint64_t limit,

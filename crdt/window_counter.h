@@ -128,6 +128,13 @@ class WindowCounter {
   // kMaxMergedRows rows with something live.
   bool MergeBucket(SlotIndex slot, int64_t bucket, uint32_t count);
 
+  // Moves every count in a bucket after `latest` into bucket `latest`, which
+  // becomes the newest: hits counted while a clock ran ahead then count for
+  // a full window from `latest` (never less than from when they were
+  // admitted), and the state is no longer from the future for peers. Work:
+  // one ring per row. Returns true when the state changed.
+  bool PullBack(int64_t latest);
+
   // this = join(this, other). REQUIRES: same geometry, slots in the same
   // index space. Returns true when this changed. Rows of `other` that would
   // take this past kMaxMergedRows are left out; *rows_refused (if not null)
@@ -163,11 +170,21 @@ class WindowCounter {
   // Exact equality of the live state (same geometry, newest, rows, counts).
   bool SameState(const WindowCounter& other) const;
 
+  // Whether a local check confirmed the geometry (its window's). Not part of
+  // the replicated state: a counter a peer's state created starts without
+  // it, so a check that finds another geometry knows the peer shaped it
+  // (LimiterCore starts it afresh) rather than a real id collision.
+  bool geometry_confirmed() const { return (block_[3] & kConfirmedBit) != 0; }
+  void ConfirmGeometry() { block_[3] |= kConfirmedBit; }
+
  private:
   // Block layout in 32-bit words:
-  //   [0,1] newest bucket (int64)  [2] bucket_ms  [3] span (low 16) | rows (high 16)
+  //   [0,1] newest bucket (int64)  [2] bucket_ms
+  //   [3] span (low 15) | geometry confirmed (bit 15) | rows (high 16)
   //   then per row: [slot] [count of ring position 0 .. span]
   static constexpr size_t kHeaderWords = 4;
+  static constexpr uint32_t kSpanMask = 0x7FFF;
+  static constexpr uint32_t kConfirmedBit = 0x8000;
   uint32_t* row_ptr(size_t row) const { return block_.get() + kHeaderWords + row * row_words(); }
   size_t row_words() const { return 1 + geometry().ring(); }
   void set_newest(int64_t bucket);

@@ -15,6 +15,10 @@ Instant LimiterCore::Clamp(Instant now) {
   if (now.wall.count() < high_water_.wall.count() - max_clock_regression_ms_) {
     high_water_.wall = now.wall;  // a clock step, not a race between threads
     ++stats_.clock_steps_back;
+    // Hits counted while the clock ran ahead move to now's bucket: they
+    // count a full window from now, and peers, which drop state from beyond
+    // the clock allowance (docs/DESIGN.md), accept this node's state again.
+    store_.PullBack(now.wall.count());
   } else {
     high_water_.wall = std::max(high_water_.wall, now.wall);
   }
@@ -164,14 +168,10 @@ void LimiterCore::Decide(const CheckRequestRef& request, const crdt::KeyId& key,
   crdt::WindowCounter& counter = entry->counter;
   if (!(counter.geometry() == GeometryOf(request.window_ms))) {
     // The key id hashes the window, so the window's geometry is the key's.
-    // A counter shaped otherwise came from a faulty peer's state, unless
-    // this node counted in it itself, which only a 128-bit hash collision
+    // A counter shaped otherwise came from a faulty peer's state, unless a
+    // check here confirmed that shape, which only a 128-bit hash collision
     // between two windows allows.
-    bool counted_here = false;
-    for (size_t r = 0; r < counter.row_count() && !counted_here; ++r) {
-      counted_here = counter.row_slot(r) == local_slot_;
-    }
-    if (counted_here) {
+    if (counter.geometry_confirmed()) {
       fail(Status::kInternal, "key id collision");
       return;
     }
@@ -180,6 +180,7 @@ void LimiterCore::Decide(const CheckRequestRef& request, const crdt::KeyId& key,
     store_.MarkChanged(entry);
     ++stats_.geometry_repairs;
   }
+  if (!counter.geometry_confirmed()) counter.ConfirmGeometry();
   const crdt::Geometry geometry = counter.geometry();
   const int64_t bucket = crdt::BucketOf(now_ms, geometry);
 

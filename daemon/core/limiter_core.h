@@ -17,8 +17,10 @@
 // freezing time until the clock catches up would stop every window from
 // sliding for as long as the step, and a cluster member whose time is frozen
 // ahead would reclaim keys its peers still hold. Hits counted while the clock
-// was ahead sit in buckets "in the future" and keep counting until the clock
-// passes them: the step can only deny more.
+// was ahead are moved to the bucket of the new time (one O(keys) pass per
+// step): they keep counting for a full window from the step, never less than
+// from their admission, so the step can only deny more; and the state holds
+// no buckets from the future, which peers would refuse.
 #ifndef TALLY_DAEMON_CORE_LIMITER_CORE_H_
 #define TALLY_DAEMON_CORE_LIMITER_CORE_H_
 

@@ -194,6 +194,38 @@ TEST(WindowCounterTest, AddClampsItsBucketIntoTheDomain) {
   EXPECT_EQ(c.Sum(MaxBucket(g)), 1u);
 }
 
+TEST(WindowCounterTest, PullBackMovesCountsAheadOfABucketIntoIt) {
+  const Geometry g{10, 4};  // ring of 5
+  WindowCounter c(g);
+  c.Add(0, 100, 1);
+  c.Add(0, 102, 2);
+  c.Add(1, 104, 4);
+  // Within the ring: 103 and 104 move into 102; 100 .. 102 stay.
+  WindowCounter near = c.Clone();
+  EXPECT_TRUE(near.PullBack(102));
+  EXPECT_EQ(near.newest_bucket(), 102);
+  EXPECT_EQ(near.CountOfSlot(0, 100), 1u);
+  EXPECT_EQ(near.CountOfSlot(0, 102), 2u);
+  EXPECT_EQ(near.CountOfSlot(1, 102), 4u);
+  EXPECT_EQ(near.Sum(102), 7u);
+  EXPECT_EQ(near.Sum(105), 6u);  // 100 expired, 102 counts a full window on
+  EXPECT_EQ(near.Sum(107), 0u);
+  // Past the ring: everything lands in the one bucket, nothing else remains.
+  WindowCounter far = c.Clone();
+  EXPECT_TRUE(far.PullBack(50));
+  EXPECT_EQ(far.newest_bucket(), 50);
+  EXPECT_EQ(far.Sum(50), 7u);
+  EXPECT_EQ(far.CountOfSlot(0, 50), 3u);
+  EXPECT_EQ(far.CountOfSlot(1, 50), 4u);
+  for (int64_t k = 46; k < 50; ++k) EXPECT_EQ(far.CountOfSlot(0, k), 0u) << k;
+  EXPECT_EQ(far.Sum(55), 0u);
+  // Nothing ahead: no change.
+  WindowCounter same = c.Clone();
+  EXPECT_FALSE(same.PullBack(104));
+  EXPECT_FALSE(same.PullBack(200));
+  EXPECT_TRUE(same.SameState(c));
+}
+
 TEST(WindowCounterTest, MergesNeverTakeACounterPastTheRowCap) {
   const Geometry g{100, 10};
   WindowCounter c(g);
