@@ -341,10 +341,15 @@ void Node::UpdateClockHealth(Instant now) {
   if (offsets.empty()) {
     clock_ok_ = true;
     median_offset_ms_ = 0;
+    majority_ahead_ms_ = 0;
     return;
   }
   std::sort(offsets.begin(), offsets.end());
   median_offset_ms_ = offsets[offsets.size() / 2];
+  // How far a strict majority of peers are all ahead of us (0 if they are
+  // not): one peer, or half of them, cannot widen what we take from the
+  // future (ApplyState).
+  majority_ahead_ms_ = std::max(0.0, offsets[(offsets.size() - 1) / 2]);
   size_t far = static_cast<size_t>(std::count_if(offsets.begin(), offsets.end(), [&](double o) {
     return std::abs(o) > static_cast<double>(config_.max_clock_offset_ms);
   }));
@@ -732,7 +737,8 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
     case Kind::kReplicate: {
       ++counters_.replicate_received;
       // Not acknowledged when dropped whole (a sender we do not count as a
-      // member yet resends, and is heard once our view holds it).
+      // member yet resends, and is heard once our view holds it) or when a
+      // counter was ahead of our clock allowance (resent until it is not).
       if (!ApplyState(sender, msg.replicate, true, now)) break;
       wire::NodeMessageValue ack;
       ack.kind = Kind::kReplicateAck;
@@ -773,7 +779,16 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
 bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& state,
                       bool from_decider, Instant now) {
   NodeStatus::Counters::RejectedPeerState& rejected = counters_.rejected_peer_state;
-  if (!MemberIndex(sender).has_value()) {
+  // A decider's deltas only from an up member (it resends what we do not
+  // acknowledge); bulk state also from a member in any state, of the same
+  // process: a leaving member's handoff arrives over its stream after its
+  // `left` rumor.
+  bool member = MemberIndex(sender).has_value();
+  if (!member && !from_decider && sender.id != config_.node_id) {
+    const membership::Member* m = swim_.members().Find(sender.id);
+    member = m != nullptr && m->generation == sender.generation && m->address == sender.address;
+  }
+  if (!member) {
     ++rejected.non_member;
     return false;
   }
@@ -782,19 +797,14 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
   const int64_t now_ns = now.monotonic.count();
   const int64_t now_ms = now.wall.count();
 
-  // Slots: each must be a known member's (any state), of a generation not
-  // newer than the member's, or one this node holds already. Our own slot is
-  // ours alone: nobody can tell us more about it than we know.
-  constexpr crdt::SlotIndex kOwn = crdt::SlotTable::kNoSlot - 1;
+  // Slots: each must be one this node holds already (its own included: a
+  // replica may hold hits of ours we dropped when our clock stepped), or a
+  // known member's (any state) of a generation not newer than the member's.
   constexpr crdt::SlotIndex kRejected = crdt::SlotTable::kNoSlot;
   std::vector<crdt::SlotIndex> slots(state.slots.size(), kRejected);
   std::vector<bool> slot_full(state.slots.size(), false);
   for (size_t i = 0; i < state.slots.size(); ++i) {
     const wire::SlotValue& s = state.slots[i];
-    if (s.node_id == config_.node_id && s.generation == config_.generation) {
-      slots[i] = kOwn;
-      continue;
-    }
     const crdt::ReplicaSlot slot{s.node_id, s.generation};
     if (auto known = store.slots().Find(slot)) {
       slots[i] = *known;
@@ -810,17 +820,19 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
 
   // Time: a state's newest bucket may be ahead of our clock by what a
   // correct decider's clock can be ahead of the cluster's (the offset at
-  // which it stops owning, plus the regression its core clamps), measured
-  // from the cluster's time as we estimate it; further ahead it would drop
-  // live counts of ours (it moves the ring). A state with nothing live at
-  // our time changes nothing and is dropped.
-  const double median = std::isfinite(median_offset_ms_) ? median_offset_ms_ : 0.0;
+  // which it stops owning, plus the regression its core clamps), plus how
+  // far a strict majority of peers' clocks are all ahead of ours (ours may be
+  // the one behind; one peer alone cannot widen the bound); further ahead it
+  // would drop live counts of ours (it moves the ring). A state with nothing
+  // live at our time changes nothing and is dropped.
+  const double majority_ahead = std::isfinite(majority_ahead_ms_) ? majority_ahead_ms_ : 0.0;
   const int64_t ahead_ms =
       std::max<int64_t>(0, config_.max_clock_offset_ms) +
       std::max<int64_t>(0, config_.limiter.max_clock_regression_ms) +
-      std::clamp<int64_t>(std::llround(median), -kMaxPlausibleOffsetMs, kMaxPlausibleOffsetMs);
+      std::clamp<int64_t>(std::llround(majority_ahead), 0, kMaxPlausibleOffsetMs);
   const uint32_t buckets_per_window = config_.limiter.buckets_per_window;
 
+  bool acknowledge = true;
   std::vector<uint32_t> targets;
   std::vector<crdt::WindowCounter::StateRow> rows;
   for (const wire::CounterValue& c : state.counters) {
@@ -841,6 +853,7 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     const int64_t latest = crdt::BucketOf(now_ms + ahead_ms, g);
     if (c.newest_bucket > latest) {
       ++rejected.future;
+      acknowledge = false;  // resent until our clock reaches it
       continue;
     }
     const int64_t span = g.span;
@@ -854,7 +867,6 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     rows.clear();
     for (const auto& row : c.rows) {
       const crdt::SlotIndex slot = slots[row.slot];  // the decoder checked row.slot
-      if (slot == kOwn) continue;
       if (slot == kRejected) {
         ++(slot_full[row.slot] ? rejected.slot_table_full : rejected.unknown_slot);
         continue;
@@ -900,7 +912,7 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     if (it == co.end()) it = co.insert(co.end(), CoDecider{from, 0});
     it->expires_ns = now_ns + Ms(config_.co_decider_ttl_ms);
   }
-  return true;
+  return acknowledge;
 }
 
 // ---------------------------------------------------------------- replication
@@ -1238,6 +1250,10 @@ void Node::Tick(Instant now, Outbox* out) {
     // counts that are still live for our replicas. Fetch them again, as a
     // joining node does, and relay checks for our keys until we have them.
     ++counters_.clock_resyncs;
+    // Move the hits we counted while ahead to the new time now, not at the
+    // next check or sweep: until then our resent replicates (current state)
+    // stay in our replicas' future and they keep refusing them.
+    core_.Sweep(now);
     StartHandoff(now, out);
   }
   last_tick_wall_ms_ = now.wall.count();

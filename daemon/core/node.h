@@ -360,8 +360,12 @@ class Node {
   // peer state"); what fails validation is dropped and counted in
   // counters_.rejected_peer_state. `from_decider`: the sender decided these
   // hits (a replicate), as opposed to handing over or repairing state it
-  // holds. Returns false when the whole message was dropped (the sender is
-  // not a member): it is then not acknowledged.
+  // holds. Returns whether to acknowledge it: not when the sender is not a
+  // member (up, or for bulk state known in any state with this generation
+  // and address; the message is dropped whole), nor when a counter was ahead of
+  // our clock allowance (a decider whose clock runs ahead resends it, and it
+  // is merged once our clock reaches it; merging it now would drop our live
+  // buckets).
   bool ApplyState(const PeerSender& sender, const wire::ReplicateValue& state, bool from_decider,
                   Instant now);
 
@@ -431,6 +435,7 @@ class Node {
   boost::unordered_flat_set<std::string> handoff_asked_;    // while warming
   bool clock_ok_ = true;
   double median_offset_ms_ = 0;
+  double majority_ahead_ms_ = 0;  // how far a strict majority of peers are all ahead
   // (Swim clock_version, view_version_) that clock_ok_ was computed from.
   std::pair<uint64_t, uint64_t> clock_health_inputs_{UINT64_MAX, UINT64_MAX};
 

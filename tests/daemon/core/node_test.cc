@@ -593,17 +593,22 @@ TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
   const std::vector<std::string> ranking = Ranking(key, 3);
   const std::string owner = ranking[0];
   // The owner's clock runs 90 s ahead: its hits land in buckets far in its
-  // peers' future, where they keep counting (a step back only denies more).
+  // peers' future. They refuse that state (merging it would move their rings
+  // and drop live counts: docs/DESIGN.md, "Validating peer state") and do
+  // not acknowledge it, so the owner keeps resending.
   c.SetWallOffset(owner, 90'000);
   for (uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(c.Check(owner, Req(i, 3, 1000))->allowed);
-  c.RunFor(2'000);  // past the window in the owner's time: it sweeps the key
-  EXPECT_EQ(c.node(owner).StateHash(key, c.NowAt(owner)), 0u);
-  EXPECT_NE(c.node(ranking[1]).StateHash(key, c.Now()), 0u);
-  // The clock is corrected: the owner asks its peers for its keys again and
-  // holds what they hold (anti-entropy alone takes ~n/2 s at n members).
+  c.RunFor(300);
+  EXPECT_NE(c.node(owner).StateHash(key, c.NowAt(owner)), 0u);
+  EXPECT_EQ(c.node(ranking[1]).StateHash(key, c.Now()), 0u);
+  EXPECT_GE(c.node(ranking[1]).Status(c.Now()).counters.rejected_peer_state.future, 1u);
+  // The clock is corrected: the owner moves its hits to the new time (a step
+  // back only denies more), asks its peers for its keys again, and its
+  // replicas now take its state.
   c.SetWallOffset(owner, 0);
   c.RunFor(500);
   EXPECT_EQ(c.node(owner).Status(c.Now()).counters.clock_resyncs, 1u);
+  EXPECT_NE(c.node(owner).StateHash(key, c.Now()), 0u);
   EXPECT_EQ(c.node(owner).StateHash(key, c.Now()), c.node(ranking[1]).StateHash(key, c.Now()));
   auto r = c.Check(ranking[2], Req(4, 3, 1000));
   ASSERT_TRUE(r.has_value());

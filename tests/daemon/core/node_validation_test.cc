@@ -140,18 +140,23 @@ TEST(NodeValidationTest, StateFromTheFutureDoesNotWipeRealCounts) {
   ASSERT_EQ(Admit(c, owner, 5, 5, &id), 5);
   const Claim from = MemberClaim(c, replica);
   const crdt::Geometry g = crdt::GeometryFor(kWindowMs, 10);
+  const int acks_before = c.SentTo(from.address, Kind::kReplicateAck);
   for (int64_t ahead : {int64_t{g.span}, int64_t{g.span} + 1, int64_t{3}}) {
     c.Inject(owner, from.address,
              Encode(from, OneCounter(key, {replica, from.generation}, NowBucket(c) + ahead, 1),
                     c.Now()));
   }
   EXPECT_EQ(Rejected(c, owner).future, 3u);
+  // Not acknowledged: a decider whose clock runs ahead resends until ours
+  // reaches its buckets.
+  EXPECT_EQ(c.SentTo(from.address, Kind::kReplicateAck), acks_before);
   EXPECT_EQ(Admit(c, owner, 4, 5, &id), 0);
   // Within the allowance (clock offset + clamped regression, 1.5 s < one
   // 6 s bucket) a member's state is merged.
   c.Inject(owner, from.address,
            Encode(from, OneCounter(key, {replica, from.generation}, NowBucket(c), 1), c.Now()));
   EXPECT_EQ(Rejected(c, owner).total(), 3u);
+  EXPECT_EQ(c.SentTo(from.address, Kind::kReplicateAck), acks_before + 1);
   EXPECT_EQ(c.node(owner).store().Find(key)->counter.Sum(NowBucket(c)), 6u);
 }
 
@@ -268,6 +273,22 @@ TEST(NodeValidationTest, StateFromANonMemberIsNotMerged) {
   c.RunFor(5);
   EXPECT_EQ(c.SentTo(real.address, Kind::kReplicateAck), 1);
   ASSERT_NE(c.node(owner).store().Find(key), nullptr);
+  // Bulk state from a member that is no longer up (a leaving member's
+  // handoff, after its `left` rumor) is merged; from a stranger it is not.
+  const std::string gone = Ranking(key, 3)[2];
+  const Claim gone_claim = MemberClaim(c, gone);
+  c.Crash(gone);
+  c.RunFor(15'000);
+  ASSERT_EQ(c.node(owner).PreferenceList(key).size(), 2u);  // declared dead
+  for (const Claim& from : {gone_claim, stranger}) {
+    wire::NodeMessageValue push = OneCounter(KeyOf("bob"), {gone, gone_claim.generation},
+                                             NowBucket(c), 4);
+    push.kind = Kind::kStatePush;
+    c.Inject(owner, from.address, Encode(from, push, c.Now()));
+  }
+  EXPECT_EQ(Rejected(c, owner).non_member, 4u);
+  ASSERT_NE(c.node(owner).store().Find(KeyOf("bob")), nullptr);
+  EXPECT_EQ(c.node(owner).store().Find(KeyOf("bob"))->counter.Sum(NowBucket(c)), 4u);
 }
 
 // A 128-byte forged handoffRequest made a node push 16.7 MB to the member it
