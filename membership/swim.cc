@@ -268,8 +268,12 @@ bool Swim::ValidHeader(const std::string& from_address, const SwimMessage& msg) 
 }
 
 bool Swim::ValidUpdate(const MemberUpdate& u) const {
+  // An accusation at kMaxIncarnation could never be refuted (a refutation
+  // must out-bid it): only the member's own alive may sit there.
+  const uint64_t max_incarnation =
+      u.state == MemberState::kAlive ? kMaxIncarnation : kMaxIncarnation - 1;
   return ValidName(u.id, kMaxIdBytes) && ValidName(u.address, kMaxAddressBytes) &&
-         u.origin.size() <= kMaxIdBytes && u.incarnation <= kMaxIncarnation &&
+         u.origin.size() <= kMaxIdBytes && u.incarnation <= max_incarnation &&
          static_cast<int>(u.state) < kMemberStateCount;
 }
 
@@ -343,6 +347,22 @@ void Swim::ApplyRumor(MemberUpdate u) {
     AddToProbeList(added.id);
     UpSetChanged(added.id);
     queue_.Push(std::move(u));
+    return;
+  }
+  if (u.generation == m->generation && u.address != m->address) {
+    // One process binds one gossip address for its life: another address
+    // under its generation is someone else's claim (it would redirect the
+    // member's probes and traffic there).
+    ++stats_.address_changes_refused;
+    return;
+  }
+  if (u.generation > m->generation && u.state != MemberState::kAlive) {
+    // A process announces its generation itself, alive, when it starts; an
+    // accusation or a leave about a generation we never heard alive cannot be
+    // refuted by the member (it cannot raise its generation) and would evict
+    // it for good: a forged `left` with generation + 1 did (issue 9). If that
+    // process exists, its alive rumor reaches us and then its news counts.
+    ++stats_.unrefutable_rumors;
     return;
   }
   if (!Supersedes(u, *m)) {

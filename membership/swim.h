@@ -126,6 +126,8 @@ struct SwimStats {
   uint64_t invalid = 0;       // malformed fields, absurd incarnations
   uint64_t wrong_target = 0;  // pings for someone else
   uint64_t foreign_self = 0;  // another process claims our name
+  uint64_t unrefutable_rumors = 0;       // not alive, of a generation never heard alive
+  uint64_t address_changes_refused = 0;  // another address under a known generation
   uint64_t stale_rumors = 0;  // superseded or about unknown members
   uint64_t unmatched = 0;     // acks/nacks for nothing outstanding
   uint64_t clock_samples = 0;

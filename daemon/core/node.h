@@ -202,6 +202,9 @@ struct NodeStatus {
     // Forward replies from a peer the forward was not sent to.
     uint64_t forward_results_refused = 0;
   } counters;
+  // Membership's own counters (refused rumors, another process under our
+  // node id: docs/DESIGN.md, "Identity without authentication").
+  membership::SwimStats swim;
 };
 
 class Node {

@@ -846,6 +846,12 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("handoffs_refused", c.handoffs_refused);
   add("digests_refused", c.digests_refused);
   add("forward_results_refused", c.forward_results_refused);
+  // Membership input refused, and another process under our node id.
+  add("swim_invalid", s.swim.invalid);
+  add("swim_foreign_self", s.swim.foreign_self);
+  add("swim_unrefutable_rumors", s.swim.unrefutable_rumors);
+  add("swim_address_changes_refused", s.swim.address_changes_refused);
+  add("swim_refutations", s.swim.refutations);
   auto load = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   add("gossip_datagrams_in", load(gossip_datagrams_in));
   add("gossip_datagrams_out", load(gossip_datagrams_out));

@@ -91,6 +91,13 @@ class Network {
     Dispatch(address, &out);
     Reschedule(address);
   }
+  // A datagram `msg` to `to` claiming to come from `from_address`, which may
+  // be no node at all (a forger's), delivered like any other.
+  void Forge(const std::string& from_address, const std::string& to, const SwimMessage& msg) {
+    std::vector<std::byte> bytes;
+    wire::EncodeSwim(msg, &bytes);
+    flights_.push(Flight{now_ + options_.latency, flight_seq_++, from_address, to, std::move(bytes)});
+  }
   // Stops a node dead: no more ticks, messages to it vanish.
   void Crash(const std::string& address) {
     nodes_.at(address).up = false;
@@ -605,6 +612,88 @@ TEST(SwimClusterTest, GracefulLeaveIsLeftEverywhereNeverDead) {
   EXPECT_TRUE(AllOthersSee(net, Id(4), MemberState::kLeft));
   EXPECT_EQ(TotalDeaths(net), 0u);
   EXPECT_TRUE(AllSeeAllAlive(net));  // the other four
+}
+
+// Goal (issue 9): a forged `left` or `dead` rumor about a live member, sent
+// from an address that is no member, does not evict it for good: with its
+// generation it refutes (out-bids the incarnation); with a newer generation
+// or an incarnation it could never out-bid, the rumor is refused. Method: five
+// nodes converge; a stranger sends n0 one gossip datagram carrying `left`
+// about n2 (incarnation + 1), `left` about n3 (generation + 1) and `dead`
+// about n4 (incarnation 2^48), plus an alive about n1 at the stranger's own
+// address (same generation); after 15 s everyone sees everyone alive, at
+// their own addresses.
+TEST(SwimClusterTest, ForgedLeaveOrDeathRumorsDoNotEvictLiveMembers) {
+  const uint64_t seed = TestSeed(12);
+  SCOPED_TRACE(SeedNote(seed));
+  Network net(seed);
+  AddNodes(net, 5);
+  Converge(net);
+  net.RunFor(seconds(3));
+  const std::string stranger = "10.9.9.9:7946";
+  auto about = [&](int i, MemberState state, uint64_t generation_delta, uint64_t incarnation) {
+    const Swim::Self& self = net.swim(Addr(i)).self();
+    return MemberUpdate{self.id, self.address, self.generation + generation_delta, incarnation,
+                        state, "mallory"};
+  };
+  SwimMessage forged;
+  forged.sender_id = "mallory";
+  forged.sender_address = stranger;
+  forged.sender_generation = 1;
+  forged.sender_wall_ms = kEpochMs;
+  forged.body = Gossip{};
+  forged.piggyback = {
+      about(2, MemberState::kLeft, 0, net.swim(Addr(2)).incarnation() + 1),
+      about(3, MemberState::kLeft, 1, 0),
+      about(4, MemberState::kDead, 0, Swim::kMaxIncarnation),
+      about(1, MemberState::kAlive, 0, net.swim(Addr(1)).incarnation() + 1),
+  };
+  forged.piggyback.back().address = stranger;
+  net.Forge(stranger, Addr(0), forged);
+  net.RunFor(milliseconds(100));
+  // n2's rumor is taken (same generation, higher incarnation) ...
+  EXPECT_EQ(net.swim(Addr(0)).members().Find(Id(2))->state, MemberState::kLeft);
+  EXPECT_EQ(net.swim(Addr(0)).stats().unrefutable_rumors, 1u);
+  EXPECT_EQ(net.swim(Addr(0)).stats().address_changes_refused, 1u);
+  EXPECT_GE(net.swim(Addr(0)).stats().invalid, 1u);
+  net.RunFor(seconds(15));
+  // ... and refuted: n2 hears it in an ack to one of its probes.
+  EXPECT_GE(net.swim(Addr(2)).stats().refutations, 1u);
+  EXPECT_TRUE(AllSeeAllAlive(net));
+  for (const auto& viewer : net.UpAddresses()) {
+    for (int i = 0; i < 5; ++i) {
+      const Member* m = net.swim(viewer).members().Find(Id(i));
+      ASSERT_NE(m, nullptr);
+      EXPECT_EQ(m->address, Addr(i)) << viewer;
+      EXPECT_EQ(m->generation, net.swim(Addr(i)).self().generation) << viewer;
+    }
+  }
+  EXPECT_EQ(TotalDeaths(net), 0u);
+}
+
+// Goal (issue 9): a second live process under an existing node id does not go
+// unnoticed. Method: five nodes converge; another process starts as n2 (a
+// newer generation, another address); the newer generation wins the others'
+// tables, and the first n2 counts the rumors about its name from another
+// process (foreign_self, shown by `tally status` as swim_foreign_self).
+TEST(SwimClusterTest, ASecondProcessUnderAnExistingIdIsCounted) {
+  const uint64_t seed = TestSeed(13);
+  SCOPED_TRACE(SeedNote(seed));
+  Network net(seed);
+  AddNodes(net, 5);
+  Converge(net);
+  net.RunFor(seconds(3));
+  EXPECT_EQ(net.swim(Addr(2)).stats().foreign_self, 0u);
+  net.Add(Id(2), Addr(22), 5002, {Addr(0)});
+  net.Start(Addr(22));
+  net.RunFor(seconds(10));
+  EXPECT_GE(net.swim(Addr(2)).stats().foreign_self, 1u);
+  for (int i : {0, 1, 3, 4}) {
+    const Member* m = net.swim(Addr(i)).members().Find(Id(2));
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->generation, 5002u);
+    EXPECT_EQ(m->address, Addr(22));
+  }
 }
 
 // Goal (Lifeguard): a slow node notices it is the problem: its health score

@@ -199,8 +199,12 @@ TEST(SwimTest, PrecedenceAsSeenThroughTheProtocol) {
           MemberUpdate r = Rumor("x", up, 10 + dg, 5 + di, "b");
           h.Gossip("b", {r}, 3);
           const Member* x = h.swim.members().Find("x");
+          // Except that only an alive rumor brings a new generation: the
+          // member could not refute anything else (a forged `left` with
+          // generation + 1 evicted a live member for good, issue 9).
           const bool wins =
-              PrecedenceKey(r.generation, r.incarnation, r.state) > PrecedenceKey(10, 5, cur);
+              PrecedenceKey(r.generation, r.incarnation, r.state) > PrecedenceKey(10, 5, cur) &&
+              (dg <= 0 || up == MemberState::kAlive);
           const auto want = wins ? std::make_tuple(r.generation, r.incarnation, r.state)
                                  : std::make_tuple(uint64_t{10}, uint64_t{5}, cur);
           EXPECT_EQ(std::make_tuple(x->generation, x->incarnation, x->state), want)
