@@ -97,9 +97,17 @@ void Swim::Start(Instant now, std::vector<Outbound>* out) {
 }
 
 void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, Instant now,
-                     std::vector<Outbound>* out) {
+                     std::vector<Outbound>* out, size_t received_bytes) {
   if (!started_) return;
   Advance(now);
+  // What we send while handling it (an ack, a relayed ping, a refutation) is
+  // no more than kReplyFactor times its size: piggybacked rumors wait.
+  struct ReplyLimit {
+    size_t& limit;
+    ~ReplyLimit() { limit = SIZE_MAX; }
+  } reset{reply_limit_bytes_};
+  reply_limit_bytes_ =
+      kReplyFactor * (received_bytes != 0 ? received_bytes : EstimatedEncodedBytes(msg));
   if (!ValidHeader(from_address, msg)) {
     ++stats_.invalid;
     return;
@@ -303,16 +311,14 @@ bool Swim::Send(const std::string& to_address, SwimBody body, bool stream, bool 
         }
       }
     }
+    const size_t limit = std::min(config_.max_packet_bytes, reply_limit_bytes_);
     size_t fixed = bytes + kPiggybackListOverheadBytes;
-    if (must_carry != nullptr &&
-        fixed + EstimatedUpdateBytes(*must_carry) <= config_.max_packet_bytes) {
+    if (must_carry != nullptr && fixed + EstimatedUpdateBytes(*must_carry) <= limit) {
       msg.piggyback.push_back(*must_carry);
       fixed += EstimatedUpdateBytes(*must_carry);
     }
     size_t used = 0;
-    if (fixed < config_.max_packet_bytes) {
-      used = queue_.Take(config_.max_packet_bytes - fixed, TransmitLimit(), &msg.piggyback);
-    }
+    if (fixed < limit) used = queue_.Take(limit - fixed, TransmitLimit(), &msg.piggyback);
     if (!msg.piggyback.empty()) bytes = fixed + used;
     if (only_if_rumors && msg.piggyback.empty()) return false;
     stats_.rumors_sent += msg.piggyback.size();

@@ -160,9 +160,13 @@ class Swim {
 
   // Handles one decoded message that arrived from `from_address` (the
   // datagram's source; datagram replies go there, stream replies to the
-  // sender's advertised address). Ignored before Start.
+  // sender's advertised address). Ignored before Start. `received_bytes`: its
+  // size on the wire (0: estimate it); every datagram sent while handling it
+  // is at most kReplyFactor times that (piggyback rumors are left out to fit),
+  // so a forged datagram from a spoofed source is not amplified (issue 9).
   void OnMessage(const std::string& from_address, const SwimMessage& msg, Instant now,
-                 std::vector<Outbound>* out);
+                 std::vector<Outbound>* out, size_t received_bytes = 0);
+  static constexpr size_t kReplyFactor = 3;
 
   // Runs whatever is due at `now`: probe steps, relays, suspicion timeouts,
   // gossip, push-pull, reconnects, reaping. Cheap when nothing is due.
@@ -247,7 +251,11 @@ class Swim {
     bool nack_sent = false;
     std::chrono::nanoseconds nack_at{0};
     std::chrono::nanoseconds expires{0};
+    size_t reply_limit_bytes = SIZE_MAX;  // the ping-req's: what we send back is no larger
   };
+  // Send, with datagrams no larger than `limit_bytes` as well.
+  void SendLimited(size_t limit_bytes, const std::string& to_address, SwimBody body,
+                   std::vector<Outbound>* out);
 
   // swim.cc: lifecycle, rumors, suspicion.
   void Advance(Instant now);
@@ -311,6 +319,8 @@ class Swim {
   bool left_ = false;
   Instant now_;
   uint64_t incarnation_ = 0;
+  // Datagram size limit while handling a message (OnMessage), else SIZE_MAX.
+  size_t reply_limit_bytes_ = SIZE_MAX;
   int health_ = 0;
   uint64_t seq_ = 0;
   uint64_t alive_set_version_ = 0;

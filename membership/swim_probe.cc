@@ -135,7 +135,8 @@ void Swim::HandleAck(const SwimMessage& msg, const Ack& ack, std::vector<Outboun
       ++stats_.unmatched;
       return;
     }
-    Send(it->second.requester_address, Ack{it->second.requester_seq}, false, false, out);
+    SendLimited(it->second.reply_limit_bytes, it->second.requester_address,
+                Ack{it->second.requester_seq}, out);
     relays_.erase(it);
     return;
   }
@@ -189,6 +190,7 @@ void Swim::HandlePingReq(const std::string& from_address, const PingReq& req,
   relay.requester_seq = req.seq;
   relay.target_id = req.target_id;
   relay.want_nack = req.want_nack;
+  relay.reply_limit_bytes = reply_limit_bytes_;
   const milliseconds timeout(config_.probe_timeout_ms);
   relay.nack_at = now_.monotonic + timeout * kNackPercentOfTimeout / 100;
   relay.expires = now_.monotonic + timeout;
@@ -197,13 +199,21 @@ void Swim::HandlePingReq(const std::string& from_address, const PingReq& req,
   Send(req.target_address, Ping{seq, req.target_id}, false, false, out);
 }
 
+void Swim::SendLimited(size_t limit_bytes, const std::string& to_address, SwimBody body,
+                       std::vector<Outbound>* out) {
+  const size_t saved = reply_limit_bytes_;
+  reply_limit_bytes_ = std::min(saved, limit_bytes);
+  Send(to_address, std::move(body), /*stream=*/false, /*only_if_rumors=*/false, out);
+  reply_limit_bytes_ = saved;
+}
+
 void Swim::TickRelays(std::vector<Outbound>* out) {
   for (auto it = relays_.begin(); it != relays_.end();) {
     Relay& r = it->second;
     if (r.want_nack && !r.nack_sent && now_.monotonic >= r.nack_at) {
       r.nack_sent = true;
       ++stats_.relay_nacks;
-      Send(r.requester_address, Nack{r.requester_seq}, false, false, out);
+      SendLimited(r.reply_limit_bytes, r.requester_address, Nack{r.requester_seq}, out);
     }
     if (now_.monotonic >= r.expires) {
       it = relays_.erase(it);

@@ -225,6 +225,13 @@ size_t EncodedResponseBound(size_t error_bytes) {
   return 7 * kWordBytes + (error_bytes + 1 + kWordBytes - 1) / kWordBytes * kWordBytes;
 }
 
+bool ResultsFitReplyFactor(size_t checks, size_t request_bytes) {
+  // Results of valid checks carry no error text (EncodedResponseBound(0));
+  // the error texts of invalid ones are short next to the 48 bytes their
+  // checks took.
+  return checks <= kMaxReplyFactor * request_bytes / EncodedResponseBound(0);
+}
+
 }  // namespace tally::wire
 
 namespace tally::wire {

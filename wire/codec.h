@@ -134,6 +134,17 @@ size_t EncodedCheckBound(size_t user_id_bytes, size_t endpoint_bytes);
 // Upper bound of the encoded size of one response carrying `error_bytes` of text.
 size_t EncodedResponseBound(size_t error_bytes);
 
+// A reply to a client datagram is at most this many times its size, so a
+// datagram from a spoofed source is not amplified (issue 9).
+inline constexpr size_t kMaxReplyFactor = 3;
+
+// Whether one result per check of a `request_bytes` checks datagram stays
+// within kMaxReplyFactor: every check our encoders write takes at least 48
+// bytes and a result without error text 64, but a Cap'n Proto list may hold
+// empty structs of 0 bytes each (64 KiB of them got 2.56 MB of errors back).
+// When it does not, the datagram gets one error and nothing is decided.
+bool ResultsFitReplyFactor(size_t checks, size_t request_bytes);
+
 }  // namespace tally::wire
 
 #endif  // TALLY_WIRE_CODEC_H_

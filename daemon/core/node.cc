@@ -375,8 +375,20 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
     out->client.push_back(std::move(reply));
     return;
   }
-  RefreshView(now, out);
   const auto& checks = client_reader_.checks();
+  if (!wire::ResultsFitReplyFactor(checks.size(), bytes.size())) {
+    // More checks than their bytes could hold as our encoders write them
+    // (empty structs): one error, nothing decided, nothing amplified.
+    ++counters_.malformed_client;
+    CheckResult r = ErrorResult(0, tally::Status::kMalformed,
+                                std::to_string(checks.size()) + " checks in " +
+                                    std::to_string(bytes.size()) + " bytes");
+    Outbox::ClientReply reply{reply_token, {}};
+    wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    return;
+  }
+  RefreshView(now, out);
   if (checks.empty()) {
     // Nothing to decide, but every datagram is answered (and no batch may
     // wait for items that will never complete).
@@ -704,7 +716,7 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
   }
   if (reader.is_swim()) {
     std::vector<membership::Outbound> swim_out;
-    swim_.OnMessage(from_address, reader.swim(), now, &swim_out);
+    swim_.OnMessage(from_address, reader.swim(), now, &swim_out, bytes.size());
     SendSwim(swim_out, now, out);
     RefreshView(now, out);
     return;

@@ -195,8 +195,17 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       return Handled::kAnswered;
   }
   // The Node decodes the checks itself (a second, cheap decode): bytes, not
-  // structs, cross into the core, as in the simulator.
+  // structs, cross into the core, as in the simulator. It applies the same
+  // reply bound.
   if (cluster_ != nullptr) return Handled::kForCluster;
+  if (!wire::ResultsFitReplyFactor(reader_.checks().size(), message.size())) {
+    // Empty structs: one error, nothing decided, nothing amplified.
+    ReplyError(Status::kMalformed,
+               std::to_string(reader_.checks().size()) + " checks in " +
+                   std::to_string(message.size()) + " bytes",
+               tag, replies);
+    return Handled::kAnswered;
+  }
   // One batch per datagram: results in request order, each shard locked once.
   limiter_->CheckBatch(reader_.checks(), now, &results_);
   for (CheckResult& result : results_) {

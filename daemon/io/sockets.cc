@@ -281,6 +281,9 @@ bool UnixSocketFile::Bind(const std::string& path, int type, std::string* error)
     return false;
   }
   SetBufferSizes(fd.get());
+  // The file bind creates takes the socket's mode (minus the umask): never
+  // wider than owner and group, even for the moment before the chmod below.
+  fchmod(fd.get(), kUnixSocketMode);
   if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     *error = Errno(("bind " + path).c_str(), errno);
     return false;
@@ -292,8 +295,11 @@ bool UnixSocketFile::Bind(const std::string& path, int type, std::string* error)
   }
   path_ = path;
   fd_ = std::move(fd);
-  // Local clients of any user may ask, exactly as they can over 127.0.0.1 UDP.
-  chmod(path.c_str(), 0666);
+  // Owner and group only: a client spends the limits of whoever it names,
+  // so the socket is no more open than the group the operator puts its
+  // clients in (docs/DESIGN.md; the daemon's group, or the directory's with
+  // the setgid bit). Exactly 0660 whatever the umask.
+  chmod(path.c_str(), kUnixSocketMode);
   if (type == SOCK_SEQPACKET && listen(fd_.get(), SOMAXCONN) != 0) {
     *error = Errno(("listen " + path).c_str(), errno);
     return false;

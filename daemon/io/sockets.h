@@ -68,6 +68,9 @@ class UniqueFd {
 bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* sockets,
                   std::string* bound, std::string* error);
 
+// Mode of the Unix socket files tallyd creates: owner and group may connect.
+inline constexpr unsigned kUnixSocketMode = 0660;
+
 // A bound Unix socket file. Unlinks the file on destruction if it is still the
 // one we created (same device and inode), so we never remove a successor's.
 class UnixSocketFile {
@@ -82,6 +85,7 @@ class UnixSocketFile {
   // Creates a non-blocking socket of `type` (SOCK_DGRAM or SOCK_SEQPACKET) at
   // `path`: creates missing parent directories (0755), unlinks a stale socket
   // file (one nobody accepts on), refuses a live socket or a non-socket file.
+  // The file is mode kUnixSocketMode (0660) from its creation on.
   // SOCK_SEQPACKET sockets are also put into listening state.
   bool Bind(const std::string& path, int type, std::string* error);
 

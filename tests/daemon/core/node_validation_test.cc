@@ -10,6 +10,8 @@
 #include "daemon/core/node.h"
 #include "membership/ring.h"
 #include "tests/daemon/core/test_cluster.h"
+#include "tests/support/crafted_checks.h"
+#include "wire/codec.h"
 #include "wire/peer_codec.h"
 
 namespace tally::core {
@@ -246,6 +248,137 @@ TEST(NodeValidationTest, AWrongGeometryIsDroppedOrRepairedNeverACollision) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, Status::kOk);
   EXPECT_FALSE(r->allowed);
+}
+
+// Issue 9, bounded resources: a flood of distinct keys, from clients or in a
+// member's state, never grows a node's key table past its cap; what does not
+// fit is refused (kOverCapacity) or dropped and counted (store_full), and the
+// keys already held keep their counts.
+TEST(NodeValidationTest, AFloodOfDistinctKeysStopsAtTheKeyTableCap) {
+  constexpr size_t kMaxKeys = 64;
+  TestCluster c;
+  for (const char* id : {"n1", "n2"}) {
+    NodeConfig config = c.ConfigFor(id);
+    config.limiter.max_keys = kMaxKeys;
+    if (std::string(id) != "n1") config.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(config);
+  }
+  c.RunFor(5000);
+  const std::string victim = "n1";
+  uint64_t id = 1;
+  // A key of the victim's admitted to its limit before the flood.
+  std::string held;
+  for (int u = 0; held.empty(); ++u) {
+    const std::string user = "held" + std::to_string(u);
+    if (Ranking(KeyOf(user), 2)[0] == victim) held = user;
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.Check(victim, Req(id++, 3, held))->allowed);
+  // Clients: 1000 distinct keys through the victim.
+  int over_capacity = 0;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = c.Check(victim, Req(id++, 5, "flood" + std::to_string(i)));
+    ASSERT_TRUE(r.has_value());
+    over_capacity += r->status == Status::kOverCapacity;
+  }
+  EXPECT_GT(over_capacity, 0);
+  EXPECT_LE(c.node(victim).store().size(), kMaxKeys);
+  EXPECT_LE(c.node("n2").store().size(), kMaxKeys);
+  // A member's state: 2000 distinct keys in forged replicates.
+  const Claim from = MemberClaim(c, "n2");
+  for (int batch = 0; batch < 4; ++batch) {
+    wire::NodeMessageValue msg;
+    for (int k = 0; k < 500; ++k) {
+      wire::NodeMessageValue one =
+          OneCounter(KeyOf("peer" + std::to_string(batch * 500 + k)), {"n2", from.generation},
+                     NowBucket(c), 1);
+      if (msg.replicate.counters.empty()) msg = one;
+      else msg.replicate.counters.push_back(one.replicate.counters[0]);
+    }
+    c.Inject(victim, from.address, Encode(from, msg, c.Now()));
+  }
+  EXPECT_GT(Rejected(c, victim).store_full, 0u);
+  EXPECT_LE(c.node(victim).store().size(), kMaxKeys);
+  // The held key still denies, its counts intact.
+  auto r = c.Check(victim, Req(id++, 3, held));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk) << r->error;
+  EXPECT_FALSE(r->allowed);
+}
+
+// Issue 9, amplification: a datagram from a spoofed source makes a node send
+// at most 3x its size to that source. A bare ping used to get an ack carrying
+// up to 1,400 bytes of rumors, and a ping-req a relayed ack as large.
+TEST(NodeValidationTest, RepliesToAForgedDatagramAreAtMostThreeTimesItsSize) {
+  TestCluster c;
+  c.Form(6);
+  const std::string victim = "10.9.9.9:7946";
+  auto forge = [&](membership::SwimBody body) {
+    membership::SwimMessage m;
+    m.sender_id = "m";
+    m.sender_address = victim;
+    m.sender_generation = 1;
+    m.sender_wall_ms = c.Now().wall.count();
+    m.body = std::move(body);
+    std::vector<std::byte> bytes;
+    wire::EncodeSwim(m, &bytes);
+    return bytes;
+  };
+  size_t requested = 0;
+  for (int round = 0; round < 20; ++round) {
+    // Fresh news for n1 to piggyback: a member joins every other round.
+    if (round % 2 == 0) c.Add("n" + std::to_string(7 + round / 2));
+    for (const std::vector<std::byte>& bytes :
+         {forge(membership::Ping{static_cast<uint64_t>(round), "n1"}),
+          forge(membership::PingReq{static_cast<uint64_t>(100 + round), "n2",
+                                    TestCluster::AddressOf("n2"), true})}) {
+      requested += bytes.size();
+      c.Inject("n1", victim, bytes);
+      c.RunFor(20);
+    }
+  }
+  const size_t replied = c.DatagramBytesSentTo(victim);
+  EXPECT_GT(replied, 0u);  // it is answered (acks), only not amplified
+  EXPECT_LE(replied, 3 * requested) << replied << " bytes for " << requested;
+}
+
+// Issue 9, amplification on the client port: 64 KiB of empty checks got
+// 2.56 MB of per-entry errors back (39x). Now a datagram whose checks could
+// not have been written in its bytes gets one error, and nothing is decided.
+TEST(NodeValidationTest, AClientDatagramGetsAtMostThreeTimesItsSizeBack) {
+  TestCluster c;
+  c.Form(3);
+  for (auto [n, words] : {std::pair<uint32_t, size_t>{1, 5}, {2, 5}, {2000, 512}, {30'000, 8192}}) {
+    const std::vector<std::byte> request = tally::testing::EmptyStructChecks(n, words);
+    auto reply = c.ClientDatagram("n1", request);
+    ASSERT_TRUE(reply.has_value()) << n;
+    EXPECT_LE(reply->size(), 3 * request.size()) << n << " checks: " << reply->size() << " bytes";
+    wire::ClientMessageReader reader;
+    std::string why;
+    ASSERT_EQ(reader.Decode(*reply, &why), Status::kOk) << why;
+    ASSERT_EQ(reader.responses().size(), 1u) << n;
+    EXPECT_NE(reader.responses()[0].status, Status::kOk);
+  }
+  EXPECT_EQ(c.node("n1").store().size(), 0u);
+  // Real checks, valid or not, still get one result each, within the bound.
+  std::vector<CheckRequest> requests;
+  for (uint64_t i = 1; i <= 40; ++i) {
+    requests.push_back(CheckRequest{i, i % 2 ? "u" + std::to_string(i) : "", "/e", 5, 1000, 1});
+  }
+  std::vector<CheckRequestRef> refs(requests.begin(), requests.end());
+  std::vector<std::byte> bytes;
+  wire::EncodeChecks(refs, &bytes);
+  auto reply = c.ClientDatagram("n1", bytes);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_LE(reply->size(), 3 * bytes.size());
+  wire::ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(*reply, &why), Status::kOk) << why;
+  ASSERT_EQ(reader.responses().size(), requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(reader.responses()[i].status,
+              requests[i].user_id.empty() ? Status::kInvalidArgument : Status::kOk)
+        << i;
+  }
 }
 
 // State from a sender that is not an up member in the receiver's view is

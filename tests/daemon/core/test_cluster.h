@@ -93,6 +93,11 @@ class TestCluster {
     node(to).Flush(Now(), &out);
     Dispatch(to, out);
   }
+  // Datagram bytes (not stream) sent so far to an address, by every node.
+  size_t DatagramBytesSentTo(const std::string& address) const {
+    auto it = datagram_bytes_.find(address);
+    return it == datagram_bytes_.end() ? 0 : it->second;
+  }
   // Node messages of `kind` sent so far to an address.
   int SentTo(const std::string& address, wire::NodeMessageValue::Kind kind) const {
     auto it = sent_.find({address, kind});
@@ -143,6 +148,24 @@ class TestCluster {
     nodes_.at(via).node->Flush(Now(), &out);
     Dispatch(via, out);
     return token;
+  }
+
+  // Hands raw client bytes to `via`, runs until answered (at most
+  // max_wait_ms); returns the reply's bytes, or nothing.
+  std::optional<std::vector<std::byte>> ClientDatagram(const std::string& via,
+                                                       const std::vector<std::byte>& bytes,
+                                                       int64_t max_wait_ms = 2000) {
+    const uint64_t token = ++next_token_;
+    Outbox out;
+    nodes_.at(via).node->OnClientDatagram(token, bytes, Now(), &out);
+    nodes_.at(via).node->Flush(Now(), &out);
+    Dispatch(via, out);
+    for (int64_t waited = 0; waited <= max_wait_ms && !replies_.contains(token); waited += 1) {
+      RunFor(1);
+    }
+    auto it = replies_.find(token);
+    if (it == replies_.end()) return std::nullopt;
+    return it->second;
   }
 
   // Sends one check through `via` and runs until its reply arrives.
@@ -209,6 +232,7 @@ class TestCluster {
   void Dispatch(const std::string& from, Outbox& out) {
     for (auto& p : out.peer) {
       if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
+      if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
       in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
     }
     for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
@@ -244,6 +268,7 @@ class TestCluster {
   std::map<std::pair<std::string, std::string>, int> drop_forwards_;
   std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
   std::map<uint64_t, std::vector<std::byte>> replies_;
+  std::map<std::string, size_t> datagram_bytes_;
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
 };
 

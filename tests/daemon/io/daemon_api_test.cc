@@ -12,9 +12,11 @@
 
 #include "daemon/io/counters.h"
 #include "daemon/io/daemon.h"
+#include "daemon/io/message_processor.h"
 #include "daemon/io/seqpacket_server.h"
 #include "daemon/io/sockets.h"
 #include "tests/daemon/io/raw_client.h"
+#include "tests/support/crafted_checks.h"
 #include "tests/support/daemon_process.h"
 
 namespace tally::testing {
@@ -206,6 +208,51 @@ TEST(DaemonApiTest, RepliesTooBigForOneDatagramAreSplit) {
   EXPECT_GE(stats.datagrams_out, 2u);
   daemon.Stop();
   runner.join();
+}
+
+// Issue 9: the socket files were 0666, so any local user could spend other
+// users' limits. Owner and group only, whatever the umask.
+TEST(UnixSocketFileTest, SocketFilesAreOwnerAndGroupOnly) {
+  TempDir dir;
+  for (mode_t mask : {mode_t{022}, mode_t{077}, mode_t{0}}) {
+    for (int type : {SOCK_DGRAM, SOCK_SEQPACKET}) {
+      const mode_t old_mask = umask(mask);
+      io::UnixSocketFile file;
+      std::string error;
+      const std::string path = dir.File("m" + std::to_string(mask) + "-" + std::to_string(type));
+      const bool bound = file.Bind(path, type, &error);
+      umask(old_mask);
+      ASSERT_TRUE(bound) << error;
+      struct stat st;
+      ASSERT_EQ(stat(path.c_str(), &st), 0);
+      EXPECT_TRUE(S_ISSOCK(st.st_mode));
+      EXPECT_EQ(st.st_mode & 07777, 0660u) << "umask " << mask << " type " << type;
+    }
+  }
+}
+
+// Issue 9, amplification on the client port of a single node: 64 KiB of
+// empty checks got 2.56 MB of per-entry errors back (39x). A datagram whose
+// checks could not have been written in its bytes gets one error.
+TEST(MessageProcessorTest, RepliesAreAtMostThreeTimesTheRequest) {
+  Limiter limiter(LimiterOptions{});
+  io::Counters counters;
+  io::MessageProcessor processor(&limiter, /*echo=*/false, &counters);
+  const Instant now{std::chrono::milliseconds(1'700'000'000'000), std::chrono::nanoseconds(1)};
+  for (auto [n, words] : {std::pair<uint32_t, size_t>{1, 5}, {2, 5}, {2000, 512}, {30'000, 8192}}) {
+    const std::vector<std::byte> request = tally::testing::EmptyStructChecks(n, words);
+    std::vector<io::Reply> replies;
+    processor.Reset();
+    ASSERT_EQ(processor.Handle(request, false, now, 0, &replies), io::Handled::kAnswered);
+    size_t bytes = 0;
+    for (const io::Reply& r : replies) bytes += r.bytes.size();
+    EXPECT_LE(bytes, 3 * request.size()) << n << " checks: " << bytes << " bytes";
+    ASSERT_EQ(replies.size(), 1u) << n;
+    wire::ClientMessageReader reader;
+    std::string why;
+    ASSERT_EQ(reader.Decode(replies[0].bytes, &why), Status::kOk) << why;
+    EXPECT_EQ(reader.responses().size(), 1u) << n;
+  }
 }
 
 TEST(SeqpacketServerTest, RefusesConnectionsBeyondTheCap) {
