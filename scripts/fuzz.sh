@@ -10,6 +10,7 @@
 # from fuzz/corpus/TARGET (kept in git, small); what the fuzzer learns goes to
 # build-fuzz/corpus/TARGET, findings to build-fuzz/artifacts/TARGET/ (the file name
 # says crash-, leak-, timeout- or oom-; rerun one with build-fuzz/fuzz/TARGET FILE).
+# Reproducers of fixed findings in fuzz/regressions/TARGET are seeds as well.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Sanitizer reports name file:line only if llvm-symbolizer is found (llvm-14).
@@ -39,6 +40,9 @@ run() {
   local target="$1" seconds="$2"
   shift 2
   local seeds="$root/fuzz/corpus/$target" work="$build/corpus/$target"
+  # Reproducers of fixed findings (fuzz/regressions/TARGET) run as seeds too.
+  local regressions=()
+  if [[ -d "$root/fuzz/regressions/$target" ]]; then regressions=("$root/fuzz/regressions/$target"); fi
   local artifacts="$build/artifacts/$target/" log="$build/logs/$target.log"
   mkdir -p "$work" "$artifacts" "$(dirname "$log")" "$seeds"
   local flags=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
@@ -53,7 +57,8 @@ run() {
   start=$(date +%s.%N)
   ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}" \
   UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
-    "$build/fuzz/$target" "${flags[@]}" "$@" "$work" "$seeds" >"$log" 2>&1 || status=$?
+    "$build/fuzz/$target" "${flags[@]}" "$@" "$work" "$seeds" "${regressions[@]}" >"$log" 2>&1 ||
+    status=$?
   local elapsed execs rate cov
   elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
