@@ -126,6 +126,18 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
   }
   ++stats_.received[static_cast<size_t>(kind)];
   ApplySenderEvidence(msg);
+  if (const Member* sender = table_.Find(msg.sender_id);
+      sender != nullptr && sender->generation == msg.sender_generation &&
+      (sender->state == MemberState::kDead || sender->state == MemberState::kLeft) &&
+      msg.sender_incarnation < sender->incarnation) {
+    // It talks, below the incarnation we hold it dead or left at: it never
+    // heard the verdict (a false death, or a forged `left`; the rumor may
+    // have run out of retransmits before reaching it, since nobody gossips
+    // to a member it holds down). Tell it first-hand so it can refute, as
+    // Lifeguard's buddy system does for suspects.
+    const MemberUpdate verdict = sender->ToUpdate();
+    Send(from_address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out, &verdict);
+  }
   // Rumors first, so a refutation they provoke rides on our reply.
   const uint64_t refutations_before = stats_.refutations;
   for (const auto& update : msg.piggyback) ApplyRumor(update);

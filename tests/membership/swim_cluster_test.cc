@@ -96,7 +96,8 @@ class Network {
   void Forge(const std::string& from_address, const std::string& to, const SwimMessage& msg) {
     std::vector<std::byte> bytes;
     wire::EncodeSwim(msg, &bytes);
-    flights_.push(Flight{now_ + options_.latency, flight_seq_++, from_address, to, std::move(bytes)});
+    flights_.push(
+        Flight{now_ + options_.latency, flight_seq_++, from_address, to, std::move(bytes)});
   }
   // Stops a node dead: no more ticks, messages to it vanish.
   void Crash(const std::string& address) {
@@ -633,8 +634,8 @@ TEST(SwimClusterTest, ForgedLeaveOrDeathRumorsDoNotEvictLiveMembers) {
   const std::string stranger = "10.9.9.9:7946";
   auto about = [&](int i, MemberState state, uint64_t generation_delta, uint64_t incarnation) {
     const Swim::Self& self = net.swim(Addr(i)).self();
-    return MemberUpdate{self.id, self.address, self.generation + generation_delta, incarnation,
-                        state, "mallory"};
+    return MemberUpdate{self.id,     self.address, self.generation + generation_delta,
+                        incarnation, state,        "mallory"};
   };
   SwimMessage forged;
   forged.sender_id = "mallory";
