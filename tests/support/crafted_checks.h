@@ -20,10 +20,10 @@ namespace tally::testing {
 inline std::vector<std::byte> EmptyStructChecks(uint32_t n, size_t words) {
   std::vector<uint64_t> message(std::max<size_t>(words, 5), 0);
   message[0] = static_cast<uint64_t>(message.size() - 1) << 32;  // one segment
-  message[1] = (uint64_t{1} << 32) | (uint64_t{1} << 48);  // root: 1 data word, 1 pointer
-  message[2] = wire::PROTOCOL_VERSION;                     // version; union tag 0 = checks
-  message[3] = 1 | (uint64_t{7} << 32);                    // list, inline composite, 0 words
-  message[4] = static_cast<uint64_t>(n) << 2;              // tag: n elements, 0 data, 0 pointers
+  message[1] = (uint64_t{1} << 32) | (uint64_t{1} << 48);        // root: 1 data word, 1 pointer
+  message[2] = wire::PROTOCOL_VERSION;                           // version; union tag 0 = checks
+  message[3] = 1 | (uint64_t{7} << 32);                          // list, inline composite, 0 words
+  message[4] = static_cast<uint64_t>(n) << 2;  // tag: n elements, 0 data, 0 pointers
   std::vector<std::byte> bytes(message.size() * sizeof(uint64_t));
   std::memcpy(bytes.data(), message.data(), bytes.size());
   return bytes;

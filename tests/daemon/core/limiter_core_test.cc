@@ -147,8 +147,7 @@ TEST(LimiterCoreTest, WallClockGoingBackNeverReopensTheWindow) {
   // was admitted at most that long ago).
   EXPECT_FALSE(core.Check(Req(1, 1000), At(40'000, 2)).allowed);
   EXPECT_FALSE(core.Check(Req(1, 1000), At(41'050, 3)).allowed);
-  const crdt::WindowCounter& c =
-      core.store().Find(crdt::HashKey("alice", "/api", 1000))->counter;
+  const crdt::WindowCounter& c = core.store().Find(crdt::HashKey("alice", "/api", 1000))->counter;
   EXPECT_EQ(c.newest_bucket(), crdt::BucketOf(40'000, c.geometry()));  // nothing ahead of now
   EXPECT_TRUE(core.Check(Req(1, 1000), At(41'100, 4)).allowed);
 }
@@ -206,8 +205,8 @@ TEST(LimiterCoreTest, AForeignGeometryIsRepairedAndOnlyAOwnOneIsACollision) {
 TEST(LimiterCoreTest, AFarFutureCounterGivesFiniteRetryAndResetTimes) {
   const crdt::KeyId key = crdt::HashKey("alice", "/api", 1000);
   const crdt::Geometry g = LimiterCore({}).store().GeometryOf(1000);
-  for (int64_t newest : {INT64_MAX, crdt::MaxBucket(g) + 1, crdt::MaxBucket(g),
-                         crdt::MaxBucket(g) / 2}) {
+  for (int64_t newest :
+       {INT64_MAX, crdt::MaxBucket(g) + 1, crdt::MaxBucket(g), crdt::MaxBucket(g) / 2}) {
     LimiterCore core({}, crdt::ReplicaSlot{"me", 1});
     crdt::WindowCounter remote(g);
     remote.MergeBucket(core.store().slots().Intern({"peer", 1}), newest, 5);

@@ -288,11 +288,12 @@ TEST(NodeValidationTest, AFloodOfDistinctKeysStopsAtTheKeyTableCap) {
   for (int batch = 0; batch < 4; ++batch) {
     wire::NodeMessageValue msg;
     for (int k = 0; k < 500; ++k) {
-      wire::NodeMessageValue one =
-          OneCounter(KeyOf("peer" + std::to_string(batch * 500 + k)), {"n2", from.generation},
-                     NowBucket(c), 1);
-      if (msg.replicate.counters.empty()) msg = one;
-      else msg.replicate.counters.push_back(one.replicate.counters[0]);
+      wire::NodeMessageValue one = OneCounter(KeyOf("peer" + std::to_string(batch * 500 + k)),
+                                              {"n2", from.generation}, NowBucket(c), 1);
+      if (msg.replicate.counters.empty())
+        msg = one;
+      else
+        msg.replicate.counters.push_back(one.replicate.counters[0]);
     }
     c.Inject(victim, from.address, Encode(from, msg, c.Now()));
   }
@@ -414,8 +415,8 @@ TEST(NodeValidationTest, StateFromANonMemberIsNotMerged) {
   c.RunFor(15'000);
   ASSERT_EQ(c.node(owner).PreferenceList(key).size(), 2u);  // declared dead
   for (const Claim& from : {gone_claim, stranger}) {
-    wire::NodeMessageValue push = OneCounter(KeyOf("bob"), {gone, gone_claim.generation},
-                                             NowBucket(c), 4);
+    wire::NodeMessageValue push =
+        OneCounter(KeyOf("bob"), {gone, gone_claim.generation}, NowBucket(c), 4);
     push.kind = Kind::kStatePush;
     c.Inject(owner, from.address, Encode(from, push, c.Now()));
   }
