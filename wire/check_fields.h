@@ -50,7 +50,9 @@ inline void FillResponse(const tally::CheckResult& r, wire::CheckResponse::Build
   w.setRetryAfterMs(r.retry_after_ms);
   w.setResetAfterMs(r.reset_after_ms);
   w.setLimit(r.limit);
-  if (!r.error.empty()) w.setError(r.error);
+  // Byte-exact (capnp's std::string conversion would cut at a NUL), as the
+  // node codec reads it back.
+  if (!r.error.empty()) w.setError(capnp::Text::Reader(r.error.c_str(), r.error.size()));
 }
 
 }  // namespace tally::wire

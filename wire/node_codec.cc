@@ -14,7 +14,9 @@ void FillReplicate(const ReplicateValue& v, wire::Replicate::Builder w) {
   w.setSeq(v.seq);
   auto slots = w.initSlots(static_cast<unsigned>(v.slots.size()));
   for (unsigned i = 0; i < v.slots.size(); ++i) {
-    slots[i].setNodeId(v.slots[i].node_id);
+    // Byte-exact, as ReadReplicate reads it back (a NUL must not cut it).
+    const std::string& id = v.slots[i].node_id;
+    slots[i].setNodeId(capnp::Text::Reader(id.c_str(), id.size()));
     slots[i].setGeneration(v.slots[i].generation);
   }
   auto counters = w.initCounters(static_cast<unsigned>(v.counters.size()));

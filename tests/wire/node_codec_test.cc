@@ -63,6 +63,39 @@ void FillCheck(wire::CheckRequest::Builder c) {
   c.setHits(1);
 }
 
+// node_codec_fuzz and peer_codec_fuzz: the decoder reads slot node ids and
+// result errors byte-exact, but the encoder wrote them through capnp's
+// std::string conversion, which cuts at a NUL, so they did not round-trip.
+TEST(NodeCodecTest, SlotIdsAndErrorsRoundTripByteExact) {
+  const std::string id("n\0two", 5);
+  const std::string error("bad\0tail", 8);
+  NodeMessageValue state;
+  state.kind = NodeMessageValue::Kind::kReplicate;
+  state.replicate.seq = 1;
+  state.replicate.slots.push_back({id, 3});
+  NodeMessageValue results;
+  results.kind = NodeMessageValue::Kind::kForwardReply;
+  ForwardResultValue r;
+  r.forward_id = 9;
+  r.result.status = tally::Status::kInvalidArgument;
+  r.result.error = error;
+  results.results.push_back(r);
+  for (const NodeMessageValue& value : {state, results}) {
+    std::vector<std::byte> bytes;
+    EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 0}, value, &bytes);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+    if (value.kind == NodeMessageValue::Kind::kReplicate) {
+      ASSERT_EQ(decoded.replicate.slots.size(), 1u);
+      EXPECT_EQ(decoded.replicate.slots[0].node_id, id);
+    } else {
+      ASSERT_EQ(decoded.results.size(), 1u);
+      EXPECT_EQ(decoded.results[0].result.error, error);
+    }
+  }
+}
+
 TEST(NodeCodecBoundsTest, ForwardsPerMessageAndHopsAreBounded) {
   {
     capnp::MallocMessageBuilder b;
