@@ -347,8 +347,8 @@ void Node::UpdateClockHealth(Instant now) {
   std::sort(offsets.begin(), offsets.end());
   median_offset_ms_ = offsets[offsets.size() / 2];
   // How far a strict majority of peers are all ahead of us (0 if they are
-  // not): one peer, or half of them, cannot widen what we take from the
-  // future (ApplyState).
+  // not): half of them cannot widen what we take from the future
+  // (ApplyState); with one peer, that peer can.
   majority_ahead_ms_ = std::max(0.0, offsets[(offsets.size() - 1) / 2]);
   size_t far = static_cast<size_t>(std::count_if(offsets.begin(), offsets.end(), [&](double o) {
     return std::abs(o) > static_cast<double>(config_.max_clock_offset_ms);
@@ -834,7 +834,8 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
   // correct decider's clock can be ahead of the cluster's (the offset at
   // which it stops owning, plus the regression its core clamps), plus how
   // far a strict majority of peers' clocks are all ahead of ours (ours may be
-  // the one behind; one peer alone cannot widen the bound); further ahead it
+  // the one behind; from three members on, one peer alone cannot widen the
+  // bound); further ahead it
   // would drop live counts of ours (it moves the ring). A state with nothing
   // live at our time changes nothing and is dropped.
   const double majority_ahead = std::isfinite(majority_ahead_ms_) ? majority_ahead_ms_ : 0.0;
