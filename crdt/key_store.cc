@@ -157,12 +157,7 @@ KeyStore::Entry* KeyStore::FindOrCreate(const KeyId& id, uint64_t window_ms, int
     return &s->entry;
   }
   if (size_ >= options_.max_keys) {
-    if (!swept_when_full_ || now_wall_ms < last_full_sweep_ms_ ||
-        now_wall_ms - last_full_sweep_ms_ >= options_.full_sweep_interval_ms) {
-      swept_when_full_ = true;
-      last_full_sweep_ms_ = now_wall_ms;
-      Sweep(now_wall_ms);
-    }
+    SweepWhenFull(now_wall_ms);
     if (size_ >= options_.max_keys) {
       *how = Lookup::kFull;
       return nullptr;
@@ -187,7 +182,9 @@ bool KeyStore::Merge(const KeyId& id, const WindowCounter& remote, int64_t now_w
       return true;
     }
     if (size_ >= options_.max_keys) {
-      Sweep(now_wall_ms);
+      // Paced like a new local key: a replica at capacity receiving a stream
+      // of new keys must not walk its whole table for each of them.
+      SweepWhenFull(now_wall_ms);
       if (size_ >= options_.max_keys) {
         *outcome = MergeOutcome::kFull;
         return false;
@@ -217,6 +214,17 @@ size_t KeyStore::PullBack(int64_t now_wall_ms) {
     }
   }
   return changed;
+}
+
+void KeyStore::SweepWhenFull(int64_t now_wall_ms) {
+  if (swept_when_full_ && now_wall_ms >= last_full_sweep_ms_ &&
+      now_wall_ms - last_full_sweep_ms_ < options_.full_sweep_interval_ms) {
+    return;
+  }
+  swept_when_full_ = true;
+  last_full_sweep_ms_ = now_wall_ms;
+  ++full_sweeps_;
+  Sweep(now_wall_ms);
 }
 
 size_t KeyStore::Sweep(int64_t now_wall_ms) {

@@ -80,7 +80,8 @@ class SlotTable {
 struct KeyStoreOptions {
   size_t max_keys = 1'000'000;
   uint32_t buckets_per_window = 10;
-  // When full, a sweep for expired keys runs at most this often.
+  // When full, a sweep for expired keys runs at most this often, whether the
+  // new key came from a check or from a replica's merge.
   int64_t full_sweep_interval_ms = 100;
 };
 
@@ -167,6 +168,9 @@ class KeyStore {
   size_t capacity() const { return capacity_; }
   uint64_t version() const { return version_; }
   uint64_t reclaimed() const { return reclaimed_; }
+  // Whole-table sweeps run because the table was full (paced by
+  // full_sweep_interval_ms).
+  uint64_t full_sweeps() const { return full_sweeps_; }
   const KeyStoreOptions& options() const { return options_; }
   SlotTable& slots() { return slots_; }
   const SlotTable& slots() const { return slots_; }
@@ -174,6 +178,8 @@ class KeyStore {
   size_t MemoryBytes() const;
 
  private:
+  // Sweep, at most once per full_sweep_interval_ms while the table is full.
+  void SweepWhenFull(int64_t now_wall_ms);
   // One table slot: 32 bytes and 32-aligned, so none straddles a cache line.
   struct alignas(32) Slot {
     KeyId id;
@@ -216,6 +222,7 @@ class KeyStore {
   SlotTable slots_;
   uint64_t version_ = 0;
   uint64_t reclaimed_ = 0;
+  uint64_t full_sweeps_ = 0;
   bool swept_when_full_ = false;
   int64_t last_full_sweep_ms_ = 0;
 };

@@ -34,12 +34,7 @@ class ModelStore {
       return &it->second;
     }
     if (map_.size() >= options_.max_keys) {
-      if (!swept_when_full_ || now < last_full_sweep_ms_ ||
-          now - last_full_sweep_ms_ >= options_.full_sweep_interval_ms) {
-        swept_when_full_ = true;
-        last_full_sweep_ms_ = now;
-        Sweep(now);
-      }
+      SweepWhenFull(now);
       if (map_.size() >= options_.max_keys) {
         *how = KeyStore::Lookup::kFull;
         return nullptr;
@@ -59,7 +54,7 @@ class ModelStore {
     if (c == nullptr) {
       if (remote.Expired(BucketOf(now, remote.geometry()))) return true;
       if (map_.size() >= options_.max_keys) {
-        Sweep(now);
+        SweepWhenFull(now);  // merges and checks share one pace
         if (map_.size() >= options_.max_keys) return false;
       }
       c = &map_.emplace(Key(id), WindowCounter(remote.geometry())).first->second;
@@ -67,6 +62,15 @@ class ModelStore {
     if (!(c->geometry() == remote.geometry())) return false;
     c->Join(remote);
     return true;
+  }
+  void SweepWhenFull(int64_t now) {
+    if (swept_when_full_ && now >= last_full_sweep_ms_ &&
+        now - last_full_sweep_ms_ < options_.full_sweep_interval_ms) {
+      return;
+    }
+    swept_when_full_ = true;
+    last_full_sweep_ms_ = now;
+    Sweep(now);
   }
   size_t Sweep(int64_t now) {
     size_t removed = 0;

@@ -63,6 +63,29 @@ TEST(KeyStoreTest, FullStoreReclaimsExpiredKeysBeforeRefusing) {
   EXPECT_EQ(store.size(), 1u);
 }
 
+TEST(KeyStoreTest, AFullReplicaMergingNewKeysSweepsAtTheSamePaceAsChecks) {
+  // A replica at capacity used to walk its whole table for every merged new
+  // key: replication of a burst of new keys then cost O(table) each.
+  KeyStore store({.max_keys = 3, .buckets_per_window = 10, .full_sweep_interval_ms = 100});
+  const Geometry g = store.GeometryOf(60'000);
+  WindowCounter live(g);
+  live.MergeBucket(1, 0, 1);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(store.Merge(HashKey(std::to_string(i), "e", 60'000), live, 0));
+  KeyStore::MergeOutcome outcome;
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_FALSE(store.Merge(HashKey("new" + std::to_string(i), "e", 60'000), live, 50, &outcome));
+    EXPECT_EQ(outcome, KeyStore::MergeOutcome::kFull);
+  }
+  EXPECT_EQ(store.full_sweeps(), 1u);
+  // New local keys share the same pace.
+  KeyStore::Lookup how;
+  EXPECT_EQ(store.FindOrCreate(HashKey("x", "e", 60'000), 60'000, 60, &how), nullptr);
+  EXPECT_EQ(store.full_sweeps(), 1u);
+  EXPECT_FALSE(store.Merge(HashKey("later", "e", 60'000), live, 200, &outcome));
+  EXPECT_EQ(store.full_sweeps(), 2u);
+}
+
 TEST(KeyStoreTest, VersionsTrackChangesForDeltas) {
   KeyStore store({.max_keys = 10, .buckets_per_window = 10});
   KeyStore::Lookup how;
