@@ -120,8 +120,8 @@ RuleSet::RuleSet(std::unique_ptr<const Index> index) : index_(std::move(index)) 
 RuleSet::~RuleSet() = default;
 
 std::shared_ptr<const RuleSet> RuleSet::Empty() {
-  BuildResult result = BuildRuleSet({});
-  return result.rules;
+  static const std::shared_ptr<const RuleSet> empty = BuildRuleSet({}).rules;
+  return empty;
 }
 
 size_t RuleSet::domain_count() const { return index_->domains.size(); }

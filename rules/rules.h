@@ -227,6 +227,12 @@ struct RuleNode;  // one configured descriptor (rules/rule_set_internal.h)
 // only while that RuleSet lives.
 class Resolution {
  public:
+  Resolution() = default;
+  // Its views point into its own buffer: copying or moving would leave them
+  // pointing into another object.
+  Resolution(const Resolution&) = delete;
+  Resolution& operator=(const Resolution&) = delete;
+
   std::span<const ResolvedDescriptor> descriptors() const { return descriptors_; }
   std::span<const ResolvedLimit> limits() const { return limits_; }
   std::span<const ResolvedLimit> LimitsOf(const ResolvedDescriptor& d) const {
