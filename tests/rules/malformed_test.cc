@@ -49,7 +49,7 @@ void CheckOutcome(const std::string& text) {
 
 std::vector<std::string> Seeds() {
   std::vector<std::string> seeds;
-  const fs::path dir = fs::path(TALLY_SOURCE_DIR) / "fuzz" / "corpus" / "rules";
+  const fs::path dir = fs::path(TALLY_SOURCE_DIR) / "fuzz" / "corpus" / "rules_fuzz";
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir)) files.push_back(entry.path());
   std::sort(files.begin(), files.end());
