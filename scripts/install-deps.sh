@@ -8,6 +8,9 @@ packages=(
   libcapnp-dev capnproto libspdlog-dev libfmt-dev libxxhash-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev
+  # the Envoy rate limit service door (docs/ENVOY.md) and its Python client test
+  protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
+  python3-grpcio python3-protobuf python3-grpc-tools curl
   iproute2 nftables procps
   # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
   clang-14 libclang-rt-14-dev llvm-14
