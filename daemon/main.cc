@@ -4,17 +4,20 @@
 // Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 1 start failure, 2 bad flags.
 // stdout carries exactly one line, "tallyd listening udp=ADDR unix=PATH
 // seq=PATH" ("-" for a disabled transport), in cluster mode followed by
-// " gossip=ADDR node=NAME", for scripts and tests; logs go to stderr.
+// " gossip=ADDR node=NAME", then " grpc=ADDR" and " http=ADDR" when those
+// doors are on (daemon/rls/), for scripts and tests; logs go to stderr.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "daemon/io/config.h"
 #include "daemon/io/daemon.h"
+#include "daemon/rls/rls_server.h"
 
 namespace {
 
@@ -60,12 +63,36 @@ int main(int argc, char** argv) {
   if (!daemon.gossip_address().empty()) {
     line += " gossip=" + daemon.gossip_address() + " node=" + daemon.node_id();
   }
+  std::unique_ptr<tally::rls::RlsServer> rls;
+  if (!config.grpc_listen.empty() || !config.http_listen.empty()) {
+    tally::rls::RlsServerOptions rls_options;
+    rls_options.grpc_listen = config.grpc_listen;
+    rls_options.http_listen = config.http_listen;
+    rls_options.rules_path = config.rules_path;
+    rls_options.shadow_mode = config.shadow_mode;
+    rls = std::make_unique<tally::rls::RlsServer>(rls_options, daemon.gateway());
+    if (!rls->Start(&error)) {
+      spdlog::error("cannot start: {}", error);
+      return 1;
+    }
+    if (!rls->grpc_address().empty()) line += " grpc=" + rls->grpc_address();
+    if (!rls->http_address().empty()) line += " http=" + rls->http_address();
+  }
   std::fputs((line + "\n").c_str(), stdout);
   std::fflush(stdout);
   spdlog::info("{}", line);
   sd_notifyf(0, "READY=1\nSTATUS=%s", line.c_str());
 
   daemon.Run();
+  if (rls) {
+    const tally::rls::RlsStats st = rls->stats();
+    rls->Stop();
+    spdlog::info(
+        "rls final stats: grpc_requests={} http_requests={} over_limit={} shadow_denials={} "
+        "invalid={} failed={} reloads={} reload_failures={}",
+        st.grpc_requests, st.http_requests, st.over_limit, st.shadow_denials, st.invalid, st.failed,
+        st.reloads, st.reload_failures);
+  }
   sd_notify(0, "STOPPING=1");
   return 0;
 }

@@ -7,6 +7,10 @@ packages=(
   libboost1.81-dev libboost-program-options1.81-dev libboost-serialization1.81-dev
   libcapnp-dev capnproto libspdlog-dev libfmt-dev libxxhash-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libyaml-cpp-dev
+  # the Envoy rate limit service door (docs/ENVOY.md) and its Python client test
+  protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
+  python3-grpcio python3-protobuf python3-grpc-tools
   iproute2 nftables procps
   # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
   clang-14 libclang-rt-14-dev llvm-14

@@ -934,10 +934,15 @@ void ClusterDriver::Close() {
   Impl& d = *impl_;
   if (d.closed.exchange(true)) return;
   boost::system::error_code ignored;
+  // Replies that will never come: dropping their targets lets an in-process
+  // door's sink (daemon/io/check_gateway.h) answer "unavailable" now.
+  boost::unordered_flat_map<uint64_t, Impl::PendingReply> pending;
   {
     std::lock_guard<std::mutex> lock(d.mu);
     d.timer.cancel();
+    pending.swap(d.tokens);
   }
+  pending.clear();
   d.housekeeping_timer.cancel();
   d.accept_retry_timer.cancel();
   d.gossip_udp.close(ignored);

@@ -259,6 +259,21 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "node-id", po::value<std::string>()->value_name("NAME"),
       "this node's name (cluster member id, status); default: the hostname");
 
+  po::options_description envoy(
+      "Envoy rate limit service (command line or config file; "
+      "docs/ENVOY.md)");
+  envoy.add_options()("grpc-listen", po::value<std::string>()->value_name("HOST:PORT"),
+                      "serve envoy.service.ratelimit.v3.RateLimitService here (port 0 picks one); "
+                      "default: off")(
+      "http-listen", po::value<std::string>()->value_name("HOST:PORT"),
+      "serve POST /json and GET /healthcheck here (port 0 picks one); "
+      "default: off")(
+      "rules", po::value<std::string>()->value_name("PATH"),
+      "envoyproxy/ratelimit YAML rules: a file or a directory of them; reloaded on SIGHUP "
+      "and on change")("shadow-mode",
+                       po::value<std::string>()->value_name("BOOL")->implicit_value("true"),
+                       "decide and count every limit but answer OK; default false");
+
   const core::NodeConfig node_defaults;
   const membership::SwimConfig swim_defaults;
   auto ms_default = [](int64_t v) { return "; default " + std::to_string(v); };
@@ -342,6 +357,7 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "stream-queue-bytes", po::value<std::string>()->value_name("N"),
       "per-peer TCP send queue; frames beyond it are dropped; default 16777216");
   settings.add(cluster);
+  settings.add(envoy);
 
   po::options_description all("Usage: tallyd [options]");
   all.add(command_only).add(settings);
@@ -460,6 +476,33 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
     }
   }
   if (!ParseCluster(vm, &d.cluster, error)) return FlagsOutcome::kBadUsage;
+  if (vm.count("grpc-listen")) config->grpc_listen = Disabled(vm["grpc-listen"].as<std::string>());
+  if (vm.count("http-listen")) config->http_listen = Disabled(vm["http-listen"].as<std::string>());
+  for (const auto& [flag, value] :
+       {std::pair<const char*, const std::string*>{"--grpc-listen", &config->grpc_listen},
+        {"--http-listen", &config->http_listen}}) {
+    std::string why;
+    if (!value->empty() && !ParseHostPort(*value, &why)) {
+      *error = std::string(flag) + ": " + why;
+      return FlagsOutcome::kBadUsage;
+    }
+  }
+  if (vm.count("rules")) config->rules_path = vm["rules"].as<std::string>();
+  if (vm.count("shadow-mode") &&
+      !ParseBool(vm["shadow-mode"].as<std::string>(), &config->shadow_mode)) {
+    *error =
+        "--shadow-mode: expected true|false, got '" + vm["shadow-mode"].as<std::string>() + "'";
+    return FlagsOutcome::kBadUsage;
+  }
+  if ((!config->rules_path.empty() || config->shadow_mode) && config->grpc_listen.empty() &&
+      config->http_listen.empty()) {
+    *error = "--rules and --shadow-mode need --grpc-listen or --http-listen";
+    return FlagsOutcome::kBadUsage;
+  }
+  if ((!config->grpc_listen.empty() || !config->http_listen.empty()) && d.echo) {
+    *error = "--grpc-listen and --http-listen cannot be used with --echo";
+    return FlagsOutcome::kBadUsage;
+  }
   d.handle_signals = true;
   return FlagsOutcome::kRun;
 }

@@ -23,6 +23,11 @@ struct TallydConfig {
   spdlog::level::level_enum log_level = spdlog::level::info;
   std::string config_file;    // "" if none
   bool check_config = false;  // validate and exit
+  // Envoy's rate limit service doors (daemon/rls/, docs/ENVOY.md); "" = off.
+  std::string grpc_listen;
+  std::string http_listen;
+  std::string rules_path;  // "" = no rules
+  bool shadow_mode = false;
 };
 
 enum class FlagsOutcome {

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/io/check_gateway.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/datagram_server.h"
 #include "daemon/io/message_processor.h"
@@ -70,6 +71,7 @@ struct Daemon::Impl {
   Counters counters;
   std::unique_ptr<Limiter> limiter;        // null in echo and cluster mode
   std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
+  std::unique_ptr<CheckGateway> gateway;   // null in echo mode
   DaemonIdentity identity;
   int threads = 1;
 
@@ -139,6 +141,7 @@ bool Daemon::Impl::Start(std::string* error) {
   } else if (!o.echo) {
     limiter = std::make_unique<Limiter>(o.limiter);
   }
+  if (!o.echo) gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get());
   ProcessorContext context{limiter.get(), cluster.get(), &identity, o.echo, &counters};
 
   if (udp) {
@@ -286,6 +289,7 @@ std::string Daemon::gossip_address() const {
   return impl_->cluster && impl_->started ? impl_->cluster->gossip_address() : "";
 }
 std::string Daemon::node_id() const { return impl_->identity.node_id; }
+CheckGateway* Daemon::gateway() const { return impl_->started ? impl_->gateway.get() : nullptr; }
 
 void Daemon::Run() {
   Impl& d = *impl_;

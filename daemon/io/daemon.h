@@ -25,6 +25,8 @@
 
 namespace tally::io {
 
+class CheckGateway;
+
 struct DaemonOptions {
   // HOST:PORT ([v6]:PORT ok); "" disables; port 0 picks a free port.
   std::string udp = "127.0.0.1:7070";
@@ -76,6 +78,10 @@ class Daemon {
   std::string gossip_address() const;
   // The node id in effect after Start (the hostname unless configured).
   std::string node_id() const;
+  // After a successful Start (not in echo mode): the decision path for
+  // in-process doors (daemon/io/check_gateway.h); null otherwise. Valid until
+  // the Daemon is destroyed; decisions need Run() to be executing in cluster mode.
+  CheckGateway* gateway() const;
 
   // Runs the I/O threads (the caller's thread is one of them) until Stop() or
   // SIGINT/SIGTERM, then closes the sockets, unlinks their files and logs the

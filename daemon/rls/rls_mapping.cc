@@ -1,0 +1,140 @@
+#include "daemon/rls/rls_mapping.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace tally::rls {
+namespace {
+
+uint32_t ClampU32(uint64_t v) {
+  return static_cast<uint32_t>(std::min<uint64_t>(v, std::numeric_limits<uint32_t>::max()));
+}
+
+}  // namespace
+
+bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool global_shadow,
+                    std::string* error) {
+  global_shadow_ = global_shadow;
+  entries_.clear();
+  descriptors_.clear();
+  checks_.clear();
+  if (request.domain.empty()) {
+    *error = "rate limit domain must not be empty";
+    return false;
+  }
+  if (request.domain.size() > kMaxDomainBytes) {
+    *error = "rate limit domain exceeds 256 bytes";
+    return false;
+  }
+  if (request.descriptors.empty()) {
+    *error = "rate limit descriptor list must not be empty";
+    return false;
+  }
+  if (request.descriptors.size() > kMaxDescriptors) {
+    *error = "more than 64 descriptors";
+    return false;
+  }
+  size_t total_entries = 0;
+  for (const RlsDescriptor& d : request.descriptors) {
+    if (d.entries.empty()) {
+      *error = "a descriptor has no entries";
+      return false;
+    }
+    if (d.entries.size() > kMaxEntriesPerDescriptor) {
+      *error = "a descriptor has more than 16 entries";
+      return false;
+    }
+    for (const RlsEntry& e : d.entries) {
+      if (e.key.empty()) {
+        *error = "a descriptor entry has an empty key";
+        return false;
+      }
+    }
+    total_entries += d.entries.size();
+  }
+  // Reserve first: descriptors_ hold spans into entries_.
+  entries_.reserve(total_entries);
+  for (const RlsDescriptor& d : request.descriptors) {
+    const size_t first = entries_.size();
+    for (const RlsEntry& e : d.entries) entries_.push_back({e.key, e.value});
+    descriptors_.push_back(
+        {std::span<const rules::Entry>(entries_).subspan(first, d.entries.size()), d.limit});
+  }
+  rules::Resolve(rules, request.domain, descriptors_, &resolution_);
+  const uint64_t hits = request.hits_addend == 0 ? 1 : request.hits_addend;
+  for (const rules::ResolvedDescriptor& d : resolution_.descriptors()) {
+    if (d.outcome == rules::Outcome::kInvalid) {
+      *error = d.error != nullptr ? d.error : "a descriptor cannot be enforced";
+      return false;
+    }
+    if (d.outcome != rules::Outcome::kLimited) continue;
+    for (const rules::ResolvedLimit& l : resolution_.LimitsOf(d)) {
+      CheckRequestRef c;
+      c.user_id = l.user_id;
+      c.endpoint = l.endpoint;
+      c.limit = l.requests_per_unit;
+      c.window_ms = l.window_ms;
+      c.hits = hits;
+      checks_.push_back(c);
+    }
+  }
+  return true;
+}
+
+Status RlsPlan::Answer(std::span<const CheckResult> results, RlsAnswer* answer,
+                       std::string* error) const {
+  if (results.size() != checks_.size()) {
+    *error = "internal: result count does not match the checks";
+    return Status::kInternal;
+  }
+  for (const CheckResult& r : results) {
+    if (r.status != Status::kOk) {
+      *error = r.error.empty() ? std::string(StatusName(r.status)) : r.error;
+      return r.status;
+    }
+  }
+  answer->overall_code = Code::kOk;
+  answer->statuses.clear();
+  answer->shadow_denials = 0;
+  size_t next_check = 0;
+  for (const rules::ResolvedDescriptor& d : resolution_.descriptors()) {
+    RlsStatus status;
+    if (d.outcome == rules::Outcome::kUnlimited) {
+      status.limit_remaining = std::numeric_limits<uint32_t>::max();
+    }
+    if (d.outcome == rules::Outcome::kLimited) {
+      const std::span<const rules::ResolvedLimit> limits = resolution_.LimitsOf(d);
+      size_t reported = limits.size();  // none yet
+      bool reported_denies = false;
+      for (size_t i = 0; i < limits.size(); ++i) {
+        const CheckResult& r = results[next_check + i];
+        const bool shadow = global_shadow_ || limits[i].shadow_mode;
+        const bool denies = !r.allowed && !shadow;
+        if (!r.allowed && shadow) ++answer->shadow_denials;
+        if (reported_denies) continue;
+        if (denies || reported == limits.size() ||
+            r.remaining < results[next_check + reported].remaining) {
+          reported = i;
+          reported_denies = denies;
+        }
+      }
+      const rules::ResolvedLimit& limit = limits[reported];
+      const CheckResult& r = results[next_check + reported];
+      status.code = reported_denies ? Code::kOverLimit : Code::kOk;
+      status.current_limit = RlsLimit{limit.requests_per_unit, limit.unit, std::string(limit.name)};
+      status.limit_remaining = ClampU32(r.remaining);
+      if (r.allowed) {
+        status.duration_until_reset_ms = r.reset_after_ms;
+      } else {
+        status.duration_until_reset_ms =
+            r.retry_after_ms == kNeverFits ? limit.window_ms : r.retry_after_ms;
+      }
+      if (reported_denies) answer->overall_code = Code::kOverLimit;
+      next_check += limits.size();
+    }
+    answer->statuses.push_back(std::move(status));
+  }
+  return Status::kOk;
+}
+
+}  // namespace tally::rls

@@ -1,0 +1,119 @@
+// The mapping between Envoy's rate limit service request/response
+// (envoy.service.ratelimit.v3, proto/) and tally's checks, shared by the gRPC
+// and HTTP/JSON doors (daemon/rls/). Pure: no I/O, clocks, threads or gRPC
+// types; the doors convert their wire form to RlsRequest and RlsAnswer back.
+//
+// Semantics (docs/ENVOY.md, "Decisions"):
+//   * Each descriptor resolves through the rules (rules/rules.h). A descriptor
+//     no rule matches (or of an unknown domain) is OK with no current_limit
+//     and limit_remaining 0; `unlimited` is OK with limit_remaining
+//     4294967295; a limit dropped by `replaces` counts nothing. These follow
+//     envoyproxy/ratelimit.
+//   * Each limit of a limited descriptor is one tally check (user_id,
+//     endpoint, requests_per_unit, window_ms) of hits_addend hits (0 means 1).
+//     Checks are independent: a denied limit counts nothing, a limit that
+//     admitted counts its hits even if another limit or descriptor of the
+//     same request is over (as envoyproxy/ratelimit).
+//   * A descriptor is OVER_LIMIT when any of its enforced limits denied; the
+//     response is OVER_LIMIT when any descriptor is. A limit in shadow mode
+//     (the rule's shadow_mode, or the global flag) is decided and counted as
+//     usual, but its denial answers OK and is counted as a shadow denial.
+//   * The reported limit of a descriptor (current_limit, limit_remaining,
+//     duration_until_reset) is its first enforced denying limit, or else the
+//     limit with the fewest remaining hits. duration_until_reset is
+//     retry_after_ms for a denial (the window's length when the hits can
+//     never fit) and reset_after_ms otherwise.
+//   * Invalid input (empty domain, no descriptors, an empty key, an override
+//     unit tally cannot enforce, bounds below) rejects the whole request.
+#ifndef TALLY_DAEMON_RLS_RLS_MAPPING_H_
+#define TALLY_DAEMON_RLS_RLS_MAPPING_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rules/rules.h"
+#include "tally/types.h"
+
+namespace tally::rls {
+
+// Bounds on one request: bounded work per message.
+inline constexpr size_t kMaxDescriptors = 64;
+inline constexpr size_t kMaxEntriesPerDescriptor = rules::kMaxDepth;
+inline constexpr size_t kMaxDomainBytes = 256;
+
+struct RlsEntry {
+  std::string key;
+  std::string value;
+};
+
+struct RlsDescriptor {
+  std::vector<RlsEntry> entries;
+  std::optional<rules::LimitOverride> limit;
+};
+
+struct RlsRequest {
+  std::string domain;
+  std::vector<RlsDescriptor> descriptors;
+  uint32_t hits_addend = 0;  // 0 means 1
+};
+
+// RateLimitResponse.Code, same numbers.
+enum class Code : uint8_t { kUnknown = 0, kOk = 1, kOverLimit = 2 };
+
+struct RlsLimit {
+  uint32_t requests_per_unit = 0;
+  rules::Unit unit = rules::Unit::kUnknown;
+  std::string name;
+};
+
+struct RlsStatus {
+  Code code = Code::kOk;
+  std::optional<RlsLimit> current_limit;
+  uint32_t limit_remaining = 0;
+  uint64_t duration_until_reset_ms = 0;
+};
+
+struct RlsAnswer {
+  Code overall_code = Code::kOk;
+  std::vector<RlsStatus> statuses;  // one per request descriptor, same order
+  uint32_t shadow_denials = 0;      // limits that denied in shadow mode
+};
+
+// One request's way through the doors: Build (validate + resolve + checks),
+// the caller decides checks() through the daemon, then Answer.
+// Holds views into `request` and into `rules`: both must outlive the plan's
+// last use. Not thread-safe; one per call.
+class RlsPlan {
+ public:
+  RlsPlan() = default;
+  RlsPlan(const RlsPlan&) = delete;
+  RlsPlan& operator=(const RlsPlan&) = delete;
+
+  // Validates `request` and resolves it against `rules`. On success
+  // checks() holds one check per limit to enforce (possibly none). On
+  // invalid input returns false with `*error` a reason for the client.
+  bool Build(const rules::RuleSet& rules, const RlsRequest& request, bool global_shadow,
+             std::string* error);
+
+  std::span<const CheckRequestRef> checks() const { return checks_; }
+
+  // Folds `results` (one per check, in order) into `*answer`. If any result
+  // is not Status::kOk (over capacity, unavailable, ...) no answer can be
+  // given: returns that status with `*error` set; the caller answers with an
+  // error so that Envoy applies its failure_mode_deny.
+  Status Answer(std::span<const CheckResult> results, RlsAnswer* answer, std::string* error) const;
+
+ private:
+  std::vector<rules::Entry> entries_;
+  std::vector<rules::Descriptor> descriptors_;
+  rules::Resolution resolution_;
+  std::vector<CheckRequestRef> checks_;
+  bool global_shadow_ = false;
+};
+
+}  // namespace tally::rls
+
+#endif  // TALLY_DAEMON_RLS_RLS_MAPPING_H_

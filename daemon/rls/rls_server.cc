@@ -1,0 +1,600 @@
+#include "daemon/rls/rls_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "daemon/io/check_gateway.h"
+#include "daemon/io/sockets.h"
+#include "daemon/rls/rls_json.h"
+#include "daemon/rls/rls_mapping.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "rules/load_files.h"
+
+namespace tally::rls {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+namespace rlsv3 = envoy::service::ratelimit::v3;
+
+bool Fail(std::string* error, std::string message) {
+  if (error != nullptr) *error = std::move(message);
+  return false;
+}
+
+// One call through either door: the request, the rules it resolves against
+// (held for the whole call) and the plan that points into both.
+struct Call {
+  RlsRequest request;
+  std::shared_ptr<const rules::RuleSet> rules;
+  RlsPlan plan;
+  RlsAnswer answer;
+};
+
+// Called once with the outcome: kOk (answer filled in) or an error status.
+using Finish = std::function<void(Status, const std::string&)>;
+
+grpc::StatusCode GrpcCode(Status status) {
+  switch (status) {
+    case Status::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case Status::kOverCapacity:
+      return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case Status::kUnavailable:
+      return grpc::StatusCode::UNAVAILABLE;
+    default:
+      return grpc::StatusCode::INTERNAL;
+  }
+}
+
+http::status HttpCode(Status status) {
+  switch (status) {
+    case Status::kInvalidArgument:
+      return http::status::bad_request;
+    case Status::kOverCapacity:
+    case Status::kUnavailable:
+      return http::status::service_unavailable;
+    default:
+      return http::status::internal_server_error;
+  }
+}
+
+// proto -> RlsRequest. False with `*error` beyond the bounds (checked before
+// copying, so a large request costs little).
+bool FromProto(const rlsv3::RateLimitRequest& in, RlsRequest* out, std::string* error) {
+  if (in.descriptors_size() > static_cast<int>(kMaxDescriptors)) {
+    return Fail(error, "more than 64 descriptors");
+  }
+  out->domain = in.domain();
+  out->hits_addend = in.hits_addend();
+  out->descriptors.resize(static_cast<size_t>(in.descriptors_size()));
+  for (int i = 0; i < in.descriptors_size(); ++i) {
+    const auto& d = in.descriptors(i);
+    if (d.entries_size() > static_cast<int>(kMaxEntriesPerDescriptor)) {
+      return Fail(error, "a descriptor has more than 16 entries");
+    }
+    RlsDescriptor& descriptor = out->descriptors[static_cast<size_t>(i)];
+    descriptor.entries.reserve(static_cast<size_t>(d.entries_size()));
+    for (const auto& e : d.entries()) descriptor.entries.push_back({e.key(), e.value()});
+    if (d.has_limit()) {
+      descriptor.limit = rules::LimitOverride{d.limit().requests_per_unit(),
+                                              static_cast<rules::Unit>(d.limit().unit())};
+    }
+  }
+  return true;
+}
+
+void ToProto(const RlsAnswer& in, rlsv3::RateLimitResponse* out) {
+  out->set_overall_code(static_cast<rlsv3::RateLimitResponse::Code>(in.overall_code));
+  for (const RlsStatus& s : in.statuses) {
+    auto* status = out->add_statuses();
+    status->set_code(static_cast<rlsv3::RateLimitResponse::Code>(s.code));
+    if (s.current_limit) {
+      auto* limit = status->mutable_current_limit();
+      limit->set_requests_per_unit(s.current_limit->requests_per_unit);
+      limit->set_unit(
+          static_cast<rlsv3::RateLimitResponse::RateLimit::Unit>(s.current_limit->unit));
+      limit->set_name(s.current_limit->name);
+    }
+    status->set_limit_remaining(s.limit_remaining);
+    if (s.duration_until_reset_ms != 0) {
+      auto* d = status->mutable_duration_until_reset();
+      d->set_seconds(static_cast<int64_t>(s.duration_until_reset_ms / 1000));
+      d->set_nanos(static_cast<int32_t>(s.duration_until_reset_ms % 1000) * 1'000'000);
+    }
+  }
+}
+
+}  // namespace
+
+struct RlsServer::Impl {
+  Impl(RlsServerOptions o, io::CheckGateway* g)
+      : options(std::move(o)), gateway(g), signals(io), reload_timer(io), inotify(io) {}
+
+  std::shared_ptr<const rules::RuleSet> CurrentRules() const {
+    std::lock_guard<std::mutex> lock(rules_mu);
+    return rules;
+  }
+  bool LoadRules(bool at_start, std::string* error);
+  void Decide(const std::shared_ptr<Call>& call, Finish finish);
+  bool StartGrpc(std::string* error);
+  bool StartHttp(std::string* error);
+  void Accept();
+  void WaitForSighup();
+  bool StartWatch(std::string* error);
+  void ReadWatch();
+
+  RlsServerOptions options;
+  io::CheckGateway* gateway;
+
+  mutable std::mutex rules_mu;
+  std::shared_ptr<const rules::RuleSet> rules = rules::RuleSet::Empty();
+
+  std::atomic<uint64_t> grpc_requests{0}, http_requests{0}, over_limit{0}, shadow_denials{0},
+      invalid{0}, failed{0}, reloads{0}, reload_failures{0};
+  std::atomic<size_t> http_connections{0};
+
+  // Both doors decide through Decide(); the HTTP sessions point at this one.
+  std::function<void(const std::shared_ptr<Call>&, Finish)> http_decide;
+  std::unique_ptr<rlsv3::RateLimitService::CallbackService> service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  std::string grpc_address, http_address;
+
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  std::optional<tcp::acceptor> acceptor;
+  asio::signal_set signals;
+  asio::steady_timer reload_timer;
+  asio::posix::stream_descriptor inotify;
+  std::array<char, 4096> inotify_buffer{};
+  bool started = false, stopped = false;
+};
+
+bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
+  if (options.rules_path.empty()) return true;
+  rules::BuildResult result = rules::LoadRules(options.rules_path);
+  if (!result.ok()) {
+    std::string all;
+    for (const rules::RuleError& e : result.errors) {
+      spdlog::error("rules: {}", e.ToString());
+      if (all.empty()) all = e.ToString();
+    }
+    if (!at_start) {
+      reload_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error("rules: reload of {} rejected ({} errors); the previous rules ({}) stay",
+                    options.rules_path, result.errors.size(), CurrentRules()->DigestHex());
+    }
+    return Fail(error, all.empty() ? "invalid rules" : all);
+  }
+  const std::string digest = result.rules->DigestHex();
+  {
+    std::lock_guard<std::mutex> lock(rules_mu);
+    if (!at_start && rules->digest() == result.rules->digest()) {
+      spdlog::debug("rules: {} unchanged ({})", options.rules_path, digest);
+      return true;
+    }
+    rules = result.rules;
+  }
+  if (!at_start) reloads.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("rules: {} {}: {} domains, {} descriptors, digest {}",
+               at_start ? "loaded" : "reloaded", options.rules_path, result.rules->domain_count(),
+               result.rules->descriptor_count(), digest);
+  return true;
+}
+
+void RlsServer::Impl::Decide(const std::shared_ptr<Call>& call, Finish finish) {
+  call->rules = CurrentRules();
+  std::string error;
+  if (!call->plan.Build(*call->rules, call->request, options.shadow_mode, &error)) {
+    invalid.fetch_add(1, std::memory_order_relaxed);
+    finish(Status::kInvalidArgument, error);
+    return;
+  }
+  auto answer = [this, call, finish = std::move(finish)](std::span<const CheckResult> results) {
+    std::string why;
+    const Status status = call->plan.Answer(results, &call->answer, &why);
+    if (status != Status::kOk) {
+      (status == Status::kInvalidArgument ? invalid : failed)
+          .fetch_add(1, std::memory_order_relaxed);
+    } else {
+      if (call->answer.overall_code == Code::kOverLimit) {
+        over_limit.fetch_add(1, std::memory_order_relaxed);
+      }
+      shadow_denials.fetch_add(call->answer.shadow_denials, std::memory_order_relaxed);
+    }
+    finish(status, why);
+  };
+  if (call->plan.checks().empty()) {
+    answer({});
+    return;
+  }
+  gateway->Decide(call->plan.checks(), std::move(answer));
+}
+
+// ---- gRPC ----
+
+namespace {
+
+class GrpcService final : public rlsv3::RateLimitService::CallbackService {
+ public:
+  using DecideFn = std::function<void(const std::shared_ptr<Call>&, Finish)>;
+  GrpcService(DecideFn decide, std::atomic<uint64_t>* requests, std::atomic<uint64_t>* invalid)
+      : decide_(std::move(decide)), requests_(requests), invalid_(invalid) {}
+
+  grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
+                                            const rlsv3::RateLimitRequest* request,
+                                            rlsv3::RateLimitResponse* response) override {
+    requests_->fetch_add(1, std::memory_order_relaxed);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    auto call = std::make_shared<Call>();
+    std::string error;
+    if (!FromProto(*request, &call->request, &error)) {
+      invalid_->fetch_add(1, std::memory_order_relaxed);
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
+      return reactor;
+    }
+    decide_(call, [call, reactor, response](Status status, const std::string& why) {
+      if (status != Status::kOk) {
+        reactor->Finish(grpc::Status(GrpcCode(status), why));
+        return;
+      }
+      ToProto(call->answer, response);
+      reactor->Finish(grpc::Status::OK);
+    });
+    return reactor;
+  }
+
+ private:
+  DecideFn decide_;
+  std::atomic<uint64_t>* requests_;
+  std::atomic<uint64_t>* invalid_;
+};
+
+std::string HostOf(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  return colon == std::string::npos ? host_port : host_port.substr(0, colon);
+}
+
+}  // namespace
+
+bool RlsServer::Impl::StartGrpc(std::string* error) {
+  std::string why;
+  if (!io::ParseHostPort(options.grpc_listen, &why)) return Fail(error, "grpc: " + why);
+  service = std::make_unique<GrpcService>(
+      [this](const std::shared_ptr<Call>& call, Finish finish) { Decide(call, std::move(finish)); },
+      &grpc_requests, &invalid);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_request_bytes));
+  grpc_server = builder.BuildAndStart();
+  if (grpc_server == nullptr || port == 0) {
+    grpc_server.reset();
+    return Fail(error, "grpc: cannot listen on " + options.grpc_listen);
+  }
+  grpc_address = HostOf(options.grpc_listen) + ":" + std::to_string(port);
+  return true;
+}
+
+// ---- HTTP ----
+
+namespace {
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  using DecideFn = std::function<void(const std::shared_ptr<Call>&, Finish)>;
+  HttpSession(tcp::socket socket, const RlsServerOptions& options, DecideFn* decide,
+              std::atomic<uint64_t>* requests, std::atomic<uint64_t>* invalid,
+              std::atomic<size_t>* connections)
+      : stream_(std::move(socket)),
+        options_(options),
+        decide_(decide),
+        requests_(requests),
+        invalid_(invalid),
+        connections_(connections) {}
+  ~HttpSession() { connections_->fetch_sub(1, std::memory_order_relaxed); }
+
+  void Read() {
+    parser_.emplace();
+    parser_->body_limit(options_.max_request_bytes);
+    parser_->header_limit(8 * 1024);
+    stream_.expires_after(options_.http_timeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+ private:
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+      Close();
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      Reply(http::status::payload_too_large, FormatJsonError("request body too large"), false);
+      return;
+    }
+    if (ec == http::error::header_limit) {
+      Reply(http::status::request_header_fields_too_large, FormatJsonError("headers too large"),
+            false);
+      return;
+    }
+    if (ec) {
+      Reply(http::status::bad_request, FormatJsonError("bad HTTP request: " + ec.message()), false);
+      return;
+    }
+    requests_->fetch_add(1, std::memory_order_relaxed);
+    request_ = parser_->release();
+    const bool keep_alive = request_.keep_alive();
+    const std::string_view target(request_.target().data(), request_.target().size());
+    if (target == "/healthcheck") {
+      if (request_.method() != http::verb::get && request_.method() != http::verb::head) {
+        Reply(http::status::method_not_allowed, FormatJsonError("use GET"), keep_alive);
+        return;
+      }
+      Reply(http::status::ok, "OK", keep_alive, "text/plain");
+      return;
+    }
+    if (target != "/json") {
+      Reply(http::status::not_found, FormatJsonError("not found; try POST /json"), keep_alive);
+      return;
+    }
+    if (request_.method() != http::verb::post) {
+      Reply(http::status::method_not_allowed, FormatJsonError("use POST"), keep_alive);
+      return;
+    }
+    auto call = std::make_shared<Call>();
+    std::string error;
+    if (!ParseJsonRequest(request_.body(), &call->request, &error)) {
+      invalid_->fetch_add(1, std::memory_order_relaxed);
+      Reply(http::status::bad_request, FormatJsonError(error), keep_alive);
+      return;
+    }
+    // The decision may finish on another thread: hop back to this stream's.
+    (*decide_)(
+        call, [self = shared_from_this(), call, keep_alive](Status status, const std::string& why) {
+          std::string body =
+              status == Status::kOk ? FormatJsonAnswer(call->answer) : FormatJsonError(why);
+          http::status code = HttpCode(status);
+          // As envoyproxy/ratelimit's /json: 429 when over the limit.
+          if (status == Status::kOk) {
+            code = call->answer.overall_code == Code::kOverLimit ? http::status::too_many_requests
+                                                                 : http::status::ok;
+          }
+          asio::post(self->stream_.get_executor(),
+                     [self, code, body = std::move(body), keep_alive]() mutable {
+                       self->Reply(code, std::move(body), keep_alive);
+                     });
+        });
+  }
+
+  void Reply(http::status code, std::string body, bool keep_alive,
+             const char* content_type = "application/json") {
+    response_ = {};
+    response_.result(code);
+    response_.version(11);
+    response_.set(http::field::server, "tallyd");
+    response_.set(http::field::content_type, content_type);
+    response_.keep_alive(keep_alive);
+    response_.body() = std::move(body);
+    response_.prepare_payload();
+    http::async_write(stream_, response_,
+                      [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
+                        if (ec || !keep_alive) {
+                          self->Close();
+                          return;
+                        }
+                        self->Read();
+                      });
+  }
+
+  void Close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  beast::tcp_stream stream_;
+  const RlsServerOptions& options_;
+  DecideFn* decide_;
+  std::atomic<uint64_t>* requests_;
+  std::atomic<uint64_t>* invalid_;
+  std::atomic<size_t>* connections_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::request<http::string_body> request_;
+  http::response<http::string_body> response_;
+};
+
+}  // namespace
+
+bool RlsServer::Impl::StartHttp(std::string* error) {
+  std::string why;
+  std::optional<io::HostPort> hp = io::ParseHostPort(options.http_listen, &why);
+  if (!hp) return Fail(error, "http: " + why);
+  boost::system::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(hp->host, ec);
+  if (ec) return Fail(error, "http: not an IP address: " + hp->host);
+  const tcp::endpoint endpoint(address, hp->port);
+  acceptor.emplace(io);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Fail(error, "http: cannot listen on " + options.http_listen + ": " + ec.message());
+  const tcp::endpoint bound = acceptor->local_endpoint(ec);
+  http_address = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                          : bound.address().to_string()) +
+                 ":" + std::to_string(bound.port());
+  return true;
+}
+
+void RlsServer::Impl::Accept() {
+  acceptor->async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+    if (!ec) {
+      if (http_connections.fetch_add(1, std::memory_order_relaxed) >=
+          options.max_http_connections) {
+        http_connections.fetch_sub(1, std::memory_order_relaxed);
+        boost::system::error_code ignored;
+        socket.close(ignored);  // over the connection bound: refuse
+      } else {
+        auto session = std::make_shared<HttpSession>(std::move(socket), options, &http_decide,
+                                                     &http_requests, &invalid, &http_connections);
+        session->Read();
+      }
+    }
+    Accept();
+  });
+}
+
+// ---- reload: SIGHUP and inotify ----
+
+void RlsServer::Impl::WaitForSighup() {
+  signals.async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    spdlog::info("received SIGHUP, reloading rules from {}", options.rules_path);
+    LoadRules(false, nullptr);
+    WaitForSighup();
+  });
+}
+
+bool RlsServer::Impl::StartWatch(std::string* error) {
+  // Watch the directory (or the file's directory): editors and Kubernetes
+  // replace files by renaming, which a watch on the file itself would miss.
+  std::error_code fs_error;
+  std::filesystem::path dir(options.rules_path);
+  if (!std::filesystem::is_directory(dir, fs_error)) dir = dir.parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) return Fail(error, "inotify_init1 failed");
+  if (inotify_add_watch(fd, dir.c_str(),
+                        IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
+                            IN_ATTRIB | IN_MODIFY) < 0) {
+    ::close(fd);
+    return Fail(error, "cannot watch " + dir.string() + " for rule changes");
+  }
+  inotify.assign(fd);
+  ReadWatch();
+  return true;
+}
+
+void RlsServer::Impl::ReadWatch() {
+  inotify.async_read_some(
+      asio::buffer(inotify_buffer), [this](const boost::system::error_code& ec, size_t) {
+        if (ec) return;
+        // Debounce: a burst of events (write, rename, ConfigMap swap) reloads once.
+        reload_timer.expires_after(std::chrono::milliseconds(200));
+        reload_timer.async_wait([this](const boost::system::error_code& timer_ec) {
+          if (!timer_ec) LoadRules(false, nullptr);
+        });
+        ReadWatch();
+      });
+}
+
+// ---- RlsServer ----
+
+RlsServer::RlsServer(RlsServerOptions options, io::CheckGateway* gateway)
+    : impl_(std::make_unique<Impl>(std::move(options), gateway)) {}
+
+RlsServer::~RlsServer() { Stop(); }
+
+bool RlsServer::Start(std::string* error) {
+  Impl& d = *impl_;
+  if (d.started) return Fail(error, "already started");
+  if (d.gateway == nullptr) return Fail(error, "no decision path (echo mode?)");
+  if (!d.LoadRules(true, error)) return false;
+  d.http_decide = [&d](const std::shared_ptr<Call>& call, Finish finish) {
+    d.Decide(call, std::move(finish));
+  };
+  if (!d.options.grpc_listen.empty() && !d.StartGrpc(error)) return false;
+  if (!d.options.http_listen.empty() && !d.StartHttp(error)) {
+    if (d.grpc_server) d.grpc_server->Shutdown();
+    return false;
+  }
+  if (!d.options.rules_path.empty()) {
+    d.signals.add(SIGHUP);
+    d.WaitForSighup();
+    std::string why;
+    if (d.options.watch_rules && !d.StartWatch(&why)) {
+      spdlog::warn("rules: {}; reload with SIGHUP", why);
+    }
+  }
+  if (d.acceptor) d.Accept();
+  d.work.emplace(d.io.get_executor());
+  d.thread = std::thread([&d] {
+    try {
+      d.io.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("rls: I/O handler failed: {}", e.what());
+    }
+  });
+  d.started = true;
+  return true;
+}
+
+void RlsServer::Stop() {
+  Impl& d = *impl_;
+  if (!d.started || d.stopped) return;
+  d.stopped = true;
+  // Calls in flight get a second to finish, then are cancelled.
+  if (d.grpc_server) {
+    d.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  asio::post(d.io, [&d] {
+    boost::system::error_code ignored;
+    if (d.acceptor) d.acceptor->close(ignored);
+    d.signals.cancel(ignored);
+    d.reload_timer.cancel();
+    if (d.inotify.is_open()) d.inotify.close(ignored);
+    d.work.reset();
+    d.io.stop();
+  });
+  if (d.thread.joinable()) d.thread.join();
+}
+
+std::string RlsServer::grpc_address() const { return impl_->grpc_address; }
+std::string RlsServer::http_address() const { return impl_->http_address; }
+
+bool RlsServer::Reload() { return impl_->LoadRules(false, nullptr); }
+
+std::string RlsServer::rules_digest() const { return impl_->CurrentRules()->DigestHex(); }
+
+RlsStats RlsServer::stats() const {
+  const Impl& d = *impl_;
+  RlsStats s;
+  s.grpc_requests = d.grpc_requests.load(std::memory_order_relaxed);
+  s.http_requests = d.http_requests.load(std::memory_order_relaxed);
+  s.over_limit = d.over_limit.load(std::memory_order_relaxed);
+  s.shadow_denials = d.shadow_denials.load(std::memory_order_relaxed);
+  s.invalid = d.invalid.load(std::memory_order_relaxed);
+  s.failed = d.failed.load(std::memory_order_relaxed);
+  s.reloads = d.reloads.load(std::memory_order_relaxed);
+  s.reload_failures = d.reload_failures.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace tally::rls

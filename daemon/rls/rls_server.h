@@ -1,0 +1,83 @@
+// RlsServer: tallyd's doors for Envoy (docs/ENVOY.md): the gRPC service
+// envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and an HTTP/JSON
+// door (POST /json, GET /healthcheck) with Boost.Beast, both answering through
+// the rules (rules/) and the daemon's one decision path (CheckGateway).
+//
+// Rules: loaded at Start from `rules_path` (a file or a directory); reloaded
+// on SIGHUP and when the file or directory changes (inotify, debounced). A
+// reload that fails keeps the rules in force, logs every error as
+// file:line:column and counts a failed reload. Calls take the current rule
+// set's shared_ptr once, so a call in flight finishes on the rules it
+// started with, never a mix.
+//
+// Threads: gRPC runs its own (callback API); the HTTP door, signals and
+// inotify run on one thread of this class's own io_context. Decisions run on
+// the daemon (its Limiter, or its ClusterDriver and I/O threads).
+#ifndef TALLY_DAEMON_RLS_RLS_SERVER_H_
+#define TALLY_DAEMON_RLS_RLS_SERVER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tally::io {
+class CheckGateway;
+}
+
+namespace tally::rls {
+
+struct RlsServerOptions {
+  std::string grpc_listen;               // HOST:PORT; "" disables; port 0 picks a free port
+  std::string http_listen;               // HOST:PORT; "" disables; port 0 picks a free port
+  std::string rules_path;                // "" = no rules (only limit overrides are enforced)
+  bool shadow_mode = false;              // every limit in shadow mode
+  bool watch_rules = true;               // reload on file changes (inotify), besides SIGHUP
+  size_t max_request_bytes = 64 * 1024;  // gRPC message / HTTP body
+  std::chrono::milliseconds http_timeout{10'000};  // per HTTP request (read + answer)
+  size_t max_http_connections = 1024;
+};
+
+struct RlsStats {
+  uint64_t grpc_requests = 0, http_requests = 0;
+  uint64_t over_limit = 0;      // responses OVER_LIMIT
+  uint64_t shadow_denials = 0;  // limits that denied in shadow mode (answered OK)
+  uint64_t invalid = 0;         // rejected requests (INVALID_ARGUMENT / HTTP 4xx)
+  uint64_t failed = 0;          // no decision (daemon over capacity, unavailable)
+  uint64_t reloads = 0, reload_failures = 0;
+};
+
+class RlsServer {
+ public:
+  // `gateway` is borrowed and must outlive this object.
+  RlsServer(RlsServerOptions options, io::CheckGateway* gateway);
+  ~RlsServer();  // Stop()s
+  RlsServer(const RlsServer&) = delete;
+  RlsServer& operator=(const RlsServer&) = delete;
+
+  // Loads the rules (an invalid file fails the start) and binds the enabled
+  // doors. False with `*error` on failure. Call once.
+  bool Start(std::string* error);
+  // Stops accepting, finishes or cancels calls in flight, joins the thread.
+  // Idempotent.
+  void Stop();
+
+  // After Start: "127.0.0.1:PORT" of each door, "" when disabled.
+  std::string grpc_address() const;
+  std::string http_address() const;
+
+  // Reloads the rules now (what SIGHUP does). True if the new rules are in
+  // force. Any thread.
+  bool Reload();
+  // The digest of the rules in force (32 hex digits). Any thread.
+  std::string rules_digest() const;
+  RlsStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally::rls
+
+#endif  // TALLY_DAEMON_RLS_RLS_SERVER_H_
