@@ -1163,6 +1163,7 @@ SwarmOutcome RunCase(const SwarmCase& c, const SwarmRunOptions& options) {
   o.timeline = TimelineOf(c);
   SimConfig config = ConfigOf(c);
   config.dump_key = options.dump_key;
+  config.drop_replication = options.drop_replication;
   o.bounds = BoundsOf(c);
   Simulator sim(config);
   RunRecord run = sim.Run();

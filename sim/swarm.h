@@ -186,6 +186,7 @@ struct SwarmOutcome {
 
 struct SwarmRunOptions {
   std::string dump_key;
+  bool drop_replication = false;  // test switch: a broken cluster (SimConfig)
 };
 
 SwarmOutcome RunCase(const SwarmCase& c, const SwarmRunOptions& options = {});
