@@ -188,9 +188,12 @@ void PrintCase(const tally::sim::SwarmCase& c) {
 }
 
 struct ClassStat {
-  size_t runs = 0, failed = 0;
-  double worst = 0, bound = 0;
+  size_t seeds = 0, failed = 0;  // seeds with the class, and of those failing
+  size_t in_play = 0;            // seeds with a window over the limit with it in play
+  double worst = 0, bound = 0;   // the largest admitted / limit there, and the bound then
   uint64_t seed = 0;
+  double fill = 0;  // the largest admitted / bound there
+  uint64_t fill_seed = 0;
 };
 
 // Shrinks a failing case and prints the reduced schedule; the failure must
@@ -259,17 +262,22 @@ int RunSwarm(const SwarmArgs& a) {
     for (const tally::sim::OracleResult& r : o.results) {
       if (!r.judged) ++not_judged[r.name];
     }
-    for (const std::string& k : o.worst_window_classes) {
+    for (const auto& [k, e] : o.excess_by_class) {
       ClassStat& s = classes[k];
-      ++s.runs;
-      if (o.figures.max_excess_ratio > s.worst) {
-        s.worst = o.figures.max_excess_ratio;
-        s.bound = o.figures.worst_bound_ratio;
+      ++s.in_play;
+      if (e.ratio > s.worst) {
+        s.worst = e.ratio;
+        s.bound = e.bound_ratio;
         s.seed = c.seed;
       }
+      if (e.fill > s.fill) {
+        s.fill = e.fill;
+        s.fill_seed = c.seed;
+      }
     }
-    if (!o.pass) {
-      for (const std::string& k : o.classes) ++classes[k].failed;
+    for (const std::string& k : o.classes) {
+      ++classes[k].seeds;
+      classes[k].failed += o.pass ? 0 : 1;
     }
     std::cout << o.debug;
     const std::string command =
@@ -321,18 +329,24 @@ int RunSwarm(const SwarmArgs& a) {
       for (const auto& [name, count] : not_judged) std::printf(" %s %zu", name.c_str(), count);
       std::printf("\n");
     }
-    std::printf(
-        "  worst excess by the faults in play at its window (x limit, vs that window's bound):\n");
+    std::printf("  %-26s %6s %6s  %-34s %s\n", "fault class", "seeds", "failed",
+                "worst excess in play (its bound)", "fullest window (admitted/bound)");
     for (const auto& [name, s] : classes) {
-      if (s.runs == 0) {
-        std::printf("    %-28s failed in %zu seeds\n", name.c_str(), s.failed);
+      std::printf("  %-26s %6zu %6zu  ", name.c_str(), s.seeds, s.failed);
+      if (s.in_play == 0) {
+        std::printf("%-34s -\n", "-");
         continue;
       }
-      std::printf(
-          "    %-28s %5.2fx (bound %5.2fx, seed %llu) over %zu runs; %zu failing seeds had it\n",
-          name.c_str(), s.worst, s.bound, static_cast<unsigned long long>(s.seed), s.runs,
-          s.failed);
+      char worst[64];
+      std::snprintf(worst, sizeof(worst), "%.2fx (%.2fx) seed %llu", s.worst, s.bound,
+                    static_cast<unsigned long long>(s.seed));
+      std::printf("%-34s %.0f%% seed %llu\n", worst, 100 * s.fill,
+                  static_cast<unsigned long long>(s.fill_seed));
     }
+    std::printf(
+        "  (seeds: runs with the class; worst excess and fullest window: over the windows above\n"
+        "   the limit that overlapped a fault of the class, from its start to its recovery;\n"
+        "   \"none\": windows above the limit that no fault overlapped)\n");
   }
   return passed == cases.size() ? 0 : 1;
 }

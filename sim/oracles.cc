@@ -90,11 +90,11 @@ double DecidersInWindow(const std::vector<DeciderPiece>& pieces, double base, Tr
   return d;
 }
 
-WindowCheck CheckWindows(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns,
-                         uint64_t limit, double sides, const std::vector<DeciderPiece>& pieces,
-                         uint64_t extra) {
-  WindowCheck w;
-  if (events.empty()) return w;
+std::vector<WindowSample> WindowSamples(const std::vector<std::pair<TrueNs, uint64_t>>& events,
+                                        TrueNs length_ns, uint64_t limit, double sides,
+                                        const std::vector<DeciderPiece>& pieces, uint64_t extra) {
+  std::vector<WindowSample> samples;
+  if (events.empty()) return samples;
   // The sum over (t - length, t] is largest at an event; the allowed
   // deciders only fall where a window stops overlapping a piece, at
   // t = piece end + length. Those are the only ends worth checking.
@@ -111,22 +111,31 @@ WindowCheck CheckWindows(const std::vector<std::pair<TrueNs, uint64_t>>& events,
     while (out < in && events[out].first <= t - length_ns) sum -= events[out++].second;
     if (sum == 0) continue;
     const double d = DecidersInWindow(pieces, sides, t - length_ns, t);
-    const uint64_t bound =
-        static_cast<uint64_t>(std::floor(static_cast<double>(limit) * d)) + extra;
-    if (sum > w.most) {
-      w.most = sum;
-      w.most_end_ns = t;
-      w.bound_at_most = bound;
+    samples.push_back(
+        {t, sum, static_cast<uint64_t>(std::floor(static_cast<double>(limit) * d)) + extra});
+  }
+  return samples;
+}
+
+WindowCheck CheckWindows(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns,
+                         uint64_t limit, double sides, const std::vector<DeciderPiece>& pieces,
+                         uint64_t extra) {
+  WindowCheck w;
+  for (const WindowSample& x : WindowSamples(events, length_ns, limit, sides, pieces, extra)) {
+    if (x.sum > w.most) {
+      w.most = x.sum;
+      w.most_end_ns = x.end_ns;
+      w.bound_at_most = x.bound;
     }
     const double fill =
-        static_cast<double>(sum) / static_cast<double>(std::max<uint64_t>(bound, 1));
+        static_cast<double>(x.sum) / static_cast<double>(std::max<uint64_t>(x.bound, 1));
     if (fill > w.worst_fill) {
       w.worst_fill = fill;
-      w.worst_sum = sum;
-      w.worst_bound = bound;
-      w.worst_end_ns = t;
+      w.worst_sum = x.sum;
+      w.worst_bound = x.bound;
+      w.worst_end_ns = x.end_ns;
     }
-    if (sum > bound) w.violated = true;
+    if (x.sum > x.bound) w.violated = true;
   }
   return w;
 }
@@ -268,6 +277,7 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
               : static_cast<uint64_t>(std::floor(static_cast<double>(key.limit) * b.sides)) + extra;
       fig->key_peak.push_back(most);
       fig->key_bound.push_back(bound);
+      fig->key_extra.push_back(extra);
       const double ratio = static_cast<double>(most) / static_cast<double>(key.limit);
       if (ratio > fig->max_excess_ratio) {
         fig->max_excess_ratio = ratio;
@@ -278,6 +288,7 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       }
       if (most > key.limit) fig->excess_hits += most - key.limit;
       const double fill = w.worst_fill;
+      fig->max_fill = std::max(fig->max_fill, fill);
       if (w.violated) {
         ++violations;
         if (r.detail.empty() || fill > tightest) {
@@ -338,10 +349,33 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
   // ---- 3. convergence after quiesce.
   if (cfg.quiesce_ns > 0 && cfg.quiesce_ns < run.end_ns) {
     OracleResult r{"convergence"};
+    TrueNs allowed = b.convergence_ns;
     r.bound = "<= " + Seconds(b.convergence_ns);
-    r.bound_num = static_cast<double>(b.convergence_ns) / 1e9;
-    if (run.converged_ns < 0 && b.unwatched_not_judged &&
-        run.end_ns < cfg.quiesce_ns + b.convergence_ns) {
+    bool membership_pending = false;
+    if (b.convergence_after_agreement_ns >= 0 && !run.ownership.empty()) {
+      const OwnershipEpoch& e = run.ownership.back();
+      if (e.agreed_ns >= 0) {
+        const TrueNs after = e.agreed_ns - cfg.quiesce_ns + b.convergence_after_agreement_ns;
+        if (after > allowed) {
+          allowed = after;
+          r.bound = "<= " + Seconds(allowed) + " (" + Seconds(b.convergence_after_agreement_ns) +
+                    " after membership agreed)";
+        }
+      } else {
+        membership_pending = true;
+      }
+    }
+    r.bound_num = static_cast<double>(allowed) / 1e9;
+    const bool unconverged_late =
+        run.converged_ns < 0 || run.converged_ns - cfg.quiesce_ns > allowed;
+    if (membership_pending && b.unwatched_not_judged && unconverged_late) {
+      r.value = run.converged_ns < 0 ? "not yet" : Seconds(run.converged_ns - cfg.quiesce_ns);
+      r.detail =
+          "not judged: membership had not agreed when the run ended; " + run.convergence_note;
+      r.judged = false;
+      r.value_num = -1;
+    } else if (run.converged_ns < 0 && b.unwatched_not_judged &&
+               run.end_ns < cfg.quiesce_ns + allowed) {
       r.value = "not yet (" + Seconds(run.end_ns - cfg.quiesce_ns) + " watched)";
       r.detail = "not judged: the run ended within the bound; " + run.convergence_note;
       r.judged = false;
@@ -356,7 +390,7 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       fig->convergence_s = static_cast<double>(took) / 1e9;
       r.value = Seconds(took) + " (" + std::to_string(run.convergence_keys) + " live keys)";
       r.value_num = fig->convergence_s;
-      r.pass = took <= b.convergence_ns;
+      r.pass = took <= allowed;
     }
     results.push_back(r);
   }

@@ -74,6 +74,10 @@ struct Bounds {
   // whose bound reaches past the end, are reported as not judged instead of
   // failed (a swarm run cannot always watch a 200-node crash to its bound).
   bool unwatched_not_judged = false;
+  // When >= 0: replicas may also take this long to converge after the last
+  // membership epoch agreed (preference lists were still moving at
+  // quiesce: a join or restart under loss, a crash still being detected).
+  TrueNs convergence_after_agreement_ns = -1;
 };
 
 struct OracleResult {
@@ -104,9 +108,11 @@ struct Figures {
   uint64_t requests = 0, admitted = 0, decisions = 0;
   std::vector<uint64_t> key_peak;   // per key: most admitted in one window
   std::vector<uint64_t> key_bound;  // per key: the excess oracle's bound
+  std::vector<uint64_t> key_extra;  // per key: the bound's tails and clock terms
   // The window of the worst excess ratio: its end and the bound there (x limit).
   TrueNs worst_window_end_ns = -1;
   double worst_bound_ratio = 0;
+  double max_fill = 0;  // admitted / bound, the fullest window of any key
 };
 
 std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& bounds, Figures* figures);
@@ -146,6 +152,16 @@ struct WindowCheck {
   TrueNs worst_end_ns = -1;
   bool violated = false;
 };
+struct WindowSample {
+  TrueNs end_ns = 0;  // the window (end - length, end]
+  uint64_t sum = 0;   // admitted in it (> 0)
+  uint64_t bound = 0;
+};
+// Every window end where the sum peaks or the bound drops, with its sum
+// and bound (the windows CheckWindows judges).
+std::vector<WindowSample> WindowSamples(const std::vector<std::pair<TrueNs, uint64_t>>& events,
+                                        TrueNs length_ns, uint64_t limit, double sides,
+                                        const std::vector<DeciderPiece>& pieces, uint64_t extra);
 WindowCheck CheckWindows(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns,
                          uint64_t limit, double sides, const std::vector<DeciderPiece>& pieces,
                          uint64_t extra);

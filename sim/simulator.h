@@ -80,7 +80,9 @@ struct FaultAction {
   int64_t stall_every_ns = 0;  // kSlow: a stall (a GC pause, a starved CPU) this often
   int64_t stall_ns = 0;        // ... lasting this long
   std::string label;           // for the summary and the chart
-  int64_t jitter_median_ns = 0;  // kSetJitter
+
+  // kSetJitter: every link's jitter median and cap from now on.
+  int64_t jitter_median_ns = 0;
   int64_t jitter_cap_ns = 0;
 };
 

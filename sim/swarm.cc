@@ -965,6 +965,10 @@ Bounds BoundsOf(const SwarmCase& c) {
   b.clock_steps_ms = rule.clock_steps_ms;
   b.exact = c.faults.empty() && !HasClockFaults(c);
   b.convergence_ns = ConvergenceBound(c, s, t.quiesce_ns);
+  // The formula's "remaining crash detection" generalised: with membership
+  // still settling at quiesce (a join or restart under loss), replicas
+  // converge within ConvergenceBase once it agreed.
+  b.convergence_after_agreement_ns = ConvergenceBase(s);
   b.unwatched_not_judged = true;
 
   const bool loss = HasKind(c, Kind::kLoss) || c.link.loss > 0;
@@ -1174,28 +1178,43 @@ SwarmOutcome RunCase(const SwarmCase& c, const SwarmRunOptions& options) {
   o.debug = std::move(run.debug);
   o.classes = FaultClasses(c);
   {
-    // Attribute the worst window to the faults in play then.
-    uint64_t window_ms = 0;
-    for (const KeySpec& k : run.keys) {
-      if (k.user_id == o.figures.worst_key) window_ms = k.window_ms;
-    }
-    const TrueNs end = o.figures.worst_window_end_ns;
-    const TrueNs begin = end - static_cast<TrueNs>(window_ms) * kNsPerMs;
+    // Windows over the limit, attributed to the faults in play then.
     const size_t n = MaxHosts(c);
-    std::set<std::string> in_play;
-    if (end >= 0) {
-      for (const SwarmFault& f : c.faults) {
-        if (!Overlap(begin, end, f.at_ns, RecoveryEnd(f, config, n))) continue;
-        SwarmCase one = c;
-        one.faults = {f};
-        one.clock_offset_max_ms = one.clock_drift_max_ppm = 0;
-        one.clock_offsets_ms.clear();
-        one.policy = PartitionPolicy::kAvailability;
-        for (const std::string& x : FaultClasses(one)) in_play.insert(x);
+    std::vector<std::pair<TrueNs, TrueNs>> spans;
+    std::vector<std::vector<std::string>> names;
+    for (const SwarmFault& f : c.faults) {
+      spans.push_back({f.at_ns, RecoveryEnd(f, config, n)});
+      SwarmCase one;
+      one.faults = {f};
+      names.push_back(FaultClasses(one));
+    }
+    const auto admitted = AdmittedByKey(run);
+    for (size_t k = 0; k < run.keys.size() && k < o.figures.key_extra.size(); ++k) {
+      const KeySpec& key = run.keys[k];
+      const TrueNs length = static_cast<TrueNs>(key.window_ms) * kNsPerMs;
+      for (const WindowSample& w : WindowSamples(admitted[k], length, key.limit, o.bounds.sides,
+                                                 o.bounds.decider_pieces, o.figures.key_extra[k])) {
+        if (w.sum <= key.limit) continue;
+        const double ratio = static_cast<double>(w.sum) / static_cast<double>(key.limit);
+        const double fill = static_cast<double>(w.sum) / static_cast<double>(w.bound);
+        auto note = [&](const std::string& name) {
+          SwarmOutcome::ClassExcess& e = o.excess_by_class[name];
+          if (ratio > e.ratio) {
+            e.ratio = ratio;
+            e.bound_ratio = static_cast<double>(w.bound) / static_cast<double>(key.limit);
+            e.key = key.user_id;
+          }
+          e.fill = std::max(e.fill, fill);
+        };
+        bool any = false;
+        for (size_t i = 0; i < spans.size(); ++i) {
+          if (!Overlap(w.end_ns - length + 1, w.end_ns, spans[i].first, spans[i].second)) continue;
+          any = true;
+          for (const std::string& name : names[i]) note(name);
+        }
+        if (!any) note("none");
       }
     }
-    if (in_play.empty()) in_play.insert("none");
-    o.worst_window_classes.assign(in_play.begin(), in_play.end());
   }
   o.pass =
       std::all_of(o.results.begin(), o.results.end(), [](const OracleResult& r) { return r.pass; });

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -179,9 +180,15 @@ struct SwarmOutcome {
   double simulated_s = 0;
   std::string debug;
   std::vector<std::string> classes;  // fault classes present (for the summary)
-  // The classes of the faults whose span (start to recovery) overlaps the
-  // window of the worst excess ratio ("none" when no fault does).
-  std::vector<std::string> worst_window_classes;
+  // Per fault class, the windows over the limit that overlapped a fault of
+  // the class (from its start to its recovery; "none": no fault): the
+  // largest admitted / limit (with the bound / limit of that window) and
+  // the largest admitted / bound.
+  struct ClassExcess {
+    double ratio = 0, bound_ratio = 0, fill = 0;
+    std::string key;
+  };
+  std::map<std::string, ClassExcess> excess_by_class;
 };
 
 struct SwarmRunOptions {
