@@ -248,6 +248,10 @@ int RunSwarm(const SwarmArgs& a) {
   std::map<std::string, size_t> not_judged;
   std::vector<uint64_t> failed_seeds;
   size_t passed = 0, small = 0, medium = 0, large = 0, min_n = SIZE_MAX, max_n = 0;
+  // First suspicions of judged crashes, as multiples of their expectation
+  // (sizes differ per seed): pooled, the strict 10% applies from 30 on.
+  std::vector<double> suspicion_ratios;
+  bool suspicion_ok = true;
   double sim_s = 0;
   for (const tally::sim::SwarmCase& c : cases) {
     tally::sim::SwarmRunOptions options;
@@ -273,6 +277,11 @@ int RunSwarm(const SwarmArgs& a) {
       if (e.fill > s.fill) {
         s.fill = e.fill;
         s.fill_seed = c.seed;
+      }
+    }
+    if (o.figures.expected_first_suspicion_s > 0) {
+      for (double x : o.figures.first_suspicion_s) {
+        suspicion_ratios.push_back(x / o.figures.expected_first_suspicion_s);
       }
     }
     for (const std::string& k : o.classes) {
@@ -324,6 +333,19 @@ int RunSwarm(const SwarmArgs& a) {
     }
     std::printf("; sizes %zu..%zu (3-16: %zu, 17-64: %zu, 65+: %zu); %.0f s simulated in %.1f s\n",
                 min_n, max_n, small, medium, large, sim_s, Since(started));
+    if (!suspicion_ratios.empty()) {
+      double mean = 0;
+      for (double x : suspicion_ratios) mean += x;
+      mean /= static_cast<double>(suspicion_ratios.size());
+      suspicion_ok = suspicion_ratios.size() < 30 || std::fabs(mean - 1) <= 0.10;
+      std::printf(
+          "  first suspicion over %zu judged crashes: %.3f x the expectation (1 +- 0.10%s): %s\n",
+          suspicion_ratios.size(), mean,
+          suspicion_ratios.size() < 30 ? ", judged from 30 crashes" : "",
+          suspicion_ratios.size() < 30 ? "reported"
+          : suspicion_ok               ? "pass"
+                                       : "FAIL");
+    }
     if (!not_judged.empty()) {
       std::printf("  not judged (the run ended within their bound):");
       for (const auto& [name, count] : not_judged) std::printf(" %s %zu", name.c_str(), count);
@@ -348,7 +370,7 @@ int RunSwarm(const SwarmArgs& a) {
         "   the limit that overlapped a fault of the class, from its start to its recovery;\n"
         "   \"none\": windows above the limit that no fault overlapped)\n");
   }
-  return passed == cases.size() ? 0 : 1;
+  return passed == cases.size() && suspicion_ok ? 0 : 1;
 }
 
 }  // namespace
