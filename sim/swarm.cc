@@ -1096,9 +1096,20 @@ Bounds BoundsOf(const SwarmCase& c) {
     const double margin = static_cast<double>(s.node.max_clock_offset_ms) +
                           2.0 * static_cast<double>(c.clock_offset_max_ms) +
                           2.0 * drift_ppm * static_cast<double>(t.end_ns) / 1e9 / 1000.0 + 50.0;
+    // The gate decides on the host's own estimates of its peers, one per
+    // probe: none cross a cut, and after a partition, loss or slowness its
+    // Lifeguard health may stretch the probe period up to 8x, recovering in
+    // at most 8 + 7 + ... + 2 = 35 periods. So the clock must have stood
+    // still since all that, and then for a probe of every peer.
+    TrueNs quiet = 0;
+    for (const SwarmFault& f : c.faults) {
+      if (f.kind == Kind::kPartition) quiet = std::max(quiet, MergeNs(s, n, f.until_ns));
+      if (f.kind == Kind::kLoss || f.kind == Kind::kSlow) quiet = std::max(quiet, f.until_ns);
+    }
+    if (quiet > 0) quiet += 36 * probe;
     const TrueNs settle = static_cast<TrueNs>(n + 5) * probe;
     for (uint32_t h = 0; h < c.nodes; ++h) {
-      if (!up[h] || since[h] > t.settle_ns - settle) continue;
+      if (!up[h] || std::max(since[h], quiet) > t.settle_ns - settle) continue;
       size_t far = 0, others = 0;
       for (uint32_t o = 0; o < c.nodes; ++o) {
         if (o == h || !up[o]) continue;
