@@ -4,7 +4,7 @@
 // oracle of every seed passed.
 //
 //   tally-sim --list
-//   tally-sim --scenario NAME|all [--nodes N] [--seed S | --seeds A..B]
+//   tally-sim --scenario NAME[,NAME...]|all [--nodes N] [--seed S | --seeds A..B]
 //             [--duration SECONDS] [--json FILE] [--svg FILE] [--drop-replication]
 //   tally-sim --swarm [--seed S | --seeds A..B] [--max-nodes N] [--verbose] [--shrink]
 //   tally-sim --swarm-schedule FILE|TEXT [--shrink]
@@ -30,16 +30,17 @@ using tally::sim::Outcome;
 constexpr uint64_t kDefaultMaxNodes = 200;
 
 void Usage() {
-  std::cerr << "usage: tally-sim --list\n"
-               "       tally-sim --scenario NAME|all [--nodes N] [--seed S | --seeds A..B]\n"
-               "                 [--duration SECONDS] [--json FILE] [--svg FILE]\n"
-               "                 [--drop-replication]   (test switch: a broken cluster)\n"
-               "                 [--dump-key USER_ID]   (debugging: its decisions and replicas)\n"
-               "       tally-sim --swarm [--seed S | --seeds A..B] [--max-nodes N (200)]\n"
-               "                 [--verbose] [--shrink] [--print-schedule] [--dump-key USER_ID]\n"
-               "       tally-sim --swarm-schedule FILE|TEXT [--shrink] [--verbose]\n"
-               "                 (a schedule as --print-schedule writes it; inline, lines join "
-               "with ';')\n";
+  std::cerr
+      << "usage: tally-sim --list\n"
+         "       tally-sim --scenario NAME[,NAME...]|all [--nodes N] [--seed S | --seeds A..B]\n"
+         "                 [--duration SECONDS] [--json FILE] [--svg FILE]\n"
+         "                 [--drop-replication]   (test switch: a broken cluster)\n"
+         "                 [--dump-key USER_ID]   (debugging: its decisions and replicas)\n"
+         "       tally-sim --swarm [--seed S | --seeds A..B] [--max-nodes N (200)]\n"
+         "                 [--verbose] [--shrink] [--print-schedule] [--dump-key USER_ID]\n"
+         "       tally-sim --swarm-schedule FILE|TEXT [--shrink] [--verbose]\n"
+         "                 (a schedule as --print-schedule writes it; inline, lines join "
+         "with ';')\n";
 }
 
 bool ParseU64(const std::string& s, uint64_t* v) {
@@ -477,13 +478,21 @@ int main(int argc, char** argv) {
     for (const auto& s : tally::sim::Scenarios()) {
       if (!s.legs) scenarios.push_back(&s);
     }
-  } else if (const tally::sim::Scenario* s = tally::sim::FindScenario(scenario_name)) {
-    scenarios.push_back(s);
-  } else {
-    std::cerr << (scenario_name.empty() ? "--scenario or --swarm is required"
-                                        : "unknown scenario " + scenario_name)
-              << " (see --list)\n";
+  } else if (scenario_name.empty()) {
+    std::cerr << "--scenario or --swarm is required (see --list)\n";
     return 2;
+  } else {
+    // NAME or NAME,NAME,... (in that order).
+    std::stringstream names(scenario_name);
+    std::string name;
+    while (std::getline(names, name, ',')) {
+      const tally::sim::Scenario* s = tally::sim::FindScenario(name);
+      if (s == nullptr) {
+        std::cerr << "unknown scenario " << name << " (see --list)\n";
+        return 2;
+      }
+      scenarios.push_back(s);
+    }
   }
   for (const tally::sim::Scenario* s : scenarios) {
     if (sa.duration_s > 0 && sa.duration_s < s->min_duration_s) {
