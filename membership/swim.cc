@@ -140,11 +140,16 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
   }
   // Rumors first, so a refutation they provoke rides on our reply.
   const uint64_t refutations_before = stats_.refutations;
+  const uint64_t stale_before = stats_.stale_accusations;
   for (const auto& update : msg.piggyback) ApplyRumor(update);
-  if (stats_.refutations != refutations_before && kind != SwimKind::kPing &&
-      kind != SwimKind::kPingReq && kind != SwimKind::kPushPull) {
+  if ((stats_.refutations != refutations_before || stats_.stale_accusations != stale_before) &&
+      kind != SwimKind::kPing && kind != SwimKind::kPingReq && kind != SwimKind::kPushPull) {
     // No reply of ours would carry the refutation back to the accuser (it
-    // told us directly, or the rumor just reached us): send it at once.
+    // told us directly, or the rumor just reached us): send it at once. The
+    // same when the sender still accuses an incarnation we already refuted:
+    // our refutation never reached it (it was raised on the other side of a
+    // cut that has healed since), and the sender keeps telling us (buddy
+    // system) until its timer declares us dead. One reply per message.
     const MemberUpdate me = table_.Find(self_.id)->ToUpdate();
     Send(from_address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out, &me);
   }
@@ -447,6 +452,9 @@ void Swim::ApplySelfRumor(const MemberUpdate& u) {
   if (left_) return;  // leaving: never argue
   if (u.incarnation < incarnation_) {
     ++stats_.stale_rumors;
+    if (u.state == MemberState::kSuspect || u.state == MemberState::kDead) {
+      ++stats_.stale_accusations;
+    }
     // Someone still accuses an incarnation we already refuted: it missed our
     // refutation (all its copies may have been lost). Spread it again, once
     // the previous copies are all sent, so the accusation cannot outlive it.

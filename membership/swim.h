@@ -118,6 +118,7 @@ struct SwimStats {
   uint64_t confirmations = 0;
   uint64_t refutations = 0;         // this node refuted a rumor about itself
   uint64_t reasserts = 0;           // re-sent a refutation to a stale accuser
+  uint64_t stale_accusations = 0;   // rumors accusing an incarnation we already refuted
   uint64_t first_hand_updates = 0;  // a message's sender was newer than our entry
   uint64_t suspects_refuted = 0;    // a suspect came back alive (same process)
   uint64_t deaths_declared = 0;     // this node's suspicion timers expired

@@ -41,7 +41,7 @@ struct LinkConfig {
 
 class Network {
  public:
-  static constexpr int kMaxGroups = 4;
+  static constexpr int kMaxGroups = 8;
 
   Network(const LinkConfig& config, uint64_t seed);
 
@@ -52,6 +52,11 @@ class Network {
   void SetLoss(double loss) { config_.loss = loss; }
   void SetDuplicate(double duplicate) { config_.duplicate = duplicate; }
   double loss() const { return config_.loss; }
+  // Reordering: the jitter's median and cap from now on.
+  void SetJitter(int64_t median_ns, int64_t cap_ns) {
+    config_.jitter_median_ns = median_ns;
+    config_.jitter_cap_ns = cap_ns;
+  }
 
   // Partition: group_of[h] for every host (missing hosts stay in group 0) and
   // allowed[from][to].

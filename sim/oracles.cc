@@ -81,6 +81,65 @@ uint64_t MaxInWindow(const std::vector<std::pair<TrueNs, uint64_t>>& events, Tru
   return best;
 }
 
+double DecidersInWindow(const std::vector<DeciderPiece>& pieces, double base, TrueNs from,
+                        TrueNs to) {
+  double d = base;
+  for (const DeciderPiece& p : pieces) {
+    if (to >= p.from_ns && from < p.to_ns) d = std::max(d, p.deciders);
+  }
+  return d;
+}
+
+std::vector<WindowSample> WindowSamples(const std::vector<std::pair<TrueNs, uint64_t>>& events,
+                                        TrueNs length_ns, uint64_t limit, double sides,
+                                        const std::vector<DeciderPiece>& pieces, uint64_t extra) {
+  std::vector<WindowSample> samples;
+  if (events.empty()) return samples;
+  // The sum over (t - length, t] is largest at an event; the allowed
+  // deciders only fall where a window stops overlapping a piece, at
+  // t = piece end + length. Those are the only ends worth checking.
+  std::vector<TrueNs> ends;
+  ends.reserve(events.size() + pieces.size());
+  for (const auto& e : events) ends.push_back(e.first);
+  for (const DeciderPiece& p : pieces) ends.push_back(p.to_ns + length_ns);
+  std::sort(ends.begin(), ends.end());
+  ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
+  uint64_t sum = 0;
+  size_t in = 0, out = 0;  // events [out, in) are in the window
+  for (TrueNs t : ends) {
+    while (in < events.size() && events[in].first <= t) sum += events[in++].second;
+    while (out < in && events[out].first <= t - length_ns) sum -= events[out++].second;
+    if (sum == 0) continue;
+    const double d = DecidersInWindow(pieces, sides, t - length_ns, t);
+    samples.push_back(
+        {t, sum, static_cast<uint64_t>(std::floor(static_cast<double>(limit) * d)) + extra});
+  }
+  return samples;
+}
+
+WindowCheck CheckWindows(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns,
+                         uint64_t limit, double sides, const std::vector<DeciderPiece>& pieces,
+                         uint64_t extra) {
+  WindowCheck w;
+  for (const WindowSample& x : WindowSamples(events, length_ns, limit, sides, pieces, extra)) {
+    if (x.sum > w.most) {
+      w.most = x.sum;
+      w.most_end_ns = x.end_ns;
+      w.bound_at_most = x.bound;
+    }
+    const double fill =
+        static_cast<double>(x.sum) / static_cast<double>(std::max<uint64_t>(x.bound, 1));
+    if (fill > w.worst_fill) {
+      w.worst_fill = fill;
+      w.worst_sum = x.sum;
+      w.worst_bound = x.bound;
+      w.worst_end_ns = x.end_ns;
+    }
+    if (x.sum > x.bound) w.violated = true;
+  }
+  return w;
+}
+
 std::vector<std::vector<std::pair<TrueNs, uint64_t>>> AdmittedByKey(const RunRecord& run) {
   const auto by_request = DecisionsByRequest(run);
   std::vector<std::vector<std::pair<TrueNs, uint64_t>>> events(run.keys.size());
@@ -189,13 +248,13 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       const KeySpec& key = run.keys[k];
       for (const auto& e : admitted[k]) total_admitted += e.second;
       const TrueNs window_ns = static_cast<TrueNs>(key.window_ms) * kNsPerMs;
-      const uint64_t most = MaxInWindow(admitted[k], window_ns);
-      auto bound = static_cast<uint64_t>(std::floor(static_cast<double>(key.limit) * b.sides));
+      // What every window allows beyond limit x sides: the tails and clock terms.
+      uint64_t extra = 0;
       // Each change of decider can lose the previous decider's unreplicated
       // tail; a key whose decider never changed gets no allowance.
       const uint64_t failovers = std::min<uint64_t>(static_cast<uint64_t>(b.failovers), changes[k]);
       if (failovers > 0 && b.tail_ns > 0) {
-        bound += failovers * std::min<uint64_t>(key.limit, MaxInWindow(requested[k], b.tail_ns));
+        extra += failovers * std::min<uint64_t>(key.limit, MaxInWindow(requested[k], b.tail_ns));
       }
       if (b.clock_terms) {
         const int64_t bucket_ms =
@@ -205,24 +264,38 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
                            static_cast<uint64_t>(bucket_ms);
           return std::min<uint64_t>(key.limit, CeilDiv(key.limit * num, key.window_ms));
         };
-        for (int64_t step : b.clock_steps_ms) bound += term(static_cast<double>(std::llabs(step)));
-        if (changes[k] > 0) bound += changes[k] * term(hi[k] - lo[k]);
+        for (int64_t step : b.clock_steps_ms) extra += term(static_cast<double>(std::llabs(step)));
+        if (changes[k] > 0) extra += changes[k] * term(hi[k] - lo[k]);
       }
+      const WindowCheck w =
+          CheckWindows(admitted[k], window_ns, key.limit, b.sides, b.decider_pieces, extra);
+      const uint64_t most = w.most;
+      // The bound quoted for the key: at its fullest window.
+      const uint64_t bound =
+          w.worst_end_ns >= 0
+              ? w.worst_bound
+              : static_cast<uint64_t>(std::floor(static_cast<double>(key.limit) * b.sides)) + extra;
       fig->key_peak.push_back(most);
       fig->key_bound.push_back(bound);
+      fig->key_extra.push_back(extra);
       const double ratio = static_cast<double>(most) / static_cast<double>(key.limit);
       if (ratio > fig->max_excess_ratio) {
         fig->max_excess_ratio = ratio;
         fig->worst_key = key.user_id;
+        fig->worst_window_end_ns = w.most_end_ns;
+        fig->worst_bound_ratio =
+            static_cast<double>(w.bound_at_most) / static_cast<double>(key.limit);
       }
       if (most > key.limit) fig->excess_hits += most - key.limit;
-      const double fill = static_cast<double>(most) / static_cast<double>(bound);
-      if (most > bound) {
+      const double fill = w.worst_fill;
+      fig->max_fill = std::max(fig->max_fill, fill);
+      if (w.violated) {
         ++violations;
         if (r.detail.empty() || fill > tightest) {
           r.detail = key.user_id + " (window " + std::to_string(key.window_ms) +
-                     " ms): " + std::to_string(most) + " admitted in one window, limit " +
-                     std::to_string(key.limit) + ", bound " + std::to_string(bound);
+                     " ms): " + std::to_string(w.worst_sum) + " admitted in the window ending t=" +
+                     Fmt("%.3f s", static_cast<double>(w.worst_end_ns) / 1e9) + ", limit " +
+                     std::to_string(key.limit) + ", bound " + std::to_string(w.worst_bound);
         }
       }
       if (fill > tightest) {
@@ -234,6 +307,11 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
     r.value = Fmt("%.2fx limit", fig->max_excess_ratio) + " (" + fig->worst_key + ")";
     r.value_num = fig->max_excess_ratio;
     r.bound = Fmt("limit x %.0f", b.sides);
+    if (!b.decider_pieces.empty()) {
+      double most = b.sides;
+      for (const DeciderPiece& p : b.decider_pieces) most = std::max(most, p.deciders);
+      r.bound = Fmt("limit x D (<= %.0f)", most);
+    }
     if (b.failovers > 0) r.bound += " + " + std::to_string(b.failovers) + " tails";
     if (b.clock_terms) r.bound += " + clock terms";
     if (violations > 0) r.detail = std::to_string(violations) + " keys over; worst " + r.detail;
@@ -271,9 +349,38 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
   // ---- 3. convergence after quiesce.
   if (cfg.quiesce_ns > 0 && cfg.quiesce_ns < run.end_ns) {
     OracleResult r{"convergence"};
+    TrueNs allowed = b.convergence_ns;
     r.bound = "<= " + Seconds(b.convergence_ns);
-    r.bound_num = static_cast<double>(b.convergence_ns) / 1e9;
-    if (run.converged_ns < 0) {
+    bool membership_pending = false;
+    if (b.convergence_after_agreement_ns >= 0 && !run.ownership.empty()) {
+      const OwnershipEpoch& e = run.ownership.back();
+      if (e.agreed_ns >= 0) {
+        const TrueNs after = e.agreed_ns - cfg.quiesce_ns + b.convergence_after_agreement_ns;
+        if (after > allowed) {
+          allowed = after;
+          r.bound = "<= " + Seconds(allowed) + " (" + Seconds(b.convergence_after_agreement_ns) +
+                    " after membership agreed)";
+        }
+      } else {
+        membership_pending = true;
+      }
+    }
+    r.bound_num = static_cast<double>(allowed) / 1e9;
+    const bool unconverged_late =
+        run.converged_ns < 0 || run.converged_ns - cfg.quiesce_ns > allowed;
+    if (membership_pending && b.unwatched_not_judged && unconverged_late) {
+      r.value = run.converged_ns < 0 ? "not yet" : Seconds(run.converged_ns - cfg.quiesce_ns);
+      r.detail =
+          "not judged: membership had not agreed when the run ended; " + run.convergence_note;
+      r.judged = false;
+      r.value_num = -1;
+    } else if (run.converged_ns < 0 && b.unwatched_not_judged &&
+               run.end_ns < cfg.quiesce_ns + allowed) {
+      r.value = "not yet (" + Seconds(run.end_ns - cfg.quiesce_ns) + " watched)";
+      r.detail = "not judged: the run ended within the bound; " + run.convergence_note;
+      r.judged = false;
+      r.value_num = -1;
+    } else if (run.converged_ns < 0) {
       r.value = "never (" + Seconds(run.end_ns - cfg.quiesce_ns) + " watched)";
       r.detail = run.convergence_note;
       r.pass = false;
@@ -283,7 +390,7 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       fig->convergence_s = static_cast<double>(took) / 1e9;
       r.value = Seconds(took) + " (" + std::to_string(run.convergence_keys) + " live keys)";
       r.value_num = fig->convergence_s;
-      r.pass = took <= b.convergence_ns;
+      r.pass = took <= allowed;
     }
     results.push_back(r);
   }
@@ -297,7 +404,13 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
     size_t never = 0, last_checked = 0, unmarked = 0;
     double worst_last = -1, worst_bound = 0;
     size_t overlapping = 0;
+    size_t excluded = 0;
     for (const DetectionRecord& d : run.detections) {
+      if (std::find(b.detection_excluded_ns.begin(), b.detection_excluded_ns.end(), d.crash_ns) !=
+          b.detection_excluded_ns.end()) {
+        ++excluded;
+        continue;
+      }
       const bool superseded = d.restarted_ns >= 0;
       // The expectation assumes every other member is alive: a sample taken
       // while an earlier crash is still in the probe lists is not comparable.
@@ -310,8 +423,7 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       }
       if (!clean && d.first_suspect_ns >= 0) {
         ++overlapping;
-      } else if (d.first_suspect_ns >= 0 &&
-                 (!superseded || d.first_suspect_ns < d.restarted_ns)) {
+      } else if (d.first_suspect_ns >= 0 && (!superseded || d.first_suspect_ns < d.restarted_ns)) {
         fig->first_suspicion_s.push_back(static_cast<double>(d.first_suspect_ns - d.crash_ns) /
                                          1e9);
         n_sum += static_cast<double>(d.members_at_crash);
@@ -350,9 +462,16 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
         k > 0 ? 3 * fig->expected_first_suspicion_sd_s / std::sqrt(static_cast<double>(k)) : 0);
     first.value = Fmt("mean %.2f s", mean) + " over " + std::to_string(k);
     if (overlapping > 0) first.value += " (+" + std::to_string(overlapping) + " overlapping)";
+    if (excluded > 0) first.value += " (" + std::to_string(excluded) + " not judged)";
+    if (k == 0 && never == 0 && b.detection_mean) {
+      // Every crash was left out or superseded before a suspicion: nothing to compare.
+      first.judged = false;
+    }
     first.value_num = mean;
     first.bound_num = expected;
-    if (b.detection_mean) {
+    if (!first.judged) {
+      first.bound = "(no crash to judge)";
+    } else if (b.detection_mean) {
       first.bound = Fmt("%.2f s", expected) + Fmt(" +- %.2f", tol);
       first.pass = k > 0 && never == 0 && std::fabs(mean - expected) <= tol;
     } else {
@@ -399,7 +518,19 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
     for (const OwnershipEpoch& x : run.ownership) disagreements += x.disagreements;
     r.bound = "agree <= " + Seconds(b.membership_ns) + " after the last change";
     r.bound_num = static_cast<double>(b.membership_ns) / 1e9;
-    if (e.agreed_ns < 0) {
+    const bool deadline = b.membership_deadline_ns >= 0;
+    if (deadline) {
+      r.bound = "agree by t=" + Seconds(b.membership_deadline_ns);
+      r.bound_num = static_cast<double>(b.membership_deadline_ns) / 1e9;
+    }
+    const TrueNs due = deadline ? b.membership_deadline_ns : e.changed_ns + b.membership_ns;
+    if (e.agreed_ns < 0 && b.unwatched_not_judged && run.end_ns < due) {
+      r.value = e.stable_ns < 0 ? "not yet stable" : "stable, lists not yet equal";
+      r.detail = "not judged: the run ended within the bound (last change at t=" +
+                 std::to_string(e.changed_ns / kNsPerMs) + "ms)";
+      r.judged = false;
+      r.value_num = -1;
+    } else if (e.agreed_ns < 0) {
       r.value = e.stable_ns < 0 ? "membership never stable" : "stable, lists differ";
       r.pass = false;
       r.value_num = -1;
@@ -410,6 +541,12 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       r.value = Seconds(took);
       r.value_num = fig->membership_s;
       r.pass = took <= b.membership_ns;
+      if (deadline) {
+        r.value = "agreed at t=" + Seconds(e.agreed_ns) + " (" + Seconds(took) +
+                  " after the last change)";
+        r.value_num = static_cast<double>(e.agreed_ns) / 1e9;
+        r.pass = e.agreed_ns <= b.membership_deadline_ns;
+      }
     }
     if (disagreements > 0) {
       r.value += ", " + std::to_string(disagreements) + " disagreements while stable";

@@ -29,9 +29,27 @@
 
 namespace tally::sim {
 
+// While a window (t - W, t] overlaps [from_ns, to_ns] of true time, up to
+// `deciders` nodes may decide a key at once (a partition's sides), so the
+// excess oracle allows limit x deciders there (sim/swarm.h builds these).
+struct DeciderPiece {
+  TrueNs from_ns = 0;
+  TrueNs to_ns = 0;
+  double deciders = 1;
+};
+
+// The deciders the excess oracle allows for the window (from, to]: `base`,
+// or the largest `deciders` of the pieces the window overlaps (a window
+// overlaps [a, b] when to >= a and from < b).
+double DecidersInWindow(const std::vector<DeciderPiece>& pieces, double base, TrueNs from,
+                        TrueNs to);
+
 struct Bounds {
   bool exact = false;
   double sides = 1;  // availability policy: k sides may each admit the limit
+  // Time-varying sides: windows overlapping a piece allow its deciders
+  // (sides stays the floor). Empty: `sides` for every window.
+  std::vector<DeciderPiece> decider_pieces;
   // Ownership changes that can lose an unreplicated tail (per key at most
   // the number of times its decider changed).
   int failovers = 0;
@@ -46,6 +64,20 @@ struct Bounds {
   bool no_false_suspicions = false;
   bool no_false_deaths = true;
   std::vector<std::string> must_not_own;  // hosts whose clocks are beyond the maximum
+  // Crashes (by crash time) the detection oracles leave out: their detection
+  // overlapped other membership faults or loss (sim/swarm.h).
+  std::vector<TrueNs> detection_excluded_ns;
+  // Ownership: when >= 0, the last membership epoch must agree by this true
+  // time (instead of membership_ns after the last change).
+  TrueNs membership_deadline_ns = -1;
+  // Convergence and ownership that had not happened when the run ended, but
+  // whose bound reaches past the end, are reported as not judged instead of
+  // failed (a swarm run cannot always watch a 200-node crash to its bound).
+  bool unwatched_not_judged = false;
+  // When >= 0: replicas may also take this long to converge after the last
+  // membership epoch agreed (preference lists were still moving at
+  // quiesce: a join or restart under loss, a crash still being detected).
+  TrueNs convergence_after_agreement_ns = -1;
 };
 
 struct OracleResult {
@@ -58,6 +90,7 @@ struct OracleResult {
   std::string detail;  // when failed: what, where
   double value_num = 0;
   double bound_num = 0;
+  bool judged = true;  // false: the run could not decide it (reported, passes)
 };
 
 // Figures other tools (the summary, JSON, SVG, seed sweeps) reuse.
@@ -75,6 +108,11 @@ struct Figures {
   uint64_t requests = 0, admitted = 0, decisions = 0;
   std::vector<uint64_t> key_peak;   // per key: most admitted in one window
   std::vector<uint64_t> key_bound;  // per key: the excess oracle's bound
+  std::vector<uint64_t> key_extra;  // per key: the bound's tails and clock terms
+  // The window of the worst excess ratio: its end and the bound there (x limit).
+  TrueNs worst_window_end_ns = -1;
+  double worst_bound_ratio = 0;
+  double max_fill = 0;  // admitted / bound, the fullest window of any key
 };
 
 std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& bounds, Figures* figures);
@@ -99,6 +137,34 @@ std::vector<std::vector<std::pair<TrueNs, uint64_t>>> AdmittedByKey(const RunRec
 
 // The largest sum of hits in any interval (t - length, t] of sorted events.
 uint64_t MaxInWindow(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns);
+
+// Sorted events against a bound that varies with the window:
+//   admitted(t - length, t] <= floor(limit x DecidersInWindow(pieces, sides,
+//                                    t - length, t)) + extra
+// for every t. Returns the largest sum (and the bound of its window) and the
+// window that fills its bound the most.
+struct WindowCheck {
+  uint64_t most = 0;  // the largest sum in one window
+  TrueNs most_end_ns = -1;
+  uint64_t bound_at_most = 0;
+  double worst_fill = 0;  // sum / bound, largest
+  uint64_t worst_sum = 0, worst_bound = 0;
+  TrueNs worst_end_ns = -1;
+  bool violated = false;
+};
+struct WindowSample {
+  TrueNs end_ns = 0;  // the window (end - length, end]
+  uint64_t sum = 0;   // admitted in it (> 0)
+  uint64_t bound = 0;
+};
+// Every window end where the sum peaks or the bound drops, with its sum
+// and bound (the windows CheckWindows judges).
+std::vector<WindowSample> WindowSamples(const std::vector<std::pair<TrueNs, uint64_t>>& events,
+                                        TrueNs length_ns, uint64_t limit, double sides,
+                                        const std::vector<DeciderPiece>& pieces, uint64_t extra);
+WindowCheck CheckWindows(const std::vector<std::pair<TrueNs, uint64_t>>& events, TrueNs length_ns,
+                         uint64_t limit, double sides, const std::vector<DeciderPiece>& pieces,
+                         uint64_t extra);
 
 }  // namespace tally::sim
 

@@ -15,6 +15,8 @@ using Kind = FaultAction::Kind;
 
 TrueNs S(double seconds) { return static_cast<TrueNs>(std::llround(seconds * 1e9)); }
 
+}  // namespace
+
 TrueNs Warmup(size_t nodes) {
   // Joins spread over start_spread, then gossip and handoff (3 s) settle;
   // at 1000 members the join rumors need tens of seconds of gossip.
@@ -52,6 +54,8 @@ TrueNs Tail(const SimConfig& c) {
   const Network probe(c.link, 0);
   return c.node.replication_interval_ms * kNsPerMs + probe.MaxLatencyNs() + kNsPerMs;
 }
+
+namespace {
 
 ScenarioCase Base(const ScenarioParams& p, size_t nodes, double duration_s) {
   ScenarioCase sc;

@@ -39,6 +39,23 @@ struct Scenario {
   std::function<std::vector<size_t>(size_t nodes)> legs;
 };
 
+// The timing terms the scenarios' bounds (and the swarm's, sim/swarm.h) are
+// built from.
+// Time for a cluster of `nodes` to form: joins spread over start_spread, then
+// gossip and handoff settle.
+TrueNs Warmup(size_t nodes);
+// A rumor's spread: RetransmitLimit(n) gossip rounds plus two probe periods.
+TrueNs Dissemination(const SimConfig& c, size_t n);
+// State convergence once membership settled: the last deltas resent
+// (replication_interval + 3 x replication_retry) and two anti-entropy rounds.
+TrueNs ConvergenceBase(const SimConfig& c);
+// Sides of a healed partition meet again: the periodic reconnect
+// (reconnect_interval) plus two disseminations of the refutations.
+TrueNs Reconnect(const SimConfig& c, size_t n);
+// An owner's unreplicated tail: one replication interval plus the largest
+// one-way latency of the link configuration plus 1 ms.
+TrueNs Tail(const SimConfig& c);
+
 const std::vector<Scenario>& Scenarios();
 const Scenario* FindScenario(const std::string& name);
 

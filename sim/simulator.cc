@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstdio>
 
 #include "membership/ring.h"
@@ -187,13 +188,14 @@ RunRecord Simulator::Run() {
 
   while (!queue_.empty()) {
     const Event e = queue_.top();
-    if (e.at > config_.duration_ns) break;
+    if (e.at > config_.duration_ns || settled_ns_ >= 0) break;
     queue_.pop();
     ++record_.events;
     Dispatch(e);
   }
   while (!queue_.empty()) queue_.pop();
 
+  const TrueNs end = settled_ns_ >= 0 ? settled_ns_ : config_.duration_ns;
   // Detection: who of those up from the crash to the end marked it dead.
   for (DetectionRecord& d : record_.detections) {
     d.observers = 0;
@@ -236,8 +238,8 @@ RunRecord Simulator::Run() {
       record_.not_owning_at_end.push_back(h.id);
     }
   }
-  record_.end_ns = config_.duration_ns;
-  if (!config_.dump_key.empty()) record_.debug += DumpKey(config_.dump_key, config_.duration_ns);
+  record_.end_ns = end;
+  if (!config_.dump_key.empty()) record_.debug += DumpKey(config_.dump_key, end);
   return std::move(record_);
 }
 
@@ -618,6 +620,12 @@ void Simulator::ApplyFault(const FaultAction& f, TrueNs t) {
       h->stall_every_ns = 0;
       last_slow_change_ = t;
       return;
+    case Kind::kSetDrift:
+      if (h != nullptr) h->clock.SetDrift(t, std::llround(f.value * 1000));
+      return;
+    case Kind::kSetJitter:
+      network_.SetJitter(f.jitter_median_ns, f.jitter_cap_ns);
+      return;
   }
 }
 
@@ -640,6 +648,11 @@ void Simulator::Inspect(TrueNs t) {
     }
   }
   if (t >= config_.quiesce_ns && record_.converged_ns < 0) CheckConvergence(t);
+  if (config_.end_when_settled_ns >= 0 && t >= config_.end_when_settled_ns &&
+      record_.converged_ns >= 0 && !record_.ownership.empty() &&
+      record_.ownership.back().agreed_ns >= 0) {
+    settled_ns_ = t;
+  }
 }
 
 void Simulator::ObserveSuspicions(uint32_t index, TrueNs t) {

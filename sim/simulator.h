@@ -64,6 +64,8 @@ struct FaultAction {
     kClockJump,  // steps a host's wall clock by value_ms
     kSlow,       // service_ns per input, tick_lag_ns late timers
     kUnslow,
+    kSetDrift,   // a host's oscillator runs `value` ppm off from now on
+    kSetJitter,  // every link's jitter: jitter_median_ns, capped at jitter_cap_ns
   };
   Kind kind = Kind::kCrash;
   TrueNs at_ns = 0;
@@ -78,6 +80,10 @@ struct FaultAction {
   int64_t stall_every_ns = 0;  // kSlow: a stall (a GC pause, a starved CPU) this often
   int64_t stall_ns = 0;        // ... lasting this long
   std::string label;           // for the summary and the chart
+
+  // kSetJitter: every link's jitter median and cap from now on.
+  int64_t jitter_median_ns = 0;
+  int64_t jitter_cap_ns = 0;
 };
 
 struct SimConfig {
@@ -93,6 +99,9 @@ struct SimConfig {
   WorkloadConfig workload;
   std::vector<FaultAction> faults;
   TrueNs quiesce_ns = 0;  // convergence is measured from here (no traffic after)
+  // When >= 0: the run ends early, at the first inspection from this time on
+  // at which replicas have converged and membership agrees.
+  TrueNs end_when_settled_ns = -1;
   TrueNs inspect_interval_ns = 50 * kNsPerMs;
   size_t ownership_sample_keys = 64;
   TrueNs cost_from_ns = 0, cost_to_ns = 0;  // window for messages/bytes per node per second
@@ -331,6 +340,7 @@ class Simulator {
   TrueNs last_network_change_ = 0;
   TrueNs last_slow_change_ = -1;
   bool cost_active_ = false;
+  TrueNs settled_ns_ = -1;  // see SimConfig::end_when_settled_ns
   RunRecord record_;
 };
 

@@ -5,7 +5,14 @@
 
 namespace tally::sim {
 namespace {
-constexpr double kMeanHits = 0.80 * 1 + 0.10 * 2 + 0.05 * 5;  // see DrawHits
+double MeanHits(const WorkloadConfig& c) {
+  double sum = 0, weight = 0;
+  for (const auto& [hits, w] : c.hits) {
+    sum += static_cast<double>(hits) * w;
+    weight += w;
+  }
+  return weight > 0 ? sum / weight : 1;
+}
 }  // namespace
 
 Workload::Workload(const WorkloadConfig& config, uint64_t seed)
@@ -37,7 +44,7 @@ Workload::Workload(const WorkloadConfig& config, uint64_t seed)
       k.limit = config_.hot_key_limit;
     } else {
       k.window_ms = config_.windows_ms[rng_.Below(config_.windows_ms.size())];
-      const double hits_per_window = config_.rate_per_s * batch_mean * k.share * kMeanHits *
+      const double hits_per_window = config_.rate_per_s * batch_mean * k.share * MeanHits(config_) *
                                      static_cast<double>(k.window_ms) / 1000.0;
       static constexpr double kFactors[] = {0.25, 0.5, 1.0, 2.0};
       const double f = kFactors[rng_.Below(4)];
@@ -78,11 +85,15 @@ bool Workload::NextArrival(TrueNs* t) {
 }
 
 uint64_t Workload::DrawHits() {
-  const uint64_t r = rng_.Below(100);
-  if (r < 80) return 1;
-  if (r < 90) return 2;
-  if (r < 95) return 5;
-  return 0;  // asks without consuming
+  uint64_t total = 0;
+  for (const auto& [hits, w] : config_.hits) total += w;
+  if (total == 0) return 1;
+  uint64_t r = rng_.Below(total);
+  for (const auto& [hits, w] : config_.hits) {
+    if (r < w) return hits;
+    r -= w;
+  }
+  return 1;
 }
 
 void Workload::MakeBatch(std::vector<Check>* checks) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "crdt/key_id.h"
@@ -55,6 +56,8 @@ struct WorkloadConfig {
   double burst_off_ms = 1500;
   std::vector<uint64_t> windows_ms = {1000, 5000, 60000};
   size_t max_batch = 1;  // checks per datagram, uniform in 1..max_batch
+  // Hits per check as (hits, weight): 0 asks without consuming.
+  std::vector<std::pair<uint64_t, uint32_t>> hits = {{1, 80}, {2, 10}, {5, 5}, {0, 5}};
   TrueNs start_ns = 0;
   TrueNs end_ns = 0;
 };

@@ -447,6 +447,39 @@ TEST(SwimTest, BuddySystemTellsTheSuspectFirstHand) {
   EXPECT_TRUE(carried);
 }
 
+// Regression (tally-sim --scenario partition_bridge --nodes 50 --seed 5005):
+// we refuted a suspicion while cut off from some accusers; after the heal an
+// accuser kept telling us the old suspicion (buddy system) and we only
+// re-gossiped our refutation to random members, so it declared us dead. A
+// stale accusation told to us is answered to its sender at once.
+TEST(SwimTest, AStaleAccusationIsAnsweredToItsSender) {
+  Harness h({"a", "b"});
+  h.Gossip("a", {Rumor("me", MemberState::kSuspect, 1, 0, "a")}, 10);
+  ASSERT_EQ(h.swim.incarnation(), 1u);
+  h.Gossip("b", {Rumor("me", MemberState::kSuspect, 1, 0, "b")}, 20);
+  auto replies = OfKind<Gossip>(h.out);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0]->to_address, Addr("b"));
+  EXPECT_EQ(replies[0]->msg.sender_incarnation, 1u);
+  bool carried = false;
+  for (const auto& u : replies[0]->msg.piggyback) {
+    carried |= u.id == "me" && u.state == MemberState::kAlive && u.incarnation == 1;
+  }
+  EXPECT_TRUE(carried);
+  EXPECT_EQ(h.swim.incarnation(), 1u);  // nothing new to out-bid
+  EXPECT_EQ(h.swim.stats().stale_accusations, 1u);
+  // A stale dead rumor too; a stale alive one is no accusation.
+  h.Gossip("b", {Rumor("me", MemberState::kDead, 1, 0, "b")}, 30);
+  EXPECT_EQ(OfKind<Gossip>(h.out).size(), 1u);
+  h.Gossip("b", {Rumor("me", MemberState::kAlive, 1, 0)}, 40);
+  EXPECT_TRUE(OfKind<Gossip>(h.out).empty());
+  // An accuser's ping is answered by the ack, which carries our incarnation.
+  h.Deliver("b", Ping{7, "me"}, {Rumor("me", MemberState::kSuspect, 1, 0, "b")}, 50);
+  EXPECT_TRUE(OfKind<Gossip>(h.out).empty());
+  ASSERT_EQ(OfKind<Ack>(h.out).size(), 1u);
+  EXPECT_EQ(OfKind<Ack>(h.out)[0]->msg.sender_incarnation, 1u);
+}
+
 TEST(SwimTest, AMessageFromAMemberIsFirstHandNewsOfIt) {
   Harness h({"a", "x"});
   h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 10);
