@@ -7,6 +7,8 @@ packages=(
   libboost1.81-dev libboost-program-options1.81-dev libboost-serialization1.81-dev
   libcapnp-dev capnproto libspdlog-dev libfmt-dev libxxhash-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # peer authentication (daemon/io/keyring.h, peer_seal.h)
+  libsodium-dev
   iproute2 nftables procps
   # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
   clang-14 libclang-rt-14-dev llvm-14
