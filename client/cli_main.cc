@@ -5,11 +5,13 @@
 //   tally status [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] [--attempts N]
 //   tally owner [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] [--attempts N]
 //               USER ENDPOINT WINDOW_SECONDS
+//   tally keyring generate [--out FILE]
+//   tally keyring list FILE
 //
 // Exit status: check: 0 allowed, 1 denied, 2 anything else (usage,
 // unreachable daemon, a non-ok status). status and owner: 0 answered, 2
-// anything else. --help also exits 2 so that `tally ... && act` never acts
-// on a help text.
+// anything else. keyring: 0 done, 2 anything else. --help also exits 2 so that `tally ... && act`
+// never acts on a help text.
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <charconv>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "client/admin.h"
+#include "daemon/io/keyring.h"
 #include "tally/client.h"
 #include "tally/types.h"
 
@@ -422,7 +425,13 @@ std::string StatusJson(const wire::StatusReport& s) {
                     ",\"partition_policy\":" + JsonEscape(s.partition_policy) +
                     ",\"last_known_members\":" + std::to_string(s.last_known_members) +
                     ",\"gossip_address\":" + JsonEscape(s.gossip_address) +
-                    ",\"uptime_ms\":" + std::to_string(s.uptime_ms) + ",\"members\":[";
+                    ",\"uptime_ms\":" + std::to_string(s.uptime_ms) +
+                    ",\"cluster_name\":" + JsonEscape(s.cluster_name) +
+                    ",\"peer_auth\":" + JsonEscape(s.peer_auth) + ",\"key_ids\":[";
+  for (size_t i = 0; i < s.key_ids.size(); ++i) {
+    out += (i > 0 ? "," : "") + JsonEscape(s.key_ids[i]);
+  }
+  out += "],\"keyring_error\":" + JsonEscape(s.keyring_error) + ",\"members\":[";
   for (size_t i = 0; i < s.members.size(); ++i) {
     const wire::MemberReport& m = s.members[i];
     if (i > 0) out += ",";
@@ -449,6 +458,28 @@ std::string FormatMs(double value) {
   return buf;
 }
 
+// How peers are authenticated (cluster members only).
+std::string PeersLine(const wire::StatusReport& s) {
+  std::string out = "peers: ";
+  if (s.peer_auth == "sealed") {
+    out += "sealed, cluster '" + s.cluster_name + "', keys";
+    for (size_t i = 0; i < s.key_ids.size(); ++i) {
+      out += " " + s.key_ids[i] + (i == 0 ? " (primary)" : "");
+    }
+  } else if (s.peer_auth == "unsealed") {
+    out += "NOT AUTHENTICATED (no keyring): anyone who reaches the gossip port is trusted";
+  } else if (s.peer_auth == "unsealed-loopback") {
+    out += "not authenticated (no keyring; gossip on loopback only)";
+  } else {
+    out += s.peer_auth;
+  }
+  out += "\n";
+  if (!s.keyring_error.empty()) {
+    out += "keyring reload FAILED (old keys still in use): " + s.keyring_error + "\n";
+  }
+  return out;
+}
+
 std::string StatusTable(const wire::StatusReport& s) {
   std::string out =
       "node " + s.node_id + " (generation " + std::to_string(s.generation) + ", " +
@@ -468,6 +499,7 @@ std::string StatusTable(const wire::StatusReport& s) {
              " --join seeds has answered; serving alone and still trying\n";
     }
   }
+  if (!s.peer_auth.empty()) out += PeersLine(s);
   size_t id_width = 2, address_width = 7;
   for (const wire::MemberReport& m : s.members) {
     id_width = std::max(id_width, m.id.size());
@@ -571,10 +603,70 @@ int RunOwner(int argc, char** argv) {
   return kExitAllowed;
 }
 
+// ---- keyring ----
+
+constexpr std::string_view kKeyringUsage =
+    "usage: tally keyring generate [--out FILE]\n"
+    "       tally keyring list FILE\n"
+    "\n"
+    "generate: a new key file holding one fresh key (the primary), on stdout or in\n"
+    "  FILE, created with mode 0600 and never overwritten. To add a key to an\n"
+    "  existing keyring (rotation), append the output: tally keyring generate >> FILE.\n"
+    "list: the key ids in FILE, the primary first, as `tally status` shows them.\n"
+    "tallyd --keyring FILE seals all peer traffic with the primary key and opens it\n"
+    "with any key listed; SIGHUP makes it re-read FILE. Rotation, step by step:\n"
+    "docs/RELIABILITY.md, \"Peer authentication\".\n"
+    "Exit status: 0 done, 2 error.\n";
+
+int RunKeyring(int argc, char** argv) {
+  po::options_description flags("options");
+  flags.add_options()("help,h", "show this help")(
+      "out", po::value<std::string>()->value_name("FILE"),
+      "generate: write a new key file FILE (mode 0600) instead of stdout");
+  int exit_code = kExitError;
+  std::optional<CommandLine> line =
+      ParseCommandLine(argc, argv, flags, kKeyringUsage, "keyring", false, &exit_code);
+  if (!line) return exit_code;
+  const std::vector<std::string>& args = line->args;
+  auto usage = [](const std::string& why) { return UsageError(false, "keyring", why); };
+  if (args.empty()) return usage("expected generate or list");
+  if (args[0] == "generate") {
+    if (args.size() != 1) return usage("generate takes no arguments (--out FILE names the file)");
+    const std::string text = io::NewKeyringText();
+    if (line->flags.count("out") == 0) {
+      std::fputs(text.c_str(), stdout);
+      return std::fflush(stdout) == 0 ? kExitAllowed : kExitError;
+    }
+    std::string why;
+    if (!io::WriteNewKeyringFile(line->flags["out"].as<std::string>(), text, &why)) {
+      std::fprintf(stderr, "tally keyring: %s\n", why.c_str());
+      return kExitError;
+    }
+    return kExitAllowed;
+  }
+  if (args[0] == "list") {
+    if (line->flags.count("out") != 0) return usage("--out is for generate");
+    if (args.size() != 2) return usage("expected list FILE");
+    std::string why;
+    std::optional<io::Keyring> ring = io::Keyring::Load(args[1], &why);
+    if (!ring) {
+      std::fprintf(stderr, "tally keyring: %s\n", why.c_str());
+      return kExitError;
+    }
+    std::vector<io::KeyId> ids = ring->ids();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      std::printf("%s  %s\n", io::FormatKeyId(ids[i]).c_str(), i == 0 ? "primary" : "secondary");
+    }
+    return kExitAllowed;
+  }
+  return usage("unknown keyring command '" + args[0] + "' (generate or list)");
+}
+
 constexpr Subcommand kSubcommands[] = {
     {"check", "ask whether a request may go ahead", RunCheck},
     {"status", "show the daemon's node and cluster members", RunStatus},
     {"owner", "show which members decide a key", RunOwner},
+    {"keyring", "make a cluster key file, or list its key ids", RunKeyring},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -6,6 +6,7 @@
 // seq=PATH" ("-" for a disabled transport), in cluster mode followed by
 // " gossip=ADDR node=NAME", then " grpc=ADDR" and " http=ADDR" when those
 // doors are on (daemon/rls/), for scripts and tests; logs go to stderr.
+// SIGHUP re-reads the --keyring file (daemon/io/peer_seal.h).
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +19,7 @@
 #include "daemon/io/config.h"
 #include "daemon/io/daemon.h"
 #include "daemon/rls/rls_server.h"
+#include "daemon/io/peer_seal.h"
 
 namespace {
 
@@ -39,6 +41,14 @@ int main(int argc, char** argv) {
       break;
   }
   if (config.check_config) {
+    const tally::io::ClusterOptions& cluster = config.daemon.cluster;
+    if (cluster.enabled()) {
+      std::string why;
+      if (!tally::io::PeerAuth::Check(cluster.peer_auth, &why)) {
+        std::fprintf(stderr, "tallyd: %s\n", why.c_str());
+        return 2;
+      }
+    }
     std::printf("tallyd: configuration OK%s%s\n", config.config_file.empty() ? "" : ": ",
                 config.config_file.c_str());
     return 0;

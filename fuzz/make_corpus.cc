@@ -292,6 +292,43 @@ void ConfigCorpus(const std::filesystem::path& source) {
   if (!text.empty()) Write(t, "packaging_example", FromString(text));
 }
 
+// ---------------------------------------------------------------- peer_open
+
+// The input formats are peer_open_fuzz.cc's: [mode][...]. Sealed mode (odd):
+// sender, flip position (2 bytes), flip mask, timestamp offset (2 bytes),
+// plaintext. Raw mode (even): a packet as received; none may open.
+void PeerOpenCorpus() {
+  const std::string t = "peer_open_fuzz";
+  const Bytes ping = EncodeSwimBytes(Swim("n2", kN2, m::Ping{1, "n1"}));
+  auto sealed_mode = [&](uint8_t sender, uint16_t flip_at, uint8_t mask, int16_t offset_ms,
+                         const Bytes& plaintext) {
+    Bytes in = {std::byte{1},
+                static_cast<std::byte>(sender),
+                static_cast<std::byte>(flip_at >> 8),
+                static_cast<std::byte>(flip_at & 0xff),
+                static_cast<std::byte>(mask),
+                static_cast<std::byte>(static_cast<uint16_t>(offset_ms) >> 8),
+                static_cast<std::byte>(static_cast<uint16_t>(offset_ms) & 0xff)};
+    in.insert(in.end(), plaintext.begin(), plaintext.end());
+    return in;
+  };
+  Write(t, "sealed_ping", sealed_mode(0, 0, 0, 0, ping));
+  Write(t, "sealed_by_secondary", sealed_mode(1, 0, 0, -100, ping));
+  Write(t, "sealed_unknown_key", sealed_mode(2, 0, 0, 0, ping));
+  Write(t, "sealed_empty", sealed_mode(0, 0, 0, 0, {}));
+  Write(t, "sealed_flip_ciphertext", sealed_mode(0, 60, 0x01, 0, ping));
+  Write(t, "sealed_flip_timestamp", sealed_mode(0, 16, 0x04, 0, ping));
+  Write(t, "sealed_stale", sealed_mode(0, 0, 0, 8000, ping));
+  // Raw mode: a plain (unsealed) message, sealed-looking junk.
+  Bytes raw = {std::byte{0}};
+  raw.insert(raw.end(), ping.begin(), ping.end());
+  Write(t, "raw_unsealed_ping", raw);
+  Bytes junk(1 + 120, std::byte{0x5a});
+  junk[0] = std::byte{0};
+  junk[1] = std::byte{0xA1};
+  Write(t, "raw_sealed_junk", junk);
+}
+
 // ---------------------------------------------------------------- node
 
 void Record(fuzz::NodeOp op, uint8_t peer, const Bytes& payload, Bytes* out) {
@@ -393,7 +430,8 @@ void FindingInputs(const std::filesystem::path& dir) {
   Record(fuzz::NodeOp::kPeer, 0, Node(merge), &input);
   std::filesystem::create_directories(dir);
   std::ofstream out(dir / "node_fuzz-replicate-newest-bucket-int64-max", std::ios::binary);
-  out.write(reinterpret_cast<const char*>(input.data()), static_cast<std::streamsize>(input.size()));
+  out.write(reinterpret_cast<const char*>(input.data()),
+            static_cast<std::streamsize>(input.size()));
 }
 
 }  // namespace
@@ -413,5 +451,6 @@ int main(int argc, char** argv) {
   StreamCorpus();
   ConfigCorpus(argv[2]);
   NodeCorpus();
+  PeerOpenCorpus();
   return 0;
 }

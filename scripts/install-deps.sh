@@ -11,6 +11,8 @@ packages=(
   # the Envoy rate limit service door (docs/ENVOY.md) and its Python client test
   protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-grpc-tools
+  # peer authentication (daemon/io/keyring.h, peer_seal.h)
+  libsodium-dev
   iproute2 nftables procps
   # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
   clang-14 libclang-rt-14-dev llvm-14

@@ -28,8 +28,7 @@ kj::ArrayPtr<const kj::byte> AsBytes(std::string_view s) { return AsWireBytes(s)
 void Flatten(capnp::MessageBuilder& builder, std::vector<std::byte>* out) {
   size_t words = capnp::computeSerializedSizeInWords(builder);
   out->resize(words * kWordBytes);
-  kj::ArrayOutputStream stream(
-      kj::arrayPtr(reinterpret_cast<kj::byte*>(out->data()), out->size()));
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out->data()), out->size()));
   capnp::writeMessage(stream, builder);
 }
 
@@ -54,7 +53,9 @@ std::string AsText(capnp::Text::Reader text) { return std::string(text.cStr(), t
 
 // Byte-exact, as AsText reads it back: capnp's implicit conversion from
 // std::string goes through c_str() and would cut the text at an embedded NUL.
-capnp::Text::Reader TextOf(const std::string& s) { return capnp::Text::Reader(s.c_str(), s.size()); }
+capnp::Text::Reader TextOf(const std::string& s) {
+  return capnp::Text::Reader(s.c_str(), s.size());
+}
 
 void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
   out->node_id = AsText(r.getNodeId());
@@ -80,6 +81,10 @@ void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
   for (auto c : r.getCounters()) out->counters.emplace_back(AsText(c.getName()), c.getValue());
   out->gossip_address = AsText(r.getGossipAddress());
   out->uptime_ms = r.getUptimeMs();
+  out->cluster_name = AsText(r.getClusterName());
+  out->peer_auth = AsText(r.getPeerAuth());
+  for (auto id : r.getKeyIds()) out->key_ids.push_back(AsText(id));
+  out->keyring_error = AsText(r.getKeyringError());
 }
 
 // Rough encoded size of one member entry (struct + four texts, padded).
@@ -119,8 +124,7 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
   options.traversalLimitInWords = 4 * (bytes.size() / kWordBytes) + 64;
   options.nestingLimit = 8;
   try {
-    capnp::FlatArrayMessageReader reader(
-        kj::arrayPtr(words, bytes.size() / kWordBytes), options);
+    capnp::FlatArrayMessageReader reader(kj::arrayPtr(words, bytes.size() / kWordBytes), options);
     auto root = reader.getRoot<wire::ClientMessage>();
     version_ = root.getVersion();
     if (version_ == 0) return fail(tally::Status::kMalformed, "missing protocol version");
@@ -194,7 +198,8 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
     status_ = StatusReport{};
     owner_query_ = OwnerQuery{};
     owner_report_ = OwnerReport{};
-    return fail(tally::Status::kMalformed, std::string("undecodable: ") + e.getDescription().cStr());
+    return fail(tally::Status::kMalformed,
+                std::string("undecodable: ") + e.getDescription().cStr());
   }
 }
 
@@ -254,7 +259,10 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
   size_t budget = kMaxDatagramBytes - 4096;
   for (const auto& [name, value] : report.counters) budget -= std::min(budget, 32 + name.size());
   budget -= std::min(budget, report.node_id.size() + report.not_owning_reason.size() +
-                                 report.partition_policy.size() + report.gossip_address.size());
+                                 report.partition_policy.size() + report.gossip_address.size() +
+                                 report.cluster_name.size() + report.peer_auth.size() +
+                                 report.keyring_error.size());
+  for (const std::string& id : report.key_ids) budget -= std::min(budget, 16 + id.size());
   size_t members = 0;
   for (size_t used = 0; members < report.members.size(); ++members) {
     used += MemberBound(report.members[members]);
@@ -291,6 +299,13 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
     }
     r.setGossipAddress(TextOf(report.gossip_address));
     r.setUptimeMs(report.uptime_ms);
+    r.setClusterName(TextOf(report.cluster_name));
+    r.setPeerAuth(TextOf(report.peer_auth));
+    auto ids = r.initKeyIds(static_cast<unsigned>(report.key_ids.size()));
+    for (size_t i = 0; i < report.key_ids.size(); ++i) {
+      ids.set(static_cast<unsigned>(i), TextOf(report.key_ids[i]));
+    }
+    r.setKeyringError(TextOf(report.keyring_error));
   });
 }
 

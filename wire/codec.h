@@ -62,6 +62,10 @@ struct StatusReport {
   std::vector<std::pair<std::string, uint64_t>> counters;  // name -> value, in order
   std::string gossip_address;
   uint64_t uptime_ms = 0;
+  std::string cluster_name;
+  std::string peer_auth;             // sealed | unsealed-loopback | unsealed
+  std::vector<std::string> key_ids;  // the primary first
+  std::string keyring_error;
 };
 
 // "Who decides this key?" (check.capnp OwnerRequest). Owns its strings.

@@ -166,6 +166,13 @@ struct ClusterDriver::Impl {
 
   wire::StatusReport StatusLocked(Instant now);
 
+  // ---- peer authentication ----
+  // Opens a received peer packet in place; false: dropped (counted).
+  bool OpenPeerLocked(const std::string& from, const Instant& now,
+                      std::span<const std::byte>* data) {
+    return peer_auth->Open(from, now.wall.count(), &open_scratch, data);
+  }
+
   boost::asio::io_context& io;
   ClusterOptions& options;
   Counters* counters;
@@ -206,6 +213,9 @@ struct ClusterDriver::Impl {
 
   // Gossip receive buffers: one wait outstanding, so one handler at a time.
   DatagramBatch gossip_rx{kGossipBatch, kGossipBufferBytes};
+
+  std::unique_ptr<PeerAuth> peer_auth;  // set by Start
+  std::vector<std::byte> open_scratch;  // mu: opened peer packets
 };
 
 // ---------------------------------------------------------------- inbound TCP
@@ -251,7 +261,8 @@ class ClusterDriver::Impl::InboundStream : public std::enable_shared_from_this<I
   Impl* impl_;
   tcp::socket socket_;
   std::string remote_;
-  StreamFrameDecoder decoder_{wire::kMaxPeerMessageBytes, kReadChunkBytes};
+  StreamFrameDecoder decoder_{wire::kMaxPeerMessageBytes + PeerSeal::kOverheadBytes,
+                              kReadChunkBytes};
 };
 
 // ---------------------------------------------------------------- binding
@@ -406,8 +417,10 @@ void ClusterDriver::Impl::SendPeers(std::vector<core::Outbox::PeerPacket>& packe
   std::vector<iovec> iov;
   std::vector<size_t> datagram_index;
   addrs.reserve(packets.size());
+  const int64_t wall_ms = ReadClock().wall.count();
   for (size_t i = 0; i < packets.size(); ++i) {
     core::Outbox::PeerPacket& p = packets[i];
+    peer_auth->SealInPlace(&p.bytes, wall_ms);
     if (p.stream) {
       EnqueueStream(p.to_address, std::move(p.bytes));
       continue;
@@ -532,6 +545,7 @@ void ClusterDriver::Impl::OnHousekeeping() {
     }
     warned = far;
   }
+  peer_auth->LogRejections(now.monotonic.count() / 1'000'000);
   core::NodeStatus status = node->Status(now);
   // Say once that --join found nobody (a typo or a firewall looks exactly
   // like a cluster of one otherwise), and once when a seed answered after all.
@@ -581,6 +595,7 @@ void ClusterDriver::Impl::HandleGossipBatch(size_t n) {
                                               gossip_rx.address_length(i));
       std::span<const std::byte> data = gossip_rx.data(i);
       bytes += data.size();
+      if (!OpenPeerLocked(from, now, &data)) continue;
       node->OnPeerMessage(from, data, now, &b.out);
     }
     FlushPeerInputLocked(now, &b);
@@ -633,6 +648,7 @@ void ClusterDriver::Impl::HandlePeerFrames(const std::string& from,
     const Instant now = ReadClock();
     for (std::span<const std::byte> frame : frames) {
       bytes += frame.size();
+      if (!OpenPeerLocked(from, now, &frame)) continue;
       node->OnPeerMessage(from, frame, now, &b.out);
     }
     FlushPeerInputLocked(now, &b);
@@ -869,6 +885,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("peer_bad_address", load(peer_bad_address));
   add("replies_pending", tokens.size());
   add("replies_expired", load(replies_expired));
+  peer_auth->AppendStatus(&r);
   AppendTransportCounters(*counters, &r.counters);
   return r;
 }
@@ -895,6 +912,12 @@ bool ClusterDriver::Start(std::string* error) {
     std::optional<std::string> canonical = Canonical(seed, &why);
     if (!canonical) return Fail(error, "join: " + why);
     n.seeds.push_back(*canonical);
+  }
+  {
+    std::optional<HostPort> hp = ParseHostPort(options_.gossip, &why);
+    if (!hp) return Fail(error, "gossip: " + why);
+    impl_->peer_auth = PeerAuth::Create(options_.peer_auth, hp->host, n.max_clock_offset_ms, &why);
+    if (!impl_->peer_auth) return Fail(error, why);
   }
   if (!impl_->Bind(error)) return false;
   gossip_address_ = n.gossip_address;
@@ -1006,6 +1029,11 @@ LimiterStats ClusterDriver::limiter_stats() {
   LimiterStats stats = s.limiter;
   stats.live_keys = s.live_keys;
   return stats;
+}
+
+bool ClusterDriver::ReloadKeyring(std::string* error) {
+  if (!impl_->peer_auth) return Fail(error, "not started");
+  return impl_->peer_auth->Reload(error);
 }
 
 void ClusterDriver::Leave(std::function<void()> done) {

@@ -32,6 +32,12 @@
 // firing), never per datagram. Sending happens after the lock is released.
 // Outgoing TCP state lives on one strand.
 //
+// Peer authentication (daemon/io/peer_seal.h): with a keyring every peer
+// datagram and stream frame is sealed just before it is sent and opened just
+// after it is received; what does not open is dropped and counted, never
+// handed to the Node. ReloadKeyring (tallyd: on SIGHUP) re-reads the key file.
+// Without a keyring peers are trusted as before (warned about off loopback).
+//
 // Logs: membership changes (info), a member's clock offset beyond
 // warn_clock_offset_ms (warn) and changes of the node's `owning` flag.
 #ifndef TALLY_DAEMON_IO_CLUSTER_DRIVER_H_
@@ -53,6 +59,7 @@
 
 #include "daemon/core/node.h"
 #include "daemon/io/counters.h"
+#include "daemon/io/peer_seal.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 #include "wire/codec.h"
@@ -75,6 +82,8 @@ struct ClusterOptions {
   std::chrono::milliseconds reply_expiry{5000};
   // After Leave(): keep ticking until SWIM's leave is flushed, at most this long.
   std::chrono::milliseconds leave_grace{1000};
+  // Keyring file and cluster name (--keyring, --cluster-name).
+  PeerAuthOptions peer_auth;
 
   bool enabled() const { return !gossip.empty(); }
 };
@@ -131,6 +140,10 @@ class ClusterDriver {
   wire::StatusReport Status(Instant now);
   wire::OwnerReport Owner(const wire::OwnerQuery& query, Instant now);
   LimiterStats limiter_stats();
+
+  // Re-reads the keyring file (tallyd does it on SIGHUP). On failure the keys in
+  // use stay; false with `*error`. True without a keyring. Any thread.
+  bool ReloadKeyring(std::string* error);
 
   // Graceful leave: Node::Leave, then keeps ticking until SWIM's leave is
   // flushed (or leave_grace passes), then calls `done` once, from an I/O

@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "daemon/io/peer_seal.h"
 #include "daemon/io/sockets.h"
 #include "tally/types.h"
 
@@ -148,6 +149,27 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
     *error = std::string("--") + (c->seeds.empty() ? "advertise" : "join") +
              " needs --gossip (cluster mode)";
     return false;
+  }
+  for (const char* flag : {"keyring", "cluster-name"}) {
+    if (c->gossip.empty() && vm.count(flag)) {
+      *error = std::string("--") + flag + " needs --gossip (cluster mode)";
+      return false;
+    }
+  }
+  if (vm.count("keyring")) {
+    c->peer_auth.keyring_file = vm["keyring"].as<std::string>();
+    if (c->peer_auth.keyring_file.empty()) {
+      *error = "--keyring: expected a file name";
+      return false;
+    }
+  }
+  if (vm.count("cluster-name")) {
+    c->peer_auth.cluster_name = vm["cluster-name"].as<std::string>();
+    if (!ValidClusterName(c->peer_auth.cluster_name)) {
+      *error = "--cluster-name: expected 1.." + std::to_string(kMaxClusterNameBytes) +
+               " printable non-space ASCII characters, got '" + c->peer_auth.cluster_name + "'";
+      return false;
+    }
   }
   if (!c->advertise.empty()) {
     std::optional<HostPort> hp = ParseHostPort(c->advertise, &why);
@@ -355,7 +377,13 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "leave-grace-ms", po::value<std::string>()->value_name("N"),
       "on SIGTERM, keep gossiping the leave at most N ms; default 1000")(
       "stream-queue-bytes", po::value<std::string>()->value_name("N"),
-      "per-peer TCP send queue; frames beyond it are dropped; default 16777216");
+      "per-peer TCP send queue; frames beyond it are dropped; default 16777216")(
+      "keyring", po::value<std::string>()->value_name("FILE"),
+      "seal every peer packet with the keys in FILE (tally keyring generate; the first key "
+      "seals, all open); SIGHUP re-reads it. Without it peers are not authenticated")(
+      "cluster-name", po::value<std::string>()->value_name("NAME"),
+      "sealed into every peer packet: members of another cluster cannot talk to us even "
+      "with the same key; default tally");
   settings.add(cluster);
   settings.add(envoy);
 

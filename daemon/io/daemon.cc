@@ -61,6 +61,7 @@ struct Daemon::Impl {
   void ArmSweep();
   void ArmStats();
   void WaitForSignal();
+  void WaitForReload();
   DaemonStats Stats() const;
 
   DaemonOptions options;
@@ -86,6 +87,7 @@ struct Daemon::Impl {
   boost::asio::steady_timer sweep_timer;
   boost::asio::steady_timer stats_timer;
   std::unique_ptr<boost::asio::signal_set> signals;
+  std::unique_ptr<boost::asio::signal_set> reload_signals;  // SIGHUP
 
   std::atomic<bool> stop_requested{false};
   bool leave_requested = false;  // only touched by the signal handler
@@ -181,6 +183,8 @@ bool Daemon::Impl::Start(std::string* error) {
   if (o.handle_signals) {
     signals = std::make_unique<boost::asio::signal_set>(io, SIGINT, SIGTERM);
     WaitForSignal();
+    reload_signals = std::make_unique<boost::asio::signal_set>(io, SIGHUP);
+    WaitForReload();
   }
   spdlog::debug("daemon started: threads={} udp={} unix={} seq={} echo={}", threads,
                 udp_address.empty() ? "-" : udp_address, unix_path.empty() ? "-" : unix_path,
@@ -203,6 +207,19 @@ void Daemon::Impl::WaitForSignal() {
     }
     spdlog::info("received {}, shutting down", name);
     Stop();
+  });
+}
+
+void Daemon::Impl::WaitForReload() {
+  reload_signals->async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec || stop_requested.load(std::memory_order_relaxed)) return;
+    if (cluster) {
+      spdlog::info("received SIGHUP, reloading the keyring");
+      cluster->ReloadKeyring(nullptr);  // logs the outcome; a failure keeps the old keys
+    } else {
+      spdlog::info("received SIGHUP: nothing to reload (not in cluster mode)");
+    }
+    WaitForReload();
   });
 }
 
@@ -252,6 +269,7 @@ void Daemon::Impl::Shutdown() {
   if (signals) {
     boost::system::error_code ignored;
     signals->cancel(ignored);
+    reload_signals->cancel(ignored);
   }
   work.reset();
   unix_file.Unlink();

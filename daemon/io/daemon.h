@@ -11,7 +11,9 @@
 // Limiter. With it, a cluster member: checks go to a tally::core::Node behind
 // a ClusterDriver (daemon/io/cluster_driver.h), which also serves the gossip
 // UDP socket and TCP listener; SIGINT/SIGTERM then first leave the cluster
-// gracefully (a second signal stops at once).
+// gracefully (a second signal stops at once). SIGHUP re-reads the cluster
+// keyring (--keyring; a failed reload keeps the old keys) and is otherwise
+// harmless.
 #ifndef TALLY_DAEMON_IO_DAEMON_H_
 #define TALLY_DAEMON_IO_DAEMON_H_
 
@@ -38,7 +40,7 @@ struct DaemonOptions {
   LimiterOptions limiter;
   std::chrono::milliseconds sweep_interval{50};
   std::chrono::seconds stats_interval{60};  // periodic stats log line; 0 disables
-  bool handle_signals = true;               // SIGINT/SIGTERM stop Run()
+  bool handle_signals = true;               // SIGINT/SIGTERM stop Run(); SIGHUP reloads
   // Name in status answers and, in cluster mode, the member id; "" = hostname.
   std::string node_id;
   ClusterOptions cluster;  // cluster.gossip != "": cluster mode

@@ -97,6 +97,12 @@ struct StatusResponse {
   counters @11 :List(StatusCounter);
   gossipAddress @12 :Text;     # empty for a single-node daemon
   uptimeMs @13 :UInt64;
+  # Peer authentication (docs/RELIABILITY.md, "Peer authentication"); empty
+  # for a single-node daemon.
+  clusterName @14 :Text;       # in every seal's associated data
+  peerAuth @15 :Text;          # sealed | unsealed-loopback | unsealed
+  keyIds @16 :List(Text);      # installed keys (8 hex digits each), the primary first
+  keyringError @17 :Text;      # why the last keyring reload failed; empty if it did not
 }
 
 struct OwnerRequest {

@@ -649,5 +649,54 @@ TEST(SwimTest, HostileInputNeverCrashesOrCorruptsTheTable) {
   EXPECT_GT(h.swim.stats().invalid, 0u);
 }
 
+// A replayed membership message (an authentic datagram recorded earlier and
+// sent again, e.g. to a node that restarted and lost its replay memory,
+// docs/RELIABILITY.md) changes nothing: rumors are ordered by (generation,
+// incarnation, state), so an old one never supersedes what came after it.
+// Neither a refuted suspicion nor an old death can kill a live member, and
+// neither an old alive nor an old suspect can resurrect one that left.
+TEST(SwimTest, ReplayedOldMessagesNeitherKillNorResurrect) {
+  struct Sent {
+    std::string from;
+    std::vector<MemberUpdate> rumors;
+  };
+  struct Step {
+    Sent message;
+    MemberState x_after;
+  };
+  // x's life: suspected, refutes, declared dead, restarts (generation 2),
+  // suspected again, refutes, leaves.
+  const std::vector<Step> history = {
+      {{"a", {Rumor("x", MemberState::kAlive, 1, 0)}}, MemberState::kAlive},
+      {{"a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}}, MemberState::kSuspect},
+      {{"x", {Rumor("x", MemberState::kAlive, 1, 1)}}, MemberState::kAlive},
+      {{"b", {Rumor("x", MemberState::kDead, 1, 1, "b")}}, MemberState::kDead},
+      {{"x", {Rumor("x", MemberState::kAlive, 2, 0)}}, MemberState::kAlive},
+      {{"a", {Rumor("x", MemberState::kSuspect, 2, 0, "a")}}, MemberState::kSuspect},
+      {{"x", {Rumor("x", MemberState::kAlive, 2, 1)}}, MemberState::kAlive},
+      {{"x", {Rumor("x", MemberState::kLeft, 2, 2)}}, MemberState::kLeft},
+  };
+  for (size_t upto = 1; upto <= history.size(); ++upto) {
+    SCOPED_TRACE(::testing::Message() << "after step " << upto);
+    Harness h({"a", "b", "c"});
+    int64_t t = 1;
+    for (size_t i = 0; i < upto; ++i) {
+      h.Gossip(history[i].message.from, history[i].message.rumors, t++);
+      ASSERT_EQ(h.StateOf("x"), history[i].x_after) << "step " << i + 1;
+    }
+    const Member before = *h.swim.members().Find("x");
+    // Every earlier message again, newest first and then oldest first.
+    for (size_t i = upto; i-- > 0;)
+      h.Gossip(history[i].message.from, history[i].message.rumors, t++);
+    for (size_t i = 0; i < upto; ++i)
+      h.Gossip(history[i].message.from, history[i].message.rumors, t++);
+    const Member* after = h.swim.members().Find("x");
+    ASSERT_NE(after, nullptr);
+    EXPECT_EQ(std::make_tuple(after->generation, after->incarnation, after->state),
+              std::make_tuple(before.generation, before.incarnation, before.state));
+    EXPECT_EQ(h.swim.SuspicionOf("x") != nullptr, after->state == MemberState::kSuspect);
+  }
+}
+
 }  // namespace
 }  // namespace tally::membership

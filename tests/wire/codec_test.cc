@@ -535,5 +535,33 @@ TEST(CodecTest, EncodedResponseBoundIsAnUpperBound) {
   }
 }
 
+// The peer-authentication fields appended to StatusResponse (ordinals 14-17).
+TEST(CodecTest, StatusPeerAuthFieldsRoundTrip) {
+  wire::StatusReport report;
+  report.node_id = "n1";
+  report.cluster_name = "prod-eu";
+  report.peer_auth = "sealed";
+  report.key_ids = {"0a1b2c3d", "deadbeef"};
+  report.keyring_error = "keyring '/etc/tally/keyring': line 2: not valid base64";
+  Bytes bytes;
+  wire::EncodeStatusResponse(report, &bytes);
+  ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  const wire::StatusReport& got = reader.status_report();
+  EXPECT_EQ(got.cluster_name, "prod-eu");
+  EXPECT_EQ(got.peer_auth, "sealed");
+  EXPECT_EQ(got.key_ids, report.key_ids);
+  EXPECT_EQ(got.keyring_error, report.keyring_error);
+
+  // A report without them (an older daemon) reads as empty.
+  wire::StatusReport plain;
+  plain.node_id = "old";
+  wire::EncodeStatusResponse(plain, &bytes);
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  EXPECT_TRUE(reader.status_report().peer_auth.empty());
+  EXPECT_TRUE(reader.status_report().key_ids.empty());
+}
+
 }  // namespace
 }  // namespace tally
