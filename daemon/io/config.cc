@@ -163,6 +163,21 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       return false;
     }
   }
+  c->peer_auth.insecure_peers = vm.count("insecure-peers") > 0;
+  if (c->peer_auth.insecure_peers && c->gossip.empty()) {
+    *error = "--insecure-peers needs --gossip (cluster mode)";
+    return false;
+  }
+  if (!c->gossip.empty() && c->peer_auth.keyring_file.empty() && !c->peer_auth.insecure_peers) {
+    const std::optional<HostPort> hp = ParseHostPort(c->gossip, &why);
+    if (hp && !IsLoopbackHost(hp->host)) {
+      *error = "--gossip " + c->gossip +
+               " is not a loopback address and no --keyring is given: anyone who reaches it "
+               "could join, forge counts and evict members. Give every member --keyring FILE "
+               "(tally keyring generate), or --insecure-peers to run unauthenticated anyway";
+      return false;
+    }
+  }
   if (vm.count("cluster-name")) {
     c->peer_auth.cluster_name = vm["cluster-name"].as<std::string>();
     if (!ValidClusterName(c->peer_auth.cluster_name)) {
@@ -305,6 +320,9 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "enables cluster mode: the UDP gossip socket and TCP listener (same port; 0 picks one)")(
       "advertise", po::value<std::string>()->value_name("HOST:PORT"),
       "the gossip address peers reach us at; default: the bound --gossip address")(
+      "insecure-peers",
+      "without --keyring, allow --gossip on a non-loopback address anyway (peers are then not "
+      "authenticated: anyone who reaches the port can join and forge state)")(
       "join", po::value<std::string>()->value_name("HOST:PORT[,...]"),
       "seed members to join through; without it, a cluster of one until others join")(
       "replicas", po::value<std::string>()->value_name("N"),

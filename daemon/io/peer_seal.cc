@@ -88,13 +88,13 @@ void NextNonce(uint8_t* nonce) {
   used += kNonceBytes;
 }
 
+}  // namespace
+
 bool IsLoopbackHost(const std::string& host) {
   boost::system::error_code ec;
   boost::asio::ip::address a = boost::asio::ip::make_address(host, ec);
   return !ec && a.is_loopback();
 }
-
-}  // namespace
 
 const char* OpenResultName(OpenResult result) {
   switch (result) {

@@ -190,7 +190,14 @@ class PeerSeal {
 struct PeerAuthOptions {
   std::string keyring_file;  // "" = no keyring: peers are not authenticated
   std::string cluster_name = "tally";
+  // Without a keyring, gossip may bind to a non-loopback address only when
+  // the operator says so (--insecure-peers): anyone who reaches the port
+  // could then join, forge counts and evict members.
+  bool insecure_peers = false;
 };
+
+// True if `host` is a literal loopback address (127.0.0.0/8, ::1).
+bool IsLoopbackHost(const std::string& host);
 
 class PeerAuth {
  public:

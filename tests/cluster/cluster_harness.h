@@ -325,6 +325,11 @@ class ClusterHarness {
       if (!given(flag)) args.insert(args.end(), {flag, "none"});
     }
     if (!given("--threads")) args.insert(args.end(), {"--threads", "1"});
+    // Namespaced nodes gossip on non-loopback addresses; tests that want
+    // authenticated peers pass --keyring themselves.
+    if (!given("--keyring") && n.host.rfind("127.", 0) != 0 && n.host != "::1") {
+      args.push_back("--insecure-peers");
+    }
     if (!seeds.empty()) {
       std::string joined;
       for (const std::string& s : seeds) joined += (joined.empty() ? "" : ",") + s;

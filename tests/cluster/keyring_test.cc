@@ -368,14 +368,27 @@ TEST(ClusterKeyringTest, ForgedUnsealedReplicateIsDroppedAndCounted) {
   EXPECT_TRUE(cluster.Converged(cluster.Running(), cluster.Running(), {}, &why)) << why;
 }
 
-TEST(ClusterKeyringTest, WithoutAKeyringPublicGossipRunsPlainAndSaysSo) {
+TEST(ClusterKeyringTest, WithoutAKeyringPublicGossipNeedsInsecurePeersThenRunsPlainAndSaysSo) {
   TempDir dir;
   std::vector<std::string> base = {"--udp",       "127.0.0.1:0", "--unix",    "none",
                                    "--unix-seq",  "none",        "--gossip",  "0.0.0.0:0",
                                    "--advertise", "127.0.0.1:1", "--node-id", "pub"};
+  // Refused (a flags error, also for --check-config) until the operator says so.
+  ProcessResult refused = RunTallyd(base);
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.err.find("--insecure-peers"), std::string::npos) << refused.err;
   std::vector<std::string> check = base;
   check.push_back("--check-config");
+  EXPECT_EQ(RunTallyd(check).exit_code, 2);
+  base.push_back("--insecure-peers");
+  check = base;
+  check.push_back("--check-config");
   EXPECT_EQ(RunTallyd(check).exit_code, 0);
+  // Loopback gossip needs neither.
+  EXPECT_EQ(RunTallyd({"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none", "--gossip",
+                       "127.0.0.1:0", "--node-id", "lo", "--check-config"})
+                .exit_code,
+            0);
 
   // A bad keyring fails --check-config and the start.
   const std::string bad = dir.File("bad");

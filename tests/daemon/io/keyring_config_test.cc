@@ -72,8 +72,10 @@ TEST(KeyringConfigTest, CheckConfigLoadsTheKeyring) {
   };
   EXPECT_EQ(check({"--gossip", "127.0.0.1:0"}).exit_code, 0);
   EXPECT_EQ(check({"--gossip", "10.9.9.9:0", "--keyring", good}).exit_code, 0);
-  // Plain mode off loopback is allowed (tallyd warns when it starts).
-  EXPECT_EQ(check({"--gossip", "10.9.9.9:0"}).exit_code, 0);
+  // Plain mode off loopback only when asked for (tallyd then warns loudly).
+  EXPECT_EQ(check({"--gossip", "10.9.9.9:0"}).exit_code, 2);
+  EXPECT_EQ(check({"--gossip", "10.9.9.9:0", "--insecure-peers"}).exit_code, 0);
+  EXPECT_EQ(check({"--insecure-peers"}).exit_code, 2) << "needs cluster mode";
   ProcessResult malformed = check({"--gossip", "127.0.0.1:0", "--keyring", bad});
   EXPECT_EQ(malformed.exit_code, 2);
   EXPECT_NE(malformed.err.find("line 1"), std::string::npos) << malformed.err;
