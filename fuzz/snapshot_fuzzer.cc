@@ -10,27 +10,18 @@
 // into a store without breaking its invariants, and re-encode to a snapshot
 // that decodes to the same live counts.
 // Seeds: fuzz/corpus/snapshot/ (written by the real encoder; the first byte
-// is the mode). Standalone build, as run for the first findings:
+// is the mode). Not yet in fuzz/CMakeLists.txt; standalone build:
 //   clang++-14 -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. -Iinclude
 //     fuzz/snapshot_fuzzer.cc persist/*.cc crdt/*.cc -lboost_serialization -lxxhash
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <span>
 #include <vector>
 
 #include "crdt/key_store.h"
+#include "fuzz/fuzz_check.h"
 #include "persist/restore.h"
 #include "persist/snapshot.h"
-
-#define SNAPSHOT_FUZZ_CHECK(cond)                                                      \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
-      std::fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                    \
-    }                                                                                  \
-  } while (0)
 
 namespace {
 
@@ -61,27 +52,27 @@ uint64_t LiveTotal(const tally::crdt::KeyStore& store, int64_t now) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const auto expect = Expectations();
-  std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(data + 1),
-                               reinterpret_cast<const std::byte*>(data + size));
+  const auto input = tally::fuzz::AsBytes(data + 1, size - 1);
+  std::vector<std::byte> bytes(input.begin(), input.end());
   if ((data[0] & 1) != 0) tally::persist::ResealForTesting(&bytes);
   const DecodedSnapshot d = tally::persist::DecodeSnapshot(bytes, expect);
-  SNAPSHOT_FUZZ_CHECK(!d.reason.empty());
+  FUZZ_CHECK(!d.reason.empty());
   if (!d.ok()) {
-    SNAPSHOT_FUZZ_CHECK(d.keys.empty() && d.rows.empty() && d.counts.empty());
+    FUZZ_CHECK(d.keys.empty() && d.rows.empty() && d.counts.empty());
     return 0;
   }
   for (const auto& key : d.keys) {
-    SNAPSHOT_FUZZ_CHECK(key.row_count >= 1 && key.depth >= 1);
-    SNAPSHOT_FUZZ_CHECK(key.depth <= key.geometry.span + 1u);
-    SNAPSHOT_FUZZ_CHECK(key.first_row + key.row_count <= d.rows.size());
+    FUZZ_CHECK(key.row_count >= 1 && key.depth >= 1);
+    FUZZ_CHECK(key.depth <= key.geometry.span + 1u);
+    FUZZ_CHECK(key.first_row + key.row_count <= d.rows.size());
     for (uint32_t r = key.first_row; r < key.first_row + key.row_count; ++r) {
-      SNAPSHOT_FUZZ_CHECK(d.rows[r].slot < d.slots.size());
-      SNAPSHOT_FUZZ_CHECK(d.rows[r].first_count + key.depth <= d.counts.size());
+      FUZZ_CHECK(d.rows[r].slot < d.slots.size());
+      FUZZ_CHECK(d.rows[r].first_count + key.depth <= d.counts.size());
     }
   }
   tally::crdt::KeyStore store({.max_keys = 4096, .buckets_per_window = expect.buckets_per_window});
   tally::persist::RestoreSnapshot(d, expect.now_wall_ms, &store);
-  SNAPSHOT_FUZZ_CHECK(store.CheckInvariants());
+  FUZZ_CHECK(store.CheckInvariants());
 
   // What was restored survives another round trip unchanged (unless keys
   // given twice joined into more rows than one key may have in a snapshot).
@@ -94,11 +85,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                         expect.buckets_per_window};
   const DecodedSnapshot again = tally::persist::DecodeSnapshot(
       tally::persist::EncodeSnapshot(store, header).Joined(), expect);
-  SNAPSHOT_FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(again.ok());
   tally::crdt::KeyStore second({.max_keys = 4096, .buckets_per_window = expect.buckets_per_window});
   tally::persist::RestoreSnapshot(again, expect.now_wall_ms, &second);
-  SNAPSHOT_FUZZ_CHECK(second.size() == store.size());
-  SNAPSHOT_FUZZ_CHECK(LiveTotal(second, expect.now_wall_ms) ==
-                      LiveTotal(store, expect.now_wall_ms));
+  FUZZ_CHECK(second.size() == store.size());
+  FUZZ_CHECK(LiveTotal(second, expect.now_wall_ms) == LiveTotal(store, expect.now_wall_ms));
   return 0;
 }
