@@ -23,9 +23,12 @@ CheckResult ErrorResult(uint64_t request_id, tally::Status status, std::string w
 
 std::string_view PartitionPolicyName(PartitionPolicy policy) {
   switch (policy) {
-    case PartitionPolicy::kAvailability: return "availability";
-    case PartitionPolicy::kProportional: return "proportional";
-    case PartitionPolicy::kClosed: return "closed";
+    case PartitionPolicy::kAvailability:
+      return "availability";
+    case PartitionPolicy::kProportional:
+      return "proportional";
+    case PartitionPolicy::kClosed:
+      return "closed";
   }
   return "unknown";
 }
@@ -40,7 +43,8 @@ std::optional<PartitionPolicy> ParsePartitionPolicy(std::string_view name) {
 Node::Node(const NodeConfig& config)
     : config_(config),
       core_(config.limiter, crdt::ReplicaSlot{config.node_id, config.generation}),
-      swim_(config.swim, membership::Swim::Self{config.node_id, config.gossip_address, config.generation},
+      swim_(config.swim,
+            membership::Swim::Self{config.node_id, config.gossip_address, config.generation},
             config.seeds, config.rng_seed),
       rng_(config.rng_seed ^ 0x5bd1e995u) {
   assert(!config_.node_id.empty());
@@ -48,6 +52,10 @@ Node::Node(const NodeConfig& config)
 }
 
 // ---------------------------------------------------------------- lifecycle
+
+persist::RestoreStats Node::Restore(const persist::DecodedSnapshot& snapshot, Instant now) {
+  return persist::RestoreSnapshot(snapshot, now.wall.count(), &core_.store());
+}
 
 void Node::Start(Instant now, Outbox* out) {
   started_ns_ = now.monotonic.count();
@@ -267,9 +275,7 @@ membership::Ring Node::RingOf(const std::vector<PeerView>& view) {
   return membership::Ring(std::move(members));
 }
 
-std::vector<size_t> Node::Targets(const crdt::KeyId& key) const {
-  return TargetsIn(ring_, key);
-}
+std::vector<size_t> Node::Targets(const crdt::KeyId& key) const { return TargetsIn(ring_, key); }
 
 std::vector<size_t> Node::TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const {
   std::vector<uint32_t> indexes;
@@ -299,11 +305,15 @@ size_t Node::LastKnownMembers(Instant now) const {
     if (m.id == config_.node_id) self_seen = true;
     switch (m.state) {
       case membership::MemberState::kAlive:
-      case membership::MemberState::kSuspect: ++count; break;
-      case membership::MemberState::kDead:
-        if (now.monotonic.count() - m.since.monotonic.count() < Ms(config_.partition_memory_ms)) ++count;
+      case membership::MemberState::kSuspect:
+        ++count;
         break;
-      case membership::MemberState::kLeft: break;
+      case membership::MemberState::kDead:
+        if (now.monotonic.count() - m.since.monotonic.count() < Ms(config_.partition_memory_ms))
+          ++count;
+        break;
+      case membership::MemberState::kLeft:
+        break;
     }
   }
   if (!self_seen) ++count;
@@ -502,14 +512,15 @@ Node::PeerState& Node::ReplicationPeer(const std::string& address) {
   return peers_[address];
 }
 
-CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key,
-                                Instant now, Outbox* out) {
+CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
+                                Outbox* out) {
   CheckRequestRef effective = check;
   const size_t alive = reachable_members_;
   const size_t known = known_members_;
   if (alive < known) {
     switch (config_.partition_policy) {
-      case PartitionPolicy::kAvailability: break;
+      case PartitionPolicy::kAvailability:
+        break;
       case PartitionPolicy::kProportional:
         effective.limit = check.limit * alive / known;
         break;
@@ -706,8 +717,12 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
 void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageValue& msg,
                              Instant now, Outbox* out) {
   switch (msg.kind) {
-    case Kind::kForward: HandleForward(from, msg.forwards, now, out); break;
-    case Kind::kForwardReply: HandleForwardReply(msg.results, out); break;
+    case Kind::kForward:
+      HandleForward(from, msg.forwards, now, out);
+      break;
+    case Kind::kForwardReply:
+      HandleForwardReply(msg.results, out);
+      break;
     case Kind::kReplicate: {
       ++counters_.replicate_received;
       ApplyState(from, msg.replicate, true, now);
@@ -731,8 +746,12 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
       if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
       break;
     }
-    case Kind::kDigest: HandleDigest(from, msg, now, out); break;
-    case Kind::kHandoffRequest: HandleHandoffRequest(from, now, out); break;
+    case Kind::kDigest:
+      HandleDigest(from, msg, now, out);
+      break;
+    case Kind::kHandoffRequest:
+      HandleHandoffRequest(from, now, out);
+      break;
     case Kind::kHandoffDone:
       handoff_waiting_.erase(from);
       if (warming_ && handoff_waiting_.empty()) {
@@ -746,8 +765,8 @@ void Node::HandleNodeMessage(const std::string& from, const wire::NodeMessageVal
   }
 }
 
-void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state,
-                      bool from_decider, Instant now) {
+void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state, bool from_decider,
+                      Instant now) {
   crdt::KeyStore& store = core_.store();
   const int64_t now_ns = now.monotonic.count();
   std::vector<uint32_t> targets;
@@ -761,9 +780,10 @@ void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state
     crdt::WindowCounter counter(g);
     for (const auto& row : c.rows) {
       for (size_t k = 0; k < row.counts.size(); ++k) {
-        counter.MergeBucket(slots[row.slot],
-                            c.newest_bucket - static_cast<int64_t>(c.span) + static_cast<int64_t>(k),
-                            row.counts[k]);
+        counter.MergeBucket(
+            slots[row.slot],
+            c.newest_bucket - static_cast<int64_t>(c.span) + static_cast<int64_t>(k),
+            row.counts[k]);
       }
     }
     const crdt::KeyId key{c.key_high, c.key_low};
@@ -776,7 +796,8 @@ void Node::ApplyState(const std::string& from, const wire::ReplicateValue& state
     // The sender decides this key but is not on its list in our view: send
     // it our deltas for the key too, so neither decides on half the counts.
     std::vector<CoDecider>& co = co_deciders_[key];
-    auto it = std::find_if(co.begin(), co.end(), [&](const CoDecider& d) { return d.address == from; });
+    auto it =
+        std::find_if(co.begin(), co.end(), [&](const CoDecider& d) { return d.address == from; });
     if (it == co.end()) it = co.insert(co.end(), CoDecider{from, 0});
     it->expires_ns = now_ns + Ms(config_.co_decider_ttl_ms);
   }
@@ -899,8 +920,7 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
       const crdt::KeyStore::Entry* entry = core_.store().Find(keys[i]);
       if (entry == nullptr) continue;  // reclaimed meanwhile: nothing live to send
       size_t slots_before = msg.replicate.slots.size();
-      wire::CounterValue value =
-          ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
+      wire::CounterValue value = ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
       size_t cost = wire::EncodedCounterBound(value);
       for (size_t s = slots_before; s < msg.replicate.slots.size(); ++s) {
         cost += 24 + msg.replicate.slots[s].node_id.size();
@@ -1155,10 +1175,9 @@ std::chrono::nanoseconds Node::NextDeadline() const {
 void Node::SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
                     Instant now, Outbox* out) {
   Outbox::PeerPacket packet{address, {}, stream};
-  wire::EncodeNodeMessage(
-      wire::PeerHeader{config_.node_id, config_.gossip_address, config_.generation,
-                       now.wall.count()},
-      msg, &packet.bytes);
+  wire::EncodeNodeMessage(wire::PeerHeader{config_.node_id, config_.gossip_address,
+                                           config_.generation, now.wall.count()},
+                          msg, &packet.bytes);
   counters_.peer_bytes_sent += packet.bytes.size();
   ++counters_.peer_messages_sent;
   out->peer.push_back(std::move(packet));

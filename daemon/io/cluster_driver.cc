@@ -16,20 +16,25 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cerrno>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <random>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
 
 #include "daemon/io/datagram_batch.h"
 #include "daemon/io/message_processor.h"
+#include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 #include "daemon/io/stream_frames.h"
+#include "persist/snapshot.h"
 #include "wire/peer_codec.h"
 
 namespace tally::io {
@@ -166,6 +171,18 @@ struct ClusterDriver::Impl {
 
   wire::StatusReport StatusLocked(Instant now);
 
+  // ---- snapshots (docs/DESIGN.md, "Snapshots") ----
+  // Reads STATE_DIR/counts.snapshot and joins it into the Node; a refused
+  // or unreadable file is logged, counted and moved aside, and the node
+  // starts clean. Call before the Node serves.
+  void RestoreSnapshot(const Instant& now);
+  // Encodes the Node's store in slices of snapshot_slice_slots home slots,
+  // taking `mu` once per slice, then seals and writes the file with no lock
+  // held. Only one runs at a time (snapshot_write_mu).
+  bool WriteSnapshot(const char* why);
+  void SnapshotLoop();
+  void StopSnapshotThread();
+
   boost::asio::io_context& io;
   ClusterOptions& options;
   Counters* counters;
@@ -203,6 +220,16 @@ struct ClusterDriver::Impl {
       gossip_bytes_out{0}, gossip_send_errors{0}, stream_frames_in{0}, stream_bytes_in{0},
       stream_frames_out{0}, stream_bytes_out{0}, stream_frames_dropped{0}, stream_connects{0},
       stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
+
+  // Snapshots. The periodic writer thread sleeps on snapshot_cv.
+  std::thread snapshot_thread;
+  std::mutex snapshot_mu;  // guards snapshot_stop
+  std::condition_variable snapshot_cv;
+  bool snapshot_stop = false;
+  std::mutex snapshot_write_mu;            // one writer at a time; guards snapshot_buffer
+  std::vector<std::byte> snapshot_buffer;  // the last payload, reused (its pages are mapped)
+  mutable std::mutex snapshot_stats_mu;
+  SnapshotCounters snapshot_stats;  // snapshot_stats_mu
 
   // Gossip receive buffers: one wait outstanding, so one handler at a time.
   DatagramBatch gossip_rx{kGossipBatch, kGossipBufferBytes};
@@ -847,8 +874,173 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("peer_bad_address", load(peer_bad_address));
   add("replies_pending", tokens.size());
   add("replies_expired", load(replies_expired));
+  if (!options.state_dir.empty()) {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    const SnapshotCounters& sc = snapshot_stats;
+    add("snapshot_restore_loaded", sc.restore_loaded);
+    add("snapshot_restore_missing", sc.restore_missing);
+    add("snapshot_restore_rejected", sc.restore_rejected);
+    add("snapshot_restore_unreadable", sc.restore_unreadable);
+    add("snapshot_restored_keys", sc.restored_keys);
+    add("snapshot_restore_dropped_keys", sc.restore_dropped);
+    add("snapshot_writes", sc.writes);
+    add("snapshot_write_errors", sc.write_errors);
+    add("snapshot_last_keys", sc.last_keys);
+    add("snapshot_last_bytes", sc.last_bytes);
+    add("snapshot_last_encode_us", sc.last_encode_us);
+    add("snapshot_last_write_us", sc.last_write_us);
+    add("snapshot_longest_lock_hold_us", sc.longest_slice_us);
+  }
   AppendTransportCounters(*counters, &r.counters);
   return r;
+}
+
+// ---------------------------------------------------------------- snapshots
+
+void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = options.cluster_name;
+  expect.node_id = options.node.node_id;
+  expect.generation = options.node.generation;
+  expect.buckets_per_window = options.node.limiter.buckets_per_window;
+  expect.now_wall_ms = now.wall.count();
+  expect.max_bytes = options.max_snapshot_bytes;
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  SnapshotCounters c;
+  // Published last, and not under `mu` (StatusLocked takes them in the other order).
+  struct Publish {
+    Impl* impl;
+    SnapshotCounters* c;
+    ~Publish() {
+      std::lock_guard<std::mutex> stats_lock(impl->snapshot_stats_mu);
+      impl->snapshot_stats = *c;
+    }
+  } publish{this, &c};
+  switch (read.outcome) {
+    case SnapshotReadResult::Outcome::kLoaded: {
+      persist::RestoreStats restored;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        restored = node->Restore(read.snapshot, now);
+      }
+      const persist::DecodedSnapshot& d = read.snapshot;
+      c.restore_loaded = 1;
+      c.restored_keys = restored.keys_merged;
+      c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
+                          restored.keys_expired + restored.keys_refused;
+      spdlog::info(
+          "{}; restored {} keys written by generation {} {} ms ago ({} refused by the store)",
+          read.message, restored.keys_merged, d.header.generation,
+          now.wall.count() - d.header.written_wall_ms, restored.keys_refused);
+      return;
+    }
+    case SnapshotReadResult::Outcome::kMissing:
+      c.restore_missing = 1;
+      spdlog::info("{}", read.message);
+      return;
+    case SnapshotReadResult::Outcome::kUnreadable:
+    case SnapshotReadResult::Outcome::kRejected: {
+      (read.outcome == SnapshotReadResult::Outcome::kRejected ? c.restore_rejected
+                                                              : c.restore_unreadable) = 1;
+      // Moved aside so the evidence survives the next write for a post-mortem.
+      std::filesystem::path aside = path;
+      aside += ".rejected";
+      std::error_code ec;
+      std::filesystem::rename(path, aside, ec);
+      spdlog::warn(
+          "{}{}", read.message,
+          ec ? "; could not move it aside: " + ec.message() : "; kept as " + aside.string());
+      return;
+    }
+  }
+}
+
+bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
+  using Steady = std::chrono::steady_clock;
+  auto us = [](Steady::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+  };
+  std::lock_guard<std::mutex> write_lock(snapshot_write_mu);
+  const Steady::time_point start = Steady::now();
+  persist::SnapshotEncoder encoder({}, std::move(snapshot_buffer));
+  persist::StorePass pass;
+  Steady::duration longest{0};
+  for (bool done = false; !done;) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const Steady::time_point slice = Steady::now();
+      done = pass.Step(node->store(), options.snapshot_slice_slots, &encoder);
+      longest = std::max(longest, Steady::now() - slice);
+    }
+    // Let the I/O threads waiting for the Node in before the next slice.
+    std::this_thread::yield();
+  }
+  persist::SnapshotHeader header;
+  header.cluster_name = options.cluster_name;
+  header.node_id = options.node.node_id;
+  header.generation = options.node.generation;
+  header.written_wall_ms = ReadClock().wall.count();
+  header.buckets_per_window = options.node.limiter.buckets_per_window;
+  persist::EncodedSnapshot sealed = encoder.Finish(header);
+  const Steady::time_point encoded = Steady::now();
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  std::string error;
+  const bool ok = WriteSnapshotFile(path, sealed, &error);
+  const Steady::time_point written = Steady::now();
+  snapshot_buffer = std::move(sealed.payload);
+  {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    SnapshotCounters& c = snapshot_stats;
+    c.longest_slice_us = std::max(c.longest_slice_us, us(longest));
+    if (ok) {
+      ++c.writes;
+      c.last_keys = sealed.keys;
+      c.last_bytes = sealed.size();
+      c.last_encode_us = us(encoded - start);
+      c.last_write_us = us(written - encoded);
+    } else {
+      ++c.write_errors;
+    }
+  }
+  if (!ok) {
+    spdlog::error("{} snapshot not written: {}", why, error);
+    return false;
+  }
+  spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
+              "{} snapshot: {} keys, {} bytes to {} (encode {} ms, longest lock hold {} us, "
+              "write {} ms)",
+              why, sealed.keys, sealed.size(), path.string(), us(encoded - start) / 1000,
+              us(longest), us(written - encoded) / 1000);
+  return true;
+}
+
+void ClusterDriver::Impl::SnapshotLoop() {
+  // Each wait is the interval +-10%, so members started together (a
+  // deploy) do not all write, and stall their disks, at the same moment.
+  std::mt19937_64 rng(options.node.rng_seed ^ 0x5eed);
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options.snapshot_interval);
+  std::uniform_int_distribution<int64_t> jitter(-interval.count() / 10, interval.count() / 10);
+  std::unique_lock<std::mutex> lock(snapshot_mu);
+  for (;;) {
+    const auto wait = interval + std::chrono::milliseconds(jitter(rng));
+    if (snapshot_cv.wait_for(lock, wait, [this] { return snapshot_stop; })) {
+      return;
+    }
+    lock.unlock();
+    WriteSnapshot("periodic");
+    lock.lock();
+  }
+}
+
+void ClusterDriver::Impl::StopSnapshotThread() {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    snapshot_stop = true;
+  }
+  snapshot_cv.notify_all();
+  if (snapshot_thread.joinable()) snapshot_thread.join();
 }
 
 // ---------------------------------------------------------------- public
@@ -887,7 +1079,13 @@ bool ClusterDriver::Start(std::string* error) {
                (static_cast<uint64_t>(getpid()) << 20);
 
   Impl& d = *impl_;
+  if (!options_.state_dir.empty() && !EnsureStateDir(options_.state_dir, &why)) {
+    return Fail(error, "state dir: " + why);
+  }
   d.node = std::make_unique<core::Node>(n);
+  // Restored counts are in place before the Node starts, hence before any
+  // check reaches it (the client sockets start after this returns).
+  if (!options_.state_dir.empty()) d.RestoreSnapshot(ReadClock());
   Impl::Batch b;
   {
     std::lock_guard<std::mutex> lock(d.mu);
@@ -902,6 +1100,9 @@ bool ClusterDriver::Start(std::string* error) {
   d.ArmGossip();
   d.ArmAccept();
   d.ArmHousekeeping();
+  if (!options_.state_dir.empty() && options_.snapshot_interval.count() > 0) {
+    d.snapshot_thread = std::thread([&d] { d.SnapshotLoop(); });
+  }
   spdlog::info("cluster node {} generation {} gossip {} ({} seeds, replicas {}, policy {})",
                n.node_id, n.generation, gossip_address_, n.seeds.size(), n.replicas,
                core::PartitionPolicyName(n.partition_policy));
@@ -911,6 +1112,7 @@ bool ClusterDriver::Start(std::string* error) {
 void ClusterDriver::Close() {
   Impl& d = *impl_;
   if (d.closed.exchange(true)) return;
+  d.StopSnapshotThread();
   boost::system::error_code ignored;
   {
     std::lock_guard<std::mutex> lock(d.mu);
@@ -979,6 +1181,18 @@ LimiterStats ClusterDriver::limiter_stats() {
   LimiterStats stats = s.limiter;
   stats.live_keys = s.live_keys;
   return stats;
+}
+
+bool ClusterDriver::WriteFinalSnapshot() {
+  Impl& d = *impl_;
+  d.StopSnapshotThread();
+  if (options_.state_dir.empty() || !d.node) return true;
+  return d.WriteSnapshot("shutdown");
+}
+
+SnapshotCounters ClusterDriver::snapshot_counters() const {
+  std::lock_guard<std::mutex> lock(impl_->snapshot_stats_mu);
+  return impl_->snapshot_stats;
 }
 
 void ClusterDriver::Leave(std::function<void()> done) {

@@ -76,7 +76,35 @@ struct ClusterOptions {
   // After Leave(): keep ticking until SWIM's leave is flushed, at most this long.
   std::chrono::milliseconds leave_grace{1000};
 
+  // Snapshots (docs/DESIGN.md, "Snapshots"): "" = none. Otherwise the
+  // counts are restored from STATE_DIR/counts.snapshot at Start (before the
+  // first check) and written there every `snapshot_interval` (0: only at
+  // shutdown) and by WriteFinalSnapshot.
+  std::string state_dir;
+  std::chrono::seconds snapshot_interval{60};
+  // Written into snapshots; a snapshot naming another cluster is refused.
+  std::string cluster_name = "tally";
+  // Home slots encoded per hold of the Node's lock while snapshotting: the
+  // longest pause a snapshot imposes on checks (bench/snapshot_bench.cc).
+  size_t snapshot_slice_slots = 16384;
+  // Largest snapshot file read at Start.
+  uint64_t max_snapshot_bytes = uint64_t{1} << 32;
+
   bool enabled() const { return !gossip.empty(); }
+};
+
+// What the snapshot machinery did (for status counters and tests).
+struct SnapshotCounters {
+  // At start: 1 in exactly one of loaded / missing / rejected / unreadable
+  // when a state dir is set.
+  uint64_t restore_loaded = 0, restore_missing = 0, restore_rejected = 0, restore_unreadable = 0;
+  uint64_t restored_keys = 0;    // joined into the store
+  uint64_t restore_dropped = 0;  // decoded but expired, refused or impossible
+  uint64_t writes = 0, write_errors = 0;
+  uint64_t last_keys = 0, last_bytes = 0;
+  uint64_t last_encode_us = 0;    // the whole sliced pass, wall time
+  uint64_t last_write_us = 0;     // write + fsync + rename
+  uint64_t longest_slice_us = 0;  // the longest single hold of the Node's lock, ever
 };
 
 // Something that can answer a client later from any thread (a seqpacket
@@ -131,6 +159,12 @@ class ClusterDriver {
   wire::StatusReport Status(Instant now);
   wire::OwnerReport Owner(const wire::OwnerQuery& query, Instant now);
   LimiterStats limiter_stats();
+
+  // Writes a last snapshot now (when a state dir is set), after stopping
+  // the periodic writer. Call once no thread runs the io_context (tallyd
+  // calls it after a graceful shutdown). Returns false if writing failed.
+  bool WriteFinalSnapshot();
+  SnapshotCounters snapshot_counters() const;
 
   // Graceful leave: Node::Leave, then keeps ticking until SWIM's leave is
   // flushed (or leave_grace passes), then calls `done` once, from an I/O

@@ -5,10 +5,13 @@
 #include <boost/program_options.hpp>
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 
+#include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 #include "tally/types.h"
 
@@ -113,6 +116,55 @@ bool ParseIntAs(const po::variables_map& vm, const char* name, int64_t lo, int64
   return true;
 }
 
+// --state-dir, --snapshot-interval-s, --cluster-name. Snapshots need cluster
+// mode (the single-node Limiter has no snapshot hook); a state directory
+// only inherited from systemd is then ignored rather than refused, so one
+// unit file serves both modes.
+bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
+  constexpr uint64_t kMaxSnapshotIntervalS = 86'400;
+  uint64_t interval_s = static_cast<uint64_t>(c->snapshot_interval.count());
+  if (!ParseUint(vm, "snapshot-interval-s", 0, kMaxSnapshotIntervalS, &interval_s, error)) {
+    return false;
+  }
+  c->snapshot_interval = std::chrono::seconds(interval_s);
+  if (vm.count("cluster-name")) {
+    c->cluster_name = vm["cluster-name"].as<std::string>();
+    if (c->cluster_name.empty() || c->cluster_name.size() > 255) {
+      *error = "--cluster-name: expected 1..255 bytes";
+      return false;
+    }
+  }
+  std::string dir;
+  if (vm.count("state-dir")) {
+    dir = vm["state-dir"].as<std::string>();
+    if (dir == "auto") {
+      std::optional<std::filesystem::path> d = DefaultStateDir();
+      if (!d) {
+        *error =
+            "--state-dir auto: no $STATE_DIRECTORY, not root, and no $XDG_STATE_HOME or "
+            "$HOME to put it in";
+        return false;
+      }
+      dir = d->string();
+    } else if (dir == "none") {
+      dir.clear();
+    }
+    if (!dir.empty() && c->gossip.empty()) {
+      *error =
+          "--state-dir needs --gossip (snapshots are taken in cluster mode; a cluster of "
+          "one is --gossip 127.0.0.1:0)";
+      return false;
+    }
+  } else if (!c->gossip.empty()) {
+    const char* systemd = std::getenv("STATE_DIRECTORY");
+    if (systemd != nullptr && systemd[0] == '/') {
+      if (std::optional<std::filesystem::path> d = DefaultStateDir()) dir = d->string();
+    }
+  }
+  c->state_dir = dir;
+  return true;
+}
+
 bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
   constexpr int64_t kHour = 3'600'000;
   constexpr int64_t kDay = 24 * kHour;
@@ -207,7 +259,7 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
     *error = "membership settings: " + why;
     return false;
   }
-  return true;
+  return ParseSnapshots(vm, c, error);
 }
 
 }  // namespace
@@ -340,7 +392,17 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "leave-grace-ms", po::value<std::string>()->value_name("N"),
       "on SIGTERM, keep gossiping the leave at most N ms; default 1000")(
       "stream-queue-bytes", po::value<std::string>()->value_name("N"),
-      "per-peer TCP send queue; frames beyond it are dropped; default 16777216");
+      "per-peer TCP send queue; frames beyond it are dropped; default 16777216")(
+      "state-dir", po::value<std::string>()->value_name("PATH|auto|none"),
+      "where counts are snapshotted and restored from at start (so hourly and daily windows "
+      "survive a restart of the whole cluster); 'auto': $STATE_DIRECTORY, /var/lib/tally as "
+      "root, else $XDG_STATE_HOME/tally or ~/.local/state/tally; default: $STATE_DIRECTORY "
+      "when systemd sets it (StateDirectory=), else none")(
+      "snapshot-interval-s", po::value<std::string>()->value_name("N"),
+      "write a snapshot every N s (and always at a graceful stop); 0: only at a graceful "
+      "stop; default 60")(
+      "cluster-name", po::value<std::string>()->value_name("NAME"),
+      "written into snapshots; a snapshot of another cluster is refused; default tally");
   settings.add(cluster);
 
   po::options_description all("Usage: tallyd [options]");

@@ -299,6 +299,8 @@ void Daemon::Run() {
     for (auto& t : pool) t.join();
   }
   d.Shutdown();
+  // After the sockets closed, so nothing is counted after the snapshot.
+  if (d.cluster) d.cluster->WriteFinalSnapshot();
   spdlog::info("stopped; final stats: {}", FormatStats(d.Stats()));
 }
 
