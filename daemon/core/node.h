@@ -221,6 +221,10 @@ class Node {
   // later is harmless too (a join). REQUIRES: snapshot.ok().
   persist::RestoreStats Restore(const persist::DecodedSnapshot& snapshot, Instant now);
 
+  // Replaces the seed addresses SWIM reconnects to (Swim::SetSeeds): the
+  // driver's answer to a re-resolved DNS name.
+  void SetSeeds(std::vector<std::string> seeds) { swim_.SetSeeds(std::move(seeds)); }
+
   NodeStatus Status(Instant now) const;
   // Status().owning without the rest (Status samples the ring, O(members)
   // per sample: too much for a simulator asking each of 1000 nodes).

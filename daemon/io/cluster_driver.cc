@@ -1,5 +1,6 @@
 #include "daemon/io/cluster_driver.h"
 
+#include <fmt/ranges.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
@@ -183,6 +184,14 @@ struct ClusterDriver::Impl {
   void SnapshotLoop();
   void StopSnapshotThread();
 
+  // ---- --join dns: ----
+  // Resolves the DNS seeds into canonical addresses (blocking).
+  std::vector<std::string> ResolveDnsSeeds();
+  // No other member up, or one suspect or dead: time to look again.
+  bool WantsReResolveLocked() const;
+  void DnsLoop();
+  void StopDnsThread();
+
   boost::asio::io_context& io;
   ClusterOptions& options;
   Counters* counters;
@@ -230,6 +239,16 @@ struct ClusterDriver::Impl {
   std::vector<std::byte> snapshot_buffer;  // the last payload, reused (its pages are mapped)
   mutable std::mutex snapshot_stats_mu;
   SnapshotCounters snapshot_stats;  // snapshot_stats_mu
+
+  // --join dns: seeds, re-resolved on dns_thread.
+  std::vector<DnsSeed> dns_seeds;
+  std::vector<std::string> static_seeds;  // canonical, from --join HOST:PORT
+  uint16_t gossip_port = 0;
+  std::thread dns_thread;
+  std::mutex dns_mu;  // guards dns_stop
+  std::condition_variable dns_cv;
+  bool dns_stop = false;
+  std::atomic<uint64_t> dns_resolutions{0}, dns_failures{0};
 
   // Gossip receive buffers: one wait outstanding, so one handler at a time.
   DatagramBatch gossip_rx{kGossipBatch, kGossipBufferBytes};
@@ -872,6 +891,10 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("stream_errors", load(stream_errors));
   add("stream_inbound_refused", load(inbound_refused));
   add("peer_bad_address", load(peer_bad_address));
+  if (!dns_seeds.empty()) {
+    add("dns_resolutions", load(dns_resolutions));
+    add("dns_failures", load(dns_failures));
+  }
   add("replies_pending", tokens.size());
   add("replies_expired", load(replies_expired));
   if (!options.state_dir.empty()) {
@@ -1043,6 +1066,75 @@ void ClusterDriver::Impl::StopSnapshotThread() {
   if (snapshot_thread.joinable()) snapshot_thread.join();
 }
 
+// ---------------------------------------------------------------- dns seeds
+
+std::vector<std::string> ClusterDriver::Impl::ResolveDnsSeeds() {
+  std::string errors;
+  std::vector<std::string> resolved =
+      io::ResolveDnsSeeds(*options.resolver, dns_seeds, gossip_port, &errors);
+  dns_resolutions.fetch_add(1, std::memory_order_relaxed);
+  if (!errors.empty()) {
+    dns_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("join dns: {}", errors);
+  }
+  std::vector<std::string> out;
+  for (const std::string& address : resolved) {
+    std::string why;
+    if (std::optional<std::string> c = Canonical(address, &why)) out.push_back(*c);
+  }
+  return out;
+}
+
+bool ClusterDriver::Impl::WantsReResolveLocked() const {
+  size_t others_up = 0;
+  for (const auto& [id, m] : node->swim().members()) {
+    if (id == options.node.node_id) continue;
+    if (m.state == membership::MemberState::kSuspect || m.state == membership::MemberState::kDead) {
+      return true;
+    }
+    if (m.up()) ++others_up;
+  }
+  return others_up == 0;
+}
+
+void ClusterDriver::Impl::DnsLoop() {
+  std::unique_lock<std::mutex> lock(dns_mu);
+  for (;;) {
+    if (dns_cv.wait_for(lock, options.dns_interval, [this] { return dns_stop; })) return;
+    lock.unlock();
+    bool wanted;
+    {
+      std::lock_guard<std::mutex> node_lock(mu);
+      wanted = WantsReResolveLocked();
+    }
+    if (wanted) {
+      std::vector<std::string> seeds = static_seeds;
+      for (std::string& a : ResolveDnsSeeds()) seeds.push_back(std::move(a));
+      std::erase(seeds, options.node.gossip_address);
+      std::lock_guard<std::mutex> node_lock(mu);
+      std::vector<std::string> before = node->swim().seeds();
+      std::vector<std::string> sorted = seeds;
+      std::sort(before.begin(), before.end());
+      std::sort(sorted.begin(), sorted.end());
+      sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+      if (before != sorted) {
+        spdlog::info("join dns: seeds now {}", fmt::join(sorted, ","));
+        node->SetSeeds(std::move(sorted));
+      }
+    }
+    lock.lock();
+  }
+}
+
+void ClusterDriver::Impl::StopDnsThread() {
+  {
+    std::lock_guard<std::mutex> lock(dns_mu);
+    dns_stop = true;
+  }
+  dns_cv.notify_all();
+  if (dns_thread.joinable()) dns_thread.join();
+}
+
 // ---------------------------------------------------------------- public
 
 ClusterDriver::ClusterDriver(boost::asio::io_context& io, ClusterOptions options,
@@ -1066,8 +1158,24 @@ bool ClusterDriver::Start(std::string* error) {
     if (!canonical) return Fail(error, "join: " + why);
     n.seeds.push_back(*canonical);
   }
+  for (const std::string& text : options_.dns_seeds) {
+    std::optional<DnsSeed> seed = ParseDnsSeed(text, &why);
+    if (!seed) return Fail(error, "join: " + why);
+    impl_->dns_seeds.push_back(*seed);
+  }
   if (!impl_->Bind(error)) return false;
   gossip_address_ = n.gossip_address;
+  impl_->static_seeds = n.seeds;
+  if (!impl_->dns_seeds.empty()) {
+    if (!options_.resolver) options_.resolver = SystemResolver();
+    std::optional<HostPort> bound = ParseHostPort(gossip_address_, &why);
+    impl_->gossip_port = bound ? bound->port : 0;
+    // Resolved once now (a first pod may find only itself, or nothing: it
+    // then starts as a cluster of one and keeps looking while alone).
+    for (std::string& a : impl_->ResolveDnsSeeds()) n.seeds.push_back(std::move(a));
+    std::sort(n.seeds.begin(), n.seeds.end());
+    n.seeds.erase(std::unique(n.seeds.begin(), n.seeds.end()), n.seeds.end());
+  }
   // A seed that is ourselves is no seed (a node listed in its own --join).
   std::erase(n.seeds, gossip_address_);
   // One generation per process start: the wall clock in ms.
@@ -1103,6 +1211,7 @@ bool ClusterDriver::Start(std::string* error) {
   if (!options_.state_dir.empty() && options_.snapshot_interval.count() > 0) {
     d.snapshot_thread = std::thread([&d] { d.SnapshotLoop(); });
   }
+  if (!d.dns_seeds.empty()) d.dns_thread = std::thread([&d] { d.DnsLoop(); });
   spdlog::info("cluster node {} generation {} gossip {} ({} seeds, replicas {}, policy {})",
                n.node_id, n.generation, gossip_address_, n.seeds.size(), n.replicas,
                core::PartitionPolicyName(n.partition_policy));
@@ -1113,6 +1222,7 @@ void ClusterDriver::Close() {
   Impl& d = *impl_;
   if (d.closed.exchange(true)) return;
   d.StopSnapshotThread();
+  d.StopDnsThread();
   boost::system::error_code ignored;
   {
     std::lock_guard<std::mutex> lock(d.mu);

@@ -53,6 +53,7 @@
 
 #include "daemon/core/node.h"
 #include "daemon/io/counters.h"
+#include "daemon/io/resolver.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 #include "wire/codec.h"
@@ -66,6 +67,13 @@ struct ClusterOptions {
   // must not be a wildcard address).
   std::string advertise;
   std::vector<std::string> seeds;  // HOST:PORT of members to join through
+  // NAME[:PORT] (from --join dns:NAME[:PORT]): every A/AAAA address of NAME
+  // is a seed (port: PORT, else our own gossip port). Resolved at Start and
+  // again every dns_interval while this node is alone or some member is
+  // suspect or dead (a partition, or pods that came up after us).
+  std::vector<std::string> dns_seeds;
+  std::shared_ptr<Resolver> resolver;  // null: SystemResolver()
+  std::chrono::milliseconds dns_interval{5000};
   // node_id, replicas, partition policy, timings, SwimConfig. The driver
   // fills in gossip_address, generation, seeds and rng_seed.
   core::NodeConfig node;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sstream>
 
+#include "daemon/io/resolver.h"
 #include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 #include "tally/types.h"
@@ -184,7 +185,13 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       size_t comma = list.find(',', start);
       std::string item =
           list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!item.empty()) {
+      if (item.rfind("dns:", 0) == 0) {
+        if (!ParseDnsSeed(item.substr(4), &why)) {
+          *error = "--join: " + why;
+          return false;
+        }
+        c->dns_seeds.push_back(item.substr(4));
+      } else if (!item.empty()) {
         std::optional<HostPort> hp = ParseHostPort(item, &why);
         if (!hp || hp->port == 0) {
           *error = "--join: " + (hp ? "port 0 in '" + item + "'" : why);
@@ -196,8 +203,8 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       start = comma + 1;
     }
   }
-  if (c->gossip.empty() && (!c->seeds.empty() || !c->advertise.empty())) {
-    *error = std::string("--") + (c->seeds.empty() ? "advertise" : "join") +
+  if (c->gossip.empty() && (!c->seeds.empty() || !c->dns_seeds.empty() || !c->advertise.empty())) {
+    *error = std::string("--") + (c->seeds.empty() && c->dns_seeds.empty() ? "advertise" : "join") +
              " needs --gossip (cluster mode)";
     return false;
   }
@@ -320,8 +327,10 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "enables cluster mode: the UDP gossip socket and TCP listener (same port; 0 picks one)")(
       "advertise", po::value<std::string>()->value_name("HOST:PORT"),
       "the gossip address peers reach us at; default: the bound --gossip address")(
-      "join", po::value<std::string>()->value_name("HOST:PORT[,...]"),
-      "seed members to join through; without it, a cluster of one until others join")(
+      "join", po::value<std::string>()->value_name("HOST:PORT|dns:NAME[:PORT][,...]"),
+      "seed members to join through; dns:NAME joins every A/AAAA address of NAME (a "
+      "headless Service; PORT defaults to our gossip port) and resolves it again while "
+      "alone or partitioned; without it, a cluster of one until others join")(
       "replicas", po::value<std::string>()->value_name("N"),
       ("preference list length: owner + N-1 replicas, 1..16" + ms_default(node_defaults.replicas))
           .c_str())("partition-policy", po::value<std::string>()->value_name("POLICY"),
