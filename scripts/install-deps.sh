@@ -14,6 +14,8 @@ packages=(
   faketime libfaketime
   # the .deb check (tests/packaging/deb_test.sh)
   lintian
+  # the Kubernetes manifest check (tests/packaging/kubernetes_test.py)
+  python3-yaml
 )
 missing=()
 for p in "${packages[@]}"; do
