@@ -118,9 +118,9 @@ bool ParseIntAs(const po::variables_map& vm, const char* name, int64_t lo, int64
 }
 
 // --state-dir, --snapshot-interval-s, --cluster-name. Snapshots need cluster
-// mode (the single-node Limiter has no snapshot hook); a state directory
-// only inherited from systemd is then ignored rather than refused, so one
-// unit file serves both modes.
+// mode (the single-node Limiter has no snapshot hook): a single node ignores
+// a state directory (Daemon::Start says so in the log when it was given), so
+// one config file and unit serve both modes.
 bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
   constexpr uint64_t kMaxSnapshotIntervalS = 86'400;
   uint64_t interval_s = static_cast<uint64_t>(c->snapshot_interval.count());
@@ -149,12 +149,6 @@ bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string*
       dir = d->string();
     } else if (dir == "none") {
       dir.clear();
-    }
-    if (!dir.empty() && c->gossip.empty()) {
-      *error =
-          "--state-dir needs --gossip (snapshots are taken in cluster mode; a cluster of "
-          "one is --gossip 127.0.0.1:0)";
-      return false;
     }
   } else if (!c->gossip.empty()) {
     const char* systemd = std::getenv("STATE_DIRECTORY");

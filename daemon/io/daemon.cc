@@ -147,6 +147,12 @@ bool Daemon::Impl::Start(std::string* error) {
     identity.generation = cluster->generation();
   } else if (!o.echo) {
     limiter = std::make_unique<Limiter>(o.limiter);
+    if (!o.cluster.state_dir.empty()) {
+      spdlog::warn(
+          "state dir {} ignored: counts are snapshotted in cluster mode only (a cluster "
+          "of one is --gossip 127.0.0.1:0)",
+          o.cluster.state_dir);
+    }
   }
   ProcessorContext context{limiter.get(), cluster.get(), &identity, o.echo, &counters};
 
