@@ -247,6 +247,12 @@ size_t KeyStore::Sweep(int64_t now_wall_ms) {
   return removed;
 }
 
+void KeyStore::Reserve(size_t keys) {
+  size_t capacity = kMinCapacity;
+  while (Overloaded(keys, capacity)) capacity *= 2;
+  if (capacity > capacity_) Rehash(capacity);
+}
+
 size_t KeyStore::MemoryBytes() const {
   size_t bytes = capacity_ * sizeof(Slot);
   for (size_t i = 0; i < capacity_; ++i) bytes += table_[i].entry.counter.HeapBytes();

@@ -130,6 +130,11 @@ class KeyStore {
   // Returns how many were removed.
   size_t Sweep(int64_t now_wall_ms);
 
+  // Grows the table now so that `keys` keys fit without growing again (a
+  // bulk load: restoring a snapshot). Never shrinks; changes layout_epoch()
+  // when it grows.
+  void Reserve(size_t keys);
+
   // Calls fn(const KeyId&, const Entry&) for every key changed after `since`.
   template <typename Fn>
   void ForEachChangedSince(uint64_t since, Fn&& fn) const {
@@ -143,6 +148,26 @@ class KeyStore {
     for (size_t i = 0; i < capacity_; ++i) {
       const Slot& s = table_[i];
       if (!s.empty()) fn(s.id, s.entry);
+    }
+  }
+  // Calls fn(const KeyId&, const Entry&) for every key whose home slot
+  // (id.low & (capacity() - 1)) is in [begin, end), each once. REQUIRES:
+  // begin <= end <= capacity(). O(end - begin + the run after end). A key's
+  // home changes only when capacity() does, so a caller can walk the store
+  // in home ranges across calls while keys come, go and move (snapshots).
+  template <typename Fn>
+  void ForEachWithHomeIn(size_t begin, size_t end, Fn&& fn) const {
+    if (begin >= end || size_ == 0) return;
+    // A key sits at or after its home with no empty slot between: the keys
+    // homed in [begin, end) are in [begin, end) and the run continuing it.
+    for (size_t i = begin, n = 0; n < capacity_; i = Next(i), ++n) {
+      const Slot& s = table_[i];
+      if (s.empty()) {
+        if (n >= end - begin) return;
+        continue;
+      }
+      const size_t home = Home(s.id);
+      if (home >= begin && home < end) fn(s.id, s.entry);
     }
   }
 

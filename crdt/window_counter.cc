@@ -97,6 +97,15 @@ uint32_t WindowCounter::CountOfSlot(SlotIndex slot, int64_t bucket) const {
   return row == row_count() ? 0 : count(row, bucket);
 }
 
+void WindowCounter::CopyRow(size_t row, uint32_t* out) const {
+  assert(row < row_count());
+  const size_t ring = geometry().ring();
+  const size_t start = Pos(newest_bucket() - static_cast<int64_t>(geometry().span));
+  const uint32_t* cells = row_ptr(row) + 1;
+  std::memcpy(out, cells + start, (ring - start) * sizeof(uint32_t));
+  std::memcpy(out + (ring - start), cells, start * sizeof(uint32_t));
+}
+
 size_t WindowCounter::FindRow(SlotIndex slot) const {
   size_t rows = row_count();
   for (size_t r = 0; r < rows; ++r) {

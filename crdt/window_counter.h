@@ -111,6 +111,10 @@ class WindowCounter {
   uint32_t count(size_t row, int64_t bucket) const;
   // The count of (slot, bucket); 0 when the slot has no row.
   uint32_t CountOfSlot(SlotIndex slot, int64_t bucket) const;
+  // Copies row `row`'s counts of buckets newest - span .. newest, oldest
+  // first (span + 1 values), to `out`: one division for the whole row
+  // (snapshots read every cell of every key).
+  void CopyRow(size_t row, uint32_t* out) const;
 
   // Hits still counted when reading at `now_bucket` (all rows, every bucket
   // >= now_bucket - span, including any ahead of now).

@@ -8,11 +8,14 @@
 // doors are on (daemon/rls/), for scripts and tests; logs go to stderr.
 // SIGHUP re-reads the --keyring file (daemon/io/peer_seal.h).
 #include <signal.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -24,6 +27,39 @@
 namespace {
 
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// "%*": the sd-daemon.h priority prefix of the message's level ("<6>" for info).
+class SyslogPrefix : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const char* prefix = SD_INFO;
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug:
+        prefix = SD_DEBUG;
+        break;
+      case spdlog::level::info:
+        prefix = SD_INFO;
+        break;
+      case spdlog::level::warn:
+        prefix = SD_WARNING;
+        break;
+      case spdlog::level::err:
+        prefix = SD_ERR;
+        break;
+      case spdlog::level::critical:
+        prefix = SD_CRIT;
+        break;
+      default:
+        break;
+    }
+    dest.append(prefix, prefix + std::strlen(prefix));
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPrefix>();
+  }
+};
 
 }  // namespace
 
@@ -57,7 +93,16 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("tallyd");
   spdlog::set_default_logger(logger);
   spdlog::set_level(config.log_level);
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ [%t] %v");
+  // Under journald (JOURNAL_STREAM is set when stderr is the journal) the
+  // journal stamps each line itself: no timestamp of our own, and a syslog
+  // "<N>" prefix so journald files each line at its level.
+  if (const char* journal = std::getenv("JOURNAL_STREAM"); journal != nullptr && *journal) {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<SyslogPrefix>('*').set_pattern("%*%l [%t] %v");
+    spdlog::set_formatter(std::move(formatter));
+  } else {
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ [%t] %v");
+  }
 
   // Replies use MSG_NOSIGNAL; this also covers a closed stdout pipe.
   signal(SIGPIPE, SIG_IGN);

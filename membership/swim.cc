@@ -49,17 +49,22 @@ bool SwimConfig::Valid(std::string* why) const {
   return true;
 }
 
+void Swim::SetSeeds(std::vector<std::string> seed_addresses) {
+  seeds_.clear();
+  for (auto& seed : seed_addresses) {
+    if (seed.empty() || seed == self_.address) continue;
+    if (std::find(seeds_.begin(), seeds_.end(), seed) != seeds_.end()) continue;
+    seeds_.push_back(std::move(seed));
+  }
+}
+
 Swim::Swim(SwimConfig config, Self self, std::vector<std::string> seed_addresses, uint64_t rng_seed)
     : config_(config), self_(std::move(self)), rng_(rng_seed) {
   [[maybe_unused]] std::string why;
   assert(config_.Valid(&why));
   assert(ValidName(self_.id, kMaxIdBytes));
   assert(ValidName(self_.address, kMaxAddressBytes));
-  for (auto& seed : seed_addresses) {
-    if (seed.empty() || seed == self_.address) continue;
-    if (std::find(seeds_.begin(), seeds_.end(), seed) != seeds_.end()) continue;
-    seeds_.push_back(std::move(seed));
-  }
+  SetSeeds(std::move(seed_addresses));
   // Start sequence numbers somewhere random so a restarted process does not
   // match acks meant for its previous life.
   seq_ = rng_() >> 16;

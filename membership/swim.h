@@ -155,6 +155,13 @@ class Swim {
   // members to join through (our own address among them is ignored).
   Swim(SwimConfig config, Self self, std::vector<std::string> seed_addresses, uint64_t rng_seed);
 
+  // Replaces the seed addresses (our own address is ignored, duplicates
+  // dropped): the next reconnect rounds push-pull with the new ones not
+  // alive. For seeds found by re-resolving a DNS name while alone or
+  // partitioned.
+  void SetSeeds(std::vector<std::string> seed_addresses);
+  const std::vector<std::string>& seeds() const { return seeds_; }
+
   // Joins: announces us and push-pulls with every seed.
   // REQUIRES: not started.
   void Start(Instant now, std::vector<Outbound>* out);

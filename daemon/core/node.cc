@@ -27,9 +27,12 @@ CheckResult ErrorResult(uint64_t request_id, tally::Status status, std::string w
 
 std::string_view PartitionPolicyName(PartitionPolicy policy) {
   switch (policy) {
-    case PartitionPolicy::kAvailability: return "availability";
-    case PartitionPolicy::kProportional: return "proportional";
-    case PartitionPolicy::kClosed: return "closed";
+    case PartitionPolicy::kAvailability:
+      return "availability";
+    case PartitionPolicy::kProportional:
+      return "proportional";
+    case PartitionPolicy::kClosed:
+      return "closed";
   }
   return "unknown";
 }
@@ -44,7 +47,8 @@ std::optional<PartitionPolicy> ParsePartitionPolicy(std::string_view name) {
 Node::Node(const NodeConfig& config)
     : config_(config),
       core_(config.limiter, crdt::ReplicaSlot{config.node_id, config.generation}),
-      swim_(config.swim, membership::Swim::Self{config.node_id, config.gossip_address, config.generation},
+      swim_(config.swim,
+            membership::Swim::Self{config.node_id, config.gossip_address, config.generation},
             config.seeds, config.rng_seed),
       rng_(config.rng_seed ^ 0x5bd1e995u) {
   assert(!config_.node_id.empty());
@@ -52,6 +56,10 @@ Node::Node(const NodeConfig& config)
 }
 
 // ---------------------------------------------------------------- lifecycle
+
+persist::RestoreStats Node::Restore(const persist::DecodedSnapshot& snapshot, Instant now) {
+  return persist::RestoreSnapshot(snapshot, now.wall.count(), &core_.store());
+}
 
 void Node::Start(Instant now, Outbox* out) {
   started_ns_ = now.monotonic.count();
@@ -271,9 +279,7 @@ membership::Ring Node::RingOf(const std::vector<PeerView>& view) {
   return membership::Ring(std::move(members));
 }
 
-std::vector<size_t> Node::Targets(const crdt::KeyId& key) const {
-  return TargetsIn(ring_, key);
-}
+std::vector<size_t> Node::Targets(const crdt::KeyId& key) const { return TargetsIn(ring_, key); }
 
 std::vector<size_t> Node::TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const {
   std::vector<uint32_t> indexes;
@@ -303,11 +309,15 @@ size_t Node::LastKnownMembers(Instant now) const {
     if (m.id == config_.node_id) self_seen = true;
     switch (m.state) {
       case membership::MemberState::kAlive:
-      case membership::MemberState::kSuspect: ++count; break;
-      case membership::MemberState::kDead:
-        if (now.monotonic.count() - m.since.monotonic.count() < Ms(config_.partition_memory_ms)) ++count;
+      case membership::MemberState::kSuspect:
+        ++count;
         break;
-      case membership::MemberState::kLeft: break;
+      case membership::MemberState::kDead:
+        if (now.monotonic.count() - m.since.monotonic.count() < Ms(config_.partition_memory_ms))
+          ++count;
+        break;
+      case membership::MemberState::kLeft:
+        break;
     }
   }
   if (!self_seen) ++count;
@@ -523,14 +533,15 @@ Node::PeerState& Node::ReplicationPeer(const std::string& address) {
   return peers_[address];
 }
 
-CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key,
-                                Instant now, Outbox* out) {
+CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
+                                Outbox* out) {
   CheckRequestRef effective = check;
   const size_t alive = reachable_members_;
   const size_t known = known_members_;
   if (alive < known) {
     switch (config_.partition_policy) {
-      case PartitionPolicy::kAvailability: break;
+      case PartitionPolicy::kAvailability:
+        break;
       case PartitionPolicy::kProportional:
         effective.limit = check.limit * alive / known;
         break;
@@ -921,7 +932,8 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     // The sender decides this key but is not on its list in our view: send
     // it our deltas for the key too, so neither decides on half the counts.
     std::vector<CoDecider>& co = co_deciders_[key];
-    auto it = std::find_if(co.begin(), co.end(), [&](const CoDecider& d) { return d.address == from; });
+    auto it =
+        std::find_if(co.begin(), co.end(), [&](const CoDecider& d) { return d.address == from; });
     if (it == co.end()) it = co.insert(co.end(), CoDecider{from, 0});
     it->expires_ns = now_ns + Ms(config_.co_decider_ttl_ms);
   }
@@ -1045,8 +1057,7 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
       const crdt::KeyStore::Entry* entry = core_.store().Find(keys[i]);
       if (entry == nullptr) continue;  // reclaimed meanwhile: nothing live to send
       size_t slots_before = msg.replicate.slots.size();
-      wire::CounterValue value =
-          ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
+      wire::CounterValue value = ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
       size_t cost = wire::EncodedCounterBound(value);
       for (size_t s = slots_before; s < msg.replicate.slots.size(); ++s) {
         cost += 24 + msg.replicate.slots[s].node_id.size();
@@ -1359,10 +1370,9 @@ std::chrono::nanoseconds Node::NextDeadline() const {
 void Node::SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
                     Instant now, Outbox* out) {
   Outbox::PeerPacket packet{address, {}, stream};
-  wire::EncodeNodeMessage(
-      wire::PeerHeader{config_.node_id, config_.gossip_address, config_.generation,
-                       now.wall.count()},
-      msg, &packet.bytes);
+  wire::EncodeNodeMessage(wire::PeerHeader{config_.node_id, config_.gossip_address,
+                                           config_.generation, now.wall.count()},
+                          msg, &packet.bytes);
   counters_.peer_bytes_sent += packet.bytes.size();
   ++counters_.peer_messages_sent;
   out->peer.push_back(std::move(packet));

@@ -28,9 +28,9 @@
 #ifndef TALLY_DAEMON_CORE_NODE_H_
 #define TALLY_DAEMON_CORE_NODE_H_
 
+#include <algorithm>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -43,6 +43,8 @@
 #include "daemon/core/limiter_core.h"
 #include "membership/ring.h"
 #include "membership/swim.h"
+#include "persist/restore.h"
+#include "persist/snapshot.h"
 #include "tally/types.h"
 #include "wire/codec.h"
 #include "wire/node_codec.h"
@@ -69,7 +71,7 @@ struct NodeConfig {
   LimiterCoreOptions limiter;
   membership::SwimConfig swim;
 
-  int64_t forward_timeout_ms = 30;       // then the next in the preference list decides
+  int64_t forward_timeout_ms = 30;  // then the next in the preference list decides
   // Routing tries the preference list in order, and again (its members that
   // SWIM still holds alive) until this many forwards have failed; only then
   // does it walk on down the key's whole ranking, and the first member that
@@ -89,8 +91,8 @@ struct NodeConfig {
   // its last delta for the key reached us.
   int64_t co_decider_ttl_ms = 2000;
   int64_t clock_check_interval_ms = 100;  // clock health is re-evaluated this often
-  int64_t replication_interval_ms = 10;  // deltas to replicas this often
-  int64_t replication_retry_ms = 100;    // unacknowledged deltas are resent
+  int64_t replication_interval_ms = 10;   // deltas to replicas this often
+  int64_t replication_retry_ms = 100;     // unacknowledged deltas are resent
   // Unacknowledged state pushes (stream: handoff, anti-entropy, new list
   // members) are resent this long after they went out: a push made while the
   // peer was cut off is otherwise lost for good.
@@ -170,7 +172,7 @@ struct NodeStatus {
     uint64_t forwarded = 0, forward_timeouts = 0, relayed = 0, decided_for_peers = 0;
     // Checks routed past their preference list (no member of it answered).
     uint64_t routed_past_list = 0;
-    uint64_t co_deciders = 0;  // keys with a co-decider now (a gauge)
+    uint64_t co_deciders = 0;    // keys with a co-decider now (a gauge)
     uint64_t clock_resyncs = 0;  // handoffs started because our wall clock stepped back
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
@@ -210,7 +212,9 @@ struct NodeStatus {
 class Node {
  public:
   // Hops a check may travel: entry -> each member of the list in turn.
-  uint8_t MaxHops() const { return static_cast<uint8_t>(std::min<uint32_t>(config_.replicas + 1, 255)); }
+  uint8_t MaxHops() const {
+    return static_cast<uint8_t>(std::min<uint32_t>(config_.replicas + 1, 255));
+  }
 
   explicit Node(const NodeConfig& config);
 
@@ -223,8 +227,8 @@ class Node {
                         Outbox* out);
 
   // One peer datagram or stream message from `from_address`.
-  void OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
-                     Instant now, Outbox* out);
+  void OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes, Instant now,
+                     Outbox* out);
 
   // Fires whatever is due: probes, suspicion, forward timeouts, replication,
   // anti-entropy. Call at NextDeadline() (calling early is harmless).
@@ -238,6 +242,17 @@ class Node {
 
   // Graceful leave: tells the cluster, pushes our keys to their replicas.
   void Leave(Instant now, Outbox* out);
+
+  // Joins the keys of an accepted snapshot (persist/snapshot.h) into the
+  // store as rows of the replica slots that counted them, never this
+  // process's own slot (docs/DESIGN.md, "Snapshots"). Call before Start, so
+  // restored counts are in place before the first check is decided; calling
+  // later is harmless too (a join). REQUIRES: snapshot.ok().
+  persist::RestoreStats Restore(const persist::DecodedSnapshot& snapshot, Instant now);
+
+  // Replaces the seed addresses SWIM reconnects to (Swim::SetSeeds): the
+  // driver's answer to a re-resolved DNS name.
+  void SetSeeds(std::vector<std::string> seeds) { swim_.SetSeeds(std::move(seeds)); }
 
   NodeStatus Status(Instant now) const;
   // Status().owning without the rest (Status samples the ring, O(members)
@@ -375,14 +390,16 @@ class Node {
   // Replication, anti-entropy, handoff.
   void MarkDirty(const crdt::KeyId& key, int64_t now_ns);
   void Replicate(Instant now, Outbox* out);
-  void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
-                 Instant now, Outbox* out);
+  void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked, Instant now,
+                 Outbox* out);
   // Range digests over the settled keys both we and view member `peer` hold.
   std::vector<uint64_t> Digest(size_t peer, Instant now) const;
   static bool Holds(const std::vector<uint32_t>& list, size_t member) {
     return std::find(list.begin(), list.end(), member) != list.end();
   }
-  bool Settled(const crdt::KeyStore::Entry& entry) const { return entry.version <= settled_version_; }
+  bool Settled(const crdt::KeyStore::Entry& entry) const {
+    return entry.version <= settled_version_;
+  }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
   void StartAntiEntropy(Instant now, Outbox* out);
   void HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& msg, Instant now,

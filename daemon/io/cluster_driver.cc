@@ -1,5 +1,6 @@
 #include "daemon/io/cluster_driver.h"
 
+#include <fmt/ranges.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
@@ -16,20 +17,25 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cerrno>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <random>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
 
 #include "daemon/io/datagram_batch.h"
 #include "daemon/io/message_processor.h"
+#include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 #include "daemon/io/stream_frames.h"
+#include "persist/snapshot.h"
 #include "wire/peer_codec.h"
 
 namespace tally::io {
@@ -172,6 +178,25 @@ struct ClusterDriver::Impl {
                       std::span<const std::byte>* data) {
     return peer_auth->Open(from, now.wall.count(), &open_scratch, data);
   }
+  // ---- snapshots (docs/DESIGN.md, "Snapshots") ----
+  // Reads STATE_DIR/counts.snapshot and joins it into the Node; a refused
+  // or unreadable file is logged, counted and moved aside, and the node
+  // starts clean. Call before the Node serves.
+  void RestoreSnapshot(const Instant& now);
+  // Encodes the Node's store in slices of snapshot_slice_slots home slots,
+  // taking `mu` once per slice, then seals and writes the file with no lock
+  // held. Only one runs at a time (snapshot_write_mu).
+  bool WriteSnapshot(const char* why);
+  void SnapshotLoop();
+  void StopSnapshotThread();
+
+  // ---- --join dns: ----
+  // Resolves the DNS seeds into canonical addresses (blocking).
+  std::vector<std::string> ResolveDnsSeeds();
+  // No other member up, or one suspect or dead: time to look again.
+  bool WantsReResolveLocked() const;
+  void DnsLoop();
+  void StopDnsThread();
 
   boost::asio::io_context& io;
   ClusterOptions& options;
@@ -210,6 +235,26 @@ struct ClusterDriver::Impl {
       gossip_bytes_out{0}, gossip_send_errors{0}, stream_frames_in{0}, stream_bytes_in{0},
       stream_frames_out{0}, stream_bytes_out{0}, stream_frames_dropped{0}, stream_connects{0},
       stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
+
+  // Snapshots. The periodic writer thread sleeps on snapshot_cv.
+  std::thread snapshot_thread;
+  std::mutex snapshot_mu;  // guards snapshot_stop
+  std::condition_variable snapshot_cv;
+  bool snapshot_stop = false;
+  std::mutex snapshot_write_mu;            // one writer at a time; guards snapshot_buffer
+  std::vector<std::byte> snapshot_buffer;  // the last payload, reused (its pages are mapped)
+  mutable std::mutex snapshot_stats_mu;
+  SnapshotCounters snapshot_stats;  // snapshot_stats_mu
+
+  // --join dns: seeds, re-resolved on dns_thread.
+  std::vector<DnsSeed> dns_seeds;
+  std::vector<std::string> static_seeds;  // canonical, from --join HOST:PORT
+  uint16_t gossip_port = 0;
+  std::thread dns_thread;
+  std::mutex dns_mu;  // guards dns_stop
+  std::condition_variable dns_cv;
+  bool dns_stop = false;
+  std::atomic<uint64_t> dns_resolutions{0}, dns_failures{0};
 
   // Gossip receive buffers: one wait outstanding, so one handler at a time.
   DatagramBatch gossip_rx{kGossipBatch, kGossipBufferBytes};
@@ -883,11 +928,249 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("stream_errors", load(stream_errors));
   add("stream_inbound_refused", load(inbound_refused));
   add("peer_bad_address", load(peer_bad_address));
+  if (!dns_seeds.empty()) {
+    add("dns_resolutions", load(dns_resolutions));
+    add("dns_failures", load(dns_failures));
+  }
   add("replies_pending", tokens.size());
   add("replies_expired", load(replies_expired));
   peer_auth->AppendStatus(&r);
+  if (!options.state_dir.empty()) {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    const SnapshotCounters& sc = snapshot_stats;
+    add("snapshot_restore_loaded", sc.restore_loaded);
+    add("snapshot_restore_missing", sc.restore_missing);
+    add("snapshot_restore_rejected", sc.restore_rejected);
+    add("snapshot_restore_unreadable", sc.restore_unreadable);
+    add("snapshot_restored_keys", sc.restored_keys);
+    add("snapshot_restore_dropped_keys", sc.restore_dropped);
+    add("snapshot_writes", sc.writes);
+    add("snapshot_write_errors", sc.write_errors);
+    add("snapshot_last_keys", sc.last_keys);
+    add("snapshot_last_bytes", sc.last_bytes);
+    add("snapshot_last_encode_us", sc.last_encode_us);
+    add("snapshot_last_write_us", sc.last_write_us);
+    add("snapshot_longest_lock_hold_us", sc.longest_slice_us);
+  }
   AppendTransportCounters(*counters, &r.counters);
   return r;
+}
+
+// ---------------------------------------------------------------- snapshots
+
+void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = options.peer_auth.cluster_name;
+  expect.node_id = options.node.node_id;
+  expect.generation = options.node.generation;
+  expect.buckets_per_window = options.node.limiter.buckets_per_window;
+  expect.now_wall_ms = now.wall.count();
+  expect.max_bytes = options.max_snapshot_bytes;
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  SnapshotCounters c;
+  // Published last, and not under `mu` (StatusLocked takes them in the other order).
+  struct Publish {
+    Impl* impl;
+    SnapshotCounters* c;
+    ~Publish() {
+      std::lock_guard<std::mutex> stats_lock(impl->snapshot_stats_mu);
+      impl->snapshot_stats = *c;
+    }
+  } publish{this, &c};
+  switch (read.outcome) {
+    case SnapshotReadResult::Outcome::kLoaded: {
+      persist::RestoreStats restored;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        restored = node->Restore(read.snapshot, now);
+      }
+      const persist::DecodedSnapshot& d = read.snapshot;
+      c.restore_loaded = 1;
+      c.restored_keys = restored.keys_merged;
+      c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
+                          restored.keys_expired + restored.keys_refused;
+      spdlog::info(
+          "{}; restored {} keys written by generation {} {} ms ago ({} refused by the store)",
+          read.message, restored.keys_merged, d.header.generation,
+          now.wall.count() - d.header.written_wall_ms, restored.keys_refused);
+      return;
+    }
+    case SnapshotReadResult::Outcome::kMissing:
+      c.restore_missing = 1;
+      spdlog::info("{}", read.message);
+      return;
+    case SnapshotReadResult::Outcome::kUnreadable:
+    case SnapshotReadResult::Outcome::kRejected: {
+      (read.outcome == SnapshotReadResult::Outcome::kRejected ? c.restore_rejected
+                                                              : c.restore_unreadable) = 1;
+      // Moved aside so the evidence survives the next write for a post-mortem.
+      std::filesystem::path aside = path;
+      aside += ".rejected";
+      std::error_code ec;
+      std::filesystem::rename(path, aside, ec);
+      spdlog::warn(
+          "{}{}", read.message,
+          ec ? "; could not move it aside: " + ec.message() : "; kept as " + aside.string());
+      return;
+    }
+  }
+}
+
+bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
+  using Steady = std::chrono::steady_clock;
+  auto us = [](Steady::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+  };
+  std::lock_guard<std::mutex> write_lock(snapshot_write_mu);
+  const Steady::time_point start = Steady::now();
+  persist::SnapshotEncoder encoder({}, std::move(snapshot_buffer));
+  persist::StorePass pass;
+  Steady::duration longest{0};
+  for (bool done = false; !done;) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const Steady::time_point slice = Steady::now();
+      done = pass.Step(node->store(), options.snapshot_slice_slots, &encoder);
+      longest = std::max(longest, Steady::now() - slice);
+    }
+    // Let the I/O threads waiting for the Node in before the next slice.
+    std::this_thread::yield();
+  }
+  persist::SnapshotHeader header;
+  header.cluster_name = options.peer_auth.cluster_name;
+  header.node_id = options.node.node_id;
+  header.generation = options.node.generation;
+  header.written_wall_ms = ReadClock().wall.count();
+  header.buckets_per_window = options.node.limiter.buckets_per_window;
+  persist::EncodedSnapshot sealed = encoder.Finish(header);
+  const Steady::time_point encoded = Steady::now();
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  std::string error;
+  const bool ok = WriteSnapshotFile(path, sealed, &error);
+  const Steady::time_point written = Steady::now();
+  snapshot_buffer = std::move(sealed.payload);
+  {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    SnapshotCounters& c = snapshot_stats;
+    c.longest_slice_us = std::max(c.longest_slice_us, us(longest));
+    if (ok) {
+      ++c.writes;
+      c.last_keys = sealed.keys;
+      c.last_bytes = sealed.size();
+      c.last_encode_us = us(encoded - start);
+      c.last_write_us = us(written - encoded);
+    } else {
+      ++c.write_errors;
+    }
+  }
+  if (!ok) {
+    spdlog::error("{} snapshot not written: {}", why, error);
+    return false;
+  }
+  spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
+              "{} snapshot: {} keys, {} bytes to {} (encode {} ms, longest lock hold {} us, "
+              "write {} ms)",
+              why, sealed.keys, sealed.size(), path.string(), us(encoded - start) / 1000,
+              us(longest), us(written - encoded) / 1000);
+  return true;
+}
+
+void ClusterDriver::Impl::SnapshotLoop() {
+  // Each wait is the interval +-10%, so members started together (a
+  // deploy) do not all write, and stall their disks, at the same moment.
+  std::mt19937_64 rng(options.node.rng_seed ^ 0x5eed);
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options.snapshot_interval);
+  std::uniform_int_distribution<int64_t> jitter(-interval.count() / 10, interval.count() / 10);
+  std::unique_lock<std::mutex> lock(snapshot_mu);
+  for (;;) {
+    const auto wait = interval + std::chrono::milliseconds(jitter(rng));
+    if (snapshot_cv.wait_for(lock, wait, [this] { return snapshot_stop; })) {
+      return;
+    }
+    lock.unlock();
+    WriteSnapshot("periodic");
+    lock.lock();
+  }
+}
+
+void ClusterDriver::Impl::StopSnapshotThread() {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    snapshot_stop = true;
+  }
+  snapshot_cv.notify_all();
+  if (snapshot_thread.joinable()) snapshot_thread.join();
+}
+
+// ---------------------------------------------------------------- dns seeds
+
+std::vector<std::string> ClusterDriver::Impl::ResolveDnsSeeds() {
+  std::string errors;
+  std::vector<std::string> resolved =
+      io::ResolveDnsSeeds(*options.resolver, dns_seeds, gossip_port, &errors);
+  dns_resolutions.fetch_add(1, std::memory_order_relaxed);
+  if (!errors.empty()) {
+    dns_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("join dns: {}", errors);
+  }
+  std::vector<std::string> out;
+  for (const std::string& address : resolved) {
+    std::string why;
+    if (std::optional<std::string> c = Canonical(address, &why)) out.push_back(*c);
+  }
+  return out;
+}
+
+bool ClusterDriver::Impl::WantsReResolveLocked() const {
+  size_t others_up = 0;
+  for (const auto& [id, m] : node->swim().members()) {
+    if (id == options.node.node_id) continue;
+    if (m.state == membership::MemberState::kSuspect || m.state == membership::MemberState::kDead) {
+      return true;
+    }
+    if (m.up()) ++others_up;
+  }
+  return others_up == 0;
+}
+
+void ClusterDriver::Impl::DnsLoop() {
+  std::unique_lock<std::mutex> lock(dns_mu);
+  for (;;) {
+    if (dns_cv.wait_for(lock, options.dns_interval, [this] { return dns_stop; })) return;
+    lock.unlock();
+    bool wanted;
+    {
+      std::lock_guard<std::mutex> node_lock(mu);
+      wanted = WantsReResolveLocked();
+    }
+    if (wanted) {
+      std::vector<std::string> seeds = static_seeds;
+      for (std::string& a : ResolveDnsSeeds()) seeds.push_back(std::move(a));
+      std::erase(seeds, options.node.gossip_address);
+      std::lock_guard<std::mutex> node_lock(mu);
+      std::vector<std::string> before = node->swim().seeds();
+      std::vector<std::string> sorted = seeds;
+      std::sort(before.begin(), before.end());
+      std::sort(sorted.begin(), sorted.end());
+      sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+      if (before != sorted) {
+        spdlog::info("join dns: seeds now {}", fmt::join(sorted, ","));
+        node->SetSeeds(std::move(sorted));
+      }
+    }
+    lock.lock();
+  }
+}
+
+void ClusterDriver::Impl::StopDnsThread() {
+  {
+    std::lock_guard<std::mutex> lock(dns_mu);
+    dns_stop = true;
+  }
+  dns_cv.notify_all();
+  if (dns_thread.joinable()) dns_thread.join();
 }
 
 // ---------------------------------------------------------------- public
@@ -919,8 +1202,24 @@ bool ClusterDriver::Start(std::string* error) {
     impl_->peer_auth = PeerAuth::Create(options_.peer_auth, hp->host, n.max_clock_offset_ms, &why);
     if (!impl_->peer_auth) return Fail(error, why);
   }
+  for (const std::string& text : options_.dns_seeds) {
+    std::optional<DnsSeed> seed = ParseDnsSeed(text, &why);
+    if (!seed) return Fail(error, "join: " + why);
+    impl_->dns_seeds.push_back(*seed);
+  }
   if (!impl_->Bind(error)) return false;
   gossip_address_ = n.gossip_address;
+  impl_->static_seeds = n.seeds;
+  if (!impl_->dns_seeds.empty()) {
+    if (!options_.resolver) options_.resolver = SystemResolver();
+    std::optional<HostPort> bound = ParseHostPort(gossip_address_, &why);
+    impl_->gossip_port = bound ? bound->port : 0;
+    // Resolved once now (a first pod may find only itself, or nothing: it
+    // then starts as a cluster of one and keeps looking while alone).
+    for (std::string& a : impl_->ResolveDnsSeeds()) n.seeds.push_back(std::move(a));
+    std::sort(n.seeds.begin(), n.seeds.end());
+    n.seeds.erase(std::unique(n.seeds.begin(), n.seeds.end()), n.seeds.end());
+  }
   // A seed that is ourselves is no seed (a node listed in its own --join).
   std::erase(n.seeds, gossip_address_);
   // One generation per process start: the wall clock in ms.
@@ -932,7 +1231,13 @@ bool ClusterDriver::Start(std::string* error) {
                (static_cast<uint64_t>(getpid()) << 20);
 
   Impl& d = *impl_;
+  if (!options_.state_dir.empty() && !EnsureStateDir(options_.state_dir, &why)) {
+    return Fail(error, "state dir: " + why);
+  }
   d.node = std::make_unique<core::Node>(n);
+  // Restored counts are in place before the Node starts, hence before any
+  // check reaches it (the client sockets start after this returns).
+  if (!options_.state_dir.empty()) d.RestoreSnapshot(ReadClock());
   Impl::Batch b;
   {
     std::lock_guard<std::mutex> lock(d.mu);
@@ -947,6 +1252,10 @@ bool ClusterDriver::Start(std::string* error) {
   d.ArmGossip();
   d.ArmAccept();
   d.ArmHousekeeping();
+  if (!options_.state_dir.empty() && options_.snapshot_interval.count() > 0) {
+    d.snapshot_thread = std::thread([&d] { d.SnapshotLoop(); });
+  }
+  if (!d.dns_seeds.empty()) d.dns_thread = std::thread([&d] { d.DnsLoop(); });
   spdlog::info("cluster node {} generation {} gossip {} ({} seeds, replicas {}, policy {})",
                n.node_id, n.generation, gossip_address_, n.seeds.size(), n.replicas,
                core::PartitionPolicyName(n.partition_policy));
@@ -956,6 +1265,8 @@ bool ClusterDriver::Start(std::string* error) {
 void ClusterDriver::Close() {
   Impl& d = *impl_;
   if (d.closed.exchange(true)) return;
+  d.StopSnapshotThread();
+  d.StopDnsThread();
   boost::system::error_code ignored;
   // Replies that will never come: dropping their targets lets an in-process
   // door's sink (daemon/io/check_gateway.h) answer "unavailable" now.
@@ -1034,6 +1345,18 @@ LimiterStats ClusterDriver::limiter_stats() {
 bool ClusterDriver::ReloadKeyring(std::string* error) {
   if (!impl_->peer_auth) return Fail(error, "not started");
   return impl_->peer_auth->Reload(error);
+}
+
+bool ClusterDriver::WriteFinalSnapshot() {
+  Impl& d = *impl_;
+  d.StopSnapshotThread();
+  if (options_.state_dir.empty() || !d.node) return true;
+  return d.WriteSnapshot("shutdown");
+}
+
+SnapshotCounters ClusterDriver::snapshot_counters() const {
+  std::lock_guard<std::mutex> lock(impl_->snapshot_stats_mu);
+  return impl_->snapshot_stats;
 }
 
 void ClusterDriver::Leave(std::function<void()> done) {

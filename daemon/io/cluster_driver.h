@@ -60,6 +60,7 @@
 #include "daemon/core/node.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/peer_seal.h"
+#include "daemon/io/resolver.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 #include "wire/codec.h"
@@ -73,6 +74,13 @@ struct ClusterOptions {
   // must not be a wildcard address).
   std::string advertise;
   std::vector<std::string> seeds;  // HOST:PORT of members to join through
+  // NAME[:PORT] (from --join dns:NAME[:PORT]): every A/AAAA address of NAME
+  // is a seed (port: PORT, else our own gossip port). Resolved at Start and
+  // again every dns_interval while this node is alone or some member is
+  // suspect or dead (a partition, or pods that came up after us).
+  std::vector<std::string> dns_seeds;
+  std::shared_ptr<Resolver> resolver;  // null: SystemResolver()
+  std::chrono::milliseconds dns_interval{5000};
   // node_id, replicas, partition policy, timings, SwimConfig. The driver
   // fills in gossip_address, generation, seeds and rng_seed.
   core::NodeConfig node;
@@ -85,7 +93,35 @@ struct ClusterOptions {
   // Keyring file and cluster name (--keyring, --cluster-name).
   PeerAuthOptions peer_auth;
 
+  // Snapshots (docs/DESIGN.md, "Snapshots"): "" = none. Otherwise the
+  // counts are restored from STATE_DIR/counts.snapshot at Start (before the
+  // first check) and written there every `snapshot_interval` (0: only at
+  // shutdown) and by WriteFinalSnapshot.
+  std::string state_dir;
+  std::chrono::seconds snapshot_interval{60};
+  // (The cluster name written into snapshots is peer_auth.cluster_name: a
+  // snapshot naming another cluster is refused.)
+  // Home slots encoded per hold of the Node's lock while snapshotting: the
+  // longest pause a snapshot imposes on checks (bench/snapshot_bench.cc).
+  size_t snapshot_slice_slots = 16384;
+  // Largest snapshot file read at Start.
+  uint64_t max_snapshot_bytes = uint64_t{1} << 32;
+
   bool enabled() const { return !gossip.empty(); }
+};
+
+// What the snapshot machinery did (for status counters and tests).
+struct SnapshotCounters {
+  // At start: 1 in exactly one of loaded / missing / rejected / unreadable
+  // when a state dir is set.
+  uint64_t restore_loaded = 0, restore_missing = 0, restore_rejected = 0, restore_unreadable = 0;
+  uint64_t restored_keys = 0;    // joined into the store
+  uint64_t restore_dropped = 0;  // decoded but expired, refused or impossible
+  uint64_t writes = 0, write_errors = 0;
+  uint64_t last_keys = 0, last_bytes = 0;
+  uint64_t last_encode_us = 0;    // the whole sliced pass, wall time
+  uint64_t last_write_us = 0;     // write + fsync + rename
+  uint64_t longest_slice_us = 0;  // the longest single hold of the Node's lock, ever
 };
 
 // Something that can answer a client later from any thread (a seqpacket
@@ -144,6 +180,11 @@ class ClusterDriver {
   // Re-reads the keyring file (tallyd does it on SIGHUP). On failure the keys in
   // use stay; false with `*error`. True without a keyring. Any thread.
   bool ReloadKeyring(std::string* error);
+  // Writes a last snapshot now (when a state dir is set), after stopping
+  // the periodic writer. Call once no thread runs the io_context (tallyd
+  // calls it after a graceful shutdown). Returns false if writing failed.
+  bool WriteFinalSnapshot();
+  SnapshotCounters snapshot_counters() const;
 
   // Graceful leave: Node::Leave, then keeps ticking until SWIM's leave is
   // flushed (or leave_grace passes), then calls `done` once, from an I/O

@@ -5,11 +5,15 @@
 #include <boost/program_options.hpp>
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 
 #include "daemon/io/peer_seal.h"
+#include "daemon/io/resolver.h"
+#include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 #include "tally/types.h"
 
@@ -114,6 +118,43 @@ bool ParseIntAs(const po::variables_map& vm, const char* name, int64_t lo, int64
   return true;
 }
 
+// --state-dir, --snapshot-interval-s, --cluster-name. Snapshots need cluster
+// mode (the single-node Limiter has no snapshot hook): a single node ignores
+// a state directory (Daemon::Start says so in the log when it was given), so
+// one config file and unit serve both modes.
+bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
+  constexpr uint64_t kMaxSnapshotIntervalS = 86'400;
+  uint64_t interval_s = static_cast<uint64_t>(c->snapshot_interval.count());
+  if (!ParseUint(vm, "snapshot-interval-s", 0, kMaxSnapshotIntervalS, &interval_s, error)) {
+    return false;
+  }
+  c->snapshot_interval = std::chrono::seconds(interval_s);
+  // --cluster-name (parsed with the keyring options) also names snapshots.
+  std::string dir;
+  if (vm.count("state-dir")) {
+    dir = vm["state-dir"].as<std::string>();
+    if (dir == "auto") {
+      std::optional<std::filesystem::path> d = DefaultStateDir();
+      if (!d) {
+        *error =
+            "--state-dir auto: no $STATE_DIRECTORY, not root, and no $XDG_STATE_HOME or "
+            "$HOME to put it in";
+        return false;
+      }
+      dir = d->string();
+    } else if (dir == "none") {
+      dir.clear();
+    }
+  } else if (!c->gossip.empty()) {
+    const char* systemd = std::getenv("STATE_DIRECTORY");
+    if (systemd != nullptr && systemd[0] == '/') {
+      if (std::optional<std::filesystem::path> d = DefaultStateDir()) dir = d->string();
+    }
+  }
+  c->state_dir = dir;
+  return true;
+}
+
 bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
   constexpr int64_t kHour = 3'600'000;
   constexpr int64_t kDay = 24 * kHour;
@@ -133,7 +174,13 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       size_t comma = list.find(',', start);
       std::string item =
           list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!item.empty()) {
+      if (item.rfind("dns:", 0) == 0) {
+        if (!ParseDnsSeed(item.substr(4), &why)) {
+          *error = "--join: " + why;
+          return false;
+        }
+        c->dns_seeds.push_back(item.substr(4));
+      } else if (!item.empty()) {
         std::optional<HostPort> hp = ParseHostPort(item, &why);
         if (!hp || hp->port == 0) {
           *error = "--join: " + (hp ? "port 0 in '" + item + "'" : why);
@@ -145,8 +192,8 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       start = comma + 1;
     }
   }
-  if (c->gossip.empty() && (!c->seeds.empty() || !c->advertise.empty())) {
-    *error = std::string("--") + (c->seeds.empty() ? "advertise" : "join") +
+  if (c->gossip.empty() && (!c->seeds.empty() || !c->dns_seeds.empty() || !c->advertise.empty())) {
+    *error = std::string("--") + (c->seeds.empty() && c->dns_seeds.empty() ? "advertise" : "join") +
              " needs --gossip (cluster mode)";
     return false;
   }
@@ -244,7 +291,7 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
     *error = "membership settings: " + why;
     return false;
   }
-  return true;
+  return ParseSnapshots(vm, c, error);
 }
 
 }  // namespace
@@ -323,8 +370,10 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "insecure-peers",
       "without --keyring, allow --gossip on a non-loopback address anyway (peers are then not "
       "authenticated: anyone who reaches the port can join and forge state)")(
-      "join", po::value<std::string>()->value_name("HOST:PORT[,...]"),
-      "seed members to join through; without it, a cluster of one until others join")(
+      "join", po::value<std::string>()->value_name("HOST:PORT|dns:NAME[:PORT][,...]"),
+      "seed members to join through; dns:NAME joins every A/AAAA address of NAME (a "
+      "headless Service; PORT defaults to our gossip port) and resolves it again while "
+      "alone or partitioned; without it, a cluster of one until others join")(
       "replicas", po::value<std::string>()->value_name("N"),
       ("preference list length: owner + N-1 replicas, 1..16" + ms_default(node_defaults.replicas))
           .c_str())("partition-policy", po::value<std::string>()->value_name("POLICY"),
@@ -400,8 +449,17 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "seal every peer packet with the keys in FILE (tally keyring generate; the first key "
       "seals, all open); SIGHUP re-reads it. Without it peers are not authenticated")(
       "cluster-name", po::value<std::string>()->value_name("NAME"),
-      "sealed into every peer packet: members of another cluster cannot talk to us even "
-      "with the same key; default tally");
+      "sealed into every peer packet (members of another cluster cannot talk to us even "
+      "with the same key) and written into snapshots (a snapshot of another cluster is "
+      "refused); default tally")(
+      "state-dir", po::value<std::string>()->value_name("PATH|auto|none"),
+      "where counts are snapshotted and restored from at start (so hourly and daily windows "
+      "survive a restart of the whole cluster); 'auto': $STATE_DIRECTORY, /var/lib/tally as "
+      "root, else $XDG_STATE_HOME/tally or ~/.local/state/tally; default: $STATE_DIRECTORY "
+      "when systemd sets it (StateDirectory=), else none")(
+      "snapshot-interval-s", po::value<std::string>()->value_name("N"),
+      "write a snapshot every N s (and always at a graceful stop); 0: only at a graceful "
+      "stop; default 60");
   settings.add(cluster);
   settings.add(envoy);
 
