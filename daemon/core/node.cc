@@ -836,7 +836,13 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     const membership::Member* m = swim_.members().Find(s.node_id);
     const uint64_t known_generation =
         s.node_id == config_.node_id ? config_.generation : (m == nullptr ? 0 : m->generation);
-    if ((m == nullptr && s.node_id != config_.node_id) || s.generation > known_generation) continue;
+    // An id we never heard of is taken (from a member: ApplyState checked the
+    // sender): a member that left before we joined is unknown to us, yet its
+    // rows are real, and refusing them kept replicas apart for good. A known
+    // member's generation newer than the one we know is refused.
+    if (m != nullptr || s.node_id == config_.node_id) {
+      if (s.generation > known_generation) continue;
+    }
     slots[i] = store.slots().Intern(slot);
     slot_full[i] = slots[i] == crdt::SlotTable::kNoSlot;
   }
@@ -1278,6 +1284,20 @@ void Node::Tick(Instant now, Outbox* out) {
     // next check or sweep: until then our resent replicates (current state)
     // stay in our replicas' future and they keep refusing them.
     core_.Sweep(now);
+    // And push what moved to the keys' other list members: they hold our
+    // hits at the old buckets, we now hold them at the new ones, and only
+    // anti-entropy (one random peer a second) would otherwise tell them.
+    if (!ring_.empty()) {
+      boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> by_address;
+      std::vector<uint32_t> targets;
+      core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+        ring_.PreferenceList(key, config_.replicas, &targets);
+        for (uint32_t i : targets) {
+          if (i != self_index_) by_address[view_[i].address].push_back(key);
+        }
+      });
+      for (auto& [address, keys] : by_address) SendState(address, std::move(keys), false, now, out);
+    }
     StartHandoff(now, out);
   }
   last_tick_wall_ms_ = now.wall.count();

@@ -197,7 +197,9 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
              " needs --gossip (cluster mode)";
     return false;
   }
-  for (const char* flag : {"keyring", "cluster-name"}) {
+  // (--cluster-name alone is fine: it also names snapshots, and a single
+  // node ignores it, so one config file serves both modes.)
+  for (const char* flag : {"keyring"}) {
     if (c->gossip.empty() && vm.count(flag)) {
       *error = std::string("--") + flag + " needs --gossip (cluster mode)";
       return false;

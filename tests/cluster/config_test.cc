@@ -82,14 +82,15 @@ TEST(ClusterConfigTest, BadValuesAreRejected) {
 TEST(ClusterConfigTest, WildcardGossipNeedsAdvertise) {
   DaemonProcess d;
   std::string error;
-  EXPECT_FALSE(d.Start(
-      {"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none", "--gossip", "0.0.0.0:0"},
-      &error));
+  // (--insecure-peers: a wildcard gossip address without a keyring needs it.)
+  EXPECT_FALSE(d.Start({"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none", "--gossip",
+                        "0.0.0.0:0", "--insecure-peers"},
+                       &error));
   DaemonProcess ok;
-  ASSERT_TRUE(
-      ok.Start({"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none", "--gossip",
-                "0.0.0.0:0", "--advertise", "127.0.0.1:7999", "--node-id", "adv", "--threads", "1"},
-               &error))
+  ASSERT_TRUE(ok.Start({"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none", "--gossip",
+                        "0.0.0.0:0", "--insecure-peers", "--advertise", "127.0.0.1:7999",
+                        "--node-id", "adv", "--threads", "1"},
+                       &error))
       << error;
   EXPECT_EQ(ok.gossip_address(), "127.0.0.1:7999");
   EXPECT_EQ(ok.node_id(), "adv");

@@ -172,17 +172,20 @@ TEST(NodeValidationTest, MadeUpSlotsAndImpossibleCountsAreDropped) {
   const std::string owner = ranking[0];
   const Claim from = MemberClaim(c, ranking[1]);
   const Claim third = MemberClaim(c, ranking[2]);
-  // Made up: an unknown node; a member's generation newer than it has.
+  // Made up: a member's generation newer than it has. (An id we never heard
+  // of is taken from a member: a member that left before we joined is such an
+  // id, and refusing its rows kept replicas apart for good; found by the
+  // swarm. docs/DESIGN.md says what that leaves open to a faulty member.)
   const std::vector<std::string> targets = {ranking[0], ranking[2]};
-  for (const wire::SlotValue& slot :
-       {wire::SlotValue{"ghost", 1}, wire::SlotValue{third.id, third.generation + 1}}) {
-    for (const std::string& target : targets) {
-      c.Inject(target, from.address,
-               Encode(from, OneCounter(key, slot, NowBucket(c), 4'000'000'000u), c.Now()));
-    }
+  for (const std::string& target : targets) {
+    c.Inject(target, from.address,
+             Encode(from,
+                    OneCounter(key, wire::SlotValue{third.id, third.generation + 1},
+                               NowBucket(c), 4'000'000'000u),
+                    c.Now()));
   }
   for (const std::string& target : targets) {
-    EXPECT_EQ(Rejected(c, target).unknown_slot, 2u) << target;
+    EXPECT_EQ(Rejected(c, target).unknown_slot, 1u) << target;
     EXPECT_EQ(c.node(target).store().Find(key), nullptr) << target;
   }
   // A row of a real slot holding more than any limit over its window.
@@ -198,7 +201,7 @@ TEST(NodeValidationTest, MadeUpSlotsAndImpossibleCountsAreDropped) {
   c.Inject(
       owner, from.address,
       Encode(from, OneCounter(key, {third.id, third.generation - 1}, NowBucket(c), 2), c.Now()));
-  EXPECT_EQ(Rejected(c, owner).unknown_slot, 2u);
+  EXPECT_EQ(Rejected(c, owner).unknown_slot, 1u);
   EXPECT_EQ(c.node(owner).store().Find(key)->counter.Sum(NowBucket(c)), 7u);
 }
 

@@ -50,7 +50,10 @@ TEST(KeyringConfigTest, BadValuesAreUsageErrors) {
   std::string error;
   EXPECT_EQ(Parse({"--keyring", "/k"}, &c, &error), io::FlagsOutcome::kBadUsage);
   EXPECT_NE(error.find("needs --gossip"), std::string::npos) << error;
-  EXPECT_EQ(Parse({"--cluster-name", "c"}, &c, &error), io::FlagsOutcome::kBadUsage);
+  // A cluster name alone is accepted (it also names snapshots; a single node
+  // ignores it), but it is still checked.
+  EXPECT_EQ(Parse({"--cluster-name", "c"}, &c, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_EQ(Parse({"--cluster-name", "has space"}, &c, &error), io::FlagsOutcome::kBadUsage);
   EXPECT_EQ(Parse({"--gossip", "127.0.0.1:0", "--cluster-name", "has space"}, &c, &error),
             io::FlagsOutcome::kBadUsage);
   EXPECT_NE(error.find("--cluster-name"), std::string::npos) << error;
