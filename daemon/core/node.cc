@@ -806,8 +806,12 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
   // acknowledge); bulk state also from a member in any state, of the same
   // process: a leaving member's handoff arrives over its stream after its
   // `left` rumor.
+  // (Deltas too from a member in any state: a decider we hold suspect, or
+  // one our view has not taken in yet, still decides for its keys, and
+  // refusing its deltas kept replicas apart past the convergence bound in
+  // join_leave at 25 and 50 nodes.)
   bool member = MemberIndex(sender).has_value();
-  if (!member && !from_decider && sender.id != config_.node_id) {
+  if (!member && sender.id != config_.node_id) {
     const membership::Member* m = swim_.members().Find(sender.id);
     member = m != nullptr && m->generation == sender.generation && m->address == sender.address;
   }
