@@ -694,14 +694,15 @@ DecodedSnapshot DecodeSnapshot(std::span<const std::byte> bytes,
   const uint64_t payload_bytes = GetLe(header, kAtPayloadBytes, 8);
 
   if (d.header.cluster_name != expect.cluster_name) {
-    return Refuse(std::move(d), SnapshotStatus::kOtherCluster,
-                  "written by a member of cluster " + Printable(d.header.cluster_name) +
-                      ", this node is in " + Printable(expect.cluster_name));
+    // The reason first: it reads d, which the call then moves from.
+    std::string why = "written by a member of cluster " + Printable(d.header.cluster_name) +
+                      ", this node is in " + Printable(expect.cluster_name);
+    return Refuse(std::move(d), SnapshotStatus::kOtherCluster, std::move(why));
   }
   if (d.header.node_id != expect.node_id) {
-    return Refuse(std::move(d), SnapshotStatus::kOtherNode,
-                  "written by node " + Printable(d.header.node_id) + ", this node is " +
-                      Printable(expect.node_id));
+    std::string why = "written by node " + Printable(d.header.node_id) + ", this node is " +
+                      Printable(expect.node_id);  // before d is moved from
+    return Refuse(std::move(d), SnapshotStatus::kOtherNode, std::move(why));
   }
   if (d.header.generation == expect.generation) {
     return Refuse(std::move(d), SnapshotStatus::kSameGeneration,
@@ -710,9 +711,10 @@ DecodedSnapshot DecodeSnapshot(std::span<const std::byte> bytes,
   const int64_t ahead_ms = std::max<int64_t>(0, expect.max_clock_ahead_ms);
   if (d.header.written_wall_ms > expect.now_wall_ms &&
       d.header.written_wall_ms - expect.now_wall_ms > ahead_ms) {
-    return Refuse(std::move(d), SnapshotStatus::kFromTheFuture,
-                  "written at wall time " + std::to_string(d.header.written_wall_ms) +
-                      " ms, now is " + std::to_string(expect.now_wall_ms) + " ms");
+    std::string why = "written at wall time " + std::to_string(d.header.written_wall_ms) +
+                      " ms, now is " + std::to_string(expect.now_wall_ms) +
+                      " ms";  // before d is moved from
+    return Refuse(std::move(d), SnapshotStatus::kFromTheFuture, std::move(why));
   }
   if (payload_bytes > expect.max_bytes - header_bytes) {  // header_bytes <= size <= max_bytes
     return Refuse(std::move(d), SnapshotStatus::kTooLarge,
@@ -732,10 +734,10 @@ DecodedSnapshot DecodeSnapshot(std::span<const std::byte> bytes,
   }
   if (slot_count > kMaxSnapshotSlots || d.key_count > payload_bytes / kMinKeyRecordBytes ||
       slot_count > (payload_bytes - d.key_count * kMinKeyRecordBytes) / kMinSlotRecordBytes) {
-    return Refuse(std::move(d), SnapshotStatus::kCorrupt,
-                  "header counts (" + std::to_string(d.key_count) + " keys, " +
+    std::string why = "header counts (" + std::to_string(d.key_count) + " keys, " +
                       std::to_string(slot_count) + " slots) do not fit in " +
-                      std::to_string(payload_bytes) + " payload bytes");
+                      std::to_string(payload_bytes) + " payload bytes";  // before d is moved from
+    return Refuse(std::move(d), SnapshotStatus::kCorrupt, std::move(why));
   }
   const auto payload = bytes.subspan(header_bytes);
   if (Hash(payload) != GetLe(header, kAtPayloadHash, 8)) {
