@@ -1,8 +1,7 @@
 // A deterministic in-test cluster of Nodes on fake time, for the node tests
-// that drive peers directly (node_validation_test.cc): an in-test network
-// delivers Outbox bytes (so the peer codec is exercised too) after 0.2 ms,
-// with optional cuts. A copy of node_test.cc's harness plus StartCheck /
-// AwaitReply; node_test.cc keeps its own while others edit it.
+// (node_test.cc, node_validation_test.cc): an in-test network delivers Outbox
+// bytes (so the peer codec is exercised too) after 0.2 ms, with optional cuts,
+// dropped forwards and per-node wall-clock offsets.
 #ifndef TALLY_TESTS_DAEMON_CORE_TEST_CLUSTER_H_
 #define TALLY_TESTS_DAEMON_CORE_TEST_CLUSTER_H_
 
@@ -104,9 +103,22 @@ class TestCluster {
     return it == sent_.end() ? 0 : it->second;
   }
 
+  // Peer packets (gossip or node messages) sent so far to an address.
+  int SentToAny(const std::string& address) const {
+    auto it = sent_any_.find(address);
+    return it == sent_any_.end() ? 0 : it->second;
+  }
+
   Instant Now() const {
     return Instant{milliseconds(kStartWallMs + now_ns_ / 1'000'000), nanoseconds(now_ns_)};
+  }  // `id`'s reading of the clocks: its wall clock may be set off.
+  Instant NowAt(const std::string& id) const {
+    Instant t = Now();
+    auto it = wall_offsets_ms_.find(id);
+    if (it != wall_offsets_ms_.end()) t.wall += milliseconds(it->second);
+    return t;
   }
+  void SetWallOffset(const std::string& id, int64_t offset_ms) { wall_offsets_ms_[id] = offset_ms; }
 
   // Runs the network and every node's timers for `ms` of fake time.
   void RunFor(int64_t ms) {
@@ -130,7 +142,7 @@ class TestCluster {
       for (auto& [id, e] : nodes_) {
         if (!e.up || e.node->NextDeadline().count() > now_ns_) continue;
         Outbox out;
-        e.node->Tick(Now(), &out);
+        e.node->Tick(NowAt(id), &out);
         Dispatch(id, out);
       }
     }
@@ -144,8 +156,8 @@ class TestCluster {
     wire::EncodeChecks(std::span<const CheckRequestRef>(&ref, 1), &bytes);
     const uint64_t token = ++next_token_;
     Outbox out;
-    nodes_.at(via).node->OnClientDatagram(token, bytes, Now(), &out);
-    nodes_.at(via).node->Flush(Now(), &out);
+    nodes_.at(via).node->OnClientDatagram(token, bytes, NowAt(via), &out);
+    nodes_.at(via).node->Flush(NowAt(via), &out);
     Dispatch(via, out);
     return token;
   }
@@ -157,8 +169,8 @@ class TestCluster {
                                                        int64_t max_wait_ms = 2000) {
     const uint64_t token = ++next_token_;
     Outbox out;
-    nodes_.at(via).node->OnClientDatagram(token, bytes, Now(), &out);
-    nodes_.at(via).node->Flush(Now(), &out);
+    nodes_.at(via).node->OnClientDatagram(token, bytes, NowAt(via), &out);
+    nodes_.at(via).node->Flush(NowAt(via), &out);
     Dispatch(via, out);
     for (int64_t waited = 0; waited <= max_wait_ms && !replies_.contains(token); waited += 1) {
       RunFor(1);
@@ -233,6 +245,7 @@ class TestCluster {
     for (auto& p : out.peer) {
       if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
       if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
+      ++sent_any_[p.to_address];
       in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
     }
     for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
@@ -251,8 +264,8 @@ class TestCluster {
         return;
       }
       Outbox out;
-      e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, Now(), &out);
-      e.node->Flush(Now(), &out);
+      e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, NowAt(id), &out);
+      e.node->Flush(NowAt(id), &out);
       Dispatch(id, out);
       return;
     }
@@ -269,7 +282,9 @@ class TestCluster {
   std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
   std::map<uint64_t, std::vector<std::byte>> replies_;
   std::map<std::string, size_t> datagram_bytes_;
+  std::map<std::string, int> sent_any_;  // peer packets of any kind, by address
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
+  std::map<std::string, int64_t> wall_offsets_ms_;
 };
 
 }  // namespace tally::core::testing
