@@ -9,10 +9,8 @@
 // reason and no keys; an accepted snapshot's keys are well formed, restore
 // into a store without breaking its invariants, and re-encode to a snapshot
 // that decodes to the same live counts.
-// Seeds: fuzz/corpus/snapshot/ (written by the real encoder; the first byte
-// is the mode). Not yet in fuzz/CMakeLists.txt; standalone build:
-//   clang++-14 -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. -Iinclude
-//     fuzz/snapshot_fuzzer.cc persist/*.cc crdt/*.cc -lboost_serialization -lxxhash
+// Seeds: fuzz/corpus/snapshot_fuzz/ (written by the real encoder; the first
+// byte is the mode). scripts/fuzz.sh snapshot_fuzz SECONDS runs it.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -27,7 +25,7 @@ namespace {
 
 using tally::persist::DecodedSnapshot;
 
-// The seeds (fuzz/corpus/snapshot/) are written for these expectations.
+// The seeds (fuzz/corpus/snapshot_fuzz/) are written for these expectations.
 tally::persist::SnapshotExpectations Expectations() {
   tally::persist::SnapshotExpectations e;
   e.cluster_name = "prod";
