@@ -5,8 +5,20 @@
 //              [--keys K] [--dist uniform|zipf] [--zipf-s S] [--seed N]
 //              [--limit L] [--window-ms W] [--batch B] [--threads T]
 //              [--timeout-ms N] [--owner-filter all|local|remote|node=ID]
-//              [--json] [--compare-echo [--echo-threads E]]
-//   tally-load --echo-server [--udp HOST:PORT] [--unix PATH] [--unix-seq PATH]
+//              [--json] [--compare-echo [--echo-kind plain|daemon]
+//              [--echo-threads E] [--echo-cpu C]]
+//   tally-load --echo-server [--echo-kind plain|daemon] [--echo-cpu C]
+//              [--udp HOST:PORT] [--unix PATH] [--unix-seq PATH]
+//
+// The echo floor: --compare-echo first runs the same load against an echo
+// server in this process, then against the target, and prints the ratios.
+// `plain` (the default) is bench/plain_echo.h, one thread in a bare
+// recvmmsg/sendmmsg loop: the wire's floor, what no server of these
+// datagrams beats here. `daemon` is tallyd's own driver in --echo mode (its
+// Asio code without a decision), which isolates what deciding costs.
+// --echo-cpu pins the echo thread (plain); pin the load generator itself with
+// taskset, e.g. `taskset -c 1 tally-load --compare-echo --echo-cpu 0` beside a
+// tallyd started under `taskset -c 0`.
 //
 // Closed loop: each client thread keeps its share of --in-flight checks
 // outstanding (in datagrams of --batch checks) and sends a new datagram as
@@ -23,6 +35,8 @@
 // the tens of thousands with a filter.
 //
 // Exit status: 0 ran and got replies, 1 no replies at all, 2 usage or setup error.
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -50,6 +64,7 @@
 #include <vector>
 
 #include "bench/owner_filter.h"
+#include "bench/plain_echo.h"
 #include "client/admin.h"
 #include "daemon/io/daemon.h"
 #include "tally/client.h"
@@ -503,6 +518,48 @@ std::string TransportOf(const LoadConfig& config, int* sock_type) {
   return *sock_type == SOCK_SEQPACKET ? "unix-seqpacket" : "unix-dgram";
 }
 
+// The plain echo server as a process of its own, until SIGINT/SIGTERM.
+int RunPlainEchoServer(const po::variables_map& vm, int cpu) {
+  const int transports =
+      static_cast<int>(vm.count("udp") + vm.count("unix") + vm.count("unix-seq"));
+  if (transports > 1) return Fail("--echo-kind plain serves one of --udp, --unix, --unix-seq");
+  PlainEcho::Kind kind = PlainEcho::Kind::kUdp;
+  std::string address = "127.0.0.1:" + std::to_string(kDefaultUdpPort);
+  if (vm.count("udp") != 0) address = vm["udp"].as<std::string>();
+  if (vm.count("unix") != 0) {
+    kind = PlainEcho::Kind::kUnixDatagram;
+    address = vm["unix"].as<std::string>();
+  }
+  if (vm.count("unix-seq") != 0) {
+    kind = PlainEcho::Kind::kUnixSeqpacket;
+    address = vm["unix-seq"].as<std::string>();
+  }
+  // Block the stop signals before the echo thread starts, so only sigwait sees them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::string error;
+  std::unique_ptr<PlainEcho> echo = PlainEcho::Start(kind, address, cpu, &error);
+  if (!echo) {
+    std::fprintf(stderr, "tally-load: echo server cannot start: %s\n", error.c_str());
+    return 1;
+  }
+  const std::string& bound = echo->address();
+  std::printf("tallyd listening udp=%s unix=%s seq=%s\n",
+              kind == PlainEcho::Kind::kUdp ? bound.c_str() : "-",
+              kind == PlainEcho::Kind::kUnixDatagram ? bound.c_str() : "-",
+              kind == PlainEcho::Kind::kUnixSeqpacket ? bound.c_str() : "-");
+  std::fflush(stdout);
+  std::fprintf(stderr, "tally-load: plain echo server (one thread) running until SIGINT/SIGTERM\n");
+  int signal_number = 0;
+  sigwait(&stop, &signal_number);
+  std::fprintf(stderr, "tally-load: echoed %llu datagrams\n",
+               static_cast<unsigned long long>(echo->echoed()));
+  return 0;
+}
+
 int RunEchoServer(const po::variables_map& vm, int threads) {
   io::DaemonOptions options;
   options.echo = true;
@@ -570,11 +627,33 @@ std::optional<Endpoint> StartCompareEcho(io::Daemon** daemon_out,
                                                     : (*holder)->unix_path());
 }
 
+// The plain echo server for --compare-echo, on the target's transport kind.
+std::unique_ptr<PlainEcho> StartComparePlainEcho(const LoadConfig& config, int sock_type, int cpu,
+                                                 std::string* dir, std::string* error) {
+  if (config.target.kind == Endpoint::Kind::kUdp) {
+    const bool v6 = config.target.host.find(':') != std::string::npos;
+    return PlainEcho::Start(PlainEcho::Kind::kUdp, v6 ? "[::1]:0" : "127.0.0.1:0", cpu, error);
+  }
+  const char* base = getenv("TMPDIR");
+  std::string tmpl =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tally-load-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    *error = "mkdtemp failed";
+    return nullptr;
+  }
+  *dir = tmpl;
+  return sock_type == SOCK_SEQPACKET
+             ? PlainEcho::Start(PlainEcho::Kind::kUnixSeqpacket, tmpl + "/echo.seq.sock", cpu,
+                                error)
+             : PlainEcho::Start(PlainEcho::Kind::kUnixDatagram, tmpl + "/echo.sock", cpu, error);
+}
+
 int Main(int argc, char** argv) {
   po::options_description flags(
       "tally-load: closed-loop load generator for tallyd\n\n"
       "usage: tally-load [--udp HOST:PORT | --unix PATH] [options]\n"
-      "       tally-load --echo-server [--udp HOST:PORT] [--unix PATH] [--unix-seq PATH]\n\n"
+      "       tally-load --echo-server [--echo-kind plain|daemon] [--udp HOST:PORT] [--unix PATH] "
+      "[--unix-seq PATH]\n\n"
       "options");
   flags.add_options()("help,h", "show this help")("udp", po::value<std::string>(),
                                                   "target UDP address (default 127.0.0.1:7070)")(
@@ -598,8 +677,12 @@ int Main(int argc, char** argv) {
       "json", po::bool_switch(), "print one JSON object")(
       "echo-server", po::bool_switch(), "run a raw echo server until SIGINT/SIGTERM")(
       "compare-echo", po::bool_switch(),
-      "also run the same load against an in-process echo server")(
-      "echo-threads", po::value<int>()->default_value(2), "echo server threads");
+      "first run the same load against an in-process echo server, then print ratios")(
+      "echo-kind", po::value<std::string>()->default_value("plain"),
+      "plain: one thread in a bare recvmmsg/sendmmsg loop (the wire's floor); daemon: "
+      "tallyd's own driver in --echo mode")("echo-threads", po::value<int>()->default_value(2),
+                                            "echo server threads (daemon kind)")(
+      "echo-cpu", po::value<int>()->default_value(-1), "pin the plain echo thread to this CPU");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, flags), vm);
@@ -618,7 +701,16 @@ int Main(int argc, char** argv) {
 
   const int echo_threads = vm["echo-threads"].as<int>();
   if (echo_threads < 1 || echo_threads > 256) return Fail("--echo-threads must be 1..256");
-  if (vm["echo-server"].as<bool>()) return RunEchoServer(vm, echo_threads);
+  const std::string echo_kind = vm["echo-kind"].as<std::string>();
+  if (echo_kind != "plain" && echo_kind != "daemon")
+    return Fail("--echo-kind must be plain or daemon");
+  const bool plain_echo = echo_kind == "plain";
+  const int echo_cpu = vm["echo-cpu"].as<int>();
+  if (echo_cpu < -1 || echo_cpu >= CPU_SETSIZE) return Fail("--echo-cpu must be a CPU number");
+  if (echo_cpu >= 0 && !plain_echo) return Fail("--echo-cpu is for --echo-kind plain");
+  if (vm["echo-server"].as<bool>()) {
+    return plain_echo ? RunPlainEchoServer(vm, echo_cpu) : RunEchoServer(vm, echo_threads);
+  }
 
   LoadConfig config;
   if (vm.count("udp") != 0 && vm.count("unix") != 0)
@@ -686,7 +778,22 @@ int Main(int argc, char** argv) {
   std::string transport = TransportOf(config, &sock_type);
 
   std::optional<LoadResult> echo;
-  if (compare) {
+  if (compare && plain_echo) {
+    std::string dir, error;
+    std::unique_ptr<PlainEcho> server =
+        StartComparePlainEcho(config, sock_type, echo_cpu, &dir, &error);
+    if (server) {
+      LoadConfig echo_config = config;
+      echo_config.target = config.target.kind == Endpoint::Kind::kUdp
+                               ? *Endpoint::ParseUdp(server->address())
+                               : Endpoint::Unix(server->address());
+      echo = RunLoad("echo", echo_config, zipf.get());
+      server.reset();
+    }
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+    if (!echo) return Fail("in-process echo server cannot start: " + error);
+    if (!echo->setup_error.empty()) return Fail("echo run: " + echo->setup_error);
+  } else if (compare) {
     std::unique_ptr<io::Daemon> holder;
     io::Daemon* daemon = nullptr;
     std::string dir, error;
@@ -710,9 +817,13 @@ int Main(int argc, char** argv) {
   if (!target.setup_error.empty()) return Fail(target.setup_error);
 
   const unsigned cores = std::thread::hardware_concurrency();
-  const std::string note = "echo server ran in-process with " + std::to_string(echo_threads) +
-                           " threads, sharing the " + std::to_string(cores) +
-                           " cores with the load generator; tallyd ran in its own process";
+  const std::string note =
+      (plain_echo
+           ? std::string("plain echo server (one thread, recvmmsg/sendmmsg") +
+                 (echo_cpu >= 0 ? ", cpu " + std::to_string(echo_cpu) : "") + ")"
+           : "tallyd's driver in --echo mode with " + std::to_string(echo_threads) + " threads") +
+      " ran in this process, sharing the " + std::to_string(cores) +
+      " cores with the load generator; tallyd ran in its own process";
   double throughput_ratio = 0, p99_ratio = 0;
   if (echo) {
     throughput_ratio = echo->throughput() > 0 ? target.throughput() / echo->throughput() : 0;

@@ -124,7 +124,8 @@ TEST(LoadEchoServerTest, ServesLoadAndStopsOnSigterm) {
   TempDir dir;
   DaemonProcess echo;
   std::string error;
-  ASSERT_TRUE(echo.Start({"--echo-server", "--udp", "127.0.0.1:0", "--unix-seq", dir.File("e.seq")},
+  ASSERT_TRUE(echo.Start({"--echo-server", "--echo-kind", "daemon", "--udp", "127.0.0.1:0",
+                          "--unix-seq", dir.File("e.seq")},
                          &error, std::chrono::seconds(15), kLoad))
       << error;
   ASSERT_NE(echo.udp_port(), 0);
@@ -135,6 +136,64 @@ TEST(LoadEchoServerTest, ServesLoadAndStopsOnSigterm) {
   boost::json::object object = ParseObject(result.out);
   EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
   EXPECT_EQ(echo.Stop(), 0);
+}
+
+// The plain echo server (the wire's floor) as a process of its own: UDP and
+// seqpacket, each answering a real load run, and stopping on SIGTERM.
+TEST(LoadEchoServerTest, PlainEchoServesUdpAndSeqpacket) {
+  TempDir dir;
+  std::string error;
+  DaemonProcess udp;
+  ASSERT_TRUE(
+      udp.Start({"--echo-server", "--udp", "127.0.0.1:0"}, &error, std::chrono::seconds(15), kLoad))
+      << error;
+  ASSERT_NE(udp.udp_port(), 0);
+  ProcessResult result =
+      testing::RunProcess(kLoad, {"--udp", "127.0.0.1:" + std::to_string(udp.udp_port()),
+                                  "--duration-s", "0.2", "--json", "--in-flight", "8"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  boost::json::object object = ParseObject(result.out);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
+  EXPECT_EQ(udp.Stop(), 0);
+
+  DaemonProcess seq;
+  ASSERT_TRUE(seq.Start({"--echo-server", "--unix-seq", dir.File("plain.seq")}, &error,
+                        std::chrono::seconds(15), kLoad))
+      << error;
+  result = testing::RunProcess(kLoad, {"--unix", dir.File("plain.seq"), "--duration-s", "0.2",
+                                       "--json", "--in-flight", "4"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  object = ParseObject(result.out);
+  EXPECT_GT(Throughput(object, "tallyd"), 0) << result.out;
+  EXPECT_EQ(object["config"].as_object()["transport"], "unix-seqpacket");
+  EXPECT_EQ(seq.Stop(), 0);
+
+  // One transport at a time.
+  ProcessResult two = testing::RunProcess(
+      kLoad, {"--echo-server", "--udp", "127.0.0.1:0", "--unix-seq", dir.File("x.seq")});
+  EXPECT_EQ(two.exit_code, 2);
+  EXPECT_NE(two.err.find("one of"), std::string::npos) << two.err;
+}
+
+TEST_F(LoadSmokeTest, CompareWithEitherEchoKind) {
+  for (const char* kind : {"plain", "daemon"}) {
+    ProcessResult result = testing::RunProcess(
+        kLoad, {"--unix", daemon_.unix_path(), "--duration-s", "0.2", "--compare-echo",
+                "--echo-kind", kind, "--json", "--in-flight", "4"});
+    ASSERT_EQ(result.exit_code, 0) << kind << ": " << result.err;
+    boost::json::object object = ParseObject(result.out);
+    EXPECT_GT(Throughput(object, "echo"), 0) << result.out;
+    EXPECT_NE(std::string(object["note"].as_string())
+                  .find(std::string(kind) == "plain" ? "plain echo server" : "--echo mode"),
+              std::string::npos)
+        << result.out;
+  }
+  ProcessResult pinned = testing::RunProcess(
+      kLoad, {"--udp", udp_, "--duration-s", "0.1", "--compare-echo", "--echo-cpu", "0", "--json"});
+  ASSERT_EQ(pinned.exit_code, 0) << pinned.err;
+  EXPECT_NE(pinned.out.find("cpu 0"), std::string::npos) << pinned.out;
+  ProcessResult bad = testing::RunProcess(kLoad, {"--udp", udp_, "--echo-kind", "fast"});
+  EXPECT_EQ(bad.exit_code, 2);
 }
 
 TEST(LoadUsageTest, BadFlagsExitTwo) {
