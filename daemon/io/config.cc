@@ -1,5 +1,6 @@
 #include "daemon/io/config.h"
 
+#include <grp.h>
 #include <sys/un.h>
 
 #include <boost/program_options.hpp>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "daemon/io/peer_seal.h"
 #include "daemon/io/resolver.h"
@@ -98,6 +100,41 @@ bool ValidNodeId(const std::string& id) {
     if (c <= ' ' || c > '~') return false;
   }
   return true;
+}
+
+// "0660", "660": read/write bits only, and the owner must keep both.
+bool ParseUnixMode(const std::string& text, unsigned* mode, std::string* error) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 8);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+      (value & ~0666u) != 0 || (value & 0600u) != 0600u) {
+    *error = "--unix-mode: '" + text +
+             "' is not an octal mode of read/write bits with owner rw (e.g. 0660, 0600, 0666)";
+    return false;
+  }
+  *mode = value;
+  return true;
+}
+
+// A group name known to the system, or a number.
+bool ParseUnixGroup(const std::string& text, int64_t* gid, std::string* error) {
+  uint32_t number = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (!text.empty() && ec == std::errc() && end == text.data() + text.size()) {
+    *gid = number;
+    return true;
+  }
+  group entry;
+  group* found = nullptr;
+  std::vector<char> buffer(16384);
+  if (!text.empty() &&
+      getgrnam_r(text.c_str(), &entry, buffer.data(), buffer.size(), &found) == 0 &&
+      found != nullptr) {
+    *gid = found->gr_gid;
+    return true;
+  }
+  *error = "--unix-group: no group named '" + text + "'";
+  return false;
 }
 
 bool ParseInt(const po::variables_map& vm, const char* name, int64_t lo, int64_t hi, int64_t* out,
@@ -324,6 +361,12 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       ("Unix datagram socket ('none' disables); default " + DefaultUnixPath()).c_str())(
       "unix-seq", po::value<std::string>()->value_name("PATH"),
       ("Unix seqpacket socket ('none' disables); default " + DefaultUnixSeqpacketPath()).c_str())(
+      "unix-mode", po::value<std::string>()->value_name("OCTAL"),
+      "mode of both Unix socket files, read/write bits only, owner rw required (0666 lets "
+      "every local user spend every limit); default 0660")(
+      "unix-group", po::value<std::string>()->value_name("GROUP"),
+      "group (name or number) of both Unix socket files, so its members' processes may "
+      "connect; default the daemon's group (or the directory's, if setgid)")(
       "threads", po::value<std::string>()->value_name("N"),
       "I/O threads, 0 = one per CPU; default 0")(
       "buckets-per-window", po::value<std::string>()->value_name("N"),
@@ -535,6 +578,14 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
   }
   if (d.udp.empty() && d.unix_path.empty() && d.unix_seq_path.empty()) {
     *error = "every transport is disabled (--udp, --unix and --unix-seq are 'none')";
+    return FlagsOutcome::kBadUsage;
+  }
+  if (vm.count("unix-mode") &&
+      !ParseUnixMode(vm["unix-mode"].as<std::string>(), &d.unix_access.mode, error)) {
+    return FlagsOutcome::kBadUsage;
+  }
+  if (vm.count("unix-group") &&
+      !ParseUnixGroup(vm["unix-group"].as<std::string>(), &d.unix_access.gid, error)) {
     return FlagsOutcome::kBadUsage;
   }
 

@@ -173,7 +173,7 @@ bool Daemon::Impl::Start(std::string* error) {
     }
   }
   if (!o.unix_path.empty()) {
-    if (!unix_file.Bind(o.unix_path, SOCK_DGRAM, &why)) {
+    if (!unix_file.Bind(o.unix_path, SOCK_DGRAM, &why, o.unix_access)) {
       Shutdown();
       return Fail(error, why);
     }
@@ -181,7 +181,7 @@ bool Daemon::Impl::Start(std::string* error) {
     unix_server = std::make_unique<DatagramServer>(io, unix_file.ReleaseFd(), context);
   }
   if (!o.unix_seq_path.empty()) {
-    if (!seq_file.Bind(o.unix_seq_path, SOCK_SEQPACKET, &why)) {
+    if (!seq_file.Bind(o.unix_seq_path, SOCK_SEQPACKET, &why, o.unix_access)) {
       Shutdown();
       return Fail(error, why);
     }

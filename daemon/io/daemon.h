@@ -23,6 +23,7 @@
 #include <string>
 
 #include "daemon/io/cluster_driver.h"
+#include "daemon/io/sockets.h"
 #include "tally/limiter.h"
 
 namespace tally::io {
@@ -32,9 +33,10 @@ class CheckGateway;
 struct DaemonOptions {
   // HOST:PORT ([v6]:PORT ok); "" disables; port 0 picks a free port.
   std::string udp = "127.0.0.1:7070";
-  std::string unix_path;      // Unix datagram socket; "" disables
-  std::string unix_seq_path;  // Unix seqpacket socket; "" disables
-  int threads = 0;            // 0 = std::thread::hardware_concurrency()
+  std::string unix_path;         // Unix datagram socket; "" disables
+  std::string unix_seq_path;     // Unix seqpacket socket; "" disables
+  UnixSocketAccess unix_access;  // mode and group of both socket files
+  int threads = 0;               // 0 = std::thread::hardware_concurrency()
   // Raw echo server: reply with the received bytes, no decode (transport floor).
   bool echo = false;
   LimiterOptions limiter;

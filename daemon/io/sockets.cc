@@ -251,7 +251,8 @@ UnixSocketFile& UnixSocketFile::operator=(UnixSocketFile&& other) noexcept {
   return *this;
 }
 
-bool UnixSocketFile::Bind(const std::string& path, int type, std::string* error) {
+bool UnixSocketFile::Bind(const std::string& path, int type, std::string* error,
+                          UnixSocketAccess access) {
   sockaddr_un addr;
   if (!MakeUnixAddr(path, &addr, error)) return false;
   if (!MakeParentDirs(path, error)) return false;
@@ -295,11 +296,19 @@ bool UnixSocketFile::Bind(const std::string& path, int type, std::string* error)
   }
   path_ = path;
   fd_ = std::move(fd);
-  // Owner and group only: a client spends the limits of whoever it names,
-  // so the socket is no more open than the group the operator puts its
-  // clients in (docs/DESIGN.md; the daemon's group, or the directory's with
-  // the setgid bit). Exactly 0660 whatever the umask.
-  chmod(path.c_str(), kUnixSocketMode);
+  // Owner and group only by default: a client spends the limits of whoever
+  // it names, so the socket is no more open than the group the operator puts
+  // its clients in (docs/DESIGN.md; --unix-group, else the daemon's group, or
+  // the directory's with the setgid bit). The mode is exact whatever the umask.
+  if (access.gid >= 0 &&
+      chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(access.gid)) != 0) {
+    *error = Errno(("chown " + path + " to group " + std::to_string(access.gid)).c_str(), errno);
+    return false;
+  }
+  if (chmod(path.c_str(), access.mode & 0666) != 0) {
+    *error = Errno(("chmod " + path).c_str(), errno);
+    return false;
+  }
   if (type == SOCK_SEQPACKET && listen(fd_.get(), SOMAXCONN) != 0) {
     *error = Errno(("listen " + path).c_str(), errno);
     return false;

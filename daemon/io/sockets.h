@@ -71,6 +71,14 @@ bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* soc
 // Mode of the Unix socket files tallyd creates: owner and group may connect.
 inline constexpr unsigned kUnixSocketMode = 0660;
 
+// Who may connect to the Unix socket files: their mode (read and write bits
+// only; --unix-mode) and group (--unix-group; -1 keeps the daemon's group, or
+// the directory's when it has the setgid bit).
+struct UnixSocketAccess {
+  unsigned mode = kUnixSocketMode;
+  int64_t gid = -1;
+};
+
 // A bound Unix socket file. Unlinks the file on destruction if it is still the
 // one we created (same device and inode), so we never remove a successor's.
 class UnixSocketFile {
@@ -85,9 +93,13 @@ class UnixSocketFile {
   // Creates a non-blocking socket of `type` (SOCK_DGRAM or SOCK_SEQPACKET) at
   // `path`: creates missing parent directories (0755), unlinks a stale socket
   // file (one nobody accepts on), refuses a live socket or a non-socket file.
-  // The file is mode kUnixSocketMode (0660) from its creation on.
+  // The file is never wider than owner and group from its creation on, then
+  // gets `access.mode` exactly (whatever the umask) and, when set,
+  // `access.gid` (a failed chown fails the bind: a socket left in the wrong
+  // group would lock its clients out or let others in).
   // SOCK_SEQPACKET sockets are also put into listening state.
-  bool Bind(const std::string& path, int type, std::string* error);
+  bool Bind(const std::string& path, int type, std::string* error,
+            UnixSocketAccess access = UnixSocketAccess{});
 
   int fd() const { return fd_.get(); }
   // Hands the descriptor to the caller (who must close it); the file stays ours.

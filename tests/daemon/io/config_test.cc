@@ -217,6 +217,36 @@ TEST(ConfigTest, ParsesFlagsInProcess) {
   EXPECT_EQ(config.daemon.sweep_interval, std::chrono::milliseconds(7));
 }
 
+// Issue 9: who may connect to the Unix sockets is the operator's choice.
+TEST(ConfigTest, UnixModeAndGroup) {
+  io::TallydConfig config;
+  std::string output, error;
+  const char* defaults[] = {"tallyd"};
+  ASSERT_EQ(io::ParseTallydFlags(1, defaults, &config, &output, &error), io::FlagsOutcome::kRun);
+  EXPECT_EQ(config.daemon.unix_access.mode, 0660u);
+  EXPECT_EQ(config.daemon.unix_access.gid, -1);
+  const char* set[] = {"tallyd", "--unix-mode", "600", "--unix-group", "root"};
+  ASSERT_EQ(io::ParseTallydFlags(5, set, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.unix_access.mode, 0600u);
+  EXPECT_EQ(config.daemon.unix_access.gid, 0);
+  const char* number[] = {"tallyd", "--unix-mode", "0666", "--unix-group", "4321"};
+  ASSERT_EQ(io::ParseTallydFlags(5, number, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.unix_access.mode, 0666u);
+  EXPECT_EQ(config.daemon.unix_access.gid, 4321);
+  for (const char* bad : {"0777", "0460", "066", "rw", "", "06600", "9"}) {
+    const char* argv[] = {"tallyd", "--unix-mode", bad};
+    EXPECT_EQ(io::ParseTallydFlags(3, argv, &config, &output, &error), io::FlagsOutcome::kBadUsage)
+        << bad;
+    EXPECT_NE(error.find("--unix-mode"), std::string::npos) << error;
+  }
+  const char* unknown[] = {"tallyd", "--unix-group", "no-such-group-tally"};
+  EXPECT_EQ(io::ParseTallydFlags(3, unknown, &config, &output, &error),
+            io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("no group named 'no-such-group-tally'"), std::string::npos) << error;
+}
+
 TEST(ConfigTest, SeqpacketSocketFollowsUnixPath) {
   io::TallydConfig config;
   std::string output, error;

@@ -231,6 +231,37 @@ TEST(UnixSocketFileTest, SocketFilesAreOwnerAndGroupOnly) {
   }
 }
 
+// --unix-mode and --unix-group reach the files, whatever the umask; a chown
+// that fails fails the bind (a root-only test: only root may give a file to
+// any group).
+TEST(UnixSocketFileTest, ModeAndGroupAreTheOperators) {
+  TempDir dir;
+  const mode_t old_mask = umask(077);
+  io::UnixSocketFile wide, narrow;
+  std::string error;
+  const bool bound = wide.Bind(dir.File("wide"), SOCK_DGRAM, &error, {0666, -1}) &&
+                     narrow.Bind(dir.File("narrow"), SOCK_SEQPACKET, &error, {0600, -1});
+  umask(old_mask);
+  ASSERT_TRUE(bound) << error;
+  struct stat st;
+  ASSERT_EQ(stat(dir.File("wide").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0666u);
+  ASSERT_EQ(stat(dir.File("narrow").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  // Execute and special bits never reach the file.
+  io::UnixSocketFile masked;
+  ASSERT_TRUE(masked.Bind(dir.File("masked"), SOCK_DGRAM, &error, {04777, -1})) << error;
+  ASSERT_EQ(stat(dir.File("masked").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0666u);
+
+  if (geteuid() != 0) GTEST_SKIP() << "giving a file to another group needs root";
+  io::UnixSocketFile grouped;
+  ASSERT_TRUE(grouped.Bind(dir.File("grouped"), SOCK_DGRAM, &error, {0660, 4321})) << error;
+  ASSERT_EQ(stat(dir.File("grouped").c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, 4321u);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+}
+
 // Issue 9, amplification on the client port of a single node: 64 KiB of
 // empty checks got 2.56 MB of per-entry errors back (39x). A datagram whose
 // checks could not have been written in its bytes gets one error.
