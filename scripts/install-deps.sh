@@ -18,8 +18,8 @@ packages=(
   clang-14 libclang-rt-14-dev llvm-14
   # per-process wall-clock offsets and steps (tests/cluster/clock_fault_test.cc)
   faketime libfaketime
-  # the .deb check (tests/packaging/deb_test.sh)
-  lintian
+  # the .deb check (tests/packaging/deb_test.sh) and its man pages (help2man)
+  lintian help2man
   # the Kubernetes manifest check (tests/packaging/kubernetes_test.py)
   python3-yaml
 )
