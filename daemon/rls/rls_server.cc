@@ -189,10 +189,16 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     }
     if (!at_start) {
       reload_failures.fetch_add(1, std::memory_order_relaxed);
-      const std::string in_force = CurrentRules()->DigestHex();
+      std::string in_force;
+      {
+        // Reported under the lock, so that concurrent reloads report in the
+        // order their rules took force.
+        std::lock_guard<std::mutex> lock(rules_mu);
+        in_force = rules->DigestHex();
+        if (options.on_rules) options.on_rules(in_force, all.empty() ? "invalid rules" : all);
+      }
       spdlog::error("rules: reload of {} rejected ({} errors); the previous rules ({}) stay",
                     options.rules_path, result.errors.size(), in_force);
-      if (options.on_rules) options.on_rules(in_force, all.empty() ? "invalid rules" : all);
     }
     return Fail(error, all.empty() ? "invalid rules" : all);
   }
@@ -205,8 +211,8 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
       return true;
     }
     rules = result.rules;
+    if (!at_start && options.on_rules) options.on_rules(digest, "");
   }
-  if (!at_start && options.on_rules) options.on_rules(digest, "");
   if (!at_start) reloads.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("rules: {} {}: {} domains, {} descriptors, digest {}",
                at_start ? "loaded" : "reloaded", options.rules_path, result.rules->domain_count(),

@@ -39,7 +39,8 @@ struct RlsServerOptions {
   bool rate_limit_headers = false;
   // Called at Start with the rules' digest and after every reload attempt
   // with the digest in force and why the reload failed ("" if it did not),
-  // on the caller's thread at Start, else on this class's thread. Optional.
+  // on the thread that (re)loaded, under the rule set's lock: it must be
+  // quick and must not call back into this class. Optional.
   std::function<void(const std::string& digest, const std::string& error)> on_rules;
   size_t max_request_bytes = 64 * 1024;            // gRPC message / HTTP body
   std::chrono::milliseconds http_timeout{10'000};  // per HTTP request (read + answer)
