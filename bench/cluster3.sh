@@ -84,8 +84,17 @@ per_s() { awk -v d="$1" -v t0="$2" -v t1="$3" 'BEGIN { printf "%.0f", d / (t1 - 
 declare -A udp_of gossip_of
 start_tallyd() {
   local name="$1"; shift
+  # The Envoy doors are on by default (8081, 8080): three members would
+  # collide on them. Off unless the extra arguments name a door.
+  local grpc_door=(--grpc none) http_door=(--http none)
+  for arg in "$@"; do
+    case "$arg" in
+      --grpc | --grpc=* | --grpc-listen | --grpc-listen=*) grpc_door=() ;;
+      --http | --http=* | --http-listen | --http-listen=*) http_door=() ;;
+    esac
+  done
   "$bin/tallyd" --udp 127.0.0.1:0 --unix none --unix-seq none --stats-interval-s 0 \
-    --threads "$tallyd_threads" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    --threads "$tallyd_threads" "${grpc_door[@]}" "${http_door[@]}" "$@" >"$work/$name.out" 2>"$work/$name.err" &
   pids+=("$!")
   local line=""
   for _ in $(seq 100); do

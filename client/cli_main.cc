@@ -431,7 +431,9 @@ std::string StatusJson(const wire::StatusReport& s) {
   for (size_t i = 0; i < s.key_ids.size(); ++i) {
     out += (i > 0 ? "," : "") + JsonEscape(s.key_ids[i]);
   }
-  out += "],\"keyring_error\":" + JsonEscape(s.keyring_error) + ",\"members\":[";
+  out += "],\"keyring_error\":" + JsonEscape(s.keyring_error) +
+         ",\"rules_digest\":" + JsonEscape(s.rules_digest) +
+         ",\"rules_error\":" + JsonEscape(s.rules_error) + ",\"members\":[";
   for (size_t i = 0; i < s.members.size(); ++i) {
     const wire::MemberReport& m = s.members[i];
     if (i > 0) out += ",";
@@ -500,6 +502,12 @@ std::string StatusTable(const wire::StatusReport& s) {
     }
   }
   if (!s.peer_auth.empty()) out += PeersLine(s);
+  // The Envoy doors' rules (docs/ENVOY.md); members whose digests differ run
+  // different rules. Only this node's: status does not carry the others'.
+  if (!s.rules_digest.empty()) out += "rules: digest " + s.rules_digest + "\n";
+  if (!s.rules_error.empty()) {
+    out += "rules reload FAILED (previous rules still in force): " + s.rules_error + "\n";
+  }
   size_t id_width = 2, address_width = 7;
   for (const wire::MemberReport& m : s.members) {
     id_width = std::max(id_width, m.id.size());

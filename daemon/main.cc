@@ -21,8 +21,8 @@
 
 #include "daemon/io/config.h"
 #include "daemon/io/daemon.h"
-#include "daemon/rls/rls_server.h"
 #include "daemon/io/peer_seal.h"
+#include "daemon/rls/rls_server.h"
 
 namespace {
 
@@ -125,6 +125,12 @@ int main(int argc, char** argv) {
     rls_options.http_listen = config.http_listen;
     rls_options.rules_path = config.rules_path;
     rls_options.shadow_mode = config.shadow_mode;
+    rls_options.rate_limit_headers = config.rls_headers;
+    // Status answers carry the rules' digest, so `tally status` on each
+    // member shows whether they run the same rules.
+    rls_options.on_rules = [&daemon](const std::string& digest, const std::string& error) {
+      daemon.SetRulesStatus(digest, error);
+    };
     rls = std::make_unique<tally::rls::RlsServer>(rls_options, daemon.gateway());
     if (!rls->Start(&error)) {
       spdlog::error("cannot start: {}", error);

@@ -85,6 +85,8 @@ void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
   out->peer_auth = AsText(r.getPeerAuth());
   for (auto id : r.getKeyIds()) out->key_ids.push_back(AsText(id));
   out->keyring_error = AsText(r.getKeyringError());
+  out->rules_digest = AsText(r.getRulesDigest());
+  out->rules_error = AsText(r.getRulesError());
 }
 
 // Rough encoded size of one member entry (struct + four texts, padded).
@@ -261,7 +263,8 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
   budget -= std::min(budget, report.node_id.size() + report.not_owning_reason.size() +
                                  report.partition_policy.size() + report.gossip_address.size() +
                                  report.cluster_name.size() + report.peer_auth.size() +
-                                 report.keyring_error.size());
+                                 report.keyring_error.size() + report.rules_digest.size() +
+                                 report.rules_error.size());
   for (const std::string& id : report.key_ids) budget -= std::min(budget, 16 + id.size());
   size_t members = 0;
   for (size_t used = 0; members < report.members.size(); ++members) {
@@ -306,6 +309,8 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
       ids.set(static_cast<unsigned>(i), TextOf(report.key_ids[i]));
     }
     r.setKeyringError(TextOf(report.keyring_error));
+    r.setRulesDigest(TextOf(report.rules_digest));
+    r.setRulesError(TextOf(report.rules_error));
   });
 }
 

@@ -66,6 +66,8 @@ struct StatusReport {
   std::string peer_auth;             // sealed | unsealed-loopback | unsealed
   std::vector<std::string> key_ids;  // the primary first
   std::string keyring_error;
+  std::string rules_digest;  // Envoy rules in force (32 hex digits); "" without the doors
+  std::string rules_error;   // why the last rules reload failed; "" if it did not
 };
 
 // "Who decides this key?" (check.capnp OwnerRequest). Owns its strings.

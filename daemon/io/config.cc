@@ -79,6 +79,17 @@ bool ParseLogLevel(const std::string& text, spdlog::level::level_enum* out) {
   return false;
 }
 
+// --grpc-listen and --http-listen are the doors' first names, kept so that
+// existing command lines and config files keep working. They are renamed
+// before storing, so the command line still overrides the file whichever
+// name each uses (and both names on one command line are "given twice").
+void RenameDeprecatedAliases(po::parsed_options* parsed) {
+  for (po::option& option : parsed->options) {
+    if (option.string_key == "grpc-listen") option.string_key = "grpc";
+    if (option.string_key == "http-listen") option.string_key = "http";
+  }
+}
+
 // "none" (or "") disables a transport.
 std::string Disabled(const std::string& value) { return value == "none" ? "" : value; }
 
@@ -391,17 +402,25 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
   po::options_description envoy(
       "Envoy rate limit service (command line or config file; "
       "docs/ENVOY.md)");
-  envoy.add_options()("grpc-listen", po::value<std::string>()->value_name("HOST:PORT"),
-                      "serve envoy.service.ratelimit.v3.RateLimitService here (port 0 picks one); "
-                      "default: off")(
+  envoy.add_options()(
+      "grpc", po::value<std::string>()->value_name("HOST:PORT"),
+      "serve envoy.service.ratelimit.v3.RateLimitService here (port 0 picks one, 'none' "
+      "disables); default 127.0.0.1:8081 (off with --echo)")(
+      "http", po::value<std::string>()->value_name("HOST:PORT"),
+      "serve POST /json and GET /healthcheck here (port 0 picks one, 'none' disables); "
+      "default 127.0.0.1:8080 (off with --echo)")("grpc-listen",
+                                                  po::value<std::string>()->value_name("HOST:PORT"),
+                                                  "deprecated alias of --grpc")(
       "http-listen", po::value<std::string>()->value_name("HOST:PORT"),
-      "serve POST /json and GET /healthcheck here (port 0 picks one); "
-      "default: off")(
+      "deprecated alias of --http")(
       "rules", po::value<std::string>()->value_name("PATH"),
       "envoyproxy/ratelimit YAML rules: a file or a directory of them; reloaded on SIGHUP "
       "and on change")("shadow-mode",
                        po::value<std::string>()->value_name("BOOL")->implicit_value("true"),
-                       "decide and count every limit but answer OK; default false");
+                       "decide and count every limit but answer OK; default false")(
+      "rls-headers", po::value<std::string>()->value_name("BOOL")->implicit_value("true"),
+      "add the draft-IETF RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset headers "
+      "to every gRPC and /json answer; default false");
 
   const core::NodeConfig node_defaults;
   const membership::SwimConfig swim_defaults;
@@ -513,7 +532,9 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
+    po::parsed_options command_line = po::command_line_parser(argc, argv).options(all).run();
+    RenameDeprecatedAliases(&command_line);
+    po::store(command_line, vm);
     if (vm.count("help")) {
       std::ostringstream help;
       help << "tallyd " << kTallydVersion << ": distributed rate limiter daemon\n\n" << all;
@@ -535,9 +556,10 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
         }
       }
       // Stored after the command line, so flags win (store keeps first values).
-      po::store(po::parse_config_file(config_text != nullptr ? *config_text : file, settings,
-                                      /*allow_unregistered=*/false),
-                vm);
+      po::parsed_options from_file = po::parse_config_file(
+          config_text != nullptr ? *config_text : file, settings, /*allow_unregistered=*/false);
+      RenameDeprecatedAliases(&from_file);
+      po::store(from_file, vm);
     }
     po::notify(vm);
   } catch (const po::error& e) {
@@ -633,11 +655,18 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
     }
   }
   if (!ParseCluster(vm, &d.cluster, error)) return FlagsOutcome::kBadUsage;
-  if (vm.count("grpc-listen")) config->grpc_listen = Disabled(vm["grpc-listen"].as<std::string>());
-  if (vm.count("http-listen")) config->http_listen = Disabled(vm["http-listen"].as<std::string>());
+  // The Envoy doors are on by default, except for the echo server, which
+  // decides nothing (an explicit door with --echo is an error below).
+  const bool grpc_given = vm.count("grpc") > 0, http_given = vm.count("http") > 0;
+  config->grpc_listen = grpc_given ? Disabled(vm["grpc"].as<std::string>())
+                        : d.echo   ? ""
+                                   : kDefaultGrpcListen;
+  config->http_listen = http_given ? Disabled(vm["http"].as<std::string>())
+                        : d.echo   ? ""
+                                   : kDefaultHttpListen;
   for (const auto& [flag, value] :
-       {std::pair<const char*, const std::string*>{"--grpc-listen", &config->grpc_listen},
-        {"--http-listen", &config->http_listen}}) {
+       {std::pair<const char*, const std::string*>{"--grpc", &config->grpc_listen},
+        {"--http", &config->http_listen}}) {
     std::string why;
     if (!value->empty() && !ParseHostPort(*value, &why)) {
       *error = std::string(flag) + ": " + why;
@@ -651,13 +680,19 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
         "--shadow-mode: expected true|false, got '" + vm["shadow-mode"].as<std::string>() + "'";
     return FlagsOutcome::kBadUsage;
   }
-  if ((!config->rules_path.empty() || config->shadow_mode) && config->grpc_listen.empty() &&
-      config->http_listen.empty()) {
-    *error = "--rules and --shadow-mode need --grpc-listen or --http-listen";
+  if (vm.count("rls-headers") &&
+      !ParseBool(vm["rls-headers"].as<std::string>(), &config->rls_headers)) {
+    *error =
+        "--rls-headers: expected true|false, got '" + vm["rls-headers"].as<std::string>() + "'";
     return FlagsOutcome::kBadUsage;
   }
   if ((!config->grpc_listen.empty() || !config->http_listen.empty()) && d.echo) {
-    *error = "--grpc-listen and --http-listen cannot be used with --echo";
+    *error = "--grpc and --http cannot be used with --echo (give 'none' or leave them out)";
+    return FlagsOutcome::kBadUsage;
+  }
+  if ((!config->rules_path.empty() || config->shadow_mode || config->rls_headers) &&
+      config->grpc_listen.empty() && config->http_listen.empty()) {
+    *error = "--rules, --shadow-mode and --rls-headers need --grpc or --http (both are 'none')";
     return FlagsOutcome::kBadUsage;
   }
   d.handle_signals = true;

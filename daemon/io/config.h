@@ -17,6 +17,10 @@
 namespace tally::io {
 
 inline constexpr const char* kTallydVersion = "0.1.0";
+// Envoy's rate limit service doors (--grpc, --http): envoyproxy/ratelimit's
+// ports, on loopback.
+inline constexpr const char* kDefaultGrpcListen = "127.0.0.1:8081";
+inline constexpr const char* kDefaultHttpListen = "127.0.0.1:8080";
 
 struct TallydConfig {
   DaemonOptions daemon;
@@ -24,10 +28,12 @@ struct TallydConfig {
   std::string config_file;    // "" if none
   bool check_config = false;  // validate and exit
   // Envoy's rate limit service doors (daemon/rls/, docs/ENVOY.md); "" = off.
+  // On by default (kDefaultGrpcListen, kDefaultHttpListen), off in echo mode.
   std::string grpc_listen;
   std::string http_listen;
   std::string rules_path;  // "" = no rules
   bool shadow_mode = false;
+  bool rls_headers = false;  // draft-IETF RateLimit-* headers on every answer
 };
 
 enum class FlagsOutcome {

@@ -78,6 +78,7 @@ struct Daemon::Impl {
   std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
   std::unique_ptr<CheckGateway> gateway;   // null in echo mode
   DaemonIdentity identity;
+  RulesStatus rules_status;
   int threads = 1;
 
   UnixSocketFile unix_file;
@@ -159,7 +160,8 @@ bool Daemon::Impl::Start(std::string* error) {
     }
   }
   if (!o.echo) gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get());
-  ProcessorContext context{limiter.get(), cluster.get(), &identity, o.echo, &counters};
+  ProcessorContext context{limiter.get(), cluster.get(), &identity,
+                           o.echo,        &counters,     &rules_status};
 
   if (udp) {
     std::vector<UniqueFd> fds;
@@ -348,6 +350,9 @@ std::string Daemon::gossip_address() const {
   return impl_->cluster && impl_->started ? impl_->cluster->gossip_address() : "";
 }
 std::string Daemon::node_id() const { return impl_->identity.node_id; }
+void Daemon::SetRulesStatus(std::string digest, std::string error) {
+  impl_->rules_status.Set(std::move(digest), std::move(error));
+}
 CheckGateway* Daemon::gateway() const { return impl_->started ? impl_->gateway.get() : nullptr; }
 
 void Daemon::Run() {

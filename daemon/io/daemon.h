@@ -86,6 +86,10 @@ class Daemon {
   // in-process doors (daemon/io/check_gateway.h); null otherwise. Valid until
   // the Daemon is destroyed; decisions need Run() to be executing in cluster mode.
   CheckGateway* gateway() const;
+  // What status answers report about the Envoy doors' rules (daemon/rls/):
+  // the digest in force and why the last reload failed ("" if it did not).
+  // Any thread, any time.
+  void SetRulesStatus(std::string digest, std::string error);
 
   // Runs the I/O threads (the caller's thread is one of them) until Stop() or
   // SIGINT/SIGTERM, then closes the sockets, unlinks their files and logs the

@@ -37,6 +37,7 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
     : limiter_(context.limiter),
       cluster_(context.cluster),
       identity_(context.identity),
+      rules_(context.rules),
       echo_(context.echo),
       counters_(context.counters) {
   assert(counters_ != nullptr);
@@ -72,6 +73,19 @@ Status ValidateOwnerQuery(const wire::OwnerQuery& query, std::string* why) {
   ref.limit = 1;
   ref.hits = 0;
   return ValidateRequest(ref, why);
+}
+
+void RulesStatus::Set(std::string digest, std::string error) {
+  if (error.size() > kMaxErrorBytes) error.resize(kMaxErrorBytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  digest_ = std::move(digest);
+  error_ = std::move(error);
+}
+
+void RulesStatus::AppendTo(wire::StatusReport* report) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  report->rules_digest = digest_;
+  report->rules_error = error_;
 }
 
 wire::StatusReport MessageProcessor::SingleNodeStatus(Instant now) const {
@@ -175,8 +189,10 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       break;
     case wire::MessageKind::kStatusRequest: {
       std::vector<std::byte>* out = NextBuffer();
-      wire::EncodeStatusResponse(
-          cluster_ != nullptr ? cluster_->Status(now) : SingleNodeStatus(now), out);
+      wire::StatusReport report =
+          cluster_ != nullptr ? cluster_->Status(now) : SingleNodeStatus(now);
+      if (rules_ != nullptr) rules_->AppendTo(&report);
+      wire::EncodeStatusResponse(report, out);
       replies->push_back(Reply{std::span<const std::byte>(*out), tag});
       return Handled::kAnswered;
     }

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -50,6 +51,22 @@ struct DaemonIdentity {
   std::string udp_address;
 };
 
+// The Envoy doors' rules (daemon/rls/) as status answers report them: the
+// digest of the rules in force and why the last reload failed. Both empty
+// while the doors are off. Set from the doors' thread, read by I/O threads.
+class RulesStatus {
+ public:
+  // Keeps at most kMaxErrorBytes of `error` (a status answer is one datagram).
+  void Set(std::string digest, std::string error);
+  void AppendTo(wire::StatusReport* report) const;
+  static constexpr size_t kMaxErrorBytes = 1024;
+
+ private:
+  mutable std::mutex mu_;
+  std::string digest_;
+  std::string error_;
+};
+
 // What a processor answers with. Pointers are borrowed and must outlive it.
 struct ProcessorContext {
   Limiter* limiter = nullptr;                // single-node decisions; null in echo and cluster mode
@@ -57,6 +74,7 @@ struct ProcessorContext {
   const DaemonIdentity* identity = nullptr;  // null: status answers name "tallyd"
   bool echo = false;
   Counters* counters = nullptr;
+  const RulesStatus* rules = nullptr;  // null: status answers carry no rules digest
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -101,6 +119,7 @@ class MessageProcessor {
   Limiter* limiter_;
   ClusterDriver* cluster_ = nullptr;
   const DaemonIdentity* identity_ = nullptr;
+  const RulesStatus* rules_ = nullptr;
   bool echo_;
   Counters* counters_;
   wire::ClientMessageReader reader_;

@@ -137,4 +137,23 @@ Status RlsPlan::Answer(std::span<const CheckResult> results, RlsAnswer* answer,
   return Status::kOk;
 }
 
+std::vector<RateLimitHeader> RateLimitHeaders(const RlsAnswer& answer) {
+  const RlsStatus* nearest = nullptr;
+  for (const RlsStatus& s : answer.statuses) {
+    if (!s.current_limit) continue;
+    if (s.code == Code::kOverLimit) {
+      nearest = &s;
+      break;
+    }
+    if (nearest == nullptr || s.limit_remaining < nearest->limit_remaining) nearest = &s;
+  }
+  if (nearest == nullptr) return {};
+  // Whole seconds, rounded up: a client that waits RateLimit-Reset seconds
+  // must not come back before the window has room.
+  const uint64_t reset_s = (nearest->duration_until_reset_ms + 999) / 1000;
+  return {{"RateLimit-Limit", std::to_string(nearest->current_limit->requests_per_unit)},
+          {"RateLimit-Remaining", std::to_string(nearest->limit_remaining)},
+          {"RateLimit-Reset", std::to_string(reset_s)}};
+}
+
 }  // namespace tally::rls

@@ -82,6 +82,19 @@ struct RlsAnswer {
   uint32_t shadow_denials = 0;      // limits that denied in shadow mode
 };
 
+// The draft-IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-
+// headers) as envoyproxy/ratelimit sends them with RESPONSE_HEADERS_ENABLED:
+// RateLimit-Limit (requests_per_unit), RateLimit-Remaining and
+// RateLimit-Reset (seconds, rounded up) of the descriptor status nearest its
+// limit: the first OVER_LIMIT status, or else the status with a
+// current_limit and the fewest remaining hits. None when no status has a
+// current_limit (nothing matched a rule, or only unlimited ones).
+struct RateLimitHeader {
+  std::string name;
+  std::string value;
+};
+std::vector<RateLimitHeader> RateLimitHeaders(const RlsAnswer& answer);
+
 // One request's way through the doors: Build (validate + resolve + checks),
 // the caller decides checks() through the daemon, then Answer.
 // Holds views into `request` and into `rules`: both must outlive the plan's

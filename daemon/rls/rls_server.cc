@@ -104,7 +104,7 @@ bool FromProto(const rlsv3::RateLimitRequest& in, RlsRequest* out, std::string* 
   return true;
 }
 
-void ToProto(const RlsAnswer& in, rlsv3::RateLimitResponse* out) {
+void ToProto(const RlsAnswer& in, bool rate_limit_headers, rlsv3::RateLimitResponse* out) {
   out->set_overall_code(static_cast<rlsv3::RateLimitResponse::Code>(in.overall_code));
   for (const RlsStatus& s : in.statuses) {
     auto* status = out->add_statuses();
@@ -121,6 +121,13 @@ void ToProto(const RlsAnswer& in, rlsv3::RateLimitResponse* out) {
       auto* d = status->mutable_duration_until_reset();
       d->set_seconds(static_cast<int64_t>(s.duration_until_reset_ms / 1000));
       d->set_nanos(static_cast<int32_t>(s.duration_until_reset_ms % 1000) * 1'000'000);
+    }
+  }
+  if (rate_limit_headers) {
+    for (RateLimitHeader& h : RateLimitHeaders(in)) {
+      auto* header = out->add_response_headers_to_add();
+      header->set_key(std::move(h.name));
+      header->set_value(std::move(h.value));
     }
   }
 }
@@ -182,8 +189,16 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     }
     if (!at_start) {
       reload_failures.fetch_add(1, std::memory_order_relaxed);
+      std::string in_force;
+      {
+        // Reported under the lock, so that concurrent reloads report in the
+        // order their rules took force.
+        std::lock_guard<std::mutex> lock(rules_mu);
+        in_force = rules->DigestHex();
+        if (options.on_rules) options.on_rules(in_force, all.empty() ? "invalid rules" : all);
+      }
       spdlog::error("rules: reload of {} rejected ({} errors); the previous rules ({}) stay",
-                    options.rules_path, result.errors.size(), CurrentRules()->DigestHex());
+                    options.rules_path, result.errors.size(), in_force);
     }
     return Fail(error, all.empty() ? "invalid rules" : all);
   }
@@ -192,9 +207,11 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     std::lock_guard<std::mutex> lock(rules_mu);
     if (!at_start && rules->digest() == result.rules->digest()) {
       spdlog::debug("rules: {} unchanged ({})", options.rules_path, digest);
+      if (options.on_rules) options.on_rules(digest, "");  // an earlier failure is over
       return true;
     }
     rules = result.rules;
+    if (!at_start && options.on_rules) options.on_rules(digest, "");
   }
   if (!at_start) reloads.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("rules: {} {}: {} domains, {} descriptors, digest {}",
@@ -239,8 +256,12 @@ namespace {
 class GrpcService final : public rlsv3::RateLimitService::CallbackService {
  public:
   using DecideFn = std::function<void(const std::shared_ptr<Call>&, Finish)>;
-  GrpcService(DecideFn decide, std::atomic<uint64_t>* requests, std::atomic<uint64_t>* invalid)
-      : decide_(std::move(decide)), requests_(requests), invalid_(invalid) {}
+  GrpcService(DecideFn decide, bool rate_limit_headers, std::atomic<uint64_t>* requests,
+              std::atomic<uint64_t>* invalid)
+      : decide_(std::move(decide)),
+        rate_limit_headers_(rate_limit_headers),
+        requests_(requests),
+        invalid_(invalid) {}
 
   grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
                                             const rlsv3::RateLimitRequest* request,
@@ -254,12 +275,13 @@ class GrpcService final : public rlsv3::RateLimitService::CallbackService {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
-    decide_(call, [call, reactor, response](Status status, const std::string& why) {
+    decide_(call, [headers = rate_limit_headers_, call, reactor, response](Status status,
+                                                                           const std::string& why) {
       if (status != Status::kOk) {
         reactor->Finish(grpc::Status(GrpcCode(status), why));
         return;
       }
-      ToProto(call->answer, response);
+      ToProto(call->answer, headers, response);
       reactor->Finish(grpc::Status::OK);
     });
     return reactor;
@@ -267,6 +289,7 @@ class GrpcService final : public rlsv3::RateLimitService::CallbackService {
 
  private:
   DecideFn decide_;
+  const bool rate_limit_headers_;
   std::atomic<uint64_t>* requests_;
   std::atomic<uint64_t>* invalid_;
 };
@@ -283,7 +306,7 @@ bool RlsServer::Impl::StartGrpc(std::string* error) {
   if (!io::ParseHostPort(options.grpc_listen, &why)) return Fail(error, "grpc: " + why);
   service = std::make_unique<GrpcService>(
       [this](const std::shared_ptr<Call>& call, Finish finish) { Decide(call, std::move(finish)); },
-      &grpc_requests, &invalid);
+      options.rate_limit_headers, &grpc_requests, &invalid);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
@@ -379,15 +402,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           std::string body =
               status == Status::kOk ? FormatJsonAnswer(call->answer) : FormatJsonError(why);
           http::status code = HttpCode(status);
+          std::vector<RateLimitHeader> headers;
           // As envoyproxy/ratelimit's /json: 429 when over the limit.
           if (status == Status::kOk) {
             code = call->answer.overall_code == Code::kOverLimit ? http::status::too_many_requests
                                                                  : http::status::ok;
+            if (self->options_.rate_limit_headers) headers = RateLimitHeaders(call->answer);
           }
-          asio::post(self->stream_.get_executor(),
-                     [self, code, body = std::move(body), keep_alive]() mutable {
-                       self->Reply(code, std::move(body), keep_alive);
-                     });
+          asio::post(self->stream_.get_executor(), [self, code, body = std::move(body), keep_alive,
+                                                    headers = std::move(headers)]() mutable {
+            self->next_headers_ = std::move(headers);
+            self->Reply(code, std::move(body), keep_alive);
+          });
         });
   }
 
@@ -399,6 +425,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     response_.set(http::field::server, "tallyd");
     response_.set(http::field::content_type, content_type);
     response_.keep_alive(keep_alive);
+    for (const RateLimitHeader& h : next_headers_) response_.set(h.name, h.value);
+    next_headers_.clear();
     response_.body() = std::move(body);
     response_.prepare_payload();
     http::async_write(stream_, response_,
@@ -427,6 +455,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
+  std::vector<RateLimitHeader> next_headers_;  // for the next Reply only (--rls-headers)
 };
 
 }  // namespace
@@ -527,6 +556,7 @@ bool RlsServer::Start(std::string* error) {
   if (d.started) return Fail(error, "already started");
   if (d.gateway == nullptr) return Fail(error, "no decision path (echo mode?)");
   if (!d.LoadRules(true, error)) return false;
+  if (d.options.on_rules) d.options.on_rules(d.CurrentRules()->DigestHex(), "");
   d.http_decide = [&d](const std::shared_ptr<Call>& call, Finish finish) {
     d.Decide(call, std::move(finish));
   };

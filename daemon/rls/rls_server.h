@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,12 +29,20 @@ class CheckGateway;
 namespace tally::rls {
 
 struct RlsServerOptions {
-  std::string grpc_listen;               // HOST:PORT; "" disables; port 0 picks a free port
-  std::string http_listen;               // HOST:PORT; "" disables; port 0 picks a free port
-  std::string rules_path;                // "" = no rules (only limit overrides are enforced)
-  bool shadow_mode = false;              // every limit in shadow mode
-  bool watch_rules = true;               // reload on file changes (inotify), besides SIGHUP
-  size_t max_request_bytes = 64 * 1024;  // gRPC message / HTTP body
+  std::string grpc_listen;   // HOST:PORT; "" disables; port 0 picks a free port
+  std::string http_listen;   // HOST:PORT; "" disables; port 0 picks a free port
+  std::string rules_path;    // "" = no rules (only limit overrides are enforced)
+  bool shadow_mode = false;  // every limit in shadow mode
+  bool watch_rules = true;   // reload on file changes (inotify), besides SIGHUP
+  // Add RateLimit-Limit, -Remaining and -Reset (rls_mapping.h,
+  // RateLimitHeaders) to gRPC response_headers_to_add and to /json answers.
+  bool rate_limit_headers = false;
+  // Called at Start with the rules' digest and after every reload attempt
+  // with the digest in force and why the reload failed ("" if it did not),
+  // on the thread that (re)loaded, under the rule set's lock: it must be
+  // quick and must not call back into this class. Optional.
+  std::function<void(const std::string& digest, const std::string& error)> on_rules;
+  size_t max_request_bytes = 64 * 1024;            // gRPC message / HTTP body
   std::chrono::milliseconds http_timeout{10'000};  // per HTTP request (read + answer)
   size_t max_http_connections = 1024;
 };

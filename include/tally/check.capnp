@@ -103,6 +103,11 @@ struct StatusResponse {
   peerAuth @15 :Text;          # sealed | unsealed-loopback | unsealed
   keyIds @16 :List(Text);      # installed keys (8 hex digits each), the primary first
   keyringError @17 :Text;      # why the last keyring reload failed; empty if it did not
+
+  # Appended for Envoy's rate limit service (docs/ENVOY.md); empty while tallyd's
+  # --grpc and --http doors are both off.
+  rulesDigest @18 :Text;       # digest of the rules in force, 32 hex digits
+  rulesError @19 :Text;        # why the last rules reload failed (file:line: reason); empty if it did not
 }
 
 struct OwnerRequest {

@@ -4,7 +4,7 @@ docs/OPERATIONS.md ("Kubernetes") describes, and agree with each other and
 with `tallyd --help`: every flag the container passes exists (or is in the
 allowlist below, with the branch that adds it), every port a flag binds is a
 containerPort, the Services target named ports that exist with the right
-protocol, the probes hit /healthcheck on the --http-listen port, the
+protocol, the probes hit /healthcheck on the --http port, the
 keyring Secret is mounted where --keyring points, the rules ConfigMap where
 --rules points, the state volume at --state-dir, and --join is the headless
 Service by DNS.
@@ -68,7 +68,7 @@ def main():
         flags[name] = value
         check(name in known or name in ALLOWLIST,
               f"{name} is not a tallyd flag (tallyd --help) and not allowlisted")
-    for name in ("--udp", "--gossip", "--advertise", "--http-listen", "--grpc-listen", "--join",
+    for name in ("--udp", "--gossip", "--advertise", "--http", "--grpc", "--join",
                  "--keyring", "--rules",
                  "--state-dir", "--node-id"):
         check(name in flags, f"the container does not pass {name}")
@@ -83,10 +83,10 @@ def main():
     check((gossip, "UDP") in by_number and (gossip, "TCP") in by_number,
           "--gossip port needs both a UDP and a TCP containerPort")
     check(port_of(flags["--advertise"]) == gossip, "--advertise port != --gossip port")
-    http = port_of(flags["--http-listen"])
-    check((http, "TCP") in by_number, "--http-listen port is no TCP containerPort")
-    check((port_of(flags["--grpc-listen"]), "TCP") in by_number,
-          "--grpc-listen port is no TCP containerPort")
+    http = port_of(flags["--http"])
+    check((http, "TCP") in by_number, "--http port is no TCP containerPort")
+    check((port_of(flags["--grpc"]), "TCP") in by_number,
+          "--grpc port is no TCP containerPort")
 
     # Probes on the HTTP port, by name or number. The HTTP door answers
     # /healthcheck (ratelimit's path); /healthz and /readyz are issue 12's, not
@@ -96,7 +96,7 @@ def main():
         check(get.get("path") == path, f"{probe} path should be {path}")
         p = get.get("port")
         check(p == http or (p in ports and ports[p]["containerPort"] == http),
-              f"{probe} port {p} is not the --http-listen port")
+              f"{probe} port {p} is not the --http port")
 
     # Services: headless peers service named by --join dns: and serviceName.
     services = {s["metadata"]["name"]: s for s in by_kind["Service"]}

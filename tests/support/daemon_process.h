@@ -83,7 +83,8 @@ inline std::chrono::milliseconds ScaledWait(std::chrono::milliseconds timeout) {
     const double value = text != nullptr ? atof(text) : 1.0;
     return value > 1.0 ? value : 1.0;
   }();
-  return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(timeout.count()) * scale));
+  return std::chrono::milliseconds(
+      static_cast<int64_t>(static_cast<double>(timeout.count()) * scale));
 }
 
 namespace internal {
@@ -152,6 +153,32 @@ inline std::string TallydPath() {
 #endif
 }
 
+// tallyd's Envoy doors are on by default (--grpc 127.0.0.1:8081, --http
+// 127.0.0.1:8080): every tallyd a test started would claim the same two
+// ports. A tallyd started through this file (as `binary`, or behind env or
+// `ip netns exec` as one of `args`, whose own arguments then come last) gets
+// "--grpc none" and "--http none" appended for each door its arguments do not
+// name (under either of its names).
+inline std::vector<std::string> WithoutDefaultDoors(const std::string& binary,
+                                                    std::vector<std::string> args) {
+  const std::string tallyd = TallydPath();
+  bool is_tallyd = binary == tallyd;
+  bool grpc_given = false, http_given = false;
+  auto names = [](const std::string& arg, const char* flag) {
+    const std::string f(flag);
+    return arg == f || arg.rfind(f + "=", 0) == 0;
+  };
+  for (const std::string& a : args) {
+    if (a == tallyd) is_tallyd = true;
+    grpc_given = grpc_given || names(a, "--grpc") || names(a, "--grpc-listen");
+    http_given = http_given || names(a, "--http") || names(a, "--http-listen");
+  }
+  if (!is_tallyd) return args;
+  if (!grpc_given) args.insert(args.end(), {"--grpc", "none"});
+  if (!http_given) args.insert(args.end(), {"--http", "none"});
+  return args;
+}
+
 struct ProcessResult {
   int exit_code = -1;  // exit code, 128 + signal, or -1 if it could not run / timed out
   std::string out;     // everything written to stdout
@@ -171,7 +198,8 @@ inline ProcessResult RunProcess(const std::string& binary, const std::vector<std
     return result;
   }
   std::vector<std::string> storage{binary};
-  storage.insert(storage.end(), args.begin(), args.end());
+  const std::vector<std::string> full_args = WithoutDefaultDoors(binary, args);
+  storage.insert(storage.end(), full_args.begin(), full_args.end());
   std::vector<char*> argv = internal::MakeArgv(&storage);
   pid_t pid = fork();
   if (pid == 0) {
@@ -266,7 +294,8 @@ class DaemonProcess {
       return false;
     }
     std::vector<std::string> storage{binary};
-    storage.insert(storage.end(), args.begin(), args.end());
+    const std::vector<std::string> full_args = WithoutDefaultDoors(binary, args);
+    storage.insert(storage.end(), full_args.begin(), full_args.end());
     std::vector<char*> argv = internal::MakeArgv(&storage);
     pid_t pid = fork();
     if (pid == 0) {
@@ -408,6 +437,9 @@ class DaemonProcess {
   // Cluster mode only (else empty): the advertised gossip "ip:port" and node id.
   const std::string& gossip_address() const { return gossip_address_; }
   const std::string& node_id() const { return node_id_; }
+  // The Envoy doors' bound "host:port" from the listening line; "" when off.
+  const std::string& grpc_address() const { return grpc_address_; }
+  const std::string& http_address() const { return http_address_; }
   const std::vector<std::string>& last_args() const { return last_args_; }
 
  private:
@@ -417,6 +449,17 @@ class DaemonProcess {
   bool ParseListening(std::string line) {
     gossip_address_.clear();
     node_id_.clear();
+    grpc_address_.clear();
+    http_address_.clear();
+    // " grpc=ADDR" and " http=ADDR" come last, each only when that door is on.
+    for (auto [key, out] : {std::pair<const char*, std::string*>{" http=", &http_address_},
+                            {" grpc=", &grpc_address_}}) {
+      const size_t at = line.rfind(key);
+      if (at != std::string::npos && line.find(' ', at + 1) == std::string::npos) {
+        *out = line.substr(at + std::strlen(key));
+        line.resize(at);
+      }
+    }
     size_t n = line.rfind(" node=");
     size_t g = line.rfind(" gossip=");
     if (n != std::string::npos && g != std::string::npos && g < n) {
@@ -465,6 +508,8 @@ class DaemonProcess {
   std::string listening_line_;
   std::string gossip_address_;
   std::string node_id_;
+  std::string grpc_address_;
+  std::string http_address_;
   std::vector<std::string> last_args_;
   std::string last_binary_;
 };

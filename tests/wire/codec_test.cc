@@ -563,5 +563,27 @@ TEST(CodecTest, StatusPeerAuthFieldsRoundTrip) {
   EXPECT_TRUE(reader.status_report().key_ids.empty());
 }
 
+// The rules fields appended to StatusResponse (ordinals 18-19).
+TEST(CodecTest, StatusRulesFieldsRoundTrip) {
+  wire::StatusReport report;
+  report.node_id = "n1";
+  report.rules_digest = "0123456789abcdef0123456789abcdef";
+  report.rules_error = "/etc/tally/rules/edge.yaml:3:5: unknown unit 'fortnight'";
+  Bytes bytes;
+  wire::EncodeStatusResponse(report, &bytes);
+  ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  EXPECT_EQ(reader.status_report().rules_digest, report.rules_digest);
+  EXPECT_EQ(reader.status_report().rules_error, report.rules_error);
+  // Without them (no doors, or an older daemon): empty.
+  wire::StatusReport plain;
+  plain.node_id = "old";
+  wire::EncodeStatusResponse(plain, &bytes);
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  EXPECT_TRUE(reader.status_report().rules_digest.empty());
+  EXPECT_TRUE(reader.status_report().rules_error.empty());
+}
+
 }  // namespace
 }  // namespace tally

@@ -160,9 +160,10 @@ TEST(ConfigTest, ExampleDocumentsEveryOptionWithAValidDefault) {
       names.insert(m[1]);
     }
   }
-  for (const char* name : {"udp", "unix", "unix-seq", "threads", "buckets-per-window", "max-keys",
-                           "dedup-ttl-ms", "max-dedup-entries", "shards", "sweep-interval-ms",
-                           "stats-interval-s", "log-level", "echo"}) {
+  for (const char* name :
+       {"udp", "unix", "unix-seq", "threads", "buckets-per-window", "max-keys", "dedup-ttl-ms",
+        "max-dedup-entries", "shards", "sweep-interval-ms", "stats-interval-s", "log-level", "echo",
+        "grpc", "http", "shadow-mode", "rls-headers"}) {
     EXPECT_TRUE(names.count(name)) << "example lacks " << name;
   }
   TempDir dir;
@@ -190,6 +191,10 @@ TEST(ConfigTest, ExampleDocumentsEveryOptionWithAValidDefault) {
   EXPECT_EQ(from_file.daemon.stats_interval, builtin.daemon.stats_interval);
   EXPECT_EQ(from_file.daemon.echo, builtin.daemon.echo);
   EXPECT_EQ(from_file.log_level, builtin.log_level);
+  EXPECT_EQ(from_file.grpc_listen, builtin.grpc_listen);
+  EXPECT_EQ(from_file.http_listen, builtin.http_listen);
+  EXPECT_EQ(from_file.shadow_mode, builtin.shadow_mode);
+  EXPECT_EQ(from_file.rls_headers, builtin.rls_headers);
 }
 
 TEST(ConfigTest, CheckConfigRejectsBadFile) {
@@ -280,6 +285,147 @@ TEST(ConfigTest, TwoDaemonsWithTheirOwnUnixPathsBothStart) {
   }
   EXPECT_EQ(a.Stop(), 0);
   EXPECT_EQ(b.Stop(), 0);
+}
+
+// Parses `args` (and `file`, as the --config file's text, when not empty).
+io::FlagsOutcome Parse(std::vector<std::string> args, io::TallydConfig* config, std::string* error,
+                       const std::string& file = "") {
+  args.insert(args.begin(), "tallyd");
+  if (!file.empty()) args.insert(args.end(), {"--config", "in-memory.conf"});
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  std::istringstream text(file);
+  std::string output;
+  return io::ParseTallydFlags(static_cast<int>(argv.size()), argv.data(),
+                              file.empty() ? nullptr : &text, config, &output, error);
+}
+
+TEST(ConfigTest, EnvoyDoorsAreOnByDefaultAndNoneDisablesThem) {
+  io::TallydConfig config;
+  std::string error;
+  ASSERT_EQ(Parse({}, &config, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_EQ(config.grpc_listen, "127.0.0.1:8081");
+  EXPECT_EQ(config.http_listen, "127.0.0.1:8080");
+  EXPECT_FALSE(config.rls_headers);
+  ASSERT_EQ(Parse({"--grpc", "none", "--http", "[::1]:0"}, &config, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.grpc_listen, "");
+  EXPECT_EQ(config.http_listen, "[::1]:0");
+  ASSERT_EQ(Parse({"--grpc", "0.0.0.0:9081", "--http", "none", "--rls-headers"}, &config, &error),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.grpc_listen, "0.0.0.0:9081");
+  EXPECT_EQ(config.http_listen, "");
+  EXPECT_TRUE(config.rls_headers);
+  EXPECT_EQ(Parse({"--grpc", "localhost"}, &config, &error), io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("--grpc"), std::string::npos) << error;
+}
+
+TEST(ConfigTest, EchoModeLeavesTheDoorsOff) {
+  io::TallydConfig config;
+  std::string error;
+  // The echo server decides nothing: the default doors do not apply...
+  ASSERT_EQ(Parse({"--echo"}, &config, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_EQ(config.grpc_listen, "");
+  EXPECT_EQ(config.http_listen, "");
+  ASSERT_EQ(Parse({"--echo", "--grpc", "none", "--http", "none"}, &config, &error),
+            io::FlagsOutcome::kRun)
+      << error;
+  // ... and asking for a door in echo mode is an error.
+  EXPECT_EQ(Parse({"--echo", "--grpc", "127.0.0.1:0"}, &config, &error),
+            io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("--echo"), std::string::npos) << error;
+  EXPECT_EQ(Parse({"--echo", "--rls-headers"}, &config, &error), io::FlagsOutcome::kBadUsage);
+}
+
+TEST(ConfigTest, RulesNeedADoor) {
+  io::TallydConfig config;
+  std::string error;
+  EXPECT_EQ(Parse({"--rules", "/nonexistent", "--grpc", "none", "--http", "none"}, &config, &error),
+            io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("need --grpc or --http"), std::string::npos) << error;
+  ASSERT_EQ(Parse({"--rules", "/etc/tally/rules", "--http", "none"}, &config, &error),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.rules_path, "/etc/tally/rules");
+}
+
+TEST(ConfigTest, DeprecatedListenNamesStillWorkOnTheCommandLineAndInTheFile) {
+  io::TallydConfig config;
+  std::string error;
+  ASSERT_EQ(Parse({"--grpc-listen", "127.0.0.1:0", "--http-listen", "none"}, &config, &error),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.grpc_listen, "127.0.0.1:0");
+  EXPECT_EQ(config.http_listen, "");
+  ASSERT_EQ(Parse({}, &config, &error, "grpc-listen = 127.0.0.1:9\nhttp = none\n"),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.grpc_listen, "127.0.0.1:9");
+  EXPECT_EQ(config.http_listen, "");
+  ASSERT_EQ(Parse({}, &config, &error,
+                  "grpc = 127.0.0.1:9\nhttp-listen = 127.0.0.1:10\n"
+                  "rls-headers = true\n"),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.grpc_listen, "127.0.0.1:9");
+  EXPECT_EQ(config.http_listen, "127.0.0.1:10");
+  EXPECT_TRUE(config.rls_headers);
+  // The command line wins over the file whichever name either uses.
+  ASSERT_EQ(Parse({"--grpc", "127.0.0.1:1", "--http-listen", "127.0.0.1:2"}, &config, &error,
+                  "grpc-listen = 127.0.0.1:9\nhttp = 127.0.0.1:10\n"),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.grpc_listen, "127.0.0.1:1");
+  EXPECT_EQ(config.http_listen, "127.0.0.1:2");
+  // Both names of one door on the command line: given twice.
+  EXPECT_EQ(Parse({"--grpc", "127.0.0.1:1", "--grpc-listen", "127.0.0.1:2"}, &config, &error),
+            io::FlagsOutcome::kBadUsage);
+}
+
+TEST(ConfigTest, DoorsListenWhereToldUnderEitherName) {
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start({"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none", "--grpc",
+                       "127.0.0.1:0", "--http", "127.0.0.1:0"},
+                      &error))
+      << error;
+  EXPECT_EQ(d.grpc_address().rfind("127.0.0.1:", 0), 0u) << d.listening_line();
+  EXPECT_EQ(d.http_address().rfind("127.0.0.1:", 0), 0u) << d.listening_line();
+  EXPECT_NE(d.grpc_address(), "127.0.0.1:0");
+  EXPECT_EQ(d.Stop(), 0);
+
+  DaemonProcess alias;
+  ASSERT_TRUE(alias.Start({"--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none",
+                           "--grpc-listen", "127.0.0.1:0", "--http-listen", "none"},
+                          &error))
+      << error;
+  EXPECT_EQ(alias.grpc_address().rfind("127.0.0.1:", 0), 0u) << alias.listening_line();
+  EXPECT_EQ(alias.http_address(), "") << alias.listening_line();
+  EXPECT_EQ(alias.Stop(), 0);
+}
+
+// tallyd on its defaults: UDP 7070, gRPC 8081 and HTTP 8080 on loopback. In a
+// network namespace of its own, so that no other tallyd (or test) on this
+// machine can hold those ports.
+TEST(ConfigTest, DefaultsListenOnUdp7070Grpc8081Http8080) {
+  if (RunProcess("/usr/bin/unshare", {"--net", "true"}).exit_code != 0) {
+    GTEST_SKIP() << "cannot create a network namespace (unshare --net)";
+  }
+  TempDir dir;
+  // Only the socket files move (their defaults are per user, not per
+  // namespace); every network setting is tallyd's default.
+  const std::string command = "ip link set lo up && exec " + TallydPath() + " --unix " +
+                              dir.File("t.sock") + " --unix-seq " + dir.File("t.seq");
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start({"--net", "/bin/sh", "-c", command}, &error, std::chrono::seconds(15),
+                      "/usr/bin/unshare"))
+      << error;
+  EXPECT_EQ(d.udp_port(), 7070) << d.listening_line();
+  EXPECT_EQ(d.grpc_address(), "127.0.0.1:8081") << d.listening_line();
+  EXPECT_EQ(d.http_address(), "127.0.0.1:8080") << d.listening_line();
+  EXPECT_EQ(d.Stop(), 0);
 }
 
 }  // namespace

@@ -24,6 +24,9 @@ TALLYD = None
 PROTO_DIR = None
 GEN = None  # generated modules: (rls_pb2, rls_pb2_grpc, ratelimit_pb2)
 WAIT_SCALE = float(os.environ.get("TALLY_TEST_WAIT_SCALE", "1"))
+# A minute window frees its hits with their sub-bucket: up to a tenth of the
+# window (10 buckets per window by default) after the minute.
+MINUTE_RESET_BOUND_S = 66
 
 RULES = """
 domain: edge
@@ -88,6 +91,11 @@ class Tallyd:
         self.stderr = open(self.stderr_path, "w")
         args = [TALLYD, "--udp", "127.0.0.1:0", "--unix", "none", "--unix-seq", "none",
                 "--threads", "2", "--stats-interval-s", "0"] + extra_args
+        # The doors default to 127.0.0.1:8081 and :8080: a door the test does
+        # not ask for is off, so tests never claim those ports.
+        for door in ("--grpc", "--http"):
+            if door not in extra_args:
+                args += [door, "none"]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("tallyd listening"):
@@ -126,6 +134,12 @@ def wait_for(predicate, what, seconds=10.0):
 
 def http_request(address, method, path, body=b"", headers=None):
     """One HTTP/1.1 request on a fresh connection; returns (status, body)."""
+    status, _, payload = http_exchange(address, method, path, body, headers)
+    return status, payload
+
+
+def http_exchange(address, method, path, body=b"", headers=None):
+    """As http_request; returns (status, {lowercase header name: value}, body)."""
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
         head = "%s %s HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n" % (method, path)
@@ -141,8 +155,13 @@ def http_request(address, method, path, body=b"", headers=None):
                 break
             data += chunk
     head, _, payload = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, payload
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return status, fields, payload
 
 
 class RlsClientTest(unittest.TestCase):
@@ -155,7 +174,7 @@ class RlsClientTest(unittest.TestCase):
         cls.rules_path = os.path.join(cls.dir, "rules.yaml")
         with open(cls.rules_path, "w") as f:
             f.write(RULES % 5)
-        cls.tallyd = Tallyd(cls.dir, ["--grpc-listen", "127.0.0.1:0", "--http-listen",
+        cls.tallyd = Tallyd(cls.dir, ["--grpc", "127.0.0.1:0", "--http",
                                       "127.0.0.1:0", "--rules", cls.rules_path])
         cls.channel = grpc.insecure_channel(cls.tallyd.fields["grpc"])
         if cls.rls_pb2_grpc is not None:
@@ -198,6 +217,8 @@ class RlsClientTest(unittest.TestCase):
             self.assertEqual(s.current_limit.requests_per_unit, 3)
             self.assertEqual(s.current_limit.unit, R.RateLimit.MINUTE)
             self.assertEqual(s.limit_remaining, remaining)
+            # RateLimit-* headers only with --rls-headers.
+            self.assertEqual(len(r.response_headers_to_add), 0)
             # The window, plus up to one sub-bucket (a tenth) until its hits leave.
             self.assertTrue(0 < s.duration_until_reset.seconds <= 66)
         r = self.ask([[("remote_address", "10.1.1.1")]])
@@ -345,6 +366,87 @@ class RlsClientTest(unittest.TestCase):
             self.assertEqual(http_request(address, "GET", "/healthcheck")[0], 200)
 
 
+class HeadersTest(unittest.TestCase):
+    """--rls-headers: draft-IETF RateLimit-* headers on both doors."""
+
+    @classmethod
+    def setUpClass(cls):
+        import grpc
+        cls.rls_pb2 = GEN[0]
+        cls.dir = tempfile.mkdtemp(prefix="tally-rls-headers-")
+        rules = os.path.join(cls.dir, "rules.yaml")
+        with open(rules, "w") as f:
+            f.write(RULES % 5)
+        cls.tallyd = Tallyd(cls.dir, ["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                                      "--rules", rules, "--rls-headers"])
+        cls.channel = grpc.insecure_channel(cls.tallyd.fields["grpc"])
+        cls.call = cls.channel.unary_unary(
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            request_serializer=cls.rls_pb2.RateLimitRequest.SerializeToString,
+            response_deserializer=cls.rls_pb2.RateLimitResponse.FromString)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        rc = cls.tallyd.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        assert rc == 0, "tallyd exited with %s" % rc
+
+    def ask(self, *descriptors):
+        request = self.rls_pb2.RateLimitRequest(domain="edge")
+        for entries in descriptors:
+            d = request.descriptors.add()
+            for k, v in entries:
+                d.entries.add(key=k, value=v)
+        r = self.call(request, timeout=10)
+        return r, [(h.key, h.value) for h in r.response_headers_to_add]
+
+    def test_grpc_headers_follow_the_descriptor_nearest_its_limit(self):
+        R = self.rls_pb2.RateLimitResponse
+        for remaining in (2, 1, 0):
+            r, headers = self.ask([("remote_address", "h-1")])
+            self.assertEqual(r.overall_code, R.OK)
+            self.assertEqual([k for k, _ in headers],
+                             ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"])
+            self.assertEqual(headers[0][1], "3")
+            self.assertEqual(headers[1][1], str(remaining))
+            self.assertTrue(1 <= int(headers[2][1]) <= MINUTE_RESET_BOUND_S, headers)
+        r, headers = self.ask([("remote_address", "h-1")])
+        self.assertEqual(r.overall_code, R.OVER_LIMIT)
+        self.assertEqual(dict(headers)["RateLimit-Remaining"], "0")
+        self.assertTrue(1 <= int(dict(headers)["RateLimit-Reset"]) <= MINUTE_RESET_BOUND_S, headers)
+        # Two descriptors: the one nearer its limit (team-*: 2 per minute, 1
+        # left after this call) beats remote_address (3 per minute, 2 left).
+        r, headers = self.ask([("remote_address", "h-2")], [("api", "v1"), ("user", "team-h")])
+        self.assertEqual(r.overall_code, R.OK)
+        self.assertEqual(dict(headers)["RateLimit-Limit"], "2")
+        self.assertEqual(dict(headers)["RateLimit-Remaining"], "1")
+        # Nothing limited (no rule, or unlimited): no headers.
+        _, headers = self.ask([("nothing", "here")], [("path", "/free")])
+        self.assertEqual(headers, [])
+
+    def test_http_json_carries_the_same_headers(self):
+        address = self.tallyd.fields["http"]
+        body = json.dumps({"domain": "edge", "descriptors": [
+            {"entries": [{"key": "remote_address", "value": "h-http"}]}]}).encode()
+        for remaining in (2, 1, 0):
+            status, fields, payload = http_exchange(address, "POST", "/json", body)
+            self.assertEqual(status, 200, payload)
+            self.assertEqual(fields.get("ratelimit-limit"), "3", fields)
+            self.assertEqual(fields.get("ratelimit-remaining"), str(remaining), fields)
+            self.assertTrue(1 <= int(fields["ratelimit-reset"]) <= MINUTE_RESET_BOUND_S, fields)
+        status, fields, _ = http_exchange(address, "POST", "/json", body)
+        self.assertEqual(status, 429)
+        self.assertEqual(fields.get("ratelimit-remaining"), "0", fields)
+        # Errors and the health check carry none.
+        status, fields, _ = http_exchange(address, "POST", "/json", b"{bad")
+        self.assertEqual(status, 400)
+        self.assertNotIn("ratelimit-limit", fields)
+        status, fields, _ = http_exchange(address, "GET", "/healthcheck")
+        self.assertEqual(status, 200)
+        self.assertNotIn("ratelimit-limit", fields)
+
+
 class ClusterTest(unittest.TestCase):
     """Three members: a descriptor asked through different members shares one limit."""
 
@@ -358,12 +460,12 @@ class ClusterTest(unittest.TestCase):
         nodes = []
         try:
             first = Tallyd(workdir, ["--gossip", "127.0.0.1:0", "--node-id", "n1",
-                                     "--grpc-listen", "127.0.0.1:0", "--rules", rules])
+                                     "--grpc", "127.0.0.1:0", "--rules", rules])
             nodes.append(first)
             for name in ("n2", "n3"):
                 nodes.append(Tallyd(workdir, ["--gossip", "127.0.0.1:0", "--node-id", name,
                                               "--join", first.fields["gossip"],
-                                              "--grpc-listen", "127.0.0.1:0", "--rules", rules]))
+                                              "--grpc", "127.0.0.1:0", "--rules", rules]))
             channels = [grpc.insecure_channel(n.fields["grpc"]) for n in nodes]
             calls = [c.unary_unary(
                 "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",

@@ -12,6 +12,10 @@
 namespace tally::rls {
 namespace {
 
+// A minute window frees its hits with their sub-bucket: up to a tenth of the
+// window (the default 10 buckets per window) after the minute (docs/ENVOY.md).
+constexpr int kMinuteResetBoundS = 66;
+
 using std::chrono::milliseconds;
 
 constexpr const char* kRules = R"(
@@ -243,6 +247,52 @@ TEST(RlsJsonTest, FormatsLikeProto3Json) {
             R"({"name":"n","requestsPerUnit":10,"unit":"MINUTE"},"durationUntilReset":"1.500s"},)"
             R"({"code":"OK"}]})");
   EXPECT_EQ(FormatJsonError("x\"y"), R"({"error":"x\"y"})");
+}
+
+TEST_F(RlsMappingTest, RateLimitHeadersReportTheStatusNearestItsLimit) {
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  auto headers = [](const RlsAnswer& a) {
+    Headers out;
+    for (const RateLimitHeader& h : RateLimitHeaders(a)) out.emplace_back(h.name, h.value);
+    return out;
+  };
+  // One limited descriptor: its limit, what is left, the reset in whole
+  // seconds rounded up (the sliding window frees a hit within the minute).
+  const Headers one = headers(Decide(Request({{{"remote_address", "a"}}})));
+  ASSERT_EQ(one.size(), 3u);
+  EXPECT_EQ(one[0], (std::pair<std::string, std::string>("RateLimit-Limit", "3")));
+  EXPECT_EQ(one[1], (std::pair<std::string, std::string>("RateLimit-Remaining", "2")));
+  EXPECT_EQ(one[2].first, "RateLimit-Reset");
+  EXPECT_GE(std::stoi(one[2].second), 1);
+  EXPECT_LE(std::stoi(one[2].second), kMinuteResetBoundS);
+  // Several descriptors: the fewest remaining wins (tier's hourly: 1 left).
+  const Headers several =
+      headers(Decide(Request({{{"remote_address", "b"}}, {{"tier", "gold"}}, {{"x", "y"}}})));
+  ASSERT_EQ(several.size(), 3u);
+  EXPECT_EQ(several[0].second, "2");
+  EXPECT_EQ(several[1].second, "1");
+  // An OVER_LIMIT descriptor is the one reported (the unlimited one before
+  // it has no current_limit and never is).
+  for (int i = 0; i < 3; ++i) Decide(Request({{{"remote_address", "c"}}}));
+  const RlsAnswer over = Decide(Request({{{"path", "/free"}}, {{"remote_address", "c"}}}));
+  ASSERT_EQ(over.overall_code, Code::kOverLimit);
+  const Headers denied = headers(over);
+  ASSERT_EQ(denied.size(), 3u);
+  EXPECT_EQ(denied[0].second, "3");
+  EXPECT_EQ(denied[1].second, "0");
+  EXPECT_GE(std::stoi(denied[2].second), 1);
+  // Nothing limited: no headers.
+  EXPECT_TRUE(headers(Decide(Request({{{"path", "/free"}}, {{"nope", "x"}}}))).empty());
+  // Rounding: 1 ms until reset is 1 s, 1000 ms is 1 s, 1001 ms is 2 s.
+  RlsAnswer made;
+  made.statuses.push_back(RlsStatus{Code::kOk, RlsLimit{10, rules::Unit::kSecond, ""}, 4, 1});
+  EXPECT_EQ(headers(made)[2].second, "1");
+  made.statuses[0].duration_until_reset_ms = 1000;
+  EXPECT_EQ(headers(made)[2].second, "1");
+  made.statuses[0].duration_until_reset_ms = 1001;
+  EXPECT_EQ(headers(made)[2].second, "2");
+  made.statuses[0].duration_until_reset_ms = 0;
+  EXPECT_EQ(headers(made)[2].second, "0");
 }
 
 }  // namespace
