@@ -130,6 +130,12 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
     return;
   }
   ++stats_.received[static_cast<size_t>(kind)];
+  // A member we never heard of talks to us: its join rumor passed us by
+  // (gossip reaches each member only with high probability, and a rumor
+  // cannot cross a partition). Its header alone does not introduce it (a
+  // leaving process still talks); exchanging full state does, from its own
+  // table, and brings whatever else we missed.
+  const bool stranger = table_.Find(msg.sender_id) == nullptr;
   ApplySenderEvidence(msg);
   if (const Member* sender = table_.Find(msg.sender_id);
       sender != nullptr && sender->generation == msg.sender_generation &&
@@ -177,6 +183,10 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
       HandlePushPull(msg, std::get<PushPull>(msg.body), out);
       break;
   }
+  if (stranger && kind != SwimKind::kPushPull && table_.Find(msg.sender_id) == nullptr) {
+    prompted_push_pull_address_ = msg.sender_address;
+  }
+  if (!prompted_push_pull_address_.empty()) PromptedPushPull(out);
 }
 
 void Swim::Tick(Instant now, std::vector<Outbound>* out) {
@@ -414,7 +424,14 @@ void Swim::ApplyRumor(MemberUpdate u) {
   table_.SetState(m, u.state);
   if (new_process || before.state != u.state) m->since = now_;
   if (u.state == MemberState::kAlive && !new_process) {
-    if (before.state == MemberState::kSuspect) ++stats_.suspects_refuted;
+    if (before.state == MemberState::kSuspect) {
+      ++stats_.suspects_refuted;
+      // It was up all along: we were cut off from it (a partition that
+      // healed, or loss), and rumors spread meanwhile, a `left` among them,
+      // may never reach us again (their retransmissions are spent). Only a
+      // full-state exchange repairs that before the periodic push-pull.
+      if (!left_) prompted_push_pull_address_ = m->address;
+    }
     if (before.state == MemberState::kDead) ++stats_.dead_revived;
   }
   if (u.state == MemberState::kSuspect) {

@@ -133,6 +133,9 @@ struct SwimStats {
   uint64_t unmatched = 0;     // acks/nacks for nothing outstanding
   uint64_t clock_samples = 0;
   uint64_t clock_samples_rejected = 0;
+  // Full-state exchanges prompted by a sign that a rumor passed us by: a
+  // message from a member we never heard of, or a suspect of ours refuted.
+  uint64_t prompted_push_pulls = 0;
 };
 
 class Swim {
@@ -310,6 +313,9 @@ class Swim {
   void TellNextSuspect(std::vector<Outbound>* out);
   void TickPushPull(std::vector<Outbound>* out);
   void TickReconnect(std::vector<Outbound>* out);
+  // At most one per probe interval (a stranger's datagram costs us a stream
+  // message: rate-limited so forged ones cannot make us flood anyone).
+  void PromptedPushPull(std::vector<Outbound>* out);
   void SendPushPull(const std::string& to_address, bool reply, bool join,
                     std::vector<Outbound>* out);
   void HandlePushPull(const SwimMessage& msg, const PushPull& push_pull,
@@ -352,6 +358,8 @@ class Swim {
   std::chrono::nanoseconds next_gossip_at_{0};
   std::chrono::nanoseconds next_push_pull_at_{0};
   std::chrono::nanoseconds next_reconnect_at_{0};
+  std::chrono::nanoseconds next_prompted_push_pull_at_{0};
+  std::string prompted_push_pull_address_;  // set while handling a message
   std::chrono::nanoseconds next_housekeeping_at_{0};
 
   SwimStats stats_;

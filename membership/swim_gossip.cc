@@ -140,6 +140,15 @@ std::vector<MemberUpdate> Swim::FullState() const {
   return state;
 }
 
+void Swim::PromptedPushPull(std::vector<Outbound>* out) {
+  const std::string address = std::move(prompted_push_pull_address_);
+  prompted_push_pull_address_.clear();
+  if (left_ || now_.monotonic < next_prompted_push_pull_at_) return;
+  next_prompted_push_pull_at_ = now_.monotonic + milliseconds(config_.probe_interval_ms);
+  ++stats_.prompted_push_pulls;
+  SendPushPull(address, /*reply=*/false, /*join=*/false, out);
+}
+
 void Swim::SendPushPull(const std::string& to_address, bool reply, bool join,
                         std::vector<Outbound>* out) {
   Send(to_address, PushPull{reply, join, FullState()}, /*stream=*/true, false, out);

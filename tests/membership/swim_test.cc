@@ -502,6 +502,51 @@ TEST(SwimTest, AMessageFromAMemberIsFirstHandNewsOfIt) {
   EXPECT_EQ(h.StateOf("a"), MemberState::kLeft);
 }
 
+TEST(SwimTest, AStrangerTalkingToUsIsAskedForItsFullState) {
+  // A join rumor reaches each member only with high probability (swarm seeds
+  // 869, 1426, 1594: a member missed one until the 30-60 s push-pull).
+  Harness h({"a"});
+  h.Gossip("x", {}, 100);
+  auto asked = OfKind<PushPull>(h.out);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0]->to_address, Addr("x"));
+  EXPECT_TRUE(asked[0]->stream);
+  EXPECT_FALSE(std::get<PushPull>(asked[0]->msg.body).reply);
+  EXPECT_EQ(h.swim.members().Find("x"), nullptr);  // the header alone introduces nobody
+  EXPECT_EQ(h.swim.stats().prompted_push_pulls, 1u);
+  // At most one per probe interval, whoever asks.
+  h.Gossip("y", {}, 600);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  h.Deliver("y", Ping{3, "me"}, {}, 1200);
+  ASSERT_EQ(OfKind<PushPull>(h.out).size(), 1u);
+  EXPECT_EQ(OfKind<PushPull>(h.out)[0]->to_address, Addr("y"));
+  // Its own table introduces it; a process that is leaving says so there.
+  h.Deliver("x", PushPull{true, false, {Rumor("x", MemberState::kAlive, 1, 0)}}, {}, 1300);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kAlive);
+  h.Deliver("y", PushPull{true, false, {Rumor("y", MemberState::kLeft, 1, 1)}}, {}, 1400);
+  EXPECT_EQ(h.swim.members().Find("y"), nullptr);
+  // A stranger's rumor about itself introduces it: nothing to ask.
+  h.Gossip("z", {Rumor("z", MemberState::kAlive, 1, 0)}, 5000);
+  EXPECT_EQ(h.StateOf("z"), MemberState::kAlive);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  EXPECT_EQ(h.swim.stats().prompted_push_pulls, 2u);
+}
+
+TEST(SwimTest, ARefutedSuspicionPromptsAFullStateExchange) {
+  // A `left` gossiped while we were cut off never reaches us again: its
+  // retransmissions are spent (swarm seeds 604, 1492).
+  Harness h({"a", "b"});
+  h.Gossip("b", {Rumor("a", MemberState::kSuspect, 1, 0, "b")}, 10);
+  ASSERT_EQ(h.StateOf("a"), MemberState::kSuspect);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  h.Gossip("b", {Rumor("a", MemberState::kAlive, 1, 1)}, 2000);
+  EXPECT_EQ(h.StateOf("a"), MemberState::kAlive);
+  auto asked = OfKind<PushPull>(h.out);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0]->to_address, Addr("a"));
+  EXPECT_EQ(h.swim.stats().suspects_refuted, 1u);
+}
+
 TEST(SwimTest, ServesPingReqRelayingTheAckOrANack) {
   Harness h({"a", "b"});
   h.Deliver("a", PingReq{500, "b", Addr("b"), true}, {}, 100);
