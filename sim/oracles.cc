@@ -57,6 +57,54 @@ void ExpectedFirstSuspicion(size_t n, double* mean_periods, double* sd_periods) 
   *sd_periods = std::sqrt(std::max(0.0, second - first * first));
 }
 
+void FirstSuspicionMeanInterval(size_t n, size_t k, double tail, double* lo_periods,
+                                double* hi_periods) {
+  *lo_periods = *hi_periods = 1;
+  if (n < 2 || k == 0) return;
+  const size_t m = n - 1;
+  const double md = static_cast<double>(m);
+  // S(t) = G^(t)^m falls from 1 at t = 0 to 0 at t = 2m - 1, G^ linear
+  // between integers: invert it exactly for a uniform draw u = S(t).
+  std::vector<double> g(2 * m + 1);
+  for (size_t j = 0; j < g.size(); ++j) {
+    g[j] = membership::timing::RoundRobinNoProbeProbability(n, j);
+  }
+  auto draw = [&](double u) {
+    const double target = std::pow(u, 1.0 / md);  // G^(t) = u^(1/m)
+    // The last j with G(j) >= target (G falls with j).
+    const auto first_below =
+        std::partition_point(g.begin(), g.end(), [target](double x) { return x >= target; });
+    const size_t j =
+        first_below == g.begin() ? 0 : static_cast<size_t>(first_below - g.begin()) - 1;
+    const double span = g[j] - (j + 1 < g.size() ? g[j + 1] : 0.0);
+    const double frac = span > 0 ? (g[j] - target) / span : 0;
+    return 1 + static_cast<double>(j) + std::clamp(frac, 0.0, 1.0);
+  };
+  const size_t trials = 40000;
+  std::vector<double> means(trials);
+  uint64_t state = 0x9e3779b97f4a7c15ull ^ (n * 1315423911ull) ^ k;
+  auto uniform = [&state] {  // splitmix64, (0, 1)
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (static_cast<double>(z >> 11) + 0.5) / 9007199254740992.0;
+  };
+  for (double& mean : means) {
+    double sum = 0;
+    for (size_t i = 0; i < k; ++i) sum += draw(uniform());
+    mean = sum / static_cast<double>(k);
+  }
+  std::sort(means.begin(), means.end());
+  const auto at = [&](double q) {
+    const auto i = static_cast<size_t>(
+        std::clamp(q * static_cast<double>(trials - 1), 0.0, static_cast<double>(trials - 1)));
+    return means[i];
+  };
+  *lo_periods = at(tail);
+  *hi_periods = at(1 - tail);
+}
+
 double LastDeadBoundS(const SimConfig& config, size_t n) {
   const auto& sw = config.node.swim;
   const auto min_timeout = membership::timing::SuspicionMinTimeout(
@@ -455,11 +503,24 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       fig->expected_first_suspicion_sd_s = sdp * probe_s;
     }
     const double expected = fig->expected_first_suspicion_s;
-    // One run has few crashes: allow 10%, or three standard errors of the
-    // mean when that is wider (the seed sweep applies the strict 10%).
-    const double tol = std::max(
-        b.detection_tolerance * expected,
-        k > 0 ? 3 * fig->expected_first_suspicion_sd_s / std::sqrt(static_cast<double>(k)) : 0);
+    // One run has few crashes: allow 10% or three standard errors of the
+    // mean, whichever is wider (the seed sweep applies the strict 10%), and
+    // beyond that band the interval the model puts the mean of k crashes in
+    // with a normal's +- 3 standard errors' probability (99.73%): the tail is
+    // long, so one or two crashes may land far above the band. The band stays
+    // below: the model starts at one round, but a probe already in flight
+    // when its target crashed concludes sooner (seed 74: 1.00 s at 10 nodes).
+    const double three_se =
+        k > 0 ? 3 * fig->expected_first_suspicion_sd_s / std::sqrt(static_cast<double>(k)) : 0;
+    double lo = std::max(0.0, expected - std::max(b.detection_tolerance * expected, three_se));
+    double hi = expected + std::max(b.detection_tolerance * expected, three_se);
+    if (k > 0) {
+      double lo_p = 0, hi_p = 0;
+      FirstSuspicionMeanInterval(static_cast<size_t>(std::lround(n_sum / static_cast<double>(k))),
+                                 k, 0.00135, &lo_p, &hi_p);
+      lo = std::min(lo, lo_p * probe_s);
+      hi = std::max(hi, hi_p * probe_s);
+    }
     first.value = Fmt("mean %.2f s", mean) + " over " + std::to_string(k);
     if (overlapping > 0) first.value += " (+" + std::to_string(overlapping) + " overlapping)";
     if (excluded > 0) first.value += " (" + std::to_string(excluded) + " not judged)";
@@ -472,8 +533,8 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
     if (!first.judged) {
       first.bound = "(no crash to judge)";
     } else if (b.detection_mean) {
-      first.bound = Fmt("%.2f s", expected) + Fmt(" +- %.2f", tol);
-      first.pass = k > 0 && never == 0 && std::fabs(mean - expected) <= tol;
+      first.bound = Fmt("%.2f s", expected) + Fmt(" (%.2f", lo) + Fmt("..%.2f)", hi);
+      first.pass = k > 0 && never == 0 && mean >= lo && mean <= hi;
     } else {
       first.bound = Fmt("(expect %.2f s; lossy)", expected);
       first.pass = never == 0;

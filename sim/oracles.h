@@ -124,6 +124,17 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& bounds, F
 // deviation in units of the probe interval.
 void ExpectedFirstSuspicion(size_t n, double* mean_periods, double* sd_periods);
 
+// The interval that the mean of k such first suspicions (n members each)
+// falls in with probability 1 - 2 x tail, in probe intervals: the model's
+// quantiles of the mean, from 40000 draws of k samples each from the
+// distribution above with a fixed seed. Its tail is long (close to an
+// exponential's: the first of n - 1 probers), so for a few crashes mean
+// +- 3 standard errors is not the 0.27% two-sided test it would be for a
+// normal: one sample beyond mean + 3 sd has probability 0.8% at n = 3 and
+// 1.8% at n = 100 (docs/SIMULATION.md, "detection").
+void FirstSuspicionMeanInterval(size_t n, size_t k, double tail, double* lo_periods,
+                                double* hi_periods);
+
 // The latest a crashed member of an n-member cluster is marked dead by every
 // live member, seconds: the worst-case first probe of round-robin probing
 // (timing::WorstCaseFirstProbeRoundRobinPeriods) and its round, the longest

@@ -159,6 +159,38 @@ TEST(SimOracleMath, FirstSuspicionExpectation) {
   }
 }
 
+TEST(SimOracleMath, FirstSuspicionMeanIntervalFollowsTheSkewedTail) {
+  // One crash: the model's own quantiles. The tail is long (swarm seeds 589
+  // and 1225 judged one crash each, 3.41 s at 3 nodes and 5.62 s at 13,
+  // beyond mean + 3 sd but inside the distribution: P 0.54% and 0.35%).
+  for (size_t n : {3, 13, 100}) {
+    double mean = 0, sd = 0, lo = 0, hi = 0;
+    ExpectedFirstSuspicion(n, &mean, &sd);
+    FirstSuspicionMeanInterval(n, 1, 0.00135, &lo, &hi);
+    EXPECT_GE(lo, 1.0) << n;  // one round at least
+    EXPECT_LT(lo, mean - 0.5 * sd) << n;
+    EXPECT_GT(hi, mean + 3 * sd) << n;                     // the skew: wider above
+    EXPECT_LE(hi, 2.0 * static_cast<double>(n - 1)) << n;  // within the worst case, 2(n-1)-1 + 1
+  }
+  double lo = 0, hi = 0;
+  FirstSuspicionMeanInterval(3, 1, 0.00135, &lo, &hi);
+  EXPECT_GT(hi, 3.41);
+  EXPECT_LT(hi, 3.8);
+  FirstSuspicionMeanInterval(13, 1, 0.00135, &lo, &hi);
+  EXPECT_GT(hi, 5.62);
+  // Many crashes: the mean's interval narrows to about +- 3 standard errors.
+  double mean = 0, sd = 0;
+  ExpectedFirstSuspicion(10, &mean, &sd);
+  FirstSuspicionMeanInterval(10, 100, 0.00135, &lo, &hi);
+  EXPECT_NEAR(hi - mean, 3 * sd / 10, 0.35 * 3 * sd / 10);
+  EXPECT_NEAR(mean - lo, 3 * sd / 10, 0.35 * 3 * sd / 10);
+  // Deterministic: an oracle must judge a seed the same way every time.
+  double lo2 = 0, hi2 = 0;
+  FirstSuspicionMeanInterval(10, 100, 0.00135, &lo2, &hi2);
+  EXPECT_EQ(lo, lo2);
+  EXPECT_EQ(hi, hi2);
+}
+
 TEST(SimRandom, SamplersAreBoundedAndReplay) {
   Random a(9), b(9);
   const DiscreteSampler zipf(ZipfWeights(50, 1.1));
