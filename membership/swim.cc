@@ -213,6 +213,7 @@ nanoseconds Swim::NextDeadline() const {
     consider(next_probe_at_);
     consider(next_push_pull_at_);
     consider(next_reconnect_at_);
+    consider(SettlePushPullDue());
   }
   if (probe_.active) {
     if (!probe_.acked && !probe_.indirect_sent) consider(probe_.indirect_at);
@@ -380,6 +381,7 @@ void Swim::ApplyRumor(MemberUpdate u) {
       ++stats_.stale_rumors;
       return;
     }
+    NoteJoinHeard();
     Member& added =
         table_.Upsert(Member{u.id, u.address, u.generation, u.incarnation, u.state, now_});
     AddToProbeList(added.id);
@@ -418,6 +420,7 @@ void Swim::ApplyRumor(MemberUpdate u) {
   }
   const Member before = *m;
   const bool new_process = u.generation != before.generation;
+  if (new_process && u.state == MemberState::kAlive) NoteJoinHeard();
   m->address = u.address;
   m->generation = u.generation;
   m->incarnation = u.incarnation;

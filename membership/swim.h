@@ -359,6 +359,13 @@ class Swim {
   std::chrono::nanoseconds next_push_pull_at_{0};
   std::chrono::nanoseconds next_reconnect_at_{0};
   std::chrono::nanoseconds next_prompted_push_pull_at_{0};
+  // One push-pull a dissemination time after the last join we heard of (none
+  // pending: max()), at most one per reconnect interval: a member that one
+  // join rumor of a storm missed gets it from a random peer's table.
+  std::chrono::nanoseconds settle_push_pull_at_ = std::chrono::nanoseconds::max();
+  std::chrono::nanoseconds last_settle_push_pull_at_{std::chrono::nanoseconds::min() / 2};
+  void NoteJoinHeard();
+  std::chrono::nanoseconds SettlePushPullDue() const;
   std::string prompted_push_pull_address_;  // set while handling a message
   std::chrono::nanoseconds next_housekeeping_at_{0};
 

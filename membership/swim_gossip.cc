@@ -87,8 +87,37 @@ void Swim::TellNextSuspect(std::vector<Outbound>* out) {
   Send(m->address, Gossip{}, /*stream=*/false, /*only_if_rumors=*/true, out);
 }
 
+void Swim::NoteJoinHeard() {
+  if (!started_) return;
+  const nanoseconds settle =
+      milliseconds(TransmitLimit() * config_.gossip_interval_ms + 2 * config_.probe_interval_ms);
+  settle_push_pull_at_ = now_.monotonic + settle;  // a later join postpones it
+}
+
+nanoseconds Swim::SettlePushPullDue() const {
+  if (settle_push_pull_at_ == nanoseconds::max()) return settle_push_pull_at_;
+  return std::max(settle_push_pull_at_,
+                  last_settle_push_pull_at_ + milliseconds(config_.reconnect_interval_ms));
+}
+
 void Swim::TickPushPull(std::vector<Outbound>* out) {
+  if (now_.monotonic >= SettlePushPullDue() && now_.monotonic < next_push_pull_at_) {
+    // Gossip reaches each member only with high probability: after a join
+    // (or a storm of them) has had its dissemination time, compare tables
+    // once with a random member instead of waiting for the periodic exchange.
+    settle_push_pull_at_ = nanoseconds::max();
+    last_settle_push_pull_at_ = now_.monotonic;
+    std::vector<const Member*> alive;
+    for (const Member* m : table_.up()) {
+      if (m->id != self_.id && m->state == MemberState::kAlive) alive.push_back(m);
+    }
+    if (!alive.empty()) {
+      SendPushPull(alive[UniformBelow(rng_, alive.size())]->address, /*reply=*/false,
+                   /*join=*/false, out);
+    }
+  }
   if (now_.monotonic < next_push_pull_at_) return;
+  settle_push_pull_at_ = nanoseconds::max();
   next_push_pull_at_ = now_.monotonic + timing::PushPullInterval(
                                             milliseconds(config_.push_pull_interval_ms), CountUp());
   std::vector<const Member*> alive;

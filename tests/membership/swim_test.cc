@@ -532,6 +532,40 @@ TEST(SwimTest, AStrangerTalkingToUsIsAskedForItsFullState) {
   EXPECT_EQ(h.swim.stats().prompted_push_pulls, 2u);
 }
 
+TEST(SwimTest, JoinsHeardAreFollowedByOnePushPullOnceTheySettle) {
+  // A storm of join rumors: one of them may miss us (swarm seed 1594, and
+  // 50-node fault_free seeds 3001 and 4014, where the missed member never
+  // talked to us). A dissemination time after the last join we heard, one
+  // push-pull with a random member compares tables.
+  SwimConfig config;
+  config.push_pull_interval_ms = 3'600'000;  // the periodic one out of the way
+  config.reconnect_interval_ms = 3000;       // ...and nobody declared dead meanwhile
+  Harness h({"a"}, config);
+  auto push_pulls = [](const std::vector<Outbound>& out) {
+    size_t n = 0;
+    for (const auto& o : out) {
+      if (std::holds_alternative<PushPull>(o.msg.body) && !std::get<PushPull>(o.msg.body).reply) {
+        ++n;
+      }
+    }
+    return n;
+  };
+  const int64_t settle_ms =
+      timing::RetransmitLimit(config.retransmit_mult, 2) * config.gossip_interval_ms +
+      2 * config.probe_interval_ms;
+  h.Gossip("a", {Rumor("b", MemberState::kAlive, 1, 0)}, 1000);
+  h.RunUntil(1500);
+  h.Gossip("a", {Rumor("c", MemberState::kAlive, 1, 0)}, 1500);  // postpones it
+  const int64_t due = 1500 + settle_ms;
+  EXPECT_EQ(push_pulls(h.RunUntil(due - 1)), 0u);
+  EXPECT_EQ(push_pulls(h.RunUntil(due + 1)), 1u);
+  // One per reconnect interval at most, and nothing without a new join.
+  h.Gossip("a", {Rumor("d", MemberState::kAlive, 1, 0)}, due + 10);
+  EXPECT_EQ(push_pulls(h.RunUntil(due + 1 + config.reconnect_interval_ms - 10)), 0u);
+  EXPECT_EQ(push_pulls(h.RunUntil(due + 20 + config.reconnect_interval_ms)), 1u);
+  EXPECT_EQ(push_pulls(h.RunUntil(due + 20 + 3 * config.reconnect_interval_ms)), 0u);
+}
+
 TEST(SwimTest, ARefutedSuspicionPromptsAFullStateExchange) {
   // A `left` gossiped while we were cut off never reaches us again: its
   // retransmissions are spent (swarm seeds 604, 1492).
