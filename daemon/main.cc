@@ -131,6 +131,9 @@ int main(int argc, char** argv) {
     rls_options.on_rules = [&daemon](const std::string& digest, const std::string& error) {
       daemon.SetRulesStatus(digest, error);
     };
+    rls_options.status = [&daemon] { return daemon.Status(); };
+    rls_options.door_metrics = daemon.door_metrics();
+    rls_options.key_capacity = daemon.key_capacity();
     rls = std::make_unique<tally::rls::RlsServer>(rls_options, daemon.gateway());
     if (!rls->Start(&error)) {
       spdlog::error("cannot start: {}", error);

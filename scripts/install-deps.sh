@@ -22,6 +22,8 @@ packages=(
   lintian help2man
   # the Kubernetes manifest check (tests/packaging/kubernetes_test.py)
   python3-yaml
+  # promtool checks GET /metrics (tests/daemon/rls/http_ops_test.cc)
+  prometheus
 )
 missing=()
 for p in "${packages[@]}"; do

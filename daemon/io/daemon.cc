@@ -74,6 +74,7 @@ struct Daemon::Impl {
   boost::asio::io_context io;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
   Counters counters;
+  DoorMetrics door_metrics;
   std::unique_ptr<Limiter> limiter;        // null in echo and cluster mode
   std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
   std::unique_ptr<CheckGateway> gateway;   // null in echo mode
@@ -162,6 +163,7 @@ bool Daemon::Impl::Start(std::string* error) {
   if (!o.echo) gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get());
   ProcessorContext context{limiter.get(), cluster.get(), &identity,
                            o.echo,        &counters,     &rules_status};
+  context.metrics = &door_metrics;
 
   if (udp) {
     std::vector<UniqueFd> fds;
@@ -180,7 +182,9 @@ bool Daemon::Impl::Start(std::string* error) {
       return Fail(error, why);
     }
     unix_path = unix_file.path();
-    unix_server = std::make_unique<DatagramServer>(io, unix_file.ReleaseFd(), context);
+    ProcessorContext unix_context = context;
+    unix_context.door = Door::kUnix;
+    unix_server = std::make_unique<DatagramServer>(io, unix_file.ReleaseFd(), unix_context);
   }
   if (!o.unix_seq_path.empty()) {
     if (!seq_file.Bind(o.unix_seq_path, SOCK_SEQPACKET, &why, o.unix_access)) {
@@ -188,7 +192,9 @@ bool Daemon::Impl::Start(std::string* error) {
       return Fail(error, why);
     }
     seq_path = seq_file.path();
-    seq_server = std::make_unique<SeqpacketServer>(io, seq_file.ReleaseFd(), context);
+    ProcessorContext seq_context = context;
+    seq_context.door = Door::kSeqpacket;
+    seq_server = std::make_unique<SeqpacketServer>(io, seq_file.ReleaseFd(), seq_context);
   }
 
   work.emplace(io.get_executor());
@@ -376,5 +382,16 @@ void Daemon::Run() {
 void Daemon::Stop() { impl_->Stop(); }
 
 DaemonStats Daemon::stats() const { return impl_->Stats(); }
+
+DoorMetrics* Daemon::door_metrics() const { return &impl_->door_metrics; }
+
+uint64_t Daemon::key_capacity() const { return impl_->options.limiter.max_keys; }
+
+wire::StatusReport Daemon::Status() const {
+  const Impl& d = *impl_;
+  const Instant now = ReadClock();
+  if (d.cluster && d.started) return d.cluster->Status(now);
+  return SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now);
+}
 
 }  // namespace tally::io

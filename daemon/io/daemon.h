@@ -23,6 +23,7 @@
 #include <string>
 
 #include "daemon/io/cluster_driver.h"
+#include "daemon/io/door_metrics.h"
 #include "daemon/io/sockets.h"
 #include "tally/limiter.h"
 
@@ -103,6 +104,16 @@ class Daemon {
 
   // A snapshot of the counters. Any thread.
   DaemonStats stats() const;
+
+  // Decisions by door (daemon/io/door_metrics.h): the Cap'n Proto doors count
+  // into it here; in-process doors (daemon/rls/) may count into it too. Valid
+  // until the Daemon is destroyed. Any thread.
+  DoorMetrics* door_metrics() const;
+  // The configured key-table capacity (--max-keys).
+  uint64_t key_capacity() const;
+  // What `tally status` answers (in cluster mode: ClusterDriver::Status, one
+  // hold of the Node's lock). After a successful Start. Any thread.
+  wire::StatusReport Status() const;
 
  private:
   struct Impl;

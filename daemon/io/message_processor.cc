@@ -39,7 +39,9 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
       identity_(context.identity),
       rules_(context.rules),
       echo_(context.echo),
-      counters_(context.counters) {
+      counters_(context.counters),
+      metrics_(context.metrics),
+      door_(context.door) {
   assert(counters_ != nullptr);
   assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
 }
@@ -88,29 +90,30 @@ void RulesStatus::AppendTo(wire::StatusReport* report) const {
   report->rules_error = error_;
 }
 
-wire::StatusReport MessageProcessor::SingleNodeStatus(Instant now) const {
+wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
+                                    const Counters& counters, Instant now) {
   wire::StatusReport s;
-  s.node_id = identity_ != nullptr ? identity_->node_id : "tallyd";
-  s.generation = identity_ != nullptr ? identity_->generation : 0;
+  s.node_id = identity != nullptr ? identity->node_id : "tallyd";
+  s.generation = identity != nullptr ? identity->generation : 0;
   s.cluster = false;
   s.owning = true;
   s.key_share = 1.0;
   s.last_known_members = 1;
   LimiterStats stats;
-  if (limiter_ != nullptr) stats = limiter_->GetStats();
+  if (limiter != nullptr) stats = limiter->GetStats();
   s.live_keys = stats.live_keys;
   wire::MemberReport& self = s.members.emplace_back();
   self.id = s.node_id;
   self.state = "alive";
   self.generation = s.generation;
-  if (identity_ != nullptr) {
-    self.address = identity_->udp_address;
+  if (identity != nullptr) {
+    self.address = identity->udp_address;
     s.uptime_ms = static_cast<uint64_t>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(now.monotonic - identity_->started)
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(now.monotonic - identity->started)
                .count()));
   }
   AppendLimiterCounters(stats, &s.counters);
-  AppendTransportCounters(*counters_, &s.counters);
+  AppendTransportCounters(counters, &s.counters);
   return s;
 }
 
@@ -190,7 +193,7 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
     case wire::MessageKind::kStatusRequest: {
       std::vector<std::byte>* out = NextBuffer();
       wire::StatusReport report =
-          cluster_ != nullptr ? cluster_->Status(now) : SingleNodeStatus(now);
+          cluster_ != nullptr ? cluster_->Status(now) : SingleNodeStatus(limiter_, identity_, *counters_, now);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       replies->push_back(Reply{std::span<const std::byte>(*out), tag});
@@ -223,7 +226,17 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
     return Handled::kAnswered;
   }
   // One batch per datagram: results in request order, each shard locked once.
-  limiter_->CheckBatch(reader_.checks(), now, &results_);
+  if (metrics_ != nullptr) {
+    const auto start = std::chrono::steady_clock::now();
+    limiter_->CheckBatch(reader_.checks(), now, &results_);
+    metrics_->ObserveLatency(
+        door_, static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now() - start)
+                                         .count()));
+    metrics_->CountResults(door_, results_);
+  } else {
+    limiter_->CheckBatch(reader_.checks(), now, &results_);
+  }
   for (CheckResult& result : results_) {
     if (result.error.size() > kMaxErrorBytes) result.error.resize(kMaxErrorBytes);
   }

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "daemon/io/counters.h"
+#include "daemon/io/door_metrics.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 #include "wire/codec.h"
@@ -75,6 +76,9 @@ struct ProcessorContext {
   bool echo = false;
   Counters* counters = nullptr;
   const RulesStatus* rules = nullptr;  // null: status answers carry no rules digest
+  // Single-node mode: decisions counted by door (null: not counted).
+  DoorMetrics* metrics = nullptr;
+  Door door = Door::kUdp;
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -113,7 +117,6 @@ class MessageProcessor {
   std::vector<std::byte>* NextBuffer();
   void ReplyError(Status status, std::string reason, uint32_t tag, std::vector<Reply>* replies);
   void EncodeResults(uint32_t tag, std::vector<Reply>* replies);
-  wire::StatusReport SingleNodeStatus(Instant now) const;
   wire::OwnerReport SingleNodeOwner(const wire::OwnerQuery& query) const;
 
   Limiter* limiter_;
@@ -122,6 +125,8 @@ class MessageProcessor {
   const RulesStatus* rules_ = nullptr;
   bool echo_;
   Counters* counters_;
+  DoorMetrics* metrics_ = nullptr;
+  Door door_ = Door::kUdp;
   wire::ClientMessageReader reader_;
   std::vector<CheckResult> results_;
   std::string why_;
@@ -132,6 +137,12 @@ class MessageProcessor {
 
 // Reads both clocks: wall ms since the epoch and monotonic ns.
 Instant ReadClock();
+
+// The status answer of a single node (a cluster of one: itself, alive, key
+// share 1) from its Limiter (null in echo mode), identity (null: "tallyd")
+// and transport counters.
+wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
+                                    const Counters& counters, Instant now);
 
 // The transport counters by name, for status answers.
 void AppendTransportCounters(const Counters& counters,

@@ -112,6 +112,10 @@ class RlsPlan {
              std::string* error);
 
   std::span<const CheckRequestRef> checks() const { return checks_; }
+  // After a successful Build: what each descriptor resolved to; its limits,
+  // in order, are the checks (for per-rule metrics).
+  const rules::Resolution& resolution() const { return resolution_; }
+  bool global_shadow() const { return global_shadow_; }
 
   // Folds `results` (one per check, in order) into `*answer`. If any result
   // is not Status::kOk (over capacity, unavailable, ...) no answer can be

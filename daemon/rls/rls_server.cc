@@ -16,13 +16,18 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
 
 #include "daemon/io/check_gateway.h"
+#include "daemon/io/door_metrics.h"
+#include "daemon/io/metrics_text.h"
+#include "daemon/io/process_stats.h"
 #include "daemon/io/sockets.h"
+#include "daemon/rls/http_routes.h"
 #include "daemon/rls/rls_json.h"
 #include "daemon/rls/rls_mapping.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
@@ -45,6 +50,8 @@ bool Fail(std::string* error, std::string message) {
 // One call through either door: the request, the rules it resolves against
 // (held for the whole call) and the plan that points into both.
 struct Call {
+  io::Door door = io::Door::kGrpc;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   RlsRequest request;
   std::shared_ptr<const rules::RuleSet> rules;
   RlsPlan plan;
@@ -150,6 +157,8 @@ struct RlsServer::Impl {
   void WaitForSighup();
   bool StartWatch(std::string* error);
   void ReadWatch();
+  // Door and per-rule counters of one decided call (answer filled in).
+  void CountDecided(const Call& call, std::span<const CheckResult> results);
 
   RlsServerOptions options;
   io::CheckGateway* gateway;
@@ -160,6 +169,16 @@ struct RlsServer::Impl {
   std::atomic<uint64_t> grpc_requests{0}, http_requests{0}, over_limit{0}, shadow_denials{0},
       invalid{0}, failed{0}, reloads{0}, reload_failures{0};
   std::atomic<size_t> http_connections{0};
+  std::atomic<bool> last_reload_ok{true};
+
+  // Per rule limit, by (rule stats key, limit name): bounded by the rules
+  // files. One lock per decided call, not per check.
+  struct RuleCounters {
+    uint64_t hits = 0, over_limit = 0, near_limit = 0, shadow_mode = 0;
+  };
+  mutable std::mutex rule_counters_mu;
+  std::map<std::pair<std::string, std::string>, RuleCounters, std::less<>> rule_counters;
+  HttpRouteHooks http_hooks;
 
   // Both doors decide through Decide(); the HTTP sessions point at this one.
   std::function<void(const std::shared_ptr<Call>&, Finish)> http_decide;
@@ -188,6 +207,7 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
       if (all.empty()) all = e.ToString();
     }
     if (!at_start) {
+      last_reload_ok.store(false, std::memory_order_relaxed);
       reload_failures.fetch_add(1, std::memory_order_relaxed);
       std::string in_force;
       {
@@ -213,6 +233,7 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     rules = result.rules;
     if (!at_start && options.on_rules) options.on_rules(digest, "");
   }
+  last_reload_ok.store(true, std::memory_order_relaxed);
   if (!at_start) reloads.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("rules: {} {}: {} domains, {} descriptors, digest {}",
                at_start ? "loaded" : "reloaded", options.rules_path, result.rules->domain_count(),
@@ -225,12 +246,16 @@ void RlsServer::Impl::Decide(const std::shared_ptr<Call>& call, Finish finish) {
   std::string error;
   if (!call->plan.Build(*call->rules, call->request, options.shadow_mode, &error)) {
     invalid.fetch_add(1, std::memory_order_relaxed);
+    if (options.door_metrics != nullptr) {
+      options.door_metrics->Count(call->door, io::Decision::kInvalid);
+    }
     finish(Status::kInvalidArgument, error);
     return;
   }
   auto answer = [this, call, finish = std::move(finish)](std::span<const CheckResult> results) {
     std::string why;
     const Status status = call->plan.Answer(results, &call->answer, &why);
+    CountDecided(*call, results);
     if (status != Status::kOk) {
       (status == Status::kInvalidArgument ? invalid : failed)
           .fetch_add(1, std::memory_order_relaxed);
@@ -247,6 +272,50 @@ void RlsServer::Impl::Decide(const std::shared_ptr<Call>& call, Finish finish) {
     return;
   }
   gateway->Decide(call->plan.checks(), std::move(answer));
+}
+
+void RlsServer::Impl::CountDecided(const Call& call, std::span<const CheckResult> results) {
+  const std::span<const rules::ResolvedLimit> limits = call.plan.resolution().limits();
+  if (io::DoorMetrics* m = options.door_metrics; m != nullptr) {
+    m->ObserveLatency(call.door,
+                      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::steady_clock::now() - call.start)
+                                                .count()));
+    for (size_t i = 0; i < results.size() && i < limits.size(); ++i) {
+      const CheckResult& r = results[i];
+      io::Decision d = io::DecisionOf(r);
+      if (d == io::Decision::kDenied && (call.plan.global_shadow() || limits[i].shadow_mode)) {
+        d = io::Decision::kShadow;
+      }
+      m->Count(call.door, d);
+    }
+  }
+  // Per rule limit, as envoyproxy/ratelimit's stats: in hits.
+  if (limits.empty() || results.size() != limits.size()) return;
+  const uint64_t hits = call.request.hits_addend == 0 ? 1 : call.request.hits_addend;
+  std::lock_guard<std::mutex> lock(rule_counters_mu);
+  for (const rules::ResolvedDescriptor& d : call.plan.resolution().descriptors()) {
+    if (d.outcome != rules::Outcome::kLimited) continue;
+    for (uint32_t i = d.first_limit; i < d.first_limit + d.limit_count; ++i) {
+      const rules::ResolvedLimit& l = limits[i];
+      if (l.from_override) continue;  // a request's own limit: not a rule
+      const CheckResult& r = results[i];
+      if (r.status != Status::kOk) continue;
+      auto key = std::make_pair(std::string(d.rule_path), std::string(l.name));
+      auto it = rule_counters.find(key);
+      if (it == rule_counters.end()) {
+        it = rule_counters.emplace(std::move(key), RuleCounters{}).first;
+      }
+      RuleCounters& c = it->second;
+      c.hits += hits;
+      const bool shadow = call.plan.global_shadow() || l.shadow_mode;
+      if (!r.allowed) {
+        (shadow ? c.shadow_mode : c.over_limit) += hits;
+      } else if (r.limit > 0 && (r.limit - std::min(r.remaining, r.limit)) * 5 >= r.limit * 4) {
+        c.near_limit += hits;
+      }
+    }
+  }
 }
 
 // ---- gRPC ----
@@ -329,11 +398,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   using DecideFn = std::function<void(const std::shared_ptr<Call>&, Finish)>;
   HttpSession(tcp::socket socket, const RlsServerOptions& options, DecideFn* decide,
-              std::atomic<uint64_t>* requests, std::atomic<uint64_t>* invalid,
-              std::atomic<size_t>* connections)
+              const HttpRouteHooks* routes, std::atomic<uint64_t>* requests,
+              std::atomic<uint64_t>* invalid, std::atomic<size_t>* connections)
       : stream_(std::move(socket)),
         options_(options),
         decide_(decide),
+        routes_(routes),
         requests_(requests),
         invalid_(invalid),
         connections_(connections) {}
@@ -381,8 +451,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       Reply(http::status::ok, "OK", keep_alive, "text/plain");
       return;
     }
+    if (RouteHttp(*routes_, std::string_view(request_.method_string()), target, request_.body(),
+                  [self = shared_from_this(), keep_alive](HttpReply reply) {
+                    // May run on a cluster I/O thread: hop back to this stream's.
+                    asio::post(self->stream_.get_executor(), [self, keep_alive,
+                                                              reply = std::move(reply)]() mutable {
+                      self->Reply(static_cast<http::status>(reply.status), std::move(reply.body),
+                                  keep_alive, std::move(reply.content_type));
+                    });
+                  })) {
+      return;
+    }
     if (target != "/json") {
-      Reply(http::status::not_found, FormatJsonError("not found; try POST /json"), keep_alive);
+      Reply(http::status::not_found,
+            FormatJsonError("not found; paths: " + std::string(kHttpPaths)), keep_alive);
       return;
     }
     if (request_.method() != http::verb::post) {
@@ -390,8 +472,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return;
     }
     auto call = std::make_shared<Call>();
+    call->door = io::Door::kHttp;
     std::string error;
     if (!ParseJsonRequest(request_.body(), &call->request, &error)) {
+      if (options_.door_metrics != nullptr) {
+        options_.door_metrics->Count(io::Door::kHttp, io::Decision::kInvalid);
+      }
       invalid_->fetch_add(1, std::memory_order_relaxed);
       Reply(http::status::bad_request, FormatJsonError(error), keep_alive);
       return;
@@ -418,7 +504,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void Reply(http::status code, std::string body, bool keep_alive,
-             const char* content_type = "application/json") {
+             std::string content_type = "application/json") {
     response_ = {};
     response_.result(code);
     response_.version(11);
@@ -448,6 +534,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::tcp_stream stream_;
   const RlsServerOptions& options_;
   DecideFn* decide_;
+  const HttpRouteHooks* routes_;
   std::atomic<uint64_t>* requests_;
   std::atomic<uint64_t>* invalid_;
   std::atomic<size_t>* connections_;
@@ -491,8 +578,9 @@ void RlsServer::Impl::Accept() {
         boost::system::error_code ignored;
         socket.close(ignored);  // over the connection bound: refuse
       } else {
-        auto session = std::make_shared<HttpSession>(std::move(socket), options, &http_decide,
-                                                     &http_requests, &invalid, &http_connections);
+        auto session =
+            std::make_shared<HttpSession>(std::move(socket), options, &http_decide, &http_hooks,
+                                          &http_requests, &invalid, &http_connections);
         session->Read();
       }
     }
@@ -560,6 +648,18 @@ bool RlsServer::Start(std::string* error) {
   d.http_decide = [&d](const std::shared_ptr<Call>& call, Finish finish) {
     d.Decide(call, std::move(finish));
   };
+  d.http_hooks.metrics = [this] { return MetricsText(); };
+  d.http_hooks.not_ready_reason = [this] { return NotReadyReason(); };
+  d.http_hooks.gateway = d.gateway;
+  d.http_hooks.door_metrics = d.options.door_metrics;
+  d.http_hooks.decide_rules = [&d](RlsRequest request, RulesDone done) {
+    auto call = std::make_shared<Call>();
+    call->door = io::Door::kHttp;
+    call->request = std::move(request);
+    d.Decide(call, [call, done = std::move(done)](Status status, const std::string& why) {
+      done(status, why, status == Status::kOk ? &call->answer : nullptr);
+    });
+  };
   if (!d.options.grpc_listen.empty() && !d.StartGrpc(error)) return false;
   if (!d.options.http_listen.empty() && !d.StartHttp(error)) {
     if (d.grpc_server) d.grpc_server->Shutdown();
@@ -625,6 +725,44 @@ RlsStats RlsServer::stats() const {
   s.reloads = d.reloads.load(std::memory_order_relaxed);
   s.reload_failures = d.reload_failures.load(std::memory_order_relaxed);
   return s;
+}
+
+std::string RlsServer::MetricsText() const {
+  const Impl& d = *impl_;
+  io::MetricsInput in;
+  // The one call that holds the Node's lock, as `tally status` does.
+  if (d.options.status) in.status = d.options.status();
+  if (d.options.door_metrics != nullptr) in.doors = d.options.door_metrics->Snapshot();
+  in.key_capacity = d.options.key_capacity;
+  in.process = io::ReadProcessStats();
+  io::RulesMetrics& r = in.rules.emplace();
+  r.reloads = d.reloads.load(std::memory_order_relaxed);
+  r.reload_failures = d.reload_failures.load(std::memory_order_relaxed);
+  r.last_reload_ok = d.last_reload_ok.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(d.rule_counters_mu);
+    r.rules.reserve(d.rule_counters.size());
+    for (const auto& [key, c] : d.rule_counters) {
+      r.rules.push_back({key.first, key.second, c.hits, c.over_limit, c.near_limit, c.shadow_mode});
+    }
+  }
+  return io::RenderMetrics(in);
+}
+
+std::string RlsServer::NotReadyReason() const {
+  const Impl& d = *impl_;
+  if (!d.options.status) return "";
+  const wire::StatusReport s = d.options.status();
+  for (const auto& [name, value] : s.counters) {
+    if (name == "seeds_unanswered" && value > 0) {
+      return "join warning: " + std::to_string(value) +
+             " seed(s) unanswered; serving as a cluster of one";
+    }
+  }
+  if (!s.owning) {
+    return "not owning keys" + (s.not_owning_reason.empty() ? "" : ": " + s.not_owning_reason);
+  }
+  return "";
 }
 
 }  // namespace tally::rls

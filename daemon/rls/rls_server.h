@@ -1,6 +1,7 @@
 // RlsServer: tallyd's doors for Envoy (docs/ENVOY.md): the gRPC service
 // envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and an HTTP/JSON
-// door (POST /json, GET /healthcheck) with Boost.Beast, both answering through
+// door (POST /json, GET /healthcheck, and the paths of http_routes.h:
+// /v1/check, /metrics, /healthz, /readyz) with Boost.Beast, both answering through
 // the rules (rules/) and the daemon's one decision path (CheckGateway).
 //
 // Rules: loaded at Start from `rules_path` (a file or a directory); reloaded
@@ -22,9 +23,12 @@
 #include <memory>
 #include <string>
 
+#include "wire/codec.h"
+
 namespace tally::io {
 class CheckGateway;
-}
+class DoorMetrics;
+}  // namespace tally::io
 
 namespace tally::rls {
 
@@ -45,6 +49,12 @@ struct RlsServerOptions {
   size_t max_request_bytes = 64 * 1024;            // gRPC message / HTTP body
   std::chrono::milliseconds http_timeout{10'000};  // per HTTP request (read + answer)
   size_t max_http_connections = 1024;
+  // For GET /metrics and /readyz (daemon/rls/http_routes.h): the daemon's
+  // status (null: those answer without it), its door counters (null: the
+  // gRPC and HTTP doors do not count by door) and --max-keys.
+  std::function<wire::StatusReport()> status;
+  io::DoorMetrics* door_metrics = nullptr;
+  uint64_t key_capacity = 0;
 };
 
 struct RlsStats {
@@ -81,6 +91,9 @@ class RlsServer {
   // The digest of the rules in force (32 hex digits). Any thread.
   std::string rules_digest() const;
   RlsStats stats() const;
+  // The /metrics text and the /readyz reason ("" when ready). Any thread.
+  std::string MetricsText() const;
+  std::string NotReadyReason() const;
 
  private:
   struct Impl;

@@ -4,7 +4,8 @@ docs/OPERATIONS.md ("Kubernetes") describes, and agree with each other and
 with `tallyd --help`: every flag the container passes exists (or is in the
 allowlist below, with the branch that adds it), every port a flag binds is a
 containerPort, the Services target named ports that exist with the right
-protocol, the probes hit /healthcheck on the --http port, the
+protocol, the probes hit /healthz (liveness) and /readyz (readiness) on the
+--http port, the
 keyring Secret is mounted where --keyring points, the rules ConfigMap where
 --rules points, the state volume at --state-dir, and --join is the headless
 Service by DNS.
@@ -88,10 +89,10 @@ def main():
     check((port_of(flags["--grpc"]), "TCP") in by_number,
           "--grpc port is no TCP containerPort")
 
-    # Probes on the HTTP port, by name or number. The HTTP door answers
-    # /healthcheck (ratelimit's path); /healthz and /readyz are issue 12's, not
-    # built yet.
-    for probe, path in (("livenessProbe", "/healthcheck"), ("readinessProbe", "/healthcheck")):
+    # Probes on the HTTP port, by name or number: liveness on /healthz (the
+    # process serves), readiness on /readyz (owning keys, joined); both are
+    # served by the HTTP door (daemon/rls/http_routes.h).
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container.get(probe, {}).get("httpGet", {})
         check(get.get("path") == path, f"{probe} path should be {path}")
         p = get.get("port")

@@ -1,0 +1,393 @@
+// The HTTP door's operations and check paths (daemon/rls/http_routes.h)
+// against real tallyd processes: GET /metrics moves by exactly what was
+// sent and passes `promtool check metrics`; /healthz, /readyz (ready, and
+// 503 with the join warning); POST /v1/check in both forms and bad input.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tally/client.h"
+#include "tests/support/daemon_process.h"
+
+namespace tally::testing {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+using ::testing::HasSubstr;
+
+// The HTTP door's flag (DaemonProcess adds "--grpc none" and "--http none" unless given).
+constexpr const char* kHttpFlag = "--http";
+
+struct HttpResult {
+  int status = 0;  // 0: no answer
+  std::string body;
+  std::string content_type;
+};
+
+HttpResult Request(const std::string& address, http::verb method, const std::string& target,
+                   const std::string& body = "") {
+  HttpResult result;
+  try {
+    const size_t colon = address.rfind(':');
+    asio::io_context io;
+    asio::ip::tcp::socket socket(io);
+    socket.connect({asio::ip::make_address(address.substr(0, colon)),
+                    static_cast<uint16_t>(std::stoi(address.substr(colon + 1)))});
+    http::request<http::string_body> req(method, target, 11);
+    req.set(http::field::host, address);
+    if (!body.empty() || method == http::verb::post) {
+      req.set(http::field::content_type, "application/json");
+      req.body() = body;
+      req.prepare_payload();
+    }
+    http::write(socket, req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64u << 20);
+    http::read(socket, buffer, parser);
+    result.status = static_cast<int>(parser.get().result_int());
+    result.body = parser.get().body();
+    result.content_type = std::string(parser.get()[http::field::content_type]);
+  } catch (const std::exception& e) {
+    result.body = e.what();
+  }
+  return result;
+}
+
+HttpResult Get(const std::string& address, const std::string& target) {
+  return Request(address, http::verb::get, target);
+}
+HttpResult Post(const std::string& address, const std::string& target, const std::string& body) {
+  return Request(address, http::verb::post, target, body);
+}
+
+// "name{labels} value" lines -> value, keyed by "name{labels}".
+std::map<std::string, double> ParseSamples(const std::string& text) {
+  std::map<std::string, double> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    start = end + 1;
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+double Sample(const std::map<std::string, double>& samples, const std::string& key) {
+  auto it = samples.find(key);
+  return it == samples.end() ? -1 : it->second;
+}
+
+std::string FieldOf(const std::string& line, const std::string& key) {
+  const size_t at = line.find(" " + key + "=");
+  if (at == std::string::npos) return "";
+  const size_t begin = at + key.size() + 2;
+  const size_t end = line.find(' ', begin);
+  return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+// Runs `promtool check metrics` on `text`; its exit code and output.
+int Promtool(const std::string& text, const TempDir& dir, std::string* output) {
+  const std::string in = dir.File("scrape.txt"), out = dir.File("promtool.txt");
+  std::ofstream(in) << text;
+  const std::string command = "promtool check metrics < " + in + " > " + out + " 2>&1";
+  const int status = std::system(command.c_str());
+  std::ifstream read(out);
+  output->assign(std::istreambuf_iterator<char>(read), {});
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+constexpr const char* kRules = R"(domain: edge
+descriptors:
+  - key: tier
+    value: gold
+    rate_limits:
+      - {unit: minute, requests_per_unit: 5, name: burst}
+  - key: canary
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 1, name: canary}
+)";
+
+class HttpOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    std::ofstream(dir_.File("rules.yaml")) << kRules;
+    std::string error;
+    ASSERT_TRUE(tallyd_.Start({"--udp", "127.0.0.1:0", "--unix", dir_.File("d.sock"), kHttpFlag,
+                               "127.0.0.1:0", "--rules", dir_.File("rules.yaml"), "--threads", "2"},
+                              &error))
+        << error;
+    http_ = FieldOf(tallyd_.listening_line(), "http");
+    ASSERT_FALSE(http_.empty()) << tallyd_.listening_line();
+  }
+  void TearDown() override { EXPECT_EQ(tallyd_.Stop(), 0); }
+
+  CheckResult CheckUdp(const std::string& user, uint64_t limit) {
+    Endpoint e;
+    e.port = tallyd_.udp_port();
+    std::string error;
+    auto client = Client::Connect(e, ClientOptions{}, &error);
+    EXPECT_TRUE(client != nullptr) << error;
+    if (!client) return {};
+    CheckRequest r;
+    r.user_id = user;
+    r.endpoint = "api";
+    r.limit = limit;
+    r.window_ms = 60'000;
+    return client->Check(r);
+  }
+
+  TempDir dir_;
+  DaemonProcess tallyd_;
+  std::string http_;
+};
+
+TEST_F(HttpOpsTest, MetricsMoveByExactlyWhatWasSentAndPassPromtool) {
+  const HttpResult before_scrape = Get(http_, "/metrics");
+  ASSERT_EQ(before_scrape.status, 200) << before_scrape.body;
+  EXPECT_EQ(before_scrape.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  const auto before = ParseSamples(before_scrape.body);
+
+  // UDP: 3 allowed then 2 denied on a limit of 3; 1 invalid (limit 0 is fine,
+  // an empty user is not).
+  for (int i = 0; i < 5; ++i) CheckUdp("alice", 3);
+  EXPECT_EQ(CheckUdp("", 3).status, Status::kInvalidArgument);
+  // HTTP /v1/check explicit: 2 allowed, 1 denied on a limit of 2.
+  const std::string bob = R"({"user_id":"bob","endpoint":"api","limit":2,"window_ms":60000})";
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Post(http_, "/v1/check", bob).status, 200);
+  // HTTP rules form: tier=gold, 5 per minute: 7 requests -> 5 allowed, 2 denied;
+  // canary (shadow, 1 per minute): 2 requests -> 1 allowed, 1 shadow.
+  const std::string gold =
+      R"({"domain":"edge","descriptors":[{"entries":[{"key":"tier","value":"gold"}]}]})";
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(Post(http_, "/v1/check", gold).status, 200);
+  const std::string canary =
+      R"({"domain":"edge","descriptors":[{"entries":[{"key":"canary","value":"x"}]}]})";
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(Post(http_, "/json", canary).status, 200);
+  // A bad body: one invalid on the HTTP door.
+  EXPECT_EQ(Post(http_, "/v1/check", "{").status, 400);
+
+  const HttpResult after_scrape = Get(http_, "/metrics");
+  ASSERT_EQ(after_scrape.status, 200);
+  const auto after = ParseSamples(after_scrape.body);
+  auto moved = [&](const std::string& key) { return Sample(after, key) - Sample(before, key); };
+  auto checks = [](const char* door, const char* decision) {
+    return std::string("tally_checks_total{door=\"") + door + "\",decision=\"" + decision + "\"}";
+  };
+  EXPECT_EQ(moved(checks("udp", "allowed")), 3);
+  EXPECT_EQ(moved(checks("udp", "denied")), 2);
+  EXPECT_EQ(moved(checks("udp", "invalid")), 1);
+  EXPECT_EQ(moved(checks("http", "allowed")), 2 + 5 + 1);
+  EXPECT_EQ(moved(checks("http", "denied")), 1 + 2);
+  EXPECT_EQ(moved(checks("http", "shadow")), 1);
+  EXPECT_EQ(moved(checks("http", "invalid")), 1);
+  EXPECT_EQ(moved(checks("grpc", "allowed")), 0);
+  EXPECT_EQ(moved(checks("unix", "allowed")), 0);
+  // Latency: one observation per UDP message, one per decided HTTP request.
+  EXPECT_EQ(moved("tally_check_duration_seconds_count{door=\"udp\"}"), 6);
+  EXPECT_EQ(moved("tally_check_duration_seconds_count{door=\"http\"}"), 3 + 7 + 2);
+  EXPECT_EQ(moved("tally_check_duration_seconds_bucket{door=\"http\",le=\"+Inf\"}"), 3 + 7 + 2);
+  // The limiter saw every decided check, whatever the door.
+  EXPECT_EQ(moved("tally_limiter_decisions_total{decision=\"allowed\"}"), 3 + 8);
+  EXPECT_EQ(moved("tally_limiter_decisions_total{decision=\"denied\"}"), 2 + 4);
+  // Per rule, in hits: gold saw 7 hits, 2 over the limit, near limit (>= 4
+  // of 5 used) for the 4th and 5th; canary 2 hits, 1 in shadow mode.
+  EXPECT_EQ(Sample(after, "tally_rule_hits_total{rule=\"edge.tier_gold\",name=\"burst\"}"), 7);
+  EXPECT_EQ(
+      Sample(after, "tally_rule_over_limit_hits_total{rule=\"edge.tier_gold\",name=\"burst\"}"), 2);
+  EXPECT_EQ(
+      Sample(after, "tally_rule_near_limit_hits_total{rule=\"edge.tier_gold\",name=\"burst\"}"), 2);
+  EXPECT_EQ(Sample(after, "tally_rule_hits_total{rule=\"edge.canary\",name=\"canary\"}"), 2);
+  EXPECT_EQ(
+      Sample(after, "tally_rule_shadow_mode_hits_total{rule=\"edge.canary\",name=\"canary\"}"), 1);
+  EXPECT_EQ(Sample(after, "tally_rule_over_limit_hits_total{rule=\"edge.canary\",name=\"canary\"}"),
+            0);
+  EXPECT_EQ(Sample(after, "tally_live_keys"), 4);  // alice, bob, gold, canary
+  EXPECT_EQ(Sample(after, "tally_key_capacity"), 4'000'000);
+  EXPECT_GT(Sample(after, "process_resident_memory_bytes"), 0);
+  EXPECT_GT(Sample(after, "process_open_fds"), 0);
+  EXPECT_EQ(Sample(after, "tally_rules_reload_failures_total"), 0);
+
+  // CI installs promtool (scripts/install-deps.sh): a missing one fails.
+  std::string output;
+  EXPECT_EQ(Promtool(after_scrape.body, dir_, &output), 0) << output;
+}
+
+TEST_F(HttpOpsTest, HealthAndReadiness) {
+  HttpResult r = Get(http_, "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "ok\n");
+  r = Get(http_, "/readyz");
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = Get(http_, "/healthcheck");  // Envoy ratelimit's, unchanged
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "OK");
+  r = Post(http_, "/healthz", "{}");
+  EXPECT_EQ(r.status, 405);
+  r = Get(http_, "/nope");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_THAT(r.body, HasSubstr("/v1/check"));
+  EXPECT_THAT(r.body, HasSubstr("/metrics"));
+  EXPECT_THAT(r.body, HasSubstr("/readyz"));
+}
+
+TEST_F(HttpOpsTest, V1CheckExplicitForm) {
+  const std::string body =
+      R"({"user_id":"carol","endpoint":"pay","limit":1,"window_ms":1000,"hits":1,"request_id":9})";
+  HttpResult r = Post(http_, "/v1/check", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json::object o = json::parse(r.body).as_object();
+  EXPECT_EQ(o.at("allowed"), true);
+  EXPECT_EQ(o.at("remaining").to_number<int64_t>(), 0);
+  EXPECT_EQ(o.at("limit").to_number<int64_t>(), 1);
+  EXPECT_EQ(o.at("status"), "ok");
+  EXPECT_EQ(o.at("request_id").to_number<int64_t>(), 9);
+  EXPECT_TRUE(o.contains("retry_after_ms"));
+  EXPECT_TRUE(o.contains("reset_after_ms"));
+  // The same request id again is a retry: the deduplication cache answers it.
+  r = Post(http_, "/v1/check", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("allowed"), true);
+  // A new one is over the limit.
+  r = Post(http_, "/v1/check",
+           R"({"user_id":"carol","endpoint":"pay","limit":1,"window_ms":1000,"request_id":10})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  o = json::parse(r.body).as_object();
+  EXPECT_EQ(o.at("allowed"), false);
+  EXPECT_GT(o.at("retry_after_ms").to_number<int64_t>(), 0);
+  // More hits than the limit can ever hold: -1, as `tally check --json`.
+  r = Post(http_, "/v1/check",
+           R"({"user_id":"carol","endpoint":"big","limit":1,"window_ms":1000,"hits":2})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("retry_after_ms").to_number<int64_t>(), -1);
+}
+
+TEST_F(HttpOpsTest, V1CheckRulesFormPerDescriptor) {
+  const std::string body = R"({"domain":"edge","hits_addend":2,"descriptors":[
+      {"entries":[{"key":"tier","value":"gold"}]},
+      {"entries":[{"key":"unknown","value":"x"}]}]})";
+  HttpResult r = Post(http_, "/v1/check", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json::object o = json::parse(r.body).as_object();
+  EXPECT_EQ(o.at("allowed"), true);
+  const json::array& d = o.at("descriptors").as_array();
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].at("allowed"), true);
+  EXPECT_EQ(d[0].at("limit").to_number<int64_t>(), 5);
+  EXPECT_EQ(d[0].at("remaining").to_number<int64_t>(), 3);
+  EXPECT_EQ(d[0].at("name"), "burst");
+  EXPECT_EQ(d[0].at("unit"), "minute");
+  EXPECT_TRUE(d[1].at("limit").is_null());
+  EXPECT_EQ(d[1].at("allowed"), true);
+  // 2 + 2 = 4 of 5; 2 more do not fit: over, and so is the whole answer.
+  Post(http_, "/v1/check", body);
+  r = Post(http_, "/v1/check", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  o = json::parse(r.body).as_object();
+  EXPECT_EQ(o.at("allowed"), false);
+  EXPECT_EQ(o.at("descriptors").as_array()[0].at("allowed"), false);
+  EXPECT_GT(o.at("descriptors").as_array()[0].at("retry_after_ms").to_number<int64_t>(), 0);
+}
+
+TEST_F(HttpOpsTest, V1CheckBadInputIs400WithJsonError) {
+  const std::vector<std::string> bad = {
+      "",
+      "{",
+      "[]",
+      "null",
+      R"({"user_id":"a"})",
+      R"({"user_id":"a","endpoint":"b","limit":1})",
+      R"({"user_id":"","endpoint":"b","limit":1,"window_ms":1000})",
+      R"({"user_id":"a","endpoint":"b","limit":-1,"window_ms":1000})",
+      R"({"user_id":"a","endpoint":"b","limit":1,"window_ms":0})",
+      R"({"user_id":"a","endpoint":"b","limit":1,"window_ms":"1000"})",
+      R"({"user_id":"a","endpoint":"b","limit":1,"window_ms":1000,"extra":1})",
+      R"({"user_id":"a","endpoint":"b","limit":1,"window_ms":1000,"domain":"edge"})",
+      R"({"domain":"edge"})",
+      R"({"domain":"edge","descriptors":[]})",
+      R"({"domain":"edge","descriptors":[{"entries":[{"key":"","value":"x"}]}]})",
+      R"({"domain":"edge","descriptors":"x"})",
+      R"({"user_id":"a","endpoint":"b","limit":1,"window_ms":1e400})",
+      std::string(100, '[') + std::string(100, ']'),
+  };
+  for (const std::string& body : bad) {
+    const HttpResult r = Post(http_, "/v1/check", body);
+    EXPECT_EQ(r.status, 400) << body << " -> " << r.body;
+    if (r.status != 400) continue;
+    json::error_code ec;
+    const json::value v = json::parse(r.body, ec);
+    ASSERT_FALSE(ec) << r.body;
+    EXPECT_EQ(v.at("status"), "invalid_argument") << r.body;
+    EXPECT_FALSE(v.at("error").as_string().empty());
+  }
+  EXPECT_EQ(Get(http_, "/v1/check").status, 405);
+  // Beyond max_request_bytes (64 KiB): 413, and the door still serves.
+  const HttpResult big =
+      Post(http_, "/v1/check", R"({"user_id":")" + std::string(70'000, 'a') + R"("})");
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(Get(http_, "/healthz").status, 200);
+}
+
+// A node whose only seed never answers is not ready: after join_warning_ms
+// (3 s) /readyz says so. Polled, not slept.
+TEST(HttpOpsClusterTest, ReadyzReportsTheJoinWarning) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  // A seed nobody serves: a UDP port we hold but never read from.
+  asio::io_context io;
+  asio::ip::udp::socket silent(io, {asio::ip::make_address("127.0.0.1"), 0});
+  const std::string seed = "127.0.0.1:" + std::to_string(silent.local_endpoint().port());
+  DaemonProcess tallyd;
+  std::string error;
+  ASSERT_TRUE(
+      tallyd.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("d.sock"), "--gossip", "127.0.0.1:0",
+                    "--node-id", "lone", "--join", seed, kHttpFlag, "127.0.0.1:0"},
+                   &error))
+      << error;
+  const std::string http = FieldOf(tallyd.listening_line(), "http");
+  ASSERT_FALSE(http.empty()) << tallyd.listening_line();
+  EXPECT_EQ(Get(http, "/healthz").status, 200);  // alive throughout
+  HttpResult r;
+  const auto deadline = std::chrono::steady_clock::now() + ScaledWait(std::chrono::seconds(20));
+  while (std::chrono::steady_clock::now() < deadline) {
+    r = Get(http, "/readyz");
+    if (r.body.find("join warning") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // poll interval
+  }
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("join warning: 1 seed(s) unanswered"));
+  const HttpResult metrics = Get(http, "/metrics");
+  EXPECT_THAT(metrics.body, HasSubstr("tally_cluster_join_seeds_unanswered 1\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("tally_cluster_members{state=\"alive\"} 1\n"));
+  std::string output;
+  EXPECT_EQ(Promtool(metrics.body, dir, &output), 0) << output;
+  EXPECT_EQ(tallyd.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace tally::testing
