@@ -5,7 +5,7 @@ measures what one scrape costs (--measure N): bytes and microseconds per
 scrape, sequentially. For docs/PERFORMANCE.md, "Serving /metrics".
 
 usage: scrape_metrics.py HOST:PORT --rate PER_SECOND --seconds S
-       scrape_metrics.py HOST:PORT --measure N
+       scrape_metrics.py HOST:PORT --measure N [--path /healthz]  (the HTTP floor)
 """
 import argparse
 import http.client
@@ -19,12 +19,13 @@ def main():
     p.add_argument("--rate", type=float, default=10)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--measure", type=int, default=0)
+    p.add_argument("--path", default="/metrics")
     a = p.parse_args()
     host, port = a.address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
 
     def scrape():
-        conn.request("GET", "/metrics")
+        conn.request("GET", a.path)
         r = conn.getresponse()
         body = r.read()
         if r.status != 200:

@@ -97,6 +97,7 @@ struct ClusterDriver::Impl {
   struct ReadyReply {
     ReplyTarget target;
     std::vector<std::byte> bytes;
+    int64_t received_ns = 0;  // when the checks came in (monotonic)
   };
   struct Batch {
     core::Outbox out;
@@ -145,6 +146,7 @@ struct ClusterDriver::Impl {
   void CheckLeaveLocked(const Instant& now, Batch* b);
   void Send(Batch& b);
   void SendPeers(std::vector<core::Outbox::PeerPacket>& packets);
+  void CountReplies(const std::vector<ReadyReply>& replies);
   void SendClients(std::vector<ReadyReply>& replies);
 
   void OnTimer();
@@ -371,7 +373,8 @@ void ClusterDriver::Impl::ResolveLocked(Batch* b) {
       counters->send_errors.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    b->replies.push_back(ReadyReply{it->second.target, std::move(reply.bytes)});
+    b->replies.push_back(
+        ReadyReply{it->second.target, std::move(reply.bytes), it->second.created_ns});
     answered.push_back(reply.reply_token);  // a batch may span several datagrams
   }
   for (uint64_t token : answered) tokens.erase(token);
@@ -449,6 +452,24 @@ void ClusterDriver::Impl::CheckLeaveLocked(const Instant& now, Batch* b) {
 
 // ---------------------------------------------------------------- sending
 
+// Decisions by door (GET /metrics): the Node answers with encoded bytes, so
+// they are decoded once more here, with no lock held.
+void ClusterDriver::Impl::CountReplies(const std::vector<ReadyReply>& replies) {
+  thread_local wire::ClientMessageReader reader;
+  int64_t now_ns = 0;
+  for (const ReadyReply& r : replies) {
+    if (r.target.metrics == nullptr) continue;
+    if (now_ns == 0) now_ns = ReadClock().monotonic.count();
+    if (reader.Decode(r.bytes, nullptr) != tally::Status::kOk ||
+        reader.kind() != wire::MessageKind::kResponses) {
+      continue;
+    }
+    r.target.metrics->CountResults(r.target.door, reader.responses());
+    r.target.metrics->ObserveLatency(r.target.door,
+                                     static_cast<uint64_t>(std::max<int64_t>(0, now_ns - r.received_ns)));
+  }
+}
+
 void ClusterDriver::Impl::Send(Batch& b) {
   SendPeers(b.out.peer);
   SendClients(b.replies);
@@ -503,6 +524,7 @@ void ClusterDriver::Impl::SendPeers(std::vector<core::Outbox::PeerPacket>& packe
 
 void ClusterDriver::Impl::SendClients(std::vector<ReadyReply>& replies) {
   if (replies.empty()) return;
+  CountReplies(replies);
   std::vector<mmsghdr> msgs;
   std::vector<iovec> iov(replies.size());
   size_t i = 0;

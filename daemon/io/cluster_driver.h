@@ -59,6 +59,7 @@
 
 #include "daemon/core/node.h"
 #include "daemon/io/counters.h"
+#include "daemon/io/door_metrics.h"
 #include "daemon/io/peer_seal.h"
 #include "daemon/io/resolver.h"
 #include "tally/limiter.h"
@@ -140,6 +141,10 @@ struct ReplyTarget {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   std::shared_ptr<ReplySink> sink;
+  // When set, the reply's results are counted there by `door` (decoded
+  // again after the lock is released) with the time from receipt to reply.
+  DoorMetrics* metrics = nullptr;
+  Door door = Door::kUdp;
 };
 
 struct ClientDatagram {

@@ -11,7 +11,12 @@ DatagramServer::DatagramServer(boost::asio::io_context& io, int fd, Limiter* lim
 }
 
 DatagramServer::DatagramServer(boost::asio::io_context& io, int fd, const ProcessorContext& context)
-    : socket_(io, fd), counters_(context.counters), cluster_(context.cluster), processor_(context) {
+    : socket_(io, fd),
+      counters_(context.counters),
+      cluster_(context.cluster),
+      processor_(context),
+      metrics_(context.metrics),
+      door_(context.door) {
   replies_.reserve(kBatch);
   cluster_targets_.reserve(kBatch);  // never reallocates: the batch points into it
   cluster_batch_.reserve(kBatch);
@@ -65,6 +70,8 @@ void DatagramServer::HandleBatch(size_t n) {
       target.fd = fd;
       target.addr = rx_.address(i);
       target.addr_len = rx_.address_length(i);
+      target.metrics = metrics_;
+      target.door = door_;
       cluster_batch_.push_back(ClientDatagram{bytes, &target});
     }
   }

@@ -72,6 +72,8 @@ class DatagramServer {
 
   std::vector<Reply> replies_;
   std::vector<ReplyTarget> cluster_targets_;  // cluster mode, per batch
+  DoorMetrics* metrics_ = nullptr;            // cluster mode: counted by the driver
+  Door door_ = Door::kUdp;
   std::vector<ClientDatagram> cluster_batch_;
   std::vector<mmsghdr> tx_msgs_;
   std::vector<iovec> tx_iov_;

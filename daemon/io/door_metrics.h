@@ -2,11 +2,10 @@
 // the decisions took, for GET /metrics (daemon/io/metrics_text.h).
 //
 // Counted where each door gets its results: MessageProcessor for the UDP,
-// Unix datagram and seqpacket doors in single-node mode, the RLS server
-// (daemon/rls/) for gRPC and HTTP in both modes. In cluster mode the Node
-// answers the Cap'n Proto doors' checks with encoded bytes the driver only
-// forwards; those decisions show in the limiter totals
-// (tally_limiter_decisions_total), not here.
+// Unix datagram and seqpacket doors in single-node mode; in cluster mode the
+// ClusterDriver, which decodes the Node's encoded replies once more (outside
+// its lock) for the targets that carry a DoorMetrics; the RLS server
+// (daemon/rls/) for gRPC and HTTP in both modes.
 //
 // Thread safety: every member is a relaxed atomic; Record() and Snapshot()
 // may run concurrently from any thread, never block and take no lock.

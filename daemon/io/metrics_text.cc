@@ -312,8 +312,7 @@ std::string RenderMetrics(const MetricsInput& in) {
   }
 
   w.Family("tally_checks_total", "counter",
-           "Checks answered, by door and decision (cluster mode: gRPC and HTTP only; see "
-           "tally_limiter_decisions_total).");
+           "Checks answered, by door and decision.");
   for (size_t door = 0; door < kDoorCount; ++door) {
     for (size_t d = 0; d < kDecisionCount; ++d) {
       const Label l[] = {{"door", kDoorNames[door]}, {"decision", kDecisionNames[d]}};
@@ -321,7 +320,8 @@ std::string RenderMetrics(const MetricsInput& in) {
     }
   }
   w.Family("tally_check_duration_seconds", "histogram",
-           "Time to decide one message (Cap'n Proto doors) or request (gRPC, HTTP), by door.");
+           "Time to decide one message (Cap'n Proto doors) or request (gRPC, HTTP), by door; in "
+           "cluster mode from receipt to reply, forwarding included.");
   for (size_t door = 0; door < kDoorCount; ++door) {
     const Label l[] = {{"door", kDoorNames[door]}};
     w.Histogram("tally_check_duration_seconds", l, in.doors.latency[door]);

@@ -115,6 +115,8 @@ class SeqpacketServer::Connection : public std::enable_shared_from_this<Connecti
           Handled::kForCluster) {
         ReplyTarget target;
         target.sink = shared_from_this();
+        target.metrics = server_->context_.metrics;
+        target.door = server_->context_.door;
         ClientDatagram datagram{message, &target};
         server_->context_.cluster->HandleClientDatagrams(std::span(&datagram, 1), now);
       }

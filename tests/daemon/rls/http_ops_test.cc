@@ -381,7 +381,26 @@ TEST(HttpOpsClusterTest, ReadyzReportsTheJoinWarning) {
   }
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_THAT(r.body, HasSubstr("join warning: 1 seed(s) unanswered"));
+  // Serving alone, it decides; the UDP door is counted in cluster mode too
+  // (the driver decodes the node's replies).
+  Endpoint e;
+  e.port = tallyd.udp_port();
+  auto client = Client::Connect(e, ClientOptions{}, &error);
+  ASSERT_TRUE(client != nullptr) << error;
+  CheckRequest check;
+  check.user_id = "dave";
+  check.endpoint = "api";
+  check.limit = 1;
+  check.window_ms = 60'000;
+  EXPECT_TRUE(client->Check(check).allowed);
+  check.request_id = 0;
+  EXPECT_FALSE(client->Check(check).allowed);
   const HttpResult metrics = Get(http, "/metrics");
+  EXPECT_THAT(metrics.body,
+              HasSubstr("tally_checks_total{door=\"udp\",decision=\"allowed\"} 1\n"));
+  EXPECT_THAT(metrics.body,
+              HasSubstr("tally_checks_total{door=\"udp\",decision=\"denied\"} 1\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("tally_check_duration_seconds_count{door=\"udp\"} 2\n"));
   EXPECT_THAT(metrics.body, HasSubstr("tally_cluster_join_seeds_unanswered 1\n"));
   EXPECT_THAT(metrics.body, HasSubstr("tally_cluster_members{state=\"alive\"} 1\n"));
   std::string output;
