@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "tally/client.h"
+#include "tests/cluster/cluster_harness.h"
 #include "tests/support/daemon_process.h"
 
 namespace tally::testing {
@@ -373,12 +374,10 @@ TEST(HttpOpsClusterTest, ReadyzReportsTheJoinWarning) {
   ASSERT_FALSE(http.empty()) << tallyd.listening_line();
   EXPECT_EQ(Get(http, "/healthz").status, 200);  // alive throughout
   HttpResult r;
-  const auto deadline = std::chrono::steady_clock::now() + ScaledWait(std::chrono::seconds(20));
-  while (std::chrono::steady_clock::now() < deadline) {
+  PollUntil(std::chrono::seconds(20), [&] {
     r = Get(http, "/readyz");
-    if (r.body.find("join warning") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // poll interval
-  }
+    return r.body.find("join warning") != std::string::npos;
+  });
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_THAT(r.body, HasSubstr("join warning: 1 seed(s) unanswered"));
   // Serving alone, it decides; the UDP door is counted in cluster mode too
@@ -396,16 +395,63 @@ TEST(HttpOpsClusterTest, ReadyzReportsTheJoinWarning) {
   check.request_id = 0;
   EXPECT_FALSE(client->Check(check).allowed);
   const HttpResult metrics = Get(http, "/metrics");
-  EXPECT_THAT(metrics.body,
-              HasSubstr("tally_checks_total{door=\"udp\",decision=\"allowed\"} 1\n"));
-  EXPECT_THAT(metrics.body,
-              HasSubstr("tally_checks_total{door=\"udp\",decision=\"denied\"} 1\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("tally_checks_total{door=\"udp\",decision=\"allowed\"} 1\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("tally_checks_total{door=\"udp\",decision=\"denied\"} 1\n"));
   EXPECT_THAT(metrics.body, HasSubstr("tally_check_duration_seconds_count{door=\"udp\"} 2\n"));
   EXPECT_THAT(metrics.body, HasSubstr("tally_cluster_join_seeds_unanswered 1\n"));
   EXPECT_THAT(metrics.body, HasSubstr("tally_cluster_members{state=\"alive\"} 1\n"));
   std::string output;
   EXPECT_EQ(Promtool(metrics.body, dir, &output), 0) << output;
   EXPECT_EQ(tallyd.Stop(), 0);
+}
+
+// Three members: checks entering member n1 for keys other members own are
+// forwarded; n1's UDP door counts each decision once, exactly, and its
+// scrape (three members alive) passes promtool.
+TEST(HttpOpsClusterTest, ThreeMembersCountForwardedChecksOnceAtTheDoor) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  ClusterHarness c;
+  std::string error;
+  ASSERT_TRUE(c.StartNodes(3, {kHttpFlag, "127.0.0.1:0"}, &error)) << error;
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  const std::string http = FieldOf(c.node(0).process.listening_line(), "http");
+  ASSERT_FALSE(http.empty());
+  // Ready once formed and owning: polled, the handoff may still be finishing.
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(15), [&] {
+    return Get(http, "/readyz").status == 200;
+  })) << Get(http, "/readyz").body;
+
+  const auto before = ParseSamples(Get(http, "/metrics").body);
+  int remote = 0;
+  const int kChecks = 12;
+  for (int i = 0; i < kChecks; ++i) {
+    CheckRequest r;
+    r.user_id = "user" + std::to_string(i);
+    r.endpoint = "api";
+    r.limit = 1;
+    r.window_ms = 60'000;
+    const std::optional<wire::OwnerReport> owner = OwnerOf(c.node(0), r);
+    ASSERT_TRUE(owner.has_value());
+    ASSERT_FALSE(owner->preference_list.empty());
+    if (owner->preference_list.front() != "n1") ++remote;
+    EXPECT_TRUE(CheckThrough(c.node(0), r).allowed) << i;
+    EXPECT_FALSE(CheckThrough(c.node(0), r).allowed) << i;
+  }
+  const HttpResult scrape = Get(http, "/metrics");
+  const auto after = ParseSamples(scrape.body);
+  auto moved = [&](const std::string& key) { return Sample(after, key) - Sample(before, key); };
+  EXPECT_EQ(moved("tally_checks_total{door=\"udp\",decision=\"allowed\"}"), kChecks);
+  EXPECT_EQ(moved("tally_checks_total{door=\"udp\",decision=\"denied\"}"), kChecks);
+  EXPECT_EQ(moved("tally_check_duration_seconds_count{door=\"udp\"}"), 2 * kChecks);
+  ASSERT_GT(remote, 0) << "no key owned elsewhere among " << kChecks;
+  EXPECT_GE(moved("tally_cluster_forwards_total"), 1);
+  EXPECT_EQ(Sample(after, "tally_cluster_members{state=\"alive\"}"), 3);
+  EXPECT_EQ(Sample(after, "tally_cluster_owning"), 1);
+  EXPECT_GT(Sample(after, "tally_cluster_key_share"), 0);
+  EXPECT_GT(moved("tally_cluster_gossip_datagrams_total{direction=\"in\"}"), 0);
+  std::string output;
+  EXPECT_EQ(Promtool(scrape.body, dir, &output), 0) << output;
 }
 
 }  // namespace
