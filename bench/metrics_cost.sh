@@ -17,7 +17,7 @@ dir=$(mktemp -d)
 extra=()
 if [[ $mode == cluster ]]; then extra=(--gossip 127.0.0.1:0 --node-id bench); fi
 "$build/bin/tallyd" --udp 127.0.0.1:0 --unix none --unix-seq none --threads 2 \
-  --stats-interval-s 0 --http-listen 127.0.0.1:0 "${extra[@]}" >"$dir/out" 2>"$dir/err" &
+  --stats-interval-s 0 --http 127.0.0.1:0 --grpc none "${extra[@]}" >"$dir/out" 2>"$dir/err" &
 pid=$!
 scraper=""
 cleanup() {
