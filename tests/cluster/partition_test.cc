@@ -349,9 +349,13 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
     if (on_a(r[0]) && on_a(r[1]) && on_a(r[2])) break;
   }
 
-  // Long suspicion: the suspect phase must outlast the hammering.
+  // Long suspicion: the suspect phase must outlast the hammering. Under a
+  // sanitizer, noticing the suspicion and hammering both take several times
+  // longer (TSan once saw a death 356 ms into the hammering), so the phase
+  // is stretched by the same wait scale, up to tallyd's largest multiplier.
   ClusterTimings timings;
-  timings.suspicion_mult = 30;
+  timings.suspicion_mult =
+      std::min(100, static_cast<int>(ScaledWait(std::chrono::milliseconds(30)).count()));
   cluster_ = std::make_unique<ClusterHarness>(timings);
   ClusterHarness& c = *cluster_;
   const std::vector<std::string> extra = {"--partition-policy", policy};
