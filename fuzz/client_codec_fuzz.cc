@@ -40,6 +40,8 @@ void CheckSameStatus(const tally::wire::StatusReport& a, const tally::wire::Stat
   FUZZ_CHECK(a.counters == b.counters);
   FUZZ_CHECK(a.gossip_address == b.gossip_address);
   FUZZ_CHECK(a.uptime_ms == b.uptime_ms);
+  FUZZ_CHECK(a.rules_digest == b.rules_digest);
+  FUZZ_CHECK(a.rules_error == b.rules_error);
   FUZZ_CHECK(a.members.size() == b.members.size());
   for (size_t i = 0; i < a.members.size(); ++i) {
     const auto& x = a.members[i];

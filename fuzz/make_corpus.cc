@@ -83,6 +83,8 @@ void ClientCorpus() {
   report.counters = {{"checks", 42}, {"forwarded", 7}};
   report.gossip_address = "127.0.0.1:7946";
   report.uptime_ms = 123'456;
+  report.rules_digest = "0123456789abcdef0123456789abcdef";
+  report.rules_error = "rules/api.yaml:3:5: unknown field 'limit'";
   wire::EncodeStatusResponse(report, &out);
   Write(t, "status_response", out);
   wire::EncodeOwnerRequest(wire::OwnerQuery{"alice", "/api", 60'000}, &out);
