@@ -380,7 +380,8 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
   if (status != tally::Status::kOk) {
     ++counters_.malformed_client;
     CheckResult r = ErrorResult(0, status, why);
-    Outbox::ClientReply reply{reply_token, {}};
+    Outbox::ClientReply reply{reply_token, {}, {}};
+    reply.decisions.Add(r);
     wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
     out->client.push_back(std::move(reply));
     return;
@@ -390,10 +391,11 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
     // More checks than their bytes could hold as our encoders write them
     // (empty structs): one error, nothing decided, nothing amplified.
     ++counters_.malformed_client;
-    CheckResult r = ErrorResult(0, tally::Status::kMalformed,
-                                std::to_string(checks.size()) + " checks in " +
-                                    std::to_string(bytes.size()) + " bytes");
-    Outbox::ClientReply reply{reply_token, {}};
+    CheckResult r = ErrorResult(
+        0, tally::Status::kMalformed,
+        std::to_string(checks.size()) + " checks in " + std::to_string(bytes.size()) + " bytes");
+    Outbox::ClientReply reply{reply_token, {}, {}};
+    reply.decisions.Add(r);
     wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
     out->client.push_back(std::move(reply));
     return;
@@ -402,7 +404,7 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
   if (checks.empty()) {
     // Nothing to decide, but every datagram is answered (and no batch may
     // wait for items that will never complete).
-    Outbox::ClientReply reply{reply_token, {}};
+    Outbox::ClientReply reply{reply_token, {}, {}};
     wire::EncodeResponses(std::span<const CheckResult>(), &reply.bytes);
     out->client.push_back(std::move(reply));
     return;
@@ -583,7 +585,8 @@ void Node::CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Out
       bytes += next;
       ++end;
     }
-    Outbox::ClientReply reply{batch.reply_token, {}};
+    Outbox::ClientReply reply{batch.reply_token, {}, {}};
+    for (size_t i = start; i < end; ++i) reply.decisions.Add(all[i]);
     wire::EncodeResponses(all.subspan(start, end - start), &reply.bytes);
     out->client.push_back(std::move(reply));
     start = end;
@@ -755,8 +758,12 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
                              Instant now, Outbox* out) {
   const std::string& from = sender.address;
   switch (msg.kind) {
-    case Kind::kForward: HandleForward(from, msg.forwards, now, out); break;
-    case Kind::kForwardReply: HandleForwardReply(from, msg.results, out); break;
+    case Kind::kForward:
+      HandleForward(from, msg.forwards, now, out);
+      break;
+    case Kind::kForwardReply:
+      HandleForwardReply(from, msg.results, out);
+      break;
     case Kind::kReplicate: {
       ++counters_.replicate_received;
       // Not acknowledged when dropped whole (a sender we do not count as a
@@ -784,8 +791,12 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
       if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
       break;
     }
-    case Kind::kDigest: HandleDigest(sender, msg, now, out); break;
-    case Kind::kHandoffRequest: HandleHandoffRequest(sender, now, out); break;
+    case Kind::kDigest:
+      HandleDigest(sender, msg, now, out);
+      break;
+    case Kind::kHandoffRequest:
+      HandleHandoffRequest(sender, now, out);
+      break;
     case Kind::kHandoffDone:
       handoff_waiting_.erase(from);
       if (warming_ && handoff_waiting_.empty()) {
@@ -1429,8 +1440,7 @@ NodeStatus Node::Status(Instant now) const {
       now.monotonic.count() - started_ns_ >= Ms(config_.join_warning_ms)) {
     s.seeds_unanswered = config_.seeds.size();
     s.join_warning = "no seed answered in " +
-                     std::to_string((now.monotonic.count() - started_ns_) / 1'000'000) +
-                     " ms (";
+                     std::to_string((now.monotonic.count() - started_ns_) / 1'000'000) + " ms (";
     for (size_t i = 0; i < config_.seeds.size(); ++i) {
       s.join_warning += (i == 0 ? "" : ", ") + config_.seeds[i];
     }

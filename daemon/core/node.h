@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "crdt/key_id.h"
+#include "daemon/core/decision_kind.h"
 #include "daemon/core/limiter_core.h"
 #include "membership/ring.h"
 #include "membership/swim.h"
@@ -98,7 +99,7 @@ struct NodeConfig {
   // peer was cut off is otherwise lost for good.
   int64_t push_retry_ms = 2000;
   int64_t anti_entropy_interval_ms = 1000;
-  int64_t handoff_timeout_ms = 3000;     // a joining node owns keys after this at the latest
+  int64_t handoff_timeout_ms = 3000;  // a joining node owns keys after this at the latest
   // A node started with seeds that has heard from no other member this long
   // after Start reports it (status, logs) while it keeps trying the seeds.
   int64_t join_warning_ms = 3000;
@@ -121,6 +122,9 @@ struct Outbox {
   struct ClientReply {
     uint64_t reply_token = 0;
     std::vector<std::byte> bytes;
+    // The encoded results by decision, so a driver counts them (metrics)
+    // without decoding the reply again.
+    DecisionCounts decisions;
   };
   // One record per local decision, when NodeConfig::record_decisions is set
   // (the simulator's oracles read them; the daemon leaves it off).
@@ -162,7 +166,7 @@ struct NodeStatus {
   // join_warning_ms: the node serves as a cluster of one and keeps trying.
   std::string join_warning;
   size_t seeds_unanswered = 0;  // the seeds, while join_warning is set
-  double key_share = 0;  // fraction of the key space this node owns
+  double key_share = 0;         // fraction of the key space this node owns
   size_t live_keys = 0;
   std::string partition_policy;
   size_t last_known_members = 0;

@@ -98,6 +98,7 @@ struct ClusterDriver::Impl {
     ReplyTarget target;
     std::vector<std::byte> bytes;
     int64_t received_ns = 0;  // when the checks came in (monotonic)
+    core::DecisionCounts decisions;
   };
   struct Batch {
     core::Outbox out;
@@ -373,8 +374,8 @@ void ClusterDriver::Impl::ResolveLocked(Batch* b) {
       counters->send_errors.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    b->replies.push_back(
-        ReadyReply{it->second.target, std::move(reply.bytes), it->second.created_ns});
+    b->replies.push_back(ReadyReply{it->second.target, std::move(reply.bytes),
+                                    it->second.created_ns, reply.decisions});
     answered.push_back(reply.reply_token);  // a batch may span several datagrams
   }
   for (uint64_t token : answered) tokens.erase(token);
@@ -452,21 +453,16 @@ void ClusterDriver::Impl::CheckLeaveLocked(const Instant& now, Batch* b) {
 
 // ---------------------------------------------------------------- sending
 
-// Decisions by door (GET /metrics): the Node answers with encoded bytes, so
-// they are decoded once more here, with no lock held.
+// Decisions by door (GET /metrics), as the Node tallied each reply, with no
+// lock held.
 void ClusterDriver::Impl::CountReplies(const std::vector<ReadyReply>& replies) {
-  thread_local wire::ClientMessageReader reader;
   int64_t now_ns = 0;
   for (const ReadyReply& r : replies) {
     if (r.target.metrics == nullptr) continue;
     if (now_ns == 0) now_ns = ReadClock().monotonic.count();
-    if (reader.Decode(r.bytes, nullptr) != tally::Status::kOk ||
-        reader.kind() != wire::MessageKind::kResponses) {
-      continue;
-    }
-    r.target.metrics->CountResults(r.target.door, reader.responses());
-    r.target.metrics->ObserveLatency(r.target.door,
-                                     static_cast<uint64_t>(std::max<int64_t>(0, now_ns - r.received_ns)));
+    r.target.metrics->Count(r.target.door, r.decisions);
+    r.target.metrics->ObserveLatency(
+        r.target.door, static_cast<uint64_t>(std::max<int64_t>(0, now_ns - r.received_ns)));
   }
 }
 

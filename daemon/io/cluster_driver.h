@@ -141,8 +141,8 @@ struct ReplyTarget {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   std::shared_ptr<ReplySink> sink;
-  // When set, the reply's results are counted there by `door` (decoded
-  // again after the lock is released) with the time from receipt to reply.
+  // When set, the reply's results are counted there by `door` (as the Node
+  // tallied them) with the time from receipt to reply.
   DoorMetrics* metrics = nullptr;
   Door door = Door::kUdp;
 };

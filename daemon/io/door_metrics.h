@@ -19,6 +19,7 @@
 #include <span>
 #include <string_view>
 
+#include "daemon/core/decision_kind.h"
 #include "tally/types.h"
 
 namespace tally::io {
@@ -28,28 +29,11 @@ inline constexpr size_t kDoorCount = 5;
 inline constexpr std::array<std::string_view, kDoorCount> kDoorNames = {"udp", "unix", "seqpacket",
                                                                         "grpc", "http"};
 
-// kShadow: denied by a limit in shadow mode, answered allowed. kUnavailable:
-// no decision (the cluster did not answer, internal errors).
-enum class Decision : uint8_t { kAllowed, kDenied, kShadow, kInvalid, kOverCapacity, kUnavailable };
-inline constexpr size_t kDecisionCount = 6;
-inline constexpr std::array<std::string_view, kDecisionCount> kDecisionNames = {
-    "allowed", "denied", "shadow", "invalid", "over_capacity", "unavailable"};
-
-// The decision a result stands for (kShadow is the caller's to choose).
-inline Decision DecisionOf(const CheckResult& r) {
-  switch (r.status) {
-    case Status::kOk:
-      return r.allowed ? Decision::kAllowed : Decision::kDenied;
-    case Status::kInvalidArgument:
-    case Status::kMalformed:
-    case Status::kUnsupportedVersion:
-      return Decision::kInvalid;
-    case Status::kOverCapacity:
-      return Decision::kOverCapacity;
-    default:
-      return Decision::kUnavailable;
-  }
-}
+// Decisions and their mapping from results: daemon/core/decision_kind.h.
+using Decision = core::DecisionKind;
+using core::DecisionOf;
+using core::kDecisionCount;
+using core::kDecisionNames;
 
 // Upper bounds (le) of the decision latency histogram, in nanoseconds; the
 // last bucket (+Inf) is implicit. 10 us .. 1 s: a local decision is a few
@@ -104,9 +88,12 @@ class DoorMetrics {
   }
   // One per result, by DecisionOf.
   void CountResults(Door door, std::span<const CheckResult> results) {
-    std::array<uint64_t, kDecisionCount> n{};
-    for (const CheckResult& r : results) ++n[static_cast<size_t>(DecisionOf(r))];
-    for (size_t d = 0; d < kDecisionCount; ++d) Count(door, static_cast<Decision>(d), n[d]);
+    core::DecisionCounts counts;
+    for (const CheckResult& r : results) counts.Add(r);
+    Count(door, counts);
+  }
+  void Count(Door door, const core::DecisionCounts& counts) {
+    for (size_t d = 0; d < kDecisionCount; ++d) Count(door, static_cast<Decision>(d), counts.n[d]);
   }
   // How long one message's (or request's) decisions took.
   void ObserveLatency(Door door, uint64_t ns) { latency_[Index(door)].Observe(ns); }

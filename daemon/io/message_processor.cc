@@ -192,8 +192,9 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       break;
     case wire::MessageKind::kStatusRequest: {
       std::vector<std::byte>* out = NextBuffer();
-      wire::StatusReport report =
-          cluster_ != nullptr ? cluster_->Status(now) : SingleNodeStatus(limiter_, identity_, *counters_, now);
+      wire::StatusReport report = cluster_ != nullptr
+                                      ? cluster_->Status(now)
+                                      : SingleNodeStatus(limiter_, identity_, *counters_, now);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       replies->push_back(Reply{std::span<const std::byte>(*out), tag});
@@ -226,16 +227,16 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
     return Handled::kAnswered;
   }
   // One batch per datagram: results in request order, each shard locked once.
+  limiter_->CheckBatch(reader_.checks(), now, &results_);
   if (metrics_ != nullptr) {
-    const auto start = std::chrono::steady_clock::now();
-    limiter_->CheckBatch(reader_.checks(), now, &results_);
+    // From receipt (`now`, read when the datagram came in) to decided, as in
+    // cluster mode.
+    const int64_t decided_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
     metrics_->ObserveLatency(
-        door_, static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now() - start)
-                                         .count()));
+        door_, static_cast<uint64_t>(std::max<int64_t>(0, decided_ns - now.monotonic.count())));
     metrics_->CountResults(door_, results_);
-  } else {
-    limiter_->CheckBatch(reader_.checks(), now, &results_);
   }
   for (CheckResult& result : results_) {
     if (result.error.size() > kMaxErrorBytes) result.error.resize(kMaxErrorBytes);

@@ -311,8 +311,7 @@ std::string RenderMetrics(const MetricsInput& in) {
     w.Sample("tally_node_info", l, uint64_t{1});
   }
 
-  w.Family("tally_checks_total", "counter",
-           "Checks answered, by door and decision.");
+  w.Family("tally_checks_total", "counter", "Checks answered, by door and decision.");
   for (size_t door = 0; door < kDoorCount; ++door) {
     for (size_t d = 0; d < kDecisionCount; ++d) {
       const Label l[] = {{"door", kDoorNames[door]}, {"decision", kDecisionNames[d]}};
@@ -320,8 +319,8 @@ std::string RenderMetrics(const MetricsInput& in) {
     }
   }
   w.Family("tally_check_duration_seconds", "histogram",
-           "Time to decide one message (Cap'n Proto doors) or request (gRPC, HTTP), by door; in "
-           "cluster mode from receipt to reply, forwarding included.");
+           "Time to decide one message (Cap'n Proto doors, from receipt; in cluster mode to the "
+           "reply, forwarding included) or request (gRPC, HTTP), by door.");
   for (size_t door = 0; door < kDoorCount; ++door) {
     const Label l[] = {{"door", kDoorNames[door]}};
     w.Histogram("tally_check_duration_seconds", l, in.doors.latency[door]);
