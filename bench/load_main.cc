@@ -589,6 +589,20 @@ int RunEchoServer(const po::variables_map& vm, int threads) {
   return 0;
 }
 
+// A socket path for an in-process echo server of `sock_type`, in a new
+// temporary directory (`*dir`, to remove after); "" with `*error` on failure.
+std::string EchoSocketPath(int sock_type, std::string* dir, std::string* error) {
+  const char* base = getenv("TMPDIR");
+  std::string tmpl =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tally-load-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    *error = "mkdtemp failed";
+    return "";
+  }
+  *dir = tmpl;
+  return tmpl + (sock_type == SOCK_SEQPACKET ? "/echo.seq.sock" : "/echo.sock");
+}
+
 // Starts an in-process echo server on the target's transport kind and returns
 // the endpoint to reach it; `*dir` receives a temp directory to remove after.
 std::optional<Endpoint> StartCompareEcho(io::Daemon** daemon_out,
@@ -604,19 +618,9 @@ std::optional<Endpoint> StartCompareEcho(io::Daemon** daemon_out,
   if (config.target.kind == Endpoint::Kind::kUdp) {
     options.udp = config.target.host.find(':') != std::string::npos ? "[::1]:0" : "127.0.0.1:0";
   } else {
-    const char* base = getenv("TMPDIR");
-    std::string tmpl =
-        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tally-load-XXXXXX";
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      *error = "mkdtemp failed";
-      return std::nullopt;
-    }
-    *dir = tmpl;
-    if (sock_type == SOCK_SEQPACKET) {
-      options.unix_seq_path = tmpl + "/echo.seq.sock";
-    } else {
-      options.unix_path = tmpl + "/echo.sock";
-    }
+    std::string path = EchoSocketPath(sock_type, dir, error);
+    if (path.empty()) return std::nullopt;
+    (sock_type == SOCK_SEQPACKET ? options.unix_seq_path : options.unix_path) = path;
   }
   *holder = std::make_unique<io::Daemon>(options);
   if (!(*holder)->Start(error)) return std::nullopt;
@@ -634,18 +638,11 @@ std::unique_ptr<PlainEcho> StartComparePlainEcho(const LoadConfig& config, int s
     const bool v6 = config.target.host.find(':') != std::string::npos;
     return PlainEcho::Start(PlainEcho::Kind::kUdp, v6 ? "[::1]:0" : "127.0.0.1:0", cpu, error);
   }
-  const char* base = getenv("TMPDIR");
-  std::string tmpl =
-      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tally-load-XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) {
-    *error = "mkdtemp failed";
-    return nullptr;
-  }
-  *dir = tmpl;
-  return sock_type == SOCK_SEQPACKET
-             ? PlainEcho::Start(PlainEcho::Kind::kUnixSeqpacket, tmpl + "/echo.seq.sock", cpu,
-                                error)
-             : PlainEcho::Start(PlainEcho::Kind::kUnixDatagram, tmpl + "/echo.sock", cpu, error);
+  const std::string path = EchoSocketPath(sock_type, dir, error);
+  if (path.empty()) return nullptr;
+  return PlainEcho::Start(sock_type == SOCK_SEQPACKET ? PlainEcho::Kind::kUnixSeqpacket
+                                                      : PlainEcho::Kind::kUnixDatagram,
+                          path, cpu, error);
 }
 
 int Main(int argc, char** argv) {

@@ -148,7 +148,7 @@ void PlainEcho::Loop() {
 
 // One thread for every connection: poll, recv one message, send it back.
 void PlainEcho::LoopSeqpacket() {
-  std::vector<int> connections;
+  std::vector<int> connections, open;  // reused: no allocation per wakeup
   std::vector<char> buffer(kMaxDatagramBytes);
   std::vector<pollfd> fds;
   for (;;) {
@@ -156,7 +156,7 @@ void PlainEcho::LoopSeqpacket() {
     for (int c : connections) fds.push_back({c, POLLIN, 0});
     if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) break;
     if (fds[0].revents != 0) break;
-    std::vector<int> open;
+    open.clear();
     for (size_t i = 2; i < fds.size(); ++i) {
       bool keep = true;
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
