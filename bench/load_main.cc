@@ -66,6 +66,7 @@
 #include "bench/owner_filter.h"
 #include "bench/plain_echo.h"
 #include "client/admin.h"
+#include "client/program_options_guard.h"
 #include "daemon/io/daemon.h"
 #include "tally/client.h"
 #include "tally/types.h"
@@ -681,6 +682,9 @@ int Main(int argc, char** argv) {
                                             "echo server threads (daemon kind)")(
       "echo-cpu", po::value<int>()->default_value(-1), "pin the plain echo thread to this CPU");
   po::variables_map vm;
+  if (std::string why = flags::RefuseBoostPlaceholders(argc, argv); !why.empty()) {
+    return Fail(why + " (see tally-load --help)");
+  }
   try {
     po::store(po::parse_command_line(argc, argv, flags), vm);
     po::notify(vm);

@@ -2,7 +2,7 @@
 // unary ShouldRateLimit calls with N in flight over one channel, through the
 // C++ gRPC async client; reports calls/s, p50/p99 latency and the answers.
 //
-//   tally-rls-load --target 127.0.0.1:8081 --in-flight 64 --seconds 5 \
+//   tally-rls-load --target 127.0.0.1:8081 --in-flight 64 --seconds 5
 //       --domain edge --key remote_address --values 1000
 //
 // Each call carries one descriptor (key, value-i), i cycling over --values
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "client/program_options_guard.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 
 namespace {
@@ -50,6 +51,10 @@ int main(int argc, char** argv) {
       "key", po::value(&key), "descriptor key")("values", po::value(&values),
                                                 "distinct descriptor values, cycled");
   po::variables_map vm;
+  if (std::string why = tally::flags::RefuseBoostPlaceholders(argc, argv); !why.empty()) {
+    std::fprintf(stderr, "tally-rls-load: %s\n", why.c_str());
+    return 2;
+  }
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
     po::notify(vm);

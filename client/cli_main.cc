@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "client/admin.h"
+#include "client/program_options_guard.h"
 #include "daemon/io/keyring.h"
 #include "tally/client.h"
 #include "tally/types.h"
@@ -235,6 +236,10 @@ std::optional<CommandLine> ParseCommandLine(int argc, char** argv,
   po::positional_options_description positional;
   positional.add("args", -1);
   CommandLine line;
+  if (std::string why = flags::RefuseBoostPlaceholders(argc, argv); !why.empty()) {
+    *exit_code = UsageError(json, name, why);
+    return std::nullopt;
+  }
   try {
     po::store(
         po::command_line_parser(argc, argv)

@@ -3,12 +3,20 @@
 // separated by '\n' and ended by a NUL byte, then the config file's text.
 // Properties: parsing never crashes, throws or leaks; the outcome is kRun or
 // kBadUsage with a message (--help/--version only from the command line).
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "daemon/io/config.h"
 #include "fuzz/fuzz_check.h"
+
+// The machine's group database (NSS) may block on a directory service; the
+// fuzzer exercises the parser, not the lookup. One name resolves.
+std::optional<int64_t> FakeGroupLookup(const std::string& name) {
+  if (name == "tally") return 4242;
+  return std::nullopt;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
@@ -28,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tally::io::TallydConfig config;
   std::string output, error;
   const tally::io::FlagsOutcome outcome = tally::io::ParseTallydFlags(
-      static_cast<int>(argv.size()), argv.data(), &file, &config, &output, &error);
+      static_cast<int>(argv.size()), argv.data(), &file, &config, &output, &error, FakeGroupLookup);
   switch (outcome) {
     case tally::io::FlagsOutcome::kRun:
       FUZZ_CHECK(error.empty());

@@ -781,7 +781,7 @@ void ClusterDriver::Impl::Connect(const std::string& address, OutboundStream& s)
   stream_connects.fetch_add(1, std::memory_order_relaxed);
   const uint64_t epoch = s.epoch;
   s.timer.expires_after(options.connect_timeout);
-  s.timer.async_wait([this, &s, epoch](const boost::system::error_code& e) {
+  s.timer.async_wait([&s, epoch](const boost::system::error_code& e) {
     if (e || s.epoch != epoch || s.state != OutboundStream::State::kConnecting) return;
     boost::system::error_code ignored;
     s.socket.close(ignored);  // the connect handler resets

@@ -11,8 +11,10 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
+#include "client/program_options_guard.h"
 #include "daemon/io/peer_seal.h"
 #include "daemon/io/resolver.h"
 #include "daemon/io/snapshot_file.h"
@@ -128,21 +130,19 @@ bool ParseUnixMode(const std::string& text, unsigned* mode, std::string* error) 
 }
 
 // A group name known to the system, or a number.
-bool ParseUnixGroup(const std::string& text, int64_t* gid, std::string* error) {
+bool ParseUnixGroup(const std::string& text, GroupLookup lookup_group, int64_t* gid,
+                    std::string* error) {
   uint32_t number = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
   if (!text.empty() && ec == std::errc() && end == text.data() + text.size()) {
     *gid = number;
     return true;
   }
-  group entry;
-  group* found = nullptr;
-  std::vector<char> buffer(16384);
-  if (!text.empty() &&
-      getgrnam_r(text.c_str(), &entry, buffer.data(), buffer.size(), &found) == 0 &&
-      found != nullptr) {
-    *gid = found->gr_gid;
-    return true;
+  if (!text.empty()) {
+    if (const std::optional<int64_t> found = lookup_group(text)) {
+      *gid = *found;
+      return true;
+    }
   }
   *error = "--unix-group: no group named '" + text + "'";
   return false;
@@ -346,13 +346,25 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
 
 }  // namespace
 
+std::optional<int64_t> LookUpSystemGroup(const std::string& name) {
+  group entry;
+  group* found = nullptr;
+  std::vector<char> buffer(16384);
+  if (getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) == 0 &&
+      found != nullptr) {
+    return found->gr_gid;
+  }
+  return std::nullopt;
+}
+
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
                               std::string* output, std::string* error) {
   return ParseTallydFlags(argc, argv, nullptr, config, output, error);
 }
 
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* config_text,
-                              TallydConfig* config, std::string* output, std::string* error) {
+                              TallydConfig* config, std::string* output, std::string* error,
+                              GroupLookup lookup_group) {
   const DaemonOptions defaults;
   const LimiterOptions limiter_defaults;
 
@@ -530,6 +542,11 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
   po::options_description all("Usage: tallyd [options]");
   all.add(command_only).add(settings);
 
+  // client/program_options_guard.h: Boost would loop wording the error.
+  if (std::string why = flags::RefuseBoostPlaceholders(argc, argv); !why.empty()) {
+    *error = std::move(why);
+    return FlagsOutcome::kBadUsage;
+  }
   po::variables_map vm;
   try {
     po::parsed_options command_line = po::command_line_parser(argc, argv).options(all).run();
@@ -555,9 +572,17 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
           return FlagsOutcome::kBadUsage;
         }
       }
+      std::stringstream text;
+      text << (config_text != nullptr ? config_text->rdbuf() : file.rdbuf());
+      text.clear();  // an empty file sets failbit on the copy
+      if (const std::string_view token = flags::FindBoostPlaceholder(text.view()); !token.empty()) {
+        *error = config->config_file + " holds '" + std::string(token) +
+                 "', which the option parser cannot report on; leave it out";
+        return FlagsOutcome::kBadUsage;
+      }
       // Stored after the command line, so flags win (store keeps first values).
-      po::parsed_options from_file = po::parse_config_file(
-          config_text != nullptr ? *config_text : file, settings, /*allow_unregistered=*/false);
+      po::parsed_options from_file =
+          po::parse_config_file(text, settings, /*allow_unregistered=*/false);
       RenameDeprecatedAliases(&from_file);
       po::store(from_file, vm);
     }
@@ -606,8 +631,8 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       !ParseUnixMode(vm["unix-mode"].as<std::string>(), &d.unix_access.mode, error)) {
     return FlagsOutcome::kBadUsage;
   }
-  if (vm.count("unix-group") &&
-      !ParseUnixGroup(vm["unix-group"].as<std::string>(), &d.unix_access.gid, error)) {
+  if (vm.count("unix-group") && !ParseUnixGroup(vm["unix-group"].as<std::string>(), lookup_group,
+                                                &d.unix_access.gid, error)) {
     return FlagsOutcome::kBadUsage;
   }
 

@@ -9,7 +9,9 @@
 
 #include <spdlog/common.h>
 
+#include <cstdint>
 #include <istream>
+#include <optional>
 #include <string>
 
 #include "daemon/io/daemon.h"
@@ -47,11 +49,20 @@ enum class FlagsOutcome {
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
                               std::string* output, std::string* error);
 
+// Maps a group name to its gid, or nullopt if the system has no such group.
+using GroupLookup = std::optional<int64_t> (*)(const std::string& name);
+
+// The system's group database (getgrnam_r, so NSS: files, LDAP, systemd).
+// It may block on a network directory; only tallyd's start calls it.
+std::optional<int64_t> LookUpSystemGroup(const std::string& name);
+
 // The same, with the text of the --config file read from `*config_text`
-// instead of the file named (for tests and fuzz/config_fuzz.cc). A null
-// `config_text` reads the named file.
+// instead of the file named, and group names (--unix-group) resolved by
+// `lookup_group` (for tests and fuzz/config_fuzz.cc, which must not depend on
+// the machine's directory services). A null `config_text` reads the named file.
 FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* config_text,
-                              TallydConfig* config, std::string* output, std::string* error);
+                              TallydConfig* config, std::string* output, std::string* error,
+                              GroupLookup lookup_group = LookUpSystemGroup);
 
 }  // namespace tally::io
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -250,6 +251,65 @@ TEST(ConfigTest, UnixModeAndGroup) {
   EXPECT_EQ(io::ParseTallydFlags(3, unknown, &config, &output, &error),
             io::FlagsOutcome::kBadUsage);
   EXPECT_NE(error.find("no group named 'no-such-group-tally'"), std::string::npos) << error;
+}
+
+// Group names go through the lookup the caller gives (the system's by
+// default), so the fuzzer and tests need no directory service.
+TEST(ConfigTest, UnixGroupUsesTheGivenLookup) {
+  const auto lookup = [](const std::string& name) -> std::optional<int64_t> {
+    if (name == "limiters") return 777;
+    return std::nullopt;
+  };
+  io::TallydConfig config;
+  std::string output, error;
+  const char* named[] = {"tallyd", "--unix-group", "limiters"};
+  ASSERT_EQ(io::ParseTallydFlags(3, named, nullptr, &config, &output, &error, lookup),
+            io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.unix_access.gid, 777);
+  const char* root[] = {"tallyd", "--unix-group", "root"};
+  EXPECT_EQ(io::ParseTallydFlags(3, root, nullptr, &config, &output, &error, lookup),
+            io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("no group named 'root'"), std::string::npos) << error;
+}
+
+// Boost.Program_options never finished wording an error whose option name or
+// value held its own placeholder ("%canonical_option%"): one config line hung
+// tallyd at start. Such text is refused up front, from the file and argv.
+TEST(ConfigTest, PlaceholderTextIsRefusedNotLoopedOn) {
+  io::TallydConfig config;
+  std::string output, error;
+  for (const char* line :
+       {"swoption '%canonical_option%'s-interval-s = 60\n", "log-level = %value%\n",
+        "%option% = 1\n", "node-id = a%original_token%b\n", "udp = %prefix%\n",
+        "l%%%invalid_line%%\n"}) {
+    std::istringstream file(std::string("udp = 127.0.0.1:7070\n") + line);
+    const char* argv[] = {"tallyd", "--config", "t.conf"};
+    EXPECT_EQ(io::ParseTallydFlags(3, argv, &file, &config, &output, &error),
+              io::FlagsOutcome::kBadUsage)
+        << line;
+    EXPECT_NE(error.find("t.conf holds '%"), std::string::npos) << error;
+  }
+  for (const char* arg : {"--x%canonical_option%", "--log-level=%value%", "%option%"}) {
+    const char* argv[] = {"tallyd", arg};
+    EXPECT_EQ(io::ParseTallydFlags(2, argv, &config, &output, &error), io::FlagsOutcome::kBadUsage)
+        << arg;
+    EXPECT_NE(error.find("argument 1 holds '%"), std::string::npos) << error;
+    EXPECT_NE(error.find("cannot report on"), std::string::npos) << error;
+  }
+  // A lone percent sign, or one not closing a name, is ordinary text.
+  std::istringstream file("udp = 127.0.0.1:7070\nnode-id = 100%-a%b c\n");
+  const char* argv[] = {"tallyd", "--config", "t.conf"};
+  EXPECT_EQ(io::ParseTallydFlags(3, argv, &file, &config, &output, &error),
+            io::FlagsOutcome::kBadUsage);  // the space makes the node id invalid
+  EXPECT_NE(error.find("--node-id"), std::string::npos) << error;
+  std::istringstream good("udp = 127.0.0.1:7070\nnode-id = 100%-a%\n");
+  ASSERT_EQ(io::ParseTallydFlags(3, argv, &good, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(config.daemon.node_id, "100%-a%");
+  std::istringstream empty("");
+  EXPECT_EQ(io::ParseTallydFlags(3, argv, &empty, &config, &output, &error), io::FlagsOutcome::kRun)
+      << error;
 }
 
 TEST(ConfigTest, SeqpacketSocketFollowsUnixPath) {
