@@ -106,6 +106,9 @@ int main(int argc, char** argv) {
 
   // Replies use MSG_NOSIGNAL; this also covers a closed stdout pipe.
   signal(SIGPIPE, SIG_IGN);
+  // Before any thread starts: only the daemon's I/O threads take SIGINT,
+  // SIGTERM and SIGHUP (daemon/io/daemon.h), not gRPC's.
+  tally::io::BlockDaemonSignals();
 
   tally::io::Daemon daemon(config.daemon);
   if (!daemon.Start(&error)) {

@@ -289,7 +289,29 @@ void Daemon::Impl::ArmNotify() {
   });
 }
 
+namespace {
+
+sigset_t DaemonSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+}  // namespace
+
+void BlockDaemonSignals() {
+  const sigset_t set = DaemonSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
 void Daemon::Impl::RunLoop() {
+  if (options.handle_signals) {
+    const sigset_t set = DaemonSignals();
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  }
   try {
     io.run();
   } catch (const std::exception& e) {

@@ -56,6 +56,14 @@ struct DaemonStats {
   LimiterStats limiter;
 };
 
+// The signals a daemon with handle_signals takes (SIGINT, SIGTERM, SIGHUP).
+// A program blocks them on its first thread before starting any other, so
+// that every thread it or a library (gRPC) starts inherits the block; Run()
+// unblocks them on the daemon's own I/O threads only. A process-directed
+// signal then always lands on a thread that handles it (one that landed on a
+// thread parked in uninstrumented library code stayed pending under TSan).
+void BlockDaemonSignals();
+
 // Lifecycle: construct -> Start() -> Run() (blocks) ... Stop() -> Run returns.
 // Thread safety: Stop() and stats() may be called from any thread at any
 // time; everything else from one thread.
