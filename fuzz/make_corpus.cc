@@ -70,6 +70,10 @@ void ClientCorpus() {
   Write(t, "responses", out);
   wire::EncodeStatusRequest(&out);
   Write(t, "status_request", out);
+  wire::EncodeStatusRequest(&out, 600);
+  Write(t, "status_request_padded", out);
+  wire::EncodePaddingRequired(1208, &out);
+  Write(t, "padding_required", out);
   wire::StatusReport report;
   report.node_id = "n1";
   report.generation = 17;
