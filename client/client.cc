@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -544,10 +545,22 @@ std::unique_ptr<Client> Client::Connect(const Endpoint& endpoint, const ClientOp
 namespace tally {
 namespace {
 
-// Sends `request` and waits for a reply of `want` kind, resending on timeout.
-bool Query(const Endpoint& endpoint, const ClientOptions& options,
-           const std::vector<std::byte>& request, wire::MessageKind want,
-           wire::ClientMessageReader* reader, std::vector<uint64_t>* storage, std::string* error) {
+// Padding rounds per query: a reply that keeps growing past what the daemon
+// asked for last time gets a few more tries, not a loop.
+constexpr int kMaxPaddingRounds = 4;
+
+// Sends the query `encode(min_bytes, &request)` makes and waits for a reply
+// of `want` kind, resending on timeout. A datagram door answers a query too
+// small for its reply with paddingRequired (check.capnp, protocol 3): the
+// query is sent again at the size asked, and `*pad_hint` keeps that size for
+// the next query of the kind.
+template <typename EncodeQuery>
+bool Query(const Endpoint& endpoint, const ClientOptions& options, EncodeQuery&& encode,
+           std::atomic<size_t>* pad_hint, wire::MessageKind want, wire::ClientMessageReader* reader,
+           std::vector<uint64_t>* storage, std::string* error) {
+  std::vector<std::byte> request;
+  encode(pad_hint->load(std::memory_order_relaxed), &request);
+  int padding_rounds = 0;
   std::unique_ptr<Client> client = Client::Connect(endpoint, options, error);
   if (!client) return false;
   const int fd = client->native_handle();
@@ -589,6 +602,16 @@ bool Query(const Endpoint& endpoint, const ClientOptions& options,
         continue;
       }
       if (reader->kind() == want) return true;
+      if (reader->kind() == wire::MessageKind::kPaddingRequired &&
+          reader->padding_required_bytes() > request.size() &&
+          reader->padding_required_bytes() <= wire::kMaxDatagramBytes &&
+          padding_rounds < kMaxPaddingRounds) {
+        ++padding_rounds;
+        pad_hint->store(reader->padding_required_bytes(), std::memory_order_relaxed);
+        encode(reader->padding_required_bytes(), &request);
+        --attempt;  // not a lost datagram: the padded query gets its own attempts
+        break;
+      }
       if (reader->kind() == wire::MessageKind::kResponses && !reader->responses().empty() &&
           reader->responses()[0].status != Status::kOk) {
         // The daemon could not read our request (e.g. an older protocol).
@@ -609,12 +632,15 @@ bool Query(const Endpoint& endpoint, const ClientOptions& options,
 
 bool QueryStatus(const Endpoint& endpoint, const ClientOptions& options, wire::StatusReport* out,
                  std::string* error) {
-  std::vector<std::byte> request;
-  wire::EncodeStatusRequest(&request);
+  static std::atomic<size_t> pad_hint{0};
   wire::ClientMessageReader reader;
   std::vector<uint64_t> storage;
-  if (!Query(endpoint, options, request, wire::MessageKind::kStatusResponse, &reader, &storage,
-             error)) {
+  if (!Query(
+          endpoint, options,
+          [](size_t min_bytes, std::vector<std::byte>* request) {
+            wire::EncodeStatusRequest(request, min_bytes);
+          },
+          &pad_hint, wire::MessageKind::kStatusResponse, &reader, &storage, error)) {
     return false;
   }
   *out = reader.status_report();
@@ -623,12 +649,15 @@ bool QueryStatus(const Endpoint& endpoint, const ClientOptions& options, wire::S
 
 bool QueryOwner(const Endpoint& endpoint, const ClientOptions& options,
                 const wire::OwnerQuery& query, wire::OwnerReport* out, std::string* error) {
-  std::vector<std::byte> request;
-  wire::EncodeOwnerRequest(query, &request);
+  static std::atomic<size_t> pad_hint{0};
   wire::ClientMessageReader reader;
   std::vector<uint64_t> storage;
-  if (!Query(endpoint, options, request, wire::MessageKind::kOwnerResponse, &reader, &storage,
-             error)) {
+  if (!Query(
+          endpoint, options,
+          [&query](size_t min_bytes, std::vector<std::byte>* request) {
+            wire::EncodeOwnerRequest(query, request, min_bytes);
+          },
+          &pad_hint, wire::MessageKind::kOwnerResponse, &reader, &storage, error)) {
     return false;
   }
   *out = reader.owner_report();

@@ -86,6 +86,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case MessageKind::kOwnerResponse:
       tally::wire::EncodeOwnerResponse(reader.owner_report(), &encoded);
       break;
+    case MessageKind::kPaddingRequired:
+      tally::wire::EncodePaddingRequired(reader.padding_required_bytes(), &encoded);
+      break;
   }
   // Decoded content may be larger than its bytes (capnp defaults, shared
   // pointers); a re-encoding that no longer fits one datagram is not compared.
@@ -128,6 +131,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  a.holds_key == b.holds_key);
       break;
     }
+    case MessageKind::kPaddingRequired:
+      FUZZ_CHECK(again.padding_required_bytes() == reader.padding_required_bytes());
+      break;
   }
   return 0;
 }

@@ -70,6 +70,10 @@ void ClientCorpus() {
   Write(t, "responses", out);
   wire::EncodeStatusRequest(&out);
   Write(t, "status_request", out);
+  wire::EncodeStatusRequest(&out, 600);
+  Write(t, "status_request_padded", out);
+  wire::EncodePaddingRequired(1208, &out);
+  Write(t, "padding_required", out);
   wire::StatusReport report;
   report.node_id = "n1";
   report.generation = 17;
@@ -270,6 +274,26 @@ void StreamCorpus() {
   Write("stream_frames_fuzz", "edge_partial_header", with_header(4, 100, stream));
 }
 
+// ---------------------------------------------------------------- HTTP JSON
+
+// The HTTP door's bodies (daemon/rls/rls_json.h, v1_check.h): the explicit
+// check form, the rules form, both at once, an override, a bad value.
+void HttpJsonCorpus() {
+  const std::string t = "http_json_fuzz";
+  Write(
+      t, "explicit_form",
+      FromString(R"({"user_id":"alice","endpoint":"/api","limit":5,"window_ms":60000,"hits":1})"));
+  Write(t, "bad_window", FromString(R"({"user_id":"a","endpoint":"b","limit":5,"window_ms":0})"));
+  Write(t, "both_forms", FromString(R"({"user_id":"\u00e9\u0000x","domain":"d"})"));
+  Write(
+      t, "rules_form",
+      FromString(R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"alice"}]}],)"
+                 R"("hits_addend":2})"));
+  Write(t, "override",
+        FromString(R"({"domain":"api","descriptors":[{"entries":[{"key":"ip","value":"1.2.3.4"}],)"
+                   R"("limit":{"requests_per_unit":3,"unit":"SECOND"}}]})"));
+}
+
 // ---------------------------------------------------------------- config
 
 void ConfigCorpus(const std::filesystem::path& source) {
@@ -452,6 +476,7 @@ int main(int argc, char** argv) {
   PeerCorpus();
   StreamCorpus();
   ConfigCorpus(argv[2]);
+  HttpJsonCorpus();
   NodeCorpus();
   PeerOpenCorpus();
   return 0;

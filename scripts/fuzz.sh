@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh --smoke [SECONDS]       every target SECONDS each (default 20; CI);
 #                                           TALLY_FUZZ_SMOKE_TARGETS="a b" picks some
 #   scripts/fuzz.sh --make-corpus           rewrite fuzz/corpus/ from the real encoders
+#                                           (the targets tally-fuzz-corpus writes)
 # Builds into build-fuzz/ (clang, -fsanitize=fuzzer,address,undefined). Seeds come
 # from fuzz/corpus/TARGET (kept in git, small); what the fuzzer learns goes to
 # build-fuzz/corpus/TARGET, findings to build-fuzz/artifacts/TARGET/ (the file name
@@ -81,8 +82,16 @@ case "${1:-}" in
     ;;
   --make-corpus)
     build_targets tally-fuzz-corpus
-    rm -rf "$root/fuzz/corpus"
-    "$build/bin/tally-fuzz-corpus" "$root/fuzz/corpus" "$root"
+    # Only the targets the tool writes are replaced: the rules and snapshot
+    # seeds are kept by hand.
+    fresh=$(mktemp -d)
+    "$build/bin/tally-fuzz-corpus" "$fresh" "$root"
+    for dir in "$fresh"/*/; do
+      target=$(basename "$dir")
+      rm -rf "$root/fuzz/corpus/$target"
+      mv "$dir" "$root/fuzz/corpus/$target"
+    done
+    rm -rf "$fresh"
     du -sh "$root/fuzz/corpus"
     ;;
   --smoke)

@@ -103,6 +103,7 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
   status_ = StatusReport{};
   owner_query_ = OwnerQuery{};
   owner_report_ = OwnerReport{};
+  padding_required_bytes_ = 0;
   version_ = 0;
   auto fail = [why](tally::Status status, std::string reason) {
     if (why != nullptr) *why = std::move(reason);
@@ -166,6 +167,7 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         return tally::Status::kOk;
       }
       case wire::ClientMessage::STATUS_REQUEST:
+      case wire::ClientMessage::PADDED_STATUS_REQUEST:
         kind_ = MessageKind::kStatusRequest;
         return tally::Status::kOk;
       case wire::ClientMessage::STATUS_RESPONSE: {
@@ -181,6 +183,10 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         owner_query_.window_ms = q.getWindowMs();
         return tally::Status::kOk;
       }
+      case wire::ClientMessage::PADDING_REQUIRED:
+        kind_ = MessageKind::kPaddingRequired;
+        padding_required_bytes_ = root.getPaddingRequired().getRequestBytes();
+        return tally::Status::kOk;
       case wire::ClientMessage::OWNER_RESPONSE: {
         kind_ = MessageKind::kOwnerResponse;
         auto r = root.getOwnerResponse();
@@ -243,17 +249,61 @@ bool ResultsFitReplyFactor(size_t checks, size_t request_bytes) {
 
 namespace tally::wire {
 
-void EncodeStatusRequest(std::vector<std::byte>* out) {
-  Encode(out, [](wire::ClientMessage::Builder root) { root.setStatusRequest(); });
+namespace {
+
+// The largest padded query: a whole number of words within one datagram.
+constexpr size_t kMaxQueryBytes = kMaxDatagramBytes / kWordBytes * kWordBytes;
+
+// Encodes a query with `fill(root, 0)`, then again with `fill(root, n)` if
+// it came out shorter than `min_bytes` (at most kMaxQueryBytes): `n` bytes of
+// padding. A Data blob adds its length rounded up to a word, plus a word for
+// the struct holding it, so the result is cut back if that overshoots.
+template <typename Fill>
+void EncodePaddedQuery(std::vector<std::byte>* out, size_t min_bytes, Fill&& fill) {
+  Encode(out, [&](wire::ClientMessage::Builder root) { fill(root, 0); });
+  const size_t target = std::min(min_bytes, kMaxQueryBytes);
+  if (out->size() >= target) return;
+  size_t padding = target - out->size();
+  Encode(out, [&](wire::ClientMessage::Builder root) { fill(root, padding); });
+  if (out->size() > kMaxQueryBytes) {
+    padding -= std::min(padding, out->size() - kMaxQueryBytes);
+    Encode(out, [&](wire::ClientMessage::Builder root) { fill(root, padding); });
+  }
 }
 
-void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out) {
-  Encode(out, [&](wire::ClientMessage::Builder root) {
+}  // namespace
+
+void EncodeStatusRequest(std::vector<std::byte>* out, size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [](wire::ClientMessage::Builder root, size_t padding) {
+    if (padding == 0) {
+      root.setStatusRequest();
+    } else {
+      root.initPaddedStatusRequest().initPadding(static_cast<unsigned>(padding));
+    }
+  });
+}
+
+void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out, size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
     auto q = root.initOwnerRequest();
     q.setUserId(AsBytes(query.user_id));
     q.setEndpoint(AsBytes(query.endpoint));
     q.setWindowMs(query.window_ms);
+    if (padding != 0) q.initPadding(static_cast<unsigned>(padding));
   });
+}
+
+void EncodePaddingRequired(uint32_t request_bytes, std::vector<std::byte>* out) {
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    root.initPaddingRequired().setRequestBytes(request_bytes);
+  });
+}
+
+size_t PaddedQueryBytes(size_t reply_bytes) {
+  // An eighth more, plus a few words, then whole words.
+  const size_t grown = reply_bytes + reply_bytes / 8 + 8 * kWordBytes;
+  const size_t bytes = (grown + kMaxReplyFactor - 1) / kMaxReplyFactor;
+  return std::min((bytes + kWordBytes - 1) / kWordBytes * kWordBytes, kMaxQueryBytes);
 }
 
 void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* out) {

@@ -29,10 +29,11 @@ inline constexpr size_t kMessageOverheadBytes = 64;
 enum class MessageKind {
   kChecks,
   kResponses,
-  kStatusRequest,   // protocol 2
-  kStatusResponse,  // protocol 2
-  kOwnerRequest,    // protocol 2
-  kOwnerResponse,   // protocol 2
+  kStatusRequest,    // protocol 2
+  kStatusResponse,   // protocol 2
+  kOwnerRequest,     // protocol 2
+  kOwnerResponse,    // protocol 2
+  kPaddingRequired,  // protocol 3: padding_required_bytes()
 };
 
 // One member in a status report (check.capnp MemberInfo).
@@ -104,6 +105,8 @@ class ClientMessageReader {
   const StatusReport& status_report() const { return status_; }
   const OwnerQuery& owner_query() const { return owner_query_; }
   const OwnerReport& owner_report() const { return owner_report_; }
+  // kPaddingRequired: the smallest query datagram the reply needs.
+  uint32_t padding_required_bytes() const { return padding_required_bytes_; }
 
  private:
   MessageKind kind_ = MessageKind::kChecks;
@@ -113,6 +116,7 @@ class ClientMessageReader {
   StatusReport status_;
   OwnerQuery owner_query_;
   OwnerReport owner_report_;
+  uint32_t padding_required_bytes_ = 0;
   std::vector<uint64_t> aligned_;  // scratch when the input is misaligned
 };
 
@@ -124,9 +128,18 @@ void EncodeChecks(std::span<const CheckRequestRef> checks, std::vector<std::byte
 // Encodes a batch of responses into `*out` (replacing its contents).
 void EncodeResponses(std::span<const CheckResult> responses, std::vector<std::byte>* out);
 
-// Encodes a status request / an owner request into `*out`.
-void EncodeStatusRequest(std::vector<std::byte>* out);
-void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out);
+// Encodes a status request / an owner request into `*out`, padded to at
+// least `min_bytes` (0: unpadded) for a datagram door's reply bound.
+void EncodeStatusRequest(std::vector<std::byte>* out, size_t min_bytes = 0);
+void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out, size_t min_bytes = 0);
+
+// Encodes "send the query again, at least `request_bytes` long".
+void EncodePaddingRequired(uint32_t request_bytes, std::vector<std::byte>* out);
+
+// The smallest query that a `reply_bytes` reply may answer within
+// kMaxReplyFactor, with headroom for a reply that grows a little before the
+// padded query arrives (a member more, longer state names).
+size_t PaddedQueryBytes(size_t reply_bytes);
 
 // Encodes a status report into `*out`. Members that would push the message
 // past kMaxDatagramBytes are left out, and members_truncated is then set.

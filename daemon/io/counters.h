@@ -14,6 +14,9 @@ struct Counters {
   std::atomic<uint64_t> datagrams_out{0};  // replies handed to the kernel
   std::atomic<uint64_t> malformed{0};      // undecodable, oversized or `responses` messages
   std::atomic<uint64_t> send_errors{0};    // replies that could not be sent (or had no address)
+  // Status/owner queries on a datagram door too small for their reply
+  // (answered paddingRequired; check.capnp, protocol 3).
+  std::atomic<uint64_t> queries_padding_required{0};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t n) {
     if (n != 0) c.fetch_add(n, std::memory_order_relaxed);

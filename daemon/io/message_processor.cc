@@ -52,6 +52,8 @@ void AppendTransportCounters(const Counters& c,
   out->emplace_back("datagrams_out", c.datagrams_out.load(std::memory_order_relaxed));
   out->emplace_back("malformed", c.malformed.load(std::memory_order_relaxed));
   out->emplace_back("send_errors", c.send_errors.load(std::memory_order_relaxed));
+  out->emplace_back("queries_padding_required",
+                    c.queries_padding_required.load(std::memory_order_relaxed));
 }
 
 void AppendLimiterCounters(const LimiterStats& s,
@@ -169,6 +171,20 @@ void MessageProcessor::EncodeResults(uint32_t tag, std::vector<Reply>* replies) 
   emit(all.size());
 }
 
+void MessageProcessor::ReplyToQuery(size_t request_bytes, std::vector<std::byte>* reply,
+                                    uint32_t tag, std::vector<Reply>* replies) {
+  // A datagram's source may be forged: its reply stays within
+  // kMaxReplyFactor, and a query too small for its answer is asked to come
+  // again padded (check.capnp, protocol 3). A seqpacket peer is who it is.
+  const bool forgeable = door_ == Door::kUdp || door_ == Door::kUnix;
+  if (forgeable && reply->size() > wire::kMaxReplyFactor * request_bytes) {
+    counters_->queries_padding_required.fetch_add(1, std::memory_order_relaxed);
+    const size_t needed = wire::PaddedQueryBytes(reply->size());
+    wire::EncodePaddingRequired(static_cast<uint32_t>(needed), reply);
+  }
+  replies->push_back(Reply{std::span<const std::byte>(*reply), tag});
+}
+
 Handled MessageProcessor::Handle(std::span<const std::byte> message, bool truncated, Instant now,
                                  uint32_t tag, std::vector<Reply>* replies) {
   if (echo_) {
@@ -197,7 +213,7 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
                                       : SingleNodeStatus(limiter_, identity_, *counters_, now);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
-      replies->push_back(Reply{std::span<const std::byte>(*out), tag});
+      ReplyToQuery(message.size(), out, tag, replies);
       return Handled::kAnswered;
     }
     case wire::MessageKind::kOwnerRequest: {
@@ -205,12 +221,13 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       const wire::OwnerQuery& query = reader_.owner_query();
       wire::EncodeOwnerResponse(
           cluster_ != nullptr ? cluster_->Owner(query, now) : SingleNodeOwner(query), out);
-      replies->push_back(Reply{std::span<const std::byte>(*out), tag});
+      ReplyToQuery(message.size(), out, tag, replies);
       return Handled::kAnswered;
     }
     case wire::MessageKind::kResponses:
     case wire::MessageKind::kStatusResponse:
     case wire::MessageKind::kOwnerResponse:
+    case wire::MessageKind::kPaddingRequired:
       counters_->malformed.fetch_add(1, std::memory_order_relaxed);
       return Handled::kAnswered;
   }

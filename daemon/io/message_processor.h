@@ -14,6 +14,9 @@
 //   * statusRequest / ownerRequest -> one statusResponse / ownerResponse,
 //     from the ClusterDriver in cluster mode, else from the Limiter's stats
 //     and the DaemonIdentity (a cluster of one: itself, alive, key share 1).
+//     On a datagram door (UDP, Unix datagram) an answer larger than 3x the
+//     query is replaced by paddingRequired: the client sends the query again,
+//     padded (check.capnp, protocol 3), so forged sources gain nothing.
 //   * echo mode -> the received bytes, untouched.
 //   * cluster mode: a checks message is not decided here; Handle returns
 //     kForCluster and the caller hands the bytes to the ClusterDriver, in a
@@ -117,6 +120,10 @@ class MessageProcessor {
   std::vector<std::byte>* NextBuffer();
   void ReplyError(Status status, std::string reason, uint32_t tag, std::vector<Reply>* replies);
   void EncodeResults(uint32_t tag, std::vector<Reply>* replies);
+  // Sends `*reply` (an encoded status/owner answer), or paddingRequired in
+  // its place when it exceeds the reply bound of a forgeable door.
+  void ReplyToQuery(size_t request_bytes, std::vector<std::byte>* reply, uint32_t tag,
+                    std::vector<Reply>* replies);
   wire::OwnerReport SingleNodeOwner(const wire::OwnerQuery& query) const;
 
   Limiter* limiter_;

@@ -349,6 +349,9 @@ std::string RenderMetrics(const MetricsInput& in) {
                   {"tally_malformed_messages_total", "malformed",
                    "Undecodable, oversized or misdirected client messages."},
                   {"tally_send_errors_total", "send_errors", "Replies that could not be sent."},
+                  {"tally_queries_padding_required_total", "queries_padding_required",
+                   "Status and owner queries on a datagram door asked to come again padded "
+                   "(a reply is at most 3x its datagram)."},
               });
   w.Family("tally_live_keys", "gauge", "Keys held now.");
   w.Sample("tally_live_keys", s.live_keys);

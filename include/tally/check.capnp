@@ -14,8 +14,9 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tally::wire");
 
 # 1: checks/responses. 2: adds statusRequest/statusResponse and
-# ownerRequest/ownerResponse (operators' questions; see below).
-const protocolVersion :UInt16 = 2;
+# ownerRequest/ownerResponse (operators' questions; see below). 3: adds
+# paddingRequired and padding (a query's reply is at most 3x its datagram).
+const protocolVersion :UInt16 = 3;
 
 enum Status {
   ok @0;
@@ -56,6 +57,8 @@ struct ClientMessage {
     statusResponse @4 :StatusResponse;   # daemon -> client
     ownerRequest @5 :OwnerRequest;       # client -> daemon: "who decides this key?"
     ownerResponse @6 :OwnerResponse;     # daemon -> client
+    paddingRequired @7 :PaddingRequired; # daemon -> client: send this query again, larger
+    paddedStatusRequest @8 :PaddedStatusRequest;  # client -> daemon: statusRequest, padded
   }
 }
 
@@ -110,10 +113,27 @@ struct StatusResponse {
   rulesError @19 :Text;        # why the last rules reload failed (file:line: reason); empty if it did not
 }
 
+# ---- protocol version 3: padded queries ----
+# A reply to a client datagram (UDP or a Unix datagram socket) is at most 3x
+# the datagram's bytes, so a forged source address buys no amplification. A
+# status or owner reply that would be larger is not sent: the daemon answers
+# paddingRequired, and the client sends the same query again with `padding`
+# making it at least `requestBytes` long (paddedStatusRequest for a status
+# query). Seqpacket connections are exempt (their peer cannot be forged). The
+# padding lives inside the query structs so that no other message grows.
+struct PaddingRequired {
+  requestBytes @0 :UInt32;  # the smallest query datagram this reply needs
+}
+
+struct PaddedStatusRequest {
+  padding @0 :Data;  # ignored; any bytes
+}
+
 struct OwnerRequest {
   userId @0 :Data;
   endpoint @1 :Data;
   windowMs @2 :UInt64;
+  padding @3 :Data;  # protocol 3; ignored; any bytes
 }
 
 struct OwnerResponse {

@@ -361,7 +361,7 @@ TEST(CodecTest, UnknownUnionMemberIsUnsupportedVersion) {
   // The union discriminant is the second 16-bit field of the data section.
   auto data = capnp::toAny(root).getDataSection();
   ASSERT_GE(data.size(), 4u);
-  data[2] = 7;
+  data[2] = 9;  // the next member after paddedStatusRequest @8
   data[3] = 0;
   ClientMessageReader reader;
   std::string why;
@@ -536,6 +536,66 @@ TEST(CodecTest, EncodedResponseBoundIsAnUpperBound) {
 }
 
 // The peer-authentication fields appended to StatusResponse (ordinals 14-17).
+// Protocol 3 (issue 9): padded queries decode as the queries they pad, are at
+// least the size asked, and grow nothing but themselves.
+TEST(CodecTest, PaddedQueriesDecodeAsTheirQueriesAndReachTheSizeAsked) {
+  const wire::OwnerQuery query{std::string("u\0x", 3), "/e", 60'000};
+  Bytes unpadded_status, unpadded_owner;
+  wire::EncodeStatusRequest(&unpadded_status);
+  wire::EncodeOwnerRequest(query, &unpadded_owner);
+  ClientMessageReader reader;
+  std::string why;
+  for (size_t min_bytes : {size_t{0}, size_t{1}, size_t{33}, size_t{200}, size_t{1001},
+                           size_t{22'000}, wire::kMaxDatagramBytes, wire::kMaxDatagramBytes + 99}) {
+    SCOPED_TRACE(min_bytes);
+    Bytes status, owner;
+    wire::EncodeStatusRequest(&status, min_bytes);
+    wire::EncodeOwnerRequest(query, &owner, min_bytes);
+    const size_t want = std::min(min_bytes, wire::kMaxDatagramBytes / 8 * 8);
+    for (const Bytes* b : {&status, &owner}) {
+      EXPECT_GE(b->size(), want);
+      EXPECT_LE(b->size(), wire::kMaxDatagramBytes);
+      EXPECT_LE(b->size(),
+                std::max(want + 16, b == &status ? unpadded_status.size() : unpadded_owner.size()));
+    }
+    ASSERT_EQ(reader.Decode(status, &why), Status::kOk) << why;
+    EXPECT_EQ(reader.kind(), MessageKind::kStatusRequest);
+    ASSERT_EQ(reader.Decode(owner, &why), Status::kOk) << why;
+    EXPECT_EQ(reader.kind(), MessageKind::kOwnerRequest);
+    EXPECT_EQ(reader.owner_query().user_id, query.user_id);
+    EXPECT_EQ(reader.owner_query().endpoint, query.endpoint);
+    EXPECT_EQ(reader.owner_query().window_ms, query.window_ms);
+  }
+  // A check and its answer are the size they were before protocol 3.
+  CheckRequest check{1, "alice", "/api", 10, 1000, 1};
+  Bytes checks;
+  const CheckRequestRef ref(check);
+  wire::EncodeChecks(std::span<const CheckRequestRef>(&ref, 1), &checks);
+  // Segment table 8, root pointer 8, root 16 (one data word, one pointer),
+  // list tag 8, check 48, "alice" and "/api" a word each.
+  EXPECT_EQ(checks.size(), 104u);
+}
+
+TEST(CodecTest, PaddingRequiredRoundTripsAndAsksEnough) {
+  ClientMessageReader reader;
+  std::string why;
+  for (uint32_t asked : {0u, 40u, 1208u, 0xFFFFFFFFu}) {
+    Bytes bytes;
+    wire::EncodePaddingRequired(asked, &bytes);
+    EXPECT_LE(bytes.size(), 3 * 32u);  // within 3x of the smallest query
+    ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+    EXPECT_EQ(reader.kind(), MessageKind::kPaddingRequired);
+    EXPECT_EQ(reader.padding_required_bytes(), asked);
+  }
+  for (size_t reply :
+       {size_t{0}, size_t{1}, size_t{624}, size_t{1900}, size_t{30'000}, wire::kMaxDatagramBytes}) {
+    const size_t query = wire::PaddedQueryBytes(reply);
+    EXPECT_GE(wire::kMaxReplyFactor * query, reply + reply / 8) << reply;  // headroom
+    EXPECT_LE(query, wire::kMaxDatagramBytes);
+    EXPECT_EQ(query % 8, 0u);
+  }
+}
+
 TEST(CodecTest, StatusPeerAuthFieldsRoundTrip) {
   wire::StatusReport report;
   report.node_id = "n1";

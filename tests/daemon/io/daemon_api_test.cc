@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "client/admin.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/daemon.h"
 #include "daemon/io/message_processor.h"
@@ -210,6 +211,52 @@ TEST(DaemonApiTest, RepliesTooBigForOneDatagramAreSplit) {
   runner.join();
 }
 
+// Issue 9, end to end on a running daemon: a raw unpadded status query on
+// each datagram door gets paddingRequired within 3x, on the seqpacket door the
+// answer; the client library pads by itself on every door.
+TEST(DaemonApiTest, StatusQueriesArePaddedOnDatagramDoors) {
+  TempDir dir;
+  io::Daemon daemon(Options(dir));
+  std::string error;
+  ASSERT_TRUE(daemon.Start(&error)) << error;
+  std::thread runner([&] { daemon.Run(); });
+  const uint16_t port = static_cast<uint16_t>(std::stoi(daemon.udp_address().substr(10)));
+  std::vector<std::byte> request;
+  wire::EncodeStatusRequest(&request);
+  struct Door {
+    std::unique_ptr<RawClient> raw;
+    wire::MessageKind expected;
+  };
+  std::vector<Door> doors;
+  doors.push_back({RawClient::Udp("127.0.0.1", port), wire::MessageKind::kPaddingRequired});
+  doors.push_back({RawClient::UnixDgram(dir.File("d.sock")), wire::MessageKind::kPaddingRequired});
+  doors.push_back({RawClient::Seqpacket(dir.File("s.sock")), wire::MessageKind::kStatusResponse});
+  for (Door& door : doors) {
+    ASSERT_TRUE(door.raw->Send(request));
+    std::optional<std::vector<std::byte>> reply = door.raw->Receive(std::chrono::seconds(5));
+    ASSERT_TRUE(reply.has_value());
+    wire::ClientMessageReader reader;
+    ASSERT_EQ(reader.Decode(*reply, &error), Status::kOk) << error;
+    EXPECT_EQ(reader.kind(), door.expected);
+    if (door.expected == wire::MessageKind::kPaddingRequired) {
+      EXPECT_LE(reply->size(), 3 * request.size());
+    }
+  }
+  for (const Endpoint& e :
+       {*Endpoint::ParseUdp("127.0.0.1:" + std::to_string(port)),
+        Endpoint::Unix(dir.File("d.sock")), Endpoint::Unix(dir.File("s.sock"))}) {
+    wire::StatusReport report;
+    EXPECT_TRUE(QueryStatus(e, ClientOptions(), &report, &error)) << e.ToString() << error;
+    EXPECT_FALSE(report.counters.empty());
+    wire::OwnerReport owner;
+    EXPECT_TRUE(QueryOwner(e, ClientOptions(), wire::OwnerQuery{"u", "/e", 1000}, &owner, &error))
+        << e.ToString() << error;
+    EXPECT_EQ(owner.status, Status::kOk);
+  }
+  daemon.Stop();
+  runner.join();
+}
+
 // Issue 9: the socket files were 0666, so any local user could spend other
 // users' limits. Owner and group only, whatever the umask.
 TEST(UnixSocketFileTest, SocketFilesAreOwnerAndGroupOnly) {
@@ -284,6 +331,95 @@ TEST(MessageProcessorTest, RepliesAreAtMostThreeTimesTheRequest) {
     ASSERT_EQ(reader.Decode(replies[0].bytes, &why), Status::kOk) << why;
     EXPECT_EQ(reader.responses().size(), 1u) << n;
   }
+}
+
+// Issue 9: a status answer is ~20x an unpadded 24-byte query. On a datagram
+// door a query too small for its answer gets paddingRequired (itself within
+// 3x); padded to the size asked, it gets the answer, still within 3x.
+TEST(MessageProcessorTest, QueriesOnDatagramDoorsArePaddedToThreeTimesTheReply) {
+  Limiter limiter(LimiterOptions{});
+  io::Counters counters;
+  const io::DaemonIdentity identity{"a-rather-long-node-name", 17, std::chrono::seconds(1),
+                                    "127.0.0.1:7070"};
+  const Instant now{std::chrono::milliseconds(1'700'000'000'000), std::chrono::seconds(5)};
+  const wire::OwnerQuery owner_query{"alice", "/api", 60'000};
+  for (io::Door door : {io::Door::kUdp, io::Door::kUnix}) {
+    io::ProcessorContext context;
+    context.limiter = &limiter;
+    context.identity = &identity;
+    context.counters = &counters;
+    context.door = door;
+    io::MessageProcessor processor(context);
+    for (const bool status : {true, false}) {
+      SCOPED_TRACE(std::string(status ? "status" : "owner") + " door " +
+                   std::to_string(static_cast<int>(door)));
+      const auto encode = [&](size_t min_bytes, std::vector<std::byte>* out) {
+        if (status) {
+          wire::EncodeStatusRequest(out, min_bytes);
+        } else {
+          wire::EncodeOwnerRequest(owner_query, out, min_bytes);
+        }
+      };
+      std::vector<std::byte> request;
+      encode(0, &request);
+      const uint64_t refused_before = counters.queries_padding_required.load();
+      std::vector<io::Reply> replies;
+      processor.Reset();
+      ASSERT_EQ(processor.Handle(request, false, now, 0, &replies), io::Handled::kAnswered);
+      ASSERT_EQ(replies.size(), 1u);
+      EXPECT_LE(replies[0].bytes.size(), 3 * request.size());
+      wire::ClientMessageReader reader;
+      std::string why;
+      ASSERT_EQ(reader.Decode(replies[0].bytes, &why), Status::kOk) << why;
+      const wire::MessageKind answer =
+          status ? wire::MessageKind::kStatusResponse : wire::MessageKind::kOwnerResponse;
+      if (reader.kind() == answer) continue;  // this answer fits an unpadded query
+      ASSERT_EQ(reader.kind(), wire::MessageKind::kPaddingRequired);
+      EXPECT_EQ(counters.queries_padding_required.load(), refused_before + 1);
+      const size_t asked = reader.padding_required_bytes();
+      EXPECT_GT(asked, request.size());
+      encode(asked, &request);
+      EXPECT_GE(request.size(), asked);
+      EXPECT_LE(request.size(), asked + 16);  // a word for the padding struct, one to round
+      processor.Reset();
+      replies.clear();
+      ASSERT_EQ(processor.Handle(request, false, now, 0, &replies), io::Handled::kAnswered);
+      ASSERT_EQ(replies.size(), 1u);
+      EXPECT_LE(replies[0].bytes.size(), 3 * request.size());
+      ASSERT_EQ(reader.Decode(replies[0].bytes, &why), Status::kOk) << why;
+      ASSERT_EQ(reader.kind(), answer);
+      if (status) {
+        EXPECT_EQ(reader.status_report().node_id, "a-rather-long-node-name");
+        EXPECT_EQ(reader.padding_required_bytes(), 0u);
+      }
+    }
+  }
+  // The status answer of any daemon is more than 3x 24 bytes: it was refused
+  // on both datagram doors.
+  EXPECT_GE(counters.queries_padding_required.load(), 2u);
+}
+
+// A seqpacket peer cannot be forged: its queries are answered unpadded.
+TEST(MessageProcessorTest, SeqpacketQueriesNeedNoPadding) {
+  Limiter limiter(LimiterOptions{});
+  io::Counters counters;
+  io::ProcessorContext context;
+  context.limiter = &limiter;
+  context.counters = &counters;
+  context.door = io::Door::kSeqpacket;
+  io::MessageProcessor processor(context);
+  std::vector<std::byte> request;
+  wire::EncodeStatusRequest(&request);
+  std::vector<io::Reply> replies;
+  const Instant now{std::chrono::milliseconds(1'700'000'000'000), std::chrono::seconds(5)};
+  ASSERT_EQ(processor.Handle(request, false, now, 0, &replies), io::Handled::kAnswered);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_GT(replies[0].bytes.size(), 3 * request.size());
+  wire::ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(replies[0].bytes, &why), Status::kOk) << why;
+  EXPECT_EQ(reader.kind(), wire::MessageKind::kStatusResponse);
+  EXPECT_EQ(counters.queries_padding_required.load(), 0u);
 }
 
 TEST(SeqpacketServerTest, RefusesConnectionsBeyondTheCap) {
