@@ -931,6 +931,15 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("swim_unrefutable_rumors", s.swim.unrefutable_rumors);
   add("swim_address_changes_refused", s.swim.address_changes_refused);
   add("swim_refutations", s.swim.refutations);
+  // The failure detector at work: probes, suspicions (this node's own and
+  // all timers started), deaths this node declared, and the false ones.
+  add("swim_probes", s.swim.probes);
+  add("swim_probe_failures", s.swim.probe_failures);
+  add("swim_suspicions_raised", s.swim.suspicions_raised);
+  add("swim_suspicions_started", s.swim.suspicions_started);
+  add("swim_deaths_declared", s.swim.deaths_declared);
+  add("swim_suspects_refuted", s.swim.suspects_refuted);
+  add("swim_dead_revived", s.swim.dead_revived);
   auto load = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   add("gossip_datagrams_in", load(gossip_datagrams_in));
   add("gossip_datagrams_out", load(gossip_datagrams_out));

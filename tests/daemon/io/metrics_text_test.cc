@@ -110,11 +110,18 @@ wire::StatusReport ClusterStatus() {
   member("n\"2", "alive", 12.5);
   member("n3", "suspect", -3);
   member("n4", "dead", std::numeric_limits<double>::quiet_NaN());
-  s.counters = {{"allowed", 10},          {"denied", 2},
-                {"dedup_hits", 4},        {"forwarded", 7},
-                {"forward_timeouts", 1},  {"gossip_bytes_in", 100},
-                {"gossip_bytes_out", 90}, {"rejected_peer_state_future", 3},
-                {"seeds_unanswered", 0}};
+  s.counters = {{"allowed", 10},
+                {"denied", 2},
+                {"dedup_hits", 4},
+                {"forwarded", 7},
+                {"forward_timeouts", 1},
+                {"gossip_bytes_in", 100},
+                {"gossip_bytes_out", 90},
+                {"rejected_peer_state_future", 3},
+                {"seeds_unanswered", 0},
+                {"swim_suspicions_raised", 5},
+                {"swim_deaths_declared", 2},
+                {"swim_dead_revived", 1}};
   return s;
 }
 
@@ -137,6 +144,9 @@ TEST(MetricsTextTest, RendersClusterStatus) {
   EXPECT_THAT(t, Not(HasSubstr("clock_offset_seconds{peer=\"n1\"}")));
   EXPECT_THAT(t, HasSubstr("tally_cluster_forwards_total 7\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_forward_timeouts_total 1\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_suspicions_raised_total 5\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_deaths_declared_total 2\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_false_deaths_total 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_gossip_bytes_total{direction=\"in\"} 100\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_gossip_bytes_total{direction=\"out\"} 90\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_rejected_peer_state_total{reason=\"future\"} 3\n"));
