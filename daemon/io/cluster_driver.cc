@@ -216,6 +216,9 @@ struct ClusterDriver::Impl {
   std::map<std::string, bool> clock_warned;
   std::optional<bool> owning_seen;
   bool join_warned = false;  // the "no seed answered" warning was logged
+  // Another process under our node id: the count last logged, and when.
+  uint64_t foreign_self_logged = 0;
+  int64_t foreign_self_logged_ns = 0;
   bool leaving = false;
   bool leave_finished = false;
   int64_t leave_deadline_ns = 0;
@@ -618,6 +621,19 @@ void ClusterDriver::Impl::OnHousekeeping() {
   } else if (status.join_warning.empty() && join_warned) {
     spdlog::info("join: a seed answered; joined the cluster");
     join_warned = false;
+  }
+  // Another process under our node id writes the same counter slots: say so
+  // (at most once a minute) besides counting it (swim_foreign_self).
+  if (status.swim.foreign_self > foreign_self_logged &&
+      (foreign_self_logged == 0 ||
+       now.monotonic.count() - foreign_self_logged_ns > int64_t{60'000'000'000})) {
+    spdlog::error(
+        "another process is using node id {} ({} messages or rumors of it so far; ours is "
+        "generation {}): two processes under one id overwrite each other's counts; stop one "
+        "of them or give it its own --node-id",
+        options.node.node_id, status.swim.foreign_self, node->swim().self().generation);
+    foreign_self_logged = status.swim.foreign_self;
+    foreign_self_logged_ns = now.monotonic.count();
   }
   if (!owning_seen || *owning_seen != status.owning) {
     if (status.owning) {
