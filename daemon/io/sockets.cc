@@ -178,8 +178,14 @@ void UniqueFd::Reset(int fd) {
   fd_ = fd;
 }
 
-bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* sockets,
-                  std::string* bound, std::string* error) {
+namespace {
+
+// BindUdpGroup for a given port (non-zero) or, with port 0, the port the
+// kernel picks for the first socket. `*bind_errno` is the errno of a failed
+// bind (0 otherwise).
+bool BindUdpGroupOnce(const HostPort& address, int count, std::vector<UniqueFd>* sockets,
+                      std::string* bound, std::string* error, int* bind_errno) {
+  *bind_errno = 0;
   sockets->clear();
   sockaddr_storage addr;
   socklen_t addr_len = MakeSockaddr(address, &addr);
@@ -194,6 +200,7 @@ bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* soc
     }
     if (address.v6) setsockopt(probe.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(probe.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0) {
+      *bind_errno = errno;
       *error = Errno(
           ("bind udp " + FormatSockaddr(reinterpret_cast<sockaddr*>(&addr), addr_len)).c_str(),
           errno);
@@ -214,9 +221,11 @@ bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* soc
     if (address.v6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     SetBufferSizes(fd.get());
     if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0) {
+      *bind_errno = errno;
       *error = Errno(
           ("bind udp " + FormatSockaddr(reinterpret_cast<sockaddr*>(&addr), addr_len)).c_str(),
           errno);
+      sockets->clear();
       return false;
     }
     if (i == 0) {
@@ -232,6 +241,52 @@ bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* soc
     sockets->push_back(std::move(fd));
   }
   return true;
+}
+
+// A port no socket holds now, reuseport or not: the kernel's pick for a
+// socket bound without SO_REUSEPORT. 0 with `*error` set on failure.
+uint16_t FreeUdpPort(const HostPort& address, std::string* error) {
+  sockaddr_storage addr;
+  socklen_t addr_len = MakeSockaddr(address, &addr);
+  const int one = 1;
+  UniqueFd probe(socket(address.v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!probe.valid()) {
+    *error = Errno("socket", errno);
+    return 0;
+  }
+  if (address.v6) setsockopt(probe.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bind(probe.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0 ||
+      getsockname(probe.get(), reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0) {
+    *error =
+        Errno(("bind udp " + FormatSockaddr(reinterpret_cast<sockaddr*>(&addr), addr_len)).c_str(),
+              errno);
+    return 0;
+  }
+  return ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+}
+
+}  // namespace
+
+bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* sockets,
+                  std::string* bound, std::string* error) {
+  int bind_errno = 0;
+  if (address.port != 0) {
+    return BindUdpGroupOnce(address, count, sockets, bound, error, &bind_errno);
+  }
+  // Port 0: a SO_REUSEPORT socket's automatic port may be one another
+  // SO_REUSEPORT socket of this user already holds (Linux counts them as
+  // compatible), and the two would then split each other's traffic: it once
+  // put tallyd's gossip socket on its own client port. So the port comes
+  // from a socket bound without SO_REUSEPORT, and the group then takes it as
+  // a given port (probed again); a port taken in between is retried.
+  for (int attempt = 0;; ++attempt) {
+    HostPort fixed = address;
+    fixed.port = FreeUdpPort(address, error);
+    if (fixed.port == 0) return false;
+    if (BindUdpGroupOnce(fixed, count, sockets, bound, error, &bind_errno)) return true;
+    if (bind_errno != EADDRINUSE || attempt == 7) return false;
+  }
 }
 
 UnixSocketFile::UnixSocketFile(UnixSocketFile&& other) noexcept

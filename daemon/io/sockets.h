@@ -62,9 +62,10 @@ class UniqueFd {
 
 // Binds `count` non-blocking UDP sockets to `address` with SO_REUSEPORT so the
 // kernel spreads clients over them. The first takes the requested port (0 =
-// any free one), the rest join it. A non-zero port is first probed without
-// SO_REUSEPORT so we fail, rather than silently share traffic, when another
-// process holds it. On success sets `*bound` to the resolved address.
+// a port no socket holds, found with a socket bound without SO_REUSEPORT),
+// the rest join it. The port is first probed without SO_REUSEPORT so we fail,
+// rather than silently share traffic, when another socket holds it. On
+// success sets `*bound` to the resolved address.
 bool BindUdpGroup(const HostPort& address, int count, std::vector<UniqueFd>* sockets,
                   std::string* bound, std::string* error);
 
