@@ -1,7 +1,9 @@
 // Operator queries to one tallyd, single-node or cluster member: its status
 // (`tally status`) and the preference list of a key (`tally owner`). Each is
 // one request datagram and one reply, resent up to options.attempts times
-// (the queries change nothing, so a resend is harmless).
+// (the queries change nothing, so a resend is harmless). A datagram door may
+// answer paddingRequired (a reply is at most 3x its query): the query is then
+// sent again padded, and later queries of the kind start at that size.
 //
 // Thread safety: the functions are reentrant; each opens its own socket.
 #ifndef TALLY_CLIENT_ADMIN_H_
