@@ -187,7 +187,9 @@ TEST(ClientTest, SurvivesMutatedReplies) {
   for (int i = 0; i < 100; ++i) {
     CheckResult result = client->Check(Request("fuzz"));
     ASSERT_LE(static_cast<int>(result.status), static_cast<int>(Status::kInternal));
-    if (result.status != Status::kOk) EXPECT_FALSE(result.allowed);
+    if (result.status != Status::kOk) {
+      EXPECT_FALSE(result.allowed);
+    }
   }
 }
 
