@@ -9,6 +9,18 @@
 //              [--echo-threads E] [--echo-cpu C]]
 //   tally-load --echo-server [--echo-kind plain|daemon] [--echo-cpu C]
 //              [--udp HOST:PORT] [--unix PATH] [--unix-seq PATH]
+//   tally-load --grpc HOST:PORT | --http HOST:PORT [--in-flight N] [--duration-s S]
+//              [--keys K] [--domain D] [--descriptor-key K] [--channels C]
+//              [--timeout-ms N] [--json]
+//
+// Envoy's doors (docs/ENVOY.md, "Speed"): --grpc keeps --in-flight unary
+// ShouldRateLimit calls outstanding on tallyd's gRPC door over --channels
+// HTTP/2 connections; --http sends the same calls as POST /v1/check (rules
+// form) to its HTTP door over --in-flight keep-alive connections. Each call
+// carries one descriptor (--descriptor-key, "v<i>") in --domain, i cycling
+// over --keys values; the answers are counted as ok, over_limit and errors
+// (bench/rls_load.h). The floor for a ratio is the same run with a key no
+// rule matches: the door and the rules lookup without a decision.
 //
 // The echo floor: --compare-echo first runs the same load against an echo
 // server in this process, then against the target, and prints the ratios.
@@ -34,7 +46,9 @@
 // (bench/owner_filter.h). Each lookup is one round trip, so keep --keys in
 // the tens of thousands with a filter.
 //
-// Exit status: 0 ran and got replies, 1 no replies at all, 2 usage or setup error.
+// Exit status: 0 ran and got replies, 1 no replies at all (--grpc/--http: no
+// decision, or any error), 2 usage or setup error (a door that cannot be
+// reached included).
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -65,7 +79,9 @@
 
 #include "bench/owner_filter.h"
 #include "bench/plain_echo.h"
+#include "bench/rls_load.h"
 #include "client/admin.h"
+#include "client/client_internal.h"
 #include "client/program_options_guard.h"
 #include "daemon/io/daemon.h"
 #include "tally/client.h"
@@ -163,7 +179,7 @@ class ZipfTable {
 // ---- configuration and results ----
 
 struct LoadConfig {
-  Endpoint target;
+  DaemonAddress target;
   int in_flight = 64;  // checks outstanding, over all threads
   double duration_s = 5;
   uint64_t keys = 1'000'000;
@@ -203,7 +219,7 @@ struct LoadResult {
 
 // One client thread's closed loop. `share` checks outstanding at most.
 void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int share,
-               Client* client, SteadyClock::time_point end, LoadResult* out) {
+               PipelinedClient* client, SteadyClock::time_point end, LoadResult* out) {
   std::mt19937_64 rng(config.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(index));
   std::uniform_int_distribution<uint64_t> uniform_key(0, config.keys - 1);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
@@ -296,7 +312,7 @@ void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int s
 
 // Sends one probe check (hits = 0) and waits for any reply, so a wrong
 // address fails fast with a clear message instead of a run of timeouts.
-bool Probe(Client* client, std::chrono::milliseconds timeout, std::string* error) {
+bool Probe(PipelinedClient* client, std::chrono::milliseconds timeout, std::string* error) {
   CheckRequest probe;
   probe.request_id = client->NextRequestId();
   probe.user_id = "tally-load-probe";
@@ -326,8 +342,8 @@ bool Probe(Client* client, std::chrono::milliseconds timeout, std::string* error
 
 // Looks up the owners of `indices` at `target`, on up to `threads` threads
 // (each lookup is one blocking round trip).
-std::vector<OwnerLookup> LookupOwners(const Endpoint& target, const LoadConfig& config, int threads,
-                                      std::span<const uint64_t> indices) {
+std::vector<OwnerLookup> LookupOwners(const DaemonAddress& target, const LoadConfig& config,
+                                      int threads, std::span<const uint64_t> indices) {
   std::vector<OwnerLookup> out(indices.size());
   ClientOptions options;
   options.timeout = std::min(config.timeout, std::chrono::milliseconds(500));
@@ -380,13 +396,13 @@ LoadResult RunLoad(const std::string& name, const LoadConfig& config, const Zipf
   total.name = name;
   total.target = config.target.ToString();
   const int threads = std::max(1, std::min(config.threads, config.in_flight));
-  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<PipelinedClient>> clients;
   for (int t = 0; t < threads; ++t) {
     ClientOptions options;
     options.timeout = config.timeout;
     options.attempts = 1;
     std::string error;
-    auto client = Client::Connect(config.target, options, &error);
+    auto client = PipelinedClient::Connect(config.target, options, &error);
     if (!client) {
       total.setup_error = error;
       return total;
@@ -509,9 +525,9 @@ int Fail(const std::string& message) {
 // The socket type the target really is (Client falls back to seqpacket on its own).
 std::string TransportOf(const LoadConfig& config, int* sock_type) {
   *sock_type = SOCK_DGRAM;
-  if (config.target.kind == Endpoint::Kind::kUdp) return "udp";
+  if (config.target.kind == DaemonAddress::Kind::kUdp) return "udp";
   std::string error;
-  auto client = Client::Connect(config.target, {}, &error);
+  auto client = PipelinedClient::Connect(config.target, {}, &error);
   if (client) {
     socklen_t len = sizeof(*sock_type);
     ::getsockopt(client->native_handle(), SOL_SOCKET, SO_TYPE, sock_type, &len);
@@ -606,17 +622,17 @@ std::string EchoSocketPath(int sock_type, std::string* dir, std::string* error) 
 
 // Starts an in-process echo server on the target's transport kind and returns
 // the endpoint to reach it; `*dir` receives a temp directory to remove after.
-std::optional<Endpoint> StartCompareEcho(io::Daemon** daemon_out,
-                                         std::unique_ptr<io::Daemon>* holder,
-                                         const LoadConfig& config, int sock_type, int threads,
-                                         std::string* dir, std::string* error) {
+std::optional<DaemonAddress> StartCompareEcho(io::Daemon** daemon_out,
+                                              std::unique_ptr<io::Daemon>* holder,
+                                              const LoadConfig& config, int sock_type, int threads,
+                                              std::string* dir, std::string* error) {
   io::DaemonOptions options;
   options.echo = true;
   options.threads = threads;
   options.handle_signals = false;
   options.stats_interval = std::chrono::seconds(0);
   options.udp = "";
-  if (config.target.kind == Endpoint::Kind::kUdp) {
+  if (config.target.kind == DaemonAddress::Kind::kUdp) {
     options.udp = config.target.host.find(':') != std::string::npos ? "[::1]:0" : "127.0.0.1:0";
   } else {
     std::string path = EchoSocketPath(sock_type, dir, error);
@@ -626,16 +642,16 @@ std::optional<Endpoint> StartCompareEcho(io::Daemon** daemon_out,
   *holder = std::make_unique<io::Daemon>(options);
   if (!(*holder)->Start(error)) return std::nullopt;
   *daemon_out = holder->get();
-  if (config.target.kind == Endpoint::Kind::kUdp)
-    return Endpoint::ParseUdp((*holder)->udp_address());
-  return Endpoint::Unix(sock_type == SOCK_SEQPACKET ? (*holder)->unix_seq_path()
-                                                    : (*holder)->unix_path());
+  if (config.target.kind == DaemonAddress::Kind::kUdp)
+    return DaemonAddress::ParseUdp((*holder)->udp_address());
+  return DaemonAddress::Unix(sock_type == SOCK_SEQPACKET ? (*holder)->unix_seq_path()
+                                                         : (*holder)->unix_path());
 }
 
 // The plain echo server for --compare-echo, on the target's transport kind.
 std::unique_ptr<PlainEcho> StartComparePlainEcho(const LoadConfig& config, int sock_type, int cpu,
                                                  std::string* dir, std::string* error) {
-  if (config.target.kind == Endpoint::Kind::kUdp) {
+  if (config.target.kind == DaemonAddress::Kind::kUdp) {
     const bool v6 = config.target.host.find(':') != std::string::npos;
     return PlainEcho::Start(PlainEcho::Kind::kUdp, v6 ? "[::1]:0" : "127.0.0.1:0", cpu, error);
   }
@@ -646,20 +662,137 @@ std::unique_ptr<PlainEcho> StartComparePlainEcho(const LoadConfig& config, int s
                           path, cpu, error);
 }
 
+// Flags only the Cap'n Proto doors (or the echo server) use; refused with
+// --grpc and --http.
+constexpr const char* kCapnpOnlyFlags[] = {
+    "dist",        "zipf-s",    "seed",         "limit",    "window-ms",
+    "batch",       "threads",   "owner-filter", "unix-seq", "compare-echo",
+    "echo-server", "echo-kind", "echo-threads", "echo-cpu"};
+// Flags only --grpc and --http use.
+constexpr const char* kRlsOnlyFlags[] = {"domain", "descriptor-key", "channels"};
+
+bool Given(const po::variables_map& vm, const char* name) {
+  return vm.count(name) != 0 && !vm[name].defaulted();
+}
+
+std::string RlsResultJson(const std::string& door, const RlsLoadOptions& o,
+                          const RlsLoadResult& r) {
+  std::string out =
+      "{\"door\":" + JsonString(door) + ",\"target\":" + JsonString(o.target) +
+      ",\"domain\":" + JsonString(o.domain) + ",\"descriptor_key\":" + JsonString(o.key) +
+      ",\"keys\":" + std::to_string(o.values) + ",\"in_flight\":" + std::to_string(o.in_flight) +
+      ",\"channels\":" + std::to_string(r.connections) + ",\"duration_s\":" + Fixed(o.seconds, 3) +
+      ",\"timeout_ms\":" + std::to_string(o.timeout.count()) +
+      ",\"calls\":" + std::to_string(r.calls) + ",\"seconds\":" + Fixed(r.seconds, 3) +
+      ",\"throughput_rps\":" + Fixed(r.calls_per_s, 1) + ",\"p50_us\":" + Fixed(r.p50_us, 1) +
+      ",\"p99_us\":" + Fixed(r.p99_us, 1) + ",\"p999_us\":" + Fixed(r.p999_us, 1) +
+      ",\"ok\":" + std::to_string(r.ok) + ",\"over_limit\":" + std::to_string(r.over_limit) +
+      ",\"errors\":" + std::to_string(r.errors);
+  if (!r.first_error.empty()) out += ",\"first_error\":" + JsonString(r.first_error);
+  return out + "}";
+}
+
+std::string RlsResultLine(const std::string& door, const RlsLoadOptions& o,
+                          const RlsLoadResult& r) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "%-6s calls=%llu throughput_rps=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f ok=%llu "
+                "over_limit=%llu errors=%llu (%s, in_flight=%d %s=%d, %.2f s)",
+                door.c_str(), static_cast<unsigned long long>(r.calls), r.calls_per_s, r.p50_us,
+                r.p99_us, r.p999_us, static_cast<unsigned long long>(r.ok),
+                static_cast<unsigned long long>(r.over_limit),
+                static_cast<unsigned long long>(r.errors), o.target.c_str(), o.in_flight,
+                door == "grpc" ? "channels" : "connections", r.connections, r.seconds);
+  return buf;
+}
+
+// --grpc HOST:PORT or --http HOST:PORT: ShouldRateLimit or POST /v1/check
+// calls, one descriptor each (bench/rls_load.h).
+int RunRlsMode(const po::variables_map& vm) {
+  const bool grpc = vm.count("grpc") != 0;
+  if (grpc && vm.count("http") != 0) return Fail("--grpc and --http exclude each other");
+  const std::string door = grpc ? "grpc" : "http";
+  if (vm.count("udp") != 0 || vm.count("unix") != 0)
+    return Fail("--" + door + " excludes --udp and --unix (one door per run)");
+  for (const char* flag : kCapnpOnlyFlags) {
+    if (Given(vm, flag))
+      return Fail("--" + std::string(flag) + " is for the Cap'n Proto doors, not --" + door);
+  }
+  RlsLoadOptions options;
+  options.target = vm[door].as<std::string>();
+  std::string host;
+  uint16_t port = 0;
+  if (!ParseHostPort(options.target, &host, &port))
+    return Fail("bad --" + door + " address (want HOST:PORT or [V6]:PORT)");
+  options.domain = vm["domain"].as<std::string>();
+  options.key = vm["descriptor-key"].as<std::string>();
+  options.values = vm["keys"].as<uint64_t>();
+  options.in_flight = vm["in-flight"].as<int>();
+  options.channels = vm["channels"].as<int>();
+  options.seconds = vm["duration-s"].as<double>();
+  options.timeout = std::chrono::milliseconds(vm["timeout-ms"].as<int>());
+  if (options.domain.empty()) return Fail("--domain must not be empty");
+  if (options.key.empty()) return Fail("--descriptor-key must not be empty");
+  if (options.values < 1 || options.values > 100'000'000)
+    return Fail("--keys must be 1..100000000");
+  if (grpc && (options.in_flight < 1 || options.in_flight > 1'000'000))
+    return Fail("--in-flight must be 1..1000000");
+  if (!grpc && (options.in_flight < 1 || options.in_flight > 65535))
+    return Fail("--in-flight must be 1..65535 with --http (one connection each)");
+  if (!grpc && Given(vm, "channels"))
+    return Fail("--channels is for --grpc; --http opens one connection per call in flight");
+  if (options.channels < 1 || options.channels > 256) return Fail("--channels must be 1..256");
+  if (!(options.seconds > 0 && options.seconds <= 86400))
+    return Fail("--duration-s must be in (0, 86400]");
+  if (options.timeout.count() < 1 || options.timeout.count() > 60'000)
+    return Fail("--timeout-ms must be 1..60000");
+
+  RlsLoadResult result;
+  std::string error;
+  const bool ran =
+      grpc ? RunGrpcLoad(options, &result, &error) : RunHttpLoad(options, &result, &error);
+  if (!ran) return Fail(error);
+  if (vm["json"].as<bool>()) {
+    std::printf("%s\n", RlsResultJson(door, options, result).c_str());
+  } else {
+    std::printf("%s\n", RlsResultLine(door, options, result).c_str());
+  }
+  if (result.errors > 0) {
+    std::fprintf(stderr, "tally-load: %llu errors; the first: %s\n",
+                 static_cast<unsigned long long>(result.errors), result.first_error.c_str());
+  }
+  return result.errors == 0 && result.ok + result.over_limit > 0 ? kExitOk : kExitNoReplies;
+}
+
 int Main(int argc, char** argv) {
   po::options_description flags(
       "tally-load: closed-loop load generator for tallyd\n\n"
       "usage: tally-load [--udp HOST:PORT | --unix PATH] [options]\n"
+      "       tally-load --grpc HOST:PORT [--channels C] [--domain D] [--descriptor-key K]\n"
+      "                  [--keys K] [--in-flight N] [--duration-s S] [--timeout-ms T] [--json]\n"
+      "       tally-load --http HOST:PORT [--domain D] [--descriptor-key K] [--keys K] ...\n"
       "       tally-load --echo-server [--echo-kind plain|daemon] [--udp HOST:PORT] [--unix PATH] "
       "[--unix-seq PATH]\n\n"
+      "--grpc sends Envoy's ShouldRateLimit to tallyd's gRPC door, --http POST /v1/check to its\n"
+      "HTTP door: one descriptor (KEY, v<i>) per call in DOMAIN, i cycling over --keys values.\n\n"
       "options");
   flags.add_options()("help,h", "show this help")("udp", po::value<std::string>(),
                                                   "target UDP address (default 127.0.0.1:7070)")(
       "unix", po::value<std::string>(), "target Unix socket path (datagram or seqpacket)")(
+      "grpc", po::value<std::string>(),
+      "target tallyd's gRPC door (--grpc): unary ShouldRateLimit calls")(
+      "http", po::value<std::string>(),
+      "target tallyd's HTTP door (--http): POST /v1/check calls, one keep-alive connection per "
+      "call in flight")("domain", po::value<std::string>()->default_value("edge"),
+                        "--grpc/--http: the request's domain")(
+      "descriptor-key", po::value<std::string>()->default_value("remote_address"),
+      "--grpc/--http: the descriptor's key")("channels", po::value<int>()->default_value(4),
+                                             "--grpc: channels (HTTP/2 connections), round robin")(
       "unix-seq", po::value<std::string>(), "--echo-server only: Unix seqpacket socket path")(
       "in-flight", po::value<int>()->default_value(64), "checks outstanding (all threads)")(
       "duration-s", po::value<double>()->default_value(5.0), "run time in seconds")(
-      "keys", po::value<uint64_t>()->default_value(1'000'000), "distinct keys")(
+      "keys", po::value<uint64_t>()->default_value(1'000'000),
+      "distinct keys (--grpc/--http: descriptor values, cycled)")(
       "dist", po::value<std::string>()->default_value("uniform"), "key distribution: uniform|zipf")(
       "zipf-s", po::value<double>()->default_value(1.1), "zipf exponent")(
       "seed", po::value<uint64_t>()->default_value(1), "random seed")(
@@ -668,7 +801,7 @@ int Main(int argc, char** argv) {
       "batch", po::value<int>()->default_value(1), "checks per datagram")(
       "threads", po::value<int>()->default_value(1), "client threads (own client each)")(
       "timeout-ms", po::value<int>()->default_value(1000),
-      "a check unanswered this long is a timeout")(
+      "a check unanswered this long is a timeout (--grpc/--http: an error)")(
       "owner-filter", po::value<std::string>()->default_value("all"),
       "use only keys the target owns (local), keys it forwards (remote), or keys member ID "
       "owns (node=ID); asks the target for each candidate key's owner first")(
@@ -700,6 +833,11 @@ int Main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   signal(SIGPIPE, SIG_IGN);
 
+  if (vm.count("grpc") != 0 || vm.count("http") != 0) return RunRlsMode(vm);
+  for (const char* flag : kRlsOnlyFlags) {
+    if (Given(vm, flag)) return Fail("--" + std::string(flag) + " is for --grpc and --http");
+  }
+
   const int echo_threads = vm["echo-threads"].as<int>();
   if (echo_threads < 1 || echo_threads > 256) return Fail("--echo-threads must be 1..256");
   const std::string echo_kind = vm["echo-kind"].as<std::string>();
@@ -719,11 +857,11 @@ int Main(int argc, char** argv) {
   if (vm.count("unix-seq") != 0) return Fail("--unix-seq is for --echo-server; use --unix PATH");
   config.target.port = kDefaultUdpPort;
   if (vm.count("udp") != 0) {
-    auto parsed = Endpoint::ParseUdp(vm["udp"].as<std::string>());
+    auto parsed = DaemonAddress::ParseUdp(vm["udp"].as<std::string>());
     if (!parsed) return Fail("bad --udp address (want HOST:PORT or [V6]:PORT)");
     config.target = *parsed;
   } else if (vm.count("unix") != 0) {
-    config.target = Endpoint::Unix(vm["unix"].as<std::string>());
+    config.target = DaemonAddress::Unix(vm["unix"].as<std::string>());
   }
   config.in_flight = vm["in-flight"].as<int>();
   config.duration_s = vm["duration-s"].as<double>();
@@ -785,9 +923,9 @@ int Main(int argc, char** argv) {
         StartComparePlainEcho(config, sock_type, echo_cpu, &dir, &error);
     if (server) {
       LoadConfig echo_config = config;
-      echo_config.target = config.target.kind == Endpoint::Kind::kUdp
-                               ? *Endpoint::ParseUdp(server->address())
-                               : Endpoint::Unix(server->address());
+      echo_config.target = config.target.kind == DaemonAddress::Kind::kUdp
+                               ? *DaemonAddress::ParseUdp(server->address())
+                               : DaemonAddress::Unix(server->address());
       echo = RunLoad("echo", echo_config, zipf.get());
       server.reset();
     }
@@ -798,7 +936,7 @@ int Main(int argc, char** argv) {
     std::unique_ptr<io::Daemon> holder;
     io::Daemon* daemon = nullptr;
     std::string dir, error;
-    std::optional<Endpoint> echo_endpoint =
+    std::optional<DaemonAddress> echo_endpoint =
         StartCompareEcho(&daemon, &holder, config, sock_type, echo_threads, &dir, &error);
     if (!echo_endpoint) {
       if (!dir.empty()) std::filesystem::remove_all(dir);

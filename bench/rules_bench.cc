@@ -1,13 +1,19 @@
 // Resolve's cost per request for a few rule shapes, beside a floor measured
 // in the same run (one hash-map look-up of a string of the same size), so the
-// figures read as ratios (docs/PERFORMANCE.md). Run:
+// figures read as ratios (docs/PERFORMANCE.md). Also the per-rule counters'
+// cost per call (daemon/rls/rule_counters.h) on 1 and 2 threads, beside the
+// mutex-and-map code they replaced, kept here as the reference. Run:
 //   build/bin/tally-rules-bench
 #include <benchmark/benchmark.h>
 
+#include <map>
+#include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "daemon/rls/rule_counters.h"
 #include "rules/rules.h"
 
 namespace tally::rules {
@@ -136,6 +142,84 @@ void BM_Resolve_Override(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_Resolve_Override);
+
+// ---- per-rule counters: one decided call of three descriptors (three rule
+// limits, a fourth replaced) counted, as RlsServer::Impl::CountDecided does. ----
+
+const std::vector<std::vector<Entry>>& CountedRequest() {
+  static const std::vector<std::vector<Entry>> request = {
+      {{"tenant", "other"}, {"path", "/v1/list"}, {"user_id", "u-123456"}},
+      {{"plan", "premium"}},
+      {{"tenant", "acme"}, {"path", "/v1/upload/photos"}, {"user_id", "u-123456"}}};
+  return request;
+}
+
+// The replaced code: one mutex per call, a (rule, name) key built and looked
+// up per limit.
+struct MutexMapCounters {
+  struct Counters {
+    uint64_t hits = 0, over_limit = 0, near_limit = 0, shadow_mode = 0;
+  };
+  std::mutex mu;
+  std::map<std::pair<std::string, std::string>, Counters, std::less<>> map;
+
+  void CountCall(const Resolution& resolution, uint64_t hits) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const ResolvedDescriptor& d : resolution.descriptors()) {
+      if (d.outcome != Outcome::kLimited) continue;
+      for (const ResolvedLimit& l : resolution.LimitsOf(d)) {
+        if (l.from_override) continue;
+        auto key = std::make_pair(std::string(d.rule_path), std::string(l.name));
+        auto it = map.find(key);
+        if (it == map.end()) it = map.emplace(std::move(key), Counters{}).first;
+        it->second.hits += hits;
+        // Allowed, 10 of 60 left: not near the limit.
+        const uint64_t limit = 60, remaining = 10;
+        if ((limit - remaining) * 5 >= limit * 4) it->second.near_limit += hits;
+      }
+    }
+  }
+};
+
+void BM_RuleCounters_MutexMap(benchmark::State& state) {
+  static auto* rules = new std::shared_ptr<const RuleSet>(NestedRules());
+  static auto* counters = new MutexMapCounters;
+  std::vector<Descriptor> descriptors;
+  for (const auto& entries : CountedRequest()) {
+    descriptors.push_back(Descriptor{entries, std::nullopt});
+  }
+  Resolution resolution;
+  Resolve(**rules, "api", descriptors, &resolution);
+  for (auto _ : state) counters->CountCall(resolution, 1);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RuleCounters_MutexMap)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_RuleCounters_LockFreeTable(benchmark::State& state) {
+  static auto* rules = new std::shared_ptr<const RuleSet>(NestedRules());
+  static auto* counters = new rls::RuleCounters;
+  static auto* table =
+      new std::shared_ptr<const rls::RuleCounters::Table>(counters->TableFor(**rules));
+  std::vector<Descriptor> descriptors;
+  for (const auto& entries : CountedRequest()) {
+    descriptors.push_back(Descriptor{entries, std::nullopt});
+  }
+  Resolution resolution;
+  Resolve(**rules, "api", descriptors, &resolution);
+  for (auto _ : state) {
+    const rls::RuleCounters::Table& t = **table;
+    for (const ResolvedDescriptor& d : resolution.descriptors()) {
+      if (d.outcome != Outcome::kLimited) continue;
+      for (const ResolvedLimit& l : resolution.LimitsOf(d)) {
+        if (l.rule_limit >= t.size()) continue;
+        rls::RuleCounters::Count(*t[l.rule_limit], 1, /*allowed=*/true, /*shadow=*/false,
+                                 /*limit=*/60, /*remaining=*/10);
+      }
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RuleCounters_LockFreeTable)->Threads(1)->Threads(2)->UseRealTime();
 
 }  // namespace
 }  // namespace tally::rules

@@ -19,12 +19,12 @@ namespace tally {
 // Fills `*out` from the daemon's status answer. False with `*error` when the
 // daemon cannot be reached, does not answer in time, or rejects the request
 // (an older daemon answers unsupportedVersion).
-bool QueryStatus(const Endpoint& endpoint, const ClientOptions& options, wire::StatusReport* out,
-                 std::string* error);
+bool QueryStatus(const DaemonAddress& address, const ClientOptions& options,
+                 wire::StatusReport* out, std::string* error);
 
 // Fills `*out` with who decides `query`'s key in the daemon's view. A bad key
 // is answered with out->status == kInvalidArgument (and returns true).
-bool QueryOwner(const Endpoint& endpoint, const ClientOptions& options,
+bool QueryOwner(const DaemonAddress& address, const ClientOptions& options,
                 const wire::OwnerQuery& query, wire::OwnerReport* out, std::string* error);
 
 }  // namespace tally

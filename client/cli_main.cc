@@ -2,6 +2,9 @@
 //
 //   tally check [--udp HOST:PORT | --unix PATH] [--hits N] [--json]
 //               [--timeout-ms N] [--attempts N] USER ENDPOINT LIMIT WINDOW_SECONDS
+//   tally check [--udp HOST:PORT | --unix PATH] [--hits N] [--json]
+//               [--timeout-ms N] [--attempts N]
+//               --domain D --descriptor key=value[,key=value...] [--descriptor ...]
 //   tally status [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] [--attempts N]
 //   tally owner [--udp HOST:PORT | --unix PATH] [--json] [--timeout-ms N] [--attempts N]
 //               USER ENDPOINT WINDOW_SECONDS
@@ -264,8 +267,8 @@ std::optional<CommandLine> ParseCommandLine(int argc, char** argv,
 
 // The daemon's address from --udp or --unix (default: UDP on
 // 127.0.0.1:kDefaultUdpPort). False, with `*why`, on a usage error.
-bool ParseEndpointFlags(const po::variables_map& flags, Endpoint* endpoint, std::string* why) {
-  *endpoint = Endpoint();
+bool ParseEndpointFlags(const po::variables_map& flags, DaemonAddress* endpoint, std::string* why) {
+  *endpoint = DaemonAddress();
   endpoint->port = kDefaultUdpPort;
   if (flags.count("udp") != 0 && flags.count("unix") != 0) {
     *why = "--udp and --unix exclude each other";
@@ -273,14 +276,14 @@ bool ParseEndpointFlags(const po::variables_map& flags, Endpoint* endpoint, std:
   }
   if (flags.count("udp") != 0) {
     std::string text = flags["udp"].as<std::string>();
-    std::optional<Endpoint> parsed = Endpoint::ParseUdp(text);
+    std::optional<DaemonAddress> parsed = DaemonAddress::ParseUdp(text);
     if (!parsed) {
       *why = "bad --udp address '" + text + "' (want HOST:PORT or [V6]:PORT)";
       return false;
     }
     *endpoint = *parsed;
   } else if (flags.count("unix") != 0) {
-    *endpoint = Endpoint::Unix(flags["unix"].as<std::string>());
+    *endpoint = DaemonAddress::Unix(flags["unix"].as<std::string>());
   }
   return true;
 }
@@ -314,10 +317,114 @@ struct Subcommand {
 constexpr std::string_view kCheckUsage =
     "usage: tally check [--udp HOST:PORT | --unix PATH] [--hits N] [--json]\n"
     "                   [--timeout-ms N] [--attempts N] USER ENDPOINT LIMIT WINDOW_SECONDS\n"
+    "       tally check [--udp HOST:PORT | --unix PATH] [--hits N] [--json]\n"
+    "                   [--timeout-ms N] [--attempts N]\n"
+    "                   --domain D --descriptor key=value[,key=value...] [--descriptor ...]\n"
     "\n"
     "Asks tallyd whether USER may hit ENDPOINT: at most LIMIT hits in any sliding\n"
     "window of WINDOW_SECONDS (fractions allowed: 0.5 = 500 ms; 1 ms .. 31 days).\n"
+    "\n"
+    "With --domain, asks through tallyd's rules instead (its --rules, Envoy's\n"
+    "ratelimit YAML; the daemon needs --grpc or --http): each --descriptor is one\n"
+    "descriptor, its entries in order (a value cannot hold ','); --hits is Envoy's\n"
+    "hits_addend (1..4294967295). Answers per descriptor, as POST /v1/check does.\n"
     "Exit status: 0 allowed, 1 denied, 2 error.\n";
+
+// "key=value[,key=value...]" -> entries. False with `*why` on a usage error.
+bool ParseDescriptor(std::string_view text, RateLimitDescriptor* out, std::string* why) {
+  out->entries.clear();
+  while (true) {
+    const size_t comma = text.find(',');
+    const std::string_view entry = text.substr(0, comma);
+    const size_t equals = entry.find('=');
+    if (equals == std::string_view::npos || equals == 0) {
+      *why = "--descriptor entries are key=value with a non-empty key, got '" + std::string(entry) +
+             "'";
+      return false;
+    }
+    out->entries.push_back(
+        {std::string(entry.substr(0, equals)), std::string(entry.substr(equals + 1))});
+    if (comma == std::string_view::npos) return true;
+    text.remove_prefix(comma + 1);
+  }
+}
+
+// The answer as POST /v1/check's descriptor form (daemon/rls/v1_check.h)
+// words it, plus the request id; or one line per descriptor for humans.
+int ReportDescriptorResult(bool json, const DescriptorCheckResult& result) {
+  if (result.status != Status::kOk) {
+    std::string error =
+        result.error.empty() ? std::string(StatusName(result.status)) : result.error;
+    return ReportError(json, result.status, error, result.request_id);
+  }
+  std::string out;
+  if (json) {
+    out = std::string("{\"allowed\":") + (result.allowed ? "true" : "false") +
+          ",\"status\":\"ok\",\"descriptors\":[";
+    for (size_t i = 0; i < result.descriptors.size(); ++i) {
+      const DescriptorStatus& d = result.descriptors[i];
+      if (i > 0) out += ',';
+      out += std::string("{\"allowed\":") + (d.allowed ? "true" : "false") +
+             ",\"remaining\":" + std::to_string(d.remaining) +
+             ",\"retry_after_ms\":" + std::to_string(d.retry_after_ms) +
+             ",\"reset_after_ms\":" + std::to_string(d.reset_after_ms);
+      if (d.has_limit) {
+        out += ",\"limit\":" + std::to_string(d.limit) + ",\"name\":" + JsonEscape(d.name) +
+               ",\"unit\":" + JsonEscape(RateLimitUnitName(d.unit)) + "}";
+      } else {
+        out += ",\"limit\":null}";
+      }
+    }
+    out += "],\"request_id\":" + std::to_string(result.request_id) + "}\n";
+  } else {
+    out = std::string(result.allowed ? "allowed" : "denied") + "\n";
+    for (size_t i = 0; i < result.descriptors.size(); ++i) {
+      const DescriptorStatus& d = result.descriptors[i];
+      out += "  descriptor " + std::to_string(i + 1) + ": " + (d.allowed ? "allowed" : "denied");
+      if (d.has_limit) {
+        out += " limit=" + std::to_string(d.limit) + "/" + std::string(RateLimitUnitName(d.unit));
+        if (!d.name.empty()) out += " name=" + JsonEscape(d.name);
+        out += " remaining=" + std::to_string(d.remaining) +
+               " retry_after_ms=" + std::to_string(d.retry_after_ms) +
+               " reset_after_ms=" + std::to_string(d.reset_after_ms);
+      } else {
+        out += " (no limit)";
+      }
+      out += "\n";
+    }
+  }
+  std::fputs(out.c_str(), stdout);
+  return result.allowed ? kExitAllowed : kExitDenied;
+}
+
+int RunDescriptorCheck(const CommandLine& line, bool json) {
+  auto usage = [json](const std::string& why) { return UsageError(json, "check", why); };
+  if (!line.args.empty()) {
+    return usage("--domain takes no USER ENDPOINT LIMIT WINDOW_SECONDS arguments");
+  }
+  if (line.flags.count("domain") == 0) return usage("--descriptor needs --domain");
+  if (line.flags.count("descriptor") == 0) return usage("--domain needs at least one --descriptor");
+  DescriptorCheckRequest request;
+  request.domain = line.flags["domain"].as<std::string>();
+  if (request.domain.empty()) return usage("--domain must not be empty");
+  std::string why;
+  for (const std::string& text : line.flags["descriptor"].as<std::vector<std::string>>()) {
+    if (!ParseDescriptor(text, &request.descriptors.emplace_back(), &why)) return usage(why);
+  }
+  std::optional<uint64_t> hits = ParseUint(line.flags["hits"].as<std::string>());
+  if (!hits || *hits < 1 || *hits > UINT32_MAX) {
+    return usage("--hits must be 1..4294967295 with --domain (Envoy's hits_addend)");
+  }
+  request.hits_addend = static_cast<uint32_t>(*hits);
+  DaemonAddress endpoint;
+  if (!ParseEndpointFlags(line.flags, &endpoint, &why)) return usage(why);
+  ClientOptions options;
+  if (!ParseTimingFlags(line.flags, &options, &why)) return usage(why);
+  std::string error;
+  std::unique_ptr<Client> client = Client::Connect(endpoint, options, &error);
+  if (!client) return ReportError(json, Status::kUnavailable, error);
+  return ReportDescriptorResult(json, client->CheckDescriptors(request));
+}
 
 int RunCheck(int argc, char** argv) {
   const bool json = WantsJson(argc, argv);
@@ -333,6 +440,9 @@ int RunCheck(int argc, char** argv) {
   const po::options_description flags =
       SubcommandFlags("250", [](po::options_description_easy_init& add) {
         add("hits", po::value<std::string>()->default_value("1"), "hits to consume (0 only asks)");
+        add("domain", po::value<std::string>(), "rules domain: check descriptors instead");
+        add("descriptor", po::value<std::vector<std::string>>()->composing(),
+            "key=value[,key=value...]: one descriptor (repeat for more)");
       });
   int exit_code = kExitError;
   std::optional<CommandLine> line =
@@ -340,12 +450,15 @@ int RunCheck(int argc, char** argv) {
   if (!line) return exit_code;
 
   const std::vector<std::string>& args = line->args;
+  if (line->flags.count("domain") != 0 || line->flags.count("descriptor") != 0) {
+    return RunDescriptorCheck(*line, json);
+  }
   if (args.size() != 4) {
     return usage("expected USER ENDPOINT LIMIT WINDOW_SECONDS, got " + std::to_string(args.size()) +
                  " argument(s)");
   }
   std::string why;
-  Endpoint endpoint;
+  DaemonAddress endpoint;
   if (!ParseEndpointFlags(line->flags, &endpoint, &why)) return usage(why);
 
   CheckRequest request;
@@ -386,7 +499,7 @@ std::string JsonBool(bool value) { return value ? "true" : "false"; }
 // What the query subcommands (status, owner) take: the shared flags and
 // their positional arguments.
 struct QueryArgs {
-  Endpoint endpoint;
+  DaemonAddress endpoint;
   ClientOptions options;
   bool json = false;
   std::vector<std::string> args;
@@ -417,7 +530,8 @@ constexpr std::string_view kStatusUsage =
     "\n"
     "Shows what tallyd knows: its node id, whether it owns keys, its share of the\n"
     "key space, and every cluster member with its state, incarnation, generation,\n"
-    "gossip address, clock offset and round trip as this node sees them.\n"
+    "gossip address, clock offset and round trip as this node sees them, and the\n"
+    "members whose rules digest differs from this node's (docs/ENVOY.md).\n"
     "Exit status: 0 answered, 2 error.\n";
 
 std::string StatusJson(const wire::StatusReport& s) {
@@ -447,9 +561,15 @@ std::string StatusJson(const wire::StatusReport& s) {
            ",\"generation\":" + std::to_string(m.generation) +
            ",\"address\":" + JsonEscape(m.address) +
            ",\"clock_offset_ms\":" + JsonNumber(m.clock_offset_ms) +
-           ",\"rtt_ms\":" + JsonNumber(m.rtt_ms) + "}";
+           ",\"rtt_ms\":" + JsonNumber(m.rtt_ms) +
+           ",\"rules_digest\":" + JsonEscape(m.rules_digest) + "}";
   }
-  out += "],\"members_truncated\":" + JsonBool(s.members_truncated) + ",\"counters\":{";
+  out += "],\"members_truncated\":" + JsonBool(s.members_truncated) + ",\"rules_differ\":[";
+  const std::vector<const wire::MemberReport*> differ = wire::MembersWithOtherRules(s);
+  for (size_t i = 0; i < differ.size(); ++i) {
+    out += (i > 0 ? "," : "") + JsonEscape(differ[i]->id);
+  }
+  out += "],\"counters\":{";
   for (size_t i = 0; i < s.counters.size(); ++i) {
     if (i > 0) out += ",";
     out += JsonEscape(s.counters[i].first) + ":" + std::to_string(s.counters[i].second);
@@ -507,9 +627,18 @@ std::string StatusTable(const wire::StatusReport& s) {
     }
   }
   if (!s.peer_auth.empty()) out += PeersLine(s);
-  // The Envoy doors' rules (docs/ENVOY.md); members whose digests differ run
-  // different rules. Only this node's: status does not carry the others'.
+  // The Envoy doors' rules (docs/ENVOY.md), and the members that told this
+  // node of other rules (or have not told it yet).
   if (!s.rules_digest.empty()) out += "rules: digest " + s.rules_digest + "\n";
+  if (const auto differ = wire::MembersWithOtherRules(s); !differ.empty()) {
+    out += "rules differ:";
+    for (size_t i = 0; i < differ.size(); ++i) {
+      const std::string& digest = differ[i]->rules_digest;
+      out += (i > 0 ? ", " : " ") + differ[i]->id +
+             (digest.empty() ? " (unknown)" : " (digest " + digest + ")");
+    }
+    out += "\n";
+  }
   if (!s.rules_error.empty()) {
     out += "rules reload FAILED (previous rules still in force): " + s.rules_error + "\n";
   }

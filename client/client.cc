@@ -19,12 +19,15 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
 #include "client/admin.h"
+#include "client/client_internal.h"
 #include "wire/codec.h"
 
 namespace tally {
@@ -35,9 +38,9 @@ using SteadyClock = std::chrono::steady_clock;
 // Requests are packed into datagrams of at most this many bytes. Below the
 // 65507-byte UDP maximum so an estimate that is slightly off still fits.
 constexpr size_t kDatagramBudgetBytes = 60 * 1024;
-// Fixed cost of a ClientMessage around its list (segment table, root pointer,
-// struct, list tag), over-estimated.
-constexpr size_t kMessageOverheadBytes = 64;
+// A ClientMessage's fixed cost around its list: wire::kMessageOverheadBytes,
+// the one the daemon packs replies with.
+using wire::kMessageOverheadBytes;
 // CheckMany keeps at most this many request bytes unanswered at once, so a
 // large batch does not overflow the daemon's (or our) receive queue, where
 // datagrams would be dropped and cost a full timeout to resend.
@@ -85,11 +88,310 @@ int RemainingMs(SteadyClock::time_point deadline) {
   return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1 << 30));
 }
 
-class SocketClient final : public Client {
+// ---- the one send/wait/resend loop ----
+//
+// Every call that waits for replies (Check, CheckMany, the operator queries
+// of client/admin.h) describes its exchange as a type with these members and
+// hands it to SocketClient::Run, which does all the I/O:
+//   bool NextDatagram(std::vector<std::byte>* datagram): encodes the next
+//       datagram that is due into *datagram; false when none is (all sent, or
+//       the window is full). Called until false before every wait.
+//   bool OnReply(const wire::ClientMessageReader& reply): one decoded
+//       datagram; true when it was progress (the wait starts afresh).
+//   void OnTimeout(): nothing arrived within the timeout of the last send or
+//       progress; what is in flight is presumed lost: queue resends (with the
+//       same request ids) or give up.
+//   void OnFatal(const std::string& error): the peer is gone; fail what is left.
+//   bool done() const: every answer is in (or given up on).
+// A datagram the kernel dropped on send counts as sent (it is resent on
+// timeout like one the network lost).
+
+// Check: one request, resent up to `attempts` times.
+class SingleCheck {
  public:
-  SocketClient(int fd, Endpoint endpoint, const ClientOptions& options)
+  SingleCheck(const CheckRequestRef& request, const DaemonAddress& address, int attempts)
+      : request_(request), address_(address), attempts_(attempts) {}
+
+  bool NextDatagram(std::vector<std::byte>* datagram) {
+    if (!send_due_) return false;
+    send_due_ = false;
+    ++sends_;
+    wire::EncodeChecks(std::span<const CheckRequestRef>(&request_, 1), datagram);
+    return true;
+  }
+  bool OnReply(const wire::ClientMessageReader& reply) {
+    if (reply.kind() != wire::MessageKind::kResponses) return false;
+    for (const CheckResult& response : reply.responses()) {
+      if (response.request_id == request_.request_id) {
+        result_ = response;
+        Sanitize(&result_);
+        done_ = true;
+        return true;
+      }
+      if (response.request_id == 0 && response.status != Status::kOk) {
+        rejection_ = std::string(StatusName(response.status)) + ": " + response.error;
+      }
+    }
+    return false;
+  }
+  void OnTimeout() {
+    if (sends_ < attempts_) {
+      send_due_ = true;
+      return;
+    }
+    std::string message = "no reply from " + address_.ToString() + " after " +
+                          std::to_string(attempts_) + " attempts";
+    // A daemon-level rejection without our id explains the silence.
+    if (!rejection_.empty()) message += " (daemon rejected a datagram: " + rejection_ + ")";
+    OnFatal(message);
+  }
+  void OnFatal(const std::string& error) {
+    result_ = Failure(request_.request_id, Status::kUnavailable, error);
+    done_ = true;
+  }
+  bool done() const { return done_; }
+  CheckResult& result() { return result_; }
+
+ private:
+  const CheckRequestRef& request_;
+  const DaemonAddress& address_;
+  const int attempts_;
+  int sends_ = 0;
+  bool send_due_ = true;
+  bool done_ = false;
+  CheckResult result_;
+  std::string rejection_;
+};
+
+// CheckMany: requests packed into as few datagrams as fit, at most
+// kWindowBytes unanswered at once, each resent up to `attempts` times.
+class ManyChecks {
+ public:
+  ManyChecks(std::span<const CheckRequest> requests, const DaemonAddress& address, int attempts,
+             std::function<uint64_t()> next_request_id)
+      : address_(address), attempts_(attempts), n_(requests.size()) {
+    results_.resize(n_);
+    refs_.resize(n_);
+    bound_.resize(n_);
+    sends_.assign(n_, 0);
+    done_.assign(n_, 0);
+    in_flight_.assign(n_, 0);
+    next_same_.assign(n_, kNone);
+    by_id_.reserve(n_);
+    for (size_t i = 0; i < n_; ++i) {
+      refs_[i] = CheckRequestRef(requests[i]);
+      if (refs_[i].request_id == 0) refs_[i].request_id = next_request_id();
+      if (KeyTooLarge(refs_[i])) {
+        results_[i] =
+            Failure(refs_[i].request_id, Status::kInvalidArgument,
+                    "user_id + endpoint exceed " + std::to_string(kMaxKeyBytes) + " bytes");
+        done_[i] = 1;
+        continue;
+      }
+      bound_[i] =
+          std::max(wire::EncodedCheckBound(refs_[i].user_id.size(), refs_[i].endpoint.size()),
+                   wire::EncodedResponseBound(0));
+      auto [it, inserted] = by_id_.try_emplace(refs_[i].request_id, i);
+      if (!inserted) {
+        size_t j = it->second;
+        while (next_same_[j] != kNone) j = next_same_[j];
+        next_same_[j] = i;
+      }
+      queue_.push_back(i);
+      ++remaining_;
+    }
+  }
+
+  // Fills the window with as few datagrams as fit.
+  bool NextDatagram(std::vector<std::byte>* datagram) {
+    if (queue_.empty() || in_flight_bytes_ >= kWindowBytes) return false;
+    batch_.clear();
+    batch_index_.clear();
+    size_t bytes = kMessageOverheadBytes;
+    while (!queue_.empty() &&
+           (batch_.empty() || bytes + bound_[queue_.front()] <= kDatagramBudgetBytes)) {
+      size_t i = queue_.front();
+      queue_.pop_front();
+      if (done_[i]) continue;  // answered late by an earlier send
+      bytes += bound_[i];
+      batch_.push_back(refs_[i]);
+      batch_index_.push_back(i);
+    }
+    if (batch_.empty()) return false;
+    wire::EncodeChecks(batch_, datagram);
+    for (size_t i : batch_index_) {
+      ++sends_[i];
+      in_flight_[i] = 1;
+      in_flight_bytes_ += bound_[i];
+    }
+    return true;
+  }
+  bool OnReply(const wire::ClientMessageReader& reply) {
+    if (reply.kind() != wire::MessageKind::kResponses) return false;
+    bool progress = false;
+    for (const CheckResult& response : reply.responses()) {
+      auto it = by_id_.find(response.request_id);
+      if (it == by_id_.end()) continue;
+      size_t i = it->second;
+      // The rare caller that passes an id twice: the first unanswered one.
+      while (i != kNone && done_[i]) i = next_same_[i];
+      if (i == kNone || sends_[i] == 0) continue;
+      results_[i] = response;
+      Sanitize(&results_[i]);
+      done_[i] = 1;
+      --remaining_;
+      progress = true;
+      if (in_flight_[i]) {
+        in_flight_[i] = 0;
+        in_flight_bytes_ -= bound_[i];
+      }
+    }
+    return progress;
+  }
+  // Everything still in flight is presumed lost: resend what has attempts left.
+  void OnTimeout() {
+    for (size_t i = 0; i < n_; ++i) {
+      if (done_[i] || !in_flight_[i]) continue;
+      in_flight_[i] = 0;
+      if (sends_[i] < attempts_) {
+        queue_.push_back(i);
+      } else {
+        results_[i] = Failure(refs_[i].request_id, Status::kUnavailable,
+                              "no reply from " + address_.ToString() + " after " +
+                                  std::to_string(sends_[i]) + " attempts");
+        done_[i] = 1;
+        --remaining_;
+      }
+    }
+    in_flight_bytes_ = 0;
+  }
+  void OnFatal(const std::string& error) {
+    for (size_t i = 0; i < n_; ++i) {
+      if (!done_[i]) results_[i] = Failure(refs_[i].request_id, Status::kUnavailable, error);
+    }
+    remaining_ = 0;
+  }
+  bool done() const { return remaining_ == 0; }
+  std::vector<CheckResult>& results() { return results_; }
+
+ private:
+  static constexpr size_t kNone = SIZE_MAX;
+  const DaemonAddress& address_;
+  const int attempts_;
+  const size_t n_;
+  std::vector<CheckResult> results_;
+  std::vector<CheckRequestRef> refs_;
+  std::vector<size_t> bound_;
+  std::vector<int> sends_;
+  std::vector<char> done_, in_flight_;
+  // Reply lookup: id -> first index, chained through next_same_ for the rare
+  // caller that passes the same id twice.
+  std::unordered_map<uint64_t, size_t> by_id_;
+  std::vector<size_t> next_same_;
+  std::deque<size_t> queue_;
+  size_t remaining_ = 0;
+  size_t in_flight_bytes_ = 0;
+  std::vector<CheckRequestRef> batch_;
+  std::vector<size_t> batch_index_;
+};
+
+// Padding rounds per query: a reply that keeps growing past what the daemon
+// asked for last time gets a few more tries, not a loop.
+constexpr int kMaxPaddingRounds = 4;
+
+// An operator query (client/admin.h): the query `encode(min_bytes, &request)`
+// makes, resent up to `attempts` times until a reply of `want` kind arrives.
+// A datagram door answers a query too small for its reply with
+// paddingRequired (check.capnp, protocol 3): the query is sent again at the
+// size asked, with the attempts it had left (a padding round is not a lost
+// datagram), and `*pad_hint` keeps that size for the next query of the kind.
+template <typename EncodeQuery>
+class OperatorQuery {
+ public:
+  // `want_id`: for a descriptor check, the request id its answer must carry
+  // (a late answer to an earlier request is ignored); 0 for other queries.
+  OperatorQuery(EncodeQuery& encode, std::atomic<size_t>* pad_hint, wire::MessageKind want,
+                const DaemonAddress& address, int attempts, uint64_t want_id = 0)
+      : encode_(encode),
+        pad_hint_(pad_hint),
+        want_(want),
+        want_id_(want_id),
+        address_(address),
+        attempts_(attempts) {
+    encode_(pad_hint_->load(std::memory_order_relaxed), &request_);
+  }
+
+  bool NextDatagram(std::vector<std::byte>* datagram) {
+    if (!send_due_) return false;
+    send_due_ = false;
+    ++sends_;
+    datagram->assign(request_.begin(), request_.end());
+    return true;
+  }
+  bool OnReply(const wire::ClientMessageReader& reply) {
+    if (reply.kind() == want_) {
+      if (want_id_ != 0 && reply.descriptor_report().request_id != want_id_) return false;
+      answered_ = done_ = true;
+      return true;
+    }
+    if (reply.kind() == wire::MessageKind::kPaddingRequired &&
+        reply.padding_required_bytes() > request_.size() &&
+        reply.padding_required_bytes() <= wire::kMaxDatagramBytes &&
+        padding_rounds_ < kMaxPaddingRounds) {
+      ++padding_rounds_;
+      pad_hint_->store(reply.padding_required_bytes(), std::memory_order_relaxed);
+      encode_(reply.padding_required_bytes(), &request_);
+      --sends_;  // not a lost datagram: the padded query keeps the attempts left
+      send_due_ = true;
+      return true;
+    }
+    if (reply.kind() == wire::MessageKind::kResponses && !reply.responses().empty() &&
+        reply.responses()[0].status != Status::kOk) {
+      // The daemon could not read our request (e.g. an older protocol).
+      const CheckResult& r = reply.responses()[0];
+      OnFatal(address_.ToString() + " rejected the request: " + std::string(StatusName(r.status)) +
+              (r.error.empty() ? "" : ": " + r.error));
+      return true;
+    }
+    return false;
+  }
+  void OnTimeout() {
+    if (sends_ < attempts_) {
+      send_due_ = true;
+      return;
+    }
+    OnFatal("no reply from " + address_.ToString() + " after " + std::to_string(attempts_) +
+            " attempts");
+  }
+  void OnFatal(const std::string& error) {
+    error_ = error;
+    done_ = true;
+  }
+  bool done() const { return done_; }
+  bool answered() const { return answered_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  EncodeQuery& encode_;
+  std::atomic<size_t>* pad_hint_;
+  const wire::MessageKind want_;
+  const uint64_t want_id_;
+  const DaemonAddress& address_;
+  const int attempts_;
+  std::vector<std::byte> request_;
+  int sends_ = 0;
+  int padding_rounds_ = 0;
+  bool send_due_ = true;
+  bool done_ = false;
+  bool answered_ = false;
+  std::string error_;
+};
+
+class SocketClient final : public PipelinedClient {
+ public:
+  SocketClient(int fd, DaemonAddress address, const ClientOptions& options)
       : fd_(fd),
-        endpoint_(std::move(endpoint)),
+        address_(std::move(address)),
         options_(options),
         recv_storage_(kRecvBufferBytes / sizeof(uint64_t) + 1) {
     if (options_.attempts < 1) options_.attempts = 1;
@@ -107,6 +409,7 @@ class SocketClient final : public Client {
   SocketClient& operator=(const SocketClient&) = delete;
 
   CheckResult Check(const CheckRequest& request) override;
+  DescriptorCheckResult CheckDescriptors(const DescriptorCheckRequest& request) override;
   std::vector<CheckResult> CheckMany(std::span<const CheckRequest> requests) override;
   bool SendBatch(std::span<const CheckRequestRef> requests, std::string* error) override;
   size_t Receive(std::chrono::milliseconds timeout, std::vector<CheckResult>* out) override;
@@ -118,8 +421,51 @@ class SocketClient final : public Client {
   }
   int native_handle() const override { return fd_; }
 
+  // Runs an operator query (OperatorQuery); on success reply() holds the answer
+  // until the next call on this client.
+  template <typename EncodeQuery>
+  bool Query(EncodeQuery&& encode, std::atomic<size_t>* pad_hint, wire::MessageKind want,
+             std::string* error, uint64_t want_id = 0) {
+    OperatorQuery<std::remove_reference_t<EncodeQuery>> query(encode, pad_hint, want, address_,
+                                                              options_.attempts, want_id);
+    Run(query);
+    if (!query.answered()) *error = query.error();
+    return query.answered();
+  }
+  const wire::ClientMessageReader& reply() const { return reader_; }
+
  private:
   enum class Io { kOk, kTimeout, kLost, kFatal };
+
+  // The send/wait/resend loop (see "the one send/wait/resend loop" above).
+  // The wait for replies ends `timeout` after the last send began or the last
+  // progress, whichever is later.
+  template <typename Exchange>
+  void Run(Exchange& exchange) {
+    std::string error;
+    auto last_progress = SteadyClock::now();
+    while (!exchange.done()) {
+      while (exchange.NextDatagram(&send_buf_)) {
+        const auto started = SteadyClock::now();
+        if (Send(started + options_.timeout, &error) == Io::kFatal) {
+          exchange.OnFatal(error);
+          return;
+        }
+        last_progress = started;
+      }
+      Io got = ReceiveOne(last_progress + options_.timeout, &error);
+      if (got == Io::kFatal) {
+        exchange.OnFatal(error);
+        return;
+      }
+      if (got == Io::kOk) {
+        if (exchange.OnReply(reader_)) last_progress = SteadyClock::now();
+      } else if (got == Io::kTimeout) {
+        exchange.OnTimeout();
+        last_progress = SteadyClock::now();
+      }
+    }
+  }
 
   // Sends send_buf_ as one datagram, waiting for room until `deadline`.
   // kLost: the kernel dropped it (treated like network loss); kFatal: the peer
@@ -132,19 +478,20 @@ class SocketClient final : public Client {
   std::string PeerGoneError(int err) const;
 
   int fd_;
-  Endpoint endpoint_;
+  DaemonAddress address_;
   ClientOptions options_;
   uint64_t next_id_ = 1;
   std::vector<std::byte> send_buf_;
   std::vector<uint64_t> recv_storage_;  // uint64_t: Cap'n Proto wants 8-byte alignment
   wire::ClientMessageReader reader_;
+  std::atomic<size_t> descriptor_pad_hint_{0};  // the last padding a door asked for
 };
 
 std::string SocketClient::PeerGoneError(int err) const {
   if (err == ECONNREFUSED) {
-    return endpoint_.ToString() + " refused the connection (is tallyd running there?)";
+    return address_.ToString() + " refused the connection (is tallyd running there?)";
   }
-  return "socket to " + endpoint_.ToString() + ": " + Errno(err);
+  return "socket to " + address_.ToString() + ": " + Errno(err);
 }
 
 SocketClient::Io SocketClient::Send(SteadyClock::time_point deadline, std::string* error) {
@@ -170,7 +517,7 @@ SocketClient::Io SocketClient::Send(SteadyClock::time_point deadline, std::strin
     }
     if (err == EMSGSIZE) {
       *error = "datagram of " + std::to_string(send_buf_.size()) + " bytes too large for " +
-               endpoint_.ToString();
+               address_.ToString();
       return Io::kFatal;
     }
     return Io::kLost;  // ENOBUFS and friends: the datagram is gone; resend later
@@ -206,7 +553,7 @@ SocketClient::Io SocketClient::ReceiveOne(SteadyClock::time_point deadline, std:
       int type = 0;
       socklen_t len = sizeof(type);
       if (::getsockopt(fd_, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET) {
-        *error = endpoint_.ToString() + " closed the connection";
+        *error = address_.ToString() + " closed the connection";
         return Io::kFatal;
       }
       return Io::kLost;  // an empty datagram
@@ -225,159 +572,68 @@ CheckResult SocketClient::Check(const CheckRequest& request) {
     return Failure(ref.request_id, Status::kInvalidArgument,
                    "user_id + endpoint exceed " + std::to_string(kMaxKeyBytes) + " bytes");
   }
-  wire::EncodeChecks(std::span<const CheckRequestRef>(&ref, 1), &send_buf_);
+  SingleCheck check(ref, address_, options_.attempts);
+  Run(check);
+  return std::move(check.result());
+}
 
-  std::string error;
-  std::string rejection;  // a daemon-level rejection without our id, for the final message
-  for (int attempt = 0; attempt < options_.attempts; ++attempt) {
-    auto deadline = SteadyClock::now() + options_.timeout;
-    Io sent = Send(deadline, &error);
-    if (sent == Io::kFatal) return Failure(ref.request_id, Status::kUnavailable, error);
-    while (true) {
-      Io got = ReceiveOne(deadline, &error);
-      if (got == Io::kTimeout) break;
-      if (got == Io::kFatal) return Failure(ref.request_id, Status::kUnavailable, error);
-      if (got != Io::kOk || reader_.kind() != wire::MessageKind::kResponses) continue;
-      for (const CheckResult& response : reader_.responses()) {
-        if (response.request_id == ref.request_id) {
-          CheckResult result = response;
-          Sanitize(&result);
-          return result;
-        }
-        if (response.request_id == 0 && response.status != Status::kOk) {
-          rejection = std::string(StatusName(response.status)) + ": " + response.error;
-        }
-      }
+DescriptorCheckResult SocketClient::CheckDescriptors(const DescriptorCheckRequest& request) {
+  DescriptorCheckResult result;
+  result.request_id = request.request_id != 0 ? request.request_id : NextRequestId();
+  wire::DescriptorQuery query;
+  query.request_id = result.request_id;
+  query.domain = request.domain;
+  query.hits_addend = request.hits_addend;
+  query.descriptors.reserve(request.descriptors.size());
+  for (const RateLimitDescriptor& d : request.descriptors) {
+    wire::QueryDescriptor& w = query.descriptors.emplace_back();
+    for (const DescriptorEntry& e : d.entries) w.entries.push_back({e.key, e.value});
+    if (d.limit) {
+      w.has_limit = true;
+      w.requests_per_unit = d.limit->requests_per_unit;
+      w.unit = static_cast<uint8_t>(d.limit->unit);
     }
   }
-  std::string message = "no reply from " + endpoint_.ToString() + " after " +
-                        std::to_string(options_.attempts) + " attempts";
-  if (!rejection.empty()) message += " (daemon rejected a datagram: " + rejection + ")";
-  return Failure(ref.request_id, Status::kUnavailable, std::move(message));
+  if (wire::EncodedDescriptorQueryBound(query) > wire::kMaxDatagramBytes) {
+    result.status = Status::kInvalidArgument;
+    result.error = "the descriptor check does not fit one datagram";
+    return result;
+  }
+  auto encode = [&query](size_t min_bytes, std::vector<std::byte>* out) {
+    wire::EncodeDescriptorCheck(query, out, min_bytes);
+  };
+  std::string error;
+  if (!Query(encode, &descriptor_pad_hint_, wire::MessageKind::kDescriptorCheckResponse, &error,
+             result.request_id)) {
+    result.status = Status::kUnavailable;
+    result.error = std::move(error);
+    return result;
+  }
+  const wire::DescriptorReport& report = reader_.descriptor_report();
+  result.status = report.status;
+  result.error = report.error;
+  if (result.status != Status::kOk) return result;
+  result.allowed = report.overall_code != wire::RateCode::kOverLimit;
+  for (const wire::DescriptorOutcome& o : report.results) {
+    DescriptorStatus& d = result.descriptors.emplace_back();
+    d.allowed = o.code != wire::RateCode::kOverLimit;
+    d.has_limit = o.has_limit;
+    d.limit = o.limit;
+    d.unit = o.unit <= static_cast<uint8_t>(RateLimitUnit::kWeek)
+                 ? static_cast<RateLimitUnit>(o.unit)
+                 : RateLimitUnit::kUnknown;
+    d.name = o.name;
+    d.remaining = o.remaining;
+    d.retry_after_ms = o.retry_after_ms;
+    d.reset_after_ms = o.reset_after_ms;
+  }
+  return result;
 }
 
 std::vector<CheckResult> SocketClient::CheckMany(std::span<const CheckRequest> requests) {
-  const size_t n = requests.size();
-  constexpr size_t kNone = SIZE_MAX;
-  std::vector<CheckResult> results(n);
-  std::vector<CheckRequestRef> refs(n);
-  std::vector<size_t> bound(n);
-  std::vector<int> sends(n, 0);
-  std::vector<char> done(n, 0), in_flight(n, 0);
-  // Reply lookup: id -> first index, chained through next_same for the rare
-  // caller that passes the same id twice.
-  std::unordered_map<uint64_t, size_t> by_id;
-  std::vector<size_t> next_same(n, kNone);
-  by_id.reserve(n);
-  std::deque<size_t> queue;
-  size_t remaining = 0;
-
-  for (size_t i = 0; i < n; ++i) {
-    refs[i] = CheckRequestRef(requests[i]);
-    if (refs[i].request_id == 0) refs[i].request_id = NextRequestId();
-    if (KeyTooLarge(refs[i])) {
-      results[i] = Failure(refs[i].request_id, Status::kInvalidArgument,
-                           "user_id + endpoint exceed " + std::to_string(kMaxKeyBytes) + " bytes");
-      done[i] = 1;
-      continue;
-    }
-    bound[i] = std::max(wire::EncodedCheckBound(refs[i].user_id.size(), refs[i].endpoint.size()),
-                        wire::EncodedResponseBound(0));
-    auto [it, inserted] = by_id.try_emplace(refs[i].request_id, i);
-    if (!inserted) {
-      size_t j = it->second;
-      while (next_same[j] != kNone) j = next_same[j];
-      next_same[j] = i;
-    }
-    queue.push_back(i);
-    ++remaining;
-  }
-
-  auto fail_all = [&](const std::string& error) {
-    for (size_t i = 0; i < n; ++i) {
-      if (!done[i]) results[i] = Failure(refs[i].request_id, Status::kUnavailable, error);
-    }
-  };
-
-  std::vector<CheckRequestRef> batch;
-  std::vector<size_t> batch_index;
-  size_t in_flight_bytes = 0;
-  auto last_progress = SteadyClock::now();
-  std::string error;
-  while (remaining > 0) {
-    // Fill the window with as few datagrams as fit.
-    while (!queue.empty() && in_flight_bytes < kWindowBytes) {
-      batch.clear();
-      batch_index.clear();
-      size_t bytes = kMessageOverheadBytes;
-      while (!queue.empty() &&
-             (batch.empty() || bytes + bound[queue.front()] <= kDatagramBudgetBytes)) {
-        size_t i = queue.front();
-        queue.pop_front();
-        if (done[i]) continue;  // answered late by an earlier send
-        bytes += bound[i];
-        batch.push_back(refs[i]);
-        batch_index.push_back(i);
-      }
-      if (batch.empty()) break;
-      wire::EncodeChecks(batch, &send_buf_);
-      Io sent = Send(SteadyClock::now() + options_.timeout, &error);
-      if (sent == Io::kFatal) {
-        fail_all(error);
-        return results;
-      }
-      for (size_t i : batch_index) {
-        ++sends[i];
-        in_flight[i] = 1;
-        in_flight_bytes += bound[i];
-      }
-      last_progress = SteadyClock::now();
-    }
-
-    Io got = ReceiveOne(last_progress + options_.timeout, &error);
-    if (got == Io::kFatal) {
-      fail_all(error);
-      return results;
-    }
-    if (got == Io::kOk && reader_.kind() == wire::MessageKind::kResponses) {
-      bool progress = false;
-      for (const CheckResult& response : reader_.responses()) {
-        auto it = by_id.find(response.request_id);
-        if (it == by_id.end()) continue;
-        size_t i = it->second;
-        while (i != kNone && done[i]) i = next_same[i];
-        if (i == kNone || sends[i] == 0) continue;
-        results[i] = response;
-        Sanitize(&results[i]);
-        done[i] = 1;
-        --remaining;
-        progress = true;
-        if (in_flight[i]) {
-          in_flight[i] = 0;
-          in_flight_bytes -= bound[i];
-        }
-      }
-      if (progress) last_progress = SteadyClock::now();
-    } else if (got == Io::kTimeout) {
-      // Everything still in flight is presumed lost: resend what has attempts left.
-      for (size_t i = 0; i < n; ++i) {
-        if (done[i] || !in_flight[i]) continue;
-        in_flight[i] = 0;
-        if (sends[i] < options_.attempts) {
-          queue.push_back(i);
-        } else {
-          results[i] = Failure(refs[i].request_id, Status::kUnavailable,
-                               "no reply from " + endpoint_.ToString() + " after " +
-                                   std::to_string(sends[i]) + " attempts");
-          done[i] = 1;
-          --remaining;
-        }
-      }
-      in_flight_bytes = 0;
-      last_progress = SteadyClock::now();
-    }
-  }
-  return results;
+  ManyChecks checks(requests, address_, options_.attempts, [this] { return NextRequestId(); });
+  Run(checks);
+  return std::move(checks.results());
 }
 
 bool SocketClient::SendBatch(std::span<const CheckRequestRef> requests, std::string* error) {
@@ -401,7 +657,7 @@ bool SocketClient::SendBatch(std::span<const CheckRequestRef> requests, std::str
     case Io::kFatal:
       return false;
     default:
-      *error = "send to " + endpoint_.ToString() + " dropped";
+      *error = "send to " + address_.ToString() + " dropped";
       return false;
   }
 }
@@ -440,26 +696,26 @@ size_t SocketClient::Receive(std::chrono::milliseconds timeout, std::vector<Chec
 }
 
 // Opens and connects the socket; returns -1 with `*error` set on failure.
-int OpenUdp(const Endpoint& endpoint, std::string* error) {
+int OpenUdp(const DaemonAddress& address, std::string* error) {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   int family = AF_INET;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
   auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
-  if (inet_pton(AF_INET, endpoint.host.c_str(), &v4->sin_addr) == 1) {
+  if (inet_pton(AF_INET, address.host.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
-    v4->sin_port = htons(endpoint.port);
+    v4->sin_port = htons(address.port);
     addr_len = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, endpoint.host.c_str(), &v6->sin6_addr) == 1) {
+  } else if (inet_pton(AF_INET6, address.host.c_str(), &v6->sin6_addr) == 1) {
     family = AF_INET6;
     v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(endpoint.port);
+    v6->sin6_port = htons(address.port);
     addr_len = sizeof(sockaddr_in6);
   } else {
-    *error = "not a numeric IP address: '" + endpoint.host + "'";
+    *error = "not a numeric IP address: '" + address.host + "'";
     return -1;
   }
-  if (endpoint.port == 0) {
+  if (address.port == 0) {
     *error = "UDP port 0 is not a valid destination";
     return -1;
   }
@@ -471,25 +727,24 @@ int OpenUdp(const Endpoint& endpoint, std::string* error) {
   // connect() makes the kernel filter replies to this peer and report ICMP
   // port-unreachable as ECONNREFUSED instead of a silent timeout.
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0) {
-    *error = "connect to " + endpoint.ToString() + ": " + Errno(errno);
+    *error = "connect to " + address.ToString() + ": " + Errno(errno);
     ::close(fd);
     return -1;
   }
   return fd;
 }
 
-int OpenUnix(const Endpoint& endpoint, std::string* error) {
+int OpenUnix(const DaemonAddress& address, std::string* error) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (endpoint.path.empty() || endpoint.path.size() >= sizeof(addr.sun_path)) {
+  if (address.path.empty() || address.path.size() >= sizeof(addr.sun_path)) {
     *error = "Unix socket path must be 1.." + std::to_string(sizeof(addr.sun_path) - 1) +
-             " bytes: '" + endpoint.path + "'";
+             " bytes: '" + address.path + "'";
     return -1;
   }
-  std::memcpy(addr.sun_path, endpoint.path.data(), endpoint.path.size());
+  std::memcpy(addr.sun_path, address.path.data(), address.path.size());
   auto* sa = reinterpret_cast<sockaddr*>(&addr);
-  socklen_t len =
-      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + endpoint.path.size() + 1);
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.path.size() + 1);
 
   int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -518,149 +773,87 @@ int OpenUnix(const Endpoint& endpoint, std::string* error) {
     err = errno;
     ::close(fd);
   }
-  *error = "connect to " + endpoint.ToString() + ": " + Errno(err);
+  *error = "connect to " + address.ToString() + ": " + Errno(err);
   if (err == ENOENT || err == ECONNREFUSED) *error += " (is tallyd running?)";
   return -1;
 }
 
-}  // namespace
-
-std::unique_ptr<Client> Client::Connect(const Endpoint& endpoint, const ClientOptions& options,
-                                        std::string* error) {
-  std::string ignored;
-  if (error == nullptr) error = &ignored;
-  int fd =
-      endpoint.kind == Endpoint::Kind::kUdp ? OpenUdp(endpoint, error) : OpenUnix(endpoint, error);
+// Opens and connects the socket for `address`; null with `*error` set on failure.
+std::unique_ptr<SocketClient> ConnectSocket(const DaemonAddress& address,
+                                            const ClientOptions& options, std::string* error) {
+  int fd = address.kind == DaemonAddress::Kind::kUdp ? OpenUdp(address, error)
+                                                     : OpenUnix(address, error);
   if (fd < 0) return nullptr;
   // Best effort: a deeper queue absorbs bursts of replies to pipelined batches.
   int rcvbuf = kSocketRcvBufBytes;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-  return std::make_unique<SocketClient>(fd, endpoint, options);
-}
-
-}  // namespace tally
-
-// ---- operator queries (client/admin.h) ----
-
-namespace tally {
-namespace {
-
-// Padding rounds per query: a reply that keeps growing past what the daemon
-// asked for last time gets a few more tries, not a loop.
-constexpr int kMaxPaddingRounds = 4;
-
-// Sends the query `encode(min_bytes, &request)` makes and waits for a reply
-// of `want` kind, resending on timeout. A datagram door answers a query too
-// small for its reply with paddingRequired (check.capnp, protocol 3): the
-// query is sent again at the size asked, and `*pad_hint` keeps that size for
-// the next query of the kind.
-template <typename EncodeQuery>
-bool Query(const Endpoint& endpoint, const ClientOptions& options, EncodeQuery&& encode,
-           std::atomic<size_t>* pad_hint, wire::MessageKind want, wire::ClientMessageReader* reader,
-           std::vector<uint64_t>* storage, std::string* error) {
-  std::vector<std::byte> request;
-  encode(pad_hint->load(std::memory_order_relaxed), &request);
-  int padding_rounds = 0;
-  std::unique_ptr<Client> client = Client::Connect(endpoint, options, error);
-  if (!client) return false;
-  const int fd = client->native_handle();
-  storage->assign(kRecvBufferBytes / sizeof(uint64_t) + 1, 0);
-  auto* buf = reinterpret_cast<std::byte*>(storage->data());
-  const int attempts = std::max(1, options.attempts);
-  std::string rejection;
-  for (int attempt = 0; attempt < attempts; ++attempt) {
-    ssize_t sent;
-    do {
-      sent = ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0 && IsFatalSocketError(errno)) {
-      *error = "send to " + endpoint.ToString() + ": " + Errno(errno);
-      return false;
-    }
-    auto deadline = SteadyClock::now() + std::max(options.timeout, std::chrono::milliseconds(1));
-    for (;;) {
-      int wait_ms = RemainingMs(deadline);
-      pollfd pfd{fd, POLLIN, 0};
-      int ready = ::poll(&pfd, 1, wait_ms);
-      if (ready == 0) break;
-      if (ready < 0) {
-        if (errno == EINTR) continue;
-        *error = "poll: " + Errno(errno);
-        return false;
-      }
-      ssize_t n = ::recv(fd, buf, kRecvBufferBytes, MSG_DONTWAIT | MSG_TRUNC);
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-        *error =
-            (errno == ECONNREFUSED ? endpoint.ToString() + " refused (is tallyd running there?)"
-                                   : "recv from " + endpoint.ToString() + ": " + Errno(errno));
-        return false;
-      }
-      if (n == 0 || static_cast<size_t>(n) > kRecvBufferBytes) continue;
-      if (reader->Decode(std::span<const std::byte>(buf, static_cast<size_t>(n)), nullptr) !=
-          Status::kOk) {
-        continue;
-      }
-      if (reader->kind() == want) return true;
-      if (reader->kind() == wire::MessageKind::kPaddingRequired &&
-          reader->padding_required_bytes() > request.size() &&
-          reader->padding_required_bytes() <= wire::kMaxDatagramBytes &&
-          padding_rounds < kMaxPaddingRounds) {
-        ++padding_rounds;
-        pad_hint->store(reader->padding_required_bytes(), std::memory_order_relaxed);
-        encode(reader->padding_required_bytes(), &request);
-        --attempt;  // not a lost datagram: the padded query gets its own attempts
-        break;
-      }
-      if (reader->kind() == wire::MessageKind::kResponses && !reader->responses().empty() &&
-          reader->responses()[0].status != Status::kOk) {
-        // The daemon could not read our request (e.g. an older protocol).
-        const CheckResult& r = reader->responses()[0];
-        *error = endpoint.ToString() +
-                 " rejected the request: " + std::string(StatusName(r.status)) +
-                 (r.error.empty() ? "" : ": " + r.error);
-        return false;
-      }
-    }
-  }
-  *error =
-      "no reply from " + endpoint.ToString() + " after " + std::to_string(attempts) + " attempts";
-  return false;
+  return std::make_unique<SocketClient>(fd, address, options);
 }
 
 }  // namespace
 
-bool QueryStatus(const Endpoint& endpoint, const ClientOptions& options, wire::StatusReport* out,
-                 std::string* error) {
-  static std::atomic<size_t> pad_hint{0};
-  wire::ClientMessageReader reader;
-  std::vector<uint64_t> storage;
-  if (!Query(
-          endpoint, options,
-          [](size_t min_bytes, std::vector<std::byte>* request) {
-            wire::EncodeStatusRequest(request, min_bytes);
-          },
-          &pad_hint, wire::MessageKind::kStatusResponse, &reader, &storage, error)) {
-    return false;
+std::unique_ptr<Client> Client::Connect(const DaemonAddress& address, const ClientOptions& options,
+                                        std::string* error) {
+  std::string ignored;
+  if (error == nullptr) error = &ignored;
+  return ConnectSocket(address, options, error);
+}
+
+std::unique_ptr<PipelinedClient> PipelinedClient::Connect(const DaemonAddress& address,
+                                                          const ClientOptions& options,
+                                                          std::string* error) {
+  std::string ignored;
+  if (error == nullptr) error = &ignored;
+  return ConnectSocket(address, options, error);
+}
+
+std::string_view RateLimitUnitName(RateLimitUnit unit) {
+  switch (unit) {
+    case RateLimitUnit::kSecond:
+      return "second";
+    case RateLimitUnit::kMinute:
+      return "minute";
+    case RateLimitUnit::kHour:
+      return "hour";
+    case RateLimitUnit::kDay:
+      return "day";
+    case RateLimitUnit::kMonth:
+      return "month";
+    case RateLimitUnit::kYear:
+      return "year";
+    case RateLimitUnit::kWeek:
+      return "week";
+    case RateLimitUnit::kUnknown:
+      break;
   }
-  *out = reader.status_report();
+  return "unknown";
+}
+
+// ---- operator queries (client/admin.h) ----
+
+bool QueryStatus(const DaemonAddress& address, const ClientOptions& options,
+                 wire::StatusReport* out, std::string* error) {
+  static std::atomic<size_t> pad_hint{0};
+  std::unique_ptr<SocketClient> client = ConnectSocket(address, options, error);
+  if (!client) return false;
+  auto encode = [](size_t min_bytes, std::vector<std::byte>* request) {
+    wire::EncodeStatusRequest(request, min_bytes);
+  };
+  if (!client->Query(encode, &pad_hint, wire::MessageKind::kStatusResponse, error)) return false;
+  *out = client->reply().status_report();
   return true;
 }
 
-bool QueryOwner(const Endpoint& endpoint, const ClientOptions& options,
+bool QueryOwner(const DaemonAddress& address, const ClientOptions& options,
                 const wire::OwnerQuery& query, wire::OwnerReport* out, std::string* error) {
   static std::atomic<size_t> pad_hint{0};
-  wire::ClientMessageReader reader;
-  std::vector<uint64_t> storage;
-  if (!Query(
-          endpoint, options,
-          [&query](size_t min_bytes, std::vector<std::byte>* request) {
-            wire::EncodeOwnerRequest(query, request, min_bytes);
-          },
-          &pad_hint, wire::MessageKind::kOwnerResponse, &reader, &storage, error)) {
-    return false;
-  }
-  *out = reader.owner_report();
+  std::unique_ptr<SocketClient> client = ConnectSocket(address, options, error);
+  if (!client) return false;
+  auto encode = [&query](size_t min_bytes, std::vector<std::byte>* request) {
+    wire::EncodeOwnerRequest(query, request, min_bytes);
+  };
+  if (!client->Query(encode, &pad_hint, wire::MessageKind::kOwnerResponse, error)) return false;
+  *out = client->reply().owner_report();
   return true;
 }
 

@@ -1,4 +1,4 @@
-// Endpoint parsing and printing for the client library (include/tally/client.h).
+// DaemonAddress parsing and printing for the client library (include/tally/client.h).
 #include <arpa/inet.h>
 
 #include <charconv>
@@ -27,7 +27,7 @@ bool IsNumericAddress(int family, const std::string& host) {
 
 }  // namespace
 
-std::optional<Endpoint> Endpoint::ParseUdp(std::string_view host_port) {
+std::optional<DaemonAddress> DaemonAddress::ParseUdp(std::string_view host_port) {
   std::string host;
   std::string_view port_text;
   if (!host_port.empty() && host_port.front() == '[') {
@@ -46,22 +46,22 @@ std::optional<Endpoint> Endpoint::ParseUdp(std::string_view host_port) {
   }
   std::optional<uint16_t> port = ParsePort(port_text);
   if (!port) return std::nullopt;
-  Endpoint endpoint;
+  DaemonAddress endpoint;
   endpoint.kind = Kind::kUdp;
   endpoint.host = std::move(host);
   endpoint.port = *port;
   return endpoint;
 }
 
-Endpoint Endpoint::Unix(std::string path) {
-  Endpoint endpoint;
+DaemonAddress DaemonAddress::Unix(std::string path) {
+  DaemonAddress endpoint;
   endpoint.kind = Kind::kUnix;
   endpoint.host.clear();
   endpoint.path = std::move(path);
   return endpoint;
 }
 
-std::string Endpoint::ToString() const {
+std::string DaemonAddress::ToString() const {
   if (kind == Kind::kUnix) return "unix:" + path;
   std::string port_text = std::to_string(port);
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + port_text;

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cassert>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -16,6 +17,15 @@
 #include "daemon/core/limiter_core.h"
 
 namespace tally {
+
+Instant ReadClock() {
+  Instant now;
+  now.wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  now.monotonic = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now().time_since_epoch());
+  return now;
+}
 
 struct Limiter::Impl {
   struct alignas(64) Shard {
@@ -179,4 +189,3 @@ LimiterStats Limiter::GetStats() const {
 }
 
 }  // namespace tally
-

@@ -136,12 +136,20 @@ int main(int argc, char** argv) {
     };
     rls_options.status = [&daemon] { return daemon.Status(); };
     rls_options.door_metrics = daemon.door_metrics();
+    rls_options.accept_fd_exhausted = daemon.http_accept_fd_exhausted();
     rls_options.key_capacity = daemon.key_capacity();
+    rls_options.trackers = daemon.trackers();
     rls = std::make_unique<tally::rls::RlsServer>(rls_options, daemon.gateway());
     if (!rls->Start(&error)) {
       spdlog::error("cannot start: {}", error);
       return 1;
     }
+    // The Cap'n Proto doors answer descriptor checks (protocol 4) through it.
+    daemon.SetDescriptorChecks([rls = rls.get()](const tally::wire::DescriptorQuery& query,
+                                                 tally::io::Door door, size_t max_reply_bytes,
+                                                 tally::io::DescriptorDoor::Done done) {
+      rls->DecideDescriptors(query, door, max_reply_bytes, std::move(done));
+    });
     if (!rls->grpc_address().empty()) line += " grpc=" + rls->grpc_address();
     if (!rls->http_address().empty()) line += " http=" + rls->http_address();
   }
@@ -152,14 +160,15 @@ int main(int argc, char** argv) {
 
   daemon.Run();
   if (rls) {
+    daemon.SetDescriptorChecks({});
     const tally::rls::RlsStats st = rls->stats();
     rls->Stop();
     spdlog::info(
-        "rls final stats: grpc_requests={} http_requests={} over_limit={} shadow_denials={} "
-        "invalid={} failed={} reloads={} reload_failures={}",
-        st.grpc_requests, st.http_requests, st.over_limit, st.shadow_denials, st.invalid, st.failed,
-        st.reloads, st.reload_failures);
+        "rls final stats: grpc_requests={} http_requests={} capnp_requests={} over_limit={} "
+        "shadow_denials={} invalid={} failed={} reloads={} reload_failures={}",
+        st.grpc_requests, st.http_requests, st.capnp_requests, st.over_limit, st.shadow_denials,
+        st.invalid, st.failed, st.reloads, st.reload_failures);
   }
   sd_notify(0, "STOPPING=1");
-  return 0;
+  return daemon.superseded() ? tally::io::Daemon::kExitSuperseded : 0;
 }

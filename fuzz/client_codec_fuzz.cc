@@ -89,6 +89,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case MessageKind::kPaddingRequired:
       tally::wire::EncodePaddingRequired(reader.padding_required_bytes(), &encoded);
       break;
+    case MessageKind::kDescriptorCheck: {
+      const tally::wire::DescriptorQuery& q = reader.descriptor_query();
+      // Decoded within the bounds, or only the id with a reason.
+      FUZZ_CHECK(q.descriptors.size() <= tally::wire::kMaxQueryDescriptors);
+      for (const auto& d : q.descriptors) {
+        FUZZ_CHECK(d.entries.size() <= tally::wire::kMaxQueryEntries);
+      }
+      if (!reader.descriptor_query_error().empty()) {
+        FUZZ_CHECK(q.descriptors.empty() && q.domain.empty());
+        return 0;
+      }
+      tally::wire::EncodeDescriptorCheck(q, &encoded);
+      break;
+    }
+    case MessageKind::kDescriptorCheckResponse:
+      tally::wire::EncodeDescriptorCheckResponse(reader.descriptor_report(), &encoded);
+      break;
   }
   // Decoded content may be larger than its bytes (capnp defaults, shared
   // pointers); a re-encoding that no longer fits one datagram is not compared.
@@ -134,6 +151,44 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case MessageKind::kPaddingRequired:
       FUZZ_CHECK(again.padding_required_bytes() == reader.padding_required_bytes());
       break;
+    case MessageKind::kDescriptorCheck: {
+      const auto& a = again.descriptor_query();
+      const auto& b = reader.descriptor_query();
+      FUZZ_CHECK(again.descriptor_query_error().empty());
+      FUZZ_CHECK(a.request_id == b.request_id && a.domain == b.domain &&
+                 a.hits_addend == b.hits_addend);
+      FUZZ_CHECK(a.descriptors.size() == b.descriptors.size());
+      for (size_t i = 0; i < a.descriptors.size(); ++i) {
+        const auto& x = a.descriptors[i];
+        const auto& y = b.descriptors[i];
+        FUZZ_CHECK(x.has_limit == y.has_limit && x.requests_per_unit == y.requests_per_unit &&
+                   x.unit == y.unit);
+        FUZZ_CHECK(x.entries.size() == y.entries.size());
+        for (size_t j = 0; j < x.entries.size(); ++j) {
+          FUZZ_CHECK(x.entries[j].key == y.entries[j].key);
+          FUZZ_CHECK(x.entries[j].value == y.entries[j].value);
+        }
+      }
+      break;
+    }
+    case MessageKind::kDescriptorCheckResponse: {
+      const auto& a = again.descriptor_report();
+      const auto& b = reader.descriptor_report();
+      // The encoder cuts long names and errors; everything else is kept.
+      FUZZ_CHECK(a.request_id == b.request_id && a.status == b.status &&
+                 a.overall_code == b.overall_code);
+      FUZZ_CHECK(a.error == b.error.substr(0, 512));
+      FUZZ_CHECK(a.results.size() == b.results.size());
+      for (size_t i = 0; i < a.results.size(); ++i) {
+        const auto& x = a.results[i];
+        const auto& y = b.results[i];
+        FUZZ_CHECK(x.code == y.code && x.has_limit == y.has_limit && x.limit == y.limit &&
+                   x.unit == y.unit && x.remaining == y.remaining &&
+                   x.retry_after_ms == y.retry_after_ms && x.reset_after_ms == y.reset_after_ms);
+        FUZZ_CHECK(x.name == y.name.substr(0, tally::wire::kMaxResultNameBytes));
+      }
+      break;
+    }
   }
   return 0;
 }

@@ -96,6 +96,27 @@ void ClientCorpus() {
   wire::EncodeOwnerResponse(
       wire::OwnerReport{Status::kOk, "", "n2", {"n2", "n3", "n1"}, 0xfeedface, true}, &out);
   Write(t, "owner_response", out);
+  wire::DescriptorQuery query;
+  query.request_id = 5;
+  query.domain = "shop";
+  query.hits_addend = 2;
+  query.descriptors.push_back({{{"path", "/login"}, {"user", "ann"}}});
+  query.descriptors.push_back({{{"tier", "gold"}}, true, 10, 1});
+  wire::EncodeDescriptorCheck(query, &out);
+  Write(t, "descriptor_check", out);
+  wire::EncodeDescriptorCheck(query, &out, 900);
+  Write(t, "descriptor_check_padded", out);
+  wire::DescriptorReport answer;
+  answer.request_id = 5;
+  answer.overall_code = wire::RateCode::kOverLimit;
+  answer.results.push_back({wire::RateCode::kOverLimit, true, 2, 3, "login_per_user", 0, 900, 900});
+  answer.results.push_back({wire::RateCode::kOk, false, 0, 0, "", 0, 0, 0});
+  wire::EncodeDescriptorCheckResponse(answer, &out);
+  Write(t, "descriptor_check_response", out);
+  wire::EncodeDescriptorCheckResponse(
+      wire::DescriptorReport{5, Status::kUnavailable, "no rules doors", wire::RateCode::kOk, {}},
+      &out);
+  Write(t, "descriptor_check_error", out);
   Write(t, "edge_empty", {});
   Write(t, "edge_zero_word", Bytes(8));
   Bytes truncated = Checks({{1, "alice", "/api/orders", 100, 60'000, 1}});

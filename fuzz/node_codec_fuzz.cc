@@ -1,4 +1,4 @@
-// Node messages (include/tally/node.capnp: forward, replicate, digest, ...)
+// Node messages (wire/node.capnp: forward, replicate, digest, ...)
 // read straight from a NodeMessage root, so the fuzzer spends no effort on
 // the PeerMessage envelope (peer_codec_fuzz covers that path).
 // Properties: ReadNodeMessage never crashes or leaks (capnp errors are

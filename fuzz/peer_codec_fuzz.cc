@@ -1,4 +1,4 @@
-// Peer datagrams and stream frames (include/tally/peer.capnp) as the Node
+// Peer datagrams and stream frames (wire/peer.capnp) as the Node
 // decodes them: the header, SWIM bodies and node bodies (ReadNode).
 // Properties: no crash, leak or exception on any bytes; a decoded SWIM or node
 // message survives encode -> decode unchanged; a SWIM encoding stays within

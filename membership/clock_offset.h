@@ -36,6 +36,11 @@ class ClockOffsetEstimator {
   // Feeds one exchange. Returns true iff the sample was kept.
   bool AddSample(std::chrono::nanoseconds rtt, int64_t remote_wall_ms, int64_t local_wall_ms);
 
+  // Our own wall clock stepped by -delta_ms (we saw it against the monotonic
+  // clock): every offset measured before moves by delta_ms at once, instead of
+  // a quarter per sample, so a node whose clock jumped knows it is off now.
+  void Shift(double delta_ms) { estimate_.offset_ms += delta_ms; }
+
   bool has_estimate() const { return estimate_.samples > 0; }
   const ClockEstimate& estimate() const { return estimate_; }
 

@@ -11,7 +11,12 @@ size_t TextBytes(const std::string& s) {
   return (s.size() + 1 + kWordBytes - 1) / kWordBytes * kWordBytes;
 }
 
-// Mirrors include/tally/peer.capnp's layout: struct sizes in words are
+// A Data field: padded to words; an empty one is a null pointer.
+size_t DataBytes(const std::string& s) {
+  return (s.size() + kWordBytes - 1) / kWordBytes * kWordBytes;
+}
+
+// Mirrors wire/peer.capnp's layout: struct sizes in words are
 // (data words + pointer words). Kept a little generous so fields appended
 // later do not silently break the bound before the codec test notices.
 constexpr size_t kFramingBytes = 8 + 8;                          // segment table + root pointer
@@ -20,8 +25,10 @@ constexpr size_t kUpdateFixedBytes = (3 + 3) * kWordBytes;
 
 size_t BodyBytes(const SwimBody& body) {
   struct Visitor {
-    size_t operator()(const Ping& p) const { return 2 * kWordBytes + TextBytes(p.target_id); }
-    size_t operator()(const Ack&) const { return kWordBytes; }
+    size_t operator()(const Ping& p) const {
+      return 3 * kWordBytes + TextBytes(p.target_id) + DataBytes(p.rules_digest);
+    }
+    size_t operator()(const Ack& a) const { return 2 * kWordBytes + DataBytes(a.rules_digest); }
     size_t operator()(const PingReq& p) const {
       return 4 * kWordBytes + TextBytes(p.target_id) + TextBytes(p.target_address);
     }

@@ -1,5 +1,5 @@
 // The SWIM messages as plain values. membership/ speaks only these structs;
-// wire/peer_codec.h turns them into Cap'n Proto bytes (include/tally/peer.capnp)
+// wire/peer_codec.h turns them into Cap'n Proto bytes (wire/peer.capnp)
 // and back, so the core never sees bytes and the codec never sees state.
 //
 // Everything in a SwimMessage came from the network and is untrusted: Swim
@@ -42,12 +42,16 @@ struct MemberUpdate {
 struct Ping {
   uint64_t seq = 0;
   std::string target_id;
+  // The sender's rules digest (kRulesDigestBytes, or empty: it has no rules
+  // doors). Opaque to membership: see Swim::SetRulesDigest.
+  std::string rules_digest{};
   friend bool operator==(const Ping&, const Ping&) = default;
 };
 // The answer to a Ping, or an indirect prober relaying one (same seq as the
 // PingReq it answers).
 struct Ack {
   uint64_t seq = 0;
+  std::string rules_digest{};  // the sender's (not a relayed target's), as on Ping
   friend bool operator==(const Ack&, const Ack&) = default;
 };
 // "Please ping `target_id` at `target_address` for me and relay the ack."
@@ -64,6 +68,9 @@ struct Nack {
   uint64_t seq = 0;
   friend bool operator==(const Nack&, const Nack&) = default;
 };
+// A rules digest on the wire: 16 bytes (docs/ENVOY.md, "Hot reload").
+inline constexpr size_t kRulesDigestBytes = 16;
+
 // Carries only piggybacked rumors.
 struct Gossip {
   friend bool operator==(const Gossip&, const Gossip&) = default;

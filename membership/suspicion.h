@@ -25,6 +25,10 @@ class Suspicion {
   // then the deadline may move earlier.
   bool Confirm(std::string_view from);
 
+  // Moves the whole timer later by `by`: time we were stalled ourselves (not
+  // scheduled, so unable to hear the member's refutation) does not count.
+  void Postpone(std::chrono::nanoseconds by) { start_ += by; }
+
   // Monotonic time at which the member is to be declared dead.
   std::chrono::nanoseconds deadline() const { return start_ + timeout_; }
   std::chrono::milliseconds timeout() const { return timeout_; }

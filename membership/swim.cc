@@ -73,6 +73,23 @@ Swim::Swim(SwimConfig config, Self self, std::vector<std::string> seed_addresses
 void Swim::Advance(Instant now) {
   // Monotonic time never goes back here, whatever the driver passes.
   if (now.monotonic < now_.monotonic) now.monotonic = now_.monotonic;
+  const nanoseconds gap = now.monotonic - now_.monotonic;
+  // The driver runs us by NextDeadline (a gossip interval at most) and on
+  // every message. Not run for longer than a probe interval, we were stalled
+  // ourselves (a GC or swap pause, a stopped process, a starved thread):
+  // Lifeguard's point is that such a node must not turn its own slowness
+  // into verdicts on others. The refutations and acks that arrived meanwhile
+  // wait in our input queue, so the stall does not count against the
+  // suspicions and the probe we have running.
+  if (have_now_ && gap > milliseconds(config_.probe_interval_ms)) {
+    ++stats_.own_stalls;
+    for (auto& [id, suspicion] : suspicions_) suspicion.Postpone(gap);
+    if (probe_.active && !probe_.acked) {
+      probe_.end += gap;
+      if (!probe_.indirect_sent) probe_.indirect_at += gap;
+    }
+  }
+  have_now_ = true;
   now_ = now;
 }
 
@@ -117,9 +134,10 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
     ++stats_.invalid;
     return;
   }
+  if (superseded_by_) return;
   if (msg.sender_id == self_.id) {
     // Our own echo, or another process using our name.
-    if (msg.sender_generation != self_.generation) ++stats_.foreign_self;
+    if (msg.sender_generation != self_.generation) HandleNamesake(from_address, msg, out);
     return;
   }
   const SwimKind kind = msg.kind();
@@ -137,6 +155,7 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
   // table, and brings whatever else we missed.
   const bool stranger = table_.Find(msg.sender_id) == nullptr;
   ApplySenderEvidence(msg);
+  if (kind == SwimKind::kPing || kind == SwimKind::kAck) NoteRulesDigest(msg);
   if (const Member* sender = table_.Find(msg.sender_id);
       sender != nullptr && sender->generation == msg.sender_generation &&
       (sender->state == MemberState::kDead || sender->state == MemberState::kLeft) &&
@@ -190,8 +209,9 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
 }
 
 void Swim::Tick(Instant now, std::vector<Outbound>* out) {
-  if (!started_) return;
+  if (!started_ || superseded_by_) return;
   Advance(now);
+  TickNameCheck(out);
   TickRelays(out);
   TickProbe(out);
   TickSuspicions();
@@ -205,10 +225,11 @@ void Swim::Tick(Instant now, std::vector<Outbound>* out) {
 
 nanoseconds Swim::NextDeadline() const {
   nanoseconds next = nanoseconds::max();
-  if (!started_) return next;
+  if (!started_ || superseded_by_) return next;
   auto consider = [&next](nanoseconds t) { next = std::min(next, t); };
   consider(next_gossip_at_);
   consider(next_housekeeping_at_);
+  if (name_check_) consider(next_name_check_at_);
   if (!left_) {
     consider(next_probe_at_);
     consider(next_push_pull_at_);
@@ -228,7 +249,7 @@ nanoseconds Swim::NextDeadline() const {
 }
 
 void Swim::Leave(Instant now, std::vector<Outbound>* out) {
-  if (!started_ || left_) return;
+  if (!started_ || left_ || superseded_by_) return;
   Advance(now);
   left_ = true;
   ++incarnation_;
@@ -269,7 +290,10 @@ void Swim::ClearUpSetChanges() {
   up_set_overflowed_ = false;
 }
 
-bool Swim::LeaveFlushed() const { return left_ && queue_.TransmitsOf(self_.id) < 0; }
+bool Swim::LeaveFlushed() const {
+  // Superseded: nothing to announce (a `left` of ours would not beat the newer process).
+  return superseded_by_.has_value() || (left_ && queue_.TransmitsOf(self_.id) < 0);
+}
 
 milliseconds Swim::probe_interval() const {
   return timing::ScaleByHealth(milliseconds(config_.probe_interval_ms), health_);
@@ -328,6 +352,8 @@ bool Swim::Send(const std::string& to_address, SwimBody body, bool stream, bool 
   msg.sender_incarnation = incarnation_;
   msg.sender_wall_ms = static_cast<int64_t>(now_.wall.count());
   msg.body = std::move(body);
+  if (auto* ping = std::get_if<Ping>(&msg.body)) ping->rules_digest = rules_digest_;
+  if (auto* ack = std::get_if<Ack>(&msg.body)) ack->rules_digest = rules_digest_;
   size_t bytes = EstimatedEncodedBytes(msg);
   if (!stream) {
     // Lifeguard's buddy system, applied to every datagram (not only pings):
@@ -463,12 +489,50 @@ void Swim::ApplySenderEvidence(const SwimMessage& msg) {
   ApplyRumor(std::move(alive));
 }
 
+void Swim::SetRulesDigest(std::string digest) {
+  assert(digest.empty() || digest.size() == kRulesDigestBytes);
+  rules_digest_ = std::move(digest);
+}
+
+const std::string* Swim::RulesDigestOf(std::string_view id) const {
+  if (id == self_.id) return &rules_digest_;
+  const Member* m = table_.Find(id);
+  auto it = rules_digests_.find(id);
+  if (m == nullptr || it == rules_digests_.end() || it->second.generation != m->generation) {
+    return nullptr;  // never heard, or from a process the member no longer runs
+  }
+  return &it->second.digest;
+}
+
+void Swim::NoteRulesDigest(const SwimMessage& msg) {
+  const std::string& digest = msg.kind() == SwimKind::kPing ? std::get<Ping>(msg.body).rules_digest
+                                                            : std::get<Ack>(msg.body).rules_digest;
+  if (!digest.empty() && digest.size() != kRulesDigestBytes) {
+    ++stats_.invalid;  // ignored; the ping or ack itself still counts
+    return;
+  }
+  // Only from the process the table holds: a stranger is not introduced by
+  // its header, and an older process's digest no longer applies.
+  const Member* m = table_.Find(msg.sender_id);
+  if (m == nullptr || m->generation != msg.sender_generation) return;
+  HeardRulesDigest& heard = rules_digests_[msg.sender_id];
+  heard.generation = msg.sender_generation;
+  heard.digest = digest;
+}
+
 void Swim::ApplySelfRumor(const MemberUpdate& u) {
   if (u.generation != self_.generation) {
     // A lower generation is our previous process: our alive rumor already
-    // beats it. A higher one is another process claiming our name.
+    // beats it. A higher one is another process claiming our name: ask it
+    // there (a rumor alone may be stale or forged).
     if (u.generation > self_.generation) {
       ++stats_.foreign_self;
+      if (u.state == MemberState::kAlive && u.address != self_.address && !left_ &&
+          (!name_check_ || u.generation > name_check_->generation)) {
+        name_check_ = Successor{u.address, u.generation};
+        name_check_tries_ = 0;
+        next_name_check_at_ = now_.monotonic;
+      }
     } else {
       ++stats_.stale_rumors;
     }
@@ -499,6 +563,35 @@ void Swim::ApplySelfRumor(const MemberUpdate& u) {
   }
   // Suspect, dead or left about us, or a forged alive: out-bid it.
   Refute(u.incarnation, u.state == MemberState::kSuspect || u.state == MemberState::kDead);
+}
+
+void Swim::HandleNamesake(const std::string& from_address, const SwimMessage& msg,
+                          std::vector<Outbound>* out) {
+  ++stats_.foreign_self;
+  if (msg.sender_generation > self_.generation) {
+    // A newer process of our name speaks for itself: it has the name now.
+    if (!left_) superseded_by_ = Successor{msg.sender_address, msg.sender_generation};
+    return;
+  }
+  // An older process of our name asks whether we exist: answer its ping of
+  // our name, so it learns it first-hand and stops.
+  if (const Ping* ping = std::get_if<Ping>(&msg.body);
+      ping != nullptr && ping->target_id == self_.id && !left_) {
+    Send(from_address, Ack{ping->seq}, /*stream=*/false, /*only_if_rumors=*/false, out);
+  }
+}
+
+void Swim::TickNameCheck(std::vector<Outbound>* out) {
+  if (!name_check_ || left_ || now_.monotonic < next_name_check_at_) return;
+  if (name_check_tries_ >= kNameCheckTries) {
+    name_check_.reset();  // nobody answered there: a stale or forged rumor
+    return;
+  }
+  ++name_check_tries_;
+  ++stats_.name_checks;
+  Send(name_check_->address, Ping{++seq_, self_.id}, /*stream=*/false, /*only_if_rumors=*/false,
+       out);
+  next_name_check_at_ = now_.monotonic + probe_interval();
 }
 
 void Swim::Refute(uint64_t accused_incarnation, bool accused) {
@@ -556,6 +649,7 @@ void Swim::TickHousekeeping() {
     table_.Erase(id);
     suspicions_.erase(id);
     if (clocks_.erase(id) > 0) ++clock_version_;
+    rules_digests_.erase(id);
     queue_.Drop(id);
   }
 }

@@ -122,15 +122,19 @@ struct SwimStats {
   uint64_t first_hand_updates = 0;  // a message's sender was newer than our entry
   uint64_t suspects_refuted = 0;    // a suspect came back alive (same process)
   uint64_t deaths_declared = 0;     // this node's suspicion timers expired
+  uint64_t own_stalls = 0;          // we were not run for longer than a probe interval
   uint64_t dead_revived = 0;        // a dead member refuted (a false death)
   // Dropped input.
-  uint64_t invalid = 0;       // malformed fields, absurd incarnations
-  uint64_t wrong_target = 0;  // pings for someone else
-  uint64_t foreign_self = 0;  // another process claims our name
+  // Malformed fields, absurd incarnations. A rules digest of the wrong length
+  // counts here too, but only the digest is ignored: the message is handled.
+  uint64_t invalid = 0;
+  uint64_t wrong_target = 0;             // pings for someone else
+  uint64_t foreign_self = 0;             // another process claims our name
+  uint64_t name_checks = 0;              // pings to a newer process rumored to use our name
   uint64_t unrefutable_rumors = 0;       // not alive, of a generation never heard alive
   uint64_t address_changes_refused = 0;  // another address under a known generation
-  uint64_t stale_rumors = 0;  // superseded or about unknown members
-  uint64_t unmatched = 0;     // acks/nacks for nothing outstanding
+  uint64_t stale_rumors = 0;             // superseded or about unknown members
+  uint64_t unmatched = 0;                // acks/nacks for nothing outstanding
   uint64_t clock_samples = 0;
   uint64_t clock_samples_rejected = 0;
   // Full-state exchanges prompted by a sign that a rumor passed us by: a
@@ -192,7 +196,8 @@ class Swim {
   // gossip_nodes members now and keeps gossiping it on Tick; stops probing,
   // push-pull, reconnects and refutations. Idempotent.
   void Leave(Instant now, std::vector<Outbound>* out);
-  // True once the `left` rumor has been sent retransmit_limit times.
+  // True once the `left` rumor has been sent retransmit_limit times, or when
+  // superseded (nothing to announce).
   bool LeaveFlushed() const;
   bool left() const { return left_; }
 
@@ -229,8 +234,42 @@ class Swim {
   const std::map<std::string, ClockOffsetEstimator, std::less<>>& clock_estimators() const {
     return clocks_;
   }
-  // Bumps whenever an estimator is added, takes a sample or is dropped.
+  // Bumps whenever an estimator is added, takes a sample, is shifted or is dropped.
   uint64_t clock_version() const { return clock_version_; }
+  // Our wall clock jumped by step_ms (positive: forward) against the monotonic
+  // clock: every member's offset moves by -step_ms now.
+  void OnOwnWallStep(double step_ms) {
+    for (auto& [id, estimator] : clocks_) estimator.Shift(-step_ms);
+    ++clock_version_;
+  }
+
+  // Two processes with one node id (a misconfiguration, or an old process
+  // that was paused while its replacement started elsewhere): the newer
+  // generation wins. A process that hears a rumor of a newer process of its
+  // name at another address pings it there (name_checks, at most
+  // kNameCheckTries times, one probe interval apart); the newer answers an
+  // older process's ping of its name. Only a message the newer process sent
+  // itself (a rumor can be stale or forged) makes this one superseded: it
+  // then stops taking part (no probes, gossip, answers or leave, so it can
+  // neither decide as the id nor lock the newer out with a `left`) and its
+  // driver should stop the process. Empty while not superseded.
+  struct Successor {
+    std::string address;
+    uint64_t generation = 0;
+  };
+  const std::optional<Successor>& superseded_by() const { return superseded_by_; }
+  static constexpr int kNameCheckTries = 3;
+
+  // Our Envoy rules digest (kRulesDigestBytes, or empty: no rules doors). It
+  // rides on every ping and ack we send, so each member learns it first-hand
+  // within about one probe pass; membership never interprets it.
+  // REQUIRES: digest.size() is 0 or kRulesDigestBytes.
+  void SetRulesDigest(std::string digest);
+  const std::string& rules_digest() const { return rules_digest_; }
+  // The rules digest member `id`'s current process last sent us on a ping or
+  // an ack (empty: it has no rules doors, or runs a build that does not send
+  // one); ours for self; nullptr when we have not heard one from it yet.
+  const std::string* RulesDigestOf(std::string_view id) const;
 
   // The running suspicion timer of `id`, or nullptr.
   const Suspicion* SuspicionOf(std::string_view id) const;
@@ -278,6 +317,12 @@ class Swim {
   // (generation, incarnation).
   void ApplySenderEvidence(const SwimMessage& msg);
   void ApplySelfRumor(const MemberUpdate& update);
+  // A message under our id from another process (generation `msg`'s).
+  void HandleNamesake(const std::string& from_address, const SwimMessage& msg,
+                      std::vector<Outbound>* out);
+  void TickNameCheck(std::vector<Outbound>* out);
+  // Remembers the rules digest on a ping or ack from a member we know.
+  void NoteRulesDigest(const SwimMessage& msg);
   void Refute(uint64_t accused_incarnation, bool accused);
   void StartSuspicion(const Member& member, const std::string& accuser);
   void TickSuspicions();
@@ -332,6 +377,7 @@ class Swim {
   bool started_ = false;
   bool left_ = false;
   Instant now_;
+  bool have_now_ = false;  // now_ holds a reading (stall detection needs two)
   uint64_t incarnation_ = 0;
   // Datagram size limit while handling a message (OnMessage), else SIZE_MAX.
   size_t reply_limit_bytes_ = SIZE_MAX;
@@ -348,6 +394,14 @@ class Swim {
   std::string last_told_suspect_;  // TellNextSuspect's place in suspicions_
   std::map<std::string, ClockOffsetEstimator, std::less<>> clocks_;
   uint64_t clock_version_ = 0;
+  std::string rules_digest_;
+  // Digests heard first-hand, by member id: only members of table_ (erased
+  // with them), so bounded by max_members.
+  struct HeardRulesDigest {
+    uint64_t generation = 0;  // of the process that sent it
+    std::string digest;
+  };
+  std::map<std::string, HeardRulesDigest, std::less<>> rules_digests_;
 
   std::vector<std::string> probe_order_;
   size_t probe_index_ = 0;
@@ -368,6 +422,12 @@ class Swim {
   std::chrono::nanoseconds SettlePushPullDue() const;
   std::string prompted_push_pull_address_;  // set while handling a message
   std::chrono::nanoseconds next_housekeeping_at_{0};
+
+  // A newer process rumored to use our name, to ask there (see superseded_by()).
+  std::optional<Successor> name_check_;
+  int name_check_tries_ = 0;
+  std::chrono::nanoseconds next_name_check_at_{0};
+  std::optional<Successor> superseded_by_;
 
   SwimStats stats_;
 };

@@ -12,7 +12,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool IsRulesFileName(const std::string& name) {
+bool IsRulesFileName(std::string_view name) {
   if (name.empty() || name[0] == '.') return false;
   auto ends_with = [&name](std::string_view suffix) {
     return name.size() > suffix.size() &&
@@ -40,6 +40,11 @@ bool ReadBounded(const fs::path& path, std::string* text, std::string* why) {
 }
 
 }  // namespace
+
+bool ChangeConcernsRules(std::string_view name, std::string_view rules_file) {
+  if (name.empty() || name.substr(0, 2) == "..") return true;
+  return rules_file.empty() ? IsRulesFileName(name) : name == rules_file;
+}
 
 BuildResult LoadRules(const std::string& path) {
   BuildResult result;

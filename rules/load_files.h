@@ -3,6 +3,7 @@
 #define TALLY_RULES_LOAD_FILES_H_
 
 #include <string>
+#include <string_view>
 
 #include "rules/rules.h"
 
@@ -17,6 +18,15 @@ namespace tally::rules {
 // `path` plus their name). An empty directory gives a rule set with no
 // domain. Blocking file I/O: call it off the hot path.
 BuildResult LoadRules(const std::string& path);
+
+// Whether a change to the entry `name` of the watched directory can change
+// what LoadRules reads: `rules_file` is the rules file's name when a single
+// file is loaded (its directory is watched, since editors and Kubernetes
+// replace files by renaming), empty when the rules path is the directory.
+// Kubernetes' "..data" swaps and events about the directory itself (empty
+// `name`) always count; other files beside the rules (a log, an editor's
+// swap file) do not, so writing them reloads nothing.
+bool ChangeConcernsRules(std::string_view name, std::string_view rules_file);
 
 }  // namespace tally::rules
 

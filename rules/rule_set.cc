@@ -126,6 +126,7 @@ std::shared_ptr<const RuleSet> RuleSet::Empty() {
 
 size_t RuleSet::domain_count() const { return index_->domains.size(); }
 size_t RuleSet::descriptor_count() const { return index_->nodes.size(); }
+std::span<const RuleSet::RuleLimitName> RuleSet::rule_limits() const { return index_->rule_limits; }
 bool RuleSet::HasDomain(std::string_view domain) const {
   return index_->domains.find(domain) != index_->domains.end();
 }
@@ -345,6 +346,11 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
     index->domains.emplace(file->domain, std::move(d));
     PutString(&canonical, file->domain);
     Canonical(file->descriptors, &canonical);
+  }
+  // Last, once `nodes` no longer moves: the views point into it.
+  for (RuleNode& node : index->nodes) {
+    node.first_rule_limit = static_cast<uint32_t>(index->rule_limits.size());
+    for (const Limit& l : node.limits) index->rule_limits.push_back({node.path, l.name});
   }
   for (const RuleSource& source : sources) index->sources.push_back(source.name);
   std::sort(index->sources.begin(), index->sources.end());

@@ -37,8 +37,9 @@ struct RuleNode {
   bool detailed_metric = false;
   bool value_to_metric = false;
   bool share_threshold = false;
-  uint32_t children = kNoIndex;  // Index::levels, or none
-  std::string path;              // "domain.key_value.key" (ratelimit's stats key)
+  uint32_t children = kNoIndex;   // Index::levels, or none
+  std::string path;               // "domain.key_value.key" (ratelimit's stats key)
+  uint32_t first_rule_limit = 0;  // limits[i] is Index::rule_limits[first_rule_limit + i]
 };
 
 // The descriptors that share one key within one level.
@@ -62,7 +63,8 @@ struct RuleSet::Index {
   StringMap<DomainIndex> domains;
   std::vector<RuleNode> nodes;
   std::vector<Level> levels;
-  bool any_replaces = false;  // whether Resolve needs its replaces pass
+  bool any_replaces = false;                        // whether Resolve needs its replaces pass
+  std::vector<RuleSet::RuleLimitName> rule_limits;  // views into `nodes`
   std::vector<std::string> sources;
   Digest digest{};
 };

@@ -156,6 +156,17 @@ class RuleSet {
   const Digest& digest() const;
   std::string DigestHex() const;  // 32 lowercase hex digits
 
+  // Every configured limit of every descriptor (unlimited ones included),
+  // by descriptor then by its limits' order: the rule's stats key
+  // (ResolvedDescriptor::rule_path) and the limit's `name`. Fixed for the
+  // set's life, so per-rule counters can be an array indexed by
+  // ResolvedLimit::rule_limit.
+  struct RuleLimitName {
+    std::string_view rule_path;
+    std::string_view name;
+  };
+  std::span<const RuleLimitName> rule_limits() const;
+
   struct Index;  // the matching structure (rules/rule_set_internal.h)
   const Index& index() const { return *index_; }
 
@@ -206,6 +217,9 @@ struct ResolvedLimit {
   bool detailed_metric = false;
   bool value_to_metric = false;
   bool from_override = false;  // the request's own limit, not a rule's
+  // Which of RuleSet::rule_limits() this is (for per-rule counters);
+  // UINT32_MAX for an override.
+  uint32_t rule_limit = UINT32_MAX;
 };
 
 struct ResolvedDescriptor {

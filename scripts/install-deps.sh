@@ -14,6 +14,8 @@ packages=(
   # peer authentication (daemon/io/keyring.h, peer_seal.h)
   libsodium-dev
   iproute2 nftables procps
+  # stacks of a daemon that did not stop in time (tests/support/daemon_process.h)
+  gdb
   # sanitizer builds and fuzzing (scripts/test.sh stages, scripts/fuzz.sh)
   clang-14 libclang-rt-14-dev llvm-14
   # per-process wall-clock offsets and steps (tests/cluster/clock_fault_test.cc)
@@ -24,6 +26,8 @@ packages=(
   python3-yaml
   # promtool checks GET /metrics (tests/daemon/rls/http_ops_test.cc)
   prometheus
+  # the status page in a real browser (tests/daemon/rls/status_page_browser_test.cc)
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do

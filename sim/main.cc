@@ -72,8 +72,9 @@ struct ScenarioArgs {
 // Runs one scenario over the seeds; false when any seed failed.
 bool RunScenarioSeeds(const tally::sim::Scenario& scenario, const ScenarioArgs& a,
                       std::vector<Outcome>* outcomes) {
-  std::vector<double> suspicion_samples;
-  double expected_suspicion = 0;
+  // First suspicions of judged crashes as multiples of their run's
+  // expectation, and the model's coefficient of variation for each.
+  std::vector<double> suspicion_ratios, suspicion_cvs;
   bool all_pass = true, failure_charted = false;
   const bool several = a.seed_to > a.seed_from;
   size_t ran = 0, failed = 0;
@@ -114,28 +115,29 @@ bool RunScenarioSeeds(const tally::sim::Scenario& scenario, const ScenarioArgs& 
     all_pass = all_pass && o.pass;
     ++ran;
     failed += o.pass ? 0 : 1;
-    if (o.bounds.detection_mean) {
-      suspicion_samples.insert(suspicion_samples.end(), o.figures.first_suspicion_s.begin(),
-                               o.figures.first_suspicion_s.end());
-      expected_suspicion = o.figures.expected_first_suspicion_s;
+    if (o.bounds.detection_mean && o.figures.expected_first_suspicion_s > 0) {
+      const double expected = o.figures.expected_first_suspicion_s;
+      for (double x : o.figures.first_suspicion_s) {
+        suspicion_ratios.push_back(x / expected);
+        suspicion_cvs.push_back(o.figures.expected_first_suspicion_sd_s / expected);
+      }
     }
     o.record = {};  // the chart is written; keep the summary only
     outcomes->push_back(std::move(o));
   }
-  if (several && !suspicion_samples.empty() && expected_suspicion > 0) {
-    // Over a sweep the sample is large enough for the strict 10% criterion.
-    double mean = 0;
-    for (double s : suspicion_samples) mean += s;
-    mean /= static_cast<double>(suspicion_samples.size());
-    const bool ok = std::fabs(mean - expected_suspicion) <= 0.10 * expected_suspicion;
-    std::printf(
-        "sweep: first suspicion mean %.3f s over %zu crashes, expected %.3f s (+-10%%): %s\n", mean,
-        suspicion_samples.size(), expected_suspicion, ok ? "pass" : "FAIL");
-    if (suspicion_samples.size() < 30) {
+  if (several && !suspicion_ratios.empty()) {
+    // Pooled over the sweep (sim/oracles.h, JudgePooledFirstSuspicion).
+    const tally::sim::PooledSuspicion pooled =
+        tally::sim::JudgePooledFirstSuspicion(suspicion_ratios, suspicion_cvs);
+    std::printf("sweep: first suspicion over %zu crashes: %.3f x the expectation (1 +- %.3f): %s\n",
+                pooled.samples, pooled.mean_ratio, pooled.allowed,
+                !pooled.judged ? "reported"
+                : pooled.pass  ? "pass"
+                               : "FAIL");
+    if (!pooled.judged) {
       std::printf("  (fewer than 30 samples: widen the seed range for a strict test)\n");
-    } else {
-      all_pass = all_pass && ok;
     }
+    all_pass = all_pass && pooled.pass;
   }
   if (several) {
     std::printf("%s: %zu of %zu seeds passed\n", scenario.name.c_str(), ran - failed, ran);
@@ -250,8 +252,9 @@ int RunSwarm(const SwarmArgs& a) {
   std::vector<uint64_t> failed_seeds;
   size_t passed = 0, small = 0, medium = 0, large = 0, min_n = SIZE_MAX, max_n = 0;
   // First suspicions of judged crashes, as multiples of their expectation
-  // (sizes differ per seed): pooled, the strict 10% applies from 30 on.
-  std::vector<double> suspicion_ratios;
+  // (sizes differ per seed), and the model's coefficient of variation for
+  // each: pooled and judged from 30 on (JudgePooledFirstSuspicion).
+  std::vector<double> suspicion_ratios, suspicion_cvs;
   bool suspicion_ok = true;
   double sim_s = 0;
   for (const tally::sim::SwarmCase& c : cases) {
@@ -283,6 +286,8 @@ int RunSwarm(const SwarmArgs& a) {
     if (o.figures.expected_first_suspicion_s > 0) {
       for (double x : o.figures.first_suspicion_s) {
         suspicion_ratios.push_back(x / o.figures.expected_first_suspicion_s);
+        suspicion_cvs.push_back(o.figures.expected_first_suspicion_sd_s /
+                                o.figures.expected_first_suspicion_s);
       }
     }
     for (const std::string& k : o.classes) {
@@ -335,17 +340,16 @@ int RunSwarm(const SwarmArgs& a) {
     std::printf("; sizes %zu..%zu (3-16: %zu, 17-64: %zu, 65+: %zu); %.0f s simulated in %.1f s\n",
                 min_n, max_n, small, medium, large, sim_s, Since(started));
     if (!suspicion_ratios.empty()) {
-      double mean = 0;
-      for (double x : suspicion_ratios) mean += x;
-      mean /= static_cast<double>(suspicion_ratios.size());
-      suspicion_ok = suspicion_ratios.size() < 30 || std::fabs(mean - 1) <= 0.10;
+      const tally::sim::PooledSuspicion pooled =
+          tally::sim::JudgePooledFirstSuspicion(suspicion_ratios, suspicion_cvs);
+      suspicion_ok = pooled.pass;
       std::printf(
-          "  first suspicion over %zu judged crashes: %.3f x the expectation (1 +- 0.10%s): %s\n",
-          suspicion_ratios.size(), mean,
-          suspicion_ratios.size() < 30 ? ", judged from 30 crashes" : "",
-          suspicion_ratios.size() < 30 ? "reported"
-          : suspicion_ok               ? "pass"
-                                       : "FAIL");
+          "  first suspicion over %zu judged crashes: %.3f x the expectation (1 +- %.3f%s): %s\n",
+          pooled.samples, pooled.mean_ratio, pooled.allowed,
+          pooled.judged ? "" : ", judged from 30 crashes",
+          !pooled.judged ? "reported"
+          : pooled.pass  ? "pass"
+                         : "FAIL");
     }
     if (!not_judged.empty()) {
       std::printf("  not judged (the run ended within their bound):");

@@ -57,6 +57,28 @@ void ExpectedFirstSuspicion(size_t n, double* mean_periods, double* sd_periods) 
   *sd_periods = std::sqrt(std::max(0.0, second - first * first));
 }
 
+PooledSuspicion JudgePooledFirstSuspicion(const std::vector<double>& ratios,
+                                          const std::vector<double>& cvs, size_t min_samples) {
+  PooledSuspicion p;
+  p.samples = ratios.size();
+  if (ratios.empty() || cvs.size() != ratios.size()) return p;
+  double sum = 0, variance = 0;
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    sum += ratios[i];
+    variance += cvs[i] * cvs[i];
+  }
+  const double k = static_cast<double>(ratios.size());
+  p.mean_ratio = sum / k;
+  // Three standard errors, widened for the skew of the mean of k draws from a
+  // distribution with an exponential's tail (skewness 2 / sqrt(k)) by the
+  // Cornish-Fisher term (z^2 - 1) / 6 x skewness at z = 3.
+  const double z = 3 + (8.0 / 6.0) * 2 / std::sqrt(k);
+  p.allowed = std::max(0.10, z * std::sqrt(variance) / k);
+  p.judged = ratios.size() >= min_samples;
+  p.pass = !p.judged || std::fabs(p.mean_ratio - 1) <= p.allowed;
+  return p;
+}
+
 void FirstSuspicionMeanInterval(size_t n, size_t k, double tail, double* lo_periods,
                                 double* hi_periods) {
   *lo_periods = *hi_periods = 1;

@@ -135,6 +135,27 @@ void ExpectedFirstSuspicion(size_t n, double* mean_periods, double* sd_periods);
 void FirstSuspicionMeanInterval(size_t n, size_t k, double tail, double* lo_periods,
                                 double* hi_periods);
 
+// The pooled test of first suspicions over many runs (a scenario's seed sweep,
+// a swarm): each sample as a multiple of its run's expectation, with the
+// coefficient of variation (sd / mean) the model gives that run's size. The
+// mean of the k ratios must lie within 10% of 1 or, when wider, within three
+// standard errors of the mean the model predicts for those k samples,
+// sqrt(sum cv_i^2) / k, widened for the tail's skew (Cornish-Fisher at z = 3
+// with an exponential's skewness 2 / sqrt(k)): at the ~40 judged crashes of a
+// 300-seed swarm (cv ~0.45 each) 10% is only 1.4 standard errors, which a
+// right model misses about one range in six; from ~200 crashes on, 10% is
+// the wider and governs.
+// Not judged below `min_samples`.
+struct PooledSuspicion {
+  size_t samples = 0;
+  double mean_ratio = 0;
+  double allowed = 0;  // the half-width the mean was held to
+  bool judged = false;
+  bool pass = true;
+};
+PooledSuspicion JudgePooledFirstSuspicion(const std::vector<double>& ratios,
+                                          const std::vector<double>& cvs, size_t min_samples = 30);
+
 // The latest a crashed member of an n-member cluster is marked dead by every
 // live member, seconds: the worst-case first probe of round-robin probing
 // (timing::WorstCaseFirstProbeRoundRobinPeriods) and its round, the longest

@@ -282,38 +282,53 @@ class Simulator {
     uint64_t messages_sent = 0, bytes_sent = 0, client_datagrams = 0;
   };
 
+  // Event kernel (simulator.cc).
   void Push(TrueNs at, EventKind kind, uint32_t host, uint64_t arg);
   void Dispatch(const Event& e);
-  void Input(Host& h, const Event& e);
-  void Execute(uint32_t index, const Event& e, TrueNs t);
-  void Emit(uint32_t index, core::Outbox& out, TrueNs t, TrueNs leave_at);
-  void Rearm(uint32_t index, TrueNs t);
+  void Trace(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0);
+  static uint64_t HashBytes(const std::vector<std::byte>& bytes);
+
+  // Hosts (simulator_hosts.cc).
+  uint32_t AddHost();
+  std::vector<std::string> SeedAddresses(uint32_t except) const;
   void StartHost(uint32_t index, TrueNs t);
   void StopHost(uint32_t index, TrueNs t, HostState state);
-  uint32_t AddHost();
+  void Input(Host& h, const Event& e);
+  TrueNs ServiceStart(const Host& h, TrueNs t) const;
+  void Execute(uint32_t index, const Event& e, TrueNs t);
+  void Rearm(uint32_t index, TrueNs t);
+  void Emit(uint32_t index, core::Outbox& out, TrueNs t, TrueNs leave_at);
+  // "swim:<kind>" or "node:<kind>" of an encoded peer message.
+  std::string KindOf(const std::vector<std::byte>& bytes, bool* replication);
   uint64_t AllocPacket();
   void FreePacket(uint64_t index);
-  void RecordReply(const core::Outbox::ClientReply& reply, TrueNs t);
-  void ApplyFault(const FaultAction& f, TrueNs t);
+  bool Slow(const Host& h) const { return h.service_ns > 0 || h.stall_ns > 0 || h.tick_lag_ns > 0; }
+  bool Serving(const Host& h) const {
+    return h.state == HostState::kUp || h.state == HostState::kLeaving;
+  }
+
+  // Client traffic (simulator_clients.cc).
   void ClientArrival(TrueNs t);
+  void RecordReply(const core::Outbox::ClientReply& reply, TrueNs t);
+
+  // Faults (simulator_faults.cc).
+  void ApplyFault(const FaultAction& f, TrueNs t);
+
+  // Checker hooks (simulator_checks.cc): read-only probes and the end summary.
+  void NoteMembershipChange(TrueNs t);
   void Inspect(TrueNs t);
   void ObserveSuspicions(uint32_t index, TrueNs t);
   void TrackDetections(TrueNs t);
   void CheckOwnership(TrueNs t);
   void CheckConvergence(TrueNs t);
+  // Fills the RunRecord's end-of-run fields (detection observers, cost rates,
+  // final generations, ...) for a run that ended at `end`.
+  void FinishRecord(TrueNs end);
+
+  // --dump-key output (simulator_dump.cc).
   std::string DumpKey(const std::string& user_id, TrueNs t) const;
   void DumpPacket(uint32_t from, uint32_t to, const std::vector<std::byte>& bytes, TrueNs t);
   std::set<std::pair<uint32_t, uint64_t>> watched_forwards_;  // (decider, forward id)
-  // "swim:<kind>" or "node:<kind>" of an encoded peer message.
-  std::string KindOf(const std::vector<std::byte>& bytes, bool* replication);
-  std::vector<std::string> SeedAddresses(uint32_t except) const;
-  TrueNs ServiceStart(const Host& h, TrueNs t) const;
-  bool Slow(const Host& h) const { return h.service_ns > 0 || h.stall_ns > 0 || h.tick_lag_ns > 0; }
-  bool Serving(const Host& h) const {
-    return h.state == HostState::kUp || h.state == HostState::kLeaving;
-  }
-  void Trace(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0);
-  void NoteMembershipChange(TrueNs t);
 
   SimConfig config_;
   Random rng_;  // fault-independent choices (entry hosts, generations)

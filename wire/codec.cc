@@ -76,6 +76,7 @@ void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
     member.address = AsText(m.getAddress());
     member.clock_offset_ms = m.getClockOffsetMs();
     member.rtt_ms = m.getRttMs();
+    member.rules_digest = AsText(m.getRulesDigest());
   }
   out->members_truncated = r.getMembersTruncated();
   for (auto c : r.getCounters()) out->counters.emplace_back(AsText(c.getName()), c.getValue());
@@ -92,8 +93,73 @@ void ReadStatus(wire::StatusResponse::Reader r, StatusReport* out) {
 // Rough encoded size of one member entry (struct + four texts, padded).
 size_t MemberBound(const MemberReport& m) {
   auto text = [](size_t n) { return (n + 1 + kWordBytes - 1) / kWordBytes * kWordBytes; };
-  return 8 * kWordBytes + text(m.id.size()) + text(m.state.size()) + text(m.address.size());
+  return 9 * kWordBytes + text(m.id.size()) + text(m.state.size()) + text(m.address.size()) +
+         text(m.rules_digest.size());
 }
+
+uint8_t UnitNumber(wire::RateLimitUnit unit) {
+  const auto v = static_cast<uint16_t>(unit);
+  return v > 0xFF ? 0xFF : static_cast<uint8_t>(v);  // unknown to us: not a unit
+}
+
+RateCode CodeFromWire(wire::RateLimitCode code) {
+  const auto v = static_cast<uint16_t>(code);
+  return v <= 2 ? static_cast<RateCode>(v) : RateCode::kUnknown;
+}
+
+// Reads a query, checking the bounds before copying: a query over them
+// keeps only its id and `*error` says why.
+void ReadDescriptorQuery(wire::DescriptorCheckRequest::Reader r, DescriptorQuery* out,
+                         std::string* error) {
+  out->request_id = r.getRequestId();
+  auto descriptors = r.getDescriptors();
+  if (descriptors.size() > kMaxQueryDescriptors) {
+    *error = "more than " + std::to_string(kMaxQueryDescriptors) + " descriptors";
+    return;
+  }
+  for (auto d : descriptors) {
+    if (d.getEntries().size() > kMaxQueryEntries) {
+      *error = "a descriptor has more than " + std::to_string(kMaxQueryEntries) + " entries";
+      return;
+    }
+  }
+  out->domain = AsText(r.getDomain());
+  out->hits_addend = r.getHitsAddend();
+  out->descriptors.reserve(descriptors.size());
+  for (auto d : descriptors) {
+    QueryDescriptor& descriptor = out->descriptors.emplace_back();
+    descriptor.entries.reserve(d.getEntries().size());
+    for (auto e : d.getEntries()) {
+      descriptor.entries.push_back({AsText(e.getKey()), AsText(e.getValue())});
+    }
+    if (d.hasLimit()) {
+      descriptor.has_limit = true;
+      descriptor.requests_per_unit = d.getLimit().getRequestsPerUnit();
+      descriptor.unit = UnitNumber(d.getLimit().getUnit());
+    }
+  }
+}
+
+void ReadDescriptorReport(wire::DescriptorCheckResponse::Reader r, DescriptorReport* out) {
+  out->request_id = r.getRequestId();
+  out->status = FromWire(r.getStatus());
+  out->error = AsText(r.getError());
+  out->overall_code = CodeFromWire(r.getOverallCode());
+  out->results.reserve(r.getResults().size());
+  for (auto w : r.getResults()) {
+    DescriptorOutcome& o = out->results.emplace_back();
+    o.code = CodeFromWire(w.getCode());
+    o.has_limit = w.getHasLimit();
+    o.limit = w.getLimit();
+    o.unit = UnitNumber(w.getUnit());
+    o.name = AsText(w.getName());
+    o.remaining = w.getRemaining();
+    o.retry_after_ms = w.getRetryAfterMs();
+    o.reset_after_ms = w.getResetAfterMs();
+  }
+}
+
+size_t TextBound(size_t bytes) { return (bytes + 1 + kWordBytes - 1) / kWordBytes * kWordBytes; }
 
 }  // namespace
 
@@ -104,6 +170,9 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
   owner_query_ = OwnerQuery{};
   owner_report_ = OwnerReport{};
   padding_required_bytes_ = 0;
+  descriptor_query_ = DescriptorQuery{};
+  descriptor_query_error_.clear();
+  descriptor_report_ = DescriptorReport{};
   version_ = 0;
   auto fail = [why](tally::Status status, std::string reason) {
     if (why != nullptr) *why = std::move(reason);
@@ -198,9 +267,21 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         owner_report_.holds_key = r.getHoldsKey();
         return tally::Status::kOk;
       }
+      case wire::ClientMessage::DESCRIPTOR_CHECK:
+        kind_ = MessageKind::kDescriptorCheck;
+        ReadDescriptorQuery(root.getDescriptorCheck(), &descriptor_query_,
+                            &descriptor_query_error_);
+        return tally::Status::kOk;
+      case wire::ClientMessage::DESCRIPTOR_CHECK_RESPONSE:
+        kind_ = MessageKind::kDescriptorCheckResponse;
+        ReadDescriptorReport(root.getDescriptorCheckResponse(), &descriptor_report_);
+        return tally::Status::kOk;
     }
     return fail(tally::Status::kUnsupportedVersion, "unknown message kind (newer protocol?)");
   } catch (const kj::Exception& e) {
+    descriptor_query_ = DescriptorQuery{};
+    descriptor_query_error_.clear();
+    descriptor_report_ = DescriptorReport{};
     checks_.clear();
     responses_.clear();
     status_ = StatusReport{};
@@ -306,6 +387,22 @@ size_t PaddedQueryBytes(size_t reply_bytes) {
   return std::min((bytes + kWordBytes - 1) / kWordBytes * kWordBytes, kMaxQueryBytes);
 }
 
+std::vector<const MemberReport*> MembersWithOtherRules(const StatusReport& report) {
+  std::vector<const MemberReport*> differ;
+  const auto self = std::find_if(report.members.begin(), report.members.end(),
+                                 [&](const MemberReport& m) { return m.id == report.node_id; });
+  if (self == report.members.end() || self->rules_digest.empty() ||
+      self->rules_digest == kNoRulesDigest) {
+    return differ;
+  }
+  for (const MemberReport& m : report.members) {
+    if (m.state != "alive" && m.state != "suspect") continue;
+    if (m.rules_digest == kNoRulesDigest || m.rules_digest == self->rules_digest) continue;
+    differ.push_back(&m);
+  }
+  return differ;
+}
+
 void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* out) {
   // Everything but the member list is small; members are cut to what fits.
   size_t budget = kMaxDatagramBytes - 4096;
@@ -343,6 +440,7 @@ void EncodeStatusResponse(const StatusReport& report, std::vector<std::byte>* ou
       w.setAddress(TextOf(m.address));
       w.setClockOffsetMs(m.clock_offset_ms);
       w.setRttMs(m.rtt_ms);
+      if (!m.rules_digest.empty()) w.setRulesDigest(TextOf(m.rules_digest));
     }
     r.setMembersTruncated(report.members_truncated || members < report.members.size());
     auto counters = r.initCounters(static_cast<unsigned>(report.counters.size()));
@@ -377,6 +475,90 @@ void EncodeOwnerResponse(const OwnerReport& report, std::vector<std::byte>* out)
     r.setStateHash(report.state_hash);
     r.setHoldsKey(report.holds_key);
   });
+}
+
+}  // namespace tally::wire
+
+namespace tally::wire {
+
+void EncodeDescriptorCheck(const DescriptorQuery& query, std::vector<std::byte>* out,
+                           size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
+    auto q = root.initDescriptorCheck();
+    q.setRequestId(query.request_id);
+    q.setDomain(TextOf(query.domain));
+    q.setHitsAddend(query.hits_addend);
+    auto list = q.initDescriptors(static_cast<unsigned>(query.descriptors.size()));
+    for (size_t i = 0; i < query.descriptors.size(); ++i) {
+      const QueryDescriptor& d = query.descriptors[i];
+      auto w = list[static_cast<unsigned>(i)];
+      auto entries = w.initEntries(static_cast<unsigned>(d.entries.size()));
+      for (size_t j = 0; j < d.entries.size(); ++j) {
+        entries[static_cast<unsigned>(j)].setKey(TextOf(d.entries[j].key));
+        entries[static_cast<unsigned>(j)].setValue(TextOf(d.entries[j].value));
+      }
+      if (d.has_limit) {
+        auto limit = w.initLimit();
+        limit.setRequestsPerUnit(d.requests_per_unit);
+        limit.setUnit(static_cast<wire::RateLimitUnit>(d.unit));
+      }
+    }
+    if (padding != 0) q.initPadding(static_cast<unsigned>(padding));
+  });
+}
+
+void EncodeDescriptorCheckResponse(const DescriptorReport& report, std::vector<std::byte>* out) {
+  constexpr size_t kMaxErrorBytes = 512;
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto r = root.initDescriptorCheckResponse();
+    r.setRequestId(report.request_id);
+    r.setStatus(ToWire(report.status));
+    if (!report.error.empty()) {
+      r.setError(
+          capnp::Text::Reader(report.error.c_str(), std::min(report.error.size(), kMaxErrorBytes)));
+    }
+    r.setOverallCode(static_cast<wire::RateLimitCode>(report.overall_code));
+    auto list = r.initResults(static_cast<unsigned>(report.results.size()));
+    for (size_t i = 0; i < report.results.size(); ++i) {
+      const DescriptorOutcome& o = report.results[i];
+      auto w = list[static_cast<unsigned>(i)];
+      w.setCode(static_cast<wire::RateLimitCode>(o.code));
+      w.setHasLimit(o.has_limit);
+      w.setLimit(o.limit);
+      w.setUnit(static_cast<wire::RateLimitUnit>(o.unit));
+      if (!o.name.empty()) {
+        w.setName(
+            capnp::Text::Reader(o.name.c_str(), std::min(o.name.size(), kMaxResultNameBytes)));
+      }
+      w.setRemaining(o.remaining);
+      w.setRetryAfterMs(o.retry_after_ms);
+      w.setResetAfterMs(o.reset_after_ms);
+    }
+  });
+}
+
+size_t EncodedDescriptorQueryBound(const DescriptorQuery& query) {
+  // Root struct (2 data words, 3 pointers), its texts, the descriptor list's
+  // tag; each descriptor: 2 pointers, a limit (1 word), its entries' tag, and
+  // per entry 2 pointers and two texts.
+  size_t bytes =
+      kMessageOverheadBytes + 5 * kWordBytes + TextBound(query.domain.size()) + kWordBytes;
+  for (const QueryDescriptor& d : query.descriptors) {
+    bytes += 4 * kWordBytes;
+    for (const QueryEntry& e : d.entries) {
+      bytes += 2 * kWordBytes + TextBound(e.key.size()) + TextBound(e.value.size());
+    }
+  }
+  return bytes;
+}
+
+size_t EncodedDescriptorReportBound(std::span<const size_t> name_bytes, size_t error_bytes) {
+  // Root struct (2 data words, 2 pointers), the error, the results' tag; a
+  // result is at most 4 data words and 1 pointer, plus its name.
+  size_t bytes =
+      kMessageOverheadBytes + 5 * kWordBytes + TextBound(std::min<size_t>(error_bytes, 512));
+  for (size_t n : name_bytes) bytes += 5 * kWordBytes + TextBound(std::min(n, kMaxResultNameBytes));
+  return bytes;
 }
 
 }  // namespace tally::wire

@@ -13,6 +13,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,11 +30,13 @@ inline constexpr size_t kMessageOverheadBytes = 64;
 enum class MessageKind {
   kChecks,
   kResponses,
-  kStatusRequest,    // protocol 2
-  kStatusResponse,   // protocol 2
-  kOwnerRequest,     // protocol 2
-  kOwnerResponse,    // protocol 2
-  kPaddingRequired,  // protocol 3: padding_required_bytes()
+  kStatusRequest,            // protocol 2
+  kStatusResponse,           // protocol 2
+  kOwnerRequest,             // protocol 2
+  kOwnerResponse,            // protocol 2
+  kPaddingRequired,          // protocol 3: padding_required_bytes()
+  kDescriptorCheck,          // protocol 4: descriptor_query()
+  kDescriptorCheckResponse,  // protocol 4: descriptor_report()
 };
 
 // One member in a status report (check.capnp MemberInfo).
@@ -45,7 +48,11 @@ struct MemberReport {
   std::string address;
   double clock_offset_ms = std::numeric_limits<double>::quiet_NaN();  // NaN: unknown
   double rtt_ms = std::numeric_limits<double>::quiet_NaN();           // NaN: unknown
+  // Its Envoy rules digest as it last told the answering node: 32 hex digits,
+  // kNoRulesDigest (it has no rules doors), or "" (not heard from it yet).
+  std::string rules_digest{};
 };
+inline constexpr std::string_view kNoRulesDigest = "none";
 
 // What `tally status` shows (check.capnp StatusResponse).
 struct StatusReport {
@@ -71,6 +78,14 @@ struct StatusReport {
   std::string rules_error;   // why the last rules reload failed; "" if it did not
 };
 
+// The members whose rules differ from the answering node's, as `tally
+// status`, /status.json and /metrics show them: up members (alive or
+// suspect) whose digest is another one, or not heard yet (""). Members with
+// no rules doors (kNoRulesDigest) resolve no rules, so they are left out; and
+// nothing is listed when the answering node itself has no digest (no doors,
+// or a daemon older than MemberInfo.rulesDigest). In report order.
+std::vector<const MemberReport*> MembersWithOtherRules(const StatusReport& report);
+
 // "Who decides this key?" (check.capnp OwnerRequest). Owns its strings.
 struct OwnerQuery {
   std::string user_id;
@@ -86,6 +101,59 @@ struct OwnerReport {
   std::vector<std::string> preference_list;  // owner first
   uint64_t state_hash = 0;
   bool holds_key = false;
+};
+
+// ---- protocol 4: descriptor checks (check.capnp DescriptorCheckRequest) ----
+
+// Bounds a descriptor check is decoded within (the same as the gRPC and HTTP
+// doors', daemon/rls/rls_mapping.h): more is an invalid request.
+inline constexpr size_t kMaxQueryDescriptors = 64;
+inline constexpr size_t kMaxQueryEntries = 16;  // per descriptor
+// A result's rule name is cut to this many bytes, so that 64 results always
+// fit one datagram.
+inline constexpr size_t kMaxResultNameBytes = 256;
+
+// RateLimitCode, Envoy's numbers.
+enum class RateCode : uint8_t { kUnknown = 0, kOk = 1, kOverLimit = 2 };
+
+struct QueryEntry {
+  std::string key;
+  std::string value;
+};
+
+struct QueryDescriptor {
+  std::vector<QueryEntry> entries;
+  bool has_limit = false;  // the request's own limit (an override)
+  uint32_t requests_per_unit = 0;
+  uint8_t unit = 0;  // RateLimitUnit's number (rules::Unit's)
+};
+
+// A descriptor check. Owns its strings.
+struct DescriptorQuery {
+  uint64_t request_id = 0;
+  std::string domain;
+  std::vector<QueryDescriptor> descriptors;
+  uint32_t hits_addend = 0;  // 0 means 1
+};
+
+struct DescriptorOutcome {
+  RateCode code = RateCode::kOk;
+  bool has_limit = false;
+  uint32_t limit = 0;  // requests per unit
+  uint8_t unit = 0;    // RateLimitUnit's number
+  std::string name;
+  uint32_t remaining = 0;
+  uint64_t retry_after_ms = 0;
+  uint64_t reset_after_ms = 0;
+};
+
+// The answer (check.capnp DescriptorCheckResponse).
+struct DescriptorReport {
+  uint64_t request_id = 0;
+  tally::Status status = tally::Status::kOk;
+  std::string error;
+  RateCode overall_code = RateCode::kOk;
+  std::vector<DescriptorOutcome> results;  // one per request descriptor
 };
 
 // Decodes one ClientMessage. Holds views into the bytes it was given: the
@@ -107,6 +175,14 @@ class ClientMessageReader {
   const OwnerReport& owner_report() const { return owner_report_; }
   // kPaddingRequired: the smallest query datagram the reply needs.
   uint32_t padding_required_bytes() const { return padding_required_bytes_; }
+  // kDescriptorCheck. When the query breaks a bound (kMaxQueryDescriptors,
+  // kMaxQueryEntries) Decode still returns kOk, descriptor_query_error() says
+  // why and the query holds only its request id: the door answers
+  // invalidArgument to that id.
+  const DescriptorQuery& descriptor_query() const { return descriptor_query_; }
+  const std::string& descriptor_query_error() const { return descriptor_query_error_; }
+  // kDescriptorCheckResponse.
+  const DescriptorReport& descriptor_report() const { return descriptor_report_; }
 
  private:
   MessageKind kind_ = MessageKind::kChecks;
@@ -117,6 +193,9 @@ class ClientMessageReader {
   OwnerQuery owner_query_;
   OwnerReport owner_report_;
   uint32_t padding_required_bytes_ = 0;
+  DescriptorQuery descriptor_query_;
+  std::string descriptor_query_error_;
+  DescriptorReport descriptor_report_;
   std::vector<uint64_t> aligned_;  // scratch when the input is misaligned
 };
 
@@ -132,6 +211,20 @@ void EncodeResponses(std::span<const CheckResult> responses, std::vector<std::by
 // least `min_bytes` (0: unpadded) for a datagram door's reply bound.
 void EncodeStatusRequest(std::vector<std::byte>* out, size_t min_bytes = 0);
 void EncodeOwnerRequest(const OwnerQuery& query, std::vector<std::byte>* out, size_t min_bytes = 0);
+
+// Encodes a descriptor check, padded to at least `min_bytes` (0: unpadded).
+// REQUIRES: it fits kMaxDatagramBytes (the client checks
+// EncodedDescriptorQueryBound first).
+void EncodeDescriptorCheck(const DescriptorQuery& query, std::vector<std::byte>* out,
+                           size_t min_bytes = 0);
+// Encodes the answer; names longer than kMaxResultNameBytes and errors longer
+// than 512 bytes are cut.
+void EncodeDescriptorCheckResponse(const DescriptorReport& report, std::vector<std::byte>* out);
+// Upper bounds of the encoded sizes: of a query, and of an answer whose
+// results carry names of these lengths (before cutting) and `error_bytes` of
+// error text.
+size_t EncodedDescriptorQueryBound(const DescriptorQuery& query);
+size_t EncodedDescriptorReportBound(std::span<const size_t> name_bytes, size_t error_bytes);
 
 // Encodes "send the query again, at least `request_bytes` long".
 void EncodePaddingRequired(uint32_t request_bytes, std::vector<std::byte>* out);

@@ -1,4 +1,4 @@
-// Plain C++ forms of the node messages in include/tally/node.capnp and their
+// Plain C++ forms of the node messages in wire/node.capnp and their
 // conversion to and from Cap'n Proto. Reading never throws: the caller wraps
 // reads in the peer codec, which turns kj::Exception into Status::kMalformed.
 #ifndef TALLY_WIRE_NODE_CODEC_H_
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tally/node.capnp.h"
+#include "wire/node.capnp.h"
 #include "tally/types.h"
 
 namespace tally::wire {

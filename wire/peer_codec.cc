@@ -9,8 +9,8 @@
 #include <optional>
 #include <variant>
 
-#include "tally/peer.capnp.h"
 #include "wire/codec.h"
+#include "wire/peer.capnp.h"
 
 namespace tally::wire {
 namespace {
@@ -29,6 +29,14 @@ std::string ToString(capnp::Text::Reader text) { return std::string(text.begin()
 // costs nothing, which membership::EstimatedEncodedBytes counts on.
 capnp::Text::Reader TextOf(const std::string& s) {
   return capnp::Text::Reader(s.c_str(), s.size());
+}
+
+// Any length: Swim judges the content (a digest of the wrong length is ignored).
+capnp::Data::Reader DataOf(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+std::string ToString(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
 }
 
 template <typename Builder>
@@ -85,6 +93,7 @@ void Flatten(capnp::MessageBuilder& builder, std::vector<std::byte>* out) {
 thread_local capnp::word scratch_segment[16384 / kWordBytes];
 
 size_t TextWords(const std::string& s) { return s.empty() ? 0 : (s.size() + 1 + 7) / 8; }
+size_t DataWords(const std::string& s) { return (s.size() + 7) / 8; }
 
 // Words the message needs (an upper bound), so one segment holds it all: a
 // multi-segment message is larger (segment table, far pointers, the unused
@@ -99,7 +108,10 @@ size_t WordsNeeded(const m::SwimMessage& msg) {
   };
   add(msg.piggyback);
   if (const auto* p = std::get_if<m::PushPull>(&msg.body)) add(p->members);
-  if (const auto* p = std::get_if<m::Ping>(&msg.body)) words += TextWords(p->target_id);
+  if (const auto* p = std::get_if<m::Ping>(&msg.body)) {
+    words += TextWords(p->target_id) + DataWords(p->rules_digest);
+  }
+  if (const auto* a = std::get_if<m::Ack>(&msg.body)) words += DataWords(a->rules_digest);
   if (const auto* p = std::get_if<m::PingReq>(&msg.body)) {
     words += TextWords(p->target_id) + TextWords(p->target_address);
   }
@@ -130,8 +142,13 @@ void EncodeSwim(const m::SwimMessage& msg, std::vector<std::byte>* out) {
       auto b = root.initPing();
       b.setSeq(p.seq);
       if (!p.target_id.empty()) b.setTargetId(TextOf(p.target_id));
+      if (!p.rules_digest.empty()) b.setRulesDigest(DataOf(p.rules_digest));
     }
-    void operator()(const m::Ack& a) { root.initAck().setSeq(a.seq); }
+    void operator()(const m::Ack& a) {
+      auto b = root.initAck();
+      b.setSeq(a.seq);
+      if (!a.rules_digest.empty()) b.setRulesDigest(DataOf(a.rules_digest));
+    }
     void operator()(const m::PingReq& p) {
       auto b = root.initPingReq();
       b.setSeq(p.seq);
@@ -206,12 +223,14 @@ tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::s
     switch (root.which()) {
       case peer::PeerMessage::PING: {
         auto p = root.getPing();
-        msg.body = m::Ping{p.getSeq(), ToString(p.getTargetId())};
+        msg.body = m::Ping{p.getSeq(), ToString(p.getTargetId()), ToString(p.getRulesDigest())};
         break;
       }
-      case peer::PeerMessage::ACK:
-        msg.body = m::Ack{root.getAck().getSeq()};
+      case peer::PeerMessage::ACK: {
+        auto a = root.getAck();
+        msg.body = m::Ack{a.getSeq(), ToString(a.getRulesDigest())};
         break;
+      }
       case peer::PeerMessage::PING_REQ: {
         auto p = root.getPingReq();
         msg.body = m::PingReq{p.getSeq(), ToString(p.getTargetId()), ToString(p.getTargetAddress()),

@@ -1,4 +1,4 @@
-// Encoding and decoding of peer messages (include/tally/peer.capnp) to and
+// Encoding and decoding of peer messages (wire/peer.capnp) to and
 // from membership::SwimMessage values. Pure functions over bytes, shared by
 // tallyd and the simulator so both exercise the same codec.
 //

@@ -155,6 +155,9 @@ struct MemberStatus {
   std::string address;
   std::optional<double> clock_offset_ms;
   std::optional<double> rtt_ms;
+  // Its Envoy rules digest as it last told us on a ping or ack (raw bytes;
+  // empty: it has no rules doors); nullopt before it did. Ours for self.
+  std::optional<std::string> rules_digest;
 };
 
 struct NodeStatus {
@@ -178,6 +181,7 @@ struct NodeStatus {
     uint64_t routed_past_list = 0;
     uint64_t co_deciders = 0;    // keys with a co-decider now (a gauge)
     uint64_t clock_resyncs = 0;  // handoffs started because our wall clock stepped back
+    uint64_t wall_steps = 0;     // our wall clock jumped against the monotonic one
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
@@ -257,6 +261,12 @@ class Node {
   // Replaces the seed addresses SWIM reconnects to (Swim::SetSeeds): the
   // driver's answer to a re-resolved DNS name.
   void SetSeeds(std::vector<std::string> seeds) { swim_.SetSeeds(std::move(seeds)); }
+
+  // Our Envoy rules digest (membership::kRulesDigestBytes raw bytes, or
+  // empty without rules doors), sent to every member on pings and acks
+  // (Swim::SetRulesDigest). Call at start and after every rules reload.
+  // REQUIRES: digest.size() is 0 or membership::kRulesDigestBytes.
+  void SetRulesDigest(std::string digest) { swim_.SetRulesDigest(std::move(digest)); }
 
   NodeStatus Status(Instant now) const;
   // Status().owning without the rest (Status samples the ring, O(members)
@@ -340,6 +350,10 @@ class Node {
   // soon as the other side is suspected, not only once it is declared dead.
   size_t ReachableMembers(Instant now) const;
   void UpdateClockHealth(Instant now);
+  // Compares the wall clock's advance with the monotonic clock's since the
+  // last call; a jump of kWallStepMs or more shifts the peer clock estimates
+  // by it and re-judges clock health at once.
+  void ObserveWallStep(Instant now);
   // The peer's state, registered for the next Flush.
   PeerState& FlushPeer(const std::string& address);
   // The peer's state, registered for the next Replicate.
@@ -447,6 +461,9 @@ class Node {
   // every clock_check_interval_ms: what a side counts under the proportional
   // and closed policies.
   size_t reachable_members_ = 1;
+  // The member table's alive count when reachable_members_ was last
+  // refreshed for a state change (RefreshView).
+  size_t alive_members_seen_ = 0;
   // Scratch for Route's ranking and MarkDirty's targets: no allocation per check.
   std::vector<uint32_t> route_ranking_;
   std::vector<uint32_t> dirty_targets_;
@@ -490,6 +507,9 @@ class Node {
   uint64_t version_at_last_round_ = 0;
   int64_t started_ns_ = 0;
   int64_t last_tick_wall_ms_ = 0;  // a step back beyond max_clock_regression_ms re-syncs
+  // ObserveWallStep's previous reading (monotonic -1: none yet).
+  int64_t step_reference_wall_ms_ = 0;
+  int64_t step_reference_monotonic_ns_ = -1;
 
   wire::ClientMessageReader client_reader_;
   std::vector<std::byte> scratch_;

@@ -8,6 +8,7 @@
 
 #include "daemon/io/cluster_driver.h"
 #include "daemon/io/message_processor.h"
+#include "daemon/io/status_trackers.h"
 #include "wire/codec.h"
 
 namespace tally::io {
@@ -82,8 +83,8 @@ class GatewaySink : public ReplySink {
 
 }  // namespace
 
-CheckGateway::CheckGateway(Limiter* limiter, ClusterDriver* cluster)
-    : limiter_(limiter), cluster_(cluster) {
+CheckGateway::CheckGateway(Limiter* limiter, ClusterDriver* cluster, BusiestKeys* keys)
+    : limiter_(limiter), cluster_(cluster), keys_(keys) {
   assert((limiter_ == nullptr) != (cluster_ == nullptr));
 }
 
@@ -97,6 +98,7 @@ void CheckGateway::Decide(std::span<const CheckRequestRef> checks, Done done) {
                 checks.empty() ? "no checks" : "too many or too large checks for one request"));
     return;
   }
+  if (keys_ != nullptr) keys_->Offer(checks);
   const Instant now = ReadClock();
   if (limiter_ != nullptr) {
     thread_local std::vector<CheckResult> results;

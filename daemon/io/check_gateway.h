@@ -28,6 +28,7 @@
 
 namespace tally::io {
 
+class BusiestKeys;
 class ClusterDriver;
 
 class CheckGateway {
@@ -37,8 +38,9 @@ class CheckGateway {
   using Done = std::function<void(std::span<const CheckResult>)>;
 
   // Exactly one of `limiter` and `cluster` is non-null; both are borrowed and
-  // must outlive every Decide() call.
-  CheckGateway(Limiter* limiter, ClusterDriver* cluster);
+  // must outlive every Decide() call. `keys` (optional, borrowed): where
+  // Decide offers its checks for the status page's busiest keys.
+  CheckGateway(Limiter* limiter, ClusterDriver* cluster, BusiestKeys* keys = nullptr);
 
   // Decides `checks` (1 <= size; the views need only live during the call).
   // A batch whose encoded size would not fit one checks message
@@ -51,6 +53,7 @@ class CheckGateway {
  private:
   Limiter* limiter_;
   ClusterDriver* cluster_;
+  BusiestKeys* keys_;
 };
 
 }  // namespace tally::io

@@ -62,6 +62,7 @@
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/peer_seal.h"
 #include "daemon/io/resolver.h"
+#include "daemon/io/status_trackers.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 #include "wire/codec.h"
@@ -107,6 +108,12 @@ struct ClusterOptions {
   size_t snapshot_slice_slots = 16384;
   // Largest snapshot file read at Start.
   uint64_t max_snapshot_bytes = uint64_t{1} << 32;
+  // Where membership changes are recorded besides the log (the status
+  // page's recent events; borrowed, must outlive the driver). Optional.
+  MembershipEventLog* membership_events = nullptr;
+  // Called once, from an I/O thread, when a newer process has taken our
+  // node id (membership::Swim::superseded_by()): tallyd then stops. Optional.
+  std::function<void()> on_superseded;
 
   bool enabled() const { return !gossip.empty(); }
 };
@@ -176,6 +183,11 @@ class ClusterDriver {
   // Hands client check datagrams received at `now` to the Node under one
   // lock, then sends what it answered. Any thread.
   void HandleClientDatagrams(std::span<const ClientDatagram> datagrams, Instant now);
+
+  // Our Envoy rules digest (raw bytes: membership::kRulesDigestBytes, or
+  // empty without rules doors) for the Node to tell every member
+  // (Node::SetRulesDigest). Any thread, after Start.
+  void SetRulesDigest(std::string digest);
 
   // For status and owner queries. Any thread.
   wire::StatusReport Status(Instant now);

@@ -17,6 +17,11 @@ struct Counters {
   // Status/owner queries on a datagram door too small for their reply
   // (answered paddingRequired; check.capnp, protocol 3).
   std::atomic<uint64_t> queries_padding_required{0};
+  // Accepts that failed for want of a file descriptor (EMFILE, ENFILE), by
+  // door; the acceptor backs off (daemon/io/accept_backoff.h).
+  std::atomic<uint64_t> accept_fd_exhausted_seqpacket{0};
+  std::atomic<uint64_t> accept_fd_exhausted_peer{0};  // peer streams (cluster TCP)
+  std::atomic<uint64_t> accept_fd_exhausted_http{0};  // the HTTP door (daemon/rls/)
 
   static void Add(std::atomic<uint64_t>& c, uint64_t n) {
     if (n != 0) c.fetch_add(n, std::memory_order_relaxed);

@@ -55,7 +55,7 @@ std::string FormatStats(const DaemonStats& s) {
 
 struct Daemon::Impl {
   explicit Impl(DaemonOptions o)
-      : options(std::move(o)), sweep_timer(io), stats_timer(io), notify_timer(io) {}
+      : options(std::move(o)), sweep_timer(io), stats_timer(io), notify_timer(io), rate_timer(io) {}
 
   bool Start(std::string* error);
   void RunLoop();
@@ -64,6 +64,8 @@ struct Daemon::Impl {
   void ArmSweep();
   void ArmStats();
   void ArmNotify();
+  void ArmRates();
+  void RecordRates();
   void WaitForSignal();
   void WaitForReload();
   DaemonStats Stats() const;
@@ -75,11 +77,13 @@ struct Daemon::Impl {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
   Counters counters;
   DoorMetrics door_metrics;
+  StatusTrackers trackers;                 // the status page's (daemon/io/status_trackers.h)
   std::unique_ptr<Limiter> limiter;        // null in echo and cluster mode
   std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
   std::unique_ptr<CheckGateway> gateway;   // null in echo mode
   DaemonIdentity identity;
   RulesStatus rules_status;
+  DescriptorDoor descriptor_door;
   int threads = 1;
 
   UnixSocketFile unix_file;
@@ -95,13 +99,16 @@ struct Daemon::Impl {
   // systemd (NOTIFY_SOCKET set): WATCHDOG=1 and a STATUS= line every
   // notify_interval, from an I/O thread, so a wedged event loop stops them.
   boost::asio::steady_timer notify_timer;
+  // The status page's rate history: door totals once a second.
+  boost::asio::steady_timer rate_timer;
   std::chrono::microseconds notify_interval{0};  // 0: not under systemd's notify
   bool watchdog = false;
   std::unique_ptr<boost::asio::signal_set> signals;
   std::unique_ptr<boost::asio::signal_set> reload_signals;  // SIGHUP
 
   std::atomic<bool> stop_requested{false};
-  bool leave_requested = false;  // only touched by the signal handler
+  bool leave_requested = false;         // only touched by the signal handler
+  std::atomic<bool> superseded{false};  // a newer process took our node id
   bool started = false;
   bool ran = false;
   bool shut_down = false;
@@ -145,6 +152,11 @@ bool Daemon::Impl::Start(std::string* error) {
     c.node.limiter.max_keys = o.limiter.max_keys;
     c.node.limiter.dedup_ttl = o.limiter.dedup_ttl;
     c.node.limiter.max_dedup_entries = o.limiter.max_dedup_entries;
+    c.membership_events = &trackers.events;
+    c.on_superseded = [this] {
+      superseded.store(true);
+      Stop();
+    };
     cluster = std::make_unique<ClusterDriver>(io, std::move(c), &counters);
     if (!cluster->Start(&why)) {
       Shutdown();
@@ -160,10 +172,14 @@ bool Daemon::Impl::Start(std::string* error) {
           o.cluster.state_dir);
     }
   }
-  if (!o.echo) gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get());
+  if (!o.echo) {
+    gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get(), &trackers.keys);
+  }
   ProcessorContext context{limiter.get(), cluster.get(), &identity,
                            o.echo,        &counters,     &rules_status};
   context.metrics = &door_metrics;
+  context.descriptors = &descriptor_door;
+  if (!o.echo) context.keys = &trackers.keys;
 
   if (udp) {
     std::vector<UniqueFd> fds;
@@ -203,6 +219,10 @@ bool Daemon::Impl::Start(std::string* error) {
   if (seq_server) seq_server->Start();
   if (limiter) ArmSweep();
   if (o.stats_interval.count() > 0) ArmStats();
+  if (!o.echo) {
+    RecordRates();  // the baseline
+    ArmRates();
+  }
   // Under a unit with WatchdogSec=, systemd sets WATCHDOG_USEC and expects a
   // ping at least that often: ping at half of it. Without it, status lines
   // still go out every 10 s while NOTIFY_SOCKET is set.
@@ -275,6 +295,28 @@ void Daemon::Impl::ArmStats() {
   });
 }
 
+void Daemon::Impl::RecordRates() {
+  const DoorMetricsSnapshot doors = door_metrics.Snapshot();
+  uint64_t checks = 0, denied = 0;
+  for (const auto& by_decision : doors.checks) {
+    for (size_t d = 0; d < kDecisionCount; ++d) checks += by_decision[d];
+    denied += by_decision[static_cast<size_t>(Decision::kDenied)];
+  }
+  const Instant now = ReadClock();
+  trackers.rates.Record(
+      now.wall.count(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.monotonic).count(), checks, denied);
+}
+
+void Daemon::Impl::ArmRates() {
+  rate_timer.expires_after(std::chrono::seconds(1));
+  rate_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stop_requested.load(std::memory_order_relaxed)) return;
+    RecordRates();
+    ArmRates();
+  });
+}
+
 void Daemon::Impl::ArmNotify() {
   notify_timer.expires_after(notify_interval);
   notify_timer.async_wait([this](const boost::system::error_code& ec) {
@@ -337,6 +379,7 @@ void Daemon::Impl::Shutdown() {
   sweep_timer.cancel();
   stats_timer.cancel();
   notify_timer.cancel();
+  rate_timer.cancel();
   if (signals) {
     boost::system::error_code ignored;
     signals->cancel(ignored);
@@ -379,7 +422,12 @@ std::string Daemon::gossip_address() const {
 }
 std::string Daemon::node_id() const { return impl_->identity.node_id; }
 void Daemon::SetRulesStatus(std::string digest, std::string error) {
+  // Members tell each other their digests on pings and acks (16 raw bytes).
+  if (impl_->cluster && impl_->started) impl_->cluster->SetRulesDigest(RulesDigestBytes(digest));
   impl_->rules_status.Set(std::move(digest), std::move(error));
+}
+void Daemon::SetDescriptorChecks(DescriptorDoor::Decide decide) {
+  impl_->descriptor_door.Set(std::move(decide));
 }
 CheckGateway* Daemon::gateway() const { return impl_->started ? impl_->gateway.get() : nullptr; }
 
@@ -403,17 +451,27 @@ void Daemon::Run() {
 
 void Daemon::Stop() { impl_->Stop(); }
 
+bool Daemon::superseded() const { return impl_->superseded.load(); }
+
 DaemonStats Daemon::stats() const { return impl_->Stats(); }
 
 DoorMetrics* Daemon::door_metrics() const { return &impl_->door_metrics; }
+std::atomic<uint64_t>* Daemon::http_accept_fd_exhausted() const {
+  return &impl_->counters.accept_fd_exhausted_http;
+}
+
+const StatusTrackers* Daemon::trackers() const { return &impl_->trackers; }
 
 uint64_t Daemon::key_capacity() const { return impl_->options.limiter.max_keys; }
 
 wire::StatusReport Daemon::Status() const {
   const Impl& d = *impl_;
   const Instant now = ReadClock();
-  if (d.cluster && d.started) return d.cluster->Status(now);
-  return SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now);
+  wire::StatusReport report = d.cluster && d.started
+                                  ? d.cluster->Status(now)
+                                  : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now);
+  d.rules_status.AppendTo(&report);  // as the status answers on the Cap'n Proto doors
+  return report;
 }
 
 }  // namespace tally::io

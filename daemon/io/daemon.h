@@ -17,6 +17,7 @@
 #ifndef TALLY_DAEMON_IO_DAEMON_H_
 #define TALLY_DAEMON_IO_DAEMON_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -24,7 +25,9 @@
 
 #include "daemon/io/cluster_driver.h"
 #include "daemon/io/door_metrics.h"
+#include "daemon/io/message_processor.h"
 #include "daemon/io/sockets.h"
+#include "daemon/io/status_trackers.h"
 #include "tally/limiter.h"
 
 namespace tally::io {
@@ -99,6 +102,11 @@ class Daemon {
   // the digest in force and why the last reload failed ("" if it did not).
   // Any thread, any time.
   void SetRulesStatus(std::string digest, std::string error);
+  // Installs (empty: removes) where the UDP, Unix and seqpacket doors send
+  // descriptor checks (check.capnp protocol 4): the rules doors'
+  // RlsServer::DecideDescriptors. Without it they answer unavailable. Any
+  // thread, any time.
+  void SetDescriptorChecks(DescriptorDoor::Decide decide);
 
   // Runs the I/O threads (the caller's thread is one of them) until Stop() or
   // SIGINT/SIGTERM, then closes the sockets, unlinks their files and logs the
@@ -110,6 +118,14 @@ class Daemon {
   // during Run().
   void Stop();
 
+  // True once Run() stopped because a newer process took this node id
+  // (docs/DESIGN.md, "Two processes with one node id"); tallyd then exits
+  // with kExitSuperseded. Any thread.
+  bool superseded() const;
+  // sysexits' EX_CONFIG: one node id in two processes is a configuration
+  // error, and restarting the older process would only take the id back.
+  static constexpr int kExitSuperseded = 78;
+
   // A snapshot of the counters. Any thread.
   DaemonStats stats() const;
 
@@ -117,6 +133,15 @@ class Daemon {
   // into it here; in-process doors (daemon/rls/) may count into it too. Valid
   // until the Daemon is destroyed. Any thread.
   DoorMetrics* door_metrics() const;
+  // Where the HTTP door (daemon/rls/) counts accepts that failed for want of
+  // a file descriptor, so that status answers report them with the other
+  // doors'. Valid until the Daemon is destroyed. Any thread.
+  std::atomic<uint64_t>* http_accept_fd_exhausted() const;
+  // What the status page shows beyond Status(): the check rate of the last
+  // minutes (sampled once a second from door_metrics()), the busiest keys
+  // (sampled from every door's checks) and, in cluster mode, recent
+  // membership events. Valid until the Daemon is destroyed. Any thread.
+  const StatusTrackers* trackers() const;
   // The configured key-table capacity (--max-keys).
   uint64_t key_capacity() const;
   // What `tally status` answers (in cluster mode: ClusterDriver::Status, one

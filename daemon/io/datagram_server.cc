@@ -2,6 +2,10 @@
 
 #include <sys/un.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
 namespace tally::io {
 
 DatagramServer::DatagramServer(boost::asio::io_context& io, int fd, Limiter* limiter, bool echo,
@@ -65,7 +69,9 @@ void DatagramServer::HandleBatch(size_t n) {
     std::span<const std::byte> bytes = rx_.data(i);
     Handled handled =
         processor_.Handle(bytes, rx_.truncated(i), now, static_cast<uint32_t>(i), &replies_);
-    if (handled == Handled::kForCluster) {
+    if (handled == Handled::kForRules) {
+      processor_.HandOverDescriptorCheck(bytes.size(), SendLaterTo(i));
+    } else if (handled == Handled::kForCluster) {
       ReplyTarget& target = cluster_targets_.emplace_back();
       target.fd = fd;
       target.addr = rx_.address(i);
@@ -78,6 +84,28 @@ void DatagramServer::HandleBatch(size_t n) {
   Counters::Add(counters_->send_errors, unanswerable);
   SendReplies();
   if (cluster_ != nullptr) cluster_->HandleClientDatagrams(cluster_batch_, now);
+}
+
+SendLater DatagramServer::SendLaterTo(size_t i) {
+  sockaddr_storage addr{};
+  const socklen_t addr_len = rx_.address_length(i);
+  std::memcpy(&addr, &rx_.address(i), std::min<size_t>(addr_len, sizeof(addr)));
+  // The answer may come from another thread after this batch is gone: copy
+  // the address. sendto on one socket from several threads is safe.
+  return [fd = socket_.native_handle(), addr, addr_len,
+          counters = counters_](std::span<const std::byte> bytes) {
+    for (;;) {
+      const ssize_t n = ::sendto(fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                                 reinterpret_cast<const sockaddr*>(&addr), addr_len);
+      if (n >= 0) {
+        counters->datagrams_out.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      if (errno == EINTR) continue;
+      counters->send_errors.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  };
 }
 
 void DatagramServer::SendReplies() {

@@ -13,7 +13,8 @@
 //
 // Cluster mode: checks datagrams of a batch go to the ClusterDriver together
 // (one lock per batch), each with its sender as the reply target; the driver
-// sends their replies, now or when the owner answers.
+// sends their replies, now or when the owner answers. Descriptor checks
+// (protocol 4) go to the rules doors, answered with sendto when decided.
 #ifndef TALLY_DAEMON_IO_DATAGRAM_SERVER_H_
 #define TALLY_DAEMON_IO_DATAGRAM_SERVER_H_
 
@@ -60,6 +61,8 @@ class DatagramServer {
   void OnReadable();
   // Answers the `n` datagrams one recvmmsg just put in rx_.
   void HandleBatch(size_t n);
+  // Sends a deferred answer (a descriptor check's) to datagram `i`'s sender.
+  SendLater SendLaterTo(size_t i);
   // Sends replies_ with sendmmsg; counts what went out and what failed.
   void SendReplies();
 

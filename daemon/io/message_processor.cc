@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "daemon/io/cluster_driver.h"
+#include "membership/message.h"
 
 namespace tally::io {
 namespace {
@@ -17,16 +18,59 @@ constexpr size_t kEnvelopeBytes = 128;
 // long reason from blowing a reply past one datagram.
 constexpr size_t kMaxErrorBytes = 512;
 
+constexpr const char* kNoRulesDoors =
+    "descriptor checks need tallyd's rules doors: start it with --grpc or --http (and --rules)";
+
 }  // namespace
 
-Instant ReadClock() {
-  Instant now;
-  now.wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::system_clock::now().time_since_epoch());
-  now.monotonic = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::steady_clock::now().time_since_epoch());
-  return now;
+void DescriptorDoor::Set(Decide decide) {
+  std::shared_ptr<const Decide> next;
+  if (decide) next = std::make_shared<const Decide>(std::move(decide));
+  std::lock_guard<std::mutex> lock(mu_);
+  decide_ = std::move(next);
 }
+
+bool DescriptorDoor::Forward(const wire::DescriptorQuery& query, Door door, size_t max_reply_bytes,
+                             Done done) const {
+  std::shared_ptr<const Decide> decide;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    decide = decide_;
+  }
+  if (!decide) return false;
+  (*decide)(query, door, max_reply_bytes, std::move(done));
+  return true;
+}
+
+void MessageProcessor::HandOverDescriptorCheck(size_t request_bytes, SendLater send) {
+  const wire::DescriptorQuery& query = reader_.descriptor_query();
+  // A datagram's source may be forged: its answer stays within
+  // kMaxReplyFactor of it (check.capnp, protocol 4). A seqpacket peer is who it is.
+  const bool forgeable = door_ == Door::kUdp || door_ == Door::kUnix;
+  const size_t max_reply_bytes =
+      forgeable ? wire::kMaxReplyFactor * request_bytes : wire::kMaxDatagramBytes;
+  Counters* counters = counters_;
+  auto done = [send, counters](const wire::DescriptorReport& report,
+                               uint32_t padding_required_bytes) {
+    std::vector<std::byte> bytes;
+    if (padding_required_bytes > 0) {
+      counters->queries_padding_required.fetch_add(1, std::memory_order_relaxed);
+      wire::EncodePaddingRequired(padding_required_bytes, &bytes);
+    } else {
+      wire::EncodeDescriptorCheckResponse(report, &bytes);
+    }
+    send(bytes);
+  };
+  if (descriptors_ == nullptr || !descriptors_->Forward(query, door_, max_reply_bytes, done)) {
+    wire::DescriptorReport report;
+    report.request_id = query.request_id;
+    report.status = Status::kUnavailable;
+    report.error = kNoRulesDoors;
+    done(report, 0);
+  }
+}
+
+Instant ReadClock() { return tally::ReadClock(); }
 
 MessageProcessor::MessageProcessor(Limiter* limiter, bool echo, Counters* counters)
     : limiter_(limiter), echo_(echo), counters_(counters) {
@@ -41,7 +85,9 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
       echo_(context.echo),
       counters_(context.counters),
       metrics_(context.metrics),
-      door_(context.door) {
+      door_(context.door),
+      keys_(context.keys),
+      descriptors_(context.descriptors) {
   assert(counters_ != nullptr);
   assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
 }
@@ -54,6 +100,12 @@ void AppendTransportCounters(const Counters& c,
   out->emplace_back("send_errors", c.send_errors.load(std::memory_order_relaxed));
   out->emplace_back("queries_padding_required",
                     c.queries_padding_required.load(std::memory_order_relaxed));
+  out->emplace_back("accept_fd_exhausted_seqpacket",
+                    c.accept_fd_exhausted_seqpacket.load(std::memory_order_relaxed));
+  out->emplace_back("accept_fd_exhausted_peer",
+                    c.accept_fd_exhausted_peer.load(std::memory_order_relaxed));
+  out->emplace_back("accept_fd_exhausted_http",
+                    c.accept_fd_exhausted_http.load(std::memory_order_relaxed));
 }
 
 void AppendLimiterCounters(const LimiterStats& s,
@@ -79,6 +131,36 @@ Status ValidateOwnerQuery(const wire::OwnerQuery& query, std::string* why) {
   return ValidateRequest(ref, why);
 }
 
+std::string RulesDigestText(std::string_view raw) {
+  if (raw.empty()) return std::string(wire::kNoRulesDigest);
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(raw.size() * 2);
+  for (char c : raw) {
+    const auto byte = static_cast<unsigned char>(c);
+    hex += kDigits[byte >> 4];
+    hex += kDigits[byte & 15];
+  }
+  return hex;
+}
+
+std::string RulesDigestBytes(std::string_view hex) {
+  if (hex.size() != 2 * membership::kRulesDigestBytes) return {};
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string raw(membership::kRulesDigestBytes, '\0');
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return {};
+    raw[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return raw;
+}
+
 void RulesStatus::Set(std::string digest, std::string error) {
   if (error.size() > kMaxErrorBytes) error.resize(kMaxErrorBytes);
   std::lock_guard<std::mutex> lock(mu_);
@@ -90,6 +172,11 @@ void RulesStatus::AppendTo(wire::StatusReport* report) const {
   std::lock_guard<std::mutex> lock(mu_);
   report->rules_digest = digest_;
   report->rules_error = error_;
+  for (wire::MemberReport& m : report->members) {
+    if (m.id == report->node_id && m.rules_digest.empty()) {
+      m.rules_digest = digest_.empty() ? std::string(wire::kNoRulesDigest) : digest_;
+    }
+  }
 }
 
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
@@ -224,13 +311,33 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       ReplyToQuery(message.size(), out, tag, replies);
       return Handled::kAnswered;
     }
+    case wire::MessageKind::kDescriptorCheck: {
+      if (!reader_.descriptor_query_error().empty() || descriptors_ == nullptr) {
+        wire::DescriptorReport report;
+        report.request_id = reader_.descriptor_query().request_id;
+        if (!reader_.descriptor_query_error().empty()) {
+          report.status = Status::kInvalidArgument;
+          report.error = reader_.descriptor_query_error();
+        } else {
+          report.status = Status::kUnavailable;
+          report.error = kNoRulesDoors;
+        }
+        std::vector<std::byte>* out = NextBuffer();
+        wire::EncodeDescriptorCheckResponse(report, out);
+        ReplyToQuery(message.size(), out, tag, replies);
+        return Handled::kAnswered;
+      }
+      return Handled::kForRules;
+    }
     case wire::MessageKind::kResponses:
+    case wire::MessageKind::kDescriptorCheckResponse:
     case wire::MessageKind::kStatusResponse:
     case wire::MessageKind::kOwnerResponse:
     case wire::MessageKind::kPaddingRequired:
       counters_->malformed.fetch_add(1, std::memory_order_relaxed);
       return Handled::kAnswered;
   }
+  if (keys_ != nullptr) keys_->Offer(reader_.checks());
   // The Node decodes the checks itself (a second, cheap decode): bytes, not
   // structs, cross into the core, as in the simulator. It applies the same
   // reply bound.

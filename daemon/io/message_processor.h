@@ -17,6 +17,13 @@
 //     On a datagram door (UDP, Unix datagram) an answer larger than 3x the
 //     query is replaced by paddingRequired: the client sends the query again,
 //     padded (check.capnp, protocol 3), so forged sources gain nothing.
+//   * descriptorCheck (protocol 4) -> not decided here: Handle returns
+//     kForRules and the caller calls HandOverDescriptorCheck with a way to
+//     send the answer later, from any thread. The rules doors (daemon/rls/,
+//     reached through DescriptorDoor) resolve and decide it as they do gRPC's
+//     ShouldRateLimit. A query over the decoder's bounds is answered
+//     invalidArgument here; without the rules doors (neither --grpc nor
+//     --http) it is answered unavailable.
 //   * echo mode -> the received bytes, untouched.
 //   * cluster mode: a checks message is not decided here; Handle returns
 //     kForCluster and the caller hands the bytes to the ClusterDriver, in a
@@ -32,6 +39,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -39,6 +48,7 @@
 
 #include "daemon/io/counters.h"
 #include "daemon/io/door_metrics.h"
+#include "daemon/io/status_trackers.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 #include "wire/codec.h"
@@ -55,6 +65,14 @@ struct DaemonIdentity {
   std::string udp_address;
 };
 
+// A member's rules digest as status answers show it (wire::MemberReport):
+// 32 hex digits for membership::kRulesDigestBytes raw bytes, wire::
+// kNoRulesDigest for none (no rules doors).
+std::string RulesDigestText(std::string_view raw);
+// The raw bytes of a digest of 32 hex digits; empty for anything else (the
+// doors are off).
+std::string RulesDigestBytes(std::string_view hex);
+
 // The Envoy doors' rules (daemon/rls/) as status answers report them: the
 // digest of the rules in force and why the last reload failed. Both empty
 // while the doors are off. Set from the doors' thread, read by I/O threads.
@@ -62,6 +80,8 @@ class RulesStatus {
  public:
   // Keeps at most kMaxErrorBytes of `error` (a status answer is one datagram).
   void Set(std::string digest, std::string error);
+  // Sets the report's digest and error, and the digest of the member entry
+  // naming report->node_id when it has none yet (single-node answers).
   void AppendTo(wire::StatusReport* report) const;
   static constexpr size_t kMaxErrorBytes = 1024;
 
@@ -69,6 +89,32 @@ class RulesStatus {
   mutable std::mutex mu_;
   std::string digest_;
   std::string error_;
+};
+
+// Where the Cap'n Proto doors send descriptor checks (check.capnp protocol
+// 4): the rules doors' decision path (rls::RlsServer::DecideDescriptors),
+// installed once they run. Thread-safe: Set may race with Decide.
+class DescriptorDoor {
+ public:
+  // Called exactly once, maybe on another thread, maybe before Decide
+  // returns: the answer, or (padding_required_bytes > 0, nothing decided)
+  // "send the query again at least this long".
+  using Done =
+      std::function<void(const wire::DescriptorReport& report, uint32_t padding_required_bytes)>;
+  // Decides `query`, which came in by `door`; an answer that could be larger
+  // than `max_reply_bytes` is not decided but asks for padding.
+  using Decide = std::function<void(const wire::DescriptorQuery& query, Door door,
+                                    size_t max_reply_bytes, Done done)>;
+
+  // Installs (or, with an empty function, removes) the decision path.
+  void Set(Decide decide);
+  // False (and `done` not called) when no decision path is installed.
+  bool Forward(const wire::DescriptorQuery& query, Door door, size_t max_reply_bytes,
+               Done done) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const Decide> decide_;
 };
 
 // What a processor answers with. Pointers are borrowed and must outlive it.
@@ -82,6 +128,11 @@ struct ProcessorContext {
   // Single-node mode: decisions counted by door (null: not counted).
   DoorMetrics* metrics = nullptr;
   Door door = Door::kUdp;
+  // Both modes: checks messages are offered here for the status page's
+  // busiest keys (daemon/io/status_trackers.h; null: not sampled).
+  BusiestKeys* keys = nullptr;
+  // Descriptor checks (protocol 4); null: answered unavailable.
+  const DescriptorDoor* descriptors = nullptr;
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -95,7 +146,11 @@ struct Reply {
 enum class Handled {
   kAnswered,    // replies (if any) were appended
   kForCluster,  // a checks message in cluster mode: hand it to the ClusterDriver
+  kForRules,    // a descriptor check: call HandOverDescriptorCheck
 };
+
+// Sends one reply to the client a deferred answer belongs to; any thread.
+using SendLater = std::function<void(std::span<const std::byte> bytes)>;
 
 class MessageProcessor {
  public:
@@ -112,6 +167,11 @@ class MessageProcessor {
   // `*replies`. `message` must stay valid until those replies are sent.
   Handled Handle(std::span<const std::byte> message, bool truncated, Instant now, uint32_t tag,
                  std::vector<Reply>* replies);
+
+  // After Handle returned kForRules for a `request_bytes` message: hands the
+  // descriptor check to the DescriptorDoor; its answer (or an error) goes out
+  // through `send`, now or later, from whichever thread finishes it.
+  void HandOverDescriptorCheck(size_t request_bytes, SendLater send);
 
   // Recycles the reply buffers; invalidates every Reply handed out so far.
   void Reset() { buffers_used_ = 0; }
@@ -134,6 +194,8 @@ class MessageProcessor {
   Counters* counters_;
   DoorMetrics* metrics_ = nullptr;
   Door door_ = Door::kUdp;
+  BusiestKeys* keys_ = nullptr;
+  const DescriptorDoor* descriptors_ = nullptr;
   wire::ClientMessageReader reader_;
   std::vector<CheckResult> results_;
   std::string why_;
@@ -142,7 +204,9 @@ class MessageProcessor {
   size_t buffers_used_ = 0;
 };
 
-// Reads both clocks: wall ms since the epoch and monotonic ns.
+// Reads both clocks: wall ms since the epoch and monotonic ns. The same as
+// the public tally::ReadClock() (tally/limiter.h), so the daemon and an
+// embedded Limiter read time alike.
 Instant ReadClock();
 
 // The status answer of a single node (a cluster of one: itself, alive, key

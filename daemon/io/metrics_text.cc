@@ -164,6 +164,11 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
     const Label l[] = {{"state", state}};
     w.Sample("tally_cluster_members", l, n);
   }
+  w.Family("tally_cluster_members_rules_differ", "gauge",
+           "Up members whose rules digest differs from this node's, or is not known yet "
+           "(0 while this node has no rules doors).");
+  w.Sample("tally_cluster_members_rules_differ",
+           static_cast<uint64_t>(wire::MembersWithOtherRules(s).size()));
   w.Family("tally_cluster_last_known_members", "gauge",
            "Members of the last known membership (dead ones for partition_memory).");
   w.Sample("tally_cluster_last_known_members", s.last_known_members);
@@ -204,6 +209,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
            "Checks routed past their preference list (no member of it answered)."},
           {"tally_cluster_clock_resyncs_total", "clock_resyncs",
            "Handoffs started because this node's wall clock stepped back."},
+          {"tally_cluster_wall_clock_steps_total", "wall_steps",
+           "Jumps of this node's wall clock against its monotonic clock (20 ms or more)."},
           {"tally_cluster_replication_messages_sent_total", "replicate_sent",
            "Replication messages sent to replicas."},
           {"tally_cluster_replication_messages_received_total", "replicate_received",
@@ -240,6 +247,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
           {"tally_cluster_swim_invalid_total", "swim_invalid", "Membership input refused."},
           {"tally_cluster_swim_foreign_self_total", "swim_foreign_self",
            "Rumors of another process under this node's id."},
+          {"tally_cluster_swim_name_checks_total", "swim_name_checks",
+           "Pings to a newer process rumored to use this node's id."},
           {"tally_cluster_probes_total", "swim_probes", "Failure-detector probes sent."},
           {"tally_cluster_probe_failures_total", "swim_probe_failures",
            "Probes unanswered, directly and through helpers, in time."},
@@ -253,6 +262,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
            "Suspected members that came back alive (the same process)."},
           {"tally_cluster_false_deaths_total", "swim_dead_revived",
            "Members held dead that refuted it (the same process)."},
+          {"tally_cluster_own_stalls_total", "swim_own_stalls",
+           "Times this node was not run for longer than a probe interval (its suspicions wait)."},
           {"tally_snapshot_writes_total", "snapshot_writes", "Snapshots of the counts written."},
           {"tally_snapshot_write_errors_total", "snapshot_write_errors",
            "Snapshots that could not be written."},
@@ -366,12 +377,25 @@ std::string RenderMetrics(const MetricsInput& in) {
                    "Status and owner queries on a datagram door asked to come again padded "
                    "(a reply is at most 3x its datagram)."},
               });
+  WriteLabelled(w, c, "tally_accept_fd_exhausted_total", "counter",
+                "Accepts that failed for want of a file descriptor (EMFILE, ENFILE), by door; "
+                "the door backs off up to 1 s and accepts again once descriptors are free.",
+                "door",
+                {{"seqpacket", "accept_fd_exhausted_seqpacket"},
+                 {"peer", "accept_fd_exhausted_peer"},
+                 {"http", "accept_fd_exhausted_http"}});
   w.Family("tally_live_keys", "gauge", "Keys held now.");
   w.Sample("tally_live_keys", s.live_keys);
   w.Family("tally_key_capacity", "gauge", "Most keys this node holds (--max-keys).");
   w.Sample("tally_key_capacity", in.key_capacity);
 
   if (s.cluster) WriteCluster(w, s, c);
+
+  if (in.grpc_listener_restarts) {
+    w.Family("tally_grpc_listener_restarts_total", "counter",
+             "gRPC servers rebuilt because the listener stopped accepting new connections.");
+    w.Sample("tally_grpc_listener_restarts_total", *in.grpc_listener_restarts);
+  }
 
   if (in.rules) {
     const RulesMetrics& r = *in.rules;

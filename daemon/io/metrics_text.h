@@ -77,6 +77,9 @@ struct MetricsInput {
   uint64_t key_capacity = 0;
   std::optional<ProcessStats> process;
   std::optional<RulesMetrics> rules;  // when --rules or an RLS door is on
+  // Rebuilds of the gRPC server after its listener stopped accepting
+  // (daemon/rls/grpc_listener_probe.h); when the gRPC door is on.
+  std::optional<uint64_t> grpc_listener_restarts;
 };
 
 std::string RenderMetrics(const MetricsInput& input);

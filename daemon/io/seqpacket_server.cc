@@ -20,7 +20,6 @@ namespace {
 
 constexpr size_t kBufferBytes = 64 * 1024;
 constexpr int kMaxMessagesPerWakeup = 256;  // then yield to other connections
-constexpr std::chrono::milliseconds kAcceptRetry{100};
 
 // Receive buffer shared by every connection served on this thread. Safe
 // because a handler finishes with it before another handler can run here.
@@ -111,8 +110,15 @@ class SeqpacketServer::Connection : public std::enable_shared_from_this<Connecti
       replies_.clear();
       const Instant now = ReadClock();
       std::span<const std::byte> message(buffer, static_cast<size_t>(n));
-      if (processor_.Handle(message, (h.msg_flags & MSG_TRUNC) != 0, now, 0, &replies_) ==
-          Handled::kForCluster) {
+      const Handled handled =
+          processor_.Handle(message, (h.msg_flags & MSG_TRUNC) != 0, now, 0, &replies_);
+      if (handled == Handled::kForRules) {
+        // Answered through SendReply, as the cluster's replies are.
+        processor_.HandOverDescriptorCheck(
+            message.size(), [self = shared_from_this()](std::span<const std::byte> bytes) {
+              self->SendReply(bytes);
+            });
+      } else if (handled == Handled::kForCluster) {
         ReplyTarget target;
         target.sink = shared_from_this();
         target.metrics = server_->context_.metrics;
@@ -209,6 +215,9 @@ SeqpacketServer::SeqpacketServer(boost::asio::io_context& io, int listen_fd,
     : io_(io),
       listener_(io, listen_fd),
       retry_timer_(io),
+      accept_backoff_("seqpacket", context.counters != nullptr
+                                       ? &context.counters->accept_fd_exhausted_seqpacket
+                                       : nullptr),
       context_(context),
       counters_(context.counters),
       max_connections_(max_connections) {}
@@ -250,14 +259,16 @@ void SeqpacketServer::OnAcceptable() {
       if (errno == EBADF) return;  // closed
       // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning on a
       // listener that stays readable.
-      spdlog::warn("seqpacket accept: {}; retrying in {} ms", strerror(errno),
-                   kAcceptRetry.count());
-      retry_timer_.expires_after(kAcceptRetry);
+      retry_timer_.expires_after(accept_backoff_.Failed(errno, std::chrono::steady_clock::now()));
+      // Then accept at once: the connections that failed are still queued,
+      // and the reactor is edge-triggered, so waiting for readability could
+      // wait for the next connection to arrive.
       retry_timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (!ec) ArmAccept();
+        if (!ec) OnAcceptable();
       });
       return;
     }
+    accept_backoff_.Succeeded();
     std::shared_ptr<Connection> connection;
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -29,6 +29,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "daemon/io/accept_backoff.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/message_processor.h"
 #include "tally/limiter.h"
@@ -70,6 +71,7 @@ class SeqpacketServer {
   boost::asio::io_context& io_;
   boost::asio::posix::stream_descriptor listener_;
   boost::asio::steady_timer retry_timer_;  // backs off after EMFILE and friends
+  AcceptBackoff accept_backoff_;           // used by OnAcceptable only
   ProcessorContext context_;
   Counters* counters_;
   size_t max_connections_;

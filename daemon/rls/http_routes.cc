@@ -9,6 +9,7 @@
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/metrics_text.h"
 #include "daemon/rls/rls_json.h"
+#include "daemon/rls/status_page.h"
 #include "daemon/rls/v1_check.h"
 
 namespace tally::rls {
@@ -73,6 +74,19 @@ bool RouteHttp(const HttpRouteHooks& hooks, std::string_view method, std::string
     respond(reason.empty()
                 ? HttpReply{200, "ready\n", "text/plain; charset=utf-8"}
                 : HttpReply{503, "not ready: " + reason + "\n", "text/plain; charset=utf-8"});
+    return true;
+  }
+  if (target == "/") {
+    respond(get ? HttpReply{200, std::string(StatusPageHtml()), "text/html; charset=utf-8"}
+                : MethodNotAllowed("GET"));
+    return true;
+  }
+  if (target == "/status.json") {
+    if (!get) {
+      respond(MethodNotAllowed("GET"));
+      return true;
+    }
+    respond({200, hooks.status_json ? hooks.status_json() : std::string("{}"), "application/json"});
     return true;
   }
   if (target == "/metrics") {

@@ -1,6 +1,8 @@
 // The HTTP door's operations and check paths beside POST /json and
 // GET /healthcheck (daemon/rls/rls_server.cc):
 //
+//   GET  /          the status page; GET /status.json: what it shows
+//                   (daemon/rls/status_page.h)
 //   GET  /metrics   Prometheus text format 0.0.4 (daemon/io/metrics_text.h)
 //   GET  /healthz   200 "ok" while the process serves
 //   GET  /readyz    200 "ready" when this node should get traffic; 503 with
@@ -45,6 +47,7 @@ using RulesDone = std::function<void(Status, const std::string&, const RlsAnswer
 struct HttpRouteHooks {
   std::function<std::string()> metrics;           // the /metrics body
   std::function<std::string()> not_ready_reason;  // "" when ready
+  std::function<std::string()> status_json;       // the /status.json body
   // Decides a rules-form request as POST /json does (counts included).
   std::function<void(RlsRequest, RulesDone)> decide_rules;
   io::CheckGateway* gateway = nullptr;      // the explicit form's decision path
@@ -53,7 +56,8 @@ struct HttpRouteHooks {
 
 // The paths the door serves, for 404 answers.
 inline constexpr std::string_view kHttpPaths =
-    "POST /json, POST /v1/check, GET /metrics, GET /healthz, GET /readyz, GET /healthcheck";
+    "POST /json, POST /v1/check, GET /, GET /status.json, GET /metrics, GET /healthz, "
+    "GET /readyz, GET /healthcheck";
 
 // Handles `target` if it is one of the paths above (then true: `respond`
 // is or will be called); false for any other target.

@@ -12,6 +12,17 @@ uint32_t ClampU32(uint64_t v) {
 
 }  // namespace
 
+uint64_t CheckRequestId(uint64_t request_id, size_t index) {
+  if (request_id == 0) return 0;
+  // splitmix64 of (id, index): distinct ids for the checks of one request,
+  // unrelated to a client's next (sequential) request ids.
+  uint64_t x = request_id + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(index) + 1);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return x == 0 ? 1 : x;
+}
+
 bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool global_shadow,
                     std::string* error) {
   global_shadow_ = global_shadow;
@@ -75,6 +86,7 @@ bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool
       c.limit = l.requests_per_unit;
       c.window_ms = l.window_ms;
       c.hits = hits;
+      c.request_id = CheckRequestId(request.request_id, checks_.size());
       checks_.push_back(c);
     }
   }

@@ -58,7 +58,15 @@ struct RlsRequest {
   std::string domain;
   std::vector<RlsDescriptor> descriptors;
   uint32_t hits_addend = 0;  // 0 means 1
+  // The Cap'n Proto door's request id (0: none; gRPC and HTTP have none).
+  // Each check of the request carries an id derived from it and its index,
+  // so a client's retry after a lost answer is not counted twice.
+  uint64_t request_id = 0;
 };
+
+// The id of check `index` of a request with id `request_id` (never 0; 0 for
+// a request without an id).
+uint64_t CheckRequestId(uint64_t request_id, size_t index);
 
 // RateLimitResponse.Code, same numbers.
 enum class Code : uint8_t { kUnknown = 0, kOk = 1, kOverLimit = 2 };

@@ -1,5 +1,7 @@
 #include "daemon/rls/rls_server.h"
 
+#include <absl/synchronization/mutex.h>
+#include <google/protobuf/arena.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -15,6 +17,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -22,19 +25,32 @@
 #include <thread>
 #include <utility>
 
+#include "daemon/io/accept_backoff.h"
 #include "daemon/io/check_gateway.h"
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/metrics_text.h"
 #include "daemon/io/process_stats.h"
 #include "daemon/io/sockets.h"
+#include "daemon/io/status_trackers.h"
+#include "daemon/rls/descriptor_wire.h"
+#include "daemon/rls/grpc_listener_probe.h"
 #include "daemon/rls/http_routes.h"
 #include "daemon/rls/rls_json.h"
 #include "daemon/rls/rls_mapping.h"
+#include "daemon/rls/rule_counters.h"
+#include "daemon/rls/status_page.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "rules/load_files.h"
 
 namespace tally::rls {
 namespace {
+
+// A steady-clock reading in ms (the per-rule peak periods).
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -54,6 +70,7 @@ struct Call {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   RlsRequest request;
   std::shared_ptr<const rules::RuleSet> rules;
+  std::shared_ptr<const RuleCounters::Table> rule_table;  // `rules`' per-rule counters
   RlsPlan plan;
   RlsAnswer answer;
 };
@@ -143,15 +160,38 @@ void ToProto(const RlsAnswer& in, bool rate_limit_headers, rlsv3::RateLimitRespo
 
 struct RlsServer::Impl {
   Impl(RlsServerOptions o, io::CheckGateway* g)
-      : options(std::move(o)), gateway(g), signals(io), reload_timer(io), inotify(io) {}
+      : options(std::move(o)),
+        gateway(g),
+        accept_backoff("http", options.accept_fd_exhausted),
+        accept_retry_timer(io),
+        grpc_probe_timer(io),
+        signals(io),
+        reload_timer(io),
+        inotify(io) {}
 
   std::shared_ptr<const rules::RuleSet> CurrentRules() const {
     std::lock_guard<std::mutex> lock(rules_mu);
     return rules;
   }
+  // The rules in force and their counter table, taken together.
+  void TakeRules(Call* call) const {
+    std::lock_guard<std::mutex> lock(rules_mu);
+    call->rules = rules;
+    call->rule_table = rule_table;
+  }
   bool LoadRules(bool at_start, std::string* error);
+  // Decide = Plan (take the rules, validate, resolve; an invalid request is
+  // counted and finished) then Execute (decide the checks, fold the answer).
   void Decide(const std::shared_ptr<Call>& call, Finish finish);
-  bool StartGrpc(std::string* error);
+  bool Plan(const std::shared_ptr<Call>& call, const Finish& finish);
+  void Execute(const std::shared_ptr<Call>& call, Finish finish);
+  // Builds and starts the gRPC server on `listen` (HOST:PORT; port 0 picks one).
+  bool StartGrpc(const std::string& listen, std::string* error);
+  // Every GrpcListenerProbe::kInterval on `thread`: probe the gRPC listener,
+  // rebuild the server after kSilencesBeforeRestart silent probes.
+  void ArmGrpcProbe();
+  void OnGrpcProbe(ProbeResult result);
+  void RestartGrpc();
   bool StartHttp(std::string* error);
   void Accept();
   void WaitForSighup();
@@ -165,35 +205,44 @@ struct RlsServer::Impl {
 
   mutable std::mutex rules_mu;
   std::shared_ptr<const rules::RuleSet> rules = rules::RuleSet::Empty();
+  std::shared_ptr<const RuleCounters::Table> rule_table =  // guarded by rules_mu
+      std::make_shared<RuleCounters::Table>();
 
-  std::atomic<uint64_t> grpc_requests{0}, http_requests{0}, over_limit{0}, shadow_denials{0},
-      invalid{0}, failed{0}, reloads{0}, reload_failures{0};
+  std::atomic<uint64_t> grpc_requests{0}, http_requests{0}, capnp_requests{0}, over_limit{0},
+      shadow_denials{0}, invalid{0}, failed{0}, reloads{0}, reload_failures{0};
   std::atomic<size_t> http_connections{0};
   std::atomic<bool> last_reload_ok{true};
 
   // Per rule limit, by (rule stats key, limit name): bounded by the rules
-  // files. One lock per decided call, not per check.
-  struct RuleCounters {
-    uint64_t hits = 0, over_limit = 0, near_limit = 0, shadow_mode = 0;
-  };
-  mutable std::mutex rule_counters_mu;
-  std::map<std::pair<std::string, std::string>, RuleCounters, std::less<>> rule_counters;
+  // files. Counted without a lock through the table held with the rules.
+  RuleCounters rule_counters;
   HttpRouteHooks http_hooks;
 
   // Both doors decide through Decide(); the HTTP sessions point at this one.
   std::function<void(const std::shared_ptr<Call>&, Finish)> http_decide;
-  std::unique_ptr<rlsv3::RateLimitService::CallbackService> service;
+  // The gRPC server and its service: replaced by RestartGrpc (on `thread`)
+  // and shut down by Stop (the caller's thread), both under grpc_mu.
+  std::mutex grpc_mu;
+  std::unique_ptr<grpc::Service> service;
   std::unique_ptr<grpc::Server> grpc_server;
+  bool grpc_stopping = false;                      // guarded by grpc_mu
+  std::optional<tcp::endpoint> grpc_probe_target;  // set at start; `thread` only after
+  int grpc_silences = 0;                           // `thread` only
+  std::atomic<uint64_t> grpc_listener_restarts{0};
   std::string grpc_address, http_address;
 
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::thread thread;
   std::optional<tcp::acceptor> acceptor;
+  io::AcceptBackoff accept_backoff;  // used on `thread` only
+  asio::steady_timer accept_retry_timer;
+  asio::steady_timer grpc_probe_timer;  // `thread` only
   asio::signal_set signals;
   asio::steady_timer reload_timer;
   asio::posix::stream_descriptor inotify;
   std::array<char, 4096> inotify_buffer{};
+  std::string watched_file;  // the rules file's name; empty when the rules path is a directory
   bool started = false, stopped = false;
 };
 
@@ -223,6 +272,7 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     return Fail(error, all.empty() ? "invalid rules" : all);
   }
   const std::string digest = result.rules->DigestHex();
+  std::shared_ptr<const RuleCounters::Table> table = rule_counters.TableFor(*result.rules);
   {
     std::lock_guard<std::mutex> lock(rules_mu);
     if (!at_start && rules->digest() == result.rules->digest()) {
@@ -231,6 +281,7 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
       return true;
     }
     rules = result.rules;
+    rule_table = std::move(table);
     if (!at_start && options.on_rules) options.on_rules(digest, "");
   }
   last_reload_ok.store(true, std::memory_order_relaxed);
@@ -242,7 +293,11 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
 }
 
 void RlsServer::Impl::Decide(const std::shared_ptr<Call>& call, Finish finish) {
-  call->rules = CurrentRules();
+  if (Plan(call, finish)) Execute(call, std::move(finish));
+}
+
+bool RlsServer::Impl::Plan(const std::shared_ptr<Call>& call, const Finish& finish) {
+  TakeRules(call.get());
   std::string error;
   if (!call->plan.Build(*call->rules, call->request, options.shadow_mode, &error)) {
     invalid.fetch_add(1, std::memory_order_relaxed);
@@ -250,8 +305,12 @@ void RlsServer::Impl::Decide(const std::shared_ptr<Call>& call, Finish finish) {
       options.door_metrics->Count(call->door, io::Decision::kInvalid);
     }
     finish(Status::kInvalidArgument, error);
-    return;
+    return false;
   }
+  return true;
+}
+
+void RlsServer::Impl::Execute(const std::shared_ptr<Call>& call, Finish finish) {
   auto answer = [this, call, finish = std::move(finish)](std::span<const CheckResult> results) {
     std::string why;
     const Status status = call->plan.Answer(results, &call->answer, &why);
@@ -293,27 +352,19 @@ void RlsServer::Impl::CountDecided(const Call& call, std::span<const CheckResult
   // Per rule limit, as envoyproxy/ratelimit's stats: in hits.
   if (limits.empty() || results.size() != limits.size()) return;
   const uint64_t hits = call.request.hits_addend == 0 ? 1 : call.request.hits_addend;
-  std::lock_guard<std::mutex> lock(rule_counters_mu);
+  const RuleCounters::Table& table = *call.rule_table;
+  const int64_t period = RuleCounters::PeriodAt(SteadyMs());
   for (const rules::ResolvedDescriptor& d : call.plan.resolution().descriptors()) {
     if (d.outcome != rules::Outcome::kLimited) continue;
     for (uint32_t i = d.first_limit; i < d.first_limit + d.limit_count; ++i) {
       const rules::ResolvedLimit& l = limits[i];
-      if (l.from_override) continue;  // a request's own limit: not a rule
+      // A request's own limit (an override) is no rule's: rule_limit is out of range.
+      if (l.rule_limit >= table.size()) continue;
       const CheckResult& r = results[i];
       if (r.status != Status::kOk) continue;
-      auto key = std::make_pair(std::string(d.rule_path), std::string(l.name));
-      auto it = rule_counters.find(key);
-      if (it == rule_counters.end()) {
-        it = rule_counters.emplace(std::move(key), RuleCounters{}).first;
-      }
-      RuleCounters& c = it->second;
-      c.hits += hits;
-      const bool shadow = call.plan.global_shadow() || l.shadow_mode;
-      if (!r.allowed) {
-        (shadow ? c.shadow_mode : c.over_limit) += hits;
-      } else if (r.limit > 0 && (r.limit - std::min(r.remaining, r.limit)) * 5 >= r.limit * 4) {
-        c.near_limit += hits;
-      }
+      RuleCounters::Count(*table[l.rule_limit], hits, r.allowed,
+                          call.plan.global_shadow() || l.shadow_mode, r.limit, r.remaining,
+                          l.window_ms, period);
     }
   }
 }
@@ -322,36 +373,74 @@ void RlsServer::Impl::CountDecided(const Call& call, std::span<const CheckResult
 
 namespace {
 
-class GrpcService final : public rlsv3::RateLimitService::CallbackService {
+// A request or answer of a few descriptors fits in this, so the protobuf
+// messages of a call live on the stack (a larger one spills to the heap).
+constexpr size_t kArenaBlockBytes = 2048;
+
+google::protobuf::ArenaOptions ArenaOn(char* first_block) {
+  google::protobuf::ArenaOptions options;
+  options.initial_block = first_block;
+  options.initial_block_size = kArenaBlockBytes;
+  return options;
+}
+
+// The raw (ByteBuffer) form of the method, so that a request whose bytes do
+// not parse reaches us to be counted as invalid on the gRPC door (the typed
+// form would refuse it inside gRPC, uncounted) and is answered
+// INVALID_ARGUMENT.
+class GrpcService final : public rlsv3::RateLimitService::WithRawCallbackMethod_ShouldRateLimit<
+                              rlsv3::RateLimitService::Service> {
  public:
   using DecideFn = std::function<void(const std::shared_ptr<Call>&, Finish)>;
   GrpcService(DecideFn decide, bool rate_limit_headers, std::atomic<uint64_t>* requests,
-              std::atomic<uint64_t>* invalid)
+              std::atomic<uint64_t>* invalid, io::DoorMetrics* door_metrics)
       : decide_(std::move(decide)),
         rate_limit_headers_(rate_limit_headers),
         requests_(requests),
-        invalid_(invalid) {}
+        invalid_(invalid),
+        door_metrics_(door_metrics) {}
 
   grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
-                                            const rlsv3::RateLimitRequest* request,
-                                            rlsv3::RateLimitResponse* response) override {
+                                            const grpc::ByteBuffer* request_bytes,
+                                            grpc::ByteBuffer* response_bytes) override {
     requests_->fetch_add(1, std::memory_order_relaxed);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     auto call = std::make_shared<Call>();
     std::string error;
-    if (!FromProto(*request, &call->request, &error)) {
+    {
+      // The parsed request lives in an arena whose first block is on the
+      // stack: its descriptors and strings cost no malloc each.
+      alignas(8) char first_block[kArenaBlockBytes];
+      google::protobuf::Arena arena(ArenaOn(first_block));
+      auto* request = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitRequest>(&arena);
+      grpc::ByteBuffer bytes(*request_bytes);  // Deserialize consumes it; slices are shared
+      if (!grpc::SerializationTraits<rlsv3::RateLimitRequest>::Deserialize(&bytes, request).ok()) {
+        error = "cannot parse the RateLimitRequest";
+      } else {
+        FromProto(*request, &call->request, &error);
+      }
+    }
+    if (!error.empty()) {
       invalid_->fetch_add(1, std::memory_order_relaxed);
+      if (door_metrics_ != nullptr) door_metrics_->Count(io::Door::kGrpc, io::Decision::kInvalid);
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
-    decide_(call, [headers = rate_limit_headers_, call, reactor, response](Status status,
-                                                                           const std::string& why) {
+    decide_(call, [headers = rate_limit_headers_, call, reactor, response_bytes](
+                      Status status, const std::string& why) {
       if (status != Status::kOk) {
         reactor->Finish(grpc::Status(GrpcCode(status), why));
         return;
       }
+      alignas(8) char first_block[kArenaBlockBytes];
+      google::protobuf::Arena arena(ArenaOn(first_block));
+      auto* response = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitResponse>(&arena);
       ToProto(call->answer, headers, response);
-      reactor->Finish(grpc::Status::OK);
+      bool own_buffer = false;
+      const grpc::Status serialized =
+          grpc::SerializationTraits<rlsv3::RateLimitResponse>::Serialize(*response, response_bytes,
+                                                                         &own_buffer);
+      reactor->Finish(serialized);
     });
     return reactor;
   }
@@ -361,6 +450,7 @@ class GrpcService final : public rlsv3::RateLimitService::CallbackService {
   const bool rate_limit_headers_;
   std::atomic<uint64_t>* requests_;
   std::atomic<uint64_t>* invalid_;
+  io::DoorMetrics* door_metrics_;
 };
 
 std::string HostOf(const std::string& host_port) {
@@ -370,24 +460,105 @@ std::string HostOf(const std::string& host_port) {
 
 }  // namespace
 
-bool RlsServer::Impl::StartGrpc(std::string* error) {
+bool RlsServer::Impl::StartGrpc(const std::string& listen, std::string* error) {
   std::string why;
-  if (!io::ParseHostPort(options.grpc_listen, &why)) return Fail(error, "grpc: " + why);
+  if (!io::ParseHostPort(listen, &why)) return Fail(error, "grpc: " + why);
   service = std::make_unique<GrpcService>(
       [this](const std::shared_ptr<Call>& call, Finish finish) { Decide(call, std::move(finish)); },
-      options.rate_limit_headers, &grpc_requests, &invalid);
+      options.rate_limit_headers, &grpc_requests, &invalid, options.door_metrics);
+  // Debian's abseil is built without NDEBUG, so every absl::Mutex lock in
+  // gRPC also updates a lock-order graph (deadlock detection, a debugging
+  // aid): a few percent of each call's CPU. tallyd runs gRPC's code, not
+  // its development checks.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_request_bytes));
   grpc_server = builder.BuildAndStart();
   if (grpc_server == nullptr || port == 0) {
     grpc_server.reset();
-    return Fail(error, "grpc: cannot listen on " + options.grpc_listen);
+    return Fail(error, "grpc: cannot listen on " + listen);
   }
-  grpc_address = HostOf(options.grpc_listen) + ":" + std::to_string(port);
+  grpc_address = HostOf(listen) + ":" + std::to_string(port);
+  // Where the probe connects: the bound address, or loopback for a wildcard.
+  boost::system::error_code ec;
+  std::string host = HostOf(listen);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  asio::ip::address address = asio::ip::make_address(host, ec);
+  if (!ec) {
+    if (address.is_unspecified()) {
+      address = address.is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
+                                : asio::ip::address(asio::ip::address_v4::loopback());
+    }
+    grpc_probe_target = tcp::endpoint(address, static_cast<uint16_t>(port));
+  }
   return true;
+}
+
+void RlsServer::Impl::ArmGrpcProbe() {
+  if (!grpc_probe_target) return;  // a host name: nothing to probe by address
+  grpc_probe_timer.expires_after(GrpcListenerProbe::kInterval);
+  grpc_probe_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;  // stopping
+    bool have_server;
+    {
+      std::lock_guard<std::mutex> lock(grpc_mu);
+      if (grpc_stopping) return;
+      have_server = grpc_server != nullptr;
+    }
+    if (!have_server) {
+      RestartGrpc();  // the last rebuild failed (still short of descriptors?)
+      ArmGrpcProbe();
+      return;
+    }
+    GrpcListenerProbe::Probe(io, *grpc_probe_target, GrpcListenerProbe::kTimeout,
+                             [this](ProbeResult result) { OnGrpcProbe(result); });
+  });
+}
+
+void RlsServer::Impl::OnGrpcProbe(ProbeResult result) {
+  switch (result) {
+    case ProbeResult::kAnswered:
+      grpc_silences = 0;
+      break;
+    case ProbeResult::kCannotProbe:
+      break;  // our own shortage or a refused connect: says nothing
+    case ProbeResult::kSilent:
+      if (++grpc_silences >= GrpcListenerProbe::kSilencesBeforeRestart) {
+        grpc_silences = 0;
+        spdlog::warn(
+            "grpc: the listener at {} stopped accepting new connections (gRPC before 1.57 "
+            "stops for good after running out of file descriptors, grpc issue 20418); "
+            "rebuilding the gRPC server on the same port",
+            grpc_address);
+        RestartGrpc();
+      }
+      break;
+  }
+  ArmGrpcProbe();
+}
+
+void RlsServer::Impl::RestartGrpc() {
+  std::lock_guard<std::mutex> lock(grpc_mu);
+  if (grpc_stopping) return;
+  if (grpc_server) {
+    // Calls in flight on the old server get a second, as at Stop.
+    grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    grpc_server.reset();
+    service.reset();
+  }
+  std::string error;
+  if (!StartGrpc(grpc_address, &error)) {
+    spdlog::warn("grpc: rebuilding the server failed ({}); trying again in {} ms", error,
+                 GrpcListenerProbe::kInterval.count());
+    return;
+  }
+  grpc_listener_restarts.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("grpc: serving again at {}", grpc_address);
 }
 
 // ---- HTTP ----
@@ -426,6 +597,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       Close();
       return;
     }
+    // A request that does not parse as HTTP (or breaks its bounds) is an
+    // invalid request on this door, as a body that does not parse is.
+    if (ec) CountInvalid();
     if (ec == http::error::body_limit) {
       Reply(http::status::payload_too_large, FormatJsonError("request body too large"), false);
       return;
@@ -475,10 +649,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     call->door = io::Door::kHttp;
     std::string error;
     if (!ParseJsonRequest(request_.body(), &call->request, &error)) {
-      if (options_.door_metrics != nullptr) {
-        options_.door_metrics->Count(io::Door::kHttp, io::Decision::kInvalid);
-      }
-      invalid_->fetch_add(1, std::memory_order_relaxed);
+      CountInvalid();
       Reply(http::status::bad_request, FormatJsonError(error), keep_alive);
       return;
     }
@@ -501,6 +672,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
             self->Reply(code, std::move(body), keep_alive);
           });
         });
+  }
+
+  void CountInvalid() {
+    if (options_.door_metrics != nullptr) {
+      options_.door_metrics->Count(io::Door::kHttp, io::Decision::kInvalid);
+    }
+    invalid_->fetch_add(1, std::memory_order_relaxed);
   }
 
   void Reply(http::status code, std::string body, bool keep_alive,
@@ -571,18 +749,27 @@ bool RlsServer::Impl::StartHttp(std::string* error) {
 void RlsServer::Impl::Accept() {
   acceptor->async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
-    if (!ec) {
-      if (http_connections.fetch_add(1, std::memory_order_relaxed) >=
-          options.max_http_connections) {
-        http_connections.fetch_sub(1, std::memory_order_relaxed);
-        boost::system::error_code ignored;
-        socket.close(ignored);  // over the connection bound: refuse
-      } else {
-        auto session =
-            std::make_shared<HttpSession>(std::move(socket), options, &http_decide, &http_hooks,
-                                          &http_requests, &invalid, &http_connections);
-        session->Read();
-      }
+    if (ec) {
+      // Out of descriptors the listener stays readable: accepting again at
+      // once would spin. (Asio retries EINTR, EAGAIN and ECONNABORTED itself.)
+      const int error_number = ec.category() == boost::system::system_category() ? ec.value() : EIO;
+      accept_retry_timer.expires_after(
+          accept_backoff.Failed(error_number, std::chrono::steady_clock::now()));
+      accept_retry_timer.async_wait([this](const boost::system::error_code& timer_ec) {
+        if (!timer_ec && acceptor->is_open()) Accept();
+      });
+      return;
+    }
+    accept_backoff.Succeeded();
+    if (http_connections.fetch_add(1, std::memory_order_relaxed) >= options.max_http_connections) {
+      http_connections.fetch_sub(1, std::memory_order_relaxed);
+      boost::system::error_code ignored;
+      socket.close(ignored);  // over the connection bound: refuse
+    } else {
+      auto session =
+          std::make_shared<HttpSession>(std::move(socket), options, &http_decide, &http_hooks,
+                                        &http_requests, &invalid, &http_connections);
+      session->Read();
     }
     Accept();
   });
@@ -604,7 +791,10 @@ bool RlsServer::Impl::StartWatch(std::string* error) {
   // replace files by renaming, which a watch on the file itself would miss.
   std::error_code fs_error;
   std::filesystem::path dir(options.rules_path);
-  if (!std::filesystem::is_directory(dir, fs_error)) dir = dir.parent_path();
+  if (!std::filesystem::is_directory(dir, fs_error)) {
+    watched_file = dir.filename().string();
+    dir = dir.parent_path();
+  }
   if (dir.empty()) dir = ".";
   const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) return Fail(error, "inotify_init1 failed");
@@ -621,13 +811,32 @@ bool RlsServer::Impl::StartWatch(std::string* error) {
 
 void RlsServer::Impl::ReadWatch() {
   inotify.async_read_some(
-      asio::buffer(inotify_buffer), [this](const boost::system::error_code& ec, size_t) {
+      asio::buffer(inotify_buffer), [this](const boost::system::error_code& ec, size_t bytes) {
         if (ec) return;
-        // Debounce: a burst of events (write, rename, ConfigMap swap) reloads once.
-        reload_timer.expires_after(std::chrono::milliseconds(200));
-        reload_timer.async_wait([this](const boost::system::error_code& timer_ec) {
-          if (!timer_ec) LoadRules(false, nullptr);
-        });
+        // Only changes that can change the rules reload them: a log or any
+        // other file written beside a rules file must not reload it (and a
+        // failing reload's own log line would then trigger the next).
+        bool concerns_rules = false;
+        for (size_t at = 0; at + sizeof(inotify_event) <= bytes && !concerns_rules;) {
+          inotify_event event;
+          std::memcpy(&event, inotify_buffer.data() + at, sizeof event);
+          const size_t name_at = at + sizeof event;
+          if ((event.mask & IN_Q_OVERFLOW) != 0 || name_at + event.len > bytes) {
+            concerns_rules = true;  // events were lost: reload to be sure
+            break;
+          }
+          std::string_view name(inotify_buffer.data() + name_at, event.len);
+          name = name.substr(0, name.find('\0'));
+          concerns_rules = rules::ChangeConcernsRules(name, watched_file);
+          at = name_at + event.len;
+        }
+        if (concerns_rules) {
+          // Debounce: a burst of events (write, rename, ConfigMap swap) reloads once.
+          reload_timer.expires_after(std::chrono::milliseconds(200));
+          reload_timer.async_wait([this](const boost::system::error_code& timer_ec) {
+            if (!timer_ec) LoadRules(false, nullptr);
+          });
+        }
         ReadWatch();
       });
 }
@@ -650,6 +859,7 @@ bool RlsServer::Start(std::string* error) {
   };
   d.http_hooks.metrics = [this] { return MetricsText(); };
   d.http_hooks.not_ready_reason = [this] { return NotReadyReason(); };
+  d.http_hooks.status_json = [this] { return StatusJson(); };
   d.http_hooks.gateway = d.gateway;
   d.http_hooks.door_metrics = d.options.door_metrics;
   d.http_hooks.decide_rules = [&d](RlsRequest request, RulesDone done) {
@@ -660,7 +870,7 @@ bool RlsServer::Start(std::string* error) {
       done(status, why, status == Status::kOk ? &call->answer : nullptr);
     });
   };
-  if (!d.options.grpc_listen.empty() && !d.StartGrpc(error)) return false;
+  if (!d.options.grpc_listen.empty() && !d.StartGrpc(d.options.grpc_listen, error)) return false;
   if (!d.options.http_listen.empty() && !d.StartHttp(error)) {
     if (d.grpc_server) d.grpc_server->Shutdown();
     return false;
@@ -674,6 +884,7 @@ bool RlsServer::Start(std::string* error) {
     }
   }
   if (d.acceptor) d.Accept();
+  if (d.grpc_server) d.ArmGrpcProbe();
   d.work.emplace(d.io.get_executor());
   d.thread = std::thread([&d] {
     try {
@@ -691,12 +902,18 @@ void RlsServer::Stop() {
   if (!d.started || d.stopped) return;
   d.stopped = true;
   // Calls in flight get a second to finish, then are cancelled.
-  if (d.grpc_server) {
-    d.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  {
+    std::lock_guard<std::mutex> lock(d.grpc_mu);
+    d.grpc_stopping = true;
+    if (d.grpc_server) {
+      d.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    }
   }
   asio::post(d.io, [&d] {
     boost::system::error_code ignored;
+    d.grpc_probe_timer.cancel();
     if (d.acceptor) d.acceptor->close(ignored);
+    d.accept_retry_timer.cancel();
     d.signals.cancel(ignored);
     d.reload_timer.cancel();
     if (d.inotify.is_open()) d.inotify.close(ignored);
@@ -704,6 +921,36 @@ void RlsServer::Stop() {
     d.io.stop();
   });
   if (d.thread.joinable()) d.thread.join();
+}
+
+void RlsServer::DecideDescriptors(const wire::DescriptorQuery& query, io::Door door,
+                                  size_t max_reply_bytes, io::DescriptorDoor::Done done) {
+  Impl& d = *impl_;
+  d.capnp_requests.fetch_add(1, std::memory_order_relaxed);
+  auto call = std::make_shared<Call>();
+  call->door = door;
+  call->request = FromWire(query);
+  const uint64_t request_id = query.request_id;
+  Finish finish = [call, request_id, done](Status status, const std::string& why) {
+    if (status == Status::kOk) {
+      done(ToWire(call->answer, request_id), 0);
+      return;
+    }
+    wire::DescriptorReport report;
+    report.request_id = request_id;
+    report.status = status;
+    report.error = why;
+    done(report, 0);
+  };
+  if (!d.Plan(call, finish)) return;
+  // Resolved, nothing decided yet: an answer that could break the door's
+  // reply bound asks for a padded query instead (check.capnp, protocol 4),
+  // so the retry is the first time anything is counted.
+  if (const size_t bound = AnswerBoundOf(call->plan); bound > max_reply_bytes) {
+    done(wire::DescriptorReport{}, static_cast<uint32_t>(wire::PaddedQueryBytes(bound)));
+    return;
+  }
+  d.Execute(call, std::move(finish));
 }
 
 std::string RlsServer::grpc_address() const { return impl_->grpc_address; }
@@ -718,12 +965,14 @@ RlsStats RlsServer::stats() const {
   RlsStats s;
   s.grpc_requests = d.grpc_requests.load(std::memory_order_relaxed);
   s.http_requests = d.http_requests.load(std::memory_order_relaxed);
+  s.capnp_requests = d.capnp_requests.load(std::memory_order_relaxed);
   s.over_limit = d.over_limit.load(std::memory_order_relaxed);
   s.shadow_denials = d.shadow_denials.load(std::memory_order_relaxed);
   s.invalid = d.invalid.load(std::memory_order_relaxed);
   s.failed = d.failed.load(std::memory_order_relaxed);
   s.reloads = d.reloads.load(std::memory_order_relaxed);
   s.reload_failures = d.reload_failures.load(std::memory_order_relaxed);
+  s.grpc_listener_restarts = d.grpc_listener_restarts.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -739,14 +988,38 @@ std::string RlsServer::MetricsText() const {
   r.reloads = d.reloads.load(std::memory_order_relaxed);
   r.reload_failures = d.reload_failures.load(std::memory_order_relaxed);
   r.last_reload_ok = d.last_reload_ok.load(std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> lock(d.rule_counters_mu);
-    r.rules.reserve(d.rule_counters.size());
-    for (const auto& [key, c] : d.rule_counters) {
-      r.rules.push_back({key.first, key.second, c.hits, c.over_limit, c.near_limit, c.shadow_mode});
-    }
+  if (!d.options.grpc_listen.empty()) {
+    in.grpc_listener_restarts = d.grpc_listener_restarts.load(std::memory_order_relaxed);
+  }
+  for (RuleCounters::Totals& t : d.rule_counters.Snapshot()) {
+    r.rules.push_back(
+        {std::move(t.rule), std::move(t.name), t.hits, t.over_limit, t.near_limit, t.shadow_mode});
   }
   return io::RenderMetrics(in);
+}
+
+std::string RlsServer::StatusJson() const {
+  const Impl& d = *impl_;
+  StatusPageInput in;
+  // The one call that holds the Node's lock, as `tally status` does.
+  if (d.options.status) in.status = d.options.status();
+  in.key_capacity = d.options.key_capacity;
+  in.now_wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  if (d.options.door_metrics != nullptr) in.doors = d.options.door_metrics->Snapshot();
+  if (const io::StatusTrackers* t = d.options.trackers; t != nullptr) {
+    in.rates = t->rates.Samples();
+    in.busiest_keys = t->keys.Top(kMaxShownKeys);
+    in.key_sample_period = t->keys.sample_period();
+    in.events = t->events.Recent();
+  }
+  for (const RuleCounters::Totals& t :
+       d.rule_counters.Snapshot(RuleCounters::PeriodAt(SteadyMs()))) {
+    in.rules.push_back(RuleUse{t.rule, t.name, t.limit, t.window_ms, t.peak_used, t.hits,
+                               t.over_limit, t.near_limit, t.shadow_mode});
+  }
+  return RenderStatusJson(in);
 }
 
 std::string RlsServer::NotReadyReason() const {

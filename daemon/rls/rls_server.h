@@ -1,7 +1,8 @@
 // RlsServer: tallyd's doors for Envoy (docs/ENVOY.md): the gRPC service
 // envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and an HTTP/JSON
 // door (POST /json, GET /healthcheck, and the paths of http_routes.h:
-// /v1/check, /metrics, /healthz, /readyz) with Boost.Beast, both answering through
+// /v1/check, /metrics, /healthz, /readyz, the status page / and /status.json)
+// with Boost.Beast, both answering through
 // the rules (rules/) and the daemon's one decision path (CheckGateway).
 //
 // Rules: loaded at Start from `rules_path` (a file or a directory); reloaded
@@ -12,22 +13,28 @@
 // started with, never a mix.
 //
 // Threads: gRPC runs its own (callback API); the HTTP door, signals and
-// inotify run on one thread of this class's own io_context. Decisions run on
+// inotify run on one thread of this class's own io_context. The Cap'n Proto
+// doors' descriptor checks come in on the daemon's I/O threads
+// (DecideDescriptors). Decisions run on
 // the daemon (its Limiter, or its ClusterDriver and I/O threads).
 #ifndef TALLY_DAEMON_RLS_RLS_SERVER_H_
 #define TALLY_DAEMON_RLS_RLS_SERVER_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "daemon/io/door_metrics.h"
+#include "daemon/io/message_processor.h"
 #include "wire/codec.h"
 
 namespace tally::io {
 class CheckGateway;
 class DoorMetrics;
+struct StatusTrackers;
 }  // namespace tally::io
 
 namespace tally::rls {
@@ -55,15 +62,25 @@ struct RlsServerOptions {
   std::function<wire::StatusReport()> status;
   io::DoorMetrics* door_metrics = nullptr;
   uint64_t key_capacity = 0;
+  // Counts HTTP accepts that failed for want of a file descriptor (the door
+  // then backs off, daemon/io/accept_backoff.h). Null: not counted.
+  std::atomic<uint64_t>* accept_fd_exhausted = nullptr;
+  // For the status page (GET /, GET /status.json): the daemon's rate
+  // history, busiest keys and membership events. Null: those stay empty.
+  const io::StatusTrackers* trackers = nullptr;
 };
 
 struct RlsStats {
   uint64_t grpc_requests = 0, http_requests = 0;
+  uint64_t capnp_requests = 0;  // descriptor checks from the Cap'n Proto doors
   uint64_t over_limit = 0;      // responses OVER_LIMIT
   uint64_t shadow_denials = 0;  // limits that denied in shadow mode (answered OK)
   uint64_t invalid = 0;         // rejected requests (INVALID_ARGUMENT / HTTP 4xx)
   uint64_t failed = 0;          // no decision (daemon over capacity, unavailable)
   uint64_t reloads = 0, reload_failures = 0;
+  // The gRPC server rebuilt after its listener stopped accepting
+  // (daemon/rls/grpc_listener_probe.h).
+  uint64_t grpc_listener_restarts = 0;
 };
 
 class RlsServer {
@@ -81,6 +98,18 @@ class RlsServer {
   // Idempotent.
   void Stop();
 
+  // A descriptor check from a Cap'n Proto door (check.capnp protocol 4,
+  // daemon/io/message_processor.h), decided as ShouldRateLimit is: the same
+  // rules, validation, shadow mode, per-rule and per-door counters (under
+  // `door`). `done` is called exactly once, maybe on another thread (the
+  // cluster's), maybe before this returns: with the answer (errors in its
+  // status: invalidArgument for a bad request, over capacity or unavailable
+  // when no decision could be had), or, when the answer could exceed
+  // `max_reply_bytes`, with padding_required_bytes > 0 and nothing decided.
+  // Any thread, after Start.
+  void DecideDescriptors(const wire::DescriptorQuery& query, io::Door door, size_t max_reply_bytes,
+                         io::DescriptorDoor::Done done);
+
   // After Start: "127.0.0.1:PORT" of each door, "" when disabled.
   std::string grpc_address() const;
   std::string http_address() const;
@@ -94,6 +123,8 @@ class RlsServer {
   // The /metrics text and the /readyz reason ("" when ready). Any thread.
   std::string MetricsText() const;
   std::string NotReadyReason() const;
+  // The /status.json body (daemon/rls/status_page.h). Any thread.
+  std::string StatusJson() const;
 
  private:
   struct Impl;

@@ -16,7 +16,9 @@ $Cxx.namespace("tally::wire");
 # 1: checks/responses. 2: adds statusRequest/statusResponse and
 # ownerRequest/ownerResponse (operators' questions; see below). 3: adds
 # paddingRequired and padding (a query's reply is at most 3x its datagram).
-const protocolVersion :UInt16 = 3;
+# 4: adds descriptorCheck/descriptorCheckResponse (checks resolved through
+# tallyd's Envoy rules, docs/ENVOY.md).
+const protocolVersion :UInt16 = 4;
 
 enum Status {
   ok @0;
@@ -59,6 +61,8 @@ struct ClientMessage {
     ownerResponse @6 :OwnerResponse;     # daemon -> client
     paddingRequired @7 :PaddingRequired; # daemon -> client: send this query again, larger
     paddedStatusRequest @8 :PaddedStatusRequest;  # client -> daemon: statusRequest, padded
+    descriptorCheck @9 :DescriptorCheckRequest;           # client -> daemon (protocol 4)
+    descriptorCheckResponse @10 :DescriptorCheckResponse; # daemon -> client (protocol 4)
   }
 }
 
@@ -76,6 +80,11 @@ struct MemberInfo {
   address @4 :Text;          # gossip "ip:port"; empty for a single-node daemon
   clockOffsetMs @5 :Float64; # its wall clock minus ours; NaN when unknown (and for self)
   rttMs @6 :Float64;         # smoothed probe round trip; NaN when unknown
+  # Appended with StatusResponse.rulesDigest (docs/ENVOY.md, "Hot reload"):
+  # the member's rules digest as it last told the answering node on a ping
+  # or ack (32 hex digits), "none" when it has no rules doors, empty when it
+  # has not told it yet (and from answerers older than this field).
+  rulesDigest @7 :Text;
 }
 
 # A named statistic. Names are stable snake_case (e.g. "checks",
@@ -144,4 +153,82 @@ struct OwnerResponse {
   stateHash @4 :UInt64;            # the answerer's replica of the key (0: holds nothing);
                                    # replicas that agree have equal hashes
   holdsKey @5 :Bool;
+}
+
+# ---- protocol version 4: descriptor checks ----
+# Envoy's rate limit request (RateLimitRequest) in Cap'n Proto: a domain and
+# descriptors, resolved through the rules tallyd loaded with --rules, and
+# decided by the same path as its gRPC ShouldRateLimit and HTTP POST /v1/check
+# (docs/ENVOY.md). Answered by tallyd only when its rules doors run (--grpc or
+# --http); otherwise the answer is status unavailable.
+#
+# Bounds: at most 64 descriptors of at most 16 entries each (more: status
+# invalidArgument, nothing decided). Reply size: a result is a few words plus
+# its rule's name (cut to 256 bytes), so the answer always fits one datagram.
+# On a datagram door the reply bound of protocol 3 holds: tallyd resolves the
+# descriptors first and, if the answer could exceed 3x the request, answers
+# paddingRequired WITHOUT deciding anything; the client sends the same request
+# again with `padding`.
+
+enum RateLimitCode {   # Envoy's RateLimitResponse.Code, same numbers
+  unknown @0;
+  ok @1;
+  overLimit @2;
+}
+
+enum RateLimitUnit {   # Envoy's RateLimitResponse.RateLimit.Unit, same numbers
+  unknown @0;
+  second @1;
+  minute @2;
+  hour @3;
+  day @4;
+  month @5;
+  year @6;
+  week @7;
+}
+
+struct DescriptorEntry {
+  key @0 :Text;       # must not be empty
+  value @1 :Text;
+}
+
+# A request's own limit for one descriptor (Envoy's RateLimitDescriptor.limit).
+struct DescriptorLimit {
+  requestsPerUnit @0 :UInt32;
+  unit @1 :RateLimitUnit;
+}
+
+struct Descriptor {
+  entries @0 :List(DescriptorEntry);
+  limit @1 :DescriptorLimit;   # optional: when set it replaces the rules' limit
+}
+
+struct DescriptorCheckRequest {
+  requestId @0 :UInt64;        # client-chosen; a retry reuses it and is not counted twice; 0 = no dedup
+  domain @1 :Text;
+  descriptors @2 :List(Descriptor);
+  hitsAddend @3 :UInt32;       # 0 means 1
+  padding @4 :Data;            # ignored; any bytes (see paddingRequired)
+}
+
+# One descriptor's answer, the fields of POST /v1/check's descriptor form.
+# With several limits on a descriptor it reports the first enforced limit
+# that denied, or else the one with the fewest remaining hits.
+struct DescriptorResult {
+  code @0 :RateLimitCode;      # ok or overLimit (a shadow-mode denial is ok)
+  hasLimit @1 :Bool;           # false: no rule limits it (limit, unit, name unset)
+  limit @2 :UInt32;            # requests per unit
+  unit @3 :RateLimitUnit;
+  name @4 :Text;               # the rule's name; may be empty
+  remaining @5 :UInt32;        # 4294967295 for an `unlimited` rule
+  retryAfterMs @6 :UInt64;     # 0 unless overLimit
+  resetAfterMs @7 :UInt64;
+}
+
+struct DescriptorCheckResponse {
+  requestId @0 :UInt64;
+  status @1 :Status;           # not ok: nothing to report, see error
+  error @2 :Text;
+  overallCode @3 :RateLimitCode;   # overLimit if any descriptor is
+  results @4 :List(DescriptorResult);  # one per request descriptor, same order
 }

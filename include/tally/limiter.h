@@ -10,9 +10,24 @@
 //   * A request whose request_id (non-zero) was seen for the same key within
 //     the dedup TTL gets the first answer again and is not counted twice.
 //
-// Time is injected: every call takes an Instant read by the caller. Wall time
-// that goes backwards is clamped to the highest value seen (the limiter then
-// behaves as if time stood still, which can only deny more).
+// Clocks. The Limiter reads no clock: every call takes an Instant read by the
+// caller, and tally::ReadClock() below reads the same clocks tallyd hands its
+// limiter. Its two halves are used apart:
+//   * now.wall (ms since the Unix epoch; std::chrono::system_clock) names the
+//     sub-buckets and so decides what falls in a window. retry_after_ms and
+//     reset_after_ms are durations from now.wall: add them to the now.wall you
+//     passed to get absolute times. Each shard keeps the highest wall time it
+//     has decided at; a call whose wall time is behind it by at most 1000 ms
+//     (threads that read the clock before taking the shard lock) is decided at
+//     that highest time, as if time stood still, which can only deny more. A
+//     step back of more than 1000 ms is a real clock step and is followed:
+//     hits counted while the clock was ahead move to the new time's bucket
+//     and count a full window from it, so a step back can only deny more too
+//     (LimiterStats::clock_steps_back counts such steps; docs/DESIGN.md,
+//     "Time"). A step forward of more than a window forgets that window early.
+//   * now.monotonic (ns, any fixed origin; std::chrono::steady_clock) only
+//     ages request ids for deduplication (dedup_ttl). Each shard clamps it to
+//     the highest value seen, so it must never go back.
 #ifndef TALLY_LIMITER_H_
 #define TALLY_LIMITER_H_
 
@@ -26,6 +41,14 @@
 #include "tally/types.h"
 
 namespace tally {
+
+// Reads the clocks the Limiter expects, as tallyd does: wall = system_clock
+// in ms since the Unix epoch, monotonic = steady_clock in ns. Use it (or your
+// own Instant with the same meaning, e.g. a fake clock in tests) for Check,
+// CheckBatch and SweepOneShard, and keep the Instant you passed to turn
+// retry_after_ms / reset_after_ms into absolute times.
+// Thread safety: may be called from any thread. Never fails.
+Instant ReadClock();
 
 struct LimiterOptions {
   // Sub-buckets per window: accuracy vs memory. A key may stay under its limit
@@ -67,8 +90,10 @@ class Limiter {
   Limiter(const Limiter&) = delete;
   Limiter& operator=(const Limiter&) = delete;
 
-  // Decides one request at `now`. Never throws on bad input: invalid
-  // requests get Status::kInvalidArgument and consume nothing.
+  // Decides one request at `now` (see "Clocks" above). The request's views
+  // are read during the call only. Never throws on bad input: invalid
+  // requests get Status::kInvalidArgument and consume nothing; a full key
+  // table gives Status::kOverCapacity.
   CheckResult Check(const CheckRequestRef& request, Instant now);
 
   // Decides a batch at `now` (e.g. one datagram's checks): *results is
@@ -88,11 +113,19 @@ class Limiter {
                   std::vector<CheckResult>* results);
 
   // Reclaims expired keys and dedup entries of one shard (round-robin over
-  // calls). The daemon calls it from a timer; cheap enough to call often.
+  // calls) at `now` (same clocks as Check); shard_count() calls cover every
+  // shard. A full shard also reclaims expired keys itself before refusing a
+  // new one; sweeping keeps memory and the dedup cache small meanwhile. The
+  // daemon calls it from a timer; it is cheap enough to call often.
+  // Thread safety: takes that shard's lock only.
   void SweepOneShard(Instant now);
 
+  // options.shards, as given to the constructor.
   size_t shard_count() const;
+  // Counters summed over all shards. Each shard is read under its lock, one
+  // at a time: the total is not one atomic snapshot under concurrent checks.
   LimiterStats GetStats() const;
+  // The options given to the constructor; valid as long as the Limiter.
   const LimiterOptions& options() const;
 
  private:

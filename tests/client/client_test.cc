@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "client/client_internal.h"
 #include "fake_server.h"
 #include "wire/codec.h"
 
@@ -29,8 +30,8 @@ using testing::FakeUdpServer;
 using testing::ReceivedDatagram;
 using testing::Replies;
 
-Endpoint Local(uint16_t port) {
-  Endpoint endpoint;
+DaemonAddress Local(uint16_t port) {
+  DaemonAddress endpoint;
   endpoint.host = "127.0.0.1";
   endpoint.port = port;
   return endpoint;
@@ -39,6 +40,14 @@ Endpoint Local(uint16_t port) {
 std::unique_ptr<Client> ConnectOrDie(uint16_t port, ClientOptions options) {
   std::string error;
   auto client = Client::Connect(Local(port), options, &error);
+  EXPECT_NE(client, nullptr) << error;
+  return client;
+}
+
+// SendBatch and Receive are tally-load's calls (client/client_internal.h).
+std::unique_ptr<PipelinedClient> ConnectPipelinedOrDie(uint16_t port, ClientOptions options) {
+  std::string error;
+  auto client = PipelinedClient::Connect(Local(port), options, &error);
   EXPECT_NE(client, nullptr) << error;
   return client;
 }
@@ -309,7 +318,7 @@ TEST(ClientTest, SendBatchAndReceiveAcceptEchoes) {
   FakeUdpServer echo([](const ReceivedDatagram& datagram, Replies* replies) {
     replies->push_back(datagram.bytes);
   });
-  auto client = ConnectOrDie(echo.port(), {});
+  auto client = ConnectPipelinedOrDie(echo.port(), {});
   ASSERT_NE(client, nullptr);
   std::vector<CheckRequest> owned = {Request("x"), Request("y"), Request("z")};
   std::vector<CheckRequestRef> batch;
@@ -335,7 +344,7 @@ TEST(ClientTest, SendBatchAndReceiveAcceptEchoes) {
 
 TEST(ClientTest, SendBatchRejectsWhatCannotFit) {
   FakeUdpServer server(nullptr);
-  auto client = ConnectOrDie(server.port(), {});
+  auto client = ConnectPipelinedOrDie(server.port(), {});
   ASSERT_NE(client, nullptr);
   std::string user(4000, 'u');
   CheckRequest big = Request(user);
@@ -348,14 +357,14 @@ TEST(ClientTest, SendBatchRejectsWhatCannotFit) {
 
 TEST(ClientTest, ConnectReportsBadEndpoints) {
   std::string error;
-  Endpoint bad = Local(7070);
+  DaemonAddress bad = Local(7070);
   bad.host = "not-an-ip";
   EXPECT_EQ(Client::Connect(bad, {}, &error), nullptr);
   EXPECT_NE(error.find("not-an-ip"), std::string::npos) << error;
-  EXPECT_EQ(Client::Connect(Endpoint::Unix("/nonexistent/tally.sock"), {}, &error), nullptr);
+  EXPECT_EQ(Client::Connect(DaemonAddress::Unix("/nonexistent/tally.sock"), {}, &error), nullptr);
   EXPECT_NE(error.find("/nonexistent/tally.sock"), std::string::npos) << error;
-  EXPECT_EQ(Client::Connect(Endpoint::Unix(std::string(200, 'p')), {}, &error), nullptr);
-  EXPECT_EQ(Client::Connect(Endpoint::Unix(""), {}, &error), nullptr);
+  EXPECT_EQ(Client::Connect(DaemonAddress::Unix(std::string(200, 'p')), {}, &error), nullptr);
+  EXPECT_EQ(Client::Connect(DaemonAddress::Unix(""), {}, &error), nullptr);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
-// Endpoint parsing and printing.
+// DaemonAddress parsing and printing.
 #include <gtest/gtest.h>
 
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "tally/client.h"
 
@@ -48,15 +49,15 @@ TEST(EndpointTest, ParseUdpTable) {
   };
   for (const ParseCase& c : cases) {
     SCOPED_TRACE(c.text);
-    std::optional<Endpoint> parsed = Endpoint::ParseUdp(c.text);
+    std::optional<DaemonAddress> parsed = DaemonAddress::ParseUdp(c.text);
     ASSERT_EQ(parsed.has_value(), c.ok);
     if (!c.ok) continue;
-    EXPECT_EQ(parsed->kind, Endpoint::Kind::kUdp);
+    EXPECT_EQ(parsed->kind, DaemonAddress::Kind::kUdp);
     EXPECT_EQ(parsed->host, c.host);
     EXPECT_EQ(parsed->port, c.port);
     EXPECT_EQ(parsed->ToString(), c.printed);
     // Printing round-trips.
-    std::optional<Endpoint> again = Endpoint::ParseUdp(parsed->ToString());
+    std::optional<DaemonAddress> again = DaemonAddress::ParseUdp(parsed->ToString());
     ASSERT_TRUE(again.has_value());
     EXPECT_EQ(again->host, parsed->host);
     EXPECT_EQ(again->port, parsed->port);
@@ -64,17 +65,23 @@ TEST(EndpointTest, ParseUdpTable) {
 }
 
 TEST(EndpointTest, Unix) {
-  Endpoint endpoint = Endpoint::Unix("/run/tally/tally.sock");
-  EXPECT_EQ(endpoint.kind, Endpoint::Kind::kUnix);
+  DaemonAddress endpoint = DaemonAddress::Unix("/run/tally/tally.sock");
+  EXPECT_EQ(endpoint.kind, DaemonAddress::Kind::kUnix);
   EXPECT_EQ(endpoint.path, "/run/tally/tally.sock");
   EXPECT_EQ(endpoint.ToString(), "unix:/run/tally/tally.sock");
 }
 
 TEST(EndpointTest, DefaultIsUdpLoopback) {
-  Endpoint endpoint;
+  DaemonAddress endpoint;
   endpoint.port = kDefaultUdpPort;
   EXPECT_EQ(endpoint.ToString(), "127.0.0.1:7070");
 }
+
+// Embedders that still spell the old name keep building for one release.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static_assert(std::is_same_v<Endpoint, DaemonAddress>);
+#pragma GCC diagnostic pop
 
 }  // namespace
 }  // namespace tally

@@ -102,16 +102,35 @@ struct ClusterTimings {
   }
 };
 
-// Polls `condition` every `every` until it returns true or `timeout` passes.
-// Returns whether it held (it is evaluated once more at the deadline).
+// Polls `condition` every `every` until it returns true or `deadline`
+// passes. Returns whether it held (it is evaluated once more at the deadline).
 template <typename Condition>
-bool PollUntil(milliseconds timeout, Condition&& condition, milliseconds every = milliseconds(25)) {
-  const auto deadline = SteadyClock::now() + tally::testing::ScaledWait(timeout);
+bool PollUntilDeadline(SteadyClock::time_point deadline, Condition&& condition,
+                       milliseconds every = milliseconds(25)) {
   for (;;) {
     if (condition()) return true;
     if (SteadyClock::now() >= deadline) return condition();
     std::this_thread::sleep_for(every);  // pacing between polls, not a wait for the condition
   }
+}
+
+// Polls `condition` every `every` until it returns true or `timeout`
+// (scaled under a sanitizer: ScaledWait) passes.
+template <typename Condition>
+bool PollUntil(milliseconds timeout, Condition&& condition, milliseconds every = milliseconds(25)) {
+  return PollUntilDeadline(SteadyClock::now() + tally::testing::ScaledWait(timeout),
+                           std::forward<Condition>(condition), every);
+}
+
+// Polls until `bound` (scaled: ScaledWait) after `since`: a bound that counts
+// from an event in the past, e.g. convergence from a heal. Scaling the time
+// that is left instead would leave nothing under a sanitizer whenever the
+// steps before the poll took the unscaled bound.
+template <typename Condition>
+bool PollUntilSince(SteadyClock::time_point since, milliseconds bound, Condition&& condition,
+                    milliseconds every = milliseconds(25)) {
+  return PollUntilDeadline(since + tally::testing::ScaledWait(bound),
+                           std::forward<Condition>(condition), every);
 }
 
 inline double MsSince(SteadyClock::time_point start) {
@@ -165,9 +184,9 @@ struct TestNode {
   DaemonProcess process;
   uint64_t started_generation = 0;  // from its own status after start
 
-  Endpoint udp() const {
-    Endpoint e;
-    e.kind = Endpoint::Kind::kUdp;
+  DaemonAddress udp() const {
+    DaemonAddress e;
+    e.kind = DaemonAddress::Kind::kUdp;
     e.host = process.udp_host();
     e.port = process.udp_port();
     return e;
@@ -184,7 +203,7 @@ inline ClientOptions QueryOptions() {
 
 // Status of `node` (nullopt if it does not answer). Any thread in the
 // node's namespace; use StatusOf from elsewhere.
-inline std::optional<wire::StatusReport> QueryStatusHere(const Endpoint& e) {
+inline std::optional<wire::StatusReport> QueryStatusHere(const DaemonAddress& e) {
   wire::StatusReport r;
   std::string error;
   if (!QueryStatus(e, QueryOptions(), &r, &error)) return std::nullopt;
@@ -192,12 +211,12 @@ inline std::optional<wire::StatusReport> QueryStatusHere(const Endpoint& e) {
 }
 
 inline std::optional<wire::StatusReport> StatusOf(const TestNode& node) {
-  Endpoint e = node.udp();
+  DaemonAddress e = node.udp();
   return InNetns(node.netns, [&] { return QueryStatusHere(e); });
 }
 
 inline std::optional<wire::OwnerReport> OwnerOf(const TestNode& node, const CheckRequest& key) {
-  Endpoint e = node.udp();
+  DaemonAddress e = node.udp();
   return InNetns(node.netns, [&]() -> std::optional<wire::OwnerReport> {
     wire::OwnerQuery q{key.user_id, key.endpoint, key.window_ms};
     wire::OwnerReport r;
@@ -235,7 +254,7 @@ inline CheckResult Unreachable(const std::string& error) {
 }
 
 // One check through `e` with a fresh client (any thread in e's namespace).
-inline CheckResult CheckHere(const Endpoint& e, const CheckRequest& request,
+inline CheckResult CheckHere(const DaemonAddress& e, const CheckRequest& request,
                              milliseconds timeout = milliseconds(500)) {
   ClientOptions o;
   o.timeout = timeout;
@@ -247,7 +266,7 @@ inline CheckResult CheckHere(const Endpoint& e, const CheckRequest& request,
 }
 
 inline CheckResult CheckThrough(const TestNode& node, const CheckRequest& request) {
-  Endpoint e = node.udp();
+  DaemonAddress e = node.udp();
   return InNetns(node.netns, [&] { return CheckHere(e, request); });
 }
 
@@ -284,7 +303,7 @@ struct Tally {
 // ranges). Runs on its own thread when called via std::thread.
 inline Tally Hammer(const TestNode& node, CheckRequest base, int count, uint64_t first_id,
                     ClientOptions options = {}) {
-  Endpoint e = node.udp();
+  DaemonAddress e = node.udp();
   return InNetns(node.netns, [&] {
     Tally t;
     std::string error;
@@ -336,7 +355,14 @@ class ClusterHarness {
       args.push_back("--join");
       args.push_back(joined);
     }
-    for (const std::string& a : timings_.Args()) args.push_back(a);
+    // A timing flag given in `extra` replaces the harness's (tallyd refuses
+    // a flag given twice).
+    const std::vector<std::string> timing_args = timings_.Args();
+    for (size_t i = 0; i + 1 < timing_args.size(); i += 2) {
+      if (given(timing_args[i].c_str())) continue;
+      args.push_back(timing_args[i]);
+      args.push_back(timing_args[i + 1]);
+    }
     for (const std::string& a : extra) args.push_back(a);
     return args;
   }

@@ -173,7 +173,7 @@ TEST(ClusterFormationTest, UnixSocketClientsInClusterMode) {
            {cluster.node(i).process.unix_path(), cluster.node(i).process.seq_path()}) {
         ClientOptions options;
         options.timeout = std::chrono::milliseconds(1000);
-        std::unique_ptr<Client> client = Client::Connect(Endpoint::Unix(path), options, &error);
+        std::unique_ptr<Client> client = Client::Connect(DaemonAddress::Unix(path), options, &error);
         ASSERT_NE(client, nullptr) << error;
         CheckResult r = client->Check(key);
         if (r.status != Status::kOk) ++errors;

@@ -406,8 +406,8 @@ TEST(ClusterKeyringTest, WithoutAKeyringPublicGossipNeedsInsecurePeersThenRunsPl
   ASSERT_TRUE(plain.Start(base, &error)) << error;
   wire::StatusReport s;
   std::string why;
-  Endpoint e;
-  e.kind = Endpoint::Kind::kUdp;
+  DaemonAddress e;
+  e.kind = DaemonAddress::Kind::kUdp;
   e.host = plain.udp_host();
   e.port = plain.udp_port();
   ASSERT_TRUE(QueryStatus(e, QueryOptions(), &s, &why)) << why;

@@ -5,6 +5,8 @@
 
 #include <boost/json.hpp>
 #include <cmath>
+#include <csignal>
+#include <fstream>
 #include <string>
 
 #include "tests/cluster/cluster_harness.h"
@@ -138,6 +140,97 @@ TEST(StatusTest, ClusterMemberListsEveryMember) {
     std::string list = boost::json::serialize(Json(w)["preference_list"]);
     if (i == 0) first = list;
     EXPECT_EQ(list, first);
+  }
+}
+
+// Issue 11: members gossip their rules digests, and `tally status` on any
+// member lists the members whose rules differ from its own, until a reload
+// makes them equal again.
+TEST(StatusTest, ListsTheMembersWhoseRulesDiffer) {
+  TempDir dir;
+  const std::string rules =
+      "domain: edge\n"
+      "descriptors:\n"
+      "  - key: path\n"
+      "    rate_limit: {unit: second, requests_per_unit: 10}\n";
+  const std::string other_rules =
+      "domain: edge\n"
+      "descriptors:\n"
+      "  - key: path\n"
+      "    rate_limit: {unit: second, requests_per_unit: 20}\n";
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir.File(name), std::ios::trunc) << text;
+  };
+  write("n1.yaml", rules);
+  write("n2.yaml", rules);
+  write("n3.yaml", other_rules);
+  ClusterHarness cluster;
+  std::string error;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    std::vector<std::string> seeds;
+    if (i > 1) seeds.push_back(cluster.node(0).gossip());
+    ASSERT_NE(cluster.StartNode(
+                  id, seeds, {"--http", "127.0.0.1:0", "--rules", dir.File(id + ".yaml")}, &error),
+              nullptr)
+        << error;
+  }
+  ASSERT_TRUE(cluster.WaitAllAlive(std::chrono::seconds(10), &error)) << error;
+
+  // What `node` lists (ids), by the library's view of its status; nullopt
+  // while it has not heard every member's digest (those are listed as
+  // unknown until the first ping or ack from them).
+  auto differing = [&](const TestNode& node) -> std::optional<std::vector<std::string>> {
+    std::optional<wire::StatusReport> s = StatusOf(node);
+    if (!s) return std::nullopt;
+    for (const wire::MemberReport& m : s->members) {
+      if (m.rules_digest.empty()) return std::nullopt;
+    }
+    std::vector<std::string> ids;
+    for (const wire::MemberReport* m : wire::MembersWithOtherRules(*s)) ids.push_back(m->id);
+    return ids;
+  };
+  const std::vector<std::string> only_n3{"n3"}, n1_n2{"n1", "n2"}, none;
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(10), [&] {
+    return differing(cluster.node(0)) == only_n3 && differing(cluster.node(1)) == only_n3 &&
+           differing(cluster.node(2)) == n1_n2;
+  })) << "the members did not learn each other's digests";
+
+  const std::string n1_digest = StatusOf(cluster.node(0))->rules_digest;
+  const std::string n3_digest = StatusOf(cluster.node(2))->rules_digest;
+  ASSERT_EQ(n1_digest.size(), 32u);
+  ASSERT_NE(n1_digest, n3_digest);
+  ProcessResult table = RunProcess(CliPath(), {"status", "--udp", UdpOf(cluster.node(1).process)});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("\nrules differ: n3 (digest " + n3_digest + ")\n"), std::string::npos)
+      << table.out;
+  table = RunProcess(CliPath(), {"status", "--udp", UdpOf(cluster.node(2).process)});
+  EXPECT_NE(table.out.find("\nrules differ: n1 (digest " + n1_digest + "), n2 (digest " +
+                           n1_digest + ")\n"),
+            std::string::npos)
+      << table.out;
+  ProcessResult json =
+      RunProcess(CliPath(), {"status", "--json", "--udp", UdpOf(cluster.node(0).process)});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  boost::json::object o = Json(json);
+  EXPECT_EQ(boost::json::serialize(o["rules_differ"]), "[\"n3\"]");
+  for (boost::json::value& m : o["members"].as_array()) {
+    const std::string id(m.as_object()["id"].as_string());
+    EXPECT_EQ(m.as_object()["rules_digest"].as_string(), id == "n3" ? n3_digest : n1_digest) << id;
+  }
+
+  // n3 gets n1's rules (a reload: inotify, or SIGHUP): nobody is listed.
+  write("n3.yaml", rules);
+  ASSERT_TRUE(cluster.node(2).process.Signal(SIGHUP));
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(10), [&] {
+    return differing(cluster.node(0)) == none && differing(cluster.node(1)) == none &&
+           differing(cluster.node(2)) == none;
+  })) << "the members still see different rules after the reload";
+  for (size_t i = 0; i < 3; ++i) {
+    table = RunProcess(CliPath(), {"status", "--udp", UdpOf(cluster.node(i).process)});
+    ASSERT_EQ(table.exit_code, 0) << table.err;
+    EXPECT_EQ(table.out.find("rules differ"), std::string::npos) << table.out;
+    EXPECT_NE(table.out.find("rules: digest " + n1_digest), std::string::npos) << table.out;
   }
 }
 

@@ -677,7 +677,10 @@ TEST(SwimClusterTest, ForgedLeaveOrDeathRumorsDoNotEvictLiveMembers) {
 // newer generation, another address); the newer generation wins the others'
 // tables, and the first n2 counts the rumors about its name from another
 // process (foreign_self, shown by `tally status` as swim_foreign_self).
-TEST(SwimClusterTest, ASecondProcessUnderAnExistingIdIsCounted) {
+// A second process under a live member's id: both count it, the newer
+// generation wins every table, and the older learns it first-hand (it asks
+// the newer at its address) and stands down (Swim::superseded_by()).
+TEST(SwimClusterTest, ASecondProcessUnderAnExistingIdSupersedesTheFirst) {
   const uint64_t seed = TestSeed(13);
   SCOPED_TRACE(SeedNote(seed));
   Network net(seed);
@@ -689,11 +692,19 @@ TEST(SwimClusterTest, ASecondProcessUnderAnExistingIdIsCounted) {
   net.Start(Addr(22));
   net.RunFor(seconds(10));
   EXPECT_GE(net.swim(Addr(2)).stats().foreign_self, 1u);
+  EXPECT_GE(net.swim(Addr(22)).stats().foreign_self, 1u);
+  EXPECT_GE(net.swim(Addr(2)).stats().name_checks, 1u);
+  const auto& successor = net.swim(Addr(2)).superseded_by();
+  ASSERT_TRUE(successor.has_value());
+  EXPECT_EQ(successor->address, Addr(22));
+  EXPECT_EQ(successor->generation, 5002u);
+  EXPECT_FALSE(net.swim(Addr(22)).superseded_by().has_value());
   for (int i : {0, 1, 3, 4}) {
     const Member* m = net.swim(Addr(i)).members().Find(Id(2));
     ASSERT_NE(m, nullptr);
     EXPECT_EQ(m->generation, 5002u);
     EXPECT_EQ(m->address, Addr(22));
+    EXPECT_EQ(m->state, MemberState::kAlive);
   }
 }
 

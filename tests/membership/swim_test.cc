@@ -183,6 +183,73 @@ TEST(SwimTest, AnswersOnlyPingsMeantForItself) {
   EXPECT_EQ(h.swim.stats().wrong_target, 1u);
 }
 
+TEST(SwimTest, LearnsEachMembersRulesDigestFirstHandFromPingsAndAcks) {
+  Harness h({"a", "b"});
+  const std::string mine(kRulesDigestBytes, '\x01'), theirs(kRulesDigestBytes, '\x02'),
+      newer(kRulesDigestBytes, '\x03');
+  h.swim.SetRulesDigest(mine);
+  EXPECT_EQ(*h.swim.RulesDigestOf("me"), mine);
+  EXPECT_EQ(h.swim.RulesDigestOf("a"), nullptr);  // not heard yet
+  // Our ack carries our digest.
+  h.Deliver("a", Ping{77, "me", theirs}, {}, 5);
+  auto acks = OfKind<Ack>(h.out);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(std::get<Ack>(acks[0]->msg.body).rules_digest, mine);
+  ASSERT_NE(h.swim.RulesDigestOf("a"), nullptr);
+  EXPECT_EQ(*h.swim.RulesDigestOf("a"), theirs);
+  // So do our pings; an ack to one tells us the target's digest (a reload).
+  bool acked = false;
+  for (const Outbound& o : h.RunUntil(3000)) {
+    const auto* ping = std::get_if<Ping>(&o.msg.body);
+    if (ping == nullptr || acked) continue;
+    EXPECT_EQ(ping->rules_digest, mine);
+    h.Deliver(ping->target_id, Ack{ping->seq, newer}, {}, 3000);
+    ASSERT_NE(h.swim.RulesDigestOf(ping->target_id), nullptr);
+    EXPECT_EQ(*h.swim.RulesDigestOf(ping->target_id), newer);
+    acked = true;
+  }
+  EXPECT_TRUE(acked);
+  // No rules doors: an empty digest is remembered as such.
+  h.Deliver("b", Ping{78, "me"}, {}, 3001);
+  ASSERT_NE(h.swim.RulesDigestOf("b"), nullptr);
+  EXPECT_EQ(*h.swim.RulesDigestOf("b"), "");
+  // Gossip carries none and changes nothing; nor does a stranger's ping.
+  h.Gossip("a", {}, 3002);
+  EXPECT_NE(h.swim.RulesDigestOf("a"), nullptr);
+  h.Deliver("z", Ping{79, "me", theirs}, {}, 3003);
+  EXPECT_EQ(h.swim.RulesDigestOf("z"), nullptr);
+}
+
+TEST(SwimTest, IgnoresAndCountsARulesDigestOfTheWrongLength) {
+  Harness h({"a"});
+  const std::string good(kRulesDigestBytes, '\x07');
+  h.Deliver("a", Ping{1, "me", good}, {}, 5);
+  const uint64_t invalid = h.swim.stats().invalid;
+  for (const std::string& bad : {std::string(kRulesDigestBytes - 1, 'x'),
+                                 std::string(kRulesDigestBytes + 1, 'x'), std::string(4000, 'x')}) {
+    h.Deliver("a", Ping{2, "me", bad}, {}, 6);
+    EXPECT_EQ(OfKind<Ack>(h.out).size(), 1u) << "the ping itself is still answered";
+  }
+  EXPECT_EQ(h.swim.stats().invalid, invalid + 3);
+  EXPECT_EQ(*h.swim.RulesDigestOf("a"), good);  // the last good one stays
+}
+
+TEST(SwimTest, ForgetsARulesDigestWithTheProcessThatSentIt) {
+  SwimConfig config;
+  config.dead_reap_ms = 5000;
+  Harness h({"a"}, config);
+  h.Deliver("a", Ping{1, "me", std::string(kRulesDigestBytes, 'a')}, {}, 5);
+  ASSERT_NE(h.swim.RulesDigestOf("a"), nullptr);
+  // "a" restarts (a higher generation): the old process's digest is not its.
+  h.Gossip("a", {Rumor("a", MemberState::kAlive, 2, 0)}, 10);
+  EXPECT_EQ(h.swim.RulesDigestOf("a"), nullptr);
+  // Dead and reaped: forgotten with its entry.
+  h.Gossip("b", {Rumor("a", MemberState::kDead, 2, 0, "b")}, 20);
+  h.RunUntil(20000);
+  EXPECT_EQ(h.swim.members().Find("a"), nullptr);
+  EXPECT_EQ(h.swim.RulesDigestOf("a"), nullptr);
+}
+
 TEST(SwimTest, PrecedenceAsSeenThroughTheProtocol) {
   // For X held in each state at (generation 10, incarnation 5), feed one rumor
   // and compare the table with the precedence rule.
@@ -277,6 +344,71 @@ TEST(SwimTest, RefutesRumorsAboutItselfTable) {
   }
 }
 
+// Two processes with one node id: the older hears a rumor of the newer,
+// asks it at its address, and stops once the newer answers itself; the
+// newer keeps the name. A rumor nobody confirms stops nothing.
+TEST(SwimTest, ANewerProcessOfOurNameSupersedesUsOnlyWhenItSpeaksItself) {
+  Harness older({"a"});
+  Swim newer({}, {"me", "me-new:7946", 2}, {}, 99);
+  std::vector<Outbound> newer_out;
+  newer.Start(At(0), &newer_out);
+
+  // The rumor (a restart elsewhere, as others saw it): the older asks there.
+  older.Gossip("a", {MemberUpdate{"me", "me-new:7946", 2, 0, MemberState::kAlive, {}}}, 10);
+  EXPECT_FALSE(older.swim.superseded_by().has_value());
+  std::vector<Outbound> asked = older.RunUntil(20);
+  std::vector<const Outbound*> pings = OfKind<Ping>(asked);
+  ASSERT_EQ(pings.size(), 1u);
+  EXPECT_EQ(pings[0]->to_address, "me-new:7946");
+  EXPECT_EQ(std::get<Ping>(pings[0]->msg.body).target_id, "me");
+  EXPECT_EQ(older.swim.stats().name_checks, 1u);
+
+  // The newer answers the older's ping of its name, and stays itself.
+  newer_out.clear();
+  newer.OnMessage(Addr("me"), pings[0]->msg, At(21), &newer_out);
+  std::vector<const Outbound*> acks = OfKind<Ack>(newer_out);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0]->to_address, Addr("me"));
+  EXPECT_FALSE(newer.superseded_by().has_value());
+  EXPECT_GE(newer.stats().foreign_self, 1u);
+
+  // Its answer, first-hand, supersedes the older: it stops taking part.
+  older.out.clear();
+  older.swim.OnMessage("me-new:7946", acks[0]->msg, At(22), &older.out);
+  ASSERT_TRUE(older.swim.superseded_by().has_value());
+  EXPECT_EQ(older.swim.superseded_by()->address, "me-new:7946");
+  EXPECT_EQ(older.swim.superseded_by()->generation, 2u);
+  EXPECT_EQ(older.swim.NextDeadline(), nanoseconds::max());
+  EXPECT_TRUE(older.swim.LeaveFlushed());
+  older.Deliver("a", Ping{5, "me"}, {}, 30);
+  EXPECT_TRUE(older.out.empty()) << "a superseded process answers nothing";
+  older.swim.Leave(At(31), &older.out);
+  EXPECT_TRUE(older.out.empty()) << "nor announces a left that would lock the newer out";
+  EXPECT_FALSE(older.swim.left());
+}
+
+TEST(SwimTest, ARumorOfANewerProcessOfOurNameAloneStopsNothing) {
+  Harness h({"a"});
+  h.Gossip("a", {MemberUpdate{"me", "forged:1", 9, 0, MemberState::kAlive, {}}}, 10);
+  // Nobody answers there: a few pings, then the check is dropped.
+  std::vector<Outbound> sent = h.RunUntil(20'000);
+  size_t to_forged = 0;
+  for (const Outbound& o : sent) to_forged += o.to_address == "forged:1" ? 1 : 0;
+  EXPECT_EQ(to_forged, static_cast<size_t>(Swim::kNameCheckTries));
+  EXPECT_EQ(h.swim.stats().name_checks, static_cast<uint64_t>(Swim::kNameCheckTries));
+  EXPECT_FALSE(h.swim.superseded_by().has_value());
+  // A rumor is not the newer process speaking: still a member, still answering.
+  h.Deliver("a", Ping{7, "me"}, {}, 20'001);
+  EXPECT_EQ(OfKind<Ack>(h.out).size(), 1u);
+  // An older process of our name is answered, never obeyed.
+  std::vector<Outbound> out;
+  SwimMessage old = From("me", Ping{3, "me"}, {}, /*generation=*/0);
+  old.sender_address = "old:1";
+  h.swim.OnMessage("old:1", old, At(20'002), &out);
+  EXPECT_EQ(OfKind<Ack>(out).size(), 1u);
+  EXPECT_FALSE(h.swim.superseded_by().has_value());
+}
+
 TEST(SwimTest, SuspicionShrinksWithIndependentConfirmations) {
   // n = 6 up: k = 2, min = 4 s, max = 24 s.
   Harness h({"a", "b", "c", "d", "x"});
@@ -303,6 +435,31 @@ TEST(SwimTest, SuspicionShrinksWithIndependentConfirmations) {
   EXPECT_EQ(h.StateOf("x"), MemberState::kDead);
   EXPECT_EQ(h.swim.stats().deaths_declared, 1u);
   EXPECT_EQ(h.swim.SuspicionOf("x"), nullptr);
+}
+
+// Lifeguard: a node that was not run for a while (a GC or swap pause, a
+// stopped process) could not hear refutations meanwhile; its own stall must
+// not count towards the suspicions it holds (the slow_node scenario at 3
+// nodes declared healthy members dead this way).
+TEST(SwimTest, OwnStallDoesNotCountAgainstSuspicions) {
+  Harness h({"a", "b", "x"});
+  h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, 1000);
+  const Suspicion* s = h.swim.SuspicionOf("x");
+  ASSERT_NE(s, nullptr);
+  const milliseconds deadline = std::chrono::duration_cast<milliseconds>(s->deadline());
+  ASSERT_GT(deadline, milliseconds(3500));
+  // Not run from 1000 ms to 3500 ms (more than a probe interval).
+  std::vector<Outbound> o;
+  h.swim.Tick(At(3500), &o);
+  EXPECT_EQ(h.swim.stats().own_stalls, 1u);
+  EXPECT_EQ(s->deadline(), deadline + milliseconds(2500));
+  // Run again at the old deadline: x is still suspect, and a refutation
+  // that waited in our input queue during the stall still saves it.
+  h.swim.Tick(At(deadline.count()), &o);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kSuspect);
+  h.Gossip("x", {Rumor("x", MemberState::kAlive, 1, 1)}, deadline.count());
+  EXPECT_EQ(h.StateOf("x"), MemberState::kAlive);
+  EXPECT_EQ(h.swim.stats().deaths_declared, 0u);
 }
 
 TEST(SwimTest, RefutationCancelsTheSuspicion) {

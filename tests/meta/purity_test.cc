@@ -1,5 +1,5 @@
 // Architecture rule 2: nothing under crdt/, membership/, the node core
-// (daemon/core/) or the snapshot codec (persist/) touches the outside
+// (daemon/core/), the snapshot codec (persist/) or the wire codecs (wire/) touches the outside
 // world. The core takes time and randomness from its driver; it never
 // includes Asio, reads a clock, sleeps, starts a thread, locks, logs or opens
 // a socket or file. This test fails the build's suite when such code appears.
@@ -24,13 +24,16 @@ struct Rule {
 const std::vector<Rule>& Rules() {
   static const std::vector<Rule> rules = {
       {"Asio", std::regex(R"(boost/asio|asio\.hpp)")},
-      {"reading a clock", std::regex(R"(::now\s*\(|clock_gettime|gettimeofday|\btime\s*\(\s*(nullptr|NULL|0)\s*\))")},
+      {"reading a clock",
+       std::regex(R"(::now\s*\(|clock_gettime|gettimeofday|\btime\s*\(\s*(nullptr|NULL|0)\s*\))")},
       {"threads", std::regex(R"(std::thread|std::jthread|<thread>|pthread_create|std::async)")},
       {"locks", std::regex(R"(<mutex>|std::mutex|<shared_mutex>|<condition_variable>)")},
-      {"unseeded randomness", std::regex(R"(\brand\s*\(|\bsrand\s*\(|random_device|arc4random|getrandom)")},
+      {"unseeded randomness",
+       std::regex(R"(\brand\s*\(|\bsrand\s*\(|random_device|arc4random|getrandom)")},
       {"sleeping", std::regex(R"(sleep_for|sleep_until|\busleep\s*\(|\bsleep\s*\(|nanosleep)")},
       {"sockets", std::regex(R"(\bsocket\s*\(|<sys/socket\.h>|recvmmsg|sendmmsg)")},
-      {"files and consoles", std::regex(R"(<fstream>|<iostream>|\bfopen\s*\(|std::cout|std::cerr)")},
+      {"files and consoles",
+       std::regex(R"(<fstream>|<iostream>|\bfopen\s*\(|std::cout|std::cerr)")},
       {"logging", std::regex(R"(spdlog)")},
   };
   return rules;
@@ -54,10 +57,14 @@ std::vector<std::string> Violations(const std::string& name, const std::string& 
 
 TEST(PurityTest, CheckerCatchesEachForbiddenThing) {
   const char* bad[] = {
-      "#include <boost/asio.hpp>\n", "auto t = std::chrono::steady_clock::now();\n",
-      "std::thread t([]{});\n",     "std::mutex mu;\n",
-      "int x = rand();\n",          "std::this_thread::sleep_for(1s);\n",
-      "int fd = socket(AF_INET, SOCK_DGRAM, 0);\n", "std::cout << 1;\n",
+      "#include <boost/asio.hpp>\n",
+      "auto t = std::chrono::steady_clock::now();\n",
+      "std::thread t([]{});\n",
+      "std::mutex mu;\n",
+      "int x = rand();\n",
+      "std::this_thread::sleep_for(1s);\n",
+      "int fd = socket(AF_INET, SOCK_DGRAM, 0);\n",
+      "std::cout << 1;\n",
       "spdlog::info(\"x\");\n",
   };
   for (const char* src : bad) EXPECT_FALSE(Violations("snippet", src).empty()) << src;
@@ -68,7 +75,7 @@ TEST(PurityTest, PureFoldersTouchNothingOutside) {
   const fs::path root = TALLY_SOURCE_DIR;
   size_t files = 0;
   std::vector<std::string> violations;
-  for (const char* dir : {"crdt", "membership", "daemon/core", "persist"}) {
+  for (const char* dir : {"crdt", "membership", "daemon/core", "persist", "wire"}) {
     if (!fs::exists(root / dir)) continue;
     for (const auto& entry : fs::recursive_directory_iterator(root / dir)) {
       if (!entry.is_regular_file()) continue;

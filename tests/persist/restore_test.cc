@@ -13,22 +13,20 @@
 #include "crdt/key_id.h"
 #include "daemon/core/limiter_core.h"
 #include "persist/snapshot.h"
+#include "tests/support/requests.h"
+#include "tests/support/times.h"
 
 namespace tally::persist {
 namespace {
 
-using std::chrono::milliseconds;
-using std::chrono::nanoseconds;
+using ::tally::testing::AtWallMs;
+using ::tally::testing::CheckRequestBuilder;
 
 constexpr int64_t kStart = 1'700'000'000'000;
 constexpr uint64_t kHour = 3'600'000;
 constexpr uint64_t kDay = 24 * kHour;
 
-Instant At(int64_t wall_ms) { return Instant{milliseconds(wall_ms), nanoseconds(0)}; }
-
-CheckRequest Req(const std::string& user, uint64_t limit, uint64_t window_ms, uint64_t hits) {
-  return CheckRequest{0, user, "/api", limit, window_ms, hits};
-}
+const CheckRequestBuilder kRequest;  // on /api, no request id
 
 core::LimiterCoreOptions Options() {
   core::LimiterCoreOptions o;
@@ -58,7 +56,8 @@ DecodedSnapshot SnapshotOf(const core::LimiterCore& core, uint64_t generation, i
 // What a zero-hit check says is left for `user` (it consumes nothing).
 uint64_t Remaining(core::LimiterCore* core, const std::string& user, uint64_t limit,
                    uint64_t window_ms, int64_t now) {
-  CheckResult r = core->Check(Req(user, limit, window_ms, 0), At(now));
+  CheckResult r =
+      core->Check(kRequest.User(user).Limit(limit).WindowMs(window_ms).Hits(0), AtWallMs(now));
   EXPECT_EQ(r.status, Status::kOk) << r.error;
   return r.remaining;
 }
@@ -66,8 +65,8 @@ uint64_t Remaining(core::LimiterCore* core, const std::string& user, uint64_t li
 // A daily and an hourly quota used over a day, then a restart.
 void UseQuotas(core::LimiterCore* core, int64_t from, int64_t to) {
   for (int64_t t = from; t < to; t += 37 * 60'000) {
-    core->Check(Req("daily", 1000, kDay, 7), At(t));
-    core->Check(Req("hourly", 100, kHour, 3), At(t));
+    core->Check(kRequest.User("daily").Limit(1000).WindowMs(kDay).Hits(7), AtWallMs(t));
+    core->Check(kRequest.User("hourly").Limit(100).WindowMs(kHour).Hits(3), AtWallMs(t));
   }
 }
 
@@ -117,8 +116,11 @@ TEST(RestoreTest, RestoredRowsAreNeverIncrementedAgain) {
   const uint32_t restored = counter.CountOfSlot(old_slot, bucket);
   ASSERT_GT(restored, 0u);
 
-  for (int i = 0; i < 5; ++i)
-    EXPECT_TRUE(after.Check(Req("daily", 1000, kDay, 2), At(now)).allowed);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(
+        after.Check(kRequest.User("daily").Limit(1000).WindowMs(kDay).Hits(2), AtWallMs(now))
+            .allowed);
+  }
   const crdt::WindowCounter& later = after.store().Find(daily)->counter;
   EXPECT_EQ(later.CountOfSlot(old_slot, bucket), restored);
   EXPECT_EQ(later.CountOfSlot(after.local_slot(), bucket), 10u);
@@ -184,13 +186,14 @@ TEST(RestoreTest, ExpiredBucketsAndKeysAreDropped) {
   // left: the restored rows expired with their buckets.
   const int64_t later = shutdown + static_cast<int64_t>(kDay + kDay / 10);
   EXPECT_EQ(Remaining(&after, "daily", 1000, kDay, later), 1000u);
-  EXPECT_EQ(after.Sweep(At(later)), 1u);  // the restored daily key
+  EXPECT_EQ(after.Sweep(AtWallMs(later)), 1u);  // the restored daily key
 }
 
 TEST(RestoreTest, ShardedStoresEachGetTheirKeys) {
   core::LimiterCore before(Options(), {"node-a", 1});
   for (int i = 0; i < 64; ++i) {
-    before.Check(Req(std::to_string(i) + "u", 10, kHour, 1 + i % 3), At(kStart));
+    before.Check(kRequest.User(std::to_string(i) + "u").Limit(10).WindowMs(kHour).Hits(1 + i % 3),
+                 AtWallMs(kStart));
   }
   DecodedSnapshot d = SnapshotOf(before, 1, kStart, 2);
   std::vector<crdt::KeyStore> shards;
@@ -211,7 +214,10 @@ TEST(RestoreTest, ShardedStoresEachGetTheirKeys) {
 
 TEST(RestoreTest, AFullStoreRefusesKeysAndCountsThem) {
   core::LimiterCore before(Options(), {"node-a", 1});
-  for (int i = 0; i < 10; ++i) before.Check(Req(std::to_string(i) + "u", 10, kHour, 1), At(kStart));
+  for (int i = 0; i < 10; ++i) {
+    before.Check(kRequest.User(std::to_string(i) + "u").Limit(10).WindowMs(kHour).Hits(1),
+                 AtWallMs(kStart));
+  }
   DecodedSnapshot d = SnapshotOf(before, 1, kStart, 2);
   crdt::KeyStore small({.max_keys = 4});
   RestoreStats stats = RestoreSnapshot(d, kStart, &small);

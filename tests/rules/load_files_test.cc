@@ -138,4 +138,21 @@ TEST_F(LoadRulesTest, DanglingLinkIsSkipped) {
 }
 
 }  // namespace
+TEST(ChangeConcernsRulesTest, OnlyChangesThatCanChangeTheRules) {
+  // One rules file: its own name, and Kubernetes' ..data swaps.
+  EXPECT_TRUE(ChangeConcernsRules("rules.yaml", "rules.yaml"));
+  EXPECT_TRUE(ChangeConcernsRules("..data", "rules.yaml"));
+  EXPECT_TRUE(ChangeConcernsRules("..2026_12_05_11_00_00.123", "rules.yaml"));
+  EXPECT_TRUE(ChangeConcernsRules("", "rules.yaml"));  // the directory itself
+  EXPECT_FALSE(ChangeConcernsRules("tallyd.log", "rules.yaml"));
+  EXPECT_FALSE(ChangeConcernsRules("other.yaml", "rules.yaml"));
+  EXPECT_FALSE(ChangeConcernsRules(".rules.yaml.swp", "rules.yaml"));
+  // A rules directory: whatever LoadRules would read.
+  EXPECT_TRUE(ChangeConcernsRules("edge.yaml", ""));
+  EXPECT_TRUE(ChangeConcernsRules("edge.yml", ""));
+  EXPECT_TRUE(ChangeConcernsRules("..data", ""));
+  EXPECT_FALSE(ChangeConcernsRules("tallyd.log", ""));
+  EXPECT_FALSE(ChangeConcernsRules(".edge.yaml.swp", ""));
+}
+
 }  // namespace tally::rules

@@ -733,5 +733,48 @@ TEST(ReloadTest, ConcurrentResolvesSeeOneRuleSetPerRequest) {
   EXPECT_GT(checks.load(), 0);
 }
 
+// Per-rule counters index RuleSet::rule_limits() by ResolvedLimit::rule_limit:
+// each resolved limit names its own rule and limit there; overrides name none.
+TEST(ResolveTest, EachLimitNamesItsRuleLimit) {
+  auto rules = MustBuild(R"(
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: path
+    value: /free
+    rate_limit: {unlimited: true}
+  - key: tier
+    rate_limits:
+      - {unit: second, requests_per_unit: 50, name: burst}
+      - {unit: hour, requests_per_unit: 2, name: hourly}
+    descriptors:
+      - key: user
+        rate_limit: {unit: day, requests_per_unit: 7, name: daily}
+)");
+  EXPECT_EQ(rules->rule_limits().size(), 5u);  // the unlimited one included
+  Resolver r;
+  const Resolution& res = r.Run(*rules, "edge",
+                                {Desc{{{"tier", "gold"}}}, Desc{{{"tier", "gold"}, {"user", "u"}}},
+                                 Desc{{{"remote_address", "a"}}},
+                                 Desc{{{"remote_address", "a"}}, LimitOverride{9, Unit::kSecond}}});
+  ASSERT_EQ(res.limits().size(), 5u);
+  std::set<uint32_t> seen;
+  for (const ResolvedDescriptor& d : res.descriptors()) {
+    for (const ResolvedLimit& l : res.LimitsOf(d)) {
+      if (l.from_override) {
+        EXPECT_EQ(l.rule_limit, UINT32_MAX);
+        continue;
+      }
+      ASSERT_LT(l.rule_limit, rules->rule_limits().size());
+      EXPECT_EQ(rules->rule_limits()[l.rule_limit].rule_path, d.rule_path);
+      EXPECT_EQ(rules->rule_limits()[l.rule_limit].name, l.name);
+      seen.insert(l.rule_limit);
+    }
+  }
+  EXPECT_EQ(seen.size(), 4u);  // burst, hourly, daily, the minute one
+  EXPECT_EQ(RuleSet::Empty()->rule_limits().size(), 0u);
+}
+
 }  // namespace
 }  // namespace tally::rules

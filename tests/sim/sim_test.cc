@@ -191,6 +191,49 @@ TEST(SimOracleMath, FirstSuspicionMeanIntervalFollowsTheSkewedTail) {
   EXPECT_EQ(hi, hi2);
 }
 
+TEST(SimOracleMath, PooledFirstSuspicionIsHeldToTenPercentOrThreeStandardErrors) {
+  double mean = 0, sd = 0;
+  ExpectedFirstSuspicion(13, &mean, &sd);
+  const double cv = sd / mean;
+  EXPECT_GT(cv, 0.3);
+  EXPECT_LT(cv, 0.6);
+  // About 40 judged crashes (a 300-seed swarm): 10% would be ~1.4 standard
+  // errors; the band is three. The means seen on fresh ranges with the model
+  // right (0.851, 0.885, 1.114; 0.992 pooled over 1600 seeds) pass, a 30%
+  // bias does not.
+  const std::vector<double> cvs40(40, cv);
+  const auto with_mean = [](size_t k, double m) { return std::vector<double>(k, m); };
+  PooledSuspicion p = JudgePooledFirstSuspicion(with_mean(40, 1.114), cvs40);
+  EXPECT_TRUE(p.judged);
+  EXPECT_GT(p.allowed, 3 * cv / std::sqrt(40.0));
+  EXPECT_LT(p.allowed, 3.5 * cv / std::sqrt(40.0));
+  EXPECT_TRUE(p.pass);
+  EXPECT_TRUE(JudgePooledFirstSuspicion(with_mean(40, 0.851), cvs40).pass);
+  EXPECT_FALSE(JudgePooledFirstSuspicion(with_mean(40, 1.30), cvs40).pass);
+  EXPECT_FALSE(JudgePooledFirstSuspicion(with_mean(40, 0.70), cvs40).pass);
+  // The band holds the model's own 99.73% interval for the mean of 40
+  // crashes, skewed tail included, at every size.
+  double lo = 0, hi = 0;
+  for (size_t n : {3, 13, 100}) {
+    ExpectedFirstSuspicion(n, &mean, &sd);
+    FirstSuspicionMeanInterval(n, 40, 0.00135, &lo, &hi);
+    const PooledSuspicion at_n =
+        JudgePooledFirstSuspicion(with_mean(40, 1.0), std::vector<double>(40, sd / mean));
+    EXPECT_LE(1 - at_n.allowed, lo / mean) << n;
+    EXPECT_GE(1 + at_n.allowed, hi / mean) << n;
+  }
+  // Many crashes: 10% is the wider and governs.
+  const std::vector<double> cvs400(400, cv);
+  p = JudgePooledFirstSuspicion(with_mean(400, 1.12), cvs400);
+  EXPECT_DOUBLE_EQ(p.allowed, 0.10);
+  EXPECT_FALSE(p.pass);
+  EXPECT_TRUE(JudgePooledFirstSuspicion(with_mean(400, 1.08), cvs400).pass);
+  // Too few to judge: reported, never failed.
+  p = JudgePooledFirstSuspicion(with_mean(29, 2.0), std::vector<double>(29, cv));
+  EXPECT_FALSE(p.judged);
+  EXPECT_TRUE(p.pass);
+}
+
 TEST(SimRandom, SamplersAreBoundedAndReplay) {
   Random a(9), b(9);
   const DiscreteSampler zipf(ZipfWeights(50, 1.1));

@@ -36,8 +36,11 @@
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -140,6 +143,53 @@ inline std::vector<char*> MakeArgv(std::vector<std::string>* storage) {
   for (auto& s : *storage) argv.push_back(s.data());
   argv.push_back(nullptr);
   return argv;
+}
+
+// What a process that did not exit in time is doing, for the test's output:
+// each thread's name, state and kernel wait channel from /proc, then every
+// thread's stack from gdb when it is installed (at most 30 s).
+inline std::string DescribeStuckProcess(pid_t pid) {
+  namespace fs = std::filesystem;
+  const auto read_first_line = [](const fs::path& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  std::string out = "pid " + std::to_string(pid) + " threads (tid name state wchan):\n";
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    const std::string stat = read_first_line(task.path() / "stat");
+    const size_t paren = stat.rfind(')');
+    const std::string state =
+        paren != std::string::npos && paren + 2 < stat.size() ? stat.substr(paren + 2, 1) : "?";
+    out += "  " + task.path().filename().string() + " " + read_first_line(task.path() / "comm") +
+           " " + state + " " + read_first_line(task.path() / "wchan") + "\n";
+  }
+  // Its children (a sanitizer's leak-check tracer is one), by the same columns.
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream children(read_first_line(task.path() / "children"));
+    for (std::string child; children >> child;) {
+      const fs::path dir = fs::path("/proc") / child;
+      const std::string stat = read_first_line(dir / "stat");
+      const size_t paren = stat.rfind(')');
+      out += "  child " + child + " " + read_first_line(dir / "comm") + " " +
+             (paren != std::string::npos && paren + 2 < stat.size() ? stat.substr(paren + 2, 1)
+                                                                    : "?") +
+             " " + read_first_line(dir / "wchan") + "\n";
+    }
+  }
+  if (access("/usr/bin/gdb", X_OK) == 0) {
+    const std::string command = "timeout 30 /usr/bin/gdb -p " + std::to_string(pid) +
+                                " -batch -nx -ex 'thread apply all bt' 2>&1";
+    if (FILE* gdb = popen(command.c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, gdb)) > 0) out.append(buf, n);
+      pclose(gdb);
+    }
+  }
+  return out;
 }
 
 }  // namespace internal
@@ -366,11 +416,21 @@ class DaemonProcess {
     if (pid_ <= 0) return -1;
     int status = 0;
     int code = -1;
+    // SIGCONT first: a stopped process (SIGSTOP tests) must run to see the
+    // SIGTERM. Never after it: a SIGCONT discards pending stop signals, and
+    // a sanitizer's leak check at exit stops the process with ptrace (its
+    // SIGSTOP); a SIGCONT landing then (this thread descheduled between the
+    // two kills under load) left LeakSanitizer's tracer waiting forever for
+    // the stop and the daemon spinning until SIGKILL (seen in the ASan stage,
+    // the traced main thread running 15 s after its final stats).
+    kill(pid_, SIGCONT);
     kill(pid_, SIGTERM);
-    kill(pid_, SIGCONT);  // a stopped process (SIGSTOP tests) must run to see it
     if (internal::WaitExit(pid_, grace, &status)) {
       code = internal::ExitCodeOf(status);
     } else {
+      std::fprintf(stderr, "DaemonProcess: still running %lld ms after SIGTERM; %s",
+                   static_cast<long long>(ScaledWait(grace).count()),
+                   internal::DescribeStuckProcess(pid_).c_str());
       kill(pid_, SIGKILL);
       while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
       }

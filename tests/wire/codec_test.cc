@@ -361,7 +361,7 @@ TEST(CodecTest, UnknownUnionMemberIsUnsupportedVersion) {
   // The union discriminant is the second 16-bit field of the data section.
   auto data = capnp::toAny(root).getDataSection();
   ASSERT_GE(data.size(), 4u);
-  data[2] = 9;  // the next member after paddedStatusRequest @8
+  data[2] = 10;  // past the last member (descriptorCheckResponse, discriminant 9)
   data[3] = 0;
   ClientMessageReader reader;
   std::string why;
@@ -643,6 +643,86 @@ TEST(CodecTest, StatusRulesFieldsRoundTrip) {
   ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
   EXPECT_TRUE(reader.status_report().rules_digest.empty());
   EXPECT_TRUE(reader.status_report().rules_error.empty());
+}
+
+// MemberInfo.rulesDigest (ordinal 7): a digest, "none" (no rules doors), or
+// empty (not heard yet, and what an older daemon's members decode as).
+TEST(CodecTest, MemberRulesDigestsRoundTrip) {
+  wire::StatusReport report;
+  report.node_id = "n1";
+  report.members.resize(3);
+  report.members[0].id = "n1";
+  report.members[0].rules_digest = "0123456789abcdef0123456789abcdef";
+  report.members[1].id = "n2";
+  report.members[1].rules_digest = std::string(wire::kNoRulesDigest);
+  report.members[2].id = "n3";
+  Bytes bytes;
+  wire::EncodeStatusResponse(report, &bytes);
+  ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  const std::vector<wire::MemberReport>& members = reader.status_report().members;
+  ASSERT_EQ(members.size(), 3u);
+  for (size_t i = 0; i < members.size(); ++i) {
+    EXPECT_EQ(members[i].id, report.members[i].id);
+    EXPECT_EQ(members[i].rules_digest, report.members[i].rules_digest);
+  }
+}
+
+TEST(CodecTest, MembersWithOtherRulesAreTheUpOnesWithAnotherOrUnknownDigest) {
+  const std::string mine(32, 'a'), other(32, 'b');
+  wire::StatusReport report;
+  report.node_id = "n1";
+  auto add = [&](const char* id, const char* state, std::string digest) {
+    wire::MemberReport& m = report.members.emplace_back();
+    m.id = id;
+    m.state = state;
+    m.rules_digest = std::move(digest);
+  };
+  add("n1", "alive", mine);
+  add("n2", "alive", mine);
+  add("n3", "suspect", other);
+  add("n4", "alive", "");                                 // not heard yet
+  add("n5", "alive", std::string(wire::kNoRulesDigest));  // no rules doors
+  add("n6", "dead", other);
+  add("n7", "left", "");
+  auto ids = [](const wire::StatusReport& r) {
+    std::vector<std::string> out;
+    for (const wire::MemberReport* m : wire::MembersWithOtherRules(r)) out.push_back(m->id);
+    return out;
+  };
+  EXPECT_EQ(ids(report), (std::vector<std::string>{"n3", "n4"}));
+  // All agree: nothing.
+  report.members[2].rules_digest = report.members[3].rules_digest = mine;
+  EXPECT_TRUE(ids(report).empty());
+  // The answering node has no doors, or is older than the field: nothing.
+  report.members[2].rules_digest = other;
+  report.members[0].rules_digest = std::string(wire::kNoRulesDigest);
+  EXPECT_TRUE(ids(report).empty());
+  report.members[0].rules_digest = "";
+  EXPECT_TRUE(ids(report).empty());
+}
+
+// Members that do not fit one datagram are cut, digests counted.
+TEST(CodecTest, StatusWithManyMembersAndDigestsStaysOneDatagram) {
+  wire::StatusReport report;
+  report.node_id = "n1";
+  for (int i = 0; i < 2000; ++i) {
+    wire::MemberReport& m = report.members.emplace_back();
+    m.id = "member-" + std::to_string(i) + std::string(40, 'x');
+    m.state = "suspect";
+    m.address = "255.255.255.255:65535";
+    m.rules_digest = "0123456789abcdef0123456789abcdef";
+  }
+  Bytes bytes;
+  wire::EncodeStatusResponse(report, &bytes);
+  EXPECT_LE(bytes.size(), wire::kMaxDatagramBytes);
+  ClientMessageReader reader;
+  std::string why;
+  ASSERT_EQ(reader.Decode(bytes, &why), Status::kOk) << why;
+  EXPECT_TRUE(reader.status_report().members_truncated);
+  EXPECT_GT(reader.status_report().members.size(), 100u);
+  EXPECT_EQ(reader.status_report().members.back().rules_digest, report.members[0].rules_digest);
 }
 
 }  // namespace

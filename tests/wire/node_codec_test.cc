@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "tally/peer.capnp.h"
+#include "wire/peer.capnp.h"
 #include "wire/codec.h"
 #include "wire/peer_codec.h"
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "tally/peer.capnp.h"
 #include "wire/codec.h"
+#include "wire/peer.capnp.h"
 
 namespace tally::wire {
 namespace {
@@ -40,6 +40,22 @@ m::MemberUpdate RandomUpdate(Rng& rng) {
                          Below(rng, 2) ? RandomText(rng, 20) : std::string()};
 }
 
+// Mostly what members send (none, or 16 bytes), sometimes any length: the
+// codec carries whatever it is given and Swim judges it.
+std::string RandomDigest(Rng& rng) {
+  switch (Below(rng, 4)) {
+    case 0:
+      return {};
+    case 1:
+      return RandomText(rng, 40);
+    default: {
+      std::string digest(m::kRulesDigestBytes, '\0');
+      for (char& c : digest) c = static_cast<char>(rng());
+      return digest;
+    }
+  }
+}
+
 m::SwimMessage RandomMessage(Rng& rng, size_t max_updates) {
   m::SwimMessage msg;
   msg.version = static_cast<uint16_t>(1 + Below(rng, 5));
@@ -50,10 +66,10 @@ m::SwimMessage RandomMessage(Rng& rng, size_t max_updates) {
   msg.sender_wall_ms = static_cast<int64_t>(rng());
   switch (Below(rng, m::kSwimKindCount)) {
     case 0:
-      msg.body = m::Ping{rng(), RandomText(rng, 40)};
+      msg.body = m::Ping{rng(), RandomText(rng, 40), RandomDigest(rng)};
       break;
     case 1:
-      msg.body = m::Ack{rng()};
+      msg.body = m::Ack{rng(), RandomDigest(rng)};
       break;
     case 2:
       msg.body = m::PingReq{rng(), RandomText(rng, 40), RandomText(rng, 30), Below(rng, 2) == 0};
@@ -119,6 +135,39 @@ TEST(PeerCodecTest, HeaderAccessorsAndMisalignedInput) {
   EXPECT_EQ(reader.sender_generation(), 42u);
   EXPECT_EQ(reader.sender_wall_ms(), -5);
   EXPECT_EQ(reader.swim(), msg);
+}
+
+// What gossiping the rules digest costs: 8 bytes on every ping and ack (the
+// field's pointer), 16 more when the sender has rules doors. Nothing else grows.
+TEST(PeerCodecTest, ARulesDigestCostsTwentyFourBytesOnPingsAndAcks) {
+  m::SwimMessage msg;
+  msg.sender_id = "n1";
+  msg.sender_address = "10.0.0.1:7946";
+  const std::string digest(m::kRulesDigestBytes, '\x5a');
+  std::vector<std::byte> without, with;
+  msg.body = m::Ping{7, "n2"};
+  EncodeSwim(msg, &without);
+  msg.body = m::Ping{7, "n2", digest};
+  EncodeSwim(msg, &with);
+  EXPECT_EQ(with.size(), without.size() + 16);
+  EXPECT_LE(with.size(), m::EstimatedEncodedBytes(msg));
+  msg.body = m::Ack{7};
+  EncodeSwim(msg, &without);
+  msg.body = m::Ack{7, digest};
+  EncodeSwim(msg, &with);
+  EXPECT_EQ(with.size(), without.size() + 16);
+  EXPECT_LE(with.size(), m::EstimatedEncodedBytes(msg));
+  PeerMessageReader reader;
+  m::SwimMessage back;
+  std::string why;
+  ASSERT_EQ(reader.Decode(with, &back, &why), tally::Status::kOk) << why;
+  EXPECT_EQ(std::get<m::Ack>(back.body).rules_digest, digest);
+  // A Nack (like gossip, ping-req and push-pull) has no digest field.
+  msg.body = m::Nack{7};
+  EncodeSwim(msg, &without);
+  msg.body = m::Ack{7};
+  EncodeSwim(msg, &with);
+  EXPECT_EQ(with.size(), without.size() + 8);
 }
 
 TEST(PeerCodecTest, DatagramSizedMessagesStayUnder1400) {

@@ -24,12 +24,13 @@
 #include "daemon/core/dedup_cache.h"
 #include "daemon/core/limiter_core.h"
 #include "tally/limiter.h"
+#include "tests/support/times.h"
 
 namespace tally::core {
 namespace {
 
 using std::chrono::milliseconds;
-using std::chrono::nanoseconds;
+using ::tally::testing::AtMs;
 
 // The decision as it was before batching (CheckKey and Describe verbatim).
 class OldCore {
@@ -208,10 +209,6 @@ void ExpectSameStore(const crdt::KeyStore& want, const crdt::KeyStore& got) {
   EXPECT_EQ(want.reclaimed(), got.reclaimed());
 }
 
-Instant At(int64_t wall_ms, int64_t mono_ms) {
-  return Instant{milliseconds(wall_ms), nanoseconds(milliseconds(mono_ms))};
-}
-
 // Random requests over a small key pool.
 class StreamGen {
  public:
@@ -285,7 +282,7 @@ class StreamGen {
     mono_ += static_cast<int64_t>(Pick(3) == 0 ? Pick(3000) : Pick(50));
     if (Pick(15) == 0) mono_ -= static_cast<int64_t>(Pick(100));
   }
-  Instant now() const { return At(wall_, mono_); }
+  Instant now() const { return AtMs(wall_, mono_); }
   int64_t wall() const { return wall_; }
 
   size_t BatchSize() {
@@ -463,8 +460,8 @@ TEST(CheckBatchTest, GrowthOrSweepInsideABatchRedoesTheLookups) {
     for (int i = 0; i < 7; ++i) owned[i].hits = 0;
     std::vector<CheckResult> results;
     std::vector<CheckRequestRef> refs(owned.begin(), owned.end());
-    batched.CheckBatch(refs, At(10'000, 1), &results);
-    for (const auto& r : refs) old.Check(r, At(10'000, 1));
+    batched.CheckBatch(refs, AtMs(10'000, 1), &results);
+    for (const auto& r : refs) old.Check(r, AtMs(10'000, 1));
     // Now: 3 new keys first, then every old key again (found in pass 2).
     std::vector<CheckRequest> next;
     for (int i = 0; i < 3; ++i)
@@ -472,10 +469,10 @@ TEST(CheckBatchTest, GrowthOrSweepInsideABatchRedoesTheLookups) {
     next.insert(next.end(), owned.begin(), owned.end());
     refs.assign(next.begin(), next.end());
     const uint64_t epoch = batched.store().layout_epoch();
-    batched.CheckBatch(refs, At(10'001, 2), &results);
+    batched.CheckBatch(refs, AtMs(10'001, 2), &results);
     EXPECT_NE(batched.store().layout_epoch(), epoch) << max_keys;
     for (size_t i = 0; i < refs.size(); ++i) {
-      ExpectSameResult(old.Check(refs[i], At(10'001, 2)), results[i],
+      ExpectSameResult(old.Check(refs[i], AtMs(10'001, 2)), results[i],
                        "max_keys " + std::to_string(max_keys) + " request " + std::to_string(i));
     }
     ExpectSameStats(old.stats(), batched.stats());
@@ -490,20 +487,20 @@ TEST(CheckBatchTest, AllInvalidBatchDoesNotClampTime) {
   CheckRequest bad{0, "", "/e", 1, 1000, 1};
   std::vector<CheckResult> results;
   std::vector<CheckRequestRef> one_ok{ok};
-  a.CheckBatch(one_ok, At(10'000, 10'000), &results);
+  a.CheckBatch(one_ok, AtMs(10'000, 10'000), &results);
   EXPECT_TRUE(results[0].allowed);
   std::vector<CheckRequestRef> only_bad{bad, bad};
-  a.CheckBatch(only_bad, At(20'000, 20'000), &results);  // would clamp to 20 s if it clamped
+  a.CheckBatch(only_bad, AtMs(20'000, 20'000), &results);  // would clamp to 20 s if it clamped
   ASSERT_EQ(results.size(), 2u);
   EXPECT_EQ(results[1].status, Status::kInvalidArgument);
   // At 10.5 s the window of 10 s still counts the hit: denied. Had the clamp
   // moved to 20 s, the window would have passed and this would be admitted.
-  b.Check(ok, At(10'000, 10'000));
-  b.Check(bad, At(20'000, 20'000));
+  b.Check(ok, AtMs(10'000, 10'000));
+  b.Check(bad, AtMs(20'000, 20'000));
   std::vector<CheckRequestRef> again{ok};
-  a.CheckBatch(again, At(10'500, 10'500), &results);
+  a.CheckBatch(again, AtMs(10'500, 10'500), &results);
   EXPECT_FALSE(results[0].allowed);
-  EXPECT_EQ(results[0].allowed, b.Check(ok, At(10'500, 10'500)).allowed);
+  EXPECT_EQ(results[0].allowed, b.Check(ok, AtMs(10'500, 10'500)).allowed);
 }
 
 // ---- the facade ----
@@ -576,7 +573,7 @@ TEST(LimiterBatchTest, ConcurrentBatchesAdmitExactlyTheLimitPerKey) {
           refs[i] = owned[i];
         }
         // Each thread's clock is a little behind or ahead of the others'.
-        limiter.CheckBatch(refs, At(1'000'000 + b / 10 + t, 1'000'000 + b), &results);
+        limiter.CheckBatch(refs, AtMs(1'000'000 + b / 10 + t, 1'000'000 + b), &results);
         for (int i = 0; i < kBatchSize; ++i) {
           if (hot_of[i] >= 0 && results[i].allowed) admitted[hot_of[i]].fetch_add(1);
           if (hot_of[i] < 0 && !results[i].allowed) cold_denied.fetch_add(1);

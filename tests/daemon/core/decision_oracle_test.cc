@@ -17,9 +17,12 @@
 
 #include "crdt/window_counter.h"
 #include "daemon/core/limiter_core.h"
+#include "tests/support/times.h"
 
 namespace tally::core {
 namespace {
+
+using ::tally::testing::AtWallMs;
 
 struct Admitted {
   int64_t time_ms;
@@ -98,7 +101,7 @@ TEST_P(DecisionOracleTest, RandomStreamsNeverExceedAndFollowTheBucketRule) {
     req.window_ms = s.window_ms;
     req.hits = std::uniform_int_distribution<uint64_t>(0, 4)(rng);
     if (rng() % 50 == 0) req.hits = s.limit + 1;
-    CheckResult r = core.Check(req, Instant{std::chrono::milliseconds(now_ms), {}});
+    CheckResult r = core.Check(req, AtWallMs(now_ms));
     ASSERT_EQ(r.status, Status::kOk);
 
     const int64_t bucket = crdt::BucketOf(now_ms, g);
@@ -162,7 +165,7 @@ TEST(DecisionAccuracyTest, SaturatedKeyAdmitsWithinOneBucketOfTheLimit) {
     KeyLog log;
     for (int64_t t = start; t < start + duration_ms; ++t) {
       CheckRequest req{0, "u", "e", limit, window_ms, 1};
-      if (core.Check(req, Instant{std::chrono::milliseconds(t), {}}).allowed) {
+      if (core.Check(req, AtWallMs(t)).allowed) {
         ++admitted;
         log.admitted.push_back({t, 1});
       }

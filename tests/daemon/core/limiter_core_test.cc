@@ -6,69 +6,68 @@
 #include <vector>
 
 #include "tally/limiter.h"
+#include "tests/support/requests.h"
+#include "tests/support/times.h"
 
 namespace tally::core {
 namespace {
 
 using std::chrono::milliseconds;
-using std::chrono::nanoseconds;
+using ::tally::testing::AtMs;
+using ::tally::testing::CheckRequestBuilder;
 
-Instant At(int64_t wall_ms, int64_t mono_ms = -1) {
-  return Instant{milliseconds(wall_ms), nanoseconds(milliseconds(mono_ms < 0 ? wall_ms : mono_ms))};
-}
-
-CheckRequest Req(uint64_t limit, uint64_t window_ms, uint64_t hits = 1, uint64_t id = 0,
-                 std::string user = "alice") {
-  return CheckRequest{id, std::move(user), "/api", limit, window_ms, hits};
-}
+const CheckRequestBuilder kRequest;  // alice on /api, 1 hit
 
 TEST(LimiterCoreTest, AdmitsUpToTheLimitThenDeniesWithRetryAndReset) {
   LimiterCore core({});
   for (int i = 0; i < 3; ++i) {
-    CheckResult r = core.Check(Req(3, 1000), At(10'000));
+    CheckResult r = core.Check(kRequest.Limit(3).WindowMs(1000), AtMs(10'000));
     EXPECT_TRUE(r.allowed);
     EXPECT_EQ(r.remaining, 2u - i);
     EXPECT_EQ(r.limit, 3u);
     EXPECT_EQ(r.reset_after_ms, 1100u);  // bucket [10000,10100) counts until 11100
   }
-  CheckResult denied = core.Check(Req(3, 1000), At(10'050));
+  CheckResult denied = core.Check(kRequest.Limit(3).WindowMs(1000), AtMs(10'050));
   EXPECT_FALSE(denied.allowed);
   EXPECT_EQ(denied.remaining, 0u);
   EXPECT_EQ(denied.retry_after_ms, 1050u);
-  EXPECT_TRUE(core.Check(Req(3, 1000), At(10'050 + 1050)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(3).WindowMs(1000), AtMs(10'050 + 1050)).allowed);
 }
 
 TEST(LimiterCoreTest, DeniedRequestsConsumeNothingAndZeroHitsOnlyAsk) {
   LimiterCore core({});
-  EXPECT_TRUE(core.Check(Req(5, 1000, 4), At(0)).allowed);
-  EXPECT_FALSE(core.Check(Req(5, 1000, 2), At(1)).allowed);  // would make 6
-  CheckResult ask = core.Check(Req(5, 1000, 0), At(2));
+  const CheckRequestBuilder five_per_s = kRequest.Limit(5).WindowMs(1000);
+  EXPECT_TRUE(core.Check(five_per_s.Hits(4), AtMs(0)).allowed);
+  EXPECT_FALSE(core.Check(five_per_s.Hits(2), AtMs(1)).allowed);  // would make 6
+  CheckResult ask = core.Check(five_per_s.Hits(0), AtMs(2));
   EXPECT_TRUE(ask.allowed);
   EXPECT_EQ(ask.remaining, 1u);
-  EXPECT_TRUE(core.Check(Req(5, 1000, 1), At(3)).allowed);  // the denied 2 took nothing
+  EXPECT_TRUE(core.Check(five_per_s, AtMs(3)).allowed);  // the denied 2 took nothing
 }
 
 TEST(LimiterCoreTest, LimitIsAppliedAtDecisionTime) {
   LimiterCore core({});
-  for (int i = 0; i < 5; ++i) EXPECT_TRUE(core.Check(Req(10, 1000), At(0)).allowed);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(core.Check(kRequest.Limit(10).WindowMs(1000), AtMs(0)).allowed);
+  }
   // Same key (user, endpoint, window): a lowered limit denies at once.
-  CheckResult r = core.Check(Req(5, 1000), At(1));
+  CheckResult r = core.Check(kRequest.Limit(5).WindowMs(1000), AtMs(1));
   EXPECT_FALSE(r.allowed);
   EXPECT_EQ(r.limit, 5u);
   // Raised again: room again.
-  EXPECT_TRUE(core.Check(Req(6, 1000), At(2)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(6).WindowMs(1000), AtMs(2)).allowed);
 }
 
 TEST(LimiterCoreTest, WindowIsPartOfTheCounterIdentity) {
   LimiterCore core({});
-  EXPECT_TRUE(core.Check(Req(1, 1000), At(0)).allowed);
-  EXPECT_FALSE(core.Check(Req(1, 1000), At(0)).allowed);
-  EXPECT_TRUE(core.Check(Req(1, 60'000), At(0)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000), AtMs(0)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000), AtMs(0)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(60'000), AtMs(0)).allowed);
 }
 
 TEST(LimiterCoreTest, HitsAboveTheLimitCanNeverFit) {
   LimiterCore core({});
-  CheckResult r = core.Check(Req(3, 1000, 4), At(0));
+  CheckResult r = core.Check(kRequest.Limit(3).WindowMs(1000).Hits(4), AtMs(0));
   EXPECT_EQ(r.status, Status::kOk);
   EXPECT_FALSE(r.allowed);
   EXPECT_EQ(r.retry_after_ms, kNeverFits);
@@ -76,10 +75,11 @@ TEST(LimiterCoreTest, HitsAboveTheLimitCanNeverFit) {
 
 TEST(LimiterCoreTest, LimitZeroDeniesEverything) {
   LimiterCore core({});
-  CheckResult r = core.Check(Req(0, 1000, 1), At(0));
+  const CheckRequestBuilder none_per_s = kRequest.Limit(0).WindowMs(1000);
+  CheckResult r = core.Check(none_per_s, AtMs(0));
   EXPECT_FALSE(r.allowed);
   EXPECT_EQ(r.retry_after_ms, kNeverFits);
-  EXPECT_TRUE(core.Check(Req(0, 1000, 0), At(0)).allowed);  // asking is always fine
+  EXPECT_TRUE(core.Check(none_per_s.Hits(0), AtMs(0)).allowed);  // asking is always fine
 }
 
 TEST(LimiterCoreTest, InvalidInputGetsAClearErrorAndCountsNothing) {
@@ -99,7 +99,7 @@ TEST(LimiterCoreTest, InvalidInputGetsAClearErrorAndCountsNothing) {
       {CheckRequest{1, "u", "/e", 10, 1000, kMaxLimit + 1}, "hits exceed 4294967295"},
   };
   for (const auto& c : cases) {
-    CheckResult r = core.Check(c.req, At(0));
+    CheckResult r = core.Check(c.req, AtMs(0));
     EXPECT_EQ(r.status, Status::kInvalidArgument);
     EXPECT_FALSE(r.allowed);
     EXPECT_EQ(r.error, c.why);
@@ -109,68 +109,68 @@ TEST(LimiterCoreTest, InvalidInputGetsAClearErrorAndCountsNothing) {
   // Exactly at the limits is fine.
   EXPECT_EQ(core.Check(CheckRequest{1, std::string(4000, 'u'), std::string(96, 'e'), kMaxLimit,
                                     kMaxWindowMs, kMaxLimit},
-                       At(0))
+                       AtMs(0))
                 .status,
             Status::kOk);
 }
 
 TEST(LimiterCoreTest, RetriedRequestIdIsNotCountedTwice) {
   LimiterCore core({});
-  CheckResult first = core.Check(Req(2, 1000, 1, /*id=*/77), At(0));
-  CheckResult retry = core.Check(Req(2, 1000, 1, /*id=*/77), At(5));
+  CheckResult first = core.Check(kRequest.Limit(2).WindowMs(1000).Id(77), AtMs(0));
+  CheckResult retry = core.Check(kRequest.Limit(2).WindowMs(1000).Id(77), AtMs(5));
   EXPECT_TRUE(first.allowed);
   EXPECT_TRUE(retry.allowed);
   EXPECT_EQ(retry.remaining, 1u);  // still only one hit counted
   EXPECT_EQ(core.stats().dedup_hits, 1u);
-  EXPECT_TRUE(core.Check(Req(2, 1000, 1, 78), At(6)).allowed);
-  EXPECT_FALSE(core.Check(Req(2, 1000, 1, 79), At(7)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(2).WindowMs(1000).Id(78), AtMs(6)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(2).WindowMs(1000).Id(79), AtMs(7)).allowed);
   // A retry of the denied one stays denied even after room appears? It
   // returns the first decision: the client already got "denied".
-  EXPECT_FALSE(core.Check(Req(2, 1000, 1, 79), At(8)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(2).WindowMs(1000).Id(79), AtMs(8)).allowed);
   // The same id on another key is another request.
-  EXPECT_TRUE(core.Check(Req(2, 1000, 1, 77, "bob"), At(9)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(2).WindowMs(1000).Id(77).User("bob"), AtMs(9)).allowed);
 }
 
 TEST(LimiterCoreTest, DedupEntriesExpireAfterTheirTtl) {
   LimiterCore core({.dedup_ttl = milliseconds(100)});
-  EXPECT_TRUE(core.Check(Req(5, 100'000, 1, 9), At(0)).allowed);
-  EXPECT_TRUE(core.Check(Req(5, 100'000, 1, 9), At(50)).allowed);
-  CheckResult later = core.Check(Req(5, 100'000, 1, 9), At(200));
+  EXPECT_TRUE(core.Check(kRequest.Limit(5).WindowMs(100'000).Id(9), AtMs(0)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(5).WindowMs(100'000).Id(9), AtMs(50)).allowed);
+  CheckResult later = core.Check(kRequest.Limit(5).WindowMs(100'000).Id(9), AtMs(200));
   EXPECT_EQ(later.remaining, 3u);  // past the TTL it is a new request
 }
 
 TEST(LimiterCoreTest, WallClockGoingBackNeverReopensTheWindow) {
   LimiterCore core({});
-  EXPECT_TRUE(core.Check(Req(1, 1000), At(50'000, 1)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000), AtMs(50'000, 1)).allowed);
   // The wall clock jumps back 10 s: the hit moves to the new time's bucket
   // and counts a full window from the step (whichever clock was right, it
   // was admitted at most that long ago).
-  EXPECT_FALSE(core.Check(Req(1, 1000), At(40'000, 2)).allowed);
-  EXPECT_FALSE(core.Check(Req(1, 1000), At(41'050, 3)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000), AtMs(40'000, 2)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000), AtMs(41'050, 3)).allowed);
   const crdt::WindowCounter& c = core.store().Find(crdt::HashKey("alice", "/api", 1000))->counter;
   EXPECT_EQ(c.newest_bucket(), crdt::BucketOf(40'000, c.geometry()));  // nothing ahead of now
-  EXPECT_TRUE(core.Check(Req(1, 1000), At(41'100, 4)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000), AtMs(41'100, 4)).allowed);
 }
 
 TEST(LimiterCoreTest, SmallRegressionsAreClampedLargeStepsAreFollowed) {
   LimiterCore core({});  // max_clock_regression_ms = 1000
-  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "bob"), At(50'000, 1)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000).User("bob"), AtMs(50'000, 1)).allowed);
   // 900 ms back (threads racing for the lock, a small NTP step): clamped, so
   // the request lands in the 50'000 bucket and is denied there.
-  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(49'100, 2)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000).User("bob"), AtMs(49'100, 2)).allowed);
   EXPECT_EQ(core.stats().clock_steps_back, 0u);
   // 10 s back: followed. Time slides from there instead of freezing at
   // 50'000 for 10 s, so a new key's window opens again after one window.
-  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "carol"), At(40'000, 3)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000).User("carol"), AtMs(40'000, 3)).allowed);
   EXPECT_EQ(core.stats().clock_steps_back, 1u);
-  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "carol"), At(40'500, 4)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000).User("carol"), AtMs(40'500, 4)).allowed);
   // Bob's hit moved to the step's bucket (40'000): it counts a full window
   // from the step, and a sweep keeps it meanwhile.
-  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(40'900, 5)).allowed);
-  core.Sweep(At(41'000, 6));
-  EXPECT_FALSE(core.Check(Req(1, 1000, 1, 0, "bob"), At(41'050, 7)).allowed);
-  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "carol"), At(41'100, 8)).allowed);
-  EXPECT_TRUE(core.Check(Req(1, 1000, 1, 0, "bob"), At(41'100, 9)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000).User("bob"), AtMs(40'900, 5)).allowed);
+  core.Sweep(AtMs(41'000, 6));
+  EXPECT_FALSE(core.Check(kRequest.Limit(1).WindowMs(1000).User("bob"), AtMs(41'050, 7)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000).User("carol"), AtMs(41'100, 8)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(1).WindowMs(1000).User("bob"), AtMs(41'100, 9)).allowed);
 }
 
 // A counter shaped for another window (a faulty peer's state) is started
@@ -184,17 +184,17 @@ TEST(LimiterCoreTest, AForeignGeometryIsRepairedAndOnlyAOwnOneIsACollision) {
   remote.Add(peer, crdt::BucketOf(10'000, wrong), 3);
   ASSERT_TRUE(core.store().Merge(key, remote, 10'000));
   for (int i = 0; i < 3; ++i) {
-    CheckResult r = core.Check(Req(3, 1000), At(10'000));
+    CheckResult r = core.Check(kRequest.Limit(3).WindowMs(1000), AtMs(10'000));
     EXPECT_EQ(r.status, Status::kOk) << r.error;
     EXPECT_TRUE(r.allowed);
   }
   EXPECT_EQ(core.stats().geometry_repairs, 1u);
   // The same id under another window, now that checks here confirmed it.
-  CheckResult collision = core.CheckKey(Req(3, 60'000), key, At(10'001));
+  CheckResult collision = core.CheckKey(kRequest.Limit(3).WindowMs(60'000), key, AtMs(10'001));
   EXPECT_EQ(collision.status, Status::kInternal);
   EXPECT_EQ(collision.error, "key id collision");
   EXPECT_EQ(core.stats().geometry_repairs, 1u);
-  EXPECT_FALSE(core.Check(Req(3, 1000), At(10'002)).allowed);
+  EXPECT_FALSE(core.Check(kRequest.Limit(3).WindowMs(1000), AtMs(10'002)).allowed);
 }
 
 // Fuzz finding B (docs/RELIABILITY.md): a peer's state put a key's newest
@@ -211,7 +211,7 @@ TEST(LimiterCoreTest, AFarFutureCounterGivesFiniteRetryAndResetTimes) {
     crdt::WindowCounter remote(g);
     remote.MergeBucket(core.store().slots().Intern({"peer", 1}), newest, 5);
     core.store().Merge(key, remote, 10'000);
-    CheckResult r = core.CheckKey(Req(5, 1000), key, At(10'000));
+    CheckResult r = core.CheckKey(kRequest.Limit(5).WindowMs(1000), key, AtMs(10'000));
     ASSERT_EQ(r.status, Status::kOk) << r.error;
     if (newest > crdt::MaxBucket(g)) {
       // Outside the domain: ignored, the key is as if new.
@@ -230,14 +230,14 @@ TEST(LimiterCoreTest, AFarFutureCounterGivesFiniteRetryAndResetTimes) {
 
 TEST(LimiterCoreTest, IdleKeysAreReclaimedAndFullTableSaysOverCapacity) {
   LimiterCore core({.max_keys = 2});
-  EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "a"), At(0)).allowed);
-  EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "b"), At(0)).allowed);
-  CheckResult full = core.Check(Req(5, 1000, 1, 0, "c"), At(10));
+  EXPECT_TRUE(core.Check(kRequest.Limit(5).WindowMs(1000).User("a"), AtMs(0)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(5).WindowMs(1000).User("b"), AtMs(0)).allowed);
+  CheckResult full = core.Check(kRequest.Limit(5).WindowMs(1000).User("c"), AtMs(10));
   EXPECT_EQ(full.status, Status::kOverCapacity);
   EXPECT_FALSE(full.allowed);
-  EXPECT_EQ(core.Sweep(At(5000)), 2u);
+  EXPECT_EQ(core.Sweep(AtMs(5000)), 2u);
   EXPECT_EQ(core.store().size(), 0u);
-  EXPECT_TRUE(core.Check(Req(5, 1000, 1, 0, "c"), At(5000)).allowed);
+  EXPECT_TRUE(core.Check(kRequest.Limit(5).WindowMs(1000).User("c"), AtMs(5000)).allowed);
 }
 
 TEST(LimiterFacadeTest, ConcurrentCallersOnOneKeyAdmitExactlyTheLimit) {
@@ -249,10 +249,10 @@ TEST(LimiterFacadeTest, ConcurrentCallersOnOneKeyAdmitExactlyTheLimit) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        CheckRequest req{static_cast<uint64_t>(t * kPerThread + i + 1), "hot", "/k", kLimit,
-                         60'000, 1};
+        CheckRequest req{
+            static_cast<uint64_t>(t * kPerThread + i + 1), "hot", "/k", kLimit, 60'000, 1};
         // Each thread's clock is a little behind or ahead of the others'.
-        CheckResult r = limiter.Check(req, At(1'000'000 + i / 10 + t));
+        CheckResult r = limiter.Check(req, AtMs(1'000'000 + i / 10 + t));
         if (r.allowed) admitted.fetch_add(1);
       }
     });
@@ -267,13 +267,13 @@ TEST(LimiterFacadeTest, ConcurrentCallersOnOneKeyAdmitExactlyTheLimit) {
 
 TEST(LimiterFacadeTest, InvalidRequestsAreCountedAndSweepsVisitEveryShard) {
   Limiter limiter(LimiterOptions{.shards = 4});
-  EXPECT_EQ(limiter.Check(CheckRequest{1, "", "/e", 1, 1000, 1}, At(0)).status,
+  EXPECT_EQ(limiter.Check(CheckRequest{1, "", "/e", 1, 1000, 1}, AtMs(0)).status,
             Status::kInvalidArgument);
   for (int i = 0; i < 100; ++i) {
-    limiter.Check(CheckRequest{0, "u" + std::to_string(i), "/e", 1, 1000, 1}, At(0));
+    limiter.Check(CheckRequest{0, "u" + std::to_string(i), "/e", 1, 1000, 1}, AtMs(0));
   }
   EXPECT_EQ(limiter.GetStats().live_keys, 100u);
-  for (size_t s = 0; s < limiter.shard_count(); ++s) limiter.SweepOneShard(At(10'000));
+  for (size_t s = 0; s < limiter.shard_count(); ++s) limiter.SweepOneShard(AtMs(10'000));
   LimiterStats stats = limiter.GetStats();
   EXPECT_EQ(stats.live_keys, 0u);
   EXPECT_EQ(stats.keys_reclaimed, 100u);

@@ -13,6 +13,7 @@
 
 #include "membership/ring.h"
 #include "tests/daemon/core/test_cluster.h"
+#include "tests/support/requests.h"
 #include "wire/codec.h"
 #include "wire/peer_codec.h"
 
@@ -21,24 +22,22 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
+using ::tally::testing::CheckRequestBuilder;
 using testing::kStartWallMs;
 using testing::TestCluster;
 
-CheckRequest Req(uint64_t id, uint64_t limit = 50, uint64_t window_ms = 60'000,
-                 std::string user = "alice") {
-  return CheckRequest{id, std::move(user), "/api", limit, window_ms, 1};
-}
+const CheckRequestBuilder kRequest = CheckRequestBuilder().Limit(50);  // alice on /api
 
 TEST(NodeTest, SingleNodeIsAClusterOfOne) {
   TestCluster c;
   c.Add("n1", false);
   c.RunFor(100);
   for (uint64_t i = 1; i <= 3; ++i) {
-    auto r = c.Check("n1", Req(i, 3));
+    auto r = c.Check("n1", kRequest.Id(i).Limit(3));
     ASSERT_TRUE(r.has_value());
     EXPECT_TRUE(r->allowed);
   }
-  auto r = c.Check("n1", Req(4, 3));
+  auto r = c.Check("n1", kRequest.Id(4).Limit(3));
   ASSERT_TRUE(r.has_value());
   EXPECT_FALSE(r->allowed);
 }
@@ -106,7 +105,7 @@ TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {
   const char* via[] = {"n1", "n2", "n3"};
   int admitted = 0;
   for (uint64_t i = 1; i <= 90; ++i) {
-    auto r = c.Check(via[i % 3], Req(i, 50));
+    auto r = c.Check(via[i % 3], kRequest.Id(i));
     ASSERT_TRUE(r.has_value()) << i;
     ASSERT_EQ(r->status, Status::kOk);
     EXPECT_EQ(r->request_id, i);
@@ -127,7 +126,7 @@ TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {
 TEST(NodeTest, ReplicasConvergeToTheOwnersState) {
   TestCluster c;
   c.Form(3, 3000);
-  for (uint64_t i = 1; i <= 20; ++i) ASSERT_TRUE(c.Check("n1", Req(i, 50)).has_value());
+  for (uint64_t i = 1; i <= 20; ++i) ASSERT_TRUE(c.Check("n1", kRequest.Id(i)).has_value());
   c.RunFor(200);
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   uint64_t h = c.node("n1").StateHash(key, c.Now());
@@ -147,16 +146,16 @@ TEST(NodeTest, OwnerCrashFailsOverToAReplicaThatKeepsTheCounts) {
     if (id != owner) entry = id;
   }
   // Exhaust the key, let replication carry it, then kill the owner.
-  for (uint64_t i = 1; i <= 10; ++i) ASSERT_TRUE(c.Check(entry, Req(i, 10))->allowed);
+  for (uint64_t i = 1; i <= 10; ++i) ASSERT_TRUE(c.Check(entry, kRequest.Id(i).Limit(10))->allowed);
   c.RunFor(100);
   c.Crash(owner);
   // Still decided (after a forward timeout), and still denied: counts survived.
-  auto r = c.Check(entry, Req(100, 10));
+  auto r = c.Check(entry, kRequest.Id(100).Limit(10));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, Status::kOk);
   EXPECT_FALSE(r->allowed);
   // Another key is admitted normally meanwhile.
-  auto other = c.Check(entry, Req(101, 10, 60'000, "bob"));
+  auto other = c.Check(entry, kRequest.Id(101).Limit(10).User("bob"));
   ASSERT_TRUE(other.has_value());
   EXPECT_TRUE(other->allowed);
   // The dead owner is marked dead; the key stays denied afterwards.
@@ -167,7 +166,7 @@ TEST(NodeTest, OwnerCrashFailsOverToAReplicaThatKeepsTheCounts) {
       EXPECT_EQ(m.state, "dead");
     }
   }
-  auto later = c.Check(entry, Req(102, 10));
+  auto later = c.Check(entry, kRequest.Id(102).Limit(10));
   ASSERT_TRUE(later.has_value());
   EXPECT_FALSE(later->allowed);
 }
@@ -178,7 +177,7 @@ TEST(NodeTest, RestartedNodeTakesAFreshSlotAndGetsHandoff) {
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
   const std::string owner = c.node("n1").PreferenceList(key)[0];
   std::string entry = owner == "n1" ? "n2" : "n1";
-  for (uint64_t i = 1; i <= 6; ++i) ASSERT_TRUE(c.Check(entry, Req(i, 10))->allowed);
+  for (uint64_t i = 1; i <= 6; ++i) ASSERT_TRUE(c.Check(entry, kRequest.Id(i).Limit(10))->allowed);
   c.RunFor(100);
   c.Crash(owner);
   c.RunFor(15'000);
@@ -191,7 +190,7 @@ TEST(NodeTest, RestartedNodeTakesAFreshSlotAndGetsHandoff) {
   // It received the old counts: 4 more fit, not 10.
   int admitted = 0;
   for (uint64_t i = 50; i < 60; ++i) {
-    auto r = c.Check(entry, Req(i, 10));
+    auto r = c.Check(entry, kRequest.Id(i).Limit(10));
     ASSERT_TRUE(r.has_value());
     admitted += r->allowed ? 1 : 0;
   }
@@ -212,8 +211,8 @@ TEST(NodeTest, PartitionUnderAvailabilityPolicyAdmitsOnBothSidesThenConverges) {
   c.RunFor(20'000);
   int side_a = 0, side_b = 0;
   for (uint64_t i = 1; i <= 15; ++i) {
-    auto a = c.Check("n1", Req(i, 10));
-    auto b = c.Check("n3", Req(1000 + i, 10));
+    auto a = c.Check("n1", kRequest.Id(i).Limit(10));
+    auto b = c.Check("n3", kRequest.Id(1000 + i).Limit(10));
     ASSERT_TRUE(a.has_value() && b.has_value());
     side_a += a->allowed;
     side_b += b->allowed;
@@ -228,7 +227,7 @@ TEST(NodeTest, PartitionUnderAvailabilityPolicyAdmitsOnBothSidesThenConverges) {
   EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), h);
   EXPECT_EQ(c.node("n3").StateHash(key, c.Now()), h);
   // After healing, both sides' admissions count: the key is full.
-  auto r = c.Check("n2", Req(5000, 10));
+  auto r = c.Check("n2", kRequest.Id(5000).Limit(10));
   ASSERT_TRUE(r.has_value());
   EXPECT_FALSE(r->allowed);
   EXPECT_EQ(r->remaining, 0u);
@@ -249,8 +248,8 @@ TEST(NodeTest, ClosedPolicyMinorityDeniesAndProportionalSharesTheLimit) {
     c.RunFor(20'000);
     int majority = 0, minority = 0;
     for (uint64_t i = 1; i <= 40; ++i) {
-      majority += c.Check("n1", Req(i, 30))->allowed;
-      minority += c.Check("n3", Req(1000 + i, 30))->allowed;
+      majority += c.Check("n1", kRequest.Id(i).Limit(30))->allowed;
+      minority += c.Check("n3", kRequest.Id(1000 + i).Limit(30))->allowed;
     }
     if (policy == PartitionPolicy::kClosed) {
       EXPECT_EQ(majority, 30);
@@ -305,7 +304,7 @@ TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
   int admitted = 0;
   for (uint64_t i = 1; i <= 12; ++i) {
     if (i == 7) c.RunFor(10'000);
-    auto r = c.Check(ranking[3 + i % 3], Req(i, 5));
+    auto r = c.Check(ranking[3 + i % 3], kRequest.Id(i).Limit(5));
     ASSERT_TRUE(r.has_value());
     ASSERT_EQ(r->status, Status::kOk);
     admitted += r->allowed;
@@ -331,7 +330,7 @@ TEST(NodeTest, ASideHoldingNoneOfTheTopOfTheRankingStillHasOneDecider) {
   int admitted = 0;
   for (uint64_t i = 1; i <= 16; ++i) {
     if (i == 9) c.RunFor(10'000);  // before and after SWIM notices the cut
-    auto r = c.Check(ranking[8 + i % 4], Req(i, 5));
+    auto r = c.Check(ranking[8 + i % 4], kRequest.Id(i).Limit(5));
     ASSERT_TRUE(r.has_value());
     ASSERT_EQ(r->status, Status::kOk);
     admitted += r->allowed;
@@ -350,13 +349,15 @@ TEST(NodeTest, ASideDeciderReplicatesWithinItsSideSoItsCrashCostsATailOnly) {
     for (int b = 3; b < 6; ++b) c.Cut(ranking[a], ranking[b]);
   }
   // The side's decider (ranking[3]) admits the limit...
-  for (uint64_t i = 1; i <= 5; ++i) ASSERT_TRUE(c.Check(ranking[5], Req(i, 5))->allowed);
+  for (uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(c.Check(ranking[5], kRequest.Id(i).Limit(5))->allowed);
+  }
   c.RunFor(100);
   // ...and its side holds the counts: the key's list is out of reach, so the
   // next reachable members of the ranking stand in as replicas.
   EXPECT_EQ(c.node(ranking[4]).StateHash(key, c.Now()), c.node(ranking[3]).StateHash(key, c.Now()));
   c.Crash(ranking[3]);
-  auto r = c.Check(ranking[5], Req(6, 5));
+  auto r = c.Check(ranking[5], kRequest.Id(6).Limit(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, Status::kOk);
   EXPECT_FALSE(r->allowed);  // ranking[4] took over from the replicated counts
@@ -364,32 +365,73 @@ TEST(NodeTest, ASideDeciderReplicatesWithinItsSideSoItsCrashCostsATailOnly) {
 }
 
 TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
+  // n1 boots with its wall clock 90 s ahead (before NTP synced) and serves
+  // alone: its hits land in buckets far in the future of the members that join
+  // later. (A node that sees its clock jump stops owning at once: see
+  // ANodeWhoseWallClockJumpsStopsOwningAtOnce. One whose clock was wrong
+  // from the start has nothing to compare it with until it has peers.)
   TestCluster c;
-  c.Form(3);
-  crdt::KeyId key = crdt::HashKey("alice", "/api", 1000);
-  const std::vector<std::string> ranking = Ranking(key, 3);
-  const std::string owner = ranking[0];
-  // The owner's clock runs 90 s ahead: its hits land in buckets far in its
-  // peers' future. They refuse that state (merging it would move their rings
-  // and drop live counts: docs/DESIGN.md, "Validating peer state") and do
-  // not acknowledge it, so the owner keeps resending.
-  c.SetWallOffset(owner, 90'000);
-  for (uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(c.Check(owner, Req(i, 3, 1000))->allowed);
-  c.RunFor(300);
-  EXPECT_NE(c.node(owner).StateHash(key, c.NowAt(owner)), 0u);
-  EXPECT_EQ(c.node(ranking[1]).StateHash(key, c.Now()), 0u);
-  EXPECT_GE(c.node(ranking[1]).Status(c.Now()).counters.rejected_peer_state.future, 1u);
-  // The clock is corrected: the owner moves its hits to the new time (a step
-  // back only denies more), asks its peers for its keys again, and its
-  // replicas now take its state.
-  c.SetWallOffset(owner, 0);
-  c.RunFor(500);
-  EXPECT_EQ(c.node(owner).Status(c.Now()).counters.clock_resyncs, 1u);
-  EXPECT_NE(c.node(owner).StateHash(key, c.Now()), 0u);
-  EXPECT_EQ(c.node(owner).StateHash(key, c.Now()), c.node(ranking[1]).StateHash(key, c.Now()));
-  auto r = c.Check(ranking[2], Req(4, 3, 1000));
+  constexpr uint64_t kWindow = 10'000;
+  crdt::KeyId key = crdt::HashKey("alice", "/api", kWindow);
+  c.SetWallOffset("n1", 90'000);
+  c.Add("n1", false);
+  c.RunFor(10);
+  for (uint64_t i = 1; i <= 3; ++i)
+    ASSERT_TRUE(c.Check("n1", kRequest.Id(i).Limit(3).WindowMs(kWindow))->allowed);
+  // Members join. They refuse n1's state (merging it would move their rings
+  // and drop live counts: docs/DESIGN.md, "Validating peer state") and do not
+  // acknowledge it, so n1 keeps resending.
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(1500);
+  EXPECT_NE(c.node("n1").StateHash(key, c.NowAt("n1")), 0u);
+  EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), 0u);
+  EXPECT_GE(c.node("n2").Status(c.Now()).counters.rejected_peer_state.future +
+                c.node("n3").Status(c.Now()).counters.rejected_peer_state.future,
+            1u);
+  // The clock is corrected: n1 moves its hits to the new time (a step back
+  // only denies more), asks its peers for its keys again, and they now take
+  // its state.
+  c.SetWallOffset("n1", 0);
+  c.RunFor(1000);
+  EXPECT_EQ(c.node("n1").Status(c.Now()).counters.clock_resyncs, 1u);
+  const uint64_t h = c.node("n1").StateHash(key, c.Now());
+  EXPECT_NE(h, 0u);
+  EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node("n3").StateHash(key, c.Now()), h);
+  auto r = c.Check("n3", kRequest.Id(4).Limit(3).WindowMs(kWindow));
   ASSERT_TRUE(r.has_value());
   EXPECT_FALSE(r->allowed);
+}
+
+// A wall clock that jumps is seen at once against the monotonic clock: the
+// node shifts its peer clock estimates by the jump and stops owning before
+// its next probe round, instead of deciding at the wrong time while a quarter
+// of each new sample moves the smoothed estimates (swarm seed 2273).
+TEST(NodeTest, ANodeWhoseWallClockJumpsStopsOwningAtOnce) {
+  TestCluster c;
+  c.Form(5);
+  c.RunFor(2000);  // every node has measured its peers
+  ASSERT_TRUE(c.node("n3").Status(c.NowAt("n3")).owning);
+  c.SetWallOffset("n3", 2000);  // 4x max_clock_offset_ms
+  c.RunFor(20);                 // a tick or two, far less than a probe interval
+  NodeStatus jumped = c.node("n3").Status(c.NowAt("n3"));
+  EXPECT_EQ(jumped.counters.wall_steps, 1u);
+  EXPECT_FALSE(jumped.owning);
+  EXPECT_NE(jumped.not_owning_reason.find("clock offset"), std::string::npos)
+      << jumped.not_owning_reason;
+  // Corrected by another jump: its clock is judged good again as soon (it
+  // still warms up: a step back of 2 s fetches its keys again).
+  c.SetWallOffset("n3", 0);
+  c.RunFor(20);
+  NodeStatus corrected = c.node("n3").Status(c.NowAt("n3"));
+  EXPECT_EQ(corrected.counters.wall_steps, 2u);
+  EXPECT_EQ(corrected.not_owning_reason.find("clock offset"), std::string::npos)
+      << corrected.not_owning_reason;
+  c.RunFor(3000);
+  EXPECT_TRUE(c.node("n3").Status(c.NowAt("n3")).owning);
+  // Its peers' views of it did not move: none of them stepped.
+  EXPECT_EQ(c.node("n1").Status(c.Now()).counters.wall_steps, 0u);
 }
 
 TEST(NodeTest, LostForwardsAreRetriedAgainstThePreferenceList) {
@@ -402,7 +444,7 @@ TEST(NodeTest, LostForwardsAreRetriedAgainstThePreferenceList) {
   // Every member of the preference list lost one forward: the second cycle
   // asks the owner again rather than letting a member without the key's
   // counts decide.
-  auto r = c.Check(entry, Req(1, 5));
+  auto r = c.Check(entry, kRequest.Id(1).Limit(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->allowed);
   EXPECT_EQ(c.decisions(ranking[0]).size(), 1u);
@@ -418,11 +460,11 @@ TEST(NodeTest, AfterAForwardTimeoutLaterChecksPassOverThatPeer) {
   const std::string entry = ranking[3];
   c.Cut(entry, ranking[0]);  // the owner is unreachable from the entry only
   const int64_t t0 = c.Now().monotonic.count();
-  ASSERT_TRUE(c.Check(entry, Req(1, 5)).has_value());
+  ASSERT_TRUE(c.Check(entry, kRequest.Id(1).Limit(5)).has_value());
   const int64_t first_ms = (c.Now().monotonic.count() - t0) / 1'000'000;
   EXPECT_GE(first_ms, 30);  // waited out the forward timeout
   const int64_t t1 = c.Now().monotonic.count();
-  auto r = c.Check(entry, Req(2, 5));
+  auto r = c.Check(entry, kRequest.Id(2).Limit(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_LT((c.Now().monotonic.count() - t1) / 1'000'000, 30);  // straight to the replica
   EXPECT_EQ(c.decisions(ranking[1]).size(), 2u);
@@ -437,7 +479,7 @@ TEST(NodeTest, APeerThatStaysSilentIsPassedOverForLongerEachTime) {
   c.Cut(entry, ranking[0]);
   auto took_ms = [&](uint64_t id) {
     const int64_t t0 = c.Now().monotonic.count();
-    EXPECT_TRUE(c.Check(entry, Req(id, 50)).has_value());
+    EXPECT_TRUE(c.Check(entry, kRequest.Id(id)).has_value());
     return (c.Now().monotonic.count() - t0) / 1'000'000;
   };
   EXPECT_GE(took_ms(1), 30);  // timed out: passed over for 250 ms
@@ -485,7 +527,7 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   EXPECT_EQ(c.node(owner).Status(c.Now()).counters.co_deciders, 1u);
   // The owner counts off's hits, and replicates its own decision to off too.
   const int replicates_before = c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate);
-  auto r = c.Check(owner, Req(1, 3));
+  auto r = c.Check(owner, kRequest.Id(1).Limit(3));
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->allowed);
   EXPECT_EQ(r->remaining, 0u);
@@ -501,8 +543,8 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   }
   c.RunFor(5000);
   const int before = c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate);
-  ASSERT_TRUE(c.Check(owner, Req(2, 3)).has_value());
-  ASSERT_TRUE(c.Check(owner, Req(3, 3, 60'000, other_user)).has_value());
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(2).Limit(3)).has_value());
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(3).Limit(3).User(other_user)).has_value());
   c.RunFor(200);
   EXPECT_EQ(c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate), before);
 }
@@ -524,7 +566,7 @@ TEST(NodeTest, AntiEntropyLeavesKeysBeingWrittenToReplication) {
   // its replicas always lag by up to one replication interval, so digests
   // that included it would differ every round and push it over the stream.
   for (uint64_t i = 1; i <= 1000; ++i) {
-    ASSERT_TRUE(c.Check(owner, Req(i, 1'000'000)).has_value());
+    ASSERT_TRUE(c.Check(owner, kRequest.Id(i).Limit(1'000'000)).has_value());
     c.RunFor(5);
   }
   EXPECT_EQ(pushes(), before);
@@ -534,6 +576,63 @@ TEST(NodeTest, AntiEntropyLeavesKeysBeingWrittenToReplication) {
   for (const std::string& id : c.node(owner).PreferenceList(key)) {
     EXPECT_EQ(c.node(id).StateHash(key, c.Now()), h) << id;
   }
+}
+
+// Issue 11: members learn each other's rules digests from pings and acks,
+// first-hand, and report them in status; a reload reaches every member.
+TEST(NodeTest, MembersLearnEachOthersRulesDigestsAndReportThem) {
+  TestCluster c;
+  c.Form(3);
+  const std::string mine(membership::kRulesDigestBytes, '\x11'),
+      other(membership::kRulesDigestBytes, '\x22');
+  c.node("n1").SetRulesDigest(mine);
+  c.node("n2").SetRulesDigest(mine);
+  c.node("n3").SetRulesDigest(other);
+  auto digests = [&c](const std::string& at) {
+    std::map<std::string, std::optional<std::string>> by_id;
+    for (const MemberStatus& m : c.node(at).Status(c.Now()).members) by_id[m.id] = m.rules_digest;
+    return by_id;
+  };
+  using Digests = std::map<std::string, std::optional<std::string>>;
+  const Digests expected{{"n1", mine}, {"n2", mine}, {"n3", other}};
+  // A probe pass over two peers is two 200 ms intervals; pings and acks both
+  // carry the digest, so a few passes are plenty.
+  c.RunFor(3000);
+  for (const char* at : {"n1", "n2", "n3"}) EXPECT_EQ(digests(at), expected) << at;
+  // n3 reloads to n1's rules; then it drops its rules doors.
+  c.node("n3").SetRulesDigest(mine);
+  c.RunFor(3000);
+  EXPECT_EQ(digests("n1")["n3"], mine);
+  EXPECT_EQ(digests("n2")["n3"], mine);
+  c.node("n3").SetRulesDigest("");
+  c.RunFor(3000);
+  EXPECT_EQ(digests("n1")["n3"], std::string());
+}
+
+TEST(NodeTest, AMalformedRulesDigestIsIgnoredAndCounted) {
+  TestCluster c;
+  c.Form(2);
+  const std::string digest(membership::kRulesDigestBytes, '\x33');
+  c.node("n2").SetRulesDigest(digest);
+  c.RunFor(2000);
+  ASSERT_EQ(c.node("n1").Status(c.Now()).members.at(1).rules_digest, digest);
+  const uint64_t invalid = c.node("n1").Status(c.Now()).swim.invalid;
+  // A ping in n2's name with a digest of the wrong length.
+  membership::SwimMessage m;
+  m.sender_id = "n2";
+  m.sender_address = TestCluster::AddressOf("n2");
+  m.sender_generation = c.node("n2").swim().self().generation;
+  m.sender_incarnation = c.node("n2").swim().incarnation();
+  m.sender_wall_ms = c.Now().wall.count();
+  m.body = membership::Ping{12345, "n1", std::string(membership::kRulesDigestBytes + 3, 'x')};
+  std::vector<std::byte> bytes;
+  wire::EncodeSwim(m, &bytes);
+  c.Inject("n1", TestCluster::AddressOf("n2"), bytes);
+  const NodeStatus s = c.node("n1").Status(c.Now());
+  EXPECT_EQ(s.swim.invalid, invalid + 1);
+  ASSERT_EQ(s.members.at(1).id, "n2");
+  EXPECT_EQ(s.members.at(1).rules_digest, digest);  // the good one stays
+  EXPECT_EQ(s.members.at(1).state, "alive");
 }
 
 }  // namespace

@@ -11,21 +11,20 @@
 #include "membership/ring.h"
 #include "tests/daemon/core/test_cluster.h"
 #include "tests/support/crafted_checks.h"
+#include "tests/support/requests.h"
 #include "wire/codec.h"
 #include "wire/peer_codec.h"
 
 namespace tally::core {
 namespace {
 
+using ::tally::testing::CheckRequestBuilder;
 using testing::TestCluster;
 using Kind = wire::NodeMessageValue::Kind;
 
 constexpr uint64_t kWindowMs = 60'000;
 
-CheckRequest Req(uint64_t id, uint64_t limit, std::string user = "alice",
-                 uint64_t window_ms = kWindowMs) {
-  return CheckRequest{id, std::move(user), "/api", limit, window_ms, 1};
-}
+const CheckRequestBuilder kRequest = CheckRequestBuilder().WindowMs(kWindowMs);  // alice on /api
 
 crdt::KeyId KeyOf(const std::string& user, uint64_t window_ms = kWindowMs) {
   return crdt::HashKey(user, "/api", window_ms);
@@ -92,7 +91,7 @@ NodeStatus::Counters::RejectedPeerState Rejected(TestCluster& c, const std::stri
 int Admit(TestCluster& c, const std::string& via, int n, uint64_t limit, uint64_t* next_id) {
   int allowed = 0;
   for (int i = 0; i < n; ++i) {
-    auto r = c.Check(via, Req((*next_id)++, limit));
+    auto r = c.Check(via, kRequest.Id((*next_id)++).Limit(limit));
     EXPECT_TRUE(r.has_value());
     EXPECT_EQ(r->status, Status::kOk) << r->error;
     allowed += r->allowed;
@@ -124,7 +123,7 @@ TEST(NodeValidationTest, ExtremeNewestBucketsAreDroppedInBoundedWork) {
   EXPECT_EQ(rejected.future + rejected.expired, 6u);
   // Nothing was wiped or added: 2 more fit, then the key is full.
   EXPECT_EQ(Admit(c, owner, 3, 5, &id), 2);
-  auto r = c.Check(owner, Req(id++, 5));
+  auto r = c.Check(owner, kRequest.Id(id++).Limit(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_FALSE(r->allowed);
   EXPECT_LE(r->retry_after_ms, kWindowMs + 6'000);  // not days
@@ -162,6 +161,43 @@ TEST(NodeValidationTest, StateFromTheFutureDoesNotWipeRealCounts) {
   EXPECT_EQ(c.node(owner).store().Find(key)->counter.Sum(NowBucket(c)), 6u);
 }
 
+// A node that just restarted has measured the clocks of few peers. One of
+// them whose clock is a minute ahead must not make it take that peer's state
+// from a minute in the future (it would move the key's ring and wipe live
+// counts, as in swarm seed 68497): widening the allowance takes a strict
+// majority of the view's peers, not of the estimates taken so far.
+TEST(NodeValidationTest, OnePeerAheadDoesNotWidenTheFutureAllowanceOfARestartedNode) {
+  TestCluster c;
+  c.Form(5);
+  c.SetWallOffset("n2", 60'000);
+  c.RunFor(2000);
+  // n5 restarts (a new generation at its address) and rejoins through n2,
+  // the only member it can reach: it learns the view of five from n2 but
+  // measures n2's clock alone.
+  c.Crash("n5");
+  c.RunFor(100);
+  for (const char* other : {"n1", "n3", "n4"}) c.Cut("n5", other);
+  c.AddWith([&] {
+    NodeConfig config = c.ConfigFor("n5");
+    config.seeds = {TestCluster::AddressOf("n2")};
+    return config;
+  }());
+  c.RunFor(1500);
+  ASSERT_EQ(c.node("n5").swim().members().size(), 5u);
+  ASSERT_EQ(c.node("n5").swim().clock_estimators().size(), 1u);
+  const membership::ClockEstimate* n2_clock = c.node("n5").swim().ClockEstimateOf("n2");
+  ASSERT_NE(n2_clock, nullptr) << "n5 never measured n2";
+  EXPECT_GT(n2_clock->offset_ms, 50'000);
+  const crdt::KeyId key = KeyOf("bob");
+  const Claim from = MemberClaim(c, "n2");
+  const int64_t ahead_buckets = 5;  // 30 s: far past 1.5 s, within n2's minute
+  c.Inject("n5", from.address,
+           Encode(from, OneCounter(key, {"n2", from.generation}, NowBucket(c) + ahead_buckets, 1),
+                  c.Now()));
+  EXPECT_EQ(Rejected(c, "n5").future, 1u);
+  EXPECT_EQ(c.node("n5").store().Find(key), nullptr);
+}
+
 // A huge count in a made-up slot denied a key on every node, and
 // anti-entropy spread it.
 TEST(NodeValidationTest, MadeUpSlotsAndImpossibleCountsAreDropped) {
@@ -180,8 +216,8 @@ TEST(NodeValidationTest, MadeUpSlotsAndImpossibleCountsAreDropped) {
   for (const std::string& target : targets) {
     c.Inject(target, from.address,
              Encode(from,
-                    OneCounter(key, wire::SlotValue{third.id, third.generation + 1},
-                               NowBucket(c), 4'000'000'000u),
+                    OneCounter(key, wire::SlotValue{third.id, third.generation + 1}, NowBucket(c),
+                               4'000'000'000u),
                     c.Now()));
   }
   for (const std::string& target : targets) {
@@ -235,7 +271,7 @@ TEST(NodeValidationTest, AWrongGeometryIsDroppedOrRepairedNeverACollision) {
   ASSERT_NE(c.node(owner).store().Find(key), nullptr);
   uint64_t id = 1;
   for (int i = 0; i < 5; ++i) {
-    auto r = c.Check(owner, Req(id++, 5));
+    auto r = c.Check(owner, kRequest.Id(id++).Limit(5));
     ASSERT_TRUE(r.has_value());
     EXPECT_EQ(r->status, Status::kOk) << r->error;
     EXPECT_TRUE(r->allowed);
@@ -247,7 +283,7 @@ TEST(NodeValidationTest, AWrongGeometryIsDroppedOrRepairedNeverACollision) {
       Encode(from, OneCounter(key, slot, crdt::BucketOf(c.Now().wall.count(), other), 9, other),
              c.Now()));
   EXPECT_EQ(Rejected(c, owner).geometry_mismatch, 1u);
-  auto r = c.Check(owner, Req(id++, 5));
+  auto r = c.Check(owner, kRequest.Id(id++).Limit(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, Status::kOk);
   EXPECT_FALSE(r->allowed);
@@ -275,11 +311,13 @@ TEST(NodeValidationTest, AFloodOfDistinctKeysStopsAtTheKeyTableCap) {
     const std::string user = "held" + std::to_string(u);
     if (Ranking(KeyOf(user), 2)[0] == victim) held = user;
   }
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.Check(victim, Req(id++, 3, held))->allowed);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(c.Check(victim, kRequest.Id(id++).Limit(3).User(held))->allowed);
+  }
   // Clients: 1000 distinct keys through the victim.
   int over_capacity = 0;
   for (int i = 0; i < 1000; ++i) {
-    auto r = c.Check(victim, Req(id++, 5, "flood" + std::to_string(i)));
+    auto r = c.Check(victim, kRequest.Id(id++).Limit(5).User("flood" + std::to_string(i)));
     ASSERT_TRUE(r.has_value());
     over_capacity += r->status == Status::kOverCapacity;
   }
@@ -303,7 +341,7 @@ TEST(NodeValidationTest, AFloodOfDistinctKeysStopsAtTheKeyTableCap) {
   EXPECT_GT(Rejected(c, victim).store_full, 0u);
   EXPECT_LE(c.node(victim).store().size(), kMaxKeys);
   // The held key still denies, its counts intact.
-  auto r = c.Check(victim, Req(id++, 3, held));
+  auto r = c.Check(victim, kRequest.Id(id++).Limit(3).User(held));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, Status::kOk) << r->error;
   EXPECT_FALSE(r->allowed);
@@ -434,7 +472,9 @@ TEST(NodeValidationTest, HandoffIsServedOnlyToTheMemberAndOncePerGeneration) {
   TestCluster c;
   c.Form(3);
   uint64_t id = 1;
-  for (int u = 0; u < 30; ++u) ASSERT_TRUE(c.Check("n1", Req(id++, 5, "u" + std::to_string(u))));
+  for (int u = 0; u < 30; ++u) {
+    ASSERT_TRUE(c.Check("n1", kRequest.Id(id++).Limit(5).User("u" + std::to_string(u))));
+  }
   c.RunFor(100);
   const Claim n2 = MemberClaim(c, "n2");
   wire::NodeMessageValue request;
@@ -526,7 +566,7 @@ TEST(NodeValidationTest, ForwardRepliesComeOnlyFromThePeerForwardedTo) {
   // and race a forged "allowed" reply from another member against it.
   uint64_t id = 1;
   ASSERT_EQ(Admit(c, entry, 2, 2, &id), 2);
-  const uint64_t token = c.StartCheck(entry, Req(id++, 2));
+  const uint64_t token = c.StartCheck(entry, kRequest.Id(id++).Limit(2));
   wire::NodeMessageValue reply;
   reply.kind = Kind::kForwardReply;
   for (uint64_t forward_id = 1; forward_id <= 10; ++forward_id) {
@@ -612,7 +652,7 @@ TEST(NodeValidationTest, RandomPeerStatesNeverChangeAnUntouchedKeysDecisions) {
       }
       c.Inject(owner, from.address, bytes);
       if (pick(3) == 0) {
-        const CheckRequest req = Req(id++, limit);
+        const CheckRequest req = kRequest.Id(id++).Limit(limit);
         auto got = c.Check(owner, req);
         ASSERT_TRUE(got.has_value());
         const CheckResult want = reference.Check(req, c.Now());

@@ -14,6 +14,7 @@
 
 #include "tests/daemon/io/raw_client.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/requests.h"
 
 namespace tally::testing {
 namespace {
@@ -24,15 +25,7 @@ std::string WriteFile(const TempDir& dir, const std::string& name, const std::st
   return path;
 }
 
-CheckRequest Req(uint64_t id, std::string user) {
-  CheckRequest r;
-  r.request_id = id;
-  r.user_id = std::move(user);
-  r.endpoint = "/e";
-  r.limit = 10;
-  r.window_ms = 60'000;
-  return r;
-}
+const CheckRequestBuilder kRequest = CheckRequestBuilder().Endpoint("/e");
 
 TEST(ConfigTest, FileValuesTakeEffect) {
   TempDir dir;
@@ -56,10 +49,10 @@ TEST(ConfigTest, FileValuesTakeEffect) {
   EXPECT_EQ(d.seq_path(), "");
   auto client = ConnectTo(d, Transport::kUdp);
   ASSERT_NE(client, nullptr);
-  EXPECT_EQ(client->Check(Req(1, "a")).status, Status::kOk);
-  EXPECT_EQ(client->Check(Req(2, "b")).status, Status::kOverCapacity);
+  EXPECT_EQ(client->Check(kRequest.Id(1).User("a")).status, Status::kOk);
+  EXPECT_EQ(client->Check(kRequest.Id(2).User("b")).status, Status::kOverCapacity);
   // dedup-ttl-ms = 0: the same id counts again.
-  EXPECT_EQ(client->Check(Req(1, "a")).remaining, 8u);
+  EXPECT_EQ(client->Check(kRequest.Id(1).User("a")).remaining, 8u);
   EXPECT_EQ(d.Stop(), 0);
 }
 
@@ -87,8 +80,8 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(d.seq_path(), dir.File("flag.seq"));
   auto client = ConnectTo(d, Transport::kSeqpacket);
   ASSERT_NE(client, nullptr);
-  EXPECT_EQ(client->Check(Req(1, "a")).status, Status::kOk);
-  EXPECT_EQ(client->Check(Req(2, "b")).status, Status::kOk);  // max-keys 100 wins
+  EXPECT_EQ(client->Check(kRequest.Id(1).User("a")).status, Status::kOk);
+  EXPECT_EQ(client->Check(kRequest.Id(2).User("b")).status, Status::kOk);  // max-keys 100 wins
   EXPECT_EQ(d.Stop(), 0);
 }
 
@@ -341,7 +334,7 @@ TEST(ConfigTest, TwoDaemonsWithTheirOwnUnixPathsBothStart) {
   for (DaemonProcess* d : {&a, &b}) {
     auto client = ConnectTo(*d, Transport::kSeqpacket);
     ASSERT_NE(client, nullptr);
-    EXPECT_EQ(client->Check(Req(1, "a")).status, Status::kOk);
+    EXPECT_EQ(client->Check(kRequest.Id(1).User("a")).status, Status::kOk);
   }
   EXPECT_EQ(a.Stop(), 0);
   EXPECT_EQ(b.Stop(), 0);

@@ -242,9 +242,9 @@ TEST(DaemonApiTest, StatusQueriesArePaddedOnDatagramDoors) {
       EXPECT_LE(reply->size(), 3 * request.size());
     }
   }
-  for (const Endpoint& e :
-       {*Endpoint::ParseUdp("127.0.0.1:" + std::to_string(port)),
-        Endpoint::Unix(dir.File("d.sock")), Endpoint::Unix(dir.File("s.sock"))}) {
+  for (const DaemonAddress& e :
+       {*DaemonAddress::ParseUdp("127.0.0.1:" + std::to_string(port)),
+        DaemonAddress::Unix(dir.File("d.sock")), DaemonAddress::Unix(dir.File("s.sock"))}) {
     wire::StatusReport report;
     EXPECT_TRUE(QueryStatus(e, ClientOptions(), &report, &error)) << e.ToString() << error;
     EXPECT_FALSE(report.counters.empty());

@@ -10,22 +10,15 @@
 
 #include "tests/daemon/io/raw_client.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/requests.h"
 
 namespace tally::testing {
 namespace {
 
-CheckRequest Req(uint64_t id, std::string user, uint64_t limit = 10) {
-  CheckRequest r;
-  r.request_id = id;
-  r.user_id = std::move(user);
-  r.endpoint = "/e";
-  r.limit = limit;
-  // Longer than any run of these tests, even under a sanitizer on a loaded
-  // machine (the pipeline test took 82 s under ASan at load 25): the counts
-  // they assert must not depend on the window sliding.
-  r.window_ms = 3'600'000;
-  return r;
-}
+// Longer than any run of these tests, even under a sanitizer on a loaded
+// machine (the pipeline test took 82 s under ASan at load 25): the counts
+// they assert must not depend on the window sliding.
+const CheckRequestBuilder kRequest = CheckRequestBuilder().Endpoint("/e").WindowMs(3'600'000);
 
 class DedupTest : public ::testing::TestWithParam<Transport> {};
 
@@ -37,8 +30,8 @@ TEST_P(DedupTest, SameIdCountsOnceDifferentIdCounts) {
   auto client = ConnectTo(d, GetParam());
   ASSERT_NE(client, nullptr);
 
-  CheckResult first = client->Check(Req(42, "dup"));
-  CheckResult again = client->Check(Req(42, "dup"));
+  CheckResult first = client->Check(kRequest.Id(42).User("dup"));
+  CheckResult again = client->Check(kRequest.Id(42).User("dup"));
   ASSERT_EQ(first.status, Status::kOk);
   EXPECT_TRUE(first.allowed);
   EXPECT_EQ(first.remaining, 9u);
@@ -46,13 +39,13 @@ TEST_P(DedupTest, SameIdCountsOnceDifferentIdCounts) {
   EXPECT_EQ(again.status, Status::kOk);
   EXPECT_EQ(again.allowed, first.allowed);
   EXPECT_EQ(again.remaining, first.remaining);
-  CheckResult other = client->Check(Req(43, "dup"));
+  CheckResult other = client->Check(kRequest.Id(43).User("dup"));
   EXPECT_TRUE(other.allowed);
   EXPECT_EQ(other.remaining, 8u);
 
   // A denied request keeps being denied on retry, and is not counted either.
-  CheckResult deny = client->Check(Req(44, "dup2", 0));
-  CheckResult deny_again = client->Check(Req(44, "dup2", 0));
+  CheckResult deny = client->Check(kRequest.Id(44).User("dup2").Limit(0));
+  CheckResult deny_again = client->Check(kRequest.Id(44).User("dup2").Limit(0));
   EXPECT_FALSE(deny.allowed);
   EXPECT_FALSE(deny_again.allowed);
   EXPECT_EQ(d.Stop(), 0);
@@ -80,7 +73,7 @@ TEST(PipelineTest, SeqpacketClientWith64InFlightCompletesAll) {
   while (received < kTotal) {
     while (sent < kTotal && sent - received < kInFlight) {
       ++sent;
-      ASSERT_TRUE(client->Send(EncodeRequests({Req(sent, "pipe", 1000)})));
+      ASSERT_TRUE(client->Send(EncodeRequests({kRequest.Id(sent).User("pipe").Limit(1000)})));
     }
     std::vector<CheckResult> results = client->ReceiveResults(std::chrono::seconds(5));
     ASSERT_EQ(results.size(), 1u) << "after " << received << " replies";
@@ -107,7 +100,8 @@ TEST(PipelineTest, SeqpacketSlowReaderGetsEveryReplyEventually) {
   // Non-blocking sends so a full pipe in both directions cannot deadlock us.
   while (received < kBurst) {
     while (sent < kBurst) {
-      std::vector<std::byte> msg = EncodeRequests({Req(sent + 1, "burst", 1'000'000)});
+      std::vector<std::byte> msg =
+          EncodeRequests({kRequest.Id(sent + 1).User("burst").Limit(1'000'000)});
       ssize_t n = send(client->fd(), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n < 0) {
         ASSERT_TRUE(errno == EAGAIN || errno == EINTR) << strerror(errno);
@@ -147,7 +141,7 @@ TEST_P(UnixDgramPipelineTest, RepliesBeyondTheQueueAreRecoveredByRetries) {
   auto client = RawClient::UnixDgram(d.unix_path(), /*bind_address=*/true, connected);
   ASSERT_NE(client, nullptr);
   for (int i = 1; i <= kInFlight; ++i) {
-    ASSERT_TRUE(client->Send(EncodeRequests({Req(i, "dgram", 1000)})));
+    ASSERT_TRUE(client->Send(EncodeRequests({kRequest.Id(i).User("dgram").Limit(1000)})));
   }
   std::set<uint64_t> answered;
   for (;;) {
@@ -165,10 +159,10 @@ TEST_P(UnixDgramPipelineTest, RepliesBeyondTheQueueAreRecoveredByRetries) {
   }
   for (int i = 1; i <= kInFlight; ++i) {
     if (answered.count(i)) continue;
-    EXPECT_EQ(client->Check(Req(i, "dgram", 1000)).status, Status::kOk);
+    EXPECT_EQ(client->Check(kRequest.Id(i).User("dgram").Limit(1000)).status, Status::kOk);
   }
   // Exactly 64 hits were counted, retries included.
-  CheckRequest probe = Req(1000, "dgram", 1000);
+  CheckRequest probe = kRequest.Id(1000).User("dgram").Limit(1000);
   probe.hits = 0;
   EXPECT_EQ(client->Check(probe).remaining, 1000u - kInFlight);
   EXPECT_EQ(d.Stop(), 0);

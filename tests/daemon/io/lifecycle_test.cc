@@ -13,6 +13,7 @@
 
 #include "tests/daemon/io/raw_client.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/requests.h"
 
 namespace tally::testing {
 namespace {
@@ -22,15 +23,7 @@ bool Exists(const std::string& path) {
   return lstat(path.c_str(), &st) == 0;
 }
 
-CheckRequest Req(uint64_t id, std::string user = "u") {
-  CheckRequest r;
-  r.request_id = id;
-  r.user_id = std::move(user);
-  r.endpoint = "/e";
-  r.limit = 10;
-  r.window_ms = 60'000;
-  return r;
-}
+const CheckRequestBuilder kRequest = CheckRequestBuilder().Endpoint("/e").User("u");
 
 TEST(LifecycleTest, SigtermExitsZeroAndRemovesSocketFiles) {
   TempDir dir;
@@ -46,7 +39,7 @@ TEST(LifecycleTest, SigtermExitsZeroAndRemovesSocketFiles) {
   // It serves before we stop it.
   auto client = ConnectTo(d, Transport::kUdp);
   ASSERT_NE(client, nullptr);
-  EXPECT_EQ(client->Check(Req(1)).status, Status::kOk);
+  EXPECT_EQ(client->Check(kRequest.Id(1)).status, Status::kOk);
   EXPECT_EQ(d.Stop(), 0);
   EXPECT_FALSE(Exists(dir.File("d.sock")));
   EXPECT_FALSE(Exists(dir.File("s.sock")));
@@ -71,7 +64,7 @@ TEST(LifecycleTest, SigtermWithOpenSeqpacketConnectionsStillExitsZero) {
   auto b = ConnectTo(d, Transport::kSeqpacket);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(a->Check(Req(1)).status, Status::kOk);
+  EXPECT_EQ(a->Check(kRequest.Id(1)).status, Status::kOk);
   EXPECT_EQ(d.Stop(), 0);
   // The daemon closed our connection.
   EXPECT_FALSE(a->Receive(std::chrono::seconds(2)).has_value());
@@ -88,9 +81,9 @@ TEST(LifecycleTest, PortZeroGivesTwoDaemonsDifferentPorts) {
   // Each answers on its own port, from its own limiter.
   auto c1 = ConnectTo(d1, Transport::kUdp);
   auto c2 = ConnectTo(d2, Transport::kUdp);
-  EXPECT_EQ(c1->Check(Req(1)).remaining, 9u);
-  EXPECT_EQ(c1->Check(Req(2)).remaining, 8u);
-  EXPECT_EQ(c2->Check(Req(1)).remaining, 9u);
+  EXPECT_EQ(c1->Check(kRequest.Id(1)).remaining, 9u);
+  EXPECT_EQ(c1->Check(kRequest.Id(2)).remaining, 8u);
+  EXPECT_EQ(c2->Check(kRequest.Id(1)).remaining, 9u);
   EXPECT_EQ(d1.Stop(), 0);
   EXPECT_EQ(d2.Stop(), 0);
 }
@@ -109,7 +102,7 @@ TEST(LifecycleTest, TransportsCanBeDisabled) {
   EXPECT_NE(d.listening_line().find(" seq=-"), std::string::npos) << d.listening_line();
   auto client = ConnectTo(d, Transport::kUnixDgram);
   ASSERT_NE(client, nullptr);
-  EXPECT_EQ(client->Check(Req(1)).status, Status::kOk);
+  EXPECT_EQ(client->Check(kRequest.Id(1)).status, Status::kOk);
   EXPECT_EQ(d.Stop(), 0);
 }
 
@@ -145,7 +138,7 @@ TEST(LifecycleTest, ReplacesStaleSocketFile) {
   ASSERT_TRUE(d.Start(IsolatedArgs(dir), &error)) << error;
   auto client = ConnectTo(d, Transport::kUnixDgram);
   ASSERT_NE(client, nullptr);
-  EXPECT_EQ(client->Check(Req(1)).status, Status::kOk);
+  EXPECT_EQ(client->Check(kRequest.Id(1)).status, Status::kOk);
   EXPECT_EQ(d.Stop(), 0);
 }
 
@@ -175,7 +168,7 @@ TEST(LifecycleTest, RefusesSocketOfARunningDaemon) {
   // The first daemon is unharmed: its socket file is still there and answers.
   auto client = ConnectTo(first, Transport::kUnixDgram);
   ASSERT_NE(client, nullptr);
-  EXPECT_EQ(client->Check(Req(1)).status, Status::kOk);
+  EXPECT_EQ(client->Check(kRequest.Id(1)).status, Status::kOk);
   EXPECT_EQ(first.Stop(), 0);
 }
 

@@ -110,6 +110,10 @@ wire::StatusReport ClusterStatus() {
   member("n\"2", "alive", 12.5);
   member("n3", "suspect", -3);
   member("n4", "dead", std::numeric_limits<double>::quiet_NaN());
+  // n3 has not told its rules yet; n4 runs others but is dead.
+  const std::string digest(32, 'a');
+  s.members[0].rules_digest = s.members[1].rules_digest = digest;
+  s.members[3].rules_digest = std::string(32, 'b');
   s.counters = {{"allowed", 10},
                 {"denied", 2},
                 {"dedup_hits", 4},
@@ -121,7 +125,9 @@ wire::StatusReport ClusterStatus() {
                 {"seeds_unanswered", 0},
                 {"swim_suspicions_raised", 5},
                 {"swim_deaths_declared", 2},
-                {"swim_dead_revived", 1}};
+                {"swim_dead_revived", 1},
+                {"wall_steps", 4},
+                {"swim_own_stalls", 6}};
   return s;
 }
 
@@ -135,6 +141,7 @@ TEST(MetricsTextTest, RendersClusterStatus) {
   EXPECT_THAT(t, HasSubstr("tally_cluster_members{state=\"suspect\"} 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_members{state=\"dead\"} 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_members{state=\"left\"} 0\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_members_rules_differ 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_owning 0\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_key_share 0.5\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_member_clock_offset_seconds{peer=\"n\\\"2\"} 0.0125\n"));
@@ -147,6 +154,8 @@ TEST(MetricsTextTest, RendersClusterStatus) {
   EXPECT_THAT(t, HasSubstr("tally_cluster_suspicions_raised_total 5\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_deaths_declared_total 2\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_false_deaths_total 1\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_wall_clock_steps_total 4\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_own_stalls_total 6\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_gossip_bytes_total{direction=\"in\"} 100\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_gossip_bytes_total{direction=\"out\"} 90\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_rejected_peer_state_total{reason=\"future\"} 3\n"));
@@ -180,6 +189,19 @@ TEST(MetricsTextTest, SingleNodeHasNoClusterFamilies) {
   EXPECT_THAT(
       t, HasSubstr("tally_rule_near_limit_hits_total{rule=\"edge.tier_gold\",name=\"burst\"} 2\n"));
   EXPECT_THAT(t, HasSubstr("tally_rules_last_reload_success 1\n"));
+}
+
+TEST(MetricsTextTest, AcceptsShortOfDescriptorsByDoor) {
+  MetricsInput in;
+  in.status.node_id = "solo";
+  in.status.counters = {{"accept_fd_exhausted_seqpacket", 3},
+                        {"accept_fd_exhausted_peer", 0},
+                        {"accept_fd_exhausted_http", 7}};
+  const std::string t = RenderMetrics(in);
+  EXPECT_THAT(t, HasSubstr("# TYPE tally_accept_fd_exhausted_total counter\n"));
+  EXPECT_THAT(t, HasSubstr("tally_accept_fd_exhausted_total{door=\"seqpacket\"} 3\n"));
+  EXPECT_THAT(t, HasSubstr("tally_accept_fd_exhausted_total{door=\"peer\"} 0\n"));
+  EXPECT_THAT(t, HasSubstr("tally_accept_fd_exhausted_total{door=\"http\"} 7\n"));
 }
 
 TEST(MetricsTextTest, ReadsProcessStats) {

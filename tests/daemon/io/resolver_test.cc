@@ -101,8 +101,8 @@ DaemonOptions ClusterNode(const std::string& id) {
 }
 
 std::string StateOf(const std::string& udp, const std::string& id) {
-  Endpoint e;
-  e.kind = Endpoint::Kind::kUdp;
+  DaemonAddress e;
+  e.kind = DaemonAddress::Kind::kUdp;
   e.host = "127.0.0.1";
   e.port = static_cast<uint16_t>(std::stoi(udp.substr(udp.rfind(':') + 1)));
   ClientOptions options;

@@ -27,6 +27,7 @@
 #include "tally/client.h"
 #include "tests/cluster/cluster_harness.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/http_request.h"
 
 namespace tally::testing {
 namespace {
@@ -40,47 +41,11 @@ using ::testing::HasSubstr;
 // The HTTP door's flag (DaemonProcess adds "--grpc none" and "--http none" unless given).
 constexpr const char* kHttpFlag = "--http";
 
-struct HttpResult {
-  int status = 0;  // 0: no answer
-  std::string body;
-  std::string content_type;
-};
-
-HttpResult Request(const std::string& address, http::verb method, const std::string& target,
-                   const std::string& body = "") {
-  HttpResult result;
-  try {
-    const size_t colon = address.rfind(':');
-    asio::io_context io;
-    asio::ip::tcp::socket socket(io);
-    socket.connect({asio::ip::make_address(address.substr(0, colon)),
-                    static_cast<uint16_t>(std::stoi(address.substr(colon + 1)))});
-    http::request<http::string_body> req(method, target, 11);
-    req.set(http::field::host, address);
-    if (!body.empty() || method == http::verb::post) {
-      req.set(http::field::content_type, "application/json");
-      req.body() = body;
-      req.prepare_payload();
-    }
-    http::write(socket, req);
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(64u << 20);
-    http::read(socket, buffer, parser);
-    result.status = static_cast<int>(parser.get().result_int());
-    result.body = parser.get().body();
-    result.content_type = std::string(parser.get()[http::field::content_type]);
-  } catch (const std::exception& e) {
-    result.body = e.what();
-  }
-  return result;
-}
-
 HttpResult Get(const std::string& address, const std::string& target) {
-  return Request(address, http::verb::get, target);
+  return HttpGet(address, target);
 }
 HttpResult Post(const std::string& address, const std::string& target, const std::string& body) {
-  return Request(address, http::verb::post, target, body);
+  return HttpPost(address, target, body);
 }
 
 // "name{labels} value" lines -> value, keyed by "name{labels}".
@@ -102,14 +67,6 @@ std::map<std::string, double> ParseSamples(const std::string& text) {
 double Sample(const std::map<std::string, double>& samples, const std::string& key) {
   auto it = samples.find(key);
   return it == samples.end() ? -1 : it->second;
-}
-
-std::string FieldOf(const std::string& line, const std::string& key) {
-  const size_t at = line.find(" " + key + "=");
-  if (at == std::string::npos) return "";
-  const size_t begin = at + key.size() + 2;
-  const size_t end = line.find(' ', begin);
-  return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
 // Runs `promtool check metrics` on `text`; its exit code and output.
@@ -144,13 +101,13 @@ class HttpOpsTest : public ::testing::Test {
                                "127.0.0.1:0", "--rules", dir_.File("rules.yaml"), "--threads", "2"},
                               &error))
         << error;
-    http_ = FieldOf(tallyd_.listening_line(), "http");
+    http_ = tallyd_.http_address();
     ASSERT_FALSE(http_.empty()) << tallyd_.listening_line();
   }
   void TearDown() override { EXPECT_EQ(tallyd_.Stop(), 0); }
 
   CheckResult CheckUdp(const std::string& user, uint64_t limit) {
-    Endpoint e;
+    DaemonAddress e;
     e.port = tallyd_.udp_port();
     std::string error;
     auto client = Client::Connect(e, ClientOptions{}, &error);
@@ -370,7 +327,7 @@ TEST(HttpOpsClusterTest, ReadyzReportsTheJoinWarning) {
                     "--node-id", "lone", "--join", seed, kHttpFlag, "127.0.0.1:0"},
                    &error))
       << error;
-  const std::string http = FieldOf(tallyd.listening_line(), "http");
+  const std::string http = tallyd.http_address();
   ASSERT_FALSE(http.empty()) << tallyd.listening_line();
   EXPECT_EQ(Get(http, "/healthz").status, 200);  // alive throughout
   HttpResult r;
@@ -382,7 +339,7 @@ TEST(HttpOpsClusterTest, ReadyzReportsTheJoinWarning) {
   EXPECT_THAT(r.body, HasSubstr("join warning: 1 seed(s) unanswered"));
   // Serving alone, it decides; the UDP door is counted in cluster mode too
   // (the driver decodes the node's replies).
-  Endpoint e;
+  DaemonAddress e;
   e.port = tallyd.udp_port();
   auto client = Client::Connect(e, ClientOptions{}, &error);
   ASSERT_TRUE(client != nullptr) << error;
@@ -415,7 +372,7 @@ TEST(HttpOpsClusterTest, ThreeMembersCountForwardedChecksOnceAtTheDoor) {
   std::string error;
   ASSERT_TRUE(c.StartNodes(3, {kHttpFlag, "127.0.0.1:0"}, &error)) << error;
   ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
-  const std::string http = FieldOf(c.node(0).process.listening_line(), "http");
+  const std::string http = c.node(0).process.http_address();
   ASSERT_FALSE(http.empty());
   // Ready once formed and owning: polled, the handoff may still be finishing.
   ASSERT_TRUE(PollUntil(std::chrono::seconds(15), [&] {

@@ -1,6 +1,6 @@
 # tally peer protocol: what tallyd nodes say to each other. Version 1 carries
 # SWIM + Lifeguard membership (membership/swim.h) and, as the `node` member,
-# the node messages of include/tally/node.capnp (forwarded checks,
+# the node messages of wire/node.capnp (forwarded checks,
 # replication, anti-entropy, handoff).
 #
 # Contract (see docs/DESIGN.md, "Wire formats"):
@@ -10,7 +10,8 @@
 #     stream, one framed PeerMessage per frame; the codec does not care.
 #   * This file is only ever extended: fields, union members and enumerants are
 #     appended with the next ordinal; nothing is renamed, reordered or reused.
-#     New fields take ordinals from @14 on.
+#     New PeerMessage fields take ordinals from @14 on (Ping's from @3,
+#     Ack's from @2).
 #   * `version` is the highest protocol version the sender speaks. A receiver
 #     that sees a newer version still decodes what it knows; an unknown union
 #     member decodes as "unsupported", an unknown MemberState drops only that
@@ -48,10 +49,13 @@ struct MemberUpdate {
 struct Ping {
   seq @0 :UInt64;
   targetId @1 :Text;         # only the member of this name may answer
+  rulesDigest @2 :Data;      # the sender's Envoy rules digest, 16 bytes; unset
+                             # without rules doors (docs/ENVOY.md, "Hot reload")
 }
 
 struct Ack {
   seq @0 :UInt64;            # of the Ping (or PingReq, when relayed)
+  rulesDigest @1 :Data;      # the sender's (a relaying member's own), as on Ping
 }
 
 struct PingReq {

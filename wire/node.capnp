@@ -1,6 +1,6 @@
 # tally node-to-node messages other than membership: forwarded checks,
 # counter replication, anti-entropy and handoff. They travel inside
-# PeerMessage (include/tally/peer.capnp) as its `node` member, over the gossip
+# PeerMessage (wire/peer.capnp) as its `node` member, over the gossip
 # UDP socket (each datagram <= 1400 bytes) or, for bulk state, over TCP.
 #
 # Contract: only ever extended (append fields, union members, enumerants with
@@ -10,7 +10,9 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tally::wire");
 
-using Check = import "check.capnp";
+# Internal (not for embedders) and compiled from wire/; the client protocol it
+# reuses stays public in include/tally/check.capnp.
+using Check = import "/tally/check.capnp";
 
 struct KeyRef {
   high @0 :UInt64;

@@ -1,0 +1,19 @@
+// Helpers shared by the Node's source files (node*.cc) and nothing else:
+// not part of the Node's interface.
+#ifndef TALLY_DAEMON_CORE_NODE_INTERNAL_H_
+#define TALLY_DAEMON_CORE_NODE_INTERNAL_H_
+
+#include <cstdint>
+
+#include "wire/node_codec.h"
+
+namespace tally::core::node_internal {
+
+using Kind = wire::NodeMessageValue::Kind;
+
+// Milliseconds as the nanoseconds of a monotonic Instant.
+inline int64_t Ms(int64_t ms) { return ms * 1'000'000; }
+
+}  // namespace tally::core::node_internal
+
+#endif  // TALLY_DAEMON_CORE_NODE_INTERNAL_H_

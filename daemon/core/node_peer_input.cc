@@ -1,0 +1,273 @@
+// Node: peer input. Decoding a peer datagram, dispatching node messages by
+// kind, and validating replicated state before it is merged (DESIGN,
+// "Validating peer state").
+#include <algorithm>
+#include <cmath>
+
+#include "daemon/core/node.h"
+#include "daemon/core/node_internal.h"
+
+namespace tally::core {
+namespace {
+
+using node_internal::Kind;
+using node_internal::Ms;
+
+// The median peer clock offset is an estimate from pings; beyond an hour it is
+// no longer a clock offset but a broken clock, and is not trusted further.
+constexpr int64_t kMaxPlausibleOffsetMs = 3'600'000;
+
+}  // namespace
+
+void Node::OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
+                         Instant now, Outbox* out) {
+  wire::PeerMessageReader reader;
+  std::string why;
+  if (reader.Decode(bytes, &why) != tally::Status::kOk) {
+    ++counters_.malformed_peer;
+    return;
+  }
+  {
+    // Heard from: routing may use this peer again.
+    const std::string& sender =
+        reader.sender_address().empty() ? from_address : reader.sender_address();
+    auto it = peers_.find(sender);
+    if (it != peers_.end()) {
+      it->second.skip_until_ns = 0;
+      it->second.skip_ms = 0;
+    }
+  }
+  if (reader.is_swim()) {
+    std::vector<membership::Outbound> swim_out;
+    swim_.OnMessage(from_address, reader.swim(), now, &swim_out, bytes.size());
+    SendSwim(swim_out, now, out);
+    RefreshView(now, out);
+    return;
+  }
+  wire::NodeMessageValue msg;
+  if (!reader.ReadNode(&msg, &why)) {
+    ++counters_.malformed_peer;
+    return;
+  }
+  RefreshView(now, out);
+  const PeerSender sender{reader.sender_address().empty() ? from_address : reader.sender_address(),
+                          from_address, reader.sender_id(), reader.sender_generation()};
+  HandleNodeMessage(sender, msg, now, out);
+}
+
+std::optional<size_t> Node::MemberIndex(const PeerSender& sender) const {
+  auto it = view_by_address_.find(sender.address);
+  if (it == view_by_address_.end() || it->second == self_index_) return std::nullopt;
+  const PeerView& member = view_[it->second];
+  if (member.id != sender.id || member.generation != sender.generation) return std::nullopt;
+  return it->second;
+}
+
+void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageValue& msg,
+                             Instant now, Outbox* out) {
+  const std::string& from = sender.address;
+  switch (msg.kind) {
+    case Kind::kForward:
+      HandleForward(from, msg.forwards, now, out);
+      break;
+    case Kind::kForwardReply:
+      HandleForwardReply(from, msg.results, out);
+      break;
+    case Kind::kReplicate: {
+      ++counters_.replicate_received;
+      // Not acknowledged when dropped whole (a sender we do not count as a
+      // member yet resends, and is heard once our view holds it) or when a
+      // counter was ahead of our clock allowance (resent until it is not).
+      if (!ApplyState(sender, msg.replicate, true, now)) break;
+      wire::NodeMessageValue ack;
+      ack.kind = Kind::kReplicateAck;
+      ack.ack_seq = msg.replicate.seq;
+      SendNode(from, ack, false, now, out);
+      break;
+    }
+    case Kind::kStatePush: {
+      // Acknowledged like a replicate, so a push lost to a cut is resent;
+      // not when dropped whole (a sender not yet in our view resends).
+      if (!ApplyState(sender, msg.replicate, false, now)) break;
+      wire::NodeMessageValue ack;
+      ack.kind = Kind::kReplicateAck;
+      ack.ack_seq = msg.replicate.seq;
+      SendNode(from, ack, false, now, out);
+      break;
+    }
+    case Kind::kReplicateAck: {
+      auto it = peers_.find(from);
+      if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
+      break;
+    }
+    case Kind::kDigest:
+      HandleDigest(sender, msg, now, out);
+      break;
+    case Kind::kHandoffRequest:
+      HandleHandoffRequest(sender, now, out);
+      break;
+    case Kind::kHandoffDone:
+      handoff_waiting_.erase(from);
+      if (warming_ && handoff_waiting_.empty()) {
+        // Keep relaying a little longer: the members that decided for our
+        // keys while we warmed replicate those hits within one interval.
+        const int64_t grace_ns =
+            Ms(2 * config_.replication_interval_ms + config_.forward_timeout_ms);
+        warming_until_ns_ = std::min(warming_until_ns_, now.monotonic.count() + grace_ns);
+      }
+      break;
+  }
+}
+
+bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& state,
+                      bool from_decider, Instant now) {
+  NodeStatus::Counters::RejectedPeerState& rejected = counters_.rejected_peer_state;
+  // A decider's deltas only from an up member (it resends what we do not
+  // acknowledge); bulk state also from a member in any state, of the same
+  // process: a leaving member's handoff arrives over its stream after its
+  // `left` rumor.
+  // (Deltas too from a member in any state: a decider we hold suspect, or
+  // one our view has not taken in yet, still decides for its keys, and
+  // refusing its deltas kept replicas apart past the convergence bound in
+  // join_leave at 25 and 50 nodes.)
+  bool member = MemberIndex(sender).has_value();
+  if (!member && sender.id != config_.node_id) {
+    const membership::Member* m = swim_.members().Find(sender.id);
+    member = m != nullptr && m->generation == sender.generation && m->address == sender.address;
+  }
+  if (!member) {
+    ++rejected.non_member;
+    return false;
+  }
+  const std::string& from = sender.address;
+  crdt::KeyStore& store = core_.store();
+  const int64_t now_ns = now.monotonic.count();
+  const int64_t now_ms = now.wall.count();
+
+  // Slots: each must be one this node holds already (its own included: a
+  // replica may hold hits of ours we dropped when our clock stepped), or a
+  // known member's (any state) of a generation not newer than the member's.
+  constexpr crdt::SlotIndex kRejected = crdt::SlotTable::kNoSlot;
+  std::vector<crdt::SlotIndex> slots(state.slots.size(), kRejected);
+  std::vector<bool> slot_full(state.slots.size(), false);
+  for (size_t i = 0; i < state.slots.size(); ++i) {
+    const wire::SlotValue& s = state.slots[i];
+    const crdt::ReplicaSlot slot{s.node_id, s.generation};
+    if (auto known = store.slots().Find(slot)) {
+      slots[i] = *known;
+      continue;
+    }
+    const membership::Member* m = swim_.members().Find(s.node_id);
+    const uint64_t known_generation =
+        s.node_id == config_.node_id ? config_.generation : (m == nullptr ? 0 : m->generation);
+    // An id we never heard of is taken (from a member: ApplyState checked the
+    // sender): a member that left before we joined is unknown to us, yet its
+    // rows are real, and refusing them kept replicas apart for good. A known
+    // member's generation newer than the one we know is refused.
+    if (m != nullptr || s.node_id == config_.node_id) {
+      if (s.generation > known_generation) continue;
+    }
+    slots[i] = store.slots().Intern(slot);
+    slot_full[i] = slots[i] == crdt::SlotTable::kNoSlot;
+  }
+
+  // Time: a state's newest bucket may be ahead of our clock by what a
+  // correct decider's clock can be ahead of the cluster's (the offset at
+  // which it stops owning, plus the regression its core clamps), plus how
+  // far a strict majority of peers' clocks are all ahead of ours (ours may be
+  // the one behind; from three members on, one peer alone cannot widen the
+  // bound); further ahead it
+  // would drop live counts of ours (it moves the ring). A state with nothing
+  // live at our time changes nothing and is dropped.
+  const double majority_ahead = std::isfinite(majority_ahead_ms_) ? majority_ahead_ms_ : 0.0;
+  const int64_t ahead_ms =
+      std::max<int64_t>(0, config_.max_clock_offset_ms) +
+      std::max<int64_t>(0, config_.limiter.max_clock_regression_ms) +
+      std::clamp<int64_t>(std::llround(majority_ahead), 0, kMaxPlausibleOffsetMs);
+  const uint32_t buckets_per_window = config_.limiter.buckets_per_window;
+
+  bool acknowledge = true;
+  std::vector<uint32_t> targets;
+  std::vector<crdt::WindowCounter::StateRow> rows;
+  for (const wire::CounterValue& c : state.counters) {
+    const crdt::Geometry g{static_cast<int64_t>(c.bucket_ms), c.span};
+    if (!crdt::GeometryValid(g, buckets_per_window, tally::kMaxWindowMs)) {
+      ++rejected.geometry;
+      continue;
+    }
+    const crdt::KeyId key{c.key_high, c.key_low};
+    const crdt::KeyStore::Entry* existing = store.Find(key);
+    if (existing != nullptr && !(existing->counter.geometry() == g)) {
+      ++rejected.geometry_mismatch;
+      continue;
+    }
+    // g is valid, so bucket_ms >= 1 and both sides of each comparison are in
+    // range: now_ms and ahead_ms are real times, newest is compared, never
+    // offset.
+    const int64_t latest = crdt::BucketOf(now_ms + ahead_ms, g);
+    if (c.newest_bucket > latest) {
+      ++rejected.future;
+      acknowledge = false;  // resent until our clock reaches it
+      continue;
+    }
+    const int64_t span = g.span;
+    if (c.newest_bucket < crdt::BucketOf(now_ms, g) - span) {
+      ++rejected.expired;
+      continue;
+    }
+    // Rows: of accepted slots, and no row may hold more hits over its live
+    // buckets than one decider can admit in a window (limit <= 2^32 - 1; the
+    // limit itself travels with checks, not state: docs/DESIGN.md).
+    rows.clear();
+    for (const auto& row : c.rows) {
+      const crdt::SlotIndex slot = slots[row.slot];  // the decoder checked row.slot
+      if (slot == kRejected) {
+        ++(slot_full[row.slot] ? rejected.slot_table_full : rejected.unknown_slot);
+        continue;
+      }
+      uint64_t sum = 0;
+      for (uint32_t n : row.counts) sum += n;
+      if (sum > tally::kMaxLimit) {
+        ++rejected.count;
+        continue;
+      }
+      if (sum == 0) continue;
+      rows.push_back({slot, row.counts.data()});  // the decoder checked counts.size()
+    }
+    if (rows.empty()) continue;
+    crdt::WindowCounter counter = crdt::WindowCounter::FromState(g, c.newest_bucket, rows);
+    crdt::KeyStore::MergeOutcome outcome;
+    store.Merge(key, counter, now_ms, &outcome);
+    switch (outcome) {
+      case crdt::KeyStore::MergeOutcome::kMerged:
+        break;
+      case crdt::KeyStore::MergeOutcome::kExpired:
+        ++rejected.expired;
+        continue;
+      case crdt::KeyStore::MergeOutcome::kFull:
+        ++rejected.store_full;
+        continue;
+      case crdt::KeyStore::MergeOutcome::kGeometryMismatch:
+        ++rejected.geometry_mismatch;
+        continue;
+      case crdt::KeyStore::MergeOutcome::kRowsRefused:
+        ++rejected.rows;
+        break;
+    }
+    if (!from_decider) continue;
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    const bool listed = std::any_of(targets.begin(), targets.end(),
+                                    [&](uint32_t i) { return view_[i].address == from; });
+    if (listed) continue;
+    // The sender decides this key but is not on its list in our view: send
+    // it our deltas for the key too, so neither decides on half the counts.
+    std::vector<CoDecider>& co = co_deciders_[key];
+    auto it =
+        std::find_if(co.begin(), co.end(), [&](const CoDecider& d) { return d.address == from; });
+    if (it == co.end()) it = co.insert(co.end(), CoDecider{from, 0});
+    it->expires_ns = now_ns + Ms(config_.co_decider_ttl_ms);
+  }
+  return acknowledge;
+}
+
+}  // namespace tally::core

@@ -1,0 +1,174 @@
+// Node: replication of the hits this node decided. Dirty keys per peer
+// (with sloppy-quorum stand-ins and co-deciders), the periodic round with
+// resends of what was not acknowledged, and state messages.
+#include <algorithm>
+
+#include "daemon/core/node.h"
+#include "daemon/core/node_internal.h"
+
+namespace tally::core {
+namespace {
+
+using node_internal::Kind;
+using node_internal::Ms;
+
+}  // namespace
+
+Node::PeerState& Node::ReplicationPeer(const std::string& address) {
+  replication_peers_.insert(address);
+  return peers_[address];
+}
+
+void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
+  // The key's list gets our deltas, reachable or not (what an unreachable
+  // member misses is resent until it acknowledges or leaves the view).
+  ring_.PreferenceList(key, config_.replicas, &dirty_targets_);
+  const size_t wanted = std::min<size_t>(config_.replicas, view_.size()) - 1;
+  size_t reachable = 0;
+  for (uint32_t i : dirty_targets_) {
+    if (i == self_index_) continue;
+    const PeerView& p = view_[i];
+    ReplicationPeer(p.address).dirty.insert(key);
+    if (Reachable(p, now_ns)) ++reachable;
+  }
+  if (reachable < wanted && dirty_targets_.size() < view_.size()) {
+    // Some of the list cannot be reached (a partition, a member just cut
+    // off): the next reachable members of the ranking stand in for them, as
+    // a sloppy quorum does. They are the members that decide if we fail, or
+    // beside us while entry nodes' views disagree (membership rumors crossing
+    // a bridge), so a change of decider costs one replication lag, not every
+    // hit this decider admitted.
+    ring_.PreferenceList(key, view_.size(), &dirty_targets_);
+    for (size_t pos = config_.replicas; pos < dirty_targets_.size() && reachable < wanted; ++pos) {
+      const uint32_t i = dirty_targets_[pos];
+      if (i == self_index_ || !Reachable(view_[i], now_ns)) continue;
+      ReplicationPeer(view_[i].address).dirty.insert(key);
+      ++reachable;
+    }
+  }
+  if (co_deciders_.empty()) return;
+  auto it = co_deciders_.find(key);
+  if (it == co_deciders_.end()) return;
+  for (const CoDecider& d : it->second) {
+    // A co-decider on our list already got the key above; dirty is a set.
+    if (d.expires_ns > now_ns) ReplicationPeer(d.address).dirty.insert(key);
+  }
+}
+
+void Node::Replicate(Instant now, Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  // Sorted: the set's order is not part of the contract, the trace's is.
+  std::vector<std::string> addresses(replication_peers_.begin(), replication_peers_.end());
+  std::sort(addresses.begin(), addresses.end());
+  // Co-deciders may be members our view does not hold yet.
+  boost::unordered_flat_set<std::string> co_decider_addresses;
+  for (const auto& [key, co] : co_deciders_) {
+    for (const CoDecider& d : co) co_decider_addresses.insert(d.address);
+  }
+  for (const std::string& address : addresses) {
+    PeerState& peer = peers_[address];
+    // Resend what was not acknowledged in time (current state: join is idempotent).
+    boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
+      if (now_ns < kv.second.resend_at_ns) return false;
+      for (const auto& key : kv.second.keys) peer.dirty.insert(key);
+      return true;
+    });
+    if (!peer.dirty.empty()) {
+      if (!view_by_address_.contains(address) && !co_decider_addresses.contains(address)) {
+        peer.dirty.clear();  // not a member any more; anti-entropy covers its successor
+        peer.unacked.clear();
+      } else {
+        std::vector<crdt::KeyId> keys(peer.dirty.begin(), peer.dirty.end());
+        peer.dirty.clear();
+        SendState(address, std::move(keys), true, now, out);
+      }
+    }
+    // SendState may have rehashed peers_: look the peer up again.
+    const PeerState& after = peers_[address];
+    if (after.dirty.empty() && after.unacked.empty()) replication_peers_.erase(address);
+  }
+}
+
+wire::CounterValue Node::ToWire(
+    const crdt::KeyId& key, const crdt::WindowCounter& counter, std::vector<wire::SlotValue>* slots,
+    boost::unordered_flat_map<crdt::SlotIndex, uint16_t>* slot_map) const {
+  wire::CounterValue value;
+  value.key_high = key.high;
+  value.key_low = key.low;
+  crdt::Geometry g = counter.geometry();
+  value.bucket_ms = static_cast<uint32_t>(g.bucket_ms);
+  value.span = static_cast<uint16_t>(g.span);
+  value.newest_bucket = counter.newest_bucket();
+  for (size_t r = 0; r < counter.row_count(); ++r) {
+    crdt::SlotIndex slot = counter.row_slot(r);
+    auto [it, inserted] = slot_map->try_emplace(slot, static_cast<uint16_t>(slots->size()));
+    if (inserted) {
+      const crdt::ReplicaSlot& rs = core_.store().slots().Get(slot);
+      slots->push_back(wire::SlotValue{rs.node_id, rs.incarnation});
+    }
+    wire::CounterValue::Row row;
+    row.slot = it->second;
+    bool any = false;
+    for (int64_t k = value.newest_bucket - g.span; k <= value.newest_bucket; ++k) {
+      uint32_t n = counter.count(r, k);
+      any = any || n != 0;
+      row.counts.push_back(n);
+    }
+    if (any) value.rows.push_back(std::move(row));
+  }
+  return value;
+}
+
+void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
+                     Instant now, Outbox* out) {
+  const size_t budget = acked ? config_.max_packet_bytes : 256 * 1024;
+  size_t i = 0;
+  while (i < keys.size()) {
+    wire::NodeMessageValue msg;
+    msg.kind = acked ? Kind::kReplicate : Kind::kStatePush;
+    msg.replicate.seq = next_replicate_seq_++;
+    boost::unordered_flat_map<crdt::SlotIndex, uint16_t> slot_map;
+    std::vector<crdt::KeyId> sent;
+    size_t bytes = 128;
+    for (; i < keys.size(); ++i) {
+      const crdt::KeyStore::Entry* entry = core_.store().Find(keys[i]);
+      if (entry == nullptr) continue;  // reclaimed meanwhile: nothing live to send
+      size_t slots_before = msg.replicate.slots.size();
+      wire::CounterValue value = ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
+      size_t cost = wire::EncodedCounterBound(value);
+      for (size_t s = slots_before; s < msg.replicate.slots.size(); ++s) {
+        cost += 24 + msg.replicate.slots[s].node_id.size();
+      }
+      // Receivers refuse more slots or counters than the decoder's bounds.
+      if (!sent.empty() &&
+          (bytes + cost > budget || msg.replicate.slots.size() > wire::kMaxSlotsPerMessage ||
+           msg.replicate.counters.size() >= wire::kMaxCountersPerMessage)) {
+        // Undo the slot additions of the counter that did not fit.
+        for (size_t s = msg.replicate.slots.size(); s > slots_before; --s) {
+          slot_map.erase(std::find_if(slot_map.begin(), slot_map.end(), [&](const auto& kv) {
+                           return kv.second == s - 1;
+                         })->first);
+        }
+        msg.replicate.slots.resize(slots_before);
+        break;
+      }
+      bytes += cost;
+      msg.replicate.counters.push_back(std::move(value));
+      sent.push_back(keys[i]);
+    }
+    if (sent.empty()) continue;
+    // Both kinds are acknowledged: a replicate is resent soon (a lost
+    // datagram), a push later (a stream of bulk state takes longer).
+    const int64_t retry_ms = acked ? config_.replication_retry_ms : config_.push_retry_ms;
+    ReplicationPeer(address).unacked[msg.replicate.seq] =
+        UnackedReplicate{std::move(sent), now.monotonic.count() + Ms(retry_ms)};
+    if (acked) {
+      ++counters_.replicate_sent;
+    } else {
+      ++counters_.state_pushes;
+    }
+    SendNode(address, msg, !acked, now, out);
+  }
+}
+
+}  // namespace tally::core

@@ -1,0 +1,360 @@
+// Node: client checks. Validation, routing to a key's decider (forwards,
+// relays, their expiry and replies), local decisions, the reply datagrams,
+// and the per-peer queues of forwards and forward replies.
+#include <algorithm>
+#include <cassert>
+
+#include "daemon/core/node.h"
+#include "daemon/core/node_internal.h"
+
+namespace tally::core {
+namespace {
+
+using node_internal::Ms;
+
+CheckResult ErrorResult(uint64_t request_id, tally::Status status, std::string why) {
+  CheckResult r;
+  r.request_id = request_id;
+  r.status = status;
+  r.error = std::move(why);
+  return r;
+}
+
+}  // namespace
+
+void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> bytes, Instant now,
+                            Outbox* out) {
+  ObserveWallStep(now);
+  std::string why;
+  tally::Status status = client_reader_.Decode(bytes, &why);
+  if (status == tally::Status::kOk && client_reader_.kind() != wire::MessageKind::kChecks) {
+    status = tally::Status::kMalformed;
+    why = "expected a checks message";
+  }
+  if (status != tally::Status::kOk) {
+    ++counters_.malformed_client;
+    CheckResult r = ErrorResult(0, status, why);
+    Outbox::ClientReply reply{reply_token, {}, {}};
+    reply.decisions.Add(r);
+    wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    return;
+  }
+  const auto& checks = client_reader_.checks();
+  if (!wire::ResultsFitReplyFactor(checks.size(), bytes.size())) {
+    // More checks than their bytes could hold as our encoders write them
+    // (empty structs): one error, nothing decided, nothing amplified.
+    ++counters_.malformed_client;
+    CheckResult r = ErrorResult(
+        0, tally::Status::kMalformed,
+        std::to_string(checks.size()) + " checks in " + std::to_string(bytes.size()) + " bytes");
+    Outbox::ClientReply reply{reply_token, {}, {}};
+    reply.decisions.Add(r);
+    wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    return;
+  }
+  RefreshView(now, out);
+  if (checks.empty()) {
+    // Nothing to decide, but every datagram is answered (and no batch may
+    // wait for items that will never complete).
+    Outbox::ClientReply reply{reply_token, {}, {}};
+    wire::EncodeResponses(std::span<const CheckResult>(), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    return;
+  }
+  const uint64_t batch_id = next_batch_id_++;
+  PendingBatch& batch = batches_[batch_id];
+  batch.reply_token = reply_token;
+  batch.results.resize(checks.size());
+  batch.outstanding = checks.size();
+  // client_reader_'s views live until the next client datagram: checks decided
+  // now use them in place, and Route copies only those it forwards.
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const CheckRequestRef& check = checks[i];
+    std::string invalid;
+    if (ValidateRequest(check, &invalid) != tally::Status::kOk) {
+      CheckResult r = ErrorResult(check.request_id, tally::Status::kInvalidArgument, invalid);
+      r.limit = check.limit;
+      CompleteItem(batch_id, i, std::move(r), out);
+      continue;
+    }
+    crdt::KeyId key = crdt::HashKey(check.user_id, check.endpoint, check.window_ms);
+    Route(batch_id, i, check, key, RouteCursor{}, 1, now, out);
+  }
+}
+
+void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
+                 const crdt::KeyId& key, RouteCursor cursor, uint8_t hops, Instant now,
+                 Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  if (cursor.view_version != view_version_) {
+    // The ranking changed since the last attempt (a member died or joined):
+    // start over on the new one. Members that just timed out are passed over
+    // in the first cycle, and the attempts made so far still count.
+    cursor.position = 0;
+    cursor.cycle = 0;
+    cursor.view_version = view_version_;
+  }
+  const size_t pref = std::min<size_t>(config_.replicas, view_.size());
+  // The common case ranks R members; the whole ranking only on demand (the
+  // list did not answer). Route never re-enters itself, so one scratch
+  // vector serves every check.
+  std::vector<uint32_t>& ranking = route_ranking_;
+  ring_.PreferenceList(key, cursor.position < pref ? pref : view_.size(), &ranking);
+  for (;; ++cursor.position) {
+    if (cursor.position == pref) {
+      // A cycle over the preference list ended without an answer. Go round
+      // again while forwards are left and a member there is alive per SWIM
+      // (a loss, not a partition); otherwise walk on down the ranking.
+      const bool any_alive = std::any_of(ranking.begin(), ranking.begin() + pref, [&](uint32_t i) {
+        return i != self_index_ && SwimAlive(view_[i].id);
+      });
+      if (cursor.attempts < config_.route_attempts && any_alive) {
+        cursor.position = 0;
+        ++cursor.cycle;
+      } else if (ranking.size() < view_.size()) {
+        ring_.PreferenceList(key, view_.size(), &ranking);
+      }
+    }
+    if (cursor.position >= ranking.size()) break;
+    const size_t i = ranking[cursor.position];
+    if (i == self_index_) {
+      // On the list, a node that may not own (warming up, clock off) passes
+      // the check on, as a receiver would relay it. Past the list the first
+      // member reached decides whatever its state: every node of a side
+      // reaches the same one, which is what keeps one decider per side.
+      if (MayOwn() || hops >= MaxHops() || cursor.position >= pref) break;
+      continue;
+    }
+    const PeerView& target = view_[i];
+    // The first cycle passes over peers that timed out lately; later cycles
+    // retry those SWIM holds alive.
+    const bool pass = cursor.position < pref && cursor.cycle > 0 ? !SwimAlive(target.id)
+                                                                 : Skipped(target.address, now_ns);
+    if (pass) continue;
+    ++cursor.attempts;
+    if (cursor.position >= pref) ++counters_.routed_past_list;
+    InFlightForward f;
+    f.batch_id = batch_id;
+    f.index = index;
+    f.check = CheckRequest{check.request_id,
+                           std::string(check.user_id),
+                           std::string(check.endpoint),
+                           check.limit,
+                           check.window_ms,
+                           check.hits};
+    f.key = key;
+    f.cursor = cursor;
+    f.peer_address = target.address;
+    f.deadline_ns = now_ns + Ms(config_.forward_timeout_ms);
+    f.hops = hops;
+    const uint64_t forward_id = next_forward_id_++;
+    Enqueue(target.address, wire::ForwardValue{forward_id, hops, f.check});
+    next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
+    in_flight_.emplace(forward_id, std::move(f));
+    ++counters_.forwarded;
+    return;
+  }
+  // We are the first reachable member of the ranking (or nobody else is left).
+  if (cursor.position >= pref) ++counters_.routed_past_list;
+  CompleteItem(batch_id, index, DecideLocally(check, key, now, out), out);
+}
+
+bool Node::SwimAlive(const std::string& id) const {
+  const membership::Member* m = swim_.members().Find(id);
+  return m != nullptr && m->state == membership::MemberState::kAlive;
+}
+
+bool Node::Reachable(const PeerView& peer, int64_t now_ns) const {
+  return SwimAlive(peer.id) && !Skipped(peer.address, now_ns);
+}
+
+bool Node::Skipped(const std::string& address, int64_t now_ns) const {
+  auto it = peers_.find(address);
+  return it != peers_.end() && it->second.skip_until_ns > now_ns;
+}
+
+Node::PeerState& Node::FlushPeer(const std::string& address) {
+  PeerState& peer = peers_[address];
+  if (!peer.flush_listed) {
+    peer.flush_listed = true;
+    flush_list_.push_back(address);
+  }
+  return peer;
+}
+
+CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
+                                Outbox* out) {
+  CheckRequestRef effective = check;
+  const size_t alive = reachable_members_;
+  const size_t known = known_members_;
+  if (alive < known) {
+    switch (config_.partition_policy) {
+      case PartitionPolicy::kAvailability:
+        break;
+      case PartitionPolicy::kProportional:
+        effective.limit = check.limit * alive / known;
+        break;
+      case PartitionPolicy::kClosed:
+        if (alive * 2 <= known) {
+          // A minority side admits nothing; asking (hits = 0) still answers.
+          effective.limit = 0;
+        }
+        break;
+    }
+  }
+  const uint64_t dedup_before = core_.stats().dedup_hits;
+  CheckResult r = core_.CheckKey(effective, key, now);
+  const bool retry = core_.stats().dedup_hits != dedup_before;
+  if (r.allowed && check.hits > 0 && !retry) MarkDirty(key, now.monotonic.count());
+  if (config_.record_decisions && r.status == tally::Status::kOk && !retry) {
+    out->decisions.push_back(Outbox::Decision{key, check.request_id, check.limit, check.window_ms,
+                                              r.allowed ? check.hits : 0, now.wall.count(),
+                                              r.allowed});
+  }
+  return r;
+}
+
+void Node::CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Outbox* out) {
+  auto it = batches_.find(batch_id);
+  assert(it != batches_.end());
+  PendingBatch& batch = it->second;
+  assert(index < batch.results.size() && batch.outstanding > 0);
+  batch.results[index] = std::move(result);
+  if (--batch.outstanding > 0) return;
+  // All answered: one reply datagram per batch (split if it would not fit).
+  std::span<const CheckResult> all(batch.results);
+  size_t start = 0;
+  while (start < all.size()) {
+    size_t bytes = wire::kMessageOverheadBytes, end = start;
+    while (end < all.size()) {
+      size_t next = wire::EncodedResponseBound(all[end].error.size());
+      if (end > start && bytes + next > wire::kMaxDatagramBytes) break;
+      bytes += next;
+      ++end;
+    }
+    Outbox::ClientReply reply{batch.reply_token, {}, {}};
+    for (size_t i = start; i < end; ++i) reply.decisions.Add(all[i]);
+    wire::EncodeResponses(all.subspan(start, end - start), &reply.bytes);
+    out->client.push_back(std::move(reply));
+    start = end;
+  }
+  batches_.erase(it);
+}
+
+void Node::Enqueue(const std::string& address, wire::ForwardValue value) {
+  FlushPeer(address).forward_queue.push_back(std::move(value));
+}
+
+void Node::QueueReply(const std::string& address, wire::ForwardResultValue value) {
+  FlushPeer(address).reply_queue.push_back(std::move(value));
+}
+
+void Node::ExpireForwards(Instant now, Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  if (now_ns < next_forward_expiry_ns_) return;
+  std::vector<InFlightForward> expired;
+  next_forward_expiry_ns_ = INT64_MAX;
+  boost::unordered::erase_if(in_flight_, [&](auto& kv) {
+    if (kv.second.deadline_ns <= now_ns) {
+      expired.push_back(std::move(kv.second));
+      return true;
+    }
+    next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, kv.second.deadline_ns);
+    return false;
+  });
+  // Deterministic order (the map's order depends on ids, not on time).
+  std::sort(expired.begin(), expired.end(), [](const InFlightForward& a, const InFlightForward& b) {
+    return a.deadline_ns != b.deadline_ns ? a.deadline_ns < b.deadline_ns : a.index < b.index;
+  });
+  for (InFlightForward& f : expired) {
+    ++counters_.forward_timeouts;
+    // Later checks pass over this peer until it is heard from again, for
+    // longer each time a retry after a pass also times out.
+    PeerState& peer = peers_[f.peer_address];
+    if (now_ns >= peer.skip_until_ns) {
+      peer.skip_ms = peer.skip_ms == 0 ? config_.forward_skip_ms
+                                       : std::min(2 * peer.skip_ms, config_.forward_skip_max_ms);
+      peer.skip_until_ns = now_ns + Ms(peer.skip_ms);
+    }
+    if (f.batch_id != 0) {
+      RouteCursor next = f.cursor;
+      ++next.position;
+      Route(f.batch_id, f.index, f.check, f.key, next, f.hops, now, out);
+    } else {
+      // A relay that timed out: decide ourselves rather than fail the origin.
+      CheckResult r = DecideLocally(f.check, f.key, now, out);
+      QueueReply(f.relay_origin, {f.relay_forward_id, std::move(r)});
+    }
+  }
+}
+
+void Node::HandleForward(const std::string& from, const std::vector<wire::ForwardValue>& items,
+                         Instant now, Outbox* out) {
+  for (const wire::ForwardValue& item : items) {
+    std::string invalid;
+    if (ValidateRequest(item.check, &invalid) != tally::Status::kOk) {
+      CheckResult r = ErrorResult(item.check.request_id, tally::Status::kInvalidArgument, invalid);
+      QueueReply(from, {item.forward_id, std::move(r)});
+      continue;
+    }
+    crdt::KeyId key = crdt::HashKey(item.check.user_id, item.check.endpoint, item.check.window_ms);
+    std::vector<uint32_t>& targets = route_ranking_;  // HandleForward never calls Route
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
+    const bool can_relay = !MayOwn() && item.hops < MaxHops() && self_pos != targets.end() &&
+                           self_pos + 1 != targets.end();
+    if (!can_relay) {
+      ++counters_.decided_for_peers;
+      // Decide before touching peers_: DecideLocally may insert peers (MarkDirty)
+      // and a rehash would invalidate a reference taken first.
+      CheckResult decided = DecideLocally(item.check, key, now, out);
+      QueueReply(from, {item.forward_id, std::move(decided)});
+      continue;
+    }
+    // Relay to the next member after us; it decides or relays in turn.
+    ++counters_.relayed;
+    size_t pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
+    const PeerView& target = view_[targets[pos]];
+    InFlightForward f;
+    f.batch_id = 0;
+    f.check = item.check;
+    f.key = key;
+    f.cursor.position = pos;
+    f.peer_address = target.address;
+    f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
+    f.hops = static_cast<uint8_t>(item.hops + 1);
+    f.relay_origin = from;
+    f.relay_forward_id = item.forward_id;
+    const uint64_t forward_id = next_forward_id_++;
+    Enqueue(target.address, wire::ForwardValue{forward_id, f.hops, item.check});
+    next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
+    in_flight_.emplace(forward_id, std::move(f));
+  }
+}
+
+void Node::HandleForwardReply(const std::string& from,
+                              const std::vector<wire::ForwardResultValue>& items, Outbox* out) {
+  for (const wire::ForwardResultValue& item : items) {
+    auto it = in_flight_.find(item.forward_id);
+    if (it == in_flight_.end()) continue;  // late (we already moved on) or bogus
+    if (it->second.peer_address != from) {
+      // Only the peer we forwarded to answers (a relay answers its own
+      // forwarder): anyone else is guessing forward ids.
+      ++counters_.forward_results_refused;
+      continue;
+    }
+    InFlightForward f = std::move(it->second);
+    in_flight_.erase(it);
+    CheckResult result = item.result;
+    result.request_id = f.check.request_id;
+    if (f.batch_id != 0) {
+      CompleteItem(f.batch_id, f.index, std::move(result), out);
+    } else {
+      QueueReply(f.relay_origin, {f.relay_forward_id, std::move(result)});
+    }
+  }
+}
+
+}  // namespace tally::core

@@ -1,0 +1,68 @@
+// Node: the status snapshot (ownership, warnings, counters, members).
+#include "daemon/core/node.h"
+#include "daemon/core/node_internal.h"
+
+namespace tally::core {
+namespace {
+
+using node_internal::Ms;
+
+}  // namespace
+
+NodeStatus Node::Status(Instant now) const {
+  NodeStatus s;
+  s.node_id = config_.node_id;
+  s.generation = config_.generation;
+  s.owning = MayOwn();
+  if (warming_) s.not_owning_reason = "warming up: waiting for handoff";
+  if (!clock_ok_) {
+    s.not_owning_reason = "clock offset " + std::to_string(median_offset_ms_) +
+                          " ms from most peers exceeds the maximum";
+  }
+  if (const auto& successor = swim_.superseded_by()) {
+    s.not_owning_reason = "superseded: node id " + config_.node_id +
+                          " is used by a newer process at " + successor->address + " (generation " +
+                          std::to_string(successor->generation) + ")";
+  }
+  if (!config_.seeds.empty() && swim_.members().size() <= 1 &&
+      now.monotonic.count() - started_ns_ >= Ms(config_.join_warning_ms)) {
+    s.seeds_unanswered = config_.seeds.size();
+    s.join_warning = "no seed answered in " +
+                     std::to_string((now.monotonic.count() - started_ns_) / 1'000'000) + " ms (";
+    for (size_t i = 0; i < config_.seeds.size(); ++i) {
+      s.join_warning += (i == 0 ? "" : ", ") + config_.seeds[i];
+    }
+    s.join_warning += "); serving alone and still trying";
+  }
+  s.live_keys = core_.store().size();
+  s.partition_policy = std::string(PartitionPolicyName(config_.partition_policy));
+  s.last_known_members = LastKnownMembers(now);
+  s.limiter = core_.stats();
+  s.limiter.live_keys = core_.store().size();
+  s.counters = counters_;
+  s.counters.co_deciders = co_deciders_.size();
+  s.swim = swim_.stats();
+  // Our share of the key space: the owner of 4096 fixed pseudo-random keys.
+  size_t owned = 0;
+  constexpr size_t kSamples = 4096;
+  for (size_t i = 0; i < kSamples; ++i) {
+    crdt::KeyId sample{crdt::Mix64(i * 2 + 1), crdt::Mix64(i * 2 + 2)};
+    if (!ring_.empty() && ring_.OwnerIndex(sample) == self_index_) ++owned;
+  }
+  s.key_share = static_cast<double>(owned) / kSamples;
+  for (const auto& [id, m] : swim_.members()) {
+    MemberStatus ms;
+    ms.id = m.id;
+    ms.state = std::string(membership::StateName(m.state));
+    ms.incarnation = m.incarnation;
+    ms.generation = m.generation;
+    ms.address = m.address;
+    ms.clock_offset_ms = swim_.ClockOffsetMs(m.id);
+    if (const membership::ClockEstimate* e = swim_.ClockEstimateOf(m.id)) ms.rtt_ms = e->rtt_ms;
+    if (const std::string* digest = swim_.RulesDigestOf(m.id)) ms.rules_digest = *digest;
+    s.members.push_back(std::move(ms));
+  }
+  return s;
+}
+
+}  // namespace tally::core

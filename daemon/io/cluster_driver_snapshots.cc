@@ -1,0 +1,163 @@
+// ClusterDriver: snapshots (docs/DESIGN.md, "Snapshots"). Restore at start,
+// sliced writes, and the periodic writer thread.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "daemon/io/cluster_driver_impl.h"
+#include "daemon/io/message_processor.h"
+#include "daemon/io/snapshot_file.h"
+#include "persist/snapshot.h"
+
+namespace tally::io {
+
+void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = options.peer_auth.cluster_name;
+  expect.node_id = options.node.node_id;
+  expect.generation = options.node.generation;
+  expect.buckets_per_window = options.node.limiter.buckets_per_window;
+  expect.now_wall_ms = now.wall.count();
+  expect.max_bytes = options.max_snapshot_bytes;
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  SnapshotCounters c;
+  // Published last, and not under `mu` (StatusLocked takes them in the other order).
+  struct Publish {
+    Impl* impl;
+    SnapshotCounters* c;
+    ~Publish() {
+      std::lock_guard<std::mutex> stats_lock(impl->snapshot_stats_mu);
+      impl->snapshot_stats = *c;
+    }
+  } publish{this, &c};
+  switch (read.outcome) {
+    case SnapshotReadResult::Outcome::kLoaded: {
+      persist::RestoreStats restored;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        restored = node->Restore(read.snapshot, now);
+      }
+      const persist::DecodedSnapshot& d = read.snapshot;
+      c.restore_loaded = 1;
+      c.restored_keys = restored.keys_merged;
+      c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
+                          restored.keys_expired + restored.keys_refused;
+      spdlog::info(
+          "{}; restored {} keys written by generation {} {} ms ago ({} refused by the store)",
+          read.message, restored.keys_merged, d.header.generation,
+          now.wall.count() - d.header.written_wall_ms, restored.keys_refused);
+      return;
+    }
+    case SnapshotReadResult::Outcome::kMissing:
+      c.restore_missing = 1;
+      spdlog::info("{}", read.message);
+      return;
+    case SnapshotReadResult::Outcome::kUnreadable:
+    case SnapshotReadResult::Outcome::kRejected: {
+      (read.outcome == SnapshotReadResult::Outcome::kRejected ? c.restore_rejected
+                                                              : c.restore_unreadable) = 1;
+      // Moved aside so the evidence survives the next write for a post-mortem.
+      std::filesystem::path aside = path;
+      aside += ".rejected";
+      std::error_code ec;
+      std::filesystem::rename(path, aside, ec);
+      spdlog::warn(
+          "{}{}", read.message,
+          ec ? "; could not move it aside: " + ec.message() : "; kept as " + aside.string());
+      return;
+    }
+  }
+}
+
+bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
+  using Steady = std::chrono::steady_clock;
+  auto us = [](Steady::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+  };
+  std::lock_guard<std::mutex> write_lock(snapshot_write_mu);
+  const Steady::time_point start = Steady::now();
+  persist::SnapshotEncoder encoder({}, std::move(snapshot_buffer));
+  persist::StorePass pass;
+  Steady::duration longest{0};
+  for (bool done = false; !done;) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const Steady::time_point slice = Steady::now();
+      done = pass.Step(node->store(), options.snapshot_slice_slots, &encoder);
+      longest = std::max(longest, Steady::now() - slice);
+    }
+    // Let the I/O threads waiting for the Node in before the next slice.
+    std::this_thread::yield();
+  }
+  persist::SnapshotHeader header;
+  header.cluster_name = options.peer_auth.cluster_name;
+  header.node_id = options.node.node_id;
+  header.generation = options.node.generation;
+  header.written_wall_ms = ReadClock().wall.count();
+  header.buckets_per_window = options.node.limiter.buckets_per_window;
+  persist::EncodedSnapshot sealed = encoder.Finish(header);
+  const Steady::time_point encoded = Steady::now();
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  std::string error;
+  const bool ok = WriteSnapshotFile(path, sealed, &error);
+  const Steady::time_point written = Steady::now();
+  snapshot_buffer = std::move(sealed.payload);
+  {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    SnapshotCounters& c = snapshot_stats;
+    c.longest_slice_us = std::max(c.longest_slice_us, us(longest));
+    if (ok) {
+      ++c.writes;
+      c.last_keys = sealed.keys;
+      c.last_bytes = sealed.size();
+      c.last_encode_us = us(encoded - start);
+      c.last_write_us = us(written - encoded);
+    } else {
+      ++c.write_errors;
+    }
+  }
+  if (!ok) {
+    spdlog::error("{} snapshot not written: {}", why, error);
+    return false;
+  }
+  spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
+              "{} snapshot: {} keys, {} bytes to {} (encode {} ms, longest lock hold {} us, "
+              "write {} ms)",
+              why, sealed.keys, sealed.size(), path.string(), us(encoded - start) / 1000,
+              us(longest), us(written - encoded) / 1000);
+  return true;
+}
+
+void ClusterDriver::Impl::SnapshotLoop() {
+  // Each wait is the interval +-10%, so members started together (a
+  // deploy) do not all write, and stall their disks, at the same moment.
+  std::mt19937_64 rng(options.node.rng_seed ^ 0x5eed);
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options.snapshot_interval);
+  std::uniform_int_distribution<int64_t> jitter(-interval.count() / 10, interval.count() / 10);
+  std::unique_lock<std::mutex> lock(snapshot_mu);
+  for (;;) {
+    const auto wait = interval + std::chrono::milliseconds(jitter(rng));
+    if (snapshot_cv.wait_for(lock, wait, [this] { return snapshot_stop; })) {
+      return;
+    }
+    lock.unlock();
+    WriteSnapshot("periodic");
+    lock.lock();
+  }
+}
+
+void ClusterDriver::Impl::StopSnapshotThread() {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    snapshot_stop = true;
+  }
+  snapshot_cv.notify_all();
+  if (snapshot_thread.joinable()) snapshot_thread.join();
+}
+
+}  // namespace tally::io
