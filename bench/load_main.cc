@@ -442,23 +442,6 @@ LoadResult RunLoad(const std::string& name, const LoadConfig& config, const Zipf
 
 // ---- output ----
 
-std::string JsonString(std::string_view text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
 std::string Fixed(double value, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, std::isfinite(value) ? value : 0.0);
@@ -466,7 +449,7 @@ std::string Fixed(double value, int digits) {
 }
 
 std::string ResultJson(const LoadResult& r) {
-  return "{\"target\":" + JsonString(r.target) + ",\"elapsed_s\":" + Fixed(r.elapsed_s, 3) +
+  return "{\"target\":" + JsonQuoted(r.target) + ",\"elapsed_s\":" + Fixed(r.elapsed_s, 3) +
          ",\"throughput_rps\":" + Fixed(r.throughput(), 1) +
          ",\"p50_us\":" + Fixed(r.latency.QuantileUs(0.50), 1) +
          ",\"p99_us\":" + Fixed(r.latency.QuantileUs(0.99), 1) +
@@ -492,13 +475,13 @@ std::string ResultLine(const LoadResult& r) {
 }
 
 std::string SelectionJson(const OwnerFilter& filter, const KeySelection& s) {
-  std::string out = ",\"owner_filter\":" + JsonString(filter.ToString());
+  std::string out = ",\"owner_filter\":" + JsonQuoted(filter.ToString());
   if (!filter.selects()) return out;
   out += ",\"keys_examined\":" + std::to_string(s.examined) +
-         ",\"owner_answerer\":" + JsonString(s.answerer) + ",\"owners_examined\":{";
+         ",\"owner_answerer\":" + JsonQuoted(s.answerer) + ",\"owners_examined\":{";
   bool first = true;
   for (const auto& [owner, count] : s.owners) {
-    out += (first ? "" : ",") + JsonString(owner) + ":" + std::to_string(count);
+    out += (first ? "" : ",") + JsonQuoted(owner) + ":" + std::to_string(count);
     first = false;
   }
   return out + "}";
@@ -506,10 +489,10 @@ std::string SelectionJson(const OwnerFilter& filter, const KeySelection& s) {
 
 std::string ConfigJson(const LoadConfig& c, const std::string& transport,
                        const std::string& selection_json) {
-  return "{\"transport\":" + JsonString(transport) + ",\"threads\":" + std::to_string(c.threads) +
+  return "{\"transport\":" + JsonQuoted(transport) + ",\"threads\":" + std::to_string(c.threads) +
          ",\"in_flight\":" + std::to_string(c.in_flight) + ",\"batch\":" + std::to_string(c.batch) +
          ",\"duration_s\":" + Fixed(c.duration_s, 3) + ",\"keys\":" + std::to_string(c.keys) +
-         ",\"dist\":" + JsonString(c.zipf ? "zipf" : "uniform") +
+         ",\"dist\":" + JsonQuoted(c.zipf ? "zipf" : "uniform") +
          ",\"zipf_s\":" + Fixed(c.zipf_s, 3) + ",\"seed\":" + std::to_string(c.seed) +
          ",\"limit\":" + std::to_string(c.limit) + ",\"window_ms\":" + std::to_string(c.window_ms) +
          ",\"timeout_ms\":" + std::to_string(c.timeout.count()) + selection_json + "}";
@@ -678,8 +661,8 @@ bool Given(const po::variables_map& vm, const char* name) {
 std::string RlsResultJson(const std::string& door, const RlsLoadOptions& o,
                           const RlsLoadResult& r) {
   std::string out =
-      "{\"door\":" + JsonString(door) + ",\"target\":" + JsonString(o.target) +
-      ",\"domain\":" + JsonString(o.domain) + ",\"descriptor_key\":" + JsonString(o.key) +
+      "{\"door\":" + JsonQuoted(door) + ",\"target\":" + JsonQuoted(o.target) +
+      ",\"domain\":" + JsonQuoted(o.domain) + ",\"descriptor_key\":" + JsonQuoted(o.key) +
       ",\"keys\":" + std::to_string(o.values) + ",\"in_flight\":" + std::to_string(o.in_flight) +
       ",\"channels\":" + std::to_string(r.connections) + ",\"duration_s\":" + Fixed(o.seconds, 3) +
       ",\"timeout_ms\":" + std::to_string(o.timeout.count()) +
@@ -688,7 +671,7 @@ std::string RlsResultJson(const std::string& door, const RlsLoadOptions& o,
       ",\"p99_us\":" + Fixed(r.p99_us, 1) + ",\"p999_us\":" + Fixed(r.p999_us, 1) +
       ",\"ok\":" + std::to_string(r.ok) + ",\"over_limit\":" + std::to_string(r.over_limit) +
       ",\"errors\":" + std::to_string(r.errors);
-  if (!r.first_error.empty()) out += ",\"first_error\":" + JsonString(r.first_error);
+  if (!r.first_error.empty()) out += ",\"first_error\":" + JsonQuoted(r.first_error);
   return out + "}";
 }
 
@@ -976,7 +959,7 @@ int Main(int argc, char** argv) {
     if (echo) {
       out += ",\"echo\":" + ResultJson(*echo) +
              ",\"throughput_ratio\":" + Fixed(throughput_ratio, 3) +
-             ",\"p99_ratio\":" + Fixed(p99_ratio, 3) + ",\"note\":" + JsonString(note);
+             ",\"p99_ratio\":" + Fixed(p99_ratio, 3) + ",\"note\":" + JsonQuoted(note);
     }
     std::printf("%s}\n", out.c_str());
   } else {

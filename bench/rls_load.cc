@@ -83,22 +83,6 @@ struct GrpcCall {
 
 // ---- HTTP ----
 
-std::string JsonQuoted(std::string_view text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
 
 // What the connections of one HTTP run share (one thread uses it).
 struct HttpRun {
@@ -203,6 +187,23 @@ class HttpCaller : public std::enable_shared_from_this<HttpCaller> {
 };
 
 }  // namespace
+
+std::string JsonQuoted(std::string_view text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
 
 bool ParseHostPort(const std::string& target, std::string* host, uint16_t* port) {
   const size_t colon = target.rfind(':');

@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace tally::load {
 
@@ -73,6 +74,10 @@ bool RunHttpLoad(const RlsLoadOptions& options, RlsLoadResult* result, std::stri
 // Whether `target` is HOST:PORT or [V6]:PORT with a port in 1..65535 (the
 // form both doors take); sets `*host` (brackets removed) and `*port`.
 bool ParseHostPort(const std::string& target, std::string* host, uint16_t* port);
+
+// `text` as a JSON string literal, quotes included (", \\ and control
+// characters escaped); shared by both doors' bodies and tally-load's reports.
+std::string JsonQuoted(std::string_view text);
 
 }  // namespace tally::load
 

@@ -541,6 +541,24 @@ inline bool ReplicasAgree(const std::vector<TestNode*>& replicas, const CheckReq
   return true;
 }
 
+// True iff the replicas of `key` (the preference list as `observer` sees it,
+// those of `members` it names) agree, as ReplicasAgree says.
+inline bool PreferenceListAgrees(const TestNode& observer, const std::vector<TestNode*>& members,
+                                 const CheckRequest& key, std::string* why) {
+  std::optional<wire::OwnerReport> o = OwnerOf(observer, key);
+  if (!o) {
+    *why = observer.id + " does not answer owner queries";
+    return false;
+  }
+  std::vector<TestNode*> replicas;
+  for (const std::string& id : o->preference_list) {
+    for (TestNode* n : members) {
+      if (n->id == id) replicas.push_back(n);
+    }
+  }
+  return ReplicasAgree(replicas, key, why);
+}
+
 }  // namespace tally::testing
 
 #endif  // TALLY_TESTS_CLUSTER_CLUSTER_HARNESS_H_

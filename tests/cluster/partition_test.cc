@@ -243,17 +243,7 @@ void PartitionTest::RunPolicy(const std::string& policy, uint64_t expect_a, uint
                                     2 * c.timings().anti_entropy_interval_ms + 3000);
   for (const CheckRequest* k : {&key, &only_a, &only_b}) {
     EXPECT_TRUE(PollUntilSince(healed_at, converge_bound,
-                               [&] {
-                                 std::optional<wire::OwnerReport> o = OwnerOf(*n1, *k);
-                                 if (!o) return false;
-                                 std::vector<TestNode*> replicas;
-                                 for (const std::string& id : o->preference_list) {
-                                   for (TestNode* n : all) {
-                                     if (n->id == id) replicas.push_back(n);
-                                   }
-                                 }
-                                 return ReplicasAgree(replicas, *k, &why);
-                               }))
+                               [&] { return PreferenceListAgrees(*n1, all, *k, &why); }))
         << k->user_id << ": " << why << " (bound " << converge_bound.count() << " ms)";
   }
   const double converged_ms = MsSince(healed_at);
@@ -515,17 +505,7 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
                                     2 * c.timings().anti_entropy_interval_ms + 3000);
   for (const CheckRequest* k : {&suspect_key, &dead_key}) {
     EXPECT_TRUE(PollUntilSince(healed_at, converge_bound,
-                               [&] {
-                                 std::optional<wire::OwnerReport> o = OwnerOf(*all[0], *k);
-                                 if (!o) return false;
-                                 std::vector<TestNode*> replicas;
-                                 for (const std::string& id : o->preference_list) {
-                                   for (TestNode* n : all) {
-                                     if (n->id == id) replicas.push_back(n);
-                                   }
-                                 }
-                                 return ReplicasAgree(replicas, *k, &why);
-                               }))
+                               [&] { return PreferenceListAgrees(*all[0], all, *k, &why); }))
         << k->user_id << ": " << why << " (bound " << converge_bound.count() << " ms)";
   }
   // Both sides' counts merged: the same answer through every member, and
