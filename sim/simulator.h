@@ -328,6 +328,7 @@ class Simulator {
   // --dump-key output (simulator_dump.cc).
   std::string DumpKey(const std::string& user_id, TrueNs t) const;
   void DumpPacket(uint32_t from, uint32_t to, const std::vector<std::byte>& bytes, TrueNs t);
+  crdt::KeyId DumpKeyId() const;  // the --dump-key key's id ({} if none)
   std::set<std::pair<uint32_t, uint64_t>> watched_forwards_;  // (decider, forward id)
 
   SimConfig config_;

@@ -35,7 +35,36 @@ void Simulator::DumpPacket(uint32_t from, uint32_t to, const std::vector<std::by
                     r.result.allowed ? "allowed" : "denied");
       record_.debug += buf;
     }
+  } else if (msg.kind == Kind::kReplicate || msg.kind == Kind::kStatePush) {
+    // What state of the key a member sent (it may still be lost on the way):
+    // each row as slot=sum of its counts, newest bucket first.
+    const crdt::KeyId id = DumpKeyId();
+    for (const wire::CounterValue& c : msg.replicate.counters) {
+      if (c.key_high != id.high || c.key_low != id.low) continue;
+      std::snprintf(buf, sizeof(buf), "  t=%10.6f s  %s %s -> %s  newest %lld:",
+                    static_cast<double>(t) / 1e9,
+                    msg.kind == Kind::kReplicate ? "replicate" : "state    ",
+                    hosts_[from].id.c_str(), hosts_[to].id.c_str(),
+                    static_cast<long long>(c.newest_bucket));
+      record_.debug += buf;
+      for (const wire::CounterValue::Row& row : c.rows) {
+        uint64_t sum = 0;
+        for (uint32_t n : row.counts) sum += n;
+        const std::string slot = row.slot < msg.replicate.slots.size()
+                                     ? msg.replicate.slots[row.slot].node_id
+                                     : std::string("?");
+        record_.debug += " " + slot + "=" + std::to_string(sum);
+      }
+      record_.debug += "\n";
+    }
   }
+}
+
+crdt::KeyId Simulator::DumpKeyId() const {
+  for (const KeySpec& spec : workload_.keys()) {
+    if (spec.user_id == config_.dump_key) return spec.id;
+  }
+  return crdt::KeyId{};
 }
 
 std::string Simulator::DumpKey(const std::string& user_id, TrueNs t) const {
