@@ -79,12 +79,27 @@ void Node::PushKeysForChangedTargets(const membership::Ring& old_ring, Instant n
   core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
     old_ring.PreferenceList(key, config_.replicas, &before);
     ring_.PreferenceList(key, config_.replicas, &after);
+    const auto in_after = [&](const std::string& id) {
+      return std::any_of(after.begin(), after.end(), [&](size_t j) { return view_[j].id == id; });
+    };
+    // A holder off the list (a sloppy-quorum stand-in, a former replica) may
+    // hold the only copy of what a departed member decided: its replicates
+    // to the list were lost (a partition) and it took its resends with it.
+    // Then every member of the new list gets our copy, not just new ones,
+    // or those rows would wait for anti-entropy to pair the right members
+    // (about N/2 intervals in a cluster of N). Swarm seed 95044.
+    const bool holder_only =
+        std::none_of(after.begin(), after.end(), [&](size_t i) { return i == self_index_; });
+    const bool someone_departed =
+        holder_only && std::any_of(before.begin(), before.end(), [&](size_t j) {
+          return !in_after(old_ring.members()[j].id);
+        });
     for (size_t i : after) {
       if (i == self_index_) continue;
       const std::string& id = view_[i].id;
       bool was = std::any_of(before.begin(), before.end(),
                              [&](size_t j) { return old_ring.members()[j].id == id; });
-      if (!was) pushes[view_[i].address].push_back(key);
+      if (!was || someone_departed) pushes[view_[i].address].push_back(key);
     }
   });
   for (auto& [address, keys] : pushes) SendState(address, std::move(keys), false, now, out);
