@@ -152,9 +152,9 @@ struct ExcessRule {
 //     slow. A(tail) is the most hits requested for the key in any interval of
 //     that length.
 //   clock terms (when the run has clock offsets, drift or steps): per step
-//     min(limit, ceil(limit x (|step| + bucket_ms) / W)), and per decider
-//     change min(limit, ceil(limit x (delta + bucket_ms) / W)), delta the
-//     spread of the deciders' clock errors (sim/oracles.h).
+//     min(limit, the most hits admitted in any |step| + bucket_ms), and per
+//     decider change min(limit, the most admitted in any delta + bucket_ms),
+//     delta the spread of the deciders' clock errors (sim/oracles.h).
 ExcessRule ExcessRuleFor(const SwarmCase& c);
 
 // D's pieces for episodes under a policy (part of the rule above; exposed
