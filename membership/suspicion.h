@@ -6,6 +6,7 @@
 #ifndef TALLY_MEMBERSHIP_SUSPICION_H_
 #define TALLY_MEMBERSHIP_SUSPICION_H_
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <string>
@@ -29,6 +30,18 @@ class Suspicion {
   // scheduled, so unable to hear the member's refutation) does not count.
   void Postpone(std::chrono::nanoseconds by) { start_ += by; }
 
+  // Once per suspicion: moves the deadline later by `lag` (at most the
+  // timeout), the age of the input we are working through when it expires.
+  // Returns false, doing nothing, if it waited so already or that would not
+  // move the deadline past `now`.
+  bool WaitForInput(std::chrono::nanoseconds lag, std::chrono::nanoseconds now) {
+    const std::chrono::nanoseconds by = std::min<std::chrono::nanoseconds>(lag, timeout_);
+    if (waited_for_input_ || deadline() + by <= now) return false;
+    waited_for_input_ = true;
+    start_ += by;
+    return true;
+  }
+
   // Monotonic time at which the member is to be declared dead.
   std::chrono::nanoseconds deadline() const { return start_ + timeout_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
@@ -41,6 +54,7 @@ class Suspicion {
   std::chrono::nanoseconds start_;
   std::chrono::milliseconds timeout_;
   int confirmations_ = 0;
+  bool waited_for_input_ = false;
   std::set<std::string, std::less<>> seen_;
 };
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "membership/timing.h"
@@ -155,6 +156,7 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
   // table, and brings whatever else we missed.
   const bool stranger = table_.Find(msg.sender_id) == nullptr;
   ApplySenderEvidence(msg);
+  NoteInputAge(msg);
   if (kind == SwimKind::kPing || kind == SwimKind::kAck) NoteRulesDigest(msg);
   if (const Member* sender = table_.Find(msg.sender_id);
       sender != nullptr && sender->generation == msg.sender_generation &&
@@ -621,9 +623,22 @@ void Swim::TickSuspicions() {
     suspicions_.clear();  // gone: our verdicts no longer matter
     return;
   }
+  // A node behind its input queue by L has not read what members sent in
+  // the last L, a suspect's refutation among it: an expiring suspicion waits
+  // once more for L (at most its timeout), so the verdict is judged on the
+  // input of its deadline. Stalls between our runs are Advance's; this is
+  // the backlog we are run through (slow_node at 3 nodes: a slow owner 5-8 s
+  // behind declared a healthy member dead whose refutation sat in its queue).
   std::vector<std::string> expired;
-  for (const auto& [id, s] : suspicions_) {
-    if (s.deadline() <= now_.monotonic) expired.push_back(id);
+  std::optional<nanoseconds> lag;
+  for (auto& [id, s] : suspicions_) {
+    if (s.deadline() > now_.monotonic) continue;
+    if (!lag) lag = InputLag();
+    if (s.WaitForInput(*lag, now_.monotonic)) {
+      ++stats_.deaths_postponed;
+      continue;
+    }
+    expired.push_back(id);
   }
   for (const auto& id : expired) {
     suspicions_.erase(id);
@@ -649,9 +664,32 @@ void Swim::TickHousekeeping() {
     table_.Erase(id);
     suspicions_.erase(id);
     if (clocks_.erase(id) > 0) ++clock_version_;
+    heard_age_.erase(id);
     rules_digests_.erase(id);
     queue_.Drop(id);
   }
+}
+
+void Swim::NoteInputAge(const SwimMessage& msg) {
+  auto clock = clocks_.find(msg.sender_id);
+  if (clock == clocks_.end() || !clock->second.has_estimate()) return;
+  // Sent at msg.sender_wall_ms by its clock, offset_ms ahead of ours.
+  const double sent_ms =
+      static_cast<double>(msg.sender_wall_ms) - clock->second.estimate().offset_ms;
+  const double age_ms = static_cast<double>(now_.wall.count()) - sent_ms;
+  HeardAge& heard = heard_age_[msg.sender_id];
+  heard.age = nanoseconds(static_cast<int64_t>(std::max(0.0, age_ms) * 1e6));
+  heard.at = now_.monotonic;
+}
+
+nanoseconds Swim::InputLag() const {
+  const nanoseconds recent = 10 * milliseconds(config_.probe_interval_ms);
+  std::optional<nanoseconds> youngest;
+  for (const auto& [id, heard] : heard_age_) {
+    if (now_.monotonic - heard.at > recent) continue;
+    if (!youngest || heard.age < *youngest) youngest = heard.age;
+  }
+  return youngest.value_or(nanoseconds(0));
 }
 
 }  // namespace tally::membership

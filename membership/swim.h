@@ -123,6 +123,7 @@ struct SwimStats {
   uint64_t suspects_refuted = 0;    // a suspect came back alive (same process)
   uint64_t deaths_declared = 0;     // this node's suspicion timers expired
   uint64_t own_stalls = 0;          // we were not run for longer than a probe interval
+  uint64_t deaths_postponed = 0;    // a verdict waited because our input was stale
   uint64_t dead_revived = 0;        // a dead member refuted (a false death)
   // Dropped input.
   // Malformed fields, absurd incarnations. A rules digest of the wrong length
@@ -326,6 +327,13 @@ class Swim {
   void Refute(uint64_t accused_incarnation, bool accused);
   void StartSuspicion(const Member& member, const std::string& accuser);
   void TickSuspicions();
+  // Records how old msg was when we handled it (see heard_age_).
+  void NoteInputAge(const SwimMessage& msg);
+  // How far behind our input is: the youngest age of the members heard in
+  // the last two probe intervals (0 if none). A node that falls behind its
+  // input queue (starved, or slower than its load) hears every member late;
+  // one member's clock step makes only that member's messages look old.
+  std::chrono::nanoseconds InputLag() const;
   void TickHousekeeping();
   void AddHealth(int delta);
   size_t CountUp() const { return table_.CountUp(); }
@@ -394,6 +402,14 @@ class Swim {
   std::string last_told_suspect_;  // TellNextSuspect's place in suspicions_
   std::map<std::string, ClockOffsetEstimator, std::less<>> clocks_;
   uint64_t clock_version_ = 0;
+  // How old, by our wall clock, the last message of each member we have a
+  // clock estimate for was when we handled it (its sent time corrected by
+  // the estimate): InputLag. Erased with clocks_.
+  struct HeardAge {
+    std::chrono::nanoseconds age{0};
+    std::chrono::nanoseconds at{0};  // our monotonic time when handled
+  };
+  std::map<std::string, HeardAge, std::less<>> heard_age_;
   std::string rules_digest_;
   // Digests heard first-hand, by member id: only members of table_ (erased
   // with them), so bounded by max_members.

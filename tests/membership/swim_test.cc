@@ -500,6 +500,71 @@ Outbound NextPingTo(Harness& h, const std::string& target, int64_t* now_ms) {
 
 std::string IdOf(const std::string& address) { return address.substr(0, address.find(':')); }
 
+// A node behind its input queue (run on time, but slower than its input)
+// reads what members sent seconds ago: at a suspicion's deadline it has not
+// read the refutation yet. The verdict waits once for the input's age
+// (slow_node at 3 nodes: the slow owner declared healthy peers dead).
+// Returns the suspicion's deadline; `a`'s messages up to it were `age_ms` old.
+int64_t SuspectXWhileInputIsOld(Harness& h, int64_t age_ms) {
+  int64_t t = 0;
+  Outbound ping = NextPingTo(h, "a", &t);
+  // a's clock agrees with ours: offset 0 after one sample (rtt 20 ms).
+  h.Deliver("a", Ack{std::get<Ping>(ping.msg.body).seq}, {}, t + 20, kEpochMs + t + 10);
+  EXPECT_TRUE(h.swim.ClockOffsetMs("a").has_value());
+  const int64_t start = t + 100;
+  h.Gossip("a", {Rumor("x", MemberState::kSuspect, 1, 0, "a")}, start);
+  const Suspicion* s = h.swim.SuspicionOf("x");
+  EXPECT_NE(s, nullptr);
+  if (s == nullptr) return 0;
+  const int64_t deadline = std::chrono::duration_cast<milliseconds>(s->deadline()).count();
+  // Run every 200 ms (no stall of our own), reading a's messages age_ms late.
+  for (int64_t at = start + 200; at < deadline; at += 200) {
+    h.Deliver("a", membership::Gossip{}, {}, at, kEpochMs + at - age_ms);
+  }
+  return deadline;
+}
+
+TEST(SwimTest, AVerdictWaitsForTheAgeOfTheInputBeingRead) {
+  Harness h({"a", "b", "x"});
+  const int64_t deadline = SuspectXWhileInputIsOld(h, 3000);
+  std::vector<Outbound> o;
+  h.swim.Tick(At(deadline), &o);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kSuspect);
+  EXPECT_EQ(h.swim.stats().deaths_postponed, 1u);
+  // x's refutation, sent before the deadline, is read 3 s late: x lives.
+  h.Gossip("x", {Rumor("x", MemberState::kAlive, 1, 1)}, deadline + 2000);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kAlive);
+  EXPECT_EQ(h.swim.stats().deaths_declared, 0u);
+}
+
+TEST(SwimTest, AVerdictWaitsOnceAndAtMostItsTimeout) {
+  Harness h({"a", "b", "x"});
+  const int64_t deadline = SuspectXWhileInputIsOld(h, 60'000);
+  const milliseconds timeout = h.swim.SuspicionOf("x")->timeout();
+  std::vector<Outbound> o;
+  h.swim.Tick(At(deadline), &o);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kSuspect);
+  // Input a minute old still waits only one timeout more, and only once.
+  for (int64_t at = deadline + 200; at < deadline + timeout.count(); at += 200) {
+    h.Deliver("a", membership::Gossip{}, {}, at, kEpochMs + at - 60'000);
+  }
+  h.swim.Tick(At(deadline + timeout.count()), &o);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kDead);
+  EXPECT_EQ(h.swim.stats().deaths_postponed, 1u);
+  EXPECT_EQ(h.swim.stats().deaths_declared, 1u);
+}
+
+// With fresh input nothing waits: the verdict falls at the deadline.
+TEST(SwimTest, FreshInputLetsTheVerdictFallAtTheDeadline) {
+  Harness h({"a", "b", "x"});
+  const int64_t deadline = SuspectXWhileInputIsOld(h, 0);
+  std::vector<Outbound> o;
+  h.swim.Tick(At(deadline), &o);
+  EXPECT_EQ(h.StateOf("x"), MemberState::kDead);
+  EXPECT_EQ(h.swim.stats().deaths_postponed, 0u);
+}
+
+
 TEST(SwimTest, ClockOffsetFromPingAck) {
   Harness h({"b"});
   int64_t t = 0;
