@@ -676,9 +676,14 @@ void Swim::NoteInputAge(const SwimMessage& msg) {
   // Sent at msg.sender_wall_ms by its clock, offset_ms ahead of ours.
   const double sent_ms =
       static_cast<double>(msg.sender_wall_ms) - clock->second.estimate().offset_ms;
-  const double age_ms = static_cast<double>(now_.wall.count()) - sent_ms;
+  // sender_wall_ms is the peer's word, unchecked by the decoder: clamp
+  // before converting (an absurd stamp must not overflow the cast). More
+  // than an hour behind only ever waits one suspicion timeout anyway.
+  constexpr double kMaxAgeMs = 3'600'000;
+  const double age_ms =
+      std::clamp(static_cast<double>(now_.wall.count()) - sent_ms, 0.0, kMaxAgeMs);
   HeardAge& heard = heard_age_[msg.sender_id];
-  heard.age = nanoseconds(static_cast<int64_t>(std::max(0.0, age_ms) * 1e6));
+  heard.age = nanoseconds(static_cast<int64_t>(age_ms * 1e6));
   heard.at = now_.monotonic;
 }
 

@@ -330,7 +330,7 @@ class Swim {
   // Records how old msg was when we handled it (see heard_age_).
   void NoteInputAge(const SwimMessage& msg);
   // How far behind our input is: the youngest age of the members heard in
-  // the last two probe intervals (0 if none). A node that falls behind its
+  // the last ten probe intervals (0 if none). A node that falls behind its
   // input queue (starved, or slower than its load) hears every member late;
   // one member's clock step makes only that member's messages look old.
   std::chrono::nanoseconds InputLag() const;

@@ -554,6 +554,24 @@ TEST(SwimTest, AVerdictWaitsOnceAndAtMostItsTimeout) {
   EXPECT_EQ(h.swim.stats().deaths_declared, 1u);
 }
 
+// A sender's wall stamp is untrusted: the most absurd ones neither overflow
+// the age (UBSan's float-cast check in the sanitizer stage) nor wait more
+// than once, one timeout.
+TEST(SwimTest, AbsurdSenderStampsAreClampedAndWaitOnlyOnce) {
+  for (int64_t stamp : {std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()}) {
+    Harness h({"a", "b", "x"});
+    const int64_t deadline = SuspectXWhileInputIsOld(h, 0);
+    const milliseconds timeout = h.swim.SuspicionOf("x")->timeout();
+    h.Deliver("a", membership::Gossip{}, {}, deadline - 100, stamp);
+    std::vector<Outbound> o;
+    h.swim.Tick(At(deadline), &o);
+    // Whatever the stamp says, the verdict falls within one more timeout.
+    if (h.StateOf("x") != MemberState::kDead) h.swim.Tick(At(deadline + timeout.count()), &o);
+    EXPECT_EQ(h.StateOf("x"), MemberState::kDead) << stamp;
+    EXPECT_LE(h.swim.stats().deaths_postponed, 1u);
+  }
+}
+
 // With fresh input nothing waits: the verdict falls at the deadline.
 TEST(SwimTest, FreshInputLetsTheVerdictFallAtTheDeadline) {
   Harness h({"a", "b", "x"});
