@@ -39,9 +39,21 @@ check_reports() {
   fi
 }
 
+# What each failed assertion said, printed last: a failing test's own output
+# (seven tallyd logging) can be thousands of lines, and a log viewer that
+# keeps only the head and tail of a run would show neither assertion.
+failure_summary() {
+  local log="$1/Testing/Temporary/LastTest.log"
+  [[ -f "$log" ]] || return 0
+  echo "=== test.sh: failed assertions (from $log):" >&2
+  grep -E -A6 '(: Failure$|^\[  FAILED  \] .*\(|Sanitizer:)' "$log" | grep -v ' info \[' |
+    head -120 >&2 || true
+}
+
 stage_none() {
   TALLY_SANITIZE=none "$root/scripts/build.sh"
-  (cd "$root/build" && ctest --output-on-failure --timeout 600 -j"$jobs" "$@")
+  (cd "$root/build" && ctest --output-on-failure --timeout 600 -j"$jobs" "$@") ||
+    { failure_summary "$root/build"; return 1; }
 }
 
 stage_asan() {
@@ -57,7 +69,8 @@ stage_asan() {
   local filter=()
   (($# == 0)) && filter=(-LE swarm)
   (cd "$root/build-asan" &&
-    ctest --output-on-failure --timeout 900 -j"$jobs" "${filter[@]}" "$@") || status=$?
+    ctest --output-on-failure --timeout 900 -j"$jobs" "${filter[@]}" "$@") ||
+    { status=$?; failure_summary "$root/build-asan"; }
   if (($# == 0)); then
     "$root/build-asan/bin/tally-sim" --swarm --seeds "1..${TALLY_SANITIZE_SWARM_SEEDS:-50}" \
       --max-nodes "${TALLY_SANITIZE_SWARM_MAX_NODES:-64}" || status=$?
@@ -82,7 +95,7 @@ stage_tsan() {
     TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan:suppressions=$root/scripts/tsan-suppressions.txt" \
       ctest --output-on-failure --timeout 1200 -j"$jobs" -L '^(daemon_io|client|cluster)$' \
         -E '^ClusterClockFaultTest\.' "$@") ||
-    status=$?
+    { status=$?; failure_summary "$root/build-tsan"; }
   check_reports "$reports" || status=1
   return "${status:-0}"
 }

@@ -206,6 +206,9 @@ struct NodeStatus {
     // Handoff requests answered with our keys, and refused (not an up member
     // whose address matches the datagram's, or served to it lately).
     uint64_t handoffs_served = 0, handoffs_refused = 0;
+    // Keys queued for a push to a list member because state grew here while
+    // this node is off the key's list (a stand-in's hinted handoff).
+    uint64_t hints_queued = 0;
     // Digests ignored: not from an up member, or more than one per half
     // anti-entropy interval from it.
     uint64_t digests_refused = 0;
@@ -315,11 +318,15 @@ class Node {
   struct UnackedReplicate {
     std::vector<crdt::KeyId> keys;
     int64_t resend_at_ns = 0;  // then the keys are sent again (current state)
+    bool push = false;         // sent as a state push: resent as one
   };
   struct PeerState {
     std::vector<wire::ForwardValue> forward_queue;
     std::vector<wire::ForwardResultValue> reply_queue;
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;  // keys to replicate
+    // Keys to push (state, not a decider's deltas): what a holder off a key's
+    // list owes the list, and pushes not acknowledged in time.
+    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> push_dirty;
     boost::unordered_flat_map<uint64_t, UnackedReplicate> unacked;
     int64_t skip_until_ns = 0;  // a forward timed out: routing passes over us
     int64_t skip_ms = 0;        // the current pass-over time (backs off; 0 once heard from)

@@ -236,6 +236,7 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     }
     if (rows.empty()) continue;
     crdt::WindowCounter counter = crdt::WindowCounter::FromState(g, c.newest_bucket, rows);
+    const uint64_t version_before = existing != nullptr ? existing->version : 0;
     crdt::KeyStore::MergeOutcome outcome;
     store.Merge(key, counter, now_ms, &outcome);
     switch (outcome) {
@@ -254,8 +255,25 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
         ++rejected.rows;
         break;
     }
-    if (!from_decider) continue;
     ring_.PreferenceList(key, config_.replicas, &targets);
+    const crdt::KeyStore::Entry* merged = store.Find(key);
+    if (merged != nullptr && (existing == nullptr || merged->version != version_before) &&
+        !Holds(targets, self_index_)) {
+      // We hold rows the key's list may lack and are not on it: a sloppy
+      // stand-in for an unreachable list member, or a member the sender's
+      // view ranks differently. The rows may be the only copy (their decider
+      // can leave or crash before the list is reachable, taking its resends
+      // along), so they are pushed to the list until it acknowledges them,
+      // as a hinted handoff. Only when the state grew: this terminates.
+      // Swarm seed 551.
+      for (uint32_t i : targets) {
+        if (i != self_index_ && view_[i].address != from) {
+          ReplicationPeer(view_[i].address).push_dirty.insert(key);
+          ++counters_.hints_queued;
+        }
+      }
+    }
+    if (!from_decider) continue;
     const bool listed = std::any_of(targets.begin(), targets.end(),
                                     [&](uint32_t i) { return view_[i].address == from; });
     if (listed) continue;

@@ -70,22 +70,31 @@ void Node::Replicate(Instant now, Outbox* out) {
     // Resend what was not acknowledged in time (current state: join is idempotent).
     boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
       if (now_ns < kv.second.resend_at_ns) return false;
-      for (const auto& key : kv.second.keys) peer.dirty.insert(key);
+      auto& resend = kv.second.push ? peer.push_dirty : peer.dirty;
+      for (const auto& key : kv.second.keys) resend.insert(key);
       return true;
     });
-    if (!peer.dirty.empty()) {
+    if (!peer.dirty.empty() || !peer.push_dirty.empty()) {
       if (!view_by_address_.contains(address) && !co_decider_addresses.contains(address)) {
-        peer.dirty.clear();  // not a member any more; anti-entropy covers its successor
+        // Not a member any more: its successors on the lists get the keys
+        // when the ring changes (PushKeysForChangedTargets) or by anti-entropy.
+        peer.dirty.clear();
+        peer.push_dirty.clear();
         peer.unacked.clear();
       } else {
         std::vector<crdt::KeyId> keys(peer.dirty.begin(), peer.dirty.end());
+        std::vector<crdt::KeyId> pushes(peer.push_dirty.begin(), peer.push_dirty.end());
         peer.dirty.clear();
-        SendState(address, std::move(keys), true, now, out);
+        peer.push_dirty.clear();
+        if (!keys.empty()) SendState(address, std::move(keys), true, now, out);
+        if (!pushes.empty()) SendState(address, std::move(pushes), false, now, out);
       }
     }
     // SendState may have rehashed peers_: look the peer up again.
     const PeerState& after = peers_[address];
-    if (after.dirty.empty() && after.unacked.empty()) replication_peers_.erase(address);
+    if (after.dirty.empty() && after.push_dirty.empty() && after.unacked.empty()) {
+      replication_peers_.erase(address);
+    }
   }
 }
 
@@ -161,7 +170,7 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
     // datagram), a push later (a stream of bulk state takes longer).
     const int64_t retry_ms = acked ? config_.replication_retry_ms : config_.push_retry_ms;
     ReplicationPeer(address).unacked[msg.replicate.seq] =
-        UnackedReplicate{std::move(sent), now.monotonic.count() + Ms(retry_ms)};
+        UnackedReplicate{std::move(sent), now.monotonic.count() + Ms(retry_ms), !acked};
     if (acked) {
       ++counters_.replicate_sent;
     } else {

@@ -223,6 +223,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
           {"tally_cluster_handoffs_served_total", "handoffs_served",
            "Handoff requests answered with this node's keys."},
           {"tally_cluster_handoffs_refused_total", "handoffs_refused", "Handoff requests refused."},
+          {"tally_cluster_hints_queued_total", "hints_queued",
+           "Keys queued for a push to their list by a holder off the list (hinted handoff)."},
           {"tally_cluster_forward_results_refused_total", "forward_results_refused",
            "Forward replies from a peer the forward was not sent to."},
           {"tally_cluster_malformed_peer_messages_total", "malformed_peer",

@@ -29,9 +29,9 @@
 //   proportional  A admits L * 4/7,      B admits L * 3/7 (floored)
 //   closed        A admits L,            B admits 0
 // K is hammered through every member while each side *suspects* the other
-// (suspicion made long: --suspicion-mult 30, so at least 6 s), the phase in which views still
-// hold the whole cluster, and a second such key once the sides have declared
-// each other dead. Against main before the routing fix (db68196) the
+// (suspicion made long: --suspicion-mult 60, so at least 12 s), the phase in
+// which views still hold the whole cluster, and a second such key once the
+// sides have declared each other dead. Against main before the routing fix (db68196) the
 // proportional and closed cases fail in the suspect phase (a side counted
 // every suspect member as present until it was declared dead).
 //
@@ -330,6 +330,32 @@ bool AllSeenAs(const std::vector<TestNode*>& observers, const std::vector<TestNo
   return true;
 }
 
+// What each node holds of `key` and has done to move state, for a failure
+// message: which hop lost the rows shows in these counters.
+std::string DescribeReplication(const std::vector<TestNode*>& nodes, const CheckRequest& key) {
+  static constexpr const char* kAboutState[] = {"rejected", "push",   "replicate", "handoff",
+                                                "digest",   "stream", "hint"};
+  std::string text;
+  for (TestNode* n : nodes) {
+    text += "  " + n->id + ":";
+    if (std::optional<wire::OwnerReport> o = OwnerOf(*n, key)) {
+      text += " holds=" + std::to_string(o->holds_key) + " hash=" + std::to_string(o->state_hash) +
+              " list=";
+      for (const std::string& id : o->preference_list) text += id + ",";
+    }
+    if (std::optional<wire::StatusReport> s = StatusOf(*n)) {
+      for (const auto& [name, value] : s->counters) {
+        const bool about_state =
+            std::any_of(std::begin(kAboutState), std::end(kAboutState),
+                        [&](const char* part) { return name.find(part) != std::string::npos; });
+        if (about_state && value != 0) text += " " + name + "=" + std::to_string(value);
+      }
+    }
+    text += "\n";
+  }
+  return text;
+}
+
 void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, uint64_t expect_b) {
   constexpr uint64_t kLimit = 30;
   const std::vector<std::string> ids = {"n1", "n2", "n3", "n4", "n5", "n6", "n7"};
@@ -357,13 +383,18 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
     if (on_a(r[0]) && on_a(r[1]) && on_a(r[2])) break;
   }
 
-  // Long suspicion: the suspect phase must outlast the hammering. Under a
-  // sanitizer, noticing the suspicion and hammering both take several times
-  // longer (TSan once saw a death 356 ms into the hammering), so the phase
-  // is stretched by the same wait scale, up to tallyd's largest multiplier.
+  // Long suspicion: the suspect phase must outlast the hammering. It starts
+  // when the last pair across the cut is suspected, which takes 1.5-4 s and
+  // once took 6.7 s (Lifeguard slows the probing of a node whose probes
+  // fail), while the first member suspected dies a suspicion timeout after
+  // its own suspicion: with 6 s (multiplier 30) it died 240 ms into the
+  // hammering, so the timeout is 12 s. Under a sanitizer, noticing the
+  // suspicion and hammering both take several times longer (TSan once saw a
+  // death 356 ms into the hammering), so the phase is stretched by the same
+  // wait scale, up to tallyd's largest multiplier.
   ClusterTimings timings;
   timings.suspicion_mult =
-      std::min(100, static_cast<int>(ScaledWait(std::chrono::milliseconds(30)).count()));
+      std::min(100, static_cast<int>(ScaledWait(std::chrono::milliseconds(60)).count()));
   // What this test measures is each side's share with one decider per side.
   // A forward timeout makes the next list member decide from counts a
   // replication lag old: a failover tail, which DESIGN bounds separately and
@@ -552,7 +583,8 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
       first = r.remaining;
     }
     const uint64_t counted = kLimit - std::min(kLimit, first.value_or(0));
-    EXPECT_GE(counted, std::min(kLimit, m.admitted)) << m.key->user_id << ": hits lost";
+    EXPECT_GE(counted, std::min(kLimit, m.admitted)) << m.key->user_id << ": hits lost\n"
+                                                     << DescribeReplication(all, *m.key);
     EXPECT_LE(counted, std::min(kLimit, m.admitted + m.timeouts))
         << m.key->user_id << ": counted more than admitted + forward timeouts " << m.timeouts;
   }

@@ -491,6 +491,52 @@ TEST(NodeTest, APeerThatStaysSilentIsPassedOverForLongerEachTime) {
   EXPECT_GE(took_ms(4), 30);  // retried once the 500 ms are over
 }
 
+TEST(NodeTest, AStandInHandsTheListWhatItsDeciderTookAlongWhenItCrashed) {
+  // Suspicion made long (6 s): the sides suspect each other, and the cut
+  // heals before anyone is declared dead.
+  TestCluster c;
+  for (int i = 1; i <= 6; ++i) {
+    NodeConfig config = c.ConfigFor("n" + std::to_string(i));
+    config.swim.suspicion_mult = 30;
+    if (i > 1) config.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(config);
+  }
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 3; b < 6; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  c.RunFor(2000);
+  for (int b = 3; b < 6; ++b) {
+    ASSERT_EQ(c.node(ranking[b]).Status(c.Now()).swim.deaths_declared, 0u);
+  }
+  // The side's decider admits three hits and replicates them to its side's
+  // stand-ins only (the list is suspected)...
+  for (uint64_t i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(c.Check(ranking[5], kRequest.Id(i).Limit(5))->allowed);
+  }
+  c.RunFor(100);
+  ASSERT_NE(c.node(ranking[4]).StateHash(key, c.Now()), 0u);
+  // ...then crashes, taking its resends to the list along, and the cut heals
+  // before anyone was declared dead: no member's view (and so no key's list)
+  // changes but the decider's departure, which moves nothing of this key.
+  c.Crash(ranking[3]);
+  c.HealAll();
+  c.RunFor(5000);
+  // The stand-ins' copy reached the list: nothing admitted was lost.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c.node(ranking[i]).StateHash(key, c.Now()),
+              c.node(ranking[4]).StateHash(key, c.Now()))
+        << ranking[i];
+  }
+  EXPECT_GT(c.node(ranking[4]).Status(c.Now()).counters.hints_queued, 0u);
+  auto r = c.Check(ranking[0], kRequest.Id(4).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->allowed);
+  EXPECT_EQ(r->remaining, 1u);  // 3 + this one of 5
+}
+
 TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   TestCluster c;
   c.Form(4);
