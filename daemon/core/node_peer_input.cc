@@ -174,10 +174,10 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
   // Time: a state's newest bucket may be ahead of our clock by what a
   // correct decider's clock can be ahead of the cluster's (the offset at
   // which it stops owning, plus the regression its core clamps), plus how
-  // far a strict majority of peers' clocks are all ahead of ours (ours may be
-  // the one behind; from three members on, one peer alone cannot widen the
-  // bound); further ahead it
-  // would drop live counts of ours (it moves the ring). A state with nothing
+  // far a strict majority of the view's clocks, ours included, are all ahead
+  // of ours (ours may be the one behind; one peer alone never widens the
+  // bound: UpdateClockHealth); further ahead it would drop live counts of
+  // ours (it moves the ring). A state with nothing
   // live at our time changes nothing and is dropped.
   const double majority_ahead = std::isfinite(majority_ahead_ms_) ? majority_ahead_ms_ : 0.0;
   const int64_t ahead_ms =

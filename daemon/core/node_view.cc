@@ -270,16 +270,22 @@ void Node::UpdateClockHealth(Instant now) {
   }
   std::sort(offsets.begin(), offsets.end());
   median_offset_ms_ = offsets[offsets.size() / 2];
-  // How far a strict majority of the view's peers are all ahead of us (0 if
-  // they are not, or if we have estimates of fewer than a majority): half of
-  // them cannot widen what we take from the future (ApplyState); with one
-  // peer, that peer can. A majority of the view, not of the estimates: a node
-  // that just restarted has measured one or two peers, and one peer whose
-  // clock jumped ahead must not make it take that peer's future counts.
-  const size_t peers = view_.size() - (self_index_ < view_.size() ? 1 : 0);
-  const size_t majority = peers / 2 + 1;
+  // How far a strict majority of the view's members, us included, are all
+  // ahead of us (0 if they are not, or if we have estimates of too few): only
+  // then is ours the clock behind, and what we take from the future
+  // (ApplyState) widens by that much. Us included: with one peer, half the
+  // view is at our time, and a lone peer whose clock jumped ahead made us
+  // take its future buckets, which the rest of the cluster refused, and the
+  // replicas never converged (swarm seed 806, a partition side of two). A
+  // majority of the view, not of the estimates: a node that just restarted
+  // has measured one or two peers, and one peer whose clock jumped ahead
+  // must not make it take that peer's future counts.
+  const size_t members = view_.size() + (self_index_ < view_.size() ? 0 : 1);
+  const size_t majority = members / 2 + 1;
+  std::vector<double> with_self = offsets;
+  with_self.insert(std::lower_bound(with_self.begin(), with_self.end(), 0.0), 0.0);
   majority_ahead_ms_ =
-      offsets.size() >= majority ? std::max(0.0, offsets[offsets.size() - majority]) : 0.0;
+      with_self.size() >= majority ? std::max(0.0, with_self[with_self.size() - majority]) : 0.0;
   size_t far = static_cast<size_t>(std::count_if(offsets.begin(), offsets.end(), [&](double o) {
     return std::abs(o) > static_cast<double>(config_.max_clock_offset_ms);
   }));

@@ -198,6 +198,47 @@ TEST(NodeValidationTest, OnePeerAheadDoesNotWidenTheFutureAllowanceOfARestartedN
   EXPECT_EQ(c.node("n5").store().Find(key), nullptr);
 }
 
+// A view of two (a side of two in a partition): half the view is at our
+// time, so a peer a minute ahead must not widen what we take from the
+// future (swarm seed 806: it made a node take that peer's future buckets and
+// never converge with the rest). Two peers of three ahead still do: then
+// ours is the clock behind.
+TEST(NodeValidationTest, OnePeerAheadInAViewOfTwoDoesNotWidenTheFutureAllowance) {
+  TestCluster c;
+  c.Form(3);
+  c.SetWallOffset("n2", 60'000);
+  c.Cut("n1", "n3");
+  c.Cut("n2", "n3");
+  c.RunFor(10'000);
+  const membership::Member* n3 = c.node("n1").swim().members().Find("n3");
+  ASSERT_TRUE(n3 == nullptr || n3->state == membership::MemberState::kDead);
+  const membership::ClockEstimate* n2_clock = c.node("n1").swim().ClockEstimateOf("n2");
+  ASSERT_NE(n2_clock, nullptr);
+  EXPECT_GT(n2_clock->offset_ms, 50'000);
+  const crdt::KeyId key = KeyOf("bob");
+  const Claim from = MemberClaim(c, "n2");
+  c.Inject("n1", from.address,
+           Encode(from, OneCounter(key, {"n2", from.generation}, NowBucket(c) + 5, 1), c.Now()));
+  EXPECT_EQ(Rejected(c, "n1").future, 1u);
+  EXPECT_EQ(c.node("n1").store().Find(key), nullptr);
+}
+
+TEST(NodeValidationTest, TwoPeersOfThreeAheadWidenTheFutureAllowance) {
+  TestCluster c;
+  c.Form(3);
+  c.SetWallOffset("n1", -60'000);  // n1 is the one behind: both peers are ahead of it
+  c.RunFor(5000);
+  const crdt::KeyId key = KeyOf("bob");
+  const Claim from = MemberClaim(c, "n2");
+  // Five buckets (30 s) ahead of n1's clock, within the peers' minute.
+  const int64_t n1_bucket =
+      crdt::BucketOf(c.NowAt("n1").wall.count(), crdt::GeometryFor(kWindowMs, 10));
+  c.Inject("n1", from.address,
+           Encode(from, OneCounter(key, {"n2", from.generation}, n1_bucket + 5, 1), c.Now()));
+  EXPECT_EQ(Rejected(c, "n1").future, 0u);
+  ASSERT_NE(c.node("n1").store().Find(key), nullptr);
+}
+
 // A huge count in a made-up slot denied a key on every node, and
 // anti-entropy spread it.
 TEST(NodeValidationTest, MadeUpSlotsAndImpossibleCountsAreDropped) {
