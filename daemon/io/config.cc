@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string_view>
@@ -357,17 +359,21 @@ std::optional<int64_t> LookUpSystemGroup(const std::string& name) {
   return std::nullopt;
 }
 
-FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
-                              std::string* output, std::string* error) {
-  return ParseTallydFlags(argc, argv, nullptr, config, output, error);
-}
+namespace {
 
-FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* config_text,
-                              TallydConfig* config, std::string* output, std::string* error,
-                              GroupLookup lookup_group) {
-  const DaemonOptions defaults;
-  const LimiterOptions limiter_defaults;
+// The flags' descriptions: built once per process, not per parse (about 80
+// options with their help texts cost more than parsing a short command
+// line; config_fuzz spent most of each input here). Rebuilt if the default
+// socket paths they print changed (another XDG_RUNTIME_DIR).
+struct FlagDescriptions {
+  po::options_description settings{"Settings (command line or config file)"};
+  po::options_description all{"Usage: tallyd [options]"};
+  std::string default_paths;
+};
 
+std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_paths) {
+  auto d = std::make_shared<FlagDescriptions>();
+  d->default_paths = std::move(default_paths);
   po::options_description command_only("Command line only");
   command_only.add_options()("help,h", "print this help and exit")("version",
                                                                    "print the version and exit")(
@@ -376,7 +382,7 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
       "flags override it")("check-config",
                            "parse and validate the flags and config file, then exit 0 (or 2)");
 
-  po::options_description settings("Settings (command line or config file)");
+  po::options_description& settings = d->settings;
   settings.add_options()(
       "udp", po::value<std::string>()->value_name("HOST:PORT"),
       "UDP address ([v6]:PORT ok, port 0 picks one, 'none' disables); default 127.0.0.1:7070")(
@@ -539,8 +545,37 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
   settings.add(cluster);
   settings.add(envoy);
 
-  po::options_description all("Usage: tallyd [options]");
-  all.add(command_only).add(settings);
+  d->all.add(command_only).add(settings);
+  return d;
+}
+
+std::shared_ptr<const FlagDescriptions> Descriptions() {
+  static std::mutex mu;
+  static std::shared_ptr<const FlagDescriptions> cached;
+  std::string paths = DefaultUnixPath() + '\n' + DefaultUnixSeqpacketPath();
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached == nullptr || cached->default_paths != paths) {
+    cached = BuildDescriptions(std::move(paths));
+  }
+  return cached;
+}
+
+}  // namespace
+
+FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, TallydConfig* config,
+                              std::string* output, std::string* error) {
+  return ParseTallydFlags(argc, argv, nullptr, config, output, error);
+}
+
+FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* config_text,
+                              TallydConfig* config, std::string* output, std::string* error,
+                              GroupLookup lookup_group) {
+  const DaemonOptions defaults;
+  const LimiterOptions limiter_defaults;
+
+  const std::shared_ptr<const FlagDescriptions> descriptions = Descriptions();
+  const po::options_description& all = descriptions->all;
+  const po::options_description& settings = descriptions->settings;
 
   // client/program_options_guard.h: Boost would loop wording the error.
   if (std::string why = flags::RefuseBoostPlaceholders(argc, argv); !why.empty()) {
