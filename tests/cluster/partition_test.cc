@@ -344,11 +344,14 @@ std::string DescribeReplication(const std::vector<TestNode*>& nodes, const Check
       for (const std::string& id : o->preference_list) text += id + ",";
     }
     if (std::optional<wire::StatusReport> s = StatusOf(*n)) {
-      for (const auto& [name, value] : s->counters) {
+      for (const auto& counter : s->counters) {
+        const std::string& name = counter.first;  // clang 14: a lambda cannot capture a binding
         const bool about_state =
             std::any_of(std::begin(kAboutState), std::end(kAboutState),
                         [&](const char* part) { return name.find(part) != std::string::npos; });
-        if (about_state && value != 0) text += " " + name + "=" + std::to_string(value);
+        if (about_state && counter.second != 0) {
+          text += " " + name + "=" + std::to_string(counter.second);
+        }
       }
     }
     text += "\n";
