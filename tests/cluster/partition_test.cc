@@ -540,7 +540,8 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
   for (const CheckRequest* k : {&suspect_key, &dead_key}) {
     EXPECT_TRUE(PollUntilSince(healed_at, converge_bound,
                                [&] { return PreferenceListAgrees(*all[0], all, *k, &why); }))
-        << k->user_id << ": " << why << " (bound " << converge_bound.count() << " ms)";
+        << k->user_id << ": " << why << " (bound " << converge_bound.count() << " ms)\n"
+        << DescribeReplication(all, *k);
   }
   // Both sides' counts merged: the same answer through every member, and
   // nothing lost: at least what clients saw admitted. A forward whose
@@ -575,6 +576,7 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
   PollUntil(converge_bound, answers_agree);  // the assertions below say what differs
   for (const Merged& m : merged) {
     std::optional<uint64_t> first;
+    bool differ = false;
     for (TestNode* n : all) {
       CheckRequest probe = *m.key;
       probe.hits = 0;
@@ -582,8 +584,13 @@ void PartitionTest::RunSevenNodes(const std::string& policy, uint64_t expect_a, 
       EXPECT_EQ(r.status, Status::kOk) << r.error;
       if (first) {
         EXPECT_EQ(r.remaining, *first) << m.key->user_id << " through " << n->id;
+        differ = differ || r.remaining != *first;
       }
       first = r.remaining;
+    }
+    if (differ) {
+      ADD_FAILURE() << m.key->user_id << ": answers differ after the heal\n"
+                    << DescribeReplication(all, *m.key);
     }
     const uint64_t counted = kLimit - std::min(kLimit, first.value_or(0));
     EXPECT_GE(counted, std::min(kLimit, m.admitted)) << m.key->user_id << ": hits lost\n"
