@@ -255,10 +255,14 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
         ++rejected.rows;
         break;
     }
-    ring_.PreferenceList(key, config_.replicas, &targets);
     const crdt::KeyStore::Entry* merged = store.Find(key);
-    if (merged != nullptr && (existing == nullptr || merged->version != version_before) &&
-        !Holds(targets, self_index_)) {
+    const bool grew =
+        merged != nullptr && (existing == nullptr || merged->version != version_before);
+    // The key's list only when something reads it: a bulk push or repair
+    // that changed nothing costs no ring lookup.
+    if (!grew && !from_decider) continue;
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    if (grew && !Holds(targets, self_index_)) {
       // We hold rows the key's list may lack and are not on it: a sloppy
       // stand-in for an unreachable list member, or a member the sender's
       // view ranks differently. The rows may be the only copy (their decider

@@ -505,6 +505,13 @@ std::string IdOf(const std::string& address) { return address.substr(0, address.
 // read the refutation yet. The verdict waits once for the input's age
 // (slow_node at 3 nodes: the slow owner declared healthy peers dead).
 // Returns the suspicion's deadline; `a`'s messages up to it were `age_ms` old.
+// Runs us every 200 ms over [from, to), reading a's messages `age_ms` late.
+void ReadStaleInput(Harness& h, int64_t from, int64_t to, int64_t age_ms) {
+  for (int64_t at = from; at < to; at += 200) {
+    h.Deliver("a", membership::Gossip{}, {}, at, kEpochMs + at - age_ms);
+  }
+}
+
 int64_t SuspectXWhileInputIsOld(Harness& h, int64_t age_ms) {
   int64_t t = 0;
   Outbound ping = NextPingTo(h, "a", &t);
@@ -517,10 +524,7 @@ int64_t SuspectXWhileInputIsOld(Harness& h, int64_t age_ms) {
   EXPECT_NE(s, nullptr);
   if (s == nullptr) return 0;
   const int64_t deadline = std::chrono::duration_cast<milliseconds>(s->deadline()).count();
-  // Run every 200 ms (no stall of our own), reading a's messages age_ms late.
-  for (int64_t at = start + 200; at < deadline; at += 200) {
-    h.Deliver("a", membership::Gossip{}, {}, at, kEpochMs + at - age_ms);
-  }
+  ReadStaleInput(h, start + 200, deadline, age_ms);  // no stall of our own
   return deadline;
 }
 
@@ -545,9 +549,7 @@ TEST(SwimTest, AVerdictWaitsOnceAndAtMostItsTimeout) {
   h.swim.Tick(At(deadline), &o);
   EXPECT_EQ(h.StateOf("x"), MemberState::kSuspect);
   // Input a minute old still waits only one timeout more, and only once.
-  for (int64_t at = deadline + 200; at < deadline + timeout.count(); at += 200) {
-    h.Deliver("a", membership::Gossip{}, {}, at, kEpochMs + at - 60'000);
-  }
+  ReadStaleInput(h, deadline + 200, deadline + timeout.count(), 60'000);
   h.swim.Tick(At(deadline + timeout.count()), &o);
   EXPECT_EQ(h.StateOf("x"), MemberState::kDead);
   EXPECT_EQ(h.swim.stats().deaths_postponed, 1u);
@@ -581,7 +583,6 @@ TEST(SwimTest, FreshInputLetsTheVerdictFallAtTheDeadline) {
   EXPECT_EQ(h.StateOf("x"), MemberState::kDead);
   EXPECT_EQ(h.swim.stats().deaths_postponed, 0u);
 }
-
 
 TEST(SwimTest, ClockOffsetFromPingAck) {
   Harness h({"b"});
