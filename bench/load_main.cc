@@ -11,11 +11,12 @@
 //              [--udp HOST:PORT] [--unix PATH] [--unix-seq PATH]
 //   tally-load --grpc HOST:PORT | --http HOST:PORT [--in-flight N] [--duration-s S]
 //              [--keys K] [--domain D] [--descriptor-key K] [--channels C]
-//              [--timeout-ms N] [--json]
+//              [--grpc-client nghttp2|grpc++] [--timeout-ms N] [--json]
 //
 // Envoy's doors (docs/ENVOY.md, "Speed"): --grpc keeps --in-flight unary
 // ShouldRateLimit calls outstanding on tallyd's gRPC door over --channels
-// HTTP/2 connections; --http sends the same calls as POST /v1/check (rules
+// HTTP/2 connections (with nghttp2 framing gRPC by hand, or with
+// --grpc-client grpc++ gRPC's C++ client); --http sends the same calls as POST /v1/check (rules
 // form) to its HTTP door over --in-flight keep-alive connections. Each call
 // carries one descriptor (--descriptor-key, "v<i>") in --domain, i cycling
 // over --keys values; the answers are counted as ok, over_limit and errors
@@ -652,7 +653,7 @@ constexpr const char* kCapnpOnlyFlags[] = {
     "batch",       "threads",   "owner-filter", "unix-seq", "compare-echo",
     "echo-server", "echo-kind", "echo-threads", "echo-cpu"};
 // Flags only --grpc and --http use.
-constexpr const char* kRlsOnlyFlags[] = {"domain", "descriptor-key", "channels"};
+constexpr const char* kRlsOnlyFlags[] = {"domain", "descriptor-key", "channels", "grpc-client"};
 
 bool Given(const po::variables_map& vm, const char* name) {
   return vm.count(name) != 0 && !vm[name].defaulted();
@@ -724,6 +725,14 @@ int RunRlsMode(const po::variables_map& vm) {
     return Fail("--in-flight must be 1..65535 with --http (one connection each)");
   if (!grpc && Given(vm, "channels"))
     return Fail("--channels is for --grpc; --http opens one connection per call in flight");
+  if (!grpc && Given(vm, "grpc-client")) return Fail("--grpc-client is for --grpc");
+  if (const std::string client = vm["grpc-client"].as<std::string>(); client == "nghttp2") {
+    options.grpc_client = RlsLoadOptions::GrpcClient::kNghttp2;
+  } else if (client == "grpc++") {
+    options.grpc_client = RlsLoadOptions::GrpcClient::kGrpcpp;
+  } else {
+    return Fail("--grpc-client must be nghttp2 or grpc++");
+  }
   if (options.channels < 1 || options.channels > 256) return Fail("--channels must be 1..256");
   if (!(options.seconds > 0 && options.seconds <= 86400))
     return Fail("--duration-s must be in (0, 86400]");
@@ -771,6 +780,8 @@ int Main(int argc, char** argv) {
       "descriptor-key", po::value<std::string>()->default_value("remote_address"),
       "--grpc/--http: the descriptor's key")("channels", po::value<int>()->default_value(4),
                                              "--grpc: channels (HTTP/2 connections), round robin")(
+      "grpc-client", po::value<std::string>()->default_value("nghttp2"),
+      "--grpc: nghttp2 (gRPC framed over nghttp2, light) or grpc++ (gRPC's C++ client)")(
       "unix-seq", po::value<std::string>(), "--echo-server only: Unix seqpacket socket path")(
       "in-flight", po::value<int>()->default_value(64), "checks outstanding (all threads)")(
       "duration-s", po::value<double>()->default_value(5.0), "run time in seconds")(

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/rls_load_internal.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 
 namespace tally::load {
@@ -26,50 +27,6 @@ namespace rlsv3 = envoy::service::ratelimit::v3;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using Clock = std::chrono::steady_clock;
-
-// Connecting gets at least this long, whatever the per-call timeout.
-constexpr std::chrono::milliseconds kMinConnectTimeout{5000};
-
-bool ValidOptions(const RlsLoadOptions& o, std::string* error) {
-  if (o.values < 1 || o.in_flight < 1 || o.channels < 1 || !(o.seconds > 0) ||
-      o.timeout.count() < 1) {
-    *error = "values, in_flight, channels, seconds and timeout must be positive";
-    return false;
-  }
-  return true;
-}
-
-uint32_t ElapsedUs(Clock::time_point from, Clock::time_point to) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(to - from).count();
-  return static_cast<uint32_t>(std::clamp<int64_t>(us, 0, UINT32_MAX));
-}
-
-// Fills the rates and percentiles of `*result` from the run's samples.
-void Summarize(std::vector<uint32_t>* latencies_us, double seconds, RlsLoadResult* result) {
-  result->calls = result->ok + result->over_limit + result->errors;
-  result->seconds = seconds;
-  result->calls_per_s = seconds > 0 ? static_cast<double>(result->calls) / seconds : 0;
-  std::sort(latencies_us->begin(), latencies_us->end());
-  auto rank = [&](double q) -> double {
-    if (latencies_us->empty()) return 0;
-    const double n = static_cast<double>(latencies_us->size());
-    const size_t at = static_cast<size_t>(std::max(1.0, std::ceil(q * n))) - 1;
-    return (*latencies_us)[std::min(at, latencies_us->size() - 1)];
-  };
-  result->p50_us = rank(0.50);
-  result->p99_us = rank(0.99);
-  result->p999_us = rank(0.999);
-}
-
-void CountError(RlsLoadResult* result, const std::string& what) {
-  if (result->errors++ == 0) result->first_error = what;
-}
-
-std::string DescriptorValue(uint64_t* next_value, uint64_t values) {
-  return "v" + std::to_string((*next_value)++ % values);
-}
-
 // ---- gRPC ----
 
 struct GrpcCall {
@@ -82,7 +39,6 @@ struct GrpcCall {
 };
 
 // ---- HTTP ----
-
 
 // What the connections of one HTTP run share (one thread uses it).
 struct HttpRun {
@@ -188,6 +144,45 @@ class HttpCaller : public std::enable_shared_from_this<HttpCaller> {
 
 }  // namespace
 
+bool ValidOptions(const RlsLoadOptions& o, std::string* error) {
+  if (o.values < 1 || o.in_flight < 1 || o.channels < 1 || !(o.seconds > 0) ||
+      o.timeout.count() < 1) {
+    *error = "values, in_flight, channels, seconds and timeout must be positive";
+    return false;
+  }
+  return true;
+}
+
+uint32_t ElapsedUs(Clock::time_point from, Clock::time_point to) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(to - from).count();
+  return static_cast<uint32_t>(std::clamp<int64_t>(us, 0, UINT32_MAX));
+}
+
+// Fills the rates and percentiles of `*result` from the run's samples.
+void Summarize(std::vector<uint32_t>* latencies_us, double seconds, RlsLoadResult* result) {
+  result->calls = result->ok + result->over_limit + result->errors;
+  result->seconds = seconds;
+  result->calls_per_s = seconds > 0 ? static_cast<double>(result->calls) / seconds : 0;
+  std::sort(latencies_us->begin(), latencies_us->end());
+  auto rank = [&](double q) -> double {
+    if (latencies_us->empty()) return 0;
+    const double n = static_cast<double>(latencies_us->size());
+    const size_t at = static_cast<size_t>(std::max(1.0, std::ceil(q * n))) - 1;
+    return (*latencies_us)[std::min(at, latencies_us->size() - 1)];
+  };
+  result->p50_us = rank(0.50);
+  result->p99_us = rank(0.99);
+  result->p999_us = rank(0.999);
+}
+
+void CountError(RlsLoadResult* result, const std::string& what) {
+  if (result->errors++ == 0) result->first_error = what;
+}
+
+std::string DescriptorValue(uint64_t* next_value, uint64_t values) {
+  return "v" + std::to_string((*next_value)++ % values);
+}
+
 std::string JsonQuoted(std::string_view text) {
   std::string out = "\"";
   for (unsigned char c : text) {
@@ -228,6 +223,9 @@ bool ParseHostPort(const std::string& target, std::string* host, uint16_t* port)
 bool RunGrpcLoad(const RlsLoadOptions& options, RlsLoadResult* result, std::string* error) {
   *result = {};
   if (!ValidOptions(options, error)) return false;
+  if (options.grpc_client == RlsLoadOptions::GrpcClient::kNghttp2) {
+    return RunGrpcLoadNghttp2(options, result, error);
+  }
   std::string host;
   uint16_t port = 0;
   if (!ParseHostPort(options.target, &host, &port)) {

@@ -9,11 +9,14 @@
 //
 // Each call carries one descriptor in `domain`: (key, "v<i>"), i cycling in
 // order over [0, values), so value j is asked for every `values`-th call.
-//  - RunGrpcLoad: unary envoy.service.ratelimit.v3 ShouldRateLimit calls
-//    through the C++ gRPC async client, `in_flight` outstanding, over
-//    `channels` channels that are separate HTTP/2 connections (a distinct
-//    channel argument each keeps gRPC from sharing one subchannel), the calls
-//    going round robin; one thread drives the completion queue.
+//  - RunGrpcLoad: unary envoy.service.ratelimit.v3 ShouldRateLimit calls,
+//    `in_flight` outstanding, over `channels` HTTP/2 connections, the calls
+//    going round robin, driven by one thread. `grpc_client` picks the client:
+//    kNghttp2 (default) frames gRPC by hand over nghttp2's HTTP/2 session, as
+//    a proxy with its own HTTP/2 codec (Envoy) does, at a fraction of gRPC's
+//    client CPU, which shares the machine with tallyd in a run; kGrpcpp is
+//    the C++ gRPC async client (a distinct channel argument per channel
+//    keeps gRPC from sharing one subchannel).
 //  - RunHttpLoad: the same descriptors as POST /v1/check (rules form) over
 //    `in_flight` keep-alive connections, one request outstanding on each,
 //    driven by one thread with Boost.Beast. A connection that fails (or whose
@@ -44,6 +47,8 @@ struct RlsLoadOptions {
   int channels = 4;                         // gRPC connections (>= 1); ignored by RunHttpLoad
   double seconds = 5;                       // how long new calls are started (> 0)
   std::chrono::milliseconds timeout{1000};  // per call (> 0)
+  enum class GrpcClient { kNghttp2, kGrpcpp };
+  GrpcClient grpc_client = GrpcClient::kNghttp2;  // RunGrpcLoad's client
 };
 
 struct RlsLoadResult {

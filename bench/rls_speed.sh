@@ -2,7 +2,9 @@
 # The Envoy doors' speed (docs/ENVOY.md, "Speed"; docs/PERFORMANCE.md): one
 # tallyd (2 I/O threads) with a rules file, then ROUNDS rounds, alternating:
 # gRPC ShouldRateLimit floor (a descriptor no rule matches: gRPC and the
-# rules lookup, no decision) and decided calls (tally-load --grpc), the same
+# rules lookup, no decision) and decided calls (tally-load --grpc), each with
+# tally-load's two gRPC clients (nghttp2, the default, and gRPC's C++
+# client, which costs the shared cores about three times the CPU), the same
 # two through the HTTP door's POST /v1/check (tally-load --http), and the
 # Cap'n Proto UDP door (tally-load --udp), each for SECONDS with IN_FLIGHT
 # calls outstanding, over CHANNELS gRPC channels.
@@ -44,8 +46,12 @@ rls() {  # DOOR ADDRESS [tally-load args...]: one tally-load --grpc/--http run's
     --keys 100000 "${@:3}"
 }
 for round in $(seq "$rounds"); do
-  echo "round=$round grpc floor:   $(rls grpc "$grpc" --channels "$channels" --descriptor-key nothing)"
-  echo "round=$round grpc decided: $(rls grpc "$grpc" --channels "$channels" --descriptor-key remote_address)"
+  for client in nghttp2 grpc++; do
+    echo "round=$round grpc $client floor:   $(rls grpc "$grpc" --channels "$channels" \
+      --grpc-client "$client" --descriptor-key nothing)"
+    echo "round=$round grpc $client decided: $(rls grpc "$grpc" --channels "$channels" \
+      --grpc-client "$client" --descriptor-key remote_address)"
+  done
   echo "round=$round http floor:   $(rls http "$http" --descriptor-key nothing)"
   echo "round=$round http decided: $(rls http "$http" --descriptor-key remote_address)"
   echo "round=$round udp capnp:    $("$build/bin/tally-load" --udp "$udp" --in-flight "$in_flight" \

@@ -11,6 +11,8 @@ packages=(
   # the Envoy rate limit service door (docs/ENVOY.md) and its Python client test
   protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-grpc-tools
+  # tally-load's gRPC client on HTTP/2 without gRPC's library (bench/rls_load_h2.cc)
+  libnghttp2-dev
   # peer authentication (daemon/io/keyring.h, peer_seal.h)
   libsodium-dev
   iproute2 nftables procps

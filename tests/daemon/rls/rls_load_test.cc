@@ -57,12 +57,14 @@ class RlsLoadTest : public ::testing::Test {
 
   // Runs tally-load with a generous per-call timeout (a slow call under a
   // sanitizer must not become an error) and parses its one JSON object.
-  json::object Run(const std::string& door, const std::string& address, const std::string& key) {
-    ProcessResult r = RunProcess(
-        kTallyLoad,
-        {"--" + door, address, "--descriptor-key", key, "--keys", std::to_string(kValues),
-         "--duration-s", "0.5", "--in-flight", "8", "--timeout-ms", "30000", "--json"},
-        std::chrono::seconds(60));
+  json::object Run(const std::string& door, const std::string& address, const std::string& key,
+                   const std::vector<std::string>& more = {}) {
+    std::vector<std::string> args = {
+        "--" + door,    address, "--descriptor-key", key, "--keys",       std::to_string(kValues),
+        "--duration-s", "0.5",   "--in-flight",      "8", "--timeout-ms", "30000",
+        "--json"};
+    args.insert(args.end(), more.begin(), more.end());
+    ProcessResult r = RunProcess(kTallyLoad, args, std::chrono::seconds(60));
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     json::value v;
     try {
@@ -104,6 +106,22 @@ TEST_F(RlsLoadTest, GrpcCountsExactlyWhatTallydDecided) {
   json::object o = Run("grpc", tallyd_.grpc_address(), "remote_address");
   ExpectExactlyTheLimit(o, "grpc");
   EXPECT_EQ(Count(o, "channels"), 4u);  // the default
+}
+
+// The same contract through gRPC's own C++ client (the default is nghttp2).
+TEST_F(RlsLoadTest, GrpcPlusPlusClientCountsExactlyWhatTallydDecided) {
+  json::object o = Run("grpc", tallyd_.grpc_address(), "remote_address",
+                       {"--grpc-client", "grpc++", "--channels", "2"});
+  ExpectExactlyTheLimit(o, "grpc");
+  EXPECT_EQ(Count(o, "channels"), 2u);
+}
+
+// More calls in flight than one connection's share, over one connection:
+// nghttp2's client keeps them all open as streams of that connection.
+TEST_F(RlsLoadTest, NghttpClientOnOneConnectionCountsExactly) {
+  json::object o = Run("grpc", tallyd_.grpc_address(), "remote_address", {"--channels", "1"});
+  ExpectExactlyTheLimit(o, "grpc");
+  EXPECT_EQ(Count(o, "channels"), 1u);
 }
 
 TEST_F(RlsLoadTest, HttpCountsExactlyWhatTallydDecided) {
@@ -172,6 +190,9 @@ TEST(RlsLoadUsageTest, BadFlagsExitTwoWithAMessage) {
       {{"--grpc", "127.0.0.1:8081", "--batch", "4"}, "--batch is for the Cap'n Proto doors"},
       {{"--udp", "127.0.0.1:7070", "--domain", "edge"}, "--domain is for --grpc and --http"},
       {{"--channels", "2"}, "--channels is for --grpc and --http"},
+      {{"--grpc", "127.0.0.1:8081", "--grpc-client", "grpc"}, "must be nghttp2 or grpc++"},
+      {{"--http", "127.0.0.1:8080", "--grpc-client", "grpc++"}, "--grpc-client is for --grpc"},
+      {{"--udp", "127.0.0.1:7070", "--grpc-client", "nghttp2"}, "--grpc-client is for --grpc"},
   };
   for (const UsageCase& c : cases) {
     ProcessResult r = RunProcess(kTallyLoad, c.args);
@@ -198,6 +219,31 @@ TEST(RlsLoadUsageTest, HttpDoorThatRefusesIsASetupError) {
   close(fd);
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot connect to " + target));
+}
+
+// A gRPC door that accepts connections but never speaks HTTP/2 (a listening
+// socket nobody accepts on: the kernel completes the handshake, no SETTINGS
+// ever come) is a setup error with either client, not a run of errors.
+TEST(RlsLoadUsageTest, GrpcDoorThatNeverSpeaksIsASetupError) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string target = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  for (const char* client : {"nghttp2", "grpc++"}) {
+    ProcessResult r = RunProcess(
+        kTallyLoad,
+        {"--grpc", target, "--grpc-client", client, "--duration-s", "0.2", "--channels", "1"},
+        std::chrono::seconds(60));
+    EXPECT_EQ(r.exit_code, 2) << client << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("cannot connect to " + target)) << client;
+  }
+  close(fd);
 }
 
 }  // namespace
