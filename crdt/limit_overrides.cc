@@ -1,0 +1,162 @@
+#include "crdt/limit_overrides.h"
+
+#include <xxhash.h>
+
+#include <tuple>
+
+namespace tally::crdt {
+
+namespace {
+
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void PutText(std::string* out, const std::string& text) {
+  PutU64(out, text.size());
+  out->append(text);
+}
+
+std::string CheckText(const char* what, const std::string& text, bool may_be_empty) {
+  if (!may_be_empty && text.empty()) return std::string(what) + " is empty";
+  if (text.size() > kMaxSelectorText) {
+    return std::string(what) + " is longer than " + std::to_string(kMaxSelectorText) + " bytes";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string Selector::Key() const {
+  std::string key;
+  key.push_back(static_cast<char>(kind));
+  if (kind == Kind::kDescriptor) {
+    PutText(&key, domain);
+    PutU64(&key, entries.size());
+    for (const auto& [k, v] : entries) {
+      PutText(&key, k);
+      PutText(&key, v);
+    }
+  } else {
+    PutText(&key, user);
+    PutText(&key, endpoint);
+    PutU64(&key, window_ms);
+  }
+  return key;
+}
+
+std::string Validate(const OverrideEntry& entry) {
+  const Selector& s = entry.selector;
+  std::string why;
+  switch (s.kind) {
+    case Selector::Kind::kDescriptor:
+      if (!(why = CheckText("domain", s.domain, false)).empty()) return why;
+      if (s.entries.empty() || s.entries.size() > kMaxSelectorEntries) {
+        return "a descriptor needs 1 to " + std::to_string(kMaxSelectorEntries) + " entries";
+      }
+      for (const auto& [k, v] : s.entries) {
+        if (!(why = CheckText("a descriptor key", k, false)).empty()) return why;
+        if (!(why = CheckText("a descriptor value", v, true)).empty()) return why;
+      }
+      if (!s.user.empty() || !s.endpoint.empty() || s.window_ms != 0) {
+        return "a descriptor selector with explicit fields";
+      }
+      break;
+    case Selector::Kind::kExplicit:
+      if (!(why = CheckText("user", s.user, false)).empty()) return why;
+      if (!(why = CheckText("endpoint", s.endpoint, false)).empty()) return why;
+      if (s.window_ms < 1 || s.window_ms > kMaxOverrideWindowMs) return "window out of range";
+      if (!s.domain.empty() || !s.entries.empty()) return "an explicit selector with a descriptor";
+      break;
+    default:
+      return "unknown selector kind";
+  }
+  const OverrideValue& v = entry.value;
+  if (v.removed) {
+    if (v.limit != 0 || v.window_ms != 0) return "a removal carries no limit";
+    return "";
+  }
+  if (v.limit > kMaxOverrideLimit) return "limit out of range";
+  if (s.kind == Selector::Kind::kDescriptor) {
+    if (v.window_ms < 1 || v.window_ms > kMaxOverrideWindowMs) return "window out of range";
+  } else if (v.window_ms != 0) {
+    return "an explicit override keeps its selector's window";
+  }
+  return "";
+}
+
+bool Wins(const OverrideEntry& a, const OverrideEntry& b) {
+  return std::tie(a.stamp, a.writer, a.value) > std::tie(b.stamp, b.writer, b.value);
+}
+
+uint64_t LimitOverrides::EntryHash(const std::string& key, const OverrideEntry& entry) {
+  std::string bytes = key;
+  PutU64(&bytes, static_cast<uint64_t>(entry.stamp.wall_ms));
+  PutU64(&bytes, entry.stamp.logical);
+  PutU64(&bytes, entry.writer);
+  bytes.push_back(entry.value.removed ? 1 : 0);
+  PutU64(&bytes, entry.value.limit);
+  PutU64(&bytes, entry.value.window_ms);
+  return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+LimitOverrides::MergeResult LimitOverrides::Put(const OverrideEntry& entry, size_t cap) {
+  if (!Validate(entry).empty()) return MergeResult::kInvalid;
+  std::string key = entry.selector.Key();
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    if (entries_.size() >= cap) return MergeResult::kFull;
+    digest_ += EntryHash(key, entry);
+    if (!entry.value.removed) ++live_;
+    entries_.emplace(std::move(key), entry);
+    return MergeResult::kApplied;
+  }
+  if (!Wins(entry, it->second)) return MergeResult::kStale;
+  digest_ -= EntryHash(key, it->second);
+  if (!it->second.value.removed) --live_;
+  it->second = entry;
+  digest_ += EntryHash(key, entry);
+  if (!entry.value.removed) ++live_;
+  return MergeResult::kApplied;
+}
+
+LimitOverrides::MergeResult LimitOverrides::Write(const OverrideEntry& entry) {
+  return Put(entry, kMaxLocalEntries);
+}
+
+LimitOverrides::MergeResult LimitOverrides::Merge(const OverrideEntry& entry) {
+  return Put(entry, kMaxEntries);
+}
+
+std::optional<OverrideValue> LimitOverrides::Find(const Selector& selector) const {
+  return FindKey(selector.Key());
+}
+
+std::optional<OverrideValue> LimitOverrides::FindKey(const std::string& selector_key) const {
+  auto it = entries_.find(selector_key);
+  if (it == entries_.end() || it->second.value.removed) return std::nullopt;
+  return it->second.value;
+}
+
+std::vector<OverrideEntry> LimitOverrides::Entries() const {
+  std::vector<OverrideEntry> out;
+  out.reserve(entries_.size());
+  for (const auto& [key, entry] : entries_) out.push_back(entry);
+  return out;
+}
+
+size_t LimitOverrides::DropTombstonesBefore(HlcTimestamp before) {
+  size_t dropped = 0;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.value.removed && it->second.stamp < before) {
+      digest_ -= EntryHash(it->first, it->second);
+      it = entries_.erase(it);
+      ++dropped;
+    } else {
+      ++it;
+    }
+  }
+  return dropped;
+}
+
+}  // namespace tally::crdt

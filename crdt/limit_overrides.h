@@ -1,0 +1,136 @@
+// LimitOverrides: runtime limit overrides as a last-writer-wins map CRDT.
+//
+// An operator changes a limit without a restart (`tally limit set`): the
+// write is stamped with the writing member's hybrid logical clock
+// (crdt/hybrid_clock.h) and spread to every member; each member keeps, per
+// selector, the entry with the largest stamp. A removal is an entry too (a
+// tombstone), so a removed override cannot come back from a member that had
+// not yet heard of the removal.
+//
+// Merge keeps the larger of two entries by (stamp, writer, value): a total
+// order, so merge is commutative, associative and idempotent and every
+// member that has seen the same entries holds the same map whatever the
+// order (tests/crdt/limit_overrides_test.cc checks it on random histories).
+// That holds across partitions: writes on both sides converge to one, the
+// later by hybrid time, after the heal.
+//
+// Selectors: a rules descriptor (domain and its entries, as Envoy sends
+// them) or the explicit form (user, endpoint, window), canonically encoded
+// so equal selectors are equal bytes (Selector::Key).
+//
+// Bounds (the entries come from peers): selector texts, entry counts and
+// values are bounded (Validate), and the map holds at most kMaxEntries
+// selectors, tombstones included; a merge that would add a selector beyond
+// that is refused and counted. Local writes stop earlier, at kMaxLocalEntries,
+// so that the writes of two partitioned sides still fit when they meet.
+//
+// Pure: no clock reads, no I/O. Not thread-safe.
+#ifndef TALLY_CRDT_LIMIT_OVERRIDES_H_
+#define TALLY_CRDT_LIMIT_OVERRIDES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "crdt/hybrid_clock.h"
+
+namespace tally::crdt {
+
+// What an override selects: one rules descriptor, or one explicit key.
+struct Selector {
+  enum class Kind : uint8_t { kDescriptor = 1, kExplicit = 2 };
+  Kind kind = Kind::kDescriptor;
+  std::string domain;                                        // kDescriptor
+  std::vector<std::pair<std::string, std::string>> entries;  // kDescriptor, in order
+  std::string user, endpoint;                                // kExplicit
+  uint64_t window_ms = 0;                                    // kExplicit
+
+  // The canonical bytes: equal selectors, equal keys. Length-prefixed
+  // fields, so no text can make two selectors collide.
+  std::string Key() const;
+  friend bool operator==(const Selector&, const Selector&) = default;
+};
+
+// The limit in force for a selector, or a removal.
+struct OverrideValue {
+  bool removed = false;    // a tombstone: no override (the rule or the caller's limit applies)
+  uint64_t limit = 0;      // hits per window; 0 denies every hit
+  uint64_t window_ms = 0;  // for kDescriptor; kExplicit keeps the selector's window
+  friend auto operator<=>(const OverrideValue&, const OverrideValue&) = default;
+};
+
+struct OverrideEntry {
+  Selector selector;
+  OverrideValue value;
+  HlcTimestamp stamp;
+  uint64_t writer = 0;  // the writing member's id hash: a tie-break between equal stamps
+};
+
+// Limits on what an entry may hold (peer input is checked against them).
+inline constexpr size_t kMaxSelectorText = 256;    // domain, key, value, user, endpoint
+inline constexpr size_t kMaxSelectorEntries = 16;  // as a descriptor's entries
+inline constexpr uint64_t kMaxOverrideWindowMs = 366ull * 24 * 3600 * 1000;
+inline constexpr uint64_t kMaxOverrideLimit = uint64_t{1} << 40;
+
+// "" when `entry` is within the limits above, else what is wrong.
+std::string Validate(const OverrideEntry& entry);
+
+class LimitOverrides {
+ public:
+  static constexpr size_t kMaxEntries = 4096;
+  static constexpr size_t kMaxLocalEntries = 1024;
+
+  enum class MergeResult {
+    kApplied,  // the entry is now the selector's
+    kStale,    // the map already holds this entry or a later one
+    kInvalid,  // outside Validate's limits
+    kFull,     // a new selector beyond kMaxEntries (or kMaxLocalEntries for Write)
+  };
+
+  // A local write (set or remove): the caller stamps it with its clock.
+  // Refuses a new selector once kMaxLocalEntries are held.
+  MergeResult Write(const OverrideEntry& entry);
+
+  // An entry from a peer (gossip or push-pull).
+  MergeResult Merge(const OverrideEntry& entry);
+
+  // The override in force for `selector`, if any (a tombstone is none).
+  std::optional<OverrideValue> Find(const Selector& selector) const;
+  std::optional<OverrideValue> FindKey(const std::string& selector_key) const;
+
+  // Every entry, tombstones included, in selector-key order.
+  std::vector<OverrideEntry> Entries() const;
+  size_t size() const { return entries_.size(); }
+  // Overrides in force (entries that are not tombstones).
+  size_t live() const { return live_; }
+
+  // An order-independent digest of the whole map: two maps with the same
+  // entries have the same digest (anti-entropy compares these before
+  // exchanging entries).
+  uint64_t Digest() const { return digest_; }
+
+  // Drops tombstones written before `before` (hybrid time). A member
+  // partitioned away for longer than the caller's grace can bring a removed
+  // override back; docs/DESIGN.md states the grace.
+  size_t DropTombstonesBefore(HlcTimestamp before);
+
+ private:
+  MergeResult Put(const OverrideEntry& entry, size_t cap);
+  static uint64_t EntryHash(const std::string& key, const OverrideEntry& entry);
+
+  std::map<std::string, OverrideEntry> entries_;  // by Selector::Key()
+  size_t live_ = 0;
+  uint64_t digest_ = 0;  // sum of EntryHash over entries_
+};
+
+// True when `a` wins over `b` for the same selector: the larger
+// (stamp, writer, value).
+bool Wins(const OverrideEntry& a, const OverrideEntry& b);
+
+}  // namespace tally::crdt
+
+#endif  // TALLY_CRDT_LIMIT_OVERRIDES_H_
