@@ -60,6 +60,28 @@ struct NodeMessage {
     statePush @5 :Replicate;     # repair/handoff state, not acknowledged
     handoffRequest @6 :Void;     # a (re)joining node asks for its keys
     handoffDone @7 :Void;        # everything for the requester was pushed
+    overrides @8 :List(LimitOverride);  # runtime limit overrides (crdt/limit_overrides.h)
+  }
+}
+
+# One entry of the runtime limit overrides map: a selector, its value (or a
+# removal) and the hybrid logical clock stamp of the write that made it.
+struct LimitOverride {
+  kind @0 :UInt8;               # 1 descriptor (domain + entries), 2 explicit (user, endpoint, window)
+  domain @1 :Data;
+  entries @2 :List(Entry);
+  user @3 :Data;
+  endpoint @4 :Data;
+  selectorWindowMs @5 :UInt64;  # explicit form
+  removed @6 :Bool;
+  limit @7 :UInt64;
+  windowMs @8 :UInt64;          # descriptor form
+  stampWallMs @9 :Int64;
+  stampLogical @10 :UInt32;
+  writer @11 :UInt64;           # hash of the writing member's id
+  struct Entry {
+    key @0 :Data;
+    value @1 :Data;
   }
 }
 
@@ -74,4 +96,5 @@ struct Replicate {
 struct Digest {
   ranges @0 :List(UInt64);
   isReply @1 :Bool;
+  overridesDigest @2 :UInt64;   # LimitOverrides::Digest() of the sender (0: none held)
 }

@@ -10,6 +10,10 @@ std::string FromData(capnp::Data::Reader d) {
   return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
 }
 
+capnp::Data::Reader AsData(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
 void FillReplicate(const ReplicateValue& v, wire::Replicate::Builder w) {
   w.setSeq(v.seq);
   auto slots = w.initSlots(static_cast<unsigned>(v.slots.size()));
@@ -117,6 +121,56 @@ bool SaneResult(const tally::CheckResult& r, std::string* why) {
   return true;
 }
 
+// Byte-exact text (Data, so an embedded NUL survives), within the bound.
+bool ReadOverrideText(capnp::Data::Reader data, std::string* out, std::string* why) {
+  if (data.size() > kMaxOverrideTextBytes) {
+    *why = "limit override with an oversized text";
+    return false;
+  }
+  out->assign(reinterpret_cast<const char*>(data.begin()), data.size());
+  return true;
+}
+
+bool ReadOverrides(capnp::List<LimitOverride>::Reader list, std::vector<LimitOverrideValue>* out,
+                   std::string* why) {
+  if (list.size() > kMaxOverridesPerMessage) {
+    *why = "too many limit overrides";
+    return false;
+  }
+  out->reserve(list.size());
+  for (auto r : list) {
+    LimitOverrideValue o;
+    o.kind = r.getKind();
+    if (!ReadOverrideText(r.getDomain(), &o.domain, why) ||
+        !ReadOverrideText(r.getUser(), &o.user, why) ||
+        !ReadOverrideText(r.getEndpoint(), &o.endpoint, why)) {
+      return false;
+    }
+    auto entries = r.getEntries();
+    if (entries.size() > kMaxOverrideEntries) {
+      *why = "limit override with too many descriptor entries";
+      return false;
+    }
+    for (auto e : entries) {
+      std::pair<std::string, std::string> kv;
+      if (!ReadOverrideText(e.getKey(), &kv.first, why) ||
+          !ReadOverrideText(e.getValue(), &kv.second, why)) {
+        return false;
+      }
+      o.entries.push_back(std::move(kv));
+    }
+    o.selector_window_ms = r.getSelectorWindowMs();
+    o.removed = r.getRemoved();
+    o.limit = r.getLimit();
+    o.window_ms = r.getWindowMs();
+    o.stamp_wall_ms = r.getStampWallMs();
+    o.stamp_logical = r.getStampLogical();
+    o.writer = r.getWriter();
+    out->push_back(std::move(o));
+  }
+  return true;
+}
+
 }  // namespace
 
 void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builder) {
@@ -151,6 +205,7 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
     case Kind::kDigest: {
       auto d = builder.initDigest();
       d.setIsReply(value.digest_is_reply);
+      d.setOverridesDigest(value.overrides_digest);
       auto ranges = d.initRanges(static_cast<unsigned>(value.digest.size()));
       for (unsigned i = 0; i < value.digest.size(); ++i) ranges.set(i, value.digest[i]);
       break;
@@ -161,6 +216,30 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
     case Kind::kHandoffDone:
       builder.setHandoffDone();
       break;
+    case Kind::kOverrides: {
+      auto list = builder.initOverrides(static_cast<unsigned>(value.overrides.size()));
+      for (unsigned i = 0; i < value.overrides.size(); ++i) {
+        const LimitOverrideValue& o = value.overrides[i];
+        auto b = list[i];
+        b.setKind(o.kind);
+        b.setDomain(AsData(o.domain));
+        auto entries = b.initEntries(static_cast<unsigned>(o.entries.size()));
+        for (unsigned e = 0; e < o.entries.size(); ++e) {
+          entries[e].setKey(AsData(o.entries[e].first));
+          entries[e].setValue(AsData(o.entries[e].second));
+        }
+        b.setUser(AsData(o.user));
+        b.setEndpoint(AsData(o.endpoint));
+        b.setSelectorWindowMs(o.selector_window_ms);
+        b.setRemoved(o.removed);
+        b.setLimit(o.limit);
+        b.setWindowMs(o.window_ms);
+        b.setStampWallMs(o.stamp_wall_ms);
+        b.setStampLogical(o.stamp_logical);
+        b.setWriter(o.writer);
+      }
+      break;
+    }
   }
 }
 
@@ -241,6 +320,7 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
       value->kind = Kind::kDigest;
       auto d = reader.getDigest();
       value->digest_is_reply = d.getIsReply();
+      value->overrides_digest = d.getOverridesDigest();
       auto ranges = d.getRanges();
       if (ranges.size() > kMaxDigestRanges) {
         *why = "too many digest ranges";
@@ -256,6 +336,9 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
     case NodeMessage::HANDOFF_DONE:
       value->kind = Kind::kHandoffDone;
       return true;
+    case NodeMessage::OVERRIDES:
+      value->kind = Kind::kOverrides;
+      return ReadOverrides(reader.getOverrides(), &value->overrides, why);
   }
   *why = "unknown node message (newer protocol?)";
   return false;
@@ -264,6 +347,12 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
 size_t EncodedCounterBound(const CounterValue& counter) {
   size_t bytes = 8 * 8;  // struct, key, list pointers
   for (const auto& row : counter.rows) bytes += 24 + 4 * row.counts.size();
+  return bytes;
+}
+
+size_t EncodedOverrideBound(const LimitOverrideValue& value) {
+  size_t bytes = 14 * 8 + value.domain.size() + value.user.size() + value.endpoint.size();
+  for (const auto& [k, v] : value.entries) bytes += 4 * 8 + k.size() + v.size();
   return bytes;
 }
 

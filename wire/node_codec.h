@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "wire/node.capnp.h"
 #include "tally/types.h"
+#include "wire/node.capnp.h"
 
 namespace tally::wire {
 
@@ -49,6 +49,22 @@ struct ForwardResultValue {
   tally::CheckResult result;
 };
 
+// One runtime limit override as it crosses the wire (mirrors
+// crdt::OverrideEntry; the node converts and validates it).
+struct LimitOverrideValue {
+  uint8_t kind = 0;
+  std::string domain;
+  std::vector<std::pair<std::string, std::string>> entries;
+  std::string user, endpoint;
+  uint64_t selector_window_ms = 0;
+  bool removed = false;
+  uint64_t limit = 0;
+  uint64_t window_ms = 0;
+  int64_t stamp_wall_ms = 0;
+  uint32_t stamp_logical = 0;
+  uint64_t writer = 0;
+};
+
 struct NodeMessageValue {
   enum class Kind {
     kForward,
@@ -58,7 +74,8 @@ struct NodeMessageValue {
     kDigest,
     kStatePush,
     kHandoffRequest,
-    kHandoffDone
+    kHandoffDone,
+    kOverrides
   };
   Kind kind = Kind::kForward;
   std::vector<ForwardValue> forwards;
@@ -67,6 +84,8 @@ struct NodeMessageValue {
   uint64_t ack_seq = 0;
   std::vector<uint64_t> digest;
   bool digest_is_reply = false;
+  uint64_t overrides_digest = 0;              // kDigest
+  std::vector<LimitOverrideValue> overrides;  // kOverrides
 };
 
 // Decoder bounds: a message beyond any of them is malformed (dropped and
@@ -81,6 +100,9 @@ inline constexpr size_t kMaxSpan = 1000;                 // buckets_per_window <
 inline constexpr size_t kMaxDigestRanges = 1024;         // 64 today
 inline constexpr size_t kMaxSlotIdBytes = 255;           // member ids
 inline constexpr size_t kMaxResultErrorBytes = 1024;
+inline constexpr size_t kMaxOverridesPerMessage = 4096;  // LimitOverrides::kMaxEntries
+inline constexpr size_t kMaxOverrideTextBytes = 256;     // crdt::kMaxSelectorText
+inline constexpr size_t kMaxOverrideEntries = 16;        // crdt::kMaxSelectorEntries
 // A result's retry_after_ms / reset_after_ms beyond this (and not
 // kNeverFits) is nonsense: an honest one is at most about a window plus the
 // clock-offset allowance for buckets ahead of now.
@@ -95,6 +117,7 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
 size_t EncodedCounterBound(const CounterValue& counter);
 size_t EncodedForwardBound(const tally::CheckRequest& check);
 inline constexpr size_t kEncodedForwardResultBound = 96;
+size_t EncodedOverrideBound(const LimitOverrideValue& value);
 
 }  // namespace tally::wire
 
