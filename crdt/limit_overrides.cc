@@ -12,7 +12,7 @@ void PutU64(std::string* out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
-void PutText(std::string* out, const std::string& text) {
+void PutText(std::string* out, std::string_view text) {
   PutU64(out, text.size());
   out->append(text);
 }
@@ -37,12 +37,25 @@ std::string Selector::Key() const {
       PutText(&key, k);
       PutText(&key, v);
     }
-  } else {
-    PutText(&key, user);
-    PutText(&key, endpoint);
-    PutU64(&key, window_ms);
+    return key;
   }
+  return ExplicitKey(user, endpoint, window_ms);
+}
+
+std::string Selector::ExplicitKey(std::string_view user, std::string_view endpoint,
+                                  uint64_t window_ms) {
+  std::string key;
+  key.push_back(static_cast<char>(Kind::kExplicit));
+  PutText(&key, user);
+  PutText(&key, endpoint);
+  PutU64(&key, window_ms);
   return key;
+}
+
+void LimitOverrides::CountLive(const OverrideEntry& entry, int delta) {
+  if (entry.value.removed) return;
+  live_ += delta;
+  if (entry.selector.kind == Selector::Kind::kExplicit) live_explicit_ += delta;
 }
 
 std::string Validate(const OverrideEntry& entry) {
@@ -107,16 +120,16 @@ LimitOverrides::MergeResult LimitOverrides::Put(const OverrideEntry& entry, size
   if (it == entries_.end()) {
     if (entries_.size() >= cap) return MergeResult::kFull;
     digest_ += EntryHash(key, entry);
-    if (!entry.value.removed) ++live_;
+    CountLive(entry, +1);
     entries_.emplace(std::move(key), entry);
     return MergeResult::kApplied;
   }
   if (!Wins(entry, it->second)) return MergeResult::kStale;
   digest_ -= EntryHash(key, it->second);
-  if (!it->second.value.removed) --live_;
+  CountLive(it->second, -1);
   it->second = entry;
   digest_ += EntryHash(key, entry);
-  if (!entry.value.removed) ++live_;
+  CountLive(entry, +1);
   return MergeResult::kApplied;
 }
 

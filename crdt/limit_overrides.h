@@ -33,6 +33,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -52,6 +53,10 @@ struct Selector {
   // The canonical bytes: equal selectors, equal keys. Length-prefixed
   // fields, so no text can make two selectors collide.
   std::string Key() const;
+  // Key() of the explicit selector (user, endpoint, window_ms), built from
+  // views (the decision path looks checks up without copying them).
+  static std::string ExplicitKey(std::string_view user, std::string_view endpoint,
+                                 uint64_t window_ms);
   friend bool operator==(const Selector&, const Selector&) = default;
 };
 
@@ -74,7 +79,7 @@ struct OverrideEntry {
 inline constexpr size_t kMaxSelectorText = 256;    // domain, key, value, user, endpoint
 inline constexpr size_t kMaxSelectorEntries = 16;  // as a descriptor's entries
 inline constexpr uint64_t kMaxOverrideWindowMs = 366ull * 24 * 3600 * 1000;
-inline constexpr uint64_t kMaxOverrideLimit = uint64_t{1} << 40;
+inline constexpr uint64_t kMaxOverrideLimit = 0xFFFFFFFFull;  // tally::kMaxLimit: 32-bit counts
 
 // "" when `entry` is within the limits above, else what is wrong.
 std::string Validate(const OverrideEntry& entry);
@@ -105,8 +110,10 @@ class LimitOverrides {
   // Every entry, tombstones included, in selector-key order.
   std::vector<OverrideEntry> Entries() const;
   size_t size() const { return entries_.size(); }
-  // Overrides in force (entries that are not tombstones).
+  // Overrides in force (entries that are not tombstones), and those of
+  // them with an explicit selector.
   size_t live() const { return live_; }
+  size_t live_explicit() const { return live_explicit_; }
 
   // An order-independent digest of the whole map: two maps with the same
   // entries have the same digest (anti-entropy compares these before
@@ -123,7 +130,9 @@ class LimitOverrides {
   static uint64_t EntryHash(const std::string& key, const OverrideEntry& entry);
 
   std::map<std::string, OverrideEntry> entries_;  // by Selector::Key()
-  size_t live_ = 0;
+  void CountLive(const OverrideEntry& entry, int delta);
+
+  size_t live_ = 0, live_explicit_ = 0;
   uint64_t digest_ = 0;  // sum of EntryHash over entries_
 };
 

@@ -215,6 +215,32 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   all.emplace_back("handoff_request", v);
   v.kind = Kind::kHandoffDone;
   all.emplace_back("handoff_done", v);
+  v = {};
+  v.kind = Kind::kOverrides;
+  wire::LimitOverrideValue descriptor;
+  descriptor.kind = 1;
+  descriptor.domain = "edge";
+  descriptor.entries = {{"remote_address", "10.0.0.1"}, {"path", "/api"}};
+  descriptor.limit = 7;
+  descriptor.window_ms = 60'000;
+  descriptor.stamp_wall_ms = kWallMs;
+  descriptor.writer = 1;
+  wire::LimitOverrideValue removal;
+  removal.kind = 2;
+  removal.user = "alice";
+  removal.endpoint = "/api";
+  removal.selector_window_ms = 60'000;
+  removal.removed = true;
+  removal.stamp_wall_ms = kWallMs;
+  removal.stamp_logical = 3;
+  removal.writer = 2;
+  v.overrides = {descriptor, removal};
+  all.emplace_back("overrides", v);
+  v = {};
+  v.kind = Kind::kDigest;
+  v.digest.assign(64, 0);
+  v.overrides_digest = 0x5eed;
+  all.emplace_back("digest_with_overrides", v);
   return all;
 }
 

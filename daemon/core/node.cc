@@ -46,6 +46,8 @@ Node::Node(const NodeConfig& config)
       rng_(config.rng_seed ^ 0x5bd1e995u) {
   assert(!config_.node_id.empty());
   assert(config_.replicas >= 1);
+  override_writer_ =
+      crdt::HashSlot(config_.node_id, 0);  // the id alone: one writer across restarts
 }
 
 // ---------------------------------------------------------------- lifecycle
@@ -107,8 +109,8 @@ void Node::ObserveWallStep(Instant now) {
   const int64_t monotonic_ns = now.monotonic.count();
   const int64_t wall_ms = now.wall.count();
   if (step_reference_monotonic_ns_ >= 0) {
-    const int64_t step_ms =
-        (wall_ms - step_reference_wall_ms_) - (monotonic_ns - step_reference_monotonic_ns_) / kNsPerMs;
+    const int64_t step_ms = (wall_ms - step_reference_wall_ms_) -
+                            (monotonic_ns - step_reference_monotonic_ns_) / kNsPerMs;
     if (std::abs(step_ms) >= kWallStepMs) {
       // Peers' offsets were measured against the wall clock we had: move
       // them by the jump now, so a node whose clock jumped stops owning (or

@@ -39,7 +39,9 @@
 #include <string>
 #include <vector>
 
+#include "crdt/hybrid_clock.h"
 #include "crdt/key_id.h"
+#include "crdt/limit_overrides.h"
 #include "daemon/core/decision_kind.h"
 #include "daemon/core/limiter_core.h"
 #include "membership/ring.h"
@@ -214,7 +216,18 @@ struct NodeStatus {
     uint64_t digests_refused = 0;
     // Forward replies from a peer the forward was not sent to.
     uint64_t forward_results_refused = 0;
+    // Runtime limit overrides (crdt/limit_overrides.h): entries written
+    // here, sent to members, and received: applied (newer than ours), stale
+    // (ours is as new), refused (outside the entry bounds, a new selector
+    // beyond the map's bound, a stamp beyond the clock allowance, or not
+    // from an up member).
+    uint64_t overrides_written = 0, overrides_sent = 0, overrides_applied = 0, overrides_stale = 0,
+             overrides_refused = 0;
+    // Checks that entered here whose limit an override replaced.
+    uint64_t overrides_used = 0;
   } counters;
+  // Runtime limit overrides in force (not tombstones) and every entry held.
+  size_t overrides_live = 0, overrides_held = 0;
   // Membership's own counters (refused rumors, another process under our
   // node id: docs/DESIGN.md, "Identity without authentication").
   membership::SwimStats swim;
@@ -270,6 +283,17 @@ class Node {
   // (Swim::SetRulesDigest). Call at start and after every rules reload.
   // REQUIRES: digest.size() is 0 or membership::kRulesDigestBytes.
   void SetRulesDigest(std::string digest) { swim_.SetRulesDigest(std::move(digest)); }
+
+  // Writes a runtime limit override, or with value.removed its removal,
+  // cluster-wide: stamped with this node's hybrid logical clock at
+  // now.wall, merged here, and sent to every member (anti-entropy repairs
+  // what a member missed: digests carry the map's digest). Returns what the
+  // local merge did: kInvalid (outside the entry bounds: nothing sent) or
+  // kFull (a new selector beyond LimitOverrides::kMaxLocalEntries).
+  crdt::LimitOverrides::MergeResult WriteOverride(const crdt::Selector& selector,
+                                                  const crdt::OverrideValue& value, Instant now,
+                                                  Outbox* out);
+  const crdt::LimitOverrides& overrides() const { return overrides_; }
 
   NodeStatus Status(Instant now) const;
   // Status().owning without the rest (Status samples the ring, O(members)
@@ -427,6 +451,13 @@ class Node {
   }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
   void StartAntiEntropy(Instant now, Outbox* out);
+  // Runtime limit overrides (node_overrides.cc): every entry we hold to
+  // `address` over the stream, in messages within the push budget; and the
+  // entries a member sent.
+  void SendOverrides(const std::string& address, const std::vector<crdt::OverrideEntry>& entries,
+                     Instant now, Outbox* out);
+  void HandleOverrides(const PeerSender& sender, const std::vector<wire::LimitOverrideValue>& in,
+                       Instant now);
   void HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& msg, Instant now,
                     Outbox* out);
   void HandleHandoffRequest(const PeerSender& sender, Instant now, Outbox* out);
@@ -500,6 +531,9 @@ class Node {
     int64_t reply_ns = INT64_MIN;
   };
   boost::unordered_flat_map<std::string, DigestSeen> digests_seen_;
+  crdt::LimitOverrides overrides_;
+  crdt::HybridClock override_clock_;
+  uint64_t override_writer_ = 0;  // hash of our node id: the tie-break between equal stamps
 
   int64_t next_replication_ns_ = 0;
   int64_t next_anti_entropy_ns_ = 0;

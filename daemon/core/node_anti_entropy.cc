@@ -57,6 +57,7 @@ void Node::StartAntiEntropy(Instant now, Outbox* out) {
   msg.kind = Kind::kDigest;
   msg.digest = Digest(pick, now);
   msg.digest_is_reply = false;
+  msg.overrides_digest = overrides_.Digest();
   ++counters_.digests;
   SendNode(view_[pick].address, msg, false, now, out);
 }
@@ -101,11 +102,19 @@ void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& 
     });
     SendState(from, std::move(keys), false, now, out);
   }
-  if (!msg.digest_is_reply && any) {
+  // The runtime limit overrides: one digest for the whole map (it is small
+  // and every member holds all of it); on a difference each side sends the
+  // other everything it holds, and the merge keeps the later entries.
+  const bool overrides_differ = msg.overrides_digest != overrides_.Digest();
+  if (overrides_differ && overrides_.size() > 0) {
+    SendOverrides(from, overrides_.Entries(), now, out);
+  }
+  if (!msg.digest_is_reply && (any || overrides_differ)) {
     wire::NodeMessageValue reply;
     reply.kind = Kind::kDigest;
     reply.digest = std::move(mine);
     reply.digest_is_reply = true;
+    reply.overrides_digest = overrides_.Digest();
     SendNode(from, reply, false, now, out);
   }
 }

@@ -103,6 +103,9 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
     case Kind::kDigest:
       HandleDigest(sender, msg, now, out);
       break;
+    case Kind::kOverrides:
+      HandleOverrides(sender, msg.overrides, now);
+      break;
     case Kind::kHandoffRequest:
       HandleHandoffRequest(sender, now, out);
       break;

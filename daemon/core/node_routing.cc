@@ -80,6 +80,18 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
       continue;
     }
     crdt::KeyId key = crdt::HashKey(check.user_id, check.endpoint, check.window_ms);
+    // A runtime override of this key's limit replaces the caller's, here at
+    // the entry node, so a forward carries it to the decider.
+    if (overrides_.live_explicit() > 0) {
+      if (const std::optional<crdt::OverrideValue> o = overrides_.FindKey(
+              crdt::Selector::ExplicitKey(check.user_id, check.endpoint, check.window_ms))) {
+        CheckRequestRef overridden = check;
+        overridden.limit = o->limit;
+        ++counters_.overrides_used;
+        Route(batch_id, i, overridden, key, RouteCursor{}, 1, now, out);
+        continue;
+      }
+    }
     Route(batch_id, i, check, key, RouteCursor{}, 1, now, out);
   }
 }

@@ -14,6 +14,8 @@ NodeStatus Node::Status(Instant now) const {
   s.node_id = config_.node_id;
   s.generation = config_.generation;
   s.owning = MayOwn();
+  s.overrides_live = overrides_.live();
+  s.overrides_held = overrides_.size();
   if (warming_) s.not_owning_reason = "warming up: waiting for handoff";
   if (!clock_ok_) {
     s.not_owning_reason = "clock offset " + std::to_string(median_offset_ms_) +

@@ -216,6 +216,16 @@ class TestCluster {
   }
   std::vector<Outbox::Decision>& decisions(const std::string& id) { return decisions_[id]; }
 
+  // Calls `f(node, now, out)` on `id` at its reading of the clocks and sends
+  // what it put in the Outbox (for Node calls the harness does not wrap).
+  template <typename F>
+  auto Call(const std::string& id, F f) {
+    Outbox out;
+    auto result = f(node(id), NowAt(id), &out);
+    Dispatch(id, out);
+    return result;
+  }
+
  private:
   struct Entry {
     std::unique_ptr<Node> node;
