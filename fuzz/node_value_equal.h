@@ -33,7 +33,8 @@ inline bool SameNodeValue(const wire::NodeMessageValue& a, const wire::NodeMessa
       a.results.size() != b.results.size() || a.replicate.seq != b.replicate.seq ||
       a.replicate.slots != b.replicate.slots ||
       a.replicate.counters.size() != b.replicate.counters.size() || a.ack_seq != b.ack_seq ||
-      a.digest != b.digest || a.digest_is_reply != b.digest_is_reply) {
+      a.digest != b.digest || a.digest_is_reply != b.digest_is_reply ||
+      a.overrides_digest != b.overrides_digest || a.overrides != b.overrides) {
     return false;
   }
   for (size_t i = 0; i < a.forwards.size(); ++i) {

@@ -63,6 +63,7 @@ struct LimitOverrideValue {
   int64_t stamp_wall_ms = 0;
   uint32_t stamp_logical = 0;
   uint64_t writer = 0;
+  friend bool operator==(const LimitOverrideValue&, const LimitOverrideValue&) = default;
 };
 
 struct NodeMessageValue {

@@ -300,11 +300,12 @@ bool PeerMessageReader::ReadNode(NodeMessageValue* msg, std::string* why) {
     auto root = reader.getRoot<peer::PeerMessage>();
     auto node = root.getNode();
     // Only bulk state (and the handoffDone that follows it on the same
-    // stream) may be larger than a datagram: every other kind is sent as
-    // one, so a larger one is forged and its work per message unbounded.
+    // stream) and limit overrides (the whole map, over a stream; its decoder
+    // bounds them) may be larger than a datagram: every other kind is sent
+    // as one, so a larger one is forged and its work per message unbounded.
     const NodeMessage::Which which = node.which();
     if (which != NodeMessage::STATE_PUSH && which != NodeMessage::HANDOFF_DONE &&
-        word_count_ * sizeof(capnp::word) > kMaxDatagramBytes) {
+        which != NodeMessage::OVERRIDES && word_count_ * sizeof(capnp::word) > kMaxDatagramBytes) {
       *why = "node message larger than a datagram";
       return false;
     }

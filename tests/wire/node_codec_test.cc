@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "wire/peer.capnp.h"
 #include "wire/codec.h"
+#include "wire/peer.capnp.h"
 #include "wire/peer_codec.h"
 
 namespace tally::wire {
@@ -93,6 +93,68 @@ TEST(NodeCodecTest, SlotIdsAndErrorsRoundTripByteExact) {
       ASSERT_EQ(decoded.results.size(), 1u);
       EXPECT_EQ(decoded.results[0].result.error, error);
     }
+  }
+}
+
+TEST(NodeCodecTest, LimitOverridesAndTheOverridesDigestRoundTrip) {
+  LimitOverrideValue descriptor;
+  descriptor.kind = 1;
+  descriptor.domain = std::string("ed\0ge", 5);  // byte-exact
+  descriptor.entries = {{"remote_address", "10.0.0.1"}, {"path", ""}};
+  descriptor.limit = 7;
+  descriptor.window_ms = 60'000;
+  descriptor.stamp_wall_ms = 1'700'000'000'000;
+  descriptor.stamp_logical = 4;
+  descriptor.writer = 0xfeedu;
+  LimitOverrideValue removal;
+  removal.kind = 2;
+  removal.user = "alice";
+  removal.endpoint = "/api";
+  removal.selector_window_ms = 1000;
+  removal.removed = true;
+  removal.stamp_wall_ms = -5;
+  NodeMessageValue overrides;
+  overrides.kind = NodeMessageValue::Kind::kOverrides;
+  overrides.overrides = {descriptor, removal};
+  NodeMessageValue digest;
+  digest.kind = NodeMessageValue::Kind::kDigest;
+  digest.digest.assign(64, 3);
+  digest.overrides_digest = 0x0123456789abcdefu;
+  for (const NodeMessageValue& value : {overrides, digest}) {
+    std::vector<std::byte> bytes;
+    EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 0}, value, &bytes);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+    EXPECT_EQ(decoded.kind, value.kind);
+    EXPECT_EQ(decoded.overrides, value.overrides);
+    EXPECT_EQ(decoded.overrides_digest, value.overrides_digest);
+  }
+}
+
+TEST(NodeCodecBoundsTest, LimitOverridesAreBounded) {
+  {
+    capnp::MallocMessageBuilder builder;
+    Root(builder).initNode().initOverrides(static_cast<unsigned>(kMaxOverridesPerMessage + 1));
+    ExpectRefused(builder, "too many limit overrides");
+  }
+  {
+    capnp::MallocMessageBuilder builder;
+    auto list = Root(builder).initNode().initOverrides(1);
+    list[0].initEntries(static_cast<unsigned>(kMaxOverrideEntries + 1));
+    ExpectRefused(builder, "too many descriptor entries");
+  }
+  {
+    capnp::MallocMessageBuilder builder;
+    auto list = Root(builder).initNode().initOverrides(1);
+    list[0].initDomain(static_cast<unsigned>(kMaxOverrideTextBytes + 1));
+    ExpectRefused(builder, "oversized text");
+  }
+  {
+    capnp::MallocMessageBuilder builder;
+    auto list = Root(builder).initNode().initOverrides(1);
+    list[0].initEntries(1)[0].initValue(static_cast<unsigned>(kMaxOverrideTextBytes + 1));
+    ExpectRefused(builder, "oversized text");
   }
 }
 
