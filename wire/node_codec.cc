@@ -10,10 +10,6 @@ std::string FromData(capnp::Data::Reader d) {
   return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
 }
 
-capnp::Data::Reader AsData(const std::string& s) {
-  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
-}
-
 void FillReplicate(const ReplicateValue& v, wire::Replicate::Builder w) {
   w.setSeq(v.seq);
   auto slots = w.initSlots(static_cast<unsigned>(v.slots.size()));
@@ -127,7 +123,7 @@ bool ReadOverrideText(capnp::Data::Reader data, std::string* out, std::string* w
     *why = "limit override with an oversized text";
     return false;
   }
-  out->assign(reinterpret_cast<const char*>(data.begin()), data.size());
+  *out = FromData(data);
   return true;
 }
 
@@ -222,14 +218,14 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
         const LimitOverrideValue& o = value.overrides[i];
         auto b = list[i];
         b.setKind(o.kind);
-        b.setDomain(AsData(o.domain));
+        b.setDomain(AsWireBytes(o.domain));
         auto entries = b.initEntries(static_cast<unsigned>(o.entries.size()));
         for (unsigned e = 0; e < o.entries.size(); ++e) {
-          entries[e].setKey(AsData(o.entries[e].first));
-          entries[e].setValue(AsData(o.entries[e].second));
+          entries[e].setKey(AsWireBytes(o.entries[e].first));
+          entries[e].setValue(AsWireBytes(o.entries[e].second));
         }
-        b.setUser(AsData(o.user));
-        b.setEndpoint(AsData(o.endpoint));
+        b.setUser(AsWireBytes(o.user));
+        b.setEndpoint(AsWireBytes(o.endpoint));
         b.setSelectorWindowMs(o.selector_window_ms);
         b.setRemoved(o.removed);
         b.setLimit(o.limit);

@@ -203,20 +203,40 @@ TEST(RlsLoadUsageTest, BadFlagsExitTwoWithAMessage) {
   }
 }
 
+// A TCP socket bound on loopback, listening or not, closed on destruction:
+// a door that refuses connections, or one that accepts and never answers.
+class LoopbackSocket {
+ public:
+  explicit LoopbackSocket(bool listening) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+        (listening && listen(fd_, 16) != 0) ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      return;
+    }
+    target_ = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  }
+  ~LoopbackSocket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  // HOST:PORT, or "" if the socket could not be set up.
+  const std::string& target() const { return target_; }
+
+ private:
+  int fd_;
+  std::string target_;
+};
+
 // A door nobody answers on is a setup error (2), not a run of errors.
 TEST(RlsLoadUsageTest, HttpDoorThatRefusesIsASetupError) {
   // A bound TCP socket that does not listen: connecting to it is refused.
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  const std::string target = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  const LoopbackSocket door(/*listening=*/false);
+  const std::string& target = door.target();
+  ASSERT_FALSE(target.empty());
   ProcessResult r = RunProcess(kTallyLoad, {"--http", target, "--duration-s", "0.2"});
-  close(fd);
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot connect to " + target));
 }
@@ -225,16 +245,9 @@ TEST(RlsLoadUsageTest, HttpDoorThatRefusesIsASetupError) {
 // socket nobody accepts on: the kernel completes the handshake, no SETTINGS
 // ever come) is a setup error with either client, not a run of errors.
 TEST(RlsLoadUsageTest, GrpcDoorThatNeverSpeaksIsASetupError) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(fd, 16), 0);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  const std::string target = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  const LoopbackSocket door(/*listening=*/true);
+  const std::string& target = door.target();
+  ASSERT_FALSE(target.empty());
   for (const char* client : {"nghttp2", "grpc++"}) {
     ProcessResult r = RunProcess(
         kTallyLoad,
@@ -243,7 +256,6 @@ TEST(RlsLoadUsageTest, GrpcDoorThatNeverSpeaksIsASetupError) {
     EXPECT_EQ(r.exit_code, 2) << client << r.out << r.err;
     EXPECT_THAT(r.err, HasSubstr("cannot connect to " + target)) << client;
   }
-  close(fd);
 }
 
 }  // namespace
