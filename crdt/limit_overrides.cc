@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <tuple>
 
 namespace tally::crdt {
@@ -28,18 +29,28 @@ std::string CheckText(const char* what, const std::string& text, bool may_be_emp
 }  // namespace
 
 std::string Selector::Key() const {
-  std::string key;
-  key.push_back(static_cast<char>(kind));
   if (kind == Kind::kDescriptor) {
-    PutText(&key, domain);
-    PutU64(&key, entries.size());
-    for (const auto& [k, v] : entries) {
-      PutText(&key, k);
-      PutText(&key, v);
-    }
+    std::string key;
+    DescriptorKeyStart(&key, domain, entries.size());
+    for (const auto& [k, v] : entries) DescriptorKeyEntry(&key, k, v);
     return key;
   }
-  return ExplicitKey(user, endpoint, window_ms);
+  if (kind == Kind::kExplicit) return ExplicitKey(user, endpoint, window_ms);
+  // An unknown kind (Validate refuses it): its own byte, so it equals no
+  // valid selector.
+  return std::string(1, static_cast<char>(kind));
+}
+
+void Selector::DescriptorKeyStart(std::string* out, std::string_view domain, size_t entry_count) {
+  out->clear();
+  out->push_back(static_cast<char>(Kind::kDescriptor));
+  PutText(out, domain);
+  PutU64(out, entry_count);
+}
+
+void Selector::DescriptorKeyEntry(std::string* out, std::string_view key, std::string_view value) {
+  PutText(out, key);
+  PutText(out, value);
 }
 
 std::string Selector::ExplicitKey(std::string_view user, std::string_view endpoint,
@@ -122,6 +133,7 @@ LimitOverrides::MergeResult LimitOverrides::Put(const OverrideEntry& entry, size
     digest_ += EntryHash(key, entry);
     CountLive(entry, +1);
     entries_.emplace(std::move(key), entry);
+    ++version_;
     return MergeResult::kApplied;
   }
   if (!Wins(entry, it->second)) return MergeResult::kStale;
@@ -130,6 +142,7 @@ LimitOverrides::MergeResult LimitOverrides::Put(const OverrideEntry& entry, size
   it->second = entry;
   digest_ += EntryHash(key, entry);
   CountLive(entry, +1);
+  ++version_;
   return MergeResult::kApplied;
 }
 
@@ -151,6 +164,11 @@ std::optional<OverrideValue> LimitOverrides::FindKey(const std::string& selector
   return it->second.value;
 }
 
+const OverrideEntry* LimitOverrides::FindEntry(const std::string& selector_key) const {
+  auto it = entries_.find(selector_key);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
 std::vector<OverrideEntry> LimitOverrides::Entries() const {
   std::vector<OverrideEntry> out;
   out.reserve(entries_.size());
@@ -169,7 +187,32 @@ size_t LimitOverrides::DropTombstonesBefore(HlcTimestamp before) {
       ++it;
     }
   }
+  if (dropped > 0) ++version_;
   return dropped;
+}
+
+DescriptorOverrideTable::DescriptorOverrideTable(const LimitOverrides& map) {
+  for (const OverrideEntry& e : map.Entries()) {
+    if (e.value.removed || e.selector.kind != Selector::Kind::kDescriptor) continue;
+    by_key_.emplace(e.selector.Key(), e.value);
+    shapes_.emplace_back(e.selector.domain, e.selector.entries.size());
+  }
+  std::sort(shapes_.begin(), shapes_.end());
+  shapes_.erase(std::unique(shapes_.begin(), shapes_.end()), shapes_.end());
+}
+
+bool DescriptorOverrideTable::MayMatch(std::string_view domain, size_t entry_count) const {
+  const auto it = std::lower_bound(
+      shapes_.begin(), shapes_.end(), std::pair<std::string_view, size_t>(domain, entry_count),
+      [](const std::pair<std::string, size_t>& a, const std::pair<std::string_view, size_t>& b) {
+        return std::pair<std::string_view, size_t>(a.first, a.second) < b;
+      });
+  return it != shapes_.end() && it->first == domain && it->second == entry_count;
+}
+
+const OverrideValue* DescriptorOverrideTable::Find(const std::string& selector_key) const {
+  const auto it = by_key_.find(selector_key);
+  return it == by_key_.end() ? nullptr : &it->second;
 }
 
 }  // namespace tally::crdt

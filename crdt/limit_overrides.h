@@ -34,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,12 @@ struct Selector {
   // views (the decision path looks checks up without copying them).
   static std::string ExplicitKey(std::string_view user, std::string_view endpoint,
                                  uint64_t window_ms);
+  // Key() of a descriptor selector, built from views into `*out` (cleared
+  // first; its capacity is reused): DescriptorKeyStart, then
+  // DescriptorKeyEntry once per entry, in order. The rules doors look each
+  // request descriptor up this way without a Selector.
+  static void DescriptorKeyStart(std::string* out, std::string_view domain, size_t entry_count);
+  static void DescriptorKeyEntry(std::string* out, std::string_view key, std::string_view value);
   friend bool operator==(const Selector&, const Selector&) = default;
 };
 
@@ -106,6 +113,8 @@ class LimitOverrides {
   // The override in force for `selector`, if any (a tombstone is none).
   std::optional<OverrideValue> Find(const Selector& selector) const;
   std::optional<OverrideValue> FindKey(const std::string& selector_key) const;
+  // The entry held for a selector key, tombstones included; null if none.
+  const OverrideEntry* FindEntry(const std::string& selector_key) const;
 
   // Every entry, tombstones included, in selector-key order.
   std::vector<OverrideEntry> Entries() const;
@@ -114,6 +123,10 @@ class LimitOverrides {
   // them with an explicit selector.
   size_t live() const { return live_; }
   size_t live_explicit() const { return live_explicit_; }
+  // Bumps on every change of the map (an applied write or merge, a dropped
+  // tombstone): a driver republishes what it derives from the map
+  // (DescriptorOverrideTable) only when this moved.
+  uint64_t version() const { return version_; }
 
   // An order-independent digest of the whole map: two maps with the same
   // entries have the same digest (anti-entropy compares these before
@@ -134,6 +147,32 @@ class LimitOverrides {
 
   size_t live_ = 0, live_explicit_ = 0;
   uint64_t digest_ = 0;  // sum of EntryHash over entries_
+  uint64_t version_ = 0;
+};
+
+// The descriptor-form overrides in force (no tombstones, no explicit
+// selectors) of one LimitOverrides, frozen: what the rules doors read on
+// their own threads without the Node's lock (docs/DESIGN.md, "Runtime limit
+// overrides"). Immutable once built, so any number of threads may Find at
+// once. Built in O(entries) by the driver after a change (version()).
+class DescriptorOverrideTable {
+ public:
+  DescriptorOverrideTable() = default;
+  explicit DescriptorOverrideTable(const LimitOverrides& map);
+
+  bool empty() const { return by_key_.empty(); }
+  size_t size() const { return by_key_.size(); }
+  // Whether any override names `domain` with `entry_count` entries: a
+  // request descriptor that fails this needs no key built.
+  bool MayMatch(std::string_view domain, size_t entry_count) const;
+  // The override for the selector whose Key() is `selector_key`, or null.
+  const OverrideValue* Find(const std::string& selector_key) const;
+
+ private:
+  std::unordered_map<std::string, OverrideValue> by_key_;
+  // (domain, entry count) of every override, sorted and distinct: what
+  // MayMatch searches (O(log n), no allocation).
+  std::vector<std::pair<std::string, size_t>> shapes_;
 };
 
 // True when `a` wins over `b` for the same selector: the larger

@@ -278,5 +278,54 @@ TEST(LimitOverridesTest, OldTombstonesCanBeDroppedAndTheDigestFollows) {
   EXPECT_EQ(map.Find(kept)->limit, 4u);
 }
 
+TEST(LimitOverridesTest, VersionMovesOnEveryChangeAndOnlyThen) {
+  LimitOverrides map;
+  EXPECT_EQ(map.version(), 0u);
+  const Selector s = Descriptor("d", "k", "v");
+  ASSERT_EQ(map.Write(Set(s, 4, 1000)), Result::kApplied);
+  const uint64_t after_set = map.version();
+  EXPECT_GT(after_set, 0u);
+  EXPECT_EQ(map.Merge(Set(s, 4, 1000)), Result::kStale);
+  EXPECT_EQ(map.Merge(Set(s, 9, 500)), Result::kStale);
+  EXPECT_EQ(map.version(), after_set);
+  ASSERT_EQ(map.Merge(Remove(s, 2000)), Result::kApplied);
+  EXPECT_GT(map.version(), after_set);
+  const uint64_t after_remove = map.version();
+  EXPECT_EQ(map.DropTombstonesBefore({1000, 0}), 0u);
+  EXPECT_EQ(map.version(), after_remove);
+  EXPECT_EQ(map.DropTombstonesBefore({3000, 0}), 1u);
+  EXPECT_GT(map.version(), after_remove);
+}
+
+TEST(DescriptorOverrideTableTest, HoldsTheDescriptorOverridesInForceUnderTheirKeys) {
+  LimitOverrides map;
+  Selector two;
+  two.kind = Selector::Kind::kDescriptor;
+  two.domain = "edge";
+  two.entries = {{"a", "1"}, {"b", ""}};
+  map.Merge(Set(two, 7, 1000));
+  map.Merge(Set(Descriptor("edge", "k", "removed"), 3, 1000));
+  map.Merge(Remove(Descriptor("edge", "k", "removed"), 2000));
+  map.Merge(Set(Explicit("u", "/e", 1000), 5, 1000));
+  const DescriptorOverrideTable table(map);
+  EXPECT_EQ(table.size(), 1u);  // no tombstone, no explicit selector
+  // The key built from views is the selector's Key().
+  std::string key = "left over";
+  Selector::DescriptorKeyStart(&key, "edge", 2);
+  Selector::DescriptorKeyEntry(&key, "a", "1");
+  Selector::DescriptorKeyEntry(&key, "b", "");
+  EXPECT_EQ(key, two.Key());
+  ASSERT_NE(table.Find(key), nullptr);
+  EXPECT_EQ(table.Find(key)->limit, 7u);
+  EXPECT_EQ(table.Find(Descriptor("edge", "k", "removed").Key()), nullptr);
+  // MayMatch: by domain and entry count only.
+  EXPECT_TRUE(table.MayMatch("edge", 2));
+  EXPECT_FALSE(table.MayMatch("edge", 1));
+  EXPECT_FALSE(table.MayMatch("edg", 2));
+  EXPECT_FALSE(table.MayMatch("edge2", 2));
+  EXPECT_FALSE(DescriptorOverrideTable().MayMatch("edge", 2));
+  EXPECT_TRUE(DescriptorOverrideTable(LimitOverrides()).empty());
+}
+
 }  // namespace
 }  // namespace tally::crdt
