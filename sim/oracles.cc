@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include "crdt/window_counter.h"
 #include "daemon/core/limiter_core.h"
@@ -26,6 +27,14 @@ std::vector<std::vector<uint32_t>> DecisionsByRequest(const RunRecord& run) {
     if (id >= 1 && id <= by.size()) by[id - 1].push_back(i);
   }
   return by;
+}
+
+// The first heal at or after `t`; -1 if none.
+TrueNs HealAfter(const RunRecord& run, TrueNs t) {
+  for (const FaultLogEntry& f : run.faults) {
+    if (f.kind == FaultAction::Kind::kHeal && f.at_ns >= t) return f.at_ns;
+  }
+  return -1;
 }
 
 }  // namespace
@@ -642,6 +651,121 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       r.pass = false;
     }
     results.push_back(r);
+  }
+
+  // ---- runtime limit overrides: spread within the bounds, and used.
+  if (b.override_push_ns >= 0 && !run.override_writes.empty()) {
+    OracleResult r{"override spread"};
+    TrueNs worst_push = 0, worst_heal = 0;
+    size_t judged = 0, late = 0, unwatched = 0;
+    for (const OverrideWriteRecord& w : run.override_writes) {
+      if (!w.applied) {
+        ++late;
+        if (r.detail.empty()) r.detail = "a write at t=" + Seconds(w.at_ns) + " was refused";
+        continue;
+      }
+      const TrueNs heal = HealAfter(run, w.at_ns);
+      for (size_t i = 0; i < w.seen_ns.size(); ++i) {
+        // Hosts up at the write and still the same process at the end.
+        if (w.generation[i] == 0 || i >= run.final_generation.size() ||
+            run.final_generation[i] != w.generation[i]) {
+          continue;
+        }
+        const bool pushed = w.reachable[i] != 0;
+        if (!pushed && heal < 0) continue;  // never reachable again
+        const TrueNs from = pushed ? w.at_ns : heal;
+        const TrueNs deadline = from + (pushed ? b.override_push_ns : b.override_heal_ns);
+        if (w.seen_ns[i] < 0 && deadline > run.end_ns) {
+          ++unwatched;
+          continue;
+        }
+        ++judged;
+        const TrueNs took = w.seen_ns[i] < 0 ? run.end_ns - from : w.seen_ns[i] - from;
+        (pushed ? worst_push : worst_heal) = std::max(pushed ? worst_push : worst_heal, took);
+        if (w.seen_ns[i] < 0 || w.seen_ns[i] > deadline) {
+          ++late;
+          if (r.detail.empty()) {
+            r.detail = run.host_ids[i] + " held the write of t=" + Seconds(w.at_ns) + " by " +
+                       run.host_ids[w.host] + (w.descriptor ? " (descriptor)" : " (explicit)") +
+                       (w.seen_ns[i] < 0 ? " never" : " at t=" + Seconds(w.seen_ns[i])) +
+                       ", deadline t=" + Seconds(deadline);
+          }
+        }
+      }
+    }
+    r.value = "push " + Fmt("%.3f s", static_cast<double>(worst_push) / 1e9) + ", after heal " +
+              Fmt("%.2f s", static_cast<double>(worst_heal) / 1e9) + " (" +
+              std::to_string(judged) + " host-writes)";
+    r.bound = "push <= " + Fmt("%.3f s", static_cast<double>(b.override_push_ns) / 1e9) +
+              ", heal <= " + Fmt("%.2f s", static_cast<double>(b.override_heal_ns) / 1e9);
+    if (unwatched > 0) r.value += ", " + std::to_string(unwatched) + " past the end";
+    r.value_num = static_cast<double>(worst_heal) / 1e9;
+    r.bound_num = static_cast<double>(b.override_heal_ns) / 1e9;
+    r.pass = late == 0 && judged > 0;
+    if (judged == 0 && r.detail.empty()) r.detail = "no host-write could be judged";
+    results.push_back(r);
+
+    OracleResult u{"override use"};
+    // The explicit writes per key (the Node applies those to checks).
+    std::map<uint32_t, std::vector<const OverrideWriteRecord*>> by_key;
+    for (const OverrideWriteRecord& w : run.override_writes) {
+      if (!w.descriptor && w.applied) by_key[w.key].push_back(&w);
+    }
+    // A write sent while the request was on its way may reach the entry
+    // node first: such requests are not judged.
+    constexpr TrueNs kInFlightNs = kNsPerS;
+    size_t checked = 0, wrong = 0, skipped = 0;
+    for (const auto& [key, writes] : by_key) {
+      for (const RequestRecord& q : run.requests) {
+        if (q.key != key || by_request[q.request_id - 1].empty()) continue;
+        const uint32_t h = q.entry_host;
+        const OverrideWriteRecord* held = nullptr;      // newest the entry node held by then
+        const OverrideWriteRecord* possible = nullptr;  // newest it could have held
+        for (const OverrideWriteRecord* w : writes) {
+          if (h < w->seen_ns.size() && w->seen_ns[h] >= 0 && w->seen_ns[h] <= q.sent_ns &&
+              (held == nullptr || crdt::Wins(w->entry, held->entry))) {
+            held = w;
+          }
+          // Could it have reached the entry node: written by then, and
+          // pushed to it or healed towards it.
+          const TrueNs by = q.sent_ns + kInFlightNs;
+          const TrueNs heal = HealAfter(run, w->at_ns);
+          const bool reaches = h < w->reachable.size() &&
+                               (w->reachable[h] != 0 || (heal >= 0 && heal <= by));
+          if (w->at_ns <= by && reaches &&
+              (possible == nullptr || crdt::Wins(w->entry, possible->entry))) {
+            possible = w;
+          }
+        }
+        if (held != possible) {
+          ++skipped;
+          continue;
+        }
+        const uint64_t expected = held == nullptr || held->entry.value.removed
+                                      ? run.keys[key].limit
+                                      : held->entry.value.limit;
+        for (uint32_t d : by_request[q.request_id - 1]) {
+          ++checked;
+          if (run.decisions[d].limit != expected) {
+            ++wrong;
+            if (u.detail.empty()) {
+              u.detail = "request " + std::to_string(q.request_id) + " (" +
+                         run.keys[key].user_id + ") entered " + run.host_ids[h] + " at t=" +
+                         Seconds(q.sent_ns) + ": decided with limit " +
+                         std::to_string(run.decisions[d].limit) + ", held " +
+                         std::to_string(expected);
+            }
+          }
+        }
+      }
+    }
+    u.value = std::to_string(checked) + " decisions, " + std::to_string(wrong) +
+              " with another limit (" + std::to_string(skipped) + " in flight at a change)";
+    u.bound = "0 with another limit";
+    u.value_num = static_cast<double>(wrong);
+    u.pass = wrong == 0 && checked > 0;
+    if (checked == 0 && u.detail.empty()) u.detail = "no decision of an overridden key";
+    results.push_back(u);
   }
 
   if (!b.must_not_own.empty()) {

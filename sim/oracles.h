@@ -17,6 +17,12 @@
 //                false suspicions and false deaths of healthy members.
 //   ownership    once membership is stable, every member's preference list of
 //                every sampled key equals the ring of the true membership.
+//   override     runtime limit overrides: every live member holds each write
+//   spread       (or a later one) within the push bound, or within the heal
+//                bound after the heal when a partition kept it from the writer.
+//   override use every check of an overridden key is decided with the limit
+//                its entry node held (the override's, or the key's own once
+//                removed or before any write).
 // The cost oracle compares several runs (sim/scenarios.cc, scenario scale).
 #ifndef TALLY_SIM_ORACLES_H_
 #define TALLY_SIM_ORACLES_H_
@@ -78,6 +84,13 @@ struct Bounds {
   // membership epoch agreed (preference lists were still moving at
   // quiesce: a join or restart under loss, a crash still being detected).
   TrueNs convergence_after_agreement_ns = -1;
+  // Runtime limit overrides (RunRecord::override_writes), judged when >= 0:
+  // a host that was up and could reach the writer holds the write (or an
+  // entry that wins over it) within override_push_ns of the write; one cut
+  // off from the writer, within override_heal_ns of the next heal
+  // (docs/DESIGN.md, "Runtime limit overrides").
+  TrueNs override_push_ns = -1;
+  TrueNs override_heal_ns = -1;
 };
 
 struct OracleResult {

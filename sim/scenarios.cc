@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "membership/message.h"
 #include "membership/ring.h"
@@ -530,6 +531,83 @@ ScenarioCase HotKey(const ScenarioParams& p, size_t n, double d) {
   return sc;
 }
 
+// Anti-entropy rounds after which every member holds the winner of a
+// partition's override writes (docs/DESIGN.md, "Runtime limit overrides"):
+// once at least half the members hold it, a member without it stays without
+// through one round (every member digests one random peer per interval, and
+// a differing digest carries the whole map both ways) with probability at
+// most 1/2 (its own pick) x e^(-1/2) (no holder picks it) < 0.31; over the
+// other n/2 members all hold it after R rounds but with probability
+// (n/2) x 0.31^R <= 1e-6.
+int OverrideRepairRounds(size_t n) {
+  const double miss = 0.5 * std::exp(-0.5);
+  const double members = std::max(1.0, static_cast<double>(n) / 2);
+  return static_cast<int>(std::ceil(std::log(members / 1e-6) / std::log(1 / miss)));
+}
+
+// runtime_override
+// Goal: an override written on one member is held by every live member
+// within one stream push; writes of different limits for one key on both
+// sides of a partition converge to the later one (hybrid time) within the
+// repair bound after the heal; checks are decided with the limit their
+// entry node holds; a removal brings the key's own limit back.
+// Method: 4 s into traffic a random member writes limit/2 for the busiest
+// key (its explicit selector and a descriptor twin); 6 s later the cluster
+// splits into halves; the smaller side writes limit/4, 2 s later the larger
+// side limit x 3/4; heal 12 s after the cut; once the repair bound has
+// passed a random member removes the override; traffic until 8 s later.
+// Oracles override spread (push, and after the heal), override use (every
+// decision of the key used the limit its entry node held), excess (limit
+// x 2: the override values stay below the key's limit), convergence,
+// ownership.
+ScenarioCase RuntimeOverride(const ScenarioParams& p, size_t n, double d) {
+  ScenarioCase sc = Base(p, n, d);
+  SimConfig& c = sc.config;
+  const auto all = KeysOf(c);
+  const uint32_t key = static_cast<uint32_t>(Busiest(all)[0]);
+  const uint64_t limit = all[key].limit;
+  auto part = [limit](uint64_t num, uint64_t den) {
+    return std::max<uint64_t>(1, limit * num / den);
+  };
+  const std::vector<uint32_t> order = ShuffledHosts(p, 83, n);
+  Random rng(DeriveSeed(p.seed, 84));
+  auto write = [&](TrueNs at, uint32_t host, std::optional<uint64_t> value) {
+    FaultAction f = Fault(Kind::kWriteOverride, at, static_cast<int>(host),
+                          "override " + all[key].user_id + " on " + Id(host) + ": " +
+                              (value ? std::to_string(*value) : std::string("removed")));
+    f.override_key = key;
+    f.override_limit = value.value_or(0);
+    f.override_remove = !value.has_value();
+    c.faults.push_back(f);
+  };
+  const TrueNs max_latency = Network(c.link, 0).MaxLatencyNs();
+  Bounds& b = sc.bounds;
+  b.override_push_ns = max_latency + c.inspect_interval_ns + kNsPerMs;
+  b.override_heal_ns = Reconnect(c, n) +
+                       (OverrideRepairRounds(n) + 1) * c.node.anti_entropy_interval_ms * kNsPerMs +
+                       3 * max_latency + c.inspect_interval_ns;
+  const TrueNs t0 = c.workload.start_ns + S(4);
+  write(t0, static_cast<uint32_t>(rng.Below(n)), part(1, 2));
+  // Halves(order): group 1 is order's first n/2 (the smaller side A),
+  // group 0 the rest (B, at least half: it writes last, so it wins).
+  const TrueNs cut = t0 + S(6);
+  c.faults.push_back(PartitionFault(cut, Halves(order), Isolated(2), "partition: halves"));
+  write(cut + S(5), order[0], part(1, 4));
+  write(cut + S(7), order[n - 1], part(3, 4));
+  const TrueNs heal = cut + S(12);
+  c.faults.push_back(Fault(Kind::kHeal, heal, -1, "heal"));
+  const TrueNs removal = heal + b.override_heal_ns + S(2);
+  write(removal, static_cast<uint32_t>(rng.Below(n)), std::nullopt);
+  c.quiesce_ns = removal + S(8);
+  c.workload.end_ns = c.quiesce_ns;
+  c.cost_to_ns = c.quiesce_ns;
+  c.duration_ns = std::max(c.duration_ns, c.quiesce_ns + S(25));
+  b.sides = 2;
+  b.convergence_ns = ConvergenceBase(c) + Reconnect(c, n);
+  b.membership_ns = Reconnect(c, n) + Dissemination(c, n);
+  return sc;
+}
+
 // scale
 // Goal: messages and bytes per node per second stay flat as the cluster
 // grows from 10 to 100 to 1000 nodes (SWIM's constant per-member load, one
@@ -615,6 +693,9 @@ std::vector<Scenario> Build() {
       10, 60, 40, Make<JoinLeave>(10, 60));
   add("hot_key", "one key with half the traffic, bursty, batched: still exact", 10, 60, 20,
       Make<HotKey>(10, 60));
+  add("runtime_override",
+      "overrides spread within a push, converge after a partition heals, and decide checks", 10,
+      60, 30, Make<RuntimeOverride>(10, 60));
   add("scale", "messages and bytes per node per second flat from 10 to 100 to 1000 nodes", 1000, 30,
       20, Make<Scale>(1000, 30));
   v.back().legs = ScaleLegs;

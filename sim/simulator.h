@@ -66,6 +66,10 @@ struct FaultAction {
     kUnslow,
     kSetDrift,   // a host's oscillator runs `value` ppm off from now on
     kSetJitter,  // every link's jitter: jitter_median_ns, capped at jitter_cap_ns
+    // A runtime limit override written on `host` (Node::WriteOverride) for
+    // workload key `override_key`: its explicit selector and its descriptor
+    // twin (OverrideSelector), both limit `override_limit` (or removed).
+    kWriteOverride,
   };
   Kind kind = Kind::kCrash;
   TrueNs at_ns = 0;
@@ -84,7 +88,18 @@ struct FaultAction {
   // kSetJitter: every link's jitter median and cap from now on.
   int64_t jitter_median_ns = 0;
   int64_t jitter_cap_ns = 0;
+
+  // kWriteOverride.
+  uint32_t override_key = 0;
+  uint64_t override_limit = 0;
+  bool override_remove = false;
 };
+
+// The selectors a kWriteOverride writes for workload key `key`: the explicit
+// form (the key's user, endpoint and window), which the Node applies to its
+// checks, or its descriptor twin (domain "sim", entries (endpoint, user)),
+// which only the rules doors would apply; both spread alike.
+crdt::Selector OverrideSelector(const KeySpec& key, bool descriptor);
 
 struct SimConfig {
   uint64_t seed = 1;
@@ -186,6 +201,24 @@ struct CostRecord {
   double client_checks_per_node_s = 0;
 };
 
+// One selector's override write (FaultAction::kWriteOverride) and when each
+// host first held it or an entry that wins over it (sampled at every
+// inspection, so an upper bound on the true time).
+struct OverrideWriteRecord {
+  TrueNs at_ns = 0;
+  uint32_t host = 0;
+  uint32_t key = 0;
+  bool descriptor = false;  // the descriptor twin
+  bool applied = false;     // the writer's WriteOverride returned kApplied
+  crdt::OverrideEntry entry;
+  std::string selector_key;
+  // Per host at write time: its generation (0: not serving) and whether it
+  // and the writer could reach each other.
+  std::vector<uint64_t> generation;
+  std::vector<uint8_t> reachable;
+  std::vector<TrueNs> seen_ns;  // -1: not yet
+};
+
 struct FaultLogEntry {
   TrueNs at_ns = 0;
   FaultAction::Kind kind = FaultAction::Kind::kCrash;
@@ -205,6 +238,7 @@ struct RunRecord {
   std::string convergence_note;  // a key that still differed, when never
   CostRecord cost;
   std::vector<FaultLogEntry> faults;
+  std::vector<OverrideWriteRecord> override_writes;
   std::vector<std::string> host_ids;
   uint64_t trace_hash = 0;
   uint64_t events = 0;
@@ -321,6 +355,7 @@ class Simulator {
   void TrackDetections(TrueNs t);
   void CheckOwnership(TrueNs t);
   void CheckConvergence(TrueNs t);
+  void ObserveOverrides(TrueNs t);
   // Fills the RunRecord's end-of-run fields (detection observers, cost rates,
   // final generations, ...) for a run that ended at `end`.
   void FinishRecord(TrueNs end);

@@ -61,8 +61,24 @@ void Simulator::NoteMembershipChange(TrueNs t) {
   record_.ownership.push_back(epoch);
 }
 
+void Simulator::ObserveOverrides(TrueNs t) {
+  for (OverrideWriteRecord& w : record_.override_writes) {
+    if (!w.applied) continue;
+    for (uint32_t i = 0; i < hosts_.size() && i < w.seen_ns.size(); ++i) {
+      const Host& h = hosts_[i];
+      if (w.seen_ns[i] >= 0 || !Serving(h) || h.generation != w.generation[i]) continue;
+      const crdt::OverrideEntry* e = h.node->overrides().FindEntry(w.selector_key);
+      if (e == nullptr) continue;
+      const bool same = e->stamp == w.entry.stamp && e->writer == w.entry.writer &&
+                        e->value == w.entry.value;
+      if (same || crdt::Wins(*e, w.entry)) w.seen_ns[i] = t;
+    }
+  }
+}
+
 void Simulator::Inspect(TrueNs t) {
   TrackDetections(t);
+  if (!record_.override_writes.empty()) ObserveOverrides(t);
   CheckOwnership(t);
   if (!cost_active_ && t >= config_.cost_from_ns && t < config_.cost_to_ns) {
     bool quiet = true;

@@ -107,7 +107,58 @@ void Simulator::ApplyFault(const FaultAction& f, TrueNs t) {
     case Kind::kSetJitter:
       network_.SetJitter(f.jitter_median_ns, f.jitter_cap_ns);
       return;
+    case Kind::kWriteOverride: {
+      if (h == nullptr || !Serving(*h) || f.override_key >= workload_.keys().size()) return;
+      const KeySpec& key = workload_.keys()[f.override_key];
+      const Instant now = h->clock.At(t);
+      out_.clear();
+      for (bool descriptor : {false, true}) {
+        OverrideWriteRecord w;
+        w.at_ns = t;
+        w.host = static_cast<uint32_t>(f.host);
+        w.key = f.override_key;
+        w.descriptor = descriptor;
+        const crdt::Selector selector = OverrideSelector(key, descriptor);
+        crdt::OverrideValue value;
+        value.removed = f.override_remove;
+        value.limit = f.override_remove ? 0 : f.override_limit;
+        value.window_ms = f.override_remove || !descriptor ? 0 : key.window_ms;
+        w.applied = h->node->WriteOverride(selector, value, now, &out_) ==
+                    crdt::LimitOverrides::MergeResult::kApplied;
+        w.selector_key = selector.Key();
+        if (const crdt::OverrideEntry* e = h->node->overrides().FindEntry(w.selector_key)) {
+          w.entry = *e;
+        }
+        for (uint32_t i = 0; i < hosts_.size(); ++i) {
+          const bool serving = Serving(hosts_[i]);
+          w.generation.push_back(serving ? hosts_[i].generation : 0);
+          w.reachable.push_back(serving && network_.CanSend(w.host, i) &&
+                                network_.CanSend(i, w.host));
+          w.seen_ns.push_back(i == w.host && w.applied ? t : -1);
+        }
+        record_.override_writes.push_back(std::move(w));
+      }
+      h->node->Flush(now, &out_);
+      Emit(static_cast<uint32_t>(f.host), out_, t, t);
+      Rearm(static_cast<uint32_t>(f.host), t);
+      return;
+    }
   }
+}
+
+crdt::Selector OverrideSelector(const KeySpec& key, bool descriptor) {
+  crdt::Selector s;
+  if (descriptor) {
+    s.kind = crdt::Selector::Kind::kDescriptor;
+    s.domain = "sim";
+    s.entries = {{"endpoint", key.endpoint}, {"user", key.user_id}};
+  } else {
+    s.kind = crdt::Selector::Kind::kExplicit;
+    s.user = key.user_id;
+    s.endpoint = key.endpoint;
+    s.window_ms = key.window_ms;
+  }
+  return s;
 }
 
 }  // namespace tally::sim
