@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
     rls_options.accept_fd_exhausted = daemon.http_accept_fd_exhausted();
     rls_options.key_capacity = daemon.key_capacity();
     rls_options.trackers = daemon.trackers();
+    rls_options.overrides = daemon.published_overrides();
     rls = std::make_unique<tally::rls::RlsServer>(rls_options, daemon.gateway());
     if (!rls->Start(&error)) {
       spdlog::error("cannot start: {}", error);
@@ -165,9 +166,10 @@ int main(int argc, char** argv) {
     rls->Stop();
     spdlog::info(
         "rls final stats: grpc_requests={} http_requests={} capnp_requests={} over_limit={} "
-        "shadow_denials={} invalid={} failed={} reloads={} reload_failures={}",
+        "shadow_denials={} invalid={} failed={} reloads={} reload_failures={} "
+        "runtime_overrides={}",
         st.grpc_requests, st.http_requests, st.capnp_requests, st.over_limit, st.shadow_denials,
-        st.invalid, st.failed, st.reloads, st.reload_failures);
+        st.invalid, st.failed, st.reloads, st.reload_failures, st.runtime_overrides);
   }
   sd_notify(0, "STOPPING=1");
   return daemon.superseded() ? tally::io::Daemon::kExitSuperseded : 0;

@@ -41,6 +41,8 @@ const RuleNode* MatchLevel(const RuleSet::Index& index, const Level& level, cons
 
 constexpr const char* kBadOverrideUnit =
     "limit override unit is UNKNOWN or longer than tally's longest window (31 days)";
+constexpr const char* kBadRuntimeWindow =
+    "runtime limit override window is longer than tally's longest window (31 days)";
 constexpr const char* kKeyTooLong = "descriptor too long: its counter key exceeds 4096 bytes";
 
 }  // namespace
@@ -68,7 +70,15 @@ void Resolve(const RuleSet& rules, std::string_view domain, std::span<const Desc
     const RuleNode* path[kMaxDepth];
     bool encode = false;
     if (d.limit) {
-      if (UnitWindowMs(d.limit->unit) == 0) {
+      if (d.limit->runtime) {
+        if (d.limit->window_ms < kMinWindowMs || d.limit->window_ms > kMaxWindowMs) {
+          r.outcome = Outcome::kInvalid;
+          r.error = kBadRuntimeWindow;
+        } else {
+          r.outcome = Outcome::kLimited;
+          encode = true;
+        }
+      } else if (UnitWindowMs(d.limit->unit) == 0) {
         r.outcome = Outcome::kInvalid;
         r.error = kBadOverrideUnit;
       } else {
@@ -158,10 +168,12 @@ void Resolve(const RuleSet& rules, std::string_view domain, std::span<const Desc
     r.first_limit = static_cast<uint32_t>(out->limits_.size());
     if (descriptors[i].limit) {
       ResolvedLimit limit;
-      limit.requests_per_unit = descriptors[i].limit->requests_per_unit;
-      limit.unit = descriptors[i].limit->unit;
-      limit.window_ms = UnitWindowMs(limit.unit);
+      const LimitOverride& o = *descriptors[i].limit;
+      limit.requests_per_unit = o.requests_per_unit;
+      limit.unit = o.unit;
+      limit.window_ms = o.runtime ? o.window_ms : UnitWindowMs(o.unit);
       limit.from_override = true;
+      limit.from_runtime = o.runtime;
       out->limits_.push_back(limit);
     } else {
       const RuleNode& node = *out->matched_[i];

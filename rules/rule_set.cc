@@ -35,6 +35,15 @@ uint64_t UnitWindowMs(Unit unit) {
   }
 }
 
+Unit UnitOfWindow(uint64_t window_ms) {
+  if (window_ms == 0) return Unit::kUnknown;
+  for (Unit unit :
+       {Unit::kSecond, Unit::kMinute, Unit::kHour, Unit::kDay, Unit::kWeek, Unit::kMonth}) {
+    if (UnitWindowMs(unit) == window_ms) return unit;
+  }
+  return Unit::kUnknown;
+}
+
 std::string_view UnitName(Unit unit) {
   switch (unit) {
     case Unit::kSecond:

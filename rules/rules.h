@@ -69,6 +69,9 @@ enum class Unit : uint8_t {
 // 7 days, 30 days (envoyproxy/ratelimit's month). 0 for kUnknown, for kYear
 // (longer than tally's longest window, 31 days) and for any other number.
 uint64_t UnitWindowMs(Unit unit);
+// The unit whose window (UnitWindowMs) is exactly `window_ms`; kUnknown for
+// any other length (a runtime override's window, reported as such).
+Unit UnitOfWindow(uint64_t window_ms);
 // "SECOND", "MINUTE", ...; "UNKNOWN" for anything else.
 std::string_view UnitName(Unit unit);
 // Case-insensitive, as envoyproxy/ratelimit ("second", "Second", "SECOND").
@@ -184,10 +187,15 @@ struct Entry {
   std::string_view value;
 };
 
-// A descriptor's `limit` override (RateLimitDescriptor.limit).
+// A descriptor's `limit` override (RateLimitDescriptor.limit), or an
+// operator's runtime override (crdt/limit_overrides.h) the caller put in its
+// place: that one has its own window (`window_ms` > 0, any length, `unit`
+// the one of exactly that length or kUnknown) and is marked `runtime`.
 struct LimitOverride {
   uint32_t requests_per_unit = 0;
   Unit unit = Unit::kUnknown;
+  uint64_t window_ms = 0;  // 0: UnitWindowMs(unit)
+  bool runtime = false;
 };
 
 struct Descriptor {
@@ -216,7 +224,8 @@ struct ResolvedLimit {
   bool shadow_mode = false;  // decide and count, but answer OK
   bool detailed_metric = false;
   bool value_to_metric = false;
-  bool from_override = false;  // the request's own limit, not a rule's
+  bool from_override = false;  // the request's own limit or a runtime override, not a rule's
+  bool from_runtime = false;   // a runtime override (LimitOverride::runtime)
   // Which of RuleSet::rule_limits() this is (for per-rule counters);
   // UINT32_MAX for an override.
   uint32_t rule_limit = UINT32_MAX;
@@ -274,7 +283,8 @@ class Resolution {
 // following envoyproxy/ratelimit (docs/ENVOY.md, "Rules"):
 //   * A descriptor with a limit override gets exactly that limit (no shadow,
 //     no name), whether or not a rule or the domain exists; an override unit
-//     tally cannot enforce (UNKNOWN, YEAR) makes it kInvalid.
+//     tally cannot enforce (UNKNOWN, YEAR) makes it kInvalid, as does a
+//     runtime override's window beyond tally's longest (31 days).
 //   * Otherwise its entries walk the domain's tree one level per entry; at
 //     each level an exact value match wins over a wildcard prefix (first in
 //     file order), which wins over a key-only rule; there is no backtracking.

@@ -52,9 +52,18 @@ void ClusterDriver::Impl::ResolveLocked(Batch* b) {
 
 void ClusterDriver::Impl::FlushPeerInputLocked(const Instant& now, Batch* b) {
   node->Flush(now, &b->out);
+  PublishOverridesLocked();
   ResolveLocked(b);
   LogMembershipLocked();
   ArmTimerLocked(now.monotonic.count());
+}
+
+void ClusterDriver::Impl::PublishOverridesLocked() {
+  const crdt::LimitOverrides& map = node->overrides();
+  if (map.version() == published_overrides_version) return;
+  published_overrides_version = map.version();
+  auto table = std::make_shared<const crdt::DescriptorOverrideTable>(map);
+  published_overrides.Publish(table->empty() ? nullptr : std::move(table));
 }
 
 void ClusterDriver::Impl::ArmTimerLocked(int64_t now_ns) {
@@ -197,6 +206,7 @@ void ClusterDriver::Impl::OnTimer() {
     const Instant now = ReadClock();
     timer_armed = false;
     node->Tick(now, &b.out);
+    PublishOverridesLocked();
     ResolveLocked(&b);
     LogMembershipLocked();
     CheckLeaveLocked(now, &b);
@@ -416,6 +426,28 @@ void ClusterDriver::HandleClientDatagrams(std::span<const ClientDatagram> datagr
     d.ArmTimerLocked(now.monotonic.count());
   }
   d.Send(b);
+}
+
+crdt::LimitOverrides::MergeResult ClusterDriver::WriteOverride(const crdt::Selector& selector,
+                                                               const crdt::OverrideValue& value) {
+  Impl& d = *impl_;
+  Impl::Batch b;
+  crdt::LimitOverrides::MergeResult result;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    const Instant now = ReadClock();
+    result = d.node->WriteOverride(selector, value, now, &b.out);
+    d.node->Flush(now, &b.out);
+    d.PublishOverridesLocked();
+    d.ResolveLocked(&b);
+    d.ArmTimerLocked(now.monotonic.count());
+  }
+  d.Send(b);
+  return result;
+}
+
+const PublishedOverrides* ClusterDriver::published_overrides() const {
+  return &impl_->published_overrides;
 }
 
 void ClusterDriver::SetRulesDigest(std::string digest) {

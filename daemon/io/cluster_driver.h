@@ -61,6 +61,7 @@
 #include "daemon/io/counters.h"
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/peer_seal.h"
+#include "daemon/io/published_overrides.h"
 #include "daemon/io/resolver.h"
 #include "daemon/io/status_trackers.h"
 #include "tally/limiter.h"
@@ -188,6 +189,16 @@ class ClusterDriver {
   // empty without rules doors) for the Node to tell every member
   // (Node::SetRulesDigest). Any thread, after Start.
   void SetRulesDigest(std::string digest);
+
+  // Writes a runtime limit override (or with value.removed its removal)
+  // through Node::WriteOverride, stamped now and sent to every member. Any
+  // thread, after Start.
+  crdt::LimitOverrides::MergeResult WriteOverride(const crdt::Selector& selector,
+                                                  const crdt::OverrideValue& value);
+  // The descriptor-form runtime overrides in force here, republished after
+  // every change of the Node's map: what the rules doors read without the
+  // Node's lock. Valid for the driver's life. Any thread.
+  const PublishedOverrides* published_overrides() const;
 
   // For status and owner queries. Any thread.
   wire::StatusReport Status(Instant now);

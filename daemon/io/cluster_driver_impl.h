@@ -128,6 +128,9 @@ struct ClusterDriver::Impl {
   void ArmTimerLocked(int64_t now_ns);
   void LogMembershipLocked();
   void CheckLeaveLocked(const Instant& now, Batch* b);
+  // Republishes the descriptor-form overrides when the Node's map changed
+  // since the last time (one integer compare when it did not).
+  void PublishOverridesLocked();
   void Send(Batch& b);
   void SendPeers(std::vector<core::Outbox::PeerPacket>& packets);
   void CountReplies(const std::vector<ReadyReply>& replies);
@@ -208,6 +211,10 @@ struct ClusterDriver::Impl {
   int64_t leave_deadline_ns = 0;
   std::function<void()> leave_done;
   int64_t started_ns = 0;
+  // The descriptor-form overrides the rules doors read, and the version of
+  // the Node's map they were built from (published under mu).
+  PublishedOverrides published_overrides;
+  uint64_t published_overrides_version = 0;
 
   boost::asio::steady_timer housekeeping_timer;
   boost::asio::steady_timer accept_retry_timer;

@@ -430,6 +430,14 @@ void Daemon::SetDescriptorChecks(DescriptorDoor::Decide decide) {
   impl_->descriptor_door.Set(std::move(decide));
 }
 CheckGateway* Daemon::gateway() const { return impl_->started ? impl_->gateway.get() : nullptr; }
+const PublishedOverrides* Daemon::published_overrides() const {
+  return impl_->cluster && impl_->started ? impl_->cluster->published_overrides() : nullptr;
+}
+std::optional<crdt::LimitOverrides::MergeResult> Daemon::WriteOverride(
+    const crdt::Selector& selector, const crdt::OverrideValue& value) {
+  if (!impl_->cluster || !impl_->started) return std::nullopt;
+  return impl_->cluster->WriteOverride(selector, value);
+}
 
 void Daemon::Run() {
   Impl& d = *impl_;

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "daemon/io/cluster_driver.h"
@@ -98,6 +99,14 @@ class Daemon {
   // in-process doors (daemon/io/check_gateway.h); null otherwise. Valid until
   // the Daemon is destroyed; decisions need Run() to be executing in cluster mode.
   CheckGateway* gateway() const;
+  // Cluster mode, after Start: the descriptor-form runtime limit overrides
+  // in force here (ClusterDriver::published_overrides), for the rules
+  // doors; null otherwise. Valid until the Daemon is destroyed.
+  const PublishedOverrides* published_overrides() const;
+  // Cluster mode, after Start: writes a runtime limit override cluster-wide
+  // (ClusterDriver::WriteOverride). nullopt otherwise. Any thread.
+  std::optional<crdt::LimitOverrides::MergeResult> WriteOverride(const crdt::Selector& selector,
+                                                                 const crdt::OverrideValue& value);
   // What status answers report about the Envoy doors' rules (daemon/rls/):
   // the digest in force and why the last reload failed ("" if it did not).
   // Any thread, any time.

@@ -24,11 +24,13 @@ uint64_t CheckRequestId(uint64_t request_id, size_t index) {
 }
 
 bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool global_shadow,
-                    std::string* error) {
+                    std::string* error, const crdt::DescriptorOverrideTable* overrides) {
   global_shadow_ = global_shadow;
   entries_.clear();
   descriptors_.clear();
   checks_.clear();
+  runtime_overrides_ = 0;
+  if (overrides != nullptr && overrides->empty()) overrides = nullptr;
   if (request.domain.empty()) {
     *error = "rate limit domain must not be empty";
     return false;
@@ -68,8 +70,23 @@ bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool
   for (const RlsDescriptor& d : request.descriptors) {
     const size_t first = entries_.size();
     for (const RlsEntry& e : d.entries) entries_.push_back({e.key, e.value});
+    std::optional<rules::LimitOverride> limit = d.limit;
+    // A runtime override wins over the request's limit and the rules. The
+    // selector key is built only for a descriptor whose domain and depth
+    // some override has.
+    if (overrides != nullptr && overrides->MayMatch(request.domain, d.entries.size())) {
+      crdt::Selector::DescriptorKeyStart(&override_key_, request.domain, d.entries.size());
+      for (const RlsEntry& e : d.entries) {
+        crdt::Selector::DescriptorKeyEntry(&override_key_, e.key, e.value);
+      }
+      if (const crdt::OverrideValue* o = overrides->Find(override_key_)) {
+        limit = rules::LimitOverride{ClampU32(o->limit), rules::UnitOfWindow(o->window_ms),
+                                     o->window_ms, true};
+        ++runtime_overrides_;
+      }
+    }
     descriptors_.push_back(
-        {std::span<const rules::Entry>(entries_).subspan(first, d.entries.size()), d.limit});
+        {std::span<const rules::Entry>(entries_).subspan(first, d.entries.size()), limit});
   }
   rules::Resolve(rules, request.domain, descriptors_, &resolution_);
   const uint64_t hits = request.hits_addend == 0 ? 1 : request.hits_addend;
@@ -133,7 +150,8 @@ Status RlsPlan::Answer(std::span<const CheckResult> results, RlsAnswer* answer,
       const rules::ResolvedLimit& limit = limits[reported];
       const CheckResult& r = results[next_check + reported];
       status.code = reported_denies ? Code::kOverLimit : Code::kOk;
-      status.current_limit = RlsLimit{limit.requests_per_unit, limit.unit, std::string(limit.name)};
+      status.current_limit =
+          RlsLimit{limit.requests_per_unit, limit.unit, std::string(limit.name), limit.window_ms};
       status.limit_remaining = ClampU32(r.remaining);
       if (r.allowed) {
         status.duration_until_reset_ms = r.reset_after_ms;

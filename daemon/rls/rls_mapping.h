@@ -25,6 +25,13 @@
 //     never fit) and reset_after_ms otherwise.
 //   * Invalid input (empty domain, no descriptors, an empty key, an override
 //     unit tally cannot enforce, bounds below) rejects the whole request.
+//   * Runtime overrides (crdt/limit_overrides.h, docs/ENVOY.md "Runtime
+//     overrides"): a descriptor whose (domain, entries) equal a descriptor
+//     override's selector gets exactly the override's limit and window, in
+//     place of the request's own `limit` and of any rule (its limits, name,
+//     shadow_mode, `unlimited` and `replaces`), rule or no rule. The global
+//     shadow flag still applies. current_limit's unit is the one of exactly
+//     the override's window, else UNKNOWN (the window is in RlsLimit).
 #ifndef TALLY_DAEMON_RLS_RLS_MAPPING_H_
 #define TALLY_DAEMON_RLS_RLS_MAPPING_H_
 
@@ -34,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "crdt/limit_overrides.h"
 #include "rules/rules.h"
 #include "tally/types.h"
 
@@ -73,8 +81,9 @@ enum class Code : uint8_t { kUnknown = 0, kOk = 1, kOverLimit = 2 };
 
 struct RlsLimit {
   uint32_t requests_per_unit = 0;
-  rules::Unit unit = rules::Unit::kUnknown;
+  rules::Unit unit = rules::Unit::kUnknown;  // kUnknown: a runtime override's odd window
   std::string name;
+  uint64_t window_ms = 0;  // the window enforced
 };
 
 struct RlsStatus {
@@ -113,11 +122,15 @@ class RlsPlan {
   RlsPlan(const RlsPlan&) = delete;
   RlsPlan& operator=(const RlsPlan&) = delete;
 
-  // Validates `request` and resolves it against `rules`. On success
-  // checks() holds one check per limit to enforce (possibly none). On
-  // invalid input returns false with `*error` a reason for the client.
+  // Validates `request` and resolves it against `rules` and the runtime
+  // overrides `overrides` (null or empty: none; only read during the call).
+  // On success checks() holds one check per limit to enforce (possibly
+  // none). On invalid input returns false with `*error` a reason for the
+  // client.
   bool Build(const rules::RuleSet& rules, const RlsRequest& request, bool global_shadow,
-             std::string* error);
+             std::string* error, const crdt::DescriptorOverrideTable* overrides = nullptr);
+  // After Build: how many descriptors a runtime override limited.
+  size_t runtime_overrides() const { return runtime_overrides_; }
 
   std::span<const CheckRequestRef> checks() const { return checks_; }
   // After a successful Build: what each descriptor resolved to; its limits,
@@ -136,6 +149,8 @@ class RlsPlan {
   std::vector<rules::Descriptor> descriptors_;
   rules::Resolution resolution_;
   std::vector<CheckRequestRef> checks_;
+  std::string override_key_;  // a descriptor's selector key, reused
+  size_t runtime_overrides_ = 0;
   bool global_shadow_ = false;
 };
 

@@ -30,6 +30,7 @@
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/metrics_text.h"
 #include "daemon/io/process_stats.h"
+#include "daemon/io/published_overrides.h"
 #include "daemon/io/sockets.h"
 #include "daemon/io/status_trackers.h"
 #include "daemon/rls/descriptor_wire.h"
@@ -209,7 +210,8 @@ struct RlsServer::Impl {
       std::make_shared<RuleCounters::Table>();
 
   std::atomic<uint64_t> grpc_requests{0}, http_requests{0}, capnp_requests{0}, over_limit{0},
-      shadow_denials{0}, invalid{0}, failed{0}, reloads{0}, reload_failures{0};
+      shadow_denials{0}, invalid{0}, failed{0}, reloads{0}, reload_failures{0},
+      runtime_overrides{0};
   std::atomic<size_t> http_connections{0};
   std::atomic<bool> last_reload_ok{true};
 
@@ -299,7 +301,15 @@ void RlsServer::Impl::Decide(const std::shared_ptr<Call>& call, Finish finish) {
 bool RlsServer::Impl::Plan(const std::shared_ptr<Call>& call, const Finish& finish) {
   TakeRules(call.get());
   std::string error;
-  if (!call->plan.Build(*call->rules, call->request, options.shadow_mode, &error)) {
+  // Held for Build only: the plan copies what it takes from the table.
+  const std::shared_ptr<const crdt::DescriptorOverrideTable> overrides =
+      options.overrides != nullptr ? options.overrides->Load() : nullptr;
+  const bool built =
+      call->plan.Build(*call->rules, call->request, options.shadow_mode, &error, overrides.get());
+  if (call->plan.runtime_overrides() > 0) {
+    runtime_overrides.fetch_add(call->plan.runtime_overrides(), std::memory_order_relaxed);
+  }
+  if (!built) {
     invalid.fetch_add(1, std::memory_order_relaxed);
     if (options.door_metrics != nullptr) {
       options.door_metrics->Count(call->door, io::Decision::kInvalid);
@@ -973,6 +983,7 @@ RlsStats RlsServer::stats() const {
   s.reloads = d.reloads.load(std::memory_order_relaxed);
   s.reload_failures = d.reload_failures.load(std::memory_order_relaxed);
   s.grpc_listener_restarts = d.grpc_listener_restarts.load(std::memory_order_relaxed);
+  s.runtime_overrides = d.runtime_overrides.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -34,6 +34,7 @@
 namespace tally::io {
 class CheckGateway;
 class DoorMetrics;
+class PublishedOverrides;
 struct StatusTrackers;
 }  // namespace tally::io
 
@@ -68,6 +69,10 @@ struct RlsServerOptions {
   // For the status page (GET /, GET /status.json): the daemon's rate
   // history, busiest keys and membership events. Null: those stay empty.
   const io::StatusTrackers* trackers = nullptr;
+  // The descriptor-form runtime limit overrides in force on this member
+  // (Daemon::published_overrides; cluster mode), applied to every
+  // descriptor check (rls_mapping.h). Null: none. Borrowed.
+  const io::PublishedOverrides* overrides = nullptr;
 };
 
 struct RlsStats {
@@ -81,6 +86,8 @@ struct RlsStats {
   // The gRPC server rebuilt after its listener stopped accepting
   // (daemon/rls/grpc_listener_probe.h).
   uint64_t grpc_listener_restarts = 0;
+  // Descriptors a runtime limit override limited (rls_mapping.h).
+  uint64_t runtime_overrides = 0;
 };
 
 class RlsServer {
