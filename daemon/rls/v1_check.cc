@@ -125,8 +125,6 @@ std::string FormatV1Answer(const RlsAnswer& answer) {
       std::string unit(rules::UnitName(s.current_limit->unit));
       for (char& c : unit) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
       d["unit"] = unit;
-      // The window enforced: a runtime override's may be no whole unit.
-      d["window_ms"] = s.current_limit->window_ms;
     } else {
       d["limit"] = nullptr;
     }
