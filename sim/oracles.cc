@@ -694,8 +694,8 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
       }
     }
     r.value = "push " + Fmt("%.3f s", static_cast<double>(worst_push) / 1e9) + ", after heal " +
-              Fmt("%.2f s", static_cast<double>(worst_heal) / 1e9) + " (" +
-              std::to_string(judged) + " host-writes)";
+              Fmt("%.2f s", static_cast<double>(worst_heal) / 1e9) + " (" + std::to_string(judged) +
+              " host-writes)";
     r.bound = "push <= " + Fmt("%.3f s", static_cast<double>(b.override_push_ns) / 1e9) +
               ", heal <= " + Fmt("%.2f s", static_cast<double>(b.override_heal_ns) / 1e9);
     if (unwatched > 0) r.value += ", " + std::to_string(unwatched) + " past the end";
@@ -730,8 +730,8 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
           // pushed to it or healed towards it.
           const TrueNs by = q.sent_ns + kInFlightNs;
           const TrueNs heal = HealAfter(run, w->at_ns);
-          const bool reaches = h < w->reachable.size() &&
-                               (w->reachable[h] != 0 || (heal >= 0 && heal <= by));
+          const bool reaches =
+              h < w->reachable.size() && (w->reachable[h] != 0 || (heal >= 0 && heal <= by));
           if (w->at_ns <= by && reaches &&
               (possible == nullptr || crdt::Wins(w->entry, possible->entry))) {
             possible = w;
@@ -749,11 +749,10 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
           if (run.decisions[d].limit != expected) {
             ++wrong;
             if (u.detail.empty()) {
-              u.detail = "request " + std::to_string(q.request_id) + " (" +
-                         run.keys[key].user_id + ") entered " + run.host_ids[h] + " at t=" +
-                         Seconds(q.sent_ns) + ": decided with limit " +
-                         std::to_string(run.decisions[d].limit) + ", held " +
-                         std::to_string(expected);
+              u.detail = "request " + std::to_string(q.request_id) + " (" + run.keys[key].user_id +
+                         ") entered " + run.host_ids[h] + " at t=" + Seconds(q.sent_ns) +
+                         ": decided with limit " + std::to_string(run.decisions[d].limit) +
+                         ", held " + std::to_string(expected);
             }
           }
         }

@@ -694,8 +694,8 @@ std::vector<Scenario> Build() {
   add("hot_key", "one key with half the traffic, bursty, batched: still exact", 10, 60, 20,
       Make<HotKey>(10, 60));
   add("runtime_override",
-      "overrides spread within a push, converge after a partition heals, and decide checks", 10,
-      60, 30, Make<RuntimeOverride>(10, 60));
+      "overrides spread within a push, converge after a partition heals, and decide checks", 10, 60,
+      30, Make<RuntimeOverride>(10, 60));
   add("scale", "messages and bytes per node per second flat from 10 to 100 to 1000 nodes", 1000, 30,
       20, Make<Scale>(1000, 30));
   v.back().legs = ScaleLegs;

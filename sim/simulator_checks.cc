@@ -69,8 +69,8 @@ void Simulator::ObserveOverrides(TrueNs t) {
       if (w.seen_ns[i] >= 0 || !Serving(h) || h.generation != w.generation[i]) continue;
       const crdt::OverrideEntry* e = h.node->overrides().FindEntry(w.selector_key);
       if (e == nullptr) continue;
-      const bool same = e->stamp == w.entry.stamp && e->writer == w.entry.writer &&
-                        e->value == w.entry.value;
+      const bool same =
+          e->stamp == w.entry.stamp && e->writer == w.entry.writer && e->value == w.entry.value;
       if (same || crdt::Wins(*e, w.entry)) w.seen_ns[i] = t;
     }
   }

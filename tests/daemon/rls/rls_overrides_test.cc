@@ -159,7 +159,8 @@ TEST_F(RlsOverridesTest, DescriptorNoRuleMatchesIsLimitedByItsOverride) {
 
 TEST_F(RlsOverridesTest, OverrideWinsOverTheRequestsOwnLimit) {
   RlsRequest r = Request({});
-  r.descriptors.push_back({{{"remote_address", "q"}}, rules::LimitOverride{100, rules::Unit::kSecond}});
+  r.descriptors.push_back(
+      {{{"remote_address", "q"}}, rules::LimitOverride{100, rules::Unit::kSecond}});
   EXPECT_EQ(Decide(r).statuses[0].current_limit->requests_per_unit, 100u);
   Write(Descriptor("edge", {{"remote_address", "q"}}), 1, 3'600'000);
   RlsAnswer a = Decide(r);
@@ -168,7 +169,8 @@ TEST_F(RlsOverridesTest, OverrideWinsOverTheRequestsOwnLimit) {
   EXPECT_EQ(Decide(r).overall_code, Code::kOverLimit);
   // A request limit tally could not enforce (YEAR) no longer matters.
   RlsRequest year = Request({});
-  year.descriptors.push_back({{{"remote_address", "q"}}, rules::LimitOverride{1, rules::Unit::kYear}});
+  year.descriptors.push_back(
+      {{{"remote_address", "q"}}, rules::LimitOverride{1, rules::Unit::kYear}});
   RlsPlan plan;
   std::string error;
   EXPECT_TRUE(plan.Build(*rules_, year, false, &error, table_.get())) << error;
@@ -197,8 +199,8 @@ TEST_F(RlsOverridesTest, AWindowBeyondTallysLongestRejectsTheRequest) {
   Write(Descriptor("edge", {{"remote_address", "long"}}), 5, 60ull * 86'400'000);
   RlsPlan plan;
   std::string error;
-  EXPECT_FALSE(plan.Build(*rules_, Request({{{"remote_address", "long"}}}), false, &error,
-                          table_.get()));
+  EXPECT_FALSE(
+      plan.Build(*rules_, Request({{{"remote_address", "long"}}}), false, &error, table_.get()));
   EXPECT_NE(error.find("31 days"), std::string::npos) << error;
 }
 
@@ -247,12 +249,11 @@ TEST_F(RlsOverridesTest, OnlyTheExactDescriptorMatches) {
   Write(Descriptor("edge", {{"a", "1"}, {"b", "2"}}), 0);
   EXPECT_EQ(Decide(Request({{{"a", "1"}, {"b", "2"}}})).overall_code, Code::kOverLimit);
   EXPECT_EQ(last_runtime_, 1u);
-  for (const RlsRequest& r :
-       {Request({{{"b", "2"}, {"a", "1"}}}),                // entries in another order
-        Request({{{"a", "1"}}}),                            // a prefix
-        Request({{{"a", "1"}, {"b", "2"}, {"c", "3"}}}),    // deeper
-        Request({{{"a", "1"}, {"b", "22"}}}),               // another value
-        Request({{{"a", "1"}, {"b", "2"}}}, "other")}) {    // another domain
+  for (const RlsRequest& r : {Request({{{"b", "2"}, {"a", "1"}}}),  // entries in another order
+                              Request({{{"a", "1"}}}),              // a prefix
+                              Request({{{"a", "1"}, {"b", "2"}, {"c", "3"}}}),  // deeper
+                              Request({{{"a", "1"}, {"b", "22"}}}),             // another value
+                              Request({{{"a", "1"}, {"b", "2"}}}, "other")}) {  // another domain
     EXPECT_EQ(Decide(r).overall_code, Code::kOk);
     EXPECT_EQ(last_runtime_, 0u);
   }
