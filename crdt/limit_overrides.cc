@@ -151,6 +151,11 @@ std::optional<OverrideValue> LimitOverrides::FindKey(const std::string& selector
   return it->second.value;
 }
 
+const OverrideEntry* LimitOverrides::FindEntry(const std::string& selector_key) const {
+  auto it = entries_.find(selector_key);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
 std::vector<OverrideEntry> LimitOverrides::Entries() const {
   std::vector<OverrideEntry> out;
   out.reserve(entries_.size());
