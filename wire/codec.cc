@@ -777,11 +777,12 @@ void EncodeLimitOverridesResponse(const LimitOverridesReport& report,
 }
 
 size_t EncodedLimitOverrideBound(const LimitOverrideReport& entry) {
-  // The override (3 data words, 1 pointer), its selector (1 data word, 1
+  // The override (4 data words: `removed` takes a word of its own before
+  // the three 64-bit fields; 1 pointer), its selector (1 data word, 1
   // pointer) and the selector's body: a descriptor (2 pointers, the domain,
   // the entries' tag, per entry 2 pointers and two texts) or a key (1 data
   // word, 2 pointers, two blobs).
-  size_t bytes = 4 * kWordBytes + 2 * kWordBytes;
+  size_t bytes = 5 * kWordBytes + 2 * kWordBytes;
   const LimitSelectorValue& s = entry.selector;
   if (s.is_key) {
     bytes += 3 * kWordBytes + TextBound(s.user_id.size()) + TextBound(s.endpoint.size());

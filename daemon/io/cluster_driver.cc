@@ -418,6 +418,28 @@ void ClusterDriver::HandleClientDatagrams(std::span<const ClientDatagram> datagr
   d.Send(b);
 }
 
+crdt::LimitOverrides::MergeResult ClusterDriver::WriteOverride(const crdt::Selector& selector,
+                                                               const crdt::OverrideValue& value,
+                                                               Instant now) {
+  Impl& d = *impl_;
+  Impl::Batch b;
+  crdt::LimitOverrides::MergeResult result;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    result = d.node->WriteOverride(selector, value, now, &b.out);
+    d.node->Flush(now, &b.out);
+    d.ResolveLocked(&b);
+    d.ArmTimerLocked(now.monotonic.count());
+  }
+  d.Send(b);
+  return result;
+}
+
+void ClusterDriver::ReadOverrides(const std::function<void(const crdt::LimitOverrides&)>& read) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  read(impl_->node->overrides());
+}
+
 void ClusterDriver::SetRulesDigest(std::string digest) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->node) impl_->node->SetRulesDigest(std::move(digest));
