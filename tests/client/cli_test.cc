@@ -318,8 +318,7 @@ TEST_F(CliTest, LimitSetGetListRemoveOnASingleNode) {
   EXPECT_NE(set.out.find("set on "), std::string::npos) << set.out;
   ProcessResult denied = Check({"cli-limit", "/x", "10", "60"});
   EXPECT_EQ(denied.exit_code, 1) << denied.out;  // 1 hit already spent of the 1 allowed
-  EXPECT_NE(denied.out.find(" limit=1
-"), std::string::npos) << denied.out;
+  EXPECT_NE(denied.out.find(" limit=1\n"), std::string::npos) << denied.out;
   ProcessResult got = cmd({"get", "--udp", Udp(), "--json"});
   ASSERT_EQ(got.exit_code, 0) << got.err;
   boost::json::object o = Json(got);

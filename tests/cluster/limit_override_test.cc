@@ -142,7 +142,8 @@ TEST(LimitOverrideTest, WritesFromANonLoopbackSourceAreRefused) {
   TempDir dir;
   DaemonProcess d;
   std::string error;
-  ASSERT_TRUE(d.Start({"--udp", address + ":0", "--unix-seq", dir.File("d.seq"), "--node-id",
+  ASSERT_TRUE(d.Start({"--udp", address + ":0", "--unix", dir.File("d.sock"), "--unix-seq",
+                       dir.File("d.seq"), "--node-id",
                        "solo", "--threads", "1"},
                       &error))
       << error;
