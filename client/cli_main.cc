@@ -20,8 +20,8 @@
 // Exit status: check: 0 allowed, 1 denied, 2 anything else (usage,
 // unreachable daemon, a non-ok status). status and owner: 0 answered, 2
 // anything else. keyring: 0 done, 2 anything else. limit: 0 done (get: an
-// override is in force), 1 get: none is, 2 anything else (a refused write too). --help also exits 2 so that `tally ... && act`
-// never acts on a help text.
+// override is in force), 1 get: none is, 2 anything else (a refused write too). --help also exits 2
+// so that `tally ... && act` never acts on a help text.
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <charconv>
@@ -915,8 +915,8 @@ bool ParseLimitSelector(const po::variables_map& flags, wire::LimitSelectorValue
 
 std::string SelectorText(const wire::LimitSelectorValue& s) {
   if (s.is_key) {
-    return "user=" + s.user_id + " endpoint=" + s.endpoint + " window_ms=" +
-           std::to_string(s.window_ms);
+    return "user=" + s.user_id + " endpoint=" + s.endpoint +
+           " window_ms=" + std::to_string(s.window_ms);
   }
   std::string out = "domain=" + s.domain + " descriptor=";
   for (size_t i = 0; i < s.entries.size(); ++i) {
@@ -942,8 +942,8 @@ std::string SelectorJson(const wire::LimitSelectorValue& s) {
 
 std::string OverrideJson(const wire::LimitOverrideReport& o) {
   return "{" + SelectorJson(o.selector) + ",\"removed\":" + JsonBool(o.removed) +
-         ",\"limit\":" + std::to_string(o.limit) + ",\"window_ms\":" +
-         std::to_string(o.window_ms) + ",\"updated_ms\":" + std::to_string(o.updated_ms) + "}";
+         ",\"limit\":" + std::to_string(o.limit) + ",\"window_ms\":" + std::to_string(o.window_ms) +
+         ",\"updated_ms\":" + std::to_string(o.updated_ms) + "}";
 }
 
 std::string OverrideLine(const wire::LimitOverrideReport& o) {
@@ -1008,9 +1008,9 @@ int RunLimit(int argc, char** argv) {
         return ReportError(json, Status::kUnavailable, error);
       }
       if (report.status != Status::kOk) {
-        return ReportError(json, report.status,
-                           report.error.empty() ? std::string(StatusName(report.status))
-                                                : report.error);
+        return ReportError(
+            json, report.status,
+            report.error.empty() ? std::string(StatusName(report.status)) : report.error);
       }
       node_id = report.node_id;
       for (auto& o : report.overrides) all.push_back(std::move(o));
@@ -1038,9 +1038,9 @@ int RunLimit(int argc, char** argv) {
       return ReportError(json, Status::kUnavailable, error);
     }
     if (report.status != Status::kOk) {
-      return ReportError(json, report.status,
-                         report.error.empty() ? std::string(StatusName(report.status))
-                                              : report.error);
+      return ReportError(
+          json, report.status,
+          report.error.empty() ? std::string(StatusName(report.status)) : report.error);
     }
     const bool in_force = !report.overrides.empty() && !report.overrides[0].removed;
     std::string out;
@@ -1099,9 +1099,9 @@ int RunLimit(int argc, char** argv) {
     return ReportError(json, Status::kUnavailable, error);
   }
   if (report.status != Status::kOk) {
-    return ReportError(json, report.status,
-                       report.error.empty() ? std::string(StatusName(report.status))
-                                            : report.error);
+    return ReportError(
+        json, report.status,
+        report.error.empty() ? std::string(StatusName(report.status)) : report.error);
   }
   std::string out;
   if (json) {

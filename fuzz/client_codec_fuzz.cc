@@ -252,8 +252,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case MessageKind::kLimitWriteResponse: {
       const auto& a = again.limit_write_report();
       const auto& b = reader.limit_write_report();
-      FUZZ_CHECK(a.request_id == b.request_id && a.status == b.status &&
-                 a.outcome == b.outcome && a.node_id == b.node_id);
+      FUZZ_CHECK(a.request_id == b.request_id && a.status == b.status && a.outcome == b.outcome &&
+                 a.node_id == b.node_id);
       FUZZ_CHECK(a.error == b.error.substr(0, 512));
       break;
     }

@@ -132,8 +132,7 @@ void ClientCorpus() {
   Write(t, "limit_write_key_padded", out);
   wire::EncodeLimitWrite({9, by_key, true, 0, 0, 0}, &out);
   Write(t, "limit_remove", out);
-  wire::EncodeLimitWriteResponse(
-      {7, Status::kOk, "", wire::LimitOutcome::kApplied, "n1"}, &out);
+  wire::EncodeLimitWriteResponse({7, Status::kOk, "", wire::LimitOutcome::kApplied, "n1"}, &out);
   Write(t, "limit_write_response", out);
   wire::EncodeLimitWriteResponse({8, Status::kPermissionDenied,
                                   "limit writes are accepted on tallyd's Unix sockets and from "

@@ -174,8 +174,8 @@ bool ReadLimitSelector(bool has, wire::LimitSelector::Reader r, LimitSelectorVal
       auto d = r.getDescriptor();
       auto entries = d.getEntries();
       if (entries.size() > kMaxLimitSelectorEntries) {
-        *error = "a selector has more than " + std::to_string(kMaxLimitSelectorEntries) +
-                 " entries";
+        *error =
+            "a selector has more than " + std::to_string(kMaxLimitSelectorEntries) + " entries";
         return false;
       }
       out->is_key = false;
@@ -403,8 +403,8 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         kind_ = MessageKind::kLimitList;
         auto cursor = root.getLimitList().getCursor();
         if (cursor.size() > kMaxLimitCursorBytes) {
-          limit_query_error_ = "cursor longer than " + std::to_string(kMaxLimitCursorBytes) +
-                               " bytes";
+          limit_query_error_ =
+              "cursor longer than " + std::to_string(kMaxLimitCursorBytes) + " bytes";
         } else {
           limit_list_.cursor = std::string(AsView(cursor));
         }
@@ -704,8 +704,7 @@ size_t EncodedDescriptorReportBound(std::span<const size_t> name_bytes, size_t e
 
 namespace tally::wire {
 
-void EncodeLimitWrite(const LimitWriteQuery& query, std::vector<std::byte>* out,
-                      size_t min_bytes) {
+void EncodeLimitWrite(const LimitWriteQuery& query, std::vector<std::byte>* out, size_t min_bytes) {
   EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
     auto q = root.initLimitWrite();
     q.setRequestId(query.request_id);
@@ -752,8 +751,7 @@ void EncodeLimitWriteResponse(const LimitWriteReport& report, std::vector<std::b
   });
 }
 
-void EncodeLimitOverridesResponse(const LimitOverridesReport& report,
-                                  std::vector<std::byte>* out) {
+void EncodeLimitOverridesResponse(const LimitOverridesReport& report, std::vector<std::byte>* out) {
   Encode(out, [&](wire::ClientMessage::Builder root) {
     auto r = root.initLimitOverridesResponse();
     r.setStatus(ToWire(report.status));
@@ -795,8 +793,7 @@ size_t EncodedLimitOverrideBound(const LimitOverrideReport& entry) {
   return bytes;
 }
 
-size_t EncodedLimitOverridesEnvelopeBound(const LimitOverridesReport& report,
-                                          size_t cursor_bytes) {
+size_t EncodedLimitOverridesEnvelopeBound(const LimitOverridesReport& report, size_t cursor_bytes) {
   // Root struct (1 data word, 4 pointers), the error, the list's tag, the
   // cursor and the node id.
   return kMessageOverheadBytes + 6 * kWordBytes +

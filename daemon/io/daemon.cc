@@ -77,11 +77,11 @@ struct Daemon::Impl {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
   Counters counters;
   DoorMetrics door_metrics;
-  StatusTrackers trackers;                 // the status page's (daemon/io/status_trackers.h)
-  std::unique_ptr<Limiter> limiter;        // null in echo and cluster mode
+  StatusTrackers trackers;           // the status page's (daemon/io/status_trackers.h)
+  std::unique_ptr<Limiter> limiter;  // null in echo and cluster mode
   std::unique_ptr<LocalOverrides> local_overrides;  // with `limiter`: runtime limit overrides
-  std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
-  std::unique_ptr<CheckGateway> gateway;   // null in echo mode
+  std::unique_ptr<ClusterDriver> cluster;           // cluster mode only
+  std::unique_ptr<CheckGateway> gateway;            // null in echo mode
   DaemonIdentity identity;
   RulesStatus rules_status;
   DescriptorDoor descriptor_door;

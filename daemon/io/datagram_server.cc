@@ -68,7 +68,8 @@ void DatagramServer::HandleBatch(size_t n) {
     }
     std::span<const std::byte> bytes = rx_.data(i);
     // Only a loopback source may write limits over UDP (limit_door.h).
-    const bool loopback = door_ == Door::kUdp && IsLoopbackSource(rx_.address(i), rx_.address_length(i));
+    const bool loopback =
+        door_ == Door::kUdp && IsLoopbackSource(rx_.address(i), rx_.address_length(i));
     Handled handled = processor_.Handle(bytes, rx_.truncated(i), now, static_cast<uint32_t>(i),
                                         &replies_, loopback);
     if (handled == Handled::kForRules) {

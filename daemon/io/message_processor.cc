@@ -303,10 +303,9 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       break;
     case wire::MessageKind::kStatusRequest: {
       std::vector<std::byte>* out = NextBuffer();
-      wire::StatusReport report = cluster_ != nullptr
-                                      ? cluster_->Status(now)
-                                      : SingleNodeStatus(limiter_, identity_, *counters_, now,
-                                                         overrides_);
+      wire::StatusReport report =
+          cluster_ != nullptr ? cluster_->Status(now)
+                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       ReplyToQuery(message.size(), out, tag, replies);
@@ -541,33 +540,30 @@ void MessageProcessor::HandleLimitList(size_t request_bytes, uint32_t tag,
   // A page holds what fits the reply bound of this door (3x the request on
   // a datagram door, else one datagram), by the encoder's upper bounds.
   const bool forgeable = door_ == Door::kUdp || door_ == Door::kUnix;
-  const size_t budget = forgeable ? std::min(wire::kMaxReplyFactor * request_bytes,
-                                             wire::kMaxDatagramBytes)
-                                  : wire::kMaxDatagramBytes;
+  const size_t budget =
+      forgeable ? std::min(wire::kMaxReplyFactor * request_bytes, wire::kMaxDatagramBytes)
+                : wire::kMaxDatagramBytes;
   size_t used = 0;
   size_t first_needs = 0;  // the bytes the first live entry needs, when none fit
   std::string last_key;
   const bool have = ReadOverrides([&](const crdt::LimitOverrides& map) {
-    map.VisitAfter(reader_.limit_list().cursor,
-                   [&](const std::string& key, const crdt::OverrideEntry& e) {
-                     if (e.value.removed) return true;  // a list shows those in force
-                     wire::LimitOverrideReport r = OverrideReportOf(e);
-                     const size_t cost = wire::EncodedLimitOverrideBound(r);
-                     if (wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + used +
-                             cost >
-                         budget) {
-                       if (report.overrides.empty()) {
-                         first_needs =
-                             wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + cost;
-                       }
-                       report.next_cursor = last_key;
-                       return false;
-                     }
-                     used += cost;
-                     last_key = key;
-                     report.overrides.push_back(std::move(r));
-                     return true;
-                   });
+    map.VisitAfter(
+        reader_.limit_list().cursor, [&](const std::string& key, const crdt::OverrideEntry& e) {
+          if (e.value.removed) return true;  // a list shows those in force
+          wire::LimitOverrideReport r = OverrideReportOf(e);
+          const size_t cost = wire::EncodedLimitOverrideBound(r);
+          if (wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + used + cost > budget) {
+            if (report.overrides.empty()) {
+              first_needs = wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + cost;
+            }
+            report.next_cursor = last_key;
+            return false;
+          }
+          used += cost;
+          last_key = key;
+          report.overrides.push_back(std::move(r));
+          return true;
+        });
   });
   if (!have) {
     report.status = tally::Status::kUnavailable;

@@ -248,7 +248,6 @@ TEST_F(CliTest, UnixDatagramAndSeqpacketWork) {
   }
 }
 
-
 // ---- tally limit ----
 
 ProcessResult LimitCli(std::vector<std::string> args) {
@@ -257,24 +256,25 @@ ProcessResult LimitCli(std::vector<std::string> args) {
 }
 
 TEST_F(CliTest, LimitUsageErrorsExitTwo) {
-  const std::vector<std::string> key = {"--user", "u", "--endpoint", "/e", "--window-seconds",
-                                        "60"};
+  const std::vector<std::string> key = {"--user",           "u", "--endpoint", "/e",
+                                        "--window-seconds", "60"};
   auto with_key = [&](std::vector<std::string> head) {
     head.insert(head.end(), key.begin(), key.end());
     return head;
   };
   const std::vector<std::vector<std::string>> bad = {
-      {},                                             // no verb
-      {"frob"},                                       // unknown verb
-      {"set", "--udp", Udp()},                        // no selector
-      with_key({"set", "--udp", Udp()}),              // no --limit
+      {},                                 // no verb
+      {"frob"},                           // unknown verb
+      {"set", "--udp", Udp()},            // no selector
+      with_key({"set", "--udp", Udp()}),  // no --limit
       with_key({"set", "--udp", Udp(), "--limit", "-1"}),
       with_key({"set", "--udp", Udp(), "--limit", "4294967296"}),
       with_key({"set", "--udp", Udp(), "--limit", "1", "--unit", "minute"}),  // unit: descriptors
       with_key({"get", "--udp", Udp(), "--limit", "1"}),                      // --limit: set only
       with_key({"list", "--udp", Udp()}),                                     // list: no selector
       with_key({"set", "--udp", Udp(), "--limit", "1", "--domain", "d"}),     // both forms
-      {"set", "--udp", Udp(), "--domain", "d", "--limit", "1", "--unit", "second"},  // no descriptor
+      {"set", "--udp", Udp(), "--domain", "d", "--limit", "1", "--unit",
+       "second"},  // no descriptor
       {"set", "--udp", Udp(), "--domain", "d", "--descriptor", "a=b", "--limit", "1"},  // no unit
       {"set", "--udp", Udp(), "--domain", "d", "--descriptor", "a=b", "--limit", "1", "--unit",
        "fortnight"},
@@ -301,8 +301,8 @@ TEST_F(CliTest, LimitUsageErrorsExitTwo) {
 }
 
 TEST_F(CliTest, LimitSetGetListRemoveOnASingleNode) {
-  const std::vector<std::string> key = {"--user", "cli-limit", "--endpoint", "/x",
-                                        "--window-seconds", "60"};
+  const std::vector<std::string> key = {"--user", "cli-limit",        "--endpoint",
+                                        "/x",     "--window-seconds", "60"};
   auto cmd = [&](std::vector<std::string> head, bool with_key = true) {
     if (with_key) head.insert(head.end(), key.begin(), key.end());
     return LimitCli(head);
@@ -358,10 +358,10 @@ TEST_F(CliTest, LimitSetGetListRemoveOnASingleNode) {
   EXPECT_EQ(back.exit_code, 0) << back.out;
   EXPECT_NE(back.out.find(" limit=10\n"), std::string::npos) << back.out;
   EXPECT_EQ(cmd({"get", "--udp", Udp()}).exit_code, 1);
-  ASSERT_EQ(LimitCli({"rm", "--udp", Udp(), "--domain", "edge", "--descriptor",
-                      "tier=gold,path=/a"})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      LimitCli({"rm", "--udp", Udp(), "--domain", "edge", "--descriptor", "tier=gold,path=/a"})
+          .exit_code,
+      0);
 }
 
 }  // namespace

@@ -2,10 +2,10 @@
 // loopback (set on one member, checks through another obey it, the third
 // lists it, rm restores the callers' limit), and a write from a
 // non-loopback UDP source refused.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <boost/json.hpp>
 #include <string>
@@ -29,7 +29,7 @@ boost::json::object Json(const ProcessResult& result) {
   return value.is_object() ? value.as_object() : boost::json::object();
 }
 
-const std::vector<std::string> kKey = {"--user", "carol", "--endpoint", "/pay",
+const std::vector<std::string> kKey = {"--user",           "carol", "--endpoint", "/pay",
                                        "--window-seconds", "60"};
 
 ProcessResult Limit(const std::string& verb, const std::string& udp,
@@ -65,8 +65,9 @@ TEST(LimitOverrideTest, SetOnOneMemberIsObeyedThroughAnotherAndListedOnTheThird)
   ASSERT_EQ(before.status, Status::kOk) << before.error;
   EXPECT_EQ(before.limit, 100u);
 
-  ProcessResult set = Limit("set", UdpOf(n1), {"--user", "carol", "--endpoint", "/pay",
-                                               "--window-seconds", "60", "--limit", "3"});
+  ProcessResult set =
+      Limit("set", UdpOf(n1),
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
   ASSERT_EQ(set.exit_code, 0) << set.out << set.err;
   boost::json::object o = Json(set);
   EXPECT_EQ(o["outcome"].as_string(), "applied");
@@ -143,14 +144,14 @@ TEST(LimitOverrideTest, WritesFromANonLoopbackSourceAreRefused) {
   DaemonProcess d;
   std::string error;
   ASSERT_TRUE(d.Start({"--udp", address + ":0", "--unix", dir.File("d.sock"), "--unix-seq",
-                       dir.File("d.seq"), "--node-id",
-                       "solo", "--threads", "1"},
+                       dir.File("d.seq"), "--node-id", "solo", "--threads", "1"},
                       &error))
       << error;
   const std::string udp = address + ":" + std::to_string(d.udp_port());
   // Sent to our own non-loopback address, the datagram's source is that address.
-  ProcessResult set = Limit("set", udp, {"--user", "carol", "--endpoint", "/pay",
-                                         "--window-seconds", "60", "--limit", "3"});
+  ProcessResult set =
+      Limit("set", udp,
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
   EXPECT_EQ(set.exit_code, 2) << set.out;
   boost::json::object o = Json(set);
   EXPECT_EQ(o["status"].as_string(), "permission_denied");
@@ -158,9 +159,9 @@ TEST(LimitOverrideTest, WritesFromANonLoopbackSourceAreRefused) {
   // Reads are answered from there; the write did not happen.
   EXPECT_EQ(Limit("get", udp, kKey).exit_code, 1);
   // The Unix socket takes it.
-  ProcessResult via_unix = RunProcess(
-      CliPath(), {"limit", "set", "--unix", dir.File("d.seq"), "--user", "carol", "--endpoint",
-                  "/pay", "--window-seconds", "60", "--limit", "3"});
+  ProcessResult via_unix =
+      RunProcess(CliPath(), {"limit", "set", "--unix", dir.File("d.seq"), "--user", "carol",
+                             "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
   EXPECT_EQ(via_unix.exit_code, 0) << via_unix.err;
   EXPECT_EQ(LimitSeen(udp), 3);
 }

@@ -84,9 +84,11 @@ TEST(LimitCodecTest, GetAndListRoundTrip) {
 TEST(LimitCodecTest, AnswersRoundTrip) {
   ClientMessageReader reader;
   Bytes bytes;
-  for (tally::Status status : {tally::Status::kOk, tally::Status::kInvalidArgument, tally::Status::kOverCapacity,
-                        tally::Status::kPermissionDenied, tally::Status::kUnavailable}) {
-    LimitWriteReport w{7, status, status == tally::Status::kOk ? "" : "why", LimitOutcome::kStale, "n1"};
+  for (tally::Status status :
+       {tally::Status::kOk, tally::Status::kInvalidArgument, tally::Status::kOverCapacity,
+        tally::Status::kPermissionDenied, tally::Status::kUnavailable}) {
+    LimitWriteReport w{7, status, status == tally::Status::kOk ? "" : "why", LimitOutcome::kStale,
+                       "n1"};
     EncodeLimitWriteResponse(w, &bytes);
     ASSERT_EQ(reader.Decode(bytes, nullptr), tally::Status::kOk);
     ASSERT_EQ(reader.kind(), MessageKind::kLimitWriteResponse);
@@ -106,7 +108,8 @@ TEST(LimitCodecTest, AnswersRoundTrip) {
 TEST(LimitCodecTest, PermissionDeniedIsItsOwnStatus) {
   EXPECT_EQ(tally::StatusName(tally::Status::kPermissionDenied), "permission_denied");
   Bytes bytes;
-  EncodeLimitWriteResponse({1, tally::Status::kPermissionDenied, "no", LimitOutcome::kNone, ""}, &bytes);
+  EncodeLimitWriteResponse({1, tally::Status::kPermissionDenied, "no", LimitOutcome::kNone, ""},
+                           &bytes);
   ClientMessageReader reader;
   ASSERT_EQ(reader.Decode(bytes, nullptr), tally::Status::kOk);
   EXPECT_EQ(reader.limit_write_report().status, tally::Status::kPermissionDenied);

@@ -153,8 +153,8 @@ TEST_F(LimitDoorTest, ChecksSeeTheOverrideAndRemovalRestoresTheCallersLimit) {
   ASSERT_EQ(reader_.limit_overrides_report().overrides.size(), 1u);
   EXPECT_TRUE(reader_.limit_overrides_report().overrides[0].removed);
 
-  wire::StatusReport status = io::SingleNodeStatus(&limiter_, &identity_, counters_, kNow,
-                                                   &overrides_);
+  wire::StatusReport status =
+      io::SingleNodeStatus(&limiter_, &identity_, counters_, kNow, &overrides_);
   auto counter = [&](const std::string& name) {
     for (const auto& [n, v] : status.counters) {
       if (n == name) return static_cast<int64_t>(v);
@@ -171,9 +171,8 @@ TEST_F(LimitDoorTest, DescriptorWritesTakeUnitsOrWindows) {
   wire::LimitSelectorValue d;
   d.domain = "messaging";
   d.entries = {{"message_type", "marketing"}};
-  for (const auto& [unit, window_ms] :
-       std::vector<std::pair<uint8_t, uint64_t>>{{1, 1000}, {2, 60'000}, {3, 3'600'000},
-                                                 {4, 86'400'000}, {0, 1234}}) {
+  for (const auto& [unit, window_ms] : std::vector<std::pair<uint8_t, uint64_t>>{
+           {1, 1000}, {2, 60'000}, {3, 3'600'000}, {4, 86'400'000}, {0, 1234}}) {
     ASSERT_EQ(Write({1, d, false, 9, unit, 1234}).status, Status::kOk);
     Bytes get;
     wire::EncodeLimitGet({d}, &get);
@@ -280,7 +279,8 @@ TEST_F(LimitDoorTest, ListsArePagedWithinThreeTimesTheQuery) {
 TEST_F(LimitDoorTest, AListTooSmallForOneEntryAsksForPadding) {
   wire::LimitSelectorValue big;
   big.domain = std::string(256, 'd');
-  for (int i = 0; i < 16; ++i) big.entries.emplace_back(std::string(256, 'k'), std::string(256, 'v'));
+  for (int i = 0; i < 16; ++i)
+    big.entries.emplace_back(std::string(256, 'k'), std::string(256, 'v'));
   ASSERT_EQ(Write({1, big, false, 5, 2, 0}).status, Status::kOk);
   Bytes request;
   wire::EncodeLimitList({}, &request);
