@@ -27,6 +27,35 @@ bool QueryStatus(const DaemonAddress& address, const ClientOptions& options,
 bool QueryOwner(const DaemonAddress& address, const ClientOptions& options,
                 const wire::OwnerQuery& query, wire::OwnerReport* out, std::string* error);
 
+// ---- runtime limit overrides (check.capnp protocol 5; `tally limit`) ----
+// A write may be resent like the queries: a set or removal that arrives
+// twice is stamped twice with the same value, which changes nothing.
+
+// Sets or removes an override through the daemon at `address`. True when
+// the daemon answered: `*out` then says how (out->status kOk with outcome
+// applied or stale; invalidArgument, overCapacity, permissionDenied (a UDP
+// write from a non-loopback source) or unavailable with out->error). False
+// with `*error` when it could not be asked or did not answer.
+// REQUIRES: selector texts within the protocol's bounds (at most 256 bytes
+// each, 16 entries), so the query fits one datagram.
+bool WriteLimit(const DaemonAddress& address, const ClientOptions& options,
+                const wire::LimitWriteQuery& query, wire::LimitWriteReport* out,
+                std::string* error);
+
+// The override the daemon holds for `query.selector`: out->overrides is
+// empty (never written or long forgotten) or holds one entry, which may be
+// a removal (removed = true). Returns as WriteLimit does.
+bool GetLimit(const DaemonAddress& address, const ClientOptions& options,
+              const wire::LimitGetQuery& query, wire::LimitOverridesReport* out,
+              std::string* error);
+
+// One page of the overrides in force, in the daemon's selector order after
+// `query.cursor` ("" = the first page); out->next_cursor is "" on the last
+// page, else the cursor of the next. A page fits one reply datagram.
+bool ListLimits(const DaemonAddress& address, const ClientOptions& options,
+                const wire::LimitListQuery& query, wire::LimitOverridesReport* out,
+                std::string* error);
+
 }  // namespace tally
 
 #endif  // TALLY_CLIENT_ADMIN_H_

@@ -10,11 +10,18 @@
 //               USER ENDPOINT WINDOW_SECONDS
 //   tally keyring generate [--out FILE]
 //   tally keyring list FILE
+//   tally limit set [--udp HOST:PORT | --unix PATH] [--json] SELECTOR --limit N
+//                   [--unit second|minute|hour|day|week|month]
+//   tally limit get|rm [--udp HOST:PORT | --unix PATH] [--json] SELECTOR
+//   tally limit list [--udp HOST:PORT | --unix PATH] [--json]
+//     SELECTOR: --domain D --descriptor key=value[,key=value...]
+//           or: --user U --endpoint E --window-seconds W
 //
 // Exit status: check: 0 allowed, 1 denied, 2 anything else (usage,
 // unreachable daemon, a non-ok status). status and owner: 0 answered, 2
-// anything else. keyring: 0 done, 2 anything else. --help also exits 2 so that `tally ... && act`
-// never acts on a help text.
+// anything else. keyring: 0 done, 2 anything else. limit: 0 done (get: an
+// override is in force), 1 get: none is, 2 anything else (a refused write too). --help also exits 2
+// so that `tally ... && act` never acts on a help text.
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <charconv>
@@ -642,6 +649,23 @@ std::string StatusTable(const wire::StatusReport& s) {
   if (!s.rules_error.empty()) {
     out += "rules reload FAILED (previous rules still in force): " + s.rules_error + "\n";
   }
+  // Runtime limit overrides (`tally limit`), from daemons that keep them.
+  std::optional<uint64_t> live, held, written, applied, refused, used;
+  for (const auto& [name, value] : s.counters) {
+    if (name == "overrides_live") live = value;
+    if (name == "overrides_held") held = value;
+    if (name == "overrides_written") written = value;
+    if (name == "overrides_applied") applied = value;
+    if (name == "overrides_refused") refused = value;
+    if (name == "overrides_used") used = value;
+  }
+  if (live && held) {
+    out += "limit overrides: " + std::to_string(*live) + " in force, " + std::to_string(*held) +
+           " held (removals included); written here " + std::to_string(written.value_or(0)) +
+           ", from members " + std::to_string(applied.value_or(0)) + " (refused " +
+           std::to_string(refused.value_or(0)) + "), checks overridden " +
+           std::to_string(used.value_or(0)) + "\n";
+  }
   size_t id_width = 2, address_width = 7;
   for (const wire::MemberReport& m : s.members) {
     id_width = std::max(id_width, m.id.size());
@@ -804,11 +828,301 @@ int RunKeyring(int argc, char** argv) {
   return usage("unknown keyring command '" + args[0] + "' (generate or list)");
 }
 
+// ---- limit: runtime limit overrides ----
+
+constexpr std::string_view kLimitUsage =
+    "usage: tally limit set [--udp HOST:PORT | --unix PATH] [--json] SELECTOR --limit N\n"
+    "                       [--unit second|minute|hour|day|week|month]\n"
+    "       tally limit get [--udp HOST:PORT | --unix PATH] [--json] SELECTOR\n"
+    "       tally limit rm  [--udp HOST:PORT | --unix PATH] [--json] SELECTOR\n"
+    "       tally limit list [--udp HOST:PORT | --unix PATH] [--json]\n"
+    "  SELECTOR: --domain D --descriptor key=value[,key=value...]   (an Envoy rules descriptor)\n"
+    "        or: --user U --endpoint E --window-seconds W           (one explicit key)\n"
+    "\n"
+    "Changes limits at runtime, without a restart, for the whole cluster: the\n"
+    "asked member stamps the write and sends it to every member. set: at most N\n"
+    "hits (0 denies all) per --unit (the descriptor form; or --window-seconds);\n"
+    "an explicit key keeps its window. rm: back to the rule's or the caller's\n"
+    "limit. get: the override the asked member holds; list: all in force there.\n"
+    "Writes are taken on tallyd's Unix sockets and from loopback UDP only.\n"
+    "Exit status: 0 done (get: an override is in force), 1 get: none, 2 error.\n";
+
+void AddLimitFlags(po::options_description_easy_init& add) {
+  add("domain", po::value<std::string>(), "descriptor form: the rules domain");
+  add("descriptor", po::value<std::string>(), "descriptor form: key=value[,key=value...]");
+  add("user", po::value<std::string>(), "explicit form: the user id");
+  add("endpoint", po::value<std::string>(), "explicit form: the endpoint");
+  add("window-seconds", po::value<std::string>(),
+      "explicit form: the key's window; descriptor form: the window instead of --unit");
+  add("limit", po::value<std::string>(), "set: hits per window, 0..4294967295");
+  add("unit", po::value<std::string>(), "set, descriptor form: second|minute|hour|day|week|month");
+}
+
+// RateLimitUnit's number for a unit name; nullopt for any other.
+std::optional<uint8_t> LimitUnitNumber(std::string_view name) {
+  static constexpr std::pair<std::string_view, uint8_t> kUnits[] = {
+      {"second", 1}, {"minute", 2}, {"hour", 3}, {"day", 4}, {"month", 5}, {"week", 7}};
+  for (const auto& [n, v] : kUnits) {
+    if (n == name) return v;
+  }
+  return std::nullopt;
+}
+
+// The selector from the flags. False with `*why` on a usage error.
+bool ParseLimitSelector(const po::variables_map& flags, wire::LimitSelectorValue* out,
+                        std::string* why) {
+  const bool descriptor = flags.count("domain") != 0 || flags.count("descriptor") != 0;
+  const bool key = flags.count("user") != 0 || flags.count("endpoint") != 0;
+  if (descriptor == key) {
+    *why = descriptor ? "--domain/--descriptor and --user/--endpoint exclude each other"
+                      : "name a selector: --domain D --descriptor k=v[,k=v...], or --user U "
+                        "--endpoint E --window-seconds W";
+    return false;
+  }
+  if (descriptor) {
+    if (flags.count("domain") == 0 || flags.count("descriptor") == 0) {
+      *why = "the descriptor form needs both --domain and --descriptor";
+      return false;
+    }
+    RateLimitDescriptor parsed;
+    if (!ParseDescriptor(flags["descriptor"].as<std::string>(), &parsed, why)) return false;
+    out->is_key = false;
+    out->domain = flags["domain"].as<std::string>();
+    for (const auto& e : parsed.entries) out->entries.emplace_back(e.key, e.value);
+    if (out->domain.empty()) {
+      *why = "--domain is empty";
+      return false;
+    }
+    return true;
+  }
+  if (flags.count("user") == 0 || flags.count("endpoint") == 0 ||
+      flags.count("window-seconds") == 0) {
+    *why = "the explicit form needs --user, --endpoint and --window-seconds";
+    return false;
+  }
+  out->is_key = true;
+  out->user_id = flags["user"].as<std::string>();
+  out->endpoint = flags["endpoint"].as<std::string>();
+  const std::string text = flags["window-seconds"].as<std::string>();
+  std::optional<uint64_t> window_ms = ParseSecondsToMs(text);
+  if (!window_ms || *window_ms < kMinWindowMs || *window_ms > kMaxWindowMs) {
+    *why = "--window-seconds must be 0.001 .. 2678400 (31 days), got '" + text + "'";
+    return false;
+  }
+  out->window_ms = *window_ms;
+  return true;
+}
+
+std::string SelectorText(const wire::LimitSelectorValue& s) {
+  if (s.is_key) {
+    return "user=" + s.user_id + " endpoint=" + s.endpoint +
+           " window_ms=" + std::to_string(s.window_ms);
+  }
+  std::string out = "domain=" + s.domain + " descriptor=";
+  for (size_t i = 0; i < s.entries.size(); ++i) {
+    if (i > 0) out += ',';
+    out += s.entries[i].first + "=" + s.entries[i].second;
+  }
+  return out;
+}
+
+std::string SelectorJson(const wire::LimitSelectorValue& s) {
+  if (s.is_key) {
+    return "\"user\":" + JsonEscape(s.user_id) + ",\"endpoint\":" + JsonEscape(s.endpoint) +
+           ",\"selector_window_ms\":" + std::to_string(s.window_ms);
+  }
+  std::string out = "\"domain\":" + JsonEscape(s.domain) + ",\"descriptor\":[";
+  for (size_t i = 0; i < s.entries.size(); ++i) {
+    if (i > 0) out += ',';
+    out += "{\"key\":" + JsonEscape(s.entries[i].first) +
+           ",\"value\":" + JsonEscape(s.entries[i].second) + "}";
+  }
+  return out + "]";
+}
+
+std::string OverrideJson(const wire::LimitOverrideReport& o) {
+  return "{" + SelectorJson(o.selector) + ",\"removed\":" + JsonBool(o.removed) +
+         ",\"limit\":" + std::to_string(o.limit) + ",\"window_ms\":" + std::to_string(o.window_ms) +
+         ",\"updated_ms\":" + std::to_string(o.updated_ms) + "}";
+}
+
+std::string OverrideLine(const wire::LimitOverrideReport& o) {
+  if (o.removed) return SelectorText(o.selector) + " removed\n";
+  return SelectorText(o.selector) + " limit=" + std::to_string(o.limit) +
+         " per_ms=" + std::to_string(o.window_ms) + "\n";
+}
+
+std::string_view OutcomeName(wire::LimitOutcome outcome) {
+  switch (outcome) {
+    case wire::LimitOutcome::kApplied:
+      return "applied";
+    case wire::LimitOutcome::kStale:
+      return "stale";
+    case wire::LimitOutcome::kInvalid:
+      return "invalid";
+    case wire::LimitOutcome::kFull:
+      return "full";
+    case wire::LimitOutcome::kNone:
+      break;
+  }
+  return "none";
+}
+
+int RunLimit(int argc, char** argv) {
+  const bool json = WantsJson(argc, argv);
+  int exit_code = kExitError;
+  std::optional<CommandLine> line = ParseCommandLine(
+      argc, argv, SubcommandFlags("500", AddLimitFlags), kLimitUsage, "limit", json, &exit_code);
+  if (!line) return exit_code;
+  auto usage = [&](const std::string& why) { return UsageError(json, "limit", why); };
+  const po::variables_map& flags = line->flags;
+  DaemonAddress endpoint;
+  ClientOptions options;
+  std::string why;
+  if (!ParseEndpointFlags(flags, &endpoint, &why) || !ParseTimingFlags(flags, &options, &why)) {
+    return usage(why);
+  }
+  if (line->args.size() != 1) return usage("expected one of set, get, rm, list");
+  const std::string& verb = line->args[0];
+  if (verb != "set" && verb != "get" && verb != "rm" && verb != "list") {
+    return usage("unknown limit command '" + verb + "' (set, get, rm or list)");
+  }
+  if (verb != "set" && (flags.count("limit") != 0 || flags.count("unit") != 0)) {
+    return usage("--limit and --unit are for set");
+  }
+  std::string error;
+  if (verb == "list") {
+    for (const char* f : {"domain", "descriptor", "user", "endpoint", "window-seconds"}) {
+      if (flags.count(f) != 0) return usage(std::string("list takes no selector (--") + f + ")");
+    }
+    // Page by page; a daemon's map holds at most 4096 selectors, so a
+    // cursor that keeps coming back is cut off rather than followed forever.
+    constexpr int kMaxPages = 4097;
+    wire::LimitListQuery query;
+    std::vector<wire::LimitOverrideReport> all;
+    std::string node_id;
+    for (int page = 0;; ++page) {
+      wire::LimitOverridesReport report;
+      if (page == kMaxPages) return ReportError(json, Status::kInternal, "the listing never ends");
+      if (!ListLimits(endpoint, options, query, &report, &error)) {
+        return ReportError(json, Status::kUnavailable, error);
+      }
+      if (report.status != Status::kOk) {
+        return ReportError(
+            json, report.status,
+            report.error.empty() ? std::string(StatusName(report.status)) : report.error);
+      }
+      node_id = report.node_id;
+      for (auto& o : report.overrides) all.push_back(std::move(o));
+      if (report.next_cursor.empty()) break;
+      query.cursor = report.next_cursor;
+    }
+    std::string out;
+    if (json) {
+      out = "{\"node_id\":" + JsonEscape(node_id) + ",\"overrides\":[";
+      for (size_t i = 0; i < all.size(); ++i) out += (i > 0 ? "," : "") + OverrideJson(all[i]);
+      out += "]}\n";
+    } else {
+      for (const auto& o : all) out += OverrideLine(o);
+      if (all.empty()) out = "no overrides in force on " + node_id + "\n";
+    }
+    std::fputs(out.c_str(), stdout);
+    return kExitAllowed;
+  }
+  wire::LimitSelectorValue selector;
+  if (!ParseLimitSelector(flags, &selector, &why)) return usage(why);
+  if (verb == "get") {
+    wire::LimitGetQuery query{selector};
+    wire::LimitOverridesReport report;
+    if (!GetLimit(endpoint, options, query, &report, &error)) {
+      return ReportError(json, Status::kUnavailable, error);
+    }
+    if (report.status != Status::kOk) {
+      return ReportError(
+          json, report.status,
+          report.error.empty() ? std::string(StatusName(report.status)) : report.error);
+    }
+    const bool in_force = !report.overrides.empty() && !report.overrides[0].removed;
+    std::string out;
+    if (json) {
+      out = "{\"node_id\":" + JsonEscape(report.node_id) + ",\"override\":" +
+            (report.overrides.empty() ? std::string("null") : OverrideJson(report.overrides[0])) +
+            "}\n";
+    } else {
+      out = report.overrides.empty() ? "no override on " + report.node_id + "\n"
+                                     : OverrideLine(report.overrides[0]);
+    }
+    std::fputs(out.c_str(), stdout);
+    return in_force ? kExitAllowed : kExitDenied;
+  }
+  wire::LimitWriteQuery query;
+  query.selector = selector;
+  query.request_id = 0;
+  if (verb == "rm") {
+    query.remove = true;
+  } else {
+    if (flags.count("limit") == 0) return usage("set needs --limit N");
+    const std::string text = flags["limit"].as<std::string>();
+    std::optional<uint64_t> limit = ParseUint(text);
+    if (!limit || *limit > kMaxLimit) {
+      return usage("--limit must be 0.." + std::to_string(kMaxLimit) + ", got '" + text + "'");
+    }
+    query.limit = *limit;
+    if (!selector.is_key) {
+      if (flags.count("unit") != 0) {
+        const std::string unit = flags["unit"].as<std::string>();
+        std::optional<uint8_t> number = LimitUnitNumber(unit);
+        if (!number) {
+          return usage("--unit must be second, minute, hour, day, week or month, got '" + unit +
+                       "'");
+        }
+        query.unit = *number;
+      } else if (flags.count("window-seconds") != 0) {
+        const std::string w = flags["window-seconds"].as<std::string>();
+        std::optional<uint64_t> window_ms = ParseSecondsToMs(w);
+        if (!window_ms || *window_ms < kMinWindowMs || *window_ms > kMaxWindowMs) {
+          return usage("--window-seconds must be 0.001 .. 2678400 (31 days), got '" + w + "'");
+        }
+        query.window_ms = *window_ms;
+      } else {
+        return usage("set with a descriptor needs --unit (or --window-seconds)");
+      }
+      if (flags.count("unit") != 0 && flags.count("window-seconds") != 0) {
+        return usage("--unit and --window-seconds exclude each other");
+      }
+    } else if (flags.count("unit") != 0) {
+      return usage("--unit is for the descriptor form (an explicit key keeps its window)");
+    }
+  }
+  wire::LimitWriteReport report;
+  if (!WriteLimit(endpoint, options, query, &report, &error)) {
+    return ReportError(json, Status::kUnavailable, error);
+  }
+  if (report.status != Status::kOk) {
+    return ReportError(
+        json, report.status,
+        report.error.empty() ? std::string(StatusName(report.status)) : report.error);
+  }
+  std::string out;
+  if (json) {
+    out = "{\"status\":\"ok\",\"outcome\":" + JsonEscape(OutcomeName(report.outcome)) +
+          ",\"node_id\":" + JsonEscape(report.node_id) + "}\n";
+  } else if (report.outcome == wire::LimitOutcome::kStale) {
+    out = "stale: " + report.node_id + " already holds a later write of this selector\n";
+  } else {
+    out = std::string(verb == "rm" ? "removed" : "set") + " on " + report.node_id +
+          " (spreading to every member)\n";
+  }
+  std::fputs(out.c_str(), stdout);
+  return kExitAllowed;
+}
+
 constexpr Subcommand kSubcommands[] = {
     {"check", "ask whether a request may go ahead", RunCheck},
     {"status", "show the daemon's node and cluster members", RunStatus},
     {"owner", "show which members decide a key", RunOwner},
     {"keyring", "make a cluster key file, or list its key ids", RunKeyring},
+    {"limit", "set, get, list or remove runtime limit overrides", RunLimit},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -857,4 +857,55 @@ bool QueryOwner(const DaemonAddress& address, const ClientOptions& options,
   return true;
 }
 
+bool WriteLimit(const DaemonAddress& address, const ClientOptions& options,
+                const wire::LimitWriteQuery& query, wire::LimitWriteReport* out,
+                std::string* error) {
+  static std::atomic<size_t> pad_hint{0};
+  std::unique_ptr<SocketClient> client = ConnectSocket(address, options, error);
+  if (!client) return false;
+  auto encode = [&query](size_t min_bytes, std::vector<std::byte>* request) {
+    wire::EncodeLimitWrite(query, request, min_bytes);
+  };
+  if (!client->Query(encode, &pad_hint, wire::MessageKind::kLimitWriteResponse, error)) {
+    return false;
+  }
+  *out = client->reply().limit_write_report();
+  return true;
+}
+
+bool GetLimit(const DaemonAddress& address, const ClientOptions& options,
+              const wire::LimitGetQuery& query, wire::LimitOverridesReport* out,
+              std::string* error) {
+  static std::atomic<size_t> pad_hint{0};
+  std::unique_ptr<SocketClient> client = ConnectSocket(address, options, error);
+  if (!client) return false;
+  auto encode = [&query](size_t min_bytes, std::vector<std::byte>* request) {
+    wire::EncodeLimitGet(query, request, min_bytes);
+  };
+  if (!client->Query(encode, &pad_hint, wire::MessageKind::kLimitOverridesResponse, error)) {
+    return false;
+  }
+  *out = client->reply().limit_overrides_report();
+  return true;
+}
+
+bool ListLimits(const DaemonAddress& address, const ClientOptions& options,
+                const wire::LimitListQuery& query, wire::LimitOverridesReport* out,
+                std::string* error) {
+  // A page is at most 3x its query on a datagram door: a 2 KiB query gets
+  // pages of about 6 KiB (dozens of overrides) instead of one per query.
+  static constexpr size_t kListQueryBytes = 2048;
+  static std::atomic<size_t> pad_hint{0};
+  std::unique_ptr<SocketClient> client = ConnectSocket(address, options, error);
+  if (!client) return false;
+  auto encode = [&query](size_t min_bytes, std::vector<std::byte>* request) {
+    wire::EncodeLimitList(query, request, std::max(min_bytes, kListQueryBytes));
+  };
+  if (!client->Query(encode, &pad_hint, wire::MessageKind::kLimitOverridesResponse, error)) {
+    return false;
+  }
+  *out = client->reply().limit_overrides_report();
+  return true;
+}
+
 }  // namespace tally

@@ -116,8 +116,21 @@ class LimitOverrides {
   // The entry held for a selector key, tombstones included; null if none.
   const OverrideEntry* FindEntry(const std::string& selector_key) const;
 
+  // The entry held for a selector key, tombstone included; null if none.
+  const OverrideEntry* FindEntry(const std::string& selector_key) const;
+
   // Every entry, tombstones included, in selector-key order.
   std::vector<OverrideEntry> Entries() const;
+  // Visits the entries whose selector key sorts after `after_key` ("": from
+  // the first), tombstones included, in key order, until `visit` returns
+  // false: a page of a listing without copying the map.
+  template <typename Visit>
+  void VisitAfter(const std::string& after_key, Visit&& visit) const {
+    auto it = after_key.empty() ? entries_.begin() : entries_.upper_bound(after_key);
+    for (; it != entries_.end(); ++it) {
+      if (!visit(it->first, it->second)) return;
+    }
+  }
   size_t size() const { return entries_.size(); }
   // Overrides in force (entries that are not tombstones), and those of
   // them with an explicit selector.

@@ -56,6 +56,21 @@ void CheckSameStatus(const tally::wire::StatusReport& a, const tally::wire::Stat
   }
 }
 
+// Selectors decode within the bounds (or the query keeps only its id).
+void CheckSelectorBounds(const tally::wire::LimitSelectorValue& s) {
+  FUZZ_CHECK(s.entries.size() <= tally::wire::kMaxLimitSelectorEntries);
+}
+
+void CheckSameOverrides(const tally::wire::LimitOverridesReport& a,
+                        const tally::wire::LimitOverridesReport& b) {
+  // The encoder cuts long errors; everything else is kept.
+  FUZZ_CHECK(a.status == b.status);
+  FUZZ_CHECK(a.error == b.error.substr(0, 512));
+  FUZZ_CHECK(a.next_cursor == b.next_cursor);
+  FUZZ_CHECK(a.node_id == b.node_id);
+  FUZZ_CHECK(a.overrides == b.overrides);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -105,6 +120,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case MessageKind::kDescriptorCheckResponse:
       tally::wire::EncodeDescriptorCheckResponse(reader.descriptor_report(), &encoded);
+      break;
+    case MessageKind::kLimitWrite: {
+      const tally::wire::LimitWriteQuery& q = reader.limit_write();
+      CheckSelectorBounds(q.selector);
+      if (!reader.limit_query_error().empty()) {
+        // Only the id is kept.
+        FUZZ_CHECK(q.selector == tally::wire::LimitSelectorValue{} && q.limit == 0 && !q.remove);
+        return 0;
+      }
+      tally::wire::EncodeLimitWrite(q, &encoded);
+      break;
+    }
+    case MessageKind::kLimitGet:
+      CheckSelectorBounds(reader.limit_get().selector);
+      if (!reader.limit_query_error().empty()) return 0;
+      tally::wire::EncodeLimitGet(reader.limit_get(), &encoded);
+      break;
+    case MessageKind::kLimitList:
+      FUZZ_CHECK(reader.limit_list().cursor.size() <= tally::wire::kMaxLimitCursorBytes);
+      if (!reader.limit_query_error().empty()) {
+        FUZZ_CHECK(reader.limit_list().cursor.empty());
+        return 0;
+      }
+      tally::wire::EncodeLimitList(reader.limit_list(), &encoded);
+      break;
+    case MessageKind::kLimitWriteResponse:
+      tally::wire::EncodeLimitWriteResponse(reader.limit_write_report(), &encoded);
+      break;
+    case MessageKind::kLimitOverridesResponse:
+      for (const auto& o : reader.limit_overrides_report().overrides) {
+        CheckSelectorBounds(o.selector);
+      }
+      tally::wire::EncodeLimitOverridesResponse(reader.limit_overrides_report(), &encoded);
       break;
   }
   // Decoded content may be larger than its bytes (capnp defaults, shared
@@ -189,6 +237,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       break;
     }
+    case MessageKind::kLimitWrite:
+      FUZZ_CHECK(again.limit_query_error().empty());
+      FUZZ_CHECK(again.limit_write() == reader.limit_write());
+      break;
+    case MessageKind::kLimitGet:
+      FUZZ_CHECK(again.limit_query_error().empty());
+      FUZZ_CHECK(again.limit_get().selector == reader.limit_get().selector);
+      break;
+    case MessageKind::kLimitList:
+      FUZZ_CHECK(again.limit_query_error().empty());
+      FUZZ_CHECK(again.limit_list().cursor == reader.limit_list().cursor);
+      break;
+    case MessageKind::kLimitWriteResponse: {
+      const auto& a = again.limit_write_report();
+      const auto& b = reader.limit_write_report();
+      FUZZ_CHECK(a.request_id == b.request_id && a.status == b.status && a.outcome == b.outcome &&
+                 a.node_id == b.node_id);
+      FUZZ_CHECK(a.error == b.error.substr(0, 512));
+      break;
+    }
+    case MessageKind::kLimitOverridesResponse:
+      CheckSameOverrides(again.limit_overrides_report(), reader.limit_overrides_report());
+      break;
   }
   return 0;
 }

@@ -117,6 +117,42 @@ void ClientCorpus() {
       wire::DescriptorReport{5, Status::kUnavailable, "no rules doors", wire::RateCode::kOk, {}},
       &out);
   Write(t, "descriptor_check_error", out);
+  // Protocol 5: runtime limit overrides.
+  wire::LimitSelectorValue by_descriptor;
+  by_descriptor.domain = "shop";
+  by_descriptor.entries = {{"path", "/login"}, {"tier", "gold"}};
+  wire::LimitSelectorValue by_key;
+  by_key.is_key = true;
+  by_key.user_id = "alice";
+  by_key.endpoint = "/api";
+  by_key.window_ms = 60'000;
+  wire::EncodeLimitWrite({7, by_descriptor, false, 10, 2, 0}, &out);
+  Write(t, "limit_write_descriptor", out);
+  wire::EncodeLimitWrite({8, by_key, false, 3, 0, 0}, &out, 256);
+  Write(t, "limit_write_key_padded", out);
+  wire::EncodeLimitWrite({9, by_key, true, 0, 0, 0}, &out);
+  Write(t, "limit_remove", out);
+  wire::EncodeLimitWriteResponse({7, Status::kOk, "", wire::LimitOutcome::kApplied, "n1"}, &out);
+  Write(t, "limit_write_response", out);
+  wire::EncodeLimitWriteResponse({8, Status::kPermissionDenied,
+                                  "limit writes are accepted on tallyd's Unix sockets and from "
+                                  "loopback UDP sources only",
+                                  wire::LimitOutcome::kNone, "n1"},
+                                 &out);
+  Write(t, "limit_write_refused", out);
+  wire::EncodeLimitGet({by_descriptor}, &out);
+  Write(t, "limit_get", out);
+  wire::EncodeLimitList({}, &out, 2048);
+  Write(t, "limit_list_padded", out);
+  wire::EncodeLimitList({std::string("\x02\x05\0\0\0\0\0\0\0alice", 14)}, &out);
+  Write(t, "limit_list_cursor", out);
+  wire::LimitOverridesReport listed;
+  listed.node_id = "n3";
+  listed.next_cursor = std::string("\x02\x05\0\0\0\0\0\0\0alice", 14);
+  listed.overrides.push_back({by_descriptor, false, 10, 60'000, kWallMs});
+  listed.overrides.push_back({by_key, true, 0, 0, kWallMs + 5});
+  wire::EncodeLimitOverridesResponse(listed, &out);
+  Write(t, "limit_overrides_response", out);
   Write(t, "edge_empty", {});
   Write(t, "edge_zero_word", Bytes(8));
   Bytes truncated = Checks({{1, "alice", "/api/orders", 100, 60'000, 1}});

@@ -17,6 +17,8 @@ namespace tally::wire {
 static_assert(static_cast<uint16_t>(tally::Status::kOk) == static_cast<uint16_t>(wire::Status::OK));
 static_assert(static_cast<uint16_t>(tally::Status::kInternal) ==
               static_cast<uint16_t>(wire::Status::INTERNAL));
+static_assert(static_cast<uint16_t>(tally::Status::kPermissionDenied) ==
+              static_cast<uint16_t>(wire::Status::PERMISSION_DENIED));
 
 inline wire::Status StatusToWire(tally::Status s) {
   return static_cast<wire::Status>(static_cast<uint16_t>(s));
@@ -25,7 +27,7 @@ inline wire::Status StatusToWire(tally::Status s) {
 // A status a newer peer may send that we do not know reads as kInternal.
 inline tally::Status StatusFromWire(wire::Status s) {
   auto v = static_cast<uint16_t>(s);
-  if (v > static_cast<uint16_t>(tally::Status::kInternal)) return tally::Status::kInternal;
+  if (v > static_cast<uint16_t>(tally::Status::kPermissionDenied)) return tally::Status::kInternal;
   return static_cast<tally::Status>(v);
 }
 

@@ -161,7 +161,95 @@ void ReadDescriptorReport(wire::DescriptorCheckResponse::Reader r, DescriptorRep
 
 size_t TextBound(size_t bytes) { return (bytes + 1 + kWordBytes - 1) / kWordBytes * kWordBytes; }
 
+// Reads a selector, checking the entry bound before copying. False with
+// `*error` for none, an unknown form, or too many entries.
+bool ReadLimitSelector(bool has, wire::LimitSelector::Reader r, LimitSelectorValue* out,
+                       std::string* error) {
+  if (!has) {
+    *error = "no selector";
+    return false;
+  }
+  switch (r.which()) {
+    case wire::LimitSelector::DESCRIPTOR: {
+      auto d = r.getDescriptor();
+      auto entries = d.getEntries();
+      if (entries.size() > kMaxLimitSelectorEntries) {
+        *error =
+            "a selector has more than " + std::to_string(kMaxLimitSelectorEntries) + " entries";
+        return false;
+      }
+      out->is_key = false;
+      out->domain = AsText(d.getDomain());
+      out->entries.reserve(entries.size());
+      for (auto e : entries) out->entries.emplace_back(AsText(e.getKey()), AsText(e.getValue()));
+      return true;
+    }
+    case wire::LimitSelector::KEY: {
+      auto k = r.getKey();
+      out->is_key = true;
+      out->user_id = std::string(AsView(k.getUserId()));
+      out->endpoint = std::string(AsView(k.getEndpoint()));
+      out->window_ms = k.getWindowMs();
+      return true;
+    }
+  }
+  *error = "a selector of an unknown form (newer protocol?)";
+  return false;
+}
+
+void FillLimitSelector(const LimitSelectorValue& s, wire::LimitSelector::Builder w) {
+  if (s.is_key) {
+    auto k = w.initKey();
+    k.setUserId(AsBytes(s.user_id));
+    k.setEndpoint(AsBytes(s.endpoint));
+    k.setWindowMs(s.window_ms);
+    return;
+  }
+  auto d = w.initDescriptor();
+  d.setDomain(TextOf(s.domain));
+  auto entries = d.initEntries(static_cast<unsigned>(s.entries.size()));
+  for (size_t i = 0; i < s.entries.size(); ++i) {
+    entries[static_cast<unsigned>(i)].setKey(TextOf(s.entries[i].first));
+    entries[static_cast<unsigned>(i)].setValue(TextOf(s.entries[i].second));
+  }
+}
+
+LimitOutcome OutcomeFromWire(wire::LimitWriteOutcome o) {
+  const auto v = static_cast<uint16_t>(o);
+  return v <= 4 ? static_cast<LimitOutcome>(v) : LimitOutcome::kNone;
+}
+
+void ReadLimitOverridesReport(wire::LimitOverridesResponse::Reader r, LimitOverridesReport* out) {
+  out->status = FromWire(r.getStatus());
+  out->error = AsText(r.getError());
+  out->next_cursor = std::string(AsView(r.getNextCursor()));
+  out->node_id = AsText(r.getNodeId());
+  auto list = r.getOverrides();
+  out->overrides.reserve(list.size());
+  for (auto w : list) {
+    LimitOverrideReport& o = out->overrides.emplace_back();
+    std::string ignored;
+    // An answer's selector out of our bounds reads as an empty one.
+    if (!ReadLimitSelector(w.hasSelector(), w.getSelector(), &o.selector, &ignored)) {
+      o.selector = LimitSelectorValue{};
+    }
+    o.removed = w.getRemoved();
+    o.limit = w.getLimit();
+    o.window_ms = w.getWindowMs();
+    o.updated_ms = w.getUpdatedMs();
+  }
+}
+
 }  // namespace
+
+void ClientMessageReader::ClearLimits() {
+  limit_write_ = LimitWriteQuery{};
+  limit_get_ = LimitGetQuery{};
+  limit_list_ = LimitListQuery{};
+  limit_query_error_.clear();
+  limit_write_report_ = LimitWriteReport{};
+  limit_overrides_report_ = LimitOverridesReport{};
+}
 
 tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std::string* why) {
   checks_.clear();
@@ -173,6 +261,7 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
   descriptor_query_ = DescriptorQuery{};
   descriptor_query_error_.clear();
   descriptor_report_ = DescriptorReport{};
+  ClearLimits();
   version_ = 0;
   auto fail = [why](tally::Status status, std::string reason) {
     if (why != nullptr) *why = std::move(reason);
@@ -276,9 +365,59 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         kind_ = MessageKind::kDescriptorCheckResponse;
         ReadDescriptorReport(root.getDescriptorCheckResponse(), &descriptor_report_);
         return tally::Status::kOk;
+      case wire::ClientMessage::LIMIT_WRITE: {
+        kind_ = MessageKind::kLimitWrite;
+        auto q = root.getLimitWrite();
+        limit_write_.request_id = q.getRequestId();
+        if (!ReadLimitSelector(q.hasSelector(), q.getSelector(), &limit_write_.selector,
+                               &limit_query_error_)) {
+          limit_write_.selector = LimitSelectorValue{};
+          return tally::Status::kOk;
+        }
+        limit_write_.remove = q.getRemove();
+        limit_write_.limit = q.getLimit();
+        limit_write_.unit = UnitNumber(q.getUnit());
+        limit_write_.window_ms = q.getWindowMs();
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::LIMIT_WRITE_RESPONSE: {
+        kind_ = MessageKind::kLimitWriteResponse;
+        auto r = root.getLimitWriteResponse();
+        limit_write_report_.request_id = r.getRequestId();
+        limit_write_report_.status = FromWire(r.getStatus());
+        limit_write_report_.error = AsText(r.getError());
+        limit_write_report_.outcome = OutcomeFromWire(r.getOutcome());
+        limit_write_report_.node_id = AsText(r.getNodeId());
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::LIMIT_GET: {
+        kind_ = MessageKind::kLimitGet;
+        auto q = root.getLimitGet();
+        if (!ReadLimitSelector(q.hasSelector(), q.getSelector(), &limit_get_.selector,
+                               &limit_query_error_)) {
+          limit_get_.selector = LimitSelectorValue{};
+        }
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::LIMIT_LIST: {
+        kind_ = MessageKind::kLimitList;
+        auto cursor = root.getLimitList().getCursor();
+        if (cursor.size() > kMaxLimitCursorBytes) {
+          limit_query_error_ =
+              "cursor longer than " + std::to_string(kMaxLimitCursorBytes) + " bytes";
+        } else {
+          limit_list_.cursor = std::string(AsView(cursor));
+        }
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::LIMIT_OVERRIDES_RESPONSE:
+        kind_ = MessageKind::kLimitOverridesResponse;
+        ReadLimitOverridesReport(root.getLimitOverridesResponse(), &limit_overrides_report_);
+        return tally::Status::kOk;
     }
     return fail(tally::Status::kUnsupportedVersion, "unknown message kind (newer protocol?)");
   } catch (const kj::Exception& e) {
+    ClearLimits();
     descriptor_query_ = DescriptorQuery{};
     descriptor_query_error_.clear();
     descriptor_report_ = DescriptorReport{};
@@ -559,6 +698,107 @@ size_t EncodedDescriptorReportBound(std::span<const size_t> name_bytes, size_t e
       kMessageOverheadBytes + 5 * kWordBytes + TextBound(std::min<size_t>(error_bytes, 512));
   for (size_t n : name_bytes) bytes += 5 * kWordBytes + TextBound(std::min(n, kMaxResultNameBytes));
   return bytes;
+}
+
+}  // namespace tally::wire
+
+namespace tally::wire {
+
+void EncodeLimitWrite(const LimitWriteQuery& query, std::vector<std::byte>* out, size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
+    auto q = root.initLimitWrite();
+    q.setRequestId(query.request_id);
+    FillLimitSelector(query.selector, q.initSelector());
+    q.setRemove(query.remove);
+    q.setLimit(query.limit);
+    q.setUnit(static_cast<wire::RateLimitUnit>(query.unit));
+    q.setWindowMs(query.window_ms);
+    if (padding != 0) q.initPadding(static_cast<unsigned>(padding));
+  });
+}
+
+void EncodeLimitGet(const LimitGetQuery& query, std::vector<std::byte>* out, size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
+    auto q = root.initLimitGet();
+    FillLimitSelector(query.selector, q.initSelector());
+    if (padding != 0) q.initPadding(static_cast<unsigned>(padding));
+  });
+}
+
+void EncodeLimitList(const LimitListQuery& query, std::vector<std::byte>* out, size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
+    auto q = root.initLimitList();
+    if (!query.cursor.empty()) q.setCursor(AsBytes(query.cursor));
+    if (padding != 0) q.initPadding(static_cast<unsigned>(padding));
+  });
+}
+
+namespace {
+constexpr size_t kMaxLimitErrorBytes = 512;
+}  // namespace
+
+void EncodeLimitWriteResponse(const LimitWriteReport& report, std::vector<std::byte>* out) {
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto r = root.initLimitWriteResponse();
+    r.setRequestId(report.request_id);
+    r.setStatus(ToWire(report.status));
+    if (!report.error.empty()) {
+      r.setError(capnp::Text::Reader(report.error.c_str(),
+                                     std::min(report.error.size(), kMaxLimitErrorBytes)));
+    }
+    r.setOutcome(static_cast<wire::LimitWriteOutcome>(report.outcome));
+    if (!report.node_id.empty()) r.setNodeId(TextOf(report.node_id));
+  });
+}
+
+void EncodeLimitOverridesResponse(const LimitOverridesReport& report, std::vector<std::byte>* out) {
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto r = root.initLimitOverridesResponse();
+    r.setStatus(ToWire(report.status));
+    if (!report.error.empty()) {
+      r.setError(capnp::Text::Reader(report.error.c_str(),
+                                     std::min(report.error.size(), kMaxLimitErrorBytes)));
+    }
+    auto list = r.initOverrides(static_cast<unsigned>(report.overrides.size()));
+    for (size_t i = 0; i < report.overrides.size(); ++i) {
+      const LimitOverrideReport& o = report.overrides[i];
+      auto w = list[static_cast<unsigned>(i)];
+      FillLimitSelector(o.selector, w.initSelector());
+      w.setRemoved(o.removed);
+      w.setLimit(o.limit);
+      w.setWindowMs(o.window_ms);
+      w.setUpdatedMs(o.updated_ms);
+    }
+    if (!report.next_cursor.empty()) r.setNextCursor(AsBytes(report.next_cursor));
+    if (!report.node_id.empty()) r.setNodeId(TextOf(report.node_id));
+  });
+}
+
+size_t EncodedLimitOverrideBound(const LimitOverrideReport& entry) {
+  // The override (4 data words: `removed` takes a word of its own before
+  // the three 64-bit fields; 1 pointer), its selector (1 data word, 1
+  // pointer) and the selector's body: a descriptor (2 pointers, the domain,
+  // the entries' tag, per entry 2 pointers and two texts) or a key (1 data
+  // word, 2 pointers, two blobs).
+  size_t bytes = 5 * kWordBytes + 2 * kWordBytes;
+  const LimitSelectorValue& s = entry.selector;
+  if (s.is_key) {
+    bytes += 3 * kWordBytes + TextBound(s.user_id.size()) + TextBound(s.endpoint.size());
+  } else {
+    bytes += 3 * kWordBytes + TextBound(s.domain.size());
+    for (const auto& [k, v] : s.entries) {
+      bytes += 2 * kWordBytes + TextBound(k.size()) + TextBound(v.size());
+    }
+  }
+  return bytes;
+}
+
+size_t EncodedLimitOverridesEnvelopeBound(const LimitOverridesReport& report, size_t cursor_bytes) {
+  // Root struct (1 data word, 4 pointers), the error, the list's tag, the
+  // cursor and the node id.
+  return kMessageOverheadBytes + 6 * kWordBytes +
+         TextBound(std::min(report.error.size(), kMaxLimitErrorBytes)) + TextBound(cursor_bytes) +
+         TextBound(report.node_id.size());
 }
 
 }  // namespace tally::wire

@@ -37,6 +37,11 @@ enum class MessageKind {
   kPaddingRequired,          // protocol 3: padding_required_bytes()
   kDescriptorCheck,          // protocol 4: descriptor_query()
   kDescriptorCheckResponse,  // protocol 4: descriptor_report()
+  kLimitWrite,               // protocol 5: limit_write()
+  kLimitWriteResponse,       // protocol 5: limit_write_report()
+  kLimitGet,                 // protocol 5: limit_get()
+  kLimitList,                // protocol 5: limit_list()
+  kLimitOverridesResponse,   // protocol 5: limit_overrides_report()
 };
 
 // One member in a status report (check.capnp MemberInfo).
@@ -156,6 +161,72 @@ struct DescriptorReport {
   std::vector<DescriptorOutcome> results;  // one per request descriptor
 };
 
+// ---- protocol 5: runtime limit overrides (check.capnp LimitWriteRequest...) ----
+
+// Bounds a limit query is decoded within: a selector's entries (as
+// crdt::kMaxSelectorEntries) and a list cursor (a selector key: at most
+// 33 texts of 256 bytes, length-prefixed). More is an invalid query.
+inline constexpr size_t kMaxLimitSelectorEntries = 16;
+inline constexpr size_t kMaxLimitCursorBytes = 16384;
+
+// check.capnp LimitSelector (mirrors crdt::Selector; the daemon validates it).
+struct LimitSelectorValue {
+  bool is_key = false;  // the explicit form (user, endpoint, window)
+  std::string domain;
+  std::vector<std::pair<std::string, std::string>> entries;
+  std::string user_id, endpoint;
+  uint64_t window_ms = 0;
+  friend bool operator==(const LimitSelectorValue&, const LimitSelectorValue&) = default;
+};
+
+struct LimitWriteQuery {
+  uint64_t request_id = 0;
+  LimitSelectorValue selector;
+  bool remove = false;
+  uint64_t limit = 0;
+  uint8_t unit = 0;  // RateLimitUnit's number; 0: window_ms gives the window
+  uint64_t window_ms = 0;
+  friend bool operator==(const LimitWriteQuery&, const LimitWriteQuery&) = default;
+};
+
+enum class LimitOutcome : uint8_t { kNone = 0, kApplied, kStale, kInvalid, kFull };
+
+struct LimitWriteReport {
+  uint64_t request_id = 0;
+  tally::Status status = tally::Status::kOk;
+  std::string error;
+  LimitOutcome outcome = LimitOutcome::kNone;
+  std::string node_id;
+  friend bool operator==(const LimitWriteReport&, const LimitWriteReport&) = default;
+};
+
+struct LimitGetQuery {
+  LimitSelectorValue selector;
+};
+
+struct LimitListQuery {
+  std::string cursor;  // empty: from the start
+};
+
+struct LimitOverrideReport {
+  LimitSelectorValue selector;
+  bool removed = false;
+  uint64_t limit = 0;
+  uint64_t window_ms = 0;
+  int64_t updated_ms = 0;
+  friend bool operator==(const LimitOverrideReport&, const LimitOverrideReport&) = default;
+};
+
+// The answer to a get or a list.
+struct LimitOverridesReport {
+  tally::Status status = tally::Status::kOk;
+  std::string error;
+  std::vector<LimitOverrideReport> overrides;
+  std::string next_cursor;  // empty: the last page
+  std::string node_id;
+  friend bool operator==(const LimitOverridesReport&, const LimitOverridesReport&) = default;
+};
+
 // Decodes one ClientMessage. Holds views into the bytes it was given: the
 // bytes must stay alive and unchanged until the next Decode or destruction.
 // Not thread-safe; reuse one per thread to keep its buffers warm.
@@ -183,8 +254,21 @@ class ClientMessageReader {
   const std::string& descriptor_query_error() const { return descriptor_query_error_; }
   // kDescriptorCheckResponse.
   const DescriptorReport& descriptor_report() const { return descriptor_report_; }
+  // kLimitWrite, kLimitGet, kLimitList. A query breaking a bound (no
+  // selector or one of an unknown form, more than kMaxLimitSelectorEntries
+  // entries, a cursor over kMaxLimitCursorBytes) still decodes kOk with
+  // limit_query_error() saying why (a write keeps only its request id): the
+  // daemon answers it invalidArgument.
+  const LimitWriteQuery& limit_write() const { return limit_write_; }
+  const LimitGetQuery& limit_get() const { return limit_get_; }
+  const LimitListQuery& limit_list() const { return limit_list_; }
+  const std::string& limit_query_error() const { return limit_query_error_; }
+  // kLimitWriteResponse, kLimitOverridesResponse.
+  const LimitWriteReport& limit_write_report() const { return limit_write_report_; }
+  const LimitOverridesReport& limit_overrides_report() const { return limit_overrides_report_; }
 
  private:
+  void ClearLimits();
   MessageKind kind_ = MessageKind::kChecks;
   uint16_t version_ = 0;
   std::vector<CheckRequestRef> checks_;
@@ -196,6 +280,12 @@ class ClientMessageReader {
   DescriptorQuery descriptor_query_;
   std::string descriptor_query_error_;
   DescriptorReport descriptor_report_;
+  LimitWriteQuery limit_write_;
+  LimitGetQuery limit_get_;
+  LimitListQuery limit_list_;
+  std::string limit_query_error_;
+  LimitWriteReport limit_write_report_;
+  LimitOverridesReport limit_overrides_report_;
   std::vector<uint64_t> aligned_;  // scratch when the input is misaligned
 };
 
@@ -225,6 +315,21 @@ void EncodeDescriptorCheckResponse(const DescriptorReport& report, std::vector<s
 // error text.
 size_t EncodedDescriptorQueryBound(const DescriptorQuery& query);
 size_t EncodedDescriptorReportBound(std::span<const size_t> name_bytes, size_t error_bytes);
+
+// Protocol 5. The queries are padded to at least `min_bytes` (0: unpadded).
+// REQUIRES: they fit kMaxDatagramBytes (selector texts within the bounds).
+void EncodeLimitWrite(const LimitWriteQuery& query, std::vector<std::byte>* out,
+                      size_t min_bytes = 0);
+void EncodeLimitGet(const LimitGetQuery& query, std::vector<std::byte>* out, size_t min_bytes = 0);
+void EncodeLimitList(const LimitListQuery& query, std::vector<std::byte>* out,
+                     size_t min_bytes = 0);
+// Errors longer than 512 bytes are cut.
+void EncodeLimitWriteResponse(const LimitWriteReport& report, std::vector<std::byte>* out);
+void EncodeLimitOverridesResponse(const LimitOverridesReport& report, std::vector<std::byte>* out);
+// Upper bounds of encoded sizes: one override in a LimitOverridesResponse,
+// and the rest of that answer (with `cursor_bytes` of cursor).
+size_t EncodedLimitOverrideBound(const LimitOverrideReport& entry);
+size_t EncodedLimitOverridesEnvelopeBound(const LimitOverridesReport& report, size_t cursor_bytes);
 
 // Encodes "send the query again, at least `request_bytes` long".
 void EncodePaddingRequired(uint32_t request_bytes, std::vector<std::byte>* out);

@@ -15,6 +15,7 @@ std::string_view StatusName(Status status) {
     case Status::kUnsupportedVersion: return "unsupported_version";
     case Status::kUnavailable: return "unavailable";
     case Status::kInternal: return "internal";
+    case Status::kPermissionDenied: return "permission_denied";
   }
   return "unknown";
 }

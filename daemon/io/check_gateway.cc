@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "daemon/io/cluster_driver.h"
+#include "daemon/io/limit_door.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/status_trackers.h"
 #include "wire/codec.h"
@@ -83,8 +84,9 @@ class GatewaySink : public ReplySink {
 
 }  // namespace
 
-CheckGateway::CheckGateway(Limiter* limiter, ClusterDriver* cluster, BusiestKeys* keys)
-    : limiter_(limiter), cluster_(cluster), keys_(keys) {
+CheckGateway::CheckGateway(Limiter* limiter, ClusterDriver* cluster, BusiestKeys* keys,
+                           LocalOverrides* overrides)
+    : limiter_(limiter), cluster_(cluster), keys_(keys), overrides_(overrides) {
   assert((limiter_ == nullptr) != (cluster_ == nullptr));
 }
 
@@ -102,7 +104,12 @@ void CheckGateway::Decide(std::span<const CheckRequestRef> checks, Done done) {
   const Instant now = ReadClock();
   if (limiter_ != nullptr) {
     thread_local std::vector<CheckResult> results;
-    limiter_->CheckBatch(checks, now, &results);
+    thread_local std::vector<CheckRequestRef> overridden;
+    if (overrides_ != nullptr && overrides_->Apply(checks, &overridden)) {
+      limiter_->CheckBatch(overridden, now, &results);
+    } else {
+      limiter_->CheckBatch(checks, now, &results);
+    }
     done(results);
     return;
   }

@@ -30,6 +30,7 @@ namespace tally::io {
 
 class BusiestKeys;
 class ClusterDriver;
+class LocalOverrides;
 
 class CheckGateway {
  public:
@@ -40,7 +41,11 @@ class CheckGateway {
   // Exactly one of `limiter` and `cluster` is non-null; both are borrowed and
   // must outlive every Decide() call. `keys` (optional, borrowed): where
   // Decide offers its checks for the status page's busiest keys.
-  CheckGateway(Limiter* limiter, ClusterDriver* cluster, BusiestKeys* keys = nullptr);
+  // `overrides` (optional, borrowed, with `limiter`): a single node's runtime
+  // limit overrides, applied as the Cap'n Proto doors apply them (a
+  // cluster's Node applies its own).
+  CheckGateway(Limiter* limiter, ClusterDriver* cluster, BusiestKeys* keys = nullptr,
+               LocalOverrides* overrides = nullptr);
 
   // Decides `checks` (1 <= size; the views need only live during the call).
   // A batch whose encoded size would not fit one checks message
@@ -54,6 +59,7 @@ class CheckGateway {
   Limiter* limiter_;
   ClusterDriver* cluster_;
   BusiestKeys* keys_;
+  LocalOverrides* overrides_;
 };
 
 }  // namespace tally::io

@@ -429,13 +429,13 @@ void ClusterDriver::HandleClientDatagrams(std::span<const ClientDatagram> datagr
 }
 
 crdt::LimitOverrides::MergeResult ClusterDriver::WriteOverride(const crdt::Selector& selector,
-                                                               const crdt::OverrideValue& value) {
+                                                               const crdt::OverrideValue& value,
+                                                               Instant now) {
   Impl& d = *impl_;
   Impl::Batch b;
   crdt::LimitOverrides::MergeResult result;
   {
     std::lock_guard<std::mutex> lock(d.mu);
-    const Instant now = ReadClock();
     result = d.node->WriteOverride(selector, value, now, &b.out);
     d.node->Flush(now, &b.out);
     d.PublishOverridesLocked();
@@ -446,8 +446,18 @@ crdt::LimitOverrides::MergeResult ClusterDriver::WriteOverride(const crdt::Selec
   return result;
 }
 
+crdt::LimitOverrides::MergeResult ClusterDriver::WriteOverride(const crdt::Selector& selector,
+                                                               const crdt::OverrideValue& value) {
+  return WriteOverride(selector, value, ReadClock());
+}
+
 const PublishedOverrides* ClusterDriver::published_overrides() const {
   return &impl_->published_overrides;
+}
+
+void ClusterDriver::ReadOverrides(const std::function<void(const crdt::LimitOverrides&)>& read) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  read(impl_->node->overrides());
 }
 
 void ClusterDriver::SetRulesDigest(std::string digest) {

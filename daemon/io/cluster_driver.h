@@ -190,9 +190,8 @@ class ClusterDriver {
   // (Node::SetRulesDigest). Any thread, after Start.
   void SetRulesDigest(std::string digest);
 
-  // Writes a runtime limit override (or with value.removed its removal)
-  // through Node::WriteOverride, stamped now and sent to every member. Any
-  // thread, after Start.
+  // WriteOverride (below) stamped with the driver's clock now. Any thread,
+  // after Start.
   crdt::LimitOverrides::MergeResult WriteOverride(const crdt::Selector& selector,
                                                   const crdt::OverrideValue& value);
   // The descriptor-form runtime overrides in force here, republished after
@@ -204,6 +203,15 @@ class ClusterDriver {
   wire::StatusReport Status(Instant now);
   wire::OwnerReport Owner(const wire::OwnerQuery& query, Instant now);
   LimiterStats limiter_stats();
+
+  // Runtime limit overrides (docs/DESIGN.md, "Runtime limit overrides"):
+  // Node::WriteOverride at `now` under the Node's lock, then sends the
+  // write to every member. Any thread, after Start.
+  crdt::LimitOverrides::MergeResult WriteOverride(const crdt::Selector& selector,
+                                                  const crdt::OverrideValue& value, Instant now);
+  // Calls `read` with the Node's override map under the Node's lock (keep
+  // it short: checks wait). Any thread, after Start.
+  void ReadOverrides(const std::function<void(const crdt::LimitOverrides&)>& read);
 
   // Re-reads the keyring file (tallyd does it on SIGHUP). On failure the keys in
   // use stay; false with `*error`. True without a keyring. Any thread.

@@ -72,6 +72,16 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("hints_queued", c.hints_queued);
   add("digests_refused", c.digests_refused);
   add("forward_results_refused", c.forward_results_refused);
+  // Runtime limit overrides: in force, held (tombstones included), and
+  // what happened to writes (docs/OPERATIONS.md, "Change limits at runtime").
+  add("overrides_live", s.overrides_live);
+  add("overrides_held", s.overrides_held);
+  add("overrides_written", c.overrides_written);
+  add("overrides_sent", c.overrides_sent);
+  add("overrides_applied", c.overrides_applied);
+  add("overrides_stale", c.overrides_stale);
+  add("overrides_refused", c.overrides_refused);
+  add("overrides_used", c.overrides_used);
   // Membership input refused, and another process under our node id.
   add("swim_invalid", s.swim.invalid);
   add("swim_foreign_self", s.swim.foreign_self);

@@ -77,10 +77,11 @@ struct Daemon::Impl {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
   Counters counters;
   DoorMetrics door_metrics;
-  StatusTrackers trackers;                 // the status page's (daemon/io/status_trackers.h)
-  std::unique_ptr<Limiter> limiter;        // null in echo and cluster mode
-  std::unique_ptr<ClusterDriver> cluster;  // cluster mode only
-  std::unique_ptr<CheckGateway> gateway;   // null in echo mode
+  StatusTrackers trackers;           // the status page's (daemon/io/status_trackers.h)
+  std::unique_ptr<Limiter> limiter;  // null in echo and cluster mode
+  std::unique_ptr<LocalOverrides> local_overrides;  // with `limiter`: runtime limit overrides
+  std::unique_ptr<ClusterDriver> cluster;           // cluster mode only
+  std::unique_ptr<CheckGateway> gateway;            // null in echo mode
   DaemonIdentity identity;
   RulesStatus rules_status;
   DescriptorDoor descriptor_door;
@@ -165,6 +166,7 @@ bool Daemon::Impl::Start(std::string* error) {
     identity.generation = cluster->generation();
   } else if (!o.echo) {
     limiter = std::make_unique<Limiter>(o.limiter);
+    local_overrides = std::make_unique<LocalOverrides>(identity.node_id);
     if (!o.cluster.state_dir.empty()) {
       spdlog::warn(
           "state dir {} ignored: counts are snapshotted in cluster mode only (a cluster "
@@ -173,12 +175,14 @@ bool Daemon::Impl::Start(std::string* error) {
     }
   }
   if (!o.echo) {
-    gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get(), &trackers.keys);
+    gateway = std::make_unique<CheckGateway>(limiter.get(), cluster.get(), &trackers.keys,
+                                             local_overrides.get());
   }
   ProcessorContext context{limiter.get(), cluster.get(), &identity,
                            o.echo,        &counters,     &rules_status};
   context.metrics = &door_metrics;
   context.descriptors = &descriptor_door;
+  context.overrides = local_overrides.get();
   if (!o.echo) context.keys = &trackers.keys;
 
   if (udp) {
@@ -477,7 +481,8 @@ wire::StatusReport Daemon::Status() const {
   const Instant now = ReadClock();
   wire::StatusReport report = d.cluster && d.started
                                   ? d.cluster->Status(now)
-                                  : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now);
+                                  : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now,
+                                                     d.local_overrides.get());
   d.rules_status.AppendTo(&report);  // as the status answers on the Cap'n Proto doors
   return report;
 }

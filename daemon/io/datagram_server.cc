@@ -67,8 +67,11 @@ void DatagramServer::HandleBatch(size_t n) {
       continue;
     }
     std::span<const std::byte> bytes = rx_.data(i);
-    Handled handled =
-        processor_.Handle(bytes, rx_.truncated(i), now, static_cast<uint32_t>(i), &replies_);
+    // Only a loopback source may write limits over UDP (limit_door.h).
+    const bool loopback =
+        door_ == Door::kUdp && IsLoopbackSource(rx_.address(i), rx_.address_length(i));
+    Handled handled = processor_.Handle(bytes, rx_.truncated(i), now, static_cast<uint32_t>(i),
+                                        &replies_, loopback);
     if (handled == Handled::kForRules) {
       processor_.HandOverDescriptorCheck(bytes.size(), SendLaterTo(i));
     } else if (handled == Handled::kForCluster) {

@@ -87,7 +87,8 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
       metrics_(context.metrics),
       door_(context.door),
       keys_(context.keys),
-      descriptors_(context.descriptors) {
+      descriptors_(context.descriptors),
+      overrides_(context.overrides) {
   assert(counters_ != nullptr);
   assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
 }
@@ -180,7 +181,8 @@ void RulesStatus::AppendTo(wire::StatusReport* report) const {
 }
 
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
-                                    const Counters& counters, Instant now) {
+                                    const Counters& counters, Instant now,
+                                    const LocalOverrides* overrides) {
   wire::StatusReport s;
   s.node_id = identity != nullptr ? identity->node_id : "tallyd";
   s.generation = identity != nullptr ? identity->generation : 0;
@@ -202,6 +204,7 @@ wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity
                .count()));
   }
   AppendLimiterCounters(stats, &s.counters);
+  if (overrides != nullptr) overrides->AppendCounters(&s.counters);
   AppendTransportCounters(counters, &s.counters);
   return s;
 }
@@ -274,6 +277,11 @@ void MessageProcessor::ReplyToQuery(size_t request_bytes, std::vector<std::byte>
 
 Handled MessageProcessor::Handle(std::span<const std::byte> message, bool truncated, Instant now,
                                  uint32_t tag, std::vector<Reply>* replies) {
+  return Handle(message, truncated, now, tag, replies, false);
+}
+
+Handled MessageProcessor::Handle(std::span<const std::byte> message, bool truncated, Instant now,
+                                 uint32_t tag, std::vector<Reply>* replies, bool source_loopback) {
   if (echo_) {
     replies->push_back(Reply{message, tag});
     return Handled::kAnswered;
@@ -295,9 +303,9 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       break;
     case wire::MessageKind::kStatusRequest: {
       std::vector<std::byte>* out = NextBuffer();
-      wire::StatusReport report = cluster_ != nullptr
-                                      ? cluster_->Status(now)
-                                      : SingleNodeStatus(limiter_, identity_, *counters_, now);
+      wire::StatusReport report =
+          cluster_ != nullptr ? cluster_->Status(now)
+                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       ReplyToQuery(message.size(), out, tag, replies);
@@ -329,7 +337,20 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       }
       return Handled::kForRules;
     }
+    case wire::MessageKind::kLimitWrite:
+      // Any local or remote process can send UDP; the Unix doors' file mode
+      // already says who may connect (limit_door.h).
+      HandleLimitWrite(message.size(), door_ != Door::kUdp || source_loopback, now, tag, replies);
+      return Handled::kAnswered;
+    case wire::MessageKind::kLimitGet:
+      HandleLimitGet(message.size(), tag, replies);
+      return Handled::kAnswered;
+    case wire::MessageKind::kLimitList:
+      HandleLimitList(message.size(), tag, replies);
+      return Handled::kAnswered;
     case wire::MessageKind::kResponses:
+    case wire::MessageKind::kLimitWriteResponse:
+    case wire::MessageKind::kLimitOverridesResponse:
     case wire::MessageKind::kDescriptorCheckResponse:
     case wire::MessageKind::kStatusResponse:
     case wire::MessageKind::kOwnerResponse:
@@ -350,8 +371,14 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
                tag, replies);
     return Handled::kAnswered;
   }
-  // One batch per datagram: results in request order, each shard locked once.
-  limiter_->CheckBatch(reader_.checks(), now, &results_);
+  // One batch per datagram: results in request order, each shard locked
+  // once; explicit overrides replace the callers' limits first, as a
+  // cluster's entry node does.
+  if (overrides_ != nullptr && overrides_->Apply(reader_.checks(), &overridden_)) {
+    limiter_->CheckBatch(overridden_, now, &results_);
+  } else {
+    limiter_->CheckBatch(reader_.checks(), now, &results_);
+  }
   if (metrics_ != nullptr) {
     // From receipt (`now`, read when the datagram came in) to decided, as in
     // cluster mode.
@@ -367,6 +394,189 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
   }
   EncodeResults(tag, replies);
   return Handled::kAnswered;
+}
+
+const std::string& MessageProcessor::NodeId() const {
+  static const std::string kDefault = "tallyd";
+  if (cluster_ != nullptr) return cluster_->node_id();
+  return identity_ != nullptr ? identity_->node_id : kDefault;
+}
+
+template <typename Read>
+bool MessageProcessor::ReadOverrides(Read&& read) {
+  if (cluster_ != nullptr) {
+    cluster_->ReadOverrides(read);
+    return true;
+  }
+  if (overrides_ == nullptr) return false;
+  overrides_->ReadLocked(read);
+  return true;
+}
+
+namespace {
+
+constexpr const char* kNoOverrides = "this tallyd keeps no limit overrides (echo mode)";
+
+tally::Status WriteStatus(crdt::LimitOverrides::MergeResult result, wire::LimitOutcome* outcome) {
+  switch (result) {
+    case crdt::LimitOverrides::MergeResult::kApplied:
+      *outcome = wire::LimitOutcome::kApplied;
+      return tally::Status::kOk;
+    case crdt::LimitOverrides::MergeResult::kStale:
+      *outcome = wire::LimitOutcome::kStale;
+      return tally::Status::kOk;
+    case crdt::LimitOverrides::MergeResult::kInvalid:
+      *outcome = wire::LimitOutcome::kInvalid;
+      return tally::Status::kInvalidArgument;
+    case crdt::LimitOverrides::MergeResult::kFull:
+      *outcome = wire::LimitOutcome::kFull;
+      return tally::Status::kOverCapacity;
+  }
+  return tally::Status::kInternal;
+}
+
+}  // namespace
+
+void MessageProcessor::HandleLimitWrite(size_t request_bytes, bool may_write, Instant now,
+                                        uint32_t tag, std::vector<Reply>* replies) {
+  const wire::LimitWriteQuery& query = reader_.limit_write();
+  wire::LimitWriteReport report;
+  report.request_id = query.request_id;
+  report.node_id = NodeId();
+  std::vector<std::byte>* out = NextBuffer();
+  auto answer = [&] {
+    wire::EncodeLimitWriteResponse(report, out);
+    ReplyToQuery(request_bytes, out, tag, replies);
+  };
+  if (!may_write) {
+    report.status = tally::Status::kPermissionDenied;
+    report.error = kWriteRefused;
+    return answer();
+  }
+  if (cluster_ == nullptr && overrides_ == nullptr) {
+    report.status = tally::Status::kUnavailable;
+    report.error = kNoOverrides;
+    return answer();
+  }
+  crdt::OverrideEntry entry;
+  if (!reader_.limit_query_error().empty()) {
+    report.error = reader_.limit_query_error();
+  } else {
+    entry.selector = SelectorFromWire(query.selector);
+    if (WriteValueFromWire(query, &entry.value, &report.error)) {
+      report.error = crdt::Validate(entry);
+    }
+  }
+  if (!report.error.empty()) {
+    report.status = tally::Status::kInvalidArgument;
+    report.outcome = wire::LimitOutcome::kInvalid;
+    return answer();
+  }
+  // The answer of a write carries no error text: if even that would break
+  // the reply bound, ask for padding before anything is written.
+  wire::LimitWriteReport done = report;
+  done.outcome = wire::LimitOutcome::kApplied;
+  wire::EncodeLimitWriteResponse(done, out);
+  const bool forgeable = door_ == Door::kUdp || door_ == Door::kUnix;
+  if (forgeable && out->size() > wire::kMaxReplyFactor * request_bytes) {
+    return ReplyToQuery(request_bytes, out, tag, replies);
+  }
+  const crdt::LimitOverrides::MergeResult result =
+      cluster_ != nullptr ? cluster_->WriteOverride(entry.selector, entry.value, now)
+                          : overrides_->Write(entry.selector, entry.value, now.wall.count());
+  report.status = WriteStatus(result, &report.outcome);
+  if (result == crdt::LimitOverrides::MergeResult::kFull) {
+    report.error = "too many overrides: at most " +
+                   std::to_string(crdt::LimitOverrides::kMaxLocalEntries) +
+                   " selectors may be written here (removals count until forgotten)";
+  } else if (result == crdt::LimitOverrides::MergeResult::kInvalid) {
+    report.error = "invalid override";
+  }
+  answer();
+}
+
+void MessageProcessor::HandleLimitGet(size_t request_bytes, uint32_t tag,
+                                      std::vector<Reply>* replies) {
+  wire::LimitOverridesReport report;
+  report.node_id = NodeId();
+  crdt::OverrideEntry probe;
+  if (!reader_.limit_query_error().empty()) {
+    report.error = reader_.limit_query_error();
+  } else {
+    probe.selector = SelectorFromWire(reader_.limit_get().selector);
+    probe.value.removed = true;  // only the selector is checked
+    report.error = crdt::Validate(probe);
+  }
+  if (!report.error.empty()) {
+    report.status = tally::Status::kInvalidArgument;
+  } else {
+    const std::string key = probe.selector.Key();
+    const bool have = ReadOverrides([&](const crdt::LimitOverrides& map) {
+      if (const crdt::OverrideEntry* e = map.FindEntry(key)) {
+        report.overrides.push_back(OverrideReportOf(*e));
+      }
+    });
+    if (!have) {
+      report.status = tally::Status::kUnavailable;
+      report.error = kNoOverrides;
+    }
+  }
+  std::vector<std::byte>* out = NextBuffer();
+  wire::EncodeLimitOverridesResponse(report, out);
+  ReplyToQuery(request_bytes, out, tag, replies);
+}
+
+void MessageProcessor::HandleLimitList(size_t request_bytes, uint32_t tag,
+                                       std::vector<Reply>* replies) {
+  wire::LimitOverridesReport report;
+  report.node_id = NodeId();
+  std::vector<std::byte>* out = NextBuffer();
+  if (!reader_.limit_query_error().empty()) {
+    report.status = tally::Status::kInvalidArgument;
+    report.error = reader_.limit_query_error();
+    wire::EncodeLimitOverridesResponse(report, out);
+    return ReplyToQuery(request_bytes, out, tag, replies);
+  }
+  // A page holds what fits the reply bound of this door (3x the request on
+  // a datagram door, else one datagram), by the encoder's upper bounds.
+  const bool forgeable = door_ == Door::kUdp || door_ == Door::kUnix;
+  const size_t budget =
+      forgeable ? std::min(wire::kMaxReplyFactor * request_bytes, wire::kMaxDatagramBytes)
+                : wire::kMaxDatagramBytes;
+  size_t used = 0;
+  size_t first_needs = 0;  // the bytes the first live entry needs, when none fit
+  std::string last_key;
+  const bool have = ReadOverrides([&](const crdt::LimitOverrides& map) {
+    map.VisitAfter(
+        reader_.limit_list().cursor, [&](const std::string& key, const crdt::OverrideEntry& e) {
+          if (e.value.removed) return true;  // a list shows those in force
+          wire::LimitOverrideReport r = OverrideReportOf(e);
+          const size_t cost = wire::EncodedLimitOverrideBound(r);
+          if (wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + used + cost > budget) {
+            if (report.overrides.empty()) {
+              first_needs = wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + cost;
+            }
+            report.next_cursor = last_key;
+            return false;
+          }
+          used += cost;
+          last_key = key;
+          report.overrides.push_back(std::move(r));
+          return true;
+        });
+  });
+  if (!have) {
+    report.status = tally::Status::kUnavailable;
+    report.error = kNoOverrides;
+  } else if (first_needs > 0) {
+    // Not even one entry fits: the client pads its query (protocol 3).
+    counters_->queries_padding_required.fetch_add(1, std::memory_order_relaxed);
+    wire::EncodePaddingRequired(static_cast<uint32_t>(wire::PaddedQueryBytes(first_needs)), out);
+    replies->push_back(Reply{std::span<const std::byte>(*out), tag});
+    return;
+  }
+  wire::EncodeLimitOverridesResponse(report, out);
+  ReplyToQuery(request_bytes, out, tag, replies);
 }
 
 }  // namespace tally::io

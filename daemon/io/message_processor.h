@@ -24,6 +24,12 @@
 //     ShouldRateLimit. A query over the decoder's bounds is answered
 //     invalidArgument here; without the rules doors (neither --grpc nor
 //     --http) it is answered unavailable.
+//   * limitWrite / limitGet / limitList (protocol 5) -> one limitWriteResponse
+//     or limitOverridesResponse (daemon/io/limit_door.h): writes go to the
+//     ClusterDriver's Node, or in a single node to LocalOverrides, and only
+//     from the Unix doors or a loopback UDP source (else permissionDenied);
+//     a list is paged to what fits the reply bound. A single node's checks
+//     get the explicit overrides' limits before the Limiter decides them.
 //   * echo mode -> the received bytes, untouched.
 //   * cluster mode: a checks message is not decided here; Handle returns
 //     kForCluster and the caller hands the bytes to the ClusterDriver, in a
@@ -48,6 +54,7 @@
 
 #include "daemon/io/counters.h"
 #include "daemon/io/door_metrics.h"
+#include "daemon/io/limit_door.h"
 #include "daemon/io/status_trackers.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
@@ -133,6 +140,9 @@ struct ProcessorContext {
   BusiestKeys* keys = nullptr;
   // Descriptor checks (protocol 4); null: answered unavailable.
   const DescriptorDoor* descriptors = nullptr;
+  // Single-node mode: runtime limit overrides (protocol 5); null: limit
+  // queries are answered unavailable. Cluster mode uses the Node's.
+  LocalOverrides* overrides = nullptr;
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -165,8 +175,13 @@ class MessageProcessor {
   // Handles one message received at `now`. `truncated` means the kernel cut
   // it (it was larger than our buffer). Appends its replies (zero or more) to
   // `*replies`. `message` must stay valid until those replies are sent.
+  // Limit writes are taken unless the door is UDP.
   Handled Handle(std::span<const std::byte> message, bool truncated, Instant now, uint32_t tag,
                  std::vector<Reply>* replies);
+  // The same, from a UDP source that is (`source_loopback`) or is not a
+  // loopback address: only the former may write limits.
+  Handled Handle(std::span<const std::byte> message, bool truncated, Instant now, uint32_t tag,
+                 std::vector<Reply>* replies, bool source_loopback);
 
   // After Handle returned kForRules for a `request_bytes` message: hands the
   // descriptor check to the DescriptorDoor; its answer (or an error) goes out
@@ -185,6 +200,16 @@ class MessageProcessor {
   void ReplyToQuery(size_t request_bytes, std::vector<std::byte>* reply, uint32_t tag,
                     std::vector<Reply>* replies);
   wire::OwnerReport SingleNodeOwner(const wire::OwnerQuery& query) const;
+  // Protocol 5 (limit_door.h).
+  void HandleLimitWrite(size_t request_bytes, bool may_write, Instant now, uint32_t tag,
+                        std::vector<Reply>* replies);
+  void HandleLimitGet(size_t request_bytes, uint32_t tag, std::vector<Reply>* replies);
+  void HandleLimitList(size_t request_bytes, uint32_t tag, std::vector<Reply>* replies);
+  // Calls `read` with the override map (the Node's or LocalOverrides');
+  // false when there is none (echo mode).
+  template <typename Read>
+  bool ReadOverrides(Read&& read);
+  const std::string& NodeId() const;
 
   Limiter* limiter_;
   ClusterDriver* cluster_ = nullptr;
@@ -196,8 +221,10 @@ class MessageProcessor {
   Door door_ = Door::kUdp;
   BusiestKeys* keys_ = nullptr;
   const DescriptorDoor* descriptors_ = nullptr;
+  LocalOverrides* overrides_ = nullptr;
   wire::ClientMessageReader reader_;
   std::vector<CheckResult> results_;
+  std::vector<CheckRequestRef> overridden_;  // checks with overridden limits (single node)
   std::string why_;
   // A deque keeps element addresses stable as it grows.
   std::deque<std::vector<std::byte>> buffers_;
@@ -212,8 +239,10 @@ Instant ReadClock();
 // The status answer of a single node (a cluster of one: itself, alive, key
 // share 1) from its Limiter (null in echo mode), identity (null: "tallyd")
 // and transport counters.
+// `overrides` (null: none) adds the overrides_* counters.
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
-                                    const Counters& counters, Instant now);
+                                    const Counters& counters, Instant now,
+                                    const LocalOverrides* overrides = nullptr);
 
 // The transport counters by name, for status answers.
 void AppendTransportCounters(const Counters& counters,

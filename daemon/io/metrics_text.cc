@@ -391,6 +391,24 @@ std::string RenderMetrics(const MetricsInput& in) {
   w.Family("tally_key_capacity", "gauge", "Most keys this node holds (--max-keys).");
   w.Sample("tally_key_capacity", in.key_capacity);
 
+  // Runtime limit overrides (`tally limit`; docs/OPERATIONS.md).
+  WriteLabelled(w, c, "tally_limit_overrides", "gauge",
+                "Runtime limit overrides this node holds: in force, and every entry (removals "
+                "included, at most 4096).",
+                "state", {{"live", "overrides_live"}, {"held", "overrides_held"}});
+  WriteLabelled(w, c, "tally_limit_override_writes_total", "counter",
+                "Override entries by origin and outcome: written here, sent to members, and "
+                "received from members applied, stale (already held or older) or refused.",
+                "result",
+                {{"written", "overrides_written"},
+                 {"sent", "overrides_sent"},
+                 {"applied", "overrides_applied"},
+                 {"stale", "overrides_stale"},
+                 {"refused", "overrides_refused"}});
+  WriteSimple(w, c, "counter",
+              {{"tally_limit_override_checks_total", "overrides_used",
+                "Checks entering here whose limit an explicit override replaced."}});
+
   if (s.cluster) WriteCluster(w, s, c);
 
   if (in.grpc_listener_restarts) {

@@ -17,8 +17,10 @@ $Cxx.namespace("tally::wire");
 # ownerRequest/ownerResponse (operators' questions; see below). 3: adds
 # paddingRequired and padding (a query's reply is at most 3x its datagram).
 # 4: adds descriptorCheck/descriptorCheckResponse (checks resolved through
-# tallyd's Envoy rules, docs/ENVOY.md).
-const protocolVersion :UInt16 = 4;
+# tallyd's Envoy rules, docs/ENVOY.md). 5: adds runtime limit overrides
+# (limitWrite, limitGet, limitList and their answers; `tally limit`) and the
+# status permissionDenied.
+const protocolVersion :UInt16 = 5;
 
 enum Status {
   ok @0;
@@ -28,6 +30,7 @@ enum Status {
   unsupportedVersion @4;
   unavailable @5;
   internal @6;
+  permissionDenied @7;  # protocol 5: a limit write from a door or source that may not write
 }
 
 struct CheckRequest {
@@ -63,6 +66,11 @@ struct ClientMessage {
     paddedStatusRequest @8 :PaddedStatusRequest;  # client -> daemon: statusRequest, padded
     descriptorCheck @9 :DescriptorCheckRequest;           # client -> daemon (protocol 4)
     descriptorCheckResponse @10 :DescriptorCheckResponse; # daemon -> client (protocol 4)
+    limitWrite @11 :LimitWriteRequest;               # client -> daemon (protocol 5)
+    limitWriteResponse @12 :LimitWriteResponse;      # daemon -> client (protocol 5)
+    limitGet @13 :LimitGetRequest;                   # client -> daemon (protocol 5)
+    limitList @14 :LimitListRequest;                 # client -> daemon (protocol 5)
+    limitOverridesResponse @15 :LimitOverridesResponse;  # daemon -> client: get or list (protocol 5)
   }
 }
 
@@ -231,4 +239,92 @@ struct DescriptorCheckResponse {
   error @2 :Text;
   overallCode @3 :RateLimitCode;   # overLimit if any descriptor is
   results @4 :List(DescriptorResult);  # one per request descriptor, same order
+}
+
+# ---- protocol version 5: runtime limit overrides (`tally limit`) ----
+# An operator sets, reads, lists and removes limit overrides without a
+# restart (docs/DESIGN.md, "Runtime limit overrides"; docs/OPERATIONS.md).
+# A write goes to the member that received it, which stamps it and spreads
+# it to every member; reads answer from the receiver's own map.
+#
+# Access: writes are accepted on the Unix socket doors (their file mode
+# decides who may connect) and on UDP only from a loopback source address;
+# any other source gets status permissionDenied and nothing is written.
+# Reads (get, list) are answered wherever status is.
+#
+# Reply bound (protocol 3): on a datagram door every answer is at most 3x
+# its request, or paddingRequired is answered instead (nothing is written
+# then); a list is paged (`cursor`) to what fits.
+
+# What an override selects: an Envoy rules descriptor, or one explicit key.
+struct LimitSelector {
+  union {
+    descriptor @0 :LimitDescriptorSelector;
+    key @1 :LimitKeySelector;
+  }
+}
+
+struct LimitDescriptorSelector {
+  domain @0 :Text;
+  entries @1 :List(DescriptorEntry);  # in order, as Envoy sends them; at most 16
+}
+
+struct LimitKeySelector {
+  userId @0 :Data;
+  endpoint @1 :Data;
+  windowMs @2 :UInt64;  # the check's window: the key (user, endpoint, window) is overridden
+}
+
+struct LimitWriteRequest {
+  requestId @0 :UInt64;         # echoed in the answer
+  selector @1 :LimitSelector;
+  remove @2 :Bool;              # true: remove the override (limit, unit, windowMs ignored)
+  limit @3 :UInt64;             # hits per window, at most 2^32-1; 0 denies every hit
+  unit @4 :RateLimitUnit;       # descriptor form: the window as second, minute, hour or day ...
+  windowMs @5 :UInt64;          # ... or in ms when unit is unknown; the key form ignores both
+  padding @6 :Data;             # ignored; any bytes (see paddingRequired)
+}
+
+enum LimitWriteOutcome {
+  none @0;       # not attempted (see status)
+  applied @1;    # in force here and on its way to every member
+  stale @2;      # this member already holds a later write of the selector
+  invalid @3;    # outside the bounds (status invalidArgument, error says which)
+  full @4;       # too many selectors already (status overCapacity)
+}
+
+struct LimitWriteResponse {
+  requestId @0 :UInt64;
+  status @1 :Status;            # ok (applied or stale), invalidArgument, overCapacity,
+                                # permissionDenied, unavailable
+  error @2 :Text;
+  outcome @3 :LimitWriteOutcome;
+  nodeId @4 :Text;              # the member that took the write
+}
+
+struct LimitGetRequest {
+  selector @0 :LimitSelector;
+  padding @1 :Data;             # ignored; any bytes
+}
+
+struct LimitListRequest {
+  cursor @0 :Data;              # empty: from the start; else a reply's nextCursor
+  padding @1 :Data;             # ignored; any bytes (a larger request gets a longer page)
+}
+
+# One override as the answering member holds it.
+struct LimitOverrideInfo {
+  selector @0 :LimitSelector;
+  removed @1 :Bool;             # get only: its removal is in force
+  limit @2 :UInt64;
+  windowMs @3 :UInt64;          # the window the limit counts over
+  updatedMs @4 :Int64;          # wall ms of the write in force (its hybrid clock stamp)
+}
+
+struct LimitOverridesResponse {
+  status @0 :Status;            # ok, or invalidArgument for a bad selector or cursor
+  error @1 :Text;
+  overrides @2 :List(LimitOverrideInfo);  # get: none (never written) or one; list: a page of those in force
+  nextCursor @3 :Data;          # list: empty on the last page, else send it as the next cursor
+  nodeId @4 :Text;              # who answered
 }

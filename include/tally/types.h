@@ -26,6 +26,7 @@ enum class Status : uint16_t {
   kUnsupportedVersion = 4,
   kUnavailable = 5,       // no decision could be had (client side: timeout)
   kInternal = 6,
+  kPermissionDenied = 7,  // a limit write from a door or source that may not write
 };
 
 std::string_view StatusName(Status status);

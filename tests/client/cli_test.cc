@@ -248,5 +248,121 @@ TEST_F(CliTest, UnixDatagramAndSeqpacketWork) {
   }
 }
 
+// ---- tally limit ----
+
+ProcessResult LimitCli(std::vector<std::string> args) {
+  args.insert(args.begin(), "limit");
+  return testing::RunProcess(kTally, args);
+}
+
+TEST_F(CliTest, LimitUsageErrorsExitTwo) {
+  const std::vector<std::string> key = {"--user",           "u", "--endpoint", "/e",
+                                        "--window-seconds", "60"};
+  auto with_key = [&](std::vector<std::string> head) {
+    head.insert(head.end(), key.begin(), key.end());
+    return head;
+  };
+  const std::vector<std::vector<std::string>> bad = {
+      {},                                 // no verb
+      {"frob"},                           // unknown verb
+      {"set", "--udp", Udp()},            // no selector
+      with_key({"set", "--udp", Udp()}),  // no --limit
+      with_key({"set", "--udp", Udp(), "--limit", "-1"}),
+      with_key({"set", "--udp", Udp(), "--limit", "4294967296"}),
+      with_key({"set", "--udp", Udp(), "--limit", "1", "--unit", "minute"}),  // unit: descriptors
+      with_key({"get", "--udp", Udp(), "--limit", "1"}),                      // --limit: set only
+      with_key({"list", "--udp", Udp()}),                                     // list: no selector
+      with_key({"set", "--udp", Udp(), "--limit", "1", "--domain", "d"}),     // both forms
+      {"set", "--udp", Udp(), "--domain", "d", "--limit", "1", "--unit",
+       "second"},  // no descriptor
+      {"set", "--udp", Udp(), "--domain", "d", "--descriptor", "a=b", "--limit", "1"},  // no unit
+      {"set", "--udp", Udp(), "--domain", "d", "--descriptor", "a=b", "--limit", "1", "--unit",
+       "fortnight"},
+      {"set", "--udp", Udp(), "--domain", "d", "--descriptor", "=b", "--limit", "1", "--unit",
+       "second"},
+      {"get", "--udp", Udp(), "--user", "u", "--endpoint", "/e"},  // no window
+      {"get", "--udp", Udp(), "--user", "u", "--endpoint", "/e", "--window-seconds", "0"},
+      with_key({"get", "--udp", Udp(), "--unix", "/tmp/x"}),
+  };
+  for (const auto& args : bad) {
+    std::string joined;
+    for (const auto& a : args) joined += "'" + a + "' ";
+    SCOPED_TRACE(joined);
+    ProcessResult result = LimitCli(args);
+    EXPECT_EQ(result.exit_code, 2);
+    EXPECT_TRUE(result.out.empty()) << result.out;
+    EXPECT_NE(result.err.find("tally limit --help"), std::string::npos) << result.err;
+  }
+  // --json errors are one object.
+  ProcessResult json = LimitCli({"set", "--json", "--udp", Udp()});
+  EXPECT_EQ(json.exit_code, 2);
+  EXPECT_EQ(Json(json)["status"].as_string(), "invalid_argument");
+  EXPECT_EQ(LimitCli({"--help"}).exit_code, 2);
+}
+
+TEST_F(CliTest, LimitSetGetListRemoveOnASingleNode) {
+  const std::vector<std::string> key = {"--user", "cli-limit",        "--endpoint",
+                                        "/x",     "--window-seconds", "60"};
+  auto cmd = [&](std::vector<std::string> head, bool with_key = true) {
+    if (with_key) head.insert(head.end(), key.begin(), key.end());
+    return LimitCli(head);
+  };
+  EXPECT_EQ(Check({"cli-limit", "/x", "10", "60"}).exit_code, 0);
+  ProcessResult none = cmd({"get", "--udp", Udp()});
+  EXPECT_EQ(none.exit_code, 1) << none.err;
+  EXPECT_EQ(none.out.rfind("no override on ", 0), 0u) << none.out;
+
+  // Set through the Unix datagram socket, read through UDP.
+  ProcessResult set = cmd({"set", "--unix", dir_->File("d.sock"), "--limit", "1"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_NE(set.out.find("set on "), std::string::npos) << set.out;
+  ProcessResult denied = Check({"cli-limit", "/x", "10", "60"});
+  EXPECT_EQ(denied.exit_code, 1) << denied.out;  // 1 hit already spent of the 1 allowed
+  EXPECT_NE(denied.out.find(" limit=1\n"), std::string::npos) << denied.out;
+  ProcessResult got = cmd({"get", "--udp", Udp(), "--json"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  boost::json::object o = Json(got);
+  boost::json::object& override_object = o["override"].as_object();
+  EXPECT_EQ(override_object["user"].as_string(), "cli-limit");
+  EXPECT_EQ(override_object["limit"].to_number<int64_t>(), 1);
+  EXPECT_EQ(override_object["window_ms"].to_number<int64_t>(), 60'000);
+  EXPECT_FALSE(override_object["removed"].as_bool());
+
+  // A descriptor-form override, listed with the other.
+  ProcessResult d = LimitCli({"set", "--udp", Udp(), "--json", "--domain", "edge", "--descriptor",
+                              "tier=gold,path=/a", "--limit", "7", "--unit", "hour"});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(Json(d)["outcome"].as_string(), "applied");
+  ProcessResult list = LimitCli({"list", "--udp", Udp(), "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  boost::json::array all = Json(list)["overrides"].as_array();
+  ASSERT_EQ(all.size(), 2u) << list.out;
+  bool saw_descriptor = false;
+  for (auto& v : all) {
+    boost::json::object& e = v.as_object();
+    if (!e.contains("domain")) continue;
+    saw_descriptor = true;
+    EXPECT_EQ(e["domain"].as_string(), "edge");
+    EXPECT_EQ(e["descriptor"].as_array().size(), 2u);
+    EXPECT_EQ(e["window_ms"].to_number<int64_t>(), 3'600'000);
+  }
+  EXPECT_TRUE(saw_descriptor);
+  ProcessResult plain = LimitCli({"list", "--unix", dir_->File("d.seq")});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("domain=edge descriptor=tier=gold,path=/a limit=7"), std::string::npos)
+      << plain.out;
+
+  // rm gives the caller's limit back.
+  ASSERT_EQ(cmd({"rm", "--udp", Udp()}).exit_code, 0);
+  ProcessResult back = Check({"cli-limit", "/x", "10", "60"});
+  EXPECT_EQ(back.exit_code, 0) << back.out;
+  EXPECT_NE(back.out.find(" limit=10\n"), std::string::npos) << back.out;
+  EXPECT_EQ(cmd({"get", "--udp", Udp()}).exit_code, 1);
+  ASSERT_EQ(
+      LimitCli({"rm", "--udp", Udp(), "--domain", "edge", "--descriptor", "tier=gold,path=/a"})
+          .exit_code,
+      0);
+}
+
 }  // namespace
 }  // namespace tally

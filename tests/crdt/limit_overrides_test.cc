@@ -95,6 +95,36 @@ TEST(SelectorTest, KeysAreCanonicalAndCannotCollideThroughText) {
   EXPECT_NE(two.Key(), swapped.Key());  // entries are ordered, as Envoy's descriptors
 }
 
+TEST(LimitOverridesTest, FindEntryAndVisitAfterSeeTombstonesInKeyOrder) {
+  LimitOverrides map;
+  ASSERT_EQ(map.Write(Set(Explicit("b", "/e", 1000), 5, 10)), Result::kApplied);
+  ASSERT_EQ(map.Write(Set(Explicit("a", "/e", 1000), 6, 10)), Result::kApplied);
+  ASSERT_EQ(map.Write(Remove(Explicit("c", "/e", 1000), 10)), Result::kApplied);
+  const std::string a = Explicit("a", "/e", 1000).Key(), c = Explicit("c", "/e", 1000).Key();
+  ASSERT_NE(map.FindEntry(c), nullptr);
+  EXPECT_TRUE(map.FindEntry(c)->value.removed);  // Find() says none; FindEntry shows why
+  EXPECT_FALSE(map.Find(Explicit("c", "/e", 1000)).has_value());
+  EXPECT_EQ(map.FindEntry(Explicit("d", "/e", 1000).Key()), nullptr);
+  std::vector<std::string> users;
+  map.VisitAfter("", [&](const std::string&, const OverrideEntry& e) {
+    users.push_back(e.selector.user);
+    return true;
+  });
+  EXPECT_EQ(users, (std::vector<std::string>{"a", "b", "c"}));
+  users.clear();
+  map.VisitAfter(a, [&](const std::string&, const OverrideEntry& e) {
+    users.push_back(e.selector.user);
+    return false;  // stops after the first
+  });
+  EXPECT_EQ(users, (std::vector<std::string>{"b"}));
+  users.clear();
+  map.VisitAfter(c, [&](const std::string&, const OverrideEntry& e) {
+    users.push_back(e.selector.user);
+    return true;
+  });
+  EXPECT_TRUE(users.empty());
+}
+
 TEST(LimitOverridesTest, TheLaterWriteWinsWhateverTheOrder) {
   const Selector s = Descriptor("edge", "remote_address", "10.0.0.1");
   for (bool later_first : {false, true}) {

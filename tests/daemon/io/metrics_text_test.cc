@@ -191,6 +191,29 @@ TEST(MetricsTextTest, SingleNodeHasNoClusterFamilies) {
   EXPECT_THAT(t, HasSubstr("tally_rules_last_reload_success 1\n"));
 }
 
+TEST(MetricsTextTest, RendersLimitOverrides) {
+  MetricsInput in;
+  in.status.node_id = "n1";
+  in.status.counters = {{"overrides_live", 3},    {"overrides_held", 5},
+                        {"overrides_written", 2}, {"overrides_sent", 4},
+                        {"overrides_applied", 6}, {"overrides_stale", 1},
+                        {"overrides_refused", 7}, {"overrides_used", 9}};
+  const std::string t = RenderMetrics(in);
+  EXPECT_THAT(t, HasSubstr("# TYPE tally_limit_overrides gauge\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_overrides{state=\"live\"} 3\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_overrides{state=\"held\"} 5\n"));
+  EXPECT_THAT(t, HasSubstr("# TYPE tally_limit_override_writes_total counter\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_override_writes_total{result=\"written\"} 2\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_override_writes_total{result=\"sent\"} 4\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_override_writes_total{result=\"applied\"} 6\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_override_writes_total{result=\"stale\"} 1\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_override_writes_total{result=\"refused\"} 7\n"));
+  EXPECT_THAT(t, HasSubstr("tally_limit_override_checks_total 9\n"));
+  // A daemon without overrides (echo mode) has none of these families.
+  in.status.counters.clear();
+  EXPECT_THAT(RenderMetrics(in), Not(HasSubstr("tally_limit_override")));
+}
+
 TEST(MetricsTextTest, AcceptsShortOfDescriptorsByDoor) {
   MetricsInput in;
   in.status.node_id = "solo";

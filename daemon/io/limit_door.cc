@@ -1,0 +1,170 @@
+#include "daemon/io/limit_door.h"
+
+#include <netinet/in.h>
+
+#include <cstring>
+
+namespace tally::io {
+namespace {
+
+// FNV-1a of the node id: a single node's writer id (only a tie-break
+// between equal stamps, which one writer never makes).
+uint64_t WriterOf(const std::string& node_id) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : node_id) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+LocalOverrides::LocalOverrides(std::string node_id) : writer_(WriterOf(node_id)) {}
+
+crdt::LimitOverrides::MergeResult LocalOverrides::Write(const crdt::Selector& selector,
+                                                        const crdt::OverrideValue& value,
+                                                        int64_t now_wall_ms) {
+  crdt::OverrideEntry entry;
+  entry.selector = selector;
+  entry.value = value;
+  entry.writer = writer_;
+  if (!crdt::Validate(entry).empty()) return crdt::LimitOverrides::MergeResult::kInvalid;
+  std::lock_guard<std::mutex> lock(mu_);
+  entry.stamp = clock_.Now(now_wall_ms);
+  const crdt::LimitOverrides::MergeResult result = overrides_.Write(entry);
+  if (result == crdt::LimitOverrides::MergeResult::kApplied) ++written_;
+  live_explicit_.store(overrides_.live_explicit(), std::memory_order_release);
+  return result;
+}
+
+bool LocalOverrides::Apply(std::span<const CheckRequestRef> checks,
+                           std::vector<CheckRequestRef>* out) {
+  if (live_explicit_.load(std::memory_order_acquire) == 0) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  bool any = false;
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const CheckRequestRef& check = checks[i];
+    const std::optional<crdt::OverrideValue> o = overrides_.FindKey(
+        crdt::Selector::ExplicitKey(check.user_id, check.endpoint, check.window_ms));
+    if (!o) continue;
+    if (!any) {
+      out->assign(checks.begin(), checks.end());
+      any = true;
+    }
+    (*out)[i].limit = o->limit;
+    used_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return any;
+}
+
+void LocalOverrides::AppendCounters(std::vector<std::pair<std::string, uint64_t>>* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // A single node has no peers: sent, applied, stale and refused stay 0.
+  out->emplace_back("overrides_live", overrides_.live());
+  out->emplace_back("overrides_held", overrides_.size());
+  out->emplace_back("overrides_written", written_);
+  out->emplace_back("overrides_sent", 0);
+  out->emplace_back("overrides_applied", 0);
+  out->emplace_back("overrides_stale", 0);
+  out->emplace_back("overrides_refused", 0);
+  out->emplace_back("overrides_used", used_.load(std::memory_order_relaxed));
+}
+
+crdt::Selector SelectorFromWire(const wire::LimitSelectorValue& w) {
+  crdt::Selector s;
+  if (w.is_key) {
+    s.kind = crdt::Selector::Kind::kExplicit;
+    s.user = w.user_id;
+    s.endpoint = w.endpoint;
+    s.window_ms = w.window_ms;
+  } else {
+    s.kind = crdt::Selector::Kind::kDescriptor;
+    s.domain = w.domain;
+    s.entries = w.entries;
+  }
+  return s;
+}
+
+wire::LimitSelectorValue SelectorToWire(const crdt::Selector& s) {
+  wire::LimitSelectorValue w;
+  w.is_key = s.kind == crdt::Selector::Kind::kExplicit;
+  if (w.is_key) {
+    w.user_id = s.user;
+    w.endpoint = s.endpoint;
+    w.window_ms = s.window_ms;
+  } else {
+    w.domain = s.domain;
+    w.entries = s.entries;
+  }
+  return w;
+}
+
+bool WriteValueFromWire(const wire::LimitWriteQuery& query, crdt::OverrideValue* out,
+                        std::string* error) {
+  *out = crdt::OverrideValue{};
+  if (query.remove) {
+    out->removed = true;
+    return true;
+  }
+  out->limit = query.limit;
+  if (query.selector.is_key) return true;  // the key's window is the selector's
+  constexpr uint64_t kSecondMs = 1000, kDayMs = 86'400'000;
+  // RateLimitUnit's numbers, as rules::UnitWindowMs reads them.
+  switch (query.unit) {
+    case 0:
+      out->window_ms = query.window_ms;
+      return true;
+    case 1:
+      out->window_ms = kSecondMs;
+      return true;
+    case 2:
+      out->window_ms = 60 * kSecondMs;
+      return true;
+    case 3:
+      out->window_ms = 3600 * kSecondMs;
+      return true;
+    case 4:
+      out->window_ms = kDayMs;
+      return true;
+    case 5:
+      out->window_ms = 30 * kDayMs;  // envoyproxy/ratelimit's month, as the rules
+      return true;
+    case 7:
+      out->window_ms = 7 * kDayMs;
+      return true;
+    default:
+      *error = "unit " + std::to_string(query.unit) +
+               " has no window tally enforces: use second, minute, hour, day, week or month";
+      return false;
+  }
+}
+
+wire::LimitOverrideReport OverrideReportOf(const crdt::OverrideEntry& entry) {
+  wire::LimitOverrideReport r;
+  r.selector = SelectorToWire(entry.selector);
+  r.removed = entry.value.removed;
+  r.limit = entry.value.limit;
+  r.window_ms = entry.selector.kind == crdt::Selector::Kind::kExplicit ? entry.selector.window_ms
+                                                                       : entry.value.window_ms;
+  if (entry.value.removed) r.window_ms = 0;
+  r.updated_ms = entry.stamp.wall_ms;
+  return r;
+}
+
+bool IsLoopbackSource(const sockaddr_storage& addr, socklen_t len) {
+  if (addr.ss_family == AF_INET && len >= static_cast<socklen_t>(sizeof(sockaddr_in))) {
+    sockaddr_in in{};
+    std::memcpy(&in, &addr, sizeof(in));
+    return (ntohl(in.sin_addr.s_addr) >> 24) == 127;
+  }
+  if (addr.ss_family == AF_INET6 && len >= static_cast<socklen_t>(sizeof(sockaddr_in6))) {
+    sockaddr_in6 in6{};
+    std::memcpy(&in6, &addr, sizeof(in6));
+    if (IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr) && in6.sin6_addr.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+}  // namespace tally::io

@@ -1,0 +1,93 @@
+// The client protocol's doors to runtime limit overrides (check.capnp
+// protocol 5: limitWrite, limitGet, limitList; `tally limit`), for the
+// single-node daemon and cluster members alike.
+//
+//   * A write is stamped and merged by the cluster's Node
+//     (Node::WriteOverride, which spreads it to every member), or in a
+//     single-node daemon by LocalOverrides, which keeps the same map and
+//     applies explicit overrides to checks before they reach the Limiter,
+//     as the Node does at the entry node.
+//   * Access: the Unix doors accept writes (their file mode decides who may
+//     connect); UDP accepts them only from a loopback source address, since
+//     any local or remote process can send UDP and a limit is the operator's.
+//     Anything else is answered permissionDenied and nothing is written.
+//
+// See docs/DESIGN.md, "Runtime limit overrides".
+#ifndef TALLY_DAEMON_IO_LIMIT_DOOR_H_
+#define TALLY_DAEMON_IO_LIMIT_DOOR_H_
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "crdt/hybrid_clock.h"
+#include "crdt/limit_overrides.h"
+#include "tally/types.h"
+#include "wire/codec.h"
+
+namespace tally::io {
+
+// The override map of a single-node daemon (no Node): written and read by
+// the doors, consulted by every checks datagram. Thread-safe.
+class LocalOverrides {
+ public:
+  explicit LocalOverrides(std::string node_id);
+
+  // As Node::WriteOverride, without peers: validates, stamps with a hybrid
+  // clock at `now_wall_ms`, merges.
+  crdt::LimitOverrides::MergeResult Write(const crdt::Selector& selector,
+                                          const crdt::OverrideValue& value, int64_t now_wall_ms);
+  // Calls `read` with the map under the lock.
+  template <typename Read>
+  void ReadLocked(Read&& read) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    read(overrides_);
+  }
+  // Copies `checks` into `*out` with the limit of each check an explicit
+  // override selects replaced by the override's; false (and `*out`
+  // untouched) when none is (the common case: no lock taken while no
+  // explicit override is in force).
+  bool Apply(std::span<const CheckRequestRef> checks, std::vector<CheckRequestRef>* out);
+
+  // Status counters, named as a cluster member's (overrides_*).
+  void AppendCounters(std::vector<std::pair<std::string, uint64_t>>* out) const;
+
+ private:
+  const uint64_t writer_;
+  mutable std::mutex mu_;
+  crdt::LimitOverrides overrides_;
+  crdt::HybridClock clock_;
+  uint64_t written_ = 0;
+  std::atomic<size_t> live_explicit_{0};
+  std::atomic<uint64_t> used_{0};
+};
+
+// check.capnp's selector <-> the map's.
+crdt::Selector SelectorFromWire(const wire::LimitSelectorValue& w);
+wire::LimitSelectorValue SelectorToWire(const crdt::Selector& s);
+
+// The value a write asks for: a removal, or its limit and (descriptor form)
+// its window from `unit` (second, minute, hour, day, week; month as 30 days
+// like the rules) or else `window_ms`. False with `*error` for a unit with no
+// fixed length (year) or one we do not know.
+bool WriteValueFromWire(const wire::LimitWriteQuery& query, crdt::OverrideValue* out,
+                        std::string* error);
+
+// One override as get and list report it.
+wire::LimitOverrideReport OverrideReportOf(const crdt::OverrideEntry& entry);
+
+// Whether a UDP source address may write: 127.0.0.0/8, ::1, or ::ffff:127.x.
+bool IsLoopbackSource(const sockaddr_storage& addr, socklen_t len);
+
+// The error a refused write gets.
+inline constexpr const char* kWriteRefused =
+    "limit writes are accepted on tallyd's Unix sockets and from loopback UDP sources only";
+
+}  // namespace tally::io
+
+#endif  // TALLY_DAEMON_IO_LIMIT_DOOR_H_

@@ -1,0 +1,170 @@
+// `tally limit` against real tallyd processes: a 3-member cluster on
+// loopback (set on one member, checks through another obey it, the third
+// lists it, rm restores the callers' limit), and a write from a
+// non-loopback UDP source refused.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
+#include <boost/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/cluster/cluster_harness.h"
+
+namespace tally::testing {
+namespace {
+
+std::string CliPath() { return std::string(TALLY_BIN_DIR) + "/tally"; }
+
+std::string UdpOf(const TestNode& n) {
+  return n.process.udp_host() + ":" + std::to_string(n.process.udp_port());
+}
+
+boost::json::object Json(const ProcessResult& result) {
+  boost::system::error_code ec;
+  boost::json::value value = boost::json::parse(result.out, ec);
+  EXPECT_FALSE(ec) << "not JSON: " << result.out << result.err;
+  return value.is_object() ? value.as_object() : boost::json::object();
+}
+
+const std::vector<std::string> kKey = {"--user",           "carol", "--endpoint", "/pay",
+                                       "--window-seconds", "60"};
+
+ProcessResult Limit(const std::string& verb, const std::string& udp,
+                    std::vector<std::string> more = {}) {
+  std::vector<std::string> args = {"limit", verb, "--udp", udp, "--json"};
+  args.insert(args.end(), more.begin(), more.end());
+  return RunProcess(CliPath(), args);
+}
+
+// The limit `tally limit get` reports through `udp`: -1 when none is in
+// force, -2 when it did not answer.
+int64_t LimitSeen(const std::string& udp) {
+  ProcessResult r = Limit("get", udp, kKey);
+  if (r.exit_code == 1) return -1;
+  if (r.exit_code != 0) return -2;
+  boost::json::object o = Json(r);
+  if (!o["override"].is_object()) return -1;
+  return o["override"].as_object()["limit"].to_number<int64_t>();
+}
+
+TEST(LimitOverrideTest, SetOnOneMemberIsObeyedThroughAnotherAndListedOnTheThird) {
+  ClusterHarness c;
+  std::string error;
+  ASSERT_TRUE(c.StartNodes(3, {}, &error)) << error;
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  TestNode& n1 = c.node(0);
+  TestNode& n2 = c.node(1);
+  TestNode& n3 = c.node(2);
+  const CheckRequest base{0, "carol", "/pay", 100, 60'000, 1};
+
+  // Before: the caller's limit.
+  CheckResult before = CheckThrough(n2, base);
+  ASSERT_EQ(before.status, Status::kOk) << before.error;
+  EXPECT_EQ(before.limit, 100u);
+
+  ProcessResult set =
+      Limit("set", UdpOf(n1),
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
+  ASSERT_EQ(set.exit_code, 0) << set.out << set.err;
+  boost::json::object o = Json(set);
+  EXPECT_EQ(o["outcome"].as_string(), "applied");
+  EXPECT_EQ(o["node_id"].as_string(), "n1");
+
+  // It reaches n2 over one stream hop; poll rather than sleep.
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(5), [&] { return LimitSeen(UdpOf(n2)) == 3; }))
+      << "n2 never held the override";
+  // One hit was spent before: two more are allowed, then denied, whoever owns the key.
+  for (int i = 0; i < 2; ++i) {
+    CheckResult r = CheckThrough(n2, base);
+    ASSERT_EQ(r.status, Status::kOk) << r.error;
+    EXPECT_EQ(r.limit, 3u);
+    EXPECT_TRUE(r.allowed) << i;
+  }
+  CheckResult denied = CheckThrough(n2, base);
+  EXPECT_EQ(denied.limit, 3u);
+  EXPECT_FALSE(denied.allowed);
+
+  // The third member lists it.
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(5), [&] {
+    ProcessResult list = Limit("list", UdpOf(n3));
+    if (list.exit_code != 0) return false;
+    boost::json::object l = Json(list);
+    boost::json::array& all = l["overrides"].as_array();
+    return all.size() == 1 && all[0].as_object()["user"].as_string() == "carol" &&
+           all[0].as_object()["limit"].to_number<int64_t>() == 3;
+  })) << "n3 never listed the override";
+  std::optional<wire::StatusReport> s3 = StatusOf(n3);
+  ASSERT_TRUE(s3.has_value());
+  EXPECT_EQ(CounterIn(*s3, "overrides_live"), 1u);
+  EXPECT_GE(CounterIn(*s3, "overrides_applied"), 1u);
+  std::optional<wire::StatusReport> s1 = StatusOf(n1);
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_EQ(CounterIn(*s1, "overrides_written"), 1u);
+  EXPECT_GE(CounterIn(*s1, "overrides_sent"), 2u);
+  ProcessResult status = RunProcess(CliPath(), {"status", "--udp", UdpOf(n3)});
+  EXPECT_NE(status.out.find("limit overrides: 1 in force"), std::string::npos) << status.out;
+
+  // rm on the third member restores the caller's limit through n2.
+  ProcessResult rm = Limit("rm", UdpOf(n3), kKey);
+  ASSERT_EQ(rm.exit_code, 0) << rm.out << rm.err;
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(5), [&] { return LimitSeen(UdpOf(n2)) == -1; }))
+      << "n2 never heard of the removal";
+  CheckResult after = CheckThrough(n2, base);
+  ASSERT_EQ(after.status, Status::kOk) << after.error;
+  EXPECT_EQ(after.limit, 100u);
+  EXPECT_TRUE(after.allowed);
+  ProcessResult list = Limit("list", UdpOf(n1));
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(Json(list)["overrides"].as_array().empty()) << list.out;
+}
+
+// This host's first non-loopback IPv4 address, or "" if it has none.
+std::string NonLoopbackAddress() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return "";
+  std::string found;
+  for (ifaddrs* a = list; a != nullptr && found.empty(); a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
+    if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) continue;
+    char text[INET_ADDRSTRLEN];
+    if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) found = text;
+  }
+  freeifaddrs(list);
+  return found;
+}
+
+TEST(LimitOverrideTest, WritesFromANonLoopbackSourceAreRefused) {
+  const std::string address = NonLoopbackAddress();
+  if (address.empty()) GTEST_SKIP() << "no non-loopback IPv4 address on this host";
+  TempDir dir;
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start({"--udp", address + ":0", "--unix", dir.File("d.sock"), "--unix-seq",
+                       dir.File("d.seq"), "--node-id", "solo", "--threads", "1"},
+                      &error))
+      << error;
+  const std::string udp = address + ":" + std::to_string(d.udp_port());
+  // Sent to our own non-loopback address, the datagram's source is that address.
+  ProcessResult set =
+      Limit("set", udp,
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
+  EXPECT_EQ(set.exit_code, 2) << set.out;
+  boost::json::object o = Json(set);
+  EXPECT_EQ(o["status"].as_string(), "permission_denied");
+  EXPECT_NE(std::string(o["error"].as_string()).find("loopback"), std::string::npos);
+  // Reads are answered from there; the write did not happen.
+  EXPECT_EQ(Limit("get", udp, kKey).exit_code, 1);
+  // The Unix socket takes it.
+  ProcessResult via_unix =
+      RunProcess(CliPath(), {"limit", "set", "--unix", dir.File("d.seq"), "--user", "carol",
+                             "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
+  EXPECT_EQ(via_unix.exit_code, 0) << via_unix.err;
+  EXPECT_EQ(LimitSeen(udp), 3);
+}
+
+}  // namespace
+}  // namespace tally::testing
