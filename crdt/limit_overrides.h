@@ -116,9 +116,6 @@ class LimitOverrides {
   // The entry held for a selector key, tombstones included; null if none.
   const OverrideEntry* FindEntry(const std::string& selector_key) const;
 
-  // The entry held for a selector key, tombstone included; null if none.
-  const OverrideEntry* FindEntry(const std::string& selector_key) const;
-
   // Every entry, tombstones included, in selector-key order.
   std::vector<OverrideEntry> Entries() const;
   // Visits the entries whose selector key sorts after `after_key` ("": from

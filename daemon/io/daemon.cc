@@ -435,12 +435,16 @@ void Daemon::SetDescriptorChecks(DescriptorDoor::Decide decide) {
 }
 CheckGateway* Daemon::gateway() const { return impl_->started ? impl_->gateway.get() : nullptr; }
 const PublishedOverrides* Daemon::published_overrides() const {
-  return impl_->cluster && impl_->started ? impl_->cluster->published_overrides() : nullptr;
+  if (!impl_->started) return nullptr;
+  if (impl_->cluster) return impl_->cluster->published_overrides();
+  return impl_->local_overrides ? impl_->local_overrides->published() : nullptr;
 }
 std::optional<crdt::LimitOverrides::MergeResult> Daemon::WriteOverride(
     const crdt::Selector& selector, const crdt::OverrideValue& value) {
-  if (!impl_->cluster || !impl_->started) return std::nullopt;
-  return impl_->cluster->WriteOverride(selector, value);
+  if (!impl_->started) return std::nullopt;
+  if (impl_->cluster) return impl_->cluster->WriteOverride(selector, value);
+  if (!impl_->local_overrides) return std::nullopt;
+  return impl_->local_overrides->Write(selector, value, ReadClock().wall.count());
 }
 
 void Daemon::Run() {

@@ -99,12 +99,14 @@ class Daemon {
   // in-process doors (daemon/io/check_gateway.h); null otherwise. Valid until
   // the Daemon is destroyed; decisions need Run() to be executing in cluster mode.
   CheckGateway* gateway() const;
-  // Cluster mode, after Start: the descriptor-form runtime limit overrides
-  // in force here (ClusterDriver::published_overrides), for the rules
-  // doors; null otherwise. Valid until the Daemon is destroyed.
+  // After Start: the descriptor-form runtime limit overrides in force here
+  // (a member's ClusterDriver::published_overrides, or a single node's
+  // LocalOverrides::published), for the rules doors; null before Start.
+  // Valid until the Daemon is destroyed.
   const PublishedOverrides* published_overrides() const;
-  // Cluster mode, after Start: writes a runtime limit override cluster-wide
-  // (ClusterDriver::WriteOverride). nullopt otherwise. Any thread.
+  // After Start: writes a runtime limit override, cluster-wide on a member
+  // (ClusterDriver::WriteOverride), or a single node's own (LocalOverrides).
+  // nullopt before Start. Any thread.
   std::optional<crdt::LimitOverrides::MergeResult> WriteOverride(const crdt::Selector& selector,
                                                                  const crdt::OverrideValue& value);
   // What status answers report about the Envoy doors' rules (daemon/rls/):

@@ -35,6 +35,13 @@ crdt::LimitOverrides::MergeResult LocalOverrides::Write(const crdt::Selector& se
   const crdt::LimitOverrides::MergeResult result = overrides_.Write(entry);
   if (result == crdt::LimitOverrides::MergeResult::kApplied) ++written_;
   live_explicit_.store(overrides_.live_explicit(), std::memory_order_release);
+  if (overrides_.version() != published_version_) {
+    // The rules doors read descriptor overrides from this table, as a
+    // cluster member's read the driver's (ClusterDriver::published_overrides).
+    published_version_ = overrides_.version();
+    auto table = std::make_shared<const crdt::DescriptorOverrideTable>(overrides_);
+    published_.Publish(table->empty() ? nullptr : std::move(table));
+  }
   return result;
 }
 
@@ -113,6 +120,13 @@ bool WriteValueFromWire(const wire::LimitWriteQuery& query, crdt::OverrideValue*
   // RateLimitUnit's numbers, as rules::UnitWindowMs reads them.
   switch (query.unit) {
     case 0:
+      // The rules path enforces windows up to tally's longest: a longer
+      // override would be stored, spread and then refuse every check.
+      if (query.window_ms < kMinWindowMs || query.window_ms > kMaxWindowMs) {
+        *error = "window_ms " + std::to_string(query.window_ms) +
+                 " is outside tally's windows (1 ms to 31 days)";
+        return false;
+      }
       out->window_ms = query.window_ms;
       return true;
     case 1:

@@ -27,6 +27,7 @@
 
 #include "crdt/hybrid_clock.h"
 #include "crdt/limit_overrides.h"
+#include "daemon/io/published_overrides.h"
 #include "tally/types.h"
 #include "wire/codec.h"
 
@@ -54,6 +55,11 @@ class LocalOverrides {
   // explicit override is in force).
   bool Apply(std::span<const CheckRequestRef> checks, std::vector<CheckRequestRef>* out);
 
+  // The descriptor-form overrides in force, republished after every write
+  // that changed the map: what the rules doors read without the lock.
+  // Valid for this object's life. Any thread.
+  const PublishedOverrides* published() const { return &published_; }
+
   // Status counters, named as a cluster member's (overrides_*).
   void AppendCounters(std::vector<std::pair<std::string, uint64_t>>* out) const;
 
@@ -65,6 +71,8 @@ class LocalOverrides {
   uint64_t written_ = 0;
   std::atomic<size_t> live_explicit_{0};
   std::atomic<uint64_t> used_{0};
+  uint64_t published_version_ = 0;  // overrides_.version() last published; under mu_
+  PublishedOverrides published_;
 };
 
 // check.capnp's selector <-> the map's.

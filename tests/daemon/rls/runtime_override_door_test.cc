@@ -1,9 +1,10 @@
-// A runtime limit override written on a running member (a cluster of one:
-// io::Daemon in cluster mode, in process) changes what its rules doors
+// A runtime limit override written on a running daemon (a single node, and
+// a cluster of one: io::Daemon in process) changes what its rules doors
 // answer at once: ShouldRateLimit on the gRPC door and descriptorCheck on
 // the UDP door, both on loopback port 0 (docs/ENVOY.md "Runtime
-// overrides"). The write goes through Daemon::WriteOverride (the driver's
-// Node::WriteOverride), which republishes the table the doors read.
+// overrides"). The write goes through Daemon::WriteOverride (a member's
+// Node::WriteOverride, a single node's LocalOverrides), which republishes
+// the table the doors read.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -41,7 +42,9 @@ crdt::Selector Selector(const std::string& key, const std::string& value) {
   return s;
 }
 
-class RuntimeOverrideDoorTest : public ::testing::Test {
+// Both daemons the rules doors run in: a single node (its own LocalOverrides)
+// and a cluster of one (a Node holds the overrides).
+class RuntimeOverrideDoorTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     ASSERT_FALSE(dir_.path().empty());
@@ -51,7 +54,7 @@ class RuntimeOverrideDoorTest : public ::testing::Test {
     o.threads = 2;
     o.stats_interval = std::chrono::seconds(0);
     o.handle_signals = false;
-    o.cluster.gossip = "127.0.0.1:0";  // a cluster of one: a Node holds the overrides
+    if (GetParam()) o.cluster.gossip = "127.0.0.1:0";
     daemon_ = std::make_unique<io::Daemon>(o);
     std::string error;
     ASSERT_TRUE(daemon_->Start(&error)) << error;
@@ -125,7 +128,7 @@ class RuntimeOverrideDoorTest : public ::testing::Test {
   std::unique_ptr<Client> client_;
 };
 
-TEST_F(RuntimeOverrideDoorTest, WritingAnOverrideChangesWhatBothDoorsAnswer) {
+TEST_P(RuntimeOverrideDoorTest, WritingAnOverrideChangesWhatBothDoorsAnswer) {
   // The rule: 3 per minute.
   rlsv3::RateLimitResponse g = Grpc("10.0.0.1");
   ASSERT_EQ(g.statuses_size(), 1);
@@ -174,7 +177,7 @@ TEST_F(RuntimeOverrideDoorTest, WritingAnOverrideChangesWhatBothDoorsAnswer) {
   EXPECT_EQ(rls_->stats().runtime_overrides, 4u);
 }
 
-TEST_F(RuntimeOverrideDoorTest, AnOverrideLimitsADescriptorNoRuleMatches) {
+TEST_P(RuntimeOverrideDoorTest, AnOverrideLimitsADescriptorNoRuleMatches) {
   DescriptorCheckRequest request;
   request.domain = "edge";
   RateLimitDescriptor d;
@@ -192,6 +195,11 @@ TEST_F(RuntimeOverrideDoorTest, AnOverrideLimitsADescriptorNoRuleMatches) {
   EXPECT_EQ(c.descriptors[0].limit, 0u);
   EXPECT_EQ(c.descriptors[0].unit, RateLimitUnit::kSecond);
 }
+
+INSTANTIATE_TEST_SUITE_P(Daemons, RuntimeOverrideDoorTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "ClusterOfOne" : "SingleNode";
+                         });
 
 }  // namespace
 }  // namespace tally::testing
