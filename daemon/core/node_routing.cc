@@ -315,9 +315,31 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     std::vector<uint32_t>& targets = route_ranking_;  // HandleForward never calls Route
     ring_.PreferenceList(key, config_.replicas, &targets);
     auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
-    const bool can_relay = !MayOwn() && item.hops < MaxHops() && self_pos != targets.end() &&
-                           self_pos + 1 != targets.end();
-    if (!can_relay) {
+    size_t pos = targets.size();  // the list member to relay to, if any
+    int64_t timeout_ms = config_.forward_timeout_ms;
+    if (item.hops < MaxHops()) {
+      if (self_pos == targets.end()) {
+        // Off the key's list: the sender reached none of it (a partition, or
+        // its passes over timed-out members outlasting a heal). If we reach a
+        // member of it, the list decides: deciding here would add a decider,
+        // from none of the counts, beside the list's side (swarm seed 689643:
+        // five beside the owner just after a heal, 3.6x the limit). Within
+        // half a forward timeout, so that if the list does not answer we still
+        // decide before the sender gives up on us and walks on.
+        const int64_t now_ns = now.monotonic.count();
+        for (size_t p = 0; p < targets.size(); ++p) {
+          const PeerView& member = view_[targets[p]];
+          if (member.address != from && Reachable(member, now_ns)) {
+            pos = p;
+            break;
+          }
+        }
+        timeout_ms = config_.forward_timeout_ms / 2;
+      } else if (!MayOwn() && self_pos + 1 != targets.end()) {
+        pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
+      }
+    }
+    if (pos == targets.size()) {
       ++counters_.decided_for_peers;
       // Decide before touching peers_: DecideLocally may insert peers (MarkDirty)
       // and a rehash would invalidate a reference taken first.
@@ -325,9 +347,9 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
       QueueReply(from, {item.forward_id, std::move(decided)});
       continue;
     }
-    // Relay to the next member after us; it decides or relays in turn.
+    // Relay to the next member after us (or the list's first we reach); it
+    // decides or relays in turn.
     ++counters_.relayed;
-    size_t pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
     const PeerView& target = view_[targets[pos]];
     InFlightForward f;
     f.batch_id = 0;
@@ -335,7 +357,7 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     f.key = key;
     f.cursor.position = pos;
     f.peer_address = target.address;
-    f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
+    f.deadline_ns = now.monotonic.count() + Ms(timeout_ms);
     f.hops = static_cast<uint8_t>(item.hops + 1);
     f.relay_origin = from;
     f.relay_forward_id = item.forward_id;

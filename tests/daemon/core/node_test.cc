@@ -364,6 +364,46 @@ TEST(NodeTest, ASideDeciderReplicatesWithinItsSideSoItsCrashCostsATailOnly) {
   EXPECT_FALSE(c.decisions(ranking[4]).empty());
 }
 
+TEST(NodeTest, AMemberPastTheListThatReachesItPassesTheCheckToTheList) {
+  // A sender that reaches none of a key's list (cut off from it alone, or
+  // still passing over members that timed out before a partition healed)
+  // walks on down the ranking. The member it reaches there decided from
+  // none of the key's counts, a second decider beside the owner (swarm seed
+  // 689643: five at once just after a heal, 3.6x the limit); now, when it
+  // reaches the list itself, the list decides.
+  TestCluster c;
+  c.Form(6);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  for (int a = 0; a < 3; ++a) c.Cut(ranking[5], ranking[a]);
+  for (uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(c.Check(ranking[4], kRequest.Id(i).Limit(5))->allowed);
+  }
+  auto r = c.Check(ranking[5], kRequest.Id(6).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_FALSE(r->allowed);  // the owner's counts
+  EXPECT_GT(c.node(ranking[5]).Status(c.Now()).counters.routed_past_list, 0u);
+  EXPECT_EQ(c.node(ranking[3]).Status(c.Now()).counters.relayed, 1u);
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 6u);
+  EXPECT_TRUE(c.decisions(ranking[3]).empty());
+
+  // When the list does not answer it either (a cut it has not noticed yet),
+  // it decides itself, within the sender's forward timeout: the sender does
+  // not walk on to a third member.
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 3; b < 5; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  r = c.Check(ranking[5], kRequest.Id(7).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_TRUE(r->allowed);  // a side of its own now, from none of the counts
+  EXPECT_EQ(c.node(ranking[3]).Status(c.Now()).counters.relayed, 2u);
+  EXPECT_EQ(c.decisions(ranking[3]).size(), 1u);
+  EXPECT_TRUE(c.decisions(ranking[4]).empty());
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 6u);
+}
+
 TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
   // n1 boots with its wall clock 90 s ahead (before NTP synced) and serves
   // alone: its hits land in buckets far in the future of the members that join
