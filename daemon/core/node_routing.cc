@@ -317,26 +317,41 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
     size_t pos = targets.size();  // the list member to relay to, if any
     int64_t timeout_ms = config_.forward_timeout_ms;
+    // The sender's rank on the list (the list's size when it is off it).
+    size_t sender_pos = targets.size();
+    for (size_t p = 0; p < targets.size(); ++p) {
+      if (view_[targets[p]].address == from) sender_pos = p;
+    }
+    const size_t self_rank = static_cast<size_t>(self_pos - targets.begin());
     if (item.hops < MaxHops()) {
-      if (self_pos == targets.end()) {
-        // Off the key's list: the sender reached none of it (a partition, or
-        // its passes over timed-out members outlasting a heal). If we reach a
-        // member of it, the list decides: deciding here would add a decider,
-        // from none of the counts, beside the list's side (swarm seed 689643:
-        // five beside the owner just after a heal, 3.6x the limit). Within
-        // half a forward timeout, so that if the list does not answer we still
-        // decide before the sender gives up on us and walks on.
+      // Off the key's list, or on it past its first member with the sender
+      // below us or off it (a retry: the sender timed out on those ranked
+      // above us), the best member above us that we reach decides, not us.
+      // Off the list we would decide from none of the counts (swarm seed
+      // 689643: five deciders beside the owner just after a heal, 3.6x the
+      // limit); on it ours lag the owner's by up to a replication interval,
+      // and a forward that was merely slow reached the owner too (seed
+      // 700041: the owner denied what the next member then admitted). A
+      // check that came down to us (a warming member's relay) never goes
+      // back up: relays go up, then down, never round. Within half the time
+      // the sender gives us (forward_timeout_ms >> hops: it gave us half of
+      // what it was given), so that if no one above answers we still decide
+      // before the sender walks on.
+      const size_t above = self_pos == targets.end() ? targets.size() : self_rank;
+      if (self_pos == targets.end() || sender_pos > self_rank) {
         const int64_t now_ns = now.monotonic.count();
-        for (size_t p = 0; p < targets.size(); ++p) {
+        for (size_t p = 0; p < above; ++p) {
           const PeerView& member = view_[targets[p]];
           if (member.address != from && Reachable(member, now_ns)) {
             pos = p;
+            timeout_ms = std::max<int64_t>(config_.forward_timeout_ms >> item.hops, 1);
             break;
           }
         }
-        timeout_ms = config_.forward_timeout_ms / 2;
-      } else if (!MayOwn() && self_pos + 1 != targets.end()) {
-        pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
+      }
+      if (pos == targets.size() && self_pos != targets.end() && !MayOwn() &&
+          self_pos + 1 != targets.end()) {
+        pos = self_rank + 1;
       }
     }
     if (pos == targets.size()) {
@@ -347,8 +362,8 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
       QueueReply(from, {item.forward_id, std::move(decided)});
       continue;
     }
-    // Relay to the next member after us (or the list's first we reach); it
-    // decides or relays in turn.
+    // Relay to the best member above us that we reach (or, warming, to the
+    // next after us); it decides or relays in turn.
     ++counters_.relayed;
     const PeerView& target = view_[targets[pos]];
     InFlightForward f;
