@@ -424,7 +424,7 @@ TEST(NodeTest, ARetryAtTheNextMemberGoesToTheOwnerWhenOnlyTheSendersLinkWasSlow)
   const std::vector<std::string> ranking = Ranking(key, 6);
   const std::string& owner = ranking[0];
   const std::string& entry = ranking[3];  // off the list
-  c.SlowForwards(entry, owner, 40, 1);   // slower than the 30 ms timeout
+  c.SlowForwards(entry, owner, 40, 1);    // slower than the 30 ms timeout
   const uint64_t late = c.StartCheck(entry, kRequest.Id(2).Limit(1));
   c.RunFor(29);
   // The owner admits another request 1 ms before the retry reaches ranking[1].
