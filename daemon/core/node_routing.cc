@@ -344,7 +344,9 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
           const PeerView& member = view_[targets[p]];
           if (member.address != from && Reachable(member, now_ns)) {
             pos = p;
-            timeout_ms = std::max<int64_t>(config_.forward_timeout_ms >> item.hops, 1);
+            // hops < MaxHops(), but R is configurable: keep the shift defined.
+            const int shift = std::min<int>(item.hops, 62);
+            timeout_ms = std::max<int64_t>(config_.forward_timeout_ms >> shift, 1);
             break;
           }
         }
