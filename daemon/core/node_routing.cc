@@ -315,9 +315,48 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     std::vector<uint32_t>& targets = route_ranking_;  // HandleForward never calls Route
     ring_.PreferenceList(key, config_.replicas, &targets);
     auto self_pos = std::find(targets.begin(), targets.end(), self_index_);
-    const bool can_relay = !MayOwn() && item.hops < MaxHops() && self_pos != targets.end() &&
-                           self_pos + 1 != targets.end();
-    if (!can_relay) {
+    size_t pos = targets.size();  // the list member to relay to, if any
+    int64_t timeout_ms = config_.forward_timeout_ms;
+    // The sender's rank on the list (the list's size when it is off it).
+    size_t sender_pos = targets.size();
+    for (size_t p = 0; p < targets.size(); ++p) {
+      if (view_[targets[p]].address == from) sender_pos = p;
+    }
+    const size_t self_rank = static_cast<size_t>(self_pos - targets.begin());
+    if (item.hops < MaxHops()) {
+      // Off the key's list, or on it past its first member with the sender
+      // below us or off it (a retry: the sender timed out on those ranked
+      // above us), the best member above us that we reach decides, not us.
+      // Off the list we would decide from none of the counts (swarm seed
+      // 689643: five deciders beside the owner just after a heal, 3.6x the
+      // limit); on it ours lag the owner's by up to a replication interval,
+      // and a forward that was merely slow reached the owner too (seed
+      // 700041: the owner denied what the next member then admitted). A
+      // check that came down to us (a warming member's relay) never goes
+      // back up: relays go up, then down, never round. Within half the time
+      // the sender gives us (forward_timeout_ms >> hops: it gave us half of
+      // what it was given), so that if no one above answers we still decide
+      // before the sender walks on.
+      const size_t above = self_pos == targets.end() ? targets.size() : self_rank;
+      if (self_pos == targets.end() || sender_pos > self_rank) {
+        const int64_t now_ns = now.monotonic.count();
+        for (size_t p = 0; p < above; ++p) {
+          const PeerView& member = view_[targets[p]];
+          if (member.address != from && Reachable(member, now_ns)) {
+            pos = p;
+            // hops < MaxHops(), but R is configurable: keep the shift defined.
+            const int shift = std::min<int>(item.hops, 62);
+            timeout_ms = std::max<int64_t>(config_.forward_timeout_ms >> shift, 1);
+            break;
+          }
+        }
+      }
+      if (pos == targets.size() && self_pos != targets.end() && !MayOwn() &&
+          self_pos + 1 != targets.end()) {
+        pos = self_rank + 1;
+      }
+    }
+    if (pos == targets.size()) {
       ++counters_.decided_for_peers;
       // Decide before touching peers_: DecideLocally may insert peers (MarkDirty)
       // and a rehash would invalidate a reference taken first.
@@ -325,9 +364,9 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
       QueueReply(from, {item.forward_id, std::move(decided)});
       continue;
     }
-    // Relay to the next member after us; it decides or relays in turn.
+    // Relay to the best member above us that we reach (or, warming, to the
+    // next after us); it decides or relays in turn.
     ++counters_.relayed;
-    size_t pos = static_cast<size_t>(self_pos - targets.begin()) + 1;
     const PeerView& target = view_[targets[pos]];
     InFlightForward f;
     f.batch_id = 0;
@@ -335,7 +374,7 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     f.key = key;
     f.cursor.position = pos;
     f.peer_address = target.address;
-    f.deadline_ns = now.monotonic.count() + Ms(config_.forward_timeout_ms);
+    f.deadline_ns = now.monotonic.count() + Ms(timeout_ms);
     f.hops = static_cast<uint8_t>(item.hops + 1);
     f.relay_origin = from;
     f.relay_forward_id = item.forward_id;

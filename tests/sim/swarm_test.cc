@@ -353,6 +353,38 @@ TEST(SwarmRun, BrokenClusterFails) {
   EXPECT_TRUE(RunCase(c).pass);
 }
 
+TEST(SwarmRun, AnUnevenPartitionKeepsOneDeciderPerSideThroughItsHeal) {
+  // Seed 689643's shape at another size: the hot key's list and the members
+  // ranked next on the large side, the small side's best far down the
+  // ranking. During the cut each side decides once; after the heal the
+  // small side's nodes still pass over the list (their forwards timed out)
+  // and reached large-side members ranked above their own decider, which
+  // decided from none of the counts (seed 689643: 3.6x the limit, five such
+  // deciders within 30 ms of the heal). Now those pass the checks to the
+  // list.
+  SwarmCase c = DrawCase(689643, 200);  // its workload: a hot key at limit 50 per 30 s
+  c.nodes = 40;
+  const std::vector<KeySpec> keys = Workload(c.workload, WorkloadSeed(c.seed)).keys();
+  std::vector<membership::RingMember> members;
+  for (uint32_t i = 0; i < c.nodes; ++i) members.push_back({HostIdOf(i), HostAddressOf(i, 0), 1.0});
+  const std::vector<std::string> ranking = membership::Ring(members).PreferenceIds(keys[0].id, 40);
+  std::vector<uint32_t> small, large;
+  for (size_t r = 0; r < ranking.size(); ++r) {
+    const auto host = static_cast<uint32_t>(std::stoi(ranking[r].substr(1)));
+    (r >= 10 && r % 3 == 1 ? small : large).push_back(host);
+  }
+  ASSERT_EQ(small.size(), 10u);
+  std::sort(small.begin(), small.end());
+  std::sort(large.begin(), large.end());
+  c.faults = {Partition(8741 * kMs, 13012 * kMs, Shape::kSides, {small, large})};
+  std::string why;
+  ASSERT_TRUE(ValidCase(c, &why)) << why;
+  const SwarmOutcome o = RunCase(c);
+  for (const OracleResult& r : o.results) {
+    EXPECT_TRUE(r.pass) << r.name << ": " << r.value << " " << r.detail;
+  }
+}
+
 // ---------------------------------------------------------------- shrinking
 
 TEST(SwarmShrink, EndsAtTheSmallestFailingCase) {

@@ -364,6 +364,100 @@ TEST(NodeTest, ASideDeciderReplicatesWithinItsSideSoItsCrashCostsATailOnly) {
   EXPECT_FALSE(c.decisions(ranking[4]).empty());
 }
 
+TEST(NodeTest, AMemberPastTheListThatReachesItPassesTheCheckToTheList) {
+  // A sender that reaches none of a key's list (cut off from it alone, or
+  // still passing over members that timed out before a partition healed)
+  // walks on down the ranking. The member it reaches there decided from
+  // none of the key's counts, a second decider beside the owner (swarm seed
+  // 689643: five at once just after a heal, 3.6x the limit); now, when it
+  // reaches the list itself, the list decides.
+  TestCluster c;
+  c.Form(6);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  for (int a = 0; a < 3; ++a) c.Cut(ranking[5], ranking[a]);
+  for (uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(c.Check(ranking[4], kRequest.Id(i).Limit(5))->allowed);
+  }
+  auto r = c.Check(ranking[5], kRequest.Id(6).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_FALSE(r->allowed);  // the owner's counts
+  EXPECT_GT(c.node(ranking[5]).Status(c.Now()).counters.routed_past_list, 0u);
+  EXPECT_EQ(c.node(ranking[3]).Status(c.Now()).counters.relayed, 1u);
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 6u);
+  EXPECT_TRUE(c.decisions(ranking[3]).empty());
+
+  // When the list does not answer it either (a cut it has not noticed yet),
+  // it decides itself, within the sender's forward timeout: the sender does
+  // not walk on to a third member.
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 3; b < 5; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  r = c.Check(ranking[5], kRequest.Id(7).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_TRUE(r->allowed);  // a side of its own now, from none of the counts
+  EXPECT_EQ(c.node(ranking[3]).Status(c.Now()).counters.relayed, 2u);
+  EXPECT_EQ(c.decisions(ranking[3]).size(), 1u);
+  EXPECT_TRUE(c.decisions(ranking[4]).empty());
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 6u);
+}
+
+TEST(NodeTest, ARetryAtTheNextMemberGoesToTheOwnerWhenOnlyTheSendersLinkWasSlow) {
+  // A forward merely slower than the forward timeout reaches the owner late,
+  // and the sender retries at the next member. That member's counts lag the
+  // owner's by up to a replication interval: deciding there admitted what
+  // the owner had just denied (swarm seed 700041, 3 of a limit of 2). It
+  // reaches the owner itself, so it passes the retry up to it; the late
+  // original then hits the owner's dedup entry and is not counted again.
+  TestCluster c;
+  for (int i = 1; i <= 6; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    NodeConfig cfg = c.ConfigFor(id);
+    if (i > 1) cfg.seeds = {TestCluster::AddressOf("n1")};
+    cfg.replication_interval_ms = 50;  // a lag the retry surely falls in
+    c.AddWith(cfg);
+  }
+  c.RunFor(5000);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  const std::string& owner = ranking[0];
+  const std::string& entry = ranking[3];  // off the list
+  c.SlowForwards(entry, owner, 40, 1);    // slower than the 30 ms timeout
+  const uint64_t late = c.StartCheck(entry, kRequest.Id(2).Limit(1));
+  c.RunFor(29);
+  // The owner admits another request 1 ms before the retry reaches ranking[1].
+  auto first = c.Check(owner, kRequest.Id(1).Limit(1));
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(first->allowed);
+  auto r = c.AwaitReply(late);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_FALSE(r->allowed) << "the owner's counts, not the next member's";
+  EXPECT_EQ(c.node(ranking[1]).Status(c.Now()).counters.relayed, 1u);
+  EXPECT_TRUE(c.decisions(ranking[1]).empty());
+  c.RunFor(100);  // the slow original reaches the owner too
+  EXPECT_EQ(c.decisions(owner).size(), 2u) << "request 2 decided once";
+  uint64_t admitted = 0;
+  for (const Outbox::Decision& d : c.decisions(owner)) admitted += d.allowed ? 1 : 0;
+  EXPECT_EQ(admitted, 1u);
+
+  // A dead owner (not yet suspected) still fails over within the sender's
+  // timeout: ranking[1] gives its relay half of it, then decides itself, so
+  // the sender does not walk on to ranking[2].
+  c.Crash(owner);
+  r = c.Check(entry, kRequest.Id(3).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_TRUE(r->allowed);
+  EXPECT_EQ(c.node(ranking[1]).Status(c.Now()).counters.relayed, 2u);
+  EXPECT_EQ(c.decisions(ranking[1]).size(), 1u);
+  EXPECT_TRUE(c.decisions(ranking[2]).empty());
+  EXPECT_EQ(c.node(entry).Status(c.Now()).counters.forward_timeouts, 2u)
+      << "the owner twice, never ranking[1]";
+}
+
 TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
   // n1 boots with its wall clock 90 s ahead (before NTP synced) and serves
   // alone: its hits land in buckets far in the future of the members that join
@@ -467,7 +561,10 @@ TEST(NodeTest, AfterAForwardTimeoutLaterChecksPassOverThatPeer) {
   auto r = c.Check(entry, kRequest.Id(2).Limit(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_LT((c.Now().monotonic.count() - t1) / 1'000'000, 30);  // straight to the replica
-  EXPECT_EQ(c.decisions(ranking[1]).size(), 2u);
+  // ... which reaches the owner and passes both checks up to it.
+  EXPECT_EQ(c.node(ranking[1]).Status(c.Now()).counters.relayed, 2u);
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 2u);
+  EXPECT_TRUE(c.decisions(ranking[1]).empty());
 }
 
 TEST(NodeTest, APeerThatStaysSilentIsPassedOverForLongerEachTime) {

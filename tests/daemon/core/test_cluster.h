@@ -84,6 +84,11 @@ class TestCluster {
   void DropForwards(const std::string& from, const std::string& to, int count) {
     drop_forwards_[{from, to}] += count;
   }
+  // Delays the next `count` forward datagrams from `from` to `to` by
+  // `extra_ms` beyond the usual latency (a slow link; other traffic flows).
+  void SlowForwards(const std::string& from, const std::string& to, int64_t extra_ms, int count) {
+    slow_forwards_[{from, AddressOf(to)}] = {extra_ms, count};
+  }
   // Delivers raw peer bytes to `to` as if sent from `from_address`.
   void Inject(const std::string& to, const std::string& from_address,
               const std::vector<std::byte>& bytes) {
@@ -256,7 +261,14 @@ class TestCluster {
       if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
       if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
       ++sent_any_[p.to_address];
-      in_flight_.push(Packet{now_ns_ + 200'000, ++seq_, from, p.to_address, std::move(p.bytes)});
+      int64_t delay_ns = 200'000;
+      auto slow = slow_forwards_.find({from, p.to_address});
+      if (slow != slow_forwards_.end() && slow->second.second > 0 &&
+          NodeKind(p.bytes) == wire::NodeMessageValue::Kind::kForward) {
+        --slow->second.second;
+        delay_ns += slow->second.first * 1'000'000;
+      }
+      in_flight_.push(Packet{now_ns_ + delay_ns, ++seq_, from, p.to_address, std::move(p.bytes)});
     }
     for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
     for (auto& d : out.decisions) decisions_[from].push_back(d);
@@ -289,6 +301,8 @@ class TestCluster {
   std::priority_queue<Packet, std::vector<Packet>, std::greater<>> in_flight_;
   std::set<std::pair<std::string, std::string>> cuts_;
   std::map<std::pair<std::string, std::string>, int> drop_forwards_;
+  // (from id, to address) -> (extra ms, forwards left to delay)
+  std::map<std::pair<std::string, std::string>, std::pair<int64_t, int>> slow_forwards_;
   std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
   std::map<uint64_t, std::vector<std::byte>> replies_;
   std::map<std::string, size_t> datagram_bytes_;
