@@ -184,6 +184,15 @@ TEST_F(LimitDoorTest, DescriptorWritesTakeUnitsOrWindows) {
   EXPECT_EQ(r.status, Status::kInvalidArgument);
   EXPECT_EQ(r.outcome, wire::LimitOutcome::kInvalid);
   EXPECT_NE(r.error.find("unit"), std::string::npos);
+  // A window no rules door enforces (over 31 days, or none) is refused at the
+  // write, not stored to refuse every check later.
+  for (uint64_t window_ms : {uint64_t{0}, kMaxWindowMs + 1, uint64_t{366} * 86'400'000}) {
+    r = Write({1, d, false, 9, 0, window_ms});
+    EXPECT_EQ(r.status, Status::kInvalidArgument) << window_ms;
+    EXPECT_NE(r.error.find("31 days"), std::string::npos) << r.error;
+  }
+  r = Write({1, d, false, 9, 0, kMaxWindowMs});
+  EXPECT_EQ(r.status, Status::kOk) << r.error;
 }
 
 TEST_F(LimitDoorTest, BadRequestsAreAnsweredWithAnError) {
