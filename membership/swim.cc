@@ -277,8 +277,12 @@ void Swim::OnPeerHeard(std::string_view id, uint64_t generation, const std::stri
       address == self_.address) {
     return;
   }
+  // Only a newer process of a member we know: a stranger's node messages
+  // come with every join (its rumor still in flight), and its SWIM messages
+  // and the settle push-pull cover it; asking each one cost a full state per
+  // datagram-rate-limit during a lossy join storm.
   const Member* m = table_.Find(id);
-  if (m != nullptr && m->generation >= generation) return;
+  if (m == nullptr || m->generation >= generation) return;
   Advance(now);
   prompted_push_pull_address_ = address;
   PromptedPushPull(out);

@@ -186,10 +186,10 @@ class Swim {
   static constexpr size_t kReplyFactor = 3;
 
   // Another layer (the node's replication, forwards) heard from the process
-  // `id`/`generation` at gossip address `address`. When our table does not
-  // hold that process (the id is unknown or its generation older), a rumor
-  // passed us by: push-pull with the sender, as for a stranger's SWIM
-  // message (rate-limited the same way). The header alone introduces no one.
+  // `id`/`generation` at gossip address `address`. When our table holds an
+  // older process of that id, its restart rumor passed us by: push-pull with
+  // the sender, as for a stranger's SWIM message (rate-limited the same
+  // way). The header alone introduces no one.
   void OnPeerHeard(std::string_view id, uint64_t generation, const std::string& address,
                    Instant now, std::vector<Outbound>* out);
 
