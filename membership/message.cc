@@ -26,9 +26,9 @@ constexpr size_t kUpdateFixedBytes = (3 + 3) * kWordBytes;
 size_t BodyBytes(const SwimBody& body) {
   struct Visitor {
     size_t operator()(const Ping& p) const {
-      return 3 * kWordBytes + TextBytes(p.target_id) + DataBytes(p.rules_digest);
+      return 4 * kWordBytes + TextBytes(p.target_id) + DataBytes(p.rules_digest);
     }
-    size_t operator()(const Ack& a) const { return 2 * kWordBytes + DataBytes(a.rules_digest); }
+    size_t operator()(const Ack& a) const { return 3 * kWordBytes + DataBytes(a.rules_digest); }
     size_t operator()(const PingReq& p) const {
       return 4 * kWordBytes + TextBytes(p.target_id) + TextBytes(p.target_address);
     }

@@ -45,6 +45,8 @@ struct Ping {
   // The sender's rules digest (kRulesDigestBytes, or empty: it has no rules
   // doors). Opaque to membership: see Swim::SetRulesDigest.
   std::string rules_digest{};
+  // The sender's up set, hashed (Swim::view_digest); 0 from senders without it.
+  uint64_t view_digest = 0;
   friend bool operator==(const Ping&, const Ping&) = default;
 };
 // The answer to a Ping, or an indirect prober relaying one (same seq as the
@@ -52,6 +54,7 @@ struct Ping {
 struct Ack {
   uint64_t seq = 0;
   std::string rules_digest{};  // the sender's (not a relayed target's), as on Ping
+  uint64_t view_digest = 0;    // the sender's, as on Ping
   friend bool operator==(const Ack&, const Ack&) = default;
 };
 // "Please ping `target_id` at `target_address` for me and relay the ack."

@@ -204,10 +204,88 @@ void Swim::OnMessage(const std::string& from_address, const SwimMessage& msg, In
       HandlePushPull(msg, std::get<PushPull>(msg.body), out);
       break;
   }
+  if (kind == SwimKind::kPing) NoteViewDigest(msg, std::get<Ping>(msg.body).view_digest, out);
+  if (kind == SwimKind::kAck) NoteViewDigest(msg, std::get<Ack>(msg.body).view_digest, out);
   if (stranger && kind != SwimKind::kPushPull && table_.Find(msg.sender_id) == nullptr) {
     prompted_push_pull_address_ = msg.sender_address;
   }
   if (!prompted_push_pull_address_.empty()) PromptedPushPull(out);
+}
+
+namespace {
+
+// FNV-1a over the id, then the generation, finished with splitmix64's mixer:
+// the same on every member and platform (std::hash is not specified).
+uint64_t MemberDigest(std::string_view id, uint64_t generation) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : id) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  h ^= generation + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h;
+}
+
+}  // namespace
+
+uint64_t Swim::view_digest() const {
+  if (view_digest_version_ != alive_set_version_) {
+    uint64_t d = 0;
+    for (const Member* m : table_.up()) d ^= MemberDigest(m->id, m->generation);
+    view_digest_ = d == 0 ? 1 : d;  // 0 on the wire means "not sent"
+    view_digest_version_ = alive_set_version_;
+  }
+  return view_digest_;
+}
+
+void Swim::NoteViewDigest(const SwimMessage& msg, uint64_t digest, std::vector<Outbound>* out) {
+  // Gossip reaches each member only with high probability, and the periodic
+  // push-pull meets a given pair rarely at large n: a member that missed a
+  // rumor whose subject never talks to it again (a `left`, a restart) would
+  // hold the wrong ring for tens of seconds. Pings and acks carry the up
+  // set's digest; one that still differs once our up set has stayed
+  // unchanged for a rumor's retransmit time plus a probe round since the
+  // first difference means someone missed something: exchange tables with
+  // that peer (either side may be the one behind; both get repaired).
+  if (digest == 0 || left_) return;
+  const Member* sender = table_.Find(msg.sender_id);
+  if (sender == nullptr || !sender->up() || sender->generation != msg.sender_generation) return;
+  if (digest == view_digest()) return;
+  const nanoseconds now = now_.monotonic;
+  if (view_mismatch_since_ == nanoseconds::max()) {
+    view_mismatch_since_ = now;
+    return;
+  }
+  const nanoseconds settle =
+      milliseconds(TransmitLimit() * config_.gossip_interval_ms + config_.probe_interval_ms);
+  if (now - view_mismatch_since_ < settle || now < next_view_push_pull_at_) return;
+  view_mismatch_since_ = nanoseconds::max();
+  next_view_push_pull_at_ = now + milliseconds(TransmitLimit() * config_.gossip_interval_ms +
+                                               2 * config_.probe_interval_ms);
+  ++stats_.view_push_pulls;
+  SendPushPull(msg.sender_address, /*reply=*/false, /*join=*/false, out);
+}
+
+void Swim::OnPeerHeard(std::string_view id, uint64_t generation, const std::string& address,
+                       Instant now, std::vector<Outbound>* out) {
+  if (!started_ || superseded_by_ || left_ || id == self_.id || address.empty() ||
+      address == self_.address) {
+    return;
+  }
+  // Only a newer process of a member we know: a stranger's node messages
+  // come with every join (its rumor still in flight), and its SWIM messages
+  // and the settle push-pull cover it; asking each one cost a full state per
+  // datagram-rate-limit during a lossy join storm.
+  const Member* m = table_.Find(id);
+  if (m == nullptr || m->generation >= generation) return;
+  Advance(now);
+  prompted_push_pull_address_ = address;
+  PromptedPushPull(out);
 }
 
 void Swim::Tick(Instant now, std::vector<Outbound>* out) {
@@ -276,6 +354,9 @@ void Swim::Leave(Instant now, std::vector<Outbound>* out) {
 
 void Swim::UpSetChanged(const std::string& id) {
   ++alive_set_version_;
+  // News of our own: give it (and whatever else is in flight) its
+  // dissemination time before a differing digest counts against us.
+  view_mismatch_since_ = nanoseconds::max();
   if (up_set_overflowed_) return;
   // Past a few dozen changes (a push-pull full of news, or nobody draining
   // the list) a reader rebuilds from members() anyway: stop keeping them.
@@ -354,8 +435,14 @@ bool Swim::Send(const std::string& to_address, SwimBody body, bool stream, bool 
   msg.sender_incarnation = incarnation_;
   msg.sender_wall_ms = static_cast<int64_t>(now_.wall.count());
   msg.body = std::move(body);
-  if (auto* ping = std::get_if<Ping>(&msg.body)) ping->rules_digest = rules_digest_;
-  if (auto* ack = std::get_if<Ack>(&msg.body)) ack->rules_digest = rules_digest_;
+  if (auto* ping = std::get_if<Ping>(&msg.body)) {
+    ping->rules_digest = rules_digest_;
+    ping->view_digest = view_digest();
+  }
+  if (auto* ack = std::get_if<Ack>(&msg.body)) {
+    ack->rules_digest = rules_digest_;
+    ack->view_digest = view_digest();
+  }
   size_t bytes = EstimatedEncodedBytes(msg);
   if (!stream) {
     // Lifeguard's buddy system, applied to every datagram (not only pings):

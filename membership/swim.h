@@ -141,6 +141,7 @@ struct SwimStats {
   // Full-state exchanges prompted by a sign that a rumor passed us by: a
   // message from a member we never heard of, or a suspect of ours refuted.
   uint64_t prompted_push_pulls = 0;
+  uint64_t view_push_pulls = 0;  // a peer's view digest kept differing from ours
 };
 
 class Swim {
@@ -184,6 +185,14 @@ class Swim {
                  std::vector<Outbound>* out, size_t received_bytes = 0);
   static constexpr size_t kReplyFactor = 3;
 
+  // Another layer (the node's replication, forwards) heard from the process
+  // `id`/`generation` at gossip address `address`. When our table holds an
+  // older process of that id, its restart rumor passed us by: push-pull with
+  // the sender, as for a stranger's SWIM message (rate-limited the same
+  // way). The header alone introduces no one.
+  void OnPeerHeard(std::string_view id, uint64_t generation, const std::string& address,
+                   Instant now, std::vector<Outbound>* out);
+
   // Runs whatever is due at `now`: probe steps, relays, suspicion timeouts,
   // gossip, push-pull, reconnects, reaping. Cheap when nothing is due.
   void Tick(Instant now, std::vector<Outbound>* out);
@@ -207,6 +216,10 @@ class Swim {
   // Bumps whenever the set of up (alive or suspect) members changes, or an up
   // member's address or generation does: the node's cue to rebuild its ring.
   uint64_t alive_set_version() const { return alive_set_version_; }
+  // A hash of the up set (each up member's id and generation, self
+  // included), never 0; carried on pings and acks. Two members whose
+  // digests differ hold different up sets, so different rings.
+  uint64_t view_digest() const;
   // The ids behind those bumps since the last ClearUpSetChanges(), oldest
   // first (an id may repeat; read each one's current entry in members()), so
   // a reader updates its view by the members that changed instead of
@@ -435,6 +448,16 @@ class Swim {
   std::chrono::nanoseconds settle_push_pull_at_ = std::chrono::nanoseconds::max();
   std::chrono::nanoseconds last_settle_push_pull_at_{std::chrono::nanoseconds::min() / 2};
   void NoteJoinHeard();
+  // Views that still differ once a rumor has had its dissemination time: a
+  // member that missed a rumor (a `left`, a restart) whose cause never talks
+  // to it again. Since when peers' view digests have differed from ours with
+  // our up set unchanged (max(): not now), and when the next such exchange
+  // may start (at most one per dissemination time).
+  std::chrono::nanoseconds view_mismatch_since_ = std::chrono::nanoseconds::max();
+  std::chrono::nanoseconds next_view_push_pull_at_{0};
+  mutable uint64_t view_digest_ = 0;
+  mutable uint64_t view_digest_version_ = UINT64_MAX;
+  void NoteViewDigest(const SwimMessage& msg, uint64_t digest, std::vector<Outbound>* out);
   std::chrono::nanoseconds SettlePushPullDue() const;
   std::string prompted_push_pull_address_;  // set while handling a message
   std::chrono::nanoseconds next_housekeeping_at_{0};

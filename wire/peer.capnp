@@ -51,11 +51,13 @@ struct Ping {
   targetId @1 :Text;         # only the member of this name may answer
   rulesDigest @2 :Data;      # the sender's Envoy rules digest, 16 bytes; unset
                              # without rules doors (docs/ENVOY.md, "Hot reload")
+  viewDigest @3 :UInt64;     # the sender's up set (Swim::ViewDigest); 0: unset
 }
 
 struct Ack {
   seq @0 :UInt64;            # of the Ping (or PingReq, when relayed)
   rulesDigest @1 :Data;      # the sender's (a relaying member's own), as on Ping
+  viewDigest @2 :UInt64;     # the sender's, as on Ping
 }
 
 struct PingReq {

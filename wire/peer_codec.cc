@@ -143,11 +143,13 @@ void EncodeSwim(const m::SwimMessage& msg, std::vector<std::byte>* out) {
       b.setSeq(p.seq);
       if (!p.target_id.empty()) b.setTargetId(TextOf(p.target_id));
       if (!p.rules_digest.empty()) b.setRulesDigest(DataOf(p.rules_digest));
+      b.setViewDigest(p.view_digest);
     }
     void operator()(const m::Ack& a) {
       auto b = root.initAck();
       b.setSeq(a.seq);
       if (!a.rules_digest.empty()) b.setRulesDigest(DataOf(a.rules_digest));
+      b.setViewDigest(a.view_digest);
     }
     void operator()(const m::PingReq& p) {
       auto b = root.initPingReq();
@@ -223,12 +225,13 @@ tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::s
     switch (root.which()) {
       case peer::PeerMessage::PING: {
         auto p = root.getPing();
-        msg.body = m::Ping{p.getSeq(), ToString(p.getTargetId()), ToString(p.getRulesDigest())};
+        msg.body = m::Ping{p.getSeq(), ToString(p.getTargetId()), ToString(p.getRulesDigest()),
+                           p.getViewDigest()};
         break;
       }
       case peer::PeerMessage::ACK: {
         auto a = root.getAck();
-        msg.body = m::Ack{a.getSeq(), ToString(a.getRulesDigest())};
+        msg.body = m::Ack{a.getSeq(), ToString(a.getRulesDigest()), a.getViewDigest()};
         break;
       }
       case peer::PeerMessage::PING_REQ: {

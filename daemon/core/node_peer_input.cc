@@ -49,9 +49,17 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
     ++counters_.malformed_peer;
     return;
   }
-  RefreshView(now, out);
   const PeerSender sender{reader.sender_address().empty() ? from_address : reader.sender_address(),
                           from_address, reader.sender_id(), reader.sender_generation()};
+  {
+    // A newer process than our table holds (a restart whose rumor passed
+    // us by) sends us its deltas: they are refused until our view takes it in,
+    // so fetch its table now rather than at the next random push-pull.
+    std::vector<membership::Outbound> swim_out;
+    swim_.OnPeerHeard(sender.id, sender.generation, sender.address, now, &swim_out);
+    SendSwim(swim_out, now, out);
+  }
+  RefreshView(now, out);
   HandleNodeMessage(sender, msg, now, out);
 }
 

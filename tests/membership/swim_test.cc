@@ -822,6 +822,111 @@ TEST(SwimTest, ARefutedSuspicionPromptsAFullStateExchange) {
   EXPECT_EQ(h.swim.stats().suspects_refuted, 1u);
 }
 
+TEST(SwimTest, AViewDigestThatKeepsDifferingPromptsOneFullStateExchange) {
+  // A member missed a `left` (50-node join_leave seed 39103: n0040 held n0027
+  // alive for 33 s) and the leaver never talks to it again. Pings and acks
+  // carry the up set's digest; one that still differs once our view has been
+  // quiet for a rumor's retransmit time plus a probe round gets a push-pull.
+  SwimConfig config;
+  config.push_pull_interval_ms = 3'600'000;  // the periodic one out of the way
+  Harness h({"a", "b"}, config);
+  const uint64_t mine = h.swim.view_digest();
+  EXPECT_NE(mine, 0u);
+  // Ours travels on what we send.
+  h.Deliver("a", Ping{1, "me"}, {}, 100, -1);
+  auto acks = OfKind<Ack>(h.out);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(std::get<Ack>(acks[0]->msg.body).view_digest, mine);
+  const int64_t settle_ms =
+      timing::RetransmitLimit(config.retransmit_mult, 3) * config.gossip_interval_ms +
+      config.probe_interval_ms;
+  // Equal digests, or none (an older sender): nothing.
+  h.Deliver("a", Ack{7, "", mine}, {}, 200);
+  h.Deliver("a", Ack{7, "", 0}, {}, 300);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  // A difference first starts the clock; within the settle time nothing.
+  const uint64_t other = mine ^ 0x1234;
+  h.Deliver("a", Ping{2, "me", "", other}, {}, 1000);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  h.Deliver("b", Ping{3, "me", "", other}, {}, 1000 + settle_ms - 1);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  // Still differing after it: one exchange with the sender.
+  h.Deliver("b", Ack{8, "", other}, {}, 1000 + settle_ms + 1);
+  auto asked = OfKind<PushPull>(h.out);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0]->to_address, Addr("b"));
+  EXPECT_FALSE(std::get<PushPull>(asked[0]->msg.body).reply);
+  EXPECT_EQ(h.swim.stats().view_push_pulls, 1u);
+  // News of our own restarts the wait: the difference may be in flight.
+  const int64_t t = 1000 + settle_ms + 1 + 2 * settle_ms;
+  h.Deliver("a", Ping{4, "me", "", other}, {}, t);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());
+  h.Gossip("a", {Rumor("c", MemberState::kAlive, 1, 0)}, t + 10);
+  EXPECT_NE(h.swim.view_digest(), mine);
+  h.Deliver("a", Ping{5, "me", "", other}, {}, t + settle_ms + 20);
+  EXPECT_TRUE(OfKind<PushPull>(h.out).empty());  // the wait started again at this one
+  h.Deliver("a", Ping{6, "me", "", other}, {}, t + 2 * settle_ms + 30);
+  EXPECT_EQ(OfKind<PushPull>(h.out).size(), 1u);
+  EXPECT_EQ(h.swim.stats().view_push_pulls, 2u);
+  // A stranger's digest counts for nothing here (it has its own rule).
+  h.Deliver("x", Ping{7, "me", "", other}, {}, t + 5 * settle_ms);
+  EXPECT_EQ(h.swim.stats().view_push_pulls, 2u);
+}
+
+TEST(SwimTest, TheDigestIsTheUpSetOfIdsAndGenerations) {
+  // Two members with the same up set agree whatever order they learned it in
+  // and whoever is suspect; a restart (new generation) or a departure changes it.
+  Harness x({"a", "b"});
+  Swim y({}, {"a", Addr("a"), 1}, {}, 99);
+  std::vector<Outbound> out;
+  y.Start(At(0), &out);
+  y.OnMessage(Addr("b"),
+              From("b", PushPull{true,
+                                 false,
+                                 {Rumor("me", MemberState::kAlive, 1, 0),
+                                  Rumor("b", MemberState::kAlive, 1, 0)}}),
+              At(0), &out);
+  EXPECT_EQ(x.swim.view_digest(), y.view_digest());
+  x.Gossip("a", {Rumor("b", MemberState::kSuspect, 1, 0, "a")}, 10);
+  EXPECT_EQ(x.swim.view_digest(), y.view_digest());
+  const uint64_t before = x.swim.view_digest();
+  x.Gossip("a", {Rumor("b", MemberState::kAlive, 2, 0)}, 20);  // b restarted
+  EXPECT_NE(x.swim.view_digest(), before);
+  x.Gossip("a", {Rumor("b", MemberState::kLeft, 2, 1)}, 30);
+  const uint64_t left = x.swim.view_digest();
+  EXPECT_NE(left, before);
+  y.OnMessage(Addr("b"), From("b", Gossip{}, {Rumor("b", MemberState::kLeft, 1, 1)}), At(40), &out);
+  EXPECT_EQ(y.view_digest(), left);
+}
+
+TEST(SwimTest, AnotherLayerHearingANewerProcessAsksItForItsTable) {
+  // 50-node crash_restart seed 39118: n0029 missed n0005's restart and
+  // refused its deltas (an unknown generation) for 12 s. The node layer
+  // reports each sender; one our table does not hold prompts a push-pull.
+  Harness h({"a"});
+  std::vector<Outbound> out;
+  h.swim.OnPeerHeard("a", 1, Addr("a"), At(100), &out);  // the process we hold
+  h.swim.OnPeerHeard("me", 9, Addr("me"), At(100), &out);
+  EXPECT_TRUE(OfKind<PushPull>(out).empty());
+  h.swim.OnPeerHeard("a", 2, Addr("a"), At(200), &out);  // a restart we missed
+  auto asked = OfKind<PushPull>(out);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0]->to_address, Addr("a"));
+  EXPECT_EQ(h.StateOf("a"), MemberState::kAlive);
+  EXPECT_EQ(h.swim.members().Find("a")->generation, 1u);  // the header introduces nothing
+  out.clear();
+  h.swim.OnPeerHeard("a", 3, Addr("a"), At(300), &out);  // rate-limited like a stranger
+  EXPECT_TRUE(OfKind<PushPull>(out).empty());
+  h.swim.OnPeerHeard("a", 3, Addr("a"), At(1300), &out);
+  EXPECT_EQ(OfKind<PushPull>(out).size(), 1u);
+  // A stranger's node messages come with every join: its SWIM messages and
+  // the settle push-pull cover it.
+  out.clear();
+  h.swim.OnPeerHeard("x", 1, Addr("x"), At(5000), &out);
+  EXPECT_TRUE(OfKind<PushPull>(out).empty());
+  EXPECT_EQ(h.swim.stats().prompted_push_pulls, 2u);
+}
+
 TEST(SwimTest, ServesPingReqRelayingTheAckOrANack) {
   Harness h({"a", "b"});
   h.Deliver("a", PingReq{500, "b", Addr("b"), true}, {}, 100);

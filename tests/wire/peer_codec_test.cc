@@ -162,12 +162,43 @@ TEST(PeerCodecTest, ARulesDigestCostsTwentyFourBytesOnPingsAndAcks) {
   std::string why;
   ASSERT_EQ(reader.Decode(with, &back, &why), tally::Status::kOk) << why;
   EXPECT_EQ(std::get<m::Ack>(back.body).rules_digest, digest);
-  // A Nack (like gossip, ping-req and push-pull) has no digest field.
+  // A Nack (like gossip, ping-req and push-pull) has no digest field: an Ack
+  // is its rules digest's pointer and its view digest's word larger.
   msg.body = m::Nack{7};
   EncodeSwim(msg, &without);
   msg.body = m::Ack{7};
   EncodeSwim(msg, &with);
-  EXPECT_EQ(with.size(), without.size() + 8);
+  EXPECT_EQ(with.size(), without.size() + 16);
+}
+
+// The view digest (Swim::view_digest): one data word on every ping and ack,
+// set or not, and it round-trips.
+TEST(PeerCodecTest, AViewDigestCostsEightBytesOnPingsAndAcksAndRoundTrips) {
+  m::SwimMessage msg;
+  msg.sender_id = "n1";
+  msg.sender_address = "10.0.0.1:7946";
+  std::vector<std::byte> without, with;
+  msg.body = m::Ping{7, "n2"};
+  EncodeSwim(msg, &without);
+  msg.body = m::Ping{7, "n2", "", 0x0123456789abcdefULL};
+  EncodeSwim(msg, &with);
+  EXPECT_EQ(with.size(), without.size());
+  EXPECT_LE(with.size(), m::EstimatedEncodedBytes(msg));
+  PeerMessageReader reader;
+  m::SwimMessage back;
+  std::string why;
+  ASSERT_EQ(reader.Decode(with, &back, &why), tally::Status::kOk) << why;
+  EXPECT_EQ(std::get<m::Ping>(back.body).view_digest, 0x0123456789abcdefULL);
+  msg.body = m::Ack{7, "", ~uint64_t{0}};
+  EncodeSwim(msg, &with);
+  EXPECT_LE(with.size(), m::EstimatedEncodedBytes(msg));
+  ASSERT_EQ(reader.Decode(with, &back, &why), tally::Status::kOk) << why;
+  EXPECT_EQ(std::get<m::Ack>(back.body).view_digest, ~uint64_t{0});
+  // Unset (a sender without it) reads as 0.
+  msg.body = m::Ack{7};
+  EncodeSwim(msg, &with);
+  ASSERT_EQ(reader.Decode(with, &back, &why), tally::Status::kOk) << why;
+  EXPECT_EQ(std::get<m::Ack>(back.body).view_digest, 0u);
 }
 
 TEST(PeerCodecTest, DatagramSizedMessagesStayUnder1400) {
