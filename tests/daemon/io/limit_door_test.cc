@@ -208,7 +208,7 @@ TEST_F(LimitDoorTest, BadRequestsAreAnsweredWithAnError) {
       {{2, long_text, false, 1, 0, 0}, "longer than 256"},
       {{3, Key("u", 0), false, 1, 0, 0}, "window"},
       {{4, Key("u"), false, uint64_t{1} << 40, 0, 0}, "limit"},
-      {{5, no_entries, false, 1, 0, 0}, "entries"},
+      {{5, no_entries, false, 1, 0, 1000}, "entries"},  // a window, no entries
   };
   for (const Case& c : cases) {
     wire::LimitWriteReport r = Write(c.q);
