@@ -5,17 +5,20 @@
 # time) while member c is killed (-9) and restarted from its snapshot every
 # --restart-every-min minutes. Every minute it samples each member's RSS and
 # live keys. At the end it judges the two members that lived through the
-# whole run (a and b): their RSS at the end may exceed the largest RSS seen
-# in the first --warmup-min minutes by at most --max-growth-pct percent.
-# A leak, or a table that does not give back expired keys, shows as a slope.
+# whole run (a and b): the median of their RSS samples over the last 10
+# minutes may exceed the median over the 10 minutes after --warmup-min by at
+# most --max-growth-pct percent. Medians, because one sample lands anywhere
+# in a load's cycle (in flight, or 12 s after it with its keys expired) and
+# single samples differ by a quarter. A leak, or a table that does not give
+# back expired keys, shows as a slope between the two medians.
 #
 # usage: bench/soak.sh [--bin DIR] [--minutes M] [--warmup-min W]
 #                      [--load-s S] [--period-s P] [--in-flight N]
 #                      [--restart-every-min R] [--max-growth-pct G] [--csv FILE]
 #
 #   --bin DIR             where tallyd, tally, tally-load are (default build/bin)
-#   --minutes M           run length (default 60)
-#   --warmup-min W        minutes that set the RSS reference (default 10)
+#   --minutes M           run length (default 60; at least W + 20)
+#   --warmup-min W        minutes before the reference's 10 (default 10)
 #   --load-s S, --period-s P
 #                         tally-load runs S seconds of every P (default 3 of
 #                         15: a fifth of a core on this machine, so a soak
@@ -60,7 +63,7 @@ for p in tallyd tally tally-load; do
   [[ -x "$bin/$p" ]] || { echo "soak.sh: $bin/$p not found (see --bin)" >&2; exit 2; }
 done
 command -v jq >/dev/null || { echo "soak.sh: needs jq (apt-get install jq)" >&2; exit 2; }
-((warmup_min < minutes)) || { echo "soak.sh: --warmup-min must be below --minutes" >&2; exit 2; }
+((warmup_min + 20 <= minutes)) || { echo "soak.sh: --minutes must be at least --warmup-min + 20" >&2; exit 2; }
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/tally-soak-XXXXXX")"
 declare -A pid_of udp_of gossip_of
@@ -136,7 +139,6 @@ echo "soak: 3 members formed (pids a=${pid_of[a]} b=${pid_of[b]} c=${pid_of[c]})
 
 samples="$work/samples.csv"
 echo "minute,member,rss_kb,live_keys" >"$samples"
-declare -A reference_kb=([a]=0 [b]=0)
 load_failures=0
 restarts=0
 seed=1
@@ -145,6 +147,18 @@ next_sample_s=$SECONDS
 targets=(a b c)
 minute=0
 while ((SECONDS - start_s < minutes * 60)); do
+  # Ever-new keys: a fresh seed per run over a large key space, each key's
+  # window 10 s, so keys stop being live soon after their last hit.
+  target="${targets[$((seed % 3))]}"
+  if ! "$bin/tally-load" --udp "${udp_of[$target]}" --duration-s "$load_s" \
+      --in-flight "$in_flight" --keys 100000000 --seed "$seed" --limit 5 --window-ms 10000 \
+      --timeout-ms 2000 >"$work/load.out" 2>&1; then
+    load_failures=$((load_failures + 1))
+    echo "soak: tally-load through $target failed:" >&2
+    tail -n 5 "$work/load.out" >&2
+  fi
+  # Sampled right after a load, so that every sample sees the same phase
+  # of the cycle (its keys live, their rows replicated).
   if ((SECONDS >= next_sample_s)); then
     minute=$(((SECONDS - start_s) / 60))
     row="minute $minute:"
@@ -153,9 +167,6 @@ while ((SECONDS - start_s < minutes * 60)); do
       k="$(live_keys "$n")"
       echo "$minute,$n,$r,$k" >>"$samples"
       row+=" $n rss=${r}kB keys=$k"
-      if [[ "$n" != c ]] && ((minute < warmup_min)) && ((r > reference_kb[$n])); then
-        reference_kb[$n]=$r
-      fi
     done
     echo "$row (load $(cut -d' ' -f1-3 /proc/loadavg))"
     next_sample_s=$((next_sample_s + 60))
@@ -167,21 +178,16 @@ while ((SECONDS - start_s < minutes * 60)); do
       echo "minute $minute: c killed (-9) and restarted from its snapshot (restart $restarts)"
     fi
   fi
-  # Ever-new keys: a fresh seed per run over a large key space, each key's
-  # window 10 s, so keys stop being live soon after their last hit.
-  target="${targets[$((seed % 3))]}"
-  if ! "$bin/tally-load" --udp "${udp_of[$target]}" --duration-s "$load_s" \
-      --in-flight "$in_flight" --keys 100000000 --seed "$seed" --limit 5 --window-ms 10000 \
-      --timeout-ms 2000 >"$work/load.out" 2>&1; then
-    load_failures=$((load_failures + 1))
-    echo "soak: tally-load through $target failed:" >&2
-    tail -n 5 "$work/load.out" >&2
-  fi
   seed=$((seed + 1))
   sleep $((period_s - load_s))
 done
 
 [[ -n "$csv" ]] && cp "$samples" "$csv"
+# median_kb MEMBER FROM TO: the median RSS sample of minutes [FROM, TO).
+median_kb() {
+  awk -F, -v n="$1" -v from="$2" -v to="$3" '$2 == n && $1 >= from && $1 < to { print $3 }' \
+    "$samples" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
 verdict=0
 for n in a b c; do
   last="$(awk -F, -v n="$n" '$2 == n { r = $3 } END { print r }' "$samples")"
@@ -189,11 +195,12 @@ for n in a b c; do
     echo "c: last rss ${last} kB ($restarts restarts; not judged)"
     continue
   fi
-  ref=${reference_kb[$n]}
-  growth="$(awk -v l="$last" -v r="$ref" 'BEGIN { printf "%.1f", (l - r) * 100 / r }')"
+  ref="$(median_kb "$n" "$warmup_min" $((warmup_min + 10)))"
+  end="$(median_kb "$n" $((minute - 9)) $((minute + 1)))"
+  growth="$(awk -v l="$end" -v r="$ref" 'BEGIN { printf "%.1f", (l - r) * 100 / r }')"
   bound_ok="$(awk -v g="$growth" -v m="$max_growth_pct" 'BEGIN { print (g <= m) ? 1 : 0 }')"
-  echo "$n: rss max in the first $warmup_min min ${ref} kB, at the end ${last} kB:" \
-    "${growth}% (bound ${max_growth_pct}%)"
+  echo "$n: median rss over minutes $warmup_min..$((warmup_min + 9)) ${ref} kB," \
+    "over the last 10 minutes ${end} kB: ${growth}% (bound ${max_growth_pct}%)"
   ((bound_ok == 1)) || verdict=1
 done
 echo "load runs failed: $load_failures"
