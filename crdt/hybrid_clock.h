@@ -52,6 +52,16 @@ class HybridClock {
     return true;
   }
 
+  // Takes in a timestamp this node issued or accepted before a restart (read
+  // back from a snapshot), without Observe's bound: after a restore every
+  // new timestamp must order after the restored ones even when the wall
+  // clock went back meanwhile, or a new write would lose to an old one. The
+  // caller bounds what it restores (persist/snapshot.h checks each stamp
+  // against the snapshot's write time).
+  void Restore(HlcTimestamp persisted) {
+    if (persisted > last_) last_ = persisted;
+  }
+
   HlcTimestamp last() const { return last_; }
 
  private:

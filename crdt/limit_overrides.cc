@@ -215,4 +215,27 @@ const OverrideValue* DescriptorOverrideTable::Find(const std::string& selector_k
   return it == by_key_.end() ? nullptr : &it->second;
 }
 
+OverrideRestoreCounts RestoreOverrides(const std::vector<OverrideEntry>& entries,
+                                       HlcTimestamp persisted_clock, LimitOverrides* map,
+                                       HybridClock* hlc) {
+  OverrideRestoreCounts counts;
+  hlc->Restore(persisted_clock);
+  for (const OverrideEntry& entry : entries) {
+    switch (map->Merge(entry)) {
+      case LimitOverrides::MergeResult::kApplied:
+        ++counts.applied;
+        break;
+      case LimitOverrides::MergeResult::kStale:
+        ++counts.stale;
+        break;
+      case LimitOverrides::MergeResult::kInvalid:
+      case LimitOverrides::MergeResult::kFull:
+        ++counts.refused;
+        continue;  // its stamp moves nothing
+    }
+    hlc->Restore(entry.stamp);
+  }
+  return counts;
+}
+
 }  // namespace tally::crdt

@@ -189,6 +189,22 @@ class DescriptorOverrideTable {
 // (stamp, writer, value).
 bool Wins(const OverrideEntry& a, const OverrideEntry& b);
 
+// Restoring after a restart (persist/snapshot.h): merges `entries` (the
+// snapshot's, tombstones included) into `map` as a peer's are merged
+// (Validate, then LWW), and moves `hlc` past `persisted_clock` and every
+// stamp merged, with HybridClock::Restore rather than Observe: the stamps
+// were this node's own before the restart, and a write after it must order
+// after them even when the wall clock went back (the snapshot decoder
+// bounds them instead). Both Node and the single-node LocalOverrides use it.
+struct OverrideRestoreCounts {
+  size_t applied = 0;  // now the selector's entry
+  size_t stale = 0;    // the map held this entry or a later one
+  size_t refused = 0;  // outside Validate's limits, or beyond kMaxEntries
+};
+OverrideRestoreCounts RestoreOverrides(const std::vector<OverrideEntry>& entries,
+                                       HlcTimestamp persisted_clock, LimitOverrides* map,
+                                       HybridClock* hlc);
+
 }  // namespace tally::crdt
 
 #endif  // TALLY_CRDT_LIMIT_OVERRIDES_H_

@@ -13,9 +13,12 @@
 #include <vector>
 
 #include "crdt/key_id.h"
+#include "crdt/key_store.h"
+#include "crdt/limit_overrides.h"
 #include "daemon/io/stream_frames.h"
 #include "fuzz/node_input.h"
 #include "membership/message.h"
+#include "persist/snapshot.h"
 #include "wire/codec.h"
 #include "wire/node_codec.h"
 #include "wire/peer_codec.h"
@@ -543,6 +546,99 @@ void FindingInputs(const std::filesystem::path& dir) {
             static_cast<std::streamsize>(input.size()));
 }
 
+// -------------------------------------------------------------- snapshot
+
+// snapshot_fuzz's first byte picks the mode (0: as is, 1: resealed); its
+// expectations are cluster "prod", node "node-a", generation
+// 1'700'000'100'000, now 1'700'000'060'000, buckets_per_window 10.
+void WriteSnapshotSeed(const std::string& name, uint8_t mode, const Bytes& snapshot) {
+  Bytes out{std::byte{mode}};
+  out.insert(out.end(), snapshot.begin(), snapshot.end());
+  Write("snapshot_fuzz", name, out);
+}
+
+void SnapshotCorpus() {
+  constexpr int64_t kWrittenMs = 1'700'000'030'000;
+  const persist::SnapshotHeader header{"prod", "node-a", 1'700'000'000'000, kWrittenMs, 10};
+  // 12 keys over three windows, counted by an earlier generation of node-a
+  // and two peers, over one to a few buckets.
+  crdt::KeyStore store({.max_keys = 100, .buckets_per_window = 10});
+  const crdt::ReplicaSlot slots[] = {{"node-a", 1'699'999'000'000}, {"node-b", 5}, {"node-c", 9}};
+  for (int i = 0; i < 12; ++i) {
+    const uint64_t window_ms = i % 3 == 0 ? 60'000 : i % 3 == 1 ? 3'600'000 : 86'400'000;
+    const crdt::KeyId id = crdt::HashKey("user" + std::to_string(i), "/api", window_ms);
+    crdt::KeyStore::Lookup how;
+    crdt::KeyStore::Entry* e = store.FindOrCreate(id, window_ms, kWrittenMs, &how);
+    for (int r = 0; r <= i % 3; ++r) {
+      const int64_t at = kWrittenMs - r * static_cast<int64_t>(window_ms / 10);
+      e->counter.Add(store.slots().Intern(slots[(i + r) % 3]),
+                     crdt::BucketOf(at, e->counter.geometry()), 1 + i % 4);
+    }
+    store.MarkChanged(e);
+  }
+  // Runtime limit overrides: both selector forms, a removal of each, and
+  // texts of several lengths.
+  std::vector<crdt::OverrideEntry> overrides;
+  auto add = [&](crdt::Selector selector, crdt::OverrideValue value, int64_t wall_ms) {
+    overrides.push_back({std::move(selector), value, {wall_ms, 0}, 0x5eed});
+  };
+  crdt::Selector gold{crdt::Selector::Kind::kDescriptor, "edge", {{"tier", "gold"}}, "", "", 0};
+  add(gold, {false, 7, 3'600'000}, kWrittenMs - 20'000);
+  crdt::Selector pair{
+      crdt::Selector::Kind::kDescriptor, "api", {{"user", "alice"}, {"path", ""}}, "", "", 0};
+  add(pair, {true, 0, 0}, kWrittenMs - 10'000);
+  crdt::Selector key{crdt::Selector::Kind::kExplicit, "", {}, "carol", "/pay", 60'000};
+  add(key, {false, 2, 0}, kWrittenMs - 5'000);
+  crdt::Selector gone{crdt::Selector::Kind::kExplicit, "", {}, "dave", "/pay", 60'000};
+  add(gone, {true, 0, 0}, kWrittenMs);
+  const crdt::HlcTimestamp clock{kWrittenMs, 3};
+
+  auto encode = [&](const persist::SnapshotHeader& h, bool with_keys, bool with_overrides) {
+    persist::SnapshotEncoder encoder;
+    if (with_keys) encoder.AddAll(store);
+    if (with_overrides) encoder.SetOverrides(overrides, clock);
+    return encoder.Finish(h).Joined();
+  };
+  const Bytes mixed = encode(header, true, true);
+  WriteSnapshotSeed("mixed", 0, mixed);
+  WriteSnapshotSeed("mixed_resealed", 1, mixed);
+  WriteSnapshotSeed("mixed_truncated", 0, Bytes(mixed.begin(), mixed.begin() + mixed.size() / 2));
+  // Resealed after the cut: the archive reader meets the end mid-record.
+  WriteSnapshotSeed("mixed_truncated_resealed", 1, Bytes(mixed.begin(), mixed.end() - 7));
+  WriteSnapshotSeed("empty_store", 0, encode(header, false, false));
+  // A single node's file: overrides only.
+  const Bytes overrides_only = encode(header, false, true);
+  WriteSnapshotSeed("overrides_only", 0, overrides_only);
+  WriteSnapshotSeed("overrides_only_resealed", 1, overrides_only);
+  // Version 1: version 2 without the override section (16 bytes when empty).
+  Bytes v1 = encode(header, true, false);
+  v1.resize(v1.size() - 16);
+  v1[8] = std::byte{1};
+  persist::ResealForTesting(&v1);
+  WriteSnapshotSeed("version1", 0, v1);
+  WriteSnapshotSeed("version1_resealed", 1, v1);
+  persist::SnapshotHeader other = header;
+  other.cluster_name = "staging";
+  WriteSnapshotSeed("other_cluster", 0, encode(other, true, true));
+  other = header;
+  other.node_id = "node-b";
+  WriteSnapshotSeed("other_node", 0, encode(other, true, true));
+  Bytes other_version = mixed;
+  other_version[8] = std::byte{persist::kSnapshotFormatVersion + 1};
+  WriteSnapshotSeed("other_version", 0, other_version);
+  // One key of a geometry buckets_per_window 10 cannot make.
+  crdt::KeyStore twenty({.max_keys = 10, .buckets_per_window = 20});
+  crdt::KeyStore::Lookup how;
+  crdt::KeyStore::Entry* e =
+      twenty.FindOrCreate(crdt::HashKey("g", "/", 60'000), 60'000, kWrittenMs, &how);
+  e->counter.Add(twenty.slots().Intern(slots[1]), crdt::BucketOf(kWrittenMs, e->counter.geometry()),
+                 4);
+  twenty.MarkChanged(e);
+  persist::SnapshotHeader h20 = header;
+  h20.buckets_per_window = 20;
+  WriteSnapshotSeed("other_geometry", 0, persist::EncodeSnapshot(twenty, h20).Joined());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -562,5 +658,6 @@ int main(int argc, char** argv) {
   HttpJsonCorpus();
   NodeCorpus();
   PeerOpenCorpus();
+  SnapshotCorpus();
   return 0;
 }

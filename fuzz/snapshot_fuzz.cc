@@ -6,9 +6,11 @@
 //         per-key validation behind the checksum.
 // Properties: never crashes, leaks or allocates without bound (libFuzzer's
 // -rss_limit_mb and -malloc_limit_mb catch that); a refusal always carries a
-// reason and no keys; an accepted snapshot's keys are well formed, restore
-// into a store without breaking its invariants, and re-encode to a snapshot
-// that decodes to the same live counts.
+// reason and no keys or overrides; an accepted snapshot's keys are well
+// formed, restore into a store without breaking its invariants, and
+// re-encode to a snapshot that decodes to the same live counts; its limit
+// overrides are valid, stamped within the bound, merge into a map, and
+// re-encode to the same entries and clock.
 // Seeds: fuzz/corpus/snapshot_fuzz/ (written by the real encoder; the first
 // byte is the mode). scripts/fuzz.sh snapshot_fuzz SECONDS runs it.
 #include <cstddef>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "crdt/key_store.h"
+#include "crdt/limit_overrides.h"
 #include "fuzz/fuzz_check.h"
 #include "persist/restore.h"
 #include "persist/snapshot.h"
@@ -57,7 +60,41 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(!d.reason.empty());
   if (!d.ok()) {
     FUZZ_CHECK(d.keys.empty() && d.rows.empty() && d.counts.empty());
+    FUZZ_CHECK(d.overrides.empty());
     return 0;
+  }
+  const int64_t latest_stamp_ms = d.header.written_wall_ms + tally::crdt::HybridClock::kMaxAheadMs;
+  FUZZ_CHECK(d.override_clock == tally::crdt::HlcTimestamp{} ||
+             d.override_clock.wall_ms <= latest_stamp_ms);
+  FUZZ_CHECK(d.overrides.size() <= tally::persist::kMaxSnapshotOverrides);
+  for (const auto& e : d.overrides) {
+    FUZZ_CHECK(tally::crdt::Validate(e).empty());
+    FUZZ_CHECK(e.stamp.wall_ms <= latest_stamp_ms);
+  }
+  {
+    tally::crdt::LimitOverrides map;
+    tally::crdt::HybridClock clock;
+    const auto counts = tally::crdt::RestoreOverrides(d.overrides, d.override_clock, &map, &clock);
+    FUZZ_CHECK(counts.refused == 0);
+    FUZZ_CHECK(map.size() <= d.overrides.size());  // a selector given twice is one entry
+    FUZZ_CHECK(clock.last() >= d.override_clock);
+    tally::persist::SnapshotEncoder encoder;
+    encoder.SetOverrides(d.overrides, d.override_clock);
+    const DecodedSnapshot again = tally::persist::DecodeSnapshot(
+        encoder
+            .Finish({expect.cluster_name, expect.node_id, 1, d.header.written_wall_ms,
+                     expect.buckets_per_window})
+            .Joined(),
+        expect);
+    FUZZ_CHECK(again.ok());
+    FUZZ_CHECK(again.override_clock == d.override_clock);
+    FUZZ_CHECK(again.overrides.size() == d.overrides.size());
+    for (size_t i = 0; i < d.overrides.size(); ++i) {
+      FUZZ_CHECK(again.overrides[i].selector == d.overrides[i].selector);
+      FUZZ_CHECK(again.overrides[i].value == d.overrides[i].value);
+      FUZZ_CHECK(again.overrides[i].stamp == d.overrides[i].stamp);
+      FUZZ_CHECK(again.overrides[i].writer == d.overrides[i].writer);
+    }
   }
   for (const auto& key : d.keys) {
     FUZZ_CHECK(key.row_count >= 1 && key.depth >= 1);

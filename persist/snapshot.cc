@@ -86,6 +86,7 @@ class ByteSource : public std::streambuf {
     setg(begin, begin, begin + bytes.size());
   }
   bool at_end() const { return gptr() == egptr(); }
+  size_t remaining() const { return static_cast<size_t>(egptr() - gptr()); }
 };
 
 constexpr unsigned kArchiveFlags =
@@ -140,6 +141,76 @@ struct SlotRecord {
   }
   BOOST_SERIALIZATION_SPLIT_MEMBER()
 };
+
+// ------------------------------------------------------- override records
+
+// The smallest override record: every text empty, no descriptor entries.
+constexpr size_t kMinOverrideRecordBytes = 1 + 2 + 1 + 2 + 2 + 8 + 1 + 8 + 8 + 8 + 4 + 8;
+
+void SaveText(boost::archive::binary_oarchive& ar, const std::string& text) {
+  const auto length = static_cast<uint16_t>(text.size());  // Validate bounds it first
+  ar << length;
+  ar.save_binary(text.data(), length);
+}
+
+// Bounds the length before it allocates, as SlotRecord does.
+std::string LoadText(boost::archive::binary_iarchive& ar, const char* what) {
+  uint16_t length = 0;
+  ar >> length;
+  if (length > crdt::kMaxSelectorText) {
+    throw FormatError(std::string("override ") + what + " longer than " +
+                      std::to_string(crdt::kMaxSelectorText) + " bytes");
+  }
+  std::string text(length, '\0');
+  ar.load_binary(text.data(), length);
+  return text;
+}
+
+void SaveOverride(boost::archive::binary_oarchive& ar, const crdt::OverrideEntry& e) {
+  const crdt::Selector& s = e.selector;
+  ar << static_cast<uint8_t>(s.kind);
+  SaveText(ar, s.domain);
+  ar << static_cast<uint8_t>(s.entries.size());  // Validate bounds it first
+  for (const auto& entry : s.entries) {
+    SaveText(ar, entry.first);
+    SaveText(ar, entry.second);
+  }
+  SaveText(ar, s.user);
+  SaveText(ar, s.endpoint);
+  ar << s.window_ms;
+  ar << static_cast<uint8_t>(e.value.removed ? 1 : 0);
+  ar << e.value.limit << e.value.window_ms;
+  ar << e.stamp.wall_ms << e.stamp.logical << e.writer;
+}
+
+// Reads one record whole (the archive must be consumed) into `*e`. False
+// when it decodes but is not a valid entry (the caller drops it).
+bool LoadOverride(boost::archive::binary_iarchive& ar, crdt::OverrideEntry* e) {
+  uint8_t kind = 0, entry_count = 0, removed = 0;
+  ar >> kind;
+  e->selector.kind = static_cast<crdt::Selector::Kind>(kind);
+  e->selector.domain = LoadText(ar, "domain");
+  ar >> entry_count;
+  if (entry_count > crdt::kMaxSelectorEntries) {
+    throw FormatError("override with " + std::to_string(entry_count) +
+                      " descriptor entries, more than " +
+                      std::to_string(crdt::kMaxSelectorEntries));
+  }
+  e->selector.entries.clear();
+  for (uint8_t i = 0; i < entry_count; ++i) {
+    std::string key = LoadText(ar, "descriptor key");
+    std::string value = LoadText(ar, "descriptor value");
+    e->selector.entries.emplace_back(std::move(key), std::move(value));
+  }
+  e->selector.user = LoadText(ar, "user");
+  e->selector.endpoint = LoadText(ar, "endpoint");
+  ar >> e->selector.window_ms;
+  ar >> removed;
+  ar >> e->value.limit >> e->value.window_ms;
+  ar >> e->stamp.wall_ms >> e->stamp.logical >> e->writer;
+  e->value.removed = removed != 0;
+  return removed <= 1 && crdt::Validate(*e).empty();
+}
 
 }  // namespace
 }  // namespace tally::persist
@@ -272,6 +343,8 @@ DecodedSnapshot Refuse(DecodedSnapshot d, SnapshotStatus status, std::string rea
   d.keys.clear();
   d.rows.clear();
   d.counts.clear();
+  d.overrides.clear();
+  d.override_clock = {};
   return d;
 }
 
@@ -297,6 +370,8 @@ struct SnapshotEncoder::Impl {
   std::vector<uint32_t> store_to_snapshot;
   std::vector<uint32_t> cells;      // one key's live rows, span + 1 counts each
   std::vector<uint32_t> live_rows;  // their row numbers in the counter
+  std::vector<crdt::OverrideEntry> overrides;
+  crdt::HlcTimestamp override_clock;
   bool finished = false;
 
   void BeginStore(const crdt::KeyStore& store) {
@@ -377,6 +452,14 @@ SnapshotEncoder::~SnapshotEncoder() = default;
 
 size_t SnapshotEncoder::payload_bytes() const { return impl_->sink.size(); }
 
+void SnapshotEncoder::SetOverrides(std::vector<crdt::OverrideEntry> entries,
+                                   crdt::HlcTimestamp clock) {
+  std::erase_if(entries, [](const crdt::OverrideEntry& e) { return !crdt::Validate(e).empty(); });
+  if (entries.size() > kMaxSnapshotOverrides) entries.resize(kMaxSnapshotOverrides);
+  impl_->overrides = std::move(entries);
+  impl_->override_clock = clock;
+}
+
 void SnapshotEncoder::AddAll(const crdt::KeyStore& store) {
   AddHomeRange(store, 0, store.capacity());
 }
@@ -420,9 +503,15 @@ EncodedSnapshot SnapshotEncoder::Finish(const SnapshotHeader& header) {
     const SlotRecord record{slot.node_id, slot.incarnation};
     impl_->archive << record;
   }
+  // Then the overrides (format version 2).
+  const auto override_count = static_cast<uint32_t>(impl_->overrides.size());
+  impl_->archive << override_count << impl_->override_clock.wall_ms
+                 << impl_->override_clock.logical;
+  for (const crdt::OverrideEntry& e : impl_->overrides) SaveOverride(impl_->archive, e);
   EncodedSnapshot out;
   out.payload = impl_->sink.Take();
   out.keys = keys_;
+  out.overrides = override_count;
   out.header = BuildHeader(header, out.payload, keys_, static_cast<uint32_t>(impl_->slots.size()));
   return out;
 }
@@ -502,6 +591,43 @@ const char* SnapshotStatusName(SnapshotStatus status) {
 }
 
 namespace {
+
+// Reads the overrides section (format version 2) into `d`, dropping and
+// counting entries that are not valid or stamped too late.
+void ReadOverrides(boost::archive::binary_iarchive& archive, const ByteSource& source,
+                   DecodedSnapshot* d) {
+  uint32_t count = 0;
+  crdt::HlcTimestamp clock;
+  archive >> count >> clock.wall_ms >> clock.logical;
+  d->override_count = count;
+  if (count > kMaxSnapshotOverrides || count > source.remaining() / kMinOverrideRecordBytes) {
+    throw FormatError(std::to_string(count) + " overrides: more than " +
+                      std::to_string(kMaxSnapshotOverrides) + " or than the payload holds");
+  }
+  // Every stamp the writer held was issued or accepted (HybridClock::Observe)
+  // at most kMaxAheadMs ahead of its wall clock, which had not passed the
+  // write time. (Saturating: written_wall_ms was checked against now only.)
+  const int64_t written_ms = d->header.written_wall_ms;
+  const int64_t latest_ms = written_ms > INT64_MAX - crdt::HybridClock::kMaxAheadMs
+                                ? INT64_MAX
+                                : written_ms + crdt::HybridClock::kMaxAheadMs;
+  if (clock.wall_ms > latest_ms) {
+    d->dropped_override_clock = true;
+    clock = {};
+  }
+  d->override_clock = clock;
+  d->overrides.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    crdt::OverrideEntry entry;
+    if (!LoadOverride(archive, &entry)) {
+      ++d->dropped_overrides_invalid;
+    } else if (entry.stamp.wall_ms > latest_ms) {
+      ++d->dropped_overrides_future;
+    } else {
+      d->overrides.push_back(std::move(entry));
+    }
+  }
+}
 
 // Reads the payload after every header check and the checksum passed.
 // Throws (archive_exception, FormatError, bad_alloc) on malformed content.
@@ -590,6 +716,7 @@ void ReadPayload(std::span<const std::byte> payload, const SnapshotExpectations&
     archive >> record;
     d->slots.push_back(crdt::ReplicaSlot{std::move(record.node_id), record.incarnation});
   }
+  if (d->version >= 2) ReadOverrides(archive, source, d);
   if (!source.at_end()) throw FormatError("bytes after the last record");
 }
 
@@ -643,11 +770,13 @@ DecodedSnapshot DecodeSnapshot(std::span<const std::byte> bytes,
                   std::to_string(size) + " bytes: cut within the header");
   }
   const auto version = static_cast<uint32_t>(GetLe(bytes, kAtVersion, 4));
-  if (version != kSnapshotFormatVersion) {
+  if (version < kOldestReadableSnapshotFormatVersion || version > kSnapshotFormatVersion) {
     return Refuse(std::move(d), SnapshotStatus::kOtherVersion,
                   "format version " + std::to_string(version) + ", this build reads " +
+                      std::to_string(kOldestReadableSnapshotFormatVersion) + " to " +
                       std::to_string(kSnapshotFormatVersion));
   }
+  d.version = version;
   if (size < kMinHeaderBytes) {
     return Refuse(std::move(d), SnapshotStatus::kTruncated,
                   std::to_string(size) + " bytes: cut within the header");
@@ -762,7 +891,14 @@ DecodedSnapshot DecodeSnapshot(std::span<const std::byte> bytes,
              " keys live (dropped: " + std::to_string(d.dropped_expired) + " expired, " +
              std::to_string(d.dropped_geometry) + " of another geometry, " +
              std::to_string(d.dropped_future) + " in the future; " +
-             std::to_string(d.dropped_own_rows) + " rows of this process's slot)";
+             std::to_string(d.dropped_own_rows) + " rows of this process's slot); " +
+             std::to_string(d.overrides.size()) + " of " + std::to_string(d.override_count) +
+             " limit overrides (dropped: " + std::to_string(d.dropped_overrides_invalid) +
+             " invalid, " + std::to_string(d.dropped_overrides_future) + " stamped too late" +
+             (d.dropped_override_clock ? "; the saved clock too" : "") + ")";
+  if (d.version < kSnapshotFormatVersion) {
+    d.reason += "; format version " + std::to_string(d.version) + " (no overrides)";
+  }
   if (d.dropped_geometry > 0 && d.header.buckets_per_window != expect.buckets_per_window) {
     d.reason += "; written with buckets_per_window " + std::to_string(d.header.buckets_per_window) +
                 ", configured " + std::to_string(expect.buckets_per_window);

@@ -1,10 +1,11 @@
-// Snapshots of a node's counts, so a restart of the whole cluster does not
-// reset hourly and daily windows (docs/DESIGN.md, "Snapshots").
+// Snapshots of a node's counts and runtime limit overrides, so a restart of
+// the whole cluster does not reset hourly and daily windows nor forget the
+// limits an operator set (docs/DESIGN.md, "Snapshots").
 //
 // Pure: bytes in, bytes out. No file, no clock (the caller passes the wall
 // time), no lock; daemon/io/snapshot_file.h writes and reads the files.
 //
-// Format, version 1 (all integers of the header little-endian):
+// Format, version 2 (all integers of the header little-endian):
 //   header   magic "TALLYSNP" (8) | format version u32 | header bytes u32 (H,
 //            this whole header) | payload bytes u64 (P) | payload XXH3-64 u64
 //            | generation u64 | written wall ms i64 | key count u64 | slot
@@ -19,8 +20,18 @@
 //                             rows x { slot u32 (index into the slots),
 //                                      depth x count u32, oldest first } }
 //              slot count x { node id (u16 length + bytes), incarnation u64 }
-//            (the slots come last: the encoder names them as keys use them).
+//              (the slots follow the keys: the encoder names them as keys use
+//              them), then the runtime limit overrides (crdt/limit_overrides.h):
+//              override count u32, hybrid clock (wall i64, logical u32),
+//              override count x { kind u8, domain T, entry count u8,
+//                entries x { key T, value T }, user T, endpoint T,
+//                selector window_ms u64, removed u8, limit u64, window_ms u64,
+//                stamp wall i64, stamp logical u32, writer u64 }
+//              where T is u16 length + bytes.
 //   The file is exactly H + P bytes.
+// Version 1 is version 2 without the overrides (the payload ends after the
+// slots); this build reads both, and a version 1 snapshot restores no
+// overrides. The header is the same in both.
 // `newest` is the newest bucket holding a count and `depth` reaches back to
 // the oldest live one, so a key hit in one bucket costs one count per row.
 //
@@ -32,7 +43,12 @@
 // never a crash, a hang or a large allocation. Keys that decode but cannot be
 // restored (a geometry the configured buckets_per_window cannot produce,
 // buckets far in the future, or nothing live any more) are dropped one by
-// one and counted.
+// one and counted. So are overrides outside crdt::Validate's limits or
+// stamped more than HybridClock::kMaxAheadMs after the snapshot was written
+// (a clock that far ahead would win every later write); a text longer than
+// kMaxSelectorText, more than kMaxSelectorEntries descriptor entries or more
+// than kMaxSnapshotOverrides overrides break the format (no writer makes
+// them) and refuse the snapshot.
 #ifndef TALLY_PERSIST_SNAPSHOT_H_
 #define TALLY_PERSIST_SNAPSHOT_H_
 
@@ -43,13 +59,17 @@
 #include <string>
 #include <vector>
 
+#include "crdt/hybrid_clock.h"
 #include "crdt/key_id.h"
 #include "crdt/key_store.h"
+#include "crdt/limit_overrides.h"
 #include "crdt/window_counter.h"
 
 namespace tally::persist {
 
-inline constexpr uint32_t kSnapshotFormatVersion = 1;
+// The version this build writes, and the oldest it reads.
+inline constexpr uint32_t kSnapshotFormatVersion = 2;
+inline constexpr uint32_t kOldestReadableSnapshotFormatVersion = 1;
 // Longest cluster name, node id or slot node id a snapshot holds.
 inline constexpr size_t kMaxSnapshotNameBytes = 1024;
 // Most rows one key may have in a snapshot (a key is decided by a few
@@ -57,6 +77,8 @@ inline constexpr size_t kMaxSnapshotNameBytes = 1024;
 inline constexpr size_t kMaxSnapshotRowsPerKey = 255;
 // Most distinct replica slots a snapshot may name.
 inline constexpr size_t kMaxSnapshotSlots = size_t{1} << 16;
+// Most overrides a snapshot may hold: as many as one map holds.
+inline constexpr size_t kMaxSnapshotOverrides = crdt::LimitOverrides::kMaxEntries;
 
 // Who wrote a snapshot, and when.
 struct SnapshotHeader {
@@ -73,6 +95,7 @@ struct EncodedSnapshot {
   std::vector<std::byte> header;
   std::vector<std::byte> payload;
   uint64_t keys = 0;
+  uint64_t overrides = 0;
   size_t size() const { return header.size() + payload.size(); }
   std::vector<std::byte> Joined() const;
 };
@@ -110,6 +133,13 @@ class SnapshotEncoder {
   uint64_t keys() const { return keys_; }
   // Payload bytes so far.
   size_t payload_bytes() const;
+
+  // The runtime limit overrides to write (every entry, tombstones included,
+  // so a restart neither forgets a limit nor brings a removed one back) and
+  // the hybrid clock that stamped them. Replaces what an earlier call set.
+  // Entries outside crdt::Validate's limits (none a map holds) and any
+  // beyond kMaxSnapshotOverrides are left out.
+  void SetOverrides(std::vector<crdt::OverrideEntry> entries, crdt::HlcTimestamp clock);
 
   // Seals the snapshot: the slot table goes first in the payload, then the
   // keys; both checksums are computed. The encoder is spent afterwards.
@@ -207,6 +237,7 @@ struct DecodedSnapshot {
   bool header_read = false;
   SnapshotHeader header;
   uint64_t key_count = 0;  // as the header says
+  uint32_t version = 0;    // the format version, once read
 
   // Valid when ok(): slots by snapshot index, keys, and their rows and counts.
   std::vector<crdt::ReplicaSlot> slots;
@@ -214,11 +245,25 @@ struct DecodedSnapshot {
   std::vector<RestoredRow> rows;
   std::vector<uint32_t> counts;
 
+  // Valid when ok(): the runtime limit overrides (none from a version 1
+  // snapshot), tombstones included, each within crdt::Validate's limits and
+  // stamped at most HybridClock::kMaxAheadMs after written_wall_ms, and the
+  // writer's hybrid clock (zero when it broke that bound). A restorer merges
+  // the entries and moves its clock past them (HybridClock::Restore).
+  std::vector<crdt::OverrideEntry> overrides;
+  crdt::HlcTimestamp override_clock;
+  uint64_t override_count = 0;  // as the payload says
+
   // Keys and rows dropped while decoding an accepted snapshot.
   uint64_t dropped_expired = 0;   // nothing live at now
   uint64_t dropped_geometry = 0;  // geometry impossible for buckets_per_window
   uint64_t dropped_future = 0;    // newest bucket beyond now + max_clock_ahead_ms
   uint64_t dropped_own_rows = 0;  // rows in the restoring process's own slot
+  // Overrides dropped: outside crdt::Validate's limits, or stamped too far
+  // after the write; and whether the saved clock was (override_clock is zero).
+  uint64_t dropped_overrides_invalid = 0;
+  uint64_t dropped_overrides_future = 0;
+  bool dropped_override_clock = false;
 };
 
 // Decodes and validates a snapshot. Never throws; every outcome is a status.

@@ -82,8 +82,8 @@ case "${1:-}" in
     ;;
   --make-corpus)
     build_targets tally-fuzz-corpus
-    # Only the targets the tool writes are replaced: the rules and snapshot
-    # seeds are kept by hand.
+    # Only the targets the tool writes are replaced: the rules seeds are
+    # kept by hand.
     fresh=$(mktemp -d)
     "$build/bin/tally-fuzz-corpus" "$fresh" "$root"
     for dir in "$fresh"/*/; do

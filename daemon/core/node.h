@@ -273,6 +273,13 @@ class Node {
   // restored counts are in place before the first check is decided; calling
   // later is harmless too (a join). REQUIRES: snapshot.ok().
   persist::RestoreStats Restore(const persist::DecodedSnapshot& snapshot, Instant now);
+  // Merges the snapshot's runtime limit overrides, removals included, as a
+  // member's are merged, and moves the override clock past the snapshot's
+  // clock and every restored stamp (crdt::RestoreOverrides), so a write
+  // after the restart orders after them even if the wall clock went back.
+  // Anti-entropy then spreads them like any entry. Call before Start, like
+  // Restore. REQUIRES: snapshot.ok().
+  crdt::OverrideRestoreCounts RestoreOverrides(const persist::DecodedSnapshot& snapshot);
 
   // Replaces the seed addresses SWIM reconnects to (Swim::SetSeeds): the
   // driver's answer to a re-resolved DNS name.
@@ -294,6 +301,8 @@ class Node {
                                                   const crdt::OverrideValue& value, Instant now,
                                                   Outbox* out);
   const crdt::LimitOverrides& overrides() const { return overrides_; }
+  // The override clock's latest stamp (written into snapshots).
+  crdt::HlcTimestamp override_clock() const { return override_clock_.last(); }
 
   NodeStatus Status(Instant now) const;
   // Status().owning without the rest (Status samples the ring, O(members)

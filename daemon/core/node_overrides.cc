@@ -45,6 +45,11 @@ crdt::OverrideEntry OverrideFromWire(const wire::LimitOverrideValue& w) {
 
 }  // namespace
 
+crdt::OverrideRestoreCounts Node::RestoreOverrides(const persist::DecodedSnapshot& snapshot) {
+  return crdt::RestoreOverrides(snapshot.overrides, snapshot.override_clock, &overrides_,
+                                &override_clock_);
+}
+
 crdt::LimitOverrides::MergeResult Node::WriteOverride(const crdt::Selector& selector,
                                                       const crdt::OverrideValue& value, Instant now,
                                                       Outbox* out) {

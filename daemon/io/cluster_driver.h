@@ -126,8 +126,11 @@ struct SnapshotCounters {
   uint64_t restore_loaded = 0, restore_missing = 0, restore_rejected = 0, restore_unreadable = 0;
   uint64_t restored_keys = 0;    // joined into the store
   uint64_t restore_dropped = 0;  // decoded but expired, refused or impossible
+  // Runtime limit overrides (tombstones included) merged from the snapshot,
+  // and those dropped (invalid, stamped too late, or refused by the map).
+  uint64_t restored_overrides = 0, restore_dropped_overrides = 0;
   uint64_t writes = 0, write_errors = 0;
-  uint64_t last_keys = 0, last_bytes = 0;
+  uint64_t last_keys = 0, last_bytes = 0, last_overrides = 0;
   uint64_t last_encode_us = 0;    // the whole sliced pass, wall time
   uint64_t last_write_us = 0;     // write + fsync + rename
   uint64_t longest_slice_us = 0;  // the longest single hold of the Node's lock, ever

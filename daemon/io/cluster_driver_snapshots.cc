@@ -37,19 +37,28 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
   switch (read.outcome) {
     case SnapshotReadResult::Outcome::kLoaded: {
       persist::RestoreStats restored;
+      crdt::OverrideRestoreCounts overrides;
       {
         std::lock_guard<std::mutex> lock(mu);
         restored = node->Restore(read.snapshot, now);
+        overrides = node->RestoreOverrides(read.snapshot);
+        // The rules doors read descriptor overrides from the table, from the first request.
+        PublishOverridesLocked();
       }
       const persist::DecodedSnapshot& d = read.snapshot;
       c.restore_loaded = 1;
       c.restored_keys = restored.keys_merged;
       c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
                           restored.keys_expired + restored.keys_refused;
+      c.restored_overrides = overrides.applied + overrides.stale;
+      c.restore_dropped_overrides =
+          d.dropped_overrides_invalid + d.dropped_overrides_future + overrides.refused;
       spdlog::info(
-          "{}; restored {} keys written by generation {} {} ms ago ({} refused by the store)",
+          "{}; restored {} keys written by generation {} {} ms ago ({} refused by the store) "
+          "and {} limit overrides ({} refused by the map)",
           read.message, restored.keys_merged, d.header.generation,
-          now.wall.count() - d.header.written_wall_ms, restored.keys_refused);
+          now.wall.count() - d.header.written_wall_ms, restored.keys_refused,
+          overrides.applied + overrides.stale, overrides.refused);
       return;
     }
     case SnapshotReadResult::Outcome::kMissing:
@@ -60,14 +69,7 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
     case SnapshotReadResult::Outcome::kRejected: {
       (read.outcome == SnapshotReadResult::Outcome::kRejected ? c.restore_rejected
                                                               : c.restore_unreadable) = 1;
-      // Moved aside so the evidence survives the next write for a post-mortem.
-      std::filesystem::path aside = path;
-      aside += ".rejected";
-      std::error_code ec;
-      std::filesystem::rename(path, aside, ec);
-      spdlog::warn(
-          "{}{}", read.message,
-          ec ? "; could not move it aside: " + ec.message() : "; kept as " + aside.string());
+      spdlog::warn("{}{}", read.message, MoveRejectedAside(path));
       return;
     }
   }
@@ -93,6 +95,13 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
     // Let the I/O threads waiting for the Node in before the next slice.
     std::this_thread::yield();
   }
+  {
+    // The whole override map (at most LimitOverrides::kMaxEntries) in one hold.
+    std::lock_guard<std::mutex> lock(mu);
+    const Steady::time_point hold = Steady::now();
+    encoder.SetOverrides(node->overrides().Entries(), node->override_clock());
+    longest = std::max(longest, Steady::now() - hold);
+  }
   persist::SnapshotHeader header;
   header.cluster_name = options.peer_auth.cluster_name;
   header.node_id = options.node.node_id;
@@ -114,6 +123,7 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
       ++c.writes;
       c.last_keys = sealed.keys;
       c.last_bytes = sealed.size();
+      c.last_overrides = sealed.overrides;
       c.last_encode_us = us(encoded - start);
       c.last_write_us = us(written - encoded);
     } else {
@@ -125,10 +135,10 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
     return false;
   }
   spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
-              "{} snapshot: {} keys, {} bytes to {} (encode {} ms, longest lock hold {} us, "
-              "write {} ms)",
-              why, sealed.keys, sealed.size(), path.string(), us(encoded - start) / 1000,
-              us(longest), us(written - encoded) / 1000);
+              "{} snapshot: {} keys, {} limit overrides, {} bytes to {} (encode {} ms, longest "
+              "lock hold {} us, write {} ms)",
+              why, sealed.keys, sealed.overrides, sealed.size(), path.string(),
+              us(encoded - start) / 1000, us(longest), us(written - encoded) / 1000);
   return true;
 }
 

@@ -168,10 +168,10 @@ bool ParseIntAs(const po::variables_map& vm, const char* name, int64_t lo, int64
   return true;
 }
 
-// --state-dir, --snapshot-interval-s, --cluster-name. Snapshots need cluster
-// mode (the single-node Limiter has no snapshot hook): a single node ignores
-// a state directory (Daemon::Start says so in the log when it was given), so
-// one config file and unit serve both modes.
+// --state-dir, --snapshot-interval-s, --cluster-name. Count snapshots need
+// cluster mode (the single-node Limiter has no snapshot hook); a single node
+// keeps its runtime limit overrides in the state directory (LocalOverrides),
+// so one config file and unit serve both modes.
 bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
   constexpr uint64_t kMaxSnapshotIntervalS = 86'400;
   uint64_t interval_s = static_cast<uint64_t>(c->snapshot_interval.count());
@@ -195,7 +195,7 @@ bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string*
     } else if (dir == "none") {
       dir.clear();
     }
-  } else if (!c->gossip.empty()) {
+  } else {
     const char* systemd = std::getenv("STATE_DIRECTORY");
     if (systemd != nullptr && systemd[0] == '/') {
       if (std::optional<std::filesystem::path> d = DefaultStateDir()) dir = d->string();
@@ -535,8 +535,9 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
       "with the same key) and written into snapshots (a snapshot of another cluster is "
       "refused); default tally")(
       "state-dir", po::value<std::string>()->value_name("PATH|auto|none"),
-      "where counts are snapshotted and restored from at start (so hourly and daily windows "
-      "survive a restart of the whole cluster); 'auto': $STATE_DIRECTORY, /var/lib/tally as "
+      "where counts (cluster mode) and runtime limit overrides are snapshotted and restored "
+      "from at start (so hourly and daily windows and `tally limit` changes survive a restart "
+      "of the whole cluster, or of a single node); 'auto': $STATE_DIRECTORY, /var/lib/tally as "
       "root, else $XDG_STATE_HOME/tally or ~/.local/state/tally; default: $STATE_DIRECTORY "
       "when systemd sets it (StateDirectory=), else none")(
       "snapshot-interval-s", po::value<std::string>()->value_name("N"),

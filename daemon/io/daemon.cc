@@ -24,6 +24,7 @@
 #include "daemon/io/datagram_server.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/seqpacket_server.h"
+#include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 
 namespace tally::io {
@@ -58,6 +59,7 @@ struct Daemon::Impl {
       : options(std::move(o)), sweep_timer(io), stats_timer(io), notify_timer(io), rate_timer(io) {}
 
   bool Start(std::string* error);
+  bool RestoreLocalOverrides(std::string* error);
   void RunLoop();
   void Stop();
   void Shutdown();
@@ -168,9 +170,14 @@ bool Daemon::Impl::Start(std::string* error) {
     limiter = std::make_unique<Limiter>(o.limiter);
     local_overrides = std::make_unique<LocalOverrides>(identity.node_id);
     if (!o.cluster.state_dir.empty()) {
-      spdlog::warn(
-          "state dir {} ignored: counts are snapshotted in cluster mode only (a cluster "
-          "of one is --gossip 127.0.0.1:0)",
+      // Before any socket: the first check already sees the restored overrides.
+      if (!RestoreLocalOverrides(&why)) {
+        Shutdown();
+        return Fail(error, why);
+      }
+      spdlog::info(
+          "state dir {}: runtime limit overrides are kept there; counts are snapshotted in "
+          "cluster mode only (a cluster of one is --gossip 127.0.0.1:0)",
           o.cluster.state_dir);
     }
   }
@@ -353,6 +360,47 @@ void BlockDaemonSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+// A single node's runtime limit overrides (LocalOverrides): restored from
+// their file in the state directory, which every later change rewrites.
+bool Daemon::Impl::RestoreLocalOverrides(std::string* error) {
+  const ClusterOptions& c = options.cluster;
+  std::string why;
+  if (!EnsureStateDir(c.state_dir, &why)) return Fail(error, "state dir: " + why);
+  const std::filesystem::path path =
+      std::filesystem::path(c.state_dir) / LocalOverrides::kOverridesFileName;
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = c.peer_auth.cluster_name;
+  expect.node_id = identity.node_id;
+  expect.generation = identity.generation;
+  expect.buckets_per_window = options.limiter.buckets_per_window;
+  expect.now_wall_ms = ReadClock().wall.count();
+  expect.max_bytes = c.max_snapshot_bytes;
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  switch (read.outcome) {
+    case SnapshotReadResult::Outcome::kLoaded: {
+      const crdt::OverrideRestoreCounts n = local_overrides->Restore(read.snapshot);
+      spdlog::info("limit overrides restored from {}: {} entries ({} refused by the map; {})",
+                   path.string(), n.applied + n.stale, n.refused, read.snapshot.reason);
+      break;
+    }
+    case SnapshotReadResult::Outcome::kMissing:
+      spdlog::info("no limit overrides saved at {}: starting with none", path.string());
+      break;
+    case SnapshotReadResult::Outcome::kUnreadable:
+    case SnapshotReadResult::Outcome::kRejected:
+      spdlog::warn("limit overrides not restored, starting with none: {}{}", read.message,
+                   MoveRejectedAside(path));
+      break;
+  }
+  persist::SnapshotHeader header;
+  header.cluster_name = c.peer_auth.cluster_name;
+  header.node_id = identity.node_id;
+  header.generation = identity.generation;
+  header.buckets_per_window = options.limiter.buckets_per_window;
+  local_overrides->EnablePersistence(path, std::move(header));
+  return true;
+}
+
 void Daemon::Impl::RunLoop() {
   if (options.handle_signals) {
     const sigset_t set = DaemonSignals();
@@ -462,6 +510,11 @@ void Daemon::Run() {
   d.Shutdown();
   // After the sockets closed, so nothing is counted after the snapshot.
   if (d.cluster) d.cluster->WriteFinalSnapshot();
+  // Every change was saved as it was made; this retries one that failed.
+  std::string save_error;
+  if (d.local_overrides && !d.local_overrides->Persist(ReadClock().wall.count(), &save_error)) {
+    spdlog::error("limit overrides not saved at shutdown: {}", save_error);
+  }
   spdlog::info("stopped; final stats: {}", FormatStats(d.Stats()));
 }
 

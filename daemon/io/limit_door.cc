@@ -1,8 +1,11 @@
 #include "daemon/io/limit_door.h"
 
 #include <netinet/in.h>
+#include <spdlog/spdlog.h>
 
 #include <cstring>
+
+#include "daemon/io/snapshot_file.h"
 
 namespace tally::io {
 namespace {
@@ -22,6 +25,56 @@ uint64_t WriterOf(const std::string& node_id) {
 
 LocalOverrides::LocalOverrides(std::string node_id) : writer_(WriterOf(node_id)) {}
 
+crdt::OverrideRestoreCounts LocalOverrides::Restore(const persist::DecodedSnapshot& snapshot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const crdt::OverrideRestoreCounts counts =
+      crdt::RestoreOverrides(snapshot.overrides, snapshot.override_clock, &overrides_, &clock_);
+  restored_ += counts.applied + counts.stale;
+  restore_refused_ += counts.refused;
+  PublishLocked();
+  return counts;
+}
+
+void LocalOverrides::EnablePersistence(std::filesystem::path path, persist::SnapshotHeader header) {
+  std::lock_guard<std::mutex> file_lock(file_mu_);
+  path_ = std::move(path);
+  header_ = std::move(header);
+}
+
+bool LocalOverrides::Persist(int64_t now_wall_ms, std::string* error) {
+  std::lock_guard<std::mutex> file_lock(file_mu_);
+  if (path_.empty()) return true;
+  persist::SnapshotEncoder encoder;
+  uint64_t version = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    version = overrides_.version();
+    if (persisted_any_ && version == persisted_version_) return true;
+    encoder.SetOverrides(overrides_.Entries(), clock_.last());
+  }
+  header_.written_wall_ms = now_wall_ms;
+  const persist::EncodedSnapshot sealed = encoder.Finish(header_);
+  if (!WriteSnapshotFile(path_, sealed, error)) {
+    save_errors_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  persisted_version_ = version;
+  persisted_any_ = true;
+  saves_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void LocalOverrides::PublishLocked() {
+  live_explicit_.store(overrides_.live_explicit(), std::memory_order_release);
+  if (overrides_.version() != published_version_) {
+    // The rules doors read descriptor overrides from this table, as a
+    // cluster member's read the driver's (ClusterDriver::published_overrides).
+    published_version_ = overrides_.version();
+    auto table = std::make_shared<const crdt::DescriptorOverrideTable>(overrides_);
+    published_.Publish(table->empty() ? nullptr : std::move(table));
+  }
+}
+
 crdt::LimitOverrides::MergeResult LocalOverrides::Write(const crdt::Selector& selector,
                                                         const crdt::OverrideValue& value,
                                                         int64_t now_wall_ms) {
@@ -30,17 +83,25 @@ crdt::LimitOverrides::MergeResult LocalOverrides::Write(const crdt::Selector& se
   entry.value = value;
   entry.writer = writer_;
   if (!crdt::Validate(entry).empty()) return crdt::LimitOverrides::MergeResult::kInvalid;
-  std::lock_guard<std::mutex> lock(mu_);
-  entry.stamp = clock_.Now(now_wall_ms);
-  const crdt::LimitOverrides::MergeResult result = overrides_.Write(entry);
-  if (result == crdt::LimitOverrides::MergeResult::kApplied) ++written_;
-  live_explicit_.store(overrides_.live_explicit(), std::memory_order_release);
-  if (overrides_.version() != published_version_) {
-    // The rules doors read descriptor overrides from this table, as a
-    // cluster member's read the driver's (ClusterDriver::published_overrides).
-    published_version_ = overrides_.version();
-    auto table = std::make_shared<const crdt::DescriptorOverrideTable>(overrides_);
-    published_.Publish(table->empty() ? nullptr : std::move(table));
+  crdt::LimitOverrides::MergeResult result;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entry.stamp = clock_.Now(now_wall_ms);
+    result = overrides_.Write(entry);
+    if (result == crdt::LimitOverrides::MergeResult::kApplied) ++written_;
+    PublishLocked();
+  }
+  if (result == crdt::LimitOverrides::MergeResult::kApplied) {
+    // On disk before the write is answered. A failure leaves the write in
+    // force (the map is the truth while we run) and is retried at the next
+    // change and at shutdown.
+    std::string error;
+    if (!Persist(now_wall_ms, &error)) {
+      spdlog::error(
+          "limit override applied but not saved (lost at a restart unless a later "
+          "save succeeds): {}",
+          error);
+    }
   }
   return result;
 }
@@ -76,6 +137,12 @@ void LocalOverrides::AppendCounters(std::vector<std::pair<std::string, uint64_t>
   out->emplace_back("overrides_stale", 0);
   out->emplace_back("overrides_refused", 0);
   out->emplace_back("overrides_used", used_.load(std::memory_order_relaxed));
+  // With --state-dir: merged from the file at start, refused by the map,
+  // and the file's rewrites.
+  out->emplace_back("overrides_restored", restored_);
+  out->emplace_back("overrides_restore_refused", restore_refused_);
+  out->emplace_back("overrides_saves", saves_.load(std::memory_order_relaxed));
+  out->emplace_back("overrides_save_errors", save_errors_.load(std::memory_order_relaxed));
 }
 
 crdt::Selector SelectorFromWire(const wire::LimitSelectorValue& w) {

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <mutex>
 #include <span>
 #include <string>
@@ -28,6 +29,7 @@
 #include "crdt/hybrid_clock.h"
 #include "crdt/limit_overrides.h"
 #include "daemon/io/published_overrides.h"
+#include "persist/snapshot.h"
 #include "tally/types.h"
 #include "wire/codec.h"
 
@@ -35,9 +37,35 @@ namespace tally::io {
 
 // The override map of a single-node daemon (no Node): written and read by
 // the doors, consulted by every checks datagram. Thread-safe.
+//
+// With a state directory the map survives a restart: it is kept in a
+// snapshot file of its own (persist/snapshot.h with no keys, the overrides
+// only; kOverridesFileName), rewritten atomically (WriteFileAtomically)
+// after every write that changed the map, before the write is answered, so
+// an acknowledged `tally limit set` or `rm` is on disk. Writes are an
+// operator's, rare and small (at most kMaxLocalEntries entries, about 70
+// bytes each), so no interval or writer thread is needed. See
+// docs/DESIGN.md, "Runtime limit overrides".
 class LocalOverrides {
  public:
+  // The file in --state-dir.
+  static constexpr const char* kOverridesFileName = "overrides.snapshot";
+
   explicit LocalOverrides(std::string node_id);
+
+  // Merges the overrides of an accepted snapshot, removals included, and
+  // moves the clock past them (crdt::RestoreOverrides); republishes. Call
+  // before serving. REQUIRES: snapshot.ok().
+  crdt::OverrideRestoreCounts Restore(const persist::DecodedSnapshot& snapshot);
+  // From now on every write that changes the map rewrites `path` (a
+  // snapshot with `header`; its written time is set at each write). Call
+  // once, before serving.
+  void EnablePersistence(std::filesystem::path path, persist::SnapshotHeader header);
+  // Writes the map to the file unless the file already holds this version
+  // of it. True when the file is current; false with `*error` (the next
+  // change, or the daemon at shutdown, tries again). No-op without
+  // persistence. Any thread; writes are serialized, newest last.
+  bool Persist(int64_t now_wall_ms, std::string* error);
 
   // As Node::WriteOverride, without peers: validates, stamps with a hybrid
   // clock at `now_wall_ms`, merges.
@@ -64,7 +92,20 @@ class LocalOverrides {
   void AppendCounters(std::vector<std::pair<std::string, uint64_t>>* out) const;
 
  private:
+  // Refreshes live_explicit_ and, if the map changed, the published table. Under mu_.
+  void PublishLocked();
+
   const uint64_t writer_;
+  // Persistence: file_mu_ serializes file writes (taken before mu_, never
+  // the other way); the map is encoded under mu_ and written without it,
+  // so checks are not held up by the disk.
+  std::mutex file_mu_;
+  std::filesystem::path path_;      // empty: not persisted; set before serving
+  persist::SnapshotHeader header_;  // under file_mu_
+  uint64_t persisted_version_ = 0;  // under file_mu_: the map version on disk
+  bool persisted_any_ = false;      // under file_mu_
+  std::atomic<uint64_t> saves_{0}, save_errors_{0};
+  uint64_t restored_ = 0, restore_refused_ = 0;  // under mu_
   mutable std::mutex mu_;
   crdt::LimitOverrides overrides_;
   crdt::HybridClock clock_;

@@ -283,6 +283,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
           {"tally_snapshot_last_bytes", "snapshot_last_bytes",
            "Size of the last snapshot written."},
           {"tally_snapshot_last_keys", "snapshot_last_keys", "Keys in the last snapshot written."},
+          {"tally_snapshot_last_overrides", "snapshot_last_overrides",
+           "Runtime limit override entries (removals included) in the last snapshot written."},
       });
   const char* in_out_help[][3] = {
       {"tally_cluster_gossip_datagrams_total", "gossip_datagrams_", "Gossip datagrams."},
@@ -407,7 +409,14 @@ std::string RenderMetrics(const MetricsInput& in) {
                  {"refused", "overrides_refused"}});
   WriteSimple(w, c, "counter",
               {{"tally_limit_override_checks_total", "overrides_used",
-                "Checks entering here whose limit an explicit override replaced."}});
+                "Checks entering here whose limit an explicit override replaced."},
+               // A single node's file of overrides in --state-dir (cluster members
+               // save them in their snapshots).
+               {"tally_limit_override_saves_total", "overrides_saves",
+                "Writes of this single node's overrides file (one per change)."},
+               {"tally_limit_override_save_errors_total", "overrides_save_errors",
+                "Changes applied but not saved to the overrides file (lost at a restart unless "
+                "a later save succeeds)."}});
 
   if (s.cluster) WriteCluster(w, s, c);
 

@@ -174,6 +174,14 @@ SnapshotReadResult ReadSnapshotFile(const fs::path& path,
   return result;
 }
 
+std::string MoveRejectedAside(const fs::path& path) {
+  fs::path aside = path;
+  aside += ".rejected";
+  std::error_code ec;
+  fs::rename(path, aside, ec);
+  return ec ? "; could not move it aside: " + ec.message() : "; kept as " + aside.string();
+}
+
 std::optional<fs::path> DefaultStateDir(const std::function<const char*(const char*)>& getenv,
                                         uid_t euid) {
   auto var = [&](const char* name) -> std::string {

@@ -68,6 +68,11 @@ struct SnapshotReadResult {
 SnapshotReadResult ReadSnapshotFile(const std::filesystem::path& path,
                                     const persist::SnapshotExpectations& expect);
 
+// Renames a refused snapshot to `path` + ".rejected", so the evidence
+// survives the next write for a post-mortem. Returns the end of a log line
+// saying where it went, or why it could not be moved.
+std::string MoveRejectedAside(const std::filesystem::path& path);
+
 // Where --state-dir points by default, in order:
 //   $STATE_DIRECTORY (set by systemd for StateDirectory=tally; the first
 //   entry when it lists several), /var/lib/tally when running as root,

@@ -1,13 +1,19 @@
 // `tally limit` against real tallyd processes: a 3-member cluster on
 // loopback (set on one member, checks through another obey it, the third
-// lists it, rm restores the callers' limit), and a write from a
-// non-loopback UDP source refused.
+// lists it, rm restores the callers' limit), a write from a non-loopback UDP
+// source refused, and overrides (removals too) kept across a restart of a
+// single node (even a crash) and of every member of a cluster
+// (docs/DESIGN.md, "Snapshots").
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <signal.h>
 
 #include <boost/json.hpp>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -164,6 +170,170 @@ TEST(LimitOverrideTest, WritesFromANonLoopbackSourceAreRefused) {
                              "--endpoint", "/pay", "--window-seconds", "60", "--limit", "3"});
   EXPECT_EQ(via_unix.exit_code, 0) << via_unix.err;
   EXPECT_EQ(LimitSeen(udp), 3);
+}
+
+// ---- restarts (docs/DESIGN.md, "Snapshots" and "Runtime limit overrides") ----
+
+const std::vector<std::string> kGoneKey = {"--user",           "dave", "--endpoint", "/pay",
+                                           "--window-seconds", "60"};
+
+// The limit `tally limit get` reports for a descriptor selector: as LimitSeen.
+int64_t DescriptorLimitSeen(const std::string& udp) {
+  ProcessResult r = Limit("get", udp, {"--domain", "edge", "--descriptor", "tier=gold"});
+  if (r.exit_code == 1) return -1;
+  if (r.exit_code != 0) return -2;
+  boost::json::object o = Json(r);
+  if (!o["override"].is_object()) return -1;
+  return o["override"].as_object()["limit"].to_number<int64_t>();
+}
+
+// Writes what a restart must keep through `udp`: carol's key at 2, an
+// hourly descriptor override at 7, and dave's key set and then removed (a
+// tombstone the restart must not resurrect).
+void WriteOverridesToKeep(const std::string& udp) {
+  ProcessResult r =
+      Limit("set", udp,
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = Limit("set", udp,
+            {"--domain", "edge", "--descriptor", "tier=gold", "--limit", "7", "--unit", "hour"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = Limit("set", udp,
+            {"--user", "dave", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = Limit("rm", udp, kGoneKey);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
+// What a restarted node must show through `udp`, and its decisions obey.
+void ExpectOverridesKept(const std::string& udp,
+                         const std::function<CheckResult(CheckRequest)>& check) {
+  EXPECT_EQ(LimitSeen(udp), 2);
+  EXPECT_EQ(DescriptorLimitSeen(udp), 7);
+  EXPECT_EQ(Limit("get", udp, kGoneKey).exit_code, 1) << "a removed override came back";
+  // Decisions: the caller asks for 100, the override allows 2 per minute.
+  const CheckRequest key{0, "carol", "/pay", 100, 60'000, 1};
+  for (int i = 0; i < 2; ++i) {
+    CheckResult r = check(key);
+    ASSERT_EQ(r.status, Status::kOk) << r.error;
+    EXPECT_EQ(r.limit, 2u);
+    EXPECT_TRUE(r.allowed) << i;
+  }
+  CheckResult denied = check(key);
+  EXPECT_EQ(denied.limit, 2u);
+  EXPECT_FALSE(denied.allowed);
+  // dave's removal holds: the caller's limit.
+  CheckResult dave = check(CheckRequest{0, "dave", "/pay", 100, 60'000, 1});
+  EXPECT_EQ(dave.limit, 100u);
+  EXPECT_TRUE(dave.allowed);
+}
+
+DaemonAddress SoloAddress(const DaemonProcess& d) {
+  return *DaemonAddress::ParseUdp("127.0.0.1:" + std::to_string(d.udp_port()));
+}
+
+TEST(LimitOverrideRestartTest, ASingleNodeKeepsItsOverridesAcrossACrashAndAStop) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(d.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+                       "--stats-interval-s", "0", "--state-dir", state},
+                      &error))
+      << error;
+  auto udp = [&] { return "127.0.0.1:" + std::to_string(d.udp_port()); };
+  WriteOverridesToKeep(udp());
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+
+  // A crash: every acknowledged write was saved before it was answered.
+  EXPECT_EQ(d.Kill9(), 128 + SIGKILL);
+  ASSERT_TRUE(d.Restart(&error)) << error;
+  ExpectOverridesKept(udp(), [&](CheckRequest r) { return CheckHere(SoloAddress(d), r); });
+  std::optional<wire::StatusReport> s = QueryStatusHere(SoloAddress(d));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "overrides_restored"), 3u);  // two sets and a removal
+  EXPECT_EQ(CounterIn(*s, "overrides_live"), 2u);
+
+  // A write after the restart orders after the restored ones (the clock
+  // was restored too), and a graceful stop keeps it.
+  ProcessResult r =
+      Limit("set", udp(),
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Json(r)["outcome"].as_string(), "applied");
+  EXPECT_EQ(d.Stop(std::chrono::seconds(10)), 0);
+  ASSERT_TRUE(d.Restart(&error)) << error;
+  EXPECT_EQ(LimitSeen(udp()), 5);
+  EXPECT_EQ(DescriptorLimitSeen(udp()), 7);
+
+  // A corrupt file is reported, kept aside, and the node starts with none.
+  EXPECT_EQ(d.Stop(std::chrono::seconds(10)), 0);
+  {
+    std::fstream f(state + "/overrides.snapshot", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x5a');
+  }
+  ASSERT_TRUE(d.Restart(&error)) << error;
+  EXPECT_EQ(LimitSeen(udp()), -1);
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot.rejected"));
+}
+
+TEST(LimitOverrideRestartTest, AClusterWhoseEveryMemberRestartsKeepsItsOverrides) {
+  TempDir dir;
+  ClusterHarness c;
+  std::string error;
+  for (int i = 1; i <= 3; ++i) {
+    std::vector<std::string> seeds;
+    if (c.size() > 0) seeds.push_back(c.node(0).gossip());
+    ASSERT_NE(c.StartNode(
+                  "n" + std::to_string(i), seeds,
+                  {"--state-dir", dir.File("n" + std::to_string(i)), "--snapshot-interval-s", "0"},
+                  &error),
+              nullptr)
+        << error;
+  }
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  WriteOverridesToKeep(UdpOf(c.node(0)));
+  std::vector<TestNode*> all = c.Running();
+  for (TestNode* n : all) {
+    ASSERT_TRUE(PollUntil(std::chrono::seconds(5),
+                          [&] {
+                            return LimitSeen(UdpOf(*n)) == 2 &&
+                                   DescriptorLimitSeen(UdpOf(*n)) == 7 &&
+                                   Limit("get", UdpOf(*n), kGoneKey).exit_code == 1;
+                          }))
+        << n->id << " never held the overrides";
+  }
+
+  // Every member stopped (each writes its snapshot), then every one restarted.
+  for (TestNode* n : all) EXPECT_EQ(n->process.Stop(std::chrono::seconds(10)), 0) << n->id;
+  for (TestNode* n : all) ASSERT_TRUE(c.Restart(*n, &error)) << n->id << ": " << error;
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  for (TestNode* n : all) {
+    // Each from its own snapshot, not from a peer.
+    std::optional<wire::StatusReport> s = StatusOf(*n);
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u) << n->id;
+    EXPECT_EQ(CounterIn(*s, "snapshot_restore_dropped_overrides"), 0u) << n->id;
+    EXPECT_EQ(CounterIn(*s, "overrides_live"), 2u) << n->id;
+  }
+  // Shown and obeyed wherever a check enters (each routes to the key's owner).
+  ExpectOverridesKept(UdpOf(c.node(1)), [&](CheckRequest r) { return CheckThrough(c.node(1), r); });
+  for (TestNode* n : all) {
+    EXPECT_EQ(LimitSeen(UdpOf(*n)), 2) << n->id;
+    EXPECT_EQ(Limit("get", UdpOf(*n), kGoneKey).exit_code, 1) << n->id;
+  }
+
+  // A new write after the restart wins everywhere over the restored one.
+  ProcessResult r =
+      Limit("set", UdpOf(c.node(2)),
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "4"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Json(r)["outcome"].as_string(), "applied");
+  for (TestNode* n : all) {
+    EXPECT_TRUE(PollUntil(std::chrono::seconds(5), [&] { return LimitSeen(UdpOf(*n)) == 4; }))
+        << n->id;
+  }
 }
 
 }  // namespace

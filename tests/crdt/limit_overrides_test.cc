@@ -77,6 +77,25 @@ TEST(HybridClockTest, AStampTooFarAheadIsRefusedAndChangesNothing) {
   EXPECT_TRUE(clock.Observe({1000 + HybridClock::kMaxAheadMs, 0}, 1000));
 }
 
+TEST(HybridClockTest, ARestoredStampOrdersBeforeEveryLaterEventEvenWithTheClockBack) {
+  // A restart restores stamps written while the wall clock read later than
+  // it reads now (it went back), beyond Observe's bound.
+  HybridClock clock;
+  const HlcTimestamp restored{100'000 + HybridClock::kMaxAheadMs + 5'000, 7};
+  EXPECT_FALSE(clock.Observe(restored, 100'000));
+  clock.Restore(restored);
+  EXPECT_EQ(clock.last(), restored);
+  HlcTimestamp previous = restored;
+  for (int64_t now : {int64_t{100'000}, int64_t{100'001}, restored.wall_ms, restored.wall_ms + 1}) {
+    const HlcTimestamp next = clock.Now(now);
+    EXPECT_GT(next, previous) << now;
+    previous = next;
+  }
+  // An older stamp restored later moves nothing back.
+  clock.Restore({5, 0});
+  EXPECT_EQ(clock.last(), previous);
+}
+
 TEST(HybridClockTest, LogicalOverflowBorrowsTheNextMillisecond) {
   HybridClock clock;
   ASSERT_TRUE(clock.Observe({1000, UINT32_MAX}, 1000));
@@ -136,6 +155,34 @@ TEST(LimitOverridesTest, TheLaterWriteWinsWhateverTheOrder) {
     ASSERT_TRUE(map.Find(s).has_value());
     EXPECT_EQ(map.Find(s)->limit, 9u);
   }
+}
+
+TEST(LimitOverridesTest, RestoringKeepsTombstonesAndPutsTheClockPastEveryStamp) {
+  // What a node held before a restart: a set, a removal (a tombstone), and
+  // a stamp from a clock that was 40 s ahead of the clock now.
+  const Selector kept = Explicit("amy", "/pay", 60'000), gone = Descriptor("api", "user", "bo");
+  const std::vector<OverrideEntry> saved = {Set(kept, 3, 140'000, 1, 4), Remove(gone, 90'000),
+                                            Set(gone, 8, 80'000)};  // older than the removal
+  Selector bad = kept;
+  bad.user.clear();  // outside Validate's limits
+  std::vector<OverrideEntry> with_bad = saved;
+  with_bad.push_back(Set(bad, 1, 500'000));
+  LimitOverrides map;
+  HybridClock clock;
+  const OverrideRestoreCounts counts =
+      RestoreOverrides(with_bad, HlcTimestamp{120'000, 0}, &map, &clock);
+  EXPECT_EQ(counts.applied, 2u);
+  EXPECT_EQ(counts.stale, 1u);
+  EXPECT_EQ(counts.refused, 1u);
+  EXPECT_EQ(map.Find(kept)->limit, 3u);
+  EXPECT_FALSE(map.Find(gone).has_value()) << "a removal came back";
+  // The refused entry's stamp moved nothing; the restored set's did.
+  EXPECT_EQ(clock.last(), (HlcTimestamp{140'000, 4}));
+  // A write now, with the wall clock at 100 s, still wins over the restored one.
+  OverrideEntry next = Set(kept, 9, 0);
+  next.stamp = clock.Now(100'000);
+  EXPECT_EQ(map.Write(next), Result::kApplied);
+  EXPECT_EQ(map.Find(kept)->limit, 9u);
 }
 
 TEST(LimitOverridesTest, ARemovalIsATombstoneThatAnOlderSetCannotUndo) {

@@ -181,11 +181,15 @@ TEST(SnapshotTest, OtherVersionNodeClusterAndGenerationAreRefusedWithAReason) {
   KeyStore store = MixedStore();
   const std::vector<std::byte> bytes = EncodeSnapshot(store, Header(7)).Joined();
 
-  std::vector<std::byte> v2 = bytes;
-  v2[8] = std::byte{2};
-  DecodedSnapshot d = DecodeSnapshot(v2, Expect());
-  EXPECT_EQ(d.status, SnapshotStatus::kOtherVersion);
-  EXPECT_NE(d.reason.find("version 2"), std::string::npos) << d.reason;
+  // A version after this build's (a downgrade), and before the first.
+  for (uint8_t version : {uint8_t{kSnapshotFormatVersion + 1}, uint8_t{0}}) {
+    std::vector<std::byte> other = bytes;
+    other[8] = std::byte{version};
+    DecodedSnapshot d = DecodeSnapshot(other, Expect());
+    EXPECT_EQ(d.status, SnapshotStatus::kOtherVersion);
+    EXPECT_NE(d.reason.find("version " + std::to_string(version)), std::string::npos) << d.reason;
+  }
+  DecodedSnapshot d;
 
   SnapshotExpectations other_node = Expect();
   other_node.node_id = "node-b";

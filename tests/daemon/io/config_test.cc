@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <regex>
@@ -214,6 +215,40 @@ TEST(ConfigTest, ParsesFlagsInProcess) {
   EXPECT_EQ(config.daemon.threads, 3);
   EXPECT_TRUE(config.daemon.echo);
   EXPECT_EQ(config.daemon.sweep_interval, std::chrono::milliseconds(7));
+}
+
+// Under systemd ($STATE_DIRECTORY) the state dir is the default in both
+// modes: a single node keeps its runtime limit overrides there.
+TEST(ConfigTest, SystemdStateDirectoryIsTheDefaultForASingleNodeToo) {
+  const char* before = std::getenv("STATE_DIRECTORY");
+  const std::optional<std::string> saved =
+      before != nullptr ? std::optional<std::string>(before) : std::nullopt;
+  ASSERT_EQ(setenv("STATE_DIRECTORY", "/var/lib/tally-config-test", 1), 0);
+  std::string output, error;
+  io::TallydConfig single;
+  const char* bare[] = {"tallyd"};
+  ASSERT_EQ(io::ParseTallydFlags(1, bare, &single, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(single.daemon.cluster.state_dir, "/var/lib/tally-config-test");
+  io::TallydConfig cluster;
+  const char* gossip[] = {"tallyd", "--gossip", "127.0.0.1:0"};
+  ASSERT_EQ(io::ParseTallydFlags(3, gossip, &cluster, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(cluster.daemon.cluster.state_dir, "/var/lib/tally-config-test");
+  io::TallydConfig off;
+  const char* none[] = {"tallyd", "--state-dir", "none"};
+  ASSERT_EQ(io::ParseTallydFlags(3, none, &off, &output, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_EQ(off.daemon.cluster.state_dir, "");
+  if (saved) {
+    setenv("STATE_DIRECTORY", saved->c_str(), 1);
+  } else {
+    unsetenv("STATE_DIRECTORY");
+  }
+  // Without systemd, no state dir unless asked for.
+  io::TallydConfig plain;
+  ASSERT_EQ(io::ParseTallydFlags(1, bare, &plain, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  if (!saved) EXPECT_EQ(plain.daemon.cluster.state_dir, "");
 }
 
 // Issue 9: who may connect to the Unix sockets is the operator's choice.

@@ -8,6 +8,7 @@
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <set>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "client/admin.h"
 #include "daemon/io/daemon.h"
 #include "daemon/io/message_processor.h"
+#include "daemon/io/snapshot_file.h"
 #include "tally/check.capnp.h"
 #include "tally/client.h"
 #include "tests/support/daemon_process.h"
@@ -378,6 +380,84 @@ TEST(LimitDoorDaemonTest, SetCheckGetListRemoveThroughTheClient) {
   EXPECT_TRUE(r.allowed);
   daemon.Stop();
   runner.join();
+}
+
+// ---- a single node's overrides across a restart (LocalOverrides' file) ----
+
+uint64_t CounterOf(const io::LocalOverrides& o, const std::string& name) {
+  std::vector<std::pair<std::string, uint64_t>> counters;
+  o.AppendCounters(&counters);
+  for (const auto& [n, v] : counters) {
+    if (n == name) return v;
+  }
+  ADD_FAILURE() << "no counter " << name;
+  return 0;
+}
+
+crdt::Selector KeySelector(const std::string& user) { return io::SelectorFromWire(Key(user)); }
+
+TEST(LocalOverridesPersistenceTest, EveryChangeIsSavedAndAFreshMapRestoresIt) {
+  TempDir dir;
+  const std::filesystem::path path = dir.File(io::LocalOverrides::kOverridesFileName);
+  const int64_t now_ms = 1'700'000'000'000;
+  io::LocalOverrides before("solo");
+  before.EnablePersistence(path, persist::SnapshotHeader{"tally", "solo", 1, 0, 10});
+  using Result = crdt::LimitOverrides::MergeResult;
+  ASSERT_EQ(before.Write(KeySelector("amy"), {false, 3, 0}, now_ms), Result::kApplied);
+  EXPECT_EQ(CounterOf(before, "overrides_saves"), 1u);
+  ASSERT_EQ(before.Write(KeySelector("bo"), {false, 4, 0}, now_ms + 1), Result::kApplied);
+  ASSERT_EQ(before.Write(KeySelector("bo"), {true, 0, 0}, now_ms + 2), Result::kApplied);
+  EXPECT_EQ(CounterOf(before, "overrides_saves"), 3u);
+  // Nothing changed since: no rewrite.
+  std::string error;
+  EXPECT_TRUE(before.Persist(now_ms + 3, &error)) << error;
+  EXPECT_EQ(CounterOf(before, "overrides_saves"), 3u);
+
+  // The next process: another generation, its wall clock a minute behind.
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = "tally";
+  expect.node_id = "solo";
+  expect.generation = 2;
+  expect.now_wall_ms = now_ms - 60'000;
+  expect.max_clock_ahead_ms = 120'000;
+  io::SnapshotReadResult read = io::ReadSnapshotFile(path, expect);
+  ASSERT_EQ(read.outcome, io::SnapshotReadResult::Outcome::kLoaded) << read.message;
+  EXPECT_TRUE(read.snapshot.keys.empty());
+  io::LocalOverrides after("solo");
+  const crdt::OverrideRestoreCounts n = after.Restore(read.snapshot);
+  EXPECT_EQ(n.applied, 2u);  // amy's override and bo's removal
+  EXPECT_EQ(CounterOf(after, "overrides_restored"), 2u);
+  EXPECT_EQ(CounterOf(after, "overrides_live"), 1u);
+  after.ReadLocked([&](const crdt::LimitOverrides& map) {
+    ASSERT_TRUE(map.Find(KeySelector("amy")).has_value());
+    EXPECT_EQ(map.Find(KeySelector("amy"))->limit, 3u);
+    EXPECT_FALSE(map.Find(KeySelector("bo")).has_value());
+    ASSERT_NE(map.FindEntry(KeySelector("bo").Key()), nullptr);  // the tombstone
+  });
+  // Checks see the restored explicit override at once.
+  std::vector<CheckRequestRef> out;
+  const CheckRequest amy{0, "amy", "/api", 100, 60'000, 1};
+  const CheckRequestRef ref(amy);
+  ASSERT_TRUE(after.Apply(std::span(&ref, 1), &out));
+  EXPECT_EQ(out[0].limit, 3u);
+  // A write with the clock behind still wins over the restored entry.
+  EXPECT_EQ(after.Write(KeySelector("amy"), {false, 9, 0}, now_ms - 60'000), Result::kApplied);
+  after.ReadLocked(
+      [&](const crdt::LimitOverrides& map) { EXPECT_EQ(map.Find(KeySelector("amy"))->limit, 9u); });
+}
+
+TEST(LocalOverridesPersistenceTest, AFailedSaveKeepsTheWriteAndIsCounted) {
+  TempDir dir;
+  io::LocalOverrides o("solo");
+  o.EnablePersistence(dir.File("missing-dir/overrides.snapshot"),
+                      persist::SnapshotHeader{"tally", "solo", 1, 0, 10});
+  EXPECT_EQ(o.Write(KeySelector("amy"), {false, 3, 0}, 1'700'000'000'000),
+            crdt::LimitOverrides::MergeResult::kApplied);
+  EXPECT_EQ(CounterOf(o, "overrides_save_errors"), 1u);
+  EXPECT_EQ(CounterOf(o, "overrides_live"), 1u);
+  std::string error;
+  EXPECT_FALSE(o.Persist(1'700'000'000'001, &error));
+  EXPECT_NE(error.find("missing-dir"), std::string::npos) << error;
 }
 
 }  // namespace
