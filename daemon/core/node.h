@@ -401,6 +401,11 @@ class Node {
   bool Skipped(const std::string& address, int64_t now_ns) const;
   // SWIM holds the peer alive and no forward to it timed out lately.
   bool Reachable(const PeerView& peer, int64_t now_ns) const;
+  // For a relay to a key's list: SWIM holds the peer up, alive or suspect,
+  // and no forward to it timed out since we last heard from it. A suspicion
+  // is someone else's rumor (a heal brings the other side's at once), and a
+  // suspect still owns its keys; our own timeouts say whether we reach it.
+  bool RelayReachable(const PeerView& peer, int64_t now_ns) const;
 
   // Checks.
   CheckResult DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,

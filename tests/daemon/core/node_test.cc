@@ -404,6 +404,68 @@ TEST(NodeTest, AMemberPastTheListThatReachesItPassesTheCheckToTheList) {
   EXPECT_EQ(c.decisions(ranking[0]).size(), 6u);
 }
 
+TEST(NodeTest, AMemberPastTheListPassesTheCheckToListMembersItHoldsOnlySuspect) {
+  // Just after a heal the other side's suspicions of a key's whole list
+  // reach a member of the list's side before the list's refutations do. The
+  // member past the list that a walking check then reached held none of the
+  // list alive and decided a third admission in the window from none of the
+  // counts (runtime_override seed 7, 50 nodes, 3 of a limit of 1), though it
+  // reached the list all along. A suspect still owns its keys: relay to it.
+  TestCluster c;
+  c.Form(6);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  const std::string& entry = ranking[5];
+  const std::string& past = ranking[3];  // the first member past the list
+  for (int a = 0; a < 3; ++a) c.Cut(entry, ranking[a]);
+  for (uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(c.Check(ranking[4], kRequest.Id(i).Limit(5))->allowed);
+  }
+  // The entry times out on the whole list (and passes over it for a while);
+  // `past` relays to the owner.
+  auto r = c.Check(entry, kRequest.Id(6).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  ASSERT_FALSE(r->allowed);
+  ASSERT_EQ(c.node(past).Status(c.Now()).counters.relayed, 1u);
+  // The cut side's gossip (n0027's to n0024 in the seed): suspect, at their
+  // own incarnations, all three; to `past` and to the entry alike.
+  const std::string& gossiper = ranking[4];
+  membership::SwimMessage gossip;
+  gossip.sender_id = gossiper;
+  gossip.sender_address = TestCluster::AddressOf(gossiper);
+  gossip.sender_generation = c.node(gossiper).swim().self().generation;
+  gossip.sender_incarnation = c.node(gossiper).swim().incarnation();
+  gossip.sender_wall_ms = c.Now().wall.count();
+  gossip.body = membership::Gossip{};
+  for (int a = 0; a < 3; ++a) {
+    const membership::Member* m = c.node(past).swim().members().Find(ranking[a]);
+    ASSERT_NE(m, nullptr);
+    gossip.piggyback.push_back(
+        membership::MemberUpdate{m->id, m->address, m->generation, m->incarnation,
+                                 membership::MemberState::kSuspect, gossiper});
+  }
+  std::vector<std::byte> bytes;
+  wire::EncodeSwim(gossip, &bytes);
+  c.Inject(entry, gossip.sender_address, bytes);
+  c.Inject(past, gossip.sender_address, bytes);
+  for (const std::string& id : {entry, past}) {
+    for (int a = 0; a < 3; ++a) {
+      ASSERT_EQ(c.node(id).swim().members().Find(ranking[a])->state,
+                membership::MemberState::kSuspect)
+          << id << " holds " << ranking[a];
+    }
+  }
+  // Before any refutation arrives, the entry (passing over the list it
+  // timed out on) walks on to `past` at once.
+  r = c.Check(entry, kRequest.Id(7).Limit(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, Status::kOk);
+  EXPECT_FALSE(r->allowed) << "decided from none of the counts";
+  EXPECT_EQ(c.node(past).Status(c.Now()).counters.relayed, 2u);
+  EXPECT_TRUE(c.decisions(past).empty());
+  EXPECT_EQ(c.decisions(ranking[0]).size(), 7u);
+}
+
 TEST(NodeTest, ARetryAtTheNextMemberGoesToTheOwnerWhenOnlyTheSendersLinkWasSlow) {
   // A forward merely slower than the forward timeout reaches the owner late,
   // and the sender retries at the next member. That member's counts lag the
