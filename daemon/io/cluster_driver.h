@@ -90,6 +90,12 @@ struct ClusterOptions {
   size_t max_stream_queue_bytes = 16u << 20;  // per destination
   size_t max_inbound_streams = 256;
   std::chrono::milliseconds connect_timeout{1000};
+  // An outbound stream whose sent bytes stay unacknowledged this long is
+  // aborted by the kernel (TCP_USER_TIMEOUT), so the next frame reconnects.
+  // Without it a connection a partition stalled silently holds every frame
+  // queued behind it until TCP's backed-off retransmit, ten seconds or more
+  // after the heal. 0 leaves the kernel's default (about 15 minutes).
+  std::chrono::milliseconds stream_stall_timeout{3000};
   std::chrono::milliseconds reply_expiry{5000};
   // After Leave(): keep ticking until SWIM's leave is flushed, at most this long.
   std::chrono::milliseconds leave_grace{1000};

@@ -3,7 +3,12 @@
 // bounded queue of frames, written on the strand; any error resets it).
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <cerrno>
+#include <chrono>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -15,6 +20,15 @@
 namespace tally::io {
 namespace {
 
+// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the
+// kernel aborts the connection (then a pending write or the sink's read
+// fails, and the stream resets). Best effort: a kernel without it keeps its
+// default, which only delays the reconnect.
+void SetStallTimeout(boost::asio::ip::tcp::socket& socket, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return;
+  const unsigned int ms = static_cast<unsigned int>(timeout.count());
+  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+}
 
 }  // namespace
 
@@ -175,6 +189,7 @@ void ClusterDriver::Impl::Connect(const std::string& address, OutboundStream& s)
                            s.state = OutboundStream::State::kConnected;
                            boost::system::error_code ignored;
                            s.socket.set_option(tcp::no_delay(true), ignored);
+                           SetStallTimeout(s.socket, options.stream_stall_timeout);
                            ReadSink(s);
                            WriteNext(address, s);
                          });
