@@ -297,6 +297,7 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
   int64_t replicas = n.replicas;
   int64_t max_packet = static_cast<int64_t>(n.max_packet_bytes);
   int64_t leave_ms = c->leave_grace.count();
+  int64_t stall_ms = c->stream_stall_timeout.count();
   int64_t queue = static_cast<int64_t>(c->max_stream_queue_bytes);
   if (!ParseInt(vm, "replicas", 1, 16, &replicas, error) ||
       !ParseInt(vm, "max-clock-offset-ms", 1, kHour, &n.max_clock_offset_ms, error) ||
@@ -321,6 +322,7 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       !ParseInt(vm, "dead-reap-ms", 1000, 31 * kDay, &w.dead_reap_ms, error) ||
       !ParseInt(vm, "max-packet-bytes", 512, 65000, &max_packet, error) ||
       !ParseInt(vm, "leave-grace-ms", 0, 60'000, &leave_ms, error) ||
+      !ParseInt(vm, "stream-stall-timeout-ms", 0, kHour, &stall_ms, error) ||
       !ParseInt(vm, "stream-queue-bytes", 65536, int64_t{1} << 32, &queue, error)) {
     return false;
   }
@@ -328,6 +330,7 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
   n.max_packet_bytes = static_cast<size_t>(max_packet);
   w.max_packet_bytes = static_cast<size_t>(max_packet);
   c->leave_grace = std::chrono::milliseconds(leave_ms);
+  c->stream_stall_timeout = std::chrono::milliseconds(stall_ms);
   c->max_stream_queue_bytes = static_cast<size_t>(queue);
   if (vm.count("partition-policy")) {
     std::optional<core::PartitionPolicy> p =
@@ -527,6 +530,10 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
       "on SIGTERM, keep gossiping the leave at most N ms; default 1000")(
       "stream-queue-bytes", po::value<std::string>()->value_name("N"),
       "per-peer TCP send queue; frames beyond it are dropped; default 16777216")(
+      "stream-stall-timeout-ms", po::value<std::string>()->value_name("N"),
+      "abort a peer TCP stream whose sent data stays unacknowledged N ms (TCP_USER_TIMEOUT), "
+      "so it reconnects at once after a partition heals; 0 keeps the kernel's (~15 min); "
+      "default 3000")(
       "keyring", po::value<std::string>()->value_name("FILE"),
       "seal every peer packet with the keys in FILE (tally keyring generate; the first key "
       "seals, all open); SIGHUP re-reads it. Without it peers are not authenticated")(

@@ -217,6 +217,30 @@ TEST(ConfigTest, ParsesFlagsInProcess) {
   EXPECT_EQ(config.daemon.sweep_interval, std::chrono::milliseconds(7));
 }
 
+// A peer stream a partition stalled is aborted after --stream-stall-timeout-ms
+// (TCP_USER_TIMEOUT; tests/cluster/stream_stall_test.cc shows what it buys).
+TEST(ConfigTest, StreamStallTimeoutDefaultsToThreeSecondsAndZeroKeepsTheKernels) {
+  std::string output, error;
+  io::TallydConfig builtin;
+  const char* bare[] = {"tallyd"};
+  ASSERT_EQ(io::ParseTallydFlags(1, bare, &builtin, &output, &error), io::FlagsOutcome::kRun)
+      << error;
+  EXPECT_EQ(builtin.daemon.cluster.stream_stall_timeout, std::chrono::milliseconds(3000));
+  for (const char* value : {"0", "500"}) {
+    io::TallydConfig config;
+    const char* argv[] = {"tallyd", "--stream-stall-timeout-ms", value};
+    ASSERT_EQ(io::ParseTallydFlags(3, argv, &config, &output, &error), io::FlagsOutcome::kRun)
+        << error;
+    EXPECT_EQ(config.daemon.cluster.stream_stall_timeout,
+              std::chrono::milliseconds(std::atoll(value)));
+  }
+  io::TallydConfig refused;
+  const char* negative[] = {"tallyd", "--stream-stall-timeout-ms", "-1"};
+  EXPECT_EQ(io::ParseTallydFlags(3, negative, &refused, &output, &error),
+            io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("--stream-stall-timeout-ms"), std::string::npos) << error;
+}
+
 // Under systemd ($STATE_DIRECTORY) the state dir is the default in both
 // modes: a single node keeps its runtime limit overrides there.
 TEST(ConfigTest, SystemdStateDirectoryIsTheDefaultForASingleNodeToo) {
