@@ -942,9 +942,10 @@ ExcessRule ExcessRuleFor(const SwarmCase& c) {
   // A forward unanswered within its wait fails over whether it was lost or
   // is merely slow: the entry cannot tell (DESIGN, "Routing"). An entry waits
   // at least forward_timeout_ms, and without such a timeout no relay (whose
-  // wait is shorter) is ever made in a run without loss or movers, so a run
-  // whose worst round trip (two of the largest one-way latency; slow nodes
-  // are movers already) stays within the floor never fails over this way.
+  // wait is shorter) is made but by movers (crashes, heals, warming joiners,
+  // clock steps), so a run whose worst round trip (two of the largest one-way
+  // latency; slow nodes are movers already) stays within the floor never
+  // fails over this way.
   const int64_t one_way_max_ns = 2 * s.link.access_max_ns + jitter_cap;
   const bool slow_forwards = 2 * one_way_max_ns > s.node.forward_timeout_ms * kNsPerMs;
   rule.failover_cap = movers + (loss || slow_forwards ? 1 : 0);
