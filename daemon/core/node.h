@@ -82,7 +82,8 @@ struct NodeConfig {
   // rather than decided around from lagging counts (docs/DESIGN.md,
   // "Routing"). 120 = 4x the floor: past the loaded daemon's forward p999
   // (60-100 ms, docs/PERFORMANCE.md), and a dead owner still costs a check at
-  // most 120 ms before routing passes over it.
+  // most 120 ms before routing passes over it. A maximum at or below the
+  // floor makes the wait a fixed forward_timeout_ms.
   int64_t forward_timeout_ms = 30;
   int64_t forward_timeout_max_ms = 120;
   // Routing tries the preference list in order, and again (its members that
