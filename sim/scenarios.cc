@@ -473,8 +473,10 @@ ScenarioCase SlowNode(const ScenarioParams& p, size_t n, double d) {
   b.failovers = static_cast<int>(2 * ((until - f.at_ns) / f.stall_every_ns + 1));
   // The replica decides from counts replicated before the stall; the owner,
   // resuming, from counts the replica sent it: each lags by a tail plus the
-  // stalled owner's late timers and the forward timeout.
-  b.tail_ns = Tail(c) + f.tick_lag_ns + c.node.forward_timeout_ms * kNsPerMs;
+  // stalled owner's late timers and the forward timeout (at most its
+  // maximum: the entries' round trips to the owner may have raised it).
+  b.tail_ns = Tail(c) + f.tick_lag_ns +
+              std::max(c.node.forward_timeout_ms, c.node.forward_timeout_max_ms) * kNsPerMs;
   b.no_false_suspicions = false;
   b.membership_ns = b.membership_ns + Dissemination(c, n);
   return sc;

@@ -939,11 +939,24 @@ ExcessRule ExcessRuleFor(const SwarmCase& c) {
         break;
     }
   }
-  rule.failover_cap = movers + (loss ? 1 : 0);
-  rule.tail_ns =
-      s.node.replication_interval_ms * kNsPerMs + 2 * s.link.access_max_ns + jitter_cap + kNsPerMs;
+  // A forward unanswered within its wait fails over whether it was lost or
+  // is merely slow: the entry cannot tell (DESIGN, "Routing"). An entry waits
+  // at least forward_timeout_ms, and without such a timeout no relay (whose
+  // wait is shorter) is made but by movers (crashes, heals, warming joiners,
+  // clock steps), so a run whose worst round trip (two of the largest one-way
+  // latency; slow nodes are movers already) stays within the floor never
+  // fails over this way.
+  const int64_t one_way_max_ns = 2 * s.link.access_max_ns + jitter_cap;
+  const bool slow_forwards = 2 * one_way_max_ns > s.node.forward_timeout_ms * kNsPerMs;
+  rule.failover_cap = movers + (loss || slow_forwards ? 1 : 0);
+  rule.tail_ns = s.node.replication_interval_ms * kNsPerMs + one_way_max_ns + kNsPerMs;
   if (loss) rule.tail_ns += s.node.replication_retry_ms * kNsPerMs;
-  if (slow_lag >= 0) rule.tail_ns += slow_lag + s.node.forward_timeout_ms * kNsPerMs;
+  // Entries keep waiting on a stalled owner up to their forward timeout for
+  // it, which its measured round trips may have raised to the maximum.
+  if (slow_lag >= 0) {
+    rule.tail_ns +=
+        slow_lag + std::max(s.node.forward_timeout_ms, s.node.forward_timeout_max_ms) * kNsPerMs;
+  }
   rule.clock_terms = HasClockFaults(c);
   return rule;
 }

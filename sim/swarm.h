@@ -145,11 +145,14 @@ struct ExcessRule {
 //     restarts, leaves, joins, heals, clock steps (each step and each
 //     restore), slow-node stalls (2 per stall, the owner's and the
 //     replica's, as slow_node; a slow episode without stalls counts as one
-//     stall), plus 1 if the run has any loss.
+//     stall), plus 1 if the run has any loss or a round trip that can
+//     exceed the forward timeout's floor (2 x (2 access_max + the largest
+//     jitter cap) > forward_timeout_ms): a forward unanswered in time fails
+//     over whether it was lost or is merely slow.
 //   tail: one replication interval + the largest one-way latency of the run
 //     (its largest jitter cap) + 1 ms, + replication_retry when the run has
-//     loss, + the slowest node's timer lag + forward_timeout when a node is
-//     slow. A(tail) is the most hits requested for the key in any interval of
+//     loss, + the slowest node's timer lag + forward_timeout_max when a
+//     node is slow. A(tail) is the most hits requested for the key in any interval of
 //     that length.
 //   clock terms (when the run has clock offsets, drift or steps): per step
 //     min(limit, the most hits admitted in any |step| + bucket_ms), and per

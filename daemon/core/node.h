@@ -43,6 +43,7 @@
 #include "crdt/key_id.h"
 #include "crdt/limit_overrides.h"
 #include "daemon/core/decision_kind.h"
+#include "daemon/core/forward_rtt.h"
 #include "daemon/core/limiter_core.h"
 #include "membership/ring.h"
 #include "membership/swim.h"
@@ -74,7 +75,17 @@ struct NodeConfig {
   LimiterCoreOptions limiter;
   membership::SwimConfig swim;
 
-  int64_t forward_timeout_ms = 30;  // then the next in the preference list decides
+  // An entry node waits for a forward's answer this long at least, then the
+  // next in the preference list decides. Once a peer has answered forwards,
+  // the wait for it is its smoothed round trip + 4 deviations (ForwardRtt),
+  // up to forward_timeout_max_ms: a peer that is merely slow is waited for
+  // rather than decided around from lagging counts (docs/DESIGN.md,
+  // "Routing"). 120 = 4x the floor: past the loaded daemon's forward p999
+  // (60-100 ms, docs/PERFORMANCE.md), and a dead owner still costs a check at
+  // most 120 ms before routing passes over it. A maximum at or below the
+  // floor makes the wait a fixed forward_timeout_ms.
+  int64_t forward_timeout_ms = 30;
+  int64_t forward_timeout_max_ms = 120;
   // Routing tries the preference list in order, and again (its members that
   // SWIM still holds alive) until this many forwards have failed; only then
   // does it walk on down the key's whole ranking, and the first member that
@@ -179,6 +190,9 @@ struct NodeStatus {
   LimiterStats limiter;
   struct Counters {
     uint64_t forwarded = 0, forward_timeouts = 0, relayed = 0, decided_for_peers = 0;
+    // Forward round trips measured (replies, late ones included), which set
+    // each peer's forward timeout.
+    uint64_t forward_rtt_samples = 0;
     // Checks routed past their preference list (no member of it answered).
     uint64_t routed_past_list = 0;
     uint64_t co_deciders = 0;    // keys with a co-decider now (a gauge)
@@ -336,12 +350,14 @@ class Node {
     uint64_t view_version = UINT64_MAX;  // positions index this view's ranking
   };
   struct InFlightForward {
+    uint64_t forward_id = 0;
     uint64_t batch_id = 0;  // 0: a relay, answer goes to relay_origin
     size_t index = 0;
     CheckRequest check;
     crdt::KeyId key;
     RouteCursor cursor;  // at the member that has it
     std::string peer_address;
+    int64_t sent_ns = 0;  // when it was queued (it leaves at this batch's Flush)
     int64_t deadline_ns = 0;
     uint8_t hops = 1;
     // For relays: who asked us, and their forward id.
@@ -363,6 +379,7 @@ class Node {
     boost::unordered_flat_map<uint64_t, UnackedReplicate> unacked;
     int64_t skip_until_ns = 0;  // a forward timed out: routing passes over us
     int64_t skip_ms = 0;        // the current pass-over time (backs off; 0 once heard from)
+    ForwardRtt rtt;             // its forwards' round trips: our forward timeout for it
     bool flush_listed = false;  // in flush_list_
   };
   struct CoDecider {
@@ -436,7 +453,13 @@ class Node {
   void HandleForward(const std::string& from, const std::vector<wire::ForwardValue>& items,
                      Instant now, Outbox* out);
   void HandleForwardReply(const std::string& from,
-                          const std::vector<wire::ForwardResultValue>& items, Outbox* out);
+                          const std::vector<wire::ForwardResultValue>& items, Instant now,
+                          Outbox* out);
+  // How long an entry node waits for a forward to `address` (ForwardRtt's
+  // timeout, within forward_timeout_ms..forward_timeout_max_ms).
+  int64_t ForwardTimeoutNs(const std::string& address) const;
+  // A reply from `address` to a forward queued at sent_ns.
+  void SampleForwardRtt(const std::string& address, int64_t sent_ns, int64_t now_ns);
   // Validates and merges a peer's counter state (docs/DESIGN.md, "Validating
   // peer state"); what fails validation is dropped and counted in
   // counters_.rejected_peer_state. `from_decider`: the sender decided these
@@ -501,6 +524,17 @@ class Node {
   uint64_t next_replicate_seq_ = 1;
   boost::unordered_flat_map<uint64_t, PendingBatch> batches_;
   boost::unordered_flat_map<uint64_t, InFlightForward> in_flight_;
+  // Forwards that timed out, kept for forward_timeout_max_ms past their
+  // deadline so a late reply still measures the peer's round trip (forward
+  // ids are never reused: a reply names the one send it answers). Without
+  // late samples a peer slower than the floor would never raise its timeout.
+  struct LateForward {
+    std::string peer_address;
+    int64_t sent_ns = 0;
+    int64_t forget_ns = 0;
+  };
+  boost::unordered_flat_map<uint64_t, LateForward> late_forwards_;
+  int64_t next_late_forget_ns_ = INT64_MAX;
   boost::unordered_flat_map<std::string, PeerState> peers_;  // by address
   // Peers with queued forwards or replies, in the order they were queued, and
   // peers with keys to replicate or unacknowledged replicates: Flush and

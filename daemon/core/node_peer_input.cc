@@ -79,7 +79,7 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
       HandleForward(from, msg.forwards, now, out);
       break;
     case Kind::kForwardReply:
-      HandleForwardReply(from, msg.results, out);
+      HandleForwardReply(from, msg.results, now, out);
       break;
     case Kind::kReplicate: {
       ++counters_.replicate_received;

@@ -159,9 +159,14 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
     f.key = key;
     f.cursor = cursor;
     f.peer_address = target.address;
-    f.deadline_ns = now_ns + Ms(config_.forward_timeout_ms);
+    f.sent_ns = now_ns;
+    // At least forward_timeout_ms: a receiver that relays waits
+    // forward_timeout_ms >> hops (half of it from here), so it still answers
+    // before we give up on it whatever this peer's round trips made ours.
+    f.deadline_ns = now_ns + ForwardTimeoutNs(target.address);
     f.hops = hops;
     const uint64_t forward_id = next_forward_id_++;
+    f.forward_id = forward_id;
     Enqueue(target.address, wire::ForwardValue{forward_id, hops, f.check});
     next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
     in_flight_.emplace(forward_id, std::move(f));
@@ -270,6 +275,14 @@ void Node::QueueReply(const std::string& address, wire::ForwardResultValue value
 
 void Node::ExpireForwards(Instant now, Outbox* out) {
   const int64_t now_ns = now.monotonic.count();
+  if (now_ns >= next_late_forget_ns_) {
+    next_late_forget_ns_ = INT64_MAX;
+    boost::unordered::erase_if(late_forwards_, [&](const auto& kv) {
+      if (kv.second.forget_ns <= now_ns) return true;
+      next_late_forget_ns_ = std::min(next_late_forget_ns_, kv.second.forget_ns);
+      return false;
+    });
+  }
   if (now_ns < next_forward_expiry_ns_) return;
   std::vector<InFlightForward> expired;
   next_forward_expiry_ns_ = INT64_MAX;
@@ -285,8 +298,12 @@ void Node::ExpireForwards(Instant now, Outbox* out) {
   std::sort(expired.begin(), expired.end(), [](const InFlightForward& a, const InFlightForward& b) {
     return a.deadline_ns != b.deadline_ns ? a.deadline_ns < b.deadline_ns : a.index < b.index;
   });
+  const int64_t forget_ns = now_ns + Ms(std::max(config_.forward_timeout_max_ms, int64_t{1}));
   for (InFlightForward& f : expired) {
     ++counters_.forward_timeouts;
+    // Its reply may still come and measure the peer (ids are never reused).
+    late_forwards_.emplace(f.forward_id, LateForward{f.peer_address, f.sent_ns, forget_ns});
+    next_late_forget_ns_ = std::min(next_late_forget_ns_, forget_ns);
     // Later checks pass over this peer until it is heard from again, for
     // longer each time a retry after a pass also times out.
     PeerState& peer = peers_[f.peer_address];
@@ -341,7 +358,9 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
       // back up: relays go up, then down, never round. Within half the time
       // the sender gives us (forward_timeout_ms >> hops: it gave us half of
       // what it was given), so that if no one above answers we still decide
-      // before the sender walks on. A suspect counts as reached: just after a
+      // before the sender walks on. The entry's own wait adapts to our round
+      // trips (ForwardRtt) but never drops below forward_timeout_ms, so this
+      // fixed share of the floor stays inside it. A suspect counts as reached: just after a
       // heal the other side's suspicions of the whole list arrive before the
       // list's refutations (runtime_override seed 7 at 50 nodes: an off-list
       // member that reached the list decided a third admission 40 ms later).
@@ -382,22 +401,46 @@ void Node::HandleForward(const std::string& from, const std::vector<wire::Forwar
     f.key = key;
     f.cursor.position = pos;
     f.peer_address = target.address;
-    f.deadline_ns = now.monotonic.count() + Ms(timeout_ms);
+    f.sent_ns = now.monotonic.count();
+    f.deadline_ns = f.sent_ns + Ms(timeout_ms);
     f.hops = static_cast<uint8_t>(item.hops + 1);
     f.relay_origin = from;
     f.relay_forward_id = item.forward_id;
     const uint64_t forward_id = next_forward_id_++;
+    f.forward_id = forward_id;
     Enqueue(target.address, wire::ForwardValue{forward_id, f.hops, item.check});
     next_forward_expiry_ns_ = std::min(next_forward_expiry_ns_, f.deadline_ns);
     in_flight_.emplace(forward_id, std::move(f));
   }
 }
 
+int64_t Node::ForwardTimeoutNs(const std::string& address) const {
+  const int64_t floor_ns = Ms(config_.forward_timeout_ms);
+  const int64_t max_ns = std::max(floor_ns, Ms(config_.forward_timeout_max_ms));
+  auto it = peers_.find(address);
+  return it == peers_.end() ? floor_ns : it->second.rtt.TimeoutNs(floor_ns, max_ns);
+}
+
+void Node::SampleForwardRtt(const std::string& address, int64_t sent_ns, int64_t now_ns) {
+  peers_[address].rtt.Sample(now_ns - sent_ns);
+  ++counters_.forward_rtt_samples;
+}
+
 void Node::HandleForwardReply(const std::string& from,
-                              const std::vector<wire::ForwardResultValue>& items, Outbox* out) {
+                              const std::vector<wire::ForwardResultValue>& items, Instant now,
+                              Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
   for (const wire::ForwardResultValue& item : items) {
     auto it = in_flight_.find(item.forward_id);
-    if (it == in_flight_.end()) continue;  // late (we already moved on) or bogus
+    if (it == in_flight_.end()) {
+      // Late (we already moved on; it still measures the peer) or bogus.
+      auto late = late_forwards_.find(item.forward_id);
+      if (late != late_forwards_.end() && late->second.peer_address == from) {
+        SampleForwardRtt(from, late->second.sent_ns, now_ns);
+        late_forwards_.erase(late);
+      }
+      continue;
+    }
     if (it->second.peer_address != from) {
       // Only the peer we forwarded to answers (a relay answers its own
       // forwarder): anyone else is guessing forward ids.
@@ -406,6 +449,7 @@ void Node::HandleForwardReply(const std::string& from,
     }
     InFlightForward f = std::move(it->second);
     in_flight_.erase(it);
+    SampleForwardRtt(from, f.sent_ns, now_ns);
     CheckResult result = item.result;
     result.request_id = f.check.request_id;
     if (f.batch_id != 0) {

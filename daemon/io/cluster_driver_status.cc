@@ -41,6 +41,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("seeds_unanswered", s.seeds_unanswered);
   add("forwarded", c.forwarded);
   add("forward_timeouts", c.forward_timeouts);
+  add("forward_rtt_samples", c.forward_rtt_samples);
   add("relayed", c.relayed);
   add("decided_for_peers", c.decided_for_peers);
   add("routed_past_list", c.routed_past_list);

@@ -303,6 +303,7 @@ bool ParseCluster(const po::variables_map& vm, ClusterOptions* c, std::string* e
       !ParseInt(vm, "max-clock-offset-ms", 1, kHour, &n.max_clock_offset_ms, error) ||
       !ParseInt(vm, "warn-clock-offset-ms", 1, kHour, &n.warn_clock_offset_ms, error) ||
       !ParseInt(vm, "forward-timeout-ms", 1, 60'000, &n.forward_timeout_ms, error) ||
+      !ParseInt(vm, "forward-timeout-max-ms", 1, 60'000, &n.forward_timeout_max_ms, error) ||
       !ParseInt(vm, "replication-interval-ms", 1, 60'000, &n.replication_interval_ms, error) ||
       !ParseInt(vm, "replication-retry-ms", 1, 600'000, &n.replication_retry_ms, error) ||
       !ParseInt(vm, "anti-entropy-interval-ms", 10, kHour, &n.anti_entropy_interval_ms, error) ||
@@ -471,9 +472,15 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
       "warn-clock-offset-ms", po::value<std::string>()->value_name("N"),
       ("log a member's clock offset beyond N ms" + ms_default(node_defaults.warn_clock_offset_ms))
           .c_str())("forward-timeout-ms", po::value<std::string>()->value_name("N"),
-                    ("then the next member of the preference list decides" +
+                    ("then the next member of the preference list decides (the least wait "
+                     "for a forward)" +
                      ms_default(node_defaults.forward_timeout_ms))
                         .c_str())(
+      "forward-timeout-max-ms", po::value<std::string>()->value_name("N"),
+      ("the most a forward to a peer waits once its round trips are measured (smoothed "
+       "round trip + 4 deviations); at or below --forward-timeout-ms the wait is fixed" +
+       ms_default(node_defaults.forward_timeout_max_ms))
+          .c_str())(
       "replication-interval-ms", po::value<std::string>()->value_name("N"),
       ("counter deltas to replicas every N ms" + ms_default(node_defaults.replication_interval_ms))
           .c_str())(

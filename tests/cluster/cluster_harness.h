@@ -58,7 +58,15 @@ struct ClusterTimings {
   int64_t anti_entropy_interval_ms = 500;
   int64_t replication_interval_ms = 10;
   int64_t forward_timeout_ms = 100;
+  // The daemon's default: a forward to a peer measured slow waits up to this
+  // (at or below forward_timeout_ms: a fixed forward_timeout_ms).
+  int64_t forward_timeout_max_ms = 120;
   int64_t handoff_timeout_ms = 2000;
+
+  // The longest an entry waits for a forward's answer.
+  int64_t LongestForwardWaitMs() const {
+    return std::max(forward_timeout_ms, forward_timeout_max_ms);
+  }
 
   std::vector<std::string> Args() const {
     const std::pair<const char*, int64_t> flags[] = {
@@ -72,6 +80,7 @@ struct ClusterTimings {
         {"--anti-entropy-interval-ms", anti_entropy_interval_ms},
         {"--replication-interval-ms", replication_interval_ms},
         {"--forward-timeout-ms", forward_timeout_ms},
+        {"--forward-timeout-max-ms", forward_timeout_max_ms},
         {"--handoff-timeout-ms", handoff_timeout_ms},
     };
     std::vector<std::string> args;

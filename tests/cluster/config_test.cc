@@ -26,6 +26,8 @@ TEST(ClusterConfigTest, FlagsAndConfigFileAreAccepted) {
                                "200",
                                "--forward-timeout-ms",
                                "50",
+                               "--forward-timeout-max-ms",
+                               "200",
                                "--replication-interval-ms",
                                "5",
                                "--probe-interval-ms",
@@ -48,8 +50,8 @@ TEST(ClusterConfigTest, FlagsAndConfigFileAreAccepted) {
   EXPECT_EQ(help.exit_code, 0);
   for (const char* flag :
        {"--gossip", "--join", "--replicas", "--partition-policy", "--max-clock-offset-ms",
-        "--forward-timeout-ms", "--replication-interval-ms", "--probe-interval-ms",
-        "--probe-timeout-ms", "--suspicion-mult", "--node-id"}) {
+        "--forward-timeout-ms", "--forward-timeout-max-ms", "--replication-interval-ms",
+        "--probe-interval-ms", "--probe-timeout-ms", "--suspicion-mult", "--node-id"}) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
   }
 }

@@ -30,7 +30,8 @@ inline WindowParams ParamsFor(const CheckRequest& key, const ClusterTimings& tim
       (static_cast<int64_t>(key.window_ms) + kBucketsPerWindow - 1) / kBucketsPerWindow;
   p.bucket_us = bucket_ms * 1000;
   p.tau_us =
-      (timings.replication_interval_ms + timings.forward_timeout_ms + kReplicationRetryMs) * 1000;
+      (timings.replication_interval_ms + timings.LongestForwardWaitMs() + kReplicationRetryMs) *
+      1000;
   return p;
 }
 

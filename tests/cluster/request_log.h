@@ -93,7 +93,7 @@ struct WindowParams {
   uint64_t limit = 0;
   int64_t window_us = 0;
   int64_t bucket_us = 0;  // ceil(window / buckets_per_window)
-  int64_t tau_us = 0;     // replication_interval + forward_timeout + replication_retry
+  int64_t tau_us = 0;     // replication_interval + longest forward wait + replication_retry
 };
 
 // What the checker found for one key.

@@ -270,11 +270,31 @@ TEST(SwarmRule, FailoversAndTail) {
   // crash + restart (2) + step and restore (2) + 3 stalls x 2 + leave (1) + loss (1)
   EXPECT_EQ(rule.failover_cap, 2 + 2 + 6 + 1 + 1);
   // 10 ms replication + (2 x 400 us access + 5 ms jitter cap) + 1 ms
-  // + 100 ms replication_retry (loss) + 100 ms timer lag + 30 ms forward timeout
-  EXPECT_EQ(rule.tail_ns, 10 * kMs + 5'800'000 + kMs + 100 * kMs + 100 * kMs + 30 * kMs);
+  // + 100 ms replication_retry (loss) + 100 ms timer lag + 120 ms forward
+  // timeout (its maximum: entries may have measured the owner as slow)
+  EXPECT_EQ(rule.tail_ns, 10 * kMs + 5'800'000 + kMs + 100 * kMs + 100 * kMs + 120 * kMs);
   EXPECT_TRUE(rule.clock_terms);
   EXPECT_EQ(rule.clock_steps_ms, (std::vector<int64_t>{90'000, -90'000}));
   EXPECT_TRUE(rule.pieces.empty());  // no partition: D = 1 everywhere
+}
+
+TEST(SwarmRule, JitterWhoseRoundTripCanOutlastTheForwardTimeoutIsAFailover) {
+  // A forward unanswered within the entry's wait (30 ms at least) fails over
+  // as a lost one does. 2 x (2 x 400 us + 14 ms) = 29.6 ms cannot; with a
+  // 15 ms cap, 31.6 ms can.
+  SwarmCase c = Small(10);
+  SwarmFault jitter;
+  jitter.kind = Kind::kJitter;
+  jitter.jitter_median_ns = 2 * kMs;
+  jitter.jitter_cap_ns = 14 * kMs;
+  jitter.at_ns = 8 * kS;
+  jitter.until_ns = 12 * kS;
+  c.faults = {jitter};
+  EXPECT_EQ(ExcessRuleFor(c).failover_cap, 0);
+  c.faults[0].jitter_cap_ns = 15 * kMs;
+  const ExcessRule rule = ExcessRuleFor(c);
+  EXPECT_EQ(rule.failover_cap, 1);
+  EXPECT_EQ(rule.tail_ns, 10 * kMs + 800'000 + 15 * kMs + kMs);
 }
 
 TEST(SwarmRule, WindowsAreJudgedWhereTheDecidersDrop) {

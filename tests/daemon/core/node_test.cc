@@ -520,6 +520,139 @@ TEST(NodeTest, ARetryAtTheNextMemberGoesToTheOwnerWhenOnlyTheSendersLinkWasSlow)
       << "the owner twice, never ranking[1]";
 }
 
+// An entry node on the key's list past its first member, whose forward to the
+// owner outlasts a fixed 30 ms timeout while the owner is merely slow: with
+// the fixed timeout it decides itself from counts that lag the owner's (it
+// reaches no member above it to relay to: it just timed out on the owner) and
+// admits what the owner just denied. Waiting for the owner as long as its
+// measured round trips say (ForwardRtt) keeps the limit. Returns the
+// admissions of the limit-1 key and, through `failover_ms`, how long a check
+// through the entry took once the owner had crashed.
+struct SlowOwnerRun {
+  uint64_t admitted = 0;
+  uint64_t entry_decisions = 0;
+  uint64_t entry_timeouts = 0;
+  uint64_t rtt_samples = 0;
+  int64_t failover_ms = 0;
+  int64_t unsampled_failover_ms = 0;
+};
+
+SlowOwnerRun RunSlowOwner(int64_t forward_timeout_max_ms) {
+  TestCluster c;
+  for (int i = 1; i <= 6; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    NodeConfig cfg = c.ConfigFor(id);
+    if (i > 1) cfg.seeds = {TestCluster::AddressOf("n1")};
+    cfg.replication_interval_ms = 50;  // a lag the entry's decision surely falls in
+    cfg.forward_timeout_max_ms = forward_timeout_max_ms;
+    c.AddWith(cfg);
+  }
+  c.RunFor(5000);
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  const std::string& owner = ranking[0];
+  const std::string& entry = ranking[1];  // on the list, below the owner
+  // Other keys the owner decides: the entry's forwards to it take 25-35 ms.
+  uint64_t id = 100;
+  int trained = 0;
+  for (int k = 0; trained < 12 && k < 1000; ++k) {
+    const std::string user = "train" + std::to_string(k);
+    if (Ranking(crdt::HashKey(user, "/api", 60'000), 6)[0] != owner) continue;
+    c.SlowForwards(entry, owner, trained % 2 == 0 ? 25 : 35, 1);
+    EXPECT_TRUE(c.Check(entry, kRequest.User(user).Id(++id)).has_value());
+    ++trained;
+    c.RunFor(20);  // a late reply, if any, arrives
+  }
+  EXPECT_EQ(trained, 12);
+  c.decisions(entry).clear();
+  const uint64_t timeouts_before = c.node(entry).Status(c.Now()).counters.forward_timeouts;
+  c.SlowForwards(entry, owner, 40, 1);
+  const uint64_t late = c.StartCheck(entry, kRequest.Id(2).Limit(1));
+  c.RunFor(29);
+  // The owner admits another request just before the fixed timeout fires.
+  auto first = c.Check(owner, kRequest.Id(1).Limit(1));
+  EXPECT_TRUE(first.has_value() && first->allowed);
+  auto r = c.AwaitReply(late);
+  EXPECT_TRUE(r.has_value() && r->status == Status::kOk);
+  c.RunFor(100);  // a slow original reaches the owner in any case
+  SlowOwnerRun run;
+  for (const std::string& n : ranking) {
+    for (const Outbox::Decision& d : c.decisions(n)) {
+      if (d.key == key) run.admitted += d.allowed ? 1 : 0;
+    }
+  }
+  run.entry_decisions = c.decisions(entry).size();
+  const NodeStatus entry_status = c.node(entry).Status(c.Now());
+  run.entry_timeouts = entry_status.counters.forward_timeouts - timeouts_before;
+  run.rtt_samples = entry_status.counters.forward_rtt_samples;
+
+  // The owner crashes, unsuspected yet: the entry still fails over within
+  // its timeout for it, and a member that never forwarded to it within the
+  // floor.
+  c.Crash(owner);
+  int64_t t0 = c.Now().monotonic.count();
+  r = c.Check(entry, kRequest.Id(3).Limit(5));
+  EXPECT_TRUE(r.has_value() && r->allowed);
+  run.failover_ms = (c.Now().monotonic.count() - t0) / 1'000'000;
+  for (int k = 0; k < 1000; ++k) {
+    const std::string user = "fresh" + std::to_string(k);
+    const std::vector<std::string> other = Ranking(crdt::HashKey(user, "/api", 60'000), 6);
+    if (other[0] != owner || other[1] == entry) continue;
+    t0 = c.Now().monotonic.count();
+    r = c.Check(other[1], kRequest.User(user).Id(4).Limit(5));
+    EXPECT_TRUE(r.has_value() && r->allowed);
+    run.unsampled_failover_ms = (c.Now().monotonic.count() - t0) / 1'000'000;
+    break;
+  }
+  return run;
+}
+
+TEST(NodeTest, AnEntryOnTheListWaitsForAnOwnerItMeasuredAsSlowRatherThanDecideFromLaggingCounts) {
+  // The fixed 30 ms timeout (the maximum at the floor) shows the path: the
+  // entry gives up on the owner, decides from counts lacking the owner's
+  // admission 1 ms before, and admits a second request against a limit of 1.
+  const SlowOwnerRun fixed = RunSlowOwner(30);
+  EXPECT_EQ(fixed.entry_timeouts, 1u);
+  EXPECT_EQ(fixed.entry_decisions, 1u);
+  EXPECT_EQ(fixed.admitted, 2u) << "the setup no longer reaches the lagged failover";
+
+  const SlowOwnerRun adaptive = RunSlowOwner(120);
+  EXPECT_GE(adaptive.rtt_samples, 12u);
+  EXPECT_EQ(adaptive.entry_timeouts, 0u) << "waited for the owner's 40 ms answer";
+  EXPECT_EQ(adaptive.entry_decisions, 0u);
+  EXPECT_EQ(adaptive.admitted, 1u);
+  // A dead owner still costs at most forward_timeout_max_ms (the entry then
+  // decides: it is the next member), and no more than the floor from a
+  // member that has no round trips to it.
+  EXPECT_GT(adaptive.failover_ms, 30);
+  EXPECT_LE(adaptive.failover_ms, 121);
+  EXPECT_GE(adaptive.unsampled_failover_ms, 30);
+  EXPECT_LE(adaptive.unsampled_failover_ms, 31);
+}
+
+TEST(NodeTest, ALateForwardReplyStillMeasuresThePeer) {
+  // Replies that come after the timeout fired are round trips too (forward
+  // ids are never reused): without them a peer slower than the floor would
+  // never raise its timeout above it.
+  TestCluster c;
+  c.Form(4);
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 4);
+  const std::string& entry = ranking[3];  // off the list
+  c.SlowForwards(entry, ranking[0], 45, 1);
+  ASSERT_TRUE(c.Check(entry, kRequest.Id(1).Limit(5)).has_value());
+  NodeStatus s = c.node(entry).Status(c.Now());
+  EXPECT_EQ(s.counters.forward_timeouts, 1u);
+  EXPECT_EQ(s.counters.forward_rtt_samples, 1u) << "the retry's reply (ranking[1] relayed it)";
+  c.RunFor(50);
+  s = c.node(entry).Status(c.Now());
+  EXPECT_EQ(s.counters.forward_rtt_samples, 2u) << "and the owner's late reply";
+  // srtt 45.4, rttvar 22.7: the next forward to the owner may take 60 ms.
+  c.SlowForwards(entry, ranking[0], 60, 1);
+  ASSERT_TRUE(c.Check(entry, kRequest.Id(2).Limit(5)).has_value());
+  EXPECT_EQ(c.node(entry).Status(c.Now()).counters.forward_timeouts, 1u);
+}
+
 TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
   // n1 boots with its wall clock 90 s ahead (before NTP synced) and serves
   // alone: its hits land in buckets far in the future of the members that join
