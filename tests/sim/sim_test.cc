@@ -191,6 +191,49 @@ TEST(SimOracleMath, FirstSuspicionMeanIntervalFollowsTheSkewedTail) {
   EXPECT_EQ(hi, hi2);
 }
 
+TEST(SimOracleMath, FirstSuspicionMeanBoundIsNeverNarrowerThanTheModelsQuantiles) {
+  // Conservative: at a tail the 40000 draws resolve, the bound holds the
+  // sampled interval (k = 1 is exact: equal up to the sampling's noise).
+  for (size_t n : {3, 13, 100}) {
+    for (size_t k : {1, 2, 5, 40}) {
+      double lo = 0, hi = 0, lo_b = 0, hi_b = 0;
+      FirstSuspicionMeanInterval(n, k, 0.00135, &lo, &hi);
+      FirstSuspicionMeanBound(n, k, 0.00135, &lo_b, &hi_b);
+      if (k == 1) {
+        // 54 of the 40000 draws lie beyond the sampled quantile: its noise.
+        EXPECT_NEAR(lo_b, lo, 0.05) << n;
+        EXPECT_NEAR(hi_b, hi, 0.15) << n;
+      } else {
+        EXPECT_LE(lo_b, lo + 0.02) << n << " " << k;
+        EXPECT_GE(hi_b, hi - 0.02) << n << " " << k;
+      }
+      // Within the model's support, 1 .. 2(n - 1) probe periods.
+      EXPECT_GE(lo_b, 1.0);
+      EXPECT_LE(hi_b, 2.0 * static_cast<double>(n - 1) + 1e-9);
+      // Smaller tails widen it.
+      double lo_t = 0, hi_t = 0;
+      FirstSuspicionMeanBound(n, k, kOneRunDetectionTail, &lo_t, &hi_t);
+      EXPECT_LE(lo_t, lo_b) << n << " " << k;
+      EXPECT_GE(hi_t, hi_b) << n << " " << k;
+    }
+  }
+  // Many crashes still narrow it around the mean: at k = 100 the 1e-7 bound
+  // is within a few standard errors, not the support.
+  double mean = 0, sd = 0, lo = 0, hi = 0;
+  ExpectedFirstSuspicion(10, &mean, &sd);
+  FirstSuspicionMeanBound(10, 100, kOneRunDetectionTail, &lo, &hi);
+  EXPECT_LT(hi - mean, 8 * sd / 10);
+  EXPECT_LT(mean - lo, 8 * sd / 10);
+  // Swarm seed 4129 (3 nodes, one crash, probe interval 1 s): 3.75 periods,
+  // past the old one-run bound of 3.70 and inside this one.
+  FirstSuspicionMeanBound(3, 1, kOneRunDetectionTail, &lo, &hi);
+  EXPECT_GT(hi, 3.75);
+  double lo2 = 0, hi2 = 0;
+  FirstSuspicionMeanBound(3, 1, kOneRunDetectionTail, &lo2, &hi2);
+  EXPECT_EQ(lo, lo2);  // deterministic
+  EXPECT_EQ(hi, hi2);
+}
+
 TEST(SimOracleMath, PooledFirstSuspicionIsHeldToTenPercentOrThreeStandardErrors) {
   double mean = 0, sd = 0;
   ExpectedFirstSuspicion(13, &mean, &sd);
