@@ -65,6 +65,7 @@ struct RuleSet::Index {
   std::vector<Level> levels;
   bool any_replaces = false;                        // whether Resolve needs its replaces pass
   std::vector<RuleSet::RuleLimitName> rule_limits;  // views into `nodes`
+  std::vector<RuleSet::AdaptiveRule> adaptive_rules;  // views into `nodes` and `domains`
   std::vector<std::string> sources;
   Digest digest{};
 };
