@@ -633,6 +633,10 @@ class FileParser {
                     std::to_string(spec.min) + " and max " + std::to_string(spec.max));
       return false;
     }
+    if (out_->adaptive_count >= kMaxAdaptiveLimits) {
+      Error(at, "more than " + std::to_string(kMaxAdaptiveLimits) + " adaptive rate limits");
+      return false;
+    }
     const auto [it, inserted] = adaptive_names_.emplace(limit.name, at);
     if (!inserted) {
       Error(at, "two adaptive rate limits named " + Quote(limit.name) +
@@ -640,7 +644,7 @@ class FileParser {
                     std::to_string(std::max(it->second.line, 0) + 1) + ")");
       return false;
     }
-    out_->any_adaptive = true;
+    ++out_->adaptive_count;
     return true;
   }
 

@@ -349,7 +349,7 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
     return result;
   }
   std::vector<ParsedFile> files(sources.size());
-  size_t total_descriptors = 0;
+  size_t total_descriptors = 0, total_adaptive = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     if (!ParseRuleFile(sources[i], &files[i], &result.errors)) continue;
     size_t error_count = 0;
@@ -360,11 +360,17 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
            std::to_string(error_count - kMaxErrorsPerFile) + " more errors not shown"});
     }
     total_descriptors += files[i].descriptor_count;
+    total_adaptive += files[i].adaptive_count;
   }
   if (total_descriptors > kMaxDescriptorsTotal) {
     result.errors.push_back(
         {"(rule set)", 0, 0,
          "more than " + std::to_string(kMaxDescriptorsTotal) + " descriptors in all files"});
+  }
+  if (total_adaptive > kMaxAdaptiveLimits) {
+    result.errors.push_back({"(rule set)", 0, 0,
+                             "more than " + std::to_string(kMaxAdaptiveLimits) +
+                                 " adaptive rate limits in all files"});
   }
   // One domain per file, as envoyproxy/ratelimit without MERGE_DOMAIN_CONFIG.
   std::map<std::string_view, const ParsedFile*> by_domain;
@@ -383,7 +389,7 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
 
   auto index = std::make_unique<RuleSet::Index>();
   bool any_adaptive = false;
-  for (const auto& [domain, file] : by_domain) any_adaptive |= file->any_adaptive;
+  for (const auto& [domain, file] : by_domain) any_adaptive |= file->adaptive_count > 0;
   std::string canonical = any_adaptive ? "tally-rules-digest-v2" : "tally-rules-digest-v1";
   IndexBuilder builder(index.get());
   std::vector<std::pair<std::string_view, size_t>> first_node;  // domain -> its first node

@@ -93,6 +93,11 @@ inline constexpr size_t kMaxRuleValueBytes = 1024;      // a descriptor's `value
 inline constexpr size_t kMaxNameBytes = 256;            // `name`, `replaces` names
 inline constexpr size_t kMaxYamlNodesPerFile = 200000;  // walked, aliases included
 inline constexpr size_t kMaxErrorsPerFile = 50;         // then one "N more" line
+// Adaptive limits in one rule set: each will be one runtime override written
+// by its owner about once per control interval, and the override map lets a
+// member write at most 1024 selectors (docs/DESIGN.md, "Load-adaptive
+// limits"); 256 leaves room for the operators' own.
+inline constexpr size_t kMaxAdaptiveLimits = 256;
 
 // One problem in a rules file. line/column are 1-based; 0 when the problem is
 // with the file as a whole (unreadable, too large).

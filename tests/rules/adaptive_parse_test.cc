@@ -186,6 +186,28 @@ TEST(AdaptiveParseTest, AnAdaptiveNameIsUniqueInItsDomain) {
   EXPECT_EQ(both.rules->adaptive_rules()[1].domain, "y");
 }
 
+// `count` descriptors in domain `domain`, each with an adaptive limit.
+std::string ManyAdaptive(const std::string& domain, size_t count) {
+  std::string yaml = "domain: " + domain + "\ndescriptors:\n";
+  for (size_t i = 0; i < count; ++i) {
+    yaml += "  - {key: k, value: v" + std::to_string(i) +
+            ", rate_limit: {unit: second, requests_per_unit: 1, name: n" + std::to_string(i) +
+            ", adaptive: {min: 1, max: 2, signal: latency_ms, target: 5}}}\n";
+  }
+  return yaml;
+}
+
+TEST(AdaptiveParseTest, ARuleSetHoldsAtMost256) {
+  EXPECT_NE(MustBuild(ManyAdaptive("d", kMaxAdaptiveLimits)), nullptr);
+  EXPECT_EQ(FirstError(ManyAdaptive("d", kMaxAdaptiveLimits + 1)),
+            "a.yaml:259:88: more than 256 adaptive rate limits");
+  const std::vector<RuleSource> two = {{"x.yaml", ManyAdaptive("x", 200)},
+                                       {"y.yaml", ManyAdaptive("y", 57)}};
+  const BuildResult both = BuildRuleSet(two);
+  ASSERT_EQ(both.errors.size(), 1u);
+  EXPECT_EQ(both.errors[0].ToString(), "(rule set): more than 256 adaptive rate limits in all files");
+}
+
 TEST(AdaptiveParseTest, TheDigestNamesTheBlock) {
   const std::string plain = "unit: second, requests_per_unit: 50, name: n";
   const std::string base = plain + ", adaptive: {min: 5, max: 100, signal: latency_ms, target: 250}";
