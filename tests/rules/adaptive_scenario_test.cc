@@ -137,7 +137,7 @@ TEST(AdaptiveScenarioTest, LatencyBacksOffAndRecovers) {
   // latency stays above target until then), then climbs back by the step.
   // The fall below C lasts at most the cuts from 200 to min (29) and the
   // climb from min to L* at most (160 - 10) / 10 = 15 intervals: settled by
-  // 120 + 9 + 29 + 15 = 173 s; asserted from 180 s (this run: from 152 s).
+  // 120 + 9 + 29 + 15 = 173 s; asserted from 180 s (this run: from 150 s).
   ExpectWithin(t, 180, 240, std::floor(0.9 * 160), 160 + 10);
 
   // Recovers: with capacity back, L <= 170 < 480 = L* is below the knee and
