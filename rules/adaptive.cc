@@ -48,9 +48,9 @@ AdaptiveConfig Clamped(AdaptiveConfig c) {
 
 bool AdaptiveConfig::Valid() const {
   return min_limit >= 1 && max_limit >= min_limit && KnownSignal(signal) &&
-         TargetInRange(signal, target) && window_ms >= 1 &&
-         interval_ms >= kMinAdaptiveIntervalMs && interval_ms <= kMaxAdaptiveIntervalMs &&
-         decrease_factor >= 0.5 && decrease_factor < 1 && min_samples >= 1;
+         TargetInRange(signal, target) && window_ms >= 1 && interval_ms >= kMinAdaptiveIntervalMs &&
+         interval_ms <= kMaxAdaptiveIntervalMs && decrease_factor >= 0.5 && decrease_factor < 1 &&
+         min_samples >= 1;
 }
 
 uint32_t DefaultIncreaseStep(uint32_t max_limit) {
@@ -74,7 +74,8 @@ AdaptiveLimit::AdaptiveLimit(const AdaptiveConfig& config, uint32_t start_limit,
       interval_start_ms_(now_ms) {}
 
 AdaptiveLimit::ReportResult AdaptiveLimit::Report(double value, uint32_t count, uint64_t now_ms) {
-  const double most = config_.signal == AdaptiveSignal::kErrorRate ? 1.0 : kMaxAdaptiveReportLatencyMs;
+  const double most =
+      config_.signal == AdaptiveSignal::kErrorRate ? 1.0 : kMaxAdaptiveReportLatencyMs;
   // The negated test also refuses NaN.
   if (count == 0 || !(value >= 0 && value <= most)) return ReportResult::kInvalid;
   if (now_ms < interval_start_ms_) return ReportResult::kStale;

@@ -629,8 +629,8 @@ class FileParser {
     }
     if (limit.requests_per_unit < spec.min || limit.requests_per_unit > spec.max) {
       Error(at, "requests_per_unit " + std::to_string(limit.requests_per_unit) +
-                    " (the adaptive limit's start) must be within min " +
-                    std::to_string(spec.min) + " and max " + std::to_string(spec.max));
+                    " (the adaptive limit's start) must be within min " + std::to_string(spec.min) +
+                    " and max " + std::to_string(spec.max));
       return false;
     }
     if (out_->adaptive_count >= kMaxAdaptiveLimits) {

@@ -368,9 +368,9 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
          "more than " + std::to_string(kMaxDescriptorsTotal) + " descriptors in all files"});
   }
   if (total_adaptive > kMaxAdaptiveLimits) {
-    result.errors.push_back({"(rule set)", 0, 0,
-                             "more than " + std::to_string(kMaxAdaptiveLimits) +
-                                 " adaptive rate limits in all files"});
+    result.errors.push_back(
+        {"(rule set)", 0, 0,
+         "more than " + std::to_string(kMaxAdaptiveLimits) + " adaptive rate limits in all files"});
   }
   // One domain per file, as envoyproxy/ratelimit without MERGE_DOMAIN_CONFIG.
   std::map<std::string_view, const ParsedFile*> by_domain;
@@ -393,7 +393,7 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
   std::string canonical = any_adaptive ? "tally-rules-digest-v2" : "tally-rules-digest-v1";
   IndexBuilder builder(index.get());
   std::vector<std::pair<std::string_view, size_t>> first_node;  // domain -> its first node
-  for (const auto& [domain, file] : by_domain) {  // sorted by domain
+  for (const auto& [domain, file] : by_domain) {                // sorted by domain
     first_node.emplace_back(file->domain, index->nodes.size());
     DomainIndex d;
     d.top_level = builder.AddLevel(file->descriptors, file->domain);

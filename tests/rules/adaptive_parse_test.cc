@@ -77,9 +77,9 @@ descriptors:
 }
 
 TEST(AdaptiveParseTest, TheResolvedLimitStartsAtRequestsPerUnit) {
-  auto rules = MustBuild(WithLimit(
-      "unit: second, requests_per_unit: 50, name: n, "
-      "adaptive: {min: 5, max: 100, signal: error_rate, target: 0.1}"));
+  auto rules =
+      MustBuild(WithLimit("unit: second, requests_per_unit: 50, name: n, "
+                          "adaptive: {min: 5, max: 100, signal: error_rate, target: 0.1}"));
   ASSERT_NE(rules, nullptr);
   testing::Resolver r;
   const Resolution& res = r.Run(*rules, "d", {{{{"k", "v"}}}});
@@ -172,9 +172,10 @@ TEST(AdaptiveParseTest, AnAdaptiveNameIsUniqueInItsDomain) {
                       "  - key: b\n"
                       "    rate_limit: {unit: second, requests_per_unit: 1, name: n}\n"),
             nullptr);
-  const RuleSource x{"x.yaml", "domain: x\ndescriptors:\n  - key: a\n    rate_limit: {unit: "
-                               "second, requests_per_unit: 1, name: n, " +
-                                   block + "}\n"};
+  const RuleSource x{"x.yaml",
+                     "domain: x\ndescriptors:\n  - key: a\n    rate_limit: {unit: "
+                     "second, requests_per_unit: 1, name: n, " +
+                         block + "}\n"};
   RuleSource y = x;
   y.name = "y.yaml";
   y.text.replace(y.text.find("domain: x"), 9, "domain: y");
@@ -205,12 +206,14 @@ TEST(AdaptiveParseTest, ARuleSetHoldsAtMost256) {
                                        {"y.yaml", ManyAdaptive("y", 57)}};
   const BuildResult both = BuildRuleSet(two);
   ASSERT_EQ(both.errors.size(), 1u);
-  EXPECT_EQ(both.errors[0].ToString(), "(rule set): more than 256 adaptive rate limits in all files");
+  EXPECT_EQ(both.errors[0].ToString(),
+            "(rule set): more than 256 adaptive rate limits in all files");
 }
 
 TEST(AdaptiveParseTest, TheDigestNamesTheBlock) {
   const std::string plain = "unit: second, requests_per_unit: 50, name: n";
-  const std::string base = plain + ", adaptive: {min: 5, max: 100, signal: latency_ms, target: 250}";
+  const std::string base =
+      plain + ", adaptive: {min: 5, max: 100, signal: latency_ms, target: 250}";
   const std::string a = MustBuild(WithLimit(base))->DigestHex();
   EXPECT_NE(MustBuild(WithLimit(plain))->DigestHex(), a);
   auto changed = [&base](const std::string& from, const std::string& to) {

@@ -57,7 +57,7 @@ struct Trace {
 // (the sliding window lets the limit through per second), the backend answers,
 // the clients report the step's requests and the controller ticks.
 Trace Simulate(const AdaptiveConfig& config, uint32_t start, const std::vector<Phase>& phases,
-          uint64_t seconds) {
+               uint64_t seconds) {
   AdaptiveLimit limit(config, start, 0);
   Backend backend;
   Trace trace;
