@@ -9,6 +9,8 @@
 //      limit override) to the limits to enforce, each with the counter identity
 //      that tally's check takes (user_id, endpoint, window_ms).
 //   3. RuleSet::digest() names the rules' content so members can compare them.
+// RuleSet::adaptive_rules() lists the limits with an `adaptive:` block, the
+// input of their controllers (rules/adaptive.h; not run by the daemon yet).
 //
 // Threading: a RuleSet never changes after it is built; any number of threads
 // may call Resolve() on one RuleSet at once, each with its own Resolution.
