@@ -8,7 +8,8 @@
 // every descriptor in order with limits that tally can check (a known
 // window, a counter key within 4096 bytes under the "rls1:" endpoint) and
 // writes the documented identity for overrides; every configured rule,
-// asked at its own top level, resolves without fault.
+// asked at its own top level, resolves without fault; every adaptive limit
+// is one its controller can run, and the controller stays within its bounds.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rules/adaptive.h"
 #include "rules/rule_set_internal.h"
 #include "rules/rules.h"
 
@@ -106,6 +108,35 @@ void CheckResolution(const Resolution& res, std::span<const Descriptor> descript
   RULES_FUZZ_CHECK(limits == res.limits().size());
 }
 
+// Every adaptive limit that built is one the controller can run as written:
+// named, unique per domain, start within [min, max], target in its range;
+// and a controller made from it stays within [min, max] through a bad and a
+// good interval.
+void CheckAdaptive(const RuleSet& rules) {
+  const auto adaptive = rules.adaptive_rules();
+  RULES_FUZZ_CHECK(adaptive.size() <= kMaxAdaptiveLimits);
+  for (size_t i = 0; i < adaptive.size(); ++i) {
+    const RuleSet::AdaptiveRule& a = adaptive[i];
+    RULES_FUZZ_CHECK(!a.name.empty() && rules.HasDomain(a.domain));
+    if (i > 0) {
+      const RuleSet::AdaptiveRule& p = adaptive[i - 1];
+      RULES_FUZZ_CHECK(p.domain < a.domain || (p.domain == a.domain && p.name < a.name));
+    }
+    RULES_FUZZ_CHECK(a.spec.min >= 1 && a.spec.min <= a.start && a.start <= a.spec.max);
+    RULES_FUZZ_CHECK(a.window_ms > 0);
+    const AdaptiveConfig config = AdaptiveConfigFor(a.spec, a.window_ms);
+    RULES_FUZZ_CHECK(config.Valid());
+    AdaptiveLimit limit(config, a.start, 0);
+    RULES_FUZZ_CHECK(limit.limit() == a.start);
+    const double bad = a.spec.signal == AdaptiveSignal::kErrorRate ? 1.0 : a.spec.target + 1;
+    for (double value : {bad, 0.0}) {
+      limit.Report(value, UINT32_MAX, limit.interval_start_ms());
+      limit.Tick(limit.interval_start_ms() + config.interval_ms);
+      RULES_FUZZ_CHECK(limit.limit() >= a.spec.min && limit.limit() <= a.spec.max);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -122,6 +153,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (built.ok()) {
     BuildResult again = BuildRuleSet({&source, 1});
     RULES_FUZZ_CHECK(again.ok() && again.rules->digest() == rules->digest());
+    CheckAdaptive(*rules);
   }
 
   Resolution resolution;

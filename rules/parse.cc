@@ -11,7 +11,10 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
+#include <cmath>
 #include <exception>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string_view>
@@ -23,8 +26,9 @@ constexpr std::array<std::string_view, 2> kTopFields = {"domain", "descriptors"}
 constexpr std::array<std::string_view, 9> kDescriptorFields = {
     "key",         "value",           "rate_limit",      "rate_limits",    "descriptors",
     "shadow_mode", "detailed_metric", "value_to_metric", "share_threshold"};
-constexpr std::array<std::string_view, 5> kRateLimitFields = {"unit", "requests_per_unit",
-                                                              "unlimited", "name", "replaces"};
+constexpr std::array<std::string_view, 6> kRateLimitFields = {
+    "unit", "requests_per_unit", "unlimited", "name", "replaces", "adaptive"};
+constexpr std::array<std::string_view, 4> kAdaptiveFields = {"min", "max", "signal", "target"};
 constexpr std::array<std::string_view, 1> kReplacesFields = {"name"};
 
 template <size_t N>
@@ -234,6 +238,36 @@ class FileParser {
     return false;
   }
 
+  // A plain decimal (digits, at most one '.', at least one digit; no sign,
+  // exponent, inf or nan), at most 32 characters: what a target is written as.
+  bool Decimal(const YAML::Node& node, std::string_view what, double* out) {
+    if (!Visit(node)) return false;
+    if (node.IsScalar()) {
+      const std::string& text = node.Scalar();
+      size_t digits = 0, dots = 0;
+      for (char c : text) {
+        if (c >= '0' && c <= '9') {
+          ++digits;
+        } else if (c == '.') {
+          ++dots;
+        } else {
+          digits = 0;
+          break;
+        }
+      }
+      if (digits > 0 && dots <= 1 && text.size() <= 32) {
+        double value = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec == std::errc() && end == text.data() + text.size() && std::isfinite(value)) {
+          *out = value;
+          return true;
+        }
+      }
+    }
+    Error(node.Mark(), std::string(what) + " must be a decimal number such as 250 or 0.05");
+    return false;
+  }
+
   // Iterates a map's fields: checks each name is a known, unrepeated string
   // and calls `field(name, key_node, value_node)`. False on any error.
   template <size_t N, typename Fn>
@@ -416,7 +450,8 @@ class FileParser {
     }
     Limit limit;
     bool has_unit = false, has_requests = false;
-    YAML::Mark unit_mark = map.Mark(), requests_mark = map.Mark(), unlimited_mark = map.Mark();
+    YAML::Mark unit_mark = map.Mark(), requests_mark = map.Mark(), unlimited_mark = map.Mark(),
+               adaptive_mark = map.Mark();
     bool ok = Fields(
         map, "a rate_limit", kRateLimitFields,
         [&](std::string_view name, const YAML::Node& field_key, const YAML::Node& value) {
@@ -453,6 +488,10 @@ class FileParser {
             if (!String(value, "name", kMaxNameBytes, &limit.name)) return false;
             return true;
           }
+          if (name == "adaptive") {
+            adaptive_mark = field_key.Mark();
+            return Adaptive(value, field_key, &limit);
+          }
           return Replaces(value, field_key, &limit.replaces);
         });
     if (!ok) return false;
@@ -483,6 +522,7 @@ class FileParser {
       }
       if (!ok) return false;
     }
+    if (limit.adaptive && !AdaptiveFits(limit, adaptive_mark)) return false;
     for (const std::string& replaced : limit.replaces) {
       if (!limit.name.empty() && replaced == limit.name) {
         Error(at,
@@ -498,6 +538,113 @@ class FileParser {
       }
     }
     d->limits.push_back(std::move(limit));
+    return true;
+  }
+
+  // An `adaptive:` block's own fields (docs/ENVOY.md, "Load-adaptive
+  // limits"); how it fits its limit is AdaptiveFits.
+  bool Adaptive(const YAML::Node& map, const YAML::Node& key, Limit* limit) {
+    if (map.IsNull()) {
+      Error(key.Mark(), "adaptive is empty: give min, max, signal and target");
+      return false;
+    }
+    AdaptiveSpec spec;
+    bool has_min = false, has_max = false, has_signal = false, has_target = false;
+    YAML::Mark target_mark = map.Mark();
+    bool ok = Fields(
+        map, "an adaptive block", kAdaptiveFields,
+        [&](std::string_view name, const YAML::Node& field_key, const YAML::Node& value) {
+          if (name == "min") {
+            has_min = true;
+            if (!Uint32(value, "adaptive min", &spec.min)) return false;
+            if (spec.min == 0) {
+              Error(value.Mark(), "adaptive min must be at least 1 (0 would refuse every request)");
+              return false;
+            }
+            return true;
+          }
+          if (name == "max") {
+            has_max = true;
+            return Uint32(value, "adaptive max", &spec.max);
+          }
+          if (name == "signal") {
+            has_signal = true;
+            std::string text;
+            if (!String(value, "adaptive signal", 32, &text)) return false;
+            const std::optional<AdaptiveSignal> signal = ParseAdaptiveSignal(text);
+            if (!signal) {
+              Error(value.Mark(), "unknown adaptive signal " + Quote(text) +
+                                      " (expected latency_ms or error_rate)");
+              return false;
+            }
+            spec.signal = *signal;
+            return true;
+          }
+          has_target = true;
+          target_mark = value.Mark().is_null() ? field_key.Mark() : value.Mark();
+          return Decimal(value, "adaptive target", &spec.target);
+        });
+    if (!ok) return false;
+    const YAML::Mark at = map.Mark();
+    for (const auto& [has, field] : {std::pair<bool, const char*>{has_min, "min"},
+                                     {has_max, "max"},
+                                     {has_signal, "signal"},
+                                     {has_target, "target"}}) {
+      if (!has) {
+        Error(at, std::string("adaptive has no '") + field + "'");
+        ok = false;
+      }
+    }
+    if (!ok) return false;
+    if (spec.min > spec.max) {
+      Error(at, "adaptive min " + std::to_string(spec.min) + " is above max " +
+                    std::to_string(spec.max));
+      return false;
+    }
+    if (spec.signal == AdaptiveSignal::kErrorRate && !(spec.target > 0 && spec.target < 1)) {
+      Error(target_mark, "an error_rate target must be above 0 and below 1");
+      return false;
+    }
+    if (spec.signal == AdaptiveSignal::kLatencyMs &&
+        !(spec.target > 0 && spec.target <= kMaxAdaptiveLatencyTargetMs)) {
+      Error(target_mark, "a latency_ms target must be above 0 and at most 3600000 (one hour)");
+      return false;
+    }
+    limit->adaptive = spec;
+    return true;
+  }
+
+  // How a parsed adaptive block fits the rest of its limit, and the
+  // uniqueness of its name in the file (one domain): the name is the
+  // controller's identity.
+  bool AdaptiveFits(const Limit& limit, const YAML::Mark& at) {
+    const AdaptiveSpec& spec = *limit.adaptive;
+    if (limit.unlimited) {
+      Error(at, "an unlimited rate limit cannot be adaptive");
+      return false;
+    }
+    if (limit.name.empty()) {
+      Error(at, "an adaptive rate limit needs a 'name' (its controller's identity)");
+      return false;
+    }
+    if (limit.requests_per_unit < spec.min || limit.requests_per_unit > spec.max) {
+      Error(at, "requests_per_unit " + std::to_string(limit.requests_per_unit) +
+                    " (the adaptive limit's start) must be within min " + std::to_string(spec.min) +
+                    " and max " + std::to_string(spec.max));
+      return false;
+    }
+    if (out_->adaptive_count >= kMaxAdaptiveLimits) {
+      Error(at, "more than " + std::to_string(kMaxAdaptiveLimits) + " adaptive rate limits");
+      return false;
+    }
+    const auto [it, inserted] = adaptive_names_.emplace(limit.name, at);
+    if (!inserted) {
+      Error(at, "two adaptive rate limits named " + Quote(limit.name) +
+                    " in one domain (also at line " +
+                    std::to_string(std::max(it->second.line, 0) + 1) + ")");
+      return false;
+    }
+    ++out_->adaptive_count;
     return true;
   }
 
@@ -541,6 +688,7 @@ class FileParser {
   std::vector<RuleError>* errors_;
   size_t error_count_ = 0;
   size_t nodes_visited_ = 0;
+  std::map<std::string, YAML::Mark, std::less<>> adaptive_names_;  // name -> its block
   bool budget_reported_ = false;
 };
 

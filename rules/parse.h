@@ -31,6 +31,7 @@ struct ParsedFile {
   uint32_t domain_column = 0;
   std::vector<ParsedDescriptor> descriptors;
   size_t descriptor_count = 0;  // all levels
+  size_t adaptive_count = 0;    // limits with an `adaptive:` block
 };
 
 // Parses `source` into `*out`. Returns true when it holds no error; else

@@ -3,9 +3,11 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <charconv>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "rules/parse.h"
@@ -76,6 +78,24 @@ std::optional<Unit> ParseUnit(std::string_view text) {
   return std::nullopt;
 }
 
+std::string_view AdaptiveSignalName(AdaptiveSignal signal) {
+  switch (signal) {
+    case AdaptiveSignal::kLatencyMs:
+      return "latency_ms";
+    case AdaptiveSignal::kErrorRate:
+      return "error_rate";
+    default:
+      return "unknown";
+  }
+}
+
+std::optional<AdaptiveSignal> ParseAdaptiveSignal(std::string_view text) {
+  for (AdaptiveSignal s : {AdaptiveSignal::kLatencyMs, AdaptiveSignal::kErrorRate}) {
+    if (AdaptiveSignalName(s) == text) return s;
+  }
+  return std::nullopt;
+}
+
 std::string RuleError::ToString() const {
   std::string out = file;
   if (line != 0) {
@@ -136,6 +156,9 @@ std::shared_ptr<const RuleSet> RuleSet::Empty() {
 size_t RuleSet::domain_count() const { return index_->domains.size(); }
 size_t RuleSet::descriptor_count() const { return index_->nodes.size(); }
 std::span<const RuleSet::RuleLimitName> RuleSet::rule_limits() const { return index_->rule_limits; }
+std::span<const RuleSet::AdaptiveRule> RuleSet::adaptive_rules() const {
+  return index_->adaptive_rules;
+}
 bool RuleSet::HasDomain(std::string_view domain) const {
   return index_->domains.find(domain) != index_->domains.end();
 }
@@ -187,7 +210,7 @@ std::vector<const ParsedDescriptor*> CanonicalOrder(const std::vector<ParsedDesc
   return order;
 }
 
-void Canonical(const std::vector<ParsedDescriptor>& list, std::string* out) {
+void Canonical(const std::vector<ParsedDescriptor>& list, bool with_adaptive, std::string* out) {
   PutU64(out, list.size());
   for (const ParsedDescriptor* d : CanonicalOrder(list)) {
     PutString(out, d->key);
@@ -210,8 +233,21 @@ void Canonical(const std::vector<ParsedDescriptor>& list, std::string* out) {
       replaces.erase(std::unique(replaces.begin(), replaces.end()), replaces.end());
       PutU64(out, replaces.size());
       for (const std::string& r : replaces) PutString(out, r);
+      // The adaptive block: members whose blocks differ would run different
+      // controllers for one rule, so their digests must differ. Written only
+      // in the v2 form, so a set without adaptive limits keeps its v1 digest
+      // and members of the previous version still agree with this one.
+      if (!with_adaptive) continue;
+      out->push_back(l->adaptive ? 1 : 0);
+      if (l->adaptive) {
+        PutU64(out, l->adaptive->min);
+        PutU64(out, l->adaptive->max);
+        out->push_back(static_cast<char>(l->adaptive->signal));
+        // The value's bits: "250" and "250.0" are one target.
+        PutU64(out, std::bit_cast<uint64_t>(l->adaptive->target));
+      }
     }
-    Canonical(d->children, out);
+    Canonical(d->children, with_adaptive, out);
   }
 }
 
@@ -313,7 +349,7 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
     return result;
   }
   std::vector<ParsedFile> files(sources.size());
-  size_t total_descriptors = 0;
+  size_t total_descriptors = 0, total_adaptive = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     if (!ParseRuleFile(sources[i], &files[i], &result.errors)) continue;
     size_t error_count = 0;
@@ -324,11 +360,17 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
            std::to_string(error_count - kMaxErrorsPerFile) + " more errors not shown"});
     }
     total_descriptors += files[i].descriptor_count;
+    total_adaptive += files[i].adaptive_count;
   }
   if (total_descriptors > kMaxDescriptorsTotal) {
     result.errors.push_back(
         {"(rule set)", 0, 0,
          "more than " + std::to_string(kMaxDescriptorsTotal) + " descriptors in all files"});
+  }
+  if (total_adaptive > kMaxAdaptiveLimits) {
+    result.errors.push_back(
+        {"(rule set)", 0, 0,
+         "more than " + std::to_string(kMaxAdaptiveLimits) + " adaptive rate limits in all files"});
   }
   // One domain per file, as envoyproxy/ratelimit without MERGE_DOMAIN_CONFIG.
   std::map<std::string_view, const ParsedFile*> by_domain;
@@ -346,20 +388,43 @@ BuildResult BuildRuleSet(std::span<const RuleSource> sources) {
   if (!result.errors.empty()) return result;
 
   auto index = std::make_unique<RuleSet::Index>();
-  std::string canonical = "tally-rules-digest-v1";
+  bool any_adaptive = false;
+  for (const auto& [domain, file] : by_domain) any_adaptive |= file->adaptive_count > 0;
+  std::string canonical = any_adaptive ? "tally-rules-digest-v2" : "tally-rules-digest-v1";
   IndexBuilder builder(index.get());
-  for (const auto& [domain, file] : by_domain) {  // sorted by domain
+  std::vector<std::pair<std::string_view, size_t>> first_node;  // domain -> its first node
+  for (const auto& [domain, file] : by_domain) {                // sorted by domain
+    first_node.emplace_back(file->domain, index->nodes.size());
     DomainIndex d;
     d.top_level = builder.AddLevel(file->descriptors, file->domain);
     d.endpoint = CounterEndpoint(file->domain);
     index->domains.emplace(file->domain, std::move(d));
     PutString(&canonical, file->domain);
-    Canonical(file->descriptors, &canonical);
+    Canonical(file->descriptors, any_adaptive, &canonical);
   }
   // Last, once `nodes` no longer moves: the views point into it.
   for (RuleNode& node : index->nodes) {
     node.first_rule_limit = static_cast<uint32_t>(index->rule_limits.size());
     for (const Limit& l : node.limits) index->rule_limits.push_back({node.path, l.name});
+  }
+  if (any_adaptive) {
+    for (size_t i = 0; i < first_node.size(); ++i) {
+      // The key in `domains` outlives this function; the ParsedFile does not.
+      const std::string_view domain = index->domains.find(first_node[i].first)->first;
+      const size_t end = i + 1 < first_node.size() ? first_node[i + 1].second : index->nodes.size();
+      for (size_t n = first_node[i].second; n < end; ++n) {
+        const RuleNode& node = index->nodes[n];
+        for (const Limit& l : node.limits) {
+          if (!l.adaptive) continue;
+          index->adaptive_rules.push_back(
+              {domain, l.name, node.path, l.window_ms, l.requests_per_unit, *l.adaptive});
+        }
+      }
+    }
+    std::sort(index->adaptive_rules.begin(), index->adaptive_rules.end(),
+              [](const RuleSet::AdaptiveRule& a, const RuleSet::AdaptiveRule& b) {
+                return std::tie(a.domain, a.name) < std::tie(b.domain, b.name);
+              });
   }
   for (const RuleSource& source : sources) index->sources.push_back(source.name);
   std::sort(index->sources.begin(), index->sources.end());

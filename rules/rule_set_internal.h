@@ -63,8 +63,9 @@ struct RuleSet::Index {
   StringMap<DomainIndex> domains;
   std::vector<RuleNode> nodes;
   std::vector<Level> levels;
-  bool any_replaces = false;                        // whether Resolve needs its replaces pass
-  std::vector<RuleSet::RuleLimitName> rule_limits;  // views into `nodes`
+  bool any_replaces = false;                          // whether Resolve needs its replaces pass
+  std::vector<RuleSet::RuleLimitName> rule_limits;    // views into `nodes`
+  std::vector<RuleSet::AdaptiveRule> adaptive_rules;  // views into `nodes` and `domains`
   std::vector<std::string> sources;
   Digest digest{};
 };

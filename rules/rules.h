@@ -9,6 +9,8 @@
 //      limit override) to the limits to enforce, each with the counter identity
 //      that tally's check takes (user_id, endpoint, window_ms).
 //   3. RuleSet::digest() names the rules' content so members can compare them.
+// RuleSet::adaptive_rules() lists the limits with an `adaptive:` block, the
+// input of their controllers (rules/adaptive.h; not run by the daemon yet).
 //
 // Threading: a RuleSet never changes after it is built; any number of threads
 // may call Resolve() on one RuleSet at once, each with its own Resolution.
@@ -93,6 +95,11 @@ inline constexpr size_t kMaxRuleValueBytes = 1024;      // a descriptor's `value
 inline constexpr size_t kMaxNameBytes = 256;            // `name`, `replaces` names
 inline constexpr size_t kMaxYamlNodesPerFile = 200000;  // walked, aliases included
 inline constexpr size_t kMaxErrorsPerFile = 50;         // then one "N more" line
+// Adaptive limits in one rule set: each will be one runtime override written
+// by its owner about once per control interval, and the override map lets a
+// member write at most 1024 selectors (docs/DESIGN.md, "Load-adaptive
+// limits"); 256 leaves room for the operators' own.
+inline constexpr size_t kMaxAdaptiveLimits = 256;
 
 // One problem in a rules file. line/column are 1-based; 0 when the problem is
 // with the file as a whole (unreadable, too large).
@@ -111,6 +118,33 @@ struct RuleSource {
   std::string text;
 };
 
+// What an adaptive limit follows (docs/DESIGN.md, "Load-adaptive limits").
+enum class AdaptiveSignal : uint8_t {
+  kLatencyMs = 1,  // the backend's latency in ms, averaged over the interval
+  kErrorRate = 2,  // the backend's errors / requests over the interval
+};
+// "latency_ms", "error_rate"; "unknown" for anything else.
+std::string_view AdaptiveSignalName(AdaptiveSignal signal);
+// Exact spelling only; nullopt for anything else.
+std::optional<AdaptiveSignal> ParseAdaptiveSignal(std::string_view text);
+
+// A latency target above this (one hour) is refused: no backend's reply is
+// worth waiting for that long, and a bounded target keeps the law's arithmetic
+// far from overflow.
+inline constexpr double kMaxAdaptiveLatencyTargetMs = 3600000;
+
+// A rate_limit's `adaptive:` block: the limit moves between min and max
+// (inclusive) to keep the backend's signal at or below target, starting from
+// requests_per_unit. Parsed and checked here; the controller is
+// rules/adaptive.h, and nothing in the daemon runs it yet.
+struct AdaptiveSpec {
+  uint32_t min = 0;  // >= 1
+  uint32_t max = 0;  // >= requests_per_unit >= min
+  AdaptiveSignal signal = AdaptiveSignal::kLatencyMs;
+  double target = 0;  // latency: (0, kMaxAdaptiveLatencyTargetMs]; error rate: (0, 1)
+  bool operator==(const AdaptiveSpec&) const = default;
+};
+
 // One configured limit of a descriptor.
 struct Limit {
   uint32_t requests_per_unit = 0;
@@ -119,6 +153,9 @@ struct Limit {
   bool unlimited = false;  // always OK, counts nothing
   std::string name;        // may be empty; target of other limits' `replaces`
   std::vector<std::string> replaces;
+  // Set iff the limit has an `adaptive:` block; then `name` is not empty and
+  // unique among the domain's adaptive limits (the controller's identity).
+  std::optional<AdaptiveSpec> adaptive;
 };
 
 class RuleSet;
@@ -169,6 +206,19 @@ class RuleSet {
     std::string_view name;
   };
   std::span<const RuleLimitName> rule_limits() const;
+
+  // Every limit with an `adaptive:` block, sorted by (domain, name), the
+  // controller's identity (unique: the parser refuses two in one domain).
+  // Views into the set, valid while it lives. Nothing runs them yet.
+  struct AdaptiveRule {
+    std::string_view domain;
+    std::string_view name;
+    std::string_view rule_path;
+    uint64_t window_ms = 0;
+    uint32_t start = 0;  // requests_per_unit: the limit before any signal
+    AdaptiveSpec spec;
+  };
+  std::span<const AdaptiveRule> adaptive_rules() const;
 
   struct Index;  // the matching structure (rules/rule_set_internal.h)
   const Index& index() const { return *index_; }

@@ -112,7 +112,7 @@ TEST(ParseTest, UnknownFieldsAreRejectedWhereTheyAre) {
   EXPECT_EQ(FirstError("domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n"
                        "      requests_per_unit: 1\n      shadow_mode: true\n"),
             "r.yaml:7:7: unknown field 'shadow_mode' in a rate_limit (expected one of: unit, "
-            "requests_per_unit, unlimited, name, replaces)");
+            "requests_per_unit, unlimited, name, replaces, adaptive)");
   // A field valid elsewhere is not valid here (ratelimit only checks names).
   EXPECT_THAT(FirstError("domain: d\nunit: second\n"),
               HasSubstr("r.yaml:2:1: unknown field 'unit'"));
