@@ -98,8 +98,9 @@ struct ClusterOptions {
 
   // Snapshots (docs/DESIGN.md, "Snapshots"): "" = none. Otherwise the
   // counts are restored from STATE_DIR/counts.snapshot at Start (before the
-  // first check) and written there every `snapshot_interval` (0: only at
-  // shutdown) and by WriteFinalSnapshot.
+  // first check) and written there every `snapshot_interval` (0: never
+  // periodically), within about a second of an override change
+  // (SnapshotSchedule), and by WriteFinalSnapshot.
   std::string state_dir;
   std::chrono::seconds snapshot_interval{60};
   // (The cluster name written into snapshots is peer_auth.cluster_name: a

@@ -35,6 +35,7 @@
 #include "daemon/io/accept_backoff.h"
 #include "daemon/io/cluster_driver.h"
 #include "daemon/io/datagram_batch.h"
+#include "daemon/io/snapshot_schedule.h"
 #include "daemon/io/stream_frames.h"
 
 namespace tally::io {
@@ -176,8 +177,14 @@ struct ClusterDriver::Impl {
   // taking `mu` once per slice, then seals and writes the file with no lock
   // held. Only one runs at a time (snapshot_write_mu).
   bool WriteSnapshot(const char* why);
+  // The writer thread: writes when snapshot_schedule says.
   void SnapshotLoop();
   void StopSnapshotThread();
+  // The override map changed (any source: a local write, a peer's, a
+  // dropped tombstone): a write is due within about a second
+  // (SnapshotSchedule), so a crash of every member soon after loses no
+  // override. Takes snapshot_mu (always after mu, never before).
+  void OverridesChangedLocked();
 
   // ---- --join dns: ----
   // Resolves the DNS seeds into canonical addresses (blocking).
@@ -234,11 +241,12 @@ struct ClusterDriver::Impl {
       stream_frames_out{0}, stream_bytes_out{0}, stream_frames_dropped{0}, stream_connects{0},
       stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
 
-  // Snapshots. The periodic writer thread sleeps on snapshot_cv.
+  // Snapshots. The writer thread sleeps on snapshot_cv.
   std::thread snapshot_thread;
-  std::mutex snapshot_mu;  // guards snapshot_stop
+  std::mutex snapshot_mu;  // guards snapshot_stop, snapshot_schedule
   std::condition_variable snapshot_cv;
   bool snapshot_stop = false;
+  std::optional<SnapshotSchedule> snapshot_schedule;  // set after the restore, with a state dir
   std::mutex snapshot_write_mu;            // one writer at a time; guards snapshot_buffer
   std::vector<std::byte> snapshot_buffer;  // the last payload, reused (its pages are mapped)
   mutable std::mutex snapshot_stats_mu;

@@ -1,15 +1,16 @@
 // ClusterDriver: snapshots (docs/DESIGN.md, "Snapshots"). Restore at start,
-// sliced writes, and the periodic writer thread.
+// sliced writes, and the writer thread (periodic, and soon after an
+// override change: SnapshotSchedule).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <random>
 #include <thread>
 
 #include "daemon/io/cluster_driver_impl.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/snapshot_file.h"
+#include "daemon/io/snapshot_schedule.h"
 #include "persist/snapshot.h"
 
 namespace tally::io {
@@ -143,22 +144,38 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
 }
 
 void ClusterDriver::Impl::SnapshotLoop() {
-  // Each wait is the interval +-10%, so members started together (a
-  // deploy) do not all write, and stall their disks, at the same moment.
-  std::mt19937_64 rng(options.node.rng_seed ^ 0x5eed);
-  const auto interval =
-      std::chrono::duration_cast<std::chrono::milliseconds>(options.snapshot_interval);
-  std::uniform_int_distribution<int64_t> jitter(-interval.count() / 10, interval.count() / 10);
+  using Clock = SnapshotSchedule::Clock;
   std::unique_lock<std::mutex> lock(snapshot_mu);
+  SnapshotSchedule& schedule = *snapshot_schedule;
   for (;;) {
-    const auto wait = interval + std::chrono::milliseconds(jitter(rng));
-    if (snapshot_cv.wait_for(lock, wait, [this] { return snapshot_stop; })) {
-      return;
+    if (snapshot_stop) return;
+    // Re-evaluated after every wake: a stop, an override change, or the time.
+    const SnapshotSchedule::Time due = schedule.Due();
+    if (due == SnapshotSchedule::Time::max()) {
+      snapshot_cv.wait(lock);
+      continue;
     }
+    if (Clock::now() < due) {
+      snapshot_cv.wait_until(lock, due);
+      continue;
+    }
+    const SnapshotSchedule::Kind kind = schedule.Begin(Clock::now());
     lock.unlock();
-    WriteSnapshot("periodic");
+    const bool ok =
+        WriteSnapshot(kind == SnapshotSchedule::Kind::kPeriodic ? "periodic" : "overrides");
     lock.lock();
+    schedule.Finished(Clock::now(), ok);
   }
+}
+
+void ClusterDriver::Impl::OverridesChangedLocked() {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    // No schedule: no state dir, or still restoring (the file holds them).
+    if (!snapshot_schedule || snapshot_schedule->overrides_pending()) return;
+    snapshot_schedule->OverridesChanged();
+  }
+  snapshot_cv.notify_all();
 }
 
 void ClusterDriver::Impl::StopSnapshotThread() {
