@@ -115,6 +115,7 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
   std::string error;
   const bool ok = WriteSnapshotFile(path, sealed, &error);
   const Steady::time_point written = Steady::now();
+  const size_t bytes = sealed.size();  // before the payload goes back to the buffer
   snapshot_buffer = std::move(sealed.payload);
   {
     std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
@@ -123,7 +124,7 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
     if (ok) {
       ++c.writes;
       c.last_keys = sealed.keys;
-      c.last_bytes = sealed.size();
+      c.last_bytes = bytes;
       c.last_overrides = sealed.overrides;
       c.last_encode_us = us(encoded - start);
       c.last_write_us = us(written - encoded);
@@ -138,8 +139,8 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
   spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
               "{} snapshot: {} keys, {} limit overrides, {} bytes to {} (encode {} ms, longest "
               "lock hold {} us, write {} ms)",
-              why, sealed.keys, sealed.overrides, sealed.size(), path.string(),
-              us(encoded - start) / 1000, us(longest), us(written - encoded) / 1000);
+              why, sealed.keys, sealed.overrides, bytes, path.string(), us(encoded - start) / 1000,
+              us(longest), us(written - encoded) / 1000);
   return true;
 }
 

@@ -398,6 +398,8 @@ TEST(LimitOverrideRestartTest, OverridesAreOnDiskWithinSecondsSoACrashOfEveryMem
   EXPECT_LE(CounterIn(*s1, "snapshot_writes"), 1u + static_cast<uint64_t>(elapsed_ms / 1000))
       << "in " << elapsed_ms << " ms";
   EXPECT_EQ(CounterIn(*s1, "snapshot_write_errors"), 0u);
+  EXPECT_EQ(CounterIn(*s1, "snapshot_last_bytes"),
+            std::filesystem::file_size(dir.File("n1") + "/counts.snapshot"));
 
   // Every member crashes, then every one restarts from its own snapshot.
   for (TestNode* n : all) EXPECT_EQ(n->process.Kill9(), 128 + SIGKILL) << n->id;
