@@ -355,6 +355,7 @@ bool ClusterDriver::Start(std::string* error) {
   // check reaches it (the client sockets start after this returns).
   if (!options_.state_dir.empty()) {
     d.RestoreSnapshot(ReadClock());
+    d.ImportSingleNodeOverrides(ReadClock());
     std::lock_guard<std::mutex> lock(d.snapshot_mu);
     d.snapshot_schedule.emplace(
         std::chrono::duration_cast<std::chrono::milliseconds>(options_.snapshot_interval),

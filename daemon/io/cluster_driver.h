@@ -130,6 +130,9 @@ struct SnapshotCounters {
   // Runtime limit overrides (tombstones included) merged from the snapshot,
   // and those dropped (invalid, stamped too late, or refused by the map).
   uint64_t restored_overrides = 0, restore_dropped_overrides = 0;
+  // Entries merged at start from a single node's overrides.snapshot in the
+  // same state dir (ClusterDriver::Impl::ImportSingleNodeOverrides).
+  uint64_t imported_overrides = 0;
   uint64_t writes = 0, write_errors = 0;
   uint64_t last_keys = 0, last_bytes = 0, last_overrides = 0;
   uint64_t last_encode_us = 0;    // the whole sliced pass, wall time

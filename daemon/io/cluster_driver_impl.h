@@ -173,6 +173,13 @@ struct ClusterDriver::Impl {
   // or unreadable file is logged, counted and moved aside, and the node
   // starts clean. Call before the Node serves.
   void RestoreSnapshot(const Instant& now);
+  // A single node's overrides (io::LocalOverrides' file in the same state
+  // dir) become this member's when it restored none of its own, or the file
+  // is newer than the snapshot it restored: merged with their own stamps
+  // (the LWW join, as a peer's), written into counts.snapshot at once, and
+  // the file renamed *.imported so no later start takes it again. Call after
+  // RestoreSnapshot, before the Node serves.
+  void ImportSingleNodeOverrides(const Instant& now);
   // Encodes the Node's store in slices of snapshot_slice_slots home slots,
   // taking `mu` once per slice, then seals and writes the file with no lock
   // held. Only one runs at a time (snapshot_write_mu).
@@ -251,6 +258,8 @@ struct ClusterDriver::Impl {
   std::vector<std::byte> snapshot_buffer;  // the last payload, reused (its pages are mapped)
   mutable std::mutex snapshot_stats_mu;
   SnapshotCounters snapshot_stats;  // snapshot_stats_mu
+  // The written time of the snapshot RestoreSnapshot loaded (none: none was).
+  std::optional<int64_t> restored_written_wall_ms;
 
   // --join dns: seeds, re-resolved on dns_thread.
   std::vector<DnsSeed> dns_seeds;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "daemon/io/cluster_driver_impl.h"
+#include "daemon/io/limit_door.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/snapshot_file.h"
 #include "daemon/io/snapshot_schedule.h"
@@ -47,6 +48,7 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
         PublishOverridesLocked();
       }
       const persist::DecodedSnapshot& d = read.snapshot;
+      restored_written_wall_ms = d.header.written_wall_ms;
       c.restore_loaded = 1;
       c.restored_keys = restored.keys_merged;
       c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
@@ -74,6 +76,73 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
       return;
     }
   }
+}
+
+void ClusterDriver::Impl::ImportSingleNodeOverrides(const Instant& now) {
+  const std::filesystem::path path =
+      std::filesystem::path(options.state_dir) / LocalOverrides::kOverridesFileName;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = options.peer_auth.cluster_name;
+  expect.node_id = options.node.node_id;
+  expect.generation = options.node.generation;
+  expect.buckets_per_window = options.node.limiter.buckets_per_window;
+  expect.now_wall_ms = now.wall.count();
+  expect.max_bytes = options.max_snapshot_bytes;
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  if (read.outcome == SnapshotReadResult::Outcome::kRejected &&
+      read.snapshot.status == persist::SnapshotStatus::kOtherNode) {
+    // Overrides are the cluster's, not a node's: a single node often ran
+    // under its host name, a member under --node-id. Every other check holds.
+    expect.node_id = read.snapshot.header.node_id;
+    read = ReadSnapshotFile(path, expect);
+  }
+  if (read.outcome != SnapshotReadResult::Outcome::kLoaded) {
+    spdlog::warn("single-node limit overrides not imported (the file is left as it is): {}",
+                 read.message);
+    return;
+  }
+  const int64_t file_written_ms = read.snapshot.header.written_wall_ms;
+  crdt::OverrideRestoreCounts counts;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    // A file older than a snapshot that holds overrides is a leftover (this
+    // member has run in cluster mode since): its entries were superseded.
+    if (node->overrides().size() > 0 && restored_written_wall_ms &&
+        file_written_ms <= *restored_written_wall_ms) {
+      spdlog::info(
+          "{} not imported: older than {}, which holds this member's limit overrides; delete it "
+          "if it is not needed",
+          path.string(), SnapshotPath(options.state_dir).string());
+      return;
+    }
+    counts = node->RestoreOverrides(read.snapshot);
+    PublishOverridesLocked();
+  }
+  {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    snapshot_stats.imported_overrides = counts.applied + counts.stale;
+  }
+  // In counts.snapshot before the file is renamed, so a crash in between
+  // imports it again (the same join) rather than losing it.
+  std::filesystem::path imported = path;
+  imported += ".imported";
+  std::string where;
+  if (!WriteSnapshot("import")) {
+    where =
+        "; not written to the snapshot, so the file stays and is imported again at the next "
+        "start";
+  } else if (std::filesystem::rename(path, imported, ec); ec) {
+    where = "; could not rename it to " + imported.string() + ": " + ec.message();
+  } else {
+    where = "; renamed to " + imported.string();
+  }
+  spdlog::info(
+      "imported {} limit overrides ({} refused by the map) written by the single node {} {} ms "
+      "ago from {}; they spread to the members by anti-entropy{}",
+      counts.applied + counts.stale, counts.refused, read.snapshot.header.node_id,
+      now.wall.count() - file_written_ms, path.string(), where);
 }
 
 bool ClusterDriver::Impl::WriteSnapshot(const char* why) {

@@ -3,7 +3,8 @@
 // lists it, rm restores the callers' limit), a write from a non-loopback UDP
 // source refused, and overrides (removals too) kept across a restart of a
 // single node (even a crash) and of every member of a cluster, even a crash
-// of every member a few seconds after the write (docs/DESIGN.md, "Snapshots").
+// of every member a few seconds after the write, and across a change between
+// single-node and cluster mode on one state dir (docs/DESIGN.md, "Snapshots").
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
@@ -412,6 +413,118 @@ TEST(LimitOverrideRestartTest, OverridesAreOnDiskWithinSecondsSoACrashOfEveryMem
     EXPECT_EQ(CounterIn(*s, "overrides_live"), 2u) << n->id;
   }
   ExpectOverridesKept(UdpOf(c.node(1)), [&](CheckRequest r) { return CheckThrough(c.node(1), r); });
+}
+
+// ---- moving between single-node and cluster mode with one state dir ----
+
+TEST(LimitOverrideModeChangeTest, ASingleNodesOverridesCarryIntoClusterModeAndSpread) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  {
+    DaemonProcess solo;
+    std::string error;
+    ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+                            "--stats-interval-s", "0", "--state-dir", state},
+                           &error))
+        << error;
+    WriteOverridesToKeep("127.0.0.1:" + std::to_string(solo.udp_port()));
+    EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
+  }
+  ASSERT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+
+  // The same state dir as cluster member n1 (another node id: the import
+  // takes it anyway), with n2 on a fresh one.
+  ClusterHarness c;
+  std::string error;
+  TestNode* n1 =
+      c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+  ASSERT_NE(n1, nullptr) << error;
+  ASSERT_NE(c.StartNode("n2", {n1->gossip()},
+                        {"--state-dir", dir.File("n2"), "--snapshot-interval-s", "0"}, &error),
+            nullptr)
+      << error;
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  std::optional<wire::StatusReport> s = StatusOf(*n1);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 3u);  // two sets and a removal
+  EXPECT_EQ(CounterIn(*s, "snapshot_restore_missing"), 1u);
+  // Written into the member's snapshot before the file was set aside.
+  EXPECT_FALSE(std::filesystem::exists(state + "/overrides.snapshot"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot.imported"));
+  EXPECT_TRUE(SnapshotHoldsKeptOverrides(state + "/counts.snapshot", "n1"));
+  // Anti-entropy brings them to n2, which had none.
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(10), [&] {
+    return LimitSeen(UdpOf(c.node(1))) == 2 && DescriptorLimitSeen(UdpOf(c.node(1))) == 7 &&
+           Limit("get", UdpOf(c.node(1)), kGoneKey).exit_code == 1;
+  })) << "n2 never held the imported overrides";
+  ExpectOverridesKept(UdpOf(c.node(1)), [&](CheckRequest r) { return CheckThrough(c.node(1), r); });
+
+  // A crash of n1 and a restart: from its own snapshot, nothing imported
+  // again, not even a copy of the old file put back (older than the
+  // snapshot, which holds overrides: a leftover, left alone).
+  EXPECT_EQ(n1->process.Kill9(), 128 + SIGKILL);
+  std::filesystem::copy_file(state + "/overrides.snapshot.imported", state + "/overrides.snapshot");
+  ASSERT_TRUE(c.Restart(*n1, &error)) << error;
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+  s = StatusOf(*n1);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 0u);
+  EXPECT_EQ(LimitSeen(UdpOf(*n1)), 2);
+}
+
+TEST(LimitOverrideModeChangeTest, AMembersOverridesCarryIntoSingleModeAndBack) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  std::string error;
+  {
+    ClusterHarness c;  // a cluster of one
+    TestNode* n1 =
+        c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+    ASSERT_NE(n1, nullptr) << error;
+    WriteOverridesToKeep(UdpOf(*n1));
+    EXPECT_EQ(n1->process.Stop(std::chrono::seconds(10)), 0);
+  }
+  ASSERT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot"));
+
+  // A single node (host-name-like id) on that dir: the cluster snapshot's overrides.
+  DaemonProcess solo;
+  ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+                          "--stats-interval-s", "0", "--state-dir", state},
+                         &error))
+      << error;
+  auto udp = [&] { return "127.0.0.1:" + std::to_string(solo.udp_port()); };
+  ExpectOverridesKept(udp(), [&](CheckRequest r) { return CheckHere(SoloAddress(solo), r); });
+  std::optional<wire::StatusReport> s = QueryStatusHere(SoloAddress(solo));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "overrides_restored"), 3u);
+  // Saved in its own file at once: a crash keeps them, read from there.
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot"));
+  EXPECT_EQ(solo.Kill9(), 128 + SIGKILL);
+  ASSERT_TRUE(solo.Restart(&error)) << error;
+  EXPECT_EQ(LimitSeen(udp()), 2);
+  // A change made as a single node...
+  ProcessResult r =
+      Limit("set", udp(),
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
+
+  // ...wins when the dir goes back to cluster mode: the single node's file
+  // is newer than the member's snapshot, whose carol at 2 it overwrites.
+  ClusterHarness c;
+  TestNode* n1 =
+      c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+  ASSERT_NE(n1, nullptr) << error;
+  s = StatusOf(*n1);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 3u);
+  EXPECT_EQ(LimitSeen(UdpOf(*n1)), 5);
+  EXPECT_EQ(DescriptorLimitSeen(UdpOf(*n1)), 7);
+  EXPECT_EQ(Limit("get", UdpOf(*n1), kGoneKey).exit_code, 1);
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot.imported"));
 }
 
 }  // namespace
