@@ -1,7 +1,7 @@
 // tally-load: closed-loop load generator for tallyd (and a raw echo server,
 // the transport floor tallyd is judged against).
 //
-//   tally-load [--udp HOST:PORT | --unix PATH] [--in-flight N] [--duration-s S]
+//   tally-load [--udp HOST:PORT | --unix PATH] [--in-flight N | --rate N] [--duration-s S]
 //              [--keys K] [--dist uniform|zipf] [--zipf-s S] [--seed N]
 //              [--limit L] [--window-ms W] [--batch B] [--threads T]
 //              [--timeout-ms N] [--owner-filter all|local|remote|node=ID]
@@ -38,6 +38,19 @@
 // soon as a whole one's worth has been answered or timed out. A check with no
 // reply within --timeout-ms counts as a timeout and is replaced, so loss
 // never stalls the loop.
+//
+// Open loop (--rate N): N checks per second over all threads, on a schedule
+// from the monotonic clock (datagram k of a thread is due at start + k x
+// batch / its share of N), sent whether or not earlier ones were answered
+// (--in-flight is then unused). The schedule is kept to the millisecond: a
+// thread wakes at most once per millisecond and sends every datagram due by
+// then, so it never spins; one that fell behind (a stalled machine) sends its
+// backlog at once, and each datagram sent more than 2 ms after its time
+// counts in late_sends. A run sends exactly floor(N x --duration-s) checks
+// (rounded to whole datagrams per thread), the last ones even if due in the
+// final wake's millisecond. Replies after --timeout-ms count as timeouts (lost)
+// and, when they come after all, as late. The report gives the rate asked
+// and the rate sent (sent_rps); throughput_rps is replies in time per second.
 //
 // Keys are "u<i>" for i in [0, --keys) with endpoint "/load". With
 // --owner-filter, tally-load first asks the target who owns each candidate
@@ -192,6 +205,7 @@ struct LoadConfig {
   int batch = 1;  // checks per datagram
   int threads = 1;
   std::chrono::milliseconds timeout{1000};
+  double rate = 0;  // checks per second, open loop; 0: closed loop (in_flight)
   // Key i of the run is LoadUserId(key_ids[i]) when not empty (an owner
   // filter chose them; keys == key_ids.size()), else LoadUserId(i).
   std::vector<uint64_t> key_ids;
@@ -207,19 +221,22 @@ struct LoadResult {
   uint64_t completed = 0;  // checks answered in time (allowed + denied + errors)
   uint64_t allowed = 0;
   uint64_t denied = 0;
-  uint64_t errors = 0;    // non-ok status replies and failed sends
-  uint64_t timeouts = 0;  // no reply within the timeout
-  uint64_t late = 0;      // replies after their timeout (or unknown ids)
+  uint64_t errors = 0;      // non-ok status replies and failed sends
+  uint64_t timeouts = 0;    // no reply within the timeout
+  uint64_t late = 0;        // replies after their timeout (or unknown ids)
+  uint64_t late_sends = 0;  // --rate: datagrams sent > 2 ms after their scheduled time
   Histogram latency;
   std::string setup_error;  // the run could not start
 
   double throughput() const {
     return elapsed_s > 0 ? static_cast<double>(completed) / elapsed_s : 0;
   }
+  double sent_rate() const { return elapsed_s > 0 ? static_cast<double>(sent) / elapsed_s : 0; }
 };
 
-// One client thread's closed loop. `share` checks outstanding at most.
-void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int share,
+// One client thread's loop: closed, `share` checks outstanding at most, or
+// with `rate` > 0 open, `rate` checks per second.
+void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int share, double rate,
                PipelinedClient* client, SteadyClock::time_point end, LoadResult* out) {
   std::mt19937_64 rng(config.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(index));
   std::uniform_int_distribution<uint64_t> uniform_key(0, config.keys - 1);
@@ -242,41 +259,70 @@ void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int s
   };
   const int64_t end_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count();
+  // Open loop: datagram k is due at start_ns + k x interval.
+  const double interval_ns = rate > 0 ? 1e9 * batch / rate : 0;
+  constexpr int64_t kLateSendNs = 2'000'000;
+  // From the run's start (`end` - duration), not this thread's: a thread
+  // that started late sends what was due meanwhile at once.
+  const int64_t start_ns = end_ns - std::llround(config.duration_s * 1e9);
+  uint64_t scheduled = 0;  // datagrams sent so far on the schedule
+  auto due_ns = [&] {
+    return start_ns +
+           static_cast<int64_t>(std::llround(static_cast<double>(scheduled) * interval_ns));
+  };
+
+  // Sends one datagram of `batch` checks; false when the send failed.
+  auto send_one = [&] {
+    for (int i = 0; i < batch; ++i) {
+      uint64_t key = zipf != nullptr ? zipf->Pick(unit(rng)) : uniform_key(rng);
+      if (!config.key_ids.empty()) key = config.key_ids[key];
+      std::string& user = users[static_cast<size_t>(i)];
+      FormatLoadUserId(key, &user);
+      CheckRequestRef& ref = refs[static_cast<size_t>(i)];
+      ref.request_id = client->NextRequestId();
+      ref.user_id = user;
+      ref.endpoint = kLoadEndpoint;
+      ref.limit = config.limit;
+      ref.window_ms = config.window_ms;
+      ref.hits = 1;
+    }
+    int64_t sent_at = now_ns();
+    if (!client->SendBatch(refs, &error)) {
+      out->errors += static_cast<uint64_t>(batch);
+      return false;
+    }
+    out->sent += static_cast<uint64_t>(batch);
+    for (const CheckRequestRef& ref : refs) {
+      pending.emplace(ref.request_id, sent_at);
+      send_order.emplace_back(sent_at, ref.request_id);
+    }
+    return true;
+  };
 
   int64_t now = now_ns();
   while (now < end_ns) {
-    // Refill: one whole datagram at a time.
-    while (static_cast<int>(pending.size()) + batch <= share) {
-      for (int i = 0; i < batch; ++i) {
-        uint64_t key = zipf != nullptr ? zipf->Pick(unit(rng)) : uniform_key(rng);
-        if (!config.key_ids.empty()) key = config.key_ids[key];
-        std::string& user = users[static_cast<size_t>(i)];
-        FormatLoadUserId(key, &user);
-        CheckRequestRef& ref = refs[static_cast<size_t>(i)];
-        ref.request_id = client->NextRequestId();
-        ref.user_id = user;
-        ref.endpoint = kLoadEndpoint;
-        ref.limit = config.limit;
-        ref.window_ms = config.window_ms;
-        ref.hits = 1;
+    if (rate > 0) {
+      // Every datagram whose time has come, answered or not (a failed send
+      // counts as errors and keeps its place: the schedule does not slip).
+      for (int64_t due = due_ns(); due <= now && due < end_ns; due = due_ns()) {
+        if (now - due > kLateSendNs) ++out->late_sends;
+        send_one();
+        ++scheduled;
       }
-      int64_t sent_at = now_ns();
-      if (!client->SendBatch(refs, &error)) {
-        out->errors += static_cast<uint64_t>(batch);
-        break;  // Receive below waits a little, so a dead peer is no busy loop
-      }
-      out->sent += static_cast<uint64_t>(batch);
-      for (const CheckRequestRef& ref : refs) {
-        pending.emplace(ref.request_id, sent_at);
-        send_order.emplace_back(sent_at, ref.request_id);
+    } else {
+      // Refill: one whole datagram at a time. After a failed send, Receive
+      // below waits a little, so a dead peer is no busy loop.
+      while (static_cast<int>(pending.size()) + batch <= share && send_one()) {
       }
     }
 
-    // Wait for replies until the oldest request times out or the run ends.
+    // Wait for replies until the oldest request times out, the next
+    // scheduled send, or the run ends.
     int64_t wake_ns = end_ns;
     if (!send_order.empty()) wake_ns = std::min(wake_ns, send_order.front().first + timeout_ns);
+    if (rate > 0) wake_ns = std::min(wake_ns, due_ns());
     int64_t wait_ms = std::clamp<int64_t>((wake_ns - now_ns() + 999'999) / 1'000'000, 0, 1000);
-    if (pending.empty()) wait_ms = 1;  // only after a failed send
+    if (pending.empty() && rate <= 0) wait_ms = 1;  // only after a failed send
     results.clear();
     client->Receive(std::chrono::milliseconds(wait_ms), &results);
     now = now_ns();
@@ -308,6 +354,13 @@ void RunWorker(const LoadConfig& config, const ZipfTable* zipf, int index, int s
       }
       send_order.pop_front();
     }
+  }
+  // The last wake may come just after the end: what was due before it still
+  // goes, so a run sends exactly rate x duration checks.
+  for (int64_t due = due_ns(); rate > 0 && due < end_ns; due = due_ns()) {
+    if (now - due > kLateSendNs) ++out->late_sends;
+    send_one();
+    ++scheduled;
   }
 }
 
@@ -422,7 +475,8 @@ LoadResult RunLoad(const std::string& name, const LoadConfig& config, const Zipf
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
     int share = config.in_flight / threads + (t < config.in_flight % threads ? 1 : 0);
-    workers.emplace_back(RunWorker, std::cref(config), zipf, t, share,
+    const double rate = config.rate / threads;
+    workers.emplace_back(RunWorker, std::cref(config), zipf, t, share, rate,
                          clients[static_cast<size_t>(t)].get(), end,
                          &parts[static_cast<size_t>(t)]);
   }
@@ -436,6 +490,7 @@ LoadResult RunLoad(const std::string& name, const LoadConfig& config, const Zipf
     total.errors += part.errors;
     total.timeouts += part.timeouts;
     total.late += part.late;
+    total.late_sends += part.late_sends;
     total.latency.Merge(part.latency);
   }
   return total;
@@ -458,7 +513,8 @@ std::string ResultJson(const LoadResult& r) {
          ",\"sent\":" + std::to_string(r.sent) + ",\"completed\":" + std::to_string(r.completed) +
          ",\"allowed\":" + std::to_string(r.allowed) + ",\"denied\":" + std::to_string(r.denied) +
          ",\"errors\":" + std::to_string(r.errors) + ",\"timeouts\":" + std::to_string(r.timeouts) +
-         ",\"late\":" + std::to_string(r.late) + "}";
+         ",\"late\":" + std::to_string(r.late) + ",\"sent_rps\":" + Fixed(r.sent_rate(), 1) +
+         ",\"late_sends\":" + std::to_string(r.late_sends) + "}";
 }
 
 std::string ResultLine(const LoadResult& r) {
@@ -466,12 +522,13 @@ std::string ResultLine(const LoadResult& r) {
   std::snprintf(
       buf, sizeof(buf),
       "%-6s throughput_rps=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f allowed=%llu "
-      "denied=%llu errors=%llu timeouts=%llu late=%llu (%s, %.2f s)",
+      "denied=%llu errors=%llu timeouts=%llu late=%llu sent_rps=%.0f late_sends=%llu (%s, "
+      "%.2f s)",
       r.name.c_str(), r.throughput(), r.latency.QuantileUs(0.50), r.latency.QuantileUs(0.99),
       r.latency.QuantileUs(0.999), static_cast<unsigned long long>(r.allowed),
       static_cast<unsigned long long>(r.denied), static_cast<unsigned long long>(r.errors),
       static_cast<unsigned long long>(r.timeouts), static_cast<unsigned long long>(r.late),
-      r.target.c_str(), r.elapsed_s);
+      r.sent_rate(), static_cast<unsigned long long>(r.late_sends), r.target.c_str(), r.elapsed_s);
   return buf;
 }
 
@@ -491,8 +548,9 @@ std::string SelectionJson(const OwnerFilter& filter, const KeySelection& s) {
 std::string ConfigJson(const LoadConfig& c, const std::string& transport,
                        const std::string& selection_json) {
   return "{\"transport\":" + JsonQuoted(transport) + ",\"threads\":" + std::to_string(c.threads) +
-         ",\"in_flight\":" + std::to_string(c.in_flight) + ",\"batch\":" + std::to_string(c.batch) +
-         ",\"duration_s\":" + Fixed(c.duration_s, 3) + ",\"keys\":" + std::to_string(c.keys) +
+         ",\"in_flight\":" + std::to_string(c.in_flight) + ",\"rate\":" + Fixed(c.rate, 1) +
+         ",\"batch\":" + std::to_string(c.batch) + ",\"duration_s\":" + Fixed(c.duration_s, 3) +
+         ",\"keys\":" + std::to_string(c.keys) +
          ",\"dist\":" + JsonQuoted(c.zipf ? "zipf" : "uniform") +
          ",\"zipf_s\":" + Fixed(c.zipf_s, 3) + ",\"seed\":" + std::to_string(c.seed) +
          ",\"limit\":" + std::to_string(c.limit) + ",\"window_ms\":" + std::to_string(c.window_ms) +
@@ -648,10 +706,10 @@ std::unique_ptr<PlainEcho> StartComparePlainEcho(const LoadConfig& config, int s
 
 // Flags only the Cap'n Proto doors (or the echo server) use; refused with
 // --grpc and --http.
-constexpr const char* kCapnpOnlyFlags[] = {
-    "dist",        "zipf-s",    "seed",         "limit",    "window-ms",
-    "batch",       "threads",   "owner-filter", "unix-seq", "compare-echo",
-    "echo-server", "echo-kind", "echo-threads", "echo-cpu"};
+constexpr const char* kCapnpOnlyFlags[] = {"dist",      "zipf-s",       "seed",    "limit",
+                                           "window-ms", "batch",        "threads", "owner-filter",
+                                           "unix-seq",  "compare-echo", "rate",    "echo-server",
+                                           "echo-kind", "echo-threads", "echo-cpu"};
 // Flags only --grpc and --http use.
 constexpr const char* kRlsOnlyFlags[] = {"domain", "descriptor-key", "channels", "grpc-client"};
 
@@ -790,7 +848,9 @@ int Main(int argc, char** argv) {
       "dist", po::value<std::string>()->default_value("uniform"), "key distribution: uniform|zipf")(
       "zipf-s", po::value<double>()->default_value(1.1), "zipf exponent")(
       "seed", po::value<uint64_t>()->default_value(1), "random seed")(
-      "limit", po::value<uint64_t>()->default_value(1000), "limit per key")(
+      "rate", po::value<double>()->default_value(0),
+      "open loop: checks per second on a fixed schedule, answered or not (0: closed loop, "
+      "--in-flight)")("limit", po::value<uint64_t>()->default_value(1000), "limit per key")(
       "window-ms", po::value<uint64_t>()->default_value(1000), "window per key, ms")(
       "batch", po::value<int>()->default_value(1), "checks per datagram")(
       "threads", po::value<int>()->default_value(1), "client threads (own client each)")(
@@ -867,6 +927,7 @@ int Main(int argc, char** argv) {
   config.batch = vm["batch"].as<int>();
   config.threads = vm["threads"].as<int>();
   config.timeout = std::chrono::milliseconds(vm["timeout-ms"].as<int>());
+  config.rate = vm["rate"].as<double>();
   std::string dist = vm["dist"].as<std::string>();
   if (dist != "uniform" && dist != "zipf") return Fail("--dist must be uniform or zipf");
   config.zipf = dist == "zipf";
@@ -885,6 +946,11 @@ int Main(int argc, char** argv) {
     return Fail("--window-ms must be 1 ms .. 31 days");
   }
   if (config.batch < 1 || config.batch > 500) return Fail("--batch must be 1..500");
+  if (!(config.rate >= 0 && config.rate <= 100'000'000)) {
+    return Fail("--rate must be 0 (closed loop) or checks per second up to 100000000");
+  }
+  if (config.rate > 0 && Given(vm, "in-flight"))
+    return Fail("--rate and --in-flight exclude each other");
   if (config.threads < 1 || config.threads > 256) return Fail("--threads must be 1..256");
   if (config.timeout.count() < 1 || config.timeout.count() > 60'000)
     return Fail("--timeout-ms must be 1..60000");
@@ -975,10 +1041,12 @@ int Main(int argc, char** argv) {
     std::printf("%s}\n", out.c_str());
   } else {
     std::printf(
-        "tally-load: %s threads=%d in_flight=%d batch=%d dist=%s keys=%llu limit=%llu "
+        "tally-load: %s threads=%d %s batch=%d dist=%s keys=%llu limit=%llu "
         "window_ms=%llu duration_s=%.2f\n",
-        transport.c_str(), config.threads, config.in_flight, config.batch,
-        config.zipf ? ("zipf(s=" + Fixed(config.zipf_s, 2) + ")").c_str() : "uniform",
+        transport.c_str(), config.threads,
+        config.rate > 0 ? ("rate=" + Fixed(config.rate, 0) + "/s").c_str()
+                        : ("in_flight=" + std::to_string(config.in_flight)).c_str(),
+        config.batch, config.zipf ? ("zipf(s=" + Fixed(config.zipf_s, 2) + ")").c_str() : "uniform",
         static_cast<unsigned long long>(config.keys), static_cast<unsigned long long>(config.limit),
         static_cast<unsigned long long>(config.window_ms), config.duration_s);
     if (filter->selects()) {

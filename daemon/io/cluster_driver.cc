@@ -62,6 +62,7 @@ void ClusterDriver::Impl::PublishOverridesLocked() {
   const crdt::LimitOverrides& map = node->overrides();
   if (map.version() == published_overrides_version) return;
   published_overrides_version = map.version();
+  OverridesChangedLocked();
   auto table = std::make_shared<const crdt::DescriptorOverrideTable>(map);
   published_overrides.Publish(table->empty() ? nullptr : std::move(table));
 }
@@ -352,7 +353,14 @@ bool ClusterDriver::Start(std::string* error) {
   d.node = std::make_unique<core::Node>(n);
   // Restored counts are in place before the Node starts, hence before any
   // check reaches it (the client sockets start after this returns).
-  if (!options_.state_dir.empty()) d.RestoreSnapshot(ReadClock());
+  if (!options_.state_dir.empty()) {
+    d.RestoreSnapshot(ReadClock());
+    d.ImportSingleNodeOverrides(ReadClock());
+    std::lock_guard<std::mutex> lock(d.snapshot_mu);
+    d.snapshot_schedule.emplace(
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.snapshot_interval),
+        n.rng_seed ^ 0x5eed, SnapshotSchedule::Clock::now());
+  }
   Impl::Batch b;
   {
     std::lock_guard<std::mutex> lock(d.mu);
@@ -367,7 +375,8 @@ bool ClusterDriver::Start(std::string* error) {
   d.ArmGossip();
   d.ArmAccept();
   d.ArmHousekeeping();
-  if (!options_.state_dir.empty() && options_.snapshot_interval.count() > 0) {
+  if (!options_.state_dir.empty()) {
+    // Even with no periodic writes (interval 0): override changes are written.
     d.snapshot_thread = std::thread([&d] { d.SnapshotLoop(); });
   }
   if (!d.dns_seeds.empty()) d.dns_thread = std::thread([&d] { d.DnsLoop(); });

@@ -104,8 +104,9 @@ struct ClusterOptions {
 
   // Snapshots (docs/DESIGN.md, "Snapshots"): "" = none. Otherwise the
   // counts are restored from STATE_DIR/counts.snapshot at Start (before the
-  // first check) and written there every `snapshot_interval` (0: only at
-  // shutdown) and by WriteFinalSnapshot.
+  // first check) and written there every `snapshot_interval` (0: never
+  // periodically), within about a second of an override change
+  // (SnapshotSchedule), and by WriteFinalSnapshot.
   std::string state_dir;
   std::chrono::seconds snapshot_interval{60};
   // (The cluster name written into snapshots is peer_auth.cluster_name: a
@@ -135,6 +136,9 @@ struct SnapshotCounters {
   // Runtime limit overrides (tombstones included) merged from the snapshot,
   // and those dropped (invalid, stamped too late, or refused by the map).
   uint64_t restored_overrides = 0, restore_dropped_overrides = 0;
+  // Entries merged at start from a single node's overrides.snapshot in the
+  // same state dir (ClusterDriver::Impl::ImportSingleNodeOverrides).
+  uint64_t imported_overrides = 0;
   uint64_t writes = 0, write_errors = 0;
   uint64_t last_keys = 0, last_bytes = 0, last_overrides = 0;
   uint64_t last_encode_us = 0;    // the whole sliced pass, wall time

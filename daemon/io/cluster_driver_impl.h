@@ -35,6 +35,7 @@
 #include "daemon/io/accept_backoff.h"
 #include "daemon/io/cluster_driver.h"
 #include "daemon/io/datagram_batch.h"
+#include "daemon/io/snapshot_schedule.h"
 #include "daemon/io/stream_frames.h"
 
 namespace tally::io {
@@ -172,12 +173,25 @@ struct ClusterDriver::Impl {
   // or unreadable file is logged, counted and moved aside, and the node
   // starts clean. Call before the Node serves.
   void RestoreSnapshot(const Instant& now);
+  // A single node's overrides (io::LocalOverrides' file in the same state
+  // dir) become this member's when it restored none of its own, or the file
+  // is newer than the snapshot it restored: merged with their own stamps
+  // (the LWW join, as a peer's), written into counts.snapshot at once, and
+  // the file renamed *.imported so no later start takes it again. Call after
+  // RestoreSnapshot, before the Node serves.
+  void ImportSingleNodeOverrides(const Instant& now);
   // Encodes the Node's store in slices of snapshot_slice_slots home slots,
   // taking `mu` once per slice, then seals and writes the file with no lock
   // held. Only one runs at a time (snapshot_write_mu).
   bool WriteSnapshot(const char* why);
+  // The writer thread: writes when snapshot_schedule says.
   void SnapshotLoop();
   void StopSnapshotThread();
+  // The override map changed (any source: a local write, a peer's, a
+  // dropped tombstone): a write is due within about a second
+  // (SnapshotSchedule), so a crash of every member soon after loses no
+  // override. Takes snapshot_mu (always after mu, never before).
+  void OverridesChangedLocked();
 
   // ---- --join dns: ----
   // Resolves the DNS seeds into canonical addresses (blocking).
@@ -234,15 +248,18 @@ struct ClusterDriver::Impl {
       stream_frames_out{0}, stream_bytes_out{0}, stream_frames_dropped{0}, stream_connects{0},
       stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
 
-  // Snapshots. The periodic writer thread sleeps on snapshot_cv.
+  // Snapshots. The writer thread sleeps on snapshot_cv.
   std::thread snapshot_thread;
-  std::mutex snapshot_mu;  // guards snapshot_stop
+  std::mutex snapshot_mu;  // guards snapshot_stop, snapshot_schedule
   std::condition_variable snapshot_cv;
   bool snapshot_stop = false;
+  std::optional<SnapshotSchedule> snapshot_schedule;  // set after the restore, with a state dir
   std::mutex snapshot_write_mu;            // one writer at a time; guards snapshot_buffer
   std::vector<std::byte> snapshot_buffer;  // the last payload, reused (its pages are mapped)
   mutable std::mutex snapshot_stats_mu;
   SnapshotCounters snapshot_stats;  // snapshot_stats_mu
+  // The written time of the snapshot RestoreSnapshot loaded (none: none was).
+  std::optional<int64_t> restored_written_wall_ms;
 
   // --join dns: seeds, re-resolved on dns_thread.
   std::vector<DnsSeed> dns_seeds;

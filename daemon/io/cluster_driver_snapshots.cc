@@ -1,15 +1,17 @@
 // ClusterDriver: snapshots (docs/DESIGN.md, "Snapshots"). Restore at start,
-// sliced writes, and the periodic writer thread.
+// sliced writes, and the writer thread (periodic, and soon after an
+// override change: SnapshotSchedule).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <random>
 #include <thread>
 
 #include "daemon/io/cluster_driver_impl.h"
+#include "daemon/io/limit_door.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/snapshot_file.h"
+#include "daemon/io/snapshot_schedule.h"
 #include "persist/snapshot.h"
 
 namespace tally::io {
@@ -46,6 +48,7 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
         PublishOverridesLocked();
       }
       const persist::DecodedSnapshot& d = read.snapshot;
+      restored_written_wall_ms = d.header.written_wall_ms;
       c.restore_loaded = 1;
       c.restored_keys = restored.keys_merged;
       c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
@@ -73,6 +76,73 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
       return;
     }
   }
+}
+
+void ClusterDriver::Impl::ImportSingleNodeOverrides(const Instant& now) {
+  const std::filesystem::path path =
+      std::filesystem::path(options.state_dir) / LocalOverrides::kOverridesFileName;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = options.peer_auth.cluster_name;
+  expect.node_id = options.node.node_id;
+  expect.generation = options.node.generation;
+  expect.buckets_per_window = options.node.limiter.buckets_per_window;
+  expect.now_wall_ms = now.wall.count();
+  expect.max_bytes = options.max_snapshot_bytes;
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  if (read.outcome == SnapshotReadResult::Outcome::kRejected &&
+      read.snapshot.status == persist::SnapshotStatus::kOtherNode) {
+    // Overrides are the cluster's, not a node's: a single node often ran
+    // under its host name, a member under --node-id. Every other check holds.
+    expect.node_id = read.snapshot.header.node_id;
+    read = ReadSnapshotFile(path, expect);
+  }
+  if (read.outcome != SnapshotReadResult::Outcome::kLoaded) {
+    spdlog::warn("single-node limit overrides not imported (the file is left as it is): {}",
+                 read.message);
+    return;
+  }
+  const int64_t file_written_ms = read.snapshot.header.written_wall_ms;
+  crdt::OverrideRestoreCounts counts;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    // A file older than a snapshot that holds overrides is a leftover (this
+    // member has run in cluster mode since): its entries were superseded.
+    if (node->overrides().size() > 0 && restored_written_wall_ms &&
+        file_written_ms <= *restored_written_wall_ms) {
+      spdlog::info(
+          "{} not imported: older than {}, which holds this member's limit overrides; delete it "
+          "if it is not needed",
+          path.string(), SnapshotPath(options.state_dir).string());
+      return;
+    }
+    counts = node->RestoreOverrides(read.snapshot);
+    PublishOverridesLocked();
+  }
+  {
+    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
+    snapshot_stats.imported_overrides = counts.applied + counts.stale;
+  }
+  // In counts.snapshot before the file is renamed, so a crash in between
+  // imports it again (the same join) rather than losing it.
+  std::filesystem::path imported = path;
+  imported += ".imported";
+  std::string where;
+  if (!WriteSnapshot("import")) {
+    where =
+        "; not written to the snapshot, so the file stays and is imported again at the next "
+        "start";
+  } else if (std::filesystem::rename(path, imported, ec); ec) {
+    where = "; could not rename it to " + imported.string() + ": " + ec.message();
+  } else {
+    where = "; renamed to " + imported.string();
+  }
+  spdlog::info(
+      "imported {} limit overrides ({} refused by the map) written by the single node {} {} ms "
+      "ago from {}; they spread to the members by anti-entropy{}",
+      counts.applied + counts.stale, counts.refused, read.snapshot.header.node_id,
+      now.wall.count() - file_written_ms, path.string(), where);
 }
 
 bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
@@ -114,6 +184,7 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
   std::string error;
   const bool ok = WriteSnapshotFile(path, sealed, &error);
   const Steady::time_point written = Steady::now();
+  const size_t bytes = sealed.size();  // before the payload goes back to the buffer
   snapshot_buffer = std::move(sealed.payload);
   {
     std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
@@ -122,7 +193,7 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
     if (ok) {
       ++c.writes;
       c.last_keys = sealed.keys;
-      c.last_bytes = sealed.size();
+      c.last_bytes = bytes;
       c.last_overrides = sealed.overrides;
       c.last_encode_us = us(encoded - start);
       c.last_write_us = us(written - encoded);
@@ -137,28 +208,44 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
   spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
               "{} snapshot: {} keys, {} limit overrides, {} bytes to {} (encode {} ms, longest "
               "lock hold {} us, write {} ms)",
-              why, sealed.keys, sealed.overrides, sealed.size(), path.string(),
-              us(encoded - start) / 1000, us(longest), us(written - encoded) / 1000);
+              why, sealed.keys, sealed.overrides, bytes, path.string(), us(encoded - start) / 1000,
+              us(longest), us(written - encoded) / 1000);
   return true;
 }
 
 void ClusterDriver::Impl::SnapshotLoop() {
-  // Each wait is the interval +-10%, so members started together (a
-  // deploy) do not all write, and stall their disks, at the same moment.
-  std::mt19937_64 rng(options.node.rng_seed ^ 0x5eed);
-  const auto interval =
-      std::chrono::duration_cast<std::chrono::milliseconds>(options.snapshot_interval);
-  std::uniform_int_distribution<int64_t> jitter(-interval.count() / 10, interval.count() / 10);
+  using Clock = SnapshotSchedule::Clock;
   std::unique_lock<std::mutex> lock(snapshot_mu);
+  SnapshotSchedule& schedule = *snapshot_schedule;
   for (;;) {
-    const auto wait = interval + std::chrono::milliseconds(jitter(rng));
-    if (snapshot_cv.wait_for(lock, wait, [this] { return snapshot_stop; })) {
-      return;
+    if (snapshot_stop) return;
+    // Re-evaluated after every wake: a stop, an override change, or the time.
+    const SnapshotSchedule::Time due = schedule.Due();
+    if (due == SnapshotSchedule::Time::max()) {
+      snapshot_cv.wait(lock);
+      continue;
     }
+    if (Clock::now() < due) {
+      snapshot_cv.wait_until(lock, due);
+      continue;
+    }
+    const SnapshotSchedule::Kind kind = schedule.Begin(Clock::now());
     lock.unlock();
-    WriteSnapshot("periodic");
+    const bool ok =
+        WriteSnapshot(kind == SnapshotSchedule::Kind::kPeriodic ? "periodic" : "overrides");
     lock.lock();
+    schedule.Finished(Clock::now(), ok);
   }
+}
+
+void ClusterDriver::Impl::OverridesChangedLocked() {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    // No schedule: no state dir, or still restoring (the file holds them).
+    if (!snapshot_schedule || snapshot_schedule->overrides_pending()) return;
+    snapshot_schedule->OverridesChanged();
+  }
+  snapshot_cv.notify_all();
 }
 
 void ClusterDriver::Impl::StopSnapshotThread() {

@@ -133,6 +133,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
     add("snapshot_restore_dropped_keys", sc.restore_dropped);
     add("snapshot_restored_overrides", sc.restored_overrides);
     add("snapshot_restore_dropped_overrides", sc.restore_dropped_overrides);
+    add("snapshot_imported_overrides", sc.imported_overrides);
     add("snapshot_writes", sc.writes);
     add("snapshot_write_errors", sc.write_errors);
     add("snapshot_last_keys", sc.last_keys);

@@ -555,8 +555,8 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
       "root, else $XDG_STATE_HOME/tally or ~/.local/state/tally; default: $STATE_DIRECTORY "
       "when systemd sets it (StateDirectory=), else none")(
       "snapshot-interval-s", po::value<std::string>()->value_name("N"),
-      "write a snapshot every N s (and always at a graceful stop); 0: only at a graceful "
-      "stop; default 60");
+      "write a snapshot every N s (and always at a graceful stop, and within about a second "
+      "of a limit override change); 0: no periodic writes; default 60");
   settings.add(cluster);
   settings.add(envoy);
 

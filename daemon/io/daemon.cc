@@ -60,6 +60,11 @@ struct Daemon::Impl {
 
   bool Start(std::string* error);
   bool RestoreLocalOverrides(std::string* error);
+  // With no overrides.snapshot yet: the limit overrides of the state dir's
+  // cluster snapshot (a member restarted as a single node keeps them), saved
+  // to overrides.snapshot once persistence is on. False: none there.
+  bool ImportClusterOverrides(persist::SnapshotExpectations expect);
+  bool imported_cluster_overrides = false;
   void RunLoop();
   void Stop();
   void Shutdown();
@@ -384,7 +389,9 @@ bool Daemon::Impl::RestoreLocalOverrides(std::string* error) {
       break;
     }
     case SnapshotReadResult::Outcome::kMissing:
-      spdlog::info("no limit overrides saved at {}: starting with none", path.string());
+      if (!ImportClusterOverrides(expect)) {
+        spdlog::info("no limit overrides saved at {}: starting with none", path.string());
+      }
       break;
     case SnapshotReadResult::Outcome::kUnreadable:
     case SnapshotReadResult::Outcome::kRejected:
@@ -398,6 +405,39 @@ bool Daemon::Impl::RestoreLocalOverrides(std::string* error) {
   header.generation = identity.generation;
   header.buckets_per_window = options.limiter.buckets_per_window;
   local_overrides->EnablePersistence(path, std::move(header));
+  if (imported_cluster_overrides) {
+    // Their own file from now on: the next start reads it, not the counts.
+    if (!local_overrides->Persist(ReadClock().wall.count(), &why)) {
+      spdlog::error("imported limit overrides not saved (imported again at the next start): {}",
+                    why);
+    }
+  }
+  return true;
+}
+
+bool Daemon::Impl::ImportClusterOverrides(persist::SnapshotExpectations expect) {
+  const std::filesystem::path path = SnapshotPath(options.cluster.state_dir);
+  SnapshotReadResult read = ReadSnapshotFile(path, expect);
+  if (read.outcome == SnapshotReadResult::Outcome::kRejected &&
+      read.snapshot.status == persist::SnapshotStatus::kOtherNode) {
+    // The overrides were the cluster's: a member ran under --node-id, a
+    // single node often runs under its host name.
+    expect.node_id = read.snapshot.header.node_id;
+    read = ReadSnapshotFile(path, expect);
+  }
+  if (read.outcome == SnapshotReadResult::Outcome::kMissing) return false;
+  if (read.outcome != SnapshotReadResult::Outcome::kLoaded) {
+    spdlog::warn("limit overrides of the cluster snapshot not imported (left as it is): {}",
+                 read.message);
+    return false;
+  }
+  const crdt::OverrideRestoreCounts n = local_overrides->Restore(read.snapshot);
+  imported_cluster_overrides = true;
+  spdlog::info(
+      "no single-node limit overrides yet: imported {} ({} refused by the map) from the cluster "
+      "snapshot {} written by member {}; its counts are not used by a single node, and the "
+      "file is left as it is",
+      n.applied + n.stale, n.refused, path.string(), read.snapshot.header.node_id);
   return true;
 }
 

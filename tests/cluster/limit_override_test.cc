@@ -2,8 +2,9 @@
 // loopback (set on one member, checks through another obey it, the third
 // lists it, rm restores the callers' limit), a write from a non-loopback UDP
 // source refused, and overrides (removals too) kept across a restart of a
-// single node (even a crash) and of every member of a cluster
-// (docs/DESIGN.md, "Snapshots").
+// single node (even a crash) and of every member of a cluster, even a crash
+// of every member a few seconds after the write, and across a change between
+// single-node and cluster mode on one state dir (docs/DESIGN.md, "Snapshots").
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/io/snapshot_file.h"
 #include "tests/cluster/cluster_harness.h"
 
 namespace tally::testing {
@@ -334,6 +336,195 @@ TEST(LimitOverrideRestartTest, AClusterWhoseEveryMemberRestartsKeepsItsOverrides
     EXPECT_TRUE(PollUntil(std::chrono::seconds(5), [&] { return LimitSeen(UdpOf(*n)) == 4; }))
         << n->id;
   }
+}
+
+// Whether the snapshot at `path` (of member `id`) holds what
+// WriteOverridesToKeep leaves: carol's key at 2, the descriptor at 7, dave's
+// removal, and nothing else.
+bool SnapshotHoldsKeptOverrides(const std::string& path, const std::string& id) {
+  persist::SnapshotExpectations expect;
+  expect.cluster_name = "tally";
+  expect.node_id = id;
+  expect.generation = 1;  // no process runs as generation 1: none of its rows is refused
+  expect.now_wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+  io::SnapshotReadResult read = io::ReadSnapshotFile(path, expect);
+  if (read.outcome != io::SnapshotReadResult::Outcome::kLoaded) return false;
+  int kept = 0;
+  for (const crdt::OverrideEntry& e : read.snapshot.overrides) {
+    const bool key = e.selector.kind == crdt::Selector::Kind::kExplicit;
+    if (key && e.selector.user == "carol" && !e.value.removed && e.value.limit == 2) ++kept;
+    if (!key && e.selector.domain == "edge" && !e.value.removed && e.value.limit == 7) ++kept;
+    if (key && e.selector.user == "dave" && e.value.removed) ++kept;
+  }
+  return kept == 3 && read.snapshot.overrides.size() == 3;
+}
+
+TEST(LimitOverrideRestartTest, OverridesAreOnDiskWithinSecondsSoACrashOfEveryMemberKeepsThem) {
+  TempDir dir;
+  ClusterHarness c;
+  std::string error;
+  for (int i = 1; i <= 3; ++i) {
+    std::vector<std::string> seeds;
+    if (c.size() > 0) seeds.push_back(c.node(0).gossip());
+    // Periodic snapshots an hour apart: none comes during the test.
+    ASSERT_NE(c.StartNode("n" + std::to_string(i), seeds,
+                          {"--state-dir", dir.File("n" + std::to_string(i)),
+                           "--snapshot-interval-s", "3600"},
+                          &error),
+              nullptr)
+        << error;
+  }
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  const auto wrote = std::chrono::steady_clock::now();
+  WriteOverridesToKeep(UdpOf(c.node(0)));
+  std::vector<TestNode*> all = c.Running();
+  // Every member writes a snapshot soon after the changes reach it, with no
+  // stop and no periodic write (docs/DESIGN.md: within about a second).
+  for (TestNode* n : all) {
+    const std::string path = dir.File(n->id) + "/counts.snapshot";
+    ASSERT_TRUE(PollUntil(std::chrono::seconds(10),
+                          [&] { return SnapshotHoldsKeptOverrides(path, n->id); }))
+        << n->id << " never wrote the overrides to " << path;
+  }
+  // Coalesced: four changes on n1 cost at most one write per second after
+  // the first (every write of n1 so far was for them: nothing else changed).
+  std::optional<wire::StatusReport> s1 = StatusOf(c.node(0));
+  ASSERT_TRUE(s1.has_value());
+  const auto elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - wrote)
+                              .count();
+  EXPECT_GE(CounterIn(*s1, "snapshot_writes"), 1u);
+  EXPECT_LE(CounterIn(*s1, "snapshot_writes"), 1u + static_cast<uint64_t>(elapsed_ms / 1000))
+      << "in " << elapsed_ms << " ms";
+  EXPECT_EQ(CounterIn(*s1, "snapshot_write_errors"), 0u);
+  EXPECT_EQ(CounterIn(*s1, "snapshot_last_bytes"),
+            std::filesystem::file_size(dir.File("n1") + "/counts.snapshot"));
+
+  // Every member crashes, then every one restarts from its own snapshot.
+  for (TestNode* n : all) EXPECT_EQ(n->process.Kill9(), 128 + SIGKILL) << n->id;
+  for (TestNode* n : all) ASSERT_TRUE(c.Restart(*n, &error)) << n->id << ": " << error;
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  for (TestNode* n : all) {
+    std::optional<wire::StatusReport> s = StatusOf(*n);
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u) << n->id;
+    EXPECT_EQ(CounterIn(*s, "overrides_live"), 2u) << n->id;
+  }
+  ExpectOverridesKept(UdpOf(c.node(1)), [&](CheckRequest r) { return CheckThrough(c.node(1), r); });
+}
+
+// ---- moving between single-node and cluster mode with one state dir ----
+
+TEST(LimitOverrideModeChangeTest, ASingleNodesOverridesCarryIntoClusterModeAndSpread) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  {
+    DaemonProcess solo;
+    std::string error;
+    ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+                            "--stats-interval-s", "0", "--state-dir", state},
+                           &error))
+        << error;
+    WriteOverridesToKeep("127.0.0.1:" + std::to_string(solo.udp_port()));
+    EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
+  }
+  ASSERT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+
+  // The same state dir as cluster member n1 (another node id: the import
+  // takes it anyway), with n2 on a fresh one.
+  ClusterHarness c;
+  std::string error;
+  TestNode* n1 =
+      c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+  ASSERT_NE(n1, nullptr) << error;
+  ASSERT_NE(c.StartNode("n2", {n1->gossip()},
+                        {"--state-dir", dir.File("n2"), "--snapshot-interval-s", "0"}, &error),
+            nullptr)
+      << error;
+  ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(15), &error)) << error;
+  std::optional<wire::StatusReport> s = StatusOf(*n1);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 3u);  // two sets and a removal
+  EXPECT_EQ(CounterIn(*s, "snapshot_restore_missing"), 1u);
+  // Written into the member's snapshot before the file was set aside.
+  EXPECT_FALSE(std::filesystem::exists(state + "/overrides.snapshot"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot.imported"));
+  EXPECT_TRUE(SnapshotHoldsKeptOverrides(state + "/counts.snapshot", "n1"));
+  // Anti-entropy brings them to n2, which had none.
+  ASSERT_TRUE(PollUntil(std::chrono::seconds(10), [&] {
+    return LimitSeen(UdpOf(c.node(1))) == 2 && DescriptorLimitSeen(UdpOf(c.node(1))) == 7 &&
+           Limit("get", UdpOf(c.node(1)), kGoneKey).exit_code == 1;
+  })) << "n2 never held the imported overrides";
+  ExpectOverridesKept(UdpOf(c.node(1)), [&](CheckRequest r) { return CheckThrough(c.node(1), r); });
+
+  // A crash of n1 and a restart: from its own snapshot, nothing imported
+  // again, not even a copy of the old file put back (older than the
+  // snapshot, which holds overrides: a leftover, left alone).
+  EXPECT_EQ(n1->process.Kill9(), 128 + SIGKILL);
+  std::filesystem::copy_file(state + "/overrides.snapshot.imported", state + "/overrides.snapshot");
+  ASSERT_TRUE(c.Restart(*n1, &error)) << error;
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+  s = StatusOf(*n1);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 0u);
+  EXPECT_EQ(LimitSeen(UdpOf(*n1)), 2);
+}
+
+TEST(LimitOverrideModeChangeTest, AMembersOverridesCarryIntoSingleModeAndBack) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  std::string error;
+  {
+    ClusterHarness c;  // a cluster of one
+    TestNode* n1 =
+        c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+    ASSERT_NE(n1, nullptr) << error;
+    WriteOverridesToKeep(UdpOf(*n1));
+    EXPECT_EQ(n1->process.Stop(std::chrono::seconds(10)), 0);
+  }
+  ASSERT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot"));
+
+  // A single node (host-name-like id) on that dir: the cluster snapshot's overrides.
+  DaemonProcess solo;
+  ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+                          "--stats-interval-s", "0", "--state-dir", state},
+                         &error))
+      << error;
+  auto udp = [&] { return "127.0.0.1:" + std::to_string(solo.udp_port()); };
+  ExpectOverridesKept(udp(), [&](CheckRequest r) { return CheckHere(SoloAddress(solo), r); });
+  std::optional<wire::StatusReport> s = QueryStatusHere(SoloAddress(solo));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "overrides_restored"), 3u);
+  // Saved in its own file at once: a crash keeps them, read from there.
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot"));
+  EXPECT_EQ(solo.Kill9(), 128 + SIGKILL);
+  ASSERT_TRUE(solo.Restart(&error)) << error;
+  EXPECT_EQ(LimitSeen(udp()), 2);
+  // A change made as a single node...
+  ProcessResult r =
+      Limit("set", udp(),
+            {"--user", "carol", "--endpoint", "/pay", "--window-seconds", "60", "--limit", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
+
+  // ...wins when the dir goes back to cluster mode: the single node's file
+  // is newer than the member's snapshot, whose carol at 2 it overwrites.
+  ClusterHarness c;
+  TestNode* n1 =
+      c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+  ASSERT_NE(n1, nullptr) << error;
+  s = StatusOf(*n1);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 3u);
+  EXPECT_EQ(LimitSeen(UdpOf(*n1)), 5);
+  EXPECT_EQ(DescriptorLimitSeen(UdpOf(*n1)), 7);
+  EXPECT_EQ(Limit("get", UdpOf(*n1), kGoneKey).exit_code, 1);
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot.imported"));
 }
 
 }  // namespace
