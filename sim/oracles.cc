@@ -86,18 +86,28 @@ PooledSuspicion JudgePooledFirstSuspicion(const std::vector<double>& ratios,
   return p;
 }
 
+namespace {
+
+// G(j), j = 0 .. 2m (m = n - 1 probers): the chance that one prober has not
+// reached the crashed member within its next j probe slots.
+std::vector<double> NoProbeTable(size_t n) {
+  std::vector<double> g(2 * (n - 1) + 1);
+  for (size_t j = 0; j < g.size(); ++j) {
+    g[j] = membership::timing::RoundRobinNoProbeProbability(n, j);
+  }
+  return g;
+}
+
+}  // namespace
+
 void FirstSuspicionMeanInterval(size_t n, size_t k, double tail, double* lo_periods,
                                 double* hi_periods) {
   *lo_periods = *hi_periods = 1;
   if (n < 2 || k == 0) return;
-  const size_t m = n - 1;
-  const double md = static_cast<double>(m);
+  const double md = static_cast<double>(n - 1);
   // S(t) = G^(t)^m falls from 1 at t = 0 to 0 at t = 2m - 1, G^ linear
   // between integers: invert it exactly for a uniform draw u = S(t).
-  std::vector<double> g(2 * m + 1);
-  for (size_t j = 0; j < g.size(); ++j) {
-    g[j] = membership::timing::RoundRobinNoProbeProbability(n, j);
-  }
+  const std::vector<double> g = NoProbeTable(n);
   auto draw = [&](double u) {
     const double target = std::pow(u, 1.0 / md);  // G^(t) = u^(1/m)
     // The last j with G(j) >= target (G falls with j).
@@ -141,10 +151,7 @@ void FirstSuspicionMeanBound(size_t n, size_t k, double tail, double* lo_periods
   const size_t m = n - 1;
   const double md = static_cast<double>(m);
   // S(t) = G^(t)^m on [0, 2m - 1], G^ linear between integers (as above).
-  std::vector<double> g(2 * m + 1);
-  for (size_t j = 0; j < g.size(); ++j) {
-    g[j] = membership::timing::RoundRobinNoProbeProbability(n, j);
-  }
+  const std::vector<double> g = NoProbeTable(n);
   const double support = static_cast<double>(2 * m - 1);
   auto survival = [&](double t) {
     if (t <= 0) return 1.0;

@@ -37,6 +37,7 @@
 #include "daemon/io/datagram_batch.h"
 #include "daemon/io/snapshot_schedule.h"
 #include "daemon/io/stream_frames.h"
+#include "persist/snapshot.h"
 
 namespace tally::io {
 namespace cluster_internal {
@@ -173,6 +174,9 @@ struct ClusterDriver::Impl {
   // or unreadable file is logged, counted and moved aside, and the node
   // starts clean. Call before the Node serves.
   void RestoreSnapshot(const Instant& now);
+  // What a snapshot this member reads must match (ours: cluster, node,
+  // generation, geometry; the size cap), as of `now`.
+  persist::SnapshotExpectations ExpectedSnapshot(const Instant& now) const;
   // A single node's overrides (io::LocalOverrides' file in the same state
   // dir) become this member's when it restored none of its own, or the file
   // is newer than the snapshot it restored: merged with their own stamps

@@ -16,8 +16,7 @@
 
 namespace tally::io {
 
-void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
-  const std::filesystem::path path = SnapshotPath(options.state_dir);
+persist::SnapshotExpectations ClusterDriver::Impl::ExpectedSnapshot(const Instant& now) const {
   persist::SnapshotExpectations expect;
   expect.cluster_name = options.peer_auth.cluster_name;
   expect.node_id = options.node.node_id;
@@ -25,6 +24,12 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
   expect.buckets_per_window = options.node.limiter.buckets_per_window;
   expect.now_wall_ms = now.wall.count();
   expect.max_bytes = options.max_snapshot_bytes;
+  return expect;
+}
+
+void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
+  const std::filesystem::path path = SnapshotPath(options.state_dir);
+  persist::SnapshotExpectations expect = ExpectedSnapshot(now);
   SnapshotReadResult read = ReadSnapshotFile(path, expect);
   SnapshotCounters c;
   // Published last, and not under `mu` (StatusLocked takes them in the other order).
@@ -83,13 +88,7 @@ void ClusterDriver::Impl::ImportSingleNodeOverrides(const Instant& now) {
       std::filesystem::path(options.state_dir) / LocalOverrides::kOverridesFileName;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return;
-  persist::SnapshotExpectations expect;
-  expect.cluster_name = options.peer_auth.cluster_name;
-  expect.node_id = options.node.node_id;
-  expect.generation = options.node.generation;
-  expect.buckets_per_window = options.node.limiter.buckets_per_window;
-  expect.now_wall_ms = now.wall.count();
-  expect.max_bytes = options.max_snapshot_bytes;
+  persist::SnapshotExpectations expect = ExpectedSnapshot(now);
   SnapshotReadResult read = ReadSnapshotFile(path, expect);
   if (read.outcome == SnapshotReadResult::Outcome::kRejected &&
       read.snapshot.status == persist::SnapshotStatus::kOtherNode) {
