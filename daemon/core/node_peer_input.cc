@@ -21,6 +21,14 @@ constexpr int64_t kMaxPlausibleOffsetMs = 3'600'000;
 
 void Node::OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
                          Instant now, Outbox* out) {
+  // Before anything reads the peers' clock offsets: a step of our own wall
+  // clock since the last tick must move them first, or ApplyState takes rows
+  // from the future by the offsets of the clock we had (swarm seed 7812130:
+  // just after our clock stepped 97 s forward to true time, a replicate 54.8
+  // s ahead was taken by the stale "majority 97 s ahead of us", and no
+  // member with a true clock would ever take it back: the replicas never
+  // converged).
+  ObserveWallStep(now);
   wire::PeerMessageReader reader;
   std::string why;
   if (reader.Decode(bytes, &why) != tally::Status::kOk) {

@@ -239,6 +239,28 @@ TEST(NodeValidationTest, TwoPeersOfThreeAheadWidenTheFutureAllowance) {
   ASSERT_NE(c.node("n1").store().Find(key), nullptr);
 }
 
+// The majority's lead is measured against the wall clock we had. When ours
+// steps forward to join them, a peer's message that arrives before our next
+// tick must already be judged by the clock we have now (swarm seed 7812130:
+// a replicate 55 s ahead of true time, taken by a stale "majority 97 s
+// ahead" just after the step, kept the replicas apart for good).
+TEST(NodeValidationTest, AWallStepIsSeenBeforeAPeersStateIsJudged) {
+  TestCluster c;
+  c.Form(3);
+  c.SetWallOffset("n1", -60'000);
+  c.RunFor(5000);
+  ASSERT_GT(c.node("n1").swim().ClockEstimateOf("n2")->offset_ms, 50'000);
+  c.SetWallOffset("n1", 0);  // stepped to true time; no tick since
+  const crdt::KeyId key = KeyOf("bob");
+  const Claim from = MemberClaim(c, "n2");
+  c.Inject("n1", from.address,
+           Encode(from, OneCounter(key, {"n2", from.generation}, NowBucket(c) + 5, 1), c.Now()));
+  // Back a minute after forming, forward a minute now.
+  EXPECT_EQ(c.node("n1").Status(c.NowAt("n1")).counters.wall_steps, 2u);
+  EXPECT_EQ(Rejected(c, "n1").future, 1u);
+  EXPECT_EQ(c.node("n1").store().Find(key), nullptr);
+}
+
 // A huge count in a made-up slot denied a key on every node, and
 // anti-entropy spread it.
 TEST(NodeValidationTest, MadeUpSlotsAndImpossibleCountsAreDropped) {

@@ -92,9 +92,10 @@ class TestCluster {
   // Delivers raw peer bytes to `to` as if sent from `from_address`.
   void Inject(const std::string& to, const std::string& from_address,
               const std::vector<std::byte>& bytes) {
+    // At the receiver's clock: a node reads its own wall clock, offset and all.
     Outbox out;
-    node(to).OnPeerMessage(from_address, bytes, Now(), &out);
-    node(to).Flush(Now(), &out);
+    node(to).OnPeerMessage(from_address, bytes, NowAt(to), &out);
+    node(to).Flush(NowAt(to), &out);
     Dispatch(to, out);
   }
   // Datagram bytes (not stream) sent so far to an address, by every node.
