@@ -285,6 +285,7 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     rules = result.rules;
     rule_table = std::move(table);
     if (!at_start && options.on_rules) options.on_rules(digest, "");
+    if (options.on_rule_set) options.on_rule_set(*rules);
   }
   last_reload_ok.store(true, std::memory_order_relaxed);
   if (!at_start) reloads.fetch_add(1, std::memory_order_relaxed);
@@ -872,6 +873,7 @@ bool RlsServer::Start(std::string* error) {
   d.http_hooks.status_json = [this] { return StatusJson(); };
   d.http_hooks.gateway = d.gateway;
   d.http_hooks.door_metrics = d.options.door_metrics;
+  d.http_hooks.report_signal = d.options.report_signal;
   d.http_hooks.decide_rules = [&d](RlsRequest request, RulesDone done) {
     auto call = std::make_shared<Call>();
     call->door = io::Door::kHttp;

@@ -1,0 +1,121 @@
+// Load-adaptive limits on real tallyd processes (docs/DESIGN.md,
+// "Load-adaptive limits"): POST /v1/report feeds an adaptive rule's
+// controller and the rules path enforces the limit it publishes, on a single
+// node and across three members (reports at one, checks at another).
+// Reports are sent every 100 ms of real time and the checks polled; the
+// control law itself is tested with injected time (tests/rules,
+// tests/daemon/core).
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "tests/cluster/cluster_harness.h"
+#include "tests/support/daemon_process.h"
+#include "tests/support/http_request.h"
+
+namespace tally::testing {
+namespace {
+
+namespace json = boost::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr const char* kRules = R"(domain: api
+descriptors:
+  - key: backend
+    rate_limit:
+      unit: second
+      requests_per_unit: 500
+      name: backend
+      adaptive: {min: 10, max: 1000, signal: latency_ms, target: 50}
+)";
+
+const std::string kCheck = R"({"domain":"api","descriptors":[{"entries":[{"key":"backend","value":"x"}]}]})";
+
+// The limit the rules path answers with for the backend descriptor; -1 when
+// the answer is not one.
+int64_t LimitInForce(const std::string& http) {
+  const HttpResult r = HttpPost(http, "/v1/check", kCheck);
+  if (r.status != 200) return -1;
+  const json::value v = json::parse(r.body);
+  const json::value& limit = v.at("descriptors").as_array()[0].at("limit");
+  return limit.is_null() ? -1 : limit.to_number<int64_t>();
+}
+
+// Reports a slow backend (200 ms over 300 requests) every 100 ms through
+// `http` until the limit at `check_http` falls below 500, or `timeout`.
+bool SlowBackendCutsTheLimit(const std::string& http, const std::string& check_http,
+                             seconds timeout) {
+  return PollUntil(
+      timeout,
+      [&] {
+        const HttpResult r = HttpPost(
+            http, "/v1/report", R"({"domain":"api","rule":"backend","value":200,"count":300})");
+        EXPECT_EQ(r.status, 200) << r.body;
+        const int64_t limit = LimitInForce(check_http);
+        return limit > 0 && limit < 500;
+      },
+      milliseconds(100));
+}
+
+TEST(AdaptiveDoorTest, ASingleNodeFollowsReportsAndRefusesBadOnes) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  std::ofstream(dir.File("rules.yaml")) << kRules;
+  DaemonProcess tallyd;
+  std::string error;
+  ASSERT_TRUE(tallyd.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("d.sock"), "--http",
+                            "127.0.0.1:0", "--rules", dir.File("rules.yaml")},
+                           &error))
+      << error;
+  const std::string http = tallyd.http_address();
+  EXPECT_EQ(LimitInForce(http), 500) << "requests_per_unit until a law step";
+  // What the door refuses, and why.
+  HttpResult r = HttpPost(http, "/v1/report", R"({"domain":"api","rule":"nope","value":1})");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_NE(r.body.find("no adaptive limit named 'nope'"), std::string::npos) << r.body;
+  r = HttpPost(http, "/v1/report", R"({"domain":"api","rule":"backend","value":-3})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  r = HttpPost(http, "/v1/report", R"({"domain":"api","rule":"backend","value":1,"count":0})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  r = HttpPost(http, "/v1/report", R"({"domain":"api","rule":"backend","value":"fast"})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  r = HttpPost(http, "/v1/report", R"({"domain":"api","rule":"backend","value":1,"extra":2})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(HttpGet(http, "/v1/report").status, 405);
+  EXPECT_EQ(LimitInForce(http), 500) << "refused reports moved nothing";
+  // A slow backend: the limit falls within a few control intervals (1 s).
+  ASSERT_TRUE(SlowBackendCutsTheLimit(http, http, seconds(15))) << LimitInForce(http);
+  const int64_t cut = LimitInForce(http);
+  EXPECT_GE(cut, 10);
+  EXPECT_LE(cut, 450);
+  EXPECT_EQ(tallyd.Stop(), 0);
+}
+
+TEST(AdaptiveDoorTest, ReportsAtOneMemberMoveTheLimitEveryMemberEnforces) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  std::ofstream(dir.File("rules.yaml")) << kRules;
+  ClusterHarness c;
+  std::string error;
+  ASSERT_TRUE(c.StartNodes(3, {"--http", "127.0.0.1:0", "--rules", dir.File("rules.yaml")}, &error))
+      << error;
+  ASSERT_TRUE(c.WaitFormed(seconds(15), &error)) << error;
+  const std::string report_at = c.node(0).process.http_address();
+  const std::string check_at = c.node(2).process.http_address();
+  ASSERT_EQ(LimitInForce(check_at), 500);
+  ASSERT_TRUE(SlowBackendCutsTheLimit(report_at, check_at, seconds(20))) << LimitInForce(check_at);
+  // One controller published it: the three members answer with one limit
+  // (polled: the write reaches the third member within a stream push).
+  ASSERT_TRUE(PollUntil(seconds(5), [&] {
+    const int64_t a = LimitInForce(c.node(0).process.http_address());
+    return a == LimitInForce(c.node(1).process.http_address()) && a == LimitInForce(check_at);
+  }));
+}
+
+}  // namespace
+}  // namespace tally::testing
