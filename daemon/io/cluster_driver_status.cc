@@ -86,7 +86,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("adaptive_sums_sent", c.adaptive_sums_sent);
   add("adaptive_sums_received", c.adaptive_sums_received);
   add("adaptive_sums_refused", c.adaptive_sums_refused);
-  add("adaptive_limits_written", c.adaptive_limits_written);
+  AppendAdaptiveCounters(node->adaptive().counters(), c.adaptive_limits_written, &r.counters);
   // Membership input refused, and another process under our node id.
   add("swim_invalid", s.swim.invalid);
   add("swim_foreign_self", s.swim.foreign_self);

@@ -204,6 +204,7 @@ bool Daemon::Impl::Start(std::string* error) {
   ProcessorContext context{limiter.get(), cluster.get(), &identity,
                            o.echo,        &counters,     &rules_status};
   context.metrics = &door_metrics;
+  context.adaptive = local_adaptive.get();
   context.descriptors = &descriptor_door;
   context.overrides = local_overrides.get();
   if (!o.echo) context.keys = &trackers.keys;
@@ -623,7 +624,8 @@ wire::StatusReport Daemon::Status() const {
   wire::StatusReport report = d.cluster && d.started
                                   ? d.cluster->Status(now)
                                   : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now,
-                                                     d.local_overrides.get());
+                                                     d.local_overrides.get(),
+                                                     d.local_adaptive.get());
   d.rules_status.AppendTo(&report);  // as the status answers on the Cap'n Proto doors
   return report;
 }

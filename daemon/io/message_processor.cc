@@ -1,5 +1,7 @@
 #include "daemon/io/message_processor.h"
 
+#include "daemon/io/local_adaptive.h"
+
 #include <algorithm>
 #include <cassert>
 #include <chrono>
@@ -88,7 +90,8 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
       door_(context.door),
       keys_(context.keys),
       descriptors_(context.descriptors),
-      overrides_(context.overrides) {
+      overrides_(context.overrides),
+      adaptive_(context.adaptive) {
   assert(counters_ != nullptr);
   assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
 }
@@ -182,7 +185,8 @@ void RulesStatus::AppendTo(wire::StatusReport* report) const {
 
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
                                     const Counters& counters, Instant now,
-                                    const LocalOverrides* overrides) {
+                                    const LocalOverrides* overrides,
+                                    const LocalAdaptive* adaptive) {
   wire::StatusReport s;
   s.node_id = identity != nullptr ? identity->node_id : "tallyd";
   s.generation = identity != nullptr ? identity->generation : 0;
@@ -205,8 +209,24 @@ wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity
   }
   AppendLimiterCounters(stats, &s.counters);
   if (overrides != nullptr) overrides->AppendCounters(&s.counters);
+  if (adaptive != nullptr && !adaptive->empty()) {
+    const LocalAdaptive::Counters a = adaptive->counters();
+    AppendAdaptiveCounters(a.host, a.limits_written, &s.counters);
+  }
   AppendTransportCounters(counters, &s.counters);
   return s;
+}
+
+void AppendAdaptiveCounters(const core::AdaptiveHost::Counters& host, uint64_t limits_written,
+                            std::vector<std::pair<std::string, uint64_t>>* out) {
+  out->emplace_back("adaptive_reports_accepted", host.reports_accepted);
+  out->emplace_back("adaptive_reports_unknown", host.reports_unknown);
+  out->emplace_back("adaptive_reports_invalid", host.reports_invalid);
+  out->emplace_back("adaptive_steps_decreased", host.steps_decreased);
+  out->emplace_back("adaptive_steps_increased", host.steps_increased);
+  out->emplace_back("adaptive_steps_held", host.steps_held);
+  out->emplace_back("adaptive_adoptions", host.adoptions);
+  out->emplace_back("adaptive_limits_written", limits_written);
 }
 
 wire::OwnerReport MessageProcessor::SingleNodeOwner(const wire::OwnerQuery& query) const {
@@ -305,7 +325,8 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       std::vector<std::byte>* out = NextBuffer();
       wire::StatusReport report =
           cluster_ != nullptr ? cluster_->Status(now)
-                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_);
+                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_,
+                                                 adaptive_);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       ReplyToQuery(message.size(), out, tag, replies);

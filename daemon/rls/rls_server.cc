@@ -1008,6 +1008,19 @@ std::string RlsServer::MetricsText() const {
     r.rules.push_back(
         {std::move(t.rule), std::move(t.name), t.hits, t.over_limit, t.near_limit, t.shadow_mode});
   }
+  // As the rules path applies it (RlsPlan::Build): published, within [min, max].
+  const std::shared_ptr<const rules::RuleSet> rules = d.CurrentRules();
+  const std::shared_ptr<const crdt::DescriptorOverrideTable> published =
+      d.options.overrides != nullptr ? d.options.overrides->Load() : nullptr;
+  for (const rules::RuleSet::AdaptiveRule& a : rules->adaptive_rules()) {
+    uint64_t limit = a.start;
+    if (published != nullptr) {
+      if (const crdt::OverrideValue* o = published->FindAdaptive(a.domain, a.name)) {
+        limit = std::clamp<uint64_t>(o->limit, a.spec.min, a.spec.max);
+      }
+    }
+    r.adaptive.push_back({std::string(a.domain), std::string(a.name), limit});
+  }
   return io::RenderMetrics(in);
 }
 

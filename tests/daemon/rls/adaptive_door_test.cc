@@ -16,6 +16,7 @@
 #include "tests/cluster/cluster_harness.h"
 #include "tests/support/daemon_process.h"
 #include "tests/support/http_request.h"
+#include "tests/support/prometheus_text.h"
 
 namespace tally::testing {
 namespace {
@@ -93,6 +94,18 @@ TEST(AdaptiveDoorTest, ASingleNodeFollowsReportsAndRefusesBadOnes) {
   const int64_t cut = LimitInForce(http);
   EXPECT_GE(cut, 10);
   EXPECT_LE(cut, 450);
+  // What the operator sees: the limit in force, the reports and the steps.
+  const HttpResult scrape = HttpGet(http, "/metrics");
+  const auto m = ParseSamples(scrape.body);
+  EXPECT_EQ(Sample(m, "tally_adaptive_limit{domain=\"api\",name=\"backend\"}"), cut);
+  EXPECT_GE(Sample(m, "tally_adaptive_reports_total{result=\"accepted\"}"), 2);
+  EXPECT_EQ(Sample(m, "tally_adaptive_reports_total{result=\"unknown_rule\"}"), 1);
+  EXPECT_EQ(Sample(m, "tally_adaptive_reports_total{result=\"invalid\"}"), 2)
+      << "-3 and count 0 (the malformed bodies never reached the controllers)";
+  EXPECT_GE(Sample(m, "tally_adaptive_steps_total{step=\"decreased\"}"), 1);
+  EXPECT_GE(Sample(m, "tally_adaptive_limit_writes_total"), 1);
+  std::string output;
+  EXPECT_EQ(Promtool(scrape.body, dir, &output), 0) << output;
   EXPECT_EQ(tallyd.Stop(), 0);
 }
 
