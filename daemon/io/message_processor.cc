@@ -363,6 +363,11 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       // already says who may connect (limit_door.h).
       HandleLimitWrite(message.size(), door_ != Door::kUdp || source_loopback, now, tag, replies);
       return Handled::kAnswered;
+    case wire::MessageKind::kSignalReport:
+      // A report moves a limit everyone shares: taken where a limit write
+      // would be (the Unix doors, loopback UDP).
+      HandleSignalReport(message.size(), door_ != Door::kUdp || source_loopback, tag, replies);
+      return Handled::kAnswered;
     case wire::MessageKind::kLimitGet:
       HandleLimitGet(message.size(), tag, replies);
       return Handled::kAnswered;
@@ -371,6 +376,7 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       return Handled::kAnswered;
     case wire::MessageKind::kResponses:
     case wire::MessageKind::kLimitWriteResponse:
+    case wire::MessageKind::kSignalReportResponse:
     case wire::MessageKind::kLimitOverridesResponse:
     case wire::MessageKind::kDescriptorCheckResponse:
     case wire::MessageKind::kStatusResponse:
@@ -457,6 +463,55 @@ tally::Status WriteStatus(crdt::LimitOverrides::MergeResult result, wire::LimitO
 }
 
 }  // namespace
+
+void MessageProcessor::HandleSignalReport(size_t request_bytes, bool may_report, uint32_t tag,
+                                          std::vector<Reply>* replies) {
+  const wire::SignalReportQuery& query = reader_.signal_report();
+  wire::SignalReportReport report;
+  report.request_id = query.request_id;
+  std::vector<std::byte>* out = NextBuffer();
+  auto answer = [&] {
+    wire::EncodeSignalReportResponse(report, out);
+    ReplyToQuery(request_bytes, out, tag, replies);
+  };
+  if (!may_report) {
+    report.status = tally::Status::kPermissionDenied;
+    report.error = "signal reports are accepted on tallyd's Unix sockets and from loopback UDP "
+                   "sources only";
+    return answer();
+  }
+  if (!reader_.signal_report_error().empty()) {
+    report.status = tally::Status::kInvalidArgument;
+    report.error = reader_.signal_report_error();
+    report.outcome = wire::SignalOutcome::kInvalid;
+    return answer();
+  }
+  if (cluster_ == nullptr && adaptive_ == nullptr) {
+    report.status = tally::Status::kUnavailable;
+    report.error = "no adaptive limits here (echo mode)";
+    return answer();
+  }
+  const core::AdaptiveHost::ReportResult result =
+      cluster_ != nullptr
+          ? cluster_->ReportSignal(query.domain, query.rule, query.value, query.count)
+          : adaptive_->Report(query.domain, query.rule, query.value, query.count);
+  switch (result) {
+    case core::AdaptiveHost::ReportResult::kAccepted:
+      report.outcome = wire::SignalOutcome::kAccepted;
+      break;
+    case core::AdaptiveHost::ReportResult::kUnknownRule:
+      report.status = tally::Status::kInvalidArgument;
+      report.outcome = wire::SignalOutcome::kUnknownRule;
+      report.error = "no adaptive limit of that name in the domain in the rules in force here";
+      break;
+    case core::AdaptiveHost::ReportResult::kInvalid:
+      report.status = tally::Status::kInvalidArgument;
+      report.outcome = wire::SignalOutcome::kInvalid;
+      report.error = "value or count out of range for the rule's signal";
+      break;
+  }
+  answer();
+}
 
 void MessageProcessor::HandleLimitWrite(size_t request_bytes, bool may_write, Instant now,
                                         uint32_t tag, std::vector<Reply>* replies) {

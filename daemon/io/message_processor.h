@@ -146,7 +146,7 @@ struct ProcessorContext {
   // queries are answered unavailable. Cluster mode uses the Node's.
   LocalOverrides* overrides = nullptr;
   // Single-node mode: adaptive limits, for the adaptive_* status counters.
-  const LocalAdaptive* adaptive = nullptr;
+  LocalAdaptive* adaptive = nullptr;
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -205,6 +205,8 @@ class MessageProcessor {
                     std::vector<Reply>* replies);
   wire::OwnerReport SingleNodeOwner(const wire::OwnerQuery& query) const;
   // Protocol 5 (limit_door.h).
+  void HandleSignalReport(size_t request_bytes, bool may_report, uint32_t tag,
+                          std::vector<Reply>* replies);
   void HandleLimitWrite(size_t request_bytes, bool may_write, Instant now, uint32_t tag,
                         std::vector<Reply>* replies);
   void HandleLimitGet(size_t request_bytes, uint32_t tag, std::vector<Reply>* replies);
@@ -226,7 +228,7 @@ class MessageProcessor {
   BusiestKeys* keys_ = nullptr;
   const DescriptorDoor* descriptors_ = nullptr;
   LocalOverrides* overrides_ = nullptr;
-  const LocalAdaptive* adaptive_ = nullptr;
+  LocalAdaptive* adaptive_ = nullptr;
   wire::ClientMessageReader reader_;
   std::vector<CheckResult> results_;
   std::vector<CheckRequestRef> overridden_;  // checks with overridden limits (single node)

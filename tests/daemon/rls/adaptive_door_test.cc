@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "tally/client.h"
 #include "tests/cluster/cluster_harness.h"
 #include "tests/support/daemon_process.h"
 #include "tests/support/http_request.h"
@@ -106,6 +107,54 @@ TEST(AdaptiveDoorTest, ASingleNodeFollowsReportsAndRefusesBadOnes) {
   EXPECT_GE(Sample(m, "tally_adaptive_limit_writes_total"), 1);
   std::string output;
   EXPECT_EQ(Promtool(scrape.body, dir, &output), 0) << output;
+  EXPECT_EQ(tallyd.Stop(), 0);
+}
+
+// The other doors: the C++ client library (here over loopback UDP) and
+// `tally report` (over the Unix socket), with what they refuse.
+TEST(AdaptiveDoorTest, TheClientLibraryAndTheCliReportToo) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  std::ofstream(dir.File("rules.yaml")) << kRules;
+  DaemonProcess tallyd;
+  std::string error;
+  ASSERT_TRUE(tallyd.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("d.sock"), "--http",
+                            "127.0.0.1:0", "--rules", dir.File("rules.yaml")},
+                           &error))
+      << error;
+  const std::string tally = std::string(TALLY_BIN_DIR) + "/tally";
+  ProcessResult cli = RunProcess(tally, {"report", "--unix", dir.File("d.sock"), "--domain", "api",
+                                         "--rule", "backend", "--value", "12.5", "--count", "40"});
+  EXPECT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_EQ(cli.out, "accepted\n");
+  cli = RunProcess(tally, {"report", "--unix", dir.File("d.sock"), "--json", "--domain", "api",
+                           "--rule", "nope", "--value", "1"});
+  EXPECT_EQ(cli.exit_code, 2);
+  EXPECT_NE(cli.out.find("no adaptive limit"), std::string::npos) << cli.out;
+  cli = RunProcess(tally, {"report", "--unix", dir.File("d.sock"), "--domain", "api", "--rule",
+                           "backend", "--value", "1", "--count", "0"});
+  EXPECT_EQ(cli.exit_code, 2) << "a usage error";
+  DaemonAddress udp;
+  udp.port = tallyd.udp_port();
+  SignalReportOutcome outcome = SignalReportOutcome::kNone;
+  EXPECT_EQ(ReportSignal(udp, ClientOptions{}, {"api", "backend", -1, 3}, &outcome, &error),
+            Status::kInvalidArgument);
+  EXPECT_EQ(outcome, SignalReportOutcome::kInvalid);
+  // A slow backend reported through the library cuts the limit.
+  const std::string http = tallyd.http_address();
+  ASSERT_TRUE(PollUntil(
+      seconds(15),
+      [&] {
+        EXPECT_EQ(ReportSignal(udp, ClientOptions{}, {"api", "backend", 200, 300}, &outcome,
+                               &error),
+                  Status::kOk)
+            << error;
+        EXPECT_EQ(outcome, SignalReportOutcome::kAccepted);
+        const int64_t limit = LimitInForce(http);
+        return limit > 0 && limit < 500;
+      },
+      milliseconds(100)))
+      << LimitInForce(http);
   EXPECT_EQ(tallyd.Stop(), 0);
 }
 
