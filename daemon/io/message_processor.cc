@@ -626,6 +626,9 @@ void MessageProcessor::HandleLimitList(size_t request_bytes, uint32_t tag,
     map.VisitAfter(
         reader_.limit_list().cursor, [&](const std::string& key, const crdt::OverrideEntry& e) {
           if (e.value.removed) return true;  // a list shows those in force
+          // An adaptive rule's limit has no client-protocol selector yet: it
+          // shows in /metrics (tally_adaptive_limit), not here.
+          if (e.selector.kind == crdt::Selector::Kind::kAdaptive) return true;
           wire::LimitOverrideReport r = OverrideReportOf(e);
           const size_t cost = wire::EncodedLimitOverrideBound(r);
           if (wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + used + cost > budget) {
