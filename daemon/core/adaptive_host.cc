@@ -17,7 +17,8 @@ double MostOf(rules::AdaptiveSignal signal) {
 bool InRange(double v, double most) { return v >= 0 && v <= most; }  // false for NaN
 
 bool Less(const AdaptiveRuleConfig& a, std::string_view domain, std::string_view rule) {
-  return std::tie(a.domain, a.rule) < std::tie(domain, rule);
+  return std::pair<std::string_view, std::string_view>(a.domain, a.rule) <
+         std::pair<std::string_view, std::string_view>(domain, rule);
 }
 
 }  // namespace
