@@ -1,6 +1,7 @@
 // Client datagrams (include/tally/check.capnp) as tallyd and the client
 // library decode them. Properties: Decode never crashes, leaks or throws on
 // any bytes; whatever decodes survives encode -> decode unchanged.
+#include <cstring>
 #include <string>
 #include <vector>
 
