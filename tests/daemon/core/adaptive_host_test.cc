@@ -7,24 +7,15 @@
 #include <cmath>
 #include <limits>
 
+#include "tests/daemon/core/adaptive_rules.h"
+
 namespace tally::core {
 namespace {
 
 using Step = rules::AdaptiveLimit::Step;
 
-AdaptiveRuleConfig Rule(std::string domain, std::string name, uint32_t start = 500) {
-  AdaptiveRuleConfig r;
-  r.domain = std::move(domain);
-  r.rule = std::move(name);
-  r.config.min_limit = 10;
-  r.config.max_limit = 1000;
-  r.config.signal = rules::AdaptiveSignal::kLatencyMs;
-  r.config.target = 50;
-  r.config.window_ms = 1000;
-  r.config.interval_ms = 1000;
-  r.config.increase_step = 10;
-  r.start = start;
-  return r;
+AdaptiveRuleConfig Rule(std::string domain, std::string name) {
+  return testing::LatencyRule(std::move(domain), std::move(name));
 }
 
 TEST(AdaptiveHostTest, ReportsToUnknownRulesOrOutOfRangeAreRefusedAndCounted) {

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "daemon/core/node.h"
+#include "tests/daemon/core/adaptive_rules.h"
 #include "tests/daemon/core/test_cluster.h"
 #include "wire/peer_codec.h"
 
@@ -15,20 +16,7 @@ namespace {
 
 using testing::TestCluster;
 
-AdaptiveRuleConfig Rule() {
-  AdaptiveRuleConfig r;
-  r.domain = "api";
-  r.rule = "backend";
-  r.config.min_limit = 10;
-  r.config.max_limit = 1000;
-  r.config.signal = rules::AdaptiveSignal::kLatencyMs;
-  r.config.target = 50;
-  r.config.window_ms = 1000;
-  r.config.interval_ms = 1000;
-  r.config.increase_step = 10;
-  r.start = 500;
-  return r;
-}
+AdaptiveRuleConfig Rule() { return testing::LatencyRule(); }
 
 const std::string kKey = crdt::Selector::AdaptiveKey("api", "backend");
 

@@ -48,33 +48,54 @@ int64_t LimitInForce(const std::string& http) {
   return limit.is_null() ? -1 : limit.to_number<int64_t>();
 }
 
-// Reports a slow backend (200 ms over 300 requests) every 100 ms through
-// `http` until the limit at `check_http` falls below 500, or `timeout`.
-bool SlowBackendCutsTheLimit(const std::string& http, const std::string& check_http,
-                             seconds timeout) {
+// Calls `report` (a slow backend's report through some door) every 100 ms
+// until the limit at `check_http` falls below 500, or `timeout`.
+template <typename Report>
+bool ReportsCutTheLimit(Report&& report, const std::string& check_http, seconds timeout) {
   return PollUntil(
       timeout,
       [&] {
-        const HttpResult r = HttpPost(
-            http, "/v1/report", R"({"domain":"api","rule":"backend","value":200,"count":300})");
-        EXPECT_EQ(r.status, 200) << r.body;
+        report();
         const int64_t limit = LimitInForce(check_http);
         return limit > 0 && limit < 500;
       },
       milliseconds(100));
 }
 
-TEST(AdaptiveDoorTest, ASingleNodeFollowsReportsAndRefusesBadOnes) {
-  TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  std::ofstream(dir.File("rules.yaml")) << kRules;
-  DaemonProcess tallyd;
-  std::string error;
-  ASSERT_TRUE(tallyd.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("d.sock"), "--http",
-                            "127.0.0.1:0", "--rules", dir.File("rules.yaml")},
-                           &error))
-      << error;
-  const std::string http = tallyd.http_address();
+// The same through the HTTP door at `http`: 300 requests of 200 ms.
+bool SlowBackendCutsTheLimit(const std::string& http, const std::string& check_http,
+                             seconds timeout) {
+  return ReportsCutTheLimit(
+      [&] {
+        const HttpResult r = HttpPost(
+            http, "/v1/report", R"({"domain":"api","rule":"backend","value":200,"count":300})");
+        EXPECT_EQ(r.status, 200) << r.body;
+      },
+      check_http, timeout);
+}
+
+// A rules file with the adaptive rule in a fresh directory, and a single
+// tallyd serving it on UDP, its Unix socket and HTTP.
+class AdaptiveDoorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    std::ofstream(dir_.File("rules.yaml")) << kRules;
+  }
+  void StartSingleNode() {
+    std::string error;
+    ASSERT_TRUE(tallyd_.Start({"--udp", "127.0.0.1:0", "--unix", dir_.File("d.sock"), "--http",
+                               "127.0.0.1:0", "--rules", dir_.File("rules.yaml")},
+                              &error))
+        << error;
+  }
+  TempDir dir_;
+  DaemonProcess tallyd_;
+};
+
+TEST_F(AdaptiveDoorTest, ASingleNodeFollowsReportsAndRefusesBadOnes) {
+  ASSERT_NO_FATAL_FAILURE(StartSingleNode());
+  const std::string http = tallyd_.http_address();
   EXPECT_EQ(LimitInForce(http), 500) << "requests_per_unit until a law step";
   // What the door refuses, and why.
   HttpResult r = HttpPost(http, "/v1/report", R"({"domain":"api","rule":"nope","value":1})");
@@ -106,65 +127,52 @@ TEST(AdaptiveDoorTest, ASingleNodeFollowsReportsAndRefusesBadOnes) {
   EXPECT_GE(Sample(m, "tally_adaptive_steps_total{step=\"decreased\"}"), 1);
   EXPECT_GE(Sample(m, "tally_adaptive_limit_writes_total"), 1);
   std::string output;
-  EXPECT_EQ(Promtool(scrape.body, dir, &output), 0) << output;
-  EXPECT_EQ(tallyd.Stop(), 0);
+  EXPECT_EQ(Promtool(scrape.body, dir_, &output), 0) << output;
+  EXPECT_EQ(tallyd_.Stop(), 0);
 }
 
 // The other doors: the C++ client library (here over loopback UDP) and
 // `tally report` (over the Unix socket), with what they refuse.
-TEST(AdaptiveDoorTest, TheClientLibraryAndTheCliReportToo) {
-  TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  std::ofstream(dir.File("rules.yaml")) << kRules;
-  DaemonProcess tallyd;
-  std::string error;
-  ASSERT_TRUE(tallyd.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("d.sock"), "--http",
-                            "127.0.0.1:0", "--rules", dir.File("rules.yaml")},
-                           &error))
-      << error;
+TEST_F(AdaptiveDoorTest, TheClientLibraryAndTheCliReportToo) {
+  ASSERT_NO_FATAL_FAILURE(StartSingleNode());
   const std::string tally = std::string(TALLY_BIN_DIR) + "/tally";
-  ProcessResult cli = RunProcess(tally, {"report", "--unix", dir.File("d.sock"), "--domain", "api",
+  ProcessResult cli = RunProcess(tally, {"report", "--unix", dir_.File("d.sock"), "--domain", "api",
                                          "--rule", "backend", "--value", "12.5", "--count", "40"});
   EXPECT_EQ(cli.exit_code, 0) << cli.err;
   EXPECT_EQ(cli.out, "accepted\n");
-  cli = RunProcess(tally, {"report", "--unix", dir.File("d.sock"), "--json", "--domain", "api",
+  cli = RunProcess(tally, {"report", "--unix", dir_.File("d.sock"), "--json", "--domain", "api",
                            "--rule", "nope", "--value", "1"});
   EXPECT_EQ(cli.exit_code, 2);
   EXPECT_NE(cli.out.find("no adaptive limit"), std::string::npos) << cli.out;
-  cli = RunProcess(tally, {"report", "--unix", dir.File("d.sock"), "--domain", "api", "--rule",
+  cli = RunProcess(tally, {"report", "--unix", dir_.File("d.sock"), "--domain", "api", "--rule",
                            "backend", "--value", "1", "--count", "0"});
   EXPECT_EQ(cli.exit_code, 2) << "a usage error";
   DaemonAddress udp;
-  udp.port = tallyd.udp_port();
+  udp.port = tallyd_.udp_port();
   SignalReportOutcome outcome = SignalReportOutcome::kNone;
+  std::string error;
   EXPECT_EQ(ReportSignal(udp, ClientOptions{}, {"api", "backend", -1, 3}, &outcome, &error),
             Status::kInvalidArgument);
   EXPECT_EQ(outcome, SignalReportOutcome::kInvalid);
   // A slow backend reported through the library cuts the limit.
-  const std::string http = tallyd.http_address();
-  ASSERT_TRUE(PollUntil(
-      seconds(15),
+  const std::string http = tallyd_.http_address();
+  ASSERT_TRUE(ReportsCutTheLimit(
       [&] {
         EXPECT_EQ(ReportSignal(udp, ClientOptions{}, {"api", "backend", 200, 300}, &outcome,
                                &error),
                   Status::kOk)
             << error;
         EXPECT_EQ(outcome, SignalReportOutcome::kAccepted);
-        const int64_t limit = LimitInForce(http);
-        return limit > 0 && limit < 500;
       },
-      milliseconds(100)))
+      http, seconds(15)))
       << LimitInForce(http);
-  EXPECT_EQ(tallyd.Stop(), 0);
+  EXPECT_EQ(tallyd_.Stop(), 0);
 }
 
-TEST(AdaptiveDoorTest, ReportsAtOneMemberMoveTheLimitEveryMemberEnforces) {
-  TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  std::ofstream(dir.File("rules.yaml")) << kRules;
+TEST_F(AdaptiveDoorTest, ReportsAtOneMemberMoveTheLimitEveryMemberEnforces) {
   ClusterHarness c;
   std::string error;
-  ASSERT_TRUE(c.StartNodes(3, {"--http", "127.0.0.1:0", "--rules", dir.File("rules.yaml")}, &error))
+  ASSERT_TRUE(c.StartNodes(3, {"--http", "127.0.0.1:0", "--rules", dir_.File("rules.yaml")}, &error))
       << error;
   ASSERT_TRUE(c.WaitFormed(seconds(15), &error)) << error;
   const std::string report_at = c.node(0).process.http_address();
