@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -1117,12 +1118,83 @@ int RunLimit(int argc, char** argv) {
   return kExitAllowed;
 }
 
+// ---- report: a backend's signal for a load-adaptive limit ----
+
+constexpr std::string_view kReportUsage =
+    "usage: tally report [--udp HOST:PORT | --unix PATH] [--json] --domain D --rule NAME\n"
+    "                    --value V [--count N]\n"
+    "\n"
+    "Reports what the backend behind an adaptive limit saw: N requests (default 1)\n"
+    "that averaged V (a latency_ms rule: mean latency in ms; an error_rate rule:\n"
+    "errors / N, 0..1). NAME is the limit's `name` in the rules of domain D. The\n"
+    "member sums reports and sends them to the rule's owner, whose controller moves\n"
+    "the limit every member enforces (docs/DESIGN.md, \"Load-adaptive limits\").\n"
+    "Taken on tallyd's Unix sockets and from loopback UDP only; sent once (a resent\n"
+    "report would count twice).\n"
+    "Exit status: 0 accepted, 2 error (no such adaptive limit, out of range, unreachable).\n";
+
+void AddReportFlags(po::options_description_easy_init& add) {
+  add("domain", po::value<std::string>(), "the rules domain");
+  add("rule", po::value<std::string>(), "the adaptive limit's name");
+  add("value", po::value<std::string>(), "the signal averaged over the requests");
+  add("count", po::value<std::string>(), "the requests the value covers (default 1)");
+}
+
+int RunReport(int argc, char** argv) {
+  const bool json = WantsJson(argc, argv);
+  int exit_code = kExitError;
+  std::optional<CommandLine> line = ParseCommandLine(
+      argc, argv, SubcommandFlags("500", AddReportFlags), kReportUsage, "report", json, &exit_code);
+  if (!line) return exit_code;
+  auto usage = [&](const std::string& why) { return UsageError(json, "report", why); };
+  const po::variables_map& flags = line->flags;
+  DaemonAddress endpoint;
+  ClientOptions options;
+  std::string why;
+  if (!ParseEndpointFlags(flags, &endpoint, &why) || !ParseTimingFlags(flags, &options, &why)) {
+    return usage(why);
+  }
+  // Not resent unless asked: a report taken twice counts twice.
+  if (flags["attempts"].defaulted()) options.attempts = 1;
+  if (!line->args.empty()) return usage("report takes no arguments");
+  for (const char* f : {"domain", "rule", "value"}) {
+    if (flags.count(f) == 0) return usage(std::string("--") + f + " is required");
+  }
+  SignalReport report;
+  report.domain = flags["domain"].as<std::string>();
+  report.rule = flags["rule"].as<std::string>();
+  const std::string value = flags["value"].as<std::string>();
+  char* end = nullptr;
+  report.value = std::strtod(value.c_str(), &end);
+  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(report.value)) {
+    return usage("--value must be a finite number, not '" + value + "'");
+  }
+  if (flags.count("count") != 0) {
+    const std::string text = flags["count"].as<std::string>();
+    uint64_t count = 0;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), count);
+    if (ec != std::errc() || ptr != text.data() + text.size() || count == 0) {
+      return usage("--count must be a whole number of at least 1, not '" + text + "'");
+    }
+    report.count = count;
+  }
+  SignalReportOutcome outcome = SignalReportOutcome::kNone;
+  std::string error;
+  const Status status = ReportSignal(endpoint, options, report, &outcome, &error);
+  if (status != Status::kOk) {
+    return ReportError(json, status, error.empty() ? std::string(StatusName(status)) : error);
+  }
+  std::fputs(json ? "{\"status\":\"ok\",\"outcome\":\"accepted\"}\n" : "accepted\n", stdout);
+  return kExitAllowed;
+}
+
 constexpr Subcommand kSubcommands[] = {
     {"check", "ask whether a request may go ahead", RunCheck},
     {"status", "show the daemon's node and cluster members", RunStatus},
     {"owner", "show which members decide a key", RunOwner},
     {"keyring", "make a cluster key file, or list its key ids", RunKeyring},
     {"limit", "set, get, list or remove runtime limit overrides", RunLimit},
+    {"report", "report a backend's signal for a load-adaptive limit", RunReport},
 };
 
 void PrintUsage(std::FILE* out) {

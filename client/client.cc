@@ -873,6 +873,34 @@ bool WriteLimit(const DaemonAddress& address, const ClientOptions& options,
   return true;
 }
 
+Status ReportSignal(const DaemonAddress& address, const ClientOptions& options,
+                    const SignalReport& report, SignalReportOutcome* outcome, std::string* error) {
+  static std::atomic<size_t> pad_hint{0};
+  *outcome = SignalReportOutcome::kNone;
+  if (report.domain.size() > wire::kMaxSignalNameBytes ||
+      report.rule.size() > wire::kMaxSignalNameBytes) {
+    *error = "domain or rule longer than 256 bytes";
+    return Status::kInvalidArgument;
+  }
+  std::unique_ptr<SocketClient> client = ConnectSocket(address, options, error);
+  if (!client) return Status::kUnavailable;
+  wire::SignalReportQuery query;
+  query.domain = report.domain;
+  query.rule = report.rule;
+  query.value = report.value;
+  query.count = report.count;
+  auto encode = [&query](size_t min_bytes, std::vector<std::byte>* request) {
+    wire::EncodeSignalReport(query, request, min_bytes);
+  };
+  if (!client->Query(encode, &pad_hint, wire::MessageKind::kSignalReportResponse, error)) {
+    return Status::kUnavailable;
+  }
+  const wire::SignalReportReport& answer = client->reply().signal_report_report();
+  *outcome = static_cast<SignalReportOutcome>(answer.outcome);
+  if (answer.status != Status::kOk) *error = answer.error;
+  return answer.status;
+}
+
 bool GetLimit(const DaemonAddress& address, const ClientOptions& options,
               const wire::LimitGetQuery& query, wire::LimitOverridesReport* out,
               std::string* error) {

@@ -36,6 +36,7 @@ std::string Selector::Key() const {
     return key;
   }
   if (kind == Kind::kExplicit) return ExplicitKey(user, endpoint, window_ms);
+  if (kind == Kind::kAdaptive) return AdaptiveKey(domain, rule);
   // An unknown kind (Validate refuses it): its own byte, so it equals no
   // valid selector.
   return std::string(1, static_cast<char>(kind));
@@ -63,6 +64,14 @@ std::string Selector::ExplicitKey(std::string_view user, std::string_view endpoi
   return key;
 }
 
+std::string Selector::AdaptiveKey(std::string_view domain, std::string_view rule) {
+  std::string key;
+  key.push_back(static_cast<char>(Kind::kAdaptive));
+  PutText(&key, domain);
+  PutText(&key, rule);
+  return key;
+}
+
 void LimitOverrides::CountLive(const OverrideEntry& entry, int delta) {
   if (entry.value.removed) return;
   live_ += delta;
@@ -82,7 +91,7 @@ std::string Validate(const OverrideEntry& entry) {
         if (!(why = CheckText("a descriptor key", k, false)).empty()) return why;
         if (!(why = CheckText("a descriptor value", v, true)).empty()) return why;
       }
-      if (!s.user.empty() || !s.endpoint.empty() || s.window_ms != 0) {
+      if (!s.user.empty() || !s.endpoint.empty() || s.window_ms != 0 || !s.rule.empty()) {
         return "a descriptor selector with explicit fields";
       }
       break;
@@ -91,6 +100,14 @@ std::string Validate(const OverrideEntry& entry) {
       if (!(why = CheckText("endpoint", s.endpoint, false)).empty()) return why;
       if (s.window_ms < 1 || s.window_ms > kMaxOverrideWindowMs) return "window out of range";
       if (!s.domain.empty() || !s.entries.empty()) return "an explicit selector with a descriptor";
+      if (!s.rule.empty()) return "an explicit selector with a rule name";
+      break;
+    case Selector::Kind::kAdaptive:
+      if (!(why = CheckText("domain", s.domain, false)).empty()) return why;
+      if (!(why = CheckText("rule", s.rule, false)).empty()) return why;
+      if (!s.entries.empty() || !s.user.empty() || !s.endpoint.empty() || s.window_ms != 0) {
+        return "an adaptive selector with descriptor or explicit fields";
+      }
       break;
     default:
       return "unknown selector kind";
@@ -101,7 +118,7 @@ std::string Validate(const OverrideEntry& entry) {
     return "";
   }
   if (v.limit > kMaxOverrideLimit) return "limit out of range";
-  if (s.kind == Selector::Kind::kDescriptor) {
+  if (s.kind != Selector::Kind::kExplicit) {
     if (v.window_ms < 1 || v.window_ms > kMaxOverrideWindowMs) return "window out of range";
   } else if (v.window_ms != 0) {
     return "an explicit override keeps its selector's window";
@@ -193,7 +210,12 @@ size_t LimitOverrides::DropTombstonesBefore(HlcTimestamp before) {
 
 DescriptorOverrideTable::DescriptorOverrideTable(const LimitOverrides& map) {
   for (const OverrideEntry& e : map.Entries()) {
-    if (e.value.removed || e.selector.kind != Selector::Kind::kDescriptor) continue;
+    if (e.value.removed) continue;
+    if (e.selector.kind == Selector::Kind::kAdaptive) {
+      adaptive_.emplace(e.selector.Key(), e.value);
+      continue;
+    }
+    if (e.selector.kind != Selector::Kind::kDescriptor) continue;
     by_key_.emplace(e.selector.Key(), e.value);
     shapes_.emplace_back(e.selector.domain, e.selector.entries.size());
   }
@@ -213,6 +235,13 @@ bool DescriptorOverrideTable::MayMatch(std::string_view domain, size_t entry_cou
 const OverrideValue* DescriptorOverrideTable::Find(const std::string& selector_key) const {
   const auto it = by_key_.find(selector_key);
   return it == by_key_.end() ? nullptr : &it->second;
+}
+
+const OverrideValue* DescriptorOverrideTable::FindAdaptive(std::string_view domain,
+                                                           std::string_view rule) const {
+  if (adaptive_.empty()) return nullptr;
+  const auto it = adaptive_.find(Selector::AdaptiveKey(domain, rule));
+  return it == adaptive_.end() ? nullptr : &it->second;
 }
 
 OverrideRestoreCounts RestoreOverrides(const std::vector<OverrideEntry>& entries,

@@ -15,8 +15,10 @@
 // later by hybrid time, after the heal.
 //
 // Selectors: a rules descriptor (domain and its entries, as Envoy sends
-// them) or the explicit form (user, endpoint, window), canonically encoded
-// so equal selectors are equal bytes (Selector::Key).
+// them), the explicit form (user, endpoint, window), or an adaptive rule's
+// limit (domain, rule name: written by the rule's controller, docs/DESIGN.md
+// "Load-adaptive limits"), canonically encoded so equal selectors are equal
+// bytes (Selector::Key).
 //
 // Bounds (the entries come from peers): selector texts, entry counts and
 // values are bounded (Validate), and the map holds at most kMaxEntries
@@ -42,14 +44,16 @@
 
 namespace tally::crdt {
 
-// What an override selects: one rules descriptor, or one explicit key.
+// What an override selects: one rules descriptor, one explicit key, or the
+// limit of one adaptive rule (every descriptor that rule matches).
 struct Selector {
-  enum class Kind : uint8_t { kDescriptor = 1, kExplicit = 2 };
+  enum class Kind : uint8_t { kDescriptor = 1, kExplicit = 2, kAdaptive = 3 };
   Kind kind = Kind::kDescriptor;
-  std::string domain;                                        // kDescriptor
+  std::string domain;                                        // kDescriptor, kAdaptive
   std::vector<std::pair<std::string, std::string>> entries;  // kDescriptor, in order
   std::string user, endpoint;                                // kExplicit
   uint64_t window_ms = 0;                                    // kExplicit
+  std::string rule;  // kAdaptive: the limit's `name`, unique among its domain's adaptive limits
 
   // The canonical bytes: equal selectors, equal keys. Length-prefixed
   // fields, so no text can make two selectors collide.
@@ -64,6 +68,8 @@ struct Selector {
   // request descriptor up this way without a Selector.
   static void DescriptorKeyStart(std::string* out, std::string_view domain, size_t entry_count);
   static void DescriptorKeyEntry(std::string* out, std::string_view key, std::string_view value);
+  // Key() of the adaptive selector (domain, rule).
+  static std::string AdaptiveKey(std::string_view domain, std::string_view rule);
   friend bool operator==(const Selector&, const Selector&) = default;
 };
 
@@ -160,8 +166,8 @@ class LimitOverrides {
   uint64_t version_ = 0;
 };
 
-// The descriptor-form overrides in force (no tombstones, no explicit
-// selectors) of one LimitOverrides, frozen: what the rules doors read on
+// The descriptor-form and adaptive overrides in force (no tombstones, no
+// explicit selectors) of one LimitOverrides, frozen: what the rules doors read on
 // their own threads without the Node's lock (docs/DESIGN.md, "Runtime limit
 // overrides"). Immutable once built, so any number of threads may Find at
 // once. Built in O(entries) by the driver after a change (version()).
@@ -170,16 +176,21 @@ class DescriptorOverrideTable {
   DescriptorOverrideTable() = default;
   explicit DescriptorOverrideTable(const LimitOverrides& map);
 
-  bool empty() const { return by_key_.empty(); }
-  size_t size() const { return by_key_.size(); }
+  bool empty() const { return by_key_.empty() && adaptive_.empty(); }
+  size_t size() const { return by_key_.size() + adaptive_.size(); }
   // Whether any override names `domain` with `entry_count` entries: a
   // request descriptor that fails this needs no key built.
   bool MayMatch(std::string_view domain, size_t entry_count) const;
   // The override for the selector whose Key() is `selector_key`, or null.
   const OverrideValue* Find(const std::string& selector_key) const;
+  // The published limit of the adaptive rule (domain, rule), or null: its
+  // controller has not written one (the rule's requests_per_unit applies).
+  const OverrideValue* FindAdaptive(std::string_view domain, std::string_view rule) const;
+  size_t adaptive_size() const { return adaptive_.size(); }
 
  private:
   std::unordered_map<std::string, OverrideValue> by_key_;
+  std::unordered_map<std::string, OverrideValue> adaptive_;  // by AdaptiveKey
   // (domain, entry count) of every override, sorted and distinct: what
   // MayMatch searches (O(log n), no allocation).
   std::vector<std::pair<std::string, size_t>> shapes_;

@@ -134,6 +134,15 @@ int main(int argc, char** argv) {
     rls_options.on_rules = [&daemon](const std::string& digest, const std::string& error) {
       daemon.SetRulesStatus(digest, error);
     };
+    // Adaptive limits: the rule set's go to the daemon (a member's Node or
+    // a single node's controllers), and POST /v1/report feeds them.
+    rls_options.on_rule_set = [&daemon](const tally::rules::RuleSet& rules) {
+      daemon.SetAdaptiveRules(tally::core::AdaptiveRuleConfigsOf(rules));
+    };
+    rls_options.report_signal = [&daemon](std::string_view domain, std::string_view rule,
+                                          double value, uint64_t count) {
+      return daemon.ReportSignal(domain, rule, value, count);
+    };
     rls_options.status = [&daemon] { return daemon.Status(); };
     rls_options.door_metrics = daemon.door_metrics();
     rls_options.accept_fd_exhausted = daemon.http_accept_fd_exhausted();

@@ -1,6 +1,7 @@
 // Client datagrams (include/tally/check.capnp) as tallyd and the client
 // library decode them. Properties: Decode never crashes, leaks or throws on
 // any bytes; whatever decodes survives encode -> decode unchanged.
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case MessageKind::kLimitWriteResponse:
       tally::wire::EncodeLimitWriteResponse(reader.limit_write_report(), &encoded);
       break;
+    case MessageKind::kSignalReport: {
+      const tally::wire::SignalReportQuery& q = reader.signal_report();
+      if (!reader.signal_report_error().empty()) {
+        // Only the id is kept.
+        FUZZ_CHECK(q.domain.empty() && q.rule.empty() && q.count == 1);
+        return 0;
+      }
+      FUZZ_CHECK(q.domain.size() <= tally::wire::kMaxSignalNameBytes &&
+                 q.rule.size() <= tally::wire::kMaxSignalNameBytes && q.count >= 1);
+      tally::wire::EncodeSignalReport(q, &encoded);
+      break;
+    }
+    case MessageKind::kSignalReportResponse:
+      tally::wire::EncodeSignalReportResponse(reader.signal_report_report(), &encoded);
+      break;
     case MessageKind::kLimitOverridesResponse:
       for (const auto& o : reader.limit_overrides_report().overrides) {
         CheckSelectorBounds(o.selector);
@@ -260,6 +276,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case MessageKind::kLimitOverridesResponse:
       CheckSameOverrides(again.limit_overrides_report(), reader.limit_overrides_report());
       break;
+    case MessageKind::kSignalReport: {
+      const auto& a = again.signal_report();
+      const auto& b = reader.signal_report();
+      // The value bit for bit: a NaN is not equal to itself.
+      FUZZ_CHECK(a.request_id == b.request_id && a.domain == b.domain && a.rule == b.rule &&
+                 a.count == b.count && std::memcmp(&a.value, &b.value, sizeof(double)) == 0);
+      break;
+    }
+    case MessageKind::kSignalReportResponse: {
+      const auto& a = again.signal_report_report();
+      const auto& b = reader.signal_report_report();
+      FUZZ_CHECK(a.request_id == b.request_id && a.status == b.status && a.outcome == b.outcome);
+      FUZZ_CHECK(a.error == b.error.substr(0, 512));
+      break;
+    }
   }
   return 0;
 }

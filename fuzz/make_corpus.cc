@@ -143,6 +143,11 @@ void ClientCorpus() {
                                   wire::LimitOutcome::kNone, "n1"},
                                  &out);
   Write(t, "limit_write_refused", out);
+  wire::EncodeSignalReport({11, "api", "backend", 83.25, 120}, &out);
+  Write(t, "signal_report", out);
+  wire::EncodeSignalReportResponse(
+      {11, Status::kInvalidArgument, "no adaptive limit", wire::SignalOutcome::kUnknownRule}, &out);
+  Write(t, "signal_report_response", out);
   wire::EncodeLimitGet({by_descriptor}, &out);
   Write(t, "limit_get", out);
   wire::EncodeLimitList({}, &out, 2048);
@@ -280,6 +285,22 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   v.digest.assign(64, 0);
   v.overrides_digest = 0x5eed;
   all.emplace_back("digest_with_overrides", v);
+  v = {};
+  v.kind = Kind::kAdaptiveReports;
+  v.adaptive_reports = {{"api", "backend", 24000, 120, 410}, {"edge", "errors", 3, 100, 1}};
+  all.emplace_back("adaptive_reports", v);
+  v = {};
+  v.kind = Kind::kOverrides;
+  wire::LimitOverrideValue adaptive;
+  adaptive.kind = 3;
+  adaptive.domain = "api";
+  adaptive.rule = "backend";
+  adaptive.limit = 364;
+  adaptive.window_ms = 1000;
+  adaptive.stamp_wall_ms = kWallMs;
+  adaptive.writer = 3;
+  v.overrides = {adaptive};
+  all.emplace_back("adaptive_override", v);
   return all;
 }
 

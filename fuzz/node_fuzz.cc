@@ -53,6 +53,17 @@ core::NodeConfig Config() {
 class Harness {
  public:
   Harness() : node_(Config()), oracle_(Config().limiter) {
+    // An adaptive rule, so that forged adaptiveReports and kind-3 overrides
+    // reach the controller, its rounds and the override writes they make
+    // (the corpus's join_then_adaptive_* seeds name it).
+    core::AdaptiveRuleConfig rule;
+    rule.domain = "api";
+    rule.rule = "backend";
+    rule.config.min_limit = 10;
+    rule.config.max_limit = 1000;
+    rule.config.target = 50;
+    rule.start = 500;
+    node_.SetAdaptiveRules({rule});
     core::Outbox out;
     node_.Start(Now(), &out);
     Collect(out);

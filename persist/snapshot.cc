@@ -175,7 +175,10 @@ void SaveOverride(boost::archive::binary_oarchive& ar, const crdt::OverrideEntry
     SaveText(ar, entry.first);
     SaveText(ar, entry.second);
   }
-  SaveText(ar, s.user);
+  // An adaptive selector's rule name takes the user's place: the record
+  // keeps its layout, and a reader that does not know kind 3 drops it
+  // (Validate) instead of misreading it.
+  SaveText(ar, s.kind == crdt::Selector::Kind::kAdaptive ? s.rule : s.user);
   SaveText(ar, s.endpoint);
   ar << s.window_ms;
   ar << static_cast<uint8_t>(e.value.removed ? 1 : 0);
@@ -203,6 +206,7 @@ bool LoadOverride(boost::archive::binary_iarchive& ar, crdt::OverrideEntry* e) {
     e->selector.entries.emplace_back(std::move(key), std::move(value));
   }
   e->selector.user = LoadText(ar, "user");
+  if (e->selector.kind == crdt::Selector::Kind::kAdaptive) e->selector.rule.swap(e->selector.user);
   e->selector.endpoint = LoadText(ar, "endpoint");
   ar >> e->selector.window_ms;
   ar >> removed;

@@ -6,8 +6,7 @@
 // max per interval, never a list of samples), so any number of reports costs
 // nothing more than their count.
 //
-// Not wired to anything yet: no door takes reports and no member runs a
-// controller (see "not built yet" in docs/DESIGN.md).
+// Members run these controllers in daemon/core/adaptive_host.h.
 #ifndef TALLY_RULES_ADAPTIVE_H_
 #define TALLY_RULES_ADAPTIVE_H_
 
@@ -46,6 +45,7 @@ struct AdaptiveConfig {
 
   // Whether every field is in its range (the constructor clamps otherwise).
   bool Valid() const;
+  friend bool operator==(const AdaptiveConfig&, const AdaptiveConfig&) = default;
 };
 
 // max(1, ceil(max_limit / 100)): the limit crosses [min, max] in at most 100

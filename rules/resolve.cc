@@ -188,6 +188,7 @@ void Resolve(const RuleSet& rules, std::string_view domain, std::span<const Desc
         limit.detailed_metric = node.detailed_metric;
         limit.value_to_metric = node.value_to_metric;
         limit.rule_limit = node.first_rule_limit + static_cast<uint32_t>(&l - node.limits.data());
+        if (l.adaptive) limit.adaptive = &*l.adaptive;
         out->limits_.push_back(limit);
       }
     }

@@ -279,6 +279,11 @@ struct ResolvedLimit {
   // Which of RuleSet::rule_limits() this is (for per-rule counters);
   // UINT32_MAX for an override.
   uint32_t rule_limit = UINT32_MAX;
+  // The rule limit's `adaptive:` block (its `name` is the controller's
+  // identity), null for a fixed limit or an override. Points into the
+  // RuleSet. The caller applies the published adaptive limit, clamped into
+  // [min, max], in place of requests_per_unit.
+  const AdaptiveSpec* adaptive = nullptr;
 };
 
 struct ResolvedDescriptor {

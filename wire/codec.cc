@@ -219,6 +219,11 @@ LimitOutcome OutcomeFromWire(wire::LimitWriteOutcome o) {
   return v <= 4 ? static_cast<LimitOutcome>(v) : LimitOutcome::kNone;
 }
 
+SignalOutcome SignalOutcomeFromWire(wire::SignalReportOutcome o) {
+  const auto v = static_cast<uint16_t>(o);
+  return v <= 3 ? static_cast<SignalOutcome>(v) : SignalOutcome::kNone;
+}
+
 void ReadLimitOverridesReport(wire::LimitOverridesResponse::Reader r, LimitOverridesReport* out) {
   out->status = FromWire(r.getStatus());
   out->error = AsText(r.getError());
@@ -249,6 +254,9 @@ void ClientMessageReader::ClearLimits() {
   limit_query_error_.clear();
   limit_write_report_ = LimitWriteReport{};
   limit_overrides_report_ = LimitOverridesReport{};
+  signal_report_ = SignalReportQuery{};
+  signal_report_error_.clear();
+  signal_report_report_ = SignalReportReport{};
 }
 
 tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std::string* why) {
@@ -378,6 +386,30 @@ tally::Status ClientMessageReader::Decode(std::span<const std::byte> bytes, std:
         limit_write_.limit = q.getLimit();
         limit_write_.unit = UnitNumber(q.getUnit());
         limit_write_.window_ms = q.getWindowMs();
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::SIGNAL_REPORT: {
+        kind_ = MessageKind::kSignalReport;
+        auto q = root.getSignalReport();
+        signal_report_.request_id = q.getRequestId();
+        const capnp::Text::Reader domain = q.getDomain(), rule = q.getRule();
+        if (domain.size() > kMaxSignalNameBytes || rule.size() > kMaxSignalNameBytes) {
+          signal_report_error_ = "domain or rule longer than 256 bytes";
+          return tally::Status::kOk;
+        }
+        signal_report_.domain = AsText(domain);
+        signal_report_.rule = AsText(rule);
+        signal_report_.value = q.getValue();
+        signal_report_.count = q.getCount() == 0 ? 1 : q.getCount();
+        return tally::Status::kOk;
+      }
+      case wire::ClientMessage::SIGNAL_REPORT_RESPONSE: {
+        kind_ = MessageKind::kSignalReportResponse;
+        auto r = root.getSignalReportResponse();
+        signal_report_report_.request_id = r.getRequestId();
+        signal_report_report_.status = FromWire(r.getStatus());
+        signal_report_report_.error = AsText(r.getError());
+        signal_report_report_.outcome = SignalOutcomeFromWire(r.getOutcome());
         return tally::Status::kOk;
       }
       case wire::ClientMessage::LIMIT_WRITE_RESPONSE: {
@@ -748,6 +780,32 @@ void EncodeLimitWriteResponse(const LimitWriteReport& report, std::vector<std::b
     }
     r.setOutcome(static_cast<wire::LimitWriteOutcome>(report.outcome));
     if (!report.node_id.empty()) r.setNodeId(TextOf(report.node_id));
+  });
+}
+
+void EncodeSignalReport(const SignalReportQuery& query, std::vector<std::byte>* out,
+                        size_t min_bytes) {
+  EncodePaddedQuery(out, min_bytes, [&](wire::ClientMessage::Builder root, size_t padding) {
+    auto q = root.initSignalReport();
+    q.setRequestId(query.request_id);
+    q.setDomain(TextOf(query.domain));
+    q.setRule(TextOf(query.rule));
+    q.setValue(query.value);
+    q.setCount(query.count);
+    if (padding != 0) q.initPadding(static_cast<unsigned>(padding));
+  });
+}
+
+void EncodeSignalReportResponse(const SignalReportReport& report, std::vector<std::byte>* out) {
+  Encode(out, [&](wire::ClientMessage::Builder root) {
+    auto r = root.initSignalReportResponse();
+    r.setRequestId(report.request_id);
+    r.setStatus(ToWire(report.status));
+    if (!report.error.empty()) {
+      r.setError(capnp::Text::Reader(report.error.c_str(),
+                                     std::min(report.error.size(), kMaxLimitErrorBytes)));
+    }
+    r.setOutcome(static_cast<wire::SignalReportOutcome>(report.outcome));
   });
 }
 

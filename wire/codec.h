@@ -39,6 +39,8 @@ enum class MessageKind {
   kDescriptorCheckResponse,  // protocol 4: descriptor_report()
   kLimitWrite,               // protocol 5: limit_write()
   kLimitWriteResponse,       // protocol 5: limit_write_report()
+  kSignalReport,             // protocol 6: signal_report()
+  kSignalReportResponse,     // protocol 6: signal_report_report()
   kLimitGet,                 // protocol 5: limit_get()
   kLimitList,                // protocol 5: limit_list()
   kLimitOverridesResponse,   // protocol 5: limit_overrides_report()
@@ -200,6 +202,28 @@ struct LimitWriteReport {
   friend bool operator==(const LimitWriteReport&, const LimitWriteReport&) = default;
 };
 
+// ---- protocol 6: load-adaptive limits' signal reports ----
+
+inline constexpr size_t kMaxSignalNameBytes = 256;  // domain and rule, as rules::kMaxNameBytes
+
+struct SignalReportQuery {
+  uint64_t request_id = 0;
+  std::string domain, rule;
+  double value = 0;
+  uint64_t count = 1;  // 0 on the wire reads as 1
+  friend bool operator==(const SignalReportQuery&, const SignalReportQuery&) = default;
+};
+
+enum class SignalOutcome : uint8_t { kNone = 0, kAccepted, kUnknownRule, kInvalid };
+
+struct SignalReportReport {
+  uint64_t request_id = 0;
+  tally::Status status = tally::Status::kOk;
+  std::string error;
+  SignalOutcome outcome = SignalOutcome::kNone;
+  friend bool operator==(const SignalReportReport&, const SignalReportReport&) = default;
+};
+
 struct LimitGetQuery {
   LimitSelectorValue selector;
 };
@@ -265,6 +289,11 @@ class ClientMessageReader {
   const std::string& limit_query_error() const { return limit_query_error_; }
   // kLimitWriteResponse, kLimitOverridesResponse.
   const LimitWriteReport& limit_write_report() const { return limit_write_report_; }
+  // kSignalReport (signal_report_error() non-empty: a text beyond its bound,
+  // answered invalidArgument) and kSignalReportResponse.
+  const SignalReportQuery& signal_report() const { return signal_report_; }
+  const std::string& signal_report_error() const { return signal_report_error_; }
+  const SignalReportReport& signal_report_report() const { return signal_report_report_; }
   const LimitOverridesReport& limit_overrides_report() const { return limit_overrides_report_; }
 
  private:
@@ -285,6 +314,9 @@ class ClientMessageReader {
   LimitListQuery limit_list_;
   std::string limit_query_error_;
   LimitWriteReport limit_write_report_;
+  SignalReportQuery signal_report_;
+  std::string signal_report_error_;
+  SignalReportReport signal_report_report_;
   LimitOverridesReport limit_overrides_report_;
   std::vector<uint64_t> aligned_;  // scratch when the input is misaligned
 };
@@ -325,6 +357,10 @@ void EncodeLimitList(const LimitListQuery& query, std::vector<std::byte>* out,
                      size_t min_bytes = 0);
 // Errors longer than 512 bytes are cut.
 void EncodeLimitWriteResponse(const LimitWriteReport& report, std::vector<std::byte>* out);
+// Protocol 6. The query padded to at least `min_bytes` (0: unpadded).
+void EncodeSignalReport(const SignalReportQuery& query, std::vector<std::byte>* out,
+                        size_t min_bytes = 0);
+void EncodeSignalReportResponse(const SignalReportReport& report, std::vector<std::byte>* out);
 void EncodeLimitOverridesResponse(const LimitOverridesReport& report, std::vector<std::byte>* out);
 // Upper bounds of encoded sizes: one override in a LimitOverridesResponse,
 // and the rest of that answer (with `cursor_bytes` of cursor).

@@ -61,13 +61,28 @@ struct NodeMessage {
     handoffRequest @6 :Void;     # a (re)joining node asks for its keys
     handoffDone @7 :Void;        # everything for the requester was pushed
     overrides @8 :List(LimitOverride);  # runtime limit overrides (crdt/limit_overrides.h)
+    adaptiveReports @9 :List(AdaptiveReport);  # to an adaptive rule's owner (daemon/core/adaptive_host.h)
   }
+}
+
+# What clients reported about one adaptive rule's backend since the last
+# report of this sender, summed: `count` requests whose signal (latency in ms,
+# or errors as 0/1) adds up to `sum`; `max` the largest single report's value.
+# Sums add across members, so a member sends one per rule per flush, not one
+# per client report.
+struct AdaptiveReport {
+  domain @0 :Data;
+  rule @1 :Data;                # the limit's name, unique among its domain's adaptive limits
+  sum @2 :Float64;
+  count @3 :UInt64;
+  max @4 :Float64;
 }
 
 # One entry of the runtime limit overrides map: a selector, its value (or a
 # removal) and the hybrid logical clock stamp of the write that made it.
 struct LimitOverride {
-  kind @0 :UInt8;               # 1 descriptor (domain + entries), 2 explicit (user, endpoint, window)
+  kind @0 :UInt8;               # 1 descriptor (domain + entries), 2 explicit (user, endpoint, window),
+                                # 3 adaptive (domain + rule): the limit an adaptive rule's controller published
   domain @1 :Data;
   entries @2 :List(Entry);
   user @3 :Data;
@@ -79,6 +94,7 @@ struct LimitOverride {
   stampWallMs @9 :Int64;
   stampLogical @10 :UInt32;
   writer @11 :UInt64;           # hash of the writing member's id
+  rule @12 :Data;               # kind 3: the adaptive limit's name
   struct Entry {
     key @0 :Data;
     value @1 :Data;

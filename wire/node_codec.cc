@@ -139,7 +139,8 @@ bool ReadOverrides(capnp::List<LimitOverride>::Reader list, std::vector<LimitOve
     o.kind = r.getKind();
     if (!ReadOverrideText(r.getDomain(), &o.domain, why) ||
         !ReadOverrideText(r.getUser(), &o.user, why) ||
-        !ReadOverrideText(r.getEndpoint(), &o.endpoint, why)) {
+        !ReadOverrideText(r.getEndpoint(), &o.endpoint, why) ||
+        !ReadOverrideText(r.getRule(), &o.rule, why)) {
       return false;
     }
     auto entries = r.getEntries();
@@ -163,6 +164,29 @@ bool ReadOverrides(capnp::List<LimitOverride>::Reader list, std::vector<LimitOve
     o.stamp_logical = r.getStampLogical();
     o.writer = r.getWriter();
     out->push_back(std::move(o));
+  }
+  return true;
+}
+
+// Only the shape here (sizes, bounds); whether the numbers make sense (finite,
+// not negative) is the receiver's to judge and count.
+bool ReadAdaptiveReports(capnp::List<AdaptiveReport>::Reader list,
+                         std::vector<AdaptiveReportValue>* out, std::string* why) {
+  if (list.size() > kMaxAdaptiveReportsPerMessage) {
+    *why = "too many adaptive reports";
+    return false;
+  }
+  out->reserve(list.size());
+  for (auto r : list) {
+    AdaptiveReportValue v;
+    if (!ReadOverrideText(r.getDomain(), &v.domain, why) ||
+        !ReadOverrideText(r.getRule(), &v.rule, why)) {
+      return false;
+    }
+    v.sum = r.getSum();
+    v.count = r.getCount();
+    v.max = r.getMax();
+    out->push_back(std::move(v));
   }
   return true;
 }
@@ -233,6 +257,20 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
         b.setStampWallMs(o.stamp_wall_ms);
         b.setStampLogical(o.stamp_logical);
         b.setWriter(o.writer);
+        if (!o.rule.empty()) b.setRule(AsWireBytes(o.rule));
+      }
+      break;
+    }
+    case Kind::kAdaptiveReports: {
+      auto list = builder.initAdaptiveReports(static_cast<unsigned>(value.adaptive_reports.size()));
+      for (unsigned i = 0; i < value.adaptive_reports.size(); ++i) {
+        const AdaptiveReportValue& r = value.adaptive_reports[i];
+        auto b = list[i];
+        b.setDomain(AsWireBytes(r.domain));
+        b.setRule(AsWireBytes(r.rule));
+        b.setSum(r.sum);
+        b.setCount(r.count);
+        b.setMax(r.max);
       }
       break;
     }
@@ -335,6 +373,9 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
     case NodeMessage::OVERRIDES:
       value->kind = Kind::kOverrides;
       return ReadOverrides(reader.getOverrides(), &value->overrides, why);
+    case NodeMessage::ADAPTIVE_REPORTS:
+      value->kind = Kind::kAdaptiveReports;
+      return ReadAdaptiveReports(reader.getAdaptiveReports(), &value->adaptive_reports, why);
   }
   *why = "unknown node message (newer protocol?)";
   return false;
@@ -347,9 +388,14 @@ size_t EncodedCounterBound(const CounterValue& counter) {
 }
 
 size_t EncodedOverrideBound(const LimitOverrideValue& value) {
-  size_t bytes = 14 * 8 + value.domain.size() + value.user.size() + value.endpoint.size();
+  size_t bytes = 15 * 8 + value.domain.size() + value.user.size() + value.endpoint.size() +
+                 value.rule.size();
   for (const auto& [k, v] : value.entries) bytes += 4 * 8 + k.size() + v.size();
   return bytes;
+}
+
+size_t EncodedAdaptiveReportBound(const AdaptiveReportValue& value) {
+  return 8 * 8 + value.domain.size() + value.rule.size();
 }
 
 size_t EncodedForwardBound(const tally::CheckRequest& check) {

@@ -63,7 +63,17 @@ struct LimitOverrideValue {
   int64_t stamp_wall_ms = 0;
   uint32_t stamp_logical = 0;
   uint64_t writer = 0;
+  std::string rule;  // kind 3
   friend bool operator==(const LimitOverrideValue&, const LimitOverrideValue&) = default;
+};
+
+// AdaptiveReport: one adaptive rule's summed reports.
+struct AdaptiveReportValue {
+  std::string domain, rule;
+  double sum = 0;
+  uint64_t count = 0;
+  double max = 0;
+  friend bool operator==(const AdaptiveReportValue&, const AdaptiveReportValue&) = default;
 };
 
 struct NodeMessageValue {
@@ -76,7 +86,8 @@ struct NodeMessageValue {
     kStatePush,
     kHandoffRequest,
     kHandoffDone,
-    kOverrides
+    kOverrides,
+    kAdaptiveReports
   };
   Kind kind = Kind::kForward;
   std::vector<ForwardValue> forwards;
@@ -87,6 +98,7 @@ struct NodeMessageValue {
   bool digest_is_reply = false;
   uint64_t overrides_digest = 0;              // kDigest
   std::vector<LimitOverrideValue> overrides;  // kOverrides
+  std::vector<AdaptiveReportValue> adaptive_reports;  // kAdaptiveReports
 };
 
 // Decoder bounds: a message beyond any of them is malformed (dropped and
@@ -104,6 +116,7 @@ inline constexpr size_t kMaxResultErrorBytes = 1024;
 inline constexpr size_t kMaxOverridesPerMessage = 4096;  // LimitOverrides::kMaxEntries
 inline constexpr size_t kMaxOverrideTextBytes = 256;     // crdt::kMaxSelectorText
 inline constexpr size_t kMaxOverrideEntries = 16;        // crdt::kMaxSelectorEntries
+inline constexpr size_t kMaxAdaptiveReportsPerMessage = 256;  // rules::kMaxAdaptiveLimits
 // A result's retry_after_ms / reset_after_ms beyond this (and not
 // kNeverFits) is nonsense: an honest one is at most about a window plus the
 // clock-offset allowance for buckets ahead of now.
@@ -119,6 +132,7 @@ size_t EncodedCounterBound(const CounterValue& counter);
 size_t EncodedForwardBound(const tally::CheckRequest& check);
 inline constexpr size_t kEncodedForwardResultBound = 96;
 size_t EncodedOverrideBound(const LimitOverrideValue& value);
+size_t EncodedAdaptiveReportBound(const AdaptiveReportValue& value);
 
 }  // namespace tally::wire
 

@@ -193,6 +193,10 @@ void Node::Tick(Instant now, Outbox* out) {
     });
     next_anti_entropy_ns_ = now_ns + Ms(config_.anti_entropy_interval_ms);
   }
+  if (adaptive_.rule_count() > 0 && now_ns >= next_adaptive_ns_) {
+    AdaptiveRound(now, out);
+    next_adaptive_ns_ = now_ns + Ms(config_.adaptive_flush_interval_ms);
+  }
   Flush(now, out);
 }
 
@@ -244,6 +248,7 @@ std::chrono::nanoseconds Node::NextDeadline() const {
   next = std::min(next, next_anti_entropy_ns_);
   next = std::min(next, next_forward_expiry_ns_);
   if (warming_) next = std::min({next, warming_until_ns_, next_handoff_retry_ns_});
+  if (adaptive_.rule_count() > 0) next = std::min(next, next_adaptive_ns_);
   return std::chrono::nanoseconds(next);
 }
 

@@ -42,6 +42,7 @@
 #include "crdt/hybrid_clock.h"
 #include "crdt/key_id.h"
 #include "crdt/limit_overrides.h"
+#include "daemon/core/adaptive_host.h"
 #include "daemon/core/decision_kind.h"
 #include "daemon/core/forward_rtt.h"
 #include "daemon/core/limiter_core.h"
@@ -112,6 +113,11 @@ struct NodeConfig {
   // peer was cut off is otherwise lost for good.
   int64_t push_retry_ms = 2000;
   int64_t anti_entropy_interval_ms = 1000;
+  // Load-adaptive limits: members send their sums of signal reports to each
+  // rule's owner, and the owner steps its controllers, this often (a tenth
+  // of the 1 s control interval, so an interval's reports reach its owner
+  // before it closes).
+  int64_t adaptive_flush_interval_ms = 100;
   int64_t handoff_timeout_ms = 3000;  // a joining node owns keys after this at the latest
   // A node started with seeds that has heard from no other member this long
   // after Start reports it (status, logs) while it keeps trying the seeds.
@@ -239,6 +245,11 @@ struct NodeStatus {
              overrides_refused = 0;
     // Checks that entered here whose limit an override replaced.
     uint64_t overrides_used = 0;
+    // Load-adaptive limits: rules' sums sent to their owners, sums taken
+    // from members, refused (not from an up member, or an unknown rule or
+    // a sum out of range), and limits this node's controllers published.
+    uint64_t adaptive_sums_sent = 0, adaptive_sums_received = 0, adaptive_sums_refused = 0,
+             adaptive_limits_written = 0;
   } counters;
   // Runtime limit overrides in force (not tombstones) and every entry held.
   size_t overrides_live = 0, overrides_held = 0;
@@ -315,6 +326,22 @@ class Node {
                                                   const crdt::OverrideValue& value, Instant now,
                                                   Outbox* out);
   const crdt::LimitOverrides& overrides() const { return overrides_; }
+
+  // Load-adaptive limits (node_adaptive.cc; docs/DESIGN.md, "Load-adaptive
+  // limits"). The adaptive rules in force here: call at start and after
+  // every rules reload (an unchanged rule keeps its controller).
+  void SetAdaptiveRules(std::vector<AdaptiveRuleConfig> rules);
+  // A client's report about an adaptive rule's backend (`count` requests,
+  // signal averaged `value`), summed here and sent to the rule's owner
+  // within adaptive_flush_interval_ms; the owner's controller moves the
+  // limit and publishes it in the override map (a kAdaptive selector).
+  AdaptiveHost::ReportResult ReportSignal(std::string_view domain, std::string_view rule,
+                                          double value, uint64_t count);
+  const AdaptiveHost& adaptive() const { return adaptive_; }
+  // The member that runs the controller of adaptive rule `i` in our view:
+  // the first of the ranking of AdaptiveRuleKey(domain, rule) that is up
+  // (us only when we may own). Its id.
+  std::string AdaptiveOwner(size_t i, Instant now) const;
   // The override clock's latest stamp (written into snapshots).
   crdt::HlcTimestamp override_clock() const { return override_clock_.last(); }
 
@@ -497,6 +524,12 @@ class Node {
                        Instant now);
   void HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& msg, Instant now,
                     Outbox* out);
+  // Load-adaptive limits: one round (sums to owners, owned controllers
+  // stepped, changed limits written), and the sums a member sent us.
+  void AdaptiveRound(Instant now, Outbox* out);
+  void HandleAdaptiveReports(const PeerSender& sender,
+                             const std::vector<wire::AdaptiveReportValue>& in);
+  uint32_t AdaptiveOwnerIndex(size_t i) const;
   void HandleHandoffRequest(const PeerSender& sender, Instant now, Outbox* out);
   void PushKeysForChangedTargets(const membership::Ring& old_ring, Instant now, Outbox* out);
 
@@ -582,6 +615,8 @@ class Node {
   crdt::LimitOverrides overrides_;
   crdt::HybridClock override_clock_;
   uint64_t override_writer_ = 0;  // hash of our node id: the tie-break between equal stamps
+  AdaptiveHost adaptive_;
+  int64_t next_adaptive_ns_ = 0;
 
   int64_t next_replication_ns_ = 0;
   int64_t next_anti_entropy_ns_ = 0;

@@ -24,6 +24,7 @@ wire::LimitOverrideValue OverrideToWire(const crdt::OverrideEntry& e) {
   w.stamp_wall_ms = e.stamp.wall_ms;
   w.stamp_logical = e.stamp.logical;
   w.writer = e.writer;
+  w.rule = e.selector.rule;
   return w;
 }
 
@@ -40,6 +41,7 @@ crdt::OverrideEntry OverrideFromWire(const wire::LimitOverrideValue& w) {
   e.value.window_ms = w.window_ms;
   e.stamp = {w.stamp_wall_ms, w.stamp_logical};
   e.writer = w.writer;
+  e.selector.rule = w.rule;
   return e;
 }
 

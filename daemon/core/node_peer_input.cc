@@ -122,6 +122,9 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
     case Kind::kOverrides:
       HandleOverrides(sender, msg.overrides, now);
       break;
+    case Kind::kAdaptiveReports:
+      HandleAdaptiveReports(sender, msg.adaptive_reports);
+      break;
     case Kind::kHandoffRequest:
       HandleHandoffRequest(sender, now, out);
       break;

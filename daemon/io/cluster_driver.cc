@@ -469,6 +469,22 @@ void ClusterDriver::ReadOverrides(const std::function<void(const crdt::LimitOver
   read(impl_->node->overrides());
 }
 
+void ClusterDriver::SetAdaptiveRules(std::vector<core::AdaptiveRuleConfig> rules) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->node) return;
+  impl_->node->SetAdaptiveRules(std::move(rules));
+  // The Node's next deadline may now be its first adaptive round.
+  impl_->ArmTimerLocked(ReadClock().monotonic.count());
+}
+
+core::AdaptiveHost::ReportResult ClusterDriver::ReportSignal(std::string_view domain,
+                                                             std::string_view rule, double value,
+                                                             uint64_t count) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->node) return core::AdaptiveHost::ReportResult::kUnknownRule;
+  return impl_->node->ReportSignal(domain, rule, value, count);
+}
+
 void ClusterDriver::SetRulesDigest(std::string digest) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->node) impl_->node->SetRulesDigest(std::move(digest));

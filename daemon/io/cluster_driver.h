@@ -203,6 +203,12 @@ class ClusterDriver {
   // (Node::SetRulesDigest). Any thread, after Start.
   void SetRulesDigest(std::string digest);
 
+  // Load-adaptive limits (Node::SetAdaptiveRules, Node::ReportSignal) under
+  // the Node's lock. Any thread, after Start.
+  void SetAdaptiveRules(std::vector<core::AdaptiveRuleConfig> rules);
+  core::AdaptiveHost::ReportResult ReportSignal(std::string_view domain, std::string_view rule,
+                                                double value, uint64_t count);
+
   // WriteOverride (below) stamped with the driver's clock now. Any thread,
   // after Start.
   crdt::LimitOverrides::MergeResult WriteOverride(const crdt::Selector& selector,

@@ -83,6 +83,14 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("overrides_stale", c.overrides_stale);
   add("overrides_refused", c.overrides_refused);
   add("overrides_used", c.overrides_used);
+  // Only with adaptive rules in force: status answers (and the padding a
+  // query needs) stay as they were without them.
+  if (node->adaptive().rule_count() > 0) {
+    add("adaptive_sums_sent", c.adaptive_sums_sent);
+    add("adaptive_sums_received", c.adaptive_sums_received);
+    add("adaptive_sums_refused", c.adaptive_sums_refused);
+    AppendAdaptiveCounters(node->adaptive().counters(), c.adaptive_limits_written, &r.counters);
+  }
   // Membership input refused, and another process under our node id.
   add("swim_invalid", s.swim.invalid);
   add("swim_foreign_self", s.swim.foreign_self);

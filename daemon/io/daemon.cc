@@ -24,6 +24,7 @@
 #include "daemon/io/datagram_server.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/seqpacket_server.h"
+#include "daemon/io/local_adaptive.h"
 #include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
 
@@ -56,7 +57,12 @@ std::string FormatStats(const DaemonStats& s) {
 
 struct Daemon::Impl {
   explicit Impl(DaemonOptions o)
-      : options(std::move(o)), sweep_timer(io), stats_timer(io), notify_timer(io), rate_timer(io) {}
+      : options(std::move(o)),
+        sweep_timer(io),
+        stats_timer(io),
+        notify_timer(io),
+        rate_timer(io),
+        adaptive_timer(io) {}
 
   bool Start(std::string* error);
   bool RestoreLocalOverrides(std::string* error);
@@ -72,6 +78,7 @@ struct Daemon::Impl {
   void ArmStats();
   void ArmNotify();
   void ArmRates();
+  void ArmAdaptive();
   void RecordRates();
   void WaitForSignal();
   void WaitForReload();
@@ -87,6 +94,7 @@ struct Daemon::Impl {
   StatusTrackers trackers;           // the status page's (daemon/io/status_trackers.h)
   std::unique_ptr<Limiter> limiter;  // null in echo and cluster mode
   std::unique_ptr<LocalOverrides> local_overrides;  // with `limiter`: runtime limit overrides
+  std::unique_ptr<LocalAdaptive> local_adaptive;    // with `limiter`: its adaptive limits
   std::unique_ptr<ClusterDriver> cluster;           // cluster mode only
   std::unique_ptr<CheckGateway> gateway;            // null in echo mode
   DaemonIdentity identity;
@@ -109,6 +117,8 @@ struct Daemon::Impl {
   boost::asio::steady_timer notify_timer;
   // The status page's rate history: door totals once a second.
   boost::asio::steady_timer rate_timer;
+  // A single node's adaptive limits: controllers stepped this often.
+  boost::asio::steady_timer adaptive_timer;
   std::chrono::microseconds notify_interval{0};  // 0: not under systemd's notify
   bool watchdog = false;
   std::unique_ptr<boost::asio::signal_set> signals;
@@ -174,6 +184,7 @@ bool Daemon::Impl::Start(std::string* error) {
   } else if (!o.echo) {
     limiter = std::make_unique<Limiter>(o.limiter);
     local_overrides = std::make_unique<LocalOverrides>(identity.node_id);
+    local_adaptive = std::make_unique<LocalAdaptive>(local_overrides.get());
     if (!o.cluster.state_dir.empty()) {
       // Before any socket: the first check already sees the restored overrides.
       if (!RestoreLocalOverrides(&why)) {
@@ -193,6 +204,7 @@ bool Daemon::Impl::Start(std::string* error) {
   ProcessorContext context{limiter.get(), cluster.get(), &identity,
                            o.echo,        &counters,     &rules_status};
   context.metrics = &door_metrics;
+  context.adaptive = local_adaptive.get();
   context.descriptors = &descriptor_door;
   context.overrides = local_overrides.get();
   if (!o.echo) context.keys = &trackers.keys;
@@ -233,7 +245,10 @@ bool Daemon::Impl::Start(std::string* error) {
   for (auto& s : udp_servers) s->Start();
   if (unix_server) unix_server->Start();
   if (seq_server) seq_server->Start();
-  if (limiter) ArmSweep();
+  if (limiter) {
+    ArmSweep();
+    ArmAdaptive();
+  }
   if (o.stats_interval.count() > 0) ArmStats();
   if (!o.echo) {
     RecordRates();  // the baseline
@@ -330,6 +345,16 @@ void Daemon::Impl::ArmRates() {
     if (ec || stop_requested.load(std::memory_order_relaxed)) return;
     RecordRates();
     ArmRates();
+  });
+}
+
+void Daemon::Impl::ArmAdaptive() {
+  adaptive_timer.expires_after(
+      std::chrono::milliseconds(core::NodeConfig{}.adaptive_flush_interval_ms));
+  adaptive_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stop_requested.load(std::memory_order_relaxed)) return;
+    local_adaptive->Step(ReadClock());
+    ArmAdaptive();
   });
 }
 
@@ -472,6 +497,7 @@ void Daemon::Impl::Shutdown() {
   stats_timer.cancel();
   notify_timer.cancel();
   rate_timer.cancel();
+  adaptive_timer.cancel();
   if (signals) {
     boost::system::error_code ignored;
     signals->cancel(ignored);
@@ -517,6 +543,25 @@ void Daemon::SetRulesStatus(std::string digest, std::string error) {
   // Members tell each other their digests on pings and acks (16 raw bytes).
   if (impl_->cluster && impl_->started) impl_->cluster->SetRulesDigest(RulesDigestBytes(digest));
   impl_->rules_status.Set(std::move(digest), std::move(error));
+}
+void Daemon::SetAdaptiveRules(std::vector<core::AdaptiveRuleConfig> rules) {
+  if (!impl_->started) return;
+  if (impl_->cluster) {
+    impl_->cluster->SetAdaptiveRules(std::move(rules));
+  } else if (impl_->local_adaptive) {
+    impl_->local_adaptive->SetRules(std::move(rules));
+  }
+}
+core::AdaptiveHost::ReportResult Daemon::ReportSignal(std::string_view domain,
+                                                      std::string_view rule, double value,
+                                                      uint64_t count) {
+  if (impl_->started && impl_->cluster) {
+    return impl_->cluster->ReportSignal(domain, rule, value, count);
+  }
+  if (impl_->started && impl_->local_adaptive) {
+    return impl_->local_adaptive->Report(domain, rule, value, count);
+  }
+  return core::AdaptiveHost::ReportResult::kUnknownRule;
 }
 void Daemon::SetDescriptorChecks(DescriptorDoor::Decide decide) {
   impl_->descriptor_door.Set(std::move(decide));
@@ -579,7 +624,8 @@ wire::StatusReport Daemon::Status() const {
   wire::StatusReport report = d.cluster && d.started
                                   ? d.cluster->Status(now)
                                   : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now,
-                                                     d.local_overrides.get());
+                                                     d.local_overrides.get(),
+                                                     d.local_adaptive.get());
   d.rules_status.AppendTo(&report);  // as the status answers on the Cap'n Proto doors
   return report;
 }

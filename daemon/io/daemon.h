@@ -118,6 +118,15 @@ class Daemon {
   // RlsServer::DecideDescriptors. Without it they answer unavailable. Any
   // thread, any time.
   void SetDescriptorChecks(DescriptorDoor::Decide decide);
+  // Load-adaptive limits (docs/DESIGN.md, "Load-adaptive limits"): the
+  // adaptive rules of the rule set in force (the rules doors call it at
+  // start and after every reload), and a client's report of an adaptive
+  // rule's backend signal (`count` requests averaging `value`). In cluster
+  // mode the Node sends report sums to each rule's owner; a single node owns
+  // every rule. Before Start: ignored / kUnknownRule. Any thread.
+  void SetAdaptiveRules(std::vector<core::AdaptiveRuleConfig> rules);
+  core::AdaptiveHost::ReportResult ReportSignal(std::string_view domain, std::string_view rule,
+                                                double value, uint64_t count);
 
   // Runs the I/O threads (the caller's thread is one of them) until Stop() or
   // SIGINT/SIGTERM, then closes the sockets, unlinks their files and logs the

@@ -77,7 +77,7 @@ void LocalOverrides::PublishLocked() {
 
 crdt::LimitOverrides::MergeResult LocalOverrides::Write(const crdt::Selector& selector,
                                                         const crdt::OverrideValue& value,
-                                                        int64_t now_wall_ms) {
+                                                        int64_t now_wall_ms, bool persist) {
   crdt::OverrideEntry entry;
   entry.selector = selector;
   entry.value = value;
@@ -91,7 +91,7 @@ crdt::LimitOverrides::MergeResult LocalOverrides::Write(const crdt::Selector& se
     if (result == crdt::LimitOverrides::MergeResult::kApplied) ++written_;
     PublishLocked();
   }
-  if (result == crdt::LimitOverrides::MergeResult::kApplied) {
+  if (persist && result == crdt::LimitOverrides::MergeResult::kApplied) {
     // On disk before the write is answered. A failure leaves the write in
     // force (the map is the truth while we run) and is retried at the next
     // change and at shutdown.

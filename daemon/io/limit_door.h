@@ -68,9 +68,12 @@ class LocalOverrides {
   bool Persist(int64_t now_wall_ms, std::string* error);
 
   // As Node::WriteOverride, without peers: validates, stamps with a hybrid
-  // clock at `now_wall_ms`, merges.
+  // clock at `now_wall_ms`, merges. With `persist` (an operator's write) the
+  // file is rewritten before returning; without (an adaptive controller's
+  // batch) the caller calls Persist once after the batch.
   crdt::LimitOverrides::MergeResult Write(const crdt::Selector& selector,
-                                          const crdt::OverrideValue& value, int64_t now_wall_ms);
+                                          const crdt::OverrideValue& value, int64_t now_wall_ms,
+                                          bool persist = true);
   // Calls `read` with the map under the lock.
   template <typename Read>
   void ReadLocked(Read&& read) const {

@@ -1,5 +1,7 @@
 #include "daemon/io/message_processor.h"
 
+#include "daemon/io/local_adaptive.h"
+
 #include <algorithm>
 #include <cassert>
 #include <chrono>
@@ -88,7 +90,8 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
       door_(context.door),
       keys_(context.keys),
       descriptors_(context.descriptors),
-      overrides_(context.overrides) {
+      overrides_(context.overrides),
+      adaptive_(context.adaptive) {
   assert(counters_ != nullptr);
   assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
 }
@@ -182,7 +185,8 @@ void RulesStatus::AppendTo(wire::StatusReport* report) const {
 
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
                                     const Counters& counters, Instant now,
-                                    const LocalOverrides* overrides) {
+                                    const LocalOverrides* overrides,
+                                    const LocalAdaptive* adaptive) {
   wire::StatusReport s;
   s.node_id = identity != nullptr ? identity->node_id : "tallyd";
   s.generation = identity != nullptr ? identity->generation : 0;
@@ -205,8 +209,24 @@ wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity
   }
   AppendLimiterCounters(stats, &s.counters);
   if (overrides != nullptr) overrides->AppendCounters(&s.counters);
+  if (adaptive != nullptr && !adaptive->empty()) {
+    const LocalAdaptive::Counters a = adaptive->counters();
+    AppendAdaptiveCounters(a.host, a.limits_written, &s.counters);
+  }
   AppendTransportCounters(counters, &s.counters);
   return s;
+}
+
+void AppendAdaptiveCounters(const core::AdaptiveHost::Counters& host, uint64_t limits_written,
+                            std::vector<std::pair<std::string, uint64_t>>* out) {
+  out->emplace_back("adaptive_reports_accepted", host.reports_accepted);
+  out->emplace_back("adaptive_reports_unknown", host.reports_unknown);
+  out->emplace_back("adaptive_reports_invalid", host.reports_invalid);
+  out->emplace_back("adaptive_steps_decreased", host.steps_decreased);
+  out->emplace_back("adaptive_steps_increased", host.steps_increased);
+  out->emplace_back("adaptive_steps_held", host.steps_held);
+  out->emplace_back("adaptive_adoptions", host.adoptions);
+  out->emplace_back("adaptive_limits_written", limits_written);
 }
 
 wire::OwnerReport MessageProcessor::SingleNodeOwner(const wire::OwnerQuery& query) const {
@@ -305,7 +325,8 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       std::vector<std::byte>* out = NextBuffer();
       wire::StatusReport report =
           cluster_ != nullptr ? cluster_->Status(now)
-                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_);
+                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_,
+                                                 adaptive_);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       ReplyToQuery(message.size(), out, tag, replies);
@@ -342,6 +363,11 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       // already says who may connect (limit_door.h).
       HandleLimitWrite(message.size(), door_ != Door::kUdp || source_loopback, now, tag, replies);
       return Handled::kAnswered;
+    case wire::MessageKind::kSignalReport:
+      // A report moves a limit everyone shares: taken where a limit write
+      // would be (the Unix doors, loopback UDP).
+      HandleSignalReport(message.size(), door_ != Door::kUdp || source_loopback, tag, replies);
+      return Handled::kAnswered;
     case wire::MessageKind::kLimitGet:
       HandleLimitGet(message.size(), tag, replies);
       return Handled::kAnswered;
@@ -350,6 +376,7 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       return Handled::kAnswered;
     case wire::MessageKind::kResponses:
     case wire::MessageKind::kLimitWriteResponse:
+    case wire::MessageKind::kSignalReportResponse:
     case wire::MessageKind::kLimitOverridesResponse:
     case wire::MessageKind::kDescriptorCheckResponse:
     case wire::MessageKind::kStatusResponse:
@@ -436,6 +463,55 @@ tally::Status WriteStatus(crdt::LimitOverrides::MergeResult result, wire::LimitO
 }
 
 }  // namespace
+
+void MessageProcessor::HandleSignalReport(size_t request_bytes, bool may_report, uint32_t tag,
+                                          std::vector<Reply>* replies) {
+  const wire::SignalReportQuery& query = reader_.signal_report();
+  wire::SignalReportReport report;
+  report.request_id = query.request_id;
+  std::vector<std::byte>* out = NextBuffer();
+  auto answer = [&] {
+    wire::EncodeSignalReportResponse(report, out);
+    ReplyToQuery(request_bytes, out, tag, replies);
+  };
+  if (!may_report) {
+    report.status = tally::Status::kPermissionDenied;
+    report.error = "signal reports are accepted on tallyd's Unix sockets and from loopback UDP "
+                   "sources only";
+    return answer();
+  }
+  if (!reader_.signal_report_error().empty()) {
+    report.status = tally::Status::kInvalidArgument;
+    report.error = reader_.signal_report_error();
+    report.outcome = wire::SignalOutcome::kInvalid;
+    return answer();
+  }
+  if (cluster_ == nullptr && adaptive_ == nullptr) {
+    report.status = tally::Status::kUnavailable;
+    report.error = "no adaptive limits here (echo mode)";
+    return answer();
+  }
+  const core::AdaptiveHost::ReportResult result =
+      cluster_ != nullptr
+          ? cluster_->ReportSignal(query.domain, query.rule, query.value, query.count)
+          : adaptive_->Report(query.domain, query.rule, query.value, query.count);
+  switch (result) {
+    case core::AdaptiveHost::ReportResult::kAccepted:
+      report.outcome = wire::SignalOutcome::kAccepted;
+      break;
+    case core::AdaptiveHost::ReportResult::kUnknownRule:
+      report.status = tally::Status::kInvalidArgument;
+      report.outcome = wire::SignalOutcome::kUnknownRule;
+      report.error = "no adaptive limit of that name in the domain in the rules in force here";
+      break;
+    case core::AdaptiveHost::ReportResult::kInvalid:
+      report.status = tally::Status::kInvalidArgument;
+      report.outcome = wire::SignalOutcome::kInvalid;
+      report.error = "value or count out of range for the rule's signal";
+      break;
+  }
+  answer();
+}
 
 void MessageProcessor::HandleLimitWrite(size_t request_bytes, bool may_write, Instant now,
                                         uint32_t tag, std::vector<Reply>* replies) {
@@ -550,6 +626,9 @@ void MessageProcessor::HandleLimitList(size_t request_bytes, uint32_t tag,
     map.VisitAfter(
         reader_.limit_list().cursor, [&](const std::string& key, const crdt::OverrideEntry& e) {
           if (e.value.removed) return true;  // a list shows those in force
+          // An adaptive rule's limit has no client-protocol selector yet: it
+          // shows in /metrics (tally_adaptive_limit), not here.
+          if (e.selector.kind == crdt::Selector::Kind::kAdaptive) return true;
           wire::LimitOverrideReport r = OverrideReportOf(e);
           const size_t cost = wire::EncodedLimitOverrideBound(r);
           if (wire::EncodedLimitOverridesEnvelopeBound(report, key.size()) + used + cost > budget) {

@@ -52,6 +52,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/core/adaptive_host.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/limit_door.h"
@@ -63,6 +64,7 @@
 namespace tally::io {
 
 class ClusterDriver;
+class LocalAdaptive;
 
 // Who this daemon is, for status answers.
 struct DaemonIdentity {
@@ -143,6 +145,8 @@ struct ProcessorContext {
   // Single-node mode: runtime limit overrides (protocol 5); null: limit
   // queries are answered unavailable. Cluster mode uses the Node's.
   LocalOverrides* overrides = nullptr;
+  // Single-node mode: adaptive limits, for the adaptive_* status counters.
+  LocalAdaptive* adaptive = nullptr;
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -201,6 +205,8 @@ class MessageProcessor {
                     std::vector<Reply>* replies);
   wire::OwnerReport SingleNodeOwner(const wire::OwnerQuery& query) const;
   // Protocol 5 (limit_door.h).
+  void HandleSignalReport(size_t request_bytes, bool may_report, uint32_t tag,
+                          std::vector<Reply>* replies);
   void HandleLimitWrite(size_t request_bytes, bool may_write, Instant now, uint32_t tag,
                         std::vector<Reply>* replies);
   void HandleLimitGet(size_t request_bytes, uint32_t tag, std::vector<Reply>* replies);
@@ -222,6 +228,7 @@ class MessageProcessor {
   BusiestKeys* keys_ = nullptr;
   const DescriptorDoor* descriptors_ = nullptr;
   LocalOverrides* overrides_ = nullptr;
+  LocalAdaptive* adaptive_ = nullptr;
   wire::ClientMessageReader reader_;
   std::vector<CheckResult> results_;
   std::vector<CheckRequestRef> overridden_;  // checks with overridden limits (single node)
@@ -239,10 +246,17 @@ Instant ReadClock();
 // The status answer of a single node (a cluster of one: itself, alive, key
 // share 1) from its Limiter (null in echo mode), identity (null: "tallyd")
 // and transport counters.
-// `overrides` (null: none) adds the overrides_* counters.
+// `overrides` (null: none) adds the overrides_* counters, `adaptive` (null:
+// none) the adaptive_* ones.
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
                                     const Counters& counters, Instant now,
-                                    const LocalOverrides* overrides = nullptr);
+                                    const LocalOverrides* overrides = nullptr,
+                                    const LocalAdaptive* adaptive = nullptr);
+
+// The adaptive limits' status counters (adaptive_*), of a member's Node or a
+// single node's LocalAdaptive.
+void AppendAdaptiveCounters(const core::AdaptiveHost::Counters& host, uint64_t limits_written,
+                            std::vector<std::pair<std::string, uint64_t>>* out);
 
 // The transport counters by name, for status answers.
 void AppendTransportCounters(const Counters& counters,

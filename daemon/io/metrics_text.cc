@@ -407,6 +407,35 @@ std::string RenderMetrics(const MetricsInput& in) {
                  {"applied", "overrides_applied"},
                  {"stale", "overrides_stale"},
                  {"refused", "overrides_refused"}});
+  // Load-adaptive limits (docs/OPERATIONS.md): reports taken here, the law's
+  // steps of the rules this node owns, the limits it published, and in a
+  // cluster the report sums exchanged with rules' owners.
+  WriteLabelled(w, c, "tally_adaptive_reports_total", "counter",
+                "Backend signal reports of adaptive rules taken here: accepted, for no adaptive "
+                "rule in force here, or out of the signal's range.",
+                "result",
+                {{"accepted", "adaptive_reports_accepted"},
+                 {"unknown_rule", "adaptive_reports_unknown"},
+                 {"invalid", "adaptive_reports_invalid"}});
+  WriteLabelled(w, c, "tally_adaptive_steps_total", "counter",
+                "Control law steps of the adaptive rules this node owns, by what they did.",
+                "step",
+                {{"decreased", "adaptive_steps_decreased"},
+                 {"increased", "adaptive_steps_increased"},
+                 {"held", "adaptive_steps_held"}});
+  WriteLabelled(w, c, "tally_adaptive_report_sums_total", "counter",
+                "Per-rule sums of reports sent to rules' owners, received from members, and "
+                "refused (not from a member, unknown rule, or out of range).",
+                "result",
+                {{"sent", "adaptive_sums_sent"},
+                 {"received", "adaptive_sums_received"},
+                 {"refused", "adaptive_sums_refused"}});
+  WriteSimple(w, c, "counter",
+              {{"tally_adaptive_limit_writes_total", "adaptive_limits_written",
+                "Adaptive limits this node's controllers published (one per change)."},
+               {"tally_adaptive_adoptions_total", "adaptive_adoptions",
+                "Times an owned controller took up a limit another member published (after a "
+                "partition healed)."}});
   WriteSimple(w, c, "counter",
               {{"tally_limit_override_checks_total", "overrides_used",
                 "Checks entering here whose limit an explicit override replaced."},
@@ -456,6 +485,15 @@ std::string RenderMetrics(const MetricsInput& in) {
       for (const RuleMetrics& m : r.rules) {
         const Label l[] = {{"rule", m.rule}, {"name", m.name}};
         w.Sample(p.metric, l, m.*(p.field));
+      }
+    }
+    if (!r.adaptive.empty()) {
+      w.Family("tally_adaptive_limit", "gauge",
+               "An adaptive rule's limit in force here (requests per its unit): the one its "
+               "controller published, else its requests_per_unit.");
+      for (const AdaptiveLimitMetric& a : r.adaptive) {
+        const Label l[] = {{"domain", a.domain}, {"name", a.name}};
+        w.Sample("tally_adaptive_limit", l, a.limit);
       }
     }
   }

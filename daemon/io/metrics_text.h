@@ -65,10 +65,19 @@ struct RuleMetrics {
   uint64_t hits = 0, over_limit = 0, near_limit = 0, shadow_mode = 0;
 };
 
+// An adaptive rule's limit in force here (docs/DESIGN.md, "Load-adaptive
+// limits"): the one its controller published, else requests_per_unit.
+struct AdaptiveLimitMetric {
+  std::string domain;
+  std::string name;
+  uint64_t limit = 0;
+};
+
 struct RulesMetrics {
   uint64_t reloads = 0, reload_failures = 0;
   bool last_reload_ok = true;
   std::vector<RuleMetrics> rules;
+  std::vector<AdaptiveLimitMetric> adaptive;
 };
 
 struct MetricsInput {

@@ -11,6 +11,7 @@
 #include "daemon/rls/rls_json.h"
 #include "daemon/rls/status_page.h"
 #include "daemon/rls/v1_check.h"
+#include "daemon/rls/v1_report.h"
 
 namespace tally::rls {
 namespace {
@@ -56,6 +57,36 @@ void CheckExplicit(const HttpRouteHooks& hooks, const CheckRequest& check,
       });
 }
 
+void Report(const HttpRouteHooks& hooks, std::string_view body, const HttpRespond& respond) {
+  V1Report report;
+  std::string error;
+  if (!ParseV1Report(body, &report, &error)) {
+    respond({400, FormatJsonError(error), "application/json"});
+    return;
+  }
+  if (!hooks.report_signal) {
+    respond({503, FormatJsonError("no adaptive limits here"), "application/json"});
+    return;
+  }
+  switch (hooks.report_signal(report.domain, report.rule, report.value, report.count)) {
+    case core::AdaptiveHost::ReportResult::kAccepted:
+      respond({200, "{\"result\":\"accepted\"}", "application/json"});
+      return;
+    case core::AdaptiveHost::ReportResult::kUnknownRule:
+      respond({404,
+               FormatJsonError("no adaptive limit named '" + report.rule + "' in domain '" +
+                               report.domain + "' in the rules in force"),
+               "application/json"});
+      return;
+    case core::AdaptiveHost::ReportResult::kInvalid:
+      respond({400,
+               FormatJsonError("value or count out of range for the rule's signal (latency_ms: "
+                               "0 to 86400000; error_rate: 0 to 1; count at least 1)"),
+               "application/json"});
+      return;
+  }
+}
+
 }  // namespace
 
 bool RouteHttp(const HttpRouteHooks& hooks, std::string_view method, std::string_view target,
@@ -96,6 +127,14 @@ bool RouteHttp(const HttpRouteHooks& hooks, std::string_view method, std::string
     }
     respond({200, hooks.metrics ? hooks.metrics() : std::string(),
              std::string(io::kMetricsContentType)});
+    return true;
+  }
+  if (target == "/v1/report") {
+    if (method != "POST") {
+      respond(MethodNotAllowed("POST"));
+      return true;
+    }
+    Report(hooks, body, respond);
     return true;
   }
   if (target != "/v1/check") return false;

@@ -12,6 +12,7 @@
 //                   (daemon/rls/v1_check.h); 200 with the decision in the
 //                   body (allowed true or false), 400 for bad input, 503
 //                   when no decision could be had
+//   POST /v1/report an adaptive rule's backend signal (daemon/rls/v1_report.h)
 //
 // Routing only: what the answers say comes from the hooks.
 // Thread safety: Route() may run on any thread; `respond` is called exactly
@@ -23,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "daemon/core/adaptive_host.h"
 #include "daemon/rls/rls_mapping.h"
 #include "tally/types.h"
 
@@ -50,14 +52,18 @@ struct HttpRouteHooks {
   std::function<std::string()> status_json;       // the /status.json body
   // Decides a rules-form request as POST /json does (counts included).
   std::function<void(RlsRequest, RulesDone)> decide_rules;
+  // Takes a POST /v1/report (Daemon::ReportSignal); null: answered 503.
+  std::function<core::AdaptiveHost::ReportResult(std::string_view domain, std::string_view rule,
+                                                 double value, uint64_t count)>
+      report_signal;
   io::CheckGateway* gateway = nullptr;      // the explicit form's decision path
   io::DoorMetrics* door_metrics = nullptr;  // null: not counted
 };
 
 // The paths the door serves, for 404 answers.
 inline constexpr std::string_view kHttpPaths =
-    "POST /json, POST /v1/check, GET /, GET /status.json, GET /metrics, GET /healthz, "
-    "GET /readyz, GET /healthcheck";
+    "POST /json, POST /v1/check, POST /v1/report, GET /, GET /status.json, GET /metrics, "
+    "GET /healthz, GET /readyz, GET /healthcheck";
 
 // Handles `target` if it is one of the paths above (then true: `respond`
 // is or will be called); false for any other target.

@@ -30,6 +30,7 @@ bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool
   descriptors_.clear();
   checks_.clear();
   runtime_overrides_ = 0;
+  adaptive_limits_ = 0;
   if (overrides != nullptr && overrides->empty()) overrides = nullptr;
   if (request.domain.empty()) {
     *error = "rate limit domain must not be empty";
@@ -101,6 +102,16 @@ bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool
       c.user_id = l.user_id;
       c.endpoint = l.endpoint;
       c.limit = l.requests_per_unit;
+      // An adaptive rule's limit is the one its controller published, within
+      // this member's [min, max] for it whatever a member wrote (an
+      // operator's override of the descriptor, or the request's own limit,
+      // already replaced the rule's: l.adaptive is null then).
+      if (l.adaptive != nullptr && overrides != nullptr && overrides->adaptive_size() > 0) {
+        if (const crdt::OverrideValue* o = overrides->FindAdaptive(request.domain, l.name)) {
+          c.limit = std::clamp<uint64_t>(o->limit, l.adaptive->min, l.adaptive->max);
+          ++adaptive_limits_;
+        }
+      }
       c.window_ms = l.window_ms;
       c.hits = hits;
       c.request_id = CheckRequestId(request.request_id, checks_.size());
@@ -150,8 +161,9 @@ Status RlsPlan::Answer(std::span<const CheckResult> results, RlsAnswer* answer,
       const rules::ResolvedLimit& limit = limits[reported];
       const CheckResult& r = results[next_check + reported];
       status.code = reported_denies ? Code::kOverLimit : Code::kOk;
-      status.current_limit =
-          RlsLimit{limit.requests_per_unit, limit.unit, std::string(limit.name), limit.window_ms};
+      // The limit in force: an adaptive rule's published one when it has one.
+      status.current_limit = RlsLimit{ClampU32(checks_[next_check + reported].limit), limit.unit,
+                                      std::string(limit.name), limit.window_ms};
       status.limit_remaining = ClampU32(r.remaining);
       if (r.allowed) {
         status.duration_until_reset_ms = r.reset_after_ms;

@@ -131,6 +131,9 @@ class RlsPlan {
              std::string* error, const crdt::DescriptorOverrideTable* overrides = nullptr);
   // After Build: how many descriptors a runtime override limited.
   size_t runtime_overrides() const { return runtime_overrides_; }
+  // After Build: how many limits took an adaptive rule's published limit
+  // (docs/DESIGN.md, "Load-adaptive limits") in place of requests_per_unit.
+  size_t adaptive_limits() const { return adaptive_limits_; }
 
   std::span<const CheckRequestRef> checks() const { return checks_; }
   // After a successful Build: what each descriptor resolved to; its limits,
@@ -151,6 +154,7 @@ class RlsPlan {
   std::vector<CheckRequestRef> checks_;
   std::string override_key_;  // a descriptor's selector key, reused
   size_t runtime_overrides_ = 0;
+  size_t adaptive_limits_ = 0;
   bool global_shadow_ = false;
 };
 

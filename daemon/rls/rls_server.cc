@@ -285,6 +285,7 @@ bool RlsServer::Impl::LoadRules(bool at_start, std::string* error) {
     rules = result.rules;
     rule_table = std::move(table);
     if (!at_start && options.on_rules) options.on_rules(digest, "");
+    if (options.on_rule_set) options.on_rule_set(*rules);
   }
   last_reload_ok.store(true, std::memory_order_relaxed);
   if (!at_start) reloads.fetch_add(1, std::memory_order_relaxed);
@@ -872,6 +873,7 @@ bool RlsServer::Start(std::string* error) {
   d.http_hooks.status_json = [this] { return StatusJson(); };
   d.http_hooks.gateway = d.gateway;
   d.http_hooks.door_metrics = d.options.door_metrics;
+  d.http_hooks.report_signal = d.options.report_signal;
   d.http_hooks.decide_rules = [&d](RlsRequest request, RulesDone done) {
     auto call = std::make_shared<Call>();
     call->door = io::Door::kHttp;
@@ -1005,6 +1007,19 @@ std::string RlsServer::MetricsText() const {
   for (RuleCounters::Totals& t : d.rule_counters.Snapshot()) {
     r.rules.push_back(
         {std::move(t.rule), std::move(t.name), t.hits, t.over_limit, t.near_limit, t.shadow_mode});
+  }
+  // As the rules path applies it (RlsPlan::Build): published, within [min, max].
+  const std::shared_ptr<const rules::RuleSet> rules = d.CurrentRules();
+  const std::shared_ptr<const crdt::DescriptorOverrideTable> published =
+      d.options.overrides != nullptr ? d.options.overrides->Load() : nullptr;
+  for (const rules::RuleSet::AdaptiveRule& a : rules->adaptive_rules()) {
+    uint64_t limit = a.start;
+    if (published != nullptr) {
+      if (const crdt::OverrideValue* o = published->FindAdaptive(a.domain, a.name)) {
+        limit = std::clamp<uint64_t>(o->limit, a.spec.min, a.spec.max);
+      }
+    }
+    r.adaptive.push_back({std::string(a.domain), std::string(a.name), limit});
   }
   return io::RenderMetrics(in);
 }

@@ -27,6 +27,7 @@
 #include <memory>
 #include <string>
 
+#include "daemon/core/adaptive_host.h"
 #include "daemon/io/door_metrics.h"
 #include "daemon/io/message_processor.h"
 #include "wire/codec.h"
@@ -54,6 +55,14 @@ struct RlsServerOptions {
   // on the thread that (re)loaded, under the rule set's lock: it must be
   // quick and must not call back into this class. Optional.
   std::function<void(const std::string& digest, const std::string& error)> on_rules;
+  // Called with every rule set that takes force (at start and after each
+  // reload that changed it), under the rules lock: tallyd hands its adaptive
+  // limits to the daemon (Daemon::SetAdaptiveRules). Keep it short.
+  std::function<void(const rules::RuleSet&)> on_rule_set;
+  // POST /v1/report's path (Daemon::ReportSignal); null answers 503.
+  std::function<core::AdaptiveHost::ReportResult(std::string_view domain, std::string_view rule,
+                                                 double value, uint64_t count)>
+      report_signal;
   size_t max_request_bytes = 64 * 1024;            // gRPC message / HTTP body
   std::chrono::milliseconds http_timeout{10'000};  // per HTTP request (read + answer)
   size_t max_http_connections = 1024;

@@ -19,8 +19,9 @@ $Cxx.namespace("tally::wire");
 # 4: adds descriptorCheck/descriptorCheckResponse (checks resolved through
 # tallyd's Envoy rules, docs/ENVOY.md). 5: adds runtime limit overrides
 # (limitWrite, limitGet, limitList and their answers; `tally limit`) and the
-# status permissionDenied.
-const protocolVersion :UInt16 = 5;
+# status permissionDenied. 6: adds signalReport/signalReportResponse (a
+# backend's signal for a load-adaptive limit; `tally report`).
+const protocolVersion :UInt16 = 6;
 
 enum Status {
   ok @0;
@@ -71,6 +72,8 @@ struct ClientMessage {
     limitGet @13 :LimitGetRequest;                   # client -> daemon (protocol 5)
     limitList @14 :LimitListRequest;                 # client -> daemon (protocol 5)
     limitOverridesResponse @15 :LimitOverridesResponse;  # daemon -> client: get or list (protocol 5)
+    signalReport @16 :SignalReportRequest;           # client -> daemon (protocol 6)
+    signalReportResponse @17 :SignalReportResponse;  # daemon -> client (protocol 6)
   }
 }
 
@@ -327,4 +330,31 @@ struct LimitOverridesResponse {
   overrides @2 :List(LimitOverrideInfo);  # get: none (never written) or one; list: a page of those in force
   nextCursor @3 :Data;          # list: empty on the last page, else send it as the next cursor
   nodeId @4 :Text;              # who answered
+}
+
+# A backend's signal for a load-adaptive limit (docs/DESIGN.md, "Load-adaptive
+# limits"): `count` requests that rule's limit let through saw `value` on
+# average (latency_ms: their mean latency in ms; error_rate: errors / count).
+struct SignalReportRequest {
+  requestId @0 :UInt64;         # echoed in the answer
+  domain @1 :Text;              # the rules domain, at most 256 bytes
+  rule @2 :Text;                # the adaptive limit's `name`, at most 256 bytes
+  value @3 :Float64;
+  count @4 :UInt64;             # 0 means 1; every request the value covers, not a sample
+  padding @5 :Data;             # ignored; any bytes (see paddingRequired)
+}
+
+enum SignalReportOutcome {
+  none @0;          # not taken (see status)
+  accepted @1;      # summed here and sent on to the rule's owner
+  unknownRule @2;   # no adaptive limit of that name in the rules in force here (status invalidArgument)
+  invalid @3;       # value or count out of the signal's range (status invalidArgument)
+}
+
+struct SignalReportResponse {
+  requestId @0 :UInt64;
+  status @1 :Status;            # ok, invalidArgument, permissionDenied (UDP from a
+                                # non-loopback source), unavailable (no rules door)
+  error @2 :Text;
+  outcome @3 :SignalReportOutcome;
 }

@@ -168,6 +168,38 @@ class Client {
   virtual uint64_t NextRequestId() = 0;
 };
 
+// ---- Load-adaptive limits (protocol 6; docs/DESIGN.md, "Load-adaptive limits") ----
+
+// What a backend behind an adaptive rule saw: `count` requests that the rule
+// let through averaged `value` (a latency_ms rule: their mean latency in ms;
+// an error_rate rule: their errors / count, 0..1). `count` must be every
+// request the value covers, not a sample: the law compares it with the
+// limit. `rule` is the limit's `name` in the rules of `domain`.
+struct SignalReport {
+  std::string domain;
+  std::string rule;
+  double value = 0;
+  uint64_t count = 1;
+};
+
+enum class SignalReportOutcome : uint8_t {
+  kNone = 0,     // not taken (see the status)
+  kAccepted,     // summed by the daemon and sent on to the rule's owner
+  kUnknownRule,  // no adaptive limit of that name in the daemon's rules
+  kInvalid,      // value or count out of the signal's range
+};
+
+// Sends `report` to the daemon at `address` (one datagram and its answer,
+// resent up to options.attempts times: a report taken twice counts twice,
+// so callers that must not over-report use attempts = 1). Returns kOk with
+// *outcome kAccepted; kInvalidArgument with *outcome kUnknownRule or
+// kInvalid; kPermissionDenied for UDP from a non-loopback source;
+// kUnavailable when the daemon could not be asked or did not answer, with
+// `*error` saying why (also set for the other failures). Reentrant: it opens
+// its own socket. Call it once per interval with sums, not once per request.
+Status ReportSignal(const DaemonAddress& address, const ClientOptions& options,
+                    const SignalReport& report, SignalReportOutcome* outcome, std::string* error);
+
 }  // namespace tally
 
 #endif  // TALLY_CLIENT_H_

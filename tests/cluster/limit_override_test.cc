@@ -239,7 +239,7 @@ TEST(LimitOverrideRestartTest, ASingleNodeKeepsItsOverridesAcrossACrashAndAStop)
   const std::string state = dir.File("state");
   DaemonProcess d;
   std::string error;
-  ASSERT_TRUE(d.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+  ASSERT_TRUE(d.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo", "--threads", "1",
                        "--stats-interval-s", "0", "--state-dir", state},
                       &error))
       << error;
@@ -423,7 +423,7 @@ TEST(LimitOverrideModeChangeTest, ASingleNodesOverridesCarryIntoClusterModeAndSp
   {
     DaemonProcess solo;
     std::string error;
-    ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+    ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo", "--threads", "1",
                             "--stats-interval-s", "0", "--state-dir", state},
                            &error))
         << error;
@@ -489,7 +489,7 @@ TEST(LimitOverrideModeChangeTest, AMembersOverridesCarryIntoSingleModeAndBack) {
 
   // A single node (host-name-like id) on that dir: the cluster snapshot's overrides.
   DaemonProcess solo;
-  ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1",
+  ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo", "--threads", "1",
                           "--stats-interval-s", "0", "--state-dir", state},
                          &error))
       << error;

@@ -114,6 +114,47 @@ TEST(SelectorTest, KeysAreCanonicalAndCannotCollideThroughText) {
   EXPECT_NE(two.Key(), swapped.Key());  // entries are ordered, as Envoy's descriptors
 }
 
+Selector Adaptive(std::string domain, std::string rule) {
+  Selector s;
+  s.kind = Selector::Kind::kAdaptive;
+  s.domain = std::move(domain);
+  s.rule = std::move(rule);
+  return s;
+}
+
+TEST(SelectorTest, AdaptiveKeysNameTheDomainAndRuleAndNoOtherSelector) {
+  EXPECT_EQ(Adaptive("api", "backend").Key(), Selector::AdaptiveKey("api", "backend"));
+  EXPECT_NE(Adaptive("api", "backend").Key(), Adaptive("apib", "ackend").Key());
+  EXPECT_NE(Adaptive("api", "backend").Key(), Descriptor("api", "backend", "").Key());
+  // Valid with a window; not with another kind's fields or without a name.
+  EXPECT_EQ(Validate(Set(Adaptive("api", "backend"), 10, 1)), "");
+  OverrideEntry no_rule = Set(Adaptive("api", ""), 10, 1);
+  OverrideEntry no_window = Set(Adaptive("api", "backend"), 10, 1);
+  no_window.value.window_ms = 0;
+  OverrideEntry with_user = Set(Adaptive("api", "backend"), 10, 1);
+  with_user.selector.user = "alice";
+  OverrideEntry descriptor_with_rule = Set(Descriptor("api", "k", "v"), 10, 1);
+  descriptor_with_rule.selector.rule = "backend";
+  for (const OverrideEntry& e : {no_rule, no_window, with_user, descriptor_with_rule}) {
+    EXPECT_NE(Validate(e), "");
+  }
+}
+
+TEST(DescriptorOverrideTableTest, HoldsAdaptiveLimitsInForceApart) {
+  LimitOverrides map;
+  map.Merge(Set(Adaptive("api", "backend"), 364, 1000));
+  map.Merge(Set(Adaptive("api", "gone"), 5, 1000));
+  map.Merge(Remove(Adaptive("api", "gone"), 2000));
+  const DescriptorOverrideTable table(map);
+  EXPECT_FALSE(table.empty());
+  EXPECT_EQ(table.adaptive_size(), 1u);
+  ASSERT_NE(table.FindAdaptive("api", "backend"), nullptr);
+  EXPECT_EQ(table.FindAdaptive("api", "backend")->limit, 364u);
+  EXPECT_EQ(table.FindAdaptive("api", "gone"), nullptr);
+  EXPECT_EQ(table.FindAdaptive("web", "backend"), nullptr);
+  EXPECT_FALSE(table.MayMatch("api", 0)) << "no descriptor shape";
+}
+
 TEST(LimitOverridesTest, FindEntryAndVisitAfterSeeTombstonesInKeyOrder) {
   LimitOverrides map;
   ASSERT_EQ(map.Write(Set(Explicit("b", "/e", 1000), 5, 10)), Result::kApplied);

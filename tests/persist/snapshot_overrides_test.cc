@@ -136,6 +136,24 @@ TEST(SnapshotOverridesTest, RoundTripKeepsTombstonesStampsWritersAndTheClock) {
   EXPECT_EQ(restored.size(), 6u);
 }
 
+// An adaptive rule's published limit (kind 3) keeps its rule name, which
+// the record stores in the user's place.
+TEST(SnapshotOverridesTest, AnAdaptiveLimitRoundTripsWithItsRuleName) {
+  OverrideEntry adaptive;
+  adaptive.selector.kind = Selector::Kind::kAdaptive;
+  adaptive.selector.domain = "api";
+  adaptive.selector.rule = "backend";
+  adaptive.value = {false, 364, 1000};
+  adaptive.stamp = {kNow - 100, 2};
+  adaptive.writer = 7;
+  std::vector<OverrideEntry> want = SomeOverrides();
+  want.push_back(adaptive);
+  const DecodedSnapshot d = DecodeSnapshot(Encode(want, {kNow, 0}), Expect());
+  ASSERT_TRUE(d.ok()) << d.reason;
+  ExpectSameEntries(d.overrides, want);
+  EXPECT_EQ(d.dropped_overrides_invalid, 0u);
+}
+
 TEST(SnapshotOverridesTest, NoOverridesCostSixteenBytesAndOneEntryItsTexts) {
   const std::vector<std::byte> none = Encode({}, {});
   const DecodedSnapshot d = DecodeSnapshot(none, Expect());

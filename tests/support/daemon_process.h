@@ -41,6 +41,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -204,28 +205,41 @@ inline std::string TallydPath() {
 }
 
 // tallyd's Envoy doors are on by default (--grpc 127.0.0.1:8081, --http
-// 127.0.0.1:8080): every tallyd a test started would claim the same two
-// ports. A tallyd started through this file (as `binary`, or behind env or
-// `ip netns exec` as one of `args`, whose own arguments then come last) gets
-// "--grpc none" and "--http none" appended for each door its arguments do not
-// name (under either of its names).
+// 127.0.0.1:8080), and so are its Unix sockets at /run/tally/: every tallyd a
+// test started would claim the same two ports and two paths (two tests run
+// at once then collided on /run/tally/tally.sock). A tallyd started through
+// this file (as `binary`, or behind env or `ip netns exec` as one of `args`,
+// whose own arguments then come last) gets "--grpc none" and "--http none"
+// appended for each door its arguments do not name (under either of its
+// names), and "--unix ''" / "--unix-seq ''" for a socket they do not name (a
+// named --unix path carries the seqpacket socket beside it, as tallyd does;
+// with --config the file may name them, and nothing is added).
 inline std::vector<std::string> WithoutDefaultDoors(const std::string& binary,
                                                     std::vector<std::string> args) {
   const std::string tallyd = TallydPath();
   bool is_tallyd = binary == tallyd;
-  bool grpc_given = false, http_given = false;
+  bool grpc_given = false, http_given = false, seq_given = false, config_given = false;
+  std::optional<std::string> unix_path;
   auto names = [](const std::string& arg, const char* flag) {
     const std::string f(flag);
     return arg == f || arg.rfind(f + "=", 0) == 0;
   };
-  for (const std::string& a : args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a == tallyd) is_tallyd = true;
     grpc_given = grpc_given || names(a, "--grpc") || names(a, "--grpc-listen");
     http_given = http_given || names(a, "--http") || names(a, "--http-listen");
+    seq_given = seq_given || names(a, "--unix-seq");
+    config_given = config_given || names(a, "--config");
+    if (a == "--unix") unix_path = i + 1 < args.size() ? args[i + 1] : "";
+    if (a.rfind("--unix=", 0) == 0) unix_path = a.substr(7);
   }
   if (!is_tallyd) return args;
   if (!grpc_given) args.insert(args.end(), {"--grpc", "none"});
   if (!http_given) args.insert(args.end(), {"--http", "none"});
+  if (config_given) return args;  // its file may name the sockets
+  if (!unix_path) args.insert(args.end(), {"--unix", ""});
+  if (!seq_given && (!unix_path || unix_path->empty())) args.insert(args.end(), {"--unix-seq", ""});
   return args;
 }
 

@@ -361,7 +361,7 @@ TEST(CodecTest, UnknownUnionMemberIsUnsupportedVersion) {
   // The union discriminant is the second 16-bit field of the data section.
   auto data = capnp::toAny(root).getDataSection();
   ASSERT_GE(data.size(), 4u);
-  data[2] = 15;  // past the last member (limitOverridesResponse, discriminant 14)
+  data[2] = 17;  // past the last member (signalReportResponse, discriminant 16)
   data[3] = 0;
   ClientMessageReader reader;
   std::string why;

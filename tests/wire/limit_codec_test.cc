@@ -57,7 +57,7 @@ TEST(LimitCodecTest, WritesRoundTripInBothForms) {
       ASSERT_EQ(reader.Decode(bytes, &why), tally::Status::kOk) << why;
       ASSERT_EQ(reader.kind(), MessageKind::kLimitWrite);
       EXPECT_EQ(reader.version(), PROTOCOL_VERSION);
-      EXPECT_EQ(PROTOCOL_VERSION, 5);  // limit overrides came with 5
+      EXPECT_GE(PROTOCOL_VERSION, 5);  // limit overrides came with 5
       EXPECT_TRUE(reader.limit_query_error().empty());
       EXPECT_EQ(reader.limit_write(), q);
     }
@@ -241,6 +241,39 @@ TEST(LimitCodecTest, TruncatedAndFlippedLimitMessagesAreSafe) {
       std::string why;
       reader.Decode(flipped, &why);  // any status; never a crash
     }
+  }
+}
+
+// Protocol 6: an adaptive limit's signal report and its answer.
+TEST(LimitCodecTest, SignalReportsAndTheirAnswersRoundTrip) {
+  ClientMessageReader reader;
+  SignalReportQuery q{7, "api", "backend", 83.25, 120};
+  std::vector<std::byte> bytes;
+  EncodeSignalReport(q, &bytes, 300);
+  EXPECT_GE(bytes.size(), 300u) << "padded";
+  ASSERT_EQ(reader.Decode(bytes, nullptr), tally::Status::kOk);
+  ASSERT_EQ(reader.kind(), MessageKind::kSignalReport);
+  EXPECT_EQ(reader.signal_report(), q);
+  EXPECT_TRUE(reader.signal_report_error().empty());
+  // Count 0 reads as 1; a name beyond 256 bytes is an invalid query, not a drop.
+  q.count = 0;
+  q.rule = std::string(257, 'r');
+  EncodeSignalReport(q, &bytes);
+  ASSERT_EQ(reader.Decode(bytes, nullptr), tally::Status::kOk);
+  EXPECT_FALSE(reader.signal_report_error().empty());
+  q.rule = "backend";
+  EncodeSignalReport(q, &bytes);
+  ASSERT_EQ(reader.Decode(bytes, nullptr), tally::Status::kOk);
+  EXPECT_EQ(reader.signal_report().count, 1u);
+  for (SignalOutcome o : {SignalOutcome::kAccepted, SignalOutcome::kUnknownRule,
+                          SignalOutcome::kInvalid}) {
+    SignalReportReport r{9, o == SignalOutcome::kAccepted ? tally::Status::kOk
+                                                          : tally::Status::kInvalidArgument,
+                         o == SignalOutcome::kAccepted ? "" : "why", o};
+    EncodeSignalReportResponse(r, &bytes);
+    ASSERT_EQ(reader.Decode(bytes, nullptr), tally::Status::kOk);
+    ASSERT_EQ(reader.kind(), MessageKind::kSignalReportResponse);
+    EXPECT_EQ(reader.signal_report_report(), r);
   }
 }
 

@@ -132,6 +132,53 @@ TEST(NodeCodecTest, LimitOverridesAndTheOverridesDigestRoundTrip) {
   }
 }
 
+TEST(NodeCodecTest, AdaptiveReportsAndAnAdaptiveOverridesRuleRoundTrip) {
+  NodeMessageValue reports;
+  reports.kind = NodeMessageValue::Kind::kAdaptiveReports;
+  reports.adaptive_reports = {{"api", "backend", 6000.5, 30, 410.25},
+                              {std::string("e\0d", 3), "r", 0, 1, 0}};
+  LimitOverrideValue adaptive;
+  adaptive.kind = 3;
+  adaptive.domain = "api";
+  adaptive.rule = "backend";
+  adaptive.limit = 364;
+  adaptive.window_ms = 1000;
+  NodeMessageValue overrides;
+  overrides.kind = NodeMessageValue::Kind::kOverrides;
+  overrides.overrides = {adaptive};
+  for (const NodeMessageValue& value : {reports, overrides}) {
+    std::vector<std::byte> bytes;
+    EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 0}, value, &bytes);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+    EXPECT_EQ(decoded.kind, value.kind);
+    EXPECT_EQ(decoded.adaptive_reports, value.adaptive_reports);
+    EXPECT_EQ(decoded.overrides, value.overrides);
+  }
+}
+
+TEST(NodeCodecBoundsTest, AdaptiveReportsAreBounded) {
+  {
+    capnp::MallocMessageBuilder builder;
+    Root(builder).initNode().initAdaptiveReports(
+        static_cast<unsigned>(kMaxAdaptiveReportsPerMessage + 1));
+    ExpectRefused(builder, "too many adaptive reports");
+  }
+  {
+    capnp::MallocMessageBuilder builder;
+    Root(builder).initNode().initAdaptiveReports(1)[0].initRule(
+        static_cast<unsigned>(kMaxOverrideTextBytes + 1));
+    ExpectRefused(builder, "oversized text");
+  }
+  {
+    capnp::MallocMessageBuilder builder;
+    Root(builder).initNode().initOverrides(1)[0].initRule(
+        static_cast<unsigned>(kMaxOverrideTextBytes + 1));
+    ExpectRefused(builder, "oversized text");
+  }
+}
+
 TEST(NodeCodecBoundsTest, LimitOverridesAreBounded) {
   {
     capnp::MallocMessageBuilder builder;

@@ -28,6 +28,7 @@
 #include "tests/cluster/cluster_harness.h"
 #include "tests/support/daemon_process.h"
 #include "tests/support/http_request.h"
+#include "tests/support/prometheus_text.h"
 
 namespace tally::testing {
 namespace {
@@ -46,38 +47,6 @@ HttpResult Get(const std::string& address, const std::string& target) {
 }
 HttpResult Post(const std::string& address, const std::string& target, const std::string& body) {
   return HttpPost(address, target, body);
-}
-
-// "name{labels} value" lines -> value, keyed by "name{labels}".
-std::map<std::string, double> ParseSamples(const std::string& text) {
-  std::map<std::string, double> out;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    const std::string line = text.substr(start, end - start);
-    start = end + 1;
-    if (line.empty() || line[0] == '#') continue;
-    const size_t space = line.rfind(' ');
-    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return out;
-}
-
-double Sample(const std::map<std::string, double>& samples, const std::string& key) {
-  auto it = samples.find(key);
-  return it == samples.end() ? -1 : it->second;
-}
-
-// Runs `promtool check metrics` on `text`; its exit code and output.
-int Promtool(const std::string& text, const TempDir& dir, std::string* output) {
-  const std::string in = dir.File("scrape.txt"), out = dir.File("promtool.txt");
-  std::ofstream(in) << text;
-  const std::string command = "promtool check metrics < " + in + " > " + out + " 2>&1";
-  const int status = std::system(command.c_str());
-  std::ifstream read(out);
-  output->assign(std::istreambuf_iterator<char>(read), {});
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 constexpr const char* kRules = R"(domain: edge

@@ -39,6 +39,12 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 2, name: per_plan}
   - key: vip
     rate_limit: {unit: minute, requests_per_unit: 100, replaces: [{name: per_plan}]}
+  - key: backend
+    rate_limit:
+      unit: minute
+      requests_per_unit: 50
+      name: adaptive_backend
+      adaptive: {min: 5, max: 100, signal: latency_ms, target: 50}
 )";
 
 std::shared_ptr<const rules::RuleSet> Rules() {
@@ -87,6 +93,7 @@ class RlsOverridesTest : public ::testing::Test {
     std::string error;
     EXPECT_TRUE(plan.Build(*rules_, request, shadow, &error, table_.get())) << error;
     last_runtime_ = plan.runtime_overrides();
+    last_adaptive_ = plan.adaptive_limits();
     std::vector<CheckResult> results;
     if (!plan.checks().empty()) limiter_.CheckBatch(plan.checks(), now_, &results);
     RlsAnswer answer;
@@ -99,6 +106,7 @@ class RlsOverridesTest : public ::testing::Test {
   std::unique_ptr<crdt::DescriptorOverrideTable> table_;
   int64_t stamp_ms_ = 1'700'000'000'000;
   size_t last_runtime_ = 0;
+  size_t last_adaptive_ = 0;
   Limiter limiter_{LimiterOptions{}};
   Instant now_{milliseconds(1'700'000'000'000), std::chrono::nanoseconds(1)};
 };
@@ -126,6 +134,42 @@ TEST_F(RlsOverridesTest, OverrideReplacesTheRulesLimitAndSharesItsCounter) {
   EXPECT_EQ(last_runtime_, 0u);
   EXPECT_EQ(a.statuses[0].current_limit->requests_per_unit, 3u);
   EXPECT_EQ(a.statuses[0].current_limit->name, "per_ip");
+}
+
+// An adaptive rule's controller publishes its limit as a (domain, rule)
+// override: every descriptor the rule matches takes it, within the rule's
+// [min, max] here; an operator's override of one descriptor, or the
+// request's own limit, still wins.
+TEST_F(RlsOverridesTest, AnAdaptiveRulesPublishedLimitReplacesItsRequestsPerUnit) {
+  crdt::Selector adaptive;
+  adaptive.kind = crdt::Selector::Kind::kAdaptive;
+  adaptive.domain = "edge";
+  adaptive.rule = "adaptive_backend";
+  const RlsRequest a = Request({{{"backend", "a"}}});
+  const RlsRequest b = Request({{{"backend", "b"}}});
+  RlsAnswer answer = Decide(a);
+  EXPECT_EQ(answer.statuses[0].current_limit->requests_per_unit, 50u) << "nothing published";
+  EXPECT_EQ(last_adaptive_, 0u);
+  Write(adaptive, 7);
+  answer = Decide(a);
+  EXPECT_EQ(last_adaptive_, 1u);
+  EXPECT_EQ(answer.statuses[0].current_limit->requests_per_unit, 7u);
+  EXPECT_EQ(answer.statuses[0].current_limit->name, "adaptive_backend");
+  EXPECT_EQ(answer.statuses[0].limit_remaining, 5u);  // its second hit of 7
+  EXPECT_EQ(Decide(b).statuses[0].current_limit->requests_per_unit, 7u) << "every value";
+  // Whatever a member published, within this member's bounds.
+  Write(adaptive, 100'000);
+  EXPECT_EQ(Decide(b).statuses[0].current_limit->requests_per_unit, 100u);
+  Write(adaptive, 1);
+  EXPECT_EQ(Decide(b).statuses[0].current_limit->requests_per_unit, 5u);
+  // An operator's override of one descriptor wins over the adaptive limit.
+  Write(Descriptor("edge", {{"backend", "b"}}), 30);
+  answer = Decide(b);
+  EXPECT_EQ(last_adaptive_, 0u);
+  EXPECT_EQ(answer.statuses[0].current_limit->requests_per_unit, 30u);
+  // Removed: the rule's requests_per_unit again.
+  Write(adaptive, std::nullopt);
+  EXPECT_EQ(Decide(a).statuses[0].current_limit->requests_per_unit, 50u);
 }
 
 TEST_F(RlsOverridesTest, RemovalBringsTheRuleBack) {
