@@ -66,10 +66,15 @@ std::string Selector::ExplicitKey(std::string_view user, std::string_view endpoi
 
 std::string Selector::AdaptiveKey(std::string_view domain, std::string_view rule) {
   std::string key;
-  key.push_back(static_cast<char>(Kind::kAdaptive));
-  PutText(&key, domain);
-  PutText(&key, rule);
+  AdaptiveKeyInto(&key, domain, rule);
   return key;
+}
+
+void Selector::AdaptiveKeyInto(std::string* out, std::string_view domain, std::string_view rule) {
+  out->clear();
+  out->push_back(static_cast<char>(Kind::kAdaptive));
+  PutText(out, domain);
+  PutText(out, rule);
 }
 
 void LimitOverrides::CountLive(const OverrideEntry& entry, int delta) {
@@ -238,9 +243,13 @@ const OverrideValue* DescriptorOverrideTable::Find(const std::string& selector_k
 }
 
 const OverrideValue* DescriptorOverrideTable::FindAdaptive(std::string_view domain,
-                                                           std::string_view rule) const {
+                                                           std::string_view rule,
+                                                           std::string* scratch) const {
   if (adaptive_.empty()) return nullptr;
-  const auto it = adaptive_.find(Selector::AdaptiveKey(domain, rule));
+  std::string temporary;
+  std::string* key = scratch != nullptr ? scratch : &temporary;
+  Selector::AdaptiveKeyInto(key, domain, rule);
+  const auto it = adaptive_.find(*key);
   return it == adaptive_.end() ? nullptr : &it->second;
 }
 

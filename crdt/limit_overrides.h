@@ -70,6 +70,8 @@ struct Selector {
   static void DescriptorKeyEntry(std::string* out, std::string_view key, std::string_view value);
   // Key() of the adaptive selector (domain, rule).
   static std::string AdaptiveKey(std::string_view domain, std::string_view rule);
+  // AdaptiveKey into *out (replacing it), reusing its capacity.
+  static void AdaptiveKeyInto(std::string* out, std::string_view domain, std::string_view rule);
   friend bool operator==(const Selector&, const Selector&) = default;
 };
 
@@ -185,7 +187,10 @@ class DescriptorOverrideTable {
   const OverrideValue* Find(const std::string& selector_key) const;
   // The published limit of the adaptive rule (domain, rule), or null: its
   // controller has not written one (the rule's requests_per_unit applies).
-  const OverrideValue* FindAdaptive(std::string_view domain, std::string_view rule) const;
+  // `scratch` holds the key built for the lookup (its capacity is reused, so
+  // a warm caller allocates nothing); null builds a temporary.
+  const OverrideValue* FindAdaptive(std::string_view domain, std::string_view rule,
+                                    std::string* scratch = nullptr) const;
   size_t adaptive_size() const { return adaptive_.size(); }
 
  private:

@@ -148,6 +148,9 @@ AdaptiveHost::OwnedStep AdaptiveHost::StepOwned(size_t i, std::optional<uint32_t
     r.pending = AdaptiveSum{};
   }
   step.tick = r.controller->Tick(now_ms);
+  const uint32_t limit =
+      step.tick.step == rules::AdaptiveLimit::Step::kOpen ? r.controller->limit() : step.tick.limit;
+  if (published.value_or(r.config.start) != limit) step.publish = limit;
   switch (step.tick.step) {
     case rules::AdaptiveLimit::Step::kOpen:
       break;

@@ -61,6 +61,11 @@ class AdaptiveHost {
     rules::AdaptiveLimit::TickResult tick;
     bool adopted = false;  // the controller restarted from a limit another member published
     bool started = false;  // the controller was created at this step
+    // The limit to write into the override map, or nullopt when the limit in
+    // force (the published one, else the rule's start) already is the
+    // controller's: a law step that moved it, or a controller that found
+    // nothing published and started past the start, publishes.
+    std::optional<uint32_t> publish;
   };
 
   // Replaces the rules. A rule whose config is unchanged keeps its

@@ -79,15 +79,9 @@ void Node::AdaptiveRound(Instant now, Outbox* out) {
       by_other = entry->writer != override_writer_;
     }
     const AdaptiveHost::OwnedStep step = adaptive_.StepOwned(i, published, by_other, now_ms);
-    const uint32_t limit = step.tick.step == rules::AdaptiveLimit::Step::kOpen
-                               ? adaptive_.ControllerLimit(i).value_or(r.start)
-                               : step.tick.limit;
-    // Publish what differs from the limit in force: a law step that moved
-    // it, or a controller that started past the rule's start and found
-    // nothing published (never: it starts from what is published).
-    if (published.value_or(r.start) == limit) continue;
+    if (!step.publish.has_value()) continue;
     crdt::OverrideValue value;
-    value.limit = limit;
+    value.limit = *step.publish;
     value.window_ms = r.config.window_ms;
     if (WriteOverride(AdaptiveSelector(r), value, now, out) ==
         crdt::LimitOverrides::MergeResult::kApplied) {

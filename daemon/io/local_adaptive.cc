@@ -45,15 +45,12 @@ void LocalAdaptive::Step(Instant now) {
       });
       // The only owner there is: nobody else writes the map's entry.
       const core::AdaptiveHost::OwnedStep step = host_.StepOwned(i, published, false, now_ms);
-      const uint32_t limit = step.tick.step == rules::AdaptiveLimit::Step::kOpen
-                                 ? host_.ControllerLimit(i).value_or(r.start)
-                                 : step.tick.limit;
-      if (published.value_or(r.start) == limit) continue;
+      if (!step.publish.has_value()) continue;
       Write w;
       w.selector.kind = crdt::Selector::Kind::kAdaptive;
       w.selector.domain = r.domain;
       w.selector.rule = r.rule;
-      w.value.limit = limit;
+      w.value.limit = *step.publish;
       w.value.window_ms = r.config.window_ms;
       writes.push_back(std::move(w));
     }

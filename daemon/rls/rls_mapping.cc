@@ -107,7 +107,8 @@ bool RlsPlan::Build(const rules::RuleSet& rules, const RlsRequest& request, bool
       // operator's override of the descriptor, or the request's own limit,
       // already replaced the rule's: l.adaptive is null then).
       if (l.adaptive != nullptr && overrides != nullptr && overrides->adaptive_size() > 0) {
-        if (const crdt::OverrideValue* o = overrides->FindAdaptive(request.domain, l.name)) {
+        if (const crdt::OverrideValue* o =
+                overrides->FindAdaptive(request.domain, l.name, &override_key_)) {
           c.limit = std::clamp<uint64_t>(o->limit, l.adaptive->min, l.adaptive->max);
           ++adaptive_limits_;
         }

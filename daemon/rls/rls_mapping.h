@@ -152,7 +152,7 @@ class RlsPlan {
   std::vector<rules::Descriptor> descriptors_;
   rules::Resolution resolution_;
   std::vector<CheckRequestRef> checks_;
-  std::string override_key_;  // a descriptor's selector key, reused
+  std::string override_key_;  // a descriptor's or adaptive rule's selector key, reused
   size_t runtime_overrides_ = 0;
   size_t adaptive_limits_ = 0;
   bool global_shadow_ = false;

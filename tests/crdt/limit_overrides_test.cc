@@ -152,6 +152,12 @@ TEST(DescriptorOverrideTableTest, HoldsAdaptiveLimitsInForceApart) {
   EXPECT_EQ(table.FindAdaptive("api", "backend")->limit, 364u);
   EXPECT_EQ(table.FindAdaptive("api", "gone"), nullptr);
   EXPECT_EQ(table.FindAdaptive("web", "backend"), nullptr);
+  // A caller's scratch key gives the same answers (and holds the key built).
+  std::string scratch = "left over from a descriptor lookup";
+  ASSERT_NE(table.FindAdaptive("api", "backend", &scratch), nullptr);
+  EXPECT_EQ(table.FindAdaptive("api", "backend", &scratch)->limit, 364u);
+  EXPECT_EQ(scratch, Selector::AdaptiveKey("api", "backend"));
+  EXPECT_EQ(table.FindAdaptive("api", "gone", &scratch), nullptr);
   EXPECT_FALSE(table.MayMatch("api", 0)) << "no descriptor shape";
 }
 

@@ -53,11 +53,17 @@ TEST(AdaptiveHostTest, AnOwnerStepsOncePerIntervalFromWhatIsPublished) {
   EXPECT_EQ(host.ControllerLimit(0), 300u);
   // Slow backend for the interval: 0.9 x 300.
   ASSERT_EQ(host.Report("api", "backend", 200, 400), AdaptiveHost::ReportResult::kAccepted);
+  EXPECT_FALSE(s.publish.has_value()) << "300 is already in force";
   s = host.StepOwned(0, 300, true, 500);
   EXPECT_EQ(s.tick.step, Step::kOpen);
+  EXPECT_FALSE(s.publish.has_value());
   s = host.StepOwned(0, 300, false, 1000);
   EXPECT_EQ(s.tick.step, Step::kDecreased);
   EXPECT_EQ(s.tick.limit, 270u);
+  EXPECT_EQ(s.publish, 270u);
+  // Until the map holds 270, each step publishes it again; then nothing.
+  EXPECT_EQ(host.StepOwned(0, 300, false, 1100).publish, 270u);
+  EXPECT_FALSE(host.StepOwned(0, 270, false, 1200).publish.has_value());
   EXPECT_EQ(host.counters().steps_decreased, 1u);
   // Not owning any more: the controller goes, the next owner starts over.
   host.TakePending(0);
