@@ -1,7 +1,7 @@
 // tally-snapshot-bench: what a snapshot costs at N live keys.
 //
 //   tally-snapshot-bench [--keys 1000000] [--slice-slots 16384] [--dir DIR]
-//                        [--repeat 3] [--smoke]
+//                        [--repeat 3] [--smoke] [--single-node]
 //
 // Fills one KeyStore with N keys (windows of a minute, an hour and a day;
 // a fifth of them with a second replica slot; hits over one to three
@@ -24,6 +24,12 @@
 // report wall time (they wait for the disk). Both are printed for each.
 // --smoke also checks that the restored store reads like the original and
 // exits non-zero if not (ctest runs it small).
+// --single-node measures a single node's snapshots instead (io::LocalSnapshots
+// over the sharded tally::Limiter tallyd runs, 64 shards): N keys admitted
+// through Limiter::CheckBatch at the real wall time, then --repeat writes
+// (each shard in slices under its own lock, then the file), and a restore
+// into a fresh limiter; the snapshot's own counters give the encode, write
+// and longest-lock-hold times.
 #include <time.h>
 #include <unistd.h>
 
@@ -34,13 +40,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "crdt/key_id.h"
 #include "crdt/key_store.h"
+#include "daemon/io/local_snapshots.h"
 #include "daemon/io/snapshot_file.h"
+#include "daemon/limiter_access.h"
 #include "persist/restore.h"
 #include "persist/snapshot.h"
 
@@ -111,9 +120,108 @@ uint64_t TotalAt(const tally::crdt::KeyStore& store, int64_t now) {
 }
 
 int Usage(const char* argv0) {
-  std::fprintf(
-      stderr, "usage: %s [--keys N] [--slice-slots S] [--dir DIR] [--repeat R] [--smoke]\n", argv0);
+  std::fprintf(stderr,
+               "usage: %s [--keys N] [--slice-slots S] [--dir DIR] [--repeat R] [--smoke] "
+               "[--single-node]\n",
+               argv0);
   return 2;
+}
+
+// --single-node: LocalSnapshots over a sharded Limiter.
+int SingleNode(uint64_t keys, uint64_t slice_slots, const std::string& dir, int repeat,
+               bool smoke) {
+  tally::LimiterOptions lo;
+  lo.max_keys = keys + keys / 4;
+  auto make = [&](uint64_t generation) {
+    return tally::internal::LimiterAccess::Make(lo, {"node-a", generation});
+  };
+  tally::io::LocalSnapshotOptions so;
+  so.state_dir = dir;
+  so.cluster_name = "bench";
+  so.node_id = "node-a";
+  so.generation = 1;
+  so.interval = std::chrono::milliseconds(0);
+  so.slice_slots = slice_slots;
+  std::unique_ptr<tally::Limiter> limiter = make(1);
+  const tally::Instant now = tally::ReadClock();
+  std::mt19937_64 rng(1);
+  std::vector<std::string> users(keys);
+  std::vector<tally::CheckRequestRef> batch;
+  std::vector<tally::CheckResult> results;
+  const auto fill_start = Clock::now();
+  for (uint64_t i = 0; i < keys; ++i) {
+    users[i] = "user-" + std::to_string(i);
+    const uint64_t pick = rng() % 10;
+    const uint64_t window = pick < 3 ? kMinute : pick < 7 ? kHour : kDay;
+    tally::CheckRequestRef& check = batch.emplace_back();
+    check.user_id = users[i];
+    check.endpoint = "/api/v1/things";
+    check.limit = 1000;
+    check.window_ms = window;
+    check.hits = 1 + rng() % 20;
+    if (batch.size() == 256 || i + 1 == keys) {
+      limiter->CheckBatch(batch, now, &results);
+      batch.clear();
+    }
+  }
+  const double fill_ms = Ms(Clock::now() - fill_start);
+  tally::io::LocalSnapshots writer(limiter.get(), so);
+  Timing write;
+  for (int r = 0; r < repeat; ++r) {
+    const auto start = Clock::now();
+    const double cpu = ThreadCpuMs();
+    if (!writer.WriteFinal()) return 1;
+    write.Add(Ms(Clock::now() - start), ThreadCpuMs() - cpu);
+  }
+  const tally::io::SnapshotCounters w = writer.counters();
+  so.generation = 2;
+  std::unique_ptr<tally::Limiter> restored = make(2);
+  tally::io::LocalSnapshots reader(restored.get(), so);
+  const auto restore_start = Clock::now();
+  const double restore_cpu = ThreadCpuMs();
+  reader.Restore(tally::ReadClock());
+  const double restore_wall_ms = Ms(Clock::now() - restore_start);
+  const double restore_cpu_ms = ThreadCpuMs() - restore_cpu;
+  const tally::io::SnapshotCounters rc = reader.counters();
+  if (rc.restored_keys != limiter->GetStats().live_keys) {
+    std::fprintf(stderr, "restored %llu of %llu keys\n",
+                 static_cast<unsigned long long>(rc.restored_keys),
+                 static_cast<unsigned long long>(limiter->GetStats().live_keys));
+    return 1;
+  }
+  if (smoke) {
+    for (uint64_t i = 0; i < keys; i += 997) {
+      // Asking (0 hits) reads the sum without counting.
+      tally::CheckRequestRef probe;
+      probe.user_id = users[i];
+      probe.endpoint = "/api/v1/things";
+      probe.limit = 1000;
+      probe.hits = 0;
+      for (uint64_t window : {kMinute, kHour, kDay}) {
+        probe.window_ms = window;
+        const tally::Instant later = tally::ReadClock();
+        if (limiter->Check(probe, later).remaining != restored->Check(probe, later).remaining) {
+          std::fprintf(stderr, "restored counts differ for %s\n", users[i].c_str());
+          return 1;
+        }
+      }
+    }
+  }
+  std::printf(
+      "single node: %llu keys over %zu shards (filled in %.0f ms), snapshot %.1f MB (%.1f "
+      "bytes/key)\n",
+      static_cast<unsigned long long>(w.last_keys), limiter->shard_count(), fill_ms,
+      static_cast<double>(w.last_bytes) / 1e6,
+      static_cast<double>(w.last_bytes) / static_cast<double>(std::max<uint64_t>(w.last_keys, 1)));
+  std::printf(
+      "  write (best of %d): cpu %.1f ms, wall %.1f ms; last: encode %.1f ms, write+fsync %.1f "
+      "ms; longest lock hold %.2f ms (slices of %llu home slots)\n",
+      repeat, write.cpu_ms, write.wall_ms, static_cast<double>(w.last_encode_us) / 1e3,
+      static_cast<double>(w.last_write_us) / 1e3, static_cast<double>(w.longest_slice_us) / 1e3,
+      static_cast<unsigned long long>(slice_slots));
+  std::printf("  restore (read, decode, join): cpu %.1f ms, wall %.1f ms, %llu keys\n",
+              restore_cpu_ms, restore_wall_ms, static_cast<unsigned long long>(rc.restored_keys));
+  return 0;
 }
 
 }  // namespace
@@ -121,7 +229,7 @@ int Usage(const char* argv0) {
 int main(int argc, char** argv) {
   uint64_t keys = 1'000'000, slice_slots = 16384, repeat = 3;
   std::string dir;
-  bool smoke = false;
+  bool smoke = false, single_node = false;
   for (int i = 1; i < argc; ++i) {
     auto value = [&](uint64_t* out) {
       if (i + 1 >= argc) return false;
@@ -140,6 +248,8 @@ int main(int argc, char** argv) {
       dir = argv[++i];
     } else if (std::strcmp(argv[i], "--smoke") == 0) {
       smoke = true;
+    } else if (std::strcmp(argv[i], "--single-node") == 0) {
+      single_node = true;
     } else {
       ok = false;
     }
@@ -157,6 +267,12 @@ int main(int argc, char** argv) {
     made_dir = true;
   }
   const int r = static_cast<int>(repeat);
+  if (single_node) {
+    const int status = SingleNode(keys, slice_slots, dir, r, smoke);
+    std::error_code ec;
+    if (made_dir) fs::remove_all(dir, ec);
+    return status;
+  }
 
   tally::crdt::KeyStore store({.max_keys = keys, .buckets_per_window = 10});
   const auto fill_start = Clock::now();

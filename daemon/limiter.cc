@@ -15,6 +15,7 @@
 
 #include "crdt/key_id.h"
 #include "daemon/core/limiter_core.h"
+#include "daemon/limiter_access.h"
 
 namespace tally {
 
@@ -29,7 +30,7 @@ Instant ReadClock() {
 
 struct Limiter::Impl {
   struct alignas(64) Shard {
-    explicit Shard(const core::LimiterCoreOptions& o) : core(o) {}
+    Shard(const core::LimiterCoreOptions& o, const crdt::ReplicaSlot& slot) : core(o, slot) {}
     std::mutex mu;
     core::LimiterCore core;
   };
@@ -43,7 +44,11 @@ struct Limiter::Impl {
   Shard& ShardOf(const crdt::KeyId& key) { return *shards[ShardIndexOf(key)]; }
 };
 
-Limiter::Limiter(const LimiterOptions& options) : impl_(std::make_unique<Impl>()) {
+Limiter::Limiter(const LimiterOptions& options) : Limiter(options, "local", 1) {}
+
+Limiter::Limiter(const LimiterOptions& options, std::string_view slot_node_id,
+                 uint64_t slot_generation)
+    : impl_(std::make_unique<Impl>()) {
   assert(options.shards >= 1);
   assert(options.max_keys >= 1);
   impl_->options = options;
@@ -53,8 +58,9 @@ Limiter::Limiter(const LimiterOptions& options) : impl_(std::make_unique<Impl>()
   core_options.dedup_ttl = options.dedup_ttl;
   core_options.max_dedup_entries = options.max_dedup_entries / options.shards;
   impl_->shards.reserve(options.shards);
+  const crdt::ReplicaSlot slot{std::string(slot_node_id), slot_generation};
   for (size_t i = 0; i < options.shards; ++i) {
-    impl_->shards.push_back(std::make_unique<Impl::Shard>(core_options));
+    impl_->shards.push_back(std::make_unique<Impl::Shard>(core_options, slot));
   }
 }
 
@@ -188,4 +194,24 @@ LimiterStats Limiter::GetStats() const {
   return total;
 }
 
+namespace internal {
+
+std::unique_ptr<Limiter> LimiterAccess::Make(const LimiterOptions& options,
+                                             const crdt::ReplicaSlot& local_slot) {
+  return std::unique_ptr<Limiter>(new Limiter(options, local_slot.node_id, local_slot.incarnation));
+}
+
+size_t LimiterAccess::ShardOf(const Limiter& limiter, const crdt::KeyId& key) {
+  return limiter.impl_->ShardIndexOf(key);
+}
+
+std::unique_lock<std::mutex> LimiterAccess::LockShard(Limiter& limiter, size_t shard) {
+  return std::unique_lock<std::mutex>(limiter.impl_->shards[shard]->mu);
+}
+
+crdt::KeyStore& LimiterAccess::ShardStore(Limiter& limiter, size_t shard) {
+  return limiter.impl_->shards[shard]->core.store();
+}
+
+}  // namespace internal
 }  // namespace tally

@@ -106,6 +106,14 @@ struct SnapshotEncoderOptions {
   uint64_t min_window_ms = 0;
 };
 
+// Payload bytes worth reserving (SnapshotEncoder's `buffer`) before encoding
+// `keys` keys, so the payload does not grow, copying itself, while a caller
+// holds a store's lock: a little above the 42-48 bytes a key typically takes
+// (a larger snapshot still grows, by doubling).
+inline size_t SnapshotPayloadReserve(uint64_t keys) {
+  return static_cast<size_t>(keys) * 56 + 65536;
+}
+
 // Builds a snapshot from one or more stores (the sharded limiter has one per
 // shard; the slot indexes of each store are translated by slot identity).
 // Each key is read whole, under whatever lock the caller holds while it

@@ -63,6 +63,7 @@
 #include "daemon/io/peer_seal.h"
 #include "daemon/io/published_overrides.h"
 #include "daemon/io/resolver.h"
+#include "daemon/io/snapshot_counters.h"
 #include "daemon/io/status_trackers.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
@@ -124,26 +125,6 @@ struct ClusterOptions {
   std::function<void()> on_superseded;
 
   bool enabled() const { return !gossip.empty(); }
-};
-
-// What the snapshot machinery did (for status counters and tests).
-struct SnapshotCounters {
-  // At start: 1 in exactly one of loaded / missing / rejected / unreadable
-  // when a state dir is set.
-  uint64_t restore_loaded = 0, restore_missing = 0, restore_rejected = 0, restore_unreadable = 0;
-  uint64_t restored_keys = 0;    // joined into the store
-  uint64_t restore_dropped = 0;  // decoded but expired, refused or impossible
-  // Runtime limit overrides (tombstones included) merged from the snapshot,
-  // and those dropped (invalid, stamped too late, or refused by the map).
-  uint64_t restored_overrides = 0, restore_dropped_overrides = 0;
-  // Entries merged at start from a single node's overrides.snapshot in the
-  // same state dir (ClusterDriver::Impl::ImportSingleNodeOverrides).
-  uint64_t imported_overrides = 0;
-  uint64_t writes = 0, write_errors = 0;
-  uint64_t last_keys = 0, last_bytes = 0, last_overrides = 0;
-  uint64_t last_encode_us = 0;    // the whole sliced pass, wall time
-  uint64_t last_write_us = 0;     // write + fsync + rename
-  uint64_t longest_slice_us = 0;  // the longest single hold of the Node's lock, ever
 };
 
 // Something that can answer a client later from any thread (a seqpacket

@@ -132,24 +132,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   peer_auth->AppendStatus(&r);
   if (!options.state_dir.empty()) {
     std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
-    const SnapshotCounters& sc = snapshot_stats;
-    add("snapshot_restore_loaded", sc.restore_loaded);
-    add("snapshot_restore_missing", sc.restore_missing);
-    add("snapshot_restore_rejected", sc.restore_rejected);
-    add("snapshot_restore_unreadable", sc.restore_unreadable);
-    add("snapshot_restored_keys", sc.restored_keys);
-    add("snapshot_restore_dropped_keys", sc.restore_dropped);
-    add("snapshot_restored_overrides", sc.restored_overrides);
-    add("snapshot_restore_dropped_overrides", sc.restore_dropped_overrides);
-    add("snapshot_imported_overrides", sc.imported_overrides);
-    add("snapshot_writes", sc.writes);
-    add("snapshot_write_errors", sc.write_errors);
-    add("snapshot_last_keys", sc.last_keys);
-    add("snapshot_last_bytes", sc.last_bytes);
-    add("snapshot_last_overrides", sc.last_overrides);
-    add("snapshot_last_encode_us", sc.last_encode_us);
-    add("snapshot_last_write_us", sc.last_write_us);
-    add("snapshot_longest_lock_hold_us", sc.longest_slice_us);
+    AppendSnapshotCounters(snapshot_stats, &r.counters);
   }
   AppendTransportCounters(*counters, &r.counters);
   return r;

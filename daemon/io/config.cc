@@ -168,10 +168,10 @@ bool ParseIntAs(const po::variables_map& vm, const char* name, int64_t lo, int64
   return true;
 }
 
-// --state-dir, --snapshot-interval-s, --cluster-name. Count snapshots need
-// cluster mode (the single-node Limiter has no snapshot hook); a single node
-// keeps its runtime limit overrides in the state directory (LocalOverrides),
-// so one config file and unit serve both modes.
+// --state-dir, --snapshot-interval-s, --cluster-name. Both modes snapshot
+// their counts there; a single node also keeps its runtime limit overrides in
+// the state directory (LocalOverrides), so one config file and unit serve
+// both modes.
 bool ParseSnapshots(const po::variables_map& vm, ClusterOptions* c, std::string* error) {
   constexpr uint64_t kMaxSnapshotIntervalS = 86'400;
   uint64_t interval_s = static_cast<uint64_t>(c->snapshot_interval.count());
@@ -549,14 +549,15 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
       "with the same key) and written into snapshots (a snapshot of another cluster is "
       "refused); default tally")(
       "state-dir", po::value<std::string>()->value_name("PATH|auto|none"),
-      "where counts (cluster mode) and runtime limit overrides are snapshotted and restored "
+      "where counts and runtime limit overrides are snapshotted and restored "
       "from at start (so hourly and daily windows and `tally limit` changes survive a restart "
       "of the whole cluster, or of a single node); 'auto': $STATE_DIRECTORY, /var/lib/tally as "
       "root, else $XDG_STATE_HOME/tally or ~/.local/state/tally; default: $STATE_DIRECTORY "
       "when systemd sets it (StateDirectory=), else none")(
       "snapshot-interval-s", po::value<std::string>()->value_name("N"),
-      "write a snapshot every N s (and always at a graceful stop, and within about a second "
-      "of a limit override change); 0: no periodic writes; default 60");
+      "write a snapshot of the counts every N s (and always at a graceful stop, and in a "
+      "cluster within about a second of a limit override change); 0: no periodic writes; "
+      "default 60");
   settings.add(cluster);
   settings.add(envoy);
 

@@ -22,11 +22,13 @@
 #include "daemon/io/check_gateway.h"
 #include "daemon/io/counters.h"
 #include "daemon/io/datagram_server.h"
+#include "daemon/io/local_adaptive.h"
+#include "daemon/io/local_snapshots.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/seqpacket_server.h"
-#include "daemon/io/local_adaptive.h"
 #include "daemon/io/snapshot_file.h"
 #include "daemon/io/sockets.h"
+#include "daemon/limiter_access.h"
 
 namespace tally::io {
 namespace {
@@ -95,6 +97,7 @@ struct Daemon::Impl {
   std::unique_ptr<Limiter> limiter;  // null in echo and cluster mode
   std::unique_ptr<LocalOverrides> local_overrides;  // with `limiter`: runtime limit overrides
   std::unique_ptr<LocalAdaptive> local_adaptive;    // with `limiter`: its adaptive limits
+  std::unique_ptr<LocalSnapshots> local_snapshots;  // with `limiter` and a state dir
   std::unique_ptr<ClusterDriver> cluster;           // cluster mode only
   std::unique_ptr<CheckGateway> gateway;            // null in echo mode
   DaemonIdentity identity;
@@ -182,7 +185,9 @@ bool Daemon::Impl::Start(std::string* error) {
     }
     identity.generation = cluster->generation();
   } else if (!o.echo) {
-    limiter = std::make_unique<Limiter>(o.limiter);
+    // Counting in this process's own replica slot keeps restored counts (an
+    // earlier process's slot) apart: never incremented again (LocalSnapshots).
+    limiter = internal::LimiterAccess::Make(o.limiter, {identity.node_id, identity.generation});
     local_overrides = std::make_unique<LocalOverrides>(identity.node_id);
     local_adaptive = std::make_unique<LocalAdaptive>(local_overrides.get());
     if (!o.cluster.state_dir.empty()) {
@@ -191,10 +196,24 @@ bool Daemon::Impl::Start(std::string* error) {
         Shutdown();
         return Fail(error, why);
       }
+      LocalSnapshotOptions so;
+      so.state_dir = o.cluster.state_dir;
+      so.cluster_name = o.cluster.peer_auth.cluster_name;
+      so.node_id = identity.node_id;
+      so.generation = identity.generation;
+      so.buckets_per_window = o.limiter.buckets_per_window;
+      so.interval =
+          std::chrono::duration_cast<std::chrono::milliseconds>(o.cluster.snapshot_interval);
+      so.slice_slots = o.cluster.snapshot_slice_slots;
+      so.max_bytes = o.cluster.max_snapshot_bytes;
+      local_snapshots = std::make_unique<LocalSnapshots>(limiter.get(), std::move(so));
+      // After the overrides: importing a member's overrides reads counts.snapshot first.
+      local_snapshots->Restore(ReadClock());
+      local_snapshots->Start(identity.generation ^ static_cast<uint64_t>(getpid()));
       spdlog::info(
-          "state dir {}: runtime limit overrides are kept there; counts are snapshotted in "
-          "cluster mode only (a cluster of one is --gossip 127.0.0.1:0)",
-          o.cluster.state_dir);
+          "state dir {}: counts snapshotted every {} s and at a graceful stop; runtime limit "
+          "overrides saved at every change",
+          o.cluster.state_dir, o.cluster.snapshot_interval.count());
     }
   }
   if (!o.echo) {
@@ -207,6 +226,7 @@ bool Daemon::Impl::Start(std::string* error) {
   context.adaptive = local_adaptive.get();
   context.descriptors = &descriptor_door;
   context.overrides = local_overrides.get();
+  context.snapshots = local_snapshots.get();
   if (!o.echo) context.keys = &trackers.keys;
 
   if (udp) {
@@ -595,6 +615,7 @@ void Daemon::Run() {
   d.Shutdown();
   // After the sockets closed, so nothing is counted after the snapshot.
   if (d.cluster) d.cluster->WriteFinalSnapshot();
+  if (d.local_snapshots) d.local_snapshots->WriteFinal();
   // Every change was saved as it was made; this retries one that failed.
   std::string save_error;
   if (d.local_overrides && !d.local_overrides->Persist(ReadClock().wall.count(), &save_error)) {
@@ -621,11 +642,11 @@ uint64_t Daemon::key_capacity() const { return impl_->options.limiter.max_keys; 
 wire::StatusReport Daemon::Status() const {
   const Impl& d = *impl_;
   const Instant now = ReadClock();
-  wire::StatusReport report = d.cluster && d.started
-                                  ? d.cluster->Status(now)
-                                  : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now,
-                                                     d.local_overrides.get(),
-                                                     d.local_adaptive.get());
+  wire::StatusReport report =
+      d.cluster && d.started
+          ? d.cluster->Status(now)
+          : SingleNodeStatus(d.limiter.get(), &d.identity, d.counters, now, d.local_overrides.get(),
+                             d.local_adaptive.get(), d.local_snapshots.get());
   d.rules_status.AppendTo(&report);  // as the status answers on the Cap'n Proto doors
   return report;
 }

@@ -1,13 +1,13 @@
 #include "daemon/io/message_processor.h"
 
-#include "daemon/io/local_adaptive.h"
-
 #include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <utility>
 
 #include "daemon/io/cluster_driver.h"
+#include "daemon/io/local_adaptive.h"
+#include "daemon/io/local_snapshots.h"
 #include "membership/message.h"
 
 namespace tally::io {
@@ -91,7 +91,8 @@ MessageProcessor::MessageProcessor(const ProcessorContext& context)
       keys_(context.keys),
       descriptors_(context.descriptors),
       overrides_(context.overrides),
-      adaptive_(context.adaptive) {
+      adaptive_(context.adaptive),
+      snapshots_(context.snapshots) {
   assert(counters_ != nullptr);
   assert(echo_ || limiter_ != nullptr || cluster_ != nullptr);
 }
@@ -185,8 +186,8 @@ void RulesStatus::AppendTo(wire::StatusReport* report) const {
 
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
                                     const Counters& counters, Instant now,
-                                    const LocalOverrides* overrides,
-                                    const LocalAdaptive* adaptive) {
+                                    const LocalOverrides* overrides, const LocalAdaptive* adaptive,
+                                    const LocalSnapshots* snapshots) {
   wire::StatusReport s;
   s.node_id = identity != nullptr ? identity->node_id : "tallyd";
   s.generation = identity != nullptr ? identity->generation : 0;
@@ -213,6 +214,7 @@ wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity
     const LocalAdaptive::Counters a = adaptive->counters();
     AppendAdaptiveCounters(a.host, a.limits_written, &s.counters);
   }
+  if (snapshots != nullptr) AppendSnapshotCounters(snapshots->counters(), &s.counters);
   AppendTransportCounters(counters, &s.counters);
   return s;
 }
@@ -323,10 +325,10 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       break;
     case wire::MessageKind::kStatusRequest: {
       std::vector<std::byte>* out = NextBuffer();
-      wire::StatusReport report =
-          cluster_ != nullptr ? cluster_->Status(now)
-                              : SingleNodeStatus(limiter_, identity_, *counters_, now, overrides_,
-                                                 adaptive_);
+      wire::StatusReport report = cluster_ != nullptr
+                                      ? cluster_->Status(now)
+                                      : SingleNodeStatus(limiter_, identity_, *counters_, now,
+                                                         overrides_, adaptive_, snapshots_);
       if (rules_ != nullptr) rules_->AppendTo(&report);
       wire::EncodeStatusResponse(report, out);
       ReplyToQuery(message.size(), out, tag, replies);

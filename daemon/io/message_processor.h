@@ -65,6 +65,7 @@ namespace tally::io {
 
 class ClusterDriver;
 class LocalAdaptive;
+class LocalSnapshots;
 
 // Who this daemon is, for status answers.
 struct DaemonIdentity {
@@ -147,6 +148,9 @@ struct ProcessorContext {
   LocalOverrides* overrides = nullptr;
   // Single-node mode: adaptive limits, for the adaptive_* status counters.
   LocalAdaptive* adaptive = nullptr;
+  // Single-node mode with a state dir: count snapshots, for the snapshot_*
+  // status counters.
+  const LocalSnapshots* snapshots = nullptr;
 };
 
 // One reply datagram. `bytes` points into the processor's buffers (or, in
@@ -229,6 +233,7 @@ class MessageProcessor {
   const DescriptorDoor* descriptors_ = nullptr;
   LocalOverrides* overrides_ = nullptr;
   LocalAdaptive* adaptive_ = nullptr;
+  const LocalSnapshots* snapshots_ = nullptr;
   wire::ClientMessageReader reader_;
   std::vector<CheckResult> results_;
   std::vector<CheckRequestRef> overridden_;  // checks with overridden limits (single node)
@@ -247,11 +252,12 @@ Instant ReadClock();
 // share 1) from its Limiter (null in echo mode), identity (null: "tallyd")
 // and transport counters.
 // `overrides` (null: none) adds the overrides_* counters, `adaptive` (null:
-// none) the adaptive_* ones.
+// none) the adaptive_* ones, `snapshots` (null: none) the snapshot_* ones.
 wire::StatusReport SingleNodeStatus(const Limiter* limiter, const DaemonIdentity* identity,
                                     const Counters& counters, Instant now,
                                     const LocalOverrides* overrides = nullptr,
-                                    const LocalAdaptive* adaptive = nullptr);
+                                    const LocalAdaptive* adaptive = nullptr,
+                                    const LocalSnapshots* snapshots = nullptr);
 
 // The adaptive limits' status counters (adaptive_*), of a member's Node or a
 // single node's LocalAdaptive.

@@ -36,11 +36,16 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "tally/types.h"
 
 namespace tally {
+
+namespace internal {
+class LimiterAccess;  // tallyd's snapshots (daemon/limiter_access.h); not an API
+}  // namespace internal
 
 // Reads the clocks the Limiter expects, as tallyd does: wall = system_clock
 // in ms since the Unix epoch, monotonic = steady_clock in ns. Use it (or your
@@ -129,6 +134,11 @@ class Limiter {
   const LimiterOptions& options() const;
 
  private:
+  friend class internal::LimiterAccess;
+  // Counts this process's hits in the replica slot (slot_node_id,
+  // slot_generation); the public constructor's is ("local", 1).
+  Limiter(const LimiterOptions& options, std::string_view slot_node_id, uint64_t slot_generation);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -447,7 +447,8 @@ TEST(LimitOverrideModeChangeTest, ASingleNodesOverridesCarryIntoClusterModeAndSp
   std::optional<wire::StatusReport> s = StatusOf(*n1);
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 3u);  // two sets and a removal
-  EXPECT_EQ(CounterIn(*s, "snapshot_restore_missing"), 1u);
+  // The single node's count snapshot is another node id's counts: refused.
+  EXPECT_EQ(CounterIn(*s, "snapshot_restore_rejected"), 1u);
   // Written into the member's snapshot before the file was set aside.
   EXPECT_FALSE(std::filesystem::exists(state + "/overrides.snapshot"));
   EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot.imported"));
@@ -500,7 +501,10 @@ TEST(LimitOverrideModeChangeTest, AMembersOverridesCarryIntoSingleModeAndBack) {
   EXPECT_EQ(CounterIn(*s, "overrides_restored"), 3u);
   // Saved in its own file at once: a crash keeps them, read from there.
   EXPECT_TRUE(std::filesystem::is_regular_file(state + "/overrides.snapshot"));
-  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot"));
+  // The member's counts are another node id's: refused and set aside (the
+  // overrides were imported from them first).
+  EXPECT_EQ(CounterIn(*s, "snapshot_restore_rejected"), 1u);
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot.rejected"));
   EXPECT_EQ(solo.Kill9(), 128 + SIGKILL);
   ASSERT_TRUE(solo.Restart(&error)) << error;
   EXPECT_EQ(LimitSeen(udp()), 2);
@@ -511,15 +515,18 @@ TEST(LimitOverrideModeChangeTest, AMembersOverridesCarryIntoSingleModeAndBack) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
 
-  // ...wins when the dir goes back to cluster mode: the single node's file
-  // is newer than the member's snapshot, whose carol at 2 it overwrites.
+  // ...and every override comes back when the dir goes back to cluster mode.
+  // The counts snapshot there is now the single node's ("solo": refused by
+  // n1, as n1's was by solo), so the overrides come from the single node's
+  // file, which holds the imported ones and the change (carol at 5).
   ClusterHarness c;
   TestNode* n1 =
       c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
   ASSERT_NE(n1, nullptr) << error;
   s = StatusOf(*n1);
   ASSERT_TRUE(s.has_value());
-  EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 3u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_restore_rejected"), 1u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_restored_overrides"), 0u);
   EXPECT_EQ(CounterIn(*s, "snapshot_imported_overrides"), 3u);
   EXPECT_EQ(LimitSeen(UdpOf(*n1)), 5);
   EXPECT_EQ(DescriptorLimitSeen(UdpOf(*n1)), 7);

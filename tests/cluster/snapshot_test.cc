@@ -4,6 +4,7 @@
 // same rows); a corrupt, truncated or other node's snapshot is reported in
 // the status counters and the node starts clean.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -101,6 +102,134 @@ TEST(SnapshotClusterTest, FullRestartKeepsADailyCountAndCountsNothingTwice) {
     EXPECT_EQ(after.remaining, kLimit - 32 - i) << "through " << c.node(i).id;
   }
   ASSERT_TRUE(PollUntil(milliseconds(5000), [&] { return ReplicasAgree(all, key, &why); })) << why;
+}
+
+DaemonAddress SoloAt(const DaemonProcess& d) {
+  return *DaemonAddress::ParseUdp("127.0.0.1:" + std::to_string(d.udp_port()));
+}
+
+// A single node (no --gossip: the sharded limiter, no Node) snapshots its
+// counts too: a graceful stop writes them, a crash loses at most the last
+// interval, and each restart continues the daily count.
+TEST(SnapshotSingleNodeTest, AStopAndACrashKeepADailyCount) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(
+      d.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1", "--stats-interval-s",
+               "0", "--state-dir", state, "--snapshot-interval-s", "1"},
+              &error))
+      << error;
+  constexpr uint64_t kLimit = 1000;
+  CheckRequest key = DailyKey(kLimit);
+  uint64_t next_id = 1;
+  auto hit = [&] {
+    key.request_id = next_id++;
+    const CheckResult r = CheckHere(SoloAt(d), key);
+    EXPECT_EQ(r.status, Status::kOk) << r.error;
+    EXPECT_TRUE(r.allowed);
+    return r.remaining;
+  };
+  auto status = [&] {
+    std::optional<wire::StatusReport> s = QueryStatusHere(SoloAt(d));
+    EXPECT_TRUE(s.has_value());
+    return s.value_or(wire::StatusReport{});
+  };
+  EXPECT_EQ(CounterIn(status(), "snapshot_restore_missing"), 1u);
+  for (int i = 0; i < 5; ++i) hit();
+
+  EXPECT_EQ(d.Stop(std::chrono::seconds(10)), 0);
+  EXPECT_TRUE(std::filesystem::is_regular_file(state + "/counts.snapshot"));
+  ASSERT_TRUE(d.Restart(&error)) << error;
+  wire::StatusReport s = status();
+  EXPECT_EQ(CounterIn(s, "snapshot_restore_loaded"), 1u);
+  EXPECT_EQ(CounterIn(s, "snapshot_restored_keys"), 1u);
+  EXPECT_EQ(hit(), kLimit - 6);
+
+  // Three more, then a periodic write that holds them, then kill -9.
+  for (int i = 0; i < 3; ++i) hit();
+  const uint64_t writes_before = CounterIn(status(), "snapshot_writes");
+  ASSERT_TRUE(PollUntil(milliseconds(10000), [&] {
+    return CounterIn(status(), "snapshot_writes") >= writes_before + 2;
+  })) << "no periodic snapshot";
+  EXPECT_EQ(d.Kill9(), 128 + SIGKILL);
+  ASSERT_TRUE(d.Restart(&error)) << error;
+  EXPECT_EQ(CounterIn(status(), "snapshot_restore_loaded"), 1u);
+  EXPECT_EQ(hit(), kLimit - 10);
+}
+
+// Counts belong to a node id, not to a mode: a cluster member and a single
+// node under the same id on one state dir continue each other's counts.
+TEST(SnapshotSingleNodeTest, UnderTheSameNodeIdCountsCarryAcrossModes) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  std::string error;
+  constexpr uint64_t kLimit = 1000;
+  CheckRequest key = DailyKey(kLimit);
+  ClusterHarness c;  // a cluster of one
+  TestNode* n1 =
+      c.StartNode("n1", {}, {"--state-dir", state, "--snapshot-interval-s", "0"}, &error);
+  ASSERT_NE(n1, nullptr) << error;
+  for (uint64_t id = 1; id <= 4; ++id) CheckOnce(*n1, key, id);
+  EXPECT_EQ(n1->process.Stop(std::chrono::seconds(10)), 0);
+
+  DaemonProcess solo;
+  ASSERT_TRUE(
+      solo.Start({"--udp", "127.0.0.1:0", "--node-id", "n1", "--threads", "1", "--stats-interval-s",
+                  "0", "--state-dir", state, "--snapshot-interval-s", "0"},
+                 &error))
+      << error;
+  key.request_id = 5;
+  CheckResult r = CheckHere(SoloAt(solo), key);
+  EXPECT_TRUE(r.allowed);
+  EXPECT_EQ(r.remaining, kLimit - 5);
+  EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
+
+  ASSERT_TRUE(c.Restart(*n1, &error)) << error;
+  r = CheckOnce(*n1, key, 6);
+  EXPECT_TRUE(r.allowed);
+  EXPECT_EQ(r.remaining, kLimit - 6);
+}
+
+// A refused snapshot on a single node: reported, set aside, a clean start.
+TEST(SnapshotSingleNodeTest, ACorruptSnapshotIsReportedAndTheNodeStartsClean) {
+  TempDir dir;
+  const std::string state = dir.File("state");
+  DaemonProcess d;
+  std::string error;
+  ASSERT_TRUE(
+      d.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1", "--stats-interval-s",
+               "0", "--state-dir", state, "--snapshot-interval-s", "0"},
+              &error))
+      << error;
+  CheckRequest key = DailyKey(10);
+  key.hits = 7;
+  key.request_id = 1;
+  ASSERT_TRUE(CheckHere(SoloAt(d), key).allowed);
+  EXPECT_EQ(d.Stop(std::chrono::seconds(10)), 0);
+  const std::string file = state + "/counts.snapshot";
+  std::vector<char> bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(bytes.size(), 64u);
+  bytes[bytes.size() - 5] ^= 0x10;
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  ASSERT_TRUE(d.Restart(&error)) << error;
+  std::optional<wire::StatusReport> s = QueryStatusHere(SoloAt(d));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(CounterIn(*s, "snapshot_restore_rejected"), 1u);
+  EXPECT_EQ(CounterIn(*s, "snapshot_restored_keys"), 0u);
+  EXPECT_TRUE(std::filesystem::is_regular_file(file + ".rejected"));
+  key.request_id = 2;
+  const CheckResult r = CheckHere(SoloAt(d), key);
+  EXPECT_TRUE(r.allowed);  // 7 of 10 again: the 7 before were not restored
+  EXPECT_EQ(r.remaining, 3u);
 }
 
 // Stops `node`, rewrites its snapshot with `mutate`, restarts it and returns
