@@ -35,7 +35,8 @@ struct LocalSnapshotOptions {
   std::filesystem::path state_dir;  // REQUIRED: exists (EnsureStateDir)
   std::string cluster_name;         // written, and required of a restored snapshot
   std::string node_id;              // this node's id (a restored snapshot's must match)
-  uint64_t generation = 0;          // this process's (its limiter counts in slot node_id, it)
+  // This process's generation: its limiter counts in slot (node_id, generation).
+  uint64_t generation = 0;
   uint32_t buckets_per_window = 10;
   // Periodic writes (each wait +-10%); 0: only at WriteFinal.
   std::chrono::milliseconds interval{60'000};
