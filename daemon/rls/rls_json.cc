@@ -123,6 +123,12 @@ bool ParseJsonRequest(std::string_view body, RlsRequest* request, std::string* e
     return false;
   }
   if (!ReadString(o.if_contains("domain"), "domain", &request->domain, error)) return false;
+  if (request->domain.size() > kMaxDomainBytes) {
+    // RlsPlan::Build refuses it too; refused here like the other counts the
+    // body can inflate, so an accepted request is within every bound.
+    *error = "rate limit domain exceeds 256 bytes";
+    return false;
+  }
   if (!ReadU32(Field(o, "hits_addend", "hitsAddend"), "hits_addend", &request->hits_addend,
                error)) {
     return false;

@@ -15,7 +15,9 @@ namespace tally::rls {
 
 // Parses a request body. False with `*error` (for a 400) on anything that is
 // not a RateLimitRequest: bad JSON, wrong types, unknown fields, numbers out
-// of range. Bounds of the mapping (RlsPlan::Build) are checked there.
+// of range, more than kMaxDescriptors descriptors, kMaxEntriesPerDescriptor
+// entries in one, or a domain over kMaxDomainBytes. The mapping's other rules
+// (an empty domain or descriptor list) are RlsPlan::Build's.
 bool ParseJsonRequest(std::string_view body, RlsRequest* request, std::string* error);
 
 // {"overallCode":"OK","statuses":[{"code":"OK","currentLimit":{...},

@@ -235,6 +235,15 @@ TEST(RlsJsonTest, ParsesBothFieldSpellingsAndRejectsJunk) {
   }
   std::string deep(100, '[');
   EXPECT_FALSE(ParseJsonRequest(deep, &r, &error));
+  // The domain's bound is the parser's too (http_json_fuzz found an accepted
+  // 257-byte domain, refused only later by RlsPlan::Build).
+  const std::string at_bound(kMaxDomainBytes, 'd');
+  EXPECT_TRUE(ParseJsonRequest(R"({"domain":")" + at_bound + R"("})", &r, &error)) << error;
+  EXPECT_FALSE(ParseJsonRequest(R"({"domain":")" + at_bound + R"(d"})", &r, &error));
+  EXPECT_EQ(error, "rate limit domain exceeds 256 bytes");
+  // Escapes count as the bytes they decode to.
+  EXPECT_FALSE(ParseJsonRequest(R"({"domain":")" + std::string(255, 'd') + R"(\u0e00"})", &r,
+                                &error));
 }
 
 TEST(RlsJsonTest, FormatsLikeProto3Json) {
