@@ -262,6 +262,10 @@ void Node::SendNode(const std::string& address, const wire::NodeMessageValue& ms
                           msg, &packet.bytes);
   counters_.peer_bytes_sent += packet.bytes.size();
   ++counters_.peer_messages_sent;
+  NodeStatus::Counters::Traffic& t = counters_.sent_by_kind[PeerKindIndex(msg.kind)];
+  ++t.messages;
+  t.bytes += packet.bytes.size();
+  if (msg.kind == Kind::kReplicate) counters_.replicate_bytes_sent += packet.bytes.size();
   out->peer.push_back(std::move(packet));
 }
 
@@ -271,6 +275,9 @@ void Node::SendSwim(std::vector<membership::Outbound>& swim_out, Instant now, Ou
     wire::EncodeSwim(o.msg, &packet.bytes);
     counters_.peer_bytes_sent += packet.bytes.size();
     ++counters_.peer_messages_sent;
+    NodeStatus::Counters::Traffic& t = counters_.sent_by_kind[kSwimKindIndex];
+    ++t.messages;
+    t.bytes += packet.bytes.size();
     out->peer.push_back(std::move(packet));
   }
   swim_out.clear();

@@ -29,6 +29,7 @@
 #define TALLY_DAEMON_CORE_NODE_H_
 
 #include <algorithm>
+#include <array>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
 #include <chrono>
@@ -46,6 +47,7 @@
 #include "daemon/core/decision_kind.h"
 #include "daemon/core/forward_rtt.h"
 #include "daemon/core/limiter_core.h"
+#include "daemon/core/peer_kinds.h"
 #include "membership/ring.h"
 #include "membership/swim.h"
 #include "persist/restore.h"
@@ -207,6 +209,24 @@ struct NodeStatus {
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
+    // Peer traffic by kind (kPeerMessageKindNames): what this node's core
+    // sent, and what it received and decoded (a message that fails to decode
+    // counts in malformed_peer only).
+    struct Traffic {
+      uint64_t messages = 0, bytes = 0;
+    };
+    std::array<Traffic, kPeerMessageKindNames.size()> sent_by_kind{}, received_by_kind{};
+    // Replication: bytes of replicate messages (deltas to replicas), those
+    // acknowledged and the sum of their send-to-acknowledgement delays (the
+    // replication lag, less the batching of at most one replication
+    // interval), and a gauge of replicates and state pushes sent and not yet
+    // acknowledged.
+    uint64_t replicate_bytes_sent = 0;
+    uint64_t replicate_acks = 0, replicate_ack_ns = 0;
+    uint64_t replicates_unacked = 0;
+    // Anti-entropy repairs: keys pushed to a member because its digest of
+    // their range differed from ours.
+    uint64_t anti_entropy_repairs = 0;
     // Peer state dropped before it was merged, by reason (docs/DESIGN.md,
     // "Validating peer state"). Units: messages, counters or rows, as noted.
     struct RejectedPeerState {
@@ -393,6 +413,7 @@ class Node {
   };
   struct UnackedReplicate {
     std::vector<crdt::KeyId> keys;
+    int64_t sent_ns = 0;       // when it was sent (its acknowledgement measures the lag)
     int64_t resend_at_ns = 0;  // then the keys are sent again (current state)
     bool push = false;         // sent as a state push: resent as one
   };

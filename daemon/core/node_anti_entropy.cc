@@ -100,6 +100,7 @@ void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& 
       ring_.PreferenceList(key, config_.replicas, &targets);
       if (Holds(targets, peer)) keys.push_back(key);
     });
+    counters_.anti_entropy_repairs += keys.size();
     SendState(from, std::move(keys), false, now, out);
   }
   // The runtime limit overrides: one digest for the whole map (it is small

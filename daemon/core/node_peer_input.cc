@@ -46,6 +46,9 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
     }
   }
   if (reader.is_swim()) {
+    NodeStatus::Counters::Traffic& t = counters_.received_by_kind[kSwimKindIndex];
+    ++t.messages;
+    t.bytes += bytes.size();
     std::vector<membership::Outbound> swim_out;
     swim_.OnMessage(from_address, reader.swim(), now, &swim_out, bytes.size());
     SendSwim(swim_out, now, out);
@@ -56,6 +59,11 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
   if (!reader.ReadNode(&msg, &why)) {
     ++counters_.malformed_peer;
     return;
+  }
+  {
+    NodeStatus::Counters::Traffic& t = counters_.received_by_kind[PeerKindIndex(msg.kind)];
+    ++t.messages;
+    t.bytes += bytes.size();
   }
   const PeerSender sender{reader.sender_address().empty() ? from_address : reader.sender_address(),
                           from_address, reader.sender_id(), reader.sender_generation()};
@@ -113,7 +121,15 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
     }
     case Kind::kReplicateAck: {
       auto it = peers_.find(from);
-      if (it != peers_.end()) it->second.unacked.erase(msg.ack_seq);
+      if (it == peers_.end()) break;
+      auto unacked = it->second.unacked.find(msg.ack_seq);
+      if (unacked == it->second.unacked.end()) break;  // resent meanwhile, or a duplicate
+      if (!unacked->second.push) {  // a push's acknowledgement comes after its stream's bulk
+        ++counters_.replicate_acks;
+        counters_.replicate_ack_ns += static_cast<uint64_t>(
+            std::max<int64_t>(0, now.monotonic.count() - unacked->second.sent_ns));
+      }
+      it->second.unacked.erase(unacked);
       break;
     }
     case Kind::kDigest:

@@ -169,8 +169,8 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
     // Both kinds are acknowledged: a replicate is resent soon (a lost
     // datagram), a push later (a stream of bulk state takes longer).
     const int64_t retry_ms = acked ? config_.replication_retry_ms : config_.push_retry_ms;
-    ReplicationPeer(address).unacked[msg.replicate.seq] =
-        UnackedReplicate{std::move(sent), now.monotonic.count() + Ms(retry_ms), !acked};
+    ReplicationPeer(address).unacked[msg.replicate.seq] = UnackedReplicate{
+        std::move(sent), now.monotonic.count(), now.monotonic.count() + Ms(retry_ms), !acked};
     if (acked) {
       ++counters_.replicate_sent;
     } else {

@@ -56,6 +56,18 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("malformed_client", c.malformed_client);
   add("peer_bytes_sent", c.peer_bytes_sent);
   add("peer_messages_sent", c.peer_messages_sent);
+  for (size_t k = 0; k < core::kPeerMessageKindNames.size(); ++k) {
+    const std::string kind = core::kPeerMessageKindNames[k];
+    r.counters.emplace_back("peer_sent_messages_" + kind, c.sent_by_kind[k].messages);
+    r.counters.emplace_back("peer_sent_bytes_" + kind, c.sent_by_kind[k].bytes);
+    r.counters.emplace_back("peer_received_messages_" + kind, c.received_by_kind[k].messages);
+    r.counters.emplace_back("peer_received_bytes_" + kind, c.received_by_kind[k].bytes);
+  }
+  add("replicate_bytes_sent", c.replicate_bytes_sent);
+  add("replicate_acks", c.replicate_acks);
+  add("replicate_ack_us_total", c.replicate_ack_ns / 1000);
+  add("replicates_unacked", c.replicates_unacked);
+  add("anti_entropy_repairs", c.anti_entropy_repairs);
   const core::NodeStatus::Counters::RejectedPeerState& rej = c.rejected_peer_state;
   add("rejected_peer_state", rej.total());
   add("rejected_peer_state_non_member", rej.non_member);

@@ -4,6 +4,11 @@
 #include <charconv>
 #include <cmath>
 #include <initializer_list>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "daemon/core/peer_kinds.h"
 
 namespace tally::io {
 
@@ -296,6 +301,43 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
     const std::string in = std::string(prefix) + "in", out = std::string(prefix) + "out";
     WriteLabelled(w, c, metric, "counter", help, "direction",
                   {{"in", in.c_str()}, {"out", out.c_str()}});
+  }
+  // Peer traffic by message kind, both ways (what the core sent and decoded).
+  for (const char* what : {"messages", "bytes"}) {
+    const std::string metric = std::string("tally_cluster_peer_") + what + "_by_kind_total";
+    bool announced = false;
+    for (const auto& [direction, label] : {std::pair{"sent", "out"}, std::pair{"received", "in"}}) {
+      for (const char* kind : core::kPeerMessageKindNames) {
+        const std::optional<uint64_t> value =
+            c.Get(std::string("peer_") + direction + "_" + what + "_" + kind);
+        if (!value) continue;
+        if (!announced) {
+          w.Family(metric, "counter",
+                   std::string("Peer ") + what +
+                       " by message kind (swim, forward, replicate, ...) and direction.");
+          announced = true;
+        }
+        const Label l[] = {{"direction", label}, {"kind", kind}};
+        w.Sample(metric, l, *value);
+      }
+    }
+  }
+  WriteSimple(w, c, "counter",
+              {{"tally_cluster_replication_bytes_sent_total", "replicate_bytes_sent",
+                "Bytes of replication messages (deltas) sent to replicas."},
+               {"tally_cluster_anti_entropy_repairs_total", "anti_entropy_repairs",
+                "Keys pushed to a member because its anti-entropy digest of them differed."}});
+  WriteSimple(w, c, "gauge",
+              {{"tally_cluster_replicates_unacked", "replicates_unacked",
+                "Replication messages and state pushes sent and not yet acknowledged."}});
+  if (const std::optional<uint64_t> acks = c.Get("replicate_acks")) {
+    const char* metric = "tally_cluster_replication_ack_delay_seconds";
+    w.Family(metric, "summary",
+             "From sending a replication message to its acknowledgement: the replication lag, "
+             "less at most one replication interval of batching.");
+    w.Sample(std::string(metric) + "_sum",
+             static_cast<double>(c.Or0("replicate_ack_us_total")) / 1e6);
+    w.Sample(std::string(metric) + "_count", *acks);
   }
   WriteLabelled(w, c, "tally_cluster_rejected_peer_state_total", "counter",
                 "Peer state dropped before it was merged, by reason (units: messages, rows or "

@@ -287,6 +287,64 @@ std::vector<std::string> Ranking(const crdt::KeyId& key, int n) {
   return membership::Ring(std::move(members)).PreferenceIds(key, static_cast<size_t>(n));
 }
 
+// Status counts peer traffic by message kind both ways, and measures the
+// replication lag as each replicate's acknowledgement arrives.
+TEST(NodeTest, PeerTrafficIsCountedByKindAndReplicationLagIsMeasured) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  c.Form(3);
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 3);
+  const std::string& owner = ranking[0];
+  const std::string& entry = ranking[2];  // on the list below the owner: forwards to it
+  const NodeStatus::Counters owner_before = c.node(owner).Status(c.Now()).counters;
+  const NodeStatus::Counters entry_before = c.node(entry).Status(c.Now()).counters;
+  auto r = c.Check(entry, kRequest.Id(1));
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(r->allowed);
+  c.RunFor(500);  // replication, its acknowledgements, and some SWIM rounds
+  const NodeStatus::Counters o = c.node(owner).Status(c.Now()).counters;
+  const NodeStatus::Counters e = c.node(entry).Status(c.Now()).counters;
+  auto sent = [](const NodeStatus::Counters& x, Kind k) {
+    return x.sent_by_kind[PeerKindIndex(k)];
+  };
+  auto received = [](const NodeStatus::Counters& x, Kind k) {
+    return x.received_by_kind[PeerKindIndex(k)];
+  };
+  EXPECT_EQ(sent(e, Kind::kForward).messages - sent(entry_before, Kind::kForward).messages, 1u);
+  EXPECT_EQ(received(o, Kind::kForward).messages - received(owner_before, Kind::kForward).messages,
+            1u);
+  EXPECT_EQ(sent(o, Kind::kForwardReply).messages -
+                sent(owner_before, Kind::kForwardReply).messages,
+            1u);
+  EXPECT_EQ(received(e, Kind::kForwardReply).messages -
+                received(entry_before, Kind::kForwardReply).messages,
+            1u);
+  EXPECT_GT(sent(o, Kind::kForward).bytes + sent(e, Kind::kForward).bytes, 0u);
+  // The owner replicated the admission to both other members, which acknowledged it.
+  EXPECT_GE(sent(o, Kind::kReplicate).messages - sent(owner_before, Kind::kReplicate).messages,
+            2u);
+  EXPECT_EQ(o.replicate_bytes_sent, sent(o, Kind::kReplicate).bytes);
+  EXPECT_GE(received(e, Kind::kReplicate).messages, 1u);
+  EXPECT_GE(o.replicate_acks - owner_before.replicate_acks, 2u);
+  // Each acknowledgement took two hops of the test network's 200 us at least.
+  EXPECT_GE(o.replicate_ack_ns - owner_before.replicate_ack_ns,
+            (o.replicate_acks - owner_before.replicate_acks) * 400'000u);
+  EXPECT_EQ(o.replicates_unacked, 0u);
+  // SWIM's traffic is counted too, and the kinds add up to the totals.
+  EXPECT_GT(e.sent_by_kind[kSwimKindIndex].messages, 0u);
+  EXPECT_GT(e.received_by_kind[kSwimKindIndex].bytes, 0u);
+  for (const NodeStatus::Counters* x : {&o, &e}) {
+    uint64_t messages = 0, bytes = 0;
+    for (const auto& t : x->sent_by_kind) {
+      messages += t.messages;
+      bytes += t.bytes;
+    }
+    EXPECT_EQ(messages, x->peer_messages_sent);
+    EXPECT_EQ(bytes, x->peer_bytes_sent);
+  }
+}
+
 TEST(NodeTest, ASideHoldingNoReplicaOfAKeyStillHasOneDecider) {
   TestCluster c;
   c.Form(6);

@@ -122,6 +122,13 @@ wire::StatusReport ClusterStatus() {
                 {"gossip_bytes_in", 100},
                 {"gossip_bytes_out", 90},
                 {"rejected_peer_state_future", 3},
+                {"peer_sent_messages_forward", 7},
+                {"peer_received_bytes_replicate_ack", 640},
+                {"replicate_bytes_sent", 4096},
+                {"replicate_acks", 4},
+                {"replicate_ack_us_total", 2500},
+                {"replicates_unacked", 1},
+                {"anti_entropy_repairs", 12},
                 {"seeds_unanswered", 0},
                 {"swim_suspicions_raised", 5},
                 {"swim_deaths_declared", 2},
@@ -159,6 +166,16 @@ TEST(MetricsTextTest, RendersClusterStatus) {
   EXPECT_THAT(t, HasSubstr("tally_cluster_gossip_bytes_total{direction=\"in\"} 100\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_gossip_bytes_total{direction=\"out\"} 90\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_rejected_peer_state_total{reason=\"future\"} 3\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_peer_messages_by_kind_total{direction=\"out\","
+                           "kind=\"forward\"} 7\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_peer_bytes_by_kind_total{direction=\"in\","
+                           "kind=\"replicate_ack\"} 640\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_replication_bytes_sent_total 4096\n"));
+  EXPECT_THAT(t, HasSubstr("# TYPE tally_cluster_replication_ack_delay_seconds summary\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_replication_ack_delay_seconds_sum 0.0025\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_replication_ack_delay_seconds_count 4\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_replicates_unacked 1\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_anti_entropy_repairs_total 12\n"));
   EXPECT_THAT(t, HasSubstr("tally_limiter_decisions_total{decision=\"allowed\"} 10\n"));
   EXPECT_THAT(t, HasSubstr("tally_dedup_hits_total 4\n"));
   EXPECT_THAT(t, HasSubstr("tally_live_keys 42\n"));

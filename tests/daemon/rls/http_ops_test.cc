@@ -376,6 +376,21 @@ TEST(HttpOpsClusterTest, ThreeMembersCountForwardedChecksOnceAtTheDoor) {
   EXPECT_EQ(Sample(after, "tally_cluster_owning"), 1);
   EXPECT_GT(Sample(after, "tally_cluster_key_share"), 0);
   EXPECT_GT(moved("tally_cluster_gossip_datagrams_total{direction=\"in\"}"), 0);
+  // Traffic by message kind: each remote key cost one forward out and one reply in.
+  EXPECT_EQ(moved("tally_cluster_peer_messages_by_kind_total{direction=\"out\",kind=\"forward\"}"),
+            2 * remote);
+  EXPECT_EQ(
+      moved("tally_cluster_peer_messages_by_kind_total{direction=\"in\",kind=\"forward_reply\"}"),
+      2 * remote);
+  EXPECT_GT(Sample(after, "tally_cluster_peer_bytes_by_kind_total{direction=\"in\",kind=\"swim\"}"), 0);
+  // The keys n1 owns were replicated, and the acknowledgements timed.
+  if (remote < kChecks) {
+    EXPECT_GT(moved("tally_cluster_replication_bytes_sent_total"), 0);
+    EXPECT_TRUE(PollUntil(std::chrono::seconds(5), [&] {
+      return Sample(ParseSamples(Get(http, "/metrics").body),
+                    "tally_cluster_replication_ack_delay_seconds_count") > 0;
+    }));
+  }
   std::string output;
   EXPECT_EQ(Promtool(scrape.body, dir, &output), 0) << output;
 }
