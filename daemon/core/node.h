@@ -652,6 +652,7 @@ class Node {
   uint64_t version_at_last_round_ = 0;
   int64_t started_ns_ = 0;
   int64_t last_tick_wall_ms_ = 0;  // a step back beyond max_clock_regression_ms re-syncs
+  bool wall_stepped_back_ = false;  // ObserveWallStep saw such a step: the next Tick re-syncs
   // ObserveWallStep's previous reading (monotonic -1: none yet).
   int64_t step_reference_wall_ms_ = 0;
   int64_t step_reference_monotonic_ns_ = -1;

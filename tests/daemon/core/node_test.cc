@@ -751,6 +751,33 @@ TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
   EXPECT_FALSE(r->allowed);
 }
 
+// The step back is judged against the monotonic clock, not by comparing two
+// ticks' wall times: with ticks 1.5 s apart (a loaded process) a 2 s step
+// back moves the wall clock only 0.5 s between them, and the re-sync was
+// missed (ClusterClockFaultTest, under load).
+TEST(NodeTest, AWallStepBackIsSeenEvenWhenTicksAreFarApart) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.RunFor(10);
+  Node& n = c.node("n1");
+  const Instant t0 = c.Now();
+  Outbox out;
+  Instant ahead = t0;
+  ahead.wall += milliseconds(2000);  // stepped 2 s ahead
+  n.Tick(ahead, &out);
+  Instant later = t0;  // 1.5 s on, the clock corrected meanwhile
+  later.monotonic += milliseconds(1500);
+  later.wall += milliseconds(1500);
+  n.Tick(later, &out);
+  EXPECT_EQ(n.Status(later).counters.clock_resyncs, 1u);
+  // Once: the next tick sees no new step.
+  Instant next = later;
+  next.monotonic += milliseconds(100);
+  next.wall += milliseconds(100);
+  n.Tick(next, &out);
+  EXPECT_EQ(n.Status(next).counters.clock_resyncs, 1u);
+}
+
 // A wall clock that jumps is seen at once against the monotonic clock: the
 // node shifts its peer clock estimates by the jump and stops owning before
 // its next probe round, instead of deciding at the wrong time while a quarter
