@@ -314,16 +314,14 @@ TEST(NodeTest, PeerTrafficIsCountedByKindAndReplicationLagIsMeasured) {
   EXPECT_EQ(sent(e, Kind::kForward).messages - sent(entry_before, Kind::kForward).messages, 1u);
   EXPECT_EQ(received(o, Kind::kForward).messages - received(owner_before, Kind::kForward).messages,
             1u);
-  EXPECT_EQ(sent(o, Kind::kForwardReply).messages -
-                sent(owner_before, Kind::kForwardReply).messages,
-            1u);
+  EXPECT_EQ(
+      sent(o, Kind::kForwardReply).messages - sent(owner_before, Kind::kForwardReply).messages, 1u);
   EXPECT_EQ(received(e, Kind::kForwardReply).messages -
                 received(entry_before, Kind::kForwardReply).messages,
             1u);
   EXPECT_GT(sent(o, Kind::kForward).bytes + sent(e, Kind::kForward).bytes, 0u);
   // The owner replicated the admission to both other members, which acknowledged it.
-  EXPECT_GE(sent(o, Kind::kReplicate).messages - sent(owner_before, Kind::kReplicate).messages,
-            2u);
+  EXPECT_GE(sent(o, Kind::kReplicate).messages - sent(owner_before, Kind::kReplicate).messages, 2u);
   EXPECT_EQ(o.replicate_bytes_sent, sent(o, Kind::kReplicate).bytes);
   EXPECT_GE(received(e, Kind::kReplicate).messages, 1u);
   EXPECT_GE(o.replicate_acks - owner_before.replicate_acks, 2u);

@@ -382,7 +382,8 @@ TEST(HttpOpsClusterTest, ThreeMembersCountForwardedChecksOnceAtTheDoor) {
   EXPECT_EQ(
       moved("tally_cluster_peer_messages_by_kind_total{direction=\"in\",kind=\"forward_reply\"}"),
       2 * remote);
-  EXPECT_GT(Sample(after, "tally_cluster_peer_bytes_by_kind_total{direction=\"in\",kind=\"swim\"}"), 0);
+  EXPECT_GT(Sample(after, "tally_cluster_peer_bytes_by_kind_total{direction=\"in\",kind=\"swim\"}"),
+            0);
   // The keys n1 owns were replicated, and the acknowledgements timed.
   if (remote < kChecks) {
     EXPECT_GT(moved("tally_cluster_replication_bytes_sent_total"), 0);

@@ -242,8 +242,8 @@ TEST(RlsJsonTest, ParsesBothFieldSpellingsAndRejectsJunk) {
   EXPECT_FALSE(ParseJsonRequest(R"({"domain":")" + at_bound + R"(d"})", &r, &error));
   EXPECT_EQ(error, "rate limit domain exceeds 256 bytes");
   // Escapes count as the bytes they decode to.
-  EXPECT_FALSE(ParseJsonRequest(R"({"domain":")" + std::string(255, 'd') + R"(\u0e00"})", &r,
-                                &error));
+  EXPECT_FALSE(
+      ParseJsonRequest(R"({"domain":")" + std::string(255, 'd') + R"(\u0e00"})", &r, &error));
 }
 
 TEST(RlsJsonTest, FormatsLikeProto3Json) {
