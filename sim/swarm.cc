@@ -1120,9 +1120,19 @@ Bounds BoundsOf(const SwarmCase& c) {
       if (f.kind == Kind::kLoss || f.kind == Kind::kSlow) quiet = std::max(quiet, f.until_ns);
     }
     if (quiet > 0) quiet += 36 * probe;
+    // A host is off against its peers' clocks as much as its own: a peer's
+    // step changes that too, and the host learns of it only from new samples
+    // of that peer (smoothed: a few probes), so every up host's clock must
+    // have stood still (swarm seed 2113005082: two of three members stepped
+    // +0.8 s, the second 3 s before the end; the third, never stepped, was
+    // judged off and expected to have stopped owning already).
+    TrueNs clocks_still = quiet;
+    for (uint32_t h = 0; h < c.nodes; ++h) {
+      if (up[h]) clocks_still = std::max(clocks_still, since[h]);
+    }
     const TrueNs settle = static_cast<TrueNs>(n + 5) * probe;
     for (uint32_t h = 0; h < c.nodes; ++h) {
-      if (!up[h] || std::max(since[h], quiet) > t.settle_ns - settle) continue;
+      if (!up[h] || clocks_still > t.settle_ns - settle) continue;
       size_t far = 0, others = 0;
       for (uint32_t o = 0; o < c.nodes; ++o) {
         if (o == h || !up[o]) continue;

@@ -297,6 +297,40 @@ TEST(SwarmRule, JitterWhoseRoundTripCanOutlastTheForwardTimeoutIsAFailover) {
   EXPECT_EQ(rule.tail_ns, 10 * kMs + 800'000 + 15 * kMs + kMs);
 }
 
+// The clock gate judges a host off only once every up host's clock stood
+// still for its probes: the host learns of a peer's step from new samples of
+// that peer (swarm seed 2113005082: the never-stepped member of three was
+// expected to have stopped owning 3 s after the second of its peers stepped).
+TEST(SwarmRule, TheClockGateWaitsForThePeersStepsToo) {
+  SwarmCase c = Small(3);
+  SwarmFault first;
+  first.kind = Kind::kClockStep;
+  first.host = 2;
+  first.step_ms = 800;
+  first.at_ns = 7 * kS;
+  SwarmFault second = first;
+  second.host = 1;
+  second.step_ms = 900;
+  second.at_ns = 8 * kS;
+  SwarmFault jitter;  // keeps the run going (it touches no clock)
+  jitter.kind = Kind::kJitter;
+  jitter.jitter_median_ns = 1 * kMs;
+  jitter.jitter_cap_ns = 2 * kMs;
+  jitter.at_ns = 24 * kS;
+  jitter.until_ns = 26 * kS;
+  c.faults = {first, second, jitter};
+  ASSERT_TRUE(ValidCase(c, nullptr));
+  // Both peers far ahead long before the end: n0000 is off against both.
+  EXPECT_EQ(BoundsOf(c).must_not_own, std::vector<std::string>{"n0000"});
+  // The second step late: n0000 cannot have probed n0001 enough since.
+  c.faults[1].at_ns = 23 * kS;
+  ASSERT_TRUE(ValidCase(c, nullptr));
+  ASSERT_GT(TimelineOf(c).settle_ns, 23 * kS);
+  EXPECT_TRUE(BoundsOf(c).must_not_own.empty());
+  // The drawn case itself.
+  EXPECT_TRUE(BoundsOf(DrawCase(2113005082, 200)).must_not_own.empty());
+}
+
 TEST(SwarmRule, WindowsAreJudgedWhereTheDecidersDrop) {
   // 4 hits around the end of a piece allowing 2 deciders (limit 2): the
   // window ending at the last hit still overlaps the piece (bound 2 x 2),
