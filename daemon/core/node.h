@@ -394,6 +394,8 @@ class Node {
     size_t position = 0;
     uint32_t cycle = 0;
     uint32_t attempts = 0;
+    // Forwards to the member at `position` past the list (RetriesPastList).
+    uint32_t member_attempts = 0;
     uint64_t view_version = UINT64_MAX;  // positions index this view's ranking
   };
   struct InFlightForward {
@@ -425,10 +427,11 @@ class Node {
     // list owes the list, and pushes not acknowledged in time.
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> push_dirty;
     boost::unordered_flat_map<uint64_t, UnackedReplicate> unacked;
-    int64_t skip_until_ns = 0;  // a forward timed out: routing passes over us
-    int64_t skip_ms = 0;        // the current pass-over time (backs off; 0 once heard from)
-    ForwardRtt rtt;             // its forwards' round trips: our forward timeout for it
-    bool flush_listed = false;  // in flush_list_
+    int64_t skip_until_ns = 0;      // a forward timed out: routing passes over us
+    int64_t skip_ms = 0;            // the current pass-over time (backs off; 0 once heard from)
+    uint32_t timeouts_unheard = 0;  // forwards timed out since we last heard from it
+    ForwardRtt rtt;                 // its forwards' round trips: our forward timeout for it
+    bool flush_listed = false;      // in flush_list_
   };
   struct CoDecider {
     std::string address;
@@ -464,6 +467,10 @@ class Node {
   // The peer's state, registered for the next Replicate.
   PeerState& ReplicationPeer(const std::string& address);
   bool Skipped(const std::string& address, int64_t now_ns) const;
+  // Past a key's list: a forward to the peer that timed out is sent again
+  // (SWIM holds it alive, and neither this check nor the peer since we last
+  // heard from it used up route_attempts forwards).
+  bool RetriesPastList(const PeerView& peer, const RouteCursor& cursor) const;
   // SWIM holds the peer alive and no forward to it timed out lately.
   bool Reachable(const PeerView& peer, int64_t now_ns) const;
   // For a relay to a key's list: SWIM holds the peer up, alive or suspect,
@@ -651,7 +658,7 @@ class Node {
   uint64_t settled_version_ = 0;
   uint64_t version_at_last_round_ = 0;
   int64_t started_ns_ = 0;
-  int64_t last_tick_wall_ms_ = 0;  // a step back beyond max_clock_regression_ms re-syncs
+  int64_t last_tick_wall_ms_ = 0;   // a step back beyond max_clock_regression_ms re-syncs
   bool wall_stepped_back_ = false;  // ObserveWallStep saw such a step: the next Tick re-syncs
   // ObserveWallStep's previous reading (monotonic -1: none yet).
   int64_t step_reference_wall_ms_ = 0;

@@ -43,6 +43,7 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
     if (it != peers_.end()) {
       it->second.skip_until_ns = 0;
       it->second.skip_ms = 0;
+      it->second.timeouts_unheard = 0;
     }
   }
   if (reader.is_swim()) {

@@ -396,6 +396,40 @@ TEST(NodeTest, ASideHoldingNoneOfTheTopOfTheRankingStillHasOneDecider) {
   for (int b = 9; b < 12; ++b) EXPECT_TRUE(c.decisions(ranking[b]).empty()) << ranking[b];
 }
 
+TEST(NodeTest, AForwardLostPastTheListIsSentAgainNotPassedOver) {
+  // Past a key's list every entry of a side must reach the same member. An
+  // entry used to pass over a member whose forward (or reply) was lost and
+  // walk on, so under datagram loss each unlucky entry found its own decider,
+  // each deciding from none of the counts (swarm seed 1275704690: 20% loss
+  // and a partition, four deciders on one side, 5 admitted against 4).
+  TestCluster c;
+  c.Form(8);
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 8);
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 3; b < 8; ++b) c.Cut(ranking[a], ranking[b]);
+  }
+  // Before SWIM notices the cut: every entry spends its forwards on the
+  // list, then walks past it, and its first forward to the side's first
+  // member is lost.
+  int admitted = 0;
+  for (uint64_t i = 1; i <= 4; ++i) {
+    const std::string& entry = ranking[4 + i % 4];
+    c.DropForwards(entry, ranking[3], 1);
+    auto r = c.Check(entry, kRequest.Id(i).Limit(3));
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->status, Status::kOk);
+    admitted += r->allowed;
+  }
+  EXPECT_EQ(admitted, 3);
+  EXPECT_EQ(c.decisions(ranking[3]).size(), 4u);
+  for (int b = 4; b < 8; ++b) EXPECT_TRUE(c.decisions(ranking[b]).empty()) << ranking[b];
+  uint64_t timeouts = 0;
+  for (int b = 4; b < 8; ++b)
+    timeouts += c.node(ranking[b]).Status(c.Now()).counters.forward_timeouts;
+  EXPECT_GT(timeouts, 4u);  // the list's and the lost ones
+}
+
 TEST(NodeTest, ASideDeciderReplicatesWithinItsSideSoItsCrashCostsATailOnly) {
   TestCluster c;
   c.Form(6);
