@@ -130,6 +130,19 @@ void Node::ObserveWallStep(Instant now) {
   step_reference_monotonic_ns_ = monotonic_ns;
 }
 
+void Node::PushHeldKeysToLists(Instant now, Outbox* out) {
+  if (ring_.empty()) return;
+  boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> by_address;
+  std::vector<uint32_t> targets;
+  core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
+    ring_.PreferenceList(key, config_.replicas, &targets);
+    for (uint32_t i : targets) {
+      if (i != self_index_) by_address[view_[i].address].push_back(key);
+    }
+  });
+  for (auto& [address, keys] : by_address) SendState(address, std::move(keys), false, now, out);
+}
+
 void Node::Tick(Instant now, Outbox* out) {
   const int64_t now_ns = now.monotonic.count();
   ObserveWallStep(now);
@@ -156,23 +169,24 @@ void Node::Tick(Instant now, Outbox* out) {
     // And push what moved to the keys' other list members: they hold our
     // hits at the old buckets, we now hold them at the new ones, and only
     // anti-entropy (one random peer a second) would otherwise tell them.
-    if (!ring_.empty()) {
-      boost::unordered_flat_map<std::string, std::vector<crdt::KeyId>> by_address;
-      std::vector<uint32_t> targets;
-      core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry&) {
-        ring_.PreferenceList(key, config_.replicas, &targets);
-        for (uint32_t i : targets) {
-          if (i != self_index_) by_address[view_[i].address].push_back(key);
-        }
-      });
-      for (auto& [address, keys] : by_address) SendState(address, std::move(keys), false, now, out);
-    }
+    PushHeldKeysToLists(now, out);
     StartHandoff(now, out);
+    resync_push_pending_ = true;
   }
   last_tick_wall_ms_ = now.wall.count();
   if (warming_ && now_ns >= warming_until_ns_) {
     warming_ = false;
     handoff_asked_.clear();
+    if (resync_push_pending_) {
+      // While our clock ran ahead we swept keys whose deltas some list
+      // member had not acknowledged yet (one cut off by a partition): the
+      // sweep dropped those resends with the key. The handoff brought the
+      // rows back from the members that had them; the members that never
+      // got them learn them only here, not after anti-entropy pairs us
+      // (about N/2 intervals). Swarm seed 2113001962.
+      resync_push_pending_ = false;
+      PushHeldKeysToLists(now, out);
+    }
   }
   if (warming_ && now_ns >= next_handoff_retry_ns_) {
     // A member that did not see us alive yet ignored our request: ask again.

@@ -442,6 +442,8 @@ class Node {
   // state until all answered (or handoff_timeout_ms): after a join, or after
   // our wall clock stepped back.
   void StartHandoff(Instant now, Outbox* out);
+  // Pushes every key we hold to the other members of its list (a re-sync).
+  void PushHeldKeysToLists(Instant now, Outbox* out);
 
   // Membership view.
   void RefreshView(Instant now, Outbox* out);
@@ -660,6 +662,9 @@ class Node {
   int64_t started_ns_ = 0;
   int64_t last_tick_wall_ms_ = 0;   // a step back beyond max_clock_regression_ms re-syncs
   bool wall_stepped_back_ = false;  // ObserveWallStep saw such a step: the next Tick re-syncs
+  // A clock re-sync's handoff is running: when it ends, what it brought back
+  // goes to the keys' other list members (PushHeldKeysToLists).
+  bool resync_push_pending_ = false;
   // ObserveWallStep's previous reading (monotonic -1: none yet).
   int64_t step_reference_wall_ms_ = 0;
   int64_t step_reference_monotonic_ns_ = -1;

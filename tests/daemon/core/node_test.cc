@@ -783,6 +783,61 @@ TEST(NodeTest, AfterAWallClockStepBackANodeFetchesItsKeysAgain) {
   EXPECT_FALSE(r->allowed);
 }
 
+TEST(NodeTest, AfterAReSyncTheKeysItSweptReachTheListMembersThatMissedThem) {
+  // Swarm seed 2113001962: a decider cut off from one replica admitted a hit
+  // (the other replica took it), then its clock ran ahead and it swept the
+  // key, and its resends to the cut-off replica with it. At the step back
+  // its re-sync fetched the hit again from the other replica, but nothing
+  // sent it on: the cut-off replica, deciding next, lacked it until
+  // anti-entropy paired the two (24.5 s there). The re-sync now pushes what
+  // it holds to the keys' lists once its handoff is over.
+  TestCluster c;
+  constexpr uint64_t kWindow = 60'000;
+  crdt::KeyId key = crdt::HashKey("alice", "/api", kWindow);
+  const std::vector<std::string> ranking = Ranking(key, 3);
+  auto add = [&](const std::string& id, bool join) {
+    NodeConfig cfg = c.ConfigFor(id);
+    // Anti-entropy would repair it too: only the decider runs it (its
+    // rounds are what sweep expired keys), and the check below comes
+    // before its next round.
+    if (id != ranking[0]) cfg.anti_entropy_interval_ms = 3'600'000;
+    if (join) cfg.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(cfg);
+  };
+  add("n1", false);
+  add("n2", true);
+  add("n3", true);
+  c.RunFor(5000);
+  const std::string& decider = ranking[0];
+  const std::string& missed = ranking[1];
+  const std::string& holder = ranking[2];
+  c.Cut(decider, missed);
+  ASSERT_TRUE(c.Check(decider, kRequest.Id(1).Limit(5).WindowMs(kWindow))->allowed);
+  c.RunFor(100);
+  const uint64_t h = c.node(holder).StateHash(key, c.Now());
+  ASSERT_NE(h, 0u);
+  EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), 0u);
+  // The decider's clock runs 100 s ahead: the key expires there and is swept.
+  c.SetWallOffset(decider, 100'000);
+  c.RunFor(3000);
+  EXPECT_EQ(c.node(decider).StateHash(key, c.NowAt(decider)), 0u);
+  // Just after one of the decider's anti-entropy rounds, so the next is a
+  // second away.
+  const size_t digest = PeerKindIndex(wire::NodeMessageValue::Kind::kDigest);
+  const uint64_t digests = c.node(decider).Status(c.Now()).counters.sent_by_kind[digest].messages;
+  for (int i = 0; i < 1500 &&
+                  c.node(decider).Status(c.Now()).counters.sent_by_kind[digest].messages == digests;
+       ++i) {
+    c.RunFor(1);
+  }
+  c.HealAll();
+  c.SetWallOffset(decider, 0);
+  c.RunFor(500);  // the re-sync, its handoff and the push
+  EXPECT_EQ(c.node(decider).Status(c.Now()).counters.clock_resyncs, 1u);
+  EXPECT_EQ(c.node(decider).StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), h);
+}
+
 // The step back is judged against the monotonic clock, not by comparing two
 // ticks' wall times: with ticks 1.5 s apart (a loaded process) a 2 s step
 // back moves the wall clock only 0.5 s between them, and the re-sync was
