@@ -521,9 +521,13 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
   {
     OracleResult r{"replies"};
     uint64_t duplicates = 0, unanswered = 0, errors = 0, answered = 0;
+    // Reported, not judged: what the faults cost a client in waiting.
+    std::vector<TrueNs> waits;
+    waits.reserve(run.requests.size());
     for (const RequestRecord& q : run.requests) {
       if (q.replies > 1) ++duplicates;
       if (q.replies > 0) ++answered;
+      if (q.replies > 0 && q.replied_ns >= q.sent_ns) waits.push_back(q.replied_ns - q.sent_ns);
       if (q.replies > 0 && q.status != Status::kOk) ++errors;
       const bool stayed = q.entry_host < run.final_generation.size() &&
                           run.final_generation[q.entry_host] == q.entry_generation;
@@ -538,6 +542,13 @@ std::vector<OracleResult> Evaluate(const RunRecord& run, const Bounds& b, Figure
     }
     r.value = std::to_string(answered) + " answered, " + std::to_string(unanswered) + " lost, " +
               std::to_string(duplicates) + " twice, " + std::to_string(errors) + " errors";
+    if (!waits.empty()) {
+      const size_t p99 = (waits.size() - 1) * 99 / 100;
+      std::nth_element(waits.begin(), waits.begin() + p99, waits.end());
+      const TrueNs p99_ns = waits[p99];
+      const TrueNs max_ns = *std::max_element(waits.begin(), waits.end());
+      r.value += Fmt("; wait p99 %.1f ms", p99_ns / 1e6) + Fmt(", max %.1f ms", max_ns / 1e6);
+    }
     r.bound = "0 lost, 0 twice, 0 errors";
     r.pass = duplicates == 0 && unanswered == 0 && errors == 0;
     r.value_num = static_cast<double>(unanswered + duplicates + errors);

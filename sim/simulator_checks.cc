@@ -267,6 +267,7 @@ void Simulator::CheckConvergence(TrueNs t) {
     uint64_t first = 0;
     bool any = false;
     bool have_first = false;
+    std::string first_id;  // the first member judged (the list's first may have been passed over)
     for (size_t j = 0; j < pref.size(); ++j) {
       const Host& h = hosts_[host_by_id_.at(ring.members()[pref[j]].id)];
       // A replica whose wall clock is off by more than the clock-offset limit
@@ -281,9 +282,10 @@ void Simulator::CheckConvergence(TrueNs t) {
       if (!have_first) {
         first = hash;
         have_first = true;
+        first_id = h.id;
       } else if (hash != first) {
         record_.convergence_note = "key " + std::to_string(k) + " (" + workload_.keys()[k].user_id +
-                                   "): " + h.id + " differs from " + ring.members()[pref[0]].id +
+                                   "): " + h.id + " differs from " + first_id +
                                    " at t=" + std::to_string(t / kNsPerMs) + "ms";
         return;
       }
