@@ -36,6 +36,7 @@
 #include "daemon/io/cluster_driver.h"
 #include "daemon/io/datagram_batch.h"
 #include "daemon/io/snapshot_schedule.h"
+#include "daemon/io/snapshot_writer.h"
 #include "daemon/io/stream_frames.h"
 #include "persist/snapshot.h"
 
@@ -176,6 +177,7 @@ struct ClusterDriver::Impl {
   void RestoreSnapshot(const Instant& now);
   // What a snapshot this member reads must match (ours: cluster, node,
   // generation, geometry; the size cap), as of `now`.
+  SnapshotIdentity Identity() const;  // whose counts our snapshots hold
   persist::SnapshotExpectations ExpectedSnapshot(const Instant& now) const;
   // A single node's overrides (io::LocalOverrides' file in the same state
   // dir) become this member's when it restored none of its own, or the file

@@ -12,19 +12,18 @@
 #include "daemon/io/message_processor.h"
 #include "daemon/io/snapshot_file.h"
 #include "daemon/io/snapshot_schedule.h"
+#include "daemon/io/snapshot_writer.h"
 #include "persist/snapshot.h"
 
 namespace tally::io {
 
+SnapshotIdentity ClusterDriver::Impl::Identity() const {
+  return SnapshotIdentity{options.peer_auth.cluster_name, options.node.node_id,
+                          options.node.generation, options.node.limiter.buckets_per_window};
+}
+
 persist::SnapshotExpectations ClusterDriver::Impl::ExpectedSnapshot(const Instant& now) const {
-  persist::SnapshotExpectations expect;
-  expect.cluster_name = options.peer_auth.cluster_name;
-  expect.node_id = options.node.node_id;
-  expect.generation = options.node.generation;
-  expect.buckets_per_window = options.node.limiter.buckets_per_window;
-  expect.now_wall_ms = now.wall.count();
-  expect.max_bytes = options.max_snapshot_bytes;
-  return expect;
+  return ExpectSnapshot(Identity(), now.wall.count(), options.max_snapshot_bytes);
 }
 
 void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
@@ -54,10 +53,7 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
       }
       const persist::DecodedSnapshot& d = read.snapshot;
       restored_written_wall_ms = d.header.written_wall_ms;
-      c.restore_loaded = 1;
-      c.restored_keys = restored.keys_merged;
-      c.restore_dropped = d.dropped_expired + d.dropped_geometry + d.dropped_future +
-                          restored.keys_expired + restored.keys_refused;
+      CountRestoredKeys(d, restored, &c);
       c.restored_overrides = overrides.applied + overrides.stale;
       c.restore_dropped_overrides =
           d.dropped_overrides_invalid + d.dropped_overrides_future + overrides.refused;
@@ -70,16 +66,10 @@ void ClusterDriver::Impl::RestoreSnapshot(const Instant& now) {
       return;
     }
     case SnapshotReadResult::Outcome::kMissing:
-      c.restore_missing = 1;
-      spdlog::info("{}", read.message);
-      return;
     case SnapshotReadResult::Outcome::kUnreadable:
-    case SnapshotReadResult::Outcome::kRejected: {
-      (read.outcome == SnapshotReadResult::Outcome::kRejected ? c.restore_rejected
-                                                              : c.restore_unreadable) = 1;
-      spdlog::warn("{}{}", read.message, MoveRejectedAside(path));
+    case SnapshotReadResult::Outcome::kRejected:
+      ReportUnloadedSnapshot(read, path, &c);
       return;
-    }
   }
 }
 
@@ -145,29 +135,21 @@ void ClusterDriver::Impl::ImportSingleNodeOverrides(const Instant& now) {
 }
 
 bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
-  using Steady = std::chrono::steady_clock;
-  auto us = [](Steady::duration d) {
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
-  };
+  using Steady = SnapshotWriter::Steady;
   std::lock_guard<std::mutex> write_lock(snapshot_write_mu);
-  const Steady::time_point start = Steady::now();
-  // Room for every key before the slices: growing the payload inside one
-  // copied all of it under the Node's lock (tens of ms at 1M keys).
   size_t keys = 0;
   {
     std::lock_guard<std::mutex> lock(mu);
     keys = node->store().size();
   }
-  snapshot_buffer.reserve(persist::SnapshotPayloadReserve(keys));
-  persist::SnapshotEncoder encoder({}, std::move(snapshot_buffer));
+  SnapshotWriter writer(&snapshot_buffer, keys);
   persist::StorePass pass;
-  Steady::duration longest{0};
   for (bool done = false; !done;) {
     {
       std::lock_guard<std::mutex> lock(mu);
       const Steady::time_point slice = Steady::now();
-      done = pass.Step(node->store(), options.snapshot_slice_slots, &encoder);
-      longest = std::max(longest, Steady::now() - slice);
+      done = pass.Step(node->store(), options.snapshot_slice_slots, writer.encoder());
+      writer.RecordHold(Steady::now() - slice);
     }
     // Let the I/O threads waiting for the Node in before the next slice.
     std::this_thread::yield();
@@ -176,48 +158,11 @@ bool ClusterDriver::Impl::WriteSnapshot(const char* why) {
     // The whole override map (at most LimitOverrides::kMaxEntries) in one hold.
     std::lock_guard<std::mutex> lock(mu);
     const Steady::time_point hold = Steady::now();
-    encoder.SetOverrides(node->overrides().Entries(), node->override_clock());
-    longest = std::max(longest, Steady::now() - hold);
+    writer.encoder()->SetOverrides(node->overrides().Entries(), node->override_clock());
+    writer.RecordHold(Steady::now() - hold);
   }
-  persist::SnapshotHeader header;
-  header.cluster_name = options.peer_auth.cluster_name;
-  header.node_id = options.node.node_id;
-  header.generation = options.node.generation;
-  header.written_wall_ms = ReadClock().wall.count();
-  header.buckets_per_window = options.node.limiter.buckets_per_window;
-  persist::EncodedSnapshot sealed = encoder.Finish(header);
-  const Steady::time_point encoded = Steady::now();
-  const std::filesystem::path path = SnapshotPath(options.state_dir);
-  std::string error;
-  const bool ok = WriteSnapshotFile(path, sealed, &error);
-  const Steady::time_point written = Steady::now();
-  const size_t bytes = sealed.size();  // before the payload goes back to the buffer
-  snapshot_buffer = std::move(sealed.payload);
-  {
-    std::lock_guard<std::mutex> stats_lock(snapshot_stats_mu);
-    SnapshotCounters& c = snapshot_stats;
-    c.longest_slice_us = std::max(c.longest_slice_us, us(longest));
-    if (ok) {
-      ++c.writes;
-      c.last_keys = sealed.keys;
-      c.last_bytes = bytes;
-      c.last_overrides = sealed.overrides;
-      c.last_encode_us = us(encoded - start);
-      c.last_write_us = us(written - encoded);
-    } else {
-      ++c.write_errors;
-    }
-  }
-  if (!ok) {
-    spdlog::error("{} snapshot not written: {}", why, error);
-    return false;
-  }
-  spdlog::log(std::string_view(why) == "periodic" ? spdlog::level::debug : spdlog::level::info,
-              "{} snapshot: {} keys, {} limit overrides, {} bytes to {} (encode {} ms, longest "
-              "lock hold {} us, write {} ms)",
-              why, sealed.keys, sealed.overrides, bytes, path.string(), us(encoded - start) / 1000,
-              us(longest), us(written - encoded) / 1000);
-  return true;
+  return writer.Finish(why, Identity(), ReadClock().wall.count(), SnapshotPath(options.state_dir),
+                       &snapshot_stats_mu, &snapshot_stats);
 }
 
 void ClusterDriver::Impl::SnapshotLoop() {

@@ -26,6 +26,7 @@
 
 #include "daemon/io/snapshot_counters.h"
 #include "daemon/io/snapshot_schedule.h"
+#include "daemon/io/snapshot_writer.h"
 #include "tally/limiter.h"
 #include "tally/types.h"
 
@@ -74,6 +75,7 @@ class LocalSnapshots {
   SnapshotCounters counters() const;
 
  private:
+  SnapshotIdentity Identity() const;
   bool Write(const char* why);
   void Loop();
   void StopThread();

@@ -108,6 +108,29 @@ DaemonAddress SoloAt(const DaemonProcess& d) {
   return *DaemonAddress::ParseUdp("127.0.0.1:" + std::to_string(d.udp_port()));
 }
 
+// Starts a single node (no --gossip) named `node_id` on `state_dir`.
+bool StartSolo(DaemonProcess* d, const std::string& node_id, const std::string& state_dir,
+               int snapshot_interval_s, std::string* error) {
+  return d->Start(
+      {"--udp", "127.0.0.1:0", "--node-id", node_id, "--threads", "1", "--stats-interval-s", "0",
+       "--state-dir", state_dir, "--snapshot-interval-s", std::to_string(snapshot_interval_s)},
+      error);
+}
+
+// Rewrites `file` (a stopped node's snapshot) through `mutate`.
+template <typename Mutate>
+void RewriteFile(const std::string& file, Mutate&& mutate) {
+  std::vector<char> bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_GT(bytes.size(), 64u) << file;
+  mutate(&bytes);
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
 // A single node (no --gossip: the sharded limiter, no Node) snapshots its
 // counts too: a graceful stop writes them, a crash loses at most the last
 // interval, and each restart continues the daily count.
@@ -116,11 +139,7 @@ TEST(SnapshotSingleNodeTest, AStopAndACrashKeepADailyCount) {
   const std::string state = dir.File("state");
   DaemonProcess d;
   std::string error;
-  ASSERT_TRUE(
-      d.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1", "--stats-interval-s",
-               "0", "--state-dir", state, "--snapshot-interval-s", "1"},
-              &error))
-      << error;
+  ASSERT_TRUE(StartSolo(&d, "solo", state, 1, &error)) << error;
   constexpr uint64_t kLimit = 1000;
   CheckRequest key = DailyKey(kLimit);
   uint64_t next_id = 1;
@@ -175,11 +194,7 @@ TEST(SnapshotSingleNodeTest, UnderTheSameNodeIdCountsCarryAcrossModes) {
   EXPECT_EQ(n1->process.Stop(std::chrono::seconds(10)), 0);
 
   DaemonProcess solo;
-  ASSERT_TRUE(
-      solo.Start({"--udp", "127.0.0.1:0", "--node-id", "n1", "--threads", "1", "--stats-interval-s",
-                  "0", "--state-dir", state, "--snapshot-interval-s", "0"},
-                 &error))
-      << error;
+  ASSERT_TRUE(StartSolo(&solo, "n1", state, 0, &error)) << error;
   key.request_id = 5;
   CheckResult r = CheckHere(SoloAt(solo), key);
   EXPECT_TRUE(r.allowed);
@@ -198,28 +213,16 @@ TEST(SnapshotSingleNodeTest, ACorruptSnapshotIsReportedAndTheNodeStartsClean) {
   const std::string state = dir.File("state");
   DaemonProcess d;
   std::string error;
-  ASSERT_TRUE(
-      d.Start({"--udp", "127.0.0.1:0", "--node-id", "solo", "--threads", "1", "--stats-interval-s",
-               "0", "--state-dir", state, "--snapshot-interval-s", "0"},
-              &error))
-      << error;
+  ASSERT_TRUE(StartSolo(&d, "solo", state, 0, &error)) << error;
   CheckRequest key = DailyKey(10);
   key.hits = 7;
   key.request_id = 1;
   ASSERT_TRUE(CheckHere(SoloAt(d), key).allowed);
   EXPECT_EQ(d.Stop(std::chrono::seconds(10)), 0);
   const std::string file = state + "/counts.snapshot";
-  std::vector<char> bytes;
-  {
-    std::ifstream in(file, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  ASSERT_GT(bytes.size(), 64u);
-  bytes[bytes.size() - 5] ^= 0x10;
-  {
-    std::ofstream out(file, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
+  RewriteFile(file, [](std::vector<char>* bytes) {
+    if (bytes->size() > 64) (*bytes)[bytes->size() - 5] ^= 0x10;
+  });
   ASSERT_TRUE(d.Restart(&error)) << error;
   std::optional<wire::StatusReport> s = QueryStatusHere(SoloAt(d));
   ASSERT_TRUE(s.has_value());
@@ -238,17 +241,7 @@ template <typename Mutate>
 std::optional<wire::StatusReport> RestartWith(ClusterHarness& c, TestNode& node,
                                               const std::string& file, Mutate&& mutate) {
   EXPECT_EQ(node.process.Stop(std::chrono::seconds(10)), 0);
-  std::vector<char> bytes;
-  {
-    std::ifstream in(file, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  EXPECT_GT(bytes.size(), 64u) << file;
-  mutate(&bytes);
-  {
-    std::ofstream out(file, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
+  RewriteFile(file, std::forward<Mutate>(mutate));
   std::string error;
   EXPECT_TRUE(c.Restart(node, &error)) << error;
   return StatusOf(node);
