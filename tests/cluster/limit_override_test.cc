@@ -239,8 +239,8 @@ TEST(LimitOverrideRestartTest, ASingleNodeKeepsItsOverridesAcrossACrashAndAStop)
   const std::string state = dir.File("state");
   DaemonProcess d;
   std::string error;
-  ASSERT_TRUE(d.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo", "--threads", "1",
-                       "--stats-interval-s", "0", "--state-dir", state},
+  ASSERT_TRUE(d.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo",
+                       "--threads", "1", "--stats-interval-s", "0", "--state-dir", state},
                       &error))
       << error;
   auto udp = [&] { return "127.0.0.1:" + std::to_string(d.udp_port()); };
@@ -399,8 +399,17 @@ TEST(LimitOverrideRestartTest, OverridesAreOnDiskWithinSecondsSoACrashOfEveryMem
   EXPECT_LE(CounterIn(*s1, "snapshot_writes"), 1u + static_cast<uint64_t>(elapsed_ms / 1000))
       << "in " << elapsed_ms << " ms";
   EXPECT_EQ(CounterIn(*s1, "snapshot_write_errors"), 0u);
-  EXPECT_EQ(CounterIn(*s1, "snapshot_last_bytes"),
-            std::filesystem::file_size(dir.File("n1") + "/counts.snapshot"));
+  // The counters are published just after the file's rename, so a status read
+  // in between (the poll above saw the file) still shows the previous write.
+  const uint64_t n1_bytes = std::filesystem::file_size(dir.File("n1") + "/counts.snapshot");
+  uint64_t reported_bytes = 0;
+  EXPECT_TRUE(PollUntil(std::chrono::seconds(5),
+                        [&] {
+                          std::optional<wire::StatusReport> s = StatusOf(c.node(0));
+                          reported_bytes = s ? CounterIn(*s, "snapshot_last_bytes") : 0;
+                          return reported_bytes == n1_bytes;
+                        }))
+      << "status says " << reported_bytes << " bytes, the file holds " << n1_bytes;
 
   // Every member crashes, then every one restarts from its own snapshot.
   for (TestNode* n : all) EXPECT_EQ(n->process.Kill9(), 128 + SIGKILL) << n->id;
@@ -423,9 +432,10 @@ TEST(LimitOverrideModeChangeTest, ASingleNodesOverridesCarryIntoClusterModeAndSp
   {
     DaemonProcess solo;
     std::string error;
-    ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo", "--threads", "1",
-                            "--stats-interval-s", "0", "--state-dir", state},
-                           &error))
+    ASSERT_TRUE(
+        solo.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo",
+                    "--threads", "1", "--stats-interval-s", "0", "--state-dir", state},
+                   &error))
         << error;
     WriteOverridesToKeep("127.0.0.1:" + std::to_string(solo.udp_port()));
     EXPECT_EQ(solo.Stop(std::chrono::seconds(10)), 0);
@@ -490,9 +500,10 @@ TEST(LimitOverrideModeChangeTest, AMembersOverridesCarryIntoSingleModeAndBack) {
 
   // A single node (host-name-like id) on that dir: the cluster snapshot's overrides.
   DaemonProcess solo;
-  ASSERT_TRUE(solo.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo", "--threads", "1",
-                          "--stats-interval-s", "0", "--state-dir", state},
-                         &error))
+  ASSERT_TRUE(
+      solo.Start({"--udp", "127.0.0.1:0", "--unix", dir.File("solo.sock"), "--node-id", "solo",
+                  "--threads", "1", "--stats-interval-s", "0", "--state-dir", state},
+                 &error))
       << error;
   auto udp = [&] { return "127.0.0.1:" + std::to_string(solo.udp_port()); };
   ExpectOverridesKept(udp(), [&](CheckRequest r) { return CheckHere(SoloAddress(solo), r); });
