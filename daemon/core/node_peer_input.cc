@@ -320,6 +320,20 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     const bool listed = std::any_of(targets.begin(), targets.end(),
                                     [&](uint32_t i) { return view_[i].address == from; });
     if (listed) continue;
+    if (grew && Holds(targets, self_index_)) {
+      // A decider off the key's list in our view (one leaving, or a view
+      // that lags ours) replicates to the list it knows, which may lack a
+      // member ours has: that member learns these hits from us, not from a
+      // random anti-entropy pairing (join_leave at 100 nodes, seed 1333523:
+      // a leaving decider's last admission reached the old list only, and
+      // the new member lacked it for good). A push is not passed on again.
+      for (uint32_t i : targets) {
+        if (i != self_index_ && view_[i].address != from) {
+          ReplicationPeer(view_[i].address).push_dirty.insert(key);
+          ++counters_.hints_queued;
+        }
+      }
+    }
     // The sender decides this key but is not on its list in our view: send
     // it our deltas for the key too, so neither decides on half the counts.
     std::vector<CoDecider>& co = co_deciders_[key];
