@@ -248,8 +248,10 @@ struct NodeStatus {
     // Handoff requests answered with our keys, and refused (not an up member
     // whose address matches the datagram's, or served to it lately).
     uint64_t handoffs_served = 0, handoffs_refused = 0;
-    // Keys queued for a push to a list member because state grew here while
-    // this node is off the key's list (a stand-in's hinted handoff).
+    // Keys queued for a push to a list member because state grew here that
+    // the list may lack: this node is off the key's list (a stand-in's hinted
+    // handoff), the sender decides from off the list, or our own hits came
+    // back from a peer (ApplyState).
     uint64_t hints_queued = 0;
     // Digests ignored: not from an up member, or more than one per half
     // anti-entropy interval from it.
@@ -473,6 +475,8 @@ class Node {
   // (SWIM holds it alive, and neither this check nor the peer since we last
   // heard from it used up route_attempts forwards).
   bool RetriesPastList(const PeerView& peer, const RouteCursor& cursor) const;
+  // How many members a key's preference list holds in the current view.
+  size_t ListLength() const { return std::min<size_t>(config_.replicas, view_.size()); }
   // SWIM holds the peer alive and no forward to it timed out lately.
   bool Reachable(const PeerView& peer, int64_t now_ns) const;
   // For a relay to a key's list: SWIM holds the peer up, alive or suspect,

@@ -274,6 +274,20 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
       rows.push_back({slot, row.counts.data()});  // the decoder checked counts.size()
     }
     if (rows.empty()) continue;
+    // Our own hits back from a peer, with counts we lack: a clock step made
+    // us sweep them (forward) or move them (PullBack, back), and with them
+    // what we owed the list (a resend of moved rows is dropped as expired,
+    // yet acknowledged). They are pushed on below.
+    bool own_returned = false;
+    for (const auto& row : rows) {
+      if (row.slot != core_.local_slot()) continue;
+      for (int64_t k = 0; k <= span && !own_returned; ++k) {
+        const int64_t bucket = c.newest_bucket - span + k;
+        const uint32_t mine =
+            existing == nullptr ? 0 : existing->counter.CountOfSlot(row.slot, bucket);
+        own_returned = row.counts[k] > mine;
+      }
+    }
     crdt::WindowCounter counter = crdt::WindowCounter::FromState(g, c.newest_bucket, rows);
     const uint64_t version_before = existing != nullptr ? existing->version : 0;
     crdt::KeyStore::MergeOutcome outcome;
@@ -301,14 +315,26 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     // that changed nothing costs no ring lookup.
     if (!grew && !from_decider) continue;
     ring_.PreferenceList(key, config_.replicas, &targets);
-    if (grew && !Holds(targets, self_index_)) {
-      // We hold rows the key's list may lack and are not on it: a sloppy
-      // stand-in for an unreachable list member, or a member the sender's
-      // view ranks differently. The rows may be the only copy (their decider
-      // can leave or crash before the list is reachable, taking its resends
-      // along), so they are pushed to the list until it acknowledges them,
-      // as a hinted handoff. Only when the state grew: this terminates.
-      // Swarm seed 551.
+    const bool on_list = Holds(targets, self_index_);
+    const bool sender_listed = std::any_of(targets.begin(), targets.end(),
+                                           [&](uint32_t i) { return view_[i].address == from; });
+    // Rows that grew here are pushed on to the rest of the key's list when
+    // the list may lack them (a push is not passed on again, and only growth
+    // queues one: this terminates):
+    // - we are off the list: a sloppy stand-in for an unreachable list
+    //   member, or a member the sender's view ranks differently. The rows may
+    //   be the only copy (their decider can leave or crash before the list is
+    //   reachable, taking its resends along): a hinted handoff. Swarm seed 551.
+    // - we are on it and a decider off it in our view (one leaving, or a view
+    //   that lags ours) sent them: it replicates to the list it knows, which
+    //   may lack a member ours has (join_leave at 100 nodes, seed 1333523: a
+    //   leaving decider's last admission reached the old list only, and the
+    //   new member lacked it for good).
+    // - our own hits came back (above): a list member lacks them, or we would
+    //   not have lost our duty to resend them (swarm seed 293850863: a
+    //   resend moved by a step back was dropped as expired and acknowledged;
+    //   a member then lacked a hit until anti-entropy paired it with us).
+    if (grew && (!on_list || own_returned || (from_decider && !sender_listed))) {
       for (uint32_t i : targets) {
         if (i != self_index_ && view_[i].address != from) {
           ReplicationPeer(view_[i].address).push_dirty.insert(key);
@@ -316,24 +342,7 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
         }
       }
     }
-    if (!from_decider) continue;
-    const bool listed = std::any_of(targets.begin(), targets.end(),
-                                    [&](uint32_t i) { return view_[i].address == from; });
-    if (listed) continue;
-    if (grew && Holds(targets, self_index_)) {
-      // A decider off the key's list in our view (one leaving, or a view
-      // that lags ours) replicates to the list it knows, which may lack a
-      // member ours has: that member learns these hits from us, not from a
-      // random anti-entropy pairing (join_leave at 100 nodes, seed 1333523:
-      // a leaving decider's last admission reached the old list only, and
-      // the new member lacked it for good). A push is not passed on again.
-      for (uint32_t i : targets) {
-        if (i != self_index_ && view_[i].address != from) {
-          ReplicationPeer(view_[i].address).push_dirty.insert(key);
-          ++counters_.hints_queued;
-        }
-      }
-    }
+    if (!from_decider || sender_listed) continue;
     // The sender decides this key but is not on its list in our view: send
     // it our deltas for the key too, so neither decides on half the counts.
     std::vector<CoDecider>& co = co_deciders_[key];

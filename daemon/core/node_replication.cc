@@ -23,7 +23,7 @@ void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
   // The key's list gets our deltas, reachable or not (what an unreachable
   // member misses is resent until it acknowledges or leaves the view).
   ring_.PreferenceList(key, config_.replicas, &dirty_targets_);
-  const size_t wanted = std::min<size_t>(config_.replicas, view_.size()) - 1;
+  const size_t wanted = ListLength() - 1;
   size_t reachable = 0;
   for (uint32_t i : dirty_targets_) {
     if (i == self_index_) continue;

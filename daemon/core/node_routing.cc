@@ -109,7 +109,7 @@ void Node::Route(uint64_t batch_id, size_t index, const CheckRequestRef& check,
     cursor.member_attempts = 0;
     cursor.view_version = view_version_;
   }
-  const size_t pref = std::min<size_t>(config_.replicas, view_.size());
+  const size_t pref = ListLength();
   // The common case ranks R members; the whole ranking only on demand (the
   // list did not answer). Route never re-enters itself, so one scratch
   // vector serves every check.
@@ -348,8 +348,7 @@ void Node::ExpireForwards(Instant now, Outbox* out) {
       // Past the list the same member is asked again while it may still be
       // the side's decider; elsewhere the walk moves on.
       auto at = view_by_address_.find(f.peer_address);
-      const bool retry = next.view_version == view_version_ &&
-                         next.position >= std::min<size_t>(config_.replicas, view_.size()) &&
+      const bool retry = next.view_version == view_version_ && next.position >= ListLength() &&
                          at != view_by_address_.end() && RetriesPastList(view_[at->second], next);
       if (!retry) {
         ++next.position;

@@ -229,7 +229,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
            "Handoff requests answered with this node's keys."},
           {"tally_cluster_handoffs_refused_total", "handoffs_refused", "Handoff requests refused."},
           {"tally_cluster_hints_queued_total", "hints_queued",
-           "Keys queued for a push to their list by a holder off the list (hinted handoff)."},
+           "Keys queued for a push to their list: by a holder off the list (hinted handoff), "
+           "for a decider off the list, or on getting this node's own hits back."},
           {"tally_cluster_forward_results_refused_total", "forward_results_refused",
            "Forward replies from a peer the forward was not sent to."},
           {"tally_cluster_malformed_peer_messages_total", "malformed_peer",
@@ -460,8 +461,7 @@ std::string RenderMetrics(const MetricsInput& in) {
                  {"unknown_rule", "adaptive_reports_unknown"},
                  {"invalid", "adaptive_reports_invalid"}});
   WriteLabelled(w, c, "tally_adaptive_steps_total", "counter",
-                "Control law steps of the adaptive rules this node owns, by what they did.",
-                "step",
+                "Control law steps of the adaptive rules this node owns, by what they did.", "step",
                 {{"decreased", "adaptive_steps_decreased"},
                  {"increased", "adaptive_steps_increased"},
                  {"held", "adaptive_steps_held"}});

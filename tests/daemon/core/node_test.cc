@@ -287,6 +287,48 @@ std::vector<std::string> Ranking(const crdt::KeyId& key, int n) {
   return membership::Ring(std::move(members)).PreferenceIds(key, static_cast<size_t>(n));
 }
 
+// Three nodes on one key's list (alice on /api, window `window_ms`), joined
+// and settled: the first of its ranking decides it, `missed` is then cut off
+// from the decider while it admits, `holder` takes what it admits.
+struct OneList {
+  crdt::KeyId key;
+  std::string decider, missed, holder;
+};
+// Anti-entropy runs on the decider only when `decider_anti_entropy` (its
+// rounds are what sweep expired keys), never on the replicas: their rounds
+// would pair them and repair what the tests watch by chance.
+OneList StartOneList(TestCluster& c, int64_t window_ms, bool decider_anti_entropy) {
+  OneList l;
+  l.key = crdt::HashKey("alice", "/api", static_cast<uint64_t>(window_ms));
+  const std::vector<std::string> ranking = Ranking(l.key, 3);
+  l.decider = ranking[0];
+  l.missed = ranking[1];
+  l.holder = ranking[2];
+  for (const std::string id : {"n1", "n2", "n3"}) {
+    NodeConfig cfg = c.ConfigFor(id);
+    if (id != l.decider || !decider_anti_entropy) cfg.anti_entropy_interval_ms = 3'600'000;
+    if (id != std::string("n1")) cfg.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(cfg);
+  }
+  c.RunFor(5000);
+  return l;
+}
+// The decider admits `hits` checks while cut off from `missed` (the cut
+// stays); returns the holder's state hash of the key, which `missed` lacks.
+uint64_t AdmitWhileCutOff(TestCluster& c, const OneList& l, int64_t window_ms, int hits) {
+  c.Cut(l.decider, l.missed);
+  for (int i = 1; i <= hits; ++i) {
+    EXPECT_TRUE(
+        c.Check(l.decider, kRequest.Id(static_cast<uint64_t>(i)).Limit(5).WindowMs(window_ms))
+            ->allowed);
+  }
+  c.RunFor(100);
+  const uint64_t h = c.node(l.holder).StateHash(l.key, c.Now());
+  EXPECT_NE(h, 0u);
+  EXPECT_EQ(c.node(l.missed).StateHash(l.key, c.Now()), 0u);
+  return h;
+}
+
 // Status counts peer traffic by message kind both ways, and measures the
 // replication lag as each replicate's acknowledgement arrives.
 TEST(NodeTest, PeerTrafficIsCountedByKindAndReplicationLagIsMeasured) {
@@ -792,31 +834,14 @@ TEST(NodeTest, AfterAReSyncTheKeysItSweptReachTheListMembersThatMissedThem) {
   // anti-entropy paired the two (24.5 s there). The re-sync now pushes what
   // it holds to the keys' lists once its handoff is over.
   TestCluster c;
-  constexpr uint64_t kWindow = 60'000;
-  crdt::KeyId key = crdt::HashKey("alice", "/api", kWindow);
-  const std::vector<std::string> ranking = Ranking(key, 3);
-  auto add = [&](const std::string& id, bool join) {
-    NodeConfig cfg = c.ConfigFor(id);
-    // Anti-entropy would repair it too: only the decider runs it (its
-    // rounds are what sweep expired keys), and the check below comes
-    // before its next round.
-    if (id != ranking[0]) cfg.anti_entropy_interval_ms = 3'600'000;
-    if (join) cfg.seeds = {TestCluster::AddressOf("n1")};
-    c.AddWith(cfg);
-  };
-  add("n1", false);
-  add("n2", true);
-  add("n3", true);
-  c.RunFor(5000);
-  const std::string& decider = ranking[0];
-  const std::string& missed = ranking[1];
-  const std::string& holder = ranking[2];
-  c.Cut(decider, missed);
-  ASSERT_TRUE(c.Check(decider, kRequest.Id(1).Limit(5).WindowMs(kWindow))->allowed);
-  c.RunFor(100);
-  const uint64_t h = c.node(holder).StateHash(key, c.Now());
-  ASSERT_NE(h, 0u);
-  EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), 0u);
+  constexpr int64_t kWindow = 60'000;
+  // Anti-entropy would repair it too: only the decider runs it, and the
+  // check below comes before its next round.
+  const OneList l = StartOneList(c, kWindow, /*decider_anti_entropy=*/true);
+  const crdt::KeyId& key = l.key;
+  const std::string& decider = l.decider;
+  const std::string& missed = l.missed;
+  const uint64_t h = AdmitWhileCutOff(c, l, kWindow, 1);
   // The decider's clock runs 100 s ahead: the key expires there and is swept.
   c.SetWallOffset(decider, 100'000);
   c.RunFor(3000);
@@ -835,6 +860,38 @@ TEST(NodeTest, AfterAReSyncTheKeysItSweptReachTheListMembersThatMissedThem) {
   c.RunFor(500);  // the re-sync, its handoff and the push
   EXPECT_EQ(c.node(decider).Status(c.Now()).counters.clock_resyncs, 1u);
   EXPECT_EQ(c.node(decider).StateHash(key, c.Now()), h);
+  EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), h);
+}
+
+TEST(NodeTest, ADeciderThatGetsItsOwnHitsBackPushesThemToTheListMembersThatLackThem) {
+  // Swarm seed 293850863: a replicate to one list member was lost, then the
+  // decider's clock stepped back 114 s. Its re-sync moved the hit to its new
+  // time (PullBack), so the resend carried it two windows in the list's past:
+  // the member dropped it as expired and acknowledged it. The re-sync's
+  // handoff ended before the decider could take the other member's copy
+  // (refused as future until it had measured a majority of its view), and
+  // when it took it (a resent push) nothing passed it on: the member lacked
+  // the hit until anti-entropy paired them. Here the handoff's answer is lost.
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  constexpr int64_t kWindow = 60'000;
+  const OneList l = StartOneList(c, kWindow, /*decider_anti_entropy=*/false);
+  const crdt::KeyId& key = l.key;
+  const std::string& decider = l.decider;
+  const std::string& missed = l.missed;
+  const std::string& holder = l.holder;
+  const uint64_t h = AdmitWhileCutOff(c, l, kWindow, 1);
+  c.DropMessages(holder, decider, Kind::kStatePush, 1);
+  c.HealAll();
+  c.SetWallOffset(decider, -2 * kWindow);
+  c.RunFor(1000);
+  EXPECT_EQ(c.node(decider).Status(c.NowAt(decider)).counters.clock_resyncs, 1u);
+  EXPECT_GE(c.node(missed).Status(c.Now()).counters.rejected_peer_state.expired, 1u);
+  EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), 0u)
+      << "the resend was dropped and acknowledged";
+  // The holder resends its push (push_retry_ms): the decider takes its own
+  // hit back and passes it on to the member that lacks it.
+  c.RunFor(3000);
   EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), h);
 }
 

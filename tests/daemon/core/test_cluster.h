@@ -13,6 +13,7 @@
 #include <queue>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "daemon/core/node.h"
@@ -83,6 +84,11 @@ class TestCluster {
   // traffic between them still flows).
   void DropForwards(const std::string& from, const std::string& to, int count) {
     drop_forwards_[{from, to}] += count;
+  }
+  // Loses the next `count` node messages of `kind` from `from` to `to`.
+  void DropMessages(const std::string& from, const std::string& to,
+                    wire::NodeMessageValue::Kind kind, int count) {
+    drop_kinds_[{from, to, kind}] += count;
   }
   // Delays the next `count` forward datagrams from `from` to `to` by
   // `extra_ms` beyond the usual latency (a slow link; other traffic flows).
@@ -286,6 +292,13 @@ class TestCluster {
         --drop->second;
         return;
       }
+      if (auto kind = NodeKind(p.bytes)) {
+        auto dk = drop_kinds_.find({p.from, id, *kind});
+        if (dk != drop_kinds_.end() && dk->second > 0) {
+          --dk->second;
+          return;
+        }
+      }
       Outbox out;
       e.node->OnPeerMessage(nodes_.at(p.from).address, p.bytes, NowAt(id), &out);
       e.node->Flush(NowAt(id), &out);
@@ -302,6 +315,7 @@ class TestCluster {
   std::priority_queue<Packet, std::vector<Packet>, std::greater<>> in_flight_;
   std::set<std::pair<std::string, std::string>> cuts_;
   std::map<std::pair<std::string, std::string>, int> drop_forwards_;
+  std::map<std::tuple<std::string, std::string, wire::NodeMessageValue::Kind>, int> drop_kinds_;
   // (from id, to address) -> (extra ms, forwards left to delay)
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int>> slow_forwards_;
   std::map<std::pair<std::string, wire::NodeMessageValue::Kind>, int> sent_;
