@@ -124,6 +124,12 @@ void Node::ObserveWallStep(Instant now) {
       ++counters_.wall_steps;
       swim_.OnOwnWallStep(static_cast<double>(step_ms));
       UpdateClockHealth(now);
+      // Forward, the new time expires (sweeps, or advances past) counts that
+      // are live for our peers, and with them what we still owed the keys'
+      // lists: a resend carries current state. One cut off from us then
+      // lacked our last hits for good if our clock never came back (swarm
+      // seed 1411008591). Keep them as they are now, for those peers.
+      if (step_ms > 0) FreezeOwedState(now);
     }
   }
   step_reference_wall_ms_ = wall_ms;

@@ -206,6 +206,9 @@ struct NodeStatus {
     uint64_t co_deciders = 0;    // keys with a co-decider now (a gauge)
     uint64_t clock_resyncs = 0;  // handoffs started because our wall clock stepped back
     uint64_t wall_steps = 0;     // our wall clock jumped against the monotonic one
+    // State pushes of what we owed peers when our wall clock stepped forward,
+    // sent from the copy taken then (FreezeOwedState); also in state_pushes.
+    uint64_t frozen_pushes = 0;
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
@@ -434,6 +437,12 @@ class Node {
     uint32_t timeouts_unheard = 0;  // forwards timed out since we last heard from it
     ForwardRtt rtt;                 // its forwards' round trips: our forward timeout for it
     bool flush_listed = false;      // in flush_list_
+    // What we owed it when our wall clock stepped forward, as it was then
+    // (FreezeOwedState): pushed until acknowledged (each by its seq), every
+    // push_retry_ms, or until frozen_expires_ns.
+    std::vector<wire::ReplicateValue> frozen;
+    int64_t frozen_resend_at_ns = 0;
+    int64_t frozen_expires_ns = 0;
   };
   struct CoDecider {
     std::string address;
@@ -539,6 +548,19 @@ class Node {
   void Replicate(Instant now, Outbox* out);
   void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked, Instant now,
                  Outbox* out);
+  // Packs the keys' current state into messages of at most `budget_bytes`
+  // each (keys we no longer hold are left out); each with the keys it carries.
+  struct PackedState {
+    wire::ReplicateValue state;
+    std::vector<crdt::KeyId> keys;
+  };
+  std::vector<PackedState> PackState(const std::vector<crdt::KeyId>& keys,
+                                     size_t budget_bytes) const;
+  // Our wall clock stepped forward: what each peer is owed (unacknowledged,
+  // or not sent yet) is copied as it is now, before the new time sweeps or
+  // advances it, and pushed from that copy until the peer acknowledges it.
+  void FreezeOwedState(Instant now);
+  void SendFrozen(const std::string& address, PeerState* peer, Instant now, Outbox* out);
   // Range digests over the settled keys both we and view member `peer` hold.
   std::vector<uint64_t> Digest(size_t peer, Instant now) const;
   static bool Holds(const std::vector<uint32_t>& list, size_t member) {

@@ -3,6 +3,7 @@
 #ifndef TALLY_DAEMON_CORE_NODE_INTERNAL_H_
 #define TALLY_DAEMON_CORE_NODE_INTERNAL_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "wire/node_codec.h"
@@ -13,6 +14,12 @@ using Kind = wire::NodeMessageValue::Kind;
 
 // Milliseconds as the nanoseconds of a monotonic Instant.
 inline int64_t Ms(int64_t ms) { return ms * 1'000'000; }
+
+// A state push goes over the peer stream: up to this much per message.
+inline constexpr size_t kPushBudgetBytes = 256 * 1024;
+// Frozen state messages kept per peer (FreezeOwedState): repeated clock
+// steps keep the latest.
+inline constexpr size_t kMaxFrozenPerPeer = 64;
 
 }  // namespace tally::core::node_internal
 

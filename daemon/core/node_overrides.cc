@@ -74,7 +74,7 @@ crdt::LimitOverrides::MergeResult Node::WriteOverride(const crdt::Selector& sele
 void Node::SendOverrides(const std::string& address,
                          const std::vector<crdt::OverrideEntry>& entries, Instant now,
                          Outbox* out) {
-  constexpr size_t kBudgetBytes = 256 * 1024;  // a stream push, as SendState's
+  constexpr size_t kBudgetBytes = node_internal::kPushBudgetBytes;  // a stream push
   size_t i = 0;
   while (i < entries.size()) {
     wire::NodeMessageValue msg;

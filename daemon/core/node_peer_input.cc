@@ -124,7 +124,13 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
       auto it = peers_.find(from);
       if (it == peers_.end()) break;
       auto unacked = it->second.unacked.find(msg.ack_seq);
-      if (unacked == it->second.unacked.end()) break;  // resent meanwhile, or a duplicate
+      if (unacked == it->second.unacked.end()) {
+        // A frozen copy's push (FreezeOwedState), or resent meanwhile, or a duplicate.
+        std::erase_if(it->second.frozen, [&](const wire::ReplicateValue& f) {
+          return f.seq != 0 && f.seq == msg.ack_seq;
+        });
+        break;
+      }
       if (!unacked->second.push) {  // a push's acknowledgement comes after its stream's bulk
         ++counters_.replicate_acks;
         counters_.replicate_ack_ns += static_cast<uint64_t>(

@@ -2,6 +2,7 @@
 // (with sloppy-quorum stand-ins and co-deciders), the periodic round with
 // resends of what was not acknowledged, and state messages.
 #include <algorithm>
+#include <tuple>
 
 #include "daemon/core/node.h"
 #include "daemon/core/node_internal.h"
@@ -10,6 +11,8 @@ namespace tally::core {
 namespace {
 
 using node_internal::Kind;
+using node_internal::kMaxFrozenPerPeer;
+using node_internal::kPushBudgetBytes;
 using node_internal::Ms;
 
 }  // namespace
@@ -91,8 +94,17 @@ void Node::Replicate(Instant now, Outbox* out) {
       }
     }
     // SendState may have rehashed peers_: look the peer up again.
-    const PeerState& after = peers_[address];
-    if (after.dirty.empty() && after.push_dirty.empty() && after.unacked.empty()) {
+    PeerState& after = peers_[address];
+    if (!after.frozen.empty()) {
+      if (now_ns >= after.frozen_expires_ns) {
+        after.frozen.clear();
+      } else if (view_by_address_.contains(address)) {
+        // (Kept for a member that left the view: it may be back before they expire.)
+        SendFrozen(address, &after, now, out);
+      }
+    }
+    if (after.dirty.empty() && after.push_dirty.empty() && after.unacked.empty() &&
+        after.frozen.empty()) {
       replication_peers_.erase(address);
     }
   }
@@ -128,55 +140,114 @@ wire::CounterValue Node::ToWire(
   return value;
 }
 
-void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
-                     Instant now, Outbox* out) {
-  const size_t budget = acked ? config_.max_packet_bytes : 256 * 1024;
+std::vector<Node::PackedState> Node::PackState(const std::vector<crdt::KeyId>& keys,
+                                               size_t budget_bytes) const {
+  std::vector<PackedState> packed;
   size_t i = 0;
   while (i < keys.size()) {
-    wire::NodeMessageValue msg;
-    msg.kind = acked ? Kind::kReplicate : Kind::kStatePush;
-    msg.replicate.seq = next_replicate_seq_++;
+    PackedState p;
     boost::unordered_flat_map<crdt::SlotIndex, uint16_t> slot_map;
-    std::vector<crdt::KeyId> sent;
     size_t bytes = 128;
     for (; i < keys.size(); ++i) {
       const crdt::KeyStore::Entry* entry = core_.store().Find(keys[i]);
       if (entry == nullptr) continue;  // reclaimed meanwhile: nothing live to send
-      size_t slots_before = msg.replicate.slots.size();
-      wire::CounterValue value = ToWire(keys[i], entry->counter, &msg.replicate.slots, &slot_map);
+      size_t slots_before = p.state.slots.size();
+      wire::CounterValue value = ToWire(keys[i], entry->counter, &p.state.slots, &slot_map);
       size_t cost = wire::EncodedCounterBound(value);
-      for (size_t s = slots_before; s < msg.replicate.slots.size(); ++s) {
-        cost += 24 + msg.replicate.slots[s].node_id.size();
+      for (size_t s = slots_before; s < p.state.slots.size(); ++s) {
+        cost += 24 + p.state.slots[s].node_id.size();
       }
       // Receivers refuse more slots or counters than the decoder's bounds.
-      if (!sent.empty() &&
-          (bytes + cost > budget || msg.replicate.slots.size() > wire::kMaxSlotsPerMessage ||
-           msg.replicate.counters.size() >= wire::kMaxCountersPerMessage)) {
+      if (!p.keys.empty() &&
+          (bytes + cost > budget_bytes || p.state.slots.size() > wire::kMaxSlotsPerMessage ||
+           p.state.counters.size() >= wire::kMaxCountersPerMessage)) {
         // Undo the slot additions of the counter that did not fit.
-        for (size_t s = msg.replicate.slots.size(); s > slots_before; --s) {
+        for (size_t s = p.state.slots.size(); s > slots_before; --s) {
           slot_map.erase(std::find_if(slot_map.begin(), slot_map.end(), [&](const auto& kv) {
                            return kv.second == s - 1;
                          })->first);
         }
-        msg.replicate.slots.resize(slots_before);
+        p.state.slots.resize(slots_before);
         break;
       }
       bytes += cost;
-      msg.replicate.counters.push_back(std::move(value));
-      sent.push_back(keys[i]);
+      p.state.counters.push_back(std::move(value));
+      p.keys.push_back(keys[i]);
     }
-    if (sent.empty()) continue;
+    if (!p.keys.empty()) packed.push_back(std::move(p));
+  }
+  return packed;
+}
+
+void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked,
+                     Instant now, Outbox* out) {
+  const size_t budget = acked ? config_.max_packet_bytes : kPushBudgetBytes;
+  for (PackedState& p : PackState(keys, budget)) {
+    wire::NodeMessageValue msg;
+    msg.kind = acked ? Kind::kReplicate : Kind::kStatePush;
+    msg.replicate = std::move(p.state);
+    msg.replicate.seq = next_replicate_seq_++;
     // Both kinds are acknowledged: a replicate is resent soon (a lost
     // datagram), a push later (a stream of bulk state takes longer).
     const int64_t retry_ms = acked ? config_.replication_retry_ms : config_.push_retry_ms;
     ReplicationPeer(address).unacked[msg.replicate.seq] = UnackedReplicate{
-        std::move(sent), now.monotonic.count(), now.monotonic.count() + Ms(retry_ms), !acked};
+        std::move(p.keys), now.monotonic.count(), now.monotonic.count() + Ms(retry_ms), !acked};
     if (acked) {
       ++counters_.replicate_sent;
     } else {
       ++counters_.state_pushes;
     }
     SendNode(address, msg, !acked, now, out);
+  }
+}
+
+void Node::FreezeOwedState(Instant now) {
+  const int64_t now_ns = now.monotonic.count();
+  for (const std::string& address : replication_peers_) {
+    PeerState& peer = peers_[address];
+    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> owed(peer.dirty.begin(),
+                                                                 peer.dirty.end());
+    owed.insert(peer.push_dirty.begin(), peer.push_dirty.end());
+    for (const auto& [seq, u] : peer.unacked) owed.insert(u.keys.begin(), u.keys.end());
+    if (owed.empty()) continue;
+    std::vector<crdt::KeyId> keys(owed.begin(), owed.end());
+    std::sort(keys.begin(), keys.end(), [](const crdt::KeyId& a, const crdt::KeyId& b) {
+      return std::tie(a.high, a.low) < std::tie(b.high, b.low);
+    });
+    int64_t longest_window_ms = 0;
+    for (PackedState& p : PackState(keys, kPushBudgetBytes)) {
+      for (const wire::CounterValue& c : p.state.counters) {
+        longest_window_ms = std::max<int64_t>(
+            longest_window_ms, static_cast<int64_t>(c.bucket_ms) * (int64_t{c.span} + 1));
+      }
+      peer.frozen.push_back(std::move(p.state));
+    }
+    // Repeated steps keep the latest copies only: a bound on what a peer
+    // that never answers costs us.
+    if (peer.frozen.size() > kMaxFrozenPerPeer) {
+      peer.frozen.erase(peer.frozen.begin(),
+                        peer.frozen.end() - static_cast<std::ptrdiff_t>(kMaxFrozenPerPeer));
+    }
+    peer.frozen_resend_at_ns = 0;
+    // Past the longest window the copies hold nothing live for a peer whose
+    // clock was where ours was before the step.
+    peer.frozen_expires_ns =
+        std::max(peer.frozen_expires_ns, now_ns + Ms(longest_window_ms + config_.push_retry_ms));
+  }
+}
+
+void Node::SendFrozen(const std::string& address, PeerState* peer, Instant now, Outbox* out) {
+  const int64_t now_ns = now.monotonic.count();
+  if (now_ns < peer->frozen_resend_at_ns) return;
+  peer->frozen_resend_at_ns = now_ns + Ms(config_.push_retry_ms);
+  for (wire::ReplicateValue& state : peer->frozen) {
+    state.seq = next_replicate_seq_++;  // the acknowledgement names this send
+    wire::NodeMessageValue msg;
+    msg.kind = Kind::kStatePush;
+    msg.replicate = state;
+    ++counters_.state_pushes;
+    ++counters_.frozen_pushes;
+    SendNode(address, msg, true, now, out);
   }
 }
 

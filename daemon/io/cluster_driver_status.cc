@@ -51,6 +51,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("replicate_sent", c.replicate_sent);
   add("replicate_received", c.replicate_received);
   add("state_pushes", c.state_pushes);
+  add("frozen_pushes", c.frozen_pushes);
   add("digests", c.digests);
   add("malformed_peer", c.malformed_peer);
   add("malformed_client", c.malformed_client);

@@ -222,6 +222,9 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
            "Replication messages received from deciders."},
           {"tally_cluster_state_pushes_total", "state_pushes",
            "Bulk state pushes (handoff, anti-entropy repairs, new list members)."},
+          {"tally_cluster_frozen_pushes_total", "frozen_pushes",
+           "State pushes of what peers were owed when the wall clock stepped forward, "
+           "sent from the copy taken then."},
           {"tally_cluster_anti_entropy_digests_total", "digests", "Anti-entropy digests handled."},
           {"tally_cluster_anti_entropy_digests_refused_total", "digests_refused",
            "Anti-entropy digests ignored (not from an up member, or too frequent)."},

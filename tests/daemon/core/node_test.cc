@@ -895,6 +895,39 @@ TEST(NodeTest, ADeciderThatGetsItsOwnHitsBackPushesThemToTheListMembersThatLackT
   EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), h);
 }
 
+TEST(NodeTest, ADeciderWhoseClockStepsAheadForGoodStillDeliversWhatItOwed) {
+  // Swarm seed 1411008591: a decider cut off from one replica admitted hits
+  // (the other replica took them), then its clock stepped ahead and stayed
+  // there. Its next sweep dropped the key, and its resends to the cut-off
+  // replica with it (a resend carries current state); no re-sync follows a
+  // step forward, so after the heal that replica, deciding next, lacked the
+  // hits until anti-entropy paired it with the other one. The decider now
+  // keeps what it owed as it was before the step, and pushes that.
+  TestCluster c;
+  constexpr int64_t kWindow = 60'000;
+  // Only the decider runs anti-entropy (its rounds are what sweep expired keys).
+  const OneList l = StartOneList(c, kWindow, /*decider_anti_entropy=*/true);
+  const crdt::KeyId& key = l.key;
+  const std::string& decider = l.decider;
+  const std::string& missed = l.missed;
+  const uint64_t h = AdmitWhileCutOff(c, l, kWindow, 2);
+  // The decider's clock steps 100 s ahead for good: the key expires there
+  // and its next anti-entropy round sweeps it.
+  c.SetWallOffset(decider, 100'000);
+  c.RunFor(3000);
+  EXPECT_EQ(c.node(decider).StateHash(key, c.NowAt(decider)), 0u);
+  EXPECT_EQ(c.node(decider).Status(c.NowAt(decider)).counters.clock_resyncs, 0u);
+  c.HealAll();
+  // Within one push_retry_ms of the heal the frozen copy gets through.
+  c.RunFor(2500);
+  EXPECT_GE(c.node(decider).Status(c.NowAt(decider)).counters.frozen_pushes, 1u);
+  EXPECT_EQ(c.node(missed).StateHash(key, c.Now()), h);
+  // Acknowledged: the decider stops pushing.
+  const uint64_t pushes = c.node(decider).Status(c.NowAt(decider)).counters.frozen_pushes;
+  c.RunFor(5000);
+  EXPECT_EQ(c.node(decider).Status(c.NowAt(decider)).counters.frozen_pushes, pushes);
+}
+
 // The step back is judged against the monotonic clock, not by comparing two
 // ticks' wall times: with ticks 1.5 s apart (a loaded process) a 2 s step
 // back moves the wall clock only 0.5 s between them, and the re-sync was
