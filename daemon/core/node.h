@@ -209,6 +209,9 @@ struct NodeStatus {
     // State pushes of what we owed peers when our wall clock stepped forward,
     // sent from the copy taken then (FreezeOwedState); also in state_pushes.
     uint64_t frozen_pushes = 0;
+    // Keys such a copy left out (kMaxFrozenPerPeer messages per peer), and
+    // the copies held now, not yet acknowledged (a gauge).
+    uint64_t frozen_keys_dropped = 0, frozen_pending = 0;
     uint64_t replicate_sent = 0, replicate_received = 0, state_pushes = 0;
     uint64_t digests = 0, malformed_peer = 0, malformed_client = 0;
     uint64_t peer_bytes_sent = 0, peer_messages_sent = 0;
@@ -438,8 +441,8 @@ class Node {
     ForwardRtt rtt;                 // its forwards' round trips: our forward timeout for it
     bool flush_listed = false;      // in flush_list_
     // What we owed it when our wall clock stepped forward, as it was then
-    // (FreezeOwedState): pushed until acknowledged (each by its seq), every
-    // push_retry_ms, or until frozen_expires_ns.
+    // (FreezeOwedState): pushed every push_retry_ms while it is in our view,
+    // until acknowledged (each by its own seq) or until frozen_expires_ns.
     std::vector<wire::ReplicateValue> frozen;
     int64_t frozen_resend_at_ns = 0;
     int64_t frozen_expires_ns = 0;

@@ -20,6 +20,8 @@ inline constexpr size_t kPushBudgetBytes = 256 * 1024;
 // Frozen state messages kept per peer (FreezeOwedState): repeated clock
 // steps keep the latest.
 inline constexpr size_t kMaxFrozenPerPeer = 64;
+// And pushed for at most this long (10 minutes).
+inline constexpr int64_t kMaxFrozenLifetimeMs = 600'000;
 
 }  // namespace tally::core::node_internal
 

@@ -284,11 +284,18 @@ bool Node::ApplyState(const PeerSender& sender, const wire::ReplicateValue& stat
     // us sweep them (forward) or move them (PullBack, back), and with them
     // what we owed the list (a resend of moved rows is dropped as expired,
     // yet acknowledged). They are pushed on below.
+    // Only buckets that can still merge count: an older copy than ours
+    // carries buckets we rotated out, which read 0 here.
     bool own_returned = false;
+    const int64_t mergeable_from =
+        std::max(crdt::BucketOf(now_ms, g),
+                 existing != nullptr ? existing->counter.newest_bucket() : INT64_MIN) -
+        span;
     for (const auto& row : rows) {
       if (row.slot != core_.local_slot()) continue;
       for (int64_t k = 0; k <= span && !own_returned; ++k) {
         const int64_t bucket = c.newest_bucket - span + k;
+        if (bucket < mergeable_from) continue;
         const uint32_t mine =
             existing == nullptr ? 0 : existing->counter.CountOfSlot(row.slot, bucket);
         own_returned = row.counts[k] > mine;

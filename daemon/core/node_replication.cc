@@ -11,6 +11,7 @@ namespace tally::core {
 namespace {
 
 using node_internal::Kind;
+using node_internal::kMaxFrozenLifetimeMs;
 using node_internal::kMaxFrozenPerPeer;
 using node_internal::kPushBudgetBytes;
 using node_internal::Ms;
@@ -81,6 +82,8 @@ void Node::Replicate(Instant now, Outbox* out) {
       if (!view_by_address_.contains(address) && !co_decider_addresses.contains(address)) {
         // Not a member any more: its successors on the lists get the keys
         // when the ring changes (PushKeysForChangedTargets) or by anti-entropy.
+        // (Frozen copies stay: they may be the only copy left, and the member
+        // may come back before they expire.)
         peer.dirty.clear();
         peer.push_dirty.clear();
         peer.unacked.clear();
@@ -99,7 +102,6 @@ void Node::Replicate(Instant now, Outbox* out) {
       if (now_ns >= after.frozen_expires_ns) {
         after.frozen.clear();
       } else if (view_by_address_.contains(address)) {
-        // (Kept for a member that left the view: it may be back before they expire.)
         SendFrozen(address, &after, now, out);
       }
     }
@@ -203,7 +205,11 @@ void Node::SendState(const std::string& address, std::vector<crdt::KeyId> keys, 
 
 void Node::FreezeOwedState(Instant now) {
   const int64_t now_ns = now.monotonic.count();
-  for (const std::string& address : replication_peers_) {
+  // Sorted: each copy draws its seq here, and the trace must not depend on
+  // the set's order.
+  std::vector<std::string> addresses(replication_peers_.begin(), replication_peers_.end());
+  std::sort(addresses.begin(), addresses.end());
+  for (const std::string& address : addresses) {
     PeerState& peer = peers_[address];
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> owed(peer.dirty.begin(),
                                                                  peer.dirty.end());
@@ -216,23 +222,29 @@ void Node::FreezeOwedState(Instant now) {
     });
     int64_t longest_window_ms = 0;
     for (PackedState& p : PackState(keys, kPushBudgetBytes)) {
+      if (peer.frozen.size() >= kMaxFrozenPerPeer) {
+        // A bound on what a peer that never answers costs us; what does not
+        // fit is left to anti-entropy, and counted.
+        counters_.frozen_keys_dropped += p.keys.size();
+        continue;
+      }
       for (const wire::CounterValue& c : p.state.counters) {
         longest_window_ms = std::max<int64_t>(
             longest_window_ms, static_cast<int64_t>(c.bucket_ms) * (int64_t{c.span} + 1));
       }
+      // One seq per copy, kept on every resend: the copy never changes, so
+      // any acknowledgement of it, however late, proves delivery.
+      p.state.seq = next_replicate_seq_++;
       peer.frozen.push_back(std::move(p.state));
-    }
-    // Repeated steps keep the latest copies only: a bound on what a peer
-    // that never answers costs us.
-    if (peer.frozen.size() > kMaxFrozenPerPeer) {
-      peer.frozen.erase(peer.frozen.begin(),
-                        peer.frozen.end() - static_cast<std::ptrdiff_t>(kMaxFrozenPerPeer));
     }
     peer.frozen_resend_at_ns = 0;
     // Past the longest window the copies hold nothing live for a peer whose
-    // clock was where ours was before the step.
-    peer.frozen_expires_ns =
-        std::max(peer.frozen_expires_ns, now_ns + Ms(longest_window_ms + config_.push_retry_ms));
+    // clock was where ours was before the step; past kMaxFrozenLifetimeMs a
+    // peer that still has not taken them (its clock far behind: it refuses
+    // them as future) learns them by anti-entropy instead.
+    const int64_t lifetime_ms =
+        std::min<int64_t>(longest_window_ms + config_.push_retry_ms, kMaxFrozenLifetimeMs);
+    peer.frozen_expires_ns = std::max(peer.frozen_expires_ns, now_ns + Ms(lifetime_ms));
   }
 }
 
@@ -240,8 +252,7 @@ void Node::SendFrozen(const std::string& address, PeerState* peer, Instant now, 
   const int64_t now_ns = now.monotonic.count();
   if (now_ns < peer->frozen_resend_at_ns) return;
   peer->frozen_resend_at_ns = now_ns + Ms(config_.push_retry_ms);
-  for (wire::ReplicateValue& state : peer->frozen) {
-    state.seq = next_replicate_seq_++;  // the acknowledgement names this send
+  for (const wire::ReplicateValue& state : peer->frozen) {
     wire::NodeMessageValue msg;
     msg.kind = Kind::kStatePush;
     msg.replicate = state;

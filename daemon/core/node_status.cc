@@ -44,7 +44,11 @@ NodeStatus Node::Status(Instant now) const {
   s.counters = counters_;
   s.counters.co_deciders = co_deciders_.size();
   s.counters.replicates_unacked = 0;
-  for (const auto& [address, peer] : peers_) s.counters.replicates_unacked += peer.unacked.size();
+  s.counters.frozen_pending = 0;
+  for (const auto& [address, peer] : peers_) {
+    s.counters.replicates_unacked += peer.unacked.size();
+    s.counters.frozen_pending += peer.frozen.size();
+  }
   s.swim = swim_.stats();
   // Our share of the key space: the owner of 4096 fixed pseudo-random keys.
   size_t owned = 0;

@@ -52,6 +52,8 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("replicate_received", c.replicate_received);
   add("state_pushes", c.state_pushes);
   add("frozen_pushes", c.frozen_pushes);
+  add("frozen_keys_dropped", c.frozen_keys_dropped);
+  add("frozen_pending", c.frozen_pending);
   add("digests", c.digests);
   add("malformed_peer", c.malformed_peer);
   add("malformed_client", c.malformed_client);

@@ -225,6 +225,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
           {"tally_cluster_frozen_pushes_total", "frozen_pushes",
            "State pushes of what peers were owed when the wall clock stepped forward, "
            "sent from the copy taken then."},
+          {"tally_cluster_frozen_keys_dropped_total", "frozen_keys_dropped",
+           "Keys left out of those copies (at most 64 messages per peer)."},
           {"tally_cluster_anti_entropy_digests_total", "digests", "Anti-entropy digests handled."},
           {"tally_cluster_anti_entropy_digests_refused_total", "digests_refused",
            "Anti-entropy digests ignored (not from an up member, or too frequent)."},
@@ -333,7 +335,10 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
                 "Keys pushed to a member because its anti-entropy digest of them differed."}});
   WriteSimple(w, c, "gauge",
               {{"tally_cluster_replicates_unacked", "replicates_unacked",
-                "Replication messages and state pushes sent and not yet acknowledged."}});
+                "Replication messages and state pushes sent and not yet acknowledged."},
+               {"tally_cluster_frozen_pending", "frozen_pending",
+                "Copies of what peers were owed at a forward wall clock step, not yet "
+                "acknowledged."}});
   if (const std::optional<uint64_t> acks = c.Get("replicate_acks")) {
     const char* metric = "tally_cluster_replication_ack_delay_seconds";
     w.Family(metric, "summary",
