@@ -127,7 +127,7 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
       if (unacked == it->second.unacked.end()) {
         // A frozen copy's push (FreezeOwedState), or resent meanwhile, or a duplicate.
         std::erase_if(it->second.frozen, [&](const wire::ReplicateValue& f) {
-          return f.seq != 0 && f.seq == msg.ack_seq;
+          return f.seq == msg.ack_seq;  // seqs start at 1
         });
         break;
       }

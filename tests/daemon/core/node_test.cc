@@ -329,6 +329,14 @@ uint64_t AdmitWhileCutOff(TestCluster& c, const OneList& l, int64_t window_ms, i
   return h;
 }
 
+// The decider's clock steps 100 s ahead: the key expires there and its next
+// anti-entropy round sweeps it, resends and all.
+void StepAheadAndSweep(TestCluster& c, const OneList& l) {
+  c.SetWallOffset(l.decider, 100'000);
+  c.RunFor(3000);
+  EXPECT_EQ(c.node(l.decider).store().Find(l.key), nullptr) << "swept, resends and all";
+}
+
 // Status counts peer traffic by message kind both ways, and measures the
 // replication lag as each replicate's acknowledgement arrives.
 TEST(NodeTest, PeerTrafficIsCountedByKindAndReplicationLagIsMeasured) {
@@ -842,10 +850,7 @@ TEST(NodeTest, AfterAReSyncTheKeysItSweptReachTheListMembersThatMissedThem) {
   const std::string& decider = l.decider;
   const std::string& missed = l.missed;
   const uint64_t h = AdmitWhileCutOff(c, l, kWindow, 1);
-  // The decider's clock runs 100 s ahead: the key expires there and is swept.
-  c.SetWallOffset(decider, 100'000);
-  c.RunFor(3000);
-  EXPECT_EQ(c.node(decider).store().Find(key), nullptr);
+  StepAheadAndSweep(c, l);
   // Just after one of the decider's anti-entropy rounds, so the next is a
   // second away.
   const size_t digest = PeerKindIndex(wire::NodeMessageValue::Kind::kDigest);
@@ -911,11 +916,7 @@ TEST(NodeTest, ADeciderWhoseClockStepsAheadForGoodStillDeliversWhatItOwed) {
   const std::string& decider = l.decider;
   const std::string& missed = l.missed;
   const uint64_t h = AdmitWhileCutOff(c, l, kWindow, 2);
-  // The decider's clock steps 100 s ahead for good: the key expires there
-  // and its next anti-entropy round sweeps it.
-  c.SetWallOffset(decider, 100'000);
-  c.RunFor(3000);
-  EXPECT_EQ(c.node(decider).store().Find(key), nullptr) << "swept, resends and all";
+  StepAheadAndSweep(c, l);  // for good
   EXPECT_EQ(c.node(decider).Status(c.NowAt(decider)).counters.clock_resyncs, 0u);
   auto counters = [&] { return c.node(decider).Status(c.NowAt(decider)).counters; };
   EXPECT_EQ(counters().frozen_pending, 1u);
