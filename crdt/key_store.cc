@@ -1,5 +1,6 @@
 #include "crdt/key_store.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstdlib>
 #include <memory>
@@ -224,16 +225,31 @@ void KeyStore::SweepWhenFull(int64_t now_wall_ms) {
   swept_when_full_ = true;
   last_full_sweep_ms_ = now_wall_ms;
   ++full_sweeps_;
-  Sweep(now_wall_ms);
+  // A slice from a cursor in a large table, not all of it: a full table of
+  // live keys receiving new keys would otherwise be walked whole under the
+  // caller's lock every interval (about 1 ms at 100,000 keys, every 100 ms:
+  // a full cluster member's p99 rose 1.6-1.8x). The owner's periodic sweeps
+  // still walk the whole table.
+  const size_t slice = std::max(kMinFullSweepSlots, capacity_ / 16);
+  if (slice >= capacity_) {
+    Sweep(now_wall_ms);
+    return;
+  }
+  if (full_sweep_cursor_ >= capacity_) full_sweep_cursor_ = 0;
+  const size_t end = std::min(capacity_, full_sweep_cursor_ + slice);
+  SweepSlots(full_sweep_cursor_, end, now_wall_ms);
+  full_sweep_cursor_ = end == capacity_ ? 0 : end;
 }
 
-size_t KeyStore::Sweep(int64_t now_wall_ms) {
+size_t KeyStore::Sweep(int64_t now_wall_ms) { return SweepSlots(0, capacity_, now_wall_ms); }
+
+size_t KeyStore::SweepSlots(size_t begin, size_t end, int64_t now_wall_ms) {
   // Erasing shifts later keys of the run back into slot i, so i is examined
   // again before moving on. A shift never moves a key not yet examined to
   // below i (holes only move forward through the run); keys of a run that
   // wrapped past the end may be examined twice, which is harmless.
   size_t removed = 0;
-  for (size_t i = 0; i < capacity_;) {
+  for (size_t i = begin; i < end;) {
     const Slot& s = table_[i];
     if (!s.empty() && s.entry.counter.Expired(BucketOf(now_wall_ms, s.entry.counter.geometry()))) {
       EraseAt(i);

@@ -193,8 +193,9 @@ class KeyStore {
   size_t capacity() const { return capacity_; }
   uint64_t version() const { return version_; }
   uint64_t reclaimed() const { return reclaimed_; }
-  // Whole-table sweeps run because the table was full (paced by
-  // full_sweep_interval_ms).
+  // Sweeps run because the table was full (paced by full_sweep_interval_ms):
+  // the whole table up to kMinFullSweepSlots slots, above that a sixteenth
+  // of it (at least kMinFullSweepSlots) from a cursor.
   uint64_t full_sweeps() const { return full_sweeps_; }
   const KeyStoreOptions& options() const { return options_; }
   SlotTable& slots() { return slots_; }
@@ -205,6 +206,10 @@ class KeyStore {
  private:
   // Sweep, at most once per full_sweep_interval_ms while the table is full.
   void SweepWhenFull(int64_t now_wall_ms);
+  // Removes the expired keys in slots [begin, end) (and those a removal
+  // shifts into it); returns how many.
+  size_t SweepSlots(size_t begin, size_t end, int64_t now_wall_ms);
+  static constexpr size_t kMinFullSweepSlots = 16'384;  // 512 KiB of slots
   // One table slot: 32 bytes and 32-aligned, so none straddles a cache line.
   struct alignas(32) Slot {
     KeyId id;
@@ -250,6 +255,7 @@ class KeyStore {
   uint64_t full_sweeps_ = 0;
   bool swept_when_full_ = false;
   int64_t last_full_sweep_ms_ = 0;
+  size_t full_sweep_cursor_ = 0;
 };
 
 }  // namespace tally::crdt

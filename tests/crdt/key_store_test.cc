@@ -86,6 +86,47 @@ TEST(KeyStoreTest, AFullReplicaMergingNewKeysSweepsAtTheSamePaceAsChecks) {
   EXPECT_EQ(store.full_sweeps(), 2u);
 }
 
+TEST(KeyStoreTest, AFullLargeTableIsSweptInSlicesNotWhole) {
+  // A full table of 40,000 keys sits in 65,536 slots: each paced sweep walks
+  // 16,384 of them from a cursor (a quarter), so a flood of new keys into a
+  // full table of live keys costs each check at most a slice, not the table.
+  constexpr size_t kKeys = 40'000;
+  KeyStore store({.max_keys = kKeys, .buckets_per_window = 10, .full_sweep_interval_ms = 0});
+  KeyStore::Lookup how;
+  for (size_t i = 0; i < kKeys; ++i) {
+    auto* e = store.FindOrCreate(HashKey(std::to_string(i), "e", 1000), 1000, 0, &how);
+    ASSERT_NE(e, nullptr);
+    e->counter.Add(0, 0, 1);
+  }
+  ASSERT_EQ(store.capacity(), 65'536u);
+  // Every key has expired at 2,000: the first new key frees only a slice.
+  ASSERT_NE(store.FindOrCreate(HashKey("new0", "e", 1000), 1000, 2000, &how), nullptr);
+  EXPECT_EQ(how, KeyStore::Lookup::kCreated);
+  const size_t left = store.size() - 1;
+  EXPECT_GT(left, kKeys / 2);
+  EXPECT_LT(left, kKeys * 7 / 8);
+  EXPECT_TRUE(store.CheckInvariants());
+  // Each later sweep takes the next slice: four cover the table.
+  for (int i = 1; i < 4; ++i) {
+    // Fill back to the cap, then one more new key sweeps the next slice.
+    for (size_t k = 0; store.size() < kKeys; ++k) {
+      ASSERT_NE(store.FindOrCreate(
+                    HashKey("fill" + std::to_string(i) + "-" + std::to_string(k), "e", 1000), 1000,
+                    2000, &how),
+                nullptr);
+    }
+    ASSERT_NE(store.FindOrCreate(HashKey("new" + std::to_string(i), "e", 1000), 1000, 2000, &how),
+              nullptr);
+  }
+  size_t old_left = 0;
+  for (size_t i = 0; i < kKeys; ++i) {
+    old_left += store.Find(HashKey(std::to_string(i), "e", 1000)) != nullptr;
+  }
+  EXPECT_EQ(old_left, 0u) << "four slices cover the table";
+  EXPECT_EQ(store.full_sweeps(), 4u);
+  EXPECT_TRUE(store.CheckInvariants());
+}
+
 TEST(KeyStoreTest, VersionsTrackChangesForDeltas) {
   KeyStore store({.max_keys = 10, .buckets_per_window = 10});
   KeyStore::Lookup how;
