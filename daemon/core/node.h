@@ -233,6 +233,12 @@ struct NodeStatus {
     // Anti-entropy repairs: keys pushed to a member because its digest of
     // their range differed from ours.
     uint64_t anti_entropy_repairs = 0;
+    // Anti-entropy rounds not started, and digests answered with no repair,
+    // because our key table is nearly full (KeyTableNearlyFull): we would
+    // refuse what we lack, and the same ranges would be pushed both ways
+    // round after round. A gauge beside it: 1 while the table is nearly full.
+    uint64_t anti_entropy_paused_full = 0;
+    uint64_t key_table_full = 0;
     // Peer state dropped before it was merged, by reason (docs/DESIGN.md,
     // "Validating peer state"). Units: messages, counters or rows, as noted.
     struct RejectedPeerState {
@@ -573,6 +579,13 @@ class Node {
     return entry.version <= settled_version_;
   }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
+  // Within 1/64 of max_keys of the cap: a push of keys we lack would mostly
+  // be refused. The margin keeps a table that sweeps a few expired keys from
+  // inviting a whole table's worth of pushes each time it has a little room.
+  bool KeyTableNearlyFull() const {
+    const size_t max_keys = core_.store().options().max_keys;
+    return core_.store().size() + max_keys / 64 >= max_keys;
+  }
   void StartAntiEntropy(Instant now, Outbox* out);
   // Runtime limit overrides (node_overrides.cc): every entry we hold to
   // `address` over the stream, in messages within the push budget; and the

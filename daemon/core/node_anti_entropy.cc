@@ -1,6 +1,8 @@
 // Node: anti-entropy. Per-range digests of the keys two members both hold,
 // exchanged with one random member per interval; a differing range sends
-// that range's keys.
+// that range's keys. A member whose key table is nearly full takes no part:
+// it would refuse the keys it lacks, so the same ranges would differ, and be
+// pushed both ways, every round for as long as the keys live.
 #include <algorithm>
 
 #include "daemon/core/node.h"
@@ -51,6 +53,10 @@ std::vector<uint64_t> Node::Digest(size_t peer, Instant now) const {
 
 void Node::StartAntiEntropy(Instant now, Outbox* out) {
   if (view_.size() < 2) return;
+  if (KeyTableNearlyFull()) {
+    ++counters_.anti_entropy_paused_full;
+    return;
+  }
   size_t pick = static_cast<size_t>(rng_() % (view_.size() - 1));
   if (pick >= self_index_) ++pick;
   wire::NodeMessageValue msg;
@@ -92,7 +98,13 @@ void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& 
     differs[i] = mine[i] != msg.digest[i];
     any = any || differs[i];
   }
-  if (any) {
+  // Nearly full: no repairs either way. Ranges differ here mostly because
+  // the sender holds keys we lack, so ours would be pushed for nothing, and
+  // each round alike; deltas and handoff still flow, and repairs resume
+  // once expired keys made room.
+  const bool full = KeyTableNearlyFull();
+  if (any && full) ++counters_.anti_entropy_paused_full;
+  if (any && !full) {
     std::vector<crdt::KeyId> keys;
     std::vector<uint32_t> targets;
     core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry& entry) {
@@ -111,9 +123,12 @@ void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& 
     SendOverrides(from, overrides_.Entries(), now, out);
   }
   if (!msg.digest_is_reply && (any || overrides_differ)) {
+    if (full && !overrides_differ) return;
     wire::NodeMessageValue reply;
     reply.kind = Kind::kDigest;
-    reply.digest = std::move(mine);
+    // Nearly full: the sender's own ranges back, so it finds none differing
+    // and pushes us no keys, yet still sends the overrides we lack.
+    reply.digest = full ? msg.digest : std::move(mine);
     reply.digest_is_reply = true;
     reply.overrides_digest = overrides_.Digest();
     SendNode(from, reply, false, now, out);

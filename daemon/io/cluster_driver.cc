@@ -279,6 +279,19 @@ void ClusterDriver::Impl::OnHousekeeping() {
     foreign_self_logged = status.swim.foreign_self;
     foreign_self_logged_ns = now.monotonic.count();
   }
+  // A full key table refuses new keys (over_capacity) and pauses
+  // anti-entropy: say so once when it fills and once when it has room.
+  const bool table_full = status.counters.key_table_full != 0;
+  if (table_full && !key_table_full_warned) {
+    spdlog::warn(
+        "key table nearly full ({} of --max-keys {}): new keys are refused (over_capacity) and "
+        "anti-entropy is paused until expired keys make room",
+        status.live_keys, options.node.limiter.max_keys);
+  } else if (!table_full && key_table_full_warned) {
+    spdlog::info("key table has room again ({} of --max-keys {}); anti-entropy resumed",
+                 status.live_keys, options.node.limiter.max_keys);
+  }
+  key_table_full_warned = table_full;
   if (!owning_seen || *owning_seen != status.owning) {
     if (status.owning) {
       if (owning_seen) spdlog::info("owning keys again");

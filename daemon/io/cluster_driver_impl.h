@@ -221,7 +221,8 @@ struct ClusterDriver::Impl {
   std::map<std::string, MemberSnapshot> members_seen;
   std::map<std::string, bool> clock_warned;
   std::optional<bool> owning_seen;
-  bool join_warned = false;  // the "no seed answered" warning was logged
+  bool join_warned = false;            // the "no seed answered" warning was logged
+  bool key_table_full_warned = false;  // "key table nearly full" was logged
   // Another process under our node id: the count last logged, and when.
   bool superseded_reported = false;  // on_superseded was posted
   uint64_t foreign_self_logged = 0;

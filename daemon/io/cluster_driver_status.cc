@@ -71,6 +71,8 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("replicate_ack_us_total", c.replicate_ack_ns / 1000);
   add("replicates_unacked", c.replicates_unacked);
   add("anti_entropy_repairs", c.anti_entropy_repairs);
+  add("anti_entropy_paused_full", c.anti_entropy_paused_full);
+  add("key_table_full", c.key_table_full);
   const core::NodeStatus::Counters::RejectedPeerState& rej = c.rejected_peer_state;
   add("rejected_peer_state", rej.total());
   add("rejected_peer_state_non_member", rej.non_member);

@@ -77,6 +77,9 @@ struct Daemon::Impl {
   void Stop();
   void Shutdown();
   void ArmSweep();
+  // A single node whose key table refused new keys says so, at most once a
+  // minute (a member logs its own: ClusterDriver).
+  void WarnWhenFull();
   void ArmStats();
   void ArmNotify();
   void ArmRates();
@@ -114,6 +117,8 @@ struct Daemon::Impl {
   std::unique_ptr<DatagramServer> unix_server;
   std::unique_ptr<SeqpacketServer> seq_server;
   boost::asio::steady_timer sweep_timer;
+  uint64_t over_capacity_logged = 0;
+  std::optional<int64_t> over_capacity_logged_ns;  // monotonic
   boost::asio::steady_timer stats_timer;
   // systemd (NOTIFY_SOCKET set): WATCHDOG=1 and a STATUS= line every
   // notify_interval, from an I/O thread, so a wedged event loop stops them.
@@ -359,11 +364,28 @@ void Daemon::Impl::RecordRates() {
       std::chrono::duration_cast<std::chrono::milliseconds>(now.monotonic).count(), checks, denied);
 }
 
+void Daemon::Impl::WarnWhenFull() {
+  if (!limiter) return;
+  const LimiterStats s = limiter->GetStats();
+  const int64_t now_ns = ReadClock().monotonic.count();
+  if (s.over_capacity <= over_capacity_logged ||
+      (over_capacity_logged_ns && now_ns - *over_capacity_logged_ns < int64_t{60'000'000'000})) {
+    return;
+  }
+  spdlog::warn(
+      "key table full: {} new keys refused (over_capacity) since the last warning; live keys {} "
+      "of --max-keys {}. Raise --max-keys or shorten windows",
+      s.over_capacity - over_capacity_logged, s.live_keys, options.limiter.max_keys);
+  over_capacity_logged = s.over_capacity;
+  over_capacity_logged_ns = now_ns;
+}
+
 void Daemon::Impl::ArmRates() {
   rate_timer.expires_after(std::chrono::seconds(1));
   rate_timer.async_wait([this](const boost::system::error_code& ec) {
     if (ec || stop_requested.load(std::memory_order_relaxed)) return;
     RecordRates();
+    WarnWhenFull();
     ArmRates();
   });
 }

@@ -332,13 +332,18 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
               {{"tally_cluster_replication_bytes_sent_total", "replicate_bytes_sent",
                 "Bytes of replication messages (deltas) sent to replicas."},
                {"tally_cluster_anti_entropy_repairs_total", "anti_entropy_repairs",
-                "Keys pushed to a member because its anti-entropy digest of them differed."}});
+                "Keys pushed to a member because its anti-entropy digest of them differed."},
+               {"tally_cluster_anti_entropy_paused_full_total", "anti_entropy_paused_full",
+                "Anti-entropy digests not sent because this node's key table is nearly full."}});
   WriteSimple(w, c, "gauge",
               {{"tally_cluster_replicates_unacked", "replicates_unacked",
                 "Replication messages and state pushes sent and not yet acknowledged."},
                {"tally_cluster_frozen_pending", "frozen_pending",
                 "Copies of what peers were owed at a forward wall clock step, not yet "
-                "acknowledged."}});
+                "acknowledged."},
+               {"tally_cluster_key_table_full", "key_table_full",
+                "1 while the key table is within 1/64 of --max-keys: new keys are refused "
+                "and anti-entropy digests paused."}});
   if (const std::optional<uint64_t> acks = c.Get("replicate_acks")) {
     const char* metric = "tally_cluster_replication_ack_delay_seconds";
     w.Family(metric, "summary",

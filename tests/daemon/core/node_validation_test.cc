@@ -410,6 +410,65 @@ TEST(NodeValidationTest, AFloodOfDistinctKeysStopsAtTheKeyTableCap) {
   EXPECT_FALSE(r->allowed);
 }
 
+// Issue 9, a full key table: a replica at its cap refuses the keys it lacks,
+// so every range with such a key kept differing, and each anti-entropy round
+// pushed it the whole range again, forever (80 MB/s between three members
+// idle with 100,000 keys in `bench/full_table.sh ... cluster`), and it pushed
+// back every key it held in those ranges. A member whose table is nearly full
+// now takes no part in anti-entropy until expired keys make room.
+TEST(NodeValidationTest, AReplicaAtItsKeyCapIsNotPushedWhatItCannotHoldRoundAfterRound) {
+  constexpr size_t kSmall = 64;
+  constexpr uint64_t kShortWindowMs = 10'000;
+  TestCluster c;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    NodeConfig config = c.ConfigFor(id);
+    config.limiter.max_keys = std::string(id) == "n3" ? kSmall : 10'000;
+    if (std::string(id) != "n1") config.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(config);
+  }
+  c.RunFor(5000);
+  // 300 keys, each on all three lists: n3 holds at most 64 of them.
+  // (Those n3 decides are refused once it is full: over capacity.)
+  uint64_t id = 1;
+  std::vector<int> admitted;
+  for (int i = 0; i < 300; ++i) {
+    auto r = c.Check(
+        "n1", kRequest.Id(id++).Limit(5).WindowMs(kShortWindowMs).User("k" + std::to_string(i)));
+    ASSERT_TRUE(r.has_value());
+    if (r->allowed) admitted.push_back(i);
+  }
+  EXPECT_GT(admitted.size(), 2 * kSmall);
+  c.RunFor(3000);  // replication, and anti-entropy rounds once the keys settle
+  auto counters = [&](const char* n) { return c.node(n).Status(c.Now()).counters; };
+  EXPECT_EQ(c.node("n3").store().size(), kSmall);
+  EXPECT_EQ(counters("n3").key_table_full, 1u);
+  EXPECT_EQ(counters("n1").key_table_full, 0u);
+  auto repairs = [&] {
+    return counters("n1").anti_entropy_repairs + counters("n2").anti_entropy_repairs +
+           counters("n3").anti_entropy_repairs;
+  };
+  const uint64_t repairs_before = repairs();
+  const uint64_t refused_before = Rejected(c, "n3").store_full;
+  const uint64_t paused_before = counters("n3").anti_entropy_paused_full;
+  c.RunFor(5000);  // five anti-entropy intervals, the keys still live
+  EXPECT_EQ(repairs(), repairs_before) << "pushed again what n3 refused";
+  EXPECT_EQ(Rejected(c, "n3").store_full, refused_before);
+  EXPECT_GT(counters("n3").anti_entropy_paused_full, paused_before);
+  // n1 and n2 still agree on every key, and n3 on the keys it holds.
+  for (const int i : admitted) {
+    const crdt::KeyId key = KeyOf("k" + std::to_string(i), kShortWindowMs);
+    const uint64_t h = c.node("n1").StateHash(key, c.Now());
+    EXPECT_NE(h, 0u) << i;
+    EXPECT_EQ(c.node("n2").StateHash(key, c.Now()), h) << i;
+    if (c.node("n3").store().Find(key) != nullptr) {
+      EXPECT_EQ(c.node("n3").StateHash(key, c.Now()), h) << i;
+    }
+  }
+  // Once the window passes and the keys are swept, n3 has room again.
+  c.RunFor(2 * kShortWindowMs);
+  EXPECT_EQ(counters("n3").key_table_full, 0u);
+}
+
 // Issue 9, amplification: a datagram from a spoofed source makes a node send
 // at most 3x its size to that source. A bare ping used to get an ack carrying
 // up to 1,400 bytes of rumors, and a ping-req a relayed ack as large.

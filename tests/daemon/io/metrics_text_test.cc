@@ -129,6 +129,8 @@ wire::StatusReport ClusterStatus() {
                 {"replicate_ack_us_total", 2500},
                 {"replicates_unacked", 1},
                 {"anti_entropy_repairs", 12},
+                {"anti_entropy_paused_full", 3},
+                {"key_table_full", 1},
                 {"seeds_unanswered", 0},
                 {"swim_suspicions_raised", 5},
                 {"swim_deaths_declared", 2},
@@ -176,6 +178,9 @@ TEST(MetricsTextTest, RendersClusterStatus) {
   EXPECT_THAT(t, HasSubstr("tally_cluster_replication_ack_delay_seconds_count 4\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_replicates_unacked 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_anti_entropy_repairs_total 12\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_anti_entropy_paused_full_total 3\n"));
+  EXPECT_THAT(t, HasSubstr("# TYPE tally_cluster_key_table_full gauge\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_key_table_full 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_limiter_decisions_total{decision=\"allowed\"} 10\n"));
   EXPECT_THAT(t, HasSubstr("tally_dedup_hits_total 4\n"));
   EXPECT_THAT(t, HasSubstr("tally_live_keys 42\n"));
