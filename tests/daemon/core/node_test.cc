@@ -934,6 +934,49 @@ TEST(NodeTest, ADeciderWhoseClockStepsAheadForGoodStillDeliversWhatItOwed) {
   EXPECT_EQ(counters().frozen_keys_dropped, 0u);
 }
 
+TEST(NodeTest, AFrozenCopyForAPeerThatNeverTakesItExpiresWithItsLongestWindow) {
+  // A copy is pushed until acknowledged, and for no longer than the longest
+  // window in it (plus one push_retry_ms): past that it holds nothing live
+  // for a peer whose clock was where ours was. Here the cut never heals.
+  TestCluster c;
+  constexpr int64_t kWindow = 10'000;  // 1 s buckets: the copy lives 11 s + 2 s
+  const OneList l = StartOneList(c, kWindow, /*decider_anti_entropy=*/true);
+  AdmitWhileCutOff(c, l, kWindow, 1);
+  StepAheadAndSweep(c, l);  // the step, then 3 s
+  auto counters = [&] { return c.node(l.decider).Status(c.NowAt(l.decider)).counters; };
+  EXPECT_EQ(counters().frozen_pending, 1u);
+  c.RunFor(9000);  // 12 s after the step
+  EXPECT_EQ(counters().frozen_pending, 1u) << "expired early";
+  c.RunFor(2000);  // 14 s after the step
+  EXPECT_EQ(counters().frozen_pending, 0u) << "outlived its window";
+  const uint64_t pushes = counters().frozen_pushes;
+  c.HealAll();
+  c.RunFor(5000);
+  EXPECT_EQ(counters().frozen_pushes, pushes) << "pushed after it expired";
+}
+
+TEST(NodeTest, AFrozenCopyWaitsForAPeerOutOfViewAndReachesItWhenItIsBack) {
+  // The node that stepped swept the keys: if the owed peer leaves its view
+  // (declared dead behind the cut), nothing of its own would carry the hits
+  // back, so the copy is kept, unsent, and pushed once the peer is back.
+  TestCluster c;
+  constexpr int64_t kWindow = 60'000;
+  const OneList l = StartOneList(c, kWindow, /*decider_anti_entropy=*/true);
+  const uint64_t h = AdmitWhileCutOff(c, l, kWindow, 2);
+  c.Cut(l.holder, l.missed);  // no indirect probe reaches it either
+  StepAheadAndSweep(c, l);
+  c.RunFor(15'000);  // the cuts hold: the decider declares `missed` dead
+  const membership::Member* m = c.node(l.decider).swim().members().Find(l.missed);
+  ASSERT_NE(m, nullptr);
+  EXPECT_NE(m->state, membership::MemberState::kAlive);
+  auto counters = [&] { return c.node(l.decider).Status(c.NowAt(l.decider)).counters; };
+  EXPECT_EQ(counters().frozen_pending, 1u) << "dropped with the peer";
+  c.HealAll();
+  c.RunFor(10'000);  // it refutes or rejoins, and the copy gets through
+  EXPECT_EQ(c.node(l.missed).StateHash(l.key, c.Now()), h);
+  EXPECT_EQ(counters().frozen_pending, 0u);
+}
+
 // The step back is judged against the monotonic clock, not by comparing two
 // ticks' wall times: with ticks 1.5 s apart (a loaded process) a 2 s step
 // back moves the wall clock only 0.5 s between them, and the re-sync was
