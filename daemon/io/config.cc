@@ -401,7 +401,7 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
       "group (name or number) of both Unix socket files, so its members' processes may "
       "connect; default the daemon's group (or the directory's, if setgid)")(
       "threads", po::value<std::string>()->value_name("N"),
-      "I/O threads, 0 = one per CPU; default 0")(
+      "I/O threads, 0 = half the CPUs this process may use (at least 1); default 0")(
       "buckets-per-window", po::value<std::string>()->value_name("N"),
       "sub-buckets per window, 1..1000 (accuracy vs memory); default 10")(
       "max-keys", po::value<std::string>()->value_name("N"), "cap on live keys; default 4000000")(

@@ -1,5 +1,6 @@
 #include "daemon/io/daemon.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -56,6 +57,15 @@ std::string FormatStats(const DaemonStats& s) {
 }
 
 }  // namespace
+
+int UsableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+int DefaultIoThreads(int usable_cpus) { return std::max(1, usable_cpus / 2); }
 
 struct Daemon::Impl {
   explicit Impl(DaemonOptions o)
@@ -163,8 +173,7 @@ bool Daemon::Impl::Start(std::string* error) {
     if (!udp) return Fail(error, "udp: " + why);
   }
 
-  threads = o.threads > 0 ? o.threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  threads = o.threads > 0 ? o.threads : DefaultIoThreads(UsableCpus());
   identity.node_id = o.node_id.empty() ? Hostname() : o.node_id;
   const Instant start = ReadClock();
   identity.generation = static_cast<uint64_t>(start.wall.count());

@@ -41,7 +41,7 @@ struct DaemonOptions {
   std::string unix_path;         // Unix datagram socket; "" disables
   std::string unix_seq_path;     // Unix seqpacket socket; "" disables
   UnixSocketAccess unix_access;  // mode and group of both socket files
-  int threads = 0;               // 0 = std::thread::hardware_concurrency()
+  int threads = 0;               // 0 = DefaultIoThreads(UsableCpus())
   // Raw echo server: reply with the received bytes, no decode (transport floor).
   bool echo = false;
   LimiterOptions limiter;
@@ -67,6 +67,17 @@ struct DaemonStats {
 // signal then always lands on a thread that handles it (one that landed on a
 // thread parked in uninstrumented library code stayed pending under TSan).
 void BlockDaemonSignals();
+
+// The CPUs this process may run on (its affinity mask: taskset, a cgroup
+// cpuset), at least 1.
+int UsableCpus();
+// I/O threads when --threads is 0: half the usable CPUs, at least one. A
+// limiter shares its host with the clients it answers; on a 2-core machine
+// two threads reached 0.49-0.51x a plain echo server's throughput at 64 in
+// flight against 0.73-0.82x for one (docs/PERFORMANCE.md, "Default thread
+// count"). A host that runs little beside tallyd can set --threads to its
+// CPU count.
+int DefaultIoThreads(int usable_cpus);
 
 // Lifecycle: construct -> Start() -> Run() (blocks) ... Stop() -> Run returns.
 // Thread safety: Stop() and stats() may be called from any thread at any

@@ -1,6 +1,7 @@
 // tally::io::Daemon used as a library (as the load generator does), and echo
 // mode through the real binary.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -161,6 +162,31 @@ TEST(DaemonApiTest, StartFailsOnBadOptions) {
   o.limiter.buckets_per_window = 0;
   io::Daemon bad_buckets(o);
   EXPECT_FALSE(bad_buckets.Start(&error));
+}
+
+// --threads 0: half the CPUs the process may use, at least one (a 2-core
+// machine shared with the clients was faster with one I/O thread than two).
+TEST(DaemonApiTest, DefaultIoThreadsAreHalfTheUsableCpus) {
+  EXPECT_EQ(io::DefaultIoThreads(1), 1);
+  EXPECT_EQ(io::DefaultIoThreads(2), 1);
+  EXPECT_EQ(io::DefaultIoThreads(3), 1);
+  EXPECT_EQ(io::DefaultIoThreads(4), 2);
+  EXPECT_EQ(io::DefaultIoThreads(64), 32);
+  // Usable CPUs follow the affinity mask (taskset, a cpuset), not the host's count.
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  EXPECT_EQ(io::UsableCpus(), CPU_COUNT(&saved));
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &saved)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  EXPECT_EQ(io::UsableCpus(), 1);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
 }
 
 TEST(DaemonApiTest, ParseHostPort) {
