@@ -207,6 +207,9 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
           {"tally_cluster_forwards_total", "forwarded", "Checks forwarded to their owner."},
           {"tally_cluster_forward_timeouts_total", "forward_timeouts",
            "Forwarded checks whose owner did not answer in time."},
+          {"tally_cluster_forward_rtt_samples_total", "forward_rtt_samples",
+           "Forward round trips measured (replies, late ones included); they set each "
+           "peer's forward timeout."},
           {"tally_cluster_relays_total", "relayed", "Checks relayed on to another member."},
           {"tally_cluster_decided_for_peers_total", "decided_for_peers",
            "Checks decided here for a member that forwarded them."},

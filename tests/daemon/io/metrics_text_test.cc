@@ -119,6 +119,7 @@ wire::StatusReport ClusterStatus() {
                 {"dedup_hits", 4},
                 {"forwarded", 7},
                 {"forward_timeouts", 1},
+                {"forward_rtt_samples", 6},
                 {"gossip_bytes_in", 100},
                 {"gossip_bytes_out", 90},
                 {"rejected_peer_state_future", 3},
@@ -179,6 +180,7 @@ TEST(MetricsTextTest, RendersClusterStatus) {
   EXPECT_THAT(t, HasSubstr("tally_cluster_replicates_unacked 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_anti_entropy_repairs_total 12\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_anti_entropy_paused_full_total 3\n"));
+  EXPECT_THAT(t, HasSubstr("tally_cluster_forward_rtt_samples_total 6\n"));
   EXPECT_THAT(t, HasSubstr("# TYPE tally_cluster_key_table_full gauge\n"));
   EXPECT_THAT(t, HasSubstr("tally_cluster_key_table_full 1\n"));
   EXPECT_THAT(t, HasSubstr("tally_limiter_decisions_total{decision=\"allowed\"} 10\n"));
