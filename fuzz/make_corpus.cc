@@ -254,6 +254,9 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   all.emplace_back("digest", v);
   v.digest_is_reply = true;
   all.emplace_back("digest_reply", v);
+  v.digest_is_reply = false;
+  v.digest_keys_paused = true;
+  all.emplace_back("digest_keys_paused", v);
   v = {};
   v.kind = Kind::kHandoffRequest;
   all.emplace_back("handoff_request", v);

@@ -34,7 +34,8 @@ inline bool SameNodeValue(const wire::NodeMessageValue& a, const wire::NodeMessa
       a.replicate.slots != b.replicate.slots ||
       a.replicate.counters.size() != b.replicate.counters.size() || a.ack_seq != b.ack_seq ||
       a.digest != b.digest || a.digest_is_reply != b.digest_is_reply ||
-      a.overrides_digest != b.overrides_digest || a.overrides != b.overrides) {
+      a.digest_keys_paused != b.digest_keys_paused || a.overrides_digest != b.overrides_digest ||
+      a.overrides != b.overrides) {
     return false;
   }
   for (size_t i = 0; i < a.forwards.size(); ++i) {

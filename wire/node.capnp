@@ -113,4 +113,8 @@ struct Digest {
   ranges @0 :List(UInt64);
   isReply @1 :Bool;
   overridesDigest @2 :UInt64;   # LimitOverrides::Digest() of the sender (0: none held)
+  # The sender's key table is full: send it no key repairs (it would refuse
+  # the keys it lacks) and expect none; `ranges` are then not computed (all 0).
+  # The overrides still compare. Older members ignore the flag.
+  keysPaused @3 :Bool;
 }

@@ -225,6 +225,7 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
     case Kind::kDigest: {
       auto d = builder.initDigest();
       d.setIsReply(value.digest_is_reply);
+      d.setKeysPaused(value.digest_keys_paused);
       d.setOverridesDigest(value.overrides_digest);
       auto ranges = d.initRanges(static_cast<unsigned>(value.digest.size()));
       for (unsigned i = 0; i < value.digest.size(); ++i) ranges.set(i, value.digest[i]);
@@ -354,6 +355,7 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
       value->kind = Kind::kDigest;
       auto d = reader.getDigest();
       value->digest_is_reply = d.getIsReply();
+      value->digest_keys_paused = d.getKeysPaused();
       value->overrides_digest = d.getOverridesDigest();
       auto ranges = d.getRanges();
       if (ranges.size() > kMaxDigestRanges) {
@@ -388,8 +390,8 @@ size_t EncodedCounterBound(const CounterValue& counter) {
 }
 
 size_t EncodedOverrideBound(const LimitOverrideValue& value) {
-  size_t bytes = 15 * 8 + value.domain.size() + value.user.size() + value.endpoint.size() +
-                 value.rule.size();
+  size_t bytes =
+      15 * 8 + value.domain.size() + value.user.size() + value.endpoint.size() + value.rule.size();
   for (const auto& [k, v] : value.entries) bytes += 4 * 8 + k.size() + v.size();
   return bytes;
 }

@@ -96,8 +96,9 @@ struct NodeMessageValue {
   uint64_t ack_seq = 0;
   std::vector<uint64_t> digest;
   bool digest_is_reply = false;
-  uint64_t overrides_digest = 0;              // kDigest
-  std::vector<LimitOverrideValue> overrides;  // kOverrides
+  bool digest_keys_paused = false;                    // kDigest: no key repairs either way
+  uint64_t overrides_digest = 0;                      // kDigest
+  std::vector<LimitOverrideValue> overrides;          // kOverrides
   std::vector<AdaptiveReportValue> adaptive_reports;  // kAdaptiveReports
 };
 
@@ -113,9 +114,9 @@ inline constexpr size_t kMaxSpan = 1000;                 // buckets_per_window <
 inline constexpr size_t kMaxDigestRanges = 1024;         // 64 today
 inline constexpr size_t kMaxSlotIdBytes = 255;           // member ids
 inline constexpr size_t kMaxResultErrorBytes = 1024;
-inline constexpr size_t kMaxOverridesPerMessage = 4096;  // LimitOverrides::kMaxEntries
-inline constexpr size_t kMaxOverrideTextBytes = 256;     // crdt::kMaxSelectorText
-inline constexpr size_t kMaxOverrideEntries = 16;        // crdt::kMaxSelectorEntries
+inline constexpr size_t kMaxOverridesPerMessage = 4096;       // LimitOverrides::kMaxEntries
+inline constexpr size_t kMaxOverrideTextBytes = 256;          // crdt::kMaxSelectorText
+inline constexpr size_t kMaxOverrideEntries = 16;             // crdt::kMaxSelectorEntries
 inline constexpr size_t kMaxAdaptiveReportsPerMessage = 256;  // rules::kMaxAdaptiveLimits
 // A result's retry_after_ms / reset_after_ms beyond this (and not
 // kNeverFits) is nonsense: an honest one is at most about a window plus the

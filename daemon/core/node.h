@@ -233,10 +233,10 @@ struct NodeStatus {
     // Anti-entropy repairs: keys pushed to a member because its digest of
     // their range differed from ours.
     uint64_t anti_entropy_repairs = 0;
-    // Anti-entropy rounds not started, and digests answered with no repair,
-    // because our key table is nearly full (KeyTableNearlyFull): we would
-    // refuse what we lack, and the same ranges would be pushed both ways
-    // round after round. A gauge beside it: 1 while the table is nearly full.
+    // Anti-entropy exchanges (our rounds, and digests we handled) with no key
+    // repairs either way because our key table is full (UpdateKeyRepairPause):
+    // we would refuse what we lack, and the same ranges would be pushed both
+    // ways round after round. A gauge beside it: 1 while they are paused.
     uint64_t anti_entropy_paused_full = 0;
     uint64_t key_table_full = 0;
     // Peer state dropped before it was merged, by reason (docs/DESIGN.md,
@@ -579,13 +579,13 @@ class Node {
     return entry.version <= settled_version_;
   }
   size_t RangeOf(const crdt::KeyId& key) const { return key.high >> 58; }  // 64 ranges
-  // Within 1/64 of max_keys of the cap: a push of keys we lack would mostly
-  // be refused. The margin keeps a table that sweeps a few expired keys from
-  // inviting a whole table's worth of pushes each time it has a little room.
-  bool KeyTableNearlyFull() const {
-    const size_t max_keys = core_.store().options().max_keys;
-    return core_.store().size() + max_keys / 64 >= max_keys;
-  }
+  // Key repairs pause once the key table refused a key (a check's or a
+  // peer's) while within 1/64 of max_keys of the cap, and resume once it is
+  // below that margin: a full table refuses the keys it lacks, and the margin
+  // keeps one that frees a few expired keys from inviting a whole table's
+  // worth of pushes each time. A table near the cap that refuses nothing
+  // keeps its repairs.
+  void UpdateKeyRepairPause();
   void StartAntiEntropy(Instant now, Outbox* out);
   // Runtime limit overrides (node_overrides.cc): every entry we hold to
   // `address` over the stream, in messages within the push budget; and the
@@ -692,6 +692,8 @@ class Node {
 
   int64_t next_replication_ns_ = 0;
   int64_t next_anti_entropy_ns_ = 0;
+  bool key_repairs_paused_ = false;  // UpdateKeyRepairPause
+  uint64_t key_refusals_seen_ = 0;   // over_capacity + store_full refusals then
   int64_t next_forward_expiry_ns_ = INT64_MAX;
   int64_t next_clock_check_ns_ = 0;
   // Anti-entropy compares only keys that have settled: unchanged here since

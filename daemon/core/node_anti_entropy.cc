@@ -1,8 +1,9 @@
 // Node: anti-entropy. Per-range digests of the keys two members both hold,
 // exchanged with one random member per interval; a differing range sends
-// that range's keys. A member whose key table is nearly full takes no part:
-// it would refuse the keys it lacks, so the same ranges would differ, and be
-// pushed both ways, every round for as long as the keys live.
+// that range's keys. A member whose key table is full says so in its
+// digests (keysPaused) and exchanges no key repairs: it would refuse the keys
+// it lacks, so the same ranges would differ, and be pushed both ways, every
+// round for as long as the keys live. The overrides still compare.
 #include <algorithm>
 
 #include "daemon/core/node.h"
@@ -51,18 +52,33 @@ std::vector<uint64_t> Node::Digest(size_t peer, Instant now) const {
   return ranges;
 }
 
+void Node::UpdateKeyRepairPause() {
+  const crdt::KeyStore& store = core_.store();
+  const size_t max_keys = store.options().max_keys;
+  const bool near_cap = store.size() + max_keys / 64 >= max_keys;
+  const uint64_t refusals = core_.stats().over_capacity + counters_.rejected_peer_state.store_full;
+  const bool refused = refusals != key_refusals_seen_;
+  key_refusals_seen_ = refusals;
+  if (!near_cap) {
+    key_repairs_paused_ = false;
+  } else if (refused) {
+    key_repairs_paused_ = true;
+  }
+}
+
 void Node::StartAntiEntropy(Instant now, Outbox* out) {
   if (view_.size() < 2) return;
-  if (KeyTableNearlyFull()) {
-    ++counters_.anti_entropy_paused_full;
-    return;
-  }
+  UpdateKeyRepairPause();
+  if (key_repairs_paused_) ++counters_.anti_entropy_paused_full;
   size_t pick = static_cast<size_t>(rng_() % (view_.size() - 1));
   if (pick >= self_index_) ++pick;
   wire::NodeMessageValue msg;
   msg.kind = Kind::kDigest;
+  // Real ranges even when paused: a member older than the flag then pushes
+  // only the ranges that differ, as before.
   msg.digest = Digest(pick, now);
   msg.digest_is_reply = false;
+  msg.digest_keys_paused = key_repairs_paused_;
   msg.overrides_digest = overrides_.Digest();
   ++counters_.digests;
   SendNode(view_[pick].address, msg, false, now, out);
@@ -91,20 +107,24 @@ void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& 
   }
   last_ns = now_ns;
   const size_t peer = *member;
-  std::vector<uint64_t> mine = Digest(peer, now);
+  // Either side's table full: no key repairs in this exchange, and no scan.
+  // Ranges would differ mostly because one side holds keys the other lacks
+  // and would refuse; deltas, their resends and handoff still flow, and
+  // repairs resume once expired keys made room.
+  UpdateKeyRepairPause();
+  if (key_repairs_paused_) ++counters_.anti_entropy_paused_full;
+  const bool skip_keys = key_repairs_paused_ || msg.digest_keys_paused;
+  std::vector<uint64_t> mine;
   std::vector<bool> differs(64, false);
   bool any = false;
-  for (size_t i = 0; i < 64; ++i) {
-    differs[i] = mine[i] != msg.digest[i];
-    any = any || differs[i];
+  if (!skip_keys) {
+    mine = Digest(peer, now);
+    for (size_t i = 0; i < 64; ++i) {
+      differs[i] = mine[i] != msg.digest[i];
+      any = any || differs[i];
+    }
   }
-  // Nearly full: no repairs either way. Ranges differ here mostly because
-  // the sender holds keys we lack, so ours would be pushed for nothing, and
-  // each round alike; deltas and handoff still flow, and repairs resume
-  // once expired keys made room.
-  const bool full = KeyTableNearlyFull();
-  if (any && full) ++counters_.anti_entropy_paused_full;
-  if (any && !full) {
+  if (any) {
     std::vector<crdt::KeyId> keys;
     std::vector<uint32_t> targets;
     core_.store().ForEach([&](const crdt::KeyId& key, const crdt::KeyStore::Entry& entry) {
@@ -123,12 +143,12 @@ void Node::HandleDigest(const PeerSender& sender, const wire::NodeMessageValue& 
     SendOverrides(from, overrides_.Entries(), now, out);
   }
   if (!msg.digest_is_reply && (any || overrides_differ)) {
-    if (full && !overrides_differ) return;
     wire::NodeMessageValue reply;
     reply.kind = Kind::kDigest;
-    // Nearly full: the sender's own ranges back, so it finds none differing
-    // and pushes us no keys, yet still sends the overrides we lack.
-    reply.digest = full ? msg.digest : std::move(mine);
+    // Keys skipped: the sender's own ranges back (a member older than the
+    // flag then finds none differing), and the flag.
+    reply.digest = skip_keys ? msg.digest : std::move(mine);
+    reply.digest_keys_paused = skip_keys;
     reply.digest_is_reply = true;
     reply.overrides_digest = overrides_.Digest();
     SendNode(from, reply, false, now, out);

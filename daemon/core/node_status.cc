@@ -45,7 +45,7 @@ NodeStatus Node::Status(Instant now) const {
   s.counters.co_deciders = co_deciders_.size();
   s.counters.replicates_unacked = 0;
   s.counters.frozen_pending = 0;
-  s.counters.key_table_full = KeyTableNearlyFull() ? 1 : 0;
+  s.counters.key_table_full = key_repairs_paused_ ? 1 : 0;
   for (const auto& [address, peer] : peers_) {
     s.counters.replicates_unacked += peer.unacked.size();
     s.counters.frozen_pending += peer.frozen.size();

@@ -279,16 +279,16 @@ void ClusterDriver::Impl::OnHousekeeping() {
     foreign_self_logged = status.swim.foreign_self;
     foreign_self_logged_ns = now.monotonic.count();
   }
-  // A full key table refuses new keys (over_capacity) and pauses
-  // anti-entropy: say so once when it fills and once when it has room.
+  // A full key table refuses new keys (over_capacity) and pauses key
+  // repairs: say so once when it fills and once when it has room.
   const bool table_full = status.counters.key_table_full != 0;
   if (table_full && !key_table_full_warned) {
     spdlog::warn(
-        "key table nearly full ({} of --max-keys {}): new keys are refused (over_capacity) and "
-        "anti-entropy is paused until expired keys make room",
+        "key table full ({} of --max-keys {}): new keys are refused (over_capacity) and key "
+        "repairs with other members are paused until expired keys make room",
         status.live_keys, options.node.limiter.max_keys);
   } else if (!table_full && key_table_full_warned) {
-    spdlog::info("key table has room again ({} of --max-keys {}); anti-entropy resumed",
+    spdlog::info("key table has room again ({} of --max-keys {}); key repairs resumed",
                  status.live_keys, options.node.limiter.max_keys);
   }
   key_table_full_warned = table_full;

@@ -222,7 +222,7 @@ struct ClusterDriver::Impl {
   std::map<std::string, bool> clock_warned;
   std::optional<bool> owning_seen;
   bool join_warned = false;            // the "no seed answered" warning was logged
-  bool key_table_full_warned = false;  // "key table nearly full" was logged
+  bool key_table_full_warned = false;  // "key table full" was logged
   // Another process under our node id: the count last logged, and when.
   bool superseded_reported = false;  // on_superseded was posted
   uint64_t foreign_self_logged = 0;

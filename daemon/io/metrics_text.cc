@@ -337,7 +337,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
                {"tally_cluster_anti_entropy_repairs_total", "anti_entropy_repairs",
                 "Keys pushed to a member because its anti-entropy digest of them differed."},
                {"tally_cluster_anti_entropy_paused_full_total", "anti_entropy_paused_full",
-                "Anti-entropy digests not sent because this node's key table is nearly full."}});
+                "Anti-entropy exchanges (rounds started, digests handled) without key repairs "
+                "because this node's key table is full."}});
   WriteSimple(w, c, "gauge",
               {{"tally_cluster_replicates_unacked", "replicates_unacked",
                 "Replication messages and state pushes sent and not yet acknowledged."},
@@ -345,8 +346,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
                 "Copies of what peers were owed at a forward wall clock step, not yet "
                 "acknowledged."},
                {"tally_cluster_key_table_full", "key_table_full",
-                "1 while the key table is within 1/64 of --max-keys: new keys are refused "
-                "and anti-entropy digests paused."}});
+                "1 while key repairs are paused: the key table refused keys within 1/64 of "
+                "--max-keys, and has not dropped below that margin since."}});
   if (const std::optional<uint64_t> acks = c.Get("replicate_acks")) {
     const char* metric = "tally_cluster_replication_ack_delay_seconds";
     w.Family(metric, "summary",

@@ -120,7 +120,10 @@ TEST(NodeCodecTest, LimitOverridesAndTheOverridesDigestRoundTrip) {
   digest.kind = NodeMessageValue::Kind::kDigest;
   digest.digest.assign(64, 3);
   digest.overrides_digest = 0x0123456789abcdefu;
-  for (const NodeMessageValue& value : {overrides, digest}) {
+  NodeMessageValue paused = digest;  // a full member's digest (schema extension)
+  paused.digest_is_reply = true;
+  paused.digest_keys_paused = true;
+  for (const NodeMessageValue& value : {overrides, digest, paused}) {
     std::vector<std::byte> bytes;
     EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 0}, value, &bytes);
     NodeMessageValue decoded;
@@ -129,6 +132,9 @@ TEST(NodeCodecTest, LimitOverridesAndTheOverridesDigestRoundTrip) {
     EXPECT_EQ(decoded.kind, value.kind);
     EXPECT_EQ(decoded.overrides, value.overrides);
     EXPECT_EQ(decoded.overrides_digest, value.overrides_digest);
+    EXPECT_EQ(decoded.digest, value.digest);
+    EXPECT_EQ(decoded.digest_is_reply, value.digest_is_reply);
+    EXPECT_EQ(decoded.digest_keys_paused, value.digest_keys_paused);
   }
 }
 

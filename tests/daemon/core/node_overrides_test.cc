@@ -48,7 +48,7 @@ TEST(NodeOverridesTest, AWriteReachesEveryMember) {
   c.Form(5);
   ASSERT_EQ(Write(c, "n3", Address("10.0.0.1"), PerMinute(7)), Result::kApplied);
   EXPECT_EQ(c.node("n3").Status(c.Now()).counters.overrides_sent, 4u);  // one per member
-  c.RunFor(50);  // one stream hop
+  c.RunFor(50);                                                         // one stream hop
   for (int i = 1; i <= 5; ++i) {
     const std::string id = "n" + std::to_string(i);
     EXPECT_EQ(LimitAt(c, id, Address("10.0.0.1")), 7u) << id;
@@ -115,6 +115,48 @@ TEST(NodeOverridesTest, WritesOnBothSidesOfAPartitionConvergeAfterTheHeal) {
       EXPECT_EQ(c.node(id).overrides().Digest(), c.node("n1").overrides().Digest()) << id;
     }
   }
+}
+
+// With every member's key table full, key repairs pause everywhere, yet the
+// digests still run and compare the overrides: a write one member missed
+// (its stream push lost) still reaches it.
+TEST(NodeOverridesTest, AMissedWriteStillSpreadsWhenEveryKeyTableIsFull) {
+  TestCluster c;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    NodeConfig config = c.ConfigFor(id);
+    config.limiter.max_keys = 64;
+    if (std::string(id) != "n1") config.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(config);
+  }
+  c.RunFor(5000);
+  for (int i = 0; i < 300; ++i) {  // every table fills and refuses
+    CheckRequest r;
+    r.request_id = static_cast<uint64_t>(i + 1);
+    r.user_id = "k" + std::to_string(i);
+    r.endpoint = "/api";
+    r.limit = 5;
+    r.window_ms = 60'000;
+    ASSERT_TRUE(c.Check("n1", r).has_value());
+  }
+  c.RunFor(2000);
+  for (const char* id : {"n1", "n2", "n3"}) {
+    EXPECT_EQ(c.node(id).Status(c.Now()).counters.key_table_full, 1u) << id;
+  }
+  auto repairs = [&] {
+    uint64_t sum = 0;
+    for (const char* id : {"n1", "n2", "n3"})
+      sum += c.node(id).Status(c.Now()).counters.anti_entropy_repairs;
+    return sum;
+  };
+  const uint64_t repairs_before = repairs();
+  c.DropMessages("n1", "n3", wire::NodeMessageValue::Kind::kOverrides, 1);
+  ASSERT_EQ(Write(c, "n1", Address("10.0.0.9"), PerMinute(4)), Result::kApplied);
+  c.RunFor(50);
+  EXPECT_EQ(LimitAt(c, "n2", Address("10.0.0.9")), 4u);
+  EXPECT_EQ(LimitAt(c, "n3", Address("10.0.0.9")), std::nullopt) << "the push was lost";
+  c.RunFor(10'000);  // anti-entropy rounds: one random member a second each
+  EXPECT_EQ(LimitAt(c, "n3", Address("10.0.0.9")), 4u);
+  EXPECT_EQ(repairs(), repairs_before) << "key repairs while every table is full";
 }
 
 // An explicit override replaces the caller's limit for that (user,

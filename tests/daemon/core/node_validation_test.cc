@@ -414,8 +414,9 @@ TEST(NodeValidationTest, AFloodOfDistinctKeysStopsAtTheKeyTableCap) {
 // so every range with such a key kept differing, and each anti-entropy round
 // pushed it the whole range again, forever (80 MB/s between three members
 // idle with 100,000 keys in `bench/full_table.sh ... cluster`), and it pushed
-// back every key it held in those ranges. A member whose table is nearly full
-// now takes no part in anti-entropy until expired keys make room.
+// back every key it held in those ranges. A member whose table refused keys
+// near its cap now exchanges no key repairs (its digests say keysPaused)
+// until expired keys make room.
 TEST(NodeValidationTest, AReplicaAtItsKeyCapIsNotPushedWhatItCannotHoldRoundAfterRound) {
   constexpr size_t kSmall = 64;
   constexpr uint64_t kShortWindowMs = 10'000;
@@ -467,6 +468,33 @@ TEST(NodeValidationTest, AReplicaAtItsKeyCapIsNotPushedWhatItCannotHoldRoundAfte
   // Once the window passes and the keys are swept, n3 has room again.
   c.RunFor(2 * kShortWindowMs);
   EXPECT_EQ(counters("n3").key_table_full, 0u);
+}
+
+// The pause needs a refusal: a table within the margin of its cap that has
+// refused nothing keeps its repairs (it can take what it lacks).
+TEST(NodeValidationTest, ATableNearItsCapThatRefusedNothingKeepsItsRepairs) {
+  TestCluster c;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    NodeConfig config = c.ConfigFor(id);
+    config.limiter.max_keys = 128;  // margin 2: near the cap from 126 keys
+    if (std::string(id) != "n1") config.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(config);
+  }
+  c.RunFor(5000);
+  uint64_t id = 1;
+  for (int i = 0; i < 127; ++i) {
+    auto r = c.Check("n1", kRequest.Id(id++).Limit(5).User("k" + std::to_string(i)));
+    ASSERT_TRUE(r.has_value());
+    ASSERT_TRUE(r->allowed) << i;
+  }
+  c.RunFor(3000);
+  for (const char* n : {"n1", "n2", "n3"}) {
+    EXPECT_EQ(c.node(n).store().size(), 127u) << n;
+    const NodeStatus::Counters counters = c.node(n).Status(c.Now()).counters;
+    EXPECT_EQ(counters.key_table_full, 0u) << n;
+    EXPECT_EQ(counters.anti_entropy_paused_full, 0u) << n;
+    EXPECT_EQ(Rejected(c, n).store_full, 0u) << n;
+  }
 }
 
 // Issue 9, amplification: a datagram from a spoofed source makes a node send
