@@ -67,8 +67,8 @@ void Node::UpdateKeyRepairPause() {
 }
 
 void Node::StartAntiEntropy(Instant now, Outbox* out) {
+  UpdateKeyRepairPause();  // alone too: status and the log report a full table
   if (view_.size() < 2) return;
-  UpdateKeyRepairPause();
   if (key_repairs_paused_) ++counters_.anti_entropy_paused_full;
   size_t pick = static_cast<size_t>(rng_() % (view_.size() - 1));
   if (pick >= self_index_) ++pick;

@@ -470,6 +470,24 @@ TEST(NodeValidationTest, AReplicaAtItsKeyCapIsNotPushedWhatItCannotHoldRoundAfte
   EXPECT_EQ(counters("n3").key_table_full, 0u);
 }
 
+// A member alone reports a full table too (status, metrics and the log
+// read the same gauge), though it has nobody to exchange repairs with.
+TEST(NodeValidationTest, AMemberAloneReportsItsFullKeyTable) {
+  TestCluster c;
+  NodeConfig config = c.ConfigFor("n1");
+  config.limiter.max_keys = 64;
+  c.AddWith(config);
+  c.RunFor(1000);
+  uint64_t id = 1;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(c.Check("n1", kRequest.Id(id++).Limit(5).User("k" + std::to_string(i))));
+  }
+  c.RunFor(2000);
+  const NodeStatus::Counters counters = c.node("n1").Status(c.Now()).counters;
+  EXPECT_EQ(counters.key_table_full, 1u);
+  EXPECT_EQ(counters.anti_entropy_paused_full, 0u) << "no rounds alone";
+}
+
 // The pause needs a refusal: a table within the margin of its cap that has
 // refused nothing keeps its repairs (it can take what it lacks).
 TEST(NodeValidationTest, ATableNearItsCapThatRefusedNothingKeepsItsRepairs) {
