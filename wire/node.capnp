@@ -114,7 +114,8 @@ struct Digest {
   isReply @1 :Bool;
   overridesDigest @2 :UInt64;   # LimitOverrides::Digest() of the sender (0: none held)
   # The sender's key table is full: send it no key repairs (it would refuse
-  # the keys it lacks) and expect none; `ranges` are then not computed (all 0).
-  # The overrides still compare. Older members ignore the flag.
+  # the keys it lacks) and expect none. `ranges` still carry the sender's real
+  # hashes (a reply echoes the asker's), so an older member that ignores the
+  # flag pushes no more than before. The overrides still compare.
   keysPaused @3 :Bool;
 }
