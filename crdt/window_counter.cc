@@ -212,8 +212,8 @@ uint64_t WindowCounter::Sum(int64_t now_bucket) const {
   return sum;
 }
 
-void WindowCounter::Add(SlotIndex slot, int64_t bucket, uint32_t hits) {
-  if (hits == 0) return;
+int64_t WindowCounter::Add(SlotIndex slot, int64_t bucket, uint32_t hits) {
+  if (hits == 0) return bucket;
   const int64_t max_bucket = MaxBucket(geometry());
   bucket = std::clamp(bucket, -max_bucket, max_bucket);
   AdvanceTo(bucket);
@@ -224,6 +224,7 @@ void WindowCounter::Add(SlotIndex slot, int64_t bucket, uint32_t hits) {
   uint32_t& cell = row_ptr(row)[1 + Pos(bucket)];
   assert(static_cast<uint64_t>(cell) + hits <= UINT32_MAX);  // callers cap at the limit
   cell += hits;
+  return bucket;
 }
 
 bool WindowCounter::MergeBucket(SlotIndex slot, int64_t bucket, uint32_t value) {

@@ -123,8 +123,9 @@ class WindowCounter {
   // Adds `hits` to (slot, bucket). A bucket older than the ring (time went
   // back by more than a window) is recorded in the oldest live bucket, which
   // counts it for longer, never shorter. A bucket outside the domain (a
-  // broken clock) is clamped into it.
-  void Add(SlotIndex slot, int64_t bucket, uint32_t hits);
+  // broken clock) is clamped into it. Returns the bucket the hits went to
+  // (`bucket` itself when `hits` is 0).
+  int64_t Add(SlotIndex slot, int64_t bucket, uint32_t hits);
 
   // Raises (slot, bucket) to at least `count` (a remote delta). Ignored when
   // the bucket is older than the ring or outside the domain. Returns false

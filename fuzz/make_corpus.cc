@@ -304,6 +304,17 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   adaptive.writer = 3;
   v.overrides = {adaptive};
   all.emplace_back("adaptive_override", v);
+  v = {};
+  v.kind = Kind::kReplicateDelta;
+  v.delta.seq = 2;
+  v.delta.slot = {"n2", 5};
+  for (const char* user : {"alice", "bob"}) {
+    const crdt::KeyId key = crdt::HashKey(user, "/api", 60'000);
+    v.delta.cells.push_back({key.high, key.low, kWallMs / 6'000, 3, 6'000, 10});
+  }
+  v.delta.cells.push_back(v.delta.cells.back());
+  v.delta.cells.back().bucket -= 1;  // a key's cells of two buckets
+  all.emplace_back("replicate_delta", v);
   return all;
 }
 

@@ -2,6 +2,10 @@
 #ifndef TALLY_FUZZ_NODE_VALUE_EQUAL_H_
 #define TALLY_FUZZ_NODE_VALUE_EQUAL_H_
 
+#include <bit>
+#include <cstdint>
+#include <vector>
+
 #include "wire/node_codec.h"
 
 namespace tally::fuzz {
@@ -28,6 +32,24 @@ inline bool SameCounter(const wire::CounterValue& a, const wire::CounterValue& b
   return true;
 }
 
+// Doubles compared by their bits: a NaN read from the wire must come back as
+// the same NaN, and NaN != NaN would fail any round trip that carries one.
+inline bool SameBits(double a, double b) {
+  return std::bit_cast<uint64_t>(a) == std::bit_cast<uint64_t>(b);
+}
+
+inline bool SameAdaptiveReports(const std::vector<wire::AdaptiveReportValue>& a,
+                                const std::vector<wire::AdaptiveReportValue>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].domain != b[i].domain || a[i].rule != b[i].rule || a[i].count != b[i].count ||
+        !SameBits(a[i].sum, b[i].sum) || !SameBits(a[i].max, b[i].max)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 inline bool SameNodeValue(const wire::NodeMessageValue& a, const wire::NodeMessageValue& b) {
   if (a.kind != b.kind || a.forwards.size() != b.forwards.size() ||
       a.results.size() != b.results.size() || a.replicate.seq != b.replicate.seq ||
@@ -35,7 +57,9 @@ inline bool SameNodeValue(const wire::NodeMessageValue& a, const wire::NodeMessa
       a.replicate.counters.size() != b.replicate.counters.size() || a.ack_seq != b.ack_seq ||
       a.digest != b.digest || a.digest_is_reply != b.digest_is_reply ||
       a.digest_keys_paused != b.digest_keys_paused || a.overrides_digest != b.overrides_digest ||
-      a.overrides != b.overrides) {
+      a.overrides != b.overrides || !SameAdaptiveReports(a.adaptive_reports, b.adaptive_reports) ||
+      a.delta.seq != b.delta.seq || a.delta.slot != b.delta.slot ||
+      a.delta.cells != b.delta.cells) {
     return false;
   }
   for (size_t i = 0; i < a.forwards.size(); ++i) {

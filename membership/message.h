@@ -93,8 +93,12 @@ enum class SwimKind : uint8_t { kPing, kAck, kPingReq, kNack, kGossip, kPushPull
 inline constexpr int kSwimKindCount = 6;
 std::string_view KindName(SwimKind kind);
 
+// The peer protocol version this build speaks (wire/peer.capnp's
+// protocolVersion; wire/peer_codec.cc asserts they agree).
+inline constexpr uint16_t kSwimProtocolVersion = 2;
+
 struct SwimMessage {
-  uint16_t version = 1;
+  uint16_t version = kSwimProtocolVersion;
   std::string sender_id;
   std::string sender_address;
   uint64_t sender_generation = 0;

@@ -35,17 +35,30 @@ void Simulator::DumpPacket(uint32_t from, uint32_t to, const std::vector<std::by
                     r.result.allowed ? "allowed" : "denied");
       record_.debug += buf;
     }
+  } else if (msg.kind == Kind::kReplicateDelta) {
+    // A decider's changed cells of the key: bucket=count each.
+    const crdt::KeyId id = DumpKeyId();
+    std::string cells;
+    for (const wire::DeltaCellValue& c : msg.delta.cells) {
+      if (c.key_high != id.high || c.key_low != id.low) continue;
+      cells += " " + std::to_string(c.bucket) + "=" + std::to_string(c.count);
+    }
+    if (!cells.empty()) {
+      std::snprintf(buf, sizeof(buf),
+                    "  t=%10.6f s  delta     %s -> %s  %s:", static_cast<double>(t) / 1e9,
+                    hosts_[from].id.c_str(), hosts_[to].id.c_str(), msg.delta.slot.node_id.c_str());
+      record_.debug += buf + cells + "\n";
+    }
   } else if (msg.kind == Kind::kReplicate || msg.kind == Kind::kStatePush) {
     // What state of the key a member sent (it may still be lost on the way):
     // each row as slot=sum of its counts, newest bucket first.
     const crdt::KeyId id = DumpKeyId();
     for (const wire::CounterValue& c : msg.replicate.counters) {
       if (c.key_high != id.high || c.key_low != id.low) continue;
-      std::snprintf(buf, sizeof(buf), "  t=%10.6f s  %s %s -> %s  newest %lld:",
-                    static_cast<double>(t) / 1e9,
-                    msg.kind == Kind::kReplicate ? "replicate" : "state    ",
-                    hosts_[from].id.c_str(), hosts_[to].id.c_str(),
-                    static_cast<long long>(c.newest_bucket));
+      std::snprintf(
+          buf, sizeof(buf), "  t=%10.6f s  %s %s -> %s  newest %lld:", static_cast<double>(t) / 1e9,
+          msg.kind == Kind::kReplicate ? "replicate" : "state    ", hosts_[from].id.c_str(),
+          hosts_[to].id.c_str(), static_cast<long long>(c.newest_bucket));
       record_.debug += buf;
       for (const wire::CounterValue::Row& row : c.rows) {
         uint64_t sum = 0;

@@ -5,6 +5,7 @@
 #include <cassert>
 #include <cstdio>
 
+#include "daemon/core/peer_kinds.h"
 #include "sim/simulator.h"
 #include "wire/peer_codec.h"
 
@@ -207,12 +208,9 @@ std::string Simulator::KindOf(const std::vector<std::byte>& bytes, bool* replica
   wire::NodeMessageValue msg;
   if (!reader.ReadNode(&msg, &why)) return "node:malformed";
   using Kind = wire::NodeMessageValue::Kind;
-  static constexpr const char* kNames[] = {"forward",         "forward_reply", "replicate",
-                                           "replicate_ack",   "digest",        "state_push",
-                                           "handoff_request", "handoff_done"};
-  const auto k = static_cast<size_t>(msg.kind);
-  *replication = msg.kind == Kind::kReplicate || msg.kind == Kind::kStatePush;
-  return std::string("node:") + (k < std::size(kNames) ? kNames[k] : "other");
+  *replication = msg.kind == Kind::kReplicate || msg.kind == Kind::kStatePush ||
+                 msg.kind == Kind::kReplicateDelta;
+  return std::string("node:") + core::kPeerMessageKindNames[core::PeerKindIndex(msg.kind)];
 }
 
 void Simulator::Emit(uint32_t index, core::Outbox& out, TrueNs t, TrueNs leave_at) {

@@ -62,6 +62,27 @@ struct NodeMessage {
     handoffDone @7 :Void;        # everything for the requester was pushed
     overrides @8 :List(LimitOverride);  # runtime limit overrides (crdt/limit_overrides.h)
     adaptiveReports @9 :List(AdaptiveReport);  # to an adaptive rule's owner (daemon/core/adaptive_host.h)
+    replicateDelta @10 :ReplicateDelta;  # protocol version 2: a decider's changed cells, acknowledged
+  }
+}
+
+# What a decider's own decisions changed since its last replication round:
+# one cell (key, bucket) of its own slot per entry, with the cell's current
+# value, so a join (max per cell) makes a resend or a reordering harmless.
+# Sent only to members whose messages carry protocol version 2 or later; a
+# resend of an unacknowledged delta carries the keys' whole state as
+# `replicate`. 40 bytes per cell against ~130 per key as CounterState.
+struct ReplicateDelta {
+  seq @0 :UInt64;               # acknowledged with replicateAck, as replicate
+  slot @1 :Slot;                # the sender's own slot: every cell counts its hits
+  cells @2 :List(Cell);
+  struct Cell {
+    keyHigh @0 :UInt64;
+    keyLow @1 :UInt64;
+    bucket @2 :Int64;
+    count @3 :UInt32;
+    bucketMs @4 :UInt32;        # the key's geometry, as in CounterState
+    span @5 :UInt16;
   }
 }
 

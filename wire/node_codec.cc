@@ -99,6 +99,50 @@ bool ReadReplicate(wire::Replicate::Reader r, ReplicateValue* v, std::string* wh
   return true;
 }
 
+void FillDelta(const ReplicateDeltaValue& v, wire::ReplicateDelta::Builder w) {
+  w.setSeq(v.seq);
+  auto slot = w.initSlot();
+  slot.setNodeId(capnp::Text::Reader(v.slot.node_id.c_str(), v.slot.node_id.size()));
+  slot.setGeneration(v.slot.generation);
+  auto cells = w.initCells(static_cast<unsigned>(v.cells.size()));
+  for (unsigned i = 0; i < v.cells.size(); ++i) {
+    const DeltaCellValue& c = v.cells[i];
+    cells[i].setKeyHigh(c.key_high);
+    cells[i].setKeyLow(c.key_low);
+    cells[i].setBucket(c.bucket);
+    cells[i].setCount(c.count);
+    cells[i].setBucketMs(c.bucket_ms);
+    cells[i].setSpan(c.span);
+  }
+}
+
+bool ReadDelta(wire::ReplicateDelta::Reader r, ReplicateDeltaValue* v, std::string* why) {
+  v->seq = r.getSeq();
+  v->cells.clear();
+  auto id = r.getSlot().getNodeId();
+  if (id.size() == 0 || id.size() > kMaxSlotIdBytes) {
+    *why = "delta with an empty or oversized node id";
+    return false;
+  }
+  v->slot = SlotValue{std::string(id.begin(), id.size()), r.getSlot().getGeneration()};
+  auto cells = r.getCells();
+  if (cells.size() > kMaxDeltaCellsPerMessage) {
+    *why = "too many delta cells";
+    return false;
+  }
+  v->cells.reserve(cells.size());
+  for (auto c : cells) {
+    DeltaCellValue cell{c.getKeyHigh(), c.getKeyLow(),   c.getBucket(),
+                        c.getCount(),   c.getBucketMs(), c.getSpan()};
+    if (cell.bucket_ms == 0 || cell.span == 0 || cell.span > kMaxSpan) {
+      *why = "delta cell with a nonsense geometry";
+      return false;
+    }
+    v->cells.push_back(cell);
+  }
+  return true;
+}
+
 // A result that no correct decider produces (tally/types.h's invariants).
 bool SaneResult(const tally::CheckResult& r, std::string* why) {
   auto fail = [why](const char* reason) {
@@ -221,6 +265,9 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
       break;
     case Kind::kReplicateAck:
       builder.setReplicateAck(value.ack_seq);
+      break;
+    case Kind::kReplicateDelta:
+      FillDelta(value.delta, builder.initReplicateDelta());
       break;
     case Kind::kDigest: {
       auto d = builder.initDigest();
@@ -378,6 +425,9 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
     case NodeMessage::ADAPTIVE_REPORTS:
       value->kind = Kind::kAdaptiveReports;
       return ReadAdaptiveReports(reader.getAdaptiveReports(), &value->adaptive_reports, why);
+    case NodeMessage::REPLICATE_DELTA:
+      value->kind = Kind::kReplicateDelta;
+      return ReadDelta(reader.getReplicateDelta(), &value->delta, why);
   }
   *why = "unknown node message (newer protocol?)";
   return false;

@@ -38,6 +38,23 @@ struct ReplicateValue {
   std::vector<CounterValue> counters;
 };
 
+// ReplicateDelta: cells of the sender's own slot, each with its value.
+struct DeltaCellValue {
+  uint64_t key_high = 0;
+  uint64_t key_low = 0;
+  int64_t bucket = 0;
+  uint32_t count = 0;
+  uint32_t bucket_ms = 0;
+  uint16_t span = 0;
+  friend bool operator==(const DeltaCellValue&, const DeltaCellValue&) = default;
+};
+
+struct ReplicateDeltaValue {
+  uint64_t seq = 0;
+  SlotValue slot;
+  std::vector<DeltaCellValue> cells;
+};
+
 struct ForwardValue {
   uint64_t forward_id = 0;
   uint8_t hops = 1;
@@ -87,12 +104,14 @@ struct NodeMessageValue {
     kHandoffRequest,
     kHandoffDone,
     kOverrides,
-    kAdaptiveReports
+    kAdaptiveReports,
+    kReplicateDelta
   };
   Kind kind = Kind::kForward;
   std::vector<ForwardValue> forwards;
   std::vector<ForwardResultValue> results;
-  ReplicateValue replicate;  // kReplicate and kStatePush
+  ReplicateValue replicate;   // kReplicate and kStatePush
+  ReplicateDeltaValue delta;  // kReplicateDelta
   uint64_t ack_seq = 0;
   std::vector<uint64_t> digest;
   bool digest_is_reply = false;
@@ -107,12 +126,13 @@ struct NodeMessageValue {
 // honest sender produces (docs/DESIGN.md, "Validating peer state").
 inline constexpr size_t kMaxForwardsPerMessage = 1024;  // a datagram holds ~20
 inline constexpr size_t kMaxResultsPerMessage = 1024;
-inline constexpr size_t kMaxSlotsPerMessage = 4096;      // distinct replica slots
-inline constexpr size_t kMaxCountersPerMessage = 16384;  // a 256 KiB push holds ~4000
-inline constexpr size_t kMaxRowsPerCounter = 255;        // crdt::kMaxMergedRows
-inline constexpr size_t kMaxSpan = 1000;                 // buckets_per_window <= 1000
-inline constexpr size_t kMaxDigestRanges = 1024;         // 64 today
-inline constexpr size_t kMaxSlotIdBytes = 255;           // member ids
+inline constexpr size_t kMaxSlotsPerMessage = 4096;       // distinct replica slots
+inline constexpr size_t kMaxCountersPerMessage = 16384;   // a 256 KiB push holds ~4000
+inline constexpr size_t kMaxDeltaCellsPerMessage = 4096;  // a datagram holds ~30
+inline constexpr size_t kMaxRowsPerCounter = 255;         // crdt::kMaxMergedRows
+inline constexpr size_t kMaxSpan = 1000;                  // buckets_per_window <= 1000
+inline constexpr size_t kMaxDigestRanges = 1024;          // 64 today
+inline constexpr size_t kMaxSlotIdBytes = 255;            // member ids
 inline constexpr size_t kMaxResultErrorBytes = 1024;
 inline constexpr size_t kMaxOverridesPerMessage = 4096;       // LimitOverrides::kMaxEntries
 inline constexpr size_t kMaxOverrideTextBytes = 256;          // crdt::kMaxSelectorText
@@ -130,6 +150,8 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
 
 // Rough encoded sizes, for keeping datagrams under the packet budget.
 size_t EncodedCounterBound(const CounterValue& counter);
+// A ReplicateDelta cell (a composite list element of 5 words).
+inline constexpr size_t kEncodedDeltaCellBytes = 40;
 size_t EncodedForwardBound(const tally::CheckRequest& check);
 inline constexpr size_t kEncodedForwardResultBound = 96;
 size_t EncodedOverrideBound(const LimitOverrideValue& value);

@@ -24,7 +24,9 @@ $Cxx.namespace("tally::wire::peer");
 
 using Node = import "node.capnp";
 
-const protocolVersion :UInt16 = 1;
+# 1: the first. 2: NodeMessage.replicateDelta (sent only to a member whose
+# messages say 2 or later).
+const protocolVersion :UInt16 = 2;
 
 # Also the precedence among rumors of equal (generation, incarnation).
 enum MemberState {

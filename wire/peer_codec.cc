@@ -120,6 +120,9 @@ size_t WordsNeeded(const m::SwimMessage& msg) {
 
 }  // namespace
 
+static_assert(membership::kSwimProtocolVersion == peer::PROTOCOL_VERSION,
+              "membership and the peer schema disagree on the protocol version");
+
 void EncodeSwim(const m::SwimMessage& msg, std::vector<std::byte>* out) {
   const size_t words = WordsNeeded(msg);
   std::optional<capnp::MallocMessageBuilder> message;

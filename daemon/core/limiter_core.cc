@@ -199,7 +199,7 @@ void LimiterCore::Decide(const CheckRequestRef& request, const crdt::KeyId& key,
   } else {
     allowed = used + request.hits <= request.limit;
     if (allowed && request.hits > 0) {
-      counter.Add(local_slot_, bucket, static_cast<uint32_t>(request.hits));
+      last_added_bucket_ = counter.Add(local_slot_, bucket, static_cast<uint32_t>(request.hits));
       store_.MarkChanged(entry);
       used += request.hits;
       added = true;

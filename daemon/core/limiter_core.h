@@ -89,6 +89,10 @@ class LimiterCore {
   const crdt::KeyStore& store() const { return store_; }
   const LimiterStats& stats() const { return stats_; }
   crdt::SlotIndex local_slot() const { return local_slot_; }
+  // The bucket the last request that added hits put them in (the cell a
+  // replication delta must carry). Meaningful only right after a check whose
+  // result was allowed with hits > 0 and that was not a retry.
+  int64_t last_added_bucket() const { return last_added_bucket_; }
 
  private:
   Instant Clamp(Instant now);
@@ -123,6 +127,7 @@ class LimiterCore {
   LimiterStats stats_;
   uint64_t memo_window_ms_ = 0;  // 0: no valid window, nothing memoized
   crdt::Geometry memo_geometry_;
+  int64_t last_added_bucket_ = 0;
 };
 
 }  // namespace tally::core

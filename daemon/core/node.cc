@@ -292,7 +292,9 @@ void Node::SendNode(const std::string& address, const wire::NodeMessageValue& ms
   NodeStatus::Counters::Traffic& t = counters_.sent_by_kind[PeerKindIndex(msg.kind)];
   ++t.messages;
   t.bytes += packet.bytes.size();
-  if (msg.kind == Kind::kReplicate) counters_.replicate_bytes_sent += packet.bytes.size();
+  if (msg.kind == Kind::kReplicate || msg.kind == Kind::kReplicateDelta) {
+    counters_.replicate_bytes_sent += packet.bytes.size();
+  }
   out->peer.push_back(std::move(packet));
 }
 

@@ -222,12 +222,14 @@ struct NodeStatus {
       uint64_t messages = 0, bytes = 0;
     };
     std::array<Traffic, kPeerMessageKindNames.size()> sent_by_kind{}, received_by_kind{};
-    // Replication: bytes of replicate messages (deltas to replicas), those
+    // Replication: bytes of replicate messages (whole states, and deltas of
+    // changed cells to members that speak protocol version 2), those
     // acknowledged and the sum of their send-to-acknowledgement delays (the
     // replication lag, less the batching of at most one replication
     // interval), and a gauge of replicates and state pushes sent and not yet
     // acknowledged.
     uint64_t replicate_bytes_sent = 0;
+    uint64_t delta_cells_sent = 0;  // cells sent in replication deltas
     uint64_t replicate_acks = 0, replicate_ack_ns = 0;
     uint64_t replicates_unacked = 0;
     // Anti-entropy repairs: keys pushed to a member because its digest of
@@ -431,12 +433,17 @@ class Node {
     std::vector<crdt::KeyId> keys;
     int64_t sent_ns = 0;       // when it was sent (its acknowledgement measures the lag)
     int64_t resend_at_ns = 0;  // then the keys are sent again (current state)
-    bool push = false;         // sent as a state push: resent as one
+    bool push = false;         // sent as a state push: resent as one (else as a replicate)
   };
   struct PeerState {
     std::vector<wire::ForwardValue> forward_queue;
     std::vector<wire::ForwardResultValue> reply_queue;
-    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;  // keys to replicate
+    // Keys our decisions changed since the last round: their changed cells
+    // go as a delta (or, to a peer older than deltas, as whole state).
+    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;
+    // Keys of a replicate or delta not acknowledged in time: their whole
+    // state goes again (what was lost may be older than this round's cells).
+    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> resend;
     // Keys to push (state, not a decider's deltas): what a holder off a key's
     // list owes the list, and pushes not acknowledged in time.
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> push_dirty;
@@ -446,6 +453,7 @@ class Node {
     uint32_t timeouts_unheard = 0;  // forwards timed out since we last heard from it
     ForwardRtt rtt;                 // its forwards' round trips: our forward timeout for it
     bool flush_listed = false;      // in flush_list_
+    uint16_t protocol_version = 0;  // of its last message (0: not heard from yet)
     // What we owed it when our wall clock stepped forward, as it was then
     // (FreezeOwedState): pushed every push_retry_ms while it is in our view,
     // until acknowledged (each by its own seq) or until frozen_expires_ns.
@@ -553,8 +561,14 @@ class Node {
                   Instant now);
 
   // Replication, anti-entropy, handoff.
-  void MarkDirty(const crdt::KeyId& key, int64_t now_ns);
+  // Our decision added hits to `key` in `bucket`: the key's list (and any
+  // stand-ins and co-deciders) is owed them.
+  void MarkDirty(const crdt::KeyId& key, int64_t bucket, int64_t now_ns);
   void Replicate(Instant now, Outbox* out);
+  // Sends `keys` (dirty since the last round) as deltas of our own slot's
+  // changed cells; a key whose cells cannot be told is sent whole instead.
+  void SendDeltas(const std::string& address, const std::vector<crdt::KeyId>& keys, Instant now,
+                  Outbox* out);
   void SendState(const std::string& address, std::vector<crdt::KeyId> keys, bool acked, Instant now,
                  Outbox* out);
   // Packs the keys' current state into messages of at most `budget_bytes`
@@ -658,6 +672,12 @@ class Node {
   // Scratch for Route's ranking and MarkDirty's targets: no allocation per check.
   std::vector<uint32_t> route_ranking_;
   std::vector<uint32_t> dirty_targets_;
+  // The oldest bucket our decisions added hits to, per key, since the last
+  // replication round: a delta carries our cells from there to the newest.
+  boost::unordered_flat_map<crdt::KeyId, int64_t, crdt::KeyIdHash> delta_from_bucket_;
+  // The core's clock steps back at the last round: a step moves our counts
+  // (LimiterCore::Clamp), so that round sends whole states instead of deltas.
+  uint64_t steps_back_at_last_round_ = 0;
 
   // Ownership gates.
   bool warming_ = false;

@@ -17,6 +17,11 @@ using node_internal::Ms;
 // no longer a clock offset but a broken clock, and is not trusted further.
 constexpr int64_t kMaxPlausibleOffsetMs = 3'600'000;
 
+// A replication delta is merged this many cells at a time (each expands to a
+// one-cell row of span + 1 counts): at most ~1 MB of scratch at the largest
+// span, whatever the message holds.
+constexpr size_t kDeltaCellsPerChunk = 256;
+
 }  // namespace
 
 void Node::OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
@@ -40,7 +45,13 @@ void Node::OnPeerMessage(const std::string& from_address, std::span<const std::b
     const std::string& sender =
         reader.sender_address().empty() ? from_address : reader.sender_address();
     auto it = peers_.find(sender);
+    if (it == peers_.end() && view_by_address_.contains(sender)) {
+      it = peers_.try_emplace(sender).first;  // bounded by the view
+    }
     if (it != peers_.end()) {
+      // What it speaks now (a restart may have brought an older build):
+      // deltas only to a member that reads them.
+      it->second.protocol_version = reader.version();
       it->second.skip_until_ns = 0;
       it->second.skip_ms = 0;
       it->second.timeouts_unheard = 0;
@@ -107,6 +118,46 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
       wire::NodeMessageValue ack;
       ack.kind = Kind::kReplicateAck;
       ack.ack_seq = msg.replicate.seq;
+      SendNode(from, ack, false, now, out);
+      break;
+    }
+    case Kind::kReplicateDelta: {
+      ++counters_.replicate_received;
+      // Each cell as a one-cell row of a whole state, so one validation and
+      // merge path serves both; in chunks, so the expansion (span + 1 counts
+      // a cell) stays small whatever the message holds.
+      bool acknowledge = true;
+      const wire::ReplicateDeltaValue& delta = msg.delta;
+      wire::ReplicateValue state;
+      state.seq = delta.seq;
+      state.slots.push_back(delta.slot);
+      size_t i = 0;
+      do {  // at least once: an empty delta is acknowledged only to a member
+        state.counters.clear();
+        for (size_t end = std::min(delta.cells.size(), i + kDeltaCellsPerChunk); i < end; ++i) {
+          const wire::DeltaCellValue& cell = delta.cells[i];
+          wire::CounterValue& c = state.counters.emplace_back();
+          c.key_high = cell.key_high;
+          c.key_low = cell.key_low;
+          c.bucket_ms = cell.bucket_ms;
+          c.span = cell.span;
+          c.newest_bucket = cell.bucket;
+          wire::CounterValue::Row& row = c.rows.emplace_back();
+          row.slot = 0;
+          row.counts.assign(size_t{cell.span} + 1, 0);
+          row.counts.back() = cell.count;
+        }
+        const uint64_t non_member_before = counters_.rejected_peer_state.non_member;
+        if (!ApplyState(sender, state, true, now)) {
+          acknowledge = false;
+          // Not a member: the rest would be refused alike (counted once).
+          if (counters_.rejected_peer_state.non_member != non_member_before) break;
+        }
+      } while (i < delta.cells.size());
+      if (!acknowledge) break;
+      wire::NodeMessageValue ack;
+      ack.kind = Kind::kReplicateAck;
+      ack.ack_seq = delta.seq;
       SendNode(from, ack, false, now, out);
       break;
     }

@@ -23,7 +23,9 @@ Node::PeerState& Node::ReplicationPeer(const std::string& address) {
   return peers_[address];
 }
 
-void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
+void Node::MarkDirty(const crdt::KeyId& key, int64_t bucket, int64_t now_ns) {
+  auto [from, inserted] = delta_from_bucket_.try_emplace(key, bucket);
+  if (!inserted) from->second = std::min(from->second, bucket);
   // The key's list gets our deltas, reachable or not (what an unreachable
   // member misses is resent until it acknowledges or leaves the view).
   ring_.PreferenceList(key, config_.replicas, &dirty_targets_);
@@ -61,6 +63,7 @@ void Node::MarkDirty(const crdt::KeyId& key, int64_t now_ns) {
 
 void Node::Replicate(Instant now, Outbox* out) {
   const int64_t now_ns = now.monotonic.count();
+  const bool stepped_back = core_.stats().clock_steps_back != steps_back_at_last_round_;
   // Sorted: the set's order is not part of the contract, the trace's is.
   std::vector<std::string> addresses(replication_peers_.begin(), replication_peers_.end());
   std::sort(addresses.begin(), addresses.end());
@@ -74,11 +77,11 @@ void Node::Replicate(Instant now, Outbox* out) {
     // Resend what was not acknowledged in time (current state: join is idempotent).
     boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
       if (now_ns < kv.second.resend_at_ns) return false;
-      auto& resend = kv.second.push ? peer.push_dirty : peer.dirty;
+      auto& resend = kv.second.push ? peer.push_dirty : peer.resend;
       for (const auto& key : kv.second.keys) resend.insert(key);
       return true;
     });
-    if (!peer.dirty.empty() || !peer.push_dirty.empty()) {
+    if (!peer.dirty.empty() || !peer.push_dirty.empty() || !peer.resend.empty()) {
       if (!view_by_address_.contains(address) && !co_decider_addresses.contains(address)) {
         // Not a member any more: its successors on the lists get the keys
         // when the ring changes (PushKeysForChangedTargets) or by anti-entropy.
@@ -86,13 +89,29 @@ void Node::Replicate(Instant now, Outbox* out) {
         // may come back before they expire.)
         peer.dirty.clear();
         peer.push_dirty.clear();
+        peer.resend.clear();
         peer.unacked.clear();
       } else {
-        std::vector<crdt::KeyId> keys(peer.dirty.begin(), peer.dirty.end());
+        // Whole state for what was lost (it covers this round's cells of
+        // the same keys too), and for a peer older than deltas; deltas for
+        // the rest, unless our clock stepped back since the last round and
+        // moved our counts.
+        const bool deltas = peer.protocol_version >= 2 && !stepped_back;
+        std::vector<crdt::KeyId> whole(peer.resend.begin(), peer.resend.end());
+        std::vector<crdt::KeyId> changed;
+        for (const crdt::KeyId& key : peer.dirty) {
+          if (!deltas) {
+            if (!peer.resend.contains(key)) whole.push_back(key);
+          } else if (!peer.resend.contains(key)) {
+            changed.push_back(key);
+          }
+        }
         std::vector<crdt::KeyId> pushes(peer.push_dirty.begin(), peer.push_dirty.end());
         peer.dirty.clear();
+        peer.resend.clear();
         peer.push_dirty.clear();
-        if (!keys.empty()) SendState(address, std::move(keys), true, now, out);
+        if (!changed.empty()) SendDeltas(address, changed, now, out);
+        if (!whole.empty()) SendState(address, std::move(whole), true, now, out);
         if (!pushes.empty()) SendState(address, std::move(pushes), false, now, out);
       }
     }
@@ -105,11 +124,84 @@ void Node::Replicate(Instant now, Outbox* out) {
         SendFrozen(address, &after, now, out);
       }
     }
-    if (after.dirty.empty() && after.push_dirty.empty() && after.unacked.empty() &&
-        after.frozen.empty()) {
+    if (after.dirty.empty() && after.push_dirty.empty() && after.resend.empty() &&
+        after.unacked.empty() && after.frozen.empty()) {
       replication_peers_.erase(address);
     }
   }
+  // Every peer's dirty keys went out above: the next round's deltas start
+  // from the next decisions.
+  delta_from_bucket_.clear();
+  steps_back_at_last_round_ = core_.stats().clock_steps_back;
+}
+
+void Node::SendDeltas(const std::string& address, const std::vector<crdt::KeyId>& keys, Instant now,
+                      Outbox* out) {
+  const crdt::SlotIndex own = core_.local_slot();
+  const crdt::ReplicaSlot& own_slot = core_.store().slots().Get(own);
+  // PeerMessage header, the slot and the list pointer, with room to spare.
+  const size_t fixed_bytes = 160 + 2 * own_slot.node_id.size() + config_.gossip_address.size();
+  const size_t cells_per_message = std::clamp<size_t>(
+      (config_.max_packet_bytes - std::min(config_.max_packet_bytes, fixed_bytes)) /
+          wire::kEncodedDeltaCellBytes,
+      1, wire::kMaxDeltaCellsPerMessage);
+  std::vector<crdt::KeyId> whole;
+  wire::NodeMessageValue msg;
+  msg.kind = Kind::kReplicateDelta;
+  msg.delta.slot = wire::SlotValue{own_slot.node_id, own_slot.incarnation};
+  std::vector<crdt::KeyId> carried;
+  std::vector<wire::DeltaCellValue> key_cells;
+  auto send = [&] {
+    if (msg.delta.cells.empty()) return;
+    msg.delta.seq = next_replicate_seq_++;
+    const int64_t now_ns = now.monotonic.count();
+    ReplicationPeer(address).unacked[msg.delta.seq] = UnackedReplicate{
+        std::move(carried), now_ns, now_ns + Ms(config_.replication_retry_ms), false};
+    carried.clear();
+    ++counters_.replicate_sent;
+    counters_.delta_cells_sent += msg.delta.cells.size();
+    SendNode(address, msg, false, now, out);
+    msg.delta.cells.clear();
+  };
+  for (const crdt::KeyId& key : keys) {
+    const crdt::KeyStore::Entry* entry = core_.store().Find(key);
+    if (entry == nullptr) continue;  // reclaimed meanwhile: nothing live to send
+    auto from = delta_from_bucket_.find(key);
+    if (from == delta_from_bucket_.end()) {
+      whole.push_back(key);  // not one of this round's decisions: cannot tell its cells
+      continue;
+    }
+    const crdt::WindowCounter& counter = entry->counter;
+    if (counter.row_count() != 1 || counter.row_slot(0) != own) {
+      // Rows of other deciders too (a failover, a partition, a co-decider):
+      // whole state, as before deltas, so a replica that lacks some of
+      // theirs gets them from us at once, not only from anti-entropy once
+      // the key settles.
+      whole.push_back(key);
+      continue;
+    }
+    const crdt::Geometry g = counter.geometry();
+    const int64_t newest = counter.newest_bucket();
+    key_cells.clear();
+    for (int64_t b = std::max(from->second, newest - static_cast<int64_t>(g.span)); b <= newest;
+         ++b) {
+      const uint32_t n = counter.CountOfSlot(own, b);
+      if (n == 0) continue;
+      key_cells.push_back(wire::DeltaCellValue{key.high, key.low, b, n,
+                                               static_cast<uint32_t>(g.bucket_ms),
+                                               static_cast<uint16_t>(g.span)});
+    }
+    if (key_cells.empty()) continue;
+    if (key_cells.size() > cells_per_message) {
+      whole.push_back(key);  // more cells than a datagram holds: its state is smaller
+      continue;
+    }
+    if (msg.delta.cells.size() + key_cells.size() > cells_per_message) send();
+    msg.delta.cells.insert(msg.delta.cells.end(), key_cells.begin(), key_cells.end());
+    carried.push_back(key);
+  }
+  send();
+  if (!whole.empty()) SendState(address, std::move(whole), true, now, out);
 }
 
 wire::CounterValue Node::ToWire(
@@ -214,6 +306,7 @@ void Node::FreezeOwedState(Instant now) {
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> owed(peer.dirty.begin(),
                                                                  peer.dirty.end());
     owed.insert(peer.push_dirty.begin(), peer.push_dirty.end());
+    owed.insert(peer.resend.begin(), peer.resend.end());
     for (const auto& [seq, u] : peer.unacked) owed.insert(u.keys.begin(), u.keys.end());
     if (owed.empty()) continue;
     std::vector<crdt::KeyId> keys(owed.begin(), owed.end());

@@ -259,7 +259,9 @@ CheckResult Node::DecideLocally(const CheckRequestRef& check, const crdt::KeyId&
   const uint64_t dedup_before = core_.stats().dedup_hits;
   CheckResult r = core_.CheckKey(effective, key, now);
   const bool retry = core_.stats().dedup_hits != dedup_before;
-  if (r.allowed && check.hits > 0 && !retry) MarkDirty(key, now.monotonic.count());
+  if (r.allowed && check.hits > 0 && !retry) {
+    MarkDirty(key, core_.last_added_bucket(), now.monotonic.count());
+  }
   if (config_.record_decisions && r.status == tally::Status::kOk && !retry) {
     out->decisions.push_back(Outbox::Decision{key, check.request_id, check.limit, check.window_ms,
                                               r.allowed ? check.hits : 0, now.wall.count(),

@@ -13,10 +13,11 @@ namespace tally::core {
 
 // Peer message kinds, for traffic counters: SWIM's, then the node messages'
 // (wire::NodeMessageValue::Kind, in its order).
-inline constexpr std::array<const char*, 11> kPeerMessageKindNames = {
-    "swim",       "forward",         "forward_reply", "replicate", "replicate_ack",   "digest",
-    "state_push", "handoff_request", "handoff_done",  "overrides", "adaptive_reports"};
-static_assert(static_cast<size_t>(wire::NodeMessageValue::Kind::kAdaptiveReports) + 2 ==
+inline constexpr std::array<const char*, 12> kPeerMessageKindNames = {
+    "swim",          "forward",   "forward_reply",    "replicate",
+    "replicate_ack", "digest",    "state_push",       "handoff_request",
+    "handoff_done",  "overrides", "adaptive_reports", "replicate_delta"};
+static_assert(static_cast<size_t>(wire::NodeMessageValue::Kind::kReplicateDelta) + 2 ==
                   kPeerMessageKindNames.size(),
               "a node message kind without a traffic counter name");
 inline constexpr size_t kSwimKindIndex = 0;

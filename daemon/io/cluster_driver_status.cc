@@ -67,6 +67,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
     r.counters.emplace_back("peer_received_bytes_" + kind, c.received_by_kind[k].bytes);
   }
   add("replicate_bytes_sent", c.replicate_bytes_sent);
+  add("replicate_delta_cells_sent", c.delta_cells_sent);
   add("replicate_acks", c.replicate_acks);
   add("replicate_ack_us_total", c.replicate_ack_ns / 1000);
   add("replicates_unacked", c.replicates_unacked);

@@ -333,7 +333,9 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
   }
   WriteSimple(w, c, "counter",
               {{"tally_cluster_replication_bytes_sent_total", "replicate_bytes_sent",
-                "Bytes of replication messages (deltas) sent to replicas."},
+                "Bytes of replication messages (whole states and deltas) sent to replicas."},
+               {"tally_cluster_replication_delta_cells_sent_total", "replicate_delta_cells_sent",
+                "Counter cells sent in replication deltas (40 bytes each on the wire)."},
                {"tally_cluster_anti_entropy_repairs_total", "anti_entropy_repairs",
                 "Keys pushed to a member because its anti-entropy digest of them differed."},
                {"tally_cluster_anti_entropy_paused_full_total", "anti_entropy_paused_full",

@@ -164,6 +164,71 @@ TEST(NodeCodecTest, AdaptiveReportsAndAnAdaptiveOverridesRuleRoundTrip) {
   }
 }
 
+// Protocol version 2's replication deltas: each cell as it was sent, the
+// slot id byte-exact.
+TEST(NodeCodecTest, ReplicationDeltasRoundTrip) {
+  NodeMessageValue value;
+  value.kind = NodeMessageValue::Kind::kReplicateDelta;
+  value.delta.seq = 41;
+  value.delta.slot = {std::string("n\0 2", 4), 1'796'630'904'421};
+  value.delta.cells = {{1, 2, 283'333'333, 7, 6000, 10},
+                       {~uint64_t{0}, 5, -3, 4'294'967'295u, 1, 1000},
+                       {1, 2, 283'333'334, 1, 6000, 10}};
+  std::vector<std::byte> bytes;
+  EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 0}, value, &bytes);
+  // 40 bytes a cell, as kEncodedDeltaCellBytes says.
+  NodeMessageValue one = value;
+  one.delta.cells.resize(1);
+  std::vector<std::byte> one_bytes;
+  EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 0}, one, &one_bytes);
+  EXPECT_EQ(bytes.size() - one_bytes.size(), 2 * kEncodedDeltaCellBytes);
+  NodeMessageValue decoded;
+  std::string why;
+  ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+  EXPECT_EQ(decoded.kind, value.kind);
+  EXPECT_EQ(decoded.delta.seq, value.delta.seq);
+  EXPECT_EQ(decoded.delta.slot, value.delta.slot);
+  EXPECT_EQ(decoded.delta.cells, value.delta.cells);
+}
+
+TEST(NodeCodecBoundsTest, ReplicationDeltasAreBounded) {
+  {
+    capnp::MallocMessageBuilder b;
+    Root(b).initNode().initReplicateDelta().initSlot().setNodeId("");
+    ExpectRefused(b, "empty or oversized node id");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    Root(b).initNode().initReplicateDelta().initSlot().setNodeId(
+        std::string(kMaxSlotIdBytes + 1, 'n'));
+    ExpectRefused(b, "empty or oversized node id");
+  }
+  for (auto [bucket_ms, span] : {std::pair<uint32_t, uint16_t>{0, 10},
+                                 {100, 0},
+                                 {100, static_cast<uint16_t>(kMaxSpan + 1)}}) {
+    capnp::MallocMessageBuilder b;
+    auto delta = Root(b).initNode().initReplicateDelta();
+    delta.initSlot().setNodeId("n2");
+    auto cell = delta.initCells(1)[0];
+    cell.setBucketMs(bucket_ms);
+    cell.setSpan(span);
+    cell.setCount(1);
+    ExpectRefused(b, "delta cell with a nonsense geometry");
+  }
+  {
+    // A delta travels as one datagram: a larger one is forged.
+    capnp::MallocMessageBuilder b;
+    auto delta = Root(b).initNode().initReplicateDelta();
+    delta.initSlot().setNodeId("n2");
+    auto cells = delta.initCells(kMaxDeltaCellsPerMessage + 1);
+    for (auto c : cells) {
+      c.setBucketMs(100);
+      c.setSpan(10);
+    }
+    ExpectRefused(b, "larger than a datagram");
+  }
+}
+
 TEST(NodeCodecBoundsTest, AdaptiveReportsAreBounded) {
   {
     capnp::MallocMessageBuilder builder;

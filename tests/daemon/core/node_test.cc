@@ -370,10 +370,16 @@ TEST(NodeTest, PeerTrafficIsCountedByKindAndReplicationLagIsMeasured) {
                 received(entry_before, Kind::kForwardReply).messages,
             1u);
   EXPECT_GT(sent(o, Kind::kForward).bytes + sent(e, Kind::kForward).bytes, 0u);
-  // The owner replicated the admission to both other members, which acknowledged it.
-  EXPECT_GE(sent(o, Kind::kReplicate).messages - sent(owner_before, Kind::kReplicate).messages, 2u);
-  EXPECT_EQ(o.replicate_bytes_sent, sent(o, Kind::kReplicate).bytes);
-  EXPECT_GE(received(e, Kind::kReplicate).messages, 1u);
+  // The owner replicated the admission to both other members, which
+  // acknowledged it: as deltas (every member here reads them), counted as
+  // replication in bytes too.
+  EXPECT_GE(
+      sent(o, Kind::kReplicateDelta).messages - sent(owner_before, Kind::kReplicateDelta).messages,
+      2u);
+  EXPECT_EQ(o.replicate_bytes_sent,
+            sent(o, Kind::kReplicate).bytes + sent(o, Kind::kReplicateDelta).bytes);
+  EXPECT_GE(received(e, Kind::kReplicateDelta).messages, 1u);
+  EXPECT_EQ(o.delta_cells_sent - owner_before.delta_cells_sent, 2u);  // one cell, to each
   EXPECT_GE(o.replicate_acks - owner_before.replicate_acks, 2u);
   // Each acknowledgement took two hops of the test network's 200 us at least.
   EXPECT_GE(o.replicate_ack_ns - owner_before.replicate_ack_ns,
@@ -1140,6 +1146,167 @@ TEST(NodeTest, AStandInHandsTheListWhatItsDeciderTookAlongWhenItCrashed) {
   EXPECT_EQ(r->remaining, 1u);  // 3 + this one of 5
 }
 
+// Three members formed, and alice's key (60 s window) with its ranking.
+struct AliceOnThree {
+  crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  std::vector<std::string> ranking = Ranking(key, 3);
+  crdt::Geometry geometry = crdt::GeometryFor(60'000, 10);
+  explicit AliceOnThree(TestCluster& c) { c.Form(3); }
+};
+
+// Issue 10: a decision ships the cells it changed (40 bytes each), not its
+// key's whole state, and replicas end up with the decider's state all the same.
+TEST(NodeTest, ReplicasGetOnlyTheCellsDecisionsChangedAndConverge) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const crdt::KeyId& key = alice.key;
+  const std::vector<std::string>& ranking = alice.ranking;
+  const std::string& owner = ranking[0];
+  const crdt::Geometry g = crdt::GeometryFor(60'000, 10);
+  uint64_t id = 1;
+  auto cells = [&] { return c.node(owner).Status(c.Now()).counters.delta_cells_sent; };
+  for (int round = 0; round < 3; ++round) {
+    const uint64_t cells_before = cells();
+    std::vector<int> deltas_before, wholes_before;
+    for (int i = 1; i < 3; ++i) {
+      deltas_before.push_back(c.SentTo(TestCluster::AddressOf(ranking[i]), Kind::kReplicateDelta));
+      wholes_before.push_back(c.SentTo(TestCluster::AddressOf(ranking[i]), Kind::kReplicate));
+    }
+    // Three admissions in one replication interval, in one bucket: one cell
+    // to each replica.
+    for (int k = 0; k < 3; ++k) ASSERT_TRUE(c.Check(owner, kRequest.Id(id++))->allowed);
+    c.RunFor(50);
+    EXPECT_EQ(cells() - cells_before, 2u) << "round " << round;
+    for (int i = 1; i < 3; ++i) {
+      const std::string address = TestCluster::AddressOf(ranking[i]);
+      EXPECT_EQ(c.SentTo(address, Kind::kReplicateDelta), deltas_before[i - 1] + 1) << ranking[i];
+      EXPECT_EQ(c.SentTo(address, Kind::kReplicate), wholes_before[i - 1]) << ranking[i];
+      EXPECT_EQ(c.node(ranking[i]).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()))
+          << ranking[i] << " round " << round;
+    }
+    c.RunFor(g.bucket_ms);  // the next round's hits land in the next bucket
+  }
+  EXPECT_EQ(
+      c.node(ranking[1]).store().Find(key)->counter.Sum(crdt::BucketOf(c.Now().wall.count(), g)),
+      9u);
+}
+
+// A delta that is lost is resent as the key's whole state, also when the key
+// has new cells in the round of the resend: that round's delta carries only
+// them (here of the next bucket), so it could not make up for the lost one.
+TEST(NodeTest, ALostDeltaIsResentAsTheKeysWholeState) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const crdt::KeyId& key = alice.key;
+  const std::vector<std::string>& ranking = alice.ranking;
+  const std::string& owner = ranking[0];
+  const std::string& replica = ranking[1];
+  const std::string address = TestCluster::AddressOf(replica);
+  const crdt::Geometry g = crdt::GeometryFor(60'000, 10);
+  // 60 ms before a bucket ends.
+  const int64_t now_ms = c.Now().wall.count();
+  c.RunFor((crdt::BucketOf(now_ms, g) + 1) * g.bucket_ms - now_ms - 60);
+  c.DropMessages(owner, replica, Kind::kReplicateDelta, 1);
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(1))->allowed);
+  c.RunFor(70);  // the delta went and was lost; its resend (100 ms) is not due yet
+  EXPECT_NE(c.node(replica).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  const int wholes_before = c.SentTo(address, Kind::kReplicate);
+  // Admissions in the next bucket every millisecond until past the resend,
+  // so the round that resends also has new cells of the key.
+  for (uint64_t id = 2; id <= 41; ++id) {
+    ASSERT_TRUE(c.Check(owner, kRequest.Id(id))->allowed);
+    c.RunFor(1);
+  }
+  c.RunFor(50);
+  EXPECT_GE(c.SentTo(address, Kind::kReplicate), wholes_before + 1);
+  EXPECT_EQ(c.node(replica).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  EXPECT_EQ(c.node(replica).store().Find(key)->counter.Sum(crdt::BucketOf(c.Now().wall.count(), g)),
+            41u);
+}
+
+// Deltas are for a key whose only row is the decider's own. After a
+// failover the new decider holds the old one's row too, and sends the whole
+// state: a replica that missed the old decider's hits gets them with the
+// next decision, not only from anti-entropy once the key settles.
+TEST(NodeTest, AKeyHoldingOtherDecidersRowsIsReplicatedWhole) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const OneList l = StartOneList(c, 60'000, false);  // no anti-entropy anywhere
+  const crdt::KeyId key = l.key;
+  const std::string& owner = l.decider;
+  const std::string& next = l.missed;  // second in the ranking: decides once owner is dead
+  const std::string& third = l.holder;
+  const crdt::Geometry g = crdt::GeometryFor(60'000, 10);
+  c.DropMessages(owner, third, Kind::kReplicateDelta, 1000);
+  c.DropMessages(owner, third, Kind::kReplicate, 1000);
+  uint64_t id = 1;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.Check(owner, kRequest.Id(id++))->allowed);
+  c.RunFor(50);
+  EXPECT_EQ(c.node(third).store().Find(key), nullptr);
+  c.Crash(owner);
+  c.RunFor(5000);  // declared dead: `next` decides
+  ASSERT_EQ(c.node(next).PreferenceList(key)[0], next);
+  const int wholes_before = c.SentTo(TestCluster::AddressOf(third), Kind::kReplicate);
+  auto r = c.Check(next, kRequest.Id(id++));
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(r->allowed);
+  EXPECT_EQ(r->remaining, 50u - 4);
+  c.RunFor(50);
+  EXPECT_EQ(c.SentTo(TestCluster::AddressOf(third), Kind::kReplicate), wholes_before + 1);
+  ASSERT_NE(c.node(third).store().Find(key), nullptr);
+  EXPECT_EQ(c.node(third).store().Find(key)->counter.Sum(crdt::BucketOf(c.Now().wall.count(), g)),
+            4u);
+}
+
+// A member whose messages say protocol version 1 (a rolling upgrade, or a
+// restart onto an older build) cannot read deltas: it gets whole states until
+// it speaks version 2 again.
+TEST(NodeTest, AMemberSpeakingVersionOneGetsWholeStatesUntilItSpeaksTwo) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const crdt::KeyId& key = alice.key;
+  const std::vector<std::string>& ranking = alice.ranking;
+  const std::string& owner = ranking[0];
+  const std::string& old = ranking[1];
+  const std::string& current = ranking[2];
+  const std::string old_address = TestCluster::AddressOf(old);
+  membership::SwimMessage ping;
+  ping.version = 1;
+  ping.sender_id = old;
+  ping.sender_address = old_address;
+  ping.sender_generation = c.node(old).Status(c.Now()).generation;
+  ping.sender_wall_ms = c.Now().wall.count();
+  ping.body = membership::Ping{.seq = 9, .target_id = owner};
+  std::vector<std::byte> bytes;
+  wire::EncodeSwim(ping, &bytes);
+  c.Inject(owner, old_address, bytes);
+  const int old_wholes = c.SentTo(old_address, Kind::kReplicate);
+  const int old_deltas = c.SentTo(old_address, Kind::kReplicateDelta);
+  const int current_deltas = c.SentTo(TestCluster::AddressOf(current), Kind::kReplicateDelta);
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(1))->allowed);
+  c.RunFor(10);  // one replication round; `old` sends the owner nothing meanwhile
+  EXPECT_EQ(c.SentTo(old_address, Kind::kReplicate), old_wholes + 1);
+  EXPECT_EQ(c.SentTo(old_address, Kind::kReplicateDelta), old_deltas);
+  EXPECT_EQ(c.SentTo(TestCluster::AddressOf(current), Kind::kReplicateDelta), current_deltas + 1);
+  EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  // Its own (version 2) messages since: deltas again.
+  c.RunFor(500);
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(2))->allowed);
+  c.RunFor(20);
+  EXPECT_EQ(c.SentTo(old_address, Kind::kReplicateDelta), old_deltas + 1);
+  EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+}
+
+// Replication messages of either form (whole state, or changed cells to a
+// member that reads deltas) sent so far to `address`.
+int ReplicationsTo(const TestCluster& c, const std::string& address) {
+  return c.SentTo(address, wire::NodeMessageValue::Kind::kReplicate) +
+         c.SentTo(address, wire::NodeMessageValue::Kind::kReplicateDelta);
+}
+
 TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
   TestCluster c;
   c.Form(4);
@@ -1184,13 +1351,13 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
         << ranking[i];
   }
   // The owner counts off's hits, and replicates its own decision to off too.
-  const int replicates_before = c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate);
+  const int replicates_before = ReplicationsTo(c, off_address);
   auto r = c.Check(owner, kRequest.Id(1).Limit(3));
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->allowed);
   EXPECT_EQ(r->remaining, 0u);
   c.RunFor(50);
-  EXPECT_GE(c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate), replicates_before + 1);
+  EXPECT_GE(ReplicationsTo(c, off_address), replicates_before + 1);
   // Not for other keys (one whose list leaves off out), and not once the
   // co-decider has been quiet long enough.
   std::string other_user;
@@ -1200,11 +1367,11 @@ TEST(NodeTest, ADeciderOffTheListInOurViewGetsOurDeltasBack) {
     if (list[3] == off) other_user = user;
   }
   c.RunFor(5000);
-  const int before = c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate);
+  const int before = ReplicationsTo(c, off_address);
   ASSERT_TRUE(c.Check(owner, kRequest.Id(2).Limit(3)).has_value());
   ASSERT_TRUE(c.Check(owner, kRequest.Id(3).Limit(3).User(other_user)).has_value());
   c.RunFor(200);
-  EXPECT_EQ(c.SentTo(off_address, wire::NodeMessageValue::Kind::kReplicate), before);
+  EXPECT_EQ(ReplicationsTo(c, off_address), before);
 }
 
 TEST(NodeTest, AntiEntropyLeavesKeysBeingWrittenToReplication) {

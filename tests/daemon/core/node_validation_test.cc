@@ -161,6 +161,63 @@ TEST(NodeValidationTest, StateFromTheFutureDoesNotWipeRealCounts) {
   EXPECT_EQ(c.node(owner).store().Find(key)->counter.Sum(NowBucket(c)), 6u);
 }
 
+// A replication delta goes through the same validation as a whole state:
+// each cell is taken or refused on its own, a cell from beyond the clock
+// allowance holds back the acknowledgement (the decider resends), and a
+// non-member's delta is refused whole, counted once, never acknowledged.
+TEST(NodeValidationTest, DeltaCellsAreValidatedLikeWholeStates) {
+  TestCluster c;
+  c.Form(3);
+  const crdt::KeyId key = KeyOf("alice");
+  const crdt::KeyId other = KeyOf("bob");
+  const std::string owner = Ranking(key, 3)[0];
+  const std::string replica = Ranking(key, 3)[1];
+  uint64_t id = 1;
+  ASSERT_EQ(Admit(c, owner, 2, 5, &id), 2);
+  const Claim from = MemberClaim(c, replica);
+  const crdt::Geometry g = crdt::GeometryFor(kWindowMs, 10);
+  auto cell = [&](const crdt::KeyId& k, int64_t bucket, uint32_t count) {
+    return wire::DeltaCellValue{k.high,
+                                k.low,
+                                bucket,
+                                count,
+                                static_cast<uint32_t>(g.bucket_ms),
+                                static_cast<uint16_t>(g.span)};
+  };
+  wire::NodeMessageValue msg;
+  msg.kind = Kind::kReplicateDelta;
+  msg.delta.seq = 5;
+  msg.delta.slot = {replica, from.generation};
+  // A future cell of alice (it would move the ring past the owner's counts),
+  // a cell of alice now, and one of another geometry.
+  msg.delta.cells = {cell(key, NowBucket(c) + g.span, 3), cell(key, NowBucket(c), 1),
+                     wire::DeltaCellValue{key.high, key.low, 1, 1, 7, 3}};
+  const int acks_before = c.SentTo(from.address, Kind::kReplicateAck);
+  c.Inject(owner, from.address, Encode(from, msg, c.Now()));
+  EXPECT_EQ(Rejected(c, owner).future, 1u);
+  EXPECT_EQ(Rejected(c, owner).geometry, 1u);
+  EXPECT_EQ(c.SentTo(from.address, Kind::kReplicateAck), acks_before);
+  EXPECT_EQ(c.node(owner).store().Find(key)->counter.Sum(NowBucket(c)), 3u);  // 2 + the cell
+  // Within the allowance alone: taken and acknowledged.
+  msg.delta.cells = {cell(other, NowBucket(c), 2)};
+  msg.delta.seq = 6;
+  c.Inject(owner, from.address, Encode(from, msg, c.Now()));
+  EXPECT_EQ(c.SentTo(from.address, Kind::kReplicateAck), acks_before + 1);
+  ASSERT_NE(c.node(owner).store().Find(other), nullptr);
+  // From a process that is not a member: nothing taken, not acknowledged.
+  Claim stranger{"n9", TestCluster::AddressOf("n9"), 1};
+  msg.delta.slot = {stranger.id, stranger.generation};
+  msg.delta.cells.clear();
+  for (int i = 0; i < 600; ++i)
+    msg.delta.cells.push_back(cell(KeyOf("s" + std::to_string(i)), NowBucket(c), 1));
+  const uint64_t non_member_before = Rejected(c, owner).non_member;
+  c.Inject(owner, stranger.address, Encode(stranger, msg, c.Now()));
+  EXPECT_EQ(Rejected(c, owner).non_member, non_member_before + 1);  // once for 3 chunks
+  EXPECT_EQ(c.SentTo(stranger.address, Kind::kReplicateAck), 0);
+  EXPECT_EQ(c.node(owner).store().Find(KeyOf("s0")), nullptr);
+  EXPECT_EQ(Admit(c, owner, 3, 5, &id), 2);  // 3 counted of 5
+}
+
 // A node that just restarted has measured the clocks of few peers. One of
 // them whose clock is a minute ahead must not make it take that peer's state
 // from a minute in the future (it would move the key's ring and wipe live
