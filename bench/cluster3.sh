@@ -12,9 +12,14 @@
 #
 # usage: bench/cluster3.sh [--bin DIR] [--repeats N] [--duration-s S] [--keys K]
 #                          [--idle-s S] [--tallyd-threads N] [--single]
-#                          [-- EXTRA_TALLYD_ARGS...]
+#                          [--paths P[,P...]] [--limit N] [-- EXTRA_TALLYD_ARGS...]
 #
 #   --bin DIR           where tallyd, tally, tally-load are (default: build/bin)
+#   --paths             which loads through a (default local,forwarded):
+#                       local, forwarded, and uniform (every key, so about
+#                       1/3 decided by a and 2/3 forwarded)
+#   --limit N           tally-load's limit per key (default 1000 per 1 s window;
+#                       a hot key, --keys 1, needs more to keep admitting)
 #   --single            also run the same loads against a single-node tallyd
 #                       (no --gossip) started after the cluster is stopped
 #   EXTRA_TALLYD_ARGS   appended to every member's command line (e.g. test
@@ -33,6 +38,8 @@ keys=20000
 idle_s=10
 tallyd_threads=0
 single=0
+paths=local,forwarded
+limit=1000
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -43,6 +50,8 @@ while [[ $# -gt 0 ]]; do
     --idle-s) idle_s="$2"; shift 2 ;;
     --tallyd-threads) tallyd_threads="$2"; shift 2 ;;
     --single) single=1; shift ;;
+    --paths) paths="$2"; shift 2 ;;
+    --limit) limit="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "cluster3.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -172,18 +181,20 @@ idle_traffic() {
 idle_traffic "idle traffic before any load"
 
 # ---- loads through member a ----
-# peer_bytes NAMES...: "UDP TCP", the bytes those members have sent each other
-# so far on the gossip socket (SWIM, forwarded checks and their replies,
-# replication deltas) and on the TCP streams (state pushes: anti-entropy
-# repairs, handoff, push-pull).
+# peer_bytes NAMES...: "UDP TCP REPL", the bytes those members have sent each
+# other so far on the gossip socket (SWIM, forwarded checks and their replies,
+# replication) and on the TCP streams (state pushes: anti-entropy repairs,
+# handoff, push-pull), and of those the replication messages (whole states
+# and deltas, replicate_bytes_sent).
 peer_bytes() {
-  local n s udp=0 tcp=0
+  local n s udp=0 tcp=0 repl=0
   for n in "$@"; do
     s="$(status_json "$n")"
     udp=$((udp + $(counter "$s" gossip_bytes_out)))
     tcp=$((tcp + $(counter "$s" stream_bytes_out)))
+    repl=$((repl + $(counter "$s" replicate_bytes_sent)))
   done
-  echo "$udp $tcp"
+  echo "$udp $tcp $repl"
 }
 
 # run_load LABEL FILTER IN_FLIGHT TARGET RUN MEMBERS...: one tally-load run
@@ -197,48 +208,56 @@ results="$work/results.tsv"
 run_load() {
   local label="$1" filter="$2" in_flight="$3" target="$4" run="$5"
   shift 5
-  local la before after out fwd fto completed udp0 tcp0 udp1 tcp1
+  local la before after out fwd fto completed udp0 tcp0 udp1 tcp1 repl0 repl1
   la="$(loadavg)"
   before="$(status_json "$target")"
-  read -r udp0 tcp0 < <(peer_bytes "$@")
+  read -r udp0 tcp0 repl0 < <(peer_bytes "$@")
   out="$("$bin/tally-load" --udp "${udp_of[$target]}" --owner-filter "$filter" --keys "$keys" \
-    --in-flight "$in_flight" --duration-s "$duration_s" --json 2>"$work/load.err")" || {
+    --limit "$limit" --in-flight "$in_flight" --duration-s "$duration_s" --json 2>"$work/load.err")" || {
     echo "cluster3.sh: tally-load failed:" >&2; cat "$work/load.err" >&2; exit 1; }
   after="$(status_json "$target")"
-  read -r udp1 tcp1 < <(peer_bytes "$@")
+  read -r udp1 tcp1 repl1 < <(peer_bytes "$@")
   fwd=$(($(counter "$after" forwarded) - $(counter "$before" forwarded)))
   fto=$(($(counter "$after" forward_timeouts) - $(counter "$before" forward_timeouts)))
   completed="$(jq '.tallyd.completed' <<<"$out")"
   jq -r --arg path "$label" --arg run "$run" --arg la "$la" --arg fwd "$fwd" \
     --arg inf "$in_flight" --arg udp "$((udp1 - udp0))" --arg tcp "$((tcp1 - tcp0))" \
-    --arg fto "$fto" '[$path, $inf, $run, (.tallyd.throughput_rps | round),
+    --arg fto "$fto" --arg repl "$((repl1 - repl0))" '[$path, $inf, $run, (.tallyd.throughput_rps | round),
       .tallyd.p50_us, .tallyd.p99_us, .tallyd.p999_us, .tallyd.timeouts,
       (if .tallyd.completed > 0 then (($fwd | tonumber) / .tallyd.completed * 100 | round)
        else 0 end),
       (if .tallyd.completed > 0 then (($udp | tonumber) / .tallyd.completed | round)
        else 0 end),
       (if .tallyd.completed > 0 then (($tcp | tonumber) / .tallyd.completed | round)
-       else 0 end), $fto, $la] | @tsv' <<<"$out" | tee -a "$results" |
-    awk -F'\t' '{printf "%-9s %9s %3s %10s %9s %9s %9s %8s %6s%% %9s %9s %12s  %s\n",
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13}'
+       else 0 end), $fto, $la,
+      (if .tallyd.completed > 0 then (($repl | tonumber) / .tallyd.completed | round)
+       else 0 end)] | @tsv' <<<"$out" | tee -a "$results" |
+    awk -F'\t' '{printf "%-9s %9s %3s %10s %9s %9s %9s %8s %6s%% %9s %9s %10s %12s  %s\n",
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $12, $13}'
   [[ -n "$completed" && "$completed" -gt 0 ]]
 }
 
 header() {
-  printf '%-9s %9s %3s %10s %9s %9s %9s %8s %7s %9s %9s %12s  %s\n' path in_flight run \
-    checks/s p50_us p99_us p999_us timeouts fwd% udp_B/chk tcp_B/chk fwd_timeouts \
+  printf '%-9s %9s %3s %10s %9s %9s %9s %8s %7s %9s %9s %10s %12s  %s\n' path in_flight run \
+    checks/s p50_us p99_us p999_us timeouts fwd% udp_B/chk tcp_B/chk repl_B/chk fwd_timeouts \
     'load average (1/5/15 min)'
 }
 
 echo
 echo "loads through a (udp ${udp_of[a]}), $keys keys each, ${duration_s} s per run;" \
-  "tally-load --owner-filter local|remote --keys $keys --in-flight N --duration-s $duration_s"
+  "tally-load --owner-filter local|remote|all --keys $keys --in-flight N --duration-s $duration_s"
 header
 for in_flight in 1 64; do
   for run in $(seq "$repeats"); do
-    # Alternate, so drift in the machine's load hits both paths alike.
-    run_load local local "$in_flight" a "$run" a b c
-    run_load forwarded remote "$in_flight" a "$run" a b c
+    # Alternate, so drift in the machine's load hits every path alike.
+    for path in ${paths//,/ }; do
+      case "$path" in
+        local) run_load local local "$in_flight" a "$run" a b c ;;
+        forwarded) run_load forwarded remote "$in_flight" a "$run" a b c ;;
+        uniform) run_load uniform all "$in_flight" a "$run" a b c ;;
+        *) echo "cluster3.sh: unknown path '$path' (local, forwarded, uniform)" >&2; exit 2 ;;
+      esac
+    done
   done
 done
 
@@ -264,8 +283,8 @@ fi
 
 echo
 echo "medians over $repeats runs:"
-printf '%-9s %9s %10s %9s %9s %9s %9s %9s\n' path in_flight checks/s p50_us p99_us p999_us \
-  udp_B/chk tcp_B/chk
+printf '%-9s %9s %10s %9s %9s %9s %9s %9s %10s\n' path in_flight checks/s p50_us p99_us p999_us \
+  udp_B/chk tcp_B/chk repl_B/chk
 sort -t$'\t' -k1,1 -k2,2n "$results" | awk -F'\t' '
     function median(a, n,   i, j, t) {
       for (i = 1; i <= n; i++)
@@ -275,10 +294,12 @@ sort -t$'\t' -k1,1 -k2,2n "$results" | awk -F'\t' '
     }
     function flush() {
       if (n == 0) return
-      printf "%-9s %9s %10.0f %9.1f %9.1f %9.1f %9.0f %9.0f\n", key1, key2, median(tp, n),
-             median(p50, n), median(p99, n), median(p999, n), median(ub, n), median(tb, n)
-      n = 0; delete tp; delete p50; delete p99; delete p999; delete ub; delete tb
+      printf "%-9s %9s %10.0f %9.1f %9.1f %9.1f %9.0f %9.0f %10.0f\n", key1, key2, median(tp, n),
+             median(p50, n), median(p99, n), median(p999, n), median(ub, n), median(tb, n),
+             median(rb, n)
+      n = 0; delete tp; delete p50; delete p99; delete p999; delete ub; delete tb; delete rb
     }
     { if ($1 != key1 || $2 != key2) { flush(); key1 = $1; key2 = $2 }
-      n++; tp[n] = $4; p50[n] = $5; p99[n] = $6; p999[n] = $7; ub[n] = $10; tb[n] = $11 }
+      n++; tp[n] = $4; p50[n] = $5; p99[n] = $6; p999[n] = $7; ub[n] = $10; tb[n] = $11
+      rb[n] = $14 }
     END { flush() }'
