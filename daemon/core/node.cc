@@ -183,6 +183,7 @@ void Node::Tick(Instant now, Outbox* out) {
   if (warming_ && now_ns >= warming_until_ns_) {
     warming_ = false;
     handoff_asked_.clear();
+    next_handoff_reask_ns_ = now_ns + Ms(HandoffReaskIntervalMs());
     if (resync_push_pending_) {
       // While our clock ran ahead we swept keys whose deltas some list
       // member had not acknowledged yet (one cut off by a partition): the
@@ -202,6 +203,24 @@ void Node::Tick(Instant now, Outbox* out) {
       SendNode(address, request, false, now, out);
     }
     next_handoff_retry_ns_ = now_ns + Ms(config_.swim.probe_interval_ms / 2);
+  }
+  if (!warming_ && !handoff_waiting_.empty() && now_ns >= next_handoff_reask_ns_) {
+    // Members the warm-up could not reach (cut off, or down and not yet
+    // declared dead) still hold what we asked for: rows of ours that a
+    // clock step back moved here while they kept them at the old buckets
+    // (swarm seed 290010168: a partition hid both replicas for the whole
+    // handoff, and the decider never learned its rows back, so it and its
+    // replicas stayed apart until anti-entropy happened to pair them).
+    boost::unordered::erase_if(handoff_waiting_, [&](const std::string& address) {
+      return !view_by_address_.contains(address);
+    });
+    for (const std::string& address : handoff_waiting_) {
+      wire::NodeMessageValue request;
+      request.kind = Kind::kHandoffRequest;
+      ++counters_.handoff_reasks;
+      SendNode(address, request, false, now, out);
+    }
+    next_handoff_reask_ns_ = now_ns + Ms(HandoffReaskIntervalMs());
   }
   ExpireForwards(now, out);
   if (now_ns >= next_replication_ns_) {
@@ -275,6 +294,7 @@ std::chrono::nanoseconds Node::NextDeadline() const {
   next = std::min(next, next_anti_entropy_ns_);
   next = std::min(next, next_forward_expiry_ns_);
   if (warming_) next = std::min({next, warming_until_ns_, next_handoff_retry_ns_});
+  if (!warming_ && !handoff_waiting_.empty()) next = std::min(next, next_handoff_reask_ns_);
   if (adaptive_.rule_count() > 0) next = std::min(next, next_adaptive_ns_);
   return std::chrono::nanoseconds(next);
 }

@@ -262,6 +262,9 @@ struct NodeStatus {
     // Handoff requests answered with our keys, and refused (not an up member
     // whose address matches the datagram's, or served to it lately).
     uint64_t handoffs_served = 0, handoffs_refused = 0;
+    // Handoff requests sent again after a warm-up to members that had not
+    // answered it (one per member per handoff_timeout_ms until they do).
+    uint64_t handoff_reasks = 0;
     // Keys queued for a push to a list member because state grew here that
     // the list may lack: this node is off the key's list (a stand-in's hinted
     // handoff), the sender decides from off the list, or our own hits came
@@ -441,9 +444,11 @@ class Node {
     // Keys our decisions changed since the last round: their changed cells
     // go as a delta (or, to a peer older than deltas, as whole state).
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;
-    // Keys of a replicate or delta not acknowledged in time: their whole
-    // state goes again (what was lost may be older than this round's cells).
-    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> resend;
+    // Keys whose whole state it gets, never a delta: those of a replicate or
+    // delta not acknowledged in time (what was lost may be older than this
+    // round's cells), and those it holds for an unreachable list member as a
+    // sloppy stand-in (it has none of the key's earlier cells).
+    boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> whole_dirty;
     // Keys to push (state, not a decider's deltas): what a holder off a key's
     // list owes the list, and pushes not acknowledged in time.
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> push_dirty;
@@ -683,8 +688,18 @@ class Node {
   bool warming_ = false;
   int64_t warming_until_ns_ = 0;
   int64_t next_handoff_retry_ns_ = 0;
-  boost::unordered_flat_set<std::string> handoff_waiting_;  // addresses
-  boost::unordered_flat_set<std::string> handoff_asked_;    // while warming
+  // Addresses asked for our keys that have not answered (HandoffDone).
+  // After the warm-up they are asked again every handoff_timeout_ms until
+  // they answer or leave the view: one cut off from us then (a partition)
+  // holds rows of ours that a clock step back moved here, or keys of ours.
+  boost::unordered_flat_set<std::string> handoff_waiting_;
+  int64_t next_handoff_reask_ns_ = 0;
+  // At least a probe interval (and 100 ms): a handoff_timeout_ms of 0 must
+  // not make a re-ask, and a member's store scan, of every tick.
+  int64_t HandoffReaskIntervalMs() const {
+    return std::max<int64_t>({config_.handoff_timeout_ms, config_.swim.probe_interval_ms, 100});
+  }
+  boost::unordered_flat_set<std::string> handoff_asked_;  // while warming
   bool clock_ok_ = true;
   double median_offset_ms_ = 0;
   double majority_ahead_ms_ = 0;  // how far a strict majority of peers are all ahead

@@ -48,7 +48,9 @@ void Node::MarkDirty(const crdt::KeyId& key, int64_t bucket, int64_t now_ns) {
     for (size_t pos = config_.replicas; pos < dirty_targets_.size() && reachable < wanted; ++pos) {
       const uint32_t i = dirty_targets_[pos];
       if (i == self_index_ || !Reachable(view_[i], now_ns)) continue;
-      ReplicationPeer(view_[i].address).dirty.insert(key);
+      // Whole: a stand-in must be able to decide from everything we
+      // admitted in the window, not from this round's cells.
+      ReplicationPeer(view_[i].address).whole_dirty.insert(key);
       ++reachable;
     }
   }
@@ -77,11 +79,11 @@ void Node::Replicate(Instant now, Outbox* out) {
     // Resend what was not acknowledged in time (current state: join is idempotent).
     boost::unordered::erase_if(peer.unacked, [&](const auto& kv) {
       if (now_ns < kv.second.resend_at_ns) return false;
-      auto& resend = kv.second.push ? peer.push_dirty : peer.resend;
+      auto& resend = kv.second.push ? peer.push_dirty : peer.whole_dirty;
       for (const auto& key : kv.second.keys) resend.insert(key);
       return true;
     });
-    if (!peer.dirty.empty() || !peer.push_dirty.empty() || !peer.resend.empty()) {
+    if (!peer.dirty.empty() || !peer.push_dirty.empty() || !peer.whole_dirty.empty()) {
       if (!view_by_address_.contains(address) && !co_decider_addresses.contains(address)) {
         // Not a member any more: its successors on the lists get the keys
         // when the ring changes (PushKeysForChangedTargets) or by anti-entropy.
@@ -89,26 +91,23 @@ void Node::Replicate(Instant now, Outbox* out) {
         // may come back before they expire.)
         peer.dirty.clear();
         peer.push_dirty.clear();
-        peer.resend.clear();
+        peer.whole_dirty.clear();
         peer.unacked.clear();
       } else {
-        // Whole state for what was lost (it covers this round's cells of
-        // the same keys too), and for a peer older than deltas; deltas for
-        // the rest, unless our clock stepped back since the last round and
-        // moved our counts.
+        // Whole state for what was lost and for a stand-in (it covers this
+        // round's cells of the same keys too), and for a peer older than
+        // deltas; deltas for the rest, unless our clock stepped back since
+        // the last round and moved our counts.
         const bool deltas = peer.protocol_version >= 2 && !stepped_back;
-        std::vector<crdt::KeyId> whole(peer.resend.begin(), peer.resend.end());
+        std::vector<crdt::KeyId> whole(peer.whole_dirty.begin(), peer.whole_dirty.end());
         std::vector<crdt::KeyId> changed;
         for (const crdt::KeyId& key : peer.dirty) {
-          if (!deltas) {
-            if (!peer.resend.contains(key)) whole.push_back(key);
-          } else if (!peer.resend.contains(key)) {
-            changed.push_back(key);
-          }
+          if (peer.whole_dirty.contains(key)) continue;
+          (deltas ? changed : whole).push_back(key);
         }
         std::vector<crdt::KeyId> pushes(peer.push_dirty.begin(), peer.push_dirty.end());
         peer.dirty.clear();
-        peer.resend.clear();
+        peer.whole_dirty.clear();
         peer.push_dirty.clear();
         if (!changed.empty()) SendDeltas(address, changed, now, out);
         if (!whole.empty()) SendState(address, std::move(whole), true, now, out);
@@ -124,7 +123,7 @@ void Node::Replicate(Instant now, Outbox* out) {
         SendFrozen(address, &after, now, out);
       }
     }
-    if (after.dirty.empty() && after.push_dirty.empty() && after.resend.empty() &&
+    if (after.dirty.empty() && after.push_dirty.empty() && after.whole_dirty.empty() &&
         after.unacked.empty() && after.frozen.empty()) {
       replication_peers_.erase(address);
     }
@@ -306,7 +305,7 @@ void Node::FreezeOwedState(Instant now) {
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> owed(peer.dirty.begin(),
                                                                  peer.dirty.end());
     owed.insert(peer.push_dirty.begin(), peer.push_dirty.end());
-    owed.insert(peer.resend.begin(), peer.resend.end());
+    owed.insert(peer.whole_dirty.begin(), peer.whole_dirty.end());
     for (const auto& [seq, u] : peer.unacked) owed.insert(u.keys.begin(), u.keys.end());
     if (owed.empty()) continue;
     std::vector<crdt::KeyId> keys(owed.begin(), owed.end());

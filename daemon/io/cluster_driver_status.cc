@@ -88,6 +88,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("rejected_peer_state_store_full", rej.store_full);
   add("handoffs_served", c.handoffs_served);
   add("handoffs_refused", c.handoffs_refused);
+  add("handoff_reasks", c.handoff_reasks);
   add("hints_queued", c.hints_queued);
   add("digests_refused", c.digests_refused);
   add("forward_results_refused", c.forward_results_refused);

@@ -236,6 +236,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
           {"tally_cluster_handoffs_served_total", "handoffs_served",
            "Handoff requests answered with this node's keys."},
           {"tally_cluster_handoffs_refused_total", "handoffs_refused", "Handoff requests refused."},
+          {"tally_cluster_handoff_reasks_total", "handoff_reasks",
+           "Handoff requests sent again after a warm-up to members that had not answered."},
           {"tally_cluster_hints_queued_total", "hints_queued",
            "Keys queued for a push to their list: by a holder off the list (hinted handoff), "
            "for a decider off the list, or on getting this node's own hits back."},

@@ -1146,6 +1146,40 @@ TEST(NodeTest, AStandInHandsTheListWhatItsDeciderTookAlongWhenItCrashed) {
   EXPECT_EQ(r->remaining, 1u);  // 3 + this one of 5
 }
 
+// A sloppy stand-in gets the key's whole state, not this round's cells: it
+// may have to decide from everything the decider admitted in the window, and
+// nothing else would bring it the earlier cells (no list changes while the
+// list members are only suspected).
+TEST(NodeTest, AStandInGetsTheWholeStateNotTheLatestCells) {
+  TestCluster c;
+  for (int i = 1; i <= 6; ++i) {
+    NodeConfig config = c.ConfigFor("n" + std::to_string(i));
+    config.swim.suspicion_mult = 30;  // suspected, not declared dead, within the test
+    if (i > 1) config.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(config);
+  }
+  c.RunFor(5000);
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 6);
+  const crdt::Geometry g = crdt::GeometryFor(60'000, 10);
+  const std::string& decider = ranking[0];
+  for (uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(c.Check(decider, kRequest.Id(i))->allowed);
+  c.RunFor(g.bucket_ms);  // replicated to the list; the next hit lands in a later bucket
+  // The rest of the list is cut off from everyone else, and suspected.
+  for (int a = 1; a < 3; ++a) {
+    for (int b : {0, 3, 4, 5}) c.Cut(ranking[a], ranking[b]);
+  }
+  c.RunFor(2000);
+  ASSERT_EQ(c.node(decider).Status(c.Now()).swim.deaths_declared, 0u);
+  ASSERT_TRUE(c.Check(decider, kRequest.Id(4))->allowed);
+  c.RunFor(100);
+  for (int s = 3; s < 5; ++s) {
+    const crdt::KeyStore::Entry* e = c.node(ranking[s]).store().Find(key);
+    ASSERT_NE(e, nullptr) << ranking[s];
+    EXPECT_EQ(e->counter.Sum(crdt::BucketOf(c.Now().wall.count(), g)), 4u) << ranking[s];
+  }
+}
+
 // Three members formed, and alice's key (60 s window) with its ranking.
 struct AliceOnThree {
   crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
@@ -1298,6 +1332,51 @@ TEST(NodeTest, AMemberSpeakingVersionOneGetsWholeStatesUntilItSpeaksTwo) {
   c.RunFor(20);
   EXPECT_EQ(c.SentTo(old_address, Kind::kReplicateDelta), old_deltas + 1);
   EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+}
+
+// A decider's clock steps back while a partition hides its replicas (a
+// fourth member, off the key's list, bridges the cut, so nobody is declared
+// dead and no list changes): the step moves the decider's hits to now's
+// bucket (the replicas keep them at the old ones too), and its handoff,
+// which would bring the old cells back, reaches neither replica. After the
+// heal it asks them again, so it and its replicas agree without waiting for
+// anti-entropy to pair them (off here). Swarm seed 290010168.
+TEST(NodeTest, AHandoffThatReachedNobodyIsAskedAgainAfterTheHeal) {
+  TestCluster c;
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 4);
+  for (const std::string id : {"n1", "n2", "n3", "n4"}) {
+    NodeConfig cfg = c.ConfigFor(id);
+    cfg.anti_entropy_interval_ms = 3'600'000;
+    if (id != std::string("n1")) cfg.seeds = {TestCluster::AddressOf("n1")};
+    c.AddWith(cfg);
+  }
+  c.RunFor(5000);
+  const std::string& decider = ranking[0];
+  ASSERT_EQ(c.node(decider).PreferenceList(key).size(), 3u);
+  uint64_t id = 1;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.Check(decider, kRequest.Id(id++))->allowed);
+  c.RunFor(50);
+  c.Cut(decider, ranking[1]);
+  c.Cut(decider, ranking[2]);
+  c.SetWallOffset(decider, -20'000);
+  ASSERT_TRUE(c.Check(decider, kRequest.Id(id++).Hits(0)).has_value());  // sees the step
+  c.RunFor(3000);  // the handoff times out unanswered by both replicas
+  c.SetWallOffset(decider, 0);
+  c.RunFor(500);
+  // Through the bridge nobody was declared dead: the key's list never changed.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c.node(ranking[i]).PreferenceList(key),
+              (std::vector<std::string>{ranking[0], ranking[1], ranking[2]}))
+        << ranking[i];
+  }
+  c.HealAll();
+  c.RunFor(2500);  // one handoff_timeout_ms (2 s) at most, then the pushes
+  EXPECT_GE(c.node(decider).Status(c.Now()).counters.handoff_reasks, 2u);
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_EQ(c.node(ranking[i]).StateHash(key, c.Now()), c.node(decider).StateHash(key, c.Now()))
+        << ranking[i];
+  }
 }
 
 // Replication messages of either form (whole state, or changed cells to a
