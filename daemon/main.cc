@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
     rls_options.rules_path = config.rules_path;
     rls_options.shadow_mode = config.shadow_mode;
     rls_options.rate_limit_headers = config.rls_headers;
+    rls_options.handle_sighup = false;  // the daemon's signal thread calls Reload
     // Status answers carry the rules' digest, so `tally status` on each
     // member shows whether they run the same rules.
     rls_options.on_rules = [&daemon](const std::string& digest, const std::string& error) {
@@ -160,6 +161,12 @@ int main(int argc, char** argv) {
                                                  tally::io::DescriptorDoor::Done done) {
       rls->DecideDescriptors(query, door, max_reply_bytes, std::move(done));
     });
+    if (!config.rules_path.empty()) {
+      daemon.SetReloadHook([rls = rls.get(), path = config.rules_path] {
+        spdlog::info("received SIGHUP, reloading rules from {}", path);
+        rls->Reload();
+      });
+    }
     if (!rls->grpc_address().empty()) line += " grpc=" + rls->grpc_address();
     if (!rls->http_address().empty()) line += " http=" + rls->http_address();
   }
@@ -171,6 +178,7 @@ int main(int argc, char** argv) {
   daemon.Run();
   if (rls) {
     daemon.SetDescriptorChecks({});
+    daemon.SetReloadHook({});
     const tally::rls::RlsStats st = rls->stats();
     rls->Stop();
     spdlog::info(

@@ -11,10 +11,12 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
 #include <exception>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -35,6 +37,15 @@ namespace tally::io {
 namespace {
 
 constexpr int kMaxThreads = 1024;
+
+sigset_t DaemonSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
 
 std::string Hostname() {
   char name[256] = {};
@@ -95,8 +106,9 @@ struct Daemon::Impl {
   void ArmRates();
   void ArmAdaptive();
   void RecordRates();
-  void WaitForSignal();
-  void WaitForReload();
+  void StartSignalThread();
+  void StopSignalThread();
+  void OnSignal(int signo);  // on an I/O thread
   DaemonStats Stats() const;
 
   DaemonOptions options;
@@ -139,8 +151,14 @@ struct Daemon::Impl {
   boost::asio::steady_timer adaptive_timer;
   std::chrono::microseconds notify_interval{0};  // 0: not under systemd's notify
   bool watchdog = false;
-  std::unique_ptr<boost::asio::signal_set> signals;
-  std::unique_ptr<boost::asio::signal_set> reload_signals;  // SIGHUP
+  // handle_signals: a thread that takes SIGINT, SIGTERM and SIGHUP with
+  // sigtimedwait (blocked everywhere else) and posts them to `io`. No signal
+  // handler runs asynchronously on an I/O thread, so a sanitizer's deferred
+  // signal delivery cannot strand one (a TSan run once ignored SIGTERM).
+  std::thread signal_thread;
+  std::atomic<bool> signal_thread_stop{false};
+  std::function<void()> reload_hook;  // SIGHUP, besides the keyring (Daemon::SetReloadHook)
+  std::mutex reload_hook_mu;
 
   std::atomic<bool> stop_requested{false};
   bool leave_requested = false;         // only touched by the signal handler
@@ -299,12 +317,7 @@ bool Daemon::Impl::Start(std::string* error) {
     notify_interval = std::chrono::seconds(10);
   }
   if (notify_interval.count() > 0) ArmNotify();
-  if (o.handle_signals) {
-    signals = std::make_unique<boost::asio::signal_set>(io, SIGINT, SIGTERM);
-    WaitForSignal();
-    reload_signals = std::make_unique<boost::asio::signal_set>(io, SIGHUP);
-    WaitForReload();
-  }
+  if (o.handle_signals) StartSignalThread();
   spdlog::debug("daemon started: threads={} udp={} unix={} seq={} echo={}", threads,
                 udp_address.empty() ? "-" : udp_address, unix_path.empty() ? "-" : unix_path,
                 seq_path.empty() ? "-" : seq_path, o.echo);
@@ -312,34 +325,57 @@ bool Daemon::Impl::Start(std::string* error) {
   return true;
 }
 
-void Daemon::Impl::WaitForSignal() {
-  signals->async_wait([this](const boost::system::error_code& ec, int signo) {
-    if (ec) return;
-    const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
-    if (cluster && !leave_requested) {
-      // Leave gracefully first; a second signal stops at once.
-      leave_requested = true;
-      spdlog::info("received {}, leaving the cluster", name);
-      cluster->Leave([this] { Stop(); });
-      WaitForSignal();
-      return;
+void Daemon::Impl::StartSignalThread() {
+  // Blocked here too (tallyd blocked them before any thread started; an
+  // embedder's other threads must do the same, daemon.h).
+  const sigset_t set = DaemonSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal_thread = std::thread([this, set] {
+    while (!signal_thread_stop.load(std::memory_order_relaxed)) {
+      // Wakes every 100 ms to see whether the daemon is shutting down.
+      timespec wait{0, 100'000'000};
+      const int signo = sigtimedwait(&set, nullptr, &wait);
+      if (signo <= 0) continue;  // timeout or EINTR
+      boost::asio::post(io, [this, signo] { OnSignal(signo); });
+      if (signo == SIGHUP && !stop_requested.load(std::memory_order_relaxed)) {
+        // Here, not on an I/O thread: reading rule files must not stall checks.
+        std::function<void()> hook;
+        {
+          std::lock_guard<std::mutex> lock(reload_hook_mu);
+          hook = reload_hook;
+        }
+        if (hook) hook();
+      }
     }
-    spdlog::info("received {}, shutting down", name);
-    Stop();
   });
 }
 
-void Daemon::Impl::WaitForReload() {
-  reload_signals->async_wait([this](const boost::system::error_code& ec, int) {
-    if (ec || stop_requested.load(std::memory_order_relaxed)) return;
+void Daemon::Impl::StopSignalThread() {
+  signal_thread_stop.store(true, std::memory_order_relaxed);
+  if (signal_thread.joinable()) signal_thread.join();
+}
+
+void Daemon::Impl::OnSignal(int signo) {
+  if (stop_requested.load(std::memory_order_relaxed)) return;
+  if (signo == SIGHUP) {
     if (cluster) {
       spdlog::info("received SIGHUP, reloading the keyring");
       cluster->ReloadKeyring(nullptr);  // logs the outcome; a failure keeps the old keys
     } else {
-      spdlog::info("received SIGHUP: nothing to reload (not in cluster mode)");
+      spdlog::info("received SIGHUP: no keyring to reload (not in cluster mode)");
     }
-    WaitForReload();
-  });
+    return;
+  }
+  const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+  if (cluster && !leave_requested) {
+    // Leave gracefully first; a second signal stops at once.
+    leave_requested = true;
+    spdlog::info("received {}, leaving the cluster", name);
+    cluster->Leave([this] { Stop(); });
+    return;
+  }
+  spdlog::info("received {}, shutting down", name);
+  Stop();
 }
 
 void Daemon::Impl::ArmSweep() {
@@ -423,19 +459,6 @@ void Daemon::Impl::ArmNotify() {
   });
 }
 
-namespace {
-
-sigset_t DaemonSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
-
-}  // namespace
-
 void BlockDaemonSignals() {
   const sigset_t set = DaemonSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
@@ -518,10 +541,6 @@ bool Daemon::Impl::ImportClusterOverrides(persist::SnapshotExpectations expect) 
 }
 
 void Daemon::Impl::RunLoop() {
-  if (options.handle_signals) {
-    const sigset_t set = DaemonSignals();
-    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
-  }
   try {
     io.run();
   } catch (const std::exception& e) {
@@ -549,11 +568,7 @@ void Daemon::Impl::Shutdown() {
   notify_timer.cancel();
   rate_timer.cancel();
   adaptive_timer.cancel();
-  if (signals) {
-    boost::system::error_code ignored;
-    signals->cancel(ignored);
-    reload_signals->cancel(ignored);
-  }
+  StopSignalThread();
   work.reset();
   unix_file.Unlink();
   seq_file.Unlink();
@@ -590,6 +605,10 @@ std::string Daemon::gossip_address() const {
   return impl_->cluster && impl_->started ? impl_->cluster->gossip_address() : "";
 }
 std::string Daemon::node_id() const { return impl_->identity.node_id; }
+void Daemon::SetReloadHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(impl_->reload_hook_mu);
+  impl_->reload_hook = std::move(hook);
+}
 void Daemon::SetRulesStatus(std::string digest, std::string error) {
   // Members tell each other their digests on pings and acks (16 raw bytes).
   if (impl_->cluster && impl_->started) impl_->cluster->SetRulesDigest(RulesDigestBytes(digest));

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,10 +63,11 @@ struct DaemonStats {
 
 // The signals a daemon with handle_signals takes (SIGINT, SIGTERM, SIGHUP).
 // A program blocks them on its first thread before starting any other, so
-// that every thread it or a library (gRPC) starts inherits the block; Run()
-// unblocks them on the daemon's own I/O threads only. A process-directed
-// signal then always lands on a thread that handles it (one that landed on a
-// thread parked in uninstrumented library code stayed pending under TSan).
+// that every thread it or a library (gRPC) starts inherits the block; the
+// daemon takes them on a thread of its own with sigtimedwait and hands them
+// to its I/O threads. No thread ever runs a handler for them: a signal
+// handler on a thread parked in uninstrumented library code, or deferred by
+// ThreadSanitizer, once left SIGTERM unanswered.
 void BlockDaemonSignals();
 
 // The CPUs this process may run on (its affinity mask: taskset, a cgroup
@@ -124,6 +126,10 @@ class Daemon {
   // the digest in force and why the last reload failed ("" if it did not).
   // Any thread, any time.
   void SetRulesStatus(std::string digest, std::string error);
+  // What else SIGHUP reloads (handle_signals), besides the keyring: tallyd's
+  // rules (RlsServer::Reload). Runs on the daemon's signal thread, not an I/O
+  // thread; empty removes it. Any thread, any time.
+  void SetReloadHook(std::function<void()> hook);
   // Installs (empty: removes) where the UDP, Unix and seqpacket doors send
   // descriptor checks (check.capnp protocol 4): the rules doors'
   // RlsServer::DecideDescriptors. Without it they answer unavailable. Any

@@ -888,8 +888,10 @@ bool RlsServer::Start(std::string* error) {
     return false;
   }
   if (!d.options.rules_path.empty()) {
-    d.signals.add(SIGHUP);
-    d.WaitForSighup();
+    if (d.options.handle_sighup) {
+      d.signals.add(SIGHUP);
+      d.WaitForSighup();
+    }
     std::string why;
     if (d.options.watch_rules && !d.StartWatch(&why)) {
       spdlog::warn("rules: {}; reload with SIGHUP", why);

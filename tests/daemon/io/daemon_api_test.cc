@@ -2,10 +2,14 @@
 // mode through the real binary.
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <random>
 #include <string>
 #include <thread>
@@ -146,6 +150,36 @@ TEST(DaemonApiTest, DestructorCleansUpWithoutRun) {
   }
   EXPECT_FALSE(Exists(dir.File("d.sock")));
   EXPECT_FALSE(Exists(dir.File("s.sock")));
+}
+
+// Signals go to a thread of the daemon's own (sigtimedwait), never to a
+// handler on an I/O thread: SIGHUP runs the reload hook, SIGTERM stops Run().
+// Each test runs in its own process (gtest_discover_tests), so the signals
+// sent here reach only this one.
+TEST(DaemonApiTest, SignalsAreTakenByTheSignalThread) {
+  io::BlockDaemonSignals();  // as tallyd does before starting any thread
+  TempDir dir;
+  io::DaemonOptions o = Options(dir);
+  o.handle_signals = true;
+  io::Daemon daemon(o);
+  std::string error;
+  ASSERT_TRUE(daemon.Start(&error)) << error;
+  std::atomic<int> reloads{0};
+  daemon.SetReloadHook([&reloads] { reloads.fetch_add(1); });
+  std::thread runner([&] { daemon.Run(); });
+
+  ASSERT_EQ(kill(getpid(), SIGHUP), 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (reloads.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(reloads.load(), 1);
+  daemon.SetReloadHook({});
+
+  // Run() returns on SIGTERM alone (a single node stops at the first).
+  ASSERT_EQ(kill(getpid(), SIGTERM), 0);
+  runner.join();
+  EXPECT_EQ(reloads.load(), 1);
 }
 
 TEST(DaemonApiTest, StartFailsOnBadOptions) {
