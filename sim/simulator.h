@@ -332,8 +332,8 @@ class Simulator {
   void Execute(uint32_t index, const Event& e, TrueNs t);
   void Rearm(uint32_t index, TrueNs t);
   void Emit(uint32_t index, core::Outbox& out, TrueNs t, TrueNs leave_at);
-  // "swim:<kind>" or "node:<kind>" of an encoded peer message.
-  std::string KindOf(const std::vector<std::byte>& bytes, bool* replication);
+  // "swim:<kind>" or "node:<kind>": a peer packet's cost name.
+  static std::string KindOf(const core::Outbox::PeerPacket& packet);
   uint64_t AllocPacket();
   void FreePacket(uint64_t index);
   bool Slow(const Host& h) const { return h.service_ns > 0 || h.stall_ns > 0 || h.tick_lag_ns > 0; }

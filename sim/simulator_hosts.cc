@@ -199,38 +199,25 @@ void Simulator::Rearm(uint32_t index, TrueNs t) {
   Push(fire, EventKind::kTimer, index, ++h.timer_token);
 }
 
-std::string Simulator::KindOf(const std::vector<std::byte>& bytes, bool* replication) {
-  *replication = false;
-  wire::PeerMessageReader reader;
-  std::string why;
-  if (reader.Decode(bytes, &why) != Status::kOk) return "malformed";
-  if (reader.is_swim()) return "swim:" + std::string(membership::KindName(reader.swim().kind()));
-  wire::NodeMessageValue msg;
-  if (!reader.ReadNode(&msg, &why)) return "node:malformed";
-  using Kind = wire::NodeMessageValue::Kind;
-  *replication = msg.kind == Kind::kReplicate || msg.kind == Kind::kStatePush ||
-                 msg.kind == Kind::kReplicateDelta;
-  return std::string("node:") + core::kPeerMessageKindNames[core::PeerKindIndex(msg.kind)];
+std::string Simulator::KindOf(const core::Outbox::PeerPacket& packet) {
+  if (!packet.node_kind) return "swim:" + std::string(membership::KindName(packet.swim_kind));
+  return std::string("node:") + core::kPeerMessageKindNames[packet.kind_index()];
 }
 
 void Simulator::Emit(uint32_t index, core::Outbox& out, TrueNs t, TrueNs leave_at) {
   Host& h = hosts_[index];
   const bool counted = cost_active_ && t < config_.cost_to_ns;
   for (core::Outbox::PeerPacket& p : out.peer) {
-    bool replication = false;
-    if (counted || config_.drop_replication) {
-      const std::string kind = KindOf(p.bytes, &replication);
-      if (counted) {
-        ++h.messages_sent;
-        h.bytes_sent += p.bytes.size();
-        CostRecord::PerKind& k = record_.cost.by_kind[kind];
-        ++k.messages;
-        k.bytes += p.bytes.size();
-      }
+    if (counted) {
+      ++h.messages_sent;
+      h.bytes_sent += p.bytes.size();
+      CostRecord::PerKind& k = record_.cost.by_kind[KindOf(p)];
+      ++k.messages;
+      k.bytes += p.bytes.size();
     }
     auto it = host_by_address_.find(p.to_address);
     if (it == host_by_address_.end()) continue;  // no such address: the packet goes nowhere
-    if (config_.drop_replication && replication) {
+    if (config_.drop_replication && p.carries_counts()) {
       ++record_.dropped_replication;
       continue;
     }

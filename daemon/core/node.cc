@@ -303,7 +303,7 @@ std::chrono::nanoseconds Node::NextDeadline() const {
 
 void Node::SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
                     Instant now, Outbox* out) {
-  Outbox::PeerPacket packet{address, {}, stream};
+  Outbox::PeerPacket packet{address, {}, stream, msg.kind};
   wire::EncodeNodeMessage(wire::PeerHeader{config_.node_id, config_.gossip_address,
                                            config_.generation, now.wall.count()},
                           msg, &packet.bytes);
@@ -320,7 +320,7 @@ void Node::SendNode(const std::string& address, const wire::NodeMessageValue& ms
 
 void Node::SendSwim(std::vector<membership::Outbound>& swim_out, Instant now, Outbox* out) {
   for (membership::Outbound& o : swim_out) {
-    Outbox::PeerPacket packet{o.to_address, {}, o.stream};
+    Outbox::PeerPacket packet{o.to_address, {}, o.stream, std::nullopt, o.msg.kind()};
     wire::EncodeSwim(o.msg, &packet.bytes);
     counters_.peer_bytes_sent += packet.bytes.size();
     ++counters_.peer_messages_sent;

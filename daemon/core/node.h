@@ -139,6 +139,19 @@ struct Outbox {
     std::string to_address;
     std::vector<std::byte> bytes;
     bool stream = false;  // bulk state: the daemon may send it over TCP
+    // What `bytes` hold, so drivers and tests count, drop or delay packets
+    // by kind without decoding them: a node message of this kind, or (when
+    // unset) a SWIM message of `swim_kind`.
+    std::optional<wire::NodeMessageValue::Kind> node_kind;
+    membership::SwimKind swim_kind = membership::SwimKind::kPing;
+    // Index into kPeerMessageKindNames (daemon/core/peer_kinds.h).
+    size_t kind_index() const { return node_kind ? PeerKindIndex(*node_kind) : kSwimKindIndex; }
+    // Replicated counts (replicate, replicateDelta, statePush).
+    bool carries_counts() const {
+      using Kind = wire::NodeMessageValue::Kind;
+      return node_kind == Kind::kReplicate || node_kind == Kind::kReplicateDelta ||
+             node_kind == Kind::kStatePush;
+    }
   };
   struct ClientReply {
     uint64_t reply_token = 0;

@@ -249,33 +249,26 @@ class TestCluster {
     uint64_t seq;
     std::string from, to_address;
     std::vector<std::byte> bytes;
+    std::optional<wire::NodeMessageValue::Kind> node_kind;  // unset: SWIM
     bool operator>(const Packet& o) const {
       return at_ns != o.at_ns ? at_ns > o.at_ns : seq > o.seq;
     }
   };
 
-  static std::optional<wire::NodeMessageValue::Kind> NodeKind(const std::vector<std::byte>& bytes) {
-    wire::PeerMessageReader reader;
-    std::string why;
-    if (reader.Decode(bytes, &why) != Status::kOk || reader.is_swim()) return std::nullopt;
-    wire::NodeMessageValue msg;
-    if (!reader.ReadNode(&msg, &why)) return std::nullopt;
-    return msg.kind;
-  }
-
   void Dispatch(const std::string& from, Outbox& out) {
     for (auto& p : out.peer) {
-      if (auto kind = NodeKind(p.bytes)) ++sent_[{p.to_address, *kind}];
+      if (p.node_kind) ++sent_[{p.to_address, *p.node_kind}];
       if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
       ++sent_any_[p.to_address];
       int64_t delay_ns = 200'000;
       auto slow = slow_forwards_.find({from, p.to_address});
       if (slow != slow_forwards_.end() && slow->second.second > 0 &&
-          NodeKind(p.bytes) == wire::NodeMessageValue::Kind::kForward) {
+          p.node_kind == wire::NodeMessageValue::Kind::kForward) {
         --slow->second.second;
         delay_ns += slow->second.first * 1'000'000;
       }
-      in_flight_.push(Packet{now_ns_ + delay_ns, ++seq_, from, p.to_address, std::move(p.bytes)});
+      in_flight_.push(
+          Packet{now_ns_ + delay_ns, ++seq_, from, p.to_address, std::move(p.bytes), p.node_kind});
     }
     for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
     for (auto& d : out.decisions) decisions_[from].push_back(d);
@@ -288,12 +281,12 @@ class TestCluster {
       if (!e.up || cuts_.contains({p.from, id})) return;
       auto drop = drop_forwards_.find({p.from, id});
       if (drop != drop_forwards_.end() && drop->second > 0 &&
-          NodeKind(p.bytes) == wire::NodeMessageValue::Kind::kForward) {
+          p.node_kind == wire::NodeMessageValue::Kind::kForward) {
         --drop->second;
         return;
       }
-      if (auto kind = NodeKind(p.bytes)) {
-        auto dk = drop_kinds_.find({p.from, id, *kind});
+      if (p.node_kind) {
+        auto dk = drop_kinds_.find({p.from, id, *p.node_kind});
         if (dk != drop_kinds_.end() && dk->second > 0) {
           --dk->second;
           return;
