@@ -255,8 +255,24 @@ class TestCluster {
     }
   };
 
+  // Every packet's stated kind is what its bytes hold (drivers trust it).
+  static void ExpectKindMatchesBytes(const Outbox::PeerPacket& p) {
+    wire::PeerMessageReader reader;
+    std::string why;
+    ASSERT_EQ(reader.Decode(p.bytes, &why), Status::kOk) << why;
+    if (reader.is_swim()) {
+      EXPECT_FALSE(p.node_kind.has_value());
+      EXPECT_EQ(p.swim_kind, reader.swim().kind());
+      return;
+    }
+    wire::NodeMessageValue msg;
+    ASSERT_TRUE(reader.ReadNode(&msg, &why)) << why;
+    EXPECT_EQ(p.node_kind, msg.kind);
+  }
+
   void Dispatch(const std::string& from, Outbox& out) {
     for (auto& p : out.peer) {
+      ExpectKindMatchesBytes(p);
       if (p.node_kind) ++sent_[{p.to_address, *p.node_kind}];
       if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
       ++sent_any_[p.to_address];
