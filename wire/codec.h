@@ -387,6 +387,27 @@ size_t EncodedCheckBound(size_t user_id_bytes, size_t endpoint_bytes);
 // Upper bound of the encoded size of one response carrying `error_bytes` of text.
 size_t EncodedResponseBound(size_t error_bytes);
 
+// Splits `results` into the consecutive runs that each fit one datagram when
+// encoded with EncodeResponses (kMessageOverheadBytes plus each result's
+// EncodedResponseBound), and calls `emit(run)` for each, in order. Empty
+// `results` give one empty run: every request datagram gets an answer. A
+// single result always forms a run of its own, whatever its size.
+template <typename Emit>
+void ForEachResponseDatagram(std::span<const CheckResult> results, Emit&& emit) {
+  size_t start = 0;
+  size_t bytes = kMessageOverheadBytes;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const size_t bound = EncodedResponseBound(results[i].error.size());
+    if (i > start && bytes + bound > kMaxDatagramBytes) {
+      emit(results.subspan(start, i - start));
+      start = i;
+      bytes = kMessageOverheadBytes;
+    }
+    bytes += bound;
+  }
+  emit(results.subspan(start));
+}
+
 // A reply to a client datagram is at most this many times its size, so a
 // datagram from a spoofed source is not amplified (issue 9).
 inline constexpr size_t kMaxReplyFactor = 3;

@@ -278,22 +278,14 @@ void Node::CompleteItem(uint64_t batch_id, size_t index, CheckResult result, Out
   batch.results[index] = std::move(result);
   if (--batch.outstanding > 0) return;
   // All answered: one reply datagram per batch (split if it would not fit).
-  std::span<const CheckResult> all(batch.results);
-  size_t start = 0;
-  while (start < all.size()) {
-    size_t bytes = wire::kMessageOverheadBytes, end = start;
-    while (end < all.size()) {
-      size_t next = wire::EncodedResponseBound(all[end].error.size());
-      if (end > start && bytes + next > wire::kMaxDatagramBytes) break;
-      bytes += next;
-      ++end;
-    }
+  // Batches are never empty (OnClientDatagram answers an empty one at once).
+  assert(!batch.results.empty());
+  wire::ForEachResponseDatagram(batch.results, [&](std::span<const CheckResult> run) {
     Outbox::ClientReply reply{batch.reply_token, {}, {}};
-    for (size_t i = start; i < end; ++i) reply.decisions.Add(all[i]);
-    wire::EncodeResponses(all.subspan(start, end - start), &reply.bytes);
+    for (const CheckResult& r : run) reply.decisions.Add(r);
+    wire::EncodeResponses(run, &reply.bytes);
     out->client.push_back(std::move(reply));
-    start = end;
-  }
+  });
   batches_.erase(it);
 }
 

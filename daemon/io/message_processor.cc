@@ -13,9 +13,6 @@
 namespace tally::io {
 namespace {
 
-// Room for the ClientMessage envelope (segment table, root struct, list tag)
-// on top of the per-response bounds.
-constexpr size_t kEnvelopeBytes = 128;
 // Error texts are ours or the decoder's and short; the cap keeps any future
 // long reason from blowing a reply past one datagram.
 constexpr size_t kMaxErrorBytes = 512;
@@ -261,26 +258,11 @@ void MessageProcessor::ReplyError(Status status, std::string reason, uint32_t ta
 }
 
 void MessageProcessor::EncodeResults(uint32_t tag, std::vector<Reply>* replies) {
-  const size_t budget = wire::kMaxDatagramBytes - kEnvelopeBytes;
-  std::span<const CheckResult> all(results_);
-  size_t start = 0;
-  size_t bytes = 0;
-  auto emit = [&](size_t end) {
+  wire::ForEachResponseDatagram(results_, [&](std::span<const CheckResult> run) {
     std::vector<std::byte>* out = NextBuffer();
-    wire::EncodeResponses(all.subspan(start, end - start), out);
+    wire::EncodeResponses(run, out);
     replies->push_back(Reply{std::span<const std::byte>(*out), tag});
-  };
-  for (size_t i = 0; i < all.size(); ++i) {
-    size_t bound = wire::EncodedResponseBound(all[i].error.size());
-    if (i > start && bytes + bound > budget) {
-      emit(i);
-      start = i;
-      bytes = 0;
-    }
-    bytes += bound;
-  }
-  // An empty checks list still gets an (empty) answer, so callers never hang.
-  emit(all.size());
+  });
 }
 
 void MessageProcessor::ReplyToQuery(size_t request_bytes, std::vector<std::byte>* reply,
@@ -478,8 +460,9 @@ void MessageProcessor::HandleSignalReport(size_t request_bytes, bool may_report,
   };
   if (!may_report) {
     report.status = tally::Status::kPermissionDenied;
-    report.error = "signal reports are accepted on tallyd's Unix sockets and from loopback UDP "
-                   "sources only";
+    report.error =
+        "signal reports are accepted on tallyd's Unix sockets and from loopback UDP "
+        "sources only";
     return answer();
   }
   if (!reader_.signal_report_error().empty()) {

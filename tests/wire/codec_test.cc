@@ -535,6 +535,45 @@ TEST(CodecTest, EncodedResponseBoundIsAnUpperBound) {
   }
 }
 
+// The one reply splitter (the daemon's doors and the Node): every run encodes
+// within a datagram, runs are as large as fit and keep the order, and an
+// empty batch still gets one (empty) reply.
+TEST(CodecTest, ResponsesAreSplitIntoDatagramsTheyFit) {
+  std::mt19937_64 rng(9);
+  for (size_t n : {0, 1, 2000, 9000}) {
+    SCOPED_TRACE(n);
+    std::vector<CheckResult> responses(n);
+    for (size_t i = 0; i < n; ++i) {
+      responses[i].request_id = i + 1;
+      responses[i].remaining = rng();
+      responses[i].reset_after_ms = rng();
+      responses[i].error = std::string(i % 7 == 0 ? rng() % 300 : 0, 'e');
+    }
+    std::vector<std::span<const CheckResult>> runs;
+    wire::ForEachResponseDatagram(responses,
+                                  [&](std::span<const CheckResult> run) { runs.push_back(run); });
+    ASSERT_FALSE(runs.empty());
+    size_t next = 0;
+    for (size_t k = 0; k < runs.size(); ++k) {
+      EXPECT_EQ(runs[k].data(), responses.data() + next) << "run " << k << " out of order";
+      next += runs[k].size();
+      Bytes bytes;
+      EncodeResponses(runs[k], &bytes);
+      EXPECT_LE(bytes.size(), kMaxDatagramBytes) << "run " << k;
+      if (k + 1 < runs.size()) {
+        // Nothing more would have fit: the next result's bound overflows.
+        size_t bound = kMessageOverheadBytes;
+        for (const CheckResult& r : runs[k]) bound += EncodedResponseBound(r.error.size());
+        bound += EncodedResponseBound(runs[k + 1].front().error.size());
+        EXPECT_GT(bound, kMaxDatagramBytes) << "run " << k << " could have been larger";
+      }
+    }
+    EXPECT_EQ(next, n);
+    if (n == 0) EXPECT_EQ(runs.size(), 1u);
+    if (n == 9000) EXPECT_GE(runs.size(), 2u);
+  }
+}
+
 // The peer-authentication fields appended to StatusResponse (ordinals 14-17).
 // Protocol 3 (issue 9): padded queries decode as the queries they pad, are at
 // least the size asked, and grow nothing but themselves.
