@@ -398,6 +398,9 @@ class Node {
   crdt::HlcTimestamp override_clock() const { return override_clock_.last(); }
 
   NodeStatus Status(Instant now) const;
+  // The limiter's counters and live keys alone (what Status().limiter holds),
+  // without building the rest of the status.
+  LimiterStats limiter_stats() const;
   // Status().owning without the rest (Status samples the ring, O(members)
   // per sample: too much for a simulator asking each of 1000 nodes).
   bool owning() const { return MayOwn(); }
@@ -649,6 +652,9 @@ class Node {
   LimiterCore core_;
   membership::Swim swim_;
   membership::Ring ring_;
+  // Status's key_share, sampled again only after the ring changed (4096
+  // owner lookups): reset wherever ring_ changes (node_view.cc).
+  mutable std::optional<double> key_share_;
   std::mt19937_64 rng_;
 
   std::vector<PeerView> view_;  // alive members incl. self, the ring's order

@@ -39,8 +39,7 @@ NodeStatus Node::Status(Instant now) const {
   s.live_keys = core_.store().size();
   s.partition_policy = std::string(PartitionPolicyName(config_.partition_policy));
   s.last_known_members = LastKnownMembers(now);
-  s.limiter = core_.stats();
-  s.limiter.live_keys = core_.store().size();
+  s.limiter = limiter_stats();
   s.counters = counters_;
   s.counters.co_deciders = co_deciders_.size();
   s.counters.replicates_unacked = 0;
@@ -51,14 +50,17 @@ NodeStatus Node::Status(Instant now) const {
     s.counters.frozen_pending += peer.frozen.size();
   }
   s.swim = swim_.stats();
-  // Our share of the key space: the owner of 4096 fixed pseudo-random keys.
-  size_t owned = 0;
-  constexpr size_t kSamples = 4096;
-  for (size_t i = 0; i < kSamples; ++i) {
-    crdt::KeyId sample{crdt::Mix64(i * 2 + 1), crdt::Mix64(i * 2 + 2)};
-    if (!ring_.empty() && ring_.OwnerIndex(sample) == self_index_) ++owned;
+  if (!key_share_) {
+    // Our share of the key space: the owner of 4096 fixed pseudo-random keys.
+    size_t owned = 0;
+    constexpr size_t kSamples = 4096;
+    for (size_t i = 0; i < kSamples; ++i) {
+      crdt::KeyId sample{crdt::Mix64(i * 2 + 1), crdt::Mix64(i * 2 + 2)};
+      if (!ring_.empty() && ring_.OwnerIndex(sample) == self_index_) ++owned;
+    }
+    key_share_ = static_cast<double>(owned) / kSamples;
   }
-  s.key_share = static_cast<double>(owned) / kSamples;
+  s.key_share = *key_share_;
   for (const auto& [id, m] : swim_.members()) {
     MemberStatus ms;
     ms.id = m.id;
@@ -72,6 +74,12 @@ NodeStatus Node::Status(Instant now) const {
     s.members.push_back(std::move(ms));
   }
   return s;
+}
+
+LimiterStats Node::limiter_stats() const {
+  LimiterStats stats = core_.stats();
+  stats.live_keys = core_.store().size();
+  return stats;
 }
 
 }  // namespace tally::core

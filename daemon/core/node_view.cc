@@ -107,6 +107,7 @@ void Node::RebuildView() {
   }
   if (!self_placed) add(self_view);
   ring_ = membership::Ring(std::move(ring_members));  // sorted: no map
+  key_share_.reset();
   IndexAddresses();
 }
 
@@ -146,6 +147,7 @@ void Node::ApplyViewChange(const std::string& id) {
     const std::string old_address = p.address;
     p = *want;
     ring_.Upsert(membership::RingMember{p.id, p.address, 1.0});
+    key_share_.reset();
     if (old_address == p.address) return;
     if (unique && !view_by_address_.contains(p.address)) {
       view_by_address_.erase(old_address);
@@ -158,6 +160,7 @@ void Node::ApplyViewChange(const std::string& id) {
     view_.insert(view_.begin() + static_cast<std::ptrdiff_t>(pos), *want);
     [[maybe_unused]] const auto [ring_pos, inserted] =
         ring_.Upsert(membership::RingMember{want->id, want->address, 1.0});
+    key_share_.reset();
     assert(ring_pos == pos && inserted);
     if (fast) {
       shift_from(pos, true);
@@ -171,6 +174,7 @@ void Node::ApplyViewChange(const std::string& id) {
     const std::string address = view_[pos].address;
     view_.erase(view_.begin() + static_cast<std::ptrdiff_t>(pos));
     [[maybe_unused]] const auto ring_pos = ring_.Erase(id);
+    key_share_.reset();
     assert(ring_pos && *ring_pos == pos);
     if (unique) {
       view_by_address_.erase(address);

@@ -526,10 +526,7 @@ wire::OwnerReport ClusterDriver::Owner(const wire::OwnerQuery& query, Instant no
 LimiterStats ClusterDriver::limiter_stats() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!impl_->node) return {};
-  core::NodeStatus s = impl_->node->Status(ReadClock());
-  LimiterStats stats = s.limiter;
-  stats.live_keys = s.live_keys;
-  return stats;
+  return impl_->node->limiter_stats();
 }
 
 bool ClusterDriver::ReloadKeyring(std::string* error) {

@@ -99,6 +99,35 @@ TEST(NodeTest, ThreeNodesJoinAndAgreeOnPreferenceLists) {
   }
 }
 
+// Status samples the ring for key_share only after the ring changed: each
+// status below follows one that filled the cache before the change.
+TEST(NodeTest, KeyShareFollowsTheRing) {
+  TestCluster c;
+  c.Add("n1", false);
+  c.RunFor(100);
+  EXPECT_DOUBLE_EQ(c.node("n1").Status(c.Now()).key_share, 1.0);
+  c.Add("n2");
+  c.Add("n3");
+  c.RunFor(5000);
+  ASSERT_TRUE(c.AllSeeAlive({"n1", "n2", "n3"}));
+  double sum = 0;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    const double share = c.node(id).Status(c.Now()).key_share;
+    EXPECT_GT(share, 0.2) << id;
+    EXPECT_LT(share, 0.5) << id;
+    sum += share;
+  }
+  EXPECT_DOUBLE_EQ(sum, 1.0);
+  c.Crash("n3");
+  c.RunFor(30'000);  // suspected, then dead: out of the others' rings
+  ASSERT_TRUE(c.AllSeeAlive({"n1", "n2"}));
+  const double share1 = c.node("n1").Status(c.Now()).key_share;
+  const double share2 = c.node("n2").Status(c.Now()).key_share;
+  EXPECT_GT(share1, 0.3);
+  EXPECT_GT(share2, 0.3);
+  EXPECT_DOUBLE_EQ(share1 + share2, 1.0);
+}
+
 TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {
   TestCluster c;
   c.Form(3, 3000);
