@@ -298,7 +298,6 @@ class Simulator {
     uint64_t timer_token = 0;
     TrueNs armed_at = INT64_MAX;
     TrueNs last_tick = -1;
-    TrueNs leave_deadline = 0;
     TrueNs up_since = -1;
     // Slow host: inputs queue up and each takes service_ns.
     int64_t service_ns = 0;

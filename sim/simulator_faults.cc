@@ -45,7 +45,6 @@ void Simulator::ApplyFault(const FaultAction& f, TrueNs t) {
       h->node->Leave(now, &out_);
       h->node->Flush(now, &out_);
       h->state = HostState::kLeaving;
-      h->leave_deadline = t + 5 * kNsPerS;
       auto e = std::lower_bound(entry_hosts_.begin(), entry_hosts_.end(), uint32_t(f.host));
       if (e != entry_hosts_.end() && *e == uint32_t(f.host)) entry_hosts_.erase(e);
       Emit(static_cast<uint32_t>(f.host), out_, t, t);

@@ -172,7 +172,8 @@ void Simulator::Execute(uint32_t index, const Event& e, TrueNs t) {
   h.node->Flush(now, &out_);
   Emit(index, out_, t, t + h.service_ns);
   ObserveSuspicions(index, t);
-  if (h.state == HostState::kLeaving && (h.node->swim().LeaveFlushed() || t >= h.leave_deadline)) {
+  // The network model holds no send queue: nothing of ours waits to leave.
+  if (h.state == HostState::kLeaving && h.node->LeaveComplete(now, /*transport_idle=*/true)) {
     StopHost(index, t, HostState::kGone);
     NoteMembershipChange(t);
     return;

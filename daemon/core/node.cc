@@ -91,6 +91,21 @@ void Node::Leave(Instant now, Outbox* out) {
   std::vector<membership::Outbound> swim_out;
   swim_.Leave(now, &swim_out);
   SendSwim(swim_out, now, out);
+  if (!leave_deadline_ns_) {
+    leave_deadline_ns_ = now.monotonic.count() + config_.leave_grace_ms * 1'000'000;
+  }
+}
+
+Node::LeaveProgress Node::LeaveState(Instant now, bool transport_idle) const {
+  if (!leave_deadline_ns_) return LeaveProgress::kNotLeaving;
+  // Alone, there is nobody to tell.
+  bool alone = true;
+  for (const auto& [id, m] : swim_.members()) {
+    if (id != config_.node_id && m.up()) alone = false;
+  }
+  if ((alone || swim_.LeaveFlushed()) && transport_idle) return LeaveProgress::kFlushed;
+  if (now.monotonic.count() >= *leave_deadline_ns_) return LeaveProgress::kGraceOver;
+  return LeaveProgress::kLeaving;
 }
 
 // ---------------------------------------------------------------- timers

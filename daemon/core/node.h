@@ -121,6 +121,9 @@ struct NodeConfig {
   // before it closes).
   int64_t adaptive_flush_interval_ms = 100;
   int64_t handoff_timeout_ms = 3000;  // a joining node owns keys after this at the latest
+  // A leaving node is done once its leave was gossiped, or after this at the
+  // latest (LeaveState).
+  int64_t leave_grace_ms = 1000;
   // A node started with seeds that has heard from no other member this long
   // after Start reports it (status, logs) while it keeps trying the seeds.
   int64_t join_warning_ms = 3000;
@@ -326,6 +329,12 @@ class Node {
   // `reply_token`, appears in `out` now or in a later call's Outbox.
   void OnClientDatagram(uint64_t reply_token, std::span<const std::byte> bytes, Instant now,
                         Outbox* out);
+  // The same for a checks datagram a driver already decoded (to learn its
+  // kind), so it is not decoded twice: `checks` as wire::ClientMessageReader
+  // read them from a datagram of `request_bytes` bytes (the reply bound).
+  // The views need to live during the call only.
+  void OnClientChecks(uint64_t reply_token, std::span<const CheckRequestRef> checks,
+                      size_t request_bytes, Instant now, Outbox* out);
 
   // One peer datagram or stream message from `from_address`.
   void OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes, Instant now,
@@ -343,6 +352,18 @@ class Node {
 
   // Graceful leave: tells the cluster, pushes our keys to their replicas.
   void Leave(Instant now, Outbox* out);
+  // Where a leave stands; the one leave rule for the daemon and the
+  // simulator. kFlushed: our `left` rumor has gone out as often as gossip
+  // sends any rumor (Swim::LeaveFlushed), or no member is left to tell, and
+  // `transport_idle` (the driver holds none of our bytes still queued).
+  // kGraceOver: leave_grace_ms passed since Leave first. Either way the
+  // driver stops this node.
+  enum class LeaveProgress { kNotLeaving, kLeaving, kFlushed, kGraceOver };
+  LeaveProgress LeaveState(Instant now, bool transport_idle) const;
+  bool LeaveComplete(Instant now, bool transport_idle) const {
+    const LeaveProgress p = LeaveState(now, transport_idle);
+    return p == LeaveProgress::kFlushed || p == LeaveProgress::kGraceOver;
+  }
 
   // Joins the keys of an accepted snapshot (persist/snapshot.h) into the
   // store as rows of the replica slots that counted them, never this
@@ -535,6 +556,9 @@ class Node {
   // Checks.
   CheckResult DecideLocally(const CheckRequestRef& check, const crdt::KeyId& key, Instant now,
                             Outbox* out);
+  // OnClientDatagram's and OnClientChecks's common path (after the clock).
+  void DecideChecks(uint64_t reply_token, std::span<const CheckRequestRef> checks,
+                    size_t request_bytes, Instant now, Outbox* out);
   void Route(uint64_t batch_id, size_t index, const CheckRequestRef& check, const crdt::KeyId& key,
              RouteCursor cursor, uint8_t hops, Instant now, Outbox* out);
   bool SwimAlive(const std::string& id) const;
@@ -655,6 +679,7 @@ class Node {
   // Status's key_share, sampled again only after the ring changed (4096
   // owner lookups): reset wherever ring_ changes (node_view.cc).
   mutable std::optional<double> key_share_;
+  std::optional<int64_t> leave_deadline_ns_;  // monotonic; set by Leave
   std::mt19937_64 rng_;
 
   std::vector<PeerView> view_;  // alive members incl. self, the ring's order

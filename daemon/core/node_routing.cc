@@ -40,14 +40,24 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
     out->client.push_back(std::move(reply));
     return;
   }
-  const auto& checks = client_reader_.checks();
-  if (!wire::ResultsFitReplyFactor(checks.size(), bytes.size())) {
+  DecideChecks(reply_token, client_reader_.checks(), bytes.size(), now, out);
+}
+
+void Node::OnClientChecks(uint64_t reply_token, std::span<const CheckRequestRef> checks,
+                          size_t request_bytes, Instant now, Outbox* out) {
+  ObserveWallStep(now);
+  DecideChecks(reply_token, checks, request_bytes, now, out);
+}
+
+void Node::DecideChecks(uint64_t reply_token, std::span<const CheckRequestRef> checks,
+                        size_t request_bytes, Instant now, Outbox* out) {
+  if (!wire::ResultsFitReplyFactor(checks.size(), request_bytes)) {
     // More checks than their bytes could hold as our encoders write them
     // (empty structs): one error, nothing decided, nothing amplified.
     ++counters_.malformed_client;
     CheckResult r = ErrorResult(
         0, tally::Status::kMalformed,
-        std::to_string(checks.size()) + " checks in " + std::to_string(bytes.size()) + " bytes");
+        std::to_string(checks.size()) + " checks in " + std::to_string(request_bytes) + " bytes");
     Outbox::ClientReply reply{reply_token, {}, {}};
     reply.decisions.Add(r);
     wire::EncodeResponses(std::span<const CheckResult>(&r, 1), &reply.bytes);
@@ -68,8 +78,8 @@ void Node::OnClientDatagram(uint64_t reply_token, std::span<const std::byte> byt
   batch.reply_token = reply_token;
   batch.results.resize(checks.size());
   batch.outstanding = checks.size();
-  // client_reader_'s views live until the next client datagram: checks decided
-  // now use them in place, and Route copies only those it forwards.
+  // The checks' views live during this call only: checks decided now use
+  // them in place, and Route copies only those it forwards.
   for (size_t i = 0; i < checks.size(); ++i) {
     const CheckRequestRef& check = checks[i];
     std::string invalid;

@@ -129,16 +129,13 @@ void ClusterDriver::Impl::LogMembershipLocked() {
 
 void ClusterDriver::Impl::CheckLeaveLocked(const Instant& now, Batch* b) {
   if (!leaving || leave_finished) return;
-  // Alone, there is nobody to tell.
-  bool alone = true;
-  for (const auto& [id, m] : node->swim().members()) {
-    if (id != options.node.node_id && m.up()) alone = false;
-  }
-  const bool flushed = (alone || node->swim().LeaveFlushed()) &&
-                       stream_queued_bytes.load(std::memory_order_relaxed) == 0;
-  if (flushed || now.monotonic.count() >= leave_deadline_ns) {
+  using Progress = core::Node::LeaveProgress;
+  const Progress progress =
+      node->LeaveState(now, stream_queued_bytes.load(std::memory_order_relaxed) == 0);
+  if (progress == Progress::kFlushed || progress == Progress::kGraceOver) {
     leave_finished = true;
-    spdlog::info("leave {}", flushed ? "flushed" : "grace period over; stopping anyway");
+    spdlog::info("leave {}",
+                 progress == Progress::kFlushed ? "flushed" : "grace period over; stopping anyway");
     b->leave_done = std::move(leave_done);
   }
 }
@@ -312,6 +309,7 @@ ClusterDriver::~ClusterDriver() { Close(); }
 
 bool ClusterDriver::Start(std::string* error) {
   core::NodeConfig& n = options_.node;
+  n.leave_grace_ms = options_.leave_grace.count();
   std::string why;
   if (n.node_id.empty() || n.node_id.size() > membership::Swim::kMaxIdBytes) {
     return Fail(error,
@@ -441,7 +439,11 @@ void ClusterDriver::HandleClientDatagrams(std::span<const ClientDatagram> datagr
     for (const ClientDatagram& dg : datagrams) {
       const uint64_t token = d.next_token++;
       d.tokens.emplace(token, Impl::PendingReply{*dg.target, now.monotonic.count()});
-      d.node->OnClientDatagram(token, dg.bytes, now, &b.out);
+      if (dg.checks) {
+        d.node->OnClientChecks(token, *dg.checks, dg.bytes.size(), now, &b.out);
+      } else {
+        d.node->OnClientDatagram(token, dg.bytes, now, &b.out);
+      }
     }
     d.node->Flush(now, &b.out);
     d.ResolveLocked(&b);
@@ -555,7 +557,6 @@ void ClusterDriver::Leave(std::function<void()> done) {
     d.leaving = true;
     d.leave_done = std::move(done);
     const Instant now = ReadClock();
-    d.leave_deadline_ns = now.monotonic.count() + ToNs(options_.leave_grace);
     spdlog::info("leaving the cluster (grace {} ms)", options_.leave_grace.count());
     d.node->Leave(now, &b.out);
     d.ResolveLocked(&b);

@@ -229,7 +229,6 @@ struct ClusterDriver::Impl {
   int64_t foreign_self_logged_ns = 0;
   bool leaving = false;
   bool leave_finished = false;
-  int64_t leave_deadline_ns = 0;
   std::function<void()> leave_done;
   int64_t started_ns = 0;
   // The descriptor-form overrides the rules doors read, and the version of

@@ -59,6 +59,8 @@ void DatagramServer::HandleBatch(size_t n) {
   replies_.clear();
   cluster_targets_.clear();
   cluster_batch_.clear();
+  cluster_checks_.clear();
+  cluster_check_ranges_.clear();
   uint64_t unanswerable = 0;
   for (size_t i = 0; i < n; ++i) {
     // Unix: an unbound sender arrives with only the family (or nothing).
@@ -81,8 +83,18 @@ void DatagramServer::HandleBatch(size_t n) {
       target.addr_len = rx_.address_length(i);
       target.metrics = metrics_;
       target.door = door_;
-      cluster_batch_.push_back(ClientDatagram{bytes, &target});
+      cluster_batch_.push_back(ClientDatagram{bytes, &target, std::nullopt});
+      // The processor's views are overwritten by the next Handle: keep
+      // them, and point the batch at them once the vector stops growing.
+      const std::span<const CheckRequestRef> checks = processor_.cluster_checks();
+      cluster_check_ranges_.push_back({cluster_checks_.size(), checks.size()});
+      cluster_checks_.insert(cluster_checks_.end(), checks.begin(), checks.end());
     }
+  }
+  for (size_t k = 0; k < cluster_batch_.size(); ++k) {
+    const auto [offset, count] = cluster_check_ranges_[k];
+    cluster_batch_[k].checks =
+        std::span<const CheckRequestRef>(cluster_checks_).subspan(offset, count);
   }
   Counters::Add(counters_->send_errors, unanswerable);
   SendReplies();

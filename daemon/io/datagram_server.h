@@ -78,6 +78,9 @@ class DatagramServer {
   DoorMetrics* metrics_ = nullptr;            // cluster mode: counted by the driver
   Door door_ = Door::kUdp;
   std::vector<ClientDatagram> cluster_batch_;
+  // The batch's decoded checks (views into rx_) and each datagram's range.
+  std::vector<CheckRequestRef> cluster_checks_;
+  std::vector<std::pair<size_t, size_t>> cluster_check_ranges_;
   std::vector<mmsghdr> tx_msgs_;
   std::vector<iovec> tx_iov_;
 };

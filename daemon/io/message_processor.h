@@ -32,8 +32,9 @@
 //     get the explicit overrides' limits before the Limiter decides them.
 //   * echo mode -> the received bytes, untouched.
 //   * cluster mode: a checks message is not decided here; Handle returns
-//     kForCluster and the caller hands the bytes to the ClusterDriver, in a
-//     batch with the other checks datagrams it received.
+//     kForCluster and the caller hands the checks it decoded
+//     (cluster_checks()) to the ClusterDriver, in a batch with the other
+//     checks datagrams it received.
 //
 // Thread safety: not thread-safe; each handler owns one (it holds scratch
 // buffers). The Limiter, ClusterDriver and Counters it points to are shared
@@ -195,6 +196,9 @@ class MessageProcessor {
   // descriptor check to the DescriptorDoor; its answer (or an error) goes out
   // through `send`, now or later, from whichever thread finishes it.
   void HandOverDescriptorCheck(size_t request_bytes, SendLater send);
+  // After Handle returned kForCluster: the checks it decoded, views into the
+  // message (valid while the message is and until the next Handle).
+  std::span<const CheckRequestRef> cluster_checks() const { return reader_.checks(); }
 
   // Recycles the reply buffers; invalidates every Reply handed out so far.
   void Reset() { buffers_used_ = 0; }

@@ -123,7 +123,7 @@ class SeqpacketServer::Connection : public std::enable_shared_from_this<Connecti
         target.sink = shared_from_this();
         target.metrics = server_->context_.metrics;
         target.door = server_->context_.door;
-        ClientDatagram datagram{message, &target};
+        ClientDatagram datagram{message, &target, processor_.cluster_checks()};
         server_->context_.cluster->HandleClientDatagrams(std::span(&datagram, 1), now);
       }
       if (!SendOrQueue()) {

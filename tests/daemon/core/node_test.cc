@@ -13,6 +13,7 @@
 
 #include "membership/ring.h"
 #include "tests/daemon/core/test_cluster.h"
+#include "tests/support/crafted_checks.h"
 #include "tests/support/requests.h"
 #include "wire/codec.h"
 #include "wire/peer_codec.h"
@@ -59,6 +60,62 @@ TEST(NodeTest, AnEmptyChecksDatagramIsAnsweredAndLeavesNothingPending) {
   std::string why;
   ASSERT_EQ(reader.Decode(out.client[0].bytes, &why), Status::kOk) << why;
   EXPECT_TRUE(reader.responses().empty());
+}
+
+// A driver that decoded a datagram hands over its checks (no second
+// decode): the answers are the datagram's, byte for byte, the reply bound
+// included.
+TEST(NodeTest, DecodedChecksAreAnsweredAsTheirDatagram) {
+  const Instant t0{milliseconds(kStartWallMs), nanoseconds(0)};
+  Node by_bytes(TestCluster().ConfigFor("n1"));
+  Node by_checks(TestCluster().ConfigFor("n1"));
+  Outbox out_bytes, out_checks;
+  by_bytes.Start(t0, &out_bytes);
+  by_checks.Start(t0, &out_checks);
+  // Both nodes get the same checks; returns by_checks' answers after
+  // checking they are by_bytes' byte for byte.
+  auto answer = [&](const std::vector<std::byte>& datagram) {
+    wire::ClientMessageReader door;  // the door's decode
+    std::string door_why;
+    EXPECT_EQ(door.Decode(datagram, &door_why), Status::kOk) << door_why;
+    const std::span<const CheckRequestRef> checks = door.checks();
+    out_bytes.clear();
+    out_checks.clear();
+    by_bytes.OnClientDatagram(7, datagram, t0, &out_bytes);
+    by_checks.OnClientChecks(7, checks, datagram.size(), t0, &out_checks);
+    by_bytes.Flush(t0, &out_bytes);
+    by_checks.Flush(t0, &out_checks);
+    std::vector<CheckResult> results;
+    EXPECT_EQ(out_bytes.client.size(), 1u);
+    EXPECT_EQ(out_checks.client.size(), 1u);
+    if (out_checks.client.size() != 1 || out_bytes.client.size() != 1) return results;
+    EXPECT_EQ(out_checks.client[0].bytes, out_bytes.client[0].bytes);
+    EXPECT_EQ(out_checks.client[0].reply_token, 7u);
+    wire::ClientMessageReader reader;
+    std::string why;
+    EXPECT_EQ(reader.Decode(out_checks.client[0].bytes, &why), Status::kOk) << why;
+    for (const CheckResult& r : reader.responses()) results.push_back(r);
+    return results;
+  };
+  const std::vector<CheckRequest> owned = {kRequest.Id(1).Limit(2), kRequest.Id(2).Limit(2),
+                                           kRequest.Id(3).Limit(2), kRequest.Id(4).User("")};
+  const std::vector<CheckRequestRef> refs(owned.begin(), owned.end());
+  std::vector<std::byte> datagram;
+  wire::EncodeChecks(refs, &datagram);
+  std::vector<CheckResult> results = answer(datagram);
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_TRUE(results[0].allowed);
+  EXPECT_TRUE(results[1].allowed);
+  EXPECT_FALSE(results[2].allowed);
+  EXPECT_EQ(results[3].status, Status::kInvalidArgument);
+
+  // More checks than their bytes could answer within the reply bound
+  // (empty structs): refused whole, one error.
+  const std::vector<std::byte> crafted = tally::testing::EmptyStructChecks(300, 80);
+  ASSERT_FALSE(wire::ResultsFitReplyFactor(300, crafted.size()));
+  results = answer(crafted);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status, Status::kMalformed);
 }
 
 TEST(NodeTest, JoinToSeedsThatNeverAnswerIsReportedAndKeepsTrying) {
@@ -126,6 +183,33 @@ TEST(NodeTest, KeyShareFollowsTheRing) {
   EXPECT_GT(share1, 0.3);
   EXPECT_GT(share2, 0.3);
   EXPECT_DOUBLE_EQ(share1 + share2, 1.0);
+}
+
+// The one leave rule (the daemon and the simulator stop a leaver on it).
+TEST(NodeTest, ALeaveIsCompleteOnceGossipedOrWhenTheGraceIsOver) {
+  using Progress = Node::LeaveProgress;
+  TestCluster c;
+  c.Form(3, 3000);
+  ASSERT_TRUE(c.AllSeeAlive({"n1", "n2", "n3"}));
+  EXPECT_EQ(c.node("n3").LeaveState(c.Now(), true), Progress::kNotLeaving);
+  EXPECT_FALSE(c.node("n3").LeaveComplete(c.Now(), true));
+  c.Leave("n3");
+  EXPECT_EQ(c.node("n3").LeaveState(c.Now(), true), Progress::kLeaving)
+      << "its rumor went out only once so far";
+  c.RunFor(NodeConfig{}.leave_grace_ms - 100);
+  EXPECT_EQ(c.node("n3").LeaveState(c.Now(), true), Progress::kFlushed);
+  // Bytes the driver still holds keep it leaving, until the grace is over.
+  EXPECT_EQ(c.node("n3").LeaveState(c.Now(), false), Progress::kLeaving);
+  c.RunFor(200);
+  EXPECT_EQ(c.node("n3").LeaveState(c.Now(), false), Progress::kGraceOver);
+  EXPECT_TRUE(c.node("n3").LeaveComplete(c.Now(), false));
+
+  // Alone, there is nobody to tell.
+  TestCluster one;
+  one.Add("n1", false);
+  one.RunFor(100);
+  one.Leave("n1");
+  EXPECT_EQ(one.node("n1").LeaveState(one.Now(), true), Progress::kFlushed);
 }
 
 TEST(NodeTest, ChecksThroughEveryNodeAdmitExactlyTheLimitAtTheOwner) {

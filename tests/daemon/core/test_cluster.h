@@ -75,6 +75,13 @@ class TestCluster {
   }
 
   void Crash(const std::string& id) { nodes_.at(id).up = false; }
+  // A graceful leave (the node keeps running until the test crashes it).
+  void Leave(const std::string& id) {
+    Outbox out;
+    node(id).Leave(NowAt(id), &out);
+    node(id).Flush(NowAt(id), &out);
+    Dispatch(id, out);
+  }
   void Cut(const std::string& a, const std::string& b) {
     cuts_.insert({a, b});
     cuts_.insert({b, a});
