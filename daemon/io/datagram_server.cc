@@ -50,6 +50,10 @@ void DatagramServer::OnReadable() {
   }
 }
 
+namespace {
+constexpr size_t kNotDecoded = ~size_t{0};
+}  // namespace
+
 void DatagramServer::HandleBatch(size_t n) {
   const int fd = socket_.native_handle();
   // One clock read per batch: the Limiter tolerates the few microseconds.
@@ -84,15 +88,21 @@ void DatagramServer::HandleBatch(size_t n) {
       target.metrics = metrics_;
       target.door = door_;
       cluster_batch_.push_back(ClientDatagram{bytes, &target, std::nullopt});
-      // The processor's views are overwritten by the next Handle: keep
-      // them, and point the batch at them once the vector stops growing.
+      // The processor's list is overwritten by the next Handle: keep it, and
+      // point the batch at the copies once the vector stops growing. Its
+      // views are into rx_'s buffers (8-byte aligned, so the reader did not
+      // copy the message into a buffer of its own), which live until the
+      // next batch.
+      const bool aligned = reinterpret_cast<uintptr_t>(bytes.data()) % sizeof(uint64_t) == 0;
       const std::span<const CheckRequestRef> checks = processor_.cluster_checks();
-      cluster_check_ranges_.push_back({cluster_checks_.size(), checks.size()});
-      cluster_checks_.insert(cluster_checks_.end(), checks.begin(), checks.end());
+      cluster_check_ranges_.push_back(
+          {aligned ? cluster_checks_.size() : kNotDecoded, checks.size()});
+      if (aligned) cluster_checks_.insert(cluster_checks_.end(), checks.begin(), checks.end());
     }
   }
   for (size_t k = 0; k < cluster_batch_.size(); ++k) {
     const auto [offset, count] = cluster_check_ranges_[k];
+    if (offset == kNotDecoded) continue;  // the Node decodes the bytes itself
     cluster_batch_[k].checks =
         std::span<const CheckRequestRef>(cluster_checks_).subspan(offset, count);
   }
