@@ -106,8 +106,8 @@ int main(int argc, char** argv) {
 
   // Replies use MSG_NOSIGNAL; this also covers a closed stdout pipe.
   signal(SIGPIPE, SIG_IGN);
-  // Before any thread starts: only the daemon's I/O threads take SIGINT,
-  // SIGTERM and SIGHUP (daemon/io/daemon.h), not gRPC's.
+  // Before any thread starts, so every thread inherits the block: only the
+  // daemon's signal thread takes SIGINT, SIGTERM and SIGHUP (daemon/io/daemon.h).
   tally::io::BlockDaemonSignals();
 
   tally::io::Daemon daemon(config.daemon);

@@ -153,7 +153,8 @@ struct ClientDatagram {
   std::span<const std::byte> bytes;  // a checks message; valid during the call only
   const ReplyTarget* target = nullptr;
   // Its checks, when the door decoded them already (MessageProcessor::
-  // cluster_checks(): views into `bytes`); the Node then skips its decode.
+  // cluster_checks(): views into `bytes`, or into the reader's aligned copy
+  // of them, valid during the call); the Node then skips its decode.
   std::optional<std::span<const CheckRequestRef>> checks;
 };
 

@@ -108,7 +108,8 @@ struct Daemon::Impl {
   void RecordRates();
   void StartSignalThread();
   void StopSignalThread();
-  void OnSignal(int signo);  // on an I/O thread
+  // On an I/O thread; `nth`: which SIGINT/SIGTERM this is (0 for SIGHUP).
+  void OnSignal(int signo, int nth);
   DaemonStats Stats() const;
 
   DaemonOptions options;
@@ -161,7 +162,7 @@ struct Daemon::Impl {
   std::mutex reload_hook_mu;
 
   std::atomic<bool> stop_requested{false};
-  bool leave_requested = false;         // only touched by the signal handler
+  int stop_signals = 0;                 // SIGINT/SIGTERMs taken; the signal thread's only
   std::atomic<bool> superseded{false};  // a newer process took our node id
   bool started = false;
   bool ran = false;
@@ -336,7 +337,10 @@ void Daemon::Impl::StartSignalThread() {
       timespec wait{0, 100'000'000};
       const int signo = sigtimedwait(&set, nullptr, &wait);
       if (signo <= 0) continue;  // timeout or EINTR
-      boost::asio::post(io, [this, signo] { OnSignal(signo); });
+      // Counted here, on one thread, so two quick signals cannot race: the
+      // first leaves the cluster, the second stops at once.
+      const int nth = signo == SIGHUP ? 0 : ++stop_signals;
+      boost::asio::post(io, [this, signo, nth] { OnSignal(signo, nth); });
       if (signo == SIGHUP && !stop_requested.load(std::memory_order_relaxed)) {
         // Here, not on an I/O thread: reading rule files must not stall checks.
         std::function<void()> hook;
@@ -355,7 +359,7 @@ void Daemon::Impl::StopSignalThread() {
   if (signal_thread.joinable()) signal_thread.join();
 }
 
-void Daemon::Impl::OnSignal(int signo) {
+void Daemon::Impl::OnSignal(int signo, int nth) {
   if (stop_requested.load(std::memory_order_relaxed)) return;
   if (signo == SIGHUP) {
     if (cluster) {
@@ -367,9 +371,8 @@ void Daemon::Impl::OnSignal(int signo) {
     return;
   }
   const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
-  if (cluster && !leave_requested) {
+  if (cluster && nth == 1) {
     // Leave gracefully first; a second signal stops at once.
-    leave_requested = true;
     spdlog::info("received {}, leaving the cluster", name);
     cluster->Leave([this] { Stop(); });
     return;
@@ -541,6 +544,9 @@ bool Daemon::Impl::ImportClusterOverrides(persist::SnapshotExpectations expect) 
 }
 
 void Daemon::Impl::RunLoop() {
+  // Only the signal thread takes them (an embedder's thread calling Run may
+  // not have blocked them; tallyd did before starting any thread).
+  if (options.handle_signals) BlockDaemonSignals();
   try {
     io.run();
   } catch (const std::exception& e) {
@@ -594,6 +600,7 @@ Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(o
 Daemon::~Daemon() {
   impl_->Stop();
   impl_->Shutdown();
+  impl_->StopSignalThread();  // also after a Start that failed and was retried
 }
 
 bool Daemon::Start(std::string* error) { return impl_->Start(error); }

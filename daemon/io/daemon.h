@@ -128,7 +128,9 @@ class Daemon {
   void SetRulesStatus(std::string digest, std::string error);
   // What else SIGHUP reloads (handle_signals), besides the keyring: tallyd's
   // rules (RlsServer::Reload). Runs on the daemon's signal thread, not an I/O
-  // thread; empty removes it. Any thread, any time.
+  // thread, so a slow reload delays the signals after it. Empty removes it
+  // for later signals; a call already running is not waited for (Run() joins
+  // the signal thread before it returns). Any thread, any time.
   void SetReloadHook(std::function<void()> hook);
   // Installs (empty: removes) where the UDP, Unix and seqpacket doors send
   // descriptor checks (check.capnp protocol 4): the rules doors'

@@ -370,9 +370,9 @@ Handled MessageProcessor::Handle(std::span<const std::byte> message, bool trunca
       return Handled::kAnswered;
   }
   if (keys_ != nullptr) keys_->Offer(reader_.checks());
-  // The Node decodes the checks itself (a second, cheap decode): bytes, not
-  // structs, cross into the core, as in the simulator. It applies the same
-  // reply bound.
+  // The Node decides them: the door hands it the checks decoded here
+  // (cluster_checks(), Node::OnClientChecks), and it applies the same reply
+  // bound.
   if (cluster_ != nullptr) return Handled::kForCluster;
   if (!wire::ResultsFitReplyFactor(reader_.checks().size(), message.size())) {
     // Empty structs: one error, nothing decided, nothing amplified.

@@ -47,8 +47,10 @@ struct RlsServerOptions {
   std::string rules_path;    // "" = no rules (only limit overrides are enforced)
   bool shadow_mode = false;  // every limit in shadow mode
   bool watch_rules = true;   // reload on file changes (inotify), besides SIGHUP
-  // Reload on SIGHUP through a signal handler of its own. tallyd turns it off
-  // and calls Reload from the daemon's signal thread (Daemon::SetReloadHook).
+  // Reload on SIGHUP through a signal handler of its own. Beside a Daemon
+  // with handle_signals it never fires (the signal is blocked everywhere and
+  // taken by the daemon's signal thread): tallyd turns it off and calls
+  // Reload from there (Daemon::SetReloadHook).
   bool handle_sighup = true;
   // Add RateLimit-Limit, -Remaining and -Reset (rls_mapping.h,
   // RateLimitHeaders) to gRPC response_headers_to_add and to /json answers.
