@@ -19,14 +19,31 @@ bool SameRumor(const MemberUpdate& update, const Member& current) {
          PrecedenceKey(current.generation, current.incarnation, current.state);
 }
 
-MemberTable::MemberTable(const MemberTable& other) : members_(other.members_) { Reindex(); }
+MemberTable::MemberTable(const MemberTable& other)
+    : members_(other.members_),
+      changes_(other.changes_),
+      changes_overflowed_(other.changes_overflowed_) {
+  Reindex();
+}
 
 MemberTable& MemberTable::operator=(const MemberTable& other) {
   if (this != &other) {
     members_ = other.members_;
+    changes_ = other.changes_;
+    changes_overflowed_ = other.changes_overflowed_;
     Reindex();
   }
   return *this;
+}
+
+void MemberTable::NoteChange(std::string_view id) {
+  if (changes_overflowed_) return;
+  if (changes_.size() >= kMaxChanges) {
+    changes_.clear();
+    changes_overflowed_ = true;
+    return;
+  }
+  changes_.emplace_back(id);
 }
 
 void MemberTable::Reindex() {
@@ -65,6 +82,7 @@ Member* MemberTable::FindMutable(std::string_view id) {
 }
 
 Member& MemberTable::Upsert(Member member) {
+  NoteChange(member.id);
   ++counts_[static_cast<size_t>(member.state)];
   auto it = members_.find(member.id);
   if (it == members_.end()) {
@@ -89,6 +107,7 @@ Member& MemberTable::Upsert(Member member) {
 void MemberTable::Erase(std::string_view id) {
   auto it = members_.find(id);
   if (it == members_.end()) return;
+  NoteChange(id);
   --counts_[static_cast<size_t>(it->second.state)];
   IndexErase(&IndexOf(it->second), &it->second);
   by_id_.erase(it->first);
@@ -96,6 +115,7 @@ void MemberTable::Erase(std::string_view id) {
 }
 
 void MemberTable::SetState(Member* member, MemberState state) {
+  NoteChange(member->id);
   --counts_[static_cast<size_t>(member->state)];
   ++counts_[static_cast<size_t>(state)];
   const bool was_up = member->up();

@@ -112,13 +112,30 @@ class MemberTable {
   // The up members sorted by id (what the ring is built from); a copy of up().
   std::vector<const Member*> UpMembers() const { return up_; }
 
+  // The ids of the entries inserted, replaced, erased or given a state since
+  // the last ClearChanges(), oldest first (an id may repeat; read each one's
+  // entry now), so a reader reports what changed without walking the table.
+  // Past kMaxChanges the list is dropped and changes_overflowed() is true:
+  // then compare the whole table. Every change goes through Upsert, Erase or
+  // SetState (FindMutable's callers finish with SetState).
+  static constexpr size_t kMaxChanges = 256;
+  const std::vector<std::string>& changes() const { return changes_; }
+  bool changes_overflowed() const { return changes_overflowed_; }
+  void ClearChanges() {
+    changes_.clear();
+    changes_overflowed_ = false;
+  }
+
  private:
   std::vector<const Member*>& IndexOf(const Member& m) { return m.up() ? up_ : down_; }
   static void IndexInsert(std::vector<const Member*>* index, const Member* m);
   static void IndexErase(std::vector<const Member*>* index, const Member* m);
   void Reindex();
+  void NoteChange(std::string_view id);
 
   Map members_;
+  std::vector<std::string> changes_;
+  bool changes_overflowed_ = false;
   std::array<size_t, kMemberStateCount> counts_{};
   // Ids are short: kept in the hash table's own slots (small-string), so a
   // lookup compares without touching the member's node.

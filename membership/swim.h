@@ -213,6 +213,8 @@ class Swim {
 
   // Everyone we know, self included.
   const MemberTable& members() const { return table_; }
+  // Empties members().changes() once its reader has taken them.
+  void ClearMemberChanges() { table_.ClearChanges(); }
   // Bumps whenever the set of up (alive or suspect) members changes, or an up
   // member's address or generation does: the node's cue to rebuild its ring.
   uint64_t alive_set_version() const { return alive_set_version_; }

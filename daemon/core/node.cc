@@ -57,6 +57,7 @@ persist::RestoreStats Node::Restore(const persist::DecodedSnapshot& snapshot, In
 }
 
 void Node::Start(Instant now, Outbox* out) {
+  started_ = true;
   started_ns_ = now.monotonic.count();
   last_tick_wall_ms_ = now.wall.count();
   std::vector<membership::Outbound> swim_out;
@@ -70,6 +71,7 @@ void Node::Start(Instant now, Outbox* out) {
   next_replication_ns_ = started_ns_ + Ms(config_.replication_interval_ms);
   next_anti_entropy_ns_ = started_ns_ + Ms(config_.anti_entropy_interval_ms);
   RefreshView(now, out);
+  NoteEvents(now, out);
 }
 
 void Node::Leave(Instant now, Outbox* out) {
@@ -94,6 +96,7 @@ void Node::Leave(Instant now, Outbox* out) {
   if (!leave_deadline_ns_) {
     leave_deadline_ns_ = now.monotonic.count() + config_.leave_grace_ms * 1'000'000;
   }
+  NoteEvents(now, out);
 }
 
 Node::LeaveProgress Node::LeaveState(Instant now, bool transport_idle) const {
@@ -259,6 +262,7 @@ void Node::Tick(Instant now, Outbox* out) {
     next_adaptive_ns_ = now_ns + Ms(config_.adaptive_flush_interval_ms);
   }
   Flush(now, out);
+  NoteEvents(now, out);
 }
 
 void Node::Flush(Instant now, Outbox* out) {

@@ -34,8 +34,10 @@
 #include <boost/unordered/unordered_flat_set.hpp>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -47,6 +49,7 @@
 #include "daemon/core/decision_kind.h"
 #include "daemon/core/forward_rtt.h"
 #include "daemon/core/limiter_core.h"
+#include "daemon/core/node_events.h"
 #include "daemon/core/peer_kinds.h"
 #include "membership/ring.h"
 #include "membership/swim.h"
@@ -177,10 +180,15 @@ struct Outbox {
   std::vector<PeerPacket> peer;
   std::vector<ClientReply> client;
   std::vector<Decision> decisions;
+  // What changed that an operator hears about, in the order it was seen
+  // (node_events.h): drivers log and record these instead of comparing
+  // member tables themselves.
+  std::vector<NodeEvent> events;
   void clear() {
     peer.clear();
     client.clear();
     decisions.clear();
+    events.clear();
   }
 };
 
@@ -524,7 +532,20 @@ class Node {
   std::vector<size_t> Targets(const crdt::KeyId& key) const;  // indexes into view_
   std::vector<size_t> TargetsIn(const membership::Ring& ring, const crdt::KeyId& key) const;
   bool MayOwn() const;
+  std::string NotOwningReason() const;  // empty while MayOwn()
+  // No seed answered within join_warning_ms of Start; JoinWarning says which.
+  bool JoinUnanswered(Instant now) const;
+  std::string JoinWarning(Instant now) const;
   size_t LastKnownMembers(Instant now) const;
+
+  // Events (node_events.cc): what changed since the last call, into
+  // out->events. Called at the end of every input that can change them.
+  void NoteEvents(Instant now, Outbox* out);
+  // OnPeerMessage's work (node_peer_input.cc), before NoteEvents.
+  void TakePeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
+                       Instant now, Outbox* out);
+  void NoteMemberEvents(Outbox* out);
+  void NoteClockEvents(Instant now, Outbox* out);
   // Ourselves and the members SWIM holds alive that did not time out lately:
   // a side counts what it can reach, so a partition lowers a side's share as
   // soon as the other side is suspected, not only once it is declared dead.
@@ -783,6 +804,7 @@ class Node {
   uint64_t settled_version_ = 0;
   uint64_t version_at_last_round_ = 0;
   int64_t started_ns_ = 0;
+  bool started_ = false;
   int64_t last_tick_wall_ms_ = 0;   // a step back beyond max_clock_regression_ms re-syncs
   bool wall_stepped_back_ = false;  // ObserveWallStep saw such a step: the next Tick re-syncs
   // A clock re-sync's handoff is running: when it ends, what it brought back
@@ -791,6 +813,25 @@ class Node {
   // ObserveWallStep's previous reading (monotonic -1: none yet).
   int64_t step_reference_wall_ms_ = 0;
   int64_t step_reference_monotonic_ns_ = -1;
+
+  // What the last events said (NoteEvents), to say only changes.
+  struct ReportedMember {
+    std::string state;
+    uint64_t incarnation = 0;
+    uint64_t generation = 0;
+    std::string address;
+    friend bool operator==(const ReportedMember&, const ReportedMember&) = default;
+  };
+  std::map<std::string, ReportedMember, std::less<>> members_reported_;
+  std::set<std::string, std::less<>> clock_far_;  // members said to be past the warning
+  uint64_t clock_reported_version_ = 0;
+  int64_t clock_checked_ns_ = INT64_MIN;
+  bool owning_reported_ = true;
+  bool superseded_reported_ = false;
+  bool join_warning_reported_ = false;
+  bool key_table_full_reported_ = false;
+  uint64_t foreign_self_reported_ = 0;
+  int64_t foreign_self_reported_ns_ = 0;
 
   wire::ClientMessageReader client_reader_;
   std::vector<std::byte> scratch_;

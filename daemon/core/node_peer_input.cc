@@ -26,6 +26,12 @@ constexpr size_t kDeltaCellsPerChunk = 256;
 
 void Node::OnPeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
                          Instant now, Outbox* out) {
+  TakePeerMessage(from_address, bytes, now, out);
+  NoteEvents(now, out);
+}
+
+void Node::TakePeerMessage(const std::string& from_address, std::span<const std::byte> bytes,
+                           Instant now, Outbox* out) {
   // Before anything reads the peers' clock offsets: a step of our own wall
   // clock since the last tick must move them first, or ApplyState takes rows
   // from the future by the offsets of the clock we had (swarm seed 7812130:

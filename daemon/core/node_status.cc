@@ -9,6 +9,33 @@ using node_internal::Ms;
 
 }  // namespace
 
+std::string Node::NotOwningReason() const {
+  if (const auto& successor = swim_.superseded_by()) {
+    return "superseded: node id " + config_.node_id + " is used by a newer process at " +
+           successor->address + " (generation " + std::to_string(successor->generation) + ")";
+  }
+  if (!clock_ok_) {
+    return "clock offset " + std::to_string(median_offset_ms_) +
+           " ms from most peers exceeds the maximum";
+  }
+  if (warming_) return "warming up: waiting for handoff";
+  return {};
+}
+
+bool Node::JoinUnanswered(Instant now) const {
+  return started_ && !config_.seeds.empty() && swim_.members().size() <= 1 &&
+         now.monotonic.count() - started_ns_ >= Ms(config_.join_warning_ms);
+}
+
+std::string Node::JoinWarning(Instant now) const {
+  std::string text = "no seed answered in " +
+                     std::to_string((now.monotonic.count() - started_ns_) / 1'000'000) + " ms (";
+  for (size_t i = 0; i < config_.seeds.size(); ++i) {
+    text += (i == 0 ? "" : ", ") + config_.seeds[i];
+  }
+  return text + "); serving alone and still trying";
+}
+
 NodeStatus Node::Status(Instant now) const {
   NodeStatus s;
   s.node_id = config_.node_id;
@@ -16,25 +43,10 @@ NodeStatus Node::Status(Instant now) const {
   s.owning = MayOwn();
   s.overrides_live = overrides_.live();
   s.overrides_held = overrides_.size();
-  if (warming_) s.not_owning_reason = "warming up: waiting for handoff";
-  if (!clock_ok_) {
-    s.not_owning_reason = "clock offset " + std::to_string(median_offset_ms_) +
-                          " ms from most peers exceeds the maximum";
-  }
-  if (const auto& successor = swim_.superseded_by()) {
-    s.not_owning_reason = "superseded: node id " + config_.node_id +
-                          " is used by a newer process at " + successor->address + " (generation " +
-                          std::to_string(successor->generation) + ")";
-  }
-  if (!config_.seeds.empty() && swim_.members().size() <= 1 &&
-      now.monotonic.count() - started_ns_ >= Ms(config_.join_warning_ms)) {
+  s.not_owning_reason = NotOwningReason();
+  if (JoinUnanswered(now)) {
     s.seeds_unanswered = config_.seeds.size();
-    s.join_warning = "no seed answered in " +
-                     std::to_string((now.monotonic.count() - started_ns_) / 1'000'000) + " ms (";
-    for (size_t i = 0; i < config_.seeds.size(); ++i) {
-      s.join_warning += (i == 0 ? "" : ", ") + config_.seeds[i];
-    }
-    s.join_warning += "); serving alone and still trying";
+    s.join_warning = JoinWarning(now);
   }
   s.live_keys = core_.store().size();
   s.partition_policy = std::string(PartitionPolicyName(config_.partition_policy));

@@ -54,7 +54,6 @@ void ClusterDriver::Impl::FlushPeerInputLocked(const Instant& now, Batch* b) {
   node->Flush(now, &b->out);
   PublishOverridesLocked();
   ResolveLocked(b);
-  LogMembershipLocked();
   ArmTimerLocked(now.monotonic.count());
 }
 
@@ -81,52 +80,6 @@ void ClusterDriver::Impl::ArmTimerLocked(int64_t now_ns) {
   });
 }
 
-void ClusterDriver::Impl::LogMembershipLocked() {
-  if (const auto& successor = node->swim().superseded_by(); successor && !superseded_reported) {
-    superseded_reported = true;
-    spdlog::error(
-        "node id {} is now used by a newer process at {} (generation {}; ours is {}): this "
-        "process stops, so that one id has one process",
-        options.node.node_id, successor->address, successor->generation,
-        node->swim().self().generation);
-    if (options.on_superseded) boost::asio::post(timer.get_executor(), options.on_superseded);
-  }
-  const membership::MemberTable& table = node->swim().members();
-  for (const auto& [id, m] : table) {
-    MemberSnapshot now{std::string(membership::StateName(m.state)), m.incarnation, m.generation,
-                       m.address};
-    auto it = members_seen.find(id);
-    if (it == members_seen.end()) {
-      if (id != options.node.node_id) {
-        spdlog::info("member {} ({}, generation {}) is {}", id, m.address, m.generation, now.state);
-        RecordMembershipEvent(id, "joined", "", now);
-      }
-      members_seen.emplace(id, std::move(now));
-    } else if (!(it->second == now)) {
-      if (it->second.generation != now.generation) {
-        spdlog::info("member {} restarted: generation {} -> {} at {}, {}", id,
-                     it->second.generation, now.generation, now.address, now.state);
-        RecordMembershipEvent(id, "restarted", it->second.state, now);
-      } else if (it->second.state != now.state) {
-        spdlog::info("member {} ({}): {} -> {} (incarnation {})", id, now.address, it->second.state,
-                     now.state, now.incarnation);
-        RecordMembershipEvent(id, "state", it->second.state, now);
-      }
-      it->second = std::move(now);
-    }
-  }
-  for (auto it = members_seen.begin(); it != members_seen.end();) {
-    if (table.Find(it->first) == nullptr) {
-      spdlog::info("member {} forgotten", it->first);
-      RecordMembershipEvent(it->first, "forgotten", it->second.state,
-                            MemberSnapshot{"", it->second.incarnation, it->second.generation, ""});
-      it = members_seen.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
 void ClusterDriver::Impl::CheckLeaveLocked(const Instant& now, Batch* b) {
   if (!leaving || leave_finished) return;
   using Progress = core::Node::LeaveProgress;
@@ -142,6 +95,82 @@ void ClusterDriver::Impl::CheckLeaveLocked(const Instant& now, Batch* b) {
 
 // ---------------------------------------------------------------- sending
 
+void ClusterDriver::Impl::ReportEvents(const std::vector<core::NodeEvent>& events) {
+  using Kind = core::NodeEvent::Kind;
+  for (const core::NodeEvent& e : events) {
+    switch (e.kind) {
+      case Kind::kMemberJoined:
+        spdlog::info("member {} ({}, generation {}) is {}", e.member_id, e.address, e.generation,
+                     e.state);
+        RecordMembershipEvent(e, "joined");
+        break;
+      case Kind::kMemberRestarted:
+        spdlog::info("member {} restarted: generation {} -> {} at {}, {}", e.member_id,
+                     e.previous_generation, e.generation, e.address, e.state);
+        RecordMembershipEvent(e, "restarted");
+        break;
+      case Kind::kMemberState:
+        spdlog::info("member {} ({}): {} -> {} (incarnation {})", e.member_id, e.address,
+                     e.from_state, e.state, e.incarnation);
+        RecordMembershipEvent(e, "state");
+        break;
+      case Kind::kMemberForgotten:
+        spdlog::info("member {} forgotten", e.member_id);
+        RecordMembershipEvent(e, "forgotten");
+        break;
+      case Kind::kOwningChanged:
+        if (e.owning) {
+          spdlog::info("owning keys again");
+        } else {
+          spdlog::warn("not owning keys: {}", e.text);
+        }
+        break;
+      case Kind::kClockOffsetFar:
+        spdlog::warn(
+            "clock offset of member {} is {:.1f} ms (warning above {} ms, owning stops "
+            "beyond {} ms against most peers)",
+            e.member_id, e.clock_offset_ms, options.node.warn_clock_offset_ms,
+            options.node.max_clock_offset_ms);
+        break;
+      case Kind::kClockOffsetBack:
+        spdlog::info("clock offset of member {} back to {:.1f} ms", e.member_id, e.clock_offset_ms);
+        break;
+      case Kind::kSuperseded:
+        spdlog::error(
+            "node id {} is now used by a newer process at {} (generation {}; ours is {}): this "
+            "process stops, so that one id has one process",
+            options.node.node_id, e.address, e.generation, options.node.generation);
+        if (options.on_superseded) boost::asio::post(timer.get_executor(), options.on_superseded);
+        break;
+      case Kind::kJoinUnanswered:
+        // A typo or a firewall looks exactly like a cluster of one otherwise.
+        spdlog::warn("join: {}", e.text);
+        break;
+      case Kind::kJoinAnswered:
+        spdlog::info("join: a seed answered; joined the cluster");
+        break;
+      case Kind::kKeyTableFull:
+        spdlog::warn(
+            "key table full ({} of --max-keys {}): new keys are refused (over_capacity) and key "
+            "repairs with other members are paused until expired keys make room",
+            e.count, options.node.limiter.max_keys);
+        break;
+      case Kind::kKeyTableRoom:
+        spdlog::info("key table has room again ({} of --max-keys {}); key repairs resumed", e.count,
+                     options.node.limiter.max_keys);
+        break;
+      case Kind::kForeignSelf:
+        // Two processes under one id write the same counter slots.
+        spdlog::error(
+            "another process is using node id {} ({} messages or rumors of it so far; ours is "
+            "generation {}): two processes under one id overwrite each other's counts; stop one "
+            "of them or give it its own --node-id",
+            options.node.node_id, e.count, e.generation);
+        break;
+    }
+  }
+}
+
 // Decisions by door (GET /metrics), as the Node tallied each reply, with no
 // lock held.
 void ClusterDriver::Impl::CountReplies(const std::vector<ReadyReply>& replies) {
@@ -156,6 +185,7 @@ void ClusterDriver::Impl::CountReplies(const std::vector<ReadyReply>& replies) {
 }
 
 void ClusterDriver::Impl::Send(Batch& b) {
+  ReportEvents(b.out.events);
   SendPeers(b.out.peer);
   SendClients(b.replies);
   if (b.leave_done) b.leave_done();
@@ -206,7 +236,6 @@ void ClusterDriver::Impl::OnTimer() {
     node->Tick(now, &b.out);
     PublishOverridesLocked();
     ResolveLocked(&b);
-    LogMembershipLocked();
     CheckLeaveLocked(now, &b);
     ArmTimerLocked(now.monotonic.count());
   }
@@ -234,69 +263,7 @@ void ClusterDriver::Impl::OnHousekeeping() {
     spdlog::warn("{} client requests got no answer from the node within {} ms; dropped", expired,
                  options.reply_expiry.count());
   }
-  // Clock offsets: say so once when a member drifts past the warning level.
-  const double warn_ms = static_cast<double>(options.node.warn_clock_offset_ms);
-  for (const auto& [id, m] : node->swim().members()) {
-    if (id == options.node.node_id) continue;
-    std::optional<double> offset = node->swim().ClockOffsetMs(id);
-    if (!offset) continue;
-    bool far = std::abs(*offset) > warn_ms;
-    bool& warned = clock_warned[id];
-    if (far && !warned) {
-      spdlog::warn(
-          "clock offset of member {} is {:.1f} ms (warning above {} ms, owning stops "
-          "beyond {} ms against most peers)",
-          id, *offset, options.node.warn_clock_offset_ms, options.node.max_clock_offset_ms);
-    } else if (!far && warned) {
-      spdlog::info("clock offset of member {} back to {:.1f} ms", id, *offset);
-    }
-    warned = far;
-  }
   peer_auth->LogRejections(now.monotonic.count() / 1'000'000);
-  core::NodeStatus status = node->Status(now);
-  // Say once that --join found nobody (a typo or a firewall looks exactly
-  // like a cluster of one otherwise), and once when a seed answered after all.
-  if (!status.join_warning.empty() && !join_warned) {
-    spdlog::warn("join: {}", status.join_warning);
-    join_warned = true;
-  } else if (status.join_warning.empty() && join_warned) {
-    spdlog::info("join: a seed answered; joined the cluster");
-    join_warned = false;
-  }
-  // Another process under our node id writes the same counter slots: say so
-  // (at most once a minute) besides counting it (swim_foreign_self).
-  if (status.swim.foreign_self > foreign_self_logged &&
-      (foreign_self_logged == 0 ||
-       now.monotonic.count() - foreign_self_logged_ns > int64_t{60'000'000'000})) {
-    spdlog::error(
-        "another process is using node id {} ({} messages or rumors of it so far; ours is "
-        "generation {}): two processes under one id overwrite each other's counts; stop one "
-        "of them or give it its own --node-id",
-        options.node.node_id, status.swim.foreign_self, node->swim().self().generation);
-    foreign_self_logged = status.swim.foreign_self;
-    foreign_self_logged_ns = now.monotonic.count();
-  }
-  // A full key table refuses new keys (over_capacity) and pauses key
-  // repairs: say so once when it fills and once when it has room.
-  const bool table_full = status.counters.key_table_full != 0;
-  if (table_full && !key_table_full_warned) {
-    spdlog::warn(
-        "key table full ({} of --max-keys {}): new keys are refused (over_capacity) and key "
-        "repairs with other members are paused until expired keys make room",
-        status.live_keys, options.node.limiter.max_keys);
-  } else if (!table_full && key_table_full_warned) {
-    spdlog::info("key table has room again ({} of --max-keys {}); key repairs resumed",
-                 status.live_keys, options.node.limiter.max_keys);
-  }
-  key_table_full_warned = table_full;
-  if (!owning_seen || *owning_seen != status.owning) {
-    if (status.owning) {
-      if (owning_seen) spdlog::info("owning keys again");
-    } else {
-      spdlog::warn("not owning keys: {}", status.not_owning_reason);
-    }
-    owning_seen = status.owning;
-  }
 }
 
 // ---------------------------------------------------------------- public
@@ -379,7 +346,6 @@ bool ClusterDriver::Start(std::string* error) {
     d.started_ns = now.monotonic.count();
     d.node->Start(now, &b.out);
     d.ResolveLocked(&b);
-    d.LogMembershipLocked();
     d.ArmTimerLocked(now.monotonic.count());
   }
   d.Send(b);

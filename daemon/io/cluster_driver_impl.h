@@ -88,19 +88,11 @@ struct ClusterDriver::Impl {
     ReplyTarget target;
     int64_t created_ns = 0;
   };
-  struct MemberSnapshot {
-    std::string state;
-    uint64_t incarnation = 0;
-    uint64_t generation = 0;
-    std::string address;
-    friend bool operator==(const MemberSnapshot&, const MemberSnapshot&) = default;
-  };
   // For the status page (options.membership_events), beside the log line.
-  void RecordMembershipEvent(const std::string& id, const char* what, const std::string& from,
-                             const MemberSnapshot& now) {
+  void RecordMembershipEvent(const core::NodeEvent& e, const char* what) {
     if (options.membership_events == nullptr) return;
     options.membership_events->Record(
-        MembershipEvent{0, id, what, from, now.state, now.incarnation, now.generation});
+        MembershipEvent{0, e.member_id, what, e.from_state, e.state, e.incarnation, e.generation});
   }
 
   class InboundStream;
@@ -126,15 +118,17 @@ struct ClusterDriver::Impl {
   // ---- the locked sections ----
   void ResolveLocked(Batch* b);
   // After the Node took peer messages: flush its output, resolve client
-  // replies, log membership changes and re-arm the timer.
+  // replies and re-arm the timer.
   void FlushPeerInputLocked(const Instant& now, Batch* b);
   void ArmTimerLocked(int64_t now_ns);
-  void LogMembershipLocked();
   void CheckLeaveLocked(const Instant& now, Batch* b);
   // Republishes the descriptor-form overrides when the Node's map changed
   // since the last time (one integer compare when it did not).
   void PublishOverridesLocked();
   void Send(Batch& b);
+  // Logs what the Node said it did (and records membership changes for the
+  // status page; stops the process when superseded), with no lock held.
+  void ReportEvents(const std::vector<core::NodeEvent>& events);
   void SendPeers(std::vector<core::Outbox::PeerPacket>& packets);
   void CountReplies(const std::vector<ReadyReply>& replies);
   void SendClients(std::vector<ReadyReply>& replies);
@@ -218,15 +212,6 @@ struct ClusterDriver::Impl {
   boost::asio::steady_timer timer;
   bool timer_armed = false;
   int64_t armed_deadline_ns = 0;
-  std::map<std::string, MemberSnapshot> members_seen;
-  std::map<std::string, bool> clock_warned;
-  std::optional<bool> owning_seen;
-  bool join_warned = false;            // the "no seed answered" warning was logged
-  bool key_table_full_warned = false;  // "key table full" was logged
-  // Another process under our node id: the count last logged, and when.
-  bool superseded_reported = false;  // on_superseded was posted
-  uint64_t foreign_self_logged = 0;
-  int64_t foreign_self_logged_ns = 0;
   bool leaving = false;
   bool leave_finished = false;
   std::function<void()> leave_done;

@@ -329,8 +329,8 @@ bool Daemon::Impl::Start(std::string* error) {
 void Daemon::Impl::StartSignalThread() {
   // Blocked here too (tallyd blocked them before any thread started; an
   // embedder's other threads must do the same, daemon.h).
+  BlockDaemonSignals();
   const sigset_t set = DaemonSignals();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal_thread = std::thread([this, set] {
     while (!signal_thread_stop.load(std::memory_order_relaxed)) {
       // Wakes every 100 ms to see whether the daemon is shutting down.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace tally::membership {
 namespace {
@@ -118,6 +119,35 @@ TEST(MemberTableTest, CountsFollowUpsertSetStateAndErase) {
     for (const auto& [id, m] : t) walked += static_cast<int>(m.state) == s ? 1 : 0;
     EXPECT_EQ(t.CountIn(static_cast<MemberState>(s)), walked);
   }
+}
+
+// The change list: every insert, replacement, state change and erase names
+// its id once, in order, until cleared; past kMaxChanges it overflows (read
+// the whole table) instead of growing.
+TEST(MemberTableTest, ChangesListWhatChangedUntilCleared) {
+  MemberTable table;
+  EXPECT_TRUE(table.changes().empty());
+  table.Upsert(Member{"a", "10.0.0.1:1", 1, 0, MemberState::kAlive, {}});
+  table.Upsert(Member{"b", "10.0.0.2:1", 1, 0, MemberState::kAlive, {}});
+  table.SetState(table.FindMutable("a"), MemberState::kSuspect);
+  table.Erase("b");
+  table.Erase("nobody");  // nothing changed
+  EXPECT_EQ(table.changes(), (std::vector<std::string>{"a", "b", "a", "b"}));
+  EXPECT_FALSE(table.changes_overflowed());
+  const MemberTable copy = table;
+  EXPECT_EQ(copy.changes(), table.changes());
+  table.ClearChanges();
+  EXPECT_TRUE(table.changes().empty());
+  table.FindMutable("a");  // a look is no change
+  EXPECT_TRUE(table.changes().empty());
+
+  for (size_t i = 0; i <= MemberTable::kMaxChanges; ++i) {
+    table.SetState(table.FindMutable("a"), i % 2 ? MemberState::kAlive : MemberState::kSuspect);
+  }
+  EXPECT_TRUE(table.changes_overflowed());
+  EXPECT_TRUE(table.changes().empty()) << "dropped, not grown past the bound";
+  table.ClearChanges();
+  EXPECT_FALSE(table.changes_overflowed());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // counted, and that the cluster's decisions stay what they were.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "daemon/core/limiter_core.h"
@@ -525,6 +526,14 @@ TEST(NodeValidationTest, AReplicaAtItsKeyCapIsNotPushedWhatItCannotHoldRoundAfte
   // Once the window passes and the keys are swept, n3 has room again.
   c.RunFor(2 * kShortWindowMs);
   EXPECT_EQ(counters("n3").key_table_full, 0u);
+  // Each said once (the daemon's log lines), by n3 alone.
+  auto said = [&](const char* n, NodeEvent::Kind kind) {
+    return std::count_if(c.events(n).begin(), c.events(n).end(),
+                         [&](const NodeEvent& e) { return e.kind == kind; });
+  };
+  EXPECT_EQ(said("n3", NodeEvent::Kind::kKeyTableFull), 1);
+  EXPECT_EQ(said("n3", NodeEvent::Kind::kKeyTableRoom), 1);
+  EXPECT_EQ(said("n1", NodeEvent::Kind::kKeyTableFull), 0);
 }
 
 // A member alone reports a full table too (status, metrics and the log

@@ -234,6 +234,8 @@ class TestCluster {
     return true;
   }
   std::vector<Outbox::Decision>& decisions(const std::string& id) { return decisions_[id]; }
+  // What `id`'s Node said it did (Outbox::events), in order.
+  std::vector<NodeEvent>& events(const std::string& id) { return events_[id]; }
 
   // Calls `f(node, now, out)` on `id` at its reading of the clocks and sends
   // what it put in the Outbox (for Node calls the harness does not wrap).
@@ -295,6 +297,7 @@ class TestCluster {
     }
     for (auto& r : out.client) replies_[r.reply_token] = std::move(r.bytes);
     for (auto& d : out.decisions) decisions_[from].push_back(d);
+    for (auto& e : out.events) events_[from].push_back(std::move(e));
     out.clear();
   }
 
@@ -339,6 +342,7 @@ class TestCluster {
   std::map<std::string, size_t> datagram_bytes_;
   std::map<std::string, int> sent_any_;  // peer packets of any kind, by address
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
+  std::map<std::string, std::vector<NodeEvent>> events_;
   std::map<std::string, int64_t> wall_offsets_ms_;
 };
 
