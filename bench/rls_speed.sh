@@ -7,7 +7,9 @@
 # client, which costs the shared cores about three times the CPU), the same
 # two through the HTTP door's POST /v1/check (tally-load --http), and the
 # Cap'n Proto UDP door (tally-load --udp), each for SECONDS with IN_FLIGHT
-# calls outstanding, over CHANNELS gRPC channels.
+# calls outstanding, over CHANNELS gRPC channels. TALLY_GRPC_SERVER=grpc runs
+# tallyd's gRPC door on gRPC's own server instead of nghttp2 (--grpc-server);
+# TALLY_RLS_CLIENTS="nghttp2" leaves out the grpc++ client.
 #
 # usage: bench/rls_speed.sh BUILD_DIR [ROUNDS] [SECONDS] [IN_FLIGHT] [CHANNELS]
 set -euo pipefail
@@ -27,7 +29,7 @@ descriptors:
 RULES
 "$build/bin/tallyd" --udp 127.0.0.1:0 --unix none --unix-seq none --threads 2 \
   --stats-interval-s 0 --state-dir none --grpc 127.0.0.1:0 --http 127.0.0.1:0 \
-  --rules "$dir/rules.yaml" >"$dir/out" 2>"$dir/err" &
+  --rules "$dir/rules.yaml" --grpc-server "${TALLY_GRPC_SERVER:-nghttp2}" >"$dir/out" 2>"$dir/err" &
 pid=$!
 cleanup() {
   kill "$pid" 2>/dev/null || true
@@ -40,13 +42,13 @@ line=$(cat "$dir/out")
 udp=$(grep -o 'udp=[^ ]*' <<<"$line" | cut -d= -f2)
 grpc=$(grep -o 'grpc=[^ ]*' <<<"$line" | cut -d= -f2)
 http=$(grep -o 'http=[^ ]*' <<<"$line" | cut -d= -f2)
-echo "uptime before: $(uptime)"
+echo "grpc server: ${TALLY_GRPC_SERVER:-nghttp2}; uptime before: $(uptime)"
 rls() {  # DOOR ADDRESS [tally-load args...]: one tally-load --grpc/--http run's result line
   "$build/bin/tally-load" "--$1" "$2" --in-flight "$in_flight" --duration-s "$seconds" \
     --keys 100000 "${@:3}"
 }
 for round in $(seq "$rounds"); do
-  for client in nghttp2 grpc++; do
+  for client in ${TALLY_RLS_CLIENTS:-nghttp2 grpc++}; do
     echo "round=$round grpc $client floor:   $(rls grpc "$grpc" --channels "$channels" \
       --grpc-client "$client" --descriptor-key nothing)"
     echo "round=$round grpc $client decided: $(rls grpc "$grpc" --channels "$channels" \

@@ -129,6 +129,9 @@ int main(int argc, char** argv) {
     rls_options.rules_path = config.rules_path;
     rls_options.shadow_mode = config.shadow_mode;
     rls_options.rate_limit_headers = config.rls_headers;
+    rls_options.grpc_server = config.grpc_nghttp2
+                                  ? tally::rls::RlsServerOptions::GrpcServerKind::kNghttp2
+                                  : tally::rls::RlsServerOptions::GrpcServerKind::kGrpc;
     rls_options.handle_sighup = false;  // the daemon's signal thread calls Reload
     // Status answers carry the rules' digest, so `tally status` on each
     // member shows whether they run the same rules.

@@ -18,7 +18,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="/usr/lib/llvm-14/bin:$PATH"
 build="$root/build-fuzz"
 targets=(client_codec_fuzz peer_codec_fuzz node_codec_fuzz stream_frames_fuzz config_fuzz node_fuzz
-         rules_fuzz peer_open_fuzz snapshot_fuzz http_json_fuzz)
+         rules_fuzz peer_open_fuzz snapshot_fuzz http_json_fuzz grpc_h2_fuzz)
 
 usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 

@@ -442,7 +442,10 @@ std::shared_ptr<const FlagDescriptions> BuildDescriptions(std::string default_pa
                        "decide and count every limit but answer OK; default false")(
       "rls-headers", po::value<std::string>()->value_name("BOOL")->implicit_value("true"),
       "add the draft-IETF RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset headers "
-      "to every gRPC and /json answer; default false");
+      "to every gRPC and /json answer; default false")(
+      "grpc-server", po::value<std::string>()->value_name("nghttp2|grpc"),
+      "which server speaks gRPC: tallyd's own over nghttp2, or gRPC's C++ server (several "
+      "times the CPU per call); default nghttp2");
 
   const core::NodeConfig node_defaults;
   const membership::SwimConfig swim_defaults;
@@ -761,6 +764,14 @@ FlagsOutcome ParseTallydFlags(int argc, const char* const* argv, std::istream* c
     *error =
         "--rls-headers: expected true|false, got '" + vm["rls-headers"].as<std::string>() + "'";
     return FlagsOutcome::kBadUsage;
+  }
+  if (vm.count("grpc-server")) {
+    const std::string kind = vm["grpc-server"].as<std::string>();
+    if (kind != "nghttp2" && kind != "grpc") {
+      *error = "--grpc-server: expected nghttp2 or grpc, got '" + kind + "'";
+      return FlagsOutcome::kBadUsage;
+    }
+    config->grpc_nghttp2 = kind == "nghttp2";
   }
   if ((!config->grpc_listen.empty() || !config->http_listen.empty()) && d.echo) {
     *error = "--grpc and --http cannot be used with --echo (give 'none' or leave them out)";

@@ -36,6 +36,9 @@ struct TallydConfig {
   std::string rules_path;  // "" = no rules
   bool shadow_mode = false;
   bool rls_headers = false;  // draft-IETF RateLimit-* headers on every answer
+  // Which server speaks gRPC (--grpc-server): true for tallyd's own over
+  // nghttp2 (the default), false for gRPC's C++ server.
+  bool grpc_nghttp2 = true;
 };
 
 enum class FlagsOutcome {

@@ -34,6 +34,7 @@
 #include "daemon/io/sockets.h"
 #include "daemon/io/status_trackers.h"
 #include "daemon/rls/descriptor_wire.h"
+#include "daemon/rls/grpc_h2_server.h"
 #include "daemon/rls/grpc_listener_probe.h"
 #include "daemon/rls/http_routes.h"
 #include "daemon/rls/rls_json.h"
@@ -91,6 +92,22 @@ grpc::StatusCode GrpcCode(Status status) {
       return grpc::StatusCode::INTERNAL;
   }
 }
+
+GrpcStatusCode H2Code(Status status) {
+  switch (status) {
+    case Status::kInvalidArgument:
+      return GrpcStatusCode::kInvalidArgument;
+    case Status::kOverCapacity:
+      return GrpcStatusCode::kResourceExhausted;
+    case Status::kUnavailable:
+      return GrpcStatusCode::kUnavailable;
+    default:
+      return GrpcStatusCode::kInternal;
+  }
+}
+
+constexpr std::string_view kShouldRateLimitPath =
+    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 
 http::status HttpCode(Status status) {
   switch (status) {
@@ -188,6 +205,9 @@ struct RlsServer::Impl {
   void Execute(const std::shared_ptr<Call>& call, Finish finish);
   // Builds and starts the gRPC server on `listen` (HOST:PORT; port 0 picks one).
   bool StartGrpc(const std::string& listen, std::string* error);
+  // The nghttp2 door (GrpcServerKind::kNghttp2).
+  bool StartGrpcH2(std::string* error);
+  void OnGrpcH2Call(std::string message, GrpcH2Server::Responder respond);
   // Every GrpcListenerProbe::kInterval on `thread`: probe the gRPC listener,
   // rebuild the server after kSilencesBeforeRestart silent probes.
   void ArmGrpcProbe();
@@ -227,6 +247,7 @@ struct RlsServer::Impl {
   std::mutex grpc_mu;
   std::unique_ptr<grpc::Service> service;
   std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<GrpcH2Server> h2_server;
   bool grpc_stopping = false;                      // guarded by grpc_mu
   std::optional<tcp::endpoint> grpc_probe_target;  // set at start; `thread` only after
   int grpc_silences = 0;                           // `thread` only
@@ -470,6 +491,68 @@ std::string HostOf(const std::string& host_port) {
 }
 
 }  // namespace
+
+bool RlsServer::Impl::StartGrpcH2(std::string* error) {
+  GrpcH2ServerOptions o;
+  o.listen = options.grpc_listen;
+  o.threads = options.grpc_threads;
+  o.max_connections = options.max_http_connections;
+  o.limits.max_message_bytes = options.max_request_bytes;
+  o.accept_fd_exhausted = options.accept_fd_exhausted;
+  h2_server = std::make_unique<GrpcH2Server>(
+      std::move(o), [](std::string_view path) { return path == kShouldRateLimitPath; },
+      [this](std::string_view, std::string message, GrpcH2Server::Responder respond) {
+        OnGrpcH2Call(std::move(message), std::move(respond));
+      });
+  if (!h2_server->Start(error)) {
+    h2_server.reset();
+    return false;
+  }
+  grpc_address = h2_server->address();
+  return true;
+}
+
+// As GrpcService::ShouldRateLimit, with the message's bytes from nghttp2.
+void RlsServer::Impl::OnGrpcH2Call(std::string message, GrpcH2Server::Responder respond) {
+  grpc_requests.fetch_add(1, std::memory_order_relaxed);
+  auto call = std::make_shared<Call>();
+  std::string error;
+  {
+    alignas(8) char first_block[kArenaBlockBytes];
+    google::protobuf::Arena arena(ArenaOn(first_block));
+    auto* request = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitRequest>(&arena);
+    if (!request->ParseFromString(message)) {
+      error = "cannot parse the RateLimitRequest";
+    } else {
+      FromProto(*request, &call->request, &error);
+    }
+  }
+  if (!error.empty()) {
+    invalid.fetch_add(1, std::memory_order_relaxed);
+    if (options.door_metrics != nullptr) {
+      options.door_metrics->Count(io::Door::kGrpc, io::Decision::kInvalid);
+    }
+    respond(GrpcStatusCode::kInvalidArgument, error, {});
+    return;
+  }
+  Decide(call, [headers = options.rate_limit_headers, call, respond = std::move(respond)](
+                   Status status, const std::string& why) {
+    if (status != Status::kOk) {
+      respond(H2Code(status), why, {});
+      return;
+    }
+    alignas(8) char first_block[kArenaBlockBytes];
+    google::protobuf::Arena arena(ArenaOn(first_block));
+    auto* response = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitResponse>(&arena);
+    ToProto(call->answer, headers, response);
+    std::string bytes;
+    if (!response->SerializeToString(&bytes)) {
+      respond(GrpcStatusCode::kInternal, "cannot serialize the RateLimitResponse", {});
+      return;
+    }
+    respond(GrpcStatusCode::kOk, {}, std::move(bytes));
+  });
+}
 
 bool RlsServer::Impl::StartGrpc(const std::string& listen, std::string* error) {
   std::string why;
@@ -882,9 +965,15 @@ bool RlsServer::Start(std::string* error) {
       done(status, why, status == Status::kOk ? &call->answer : nullptr);
     });
   };
-  if (!d.options.grpc_listen.empty() && !d.StartGrpc(d.options.grpc_listen, error)) return false;
+  if (!d.options.grpc_listen.empty()) {
+    const bool grpc_ok = d.options.grpc_server == RlsServerOptions::GrpcServerKind::kNghttp2
+                             ? d.StartGrpcH2(error)
+                             : d.StartGrpc(d.options.grpc_listen, error);
+    if (!grpc_ok) return false;
+  }
   if (!d.options.http_listen.empty() && !d.StartHttp(error)) {
     if (d.grpc_server) d.grpc_server->Shutdown();
+    if (d.h2_server) d.h2_server->Stop();
     return false;
   }
   if (!d.options.rules_path.empty()) {
@@ -923,6 +1012,7 @@ void RlsServer::Stop() {
       d.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     }
   }
+  if (d.h2_server) d.h2_server->Stop();
   asio::post(d.io, [&d] {
     boost::system::error_code ignored;
     d.grpc_probe_timer.cancel();

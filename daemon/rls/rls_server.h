@@ -52,6 +52,12 @@ struct RlsServerOptions {
   // taken by the daemon's signal thread): tallyd turns it off and calls
   // Reload from there (Daemon::SetReloadHook).
   bool handle_sighup = true;
+  // Which server speaks gRPC: kNghttp2, tallyd's own over nghttp2 and Asio
+  // (grpc_h2_server.h: 5-10x less CPU per call than gRPC's), or kGrpc, gRPC's
+  // C++ server (callback API), the door's first implementation.
+  enum class GrpcServerKind { kNghttp2, kGrpc };
+  GrpcServerKind grpc_server = GrpcServerKind::kNghttp2;
+  size_t grpc_threads = 1;  // kNghttp2's threads
   // Add RateLimit-Limit, -Remaining and -Reset (rls_mapping.h,
   // RateLimitHeaders) to gRPC response_headers_to_add and to /json answers.
   bool rate_limit_headers = false;
