@@ -49,6 +49,10 @@ descriptors:
       - key: user
         value: "team-*"
         rate_limit: {unit: minute, requests_per_unit: 2}
+  - key: plan
+    rate_limit: {unit: minute, requests_per_unit: 1, name: per_plan}
+  - key: vip
+    rate_limit: {unit: minute, requests_per_unit: 3, name: vip, replaces: [{name: per_plan}]}
   - key: reload
     rate_limit: {unit: minute, requests_per_unit: %d}
 """
@@ -298,6 +302,65 @@ class RlsClientTest(unittest.TestCase):
             self.ask([[("k", "v" * 100000)]])
         self.assertEqual(e.exception.code(), self.grpc.StatusCode.RESOURCE_EXHAUSTED)
 
+    def test_replaces_drops_the_named_limit_in_the_same_request(self):
+        R = self.rls_pb2.RateLimitResponse
+        # Alone, per_plan holds: 1 per minute.
+        self.assertEqual(self.ask([[("plan", "free")]]).overall_code, R.OK)
+        self.assertEqual(self.ask([[("plan", "free")]]).overall_code, R.OVER_LIMIT)
+        # Beside vip, per_plan is replaced (counts nothing); vip's 3 per minute decide.
+        both = [[("plan", "team")], [("vip", "yes")]]
+        for remaining in (2, 1, 0):
+            r = self.ask(both)
+            self.assertEqual(r.overall_code, R.OK)
+            self.assertEqual([s.code for s in r.statuses], [R.OK, R.OK])
+            self.assertEqual(r.statuses[1].current_limit.name, "vip")
+            self.assertEqual(r.statuses[1].limit_remaining, remaining)
+        r = self.ask(both)
+        self.assertEqual(r.overall_code, R.OVER_LIMIT)
+        self.assertEqual(r.statuses[1].code, R.OVER_LIMIT)
+        # per_plan counted none of those: alone, its one hit is still there.
+        self.assertEqual(self.ask([[("plan", "team")]]).overall_code, R.OK)
+        self.assertEqual(self.ask([[("plan", "team")]]).overall_code, R.OVER_LIMIT)
+
+    def test_y_reload_under_load(self):
+        """Calls during a reload see the old or the new rules, never a mix
+        within a request, and never the old once they saw the new."""
+        import threading
+        seen, errors, stop = [], [], threading.Event()
+
+        def load():
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    r = self.ask([[("reload", "load-%d" % n)], [("reload", "load-%d-b" % n)]])
+                    seen.append(tuple(s.current_limit.requests_per_unit for s in r.statuses))
+                except self.grpc.RpcError as e:
+                    errors.append(e.code())
+        thread = threading.Thread(target=load)
+        thread.start()
+        try:
+            wait_for(lambda: len(seen) > 50, "calls before the reload")
+            with open(self.rules_path, "w") as f:
+                f.write(RULES % 6)
+            self.tallyd.signal(signal.SIGHUP)
+            wait_for(lambda: (6, 6) in seen, "a call under the new rules")
+            at = len(seen)
+            wait_for(lambda: len(seen) > at + 50, "calls after the reload")
+        finally:
+            stop.set()
+            thread.join()
+        self.assertEqual(errors, [])
+        self.assertTrue(set(seen) <= {(5, 5), (6, 6)}, set(seen))
+        first_new = seen.index((6, 6))
+        self.assertNotIn((5, 5), seen[first_new:])
+        # Back to the rules the other tests expect.
+        with open(self.rules_path, "w") as f:
+            f.write(RULES % 5)
+        self.tallyd.signal(signal.SIGHUP)
+        wait_for(lambda: self.ask([[("reload", "back")]]).statuses[0]
+                 .current_limit.requests_per_unit == 5, "the rules restored")
+
     def test_z_reload(self):
         """SIGHUP and file changes reload; a broken file keeps the old rules."""
         def limit_of(value):
@@ -447,6 +510,45 @@ class HeadersTest(unittest.TestCase):
         self.assertNotIn("ratelimit-limit", fields)
 
 
+class GlobalShadowTest(unittest.TestCase):
+    """--shadow-mode: every limit decided and counted, every answer OK."""
+
+    def test_every_limit_is_in_shadow_mode(self):
+        import grpc
+        rls_pb2, _, _ = GEN
+        workdir = tempfile.mkdtemp(prefix="tally-rls-shadow-")
+        rules = os.path.join(workdir, "rules.yaml")
+        with open(rules, "w") as f:
+            f.write(RULES % 5)
+        tallyd = Tallyd(workdir, ["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                                  "--rules", rules, "--shadow-mode"])
+        try:
+            channel = grpc.insecure_channel(tallyd.fields["grpc"])
+            call = channel.unary_unary(
+                "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+                request_serializer=rls_pb2.RateLimitRequest.SerializeToString,
+                response_deserializer=rls_pb2.RateLimitResponse.FromString)
+            R = rls_pb2.RateLimitResponse
+            remaining = []
+            for _ in range(5):
+                req = rls_pb2.RateLimitRequest(domain="edge")
+                req.descriptors.add().entries.add(key="remote_address", value="shadowed")
+                r = call(req, timeout=10)
+                self.assertEqual(r.overall_code, R.OK)
+                self.assertEqual(r.statuses[0].code, R.OK)
+                remaining.append(r.statuses[0].limit_remaining)
+            # Counted as usual (3 per minute): the last two would have been denied.
+            self.assertEqual(remaining, [2, 1, 0, 0, 0])
+            _, body = http_request(tallyd.fields["http"], "GET", "/metrics")
+            shadow = sum(int(v) for v in re.findall(
+                rb'tally_rule_shadow_mode_hits_total\{rule="edge\.remote_address"[^}]*\} (\d+)', body))
+            self.assertEqual(shadow, 2, body)
+            channel.close()
+        finally:
+            self.assertEqual(tallyd.stop(), 0)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 class ClusterTest(unittest.TestCase):
     """Three members: a descriptor asked through different members shares one limit."""
 
@@ -491,6 +593,32 @@ class ClusterTest(unittest.TestCase):
             codes = [ask(i, "shared").overall_code for i in range(15)]
             self.assertEqual(codes.count(R.OK), 10)
             self.assertEqual(codes[10:], [R.OVER_LIMIT] * 5)
+
+            # Several descriptors in one request, their counters owned by
+            # different members (six keys on three members: rendezvous
+            # hashing of these fixed names spreads them), asked through each
+            # member in turn: every owner decides its own keys exactly.
+            def ask_many(i, descriptors):
+                req = rls_pb2.RateLimitRequest(domain="edge")
+                for key, value in descriptors:
+                    req.descriptors.add().entries.add(key=key, value=value)
+                return calls[i % 3](req, timeout=10)
+            many = [("reload", "multi-%d" % k) for k in range(6)]
+            for i in range(12):
+                r = ask_many(i, many)
+                want = R.OK if i < 10 else R.OVER_LIMIT
+                self.assertEqual(r.overall_code, want, i)
+                self.assertEqual([s.code for s in r.statuses], [want] * 6, i)
+                self.assertEqual([s.limit_remaining for s in r.statuses],
+                                 [max(0, 9 - i)] * 6, i)
+            # One descriptor over its limit: the request is OVER_LIMIT, and
+            # the other keeps the hits it admitted (docs/ENVOY.md, "Decisions").
+            mixed = [("remote_address", "mixed"), ("reload", "mixed")]
+            for i in range(5):
+                r = ask_many(i, mixed)
+                self.assertEqual(r.overall_code, R.OK if i < 3 else R.OVER_LIMIT, i)
+                self.assertEqual(r.statuses[1].code, R.OK, i)
+                self.assertEqual(r.statuses[1].limit_remaining, 9 - i, i)
             for c in channels:
                 c.close()
         finally:
