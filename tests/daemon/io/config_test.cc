@@ -158,7 +158,7 @@ TEST(ConfigTest, ExampleDocumentsEveryOptionWithAValidDefault) {
   for (const char* name :
        {"udp", "unix", "unix-seq", "threads", "buckets-per-window", "max-keys", "dedup-ttl-ms",
         "max-dedup-entries", "shards", "sweep-interval-ms", "stats-interval-s", "log-level", "echo",
-        "grpc", "http", "shadow-mode", "rls-headers"}) {
+        "grpc", "http", "shadow-mode", "rls-headers", "grpc-server"}) {
     EXPECT_TRUE(names.count(name)) << "example lacks " << name;
   }
   TempDir dir;
@@ -190,6 +190,7 @@ TEST(ConfigTest, ExampleDocumentsEveryOptionWithAValidDefault) {
   EXPECT_EQ(from_file.http_listen, builtin.http_listen);
   EXPECT_EQ(from_file.shadow_mode, builtin.shadow_mode);
   EXPECT_EQ(from_file.rls_headers, builtin.rls_headers);
+  EXPECT_EQ(from_file.grpc_nghttp2, builtin.grpc_nghttp2);
 }
 
 TEST(ConfigTest, CheckConfigRejectsBadFile) {
@@ -431,6 +432,20 @@ TEST(ConfigTest, EnvoyDoorsAreOnByDefaultAndNoneDisablesThem) {
   EXPECT_TRUE(config.rls_headers);
   EXPECT_EQ(Parse({"--grpc", "localhost"}, &config, &error), io::FlagsOutcome::kBadUsage);
   EXPECT_NE(error.find("--grpc"), std::string::npos) << error;
+}
+
+TEST(ConfigTest, GrpcServerIsNghttp2UnlessGrpcIsAsked) {
+  io::TallydConfig config;
+  std::string error;
+  ASSERT_EQ(Parse({}, &config, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_TRUE(config.grpc_nghttp2);
+  ASSERT_EQ(Parse({"--grpc-server", "grpc"}, &config, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_FALSE(config.grpc_nghttp2);
+  io::TallydConfig again;
+  ASSERT_EQ(Parse({"--grpc-server", "nghttp2"}, &again, &error), io::FlagsOutcome::kRun) << error;
+  EXPECT_TRUE(again.grpc_nghttp2);
+  EXPECT_EQ(Parse({"--grpc-server", "grpc++"}, &config, &error), io::FlagsOutcome::kBadUsage);
+  EXPECT_NE(error.find("--grpc-server"), std::string::npos) << error;
 }
 
 TEST(ConfigTest, EchoModeLeavesTheDoorsOff) {
