@@ -498,7 +498,8 @@ bool RlsServer::Impl::StartGrpcH2(std::string* error) {
   o.threads = options.grpc_threads;
   o.max_connections = options.max_http_connections;
   o.limits.max_message_bytes = options.max_request_bytes;
-  o.accept_fd_exhausted = options.accept_fd_exhausted;
+  // Not options.accept_fd_exhausted: that is the HTTP door's count
+  // (door="http"); the gRPC door's shortages are logged (AcceptBackoff).
   h2_server = std::make_unique<GrpcH2Server>(
       std::move(o), [](std::string_view path) { return path == kShouldRateLimitPath; },
       [this](std::string_view, std::string message, GrpcH2Server::Responder respond) {
