@@ -50,6 +50,20 @@ failure_summary() {
     head -120 >&2 || true
 }
 
+# A sanitizer stage tests an instrumented tallyd or fails: a tree that lost
+# its sanitizer flags (scripts/build.sh says how that happened) passed every
+# test while checking nothing.
+require_instrumented() {
+  local binary="$1" symbol="$2" symbols
+  # Read whole, not piped into grep -q: grep's early exit would fail nm with
+  # SIGPIPE, and pipefail the check.
+  symbols=$(nm "$binary" 2>/dev/null) || true
+  if ! grep -q "$symbol" <<<"$symbols"; then
+    echo "test.sh: $binary is not instrumented ($symbol missing); not testing it" >&2
+    return 1
+  fi
+}
+
 stage_none() {
   TALLY_SANITIZE=none "$root/scripts/build.sh"
   (cd "$root/build" && ctest --output-on-failure --timeout 600 -j"$jobs" "$@") ||
@@ -58,6 +72,8 @@ stage_none() {
 
 stage_asan() {
   TALLY_SANITIZE=address,undefined "$root/scripts/build.sh"
+  require_instrumented "$root/build-asan/bin/tallyd" __asan_init || return 1
+  require_instrumented "$root/build-asan/bin/tally_core_tests" __ubsan_handle || return 1
   local reports status=0
   reports=$(report_dir "$root/build-asan")
   wait_scale 3
@@ -83,6 +99,7 @@ stage_asan() {
 stage_tsan() {
   TALLY_SANITIZE=thread "$root/scripts/build.sh" tally_daemon_tests tally_client_tests \
     tally_cluster_tests tallyd tally tally-load
+  require_instrumented "$root/build-tsan/bin/tallyd" __tsan_init || return 1
   local reports status=0
   reports=$(report_dir "$root/build-tsan")
   wait_scale 5
