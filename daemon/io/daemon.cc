@@ -24,6 +24,7 @@
 
 #include "daemon/io/check_gateway.h"
 #include "daemon/io/counters.h"
+#include "daemon/io/cpu_quota.h"
 #include "daemon/io/datagram_server.h"
 #include "daemon/io/local_adaptive.h"
 #include "daemon/io/local_snapshots.h"
@@ -72,8 +73,11 @@ std::string FormatStats(const DaemonStats& s) {
 int UsableCpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  int cpus = sched_getaffinity(0, sizeof(set), &set) == 0
+                 ? CPU_COUNT(&set)
+                 : static_cast<int>(std::thread::hardware_concurrency());
+  if (const int quota = CgroupCpuLimit(); quota > 0) cpus = std::min(cpus, quota);
+  return std::max(1, cpus);
 }
 
 int DefaultIoThreads(int usable_cpus) { return std::max(1, usable_cpus / 2); }

@@ -70,8 +70,9 @@ struct DaemonStats {
 // ThreadSanitizer, once left SIGTERM unanswered.
 void BlockDaemonSignals();
 
-// The CPUs this process may run on (its affinity mask: taskset, a cgroup
-// cpuset), at least 1.
+// The CPUs this process may use: its affinity mask (taskset, a cgroup
+// cpuset), capped by a cgroup CPU quota (a container's CPU limit, systemd's
+// CPUQuota=; daemon/io/cpu_quota.h) rounded up; at least 1.
 int UsableCpus();
 // I/O threads when --threads is 0: half the usable CPUs, at least one. A
 // limiter shares its host with the clients it answers; on a 2-core machine

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -17,6 +18,7 @@
 
 #include "client/admin.h"
 #include "daemon/io/counters.h"
+#include "daemon/io/cpu_quota.h"
 #include "daemon/io/daemon.h"
 #include "daemon/io/message_processor.h"
 #include "daemon/io/seqpacket_server.h"
@@ -209,7 +211,8 @@ TEST(DaemonApiTest, DefaultIoThreadsAreHalfTheUsableCpus) {
   // Usable CPUs follow the affinity mask (taskset, a cpuset), not the host's count.
   cpu_set_t saved;
   ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
-  EXPECT_EQ(io::UsableCpus(), CPU_COUNT(&saved));
+  const int quota = io::CgroupCpuLimit();  // this machine's, if any
+  EXPECT_EQ(io::UsableCpus(), quota > 0 ? std::min(quota, CPU_COUNT(&saved)) : CPU_COUNT(&saved));
   cpu_set_t one;
   CPU_ZERO(&one);
   for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
