@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "daemon/io/accept_backoff.h"
-#include "daemon/io/sockets.h"
+#include "daemon/io/tcp_listen.h"
 
 namespace tally::rls {
 
@@ -249,31 +249,7 @@ GrpcH2Server::~GrpcH2Server() { Stop(); }
 
 bool GrpcH2Server::Start(std::string* error) {
   Impl& d = *impl_;
-  std::string why;
-  std::optional<io::HostPort> hp = io::ParseHostPort(d.options.listen, &why);
-  if (!hp) {
-    *error = "grpc: " + why;
-    return false;
-  }
-  boost::system::error_code ec;
-  const asio::ip::address address = asio::ip::make_address(hp->host, ec);
-  if (ec) {
-    *error = "grpc: not an IP address: " + hp->host;
-    return false;
-  }
-  const tcp::endpoint endpoint(address, hp->port);
-  d.acceptor.open(endpoint.protocol(), ec);
-  if (!ec) d.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) d.acceptor.bind(endpoint, ec);
-  if (!ec) d.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    *error = "grpc: cannot listen on " + d.options.listen + ": " + ec.message();
-    return false;
-  }
-  const tcp::endpoint bound = d.acceptor.local_endpoint(ec);
-  d.address = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                       : bound.address().to_string()) +
-              ":" + std::to_string(bound.port());
+  if (!io::ListenTcp(d.options.listen, "grpc", &d.acceptor, &d.address, error)) return false;
   d.work.emplace(asio::make_work_guard(d.io));
   d.Accept();
   for (size_t i = 0; i < std::max<size_t>(1, d.options.threads); ++i) {

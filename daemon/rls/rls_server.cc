@@ -33,6 +33,7 @@
 #include "daemon/io/published_overrides.h"
 #include "daemon/io/sockets.h"
 #include "daemon/io/status_trackers.h"
+#include "daemon/io/tcp_listen.h"
 #include "daemon/rls/descriptor_wire.h"
 #include "daemon/rls/grpc_h2_server.h"
 #include "daemon/rls/grpc_listener_probe.h"
@@ -416,6 +417,39 @@ google::protobuf::ArenaOptions ArenaOn(char* first_block) {
   return options;
 }
 
+// A RateLimitRequest from `parse(RateLimitRequest*) -> bool` (the door's
+// bytes), into `*out` within the bounds; the error, empty when it is valid.
+// The parsed request lives in an arena whose first block is on the stack:
+// its descriptors and strings cost no malloc each.
+template <typename Parse>
+std::string ParseRateLimitRequest(Parse parse, RlsRequest* out) {
+  alignas(8) char first_block[kArenaBlockBytes];
+  google::protobuf::Arena arena(ArenaOn(first_block));
+  auto* request = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitRequest>(&arena);
+  if (!parse(request)) return "cannot parse the RateLimitRequest";
+  std::string error;
+  FromProto(*request, out, &error);
+  return error;
+}
+
+// `serialize(const RateLimitResponse&)` of `answer`'s response, built in a
+// stack arena.
+template <typename Serialize>
+auto SerializeRateLimitResponse(const RlsAnswer& answer, bool rate_limit_headers,
+                                Serialize serialize) {
+  alignas(8) char first_block[kArenaBlockBytes];
+  google::protobuf::Arena arena(ArenaOn(first_block));
+  auto* response = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitResponse>(&arena);
+  ToProto(answer, rate_limit_headers, response);
+  return serialize(*response);
+}
+
+// A gRPC call refused before any decision (its bytes or bounds).
+void CountInvalidGrpcCall(std::atomic<uint64_t>* invalid, io::DoorMetrics* door_metrics) {
+  invalid->fetch_add(1, std::memory_order_relaxed);
+  if (door_metrics != nullptr) door_metrics->Count(io::Door::kGrpc, io::Decision::kInvalid);
+}
+
 // The raw (ByteBuffer) form of the method, so that a request whose bytes do
 // not parse reaches us to be counted as invalid on the gRPC door (the typed
 // form would refuse it inside gRPC, uncounted) and is answered
@@ -438,23 +472,15 @@ class GrpcService final : public rlsv3::RateLimitService::WithRawCallbackMethod_
     requests_->fetch_add(1, std::memory_order_relaxed);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     auto call = std::make_shared<Call>();
-    std::string error;
-    {
-      // The parsed request lives in an arena whose first block is on the
-      // stack: its descriptors and strings cost no malloc each.
-      alignas(8) char first_block[kArenaBlockBytes];
-      google::protobuf::Arena arena(ArenaOn(first_block));
-      auto* request = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitRequest>(&arena);
-      grpc::ByteBuffer bytes(*request_bytes);  // Deserialize consumes it; slices are shared
-      if (!grpc::SerializationTraits<rlsv3::RateLimitRequest>::Deserialize(&bytes, request).ok()) {
-        error = "cannot parse the RateLimitRequest";
-      } else {
-        FromProto(*request, &call->request, &error);
-      }
-    }
+    const std::string error = ParseRateLimitRequest(
+        [request_bytes](rlsv3::RateLimitRequest* request) {
+          grpc::ByteBuffer bytes(*request_bytes);  // Deserialize consumes it; slices are shared
+          return grpc::SerializationTraits<rlsv3::RateLimitRequest>::Deserialize(&bytes, request)
+              .ok();
+        },
+        &call->request);
     if (!error.empty()) {
-      invalid_->fetch_add(1, std::memory_order_relaxed);
-      if (door_metrics_ != nullptr) door_metrics_->Count(io::Door::kGrpc, io::Decision::kInvalid);
+      CountInvalidGrpcCall(invalid_, door_metrics_);
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
@@ -464,15 +490,12 @@ class GrpcService final : public rlsv3::RateLimitService::WithRawCallbackMethod_
         reactor->Finish(grpc::Status(GrpcCode(status), why));
         return;
       }
-      alignas(8) char first_block[kArenaBlockBytes];
-      google::protobuf::Arena arena(ArenaOn(first_block));
-      auto* response = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitResponse>(&arena);
-      ToProto(call->answer, headers, response);
-      bool own_buffer = false;
-      const grpc::Status serialized =
-          grpc::SerializationTraits<rlsv3::RateLimitResponse>::Serialize(*response, response_bytes,
-                                                                         &own_buffer);
-      reactor->Finish(serialized);
+      reactor->Finish(SerializeRateLimitResponse(
+          call->answer, headers, [response_bytes](const rlsv3::RateLimitResponse& response) {
+            bool own_buffer = false;
+            return grpc::SerializationTraits<rlsv3::RateLimitResponse>::Serialize(
+                response, response_bytes, &own_buffer);
+          }));
     });
     return reactor;
   }
@@ -517,22 +540,11 @@ bool RlsServer::Impl::StartGrpcH2(std::string* error) {
 void RlsServer::Impl::OnGrpcH2Call(std::string message, GrpcH2Server::Responder respond) {
   grpc_requests.fetch_add(1, std::memory_order_relaxed);
   auto call = std::make_shared<Call>();
-  std::string error;
-  {
-    alignas(8) char first_block[kArenaBlockBytes];
-    google::protobuf::Arena arena(ArenaOn(first_block));
-    auto* request = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitRequest>(&arena);
-    if (!request->ParseFromString(message)) {
-      error = "cannot parse the RateLimitRequest";
-    } else {
-      FromProto(*request, &call->request, &error);
-    }
-  }
+  const std::string error = ParseRateLimitRequest(
+      [&message](rlsv3::RateLimitRequest* request) { return request->ParseFromString(message); },
+      &call->request);
   if (!error.empty()) {
-    invalid.fetch_add(1, std::memory_order_relaxed);
-    if (options.door_metrics != nullptr) {
-      options.door_metrics->Count(io::Door::kGrpc, io::Decision::kInvalid);
-    }
+    CountInvalidGrpcCall(&invalid, options.door_metrics);
     respond(GrpcStatusCode::kInvalidArgument, error, {});
     return;
   }
@@ -542,12 +554,11 @@ void RlsServer::Impl::OnGrpcH2Call(std::string message, GrpcH2Server::Responder 
       respond(H2Code(status), why, {});
       return;
     }
-    alignas(8) char first_block[kArenaBlockBytes];
-    google::protobuf::Arena arena(ArenaOn(first_block));
-    auto* response = google::protobuf::Arena::CreateMessage<rlsv3::RateLimitResponse>(&arena);
-    ToProto(call->answer, headers, response);
     std::string bytes;
-    if (!response->SerializeToString(&bytes)) {
+    if (!SerializeRateLimitResponse(call->answer, headers,
+                                    [&bytes](const rlsv3::RateLimitResponse& response) {
+                                      return response.SerializeToString(&bytes);
+                                    })) {
       respond(GrpcStatusCode::kInternal, "cannot serialize the RateLimitResponse", {});
       return;
     }
@@ -821,24 +832,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 }  // namespace
 
 bool RlsServer::Impl::StartHttp(std::string* error) {
-  std::string why;
-  std::optional<io::HostPort> hp = io::ParseHostPort(options.http_listen, &why);
-  if (!hp) return Fail(error, "http: " + why);
-  boost::system::error_code ec;
-  const asio::ip::address address = asio::ip::make_address(hp->host, ec);
-  if (ec) return Fail(error, "http: not an IP address: " + hp->host);
-  const tcp::endpoint endpoint(address, hp->port);
   acceptor.emplace(io);
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Fail(error, "http: cannot listen on " + options.http_listen + ": " + ec.message());
-  const tcp::endpoint bound = acceptor->local_endpoint(ec);
-  http_address = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                          : bound.address().to_string()) +
-                 ":" + std::to_string(bound.port());
-  return true;
+  return io::ListenTcp(options.http_listen, "http", &*acceptor, &http_address, error);
 }
 
 void RlsServer::Impl::Accept() {
