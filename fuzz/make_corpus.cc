@@ -193,9 +193,9 @@ Bytes EncodeSwimBytes(const m::SwimMessage& msg) {
 }
 
 Bytes Node(const wire::NodeMessageValue& value, const std::string& id = "n2",
-           const std::string& address = kN2) {
+           const std::string& address = kN2, bool packed = false) {
   Bytes out;
-  wire::EncodeNodeMessage(wire::PeerHeader{id, address, 5, kWallMs}, value, &out);
+  wire::EncodeNodeMessage(wire::PeerHeader{id, address, 5, kWallMs}, value, &out, packed);
   return out;
 }
 
@@ -350,6 +350,7 @@ void PeerCorpus() {
   }
   for (const auto& [name, value] : NodeMessages()) {
     Write("peer_codec_fuzz", "node_" + name, Node(value));
+    Write("peer_codec_fuzz", "packed_" + name, Node(value, "n2", kN2, /*packed=*/true));
     capnp::MallocMessageBuilder builder;
     wire::BuildNodeMessage(value, builder.initRoot<wire::NodeMessage>());
     kj::Array<capnp::word> flat = capnp::messageToFlatArray(builder);

@@ -1,7 +1,8 @@
 // Peer datagrams and stream frames (wire/peer.capnp) as the Node
 // decodes them: the header, SWIM bodies and node bodies (ReadNode).
 // Properties: no crash, leak or exception on any bytes; a decoded SWIM or node
-// message survives encode -> decode unchanged; a SWIM encoding stays within
+// message survives encode -> decode unchanged (a node message packed and
+// unpacked, kPackedMarker); a SWIM encoding stays within
 // membership::EstimatedEncodedBytes, which the senders' packet budget relies on.
 #include <string>
 #include <vector>
@@ -36,15 +37,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const tally::wire::PeerHeader header{reader.sender_id(), reader.sender_address(),
                                        reader.sender_generation(), reader.sender_wall_ms()};
-  tally::wire::EncodeNodeMessage(header, value, &encoded);
-  FUZZ_CHECK(again.Decode(encoded, &why) == tally::Status::kOk);
-  FUZZ_CHECK(again.is_node());
-  FUZZ_CHECK(again.sender_id() == header.sender_id);
-  FUZZ_CHECK(again.sender_address() == header.sender_address);
-  FUZZ_CHECK(again.sender_generation() == header.sender_generation);
-  FUZZ_CHECK(again.sender_wall_ms() == header.sender_wall_ms);
-  tally::wire::NodeMessageValue decoded;
-  FUZZ_CHECK(again.ReadNode(&decoded, &why));
-  FUZZ_CHECK(tally::fuzz::SameNodeValue(decoded, value));
+  for (const bool packed : {false, true}) {
+    tally::wire::EncodeNodeMessage(header, value, &encoded, packed);
+    FUZZ_CHECK(again.Decode(encoded, &why) == tally::Status::kOk);
+    FUZZ_CHECK(again.is_node());
+    FUZZ_CHECK(again.sender_id() == header.sender_id);
+    FUZZ_CHECK(again.sender_address() == header.sender_address);
+    FUZZ_CHECK(again.sender_generation() == header.sender_generation);
+    FUZZ_CHECK(again.sender_wall_ms() == header.sender_wall_ms);
+    tally::wire::NodeMessageValue decoded;
+    FUZZ_CHECK(again.ReadNode(&decoded, &why));
+    FUZZ_CHECK(tally::fuzz::SameNodeValue(decoded, value));
+  }
   return 0;
 }

@@ -4,8 +4,10 @@
 # replication, anti-entropy, handoff).
 #
 # Contract (see docs/DESIGN.md, "Wire formats"):
-#   * One datagram holds exactly one unpacked Cap'n Proto message whose root is
-#     PeerMessage, at most max_packet_bytes (1400 by default) for membership.
+#   * One datagram holds exactly one Cap'n Proto message whose root is
+#     PeerMessage, unpacked (node messages to a member of version 3 or later:
+#     packed, after the byte 0xB1), at most max_packet_bytes (1400 by
+#     default) for membership.
 #     PushPull (the full member table) may be larger and travels over a
 #     stream, one framed PeerMessage per frame; the codec does not care.
 #   * This file is only ever extended: fields, union members and enumerants are
@@ -25,8 +27,10 @@ $Cxx.namespace("tally::wire::peer");
 using Node = import "node.capnp";
 
 # 1: the first. 2: NodeMessage.replicateDelta (sent only to a member whose
-# messages say 2 or later).
-const protocolVersion :UInt16 = 2;
+# messages say 2 or later). 3: node messages may be packed: the byte 0xB1,
+# then the PeerMessage in Cap'n Proto's packed encoding (sent only to a
+# member whose messages say 3 or later; wire/peer_codec.h).
+const protocolVersion :UInt16 = 3;
 
 # Also the precedence among rumors of equal (generation, incarnation).
 enum MemberState {

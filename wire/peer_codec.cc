@@ -1,10 +1,12 @@
 #include "wire/peer_codec.h"
 
 #include <capnp/message.h>
+#include <capnp/serialize-packed.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 #include <kj/io.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <variant>
@@ -77,6 +79,64 @@ bool ReadUpdates(capnp::List<peer::MemberUpdate>::Reader list, std::vector<m::Me
     v.state = static_cast<m::MemberState>(state);
     v.origin = ToString(u.getOrigin());
     out->push_back(std::move(v));
+  }
+  return true;
+}
+
+// Cap'n Proto's packed encoding undone into `*out`, within `max_words`
+// (capnp offers no bounded flat unpacking: its packed reader allocates what
+// the stream's segment table declares). Each tag byte says which bytes of
+// the next word follow; tag 0x00 is followed by a count of further zero
+// words, tag 0xFF by a count of words copied verbatim.
+bool Unpack(std::span<const std::byte> in, size_t max_words, std::vector<uint64_t>* out,
+            std::string* why) {
+  out->clear();
+  auto byte_at = [&in](size_t i) { return static_cast<uint8_t>(in[i]); };
+  size_t i = 0;
+  while (i < in.size()) {
+    if (out->size() >= max_words) {
+      *why = "packed message unpacks too large";
+      return false;
+    }
+    const uint8_t tag = byte_at(i++);
+    uint8_t word[kWordBytes] = {};
+    for (size_t b = 0; b < kWordBytes; ++b) {
+      if ((tag & (1u << b)) == 0) continue;
+      if (i >= in.size()) {
+        *why = "packed message truncated";
+        return false;
+      }
+      word[b] = byte_at(i++);
+    }
+    uint64_t value = 0;
+    std::memcpy(&value, word, sizeof(value));
+    out->push_back(value);
+    if (tag != 0x00 && tag != 0xFF) continue;
+    if (i >= in.size()) {
+      *why = "packed message truncated";
+      return false;
+    }
+    const size_t run = byte_at(i++);
+    if (out->size() + run > max_words) {
+      *why = "packed message unpacks too large";
+      return false;
+    }
+    if (tag == 0x00) {
+      out->resize(out->size() + run, 0);
+      continue;
+    }
+    if (in.size() - i < run * kWordBytes) {
+      *why = "packed message truncated";
+      return false;
+    }
+    const size_t at = out->size();
+    out->resize(at + run);
+    std::memcpy(out->data() + at, in.data() + i, run * kWordBytes);
+    i += run * kWordBytes;
+  }
+  if (out->empty()) {
+    *why = "empty packed message";
+    return false;
   }
   return true;
 }
@@ -190,6 +250,17 @@ tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::s
     return status;
   };
   if (bytes.empty()) return fail(tally::Status::kMalformed, "empty message");
+  bool unpacked = false;
+  if (bytes[0] == kPackedMarker) {
+    const size_t max_bytes =
+        std::min(kMaxPeerMessageBytes, kMaxUnpackRatio * bytes.size() + kUnpackAllowanceBytes);
+    if (!Unpack(bytes.subspan(1), max_bytes / kWordBytes, &aligned_, &reason)) {
+      return fail(tally::Status::kMalformed, reason);
+    }
+    bytes = std::as_bytes(std::span<const uint64_t>(aligned_));
+    bytes_ = bytes;
+    unpacked = true;
+  }
   if (bytes.size() % kWordBytes != 0) {
     return fail(tally::Status::kMalformed, "message size is not a multiple of 8 bytes");
   }
@@ -197,7 +268,7 @@ tally::Status PeerMessageReader::Decode(std::span<const std::byte> bytes, std::s
     return fail(tally::Status::kMalformed, "message too large");
   }
   const auto* words = reinterpret_cast<const capnp::word*>(bytes.data());
-  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
+  if (!unpacked && reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
     aligned_.resize(bytes.size() / kWordBytes);
     std::memcpy(aligned_.data(), bytes.data(), bytes.size());
     words = reinterpret_cast<const capnp::word*>(aligned_.data());
@@ -323,7 +394,7 @@ bool PeerMessageReader::ReadNode(NodeMessageValue* msg, std::string* why) {
 }
 
 void EncodeNodeMessage(const PeerHeader& header, const NodeMessageValue& msg,
-                       std::vector<std::byte>* out) {
+                       std::vector<std::byte>* out, bool packed) {
   capnp::MallocMessageBuilder builder;
   auto root = builder.initRoot<peer::PeerMessage>();
   root.setVersion(peer::PROTOCOL_VERSION);
@@ -332,6 +403,17 @@ void EncodeNodeMessage(const PeerHeader& header, const NodeMessageValue& msg,
   root.setSenderGeneration(header.sender_generation);
   root.setSenderWallMs(header.sender_wall_ms);
   BuildNodeMessage(msg, root.initNode());
+  if (packed) {
+    const size_t unpacked_bytes = capnp::computeSerializedSizeInWords(builder) * kWordBytes;
+    // At most 10 bytes per word (a tag, 8 bytes, a run count), plus the marker.
+    out->resize(1 + unpacked_bytes + unpacked_bytes / 4 + 16);
+    (*out)[0] = kPackedMarker;
+    kj::ArrayOutputStream stream(
+        kj::arrayPtr(reinterpret_cast<kj::byte*>(out->data()) + 1, out->size() - 1));
+    capnp::writePackedMessage(stream, builder);
+    out->resize(1 + stream.getArray().size());
+    if (unpacked_bytes <= kMaxUnpackRatio * out->size() + kUnpackAllowanceBytes) return;
+  }
   Flatten(builder, out);
 }
 

@@ -323,9 +323,13 @@ std::chrono::nanoseconds Node::NextDeadline() const {
 void Node::SendNode(const std::string& address, const wire::NodeMessageValue& msg, bool stream,
                     Instant now, Outbox* out) {
   Outbox::PeerPacket packet{address, {}, stream, msg.kind};
+  // Packed only to a member whose last message said it reads packing.
+  auto peer = peers_.find(address);
+  const bool packed =
+      peer != peers_.end() && peer->second.protocol_version >= wire::kPackedSinceVersion;
   wire::EncodeNodeMessage(wire::PeerHeader{config_.node_id, config_.gossip_address,
                                            config_.generation, now.wall.count()},
-                          msg, &packet.bytes);
+                          msg, &packet.bytes, packed);
   counters_.peer_bytes_sent += packet.bytes.size();
   ++counters_.peer_messages_sent;
   NodeStatus::Counters::Traffic& t = counters_.sent_by_kind[PeerKindIndex(msg.kind)];

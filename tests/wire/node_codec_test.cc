@@ -191,6 +191,120 @@ TEST(NodeCodecTest, ReplicationDeltasRoundTrip) {
   EXPECT_EQ(decoded.delta.cells, value.delta.cells);
 }
 
+// Protocol version 3: node messages may travel packed. Each kind decodes to
+// what its unpacked form holds (re-encoded unpacked: the same bytes), and the
+// kinds on the check path shrink.
+TEST(NodeCodecTest, PackedNodeMessagesDecodeAsTheirUnpackedFormAndAreSmaller) {
+  const PeerHeader header{"n2", "10.0.0.2:7946", 1'733'500'000'000, 1'733'500'000'123};
+  std::vector<NodeMessageValue> values;
+  NodeMessageValue forward;
+  forward.kind = NodeMessageValue::Kind::kForward;
+  NodeMessageValue reply;
+  reply.kind = NodeMessageValue::Kind::kForwardReply;
+  NodeMessageValue delta;
+  delta.kind = NodeMessageValue::Kind::kReplicateDelta;
+  delta.delta.seq = 77;
+  delta.delta.slot = {"n2", 1'733'500'000'000};
+  for (uint64_t i = 0; i < 32; ++i) {
+    ForwardValue f;
+    f.forward_id = 123'456 + i;
+    f.check.request_id = 987'654'321 + i;
+    f.check.user_id = "user-" + std::to_string(i);
+    f.check.endpoint = "/api/v1/orders";
+    f.check.limit = 1000;
+    f.check.window_ms = 60'000;
+    forward.forwards.push_back(f);
+    ForwardResultValue r;
+    r.forward_id = 123'456 + i;
+    r.result.request_id = 987'654'321 + i;
+    r.result.allowed = true;
+    r.result.remaining = 900;
+    r.result.reset_after_ms = 60'000;
+    r.result.limit = 1000;
+    reply.results.push_back(r);
+    delta.delta.cells.push_back({0x9e3779b97f4a7c15ull * (i + 1), 0xbf58476d1ce4e5b9ull * (i + 7),
+                                 28'891'666 + i % 2, static_cast<uint32_t>(i + 1), 6000, 10});
+  }
+  NodeMessageValue ack;
+  ack.kind = NodeMessageValue::Kind::kReplicateAck;
+  ack.ack_seq = 77;
+  NodeMessageValue digest;
+  digest.kind = NodeMessageValue::Kind::kDigest;
+  digest.digest.assign(64, 0);
+  digest.digest[3] = 0x0123456789abcdefull;
+  for (const NodeMessageValue& value : {forward, reply, delta, ack, digest}) {
+    std::vector<std::byte> plain, packed, again;
+    EncodeNodeMessage(header, value, &plain);
+    EncodeNodeMessage(header, value, &packed, /*packed=*/true);
+    ASSERT_EQ(packed[0], kPackedMarker);
+    EXPECT_NE(plain[0], kPackedMarker);
+    EXPECT_LT(packed.size(), plain.size());
+    PeerMessageReader reader;
+    std::string why;
+    ASSERT_EQ(reader.Decode(packed, &why), tally::Status::kOk) << why;
+    EXPECT_EQ(reader.sender_id(), header.sender_id);
+    EXPECT_EQ(reader.sender_wall_ms(), header.sender_wall_ms);
+    EXPECT_EQ(reader.version(), kPackedSinceVersion);
+    NodeMessageValue decoded;
+    ASSERT_TRUE(reader.ReadNode(&decoded, &why)) << why;
+    EncodeNodeMessage(header, decoded, &again);
+    EXPECT_EQ(again, plain);
+  }
+  // What the check path saves (docs/PERFORMANCE.md): a forwarded check and its
+  // answer, and a replicated cell, each packed, at 32 per message.
+  std::vector<std::byte> plain, packed;
+  EncodeNodeMessage(header, forward, &plain);
+  EncodeNodeMessage(header, forward, &packed, true);
+  EXPECT_LT(packed.size() * 10, plain.size() * 6);
+  EncodeNodeMessage(header, reply, &plain);
+  EncodeNodeMessage(header, reply, &packed, true);
+  EXPECT_LT(packed.size() * 10, plain.size() * 5);
+  EncodeNodeMessage(header, delta, &plain);
+  EncodeNodeMessage(header, delta, &packed, true);
+  EXPECT_LT(packed.size() * 10, plain.size() * 8);
+}
+
+// Packed bytes are as untrusted as any: a truncation, a corruption or a run
+// of zeros that would unpack far past the bytes sent is refused, never a
+// crash, and the work stays proportional to the input.
+TEST(NodeCodecBoundsTest, PackedInputsThatLieAreRefused) {
+  NodeMessageValue value;
+  value.kind = NodeMessageValue::Kind::kReplicateAck;
+  value.ack_seq = 5;
+  std::vector<std::byte> packed;
+  EncodeNodeMessage(PeerHeader{"n2", "10.0.0.2:7946", 2, 9}, value, &packed, true);
+  PeerMessageReader reader;
+  std::string why;
+  for (size_t size = 1; size < packed.size(); ++size) {
+    const std::vector<std::byte> cut(packed.begin(), packed.begin() + size);
+    why.clear();
+    EXPECT_NE(reader.Decode(cut, &why), tally::Status::kOk) << size;
+    EXPECT_FALSE(why.empty());
+  }
+  for (size_t i = 1; i < packed.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::vector<std::byte> flipped = packed;
+      flipped[i] ^= std::byte(1 << bit);
+      NodeMessageValue out;
+      if (reader.Decode(flipped, &why) == tally::Status::kOk && reader.is_node()) {
+        reader.ReadNode(&out, &why);  // accepted or refused, never a crash
+      }
+    }
+  }
+  // A datagram of zero runs: each pair of bytes asks for 256 zero words.
+  std::vector<std::byte> bomb = {kPackedMarker};
+  for (int i = 0; i < 700; ++i) bomb.insert(bomb.end(), {std::byte{0x00}, std::byte{0xFF}});
+  EXPECT_EQ(reader.Decode(bomb, &why), tally::Status::kMalformed);
+  EXPECT_NE(why.find("unpacks too large"), std::string::npos) << why;
+  // Verbatim words announced but not sent.
+  const std::vector<std::byte> short_run = {
+      kPackedMarker, std::byte{0xFF}, std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4},
+      std::byte{5},  std::byte{6},    std::byte{7}, std::byte{8}, std::byte{9}};
+  EXPECT_EQ(reader.Decode(short_run, &why), tally::Status::kMalformed);
+  EXPECT_NE(why.find("truncated"), std::string::npos) << why;
+  EXPECT_EQ(reader.Decode(std::vector<std::byte>{kPackedMarker}, &why), tally::Status::kMalformed);
+}
+
 TEST(NodeCodecBoundsTest, ReplicationDeltasAreBounded) {
   {
     capnp::MallocMessageBuilder b;

@@ -1407,6 +1407,21 @@ TEST(NodeTest, AKeyHoldingOtherDecidersRowsIsReplicatedWhole) {
             4u);
 }
 
+// Makes `to` hear a ping from `from` saying protocol `version` (what a
+// member restarted onto an older build would say).
+void SayVersion(TestCluster& c, const std::string& from, const std::string& to, uint16_t version) {
+  membership::SwimMessage ping;
+  ping.version = version;
+  ping.sender_id = from;
+  ping.sender_address = TestCluster::AddressOf(from);
+  ping.sender_generation = c.node(from).Status(c.Now()).generation;
+  ping.sender_wall_ms = c.Now().wall.count();
+  ping.body = membership::Ping{.seq = 9, .target_id = to};
+  std::vector<std::byte> bytes;
+  wire::EncodeSwim(ping, &bytes);
+  c.Inject(to, TestCluster::AddressOf(from), bytes);
+}
+
 // A member whose messages say protocol version 1 (a rolling upgrade, or a
 // restart onto an older build) cannot read deltas: it gets whole states until
 // it speaks version 2 again.
@@ -1420,16 +1435,7 @@ TEST(NodeTest, AMemberSpeakingVersionOneGetsWholeStatesUntilItSpeaksTwo) {
   const std::string& old = ranking[1];
   const std::string& current = ranking[2];
   const std::string old_address = TestCluster::AddressOf(old);
-  membership::SwimMessage ping;
-  ping.version = 1;
-  ping.sender_id = old;
-  ping.sender_address = old_address;
-  ping.sender_generation = c.node(old).Status(c.Now()).generation;
-  ping.sender_wall_ms = c.Now().wall.count();
-  ping.body = membership::Ping{.seq = 9, .target_id = owner};
-  std::vector<std::byte> bytes;
-  wire::EncodeSwim(ping, &bytes);
-  c.Inject(owner, old_address, bytes);
+  SayVersion(c, old, owner, 1);
   const int old_wholes = c.SentTo(old_address, Kind::kReplicate);
   const int old_deltas = c.SentTo(old_address, Kind::kReplicateDelta);
   const int current_deltas = c.SentTo(TestCluster::AddressOf(current), Kind::kReplicateDelta);
@@ -1444,6 +1450,38 @@ TEST(NodeTest, AMemberSpeakingVersionOneGetsWholeStatesUntilItSpeaksTwo) {
   ASSERT_TRUE(c.Check(owner, kRequest.Id(2))->allowed);
   c.RunFor(20);
   EXPECT_EQ(c.SentTo(old_address, Kind::kReplicateDelta), old_deltas + 1);
+  EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+}
+
+// Node messages travel packed (protocol version 3) to members that read
+// packing, and unpacked to a member whose messages say version 2 (a rolling
+// upgrade, or a restart onto an older build) until it speaks 3 again; either
+// way the replica ends up with the decider's state.
+TEST(NodeTest, NodeMessagesArePackedOnlyForMembersSpeakingVersionThree) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const crdt::KeyId& key = alice.key;
+  const std::string& owner = alice.ranking[0];
+  const std::string& old = alice.ranking[1];
+  const std::string current_address = TestCluster::AddressOf(alice.ranking[2]);
+  const std::string old_address = TestCluster::AddressOf(old);
+  SayVersion(c, old, owner, 2);
+  const int old_packed = c.PackedSent(owner, old_address);
+  const int old_deltas = c.SentTo(old_address, Kind::kReplicateDelta);
+  const int current_packed = c.PackedSent(owner, current_address);
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(1))->allowed);
+  c.RunFor(10);  // one replication round; `old` sends the owner nothing meanwhile
+  EXPECT_EQ(c.SentTo(old_address, Kind::kReplicateDelta), old_deltas + 1);
+  EXPECT_EQ(c.PackedSent(owner, old_address), old_packed);  // the delta went unpacked
+  EXPECT_GT(c.PackedSent(owner, current_address), current_packed);
+  EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  // Its own (version 3) messages since: packed again.
+  c.RunFor(500);
+  const int packed_before = c.PackedSent(owner, old_address);
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(2))->allowed);
+  c.RunFor(20);
+  EXPECT_GT(c.PackedSent(owner, old_address), packed_before);
   EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
 }
 

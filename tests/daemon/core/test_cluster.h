@@ -122,6 +122,13 @@ class TestCluster {
     return it == sent_.end() ? 0 : it->second;
   }
 
+  // Node messages `from` (an id) sent packed (wire::kPackedMarker) so far
+  // to an address.
+  int PackedSent(const std::string& from, const std::string& address) const {
+    auto it = packed_sent_.find({from, address});
+    return it == packed_sent_.end() ? 0 : it->second;
+  }
+
   // Peer packets (gossip or node messages) sent so far to an address.
   int SentToAny(const std::string& address) const {
     auto it = sent_any_.find(address);
@@ -283,6 +290,7 @@ class TestCluster {
     for (auto& p : out.peer) {
       ExpectKindMatchesBytes(p);
       if (p.node_kind) ++sent_[{p.to_address, *p.node_kind}];
+      if (!p.bytes.empty() && p.bytes[0] == wire::kPackedMarker) ++packed_sent_[{from, p.to_address}];
       if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
       ++sent_any_[p.to_address];
       int64_t delay_ns = 200'000;
@@ -341,6 +349,7 @@ class TestCluster {
   std::map<uint64_t, std::vector<std::byte>> replies_;
   std::map<std::string, size_t> datagram_bytes_;
   std::map<std::string, int> sent_any_;  // peer packets of any kind, by address
+  std::map<std::pair<std::string, std::string>, int> packed_sent_;  // (from id, to address)
   std::map<std::string, std::vector<Outbox::Decision>> decisions_;
   std::map<std::string, std::vector<NodeEvent>> events_;
   std::map<std::string, int64_t> wall_offsets_ms_;
