@@ -304,6 +304,10 @@ void Node::Enqueue(const std::string& address, wire::ForwardValue value) {
 }
 
 void Node::QueueReply(const std::string& address, wire::ForwardResultValue value) {
+  // The forwarder answers its client with the request id of its own record
+  // (HandleForwardReply; every version has), so the answer leaves it out:
+  // 8 bytes that packing cannot shrink on every forwarded check.
+  value.result.request_id = 0;
   FlushPeer(address).reply_queue.push_back(std::move(value));
 }
 

@@ -450,6 +450,35 @@ void StepAheadAndSweep(TestCluster& c, const OneList& l) {
   EXPECT_EQ(c.node(l.decider).store().Find(l.key), nullptr) << "swept, resends and all";
 }
 
+// An owner's answer to a forwarded check leaves the request id out (the
+// forwarder has it), and the client still gets its own id back.
+TEST(NodeTest, ForwardAnswersLeaveTheRequestIdToTheForwarder) {
+  TestCluster c;
+  c.Form(3);
+  const crdt::KeyId key = crdt::HashKey("alice", "/api", 60'000);
+  const std::vector<std::string> ranking = Ranking(key, 3);
+  const std::string& entry = ranking[2];  // forwards to the owner
+  int answers = 0;
+  c.observe_peer = [&](const std::string& from, const Outbox::PeerPacket& p) {
+    if (from != ranking[0] || p.node_kind != wire::NodeMessageValue::Kind::kForwardReply) return;
+    wire::PeerMessageReader reader;
+    wire::NodeMessageValue msg;
+    std::string why;
+    ASSERT_EQ(reader.Decode(p.bytes, &why), Status::kOk) << why;
+    ASSERT_TRUE(reader.ReadNode(&msg, &why)) << why;
+    for (const wire::ForwardResultValue& r : msg.results) {
+      EXPECT_EQ(r.result.request_id, 0u);
+      ++answers;
+    }
+  };
+  const uint64_t id = 0x9e3779b97f4a7c15ull;  // as random as a client's
+  auto r = c.Check(entry, kRequest.Id(id));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->allowed);
+  EXPECT_EQ(r->request_id, id);
+  EXPECT_EQ(answers, 1);
+}
+
 // Status counts peer traffic by message kind both ways, and measures the
 // replication lag as each replicate's acknowledgement arrives.
 TEST(NodeTest, PeerTrafficIsCountedByKindAndReplicationLagIsMeasured) {

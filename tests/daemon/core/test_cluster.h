@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -244,6 +245,10 @@ class TestCluster {
   // What `id`'s Node said it did (Outbox::events), in order.
   std::vector<NodeEvent>& events(const std::string& id) { return events_[id]; }
 
+  // Sees every peer packet a node sends (its id, the packet) before the
+  // network takes it.
+  std::function<void(const std::string&, const Outbox::PeerPacket&)> observe_peer;
+
   // Calls `f(node, now, out)` on `id` at its reading of the clocks and sends
   // what it put in the Outbox (for Node calls the harness does not wrap).
   template <typename F>
@@ -289,8 +294,10 @@ class TestCluster {
   void Dispatch(const std::string& from, Outbox& out) {
     for (auto& p : out.peer) {
       ExpectKindMatchesBytes(p);
+      if (observe_peer) observe_peer(from, p);
       if (p.node_kind) ++sent_[{p.to_address, *p.node_kind}];
-      if (!p.bytes.empty() && p.bytes[0] == wire::kPackedMarker) ++packed_sent_[{from, p.to_address}];
+      if (!p.bytes.empty() && p.bytes[0] == wire::kPackedMarker)
+        ++packed_sent_[{from, p.to_address}];
       if (!p.stream) datagram_bytes_[p.to_address] += p.bytes.size();
       ++sent_any_[p.to_address];
       int64_t delay_ns = 200'000;
