@@ -223,7 +223,8 @@ TEST(NodeCodecTest, PackedNodeMessagesDecodeAsTheirUnpackedFormAndAreSmaller) {
     r.result.limit = 1000;
     reply.results.push_back(r);
     delta.delta.cells.push_back({0x9e3779b97f4a7c15ull * (i + 1), 0xbf58476d1ce4e5b9ull * (i + 7),
-                                 28'891'666 + i % 2, static_cast<uint32_t>(i + 1), 6000, 10});
+                                 static_cast<int64_t>(28'891'666 + i % 2),
+                                 static_cast<uint32_t>(i + 1), 6000, 10});
   }
   NodeMessageValue ack;
   ack.kind = NodeMessageValue::Kind::kReplicateAck;
@@ -245,6 +246,37 @@ TEST(NodeCodecTest, PackedNodeMessagesDecodeAsTheirUnpackedFormAndAreSmaller) {
     EXPECT_EQ(reader.sender_id(), header.sender_id);
     EXPECT_EQ(reader.sender_wall_ms(), header.sender_wall_ms);
     EXPECT_EQ(reader.version(), kPackedSinceVersion);
+    NodeMessageValue decoded;
+    ASSERT_TRUE(reader.ReadNode(&decoded, &why)) << why;
+    EncodeNodeMessage(header, decoded, &again);
+    EXPECT_EQ(again, plain);
+  }
+  // Bulk state spans several segments once it outgrows the first: the packed
+  // form carries the segment table too.
+  NodeMessageValue push;
+  push.kind = NodeMessageValue::Kind::kStatePush;
+  push.replicate.slots = {{"n2", 7}};
+  for (uint64_t k = 0; k < 3000; ++k) {
+    CounterValue counter;
+    counter.key_high = 0x9e3779b97f4a7c15ull * (k + 1);
+    counter.key_low = k;
+    counter.bucket_ms = 6000;
+    counter.span = 10;
+    counter.newest_bucket = 288'916;
+    counter.rows.push_back({0, std::vector<uint32_t>(11, 0)});
+    counter.rows[0].counts[10] = static_cast<uint32_t>(k % 50 + 1);
+    push.replicate.counters.push_back(std::move(counter));
+  }
+  {
+    std::vector<std::byte> plain, packed, again;
+    EncodeNodeMessage(header, push, &plain);
+    EncodeNodeMessage(header, push, &packed, true);
+    ASSERT_NE(plain[0], std::byte{0});  // more than one segment
+    ASSERT_EQ(packed[0], kPackedMarker);
+    EXPECT_LT(packed.size() * 2, plain.size());
+    PeerMessageReader reader;
+    std::string why;
+    ASSERT_EQ(reader.Decode(packed, &why), tally::Status::kOk) << why;
     NodeMessageValue decoded;
     ASSERT_TRUE(reader.ReadNode(&decoded, &why)) << why;
     EncodeNodeMessage(header, decoded, &again);
