@@ -23,6 +23,12 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 
 constexpr std::chrono::milliseconds kHousekeepingInterval{1000};
 constexpr std::chrono::milliseconds kLeavePoll{10};
+// The Node's timer is never armed for a time already due, but at least this
+// far ahead: Asio programs its timerfd for a due timer as an absolute time of
+// 1 ns, which libfaketime (the clock-fault tests, an operator's clock drills)
+// shifts by its offset and the kernel refuses (EINVAL), so the timer never
+// fired and the member stopped ticking for good.
+constexpr int64_t kMinTimerDelayNs = 1'000'000;
 
 int64_t ToNs(std::chrono::milliseconds ms) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(ms).count();
@@ -70,6 +76,9 @@ void ClusterDriver::Impl::ArmTimerLocked(int64_t now_ns) {
   if (closed.load(std::memory_order_relaxed)) return;
   int64_t deadline = node->NextDeadline().count();
   if (leaving && !leave_finished) deadline = std::min(deadline, now_ns + ToNs(kLeavePoll));
+  // Due now or soon: a little later (see kMinTimerDelayNs). A timer already
+  // armed that soon stays, so a stream of inputs does not keep pushing it.
+  deadline = std::max(deadline, now_ns + kMinTimerDelayNs);
   if (timer_armed && deadline >= armed_deadline_ns) return;
   timer_armed = true;
   armed_deadline_ns = deadline;
