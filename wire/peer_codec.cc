@@ -178,6 +178,17 @@ size_t WordsNeeded(const m::SwimMessage& msg) {
   return words;
 }
 
+// Struct entries in a node message: every one an honest sender of any
+// protocol version writes takes at least one word of the message.
+size_t StructEntries(const NodeMessageValue& msg) {
+  size_t entries = msg.forwards.size() + msg.results.size() + msg.replicate.slots.size() +
+                   msg.replicate.counters.size() + msg.delta.cells.size() + msg.overrides.size() +
+                   msg.adaptive_reports.size();
+  for (const CounterValue& counter : msg.replicate.counters) entries += counter.rows.size();
+  for (const LimitOverrideValue& entry : msg.overrides) entries += entry.entries.size();
+  return entries;
+}
+
 }  // namespace
 
 static_assert(membership::kSwimProtocolVersion == peer::PROTOCOL_VERSION,
@@ -386,7 +397,15 @@ bool PeerMessageReader::ReadNode(NodeMessageValue* msg, std::string* why) {
       *why = "node message larger than a datagram";
       return false;
     }
-    return ReadNodeMessage(node, msg, why);
+    if (!ReadNodeMessage(node, msg, why)) return false;
+    // Cap'n Proto reads a list of zero-sized structs (no data, no pointers)
+    // as that many default entries: 1,024 forward results from a 174-byte
+    // packed datagram. No honest sender writes them.
+    if (StructEntries(*msg) > word_count_) {
+      *why = "more entries than the message has words";
+      return false;
+    }
+    return true;
   } catch (const kj::Exception& e) {
     *why = std::string("undecodable: ") + e.getDescription().cStr();
     return false;

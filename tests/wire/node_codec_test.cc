@@ -4,6 +4,7 @@
 // Proto directly, so they hold what our own encoder never writes.
 #include "wire/node_codec.h"
 
+#include <capnp/any.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
@@ -335,6 +336,33 @@ TEST(NodeCodecBoundsTest, PackedInputsThatLieAreRefused) {
   EXPECT_EQ(reader.Decode(short_run, &why), tally::Status::kMalformed);
   EXPECT_NE(why.find("truncated"), std::string::npos) << why;
   EXPECT_EQ(reader.Decode(std::vector<std::byte>{kPackedMarker}, &why), tally::Status::kMalformed);
+}
+
+// peer_codec_fuzz (CI, stop 32): Cap'n Proto reads a list of zero-sized
+// structs as that many default entries, so 174 packed bytes carried 1,024
+// forward results (and re-encoded past a datagram). Every entry an honest
+// sender writes takes at least one word of the message.
+TEST(NodeCodecBoundsTest, ListsOfZeroSizedStructsAreRefused) {
+  auto with_results = [](uint16_t data_words, uint32_t count) {
+    auto b = std::make_unique<capnp::MallocMessageBuilder>();
+    auto node = Root(*b).initNode();
+    node.initForwardReply(0);  // selects the union member and its pointer slot
+    capnp::AnyStruct::Builder any(NodeMessage::Builder{node});
+    auto pointers = any.getPointerSection();
+    for (uint32_t i = 0; i < pointers.size(); ++i) {
+      if (pointers[i].isNull()) continue;
+      pointers[i].initAsListOfAnyStruct(data_words, 0, count);
+    }
+    return b;
+  };
+  // Within capnp's traversal limit (4 x the words + 64), beyond one per word.
+  const uint32_t words = static_cast<uint32_t>(Serialize(*with_results(0, 1)).size() / 8);
+  ExpectRefused(*with_results(0, 2 * words), "more entries than the message has words");
+  NodeMessageValue msg;
+  std::string why;
+  // The same entries one word each are what an older, smaller schema writes.
+  ASSERT_TRUE(Read(Serialize(*with_results(1, 1024)), &msg, &why)) << why;
+  EXPECT_EQ(msg.results.size(), 1024u);
 }
 
 TEST(NodeCodecBoundsTest, ReplicationDeltasAreBounded) {
