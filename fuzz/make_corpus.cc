@@ -247,6 +247,9 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   v.kind = Kind::kReplicateAck;
   v.ack_seq = 1;
   all.emplace_back("replicate_ack", v);
+  v.ack_seq = 0;
+  v.ack_seqs = {2, 3, 5};  // protocol version 4
+  all.emplace_back("replicate_acks", v);
   v = {};
   v.kind = Kind::kDigest;
   v.digest.assign(64, 0);
@@ -315,6 +318,8 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   v.delta.cells.push_back(v.delta.cells.back());
   v.delta.cells.back().bucket -= 1;  // a key's cells of two buckets
   all.emplace_back("replicate_delta", v);
+  v.delta.relative_buckets = true;  // protocol version 4
+  all.emplace_back("replicate_delta_relative", v);
   return all;
 }
 

@@ -55,11 +55,11 @@ inline bool SameNodeValue(const wire::NodeMessageValue& a, const wire::NodeMessa
       a.results.size() != b.results.size() || a.replicate.seq != b.replicate.seq ||
       a.replicate.slots != b.replicate.slots ||
       a.replicate.counters.size() != b.replicate.counters.size() || a.ack_seq != b.ack_seq ||
-      a.digest != b.digest || a.digest_is_reply != b.digest_is_reply ||
+      a.ack_seqs != b.ack_seqs || a.digest != b.digest || a.digest_is_reply != b.digest_is_reply ||
       a.digest_keys_paused != b.digest_keys_paused || a.overrides_digest != b.overrides_digest ||
       a.overrides != b.overrides || !SameAdaptiveReports(a.adaptive_reports, b.adaptive_reports) ||
       a.delta.seq != b.delta.seq || a.delta.slot != b.delta.slot ||
-      a.delta.cells != b.delta.cells) {
+      a.delta.cells != b.delta.cells || a.delta.relative_buckets != b.delta.relative_buckets) {
     return false;
   }
   for (size_t i = 0; i < a.forwards.size(); ++i) {

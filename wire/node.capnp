@@ -63,6 +63,7 @@ struct NodeMessage {
     overrides @8 :List(LimitOverride);  # runtime limit overrides (crdt/limit_overrides.h)
     adaptiveReports @9 :List(AdaptiveReport);  # to an adaptive rule's owner (daemon/core/adaptive_host.h)
     replicateDelta @10 :ReplicateDelta;  # protocol version 2: a decider's changed cells, acknowledged
+    replicateAcks @11 :List(UInt64);     # protocol version 4: several seqs acknowledged at once
   }
 }
 
@@ -76,6 +77,13 @@ struct ReplicateDelta {
   seq @0 :UInt64;               # acknowledged with replicateAck, as replicate
   slot @1 :Slot;                # the sender's own slot: every cell counts its hits
   cells @2 :List(Cell);
+  # Protocol version 4 (sent only to members that say 4 or later): when
+  # relativeBuckets is set, every cell's bucket is
+  # floor(bucketBaseMs / bucketMs) + bucketOffset and its `bucket` field is
+  # left zero (a wall-clock bucket number is 5-6 bytes that packing cannot
+  # shrink; an offset from the round's earliest cell is 0 to 2).
+  bucketBaseMs @3 :Int64;       # >= 0
+  relativeBuckets @4 :Bool;
   struct Cell {
     keyHigh @0 :UInt64;
     keyLow @1 :UInt64;
@@ -83,6 +91,7 @@ struct ReplicateDelta {
     count @3 :UInt32;
     bucketMs @4 :UInt32;        # the key's geometry, as in CounterState
     span @5 :UInt16;
+    bucketOffset @6 :UInt32;    # with relativeBuckets (protocol version 4)
   }
 }
 

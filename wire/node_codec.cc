@@ -1,5 +1,8 @@
 #include "wire/node_codec.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "tally/check.capnp.h"
 #include "wire/check_fields.h"
 
@@ -99,17 +102,49 @@ bool ReadReplicate(wire::Replicate::Reader r, ReplicateValue* v, std::string* wh
   return true;
 }
 
+// The base of relative buckets: the earliest cell's start in ms. Returns
+// false when the cells cannot travel relative to it (a bucket below zero, a
+// start past int64, an offset past 32 bits, a zero width).
+bool RelativeBase(const std::vector<DeltaCellValue>& cells, int64_t* base_ms) {
+  if (cells.empty()) return false;
+  int64_t base = INT64_MAX;
+  for (const DeltaCellValue& c : cells) {
+    int64_t start_ms = 0;
+    if (c.bucket < 0 || c.bucket_ms == 0 ||
+        __builtin_mul_overflow(c.bucket, static_cast<int64_t>(c.bucket_ms), &start_ms)) {
+      return false;
+    }
+    base = std::min(base, start_ms);
+  }
+  // floor(base / width) <= bucket for every cell, as base <= bucket * width.
+  for (const DeltaCellValue& c : cells) {
+    if (c.bucket - base / c.bucket_ms > UINT32_MAX) return false;
+  }
+  *base_ms = base;
+  return true;
+}
+
 void FillDelta(const ReplicateDeltaValue& v, wire::ReplicateDelta::Builder w) {
   w.setSeq(v.seq);
   auto slot = w.initSlot();
   slot.setNodeId(capnp::Text::Reader(v.slot.node_id.c_str(), v.slot.node_id.size()));
   slot.setGeneration(v.slot.generation);
+  int64_t base_ms = 0;
+  const bool relative = v.relative_buckets && RelativeBase(v.cells, &base_ms);
+  if (relative) {
+    w.setRelativeBuckets(true);
+    w.setBucketBaseMs(base_ms);
+  }
   auto cells = w.initCells(static_cast<unsigned>(v.cells.size()));
   for (unsigned i = 0; i < v.cells.size(); ++i) {
     const DeltaCellValue& c = v.cells[i];
     cells[i].setKeyHigh(c.key_high);
     cells[i].setKeyLow(c.key_low);
-    cells[i].setBucket(c.bucket);
+    if (relative) {
+      cells[i].setBucketOffset(static_cast<uint32_t>(c.bucket - base_ms / c.bucket_ms));
+    } else {
+      cells[i].setBucket(c.bucket);
+    }
     cells[i].setCount(c.count);
     cells[i].setBucketMs(c.bucket_ms);
     cells[i].setSpan(c.span);
@@ -130,6 +165,12 @@ bool ReadDelta(wire::ReplicateDelta::Reader r, ReplicateDeltaValue* v, std::stri
     *why = "too many delta cells";
     return false;
   }
+  v->relative_buckets = r.getRelativeBuckets();
+  const int64_t base_ms = r.getBucketBaseMs();
+  if (v->relative_buckets && base_ms < 0) {
+    *why = "relative delta with a negative base";
+    return false;
+  }
   v->cells.reserve(cells.size());
   for (auto c : cells) {
     DeltaCellValue cell{c.getKeyHigh(), c.getKeyLow(),   c.getBucket(),
@@ -138,7 +179,23 @@ bool ReadDelta(wire::ReplicateDelta::Reader r, ReplicateDeltaValue* v, std::stri
       *why = "delta cell with a nonsense geometry";
       return false;
     }
+    // base / width <= INT64_MAX / 1 and the offset < 2^32: no overflow but at
+    // the very top, refused here; nearness to now is the receiver's check.
+    if (v->relative_buckets) {
+      const int64_t first = base_ms / cell.bucket_ms;
+      if (first > INT64_MAX - static_cast<int64_t>(c.getBucketOffset())) {
+        *why = "relative delta cell past the last bucket";
+        return false;
+      }
+      cell.bucket = first + c.getBucketOffset();  // the `bucket` field is ignored
+    }
     v->cells.push_back(cell);
+  }
+  // Only what FillDelta writes relative: so a read message re-encodes alike.
+  int64_t unused = 0;
+  if (v->relative_buckets && !RelativeBase(v->cells, &unused)) {
+    *why = "relative delta cells the encoder would send absolute";
+    return false;
   }
   return true;
 }
@@ -264,7 +321,12 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
       FillReplicate(value.replicate, builder.initStatePush());
       break;
     case Kind::kReplicateAck:
-      builder.setReplicateAck(value.ack_seq);
+      if (value.ack_seqs.empty()) {
+        builder.setReplicateAck(value.ack_seq);
+      } else {
+        auto seqs = builder.initReplicateAcks(static_cast<unsigned>(value.ack_seqs.size()));
+        for (unsigned i = 0; i < value.ack_seqs.size(); ++i) seqs.set(i, value.ack_seqs[i]);
+      }
       break;
     case Kind::kReplicateDelta:
       FillDelta(value.delta, builder.initReplicateDelta());
@@ -428,6 +490,18 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
     case NodeMessage::REPLICATE_DELTA:
       value->kind = Kind::kReplicateDelta;
       return ReadDelta(reader.getReplicateDelta(), &value->delta, why);
+    case NodeMessage::REPLICATE_ACKS: {
+      value->kind = Kind::kReplicateAck;
+      auto seqs = reader.getReplicateAcks();
+      // Empty: nothing acknowledged, and the encoder would write replicateAck.
+      if (seqs.size() == 0 || seqs.size() > kMaxAcksPerMessage) {
+        *why = "empty or oversized acknowledgement list";
+        return false;
+      }
+      value->ack_seqs.reserve(seqs.size());
+      for (const uint64_t seq : seqs) value->ack_seqs.push_back(seq);
+      return true;
+    }
   }
   *why = "unknown node message (newer protocol?)";
   return false;

@@ -52,7 +52,12 @@ struct DeltaCellValue {
 struct ReplicateDeltaValue {
   uint64_t seq = 0;
   SlotValue slot;
-  std::vector<DeltaCellValue> cells;
+  std::vector<DeltaCellValue> cells;  // absolute buckets, however they travel
+  // Protocol version 4: give the buckets relative to the earliest cell's
+  // (ReplicateDelta.relativeBuckets) where they can be, absolute otherwise
+  // (a negative bucket, or offsets past 32 bits). Set by the reader when the
+  // message was relative, so a read message re-encodes to the same bytes.
+  bool relative_buckets = false;
 };
 
 struct ForwardValue {
@@ -113,6 +118,9 @@ struct NodeMessageValue {
   ReplicateValue replicate;   // kReplicate and kStatePush
   ReplicateDeltaValue delta;  // kReplicateDelta
   uint64_t ack_seq = 0;
+  // kReplicateAck: when not empty, the seqs acknowledged (replicateAcks,
+  // protocol version 4) and ack_seq unused; empty: ack_seq alone.
+  std::vector<uint64_t> ack_seqs;
   std::vector<uint64_t> digest;
   bool digest_is_reply = false;
   bool digest_keys_paused = false;                    // kDigest: no key repairs either way
@@ -138,6 +146,7 @@ inline constexpr size_t kMaxOverridesPerMessage = 4096;       // LimitOverrides:
 inline constexpr size_t kMaxOverrideTextBytes = 256;          // crdt::kMaxSelectorText
 inline constexpr size_t kMaxOverrideEntries = 16;             // crdt::kMaxSelectorEntries
 inline constexpr size_t kMaxAdaptiveReportsPerMessage = 256;  // rules::kMaxAdaptiveLimits
+inline constexpr size_t kMaxAcksPerMessage = 1024;            // a datagram holds ~150
 // A result's retry_after_ms / reset_after_ms beyond this (and not
 // kNeverFits) is nonsense: an honest one is at most about a window plus the
 // clock-offset allowance for buckets ahead of now.

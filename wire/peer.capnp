@@ -29,8 +29,12 @@ using Node = import "node.capnp";
 # 1: the first. 2: NodeMessage.replicateDelta (sent only to a member whose
 # messages say 2 or later). 3: node messages may be packed: the byte 0xB1,
 # then the PeerMessage in Cap'n Proto's packed encoding (sent only to a
-# member whose messages say 3 or later; wire/peer_codec.h).
-const protocolVersion :UInt16 = 3;
+# member whose messages say 3 or later; wire/peer_codec.h). 4: a replication
+# delta may give its cells' buckets relative to a base
+# (ReplicateDelta.relativeBuckets), and the acknowledgements of one batch of
+# input travel as one NodeMessage.replicateAcks (both sent only to a member
+# that says 4 or later).
+const protocolVersion :UInt16 = 4;
 
 # Also the precedence among rumors of equal (generation, incarnation).
 enum MemberState {

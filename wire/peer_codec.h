@@ -43,6 +43,13 @@ void EncodeSwim(const membership::SwimMessage& msg, std::vector<std::byte>* out)
 // datagrams by their unpacked size.
 inline constexpr std::byte kPackedMarker{0xB1};
 inline constexpr uint16_t kPackedSinceVersion = 3;
+// Replication deltas with relative buckets (ReplicateDeltaValue::
+// relative_buckets) go only to members whose messages carry this version or
+// later: an older one would read every bucket as zero.
+inline constexpr uint16_t kRelativeBucketsSinceVersion = 4;
+// The acknowledgements of one batch of input travel as one message
+// (NodeMessageValue::ack_seqs) only to members that say this version or later.
+inline constexpr uint16_t kAckListsSinceVersion = 4;
 // A packed message unpacks to at most kMaxUnpackRatio times its size plus
 // kUnpackAllowanceBytes (and kMaxPeerMessageBytes): the work a small
 // datagram can ask for stays proportional to it. EncodeNodeMessage sends

@@ -275,8 +275,11 @@ void Node::Flush(Instant now, Outbox* out) {
     peer.flush_listed = false;
     std::vector<wire::ForwardValue> forwards = std::move(peer.forward_queue);
     std::vector<wire::ForwardResultValue> replies = std::move(peer.reply_queue);
+    std::vector<uint64_t> acks = std::move(peer.ack_queue);
+    const bool ack_lists = peer.protocol_version >= wire::kAckListsSinceVersion;
     peer.forward_queue.clear();
     peer.reply_queue.clear();
+    peer.ack_queue.clear();
     size_t i = 0;
     while (i < forwards.size()) {
       wire::NodeMessageValue msg;
@@ -301,6 +304,25 @@ void Node::Flush(Instant now, Outbox* out) {
         bytes += cost;
         msg.results.push_back(std::move(replies[i++]));
       }
+      SendNode(address, msg, false, now, out);
+    }
+    // One message for the batch's acknowledgements (a single one as
+    // replicateAck, smaller than a list of one), or one each to a member
+    // older than lists.
+    const size_t acks_per_message = std::clamp<size_t>(
+        (config_.max_packet_bytes - std::min<size_t>(config_.max_packet_bytes, 160)) / 8, 1,
+        wire::kMaxAcksPerMessage);
+    for (i = 0; i < acks.size();) {
+      wire::NodeMessageValue msg;
+      msg.kind = Kind::kReplicateAck;
+      const size_t n = ack_lists ? std::min(acks_per_message, acks.size() - i) : 1;
+      if (n == 1) {
+        msg.ack_seq = acks[i];
+      } else {
+        msg.ack_seqs.assign(acks.begin() + static_cast<std::ptrdiff_t>(i),
+                            acks.begin() + static_cast<std::ptrdiff_t>(i + n));
+      }
+      i += n;
       SendNode(address, msg, false, now, out);
     }
   }

@@ -486,6 +486,9 @@ class Node {
   struct PeerState {
     std::vector<wire::ForwardValue> forward_queue;
     std::vector<wire::ForwardResultValue> reply_queue;
+    // Seqs of its replicates, deltas and pushes that this batch of input
+    // acknowledges: one replicateAcks message at Flush (protocol version 4).
+    std::vector<uint64_t> ack_queue;
     // Keys our decisions changed since the last round: their changed cells
     // go as a delta (or, to a peer older than deltas, as whole state).
     boost::unordered_flat_set<crdt::KeyId, crdt::KeyIdHash> dirty;
@@ -557,6 +560,8 @@ class Node {
   void ObserveWallStep(Instant now);
   // The peer's state, registered for the next Flush.
   PeerState& FlushPeer(const std::string& address);
+  // Acknowledges replication message `seq` from `address` at Flush.
+  void QueueAck(const std::string& address, uint64_t seq);
   // The peer's state, registered for the next Replicate.
   PeerState& ReplicationPeer(const std::string& address);
   bool Skipped(const std::string& address, int64_t now_ns) const;

@@ -3,6 +3,7 @@
 // "Validating peer state").
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "daemon/core/node.h"
 #include "daemon/core/node_internal.h"
@@ -121,10 +122,7 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
       // member yet resends, and is heard once our view holds it) or when a
       // counter was ahead of our clock allowance (resent until it is not).
       if (!ApplyState(sender, msg.replicate, true, now)) break;
-      wire::NodeMessageValue ack;
-      ack.kind = Kind::kReplicateAck;
-      ack.ack_seq = msg.replicate.seq;
-      SendNode(from, ack, false, now, out);
+      QueueAck(from, msg.replicate.seq);
       break;
     }
     case Kind::kReplicateDelta: {
@@ -161,39 +159,37 @@ void Node::HandleNodeMessage(const PeerSender& sender, const wire::NodeMessageVa
         }
       } while (i < delta.cells.size());
       if (!acknowledge) break;
-      wire::NodeMessageValue ack;
-      ack.kind = Kind::kReplicateAck;
-      ack.ack_seq = delta.seq;
-      SendNode(from, ack, false, now, out);
+      QueueAck(from, delta.seq);
       break;
     }
     case Kind::kStatePush: {
       // Acknowledged like a replicate, so a push lost to a cut is resent;
       // not when dropped whole (a sender not yet in our view resends).
       if (!ApplyState(sender, msg.replicate, false, now)) break;
-      wire::NodeMessageValue ack;
-      ack.kind = Kind::kReplicateAck;
-      ack.ack_seq = msg.replicate.seq;
-      SendNode(from, ack, false, now, out);
+      QueueAck(from, msg.replicate.seq);
       break;
     }
     case Kind::kReplicateAck: {
       auto it = peers_.find(from);
       if (it == peers_.end()) break;
-      auto unacked = it->second.unacked.find(msg.ack_seq);
-      if (unacked == it->second.unacked.end()) {
-        // A frozen copy's push (FreezeOwedState), or resent meanwhile, or a duplicate.
-        std::erase_if(it->second.frozen, [&](const wire::ReplicateValue& f) {
-          return f.seq == msg.ack_seq;  // seqs start at 1
-        });
-        break;
+      const std::span<const uint64_t> seqs =
+          msg.ack_seqs.empty() ? std::span<const uint64_t>(&msg.ack_seq, 1) : msg.ack_seqs;
+      for (const uint64_t seq : seqs) {
+        auto unacked = it->second.unacked.find(seq);
+        if (unacked == it->second.unacked.end()) {
+          // A frozen copy's push (FreezeOwedState), or resent meanwhile, or a duplicate.
+          std::erase_if(it->second.frozen, [&](const wire::ReplicateValue& f) {
+            return f.seq == seq;  // seqs start at 1
+          });
+          continue;
+        }
+        if (!unacked->second.push) {  // a push's acknowledgement comes after its stream's bulk
+          ++counters_.replicate_acks;
+          counters_.replicate_ack_ns += static_cast<uint64_t>(
+              std::max<int64_t>(0, now.monotonic.count() - unacked->second.sent_ns));
+        }
+        it->second.unacked.erase(unacked);
       }
-      if (!unacked->second.push) {  // a push's acknowledgement comes after its stream's bulk
-        ++counters_.replicate_acks;
-        counters_.replicate_ack_ns += static_cast<uint64_t>(
-            std::max<int64_t>(0, now.monotonic.count() - unacked->second.sent_ns));
-      }
-      it->second.unacked.erase(unacked);
       break;
     }
     case Kind::kDigest:

@@ -6,6 +6,7 @@
 
 #include "daemon/core/node.h"
 #include "daemon/core/node_internal.h"
+#include "wire/peer_codec.h"
 
 namespace tally::core {
 namespace {
@@ -148,6 +149,9 @@ void Node::SendDeltas(const std::string& address, const std::vector<crdt::KeyId>
   wire::NodeMessageValue msg;
   msg.kind = Kind::kReplicateDelta;
   msg.delta.slot = wire::SlotValue{own_slot.node_id, own_slot.incarnation};
+  const auto peer = peers_.find(address);
+  msg.delta.relative_buckets =
+      peer != peers_.end() && peer->second.protocol_version >= wire::kRelativeBucketsSinceVersion;
   std::vector<crdt::KeyId> carried;
   std::vector<wire::DeltaCellValue> key_cells;
   auto send = [&] {

@@ -311,6 +311,10 @@ void Node::QueueReply(const std::string& address, wire::ForwardResultValue value
   FlushPeer(address).reply_queue.push_back(std::move(value));
 }
 
+void Node::QueueAck(const std::string& address, uint64_t seq) {
+  FlushPeer(address).ack_queue.push_back(seq);
+}
+
 void Node::ExpireForwards(Instant now, Outbox* out) {
   const int64_t now_ns = now.monotonic.count();
   if (now_ns >= next_late_forget_ns_) {

@@ -192,6 +192,58 @@ TEST(NodeCodecTest, ReplicationDeltasRoundTrip) {
   EXPECT_EQ(decoded.delta.cells, value.delta.cells);
 }
 
+// Protocol version 4: a delta's buckets may travel relative to its earliest
+// cell's start: packed, a zero word and an offset of 0-2 bytes instead of a
+// wall-clock bucket number's 4-6 bytes. They
+// decode to the same absolute buckets, and cells that cannot travel so (a
+// bucket below zero) make the whole message absolute.
+TEST(NodeCodecTest, RelativeDeltaBucketsDecodeToTheSameCellsAndPackSmaller) {
+  const PeerHeader header{"n2", "10.0.0.2:7946", 2, 1'796'630'904'421};
+  NodeMessageValue value;
+  value.kind = NodeMessageValue::Kind::kReplicateDelta;
+  value.delta.seq = 41;
+  value.delta.slot = {"n2", 1'796'630'904'421};
+  // Today's buckets at three widths (100 ms, 1 ms, 6 s), out of order.
+  for (uint64_t i = 0; i < 30; ++i) {
+    const uint32_t width = i % 3 == 0 ? 100 : i % 3 == 1 ? 1 : 6000;
+    const int64_t bucket = (1'796'630'904'421 + static_cast<int64_t>(i * 37)) / width;
+    value.delta.cells.push_back({0x9e3779b97f4a7c15 * (i + 1), 0xc2b2ae3d27d4eb4f * (i + 1), bucket,
+                                 static_cast<uint32_t>(i + 1), width, 10});
+  }
+  NodeMessageValue absolute = value;
+  value.delta.relative_buckets = true;
+  for (const bool packed : {false, true}) {
+    std::vector<std::byte> relative_bytes, absolute_bytes;
+    EncodeNodeMessage(header, value, &relative_bytes, packed);
+    EncodeNodeMessage(header, absolute, &absolute_bytes, packed);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(relative_bytes, &decoded, &why)) << why;
+    EXPECT_TRUE(decoded.delta.relative_buckets);
+    EXPECT_EQ(decoded.delta.cells, value.delta.cells);
+    std::vector<std::byte> again;
+    EncodeNodeMessage(header, decoded, &again, packed);
+    EXPECT_EQ(again, relative_bytes);
+    if (packed) {
+      // At least 2 bytes a cell fewer (a 1 ms cell's offset from a 6 s
+      // cell's start takes 2; the zeroed bucket word still costs 2).
+      EXPECT_LE(relative_bytes.size() + 2 * value.delta.cells.size(), absolute_bytes.size())
+          << relative_bytes.size() << " vs " << absolute_bytes.size();
+    } else {
+      EXPECT_EQ(relative_bytes.size(), absolute_bytes.size());  // the same words
+    }
+  }
+  // A bucket below zero: the whole message travels absolute.
+  value.delta.cells.push_back({1, 2, -3, 4, 1, 1000});
+  std::vector<std::byte> bytes;
+  EncodeNodeMessage(header, value, &bytes, true);
+  NodeMessageValue decoded;
+  std::string why;
+  ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+  EXPECT_FALSE(decoded.delta.relative_buckets);
+  EXPECT_EQ(decoded.delta.cells, value.delta.cells);
+}
+
 // Protocol version 3: node messages may travel packed. Each kind decodes to
 // what its unpacked form holds (re-encoded unpacked: the same bytes), and the
 // kinds on the check path shrink.
@@ -246,7 +298,8 @@ TEST(NodeCodecTest, PackedNodeMessagesDecodeAsTheirUnpackedFormAndAreSmaller) {
     ASSERT_EQ(reader.Decode(packed, &why), tally::Status::kOk) << why;
     EXPECT_EQ(reader.sender_id(), header.sender_id);
     EXPECT_EQ(reader.sender_wall_ms(), header.sender_wall_ms);
-    EXPECT_EQ(reader.version(), kPackedSinceVersion);
+    EXPECT_EQ(reader.version(), peer::PROTOCOL_VERSION);
+    EXPECT_GE(reader.version(), kPackedSinceVersion);
     NodeMessageValue decoded;
     ASSERT_TRUE(reader.ReadNode(&decoded, &why)) << why;
     EncodeNodeMessage(header, decoded, &again);
@@ -401,6 +454,84 @@ TEST(NodeCodecBoundsTest, ReplicationDeltasAreBounded) {
     }
     ExpectRefused(b, "larger than a datagram");
   }
+}
+
+// Protocol version 4: the acknowledgements of one batch of input as one
+// message. One seq travels as replicateAck, several as replicateAcks; both
+// read as kReplicateAck and re-encode alike.
+TEST(NodeCodecTest, AcknowledgementListsRoundTrip) {
+  const PeerHeader header{"n2", "10.0.0.2:7946", 2, 1'796'630'904'421};
+  NodeMessageValue one;
+  one.kind = NodeMessageValue::Kind::kReplicateAck;
+  one.ack_seq = 77;
+  NodeMessageValue many = one;
+  many.ack_seq = 0;
+  many.ack_seqs = {78, 79, 80, 1'000'000'007};
+  std::vector<std::byte> one_bytes, many_bytes;
+  EncodeNodeMessage(header, one, &one_bytes, true);
+  EncodeNodeMessage(header, many, &many_bytes, true);
+  for (const auto& [value, bytes] : {std::pair{one, one_bytes}, std::pair{many, many_bytes}}) {
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+    EXPECT_EQ(decoded.kind, NodeMessageValue::Kind::kReplicateAck);
+    EXPECT_EQ(decoded.ack_seq, value.ack_seq);
+    EXPECT_EQ(decoded.ack_seqs, value.ack_seqs);
+    std::vector<std::byte> again;
+    EncodeNodeMessage(header, decoded, &again, true);
+    EXPECT_EQ(again, bytes);
+  }
+  // Four acknowledgements in one message cost well under four messages.
+  EXPECT_LT(2 * many_bytes.size(), 4 * one_bytes.size());
+}
+
+TEST(NodeCodecBoundsTest, AcknowledgementListsAreBounded) {
+  {
+    capnp::MallocMessageBuilder b;
+    Root(b).initNode().initReplicateAcks(0);
+    ExpectRefused(b, "empty or oversized acknowledgement list");
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    Root(b).initNode().initReplicateAcks(kMaxAcksPerMessage + 1);
+    ExpectRefused(b, "empty or oversized acknowledgement list");
+  }
+  capnp::MallocMessageBuilder b;
+  Root(b).initNode().initReplicateAcks(kMaxAcksPerMessage);
+  NodeMessageValue msg;
+  std::string why;
+  ASSERT_TRUE(Read(Serialize(b), &msg, &why)) << why;
+  EXPECT_EQ(msg.ack_seqs.size(), kMaxAcksPerMessage);
+}
+
+TEST(NodeCodecBoundsTest, RelativeDeltaBucketsAreBounded) {
+  auto relative = [](int64_t base_ms, uint32_t bucket_ms, uint32_t offset) {
+    auto b = std::make_unique<capnp::MallocMessageBuilder>();
+    auto delta = Root(*b).initNode().initReplicateDelta();
+    delta.initSlot().setNodeId("n2");
+    delta.setRelativeBuckets(true);
+    delta.setBucketBaseMs(base_ms);
+    auto cell = delta.initCells(1)[0];
+    cell.setBucketMs(bucket_ms);
+    cell.setSpan(10);
+    cell.setCount(1);
+    cell.setBucketOffset(offset);
+    return b;
+  };
+  ExpectRefused(*relative(-1, 100, 0), "relative delta with a negative base");
+  ExpectRefused(*relative(INT64_MAX, 1, 1), "relative delta cell past the last bucket");
+  // Decodes, but its start (bucket x width) is past int64: the encoder would
+  // send it absolute, so the reader refuses it (a read message re-encodes alike).
+  ExpectRefused(*relative(INT64_MAX - 7, 1000, 1u << 31),
+                "relative delta cells the encoder would send absolute");
+  // The `bucket` field of a relative cell is not read.
+  auto b = relative(1'796'630'904'400, 100, 2);
+  auto delta = b->getRoot<peer::PeerMessage>().getNode().getReplicateDelta();
+  delta.getCells()[0].setBucket(12345);
+  NodeMessageValue msg;
+  std::string why;
+  ASSERT_TRUE(Read(Serialize(*b), &msg, &why)) << why;
+  EXPECT_EQ(msg.delta.cells.at(0).bucket, 17'966'309'044 + 2);
 }
 
 TEST(NodeCodecBoundsTest, AdaptiveReportsAreBounded) {

@@ -3,6 +3,8 @@
 // exercised too) after a fixed latency, with optional cuts.
 #include "daemon/core/node.h"
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -16,6 +18,7 @@
 #include "tests/support/crafted_checks.h"
 #include "tests/support/requests.h"
 #include "wire/codec.h"
+#include "wire/peer.capnp.h"
 #include "wire/peer_codec.h"
 
 namespace tally::core {
@@ -1451,6 +1454,37 @@ void SayVersion(TestCluster& c, const std::string& from, const std::string& to, 
   c.Inject(to, TestCluster::AddressOf(from), bytes);
 }
 
+// The node message in `bytes` (its header in `*reader`, when given).
+wire::NodeMessageValue DecodeNode(const std::vector<std::byte>& bytes,
+                                  wire::PeerMessageReader* reader = nullptr) {
+  wire::PeerMessageReader own;
+  if (reader == nullptr) reader = &own;
+  std::string why;
+  wire::NodeMessageValue value;
+  EXPECT_EQ(reader->Decode(bytes, &why), Status::kOk) << why;
+  EXPECT_TRUE(reader->is_node() && reader->ReadNode(&value, &why)) << why;
+  return value;
+}
+
+// A node message as a member of peer protocol `version` would send it (an
+// older build: same header and body, unpacked).
+std::vector<std::byte> AsVersion(const std::vector<std::byte>& bytes, uint16_t version) {
+  wire::PeerMessageReader reader;
+  const wire::NodeMessageValue value = DecodeNode(bytes, &reader);
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<wire::peer::PeerMessage>();
+  root.setVersion(version);
+  root.setSenderId(reader.sender_id());
+  root.setSenderAddress(reader.sender_address());
+  root.setSenderGeneration(reader.sender_generation());
+  root.setSenderWallMs(reader.sender_wall_ms());
+  wire::BuildNodeMessage(value, root.initNode());
+  const kj::Array<capnp::word> words = capnp::messageToFlatArray(builder);
+  const auto flat = words.asBytes();
+  return std::vector<std::byte>(reinterpret_cast<const std::byte*>(flat.begin()),
+                                reinterpret_cast<const std::byte*>(flat.end()));
+}
+
 // A member whose messages say protocol version 1 (a rolling upgrade, or a
 // restart onto an older build) cannot read deltas: it gets whole states until
 // it speaks version 2 again.
@@ -1512,6 +1546,91 @@ TEST(NodeTest, NodeMessagesArePackedOnlyForMembersSpeakingVersionThree) {
   c.RunFor(20);
   EXPECT_GT(c.PackedSent(owner, old_address), packed_before);
   EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+}
+
+// Replication deltas give their buckets relative to the round's earliest
+// cell (protocol version 4) only to members that say 4: one that says 3
+// reads every cell's `bucket` field, so it gets them absolute until it speaks
+// 4 again; either way the replica ends up with the decider's state.
+TEST(NodeTest, DeltaBucketsAreRelativeOnlyForMembersSpeakingVersionFour) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const crdt::KeyId& key = alice.key;
+  const std::string& owner = alice.ranking[0];
+  const std::string& old = alice.ranking[1];
+  const std::string& current = alice.ranking[2];
+  const std::string old_address = TestCluster::AddressOf(old);
+  const std::string current_address = TestCluster::AddressOf(current);
+  std::map<std::string, std::vector<bool>> relative;  // the owner's deltas, by receiver
+  c.observe_peer = [&](const std::string& from, const Outbox::PeerPacket& p) {
+    if (from != owner || p.node_kind != Kind::kReplicateDelta) return;
+    relative[p.to_address].push_back(DecodeNode(p.bytes).delta.relative_buckets);
+  };
+  SayVersion(c, old, owner, 3);
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(1))->allowed);
+  c.RunFor(10);  // one replication round; `old` sends the owner nothing meanwhile
+  EXPECT_EQ(relative[old_address], std::vector<bool>{false});
+  EXPECT_EQ(relative[current_address], std::vector<bool>{true});
+  EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  EXPECT_EQ(c.node(current).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  // Its own (version 4) messages since: relative again.
+  c.RunFor(500);
+  relative.clear();
+  ASSERT_TRUE(c.Check(owner, kRequest.Id(2))->allowed);
+  c.RunFor(20);
+  EXPECT_EQ(relative[old_address], std::vector<bool>{true});
+  EXPECT_EQ(c.node(old).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()));
+  c.observe_peer = nullptr;
+}
+
+// The acknowledgements of the replication messages one batch of input brings
+// travel as one message (protocol version 4) to a decider that says 4, and one
+// message each to a decider that says 3; either way every seq is acknowledged.
+TEST(NodeTest, AcknowledgementsOfABatchTravelTogetherOnlyToMembersSpeakingVersionFour) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const std::string& owner = alice.ranking[0];
+  const std::string& replica = alice.ranking[1];
+  const std::string owner_address = TestCluster::AddressOf(owner);
+  const std::string replica_address = TestCluster::AddressOf(replica);
+  std::vector<std::vector<std::byte>> deltas;  // the owner's, to the replica
+  std::vector<std::vector<uint64_t>> acks;     // the replica's messages to the owner
+  c.observe_peer = [&](const std::string& from, const Outbox::PeerPacket& p) {
+    if (p.node_kind == Kind::kReplicateDelta && from == owner && p.to_address == replica_address) {
+      deltas.push_back(p.bytes);
+    }
+    if (p.node_kind != Kind::kReplicateAck || from != replica || p.to_address != owner_address) {
+      return;
+    }
+    const wire::NodeMessageValue msg = DecodeNode(p.bytes);
+    acks.push_back(msg.ack_seqs.empty() ? std::vector<uint64_t>{msg.ack_seq} : msg.ack_seqs);
+  };
+  for (uint64_t id = 1; id <= 2; ++id) {
+    ASSERT_TRUE(c.Check(owner, kRequest.Id(id))->allowed);
+    c.RunFor(10);  // one replication round each
+  }
+  ASSERT_EQ(deltas.size(), 2u);
+  ASSERT_EQ(acks.size(), 2u);  // one at a time, as they came
+  std::vector<uint64_t> seqs = {acks[0][0], acks[1][0]};
+  // Both again in one batch (a join makes the replay harmless): one message.
+  auto replay = [&](uint16_t version) {
+    acks.clear();
+    c.Call(replica, [&](Node& node, Instant now, Outbox* out) {
+      for (const auto& bytes : deltas) {
+        node.OnPeerMessage(owner_address, AsVersion(bytes, version), now, out);
+      }
+      node.Flush(now, out);
+      return 0;
+    });
+  };
+  replay(4);
+  EXPECT_EQ(acks, std::vector<std::vector<uint64_t>>{seqs});
+  // From a decider that says 3: one message each.
+  replay(3);
+  EXPECT_EQ(acks, (std::vector<std::vector<uint64_t>>{{seqs[0]}, {seqs[1]}}));
+  c.observe_peer = nullptr;
 }
 
 // A decider's clock steps back while a partition hides its replicas (a
