@@ -104,9 +104,10 @@ bool ReadReplicate(wire::Replicate::Reader r, ReplicateValue* v, std::string* wh
 
 // The base of relative buckets: the earliest cell's start in ms. Returns
 // false when the cells cannot travel relative to it (a bucket below zero, a
-// start past int64, an offset past 32 bits, a zero width).
+// start past int64, an offset past 32 bits, a zero width) or would not gain
+// (fewer than kMinRelativeDeltaCells).
 bool RelativeBase(const std::vector<DeltaCellValue>& cells, int64_t* base_ms) {
-  if (cells.empty()) return false;
+  if (cells.size() < kMinRelativeDeltaCells) return false;
   int64_t base = INT64_MAX;
   for (const DeltaCellValue& c : cells) {
     int64_t start_ms = 0;

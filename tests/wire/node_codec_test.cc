@@ -233,15 +233,21 @@ TEST(NodeCodecTest, RelativeDeltaBucketsDecodeToTheSameCellsAndPackSmaller) {
       EXPECT_EQ(relative_bytes.size(), absolute_bytes.size());  // the same words
     }
   }
-  // A bucket below zero: the whole message travels absolute.
-  value.delta.cells.push_back({1, 2, -3, 4, 1, 1000});
-  std::vector<std::byte> bytes;
-  EncodeNodeMessage(header, value, &bytes, true);
-  NodeMessageValue decoded;
-  std::string why;
-  ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
-  EXPECT_FALSE(decoded.delta.relative_buckets);
-  EXPECT_EQ(decoded.delta.cells, value.delta.cells);
+  // A bucket below zero, or too few cells to gain: the whole message
+  // travels absolute.
+  NodeMessageValue negative = value;
+  negative.delta.cells.push_back({1, 2, -3, 4, 1, 1000});
+  NodeMessageValue few = value;
+  few.delta.cells.resize(kMinRelativeDeltaCells - 1);
+  for (const NodeMessageValue& absolute_value : {negative, few}) {
+    std::vector<std::byte> bytes;
+    EncodeNodeMessage(header, absolute_value, &bytes, true);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+    EXPECT_FALSE(decoded.delta.relative_buckets);
+    EXPECT_EQ(decoded.delta.cells, absolute_value.delta.cells);
+  }
 }
 
 // Protocol version 3: node messages may travel packed. Each kind decodes to
@@ -511,11 +517,14 @@ TEST(NodeCodecBoundsTest, RelativeDeltaBucketsAreBounded) {
     delta.initSlot().setNodeId("n2");
     delta.setRelativeBuckets(true);
     delta.setBucketBaseMs(base_ms);
-    auto cell = delta.initCells(1)[0];
-    cell.setBucketMs(bucket_ms);
-    cell.setSpan(10);
-    cell.setCount(1);
-    cell.setBucketOffset(offset);
+    auto cells = delta.initCells(kMinRelativeDeltaCells);
+    for (uint32_t i = 0; i < cells.size(); ++i) {
+      cells[i].setKeyLow(i + 1);
+      cells[i].setBucketMs(bucket_ms);
+      cells[i].setSpan(10);
+      cells[i].setCount(1);
+      cells[i].setBucketOffset(offset);
+    }
     return b;
   };
   ExpectRefused(*relative(-1, 100, 0), "relative delta with a negative base");
@@ -524,6 +533,17 @@ TEST(NodeCodecBoundsTest, RelativeDeltaBucketsAreBounded) {
   // send it absolute, so the reader refuses it (a read message re-encodes alike).
   ExpectRefused(*relative(INT64_MAX - 7, 1000, 1u << 31),
                 "relative delta cells the encoder would send absolute");
+  // Too few cells to gain: the encoder would have sent them absolute.
+  {
+    auto few = relative(1'796'630'904'400, 100, 2);
+    auto delta = few->getRoot<peer::PeerMessage>().getNode().getReplicateDelta();
+    auto cells = delta.initCells(kMinRelativeDeltaCells - 1);
+    for (auto cell : cells) {
+      cell.setBucketMs(100);
+      cell.setSpan(10);
+    }
+    ExpectRefused(*few, "relative delta cells the encoder would send absolute");
+  }
   // The `bucket` field of a relative cell is not read.
   auto b = relative(1'796'630'904'400, 100, 2);
   auto delta = b->getRoot<peer::PeerMessage>().getNode().getReplicateDelta();
