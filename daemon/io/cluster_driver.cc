@@ -29,6 +29,14 @@ constexpr std::chrono::milliseconds kLeavePoll{10};
 // shifts by its offset and the kernel refuses (EINVAL), so the timer never
 // fired and the member stopped ticking for good.
 constexpr int64_t kMinTimerDelayNs = 1'000'000;
+// That is not enough on its own: Asio programs the timerfd the same way
+// whenever *any* of its timers is due when it re-arms (another timer of the
+// process, or ours if the thread was late by a millisecond, as under ASan),
+// and the refused programming stalls every timer until one is scheduled
+// anew. A Node timer this far past its deadline without firing was lost so:
+// the next input arms it again (ClusterClockFaultTest under ASan: a member
+// stayed warming up for 20 s).
+constexpr int64_t kLostTimerAfterNs = 50'000'000;
 
 int64_t ToNs(std::chrono::milliseconds ms) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(ms).count();
@@ -79,7 +87,9 @@ void ClusterDriver::Impl::ArmTimerLocked(int64_t now_ns) {
   // Due now or soon: a little later (see kMinTimerDelayNs). A timer already
   // armed that soon stays, so a stream of inputs does not keep pushing it.
   deadline = std::max(deadline, now_ns + kMinTimerDelayNs);
-  if (timer_armed && deadline >= armed_deadline_ns) return;
+  const bool lost = timer_armed && now_ns > armed_deadline_ns + kLostTimerAfterNs;
+  if (timer_armed && deadline >= armed_deadline_ns && !lost) return;
+  if (lost) timers_lost.fetch_add(1, std::memory_order_relaxed);
   timer_armed = true;
   armed_deadline_ns = deadline;
   timer.expires_at(SteadyTime(std::chrono::nanoseconds(deadline)));

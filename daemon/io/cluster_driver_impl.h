@@ -237,7 +237,8 @@ struct ClusterDriver::Impl {
   std::atomic<uint64_t> gossip_datagrams_in{0}, gossip_datagrams_out{0}, gossip_bytes_in{0},
       gossip_bytes_out{0}, gossip_send_errors{0}, stream_frames_in{0}, stream_bytes_in{0},
       stream_frames_out{0}, stream_bytes_out{0}, stream_frames_dropped{0}, stream_connects{0},
-      stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0};
+      stream_errors{0}, inbound_refused{0}, replies_expired{0}, peer_bad_address{0},
+      timers_lost{0};  // Node timers found past due unfired and armed again
 
   // Snapshots. The writer thread sleeps on snapshot_cv.
   std::thread snapshot_thread;

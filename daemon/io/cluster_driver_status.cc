@@ -142,6 +142,7 @@ wire::StatusReport ClusterDriver::Impl::StatusLocked(Instant now) {
   add("stream_errors", load(stream_errors));
   add("stream_inbound_refused", load(inbound_refused));
   add("peer_bad_address", load(peer_bad_address));
+  add("timers_lost", load(timers_lost));
   if (!dns_seeds.empty()) {
     add("dns_resolutions", load(dns_resolutions));
     add("dns_failures", load(dns_failures));

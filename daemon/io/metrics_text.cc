@@ -258,6 +258,8 @@ void WriteCluster(MetricsWriter& w, const wire::StatusReport& s, const StatusCou
            "Gossip datagrams the kernel refused."},
           {"tally_cluster_peer_bad_address_total", "peer_bad_address",
            "Peer packets to or from an address that could not be used."},
+          {"tally_cluster_timers_lost_total", "timers_lost",
+           "Node timers found 50 ms past due without firing and armed again."},
           {"tally_cluster_replies_expired_total", "replies_expired",
            "Client replies dropped unanswered after the reply expiry."},
           {"tally_cluster_swim_refutations_total", "swim_refutations",

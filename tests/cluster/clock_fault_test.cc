@@ -210,12 +210,14 @@ TEST(ClusterClockFaultTest, NodeTwoSecondsOffStopsOwningAndAStepBackOnlyDeniesMo
       "[figures] clock: n3 at +0.3 s keeps owning; n4 +2 s: not owning %.0f ms after the step "
       "(seen at %+.0f ms), owning again %.0f ms after stepping back; %zu requests, %zu "
       "unanswered, p99 %.1f ms; window key (limit %llu per %llu ms): %s; total key admitted "
-      "%llu, counted %llu\n",
+      "%llu, counted %llu; node timers lost and armed again: n3 %llu, n4 %llu\n",
       (off_us - ahead_us) / 1000.0, seen_ahead, (owning_again_us - back_us) / 1000.0,
       records.size(), Unanswered(records).size(), LatencyPercentileMs(records, 0.99),
       static_cast<unsigned long long>(kWindowLimit), static_cast<unsigned long long>(kWindowMs),
       report.Describe().c_str(), static_cast<unsigned long long>(admitted_total),
-      static_cast<unsigned long long>(counted.counted));
+      static_cast<unsigned long long>(counted.counted),
+      static_cast<unsigned long long>(SumCounter({n3}, "timers_lost")),
+      static_cast<unsigned long long>(SumCounter({n4}, "timers_lost")));
 }
 
 }  // namespace
