@@ -192,7 +192,7 @@ bool ReadDelta(wire::ReplicateDelta::Reader r, ReplicateDeltaValue* v, std::stri
     }
     v->cells.push_back(cell);
   }
-  // Only what FillDelta writes relative: so a read message re-encodes alike.
+  // Only what FillDelta writes relative, so a read message re-encodes relative too.
   int64_t unused = 0;
   if (v->relative_buckets && !RelativeBase(v->cells, &unused)) {
     *why = "relative delta cells the encoder would send absolute";

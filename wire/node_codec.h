@@ -57,7 +57,8 @@ struct ReplicateDeltaValue {
   // (ReplicateDelta.relativeBuckets) where they can be, absolute otherwise
   // (fewer than kMinRelativeDeltaCells cells, a negative bucket, offsets past
   // 32 bits). Set by the reader when the message was relative, so a read
-  // message re-encodes to the same bytes.
+  // message re-encodes relative, to the same cells (its base is recomputed:
+  // the earliest cell's start, whatever base the sender chose).
   bool relative_buckets = false;
 };
 // Packed, the base and the flag cost ~7 bytes a message more than absolute

@@ -194,9 +194,9 @@ TEST(NodeCodecTest, ReplicationDeltasRoundTrip) {
 
 // Protocol version 4: a delta's buckets may travel relative to its earliest
 // cell's start: packed, a zero word and an offset of 0-2 bytes instead of a
-// wall-clock bucket number's 4-6 bytes. They
-// decode to the same absolute buckets, and cells that cannot travel so (a
-// bucket below zero) make the whole message absolute.
+// wall-clock bucket number's 4-6 bytes. They decode to the same absolute
+// buckets, and cells that cannot travel so (a bucket below zero, too few to
+// gain) make the whole message absolute.
 TEST(NodeCodecTest, RelativeDeltaBucketsDecodeToTheSameCellsAndPackSmaller) {
   const PeerHeader header{"n2", "10.0.0.2:7946", 2, 1'796'630'904'421};
   NodeMessageValue value;
