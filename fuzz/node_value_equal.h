@@ -59,7 +59,9 @@ inline bool SameNodeValue(const wire::NodeMessageValue& a, const wire::NodeMessa
       a.digest_keys_paused != b.digest_keys_paused || a.overrides_digest != b.overrides_digest ||
       a.overrides != b.overrides || !SameAdaptiveReports(a.adaptive_reports, b.adaptive_reports) ||
       a.delta.seq != b.delta.seq || a.delta.slot != b.delta.slot ||
-      a.delta.cells != b.delta.cells || a.delta.relative_buckets != b.delta.relative_buckets) {
+      a.delta.cells != b.delta.cells || a.delta.relative_buckets != b.delta.relative_buckets ||
+      a.delta.compact_cells != b.delta.compact_cells ||
+      a.shared_endpoints != b.shared_endpoints) {
     return false;
   }
   for (size_t i = 0; i < a.forwards.size(); ++i) {

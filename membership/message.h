@@ -95,7 +95,7 @@ std::string_view KindName(SwimKind kind);
 
 // The peer protocol version this build speaks (wire/peer.capnp's
 // protocolVersion; wire/peer_codec.cc asserts they agree).
-inline constexpr uint16_t kSwimProtocolVersion = 4;
+inline constexpr uint16_t kSwimProtocolVersion = 5;
 
 struct SwimMessage {
   uint16_t version = kSwimProtocolVersion;

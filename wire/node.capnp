@@ -43,6 +43,12 @@ struct ForwardedCheck {
   forwardId @0 :UInt64;       # the forwarder's id for this item
   hops @1 :UInt8;             # 1 for a first forward; relays add one
   check @2 :Check.CheckRequest;
+  # Protocol version 5 (sent only to members that say 5 or later): when not
+  # zero, the check's endpoint is left out (null) and is that of item
+  # endpointOfItem - 1 of this list, an earlier item that carries its own.
+  # Forwards in one message share their endpoint more often than not, and
+  # an endpoint is 10-30 bytes that packing cannot shrink.
+  endpointOfItem @3 :UInt16;
 }
 
 struct ForwardedResult {
@@ -84,6 +90,24 @@ struct ReplicateDelta {
   # shrink; an offset from the round's earliest cell is 0 to 2).
   bucketBaseMs @3 :Int64;       # >= 0
   relativeBuckets @4 :Bool;
+  # Protocol version 5 (sent only to members that say 5 or later): the cells
+  # may travel as compactCells instead (then `cells` is empty and
+  # relativeBuckets set), 3 words each instead of 5: a cell names its
+  # geometry by index into `geometries` (a round's cells share a few) and
+  # its bucket is floor(bucketBaseMs / bucketMs) + bucketOffset.
+  geometries @5 :List(Geometry);
+  compactCells @6 :List(CompactCell);
+  struct Geometry {
+    bucketMs @0 :UInt32;
+    span @1 :UInt16;
+  }
+  struct CompactCell {
+    keyHigh @0 :UInt64;
+    keyLow @1 :UInt64;
+    count @2 :UInt32;
+    bucketOffset @3 :UInt16;
+    geometry @4 :UInt8;         # index into geometries
+  }
   struct Cell {
     keyHigh @0 :UInt64;
     keyLow @1 :UInt64;

@@ -1,6 +1,7 @@
 #include "wire/node_codec.h"
 
 #include <algorithm>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
 
 #include "tally/check.capnp.h"
@@ -125,6 +126,30 @@ bool RelativeBase(const std::vector<DeltaCellValue>& cells, int64_t* base_ms) {
   return true;
 }
 
+// The geometries of compact cells (protocol version 5), each once in the
+// order the cells first use them, and each cell's index into them. Returns
+// false when the cells cannot travel compact relative to `base_ms`: an
+// offset past 16 bits or more than kMaxCompactGeometries geometries.
+bool CompactLayout(const std::vector<DeltaCellValue>& cells, int64_t base_ms,
+                   std::vector<std::pair<uint32_t, uint16_t>>* geometries,
+                   std::vector<uint8_t>* index) {
+  geometries->clear();
+  index->clear();
+  boost::unordered_flat_map<uint64_t, uint8_t> seen;
+  for (const DeltaCellValue& c : cells) {
+    if (c.bucket - base_ms / c.bucket_ms > UINT16_MAX) return false;
+    const uint64_t geometry = static_cast<uint64_t>(c.bucket_ms) << 16 | c.span;
+    auto it = seen.find(geometry);
+    if (it == seen.end()) {
+      if (geometries->size() == kMaxCompactGeometries) return false;
+      it = seen.emplace(geometry, static_cast<uint8_t>(geometries->size())).first;
+      geometries->emplace_back(c.bucket_ms, c.span);
+    }
+    index->push_back(it->second);
+  }
+  return true;
+}
+
 void FillDelta(const ReplicateDeltaValue& v, wire::ReplicateDelta::Builder w) {
   w.setSeq(v.seq);
   auto slot = w.initSlot();
@@ -135,6 +160,25 @@ void FillDelta(const ReplicateDeltaValue& v, wire::ReplicateDelta::Builder w) {
   if (relative) {
     w.setRelativeBuckets(true);
     w.setBucketBaseMs(base_ms);
+  }
+  std::vector<std::pair<uint32_t, uint16_t>> geometries;
+  std::vector<uint8_t> index;
+  if (relative && v.compact_cells && CompactLayout(v.cells, base_ms, &geometries, &index)) {
+    auto g = w.initGeometries(static_cast<unsigned>(geometries.size()));
+    for (unsigned i = 0; i < geometries.size(); ++i) {
+      g[i].setBucketMs(geometries[i].first);
+      g[i].setSpan(geometries[i].second);
+    }
+    auto cells = w.initCompactCells(static_cast<unsigned>(v.cells.size()));
+    for (unsigned i = 0; i < v.cells.size(); ++i) {
+      const DeltaCellValue& c = v.cells[i];
+      cells[i].setKeyHigh(c.key_high);
+      cells[i].setKeyLow(c.key_low);
+      cells[i].setCount(c.count);
+      cells[i].setBucketOffset(static_cast<uint16_t>(c.bucket - base_ms / c.bucket_ms));
+      cells[i].setGeometry(index[i]);
+    }
+    return;
   }
   auto cells = w.initCells(static_cast<unsigned>(v.cells.size()));
   for (unsigned i = 0; i < v.cells.size(); ++i) {
@@ -172,30 +216,69 @@ bool ReadDelta(wire::ReplicateDelta::Reader r, ReplicateDeltaValue* v, std::stri
     *why = "relative delta with a negative base";
     return false;
   }
-  v->cells.reserve(cells.size());
-  for (auto c : cells) {
-    DeltaCellValue cell{c.getKeyHigh(), c.getKeyLow(),   c.getBucket(),
-                        c.getCount(),   c.getBucketMs(), c.getSpan()};
+  // A relative cell's bucket; false when it would pass int64 (base / width
+  // <= INT64_MAX / 1 and the offset < 2^32: only at the very top; nearness
+  // to now is the receiver's check).
+  auto rebuild = [&](DeltaCellValue* cell, uint32_t offset) {
+    const int64_t first = base_ms / cell->bucket_ms;
+    if (first > INT64_MAX - static_cast<int64_t>(offset)) {
+      *why = "relative delta cell past the last bucket";
+      return false;
+    }
+    cell->bucket = first + offset;
+    return true;
+  };
+  auto sane = [&](const DeltaCellValue& cell) {
     if (cell.bucket_ms == 0 || cell.span == 0 || cell.span > kMaxSpan) {
       *why = "delta cell with a nonsense geometry";
       return false;
     }
-    // base / width <= INT64_MAX / 1 and the offset < 2^32: no overflow but at
-    // the very top, refused here; nearness to now is the receiver's check.
-    if (v->relative_buckets) {
-      const int64_t first = base_ms / cell.bucket_ms;
-      if (first > INT64_MAX - static_cast<int64_t>(c.getBucketOffset())) {
-        *why = "relative delta cell past the last bucket";
+    return true;
+  };
+  auto compact = r.getCompactCells();
+  v->compact_cells = compact.size() > 0;
+  if (v->compact_cells) {
+    // Protocol version 5: a cell's geometry by index, its bucket relative.
+    auto geometries = r.getGeometries();
+    if (cells.size() > 0 || !v->relative_buckets || compact.size() > kMaxDeltaCellsPerMessage ||
+        geometries.size() == 0 || geometries.size() > kMaxCompactGeometries) {
+      *why = "compact delta cells beside cells, absolute, or with no or too many geometries";
+      return false;
+    }
+    v->cells.reserve(compact.size());
+    for (auto c : compact) {
+      if (c.getGeometry() >= geometries.size()) {
+        *why = "compact delta cell with no geometry";
         return false;
       }
-      cell.bucket = first + c.getBucketOffset();  // the `bucket` field is ignored
+      auto g = geometries[c.getGeometry()];
+      DeltaCellValue cell{c.getKeyHigh(), c.getKeyLow(),   0,
+                          c.getCount(),   g.getBucketMs(), g.getSpan()};
+      if (!sane(cell) || !rebuild(&cell, c.getBucketOffset())) return false;
+      v->cells.push_back(cell);
     }
-    v->cells.push_back(cell);
+  } else {
+    v->cells.reserve(cells.size());
+    for (auto c : cells) {
+      DeltaCellValue cell{c.getKeyHigh(), c.getKeyLow(),   c.getBucket(),
+                          c.getCount(),   c.getBucketMs(), c.getSpan()};
+      if (!sane(cell)) return false;
+      // The `bucket` field of a relative cell is ignored.
+      if (v->relative_buckets && !rebuild(&cell, c.getBucketOffset())) return false;
+      v->cells.push_back(cell);
+    }
   }
-  // Only what FillDelta writes relative, so a read message re-encodes relative too.
-  int64_t unused = 0;
-  if (v->relative_buckets && !RelativeBase(v->cells, &unused)) {
+  // Only what FillDelta writes relative (compact), so a read message
+  // re-encodes relative (compact) too.
+  int64_t encoder_base_ms = 0;
+  if (v->relative_buckets && !RelativeBase(v->cells, &encoder_base_ms)) {
     *why = "relative delta cells the encoder would send absolute";
+    return false;
+  }
+  std::vector<std::pair<uint32_t, uint16_t>> geometries;
+  std::vector<uint8_t> index;
+  if (v->compact_cells && !CompactLayout(v->cells, encoder_base_ms, &geometries, &index)) {
+    *why = "compact delta cells the encoder would send in full";
     return false;
   }
   return true;
@@ -300,10 +383,29 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
   switch (value.kind) {
     case Kind::kForward: {
       auto list = builder.initForward(static_cast<unsigned>(value.forwards.size()));
+      // The first item carrying each endpoint, for references.
+      boost::unordered_flat_map<std::string_view, uint16_t> firsts;
       for (unsigned i = 0; i < value.forwards.size(); ++i) {
-        list[i].setForwardId(value.forwards[i].forward_id);
-        list[i].setHops(value.forwards[i].hops);
-        FillCheck(value.forwards[i].check, list[i].initCheck());
+        const ForwardValue& f = value.forwards[i];
+        list[i].setForwardId(f.forward_id);
+        list[i].setHops(f.hops);
+        uint16_t ref = 0;
+        if (value.shared_endpoints && !f.check.endpoint.empty() && i < UINT16_MAX) {
+          auto [at, first] = firsts.try_emplace(f.check.endpoint, static_cast<uint16_t>(i + 1));
+          if (!first) ref = at->second;
+        }
+        if (ref == 0) {
+          FillCheck(f.check, list[i].initCheck());
+        } else {
+          // FillCheck but for the endpoint, which stays null.
+          list[i].setEndpointOfItem(ref);
+          auto w = list[i].initCheck();
+          w.setRequestId(f.check.request_id);
+          w.setUserId(AsWireBytes(f.check.user_id));
+          w.setLimit(f.check.limit);
+          w.setWindowMs(f.check.window_ms);
+          w.setHits(f.check.hits);
+        }
       }
       break;
     }
@@ -400,6 +502,8 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
         return false;
       }
       value->forwards.reserve(forwards.size());
+      value->shared_endpoints = false;
+      size_t key_bytes = 0;
       for (auto f : forwards) {
         ForwardValue fv;
         fv.forward_id = f.getForwardId();
@@ -411,7 +515,26 @@ bool ReadNodeMessage(NodeMessage::Reader reader, NodeMessageValue* value, std::s
         auto c = f.getCheck();
         fv.check.request_id = c.getRequestId();
         fv.check.user_id = FromData(c.getUserId());
-        fv.check.endpoint = FromData(c.getEndpoint());
+        const uint16_t ref = f.getEndpointOfItem();
+        if (ref == 0) {
+          fv.check.endpoint = FromData(c.getEndpoint());
+        } else {
+          // Protocol version 5: an earlier item's endpoint, which that item
+          // carries itself and is not empty (what EncodeNodeMessage writes).
+          if (c.hasEndpoint() || ref > value->forwards.size() ||
+              forwards[ref - 1u].getEndpointOfItem() != 0 ||
+              value->forwards[ref - 1u].check.endpoint.empty()) {
+            *why = "forwarded check with a bad endpoint reference";
+            return false;
+          }
+          fv.check.endpoint = value->forwards[ref - 1u].check.endpoint;
+          value->shared_endpoints = true;
+        }
+        key_bytes += fv.check.user_id.size() + fv.check.endpoint.size();
+        if (key_bytes > kMaxForwardKeyBytesPerMessage) {
+          *why = "forwarded checks with too many key bytes";
+          return false;
+        }
         fv.check.limit = c.getLimit();
         fv.check.window_ms = c.getWindowMs();
         fv.check.hits = c.getHits();

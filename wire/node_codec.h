@@ -60,10 +60,17 @@ struct ReplicateDeltaValue {
   // message re-encodes relative, to the same cells (its base is recomputed:
   // the earliest cell's start, whatever base the sender chose).
   bool relative_buckets = false;
+  // Protocol version 5: send the cells compact (ReplicateDelta.compactCells:
+  // 3 words a cell) where they can be: when they travel relative, no offset
+  // passes 16 bits and they have at most kMaxCompactGeometries geometries.
+  // Set by the reader when the message was compact. REQUIRES:
+  // relative_buckets too.
+  bool compact_cells = false;
 };
 // Packed, the base and the flag cost ~7 bytes a message more than absolute
 // buckets; a relative cell saves ~3.5. Fewer cells than this go absolute.
 inline constexpr size_t kMinRelativeDeltaCells = 3;
+inline constexpr size_t kMaxCompactGeometries = 256;  // CompactCell.geometry is 8 bits
 
 struct ForwardValue {
   uint64_t forward_id = 0;
@@ -119,6 +126,10 @@ struct NodeMessageValue {
   };
   Kind kind = Kind::kForward;
   std::vector<ForwardValue> forwards;
+  // kForward, protocol version 5: an item whose endpoint an earlier item of
+  // the message carries refers to it (ForwardedCheck.endpointOfItem) instead
+  // of carrying it again. Set by the reader when any item referred.
+  bool shared_endpoints = false;
   std::vector<ForwardResultValue> results;
   ReplicateValue replicate;   // kReplicate and kStatePush
   ReplicateDeltaValue delta;  // kReplicateDelta
@@ -138,6 +149,11 @@ struct NodeMessageValue {
 // counted by the receiver), whoever sent it. Each is far above what an
 // honest sender produces (docs/DESIGN.md, "Validating peer state").
 inline constexpr size_t kMaxForwardsPerMessage = 1024;  // a datagram holds ~20
+// The user ids and endpoints of a forward list, references resolved: an
+// honest sender splits its forwards into datagrams by their size without
+// references (EncodedForwardBound), so a list never resolves to more than a
+// datagram; the bound keeps references from multiplying a small message.
+inline constexpr size_t kMaxForwardKeyBytesPerMessage = 64 * 1024;
 inline constexpr size_t kMaxResultsPerMessage = 1024;
 inline constexpr size_t kMaxSlotsPerMessage = 4096;       // distinct replica slots
 inline constexpr size_t kMaxCountersPerMessage = 16384;   // a 256 KiB push holds ~4000

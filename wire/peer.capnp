@@ -33,8 +33,11 @@ using Node = import "node.capnp";
 # delta may give its cells' buckets relative to a base
 # (ReplicateDelta.relativeBuckets), and the acknowledgements of one batch of
 # input travel as one NodeMessage.replicateAcks (both sent only to a member
-# that says 4 or later).
-const protocolVersion :UInt16 = 4;
+# that says 4 or later). 5: forwarded checks may refer to an earlier item's
+# endpoint (ForwardedCheck.endpointOfItem) and delta cells may travel
+# compact (ReplicateDelta.compactCells), both sent only to a member that says
+# 5 or later.
+const protocolVersion :UInt16 = 5;
 
 # Also the precedence among rumors of equal (generation, incarnation).
 enum MemberState {

@@ -50,6 +50,12 @@ inline constexpr uint16_t kRelativeBucketsSinceVersion = 4;
 // The acknowledgements of one batch of input travel as one message
 // (NodeMessageValue::ack_seqs) only to members that say this version or later.
 inline constexpr uint16_t kAckListsSinceVersion = 4;
+// Forwards that refer to an earlier item's endpoint (NodeMessageValue::
+// shared_endpoints) and compact delta cells (ReplicateDeltaValue::
+// compact_cells) go only to members that say this version or later: an older
+// one would read a missing endpoint or a delta without cells.
+inline constexpr uint16_t kSharedEndpointsSinceVersion = 5;
+inline constexpr uint16_t kCompactCellsSinceVersion = 5;
 // A packed message unpacks to at most kMaxUnpackRatio times its size plus
 // kUnpackAllowanceBytes (and kMaxPeerMessageBytes): the work a small
 // datagram can ask for stays proportional to it. EncodeNodeMessage sends

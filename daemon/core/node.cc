@@ -277,6 +277,7 @@ void Node::Flush(Instant now, Outbox* out) {
     std::vector<wire::ForwardResultValue> replies = std::move(peer.reply_queue);
     std::vector<uint64_t> acks = std::move(peer.ack_queue);
     const bool ack_lists = peer.protocol_version >= wire::kAckListsSinceVersion;
+    const bool shared_endpoints = peer.protocol_version >= wire::kSharedEndpointsSinceVersion;
     peer.forward_queue.clear();
     peer.reply_queue.clear();
     peer.ack_queue.clear();
@@ -284,6 +285,7 @@ void Node::Flush(Instant now, Outbox* out) {
     while (i < forwards.size()) {
       wire::NodeMessageValue msg;
       msg.kind = Kind::kForward;
+      msg.shared_endpoints = shared_endpoints;
       size_t bytes = 160;
       while (i < forwards.size()) {
         size_t cost = wire::EncodedForwardBound(forwards[i].check);

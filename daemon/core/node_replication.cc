@@ -152,6 +152,8 @@ void Node::SendDeltas(const std::string& address, const std::vector<crdt::KeyId>
   const auto peer = peers_.find(address);
   msg.delta.relative_buckets =
       peer != peers_.end() && peer->second.protocol_version >= wire::kRelativeBucketsSinceVersion;
+  msg.delta.compact_cells =
+      peer != peers_.end() && peer->second.protocol_version >= wire::kCompactCellsSinceVersion;
   std::vector<crdt::KeyId> carried;
   std::vector<wire::DeltaCellValue> key_cells;
   auto send = [&] {

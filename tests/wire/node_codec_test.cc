@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "wire/codec.h"
@@ -247,6 +248,133 @@ TEST(NodeCodecTest, RelativeDeltaBucketsDecodeToTheSameCellsAndPackSmaller) {
     ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
     EXPECT_FALSE(decoded.delta.relative_buckets);
     EXPECT_EQ(decoded.delta.cells, absolute_value.delta.cells);
+  }
+}
+
+// Protocol version 5: a forwarded check whose endpoint an earlier item of
+// the message carries refers to that item instead of carrying it again. It
+// decodes to the same checks (empty endpoints are never referred to), and
+// packed it is smaller by about the endpoint.
+TEST(NodeCodecTest, ForwardsReferToAnEarlierItemsEndpointAndDecodeAlike) {
+  const PeerHeader header{"n2", "10.0.0.2:7946", 2, 1'796'630'904'421};
+  NodeMessageValue value;
+  value.kind = NodeMessageValue::Kind::kForward;
+  const std::vector<std::string> endpoints = {
+      "/api/v1/orders", "/api/v1/users",  "",  "/api/v1/orders", "",
+      "/api/v1/users",  "/api/v1/orders", "/x"};
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    ForwardValue f;
+    f.forward_id = 1000 + i;
+    f.hops = 1;
+    f.check.request_id = 0x9e3779b97f4a7c15 * (i + 1);
+    f.check.user_id = "user-" + std::to_string(i);
+    f.check.endpoint = endpoints[i];
+    f.check.limit = 100;
+    f.check.window_ms = 1000;
+    f.check.hits = 1;
+    value.forwards.push_back(f);
+  }
+  NodeMessageValue carried = value;
+  value.shared_endpoints = true;
+  for (const bool packed : {false, true}) {
+    std::vector<std::byte> shared_bytes, carried_bytes;
+    EncodeNodeMessage(header, value, &shared_bytes, packed);
+    EncodeNodeMessage(header, carried, &carried_bytes, packed);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(shared_bytes, &decoded, &why)) << why;
+    EXPECT_TRUE(decoded.shared_endpoints);
+    ASSERT_EQ(decoded.forwards.size(), value.forwards.size());
+    for (size_t i = 0; i < value.forwards.size(); ++i) {
+      const tally::CheckRequest& got = decoded.forwards[i].check;
+      const tally::CheckRequest& want = value.forwards[i].check;
+      EXPECT_EQ(got.endpoint, want.endpoint) << i;
+      EXPECT_EQ(got.user_id, want.user_id) << i;
+      EXPECT_EQ(got.request_id, want.request_id) << i;
+      EXPECT_EQ(std::tie(got.limit, got.window_ms, got.hits),
+                std::tie(want.limit, want.window_ms, want.hits));
+      EXPECT_EQ(decoded.forwards[i].forward_id, value.forwards[i].forward_id);
+    }
+    std::vector<std::byte> again;
+    EncodeNodeMessage(header, decoded, &again, packed);
+    EXPECT_EQ(again, shared_bytes);
+    // Three references ("/api/v1/orders" twice, "/api/v1/users" once), each
+    // 14-16 bytes of endpoint left out; unpacked, two words each at least.
+    EXPECT_LE(shared_bytes.size() + (packed ? 3 * 14 : 3 * 16), carried_bytes.size())
+        << shared_bytes.size() << " vs " << carried_bytes.size();
+    NodeMessageValue decoded_carried;
+    ASSERT_TRUE(Read(carried_bytes, &decoded_carried, &why)) << why;
+    EXPECT_FALSE(decoded_carried.shared_endpoints);
+  }
+  // Nothing repeated: nothing referred to, and the reader says so.
+  NodeMessageValue distinct = value;
+  distinct.forwards.resize(2);
+  std::vector<std::byte> bytes;
+  EncodeNodeMessage(header, distinct, &bytes, true);
+  NodeMessageValue decoded;
+  std::string why;
+  ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+  EXPECT_FALSE(decoded.shared_endpoints);
+}
+
+// Protocol version 5: delta cells may travel compact, 3 words each: the
+// key, the count, a 16-bit offset from the base and an index into the
+// message's geometries. They decode to the same cells; cells that cannot
+// travel so (an offset past 16 bits, or not relative at all) go in full.
+TEST(NodeCodecTest, CompactDeltaCellsDecodeToTheSameCellsAndPackSmaller) {
+  const PeerHeader header{"n2", "10.0.0.2:7946", 2, 1'796'630'904'421};
+  NodeMessageValue value;
+  value.kind = NodeMessageValue::Kind::kReplicateDelta;
+  value.delta.seq = 42;
+  value.delta.slot = {"n2", 1'796'630'904'421};
+  value.delta.relative_buckets = true;
+  // 30 cells of three geometries (600 ms and 100 ms buckets, 1 ms at span 5).
+  for (uint64_t i = 0; i < 30; ++i) {
+    const uint32_t width = i % 10 == 9 ? 100 : i % 10 == 8 ? 1 : 600;
+    const int64_t bucket = (1'796'630'904'421 + static_cast<int64_t>(i * 37)) / width;
+    value.delta.cells.push_back({0x9e3779b97f4a7c15 * (i + 1), 0xc2b2ae3d27d4eb4f * (i + 1), bucket,
+                                 static_cast<uint32_t>(i + 1), width, width == 1 ? 5u : 10u});
+  }
+  NodeMessageValue full = value;
+  value.delta.compact_cells = true;
+  for (const bool packed : {false, true}) {
+    std::vector<std::byte> compact_bytes, full_bytes;
+    EncodeNodeMessage(header, value, &compact_bytes, packed);
+    EncodeNodeMessage(header, full, &full_bytes, packed);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(compact_bytes, &decoded, &why)) << why;
+    EXPECT_TRUE(decoded.delta.compact_cells);
+    EXPECT_TRUE(decoded.delta.relative_buckets);
+    EXPECT_EQ(decoded.delta.cells, value.delta.cells);
+    std::vector<std::byte> again;
+    EncodeNodeMessage(header, decoded, &again, packed);
+    EXPECT_EQ(again, compact_bytes);
+    // Unpacked two words a cell fewer, less the geometries (three words and
+    // a list tag); packed at least 3 bytes a cell fewer (a width, a span and
+    // a zero bucket word).
+    if (packed) {
+      EXPECT_LE(compact_bytes.size() + 3 * value.delta.cells.size(), full_bytes.size())
+          << compact_bytes.size() << " vs " << full_bytes.size();
+    } else {
+      EXPECT_EQ(compact_bytes.size() + 16 * value.delta.cells.size() - 4 * 8, full_bytes.size());
+    }
+  }
+  // An offset past 16 bits (a 1 ms cell a minute after the earliest start),
+  // or cells that travel absolute: in full.
+  NodeMessageValue far = value;
+  far.delta.cells.push_back({1, 2, 1'796'630'904'421 + 70'000, 4, 1, 5});
+  NodeMessageValue absolute = value;
+  absolute.delta.relative_buckets = false;
+  for (const NodeMessageValue& full_value : {far, absolute}) {
+    std::vector<std::byte> bytes;
+    EncodeNodeMessage(header, full_value, &bytes, true);
+    NodeMessageValue decoded;
+    std::string why;
+    ASSERT_TRUE(Read(bytes, &decoded, &why)) << why;
+    EXPECT_FALSE(decoded.delta.compact_cells);
+    EXPECT_EQ(decoded.delta.relative_buckets, full_value.delta.relative_buckets);
+    EXPECT_EQ(decoded.delta.cells, full_value.delta.cells);
   }
 }
 
@@ -552,6 +680,159 @@ TEST(NodeCodecBoundsTest, RelativeDeltaBucketsAreBounded) {
   std::string why;
   ASSERT_TRUE(Read(Serialize(*b), &msg, &why)) << why;
   EXPECT_EQ(msg.delta.cells.at(0).bucket, 17'966'309'044 + 2);
+}
+
+// Protocol version 5's references: only to an earlier item that carries a
+// non-empty endpoint itself, never beside an endpoint of the item's own, and
+// a list resolves to at most kMaxForwardKeyBytesPerMessage of keys, so
+// references cannot multiply a small message.
+TEST(NodeCodecBoundsTest, EndpointReferencesAreBounded) {
+  // Item i (0-based) refers to item refs[i] - 1; `own` items carry "/api".
+  auto forwards = [](std::vector<uint16_t> refs, std::vector<bool> own) {
+    auto b = std::make_unique<capnp::MallocMessageBuilder>();
+    auto list = Root(*b).initNode().initForward(static_cast<unsigned>(refs.size()));
+    for (unsigned i = 0; i < refs.size(); ++i) {
+      list[i].setHops(1);
+      list[i].setEndpointOfItem(refs[i]);
+      auto c = list[i].initCheck();
+      c.setUserId(kj::StringPtr("alice").asBytes());
+      if (own[i]) c.setEndpoint(kj::StringPtr("/api").asBytes());
+      c.setLimit(5);
+      c.setWindowMs(1000);
+    }
+    return b;
+  };
+  const std::string reason = "forwarded check with a bad endpoint reference";
+  ExpectRefused(*forwards({1}, {false}), reason);                     // itself
+  ExpectRefused(*forwards({2, 0}, {false, true}), reason);            // a later item
+  ExpectRefused(*forwards({0, 1}, {true, true}), reason);             // and its own
+  ExpectRefused(*forwards({0, 1, 2}, {true, false, false}), reason);  // a reference
+  ExpectRefused(*forwards({0, 1}, {false, false}), reason);           // an empty endpoint
+  ExpectRefused(*forwards({0, 9}, {true, false}), reason);            // past the list
+  {
+    auto b = forwards({0, 1, 1}, {true, false, false});
+    NodeMessageValue msg;
+    std::string why;
+    ASSERT_TRUE(Read(Serialize(*b), &msg, &why)) << why;
+    EXPECT_TRUE(msg.shared_endpoints);
+    for (const ForwardValue& f : msg.forwards) EXPECT_EQ(f.check.endpoint, "/api");
+  }
+  // One 4 KiB endpoint, referred to by every other item: refused once the
+  // resolved keys pass the bound (a datagram's worth), however few bytes
+  // travel.
+  auto many = [](unsigned items) {
+    auto b = std::make_unique<capnp::MallocMessageBuilder>();
+    auto list = Root(*b).initNode().initForward(items);
+    const std::string endpoint(4000, 'e');
+    for (unsigned i = 0; i < items; ++i) {
+      list[i].setHops(1);
+      auto c = list[i].initCheck();
+      if (i == 0) {
+        c.setEndpoint(kj::ArrayPtr<const kj::byte>(
+            reinterpret_cast<const kj::byte*>(endpoint.data()), endpoint.size()));
+      } else {
+        list[i].setEndpointOfItem(1);
+      }
+    }
+    return b;
+  };
+  const unsigned fit = kMaxForwardKeyBytesPerMessage / 4000;
+  {
+    NodeMessageValue msg;
+    std::string why;
+    ASSERT_TRUE(Read(Serialize(*many(fit)), &msg, &why)) << why;
+    EXPECT_EQ(msg.forwards.size(), fit);
+  }
+  ExpectRefused(*many(fit + 1), "forwarded checks with too many key bytes");
+}
+
+// Protocol version 5's compact cells: only relative, never beside full
+// cells, each naming one of at most 256 sane geometries, and only what the
+// encoder would send compact.
+TEST(NodeCodecBoundsTest, CompactDeltaCellsAreBounded) {
+  // `cells` compact cells with 100 ms buckets at offsets 0, 1, 2, ...
+  auto compact = [](unsigned cells, unsigned geometries) {
+    auto b = std::make_unique<capnp::MallocMessageBuilder>();
+    auto d = Root(*b).initNode().initReplicateDelta();
+    d.initSlot().setNodeId("n2");
+    d.setRelativeBuckets(true);
+    d.setBucketBaseMs(1'796'630'904'400);
+    auto g = d.initGeometries(geometries);
+    for (unsigned i = 0; i < geometries; ++i) {
+      g[i].setBucketMs(100 + i);
+      g[i].setSpan(10);
+    }
+    auto list = d.initCompactCells(cells);
+    for (unsigned i = 0; i < cells; ++i) {
+      list[i].setKeyLow(i + 1);
+      list[i].setCount(1);
+      list[i].setBucketOffset(static_cast<uint16_t>(i));
+    }
+    return b;
+  };
+  auto delta = [](capnp::MallocMessageBuilder& b) {
+    return b.getRoot<peer::PeerMessage>().getNode().getReplicateDelta();
+  };
+  const std::string shape = "compact delta cells beside cells, absolute, or with no or too many";
+  {
+    auto b = compact(3, 1);
+    delta(*b).setRelativeBuckets(false);
+    ExpectRefused(*b, shape);
+  }
+  {
+    auto b = compact(3, 1);
+    delta(*b).initCells(1)[0].setBucketMs(100);
+    ExpectRefused(*b, shape);
+  }
+  ExpectRefused(*compact(3, 0), shape);
+  ExpectRefused(*compact(3, kMaxCompactGeometries + 1), shape);
+  {
+    auto b = compact(3, 1);
+    delta(*b).getCompactCells()[2].setGeometry(1);
+    ExpectRefused(*b, "compact delta cell with no geometry");
+  }
+  {
+    auto b = compact(3, 1);
+    delta(*b).getGeometries()[0].setSpan(0);
+    ExpectRefused(*b, "delta cell with a nonsense geometry");
+  }
+  // What the encoder would send otherwise: too few cells to travel relative,
+  // or offsets that do not fit 16 bits from the earliest cell's start (the
+  // base the encoder takes, whatever base the sender chose).
+  ExpectRefused(*compact(kMinRelativeDeltaCells - 1, 1),
+                "relative delta cells the encoder would send absolute");
+  {
+    // 1 ms cells 65,535 apart: they fit.
+    auto b = compact(3, 1);
+    delta(*b).getGeometries()[0].setBucketMs(1);
+    delta(*b).getCompactCells()[1].setBucketOffset(0);
+    delta(*b).getCompactCells()[2].setBucketOffset(65'535);
+    NodeMessageValue msg;
+    std::string why;
+    ASSERT_TRUE(Read(Serialize(*b), &msg, &why)) << why;
+    EXPECT_TRUE(msg.delta.compact_cells);
+    EXPECT_EQ(msg.delta.cells[2].bucket - msg.delta.cells[0].bucket, 65'535);
+  }
+  {
+    // A 1 min cell starts 24.4 s below the sender's base, so the earliest
+    // start is that much lower and the 1 ms cell 50 s past the base is
+    // 74,400 buckets from it: in full.
+    auto b = compact(3, 2);
+    delta(*b).getGeometries()[0].setBucketMs(60'000);
+    delta(*b).getGeometries()[1].setBucketMs(1);
+    delta(*b).getGeometries()[1].setSpan(5);
+    delta(*b).getCompactCells()[1].setGeometry(1);
+    delta(*b).getCompactCells()[1].setBucketOffset(0);
+    delta(*b).getCompactCells()[2].setGeometry(1);
+    delta(*b).getCompactCells()[2].setBucketOffset(50'000);
+    ExpectRefused(*b, "compact delta cells the encoder would send in full");
+  }
+  NodeMessageValue msg;
+  std::string why;
+  ASSERT_TRUE(Read(Serialize(*compact(kMinRelativeDeltaCells, 2)), &msg, &why)) << why;
+  ASSERT_EQ(msg.delta.cells.size(), kMinRelativeDeltaCells);
+  EXPECT_EQ(msg.delta.cells[1].bucket, 1'796'630'904'400 / 100 + 1);
+  EXPECT_EQ(msg.delta.cells[1].bucket_ms, 100u);
 }
 
 TEST(NodeCodecBoundsTest, AdaptiveReportsAreBounded) {

@@ -1596,6 +1596,85 @@ TEST(NodeTest, DeltaBucketsAreRelativeOnlyForMembersSpeakingVersionFour) {
   c.observe_peer = nullptr;
 }
 
+// Forwards that refer to an earlier item's endpoint and deltas of compact
+// cells (protocol version 5) go only to members that say 5: one that says 4
+// would read a missing endpoint or a delta without cells, so it gets both in
+// full until it speaks 5 again; either way every check is decided and the
+// replicas end up with the decider's state.
+TEST(NodeTest, EndpointReferencesAndCompactCellsGoOnlyToMembersSpeakingVersionFive) {
+  using Kind = wire::NodeMessageValue::Kind;
+  TestCluster c;
+  const AliceOnThree alice(c);
+  const std::string& owner = alice.ranking[0];
+  const std::string& old = alice.ranking[1];
+  const std::string& via = alice.ranking[2];
+  const std::string owner_address = TestCluster::AddressOf(owner);
+  const std::string old_address = TestCluster::AddressOf(old);
+  const std::string via_address = TestCluster::AddressOf(via);
+  // Keys of one endpoint that the owner decides.
+  std::vector<std::string> users = {"alice"};
+  for (int i = 0; users.size() < 3; ++i) {
+    const std::string user = "user-" + std::to_string(i);
+    if (Ranking(crdt::HashKey(user, "/api", 60'000), 3)[0] == owner) users.push_back(user);
+  }
+  std::vector<wire::NodeMessageValue> forwards;      // via -> owner
+  std::map<std::string, std::vector<bool>> compact;  // the owner's deltas, by receiver
+  c.observe_peer = [&](const std::string& from, const Outbox::PeerPacket& p) {
+    if (from == via && p.to_address == owner_address && p.node_kind == Kind::kForward) {
+      forwards.push_back(DecodeNode(p.bytes));
+    }
+    if (from == owner && p.node_kind == Kind::kReplicateDelta) {
+      compact[p.to_address].push_back(DecodeNode(p.bytes).delta.compact_cells);
+    }
+  };
+  uint64_t id = 1;
+  // One client datagram of the three checks through `via`: one forward.
+  auto decide = [&] {
+    std::vector<CheckRequest> checks;
+    for (const std::string& user : users) checks.push_back(kRequest.Id(id++).User(user));
+    std::vector<CheckRequestRef> refs(checks.begin(), checks.end());
+    std::vector<std::byte> bytes;
+    wire::EncodeChecks(refs, &bytes);
+    const auto reply = c.ClientDatagram(via, bytes);
+    ASSERT_TRUE(reply.has_value());
+    wire::ClientMessageReader reader;
+    std::string why;
+    ASSERT_EQ(reader.Decode(*reply, &why), Status::kOk) << why;
+    ASSERT_EQ(reader.responses().size(), users.size());
+    for (const CheckResult& r : reader.responses()) EXPECT_TRUE(r.allowed);
+    c.RunFor(10);  // one replication round; nobody says anything new meanwhile
+  };
+  auto converged = [&] {
+    for (const std::string& user : users) {
+      const crdt::KeyId key = crdt::HashKey(user, "/api", 60'000);
+      for (const std::string& replica : {old, via}) {
+        EXPECT_EQ(c.node(replica).StateHash(key, c.Now()), c.node(owner).StateHash(key, c.Now()))
+            << user << " on " << replica;
+      }
+    }
+  };
+  SayVersion(c, owner, via, 4);
+  SayVersion(c, old, owner, 4);
+  decide();
+  ASSERT_EQ(forwards.size(), 1u);
+  EXPECT_EQ(forwards[0].forwards.size(), users.size());
+  EXPECT_FALSE(forwards[0].shared_endpoints);
+  EXPECT_EQ(compact[old_address], std::vector<bool>{false});
+  EXPECT_EQ(compact[via_address], std::vector<bool>{true});
+  converged();
+  // Their own (version 5) messages since: references and compact cells again.
+  c.RunFor(500);
+  forwards.clear();
+  compact.clear();
+  decide();
+  ASSERT_EQ(forwards.size(), 1u);
+  EXPECT_TRUE(forwards[0].shared_endpoints);
+  for (const wire::ForwardValue& f : forwards[0].forwards) EXPECT_EQ(f.check.endpoint, "/api");
+  EXPECT_EQ(compact[old_address], std::vector<bool>{true});
+  converged();
+  c.observe_peer = nullptr;
+}
+
 // The acknowledgements of the replication messages one batch of input brings
 // travel as one message (protocol version 4) to a decider that says 4, and one
 // message each to a decider that says 3; either way every seq is acknowledged.
