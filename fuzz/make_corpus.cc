@@ -229,6 +229,10 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   v.forwards.push_back({11, 1, {5, "alice", "/api", 10, 60'000, 1}});
   v.forwards.push_back({12, 2, {0, "bob", "/api", 3, 1'000, 0}});
   all.emplace_back("forward", v);
+  v.forwards.push_back({13, 1, {7, "carol", "/api/v1/orders", 3, 1'000, 1}});
+  v.shared_endpoints = true;  // protocol version 5: items 2 and 3 refer to earlier ones
+  v.forwards.push_back({14, 1, {8, "dave", "/api/v1/orders", 3, 1'000, 1}});
+  all.emplace_back("forward_shared_endpoints", v);
   v = {};
   v.kind = Kind::kForwardReply;
   v.results.push_back({11, {5, Status::kOk, true, 9, 0, 60'000, 10, ""}});
@@ -320,6 +324,9 @@ std::vector<std::pair<std::string, wire::NodeMessageValue>> NodeMessages() {
   all.emplace_back("replicate_delta", v);
   v.delta.relative_buckets = true;  // protocol version 4
   all.emplace_back("replicate_delta_relative", v);
+  v.delta.compact_cells = true;                                // protocol version 5
+  v.delta.cells.push_back({7, 9, kWallMs / 100, 1, 100, 10});  // another geometry
+  all.emplace_back("replicate_delta_compact", v);
   return all;
 }
 
