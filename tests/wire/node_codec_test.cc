@@ -333,7 +333,8 @@ TEST(NodeCodecTest, CompactDeltaCellsDecodeToTheSameCellsAndPackSmaller) {
     const uint32_t width = i % 10 == 9 ? 100 : i % 10 == 8 ? 1 : 600;
     const int64_t bucket = (1'796'630'904'421 + static_cast<int64_t>(i * 37)) / width;
     value.delta.cells.push_back({0x9e3779b97f4a7c15 * (i + 1), 0xc2b2ae3d27d4eb4f * (i + 1), bucket,
-                                 static_cast<uint32_t>(i + 1), width, width == 1 ? 5u : 10u});
+                                 static_cast<uint32_t>(i + 1), width,
+                                 static_cast<uint16_t>(width == 1 ? 5 : 10)});
   }
   NodeMessageValue full = value;
   value.delta.compact_cells = true;
