@@ -35,10 +35,13 @@ inline kj::ArrayPtr<const kj::byte> AsWireBytes(std::string_view s) {
   return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
 }
 
-inline void FillCheck(const tally::CheckRequestRef& c, wire::CheckRequest::Builder w) {
+// `with_endpoint` false leaves the endpoint null (a forward that refers to an
+// earlier item's, wire/node.capnp's ForwardedCheck.endpointOfItem).
+inline void FillCheck(const tally::CheckRequestRef& c, wire::CheckRequest::Builder w,
+                      bool with_endpoint = true) {
   w.setRequestId(c.request_id);
   w.setUserId(AsWireBytes(c.user_id));
-  w.setEndpoint(AsWireBytes(c.endpoint));
+  if (with_endpoint) w.setEndpoint(AsWireBytes(c.endpoint));
   w.setLimit(c.limit);
   w.setWindowMs(c.window_ms);
   w.setHits(c.hits);

@@ -394,18 +394,8 @@ void BuildNodeMessage(const NodeMessageValue& value, NodeMessage::Builder builde
           auto [at, first] = firsts.try_emplace(f.check.endpoint, static_cast<uint16_t>(i + 1));
           if (!first) ref = at->second;
         }
-        if (ref == 0) {
-          FillCheck(f.check, list[i].initCheck());
-        } else {
-          // FillCheck but for the endpoint, which stays null.
-          list[i].setEndpointOfItem(ref);
-          auto w = list[i].initCheck();
-          w.setRequestId(f.check.request_id);
-          w.setUserId(AsWireBytes(f.check.user_id));
-          w.setLimit(f.check.limit);
-          w.setWindowMs(f.check.window_ms);
-          w.setHits(f.check.hits);
-        }
+        list[i].setEndpointOfItem(ref);
+        FillCheck(f.check, list[i].initCheck(), /*with_endpoint=*/ref == 0);
       }
       break;
     }

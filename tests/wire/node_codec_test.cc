@@ -10,9 +10,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "wire/codec.h"
@@ -63,6 +65,20 @@ void FillCheck(wire::CheckRequest::Builder c) {
   c.setLimit(5);
   c.setWindowMs(1000);
   c.setHits(1);
+}
+
+// 30 delta cells of today's buckets, out of order, whose width and span
+// `geometry_of(i)` gives.
+std::vector<DeltaCellValue> ThirtyCells(
+    const std::function<std::pair<uint32_t, uint16_t>(uint64_t)>& geometry_of) {
+  std::vector<DeltaCellValue> cells;
+  for (uint64_t i = 0; i < 30; ++i) {
+    const auto [width, span] = geometry_of(i);
+    const int64_t bucket = (1'796'630'904'421 + static_cast<int64_t>(i * 37)) / width;
+    cells.push_back({0x9e3779b97f4a7c15 * (i + 1), 0xc2b2ae3d27d4eb4f * (i + 1), bucket,
+                     static_cast<uint32_t>(i + 1), width, span});
+  }
+  return cells;
 }
 
 // node_codec_fuzz and peer_codec_fuzz: the decoder reads slot node ids and
@@ -204,13 +220,10 @@ TEST(NodeCodecTest, RelativeDeltaBucketsDecodeToTheSameCellsAndPackSmaller) {
   value.kind = NodeMessageValue::Kind::kReplicateDelta;
   value.delta.seq = 41;
   value.delta.slot = {"n2", 1'796'630'904'421};
-  // Today's buckets at three widths (100 ms, 1 ms, 6 s), out of order.
-  for (uint64_t i = 0; i < 30; ++i) {
-    const uint32_t width = i % 3 == 0 ? 100 : i % 3 == 1 ? 1 : 6000;
-    const int64_t bucket = (1'796'630'904'421 + static_cast<int64_t>(i * 37)) / width;
-    value.delta.cells.push_back({0x9e3779b97f4a7c15 * (i + 1), 0xc2b2ae3d27d4eb4f * (i + 1), bucket,
-                                 static_cast<uint32_t>(i + 1), width, 10});
-  }
+  // Three widths (100 ms, 1 ms, 6 s).
+  value.delta.cells = ThirtyCells([](uint64_t i) {
+    return std::pair<uint32_t, uint16_t>{i % 3 == 0 ? 100 : i % 3 == 1 ? 1 : 6000, 10};
+  });
   NodeMessageValue absolute = value;
   value.delta.relative_buckets = true;
   for (const bool packed : {false, true}) {
@@ -328,14 +341,11 @@ TEST(NodeCodecTest, CompactDeltaCellsDecodeToTheSameCellsAndPackSmaller) {
   value.delta.seq = 42;
   value.delta.slot = {"n2", 1'796'630'904'421};
   value.delta.relative_buckets = true;
-  // 30 cells of three geometries (600 ms and 100 ms buckets, 1 ms at span 5).
-  for (uint64_t i = 0; i < 30; ++i) {
+  // Three geometries (600 ms and 100 ms buckets, 1 ms at span 5).
+  value.delta.cells = ThirtyCells([](uint64_t i) {
     const uint32_t width = i % 10 == 9 ? 100 : i % 10 == 8 ? 1 : 600;
-    const int64_t bucket = (1'796'630'904'421 + static_cast<int64_t>(i * 37)) / width;
-    value.delta.cells.push_back({0x9e3779b97f4a7c15 * (i + 1), 0xc2b2ae3d27d4eb4f * (i + 1), bucket,
-                                 static_cast<uint32_t>(i + 1), width,
-                                 static_cast<uint16_t>(width == 1 ? 5 : 10)});
-  }
+    return std::pair<uint32_t, uint16_t>{width, width == 1 ? 5 : 10};
+  });
   NodeMessageValue full = value;
   value.delta.compact_cells = true;
   for (const bool packed : {false, true}) {

@@ -1331,6 +1331,16 @@ struct AliceOnThree {
   std::vector<std::string> ranking = Ranking(key, 3);
   crdt::Geometry geometry = crdt::GeometryFor(60'000, 10);
   explicit AliceOnThree(TestCluster& c) { c.Form(3); }
+  // "alice" and more users on /api (60 s window) that alice's owner decides:
+  // `n` in all.
+  std::vector<std::string> UsersOfHerOwner(size_t n) const {
+    std::vector<std::string> users = {"alice"};
+    for (int i = 0; users.size() < n; ++i) {
+      const std::string user = "user-" + std::to_string(i);
+      if (Ranking(crdt::HashKey(user, "/api", 60'000), 3)[0] == ranking[0]) users.push_back(user);
+    }
+    return users;
+  }
 };
 
 // Issue 10: a decision ships the cells it changed (40 bytes each), not its
@@ -1568,11 +1578,7 @@ TEST(NodeTest, DeltaBucketsAreRelativeOnlyForMembersSpeakingVersionFour) {
     relative[p.to_address].push_back(DecodeNode(p.bytes).delta.relative_buckets);
   };
   // Three keys the owner decides: a delta of fewer cells goes absolute anyway.
-  std::vector<std::string> users = {"alice"};
-  for (int i = 0; users.size() < wire::kMinRelativeDeltaCells; ++i) {
-    const std::string user = "user-" + std::to_string(i);
-    if (Ranking(crdt::HashKey(user, "/api", 60'000), 3)[0] == owner) users.push_back(user);
-  }
+  const std::vector<std::string> users = alice.UsersOfHerOwner(wire::kMinRelativeDeltaCells);
   uint64_t id = 1;
   auto decide = [&] {
     for (const std::string& user : users) {
@@ -1612,11 +1618,7 @@ TEST(NodeTest, EndpointReferencesAndCompactCellsGoOnlyToMembersSpeakingVersionFi
   const std::string old_address = TestCluster::AddressOf(old);
   const std::string via_address = TestCluster::AddressOf(via);
   // Keys of one endpoint that the owner decides.
-  std::vector<std::string> users = {"alice"};
-  for (int i = 0; users.size() < 3; ++i) {
-    const std::string user = "user-" + std::to_string(i);
-    if (Ranking(crdt::HashKey(user, "/api", 60'000), 3)[0] == owner) users.push_back(user);
-  }
+  const std::vector<std::string> users = alice.UsersOfHerOwner(3);
   std::vector<wire::NodeMessageValue> forwards;      // via -> owner
   std::map<std::string, std::vector<bool>> compact;  // the owner's deltas, by receiver
   c.observe_peer = [&](const std::string& from, const Outbox::PeerPacket& p) {
